@@ -1,0 +1,1 @@
+//! Rule engine (in progress).

@@ -1,0 +1,402 @@
+//! Vendor JSON payloads, mapped to metrics by field paths.
+//!
+//! Paths are dotted with array indices (`device.serial`, `readings[0].sys`).
+//! When `records` names an array, each element is one measurement and the
+//! `time`, `sequence`, `values` and `annotations` paths are relative to the
+//! element; `device_id` is always read from the document root.
+
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+use std::fmt;
+
+use crate::decoded::{Component, DecodedMeasurement, DeviceTime, RawValue, SpecialValue};
+use crate::metric::Metric;
+use crate::reject::Reject;
+use crate::units::UnitName;
+
+/// The `[json]` table of a profile.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonMapping {
+    /// Path to an array of records; absent = the document is one record.
+    pub records: Option<FieldPath>,
+    /// Path (from the root) of the device id, for `device_id_from = "payload"`.
+    pub device_id: Option<FieldPath>,
+    /// Path of the measurement time.
+    pub time: Option<FieldPath>,
+    /// How the time is written.
+    #[serde(default)]
+    pub time_format: TimeFormat,
+    /// Path of the device's record sequence number.
+    pub sequence: Option<FieldPath>,
+    /// Values: at least one.
+    pub values: Vec<ValueMap>,
+    /// Annotations (qualifiers) copied from fields.
+    #[serde(default)]
+    pub annotations: Vec<AnnotationMap>,
+}
+
+/// How a time field is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeFormat {
+    /// RFC 3339 with an offset (`2026-01-31T08:15:00Z`).
+    #[default]
+    Rfc3339,
+    /// Unix seconds (integer or fractional number).
+    UnixS,
+    /// Unix milliseconds (number).
+    UnixMs,
+    /// Device-local wall time without an offset (`2026-01-31T08:15:00`).
+    Local,
+}
+
+/// One value mapping.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawValueMap")]
+pub struct ValueMap {
+    /// Metric the field measures.
+    pub metric: Metric,
+    /// Where the value is.
+    pub path: FieldPath,
+    /// Where the unit comes from.
+    pub unit: UnitSource,
+    /// A missing field is not an error (the record simply lacks that value).
+    pub optional: bool,
+}
+
+/// Where a value's unit comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UnitSource {
+    /// A unit fixed by the profile.
+    Fixed(String),
+    /// A field of the payload.
+    Path(FieldPath),
+    /// None: only valid for metrics whose unit is implied (%, /min, kg/m2).
+    Implied,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawValueMap {
+    metric: Metric,
+    path: FieldPath,
+    unit: Option<UnitName>,
+    unit_path: Option<FieldPath>,
+    #[serde(default)]
+    optional: bool,
+}
+
+impl TryFrom<RawValueMap> for ValueMap {
+    type Error = String;
+    fn try_from(r: RawValueMap) -> Result<Self, String> {
+        let unit = match (r.unit, r.unit_path) {
+            (Some(_), Some(_)) => return Err("give `unit` or `unit_path`, not both".into()),
+            (Some(UnitName(u, parsed)), None) => {
+                if parsed.convert(1.0, r.metric.canonical_unit()).is_none() {
+                    return Err(format!("unit `{u}` cannot measure {}", r.metric));
+                }
+                UnitSource::Fixed(u)
+            }
+            (None, Some(p)) => UnitSource::Path(p),
+            (None, None) => {
+                if crate::units::to_canonical(r.metric, 1.0, None).is_err() {
+                    return Err(format!("{} needs `unit` or `unit_path`", r.metric));
+                }
+                UnitSource::Implied
+            }
+        };
+        Ok(ValueMap { metric: r.metric, path: r.path, unit, optional: r.optional })
+    }
+}
+
+/// One annotation mapping.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnnotationMap {
+    /// Annotation key (`irregular_pulse`, `meal`, ...).
+    pub name: String,
+    /// Field to copy.
+    pub path: FieldPath,
+}
+
+/// A parsed field path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldPath {
+    segments: Vec<Segment>,
+    text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+impl FieldPath {
+    /// Looks the path up in a JSON value.
+    pub fn get<'v>(&self, mut v: &'v Value) -> Option<&'v Value> {
+        for s in &self.segments {
+            v = match s {
+                Segment::Key(k) => v.get(k)?,
+                Segment::Index(i) => v.get(i)?,
+            };
+        }
+        Some(v)
+    }
+}
+
+impl fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl TryFrom<String> for FieldPath {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        let mut segments = Vec::new();
+        for (i, part) in text.split('.').enumerate() {
+            let (key, mut rest) = match part.find('[') {
+                Some(at) => (&part[..at], &part[at..]),
+                None => (part, ""),
+            };
+            if key.is_empty() && (i > 0 || rest.is_empty()) {
+                return Err(format!("path `{text}` has an empty segment"));
+            }
+            if !key.is_empty() {
+                segments.push(Segment::Key(key.to_string()));
+            }
+            while !rest.is_empty() {
+                let close = rest.find(']').ok_or_else(|| format!("path `{text}`: `[` without `]`"))?;
+                let idx = rest[1..close]
+                    .parse::<usize>()
+                    .map_err(|_| format!("path `{text}`: `{}` is not an array index", &rest[1..close]))?;
+                segments.push(Segment::Index(idx));
+                rest = &rest[close + 1..];
+                if !rest.is_empty() && !rest.starts_with('[') {
+                    return Err(format!("path `{text}`: unexpected `{rest}`"));
+                }
+            }
+        }
+        if segments.is_empty() {
+            return Err("path is empty".into());
+        }
+        Ok(FieldPath { segments, text })
+    }
+}
+
+impl<'de> Deserialize<'de> for FieldPath {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        FieldPath::try_from(String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Reads a JSON value as a device value: numbers, and the strings devices
+/// use for special values. Anything else is a schema error.
+pub fn raw_value(v: &Value) -> Result<RawValue, String> {
+    match v {
+        Value::Number(n) => n.as_f64().map(RawValue::Number).ok_or_else(|| format!("number {n} out of range")),
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "nan" => Ok(RawValue::Special(SpecialValue::NaN)),
+            "inf" | "+inf" | "infinity" | "+infinity" => Ok(RawValue::Special(SpecialValue::PositiveInfinity)),
+            "-inf" | "-infinity" => Ok(RawValue::Special(SpecialValue::NegativeInfinity)),
+            _ => Err(format!("expected a number, found the string {v}")),
+        },
+        other => Err(format!("expected a number, found {}", kind(other))),
+    }
+}
+
+/// A JSON value's kind, for messages (never the value itself).
+pub fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Parses a payload as JSON, refusing with `malformed_payload`.
+pub fn parse_payload(payload: &[u8]) -> Result<Value, Reject> {
+    serde_json::from_slice(payload).map_err(|e| Reject::MalformedPayload { detail: e.to_string() })
+}
+
+/// A scalar as annotation text.
+fn annotation_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl JsonMapping {
+    /// Decodes one payload into measurements.
+    pub fn decode(
+        &self,
+        profile: &str,
+        payload: &[u8],
+    ) -> Result<Vec<Result<DecodedMeasurement, Reject>>, Reject> {
+        let doc = parse_payload(payload)?;
+        let schema = |detail: String| Reject::SchemaMismatch { profile: profile.to_string(), detail };
+        let device_id = match &self.device_id {
+            None => None,
+            Some(p) => match p.get(&doc) {
+                Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                Some(other) => return Err(schema(format!("`{p}` must be a non-empty string, found {}", kind(other)))),
+                None => return Err(schema(format!("`{p}` (device id) is missing"))),
+            },
+        };
+        let records: Vec<&Value> = match &self.records {
+            None => vec![&doc],
+            Some(p) => match p.get(&doc) {
+                Some(Value::Array(items)) => items.iter().collect(),
+                Some(other) => return Err(schema(format!("`{p}` must be an array, found {}", kind(other)))),
+                None => return Err(schema(format!("`{p}` (records) is missing"))),
+            },
+        };
+        Ok(records
+            .into_iter()
+            .map(|r| {
+                let mut m = self.decode_record(r).map_err(schema)?;
+                m.device_id = device_id.clone();
+                Ok(m)
+            })
+            .collect())
+    }
+
+    fn decode_record(&self, r: &Value) -> Result<DecodedMeasurement, String> {
+        let mut m = DecodedMeasurement::default();
+        if let Some(p) = &self.time {
+            match p.get(r) {
+                None | Some(Value::Null) => {}
+                Some(v) => m.time = Some(parse_time(v, self.time_format).map_err(|e| format!("`{p}`: {e}"))?),
+            }
+        }
+        if let Some(p) = &self.sequence {
+            match p.get(r) {
+                None | Some(Value::Null) => {}
+                Some(v) => {
+                    m.sequence = Some(v.as_u64().ok_or_else(|| {
+                        format!("`{p}` (sequence) must be a non-negative integer, found {}", kind(v))
+                    })?)
+                }
+            }
+        }
+        for map in &self.values {
+            let Some(v) = map.path.get(r).filter(|v| !v.is_null()) else {
+                if map.optional {
+                    continue;
+                }
+                return Err(format!("`{}` ({}) is missing", map.path, map.metric));
+            };
+            let value = raw_value(v).map_err(|e| format!("`{}`: {e}", map.path))?;
+            let unit = match &map.unit {
+                UnitSource::Fixed(u) => Some(u.clone()),
+                UnitSource::Implied => None,
+                UnitSource::Path(p) => match p.get(r) {
+                    Some(Value::String(u)) => Some(u.clone()),
+                    None | Some(Value::Null) => None,
+                    Some(other) => return Err(format!("`{p}` (unit) must be a string, found {}", kind(other))),
+                },
+            };
+            m.components.push(Component { metric: map.metric, value, unit });
+        }
+        for a in &self.annotations {
+            if let Some(v) = a.path.get(r).filter(|v| !v.is_null()) {
+                m.annotations.insert(a.name.clone(), annotation_text(v));
+            }
+        }
+        Ok(m)
+    }
+}
+
+/// Parses a time field.
+pub fn parse_time(v: &Value, format: TimeFormat) -> Result<DeviceTime, String> {
+    let out_of_range = || "time out of range".to_string();
+    match (format, v) {
+        (TimeFormat::Rfc3339, Value::String(s)) => DateTime::parse_from_rfc3339(s)
+            .map(|t| DeviceTime::Utc(t.with_timezone(&Utc)))
+            .map_err(|e| format!("not an RFC 3339 time with offset: {e}")),
+        (TimeFormat::Local, Value::String(s)) => NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S")
+            .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S"))
+            .map(DeviceTime::Local)
+            .map_err(|e| format!("not a local time YYYY-MM-DDTHH:MM:SS: {e}")),
+        (TimeFormat::UnixS, Value::Number(n)) => {
+            let secs = n.as_f64().filter(|f| f.is_finite()).ok_or_else(out_of_range)?;
+            let ms = (secs * 1000.0).round();
+            if ms.abs() > 1e15 {
+                return Err(out_of_range());
+            }
+            Utc.timestamp_millis_opt(ms as i64).single().map(DeviceTime::Utc).ok_or_else(out_of_range)
+        }
+        (TimeFormat::UnixMs, Value::Number(n)) => {
+            let ms = n.as_i64().ok_or_else(out_of_range)?;
+            Utc.timestamp_millis_opt(ms).single().map(DeviceTime::Utc).ok_or_else(out_of_range)
+        }
+        (_, other) => Err(format!("expected a time as {format:?}, found {}", kind(other))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapping(toml_text: &str) -> JsonMapping {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn paths() {
+        let p = FieldPath::try_from("a.b[1].c".to_string()).unwrap();
+        let v: Value = serde_json::json!({"a": {"b": [0, {"c": 7}]}});
+        assert_eq!(p.get(&v), Some(&Value::from(7)));
+        assert!(FieldPath::try_from("a..b".to_string()).is_err());
+        assert!(FieldPath::try_from("a[x]".to_string()).is_err());
+        assert!(FieldPath::try_from("a[1".to_string()).is_err());
+    }
+
+    #[test]
+    fn records_and_units() {
+        let m = mapping(
+            r#"
+            records = "readings"
+            time = "ts"
+            time_format = "unix_s"
+            [[values]]
+            metric = "body_weight"
+            path = "w"
+            unit_path = "u"
+            "#,
+        );
+        let out = m
+            .decode("p", br#"{"readings":[{"ts":1767225600,"w":176.4,"u":"lb"},{"ts":1767312000,"w":"NaN","u":"lb"},{"w":80}]}"#)
+            .unwrap();
+        assert_eq!(out.len(), 3);
+        let first = out[0].as_ref().unwrap();
+        assert_eq!(first.components[0].unit.as_deref(), Some("lb"));
+        assert!(matches!(first.time, Some(DeviceTime::Utc(_))));
+        assert_eq!(out[1].as_ref().unwrap().components[0].value, RawValue::Special(SpecialValue::NaN));
+        assert_eq!(out[2].as_ref().unwrap().components[0].unit, None);
+    }
+
+    #[test]
+    fn schema_errors() {
+        let m = mapping("[[values]]\nmetric = \"spo2\"\npath = \"s\"\n");
+        assert_eq!(m.decode("p", b"{\"s\": true}").unwrap()[0].as_ref().unwrap_err().code(), "schema_mismatch");
+        assert_eq!(m.decode("p", b"{}").unwrap()[0].as_ref().unwrap_err().code(), "schema_mismatch");
+        assert_eq!(m.decode("p", b"{").unwrap_err().code(), "malformed_payload");
+    }
+
+    #[test]
+    fn value_map_validation() {
+        let e = toml::from_str::<JsonMapping>("[[values]]\nmetric = \"body_weight\"\npath = \"w\"\n").unwrap_err();
+        assert!(e.to_string().contains("needs `unit`"), "{e}");
+        let e = toml::from_str::<JsonMapping>("[[values]]\nmetric = \"systolic\"\npath = \"s\"\nunit = \"kg\"\n").unwrap_err();
+        assert!(e.to_string().contains("cannot measure"), "{e}");
+    }
+}

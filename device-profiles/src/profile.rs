@@ -1,0 +1,480 @@
+//! Declarative MQTT device profiles.
+//!
+//! A profile file (TOML) says, without code, which topics a device publishes
+//! on, where its device id is, what the payload format is, and how payload
+//! fields map to metrics and units. Files are validated when loaded; a broken
+//! file is refused with its path, line, column and the field at fault.
+//!
+//! ```toml
+//! name = "acme-scale"
+//! description = "ACME WS-200 scale (vendor JSON)"
+//! topic = "acme/{device_id}/weight"
+//! format = "json"
+//!
+//! [json]
+//! time = "ts"
+//! time_format = "unix_s"
+//!
+//! [[json.values]]
+//! metric = "body_weight"
+//! path = "weight"
+//! unit_path = "unit"
+//! ```
+
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::decoded::DecodedMeasurement;
+use crate::json::JsonMapping;
+use crate::reject::Reject;
+use crate::senml::SenmlMapping;
+
+/// A profile file as written (validated further by [`Profile::from_toml`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    name: String,
+    #[serde(default)]
+    description: String,
+    topic: TopicPattern,
+    #[serde(default)]
+    device_id_from: DeviceIdFrom,
+    format: FormatKind,
+    senml: Option<SenmlMapping>,
+    json: Option<JsonMapping>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum FormatKind {
+    Senml,
+    Json,
+}
+
+/// A loaded, validated profile.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    /// Unique profile name.
+    pub name: String,
+    /// What device this describes.
+    pub description: String,
+    /// Topic pattern: MQTT levels, `+` and a final `#` as in a subscription,
+    /// and one `{device_id}` level that names the device.
+    pub topic: TopicPattern,
+    /// Where the device id comes from.
+    pub device_id_from: DeviceIdFrom,
+    /// Payload format and its mapping.
+    pub format: Format,
+    /// Where the profile was loaded from.
+    pub file: PathBuf,
+}
+
+/// Where a profile finds the device id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceIdFrom {
+    /// The `{device_id}` level of the topic.
+    #[default]
+    Topic,
+    /// The payload (SenML base name, or the JSON mapping's `device_id` path).
+    Payload,
+}
+
+/// Payload format with its mapping.
+#[derive(Debug, Clone)]
+pub enum Format {
+    /// SenML JSON (RFC 8428); the `[senml]` table is optional.
+    Senml(SenmlMapping),
+    /// Vendor JSON mapped by field paths (`[json]`).
+    Json(JsonMapping),
+}
+
+/// A validated MQTT topic pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicPattern {
+    levels: Vec<Level>,
+    text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Level {
+    Literal(String),
+    Plus,
+    Hash,
+    DeviceId,
+}
+
+impl TopicPattern {
+    /// The MQTT subscription filter for this pattern (`{device_id}` → `+`).
+    pub fn filter(&self) -> String {
+        self.levels
+            .iter()
+            .map(|l| match l {
+                Level::Literal(s) => s.as_str(),
+                Level::Plus | Level::DeviceId => "+",
+                Level::Hash => "#",
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    /// Matches a concrete topic; on a match returns the `{device_id}` level
+    /// (if the pattern has one).
+    pub fn matches<'t>(&self, topic: &'t str) -> Option<Option<&'t str>> {
+        let mut device = None;
+        let mut parts = topic.split('/');
+        for level in &self.levels {
+            match level {
+                Level::Hash => return Some(device),
+                _ => {
+                    let part = parts.next()?;
+                    match level {
+                        Level::Literal(s) if s != part => return None,
+                        Level::DeviceId if part.is_empty() => return None,
+                        Level::DeviceId => device = Some(part),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        parts.next().is_none().then_some(device)
+    }
+
+    /// Whether the pattern has a `{device_id}` level.
+    pub fn has_device_level(&self) -> bool {
+        self.levels.contains(&Level::DeviceId)
+    }
+}
+
+impl fmt::Display for TopicPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl TryFrom<String> for TopicPattern {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        if text.is_empty() {
+            return Err("topic pattern is empty".into());
+        }
+        let raw: Vec<&str> = text.split('/').collect();
+        let mut levels = Vec::with_capacity(raw.len());
+        for (i, part) in raw.iter().enumerate() {
+            let level = match *part {
+                "+" => Level::Plus,
+                "#" if i + 1 == raw.len() => Level::Hash,
+                "#" => return Err("`#` is only allowed as the last level".into()),
+                "{device_id}" if levels.contains(&Level::DeviceId) => {
+                    return Err("`{device_id}` may appear only once".into())
+                }
+                "{device_id}" => Level::DeviceId,
+                p if p.contains(['+', '#', '{', '}']) => {
+                    return Err(format!(
+                        "level `{p}` mixes wildcards or braces with text; use a whole level"
+                    ))
+                }
+                p => Level::Literal(p.to_string()),
+            };
+            levels.push(level);
+        }
+        Ok(TopicPattern { levels, text })
+    }
+}
+
+impl<'de> Deserialize<'de> for TopicPattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        TopicPattern::try_from(s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What a profile made of one message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedMessage {
+    /// Device id from the topic or the payload.
+    pub device_id: Option<String>,
+    /// Each measurement, or the reason it was refused.
+    pub measurements: Vec<Result<DecodedMeasurement, Reject>>,
+}
+
+impl Profile {
+    /// Decodes a payload received on `topic` (which must match
+    /// [`Profile::topic`]).
+    pub fn decode(&self, topic: &str, payload: &[u8]) -> Result<DecodedMessage, Reject> {
+        let from_topic = self.topic.matches(topic).flatten().map(str::to_string);
+        let measurements = match &self.format {
+            Format::Senml(senml) => senml.decode(&self.name, payload)?,
+            Format::Json(json) => json.decode(&self.name, payload)?,
+        };
+        let device_id = match self.device_id_from {
+            DeviceIdFrom::Topic => from_topic,
+            DeviceIdFrom::Payload => measurements
+                .iter()
+                .find_map(|m| m.as_ref().ok().and_then(|m| m.device_id.clone())),
+        };
+        if device_id.is_none() {
+            return Err(Reject::SchemaMismatch {
+                profile: self.name.clone(),
+                detail: "no device id in topic or payload".into(),
+            });
+        }
+        Ok(DecodedMessage { device_id, measurements })
+    }
+
+    /// Parses and validates one profile from TOML text; `file` is used in errors.
+    pub fn from_toml(text: &str, file: &Path) -> Result<Profile, ProfileError> {
+        let raw: RawProfile = parse_toml(text, file)?;
+        let err = |key: &str, field: &str, message: &str| {
+            ProfileError::at(file, text, find_key(text, key), field, message.to_string())
+        };
+        let format = match (raw.format, raw.senml, raw.json) {
+            (FormatKind::Senml, senml, None) => Format::Senml(senml.unwrap_or_default()),
+            (FormatKind::Json, None, Some(json)) => Format::Json(json),
+            (FormatKind::Json, _, None) => {
+                return Err(err("format", "json", "format = \"json\" needs a [json] table"))
+            }
+            (FormatKind::Senml, _, Some(_)) => {
+                return Err(err("format", "json", "a [json] table does not apply to format = \"senml\""))
+            }
+            (FormatKind::Json, Some(_), Some(_)) => {
+                return Err(err("format", "senml", "a [senml] table does not apply to format = \"json\""))
+            }
+        };
+        if raw.device_id_from == DeviceIdFrom::Topic && !raw.topic.has_device_level() {
+            return Err(err(
+                "topic",
+                "topic",
+                "device_id_from = \"topic\" (the default) needs a `{device_id}` level in the topic",
+            ));
+        }
+        if let (DeviceIdFrom::Payload, Format::Json(json)) = (raw.device_id_from, &format) {
+            if json.device_id.is_none() {
+                return Err(err("device_id_from", "json.device_id", "device_id_from = \"payload\" needs `json.device_id`"));
+            }
+        }
+        Ok(Profile {
+            name: raw.name,
+            description: raw.description,
+            topic: raw.topic,
+            device_id_from: raw.device_id_from,
+            format,
+            file: file.to_path_buf(),
+        })
+    }
+}
+
+/// A profile file that could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: field `{field}`: {message}", file = file.display())]
+pub struct ProfileError {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line (0 when unknown).
+    pub line: usize,
+    /// 1-based column (0 when unknown).
+    pub column: usize,
+    /// Dotted path of the field at fault (`json.values[1].unit`).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ProfileError {
+    fn at(file: &Path, text: &str, offset: Option<usize>, field: &str, message: String) -> Self {
+        let (line, column) = offset.map(|o| line_col(text, o)).unwrap_or((0, 0));
+        ProfileError { file: file.to_path_buf(), line, column, field: field.into(), message }
+    }
+}
+
+/// Deserializes TOML with errors that carry file, line, column and field
+/// path. Shared by every TOML file the project loads.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, file: &Path) -> Result<T, ProfileError> {
+    let de = toml::de::Deserializer::parse(text).map_err(|e| toml_error(file, text, e, String::new()))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        toml_error(file, text, e.into_inner(), field)
+    })
+}
+
+fn toml_error(file: &Path, text: &str, e: toml::de::Error, field: String) -> ProfileError {
+    let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+    let field = if field.is_empty() || field == "." { "(document)".to_string() } else { field };
+    ProfileError { file: file.to_path_buf(), line, column, field, message: e.message().trim().to_string() }
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let column = before.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+    (line, column)
+}
+
+fn find_key(text: &str, key: &str) -> Option<usize> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim_start();
+        if t.starts_with(key) && t[key.len()..].trim_start().starts_with('=') {
+            return Some(offset + (line.len() - t.len()));
+        }
+        offset += line.len();
+    }
+    None
+}
+
+/// All loaded profiles, matched against topics.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileSet {
+    profiles: Vec<Profile>,
+}
+
+impl ProfileSet {
+    /// Loads every `*.toml` directly in `dir`, in file-name order. Returns
+    /// every broken file's error, not only the first.
+    pub fn load_dir(dir: &Path) -> Result<ProfileSet, Vec<ProfileError>> {
+        let mut set = ProfileSet::default();
+        set.add_dir(dir)?;
+        Ok(set)
+    }
+
+    /// Adds every `*.toml` directly in `dir`.
+    pub fn add_dir(&mut self, dir: &Path) -> Result<(), Vec<ProfileError>> {
+        let io_err = |e: std::io::Error| {
+            vec![ProfileError {
+                file: dir.to_path_buf(),
+                line: 0,
+                column: 0,
+                field: "(file)".into(),
+                message: e.to_string(),
+            }]
+        };
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(io_err)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        let mut errors = Vec::new();
+        for file in files {
+            match std::fs::read_to_string(&file) {
+                Ok(text) => match Profile::from_toml(&text, &file) {
+                    Ok(p) => {
+                        if let Err(e) = self.push(p) {
+                            errors.push(e);
+                        }
+                    }
+                    Err(e) => errors.push(e),
+                },
+                Err(e) => errors.push(ProfileError {
+                    file: file.clone(),
+                    line: 0,
+                    column: 0,
+                    field: "(file)".into(),
+                    message: e.to_string(),
+                }),
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Adds one profile; refuses a duplicate name or an identical topic filter.
+    pub fn push(&mut self, p: Profile) -> Result<(), ProfileError> {
+        let clash = self.profiles.iter().find(|q| q.name == p.name || q.topic.filter() == p.topic.filter());
+        if let Some(q) = clash {
+            let what = if q.name == p.name { "name" } else { "topic" };
+            return Err(ProfileError {
+                file: p.file.clone(),
+                line: 0,
+                column: 0,
+                field: what.into(),
+                message: format!("same {what} as profile `{}` in {}", q.name, q.file.display()),
+            });
+        }
+        self.profiles.push(p);
+        Ok(())
+    }
+
+    /// The first profile whose topic pattern matches `topic`.
+    pub fn for_topic(&self, topic: &str) -> Option<&Profile> {
+        self.profiles.iter().find(|p| p.topic.matches(topic).is_some())
+    }
+
+    /// A profile by name.
+    pub fn by_name(&self, name: &str) -> Option<&Profile> {
+        self.profiles.iter().find(|p| p.name == name)
+    }
+
+    /// The subscription filters of all profiles (deduplicated).
+    pub fn filters(&self) -> Vec<String> {
+        let mut f: Vec<String> = self.profiles.iter().map(|p| p.topic.filter()).collect();
+        f.dedup();
+        f
+    }
+
+    /// All profiles.
+    pub fn iter(&self) -> impl Iterator<Item = &Profile> {
+        self.profiles.iter()
+    }
+
+    /// Number of profiles.
+    pub fn len(&self) -> usize {
+        self.profiles.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.profiles.is_empty()
+    }
+}
+
+/// The directory of profiles shipped with this crate.
+pub fn bundled_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_patterns() {
+        let p = TopicPattern::try_from("acme/{device_id}/bp".to_string()).unwrap();
+        assert_eq!(p.filter(), "acme/+/bp");
+        assert_eq!(p.matches("acme/cuff-1/bp"), Some(Some("cuff-1")));
+        assert_eq!(p.matches("acme/cuff-1/bp/x"), None);
+        assert_eq!(p.matches("acme//bp"), None);
+        let h = TopicPattern::try_from("rpm/#".to_string()).unwrap();
+        assert_eq!(h.matches("rpm/a/b"), Some(None));
+        assert!(TopicPattern::try_from("a/#/b".to_string()).is_err());
+        assert!(TopicPattern::try_from("a/dev{device_id}".to_string()).is_err());
+    }
+
+    #[test]
+    fn broken_profile_names_file_line_and_field() {
+        let text = "name = \"x\"\ntopic = \"a/{device_id}\"\nformat = \"json\"\n[json]\n[[json.values]]\nmetric = \"systolic\"\npath = \"sys\"\nunit = \"furlong\"\n";
+        let e = Profile::from_toml(text, Path::new("x.toml")).unwrap_err();
+        assert_eq!(e.line, 8, "{e}");
+        assert!(e.field.contains("unit"), "{e}");
+        assert!(e.to_string().starts_with("x.toml:8:"), "{e}");
+
+        let text = "name = \"x\"\ntopic = \"a/{device_id}\"\nformat = \"json\"\ncolour = 3\n[json]\n";
+        let e = Profile::from_toml(text, Path::new("y.toml")).unwrap_err();
+        assert!(e.message.contains("colour"), "{e}");
+
+        let text = "name = \"x\"\ntopic = \"a/b\"\nformat = \"json\"\n[json]\n[[json.values]]\nmetric = \"spo2\"\npath = \"s\"\n";
+        let e = Profile::from_toml(text, Path::new("z.toml")).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (2, "topic"), "{e}");
+    }
+
+    #[test]
+    fn bundled_profiles_load() {
+        let set = ProfileSet::load_dir(&bundled_dir()).unwrap();
+        assert!(set.len() >= 5);
+    }
+}

@@ -1,0 +1,197 @@
+//! Why an input did not become a reading.
+//!
+//! Every refusal has a stable machine code (used as a metrics label, stored
+//! in quarantine, returned by `rpm-sim check --json`) and a human sentence.
+//! The sentence may cite values: it is stored with the quarantined payload,
+//! never logged at info level or above.
+
+use serde::Serialize;
+
+use crate::decoded::SpecialValue;
+use crate::metric::Metric;
+use crate::units::UnitError;
+
+/// The reason an input was quarantined.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize)]
+#[serde(tag = "code", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Reject {
+    /// The payload is larger than the configured limit.
+    #[error("payload of {size} bytes exceeds the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// size of the payload
+        size: usize,
+        /// configured limit
+        limit: usize,
+    },
+    /// The payload is not syntactically valid for its format.
+    #[error("malformed payload: {detail}")]
+    MalformedPayload {
+        /// parser message
+        detail: String,
+    },
+    /// The payload parses but does not have the shape the profile expects.
+    #[error("payload does not match profile `{profile}`: {detail}")]
+    SchemaMismatch {
+        /// profile name
+        profile: String,
+        /// what was wrong
+        detail: String,
+    },
+    /// A field name the profile does not map to a metric.
+    #[error("`{name}` is not mapped to a metric by profile `{profile}`")]
+    UnmappedField {
+        /// profile name
+        profile: String,
+        /// the field or SenML name
+        name: String,
+    },
+    /// The unit is not known.
+    #[error("unknown unit `{unit}` for {metric}")]
+    UnknownUnit {
+        /// metric
+        metric: Metric,
+        /// unit string as sent
+        unit: String,
+    },
+    /// The unit is missing where the metric needs one.
+    #[error("no unit given for {metric}")]
+    MissingUnit {
+        /// metric
+        metric: Metric,
+    },
+    /// The unit cannot measure the metric.
+    #[error("unit `{unit}` cannot measure {metric}")]
+    IncompatibleUnit {
+        /// metric
+        metric: Metric,
+        /// unit given
+        unit: String,
+    },
+    /// An IEEE 11073 special value (or a non-finite number) where a value was required.
+    #[error("{metric} is {value}, not a number")]
+    SpecialValue {
+        /// metric
+        metric: Metric,
+        /// which special value
+        value: SpecialValue,
+    },
+    /// Outside the metric's plausibility range.
+    #[error("{metric} = {value} {unit} is outside the plausible range {low}..={high}")]
+    Implausible {
+        /// metric
+        metric: Metric,
+        /// canonical value
+        value: f64,
+        /// canonical unit
+        unit: &'static str,
+        /// range low
+        low: f64,
+        /// range high
+        high: f64,
+    },
+    /// The measurement time is further in the future than allowed.
+    #[error("measured-at is {seconds} s in the future (limit {limit} s)")]
+    FutureTimestamp {
+        /// seconds ahead of receipt
+        seconds: i64,
+        /// configured limit
+        limit: i64,
+    },
+    /// The measurement time is older than any device could have stored.
+    #[error("measured-at is {days} days before receipt (limit {limit} days)")]
+    AncientTimestamp {
+        /// days before receipt
+        days: i64,
+        /// configured limit
+        limit: i64,
+    },
+    /// The timestamp cannot be interpreted.
+    #[error("invalid timestamp: {detail}")]
+    InvalidTimestamp {
+        /// what was wrong
+        detail: String,
+    },
+    /// The device is not assigned to a patient.
+    #[error("device is not assigned to a patient")]
+    UnknownDevice,
+    /// No profile claims this topic or device.
+    #[error("no device profile matches `{topic}`")]
+    NoProfile {
+        /// topic or identifier
+        topic: String,
+    },
+    /// Bytes that do not follow their GATT characteristic's layout.
+    #[error("invalid {characteristic} value: {detail}")]
+    InvalidGatt {
+        /// characteristic, e.g. "0x2A35"
+        characteristic: String,
+        /// what was wrong
+        detail: String,
+    },
+    /// The decoder says the record is not clinical data.
+    #[error("not clinical data: {detail}")]
+    NotClinical {
+        /// why
+        detail: String,
+    },
+    /// The measurement has no components.
+    #[error("measurement has no values")]
+    Empty,
+}
+
+impl Reject {
+    /// The stable machine code of this reason.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Reject::PayloadTooLarge { .. } => "payload_too_large",
+            Reject::MalformedPayload { .. } => "malformed_payload",
+            Reject::SchemaMismatch { .. } => "schema_mismatch",
+            Reject::UnmappedField { .. } => "unmapped_field",
+            Reject::UnknownUnit { .. } => "unknown_unit",
+            Reject::MissingUnit { .. } => "missing_unit",
+            Reject::IncompatibleUnit { .. } => "incompatible_unit",
+            Reject::SpecialValue { .. } => "special_value",
+            Reject::Implausible { .. } => "implausible_value",
+            Reject::FutureTimestamp { .. } => "future_timestamp",
+            Reject::AncientTimestamp { .. } => "ancient_timestamp",
+            Reject::InvalidTimestamp { .. } => "invalid_timestamp",
+            Reject::UnknownDevice => "unknown_device",
+            Reject::NoProfile { .. } => "no_profile",
+            Reject::InvalidGatt { .. } => "invalid_gatt",
+            Reject::NotClinical { .. } => "not_clinical",
+            Reject::Empty => "empty_measurement",
+        }
+    }
+
+    /// All codes, for pre-registering metrics and documentation.
+    pub const CODES: [&'static str; 17] = [
+        "payload_too_large",
+        "malformed_payload",
+        "schema_mismatch",
+        "unmapped_field",
+        "unknown_unit",
+        "missing_unit",
+        "incompatible_unit",
+        "special_value",
+        "implausible_value",
+        "future_timestamp",
+        "ancient_timestamp",
+        "invalid_timestamp",
+        "unknown_device",
+        "no_profile",
+        "invalid_gatt",
+        "not_clinical",
+        "empty_measurement",
+    ];
+
+    pub(crate) fn from_unit_error(err: UnitError, metric: Metric) -> Self {
+        match err {
+            UnitError::Unknown(u) => Reject::UnknownUnit { metric, unit: u.0 },
+            UnitError::Missing(metric) => Reject::MissingUnit { metric },
+            UnitError::Incompatible { metric, unit } => {
+                Reject::IncompatibleUnit { metric, unit: unit.ucum().to_string() }
+            }
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! rpm-gateway library (in progress).

@@ -478,3 +478,33 @@ mod tests {
         assert!(set.len() >= 5);
     }
 }
+
+/// The profiles shipped with this crate, compiled into the binary so that a
+/// deployed gateway needs no files to understand the bundled devices.
+pub fn bundled() -> ProfileSet {
+    const FILES: &[(&str, &str)] = &[
+        ("acme-bp-cuff.toml", include_str!("../profiles/acme-bp-cuff.toml")),
+        ("acme-glucometer.toml", include_str!("../profiles/acme-glucometer.toml")),
+        ("acme-oximeter.toml", include_str!("../profiles/acme-oximeter.toml")),
+        ("acme-scale.toml", include_str!("../profiles/acme-scale.toml")),
+        ("senml-generic.toml", include_str!("../profiles/senml-generic.toml")),
+    ];
+    let mut set = ProfileSet::default();
+    for (name, text) in FILES {
+        // Bundled files are checked by the test below; a broken one is a
+        // build defect, skipped here rather than taking the gateway down.
+        if let Ok(p) = Profile::from_toml(text, &Path::new("(bundled)").join(name)) {
+            let _ = set.push(p);
+        }
+    }
+    set
+}
+
+#[cfg(test)]
+mod bundled_tests {
+    #[test]
+    fn every_bundled_file_is_compiled_in() {
+        let on_disk = super::ProfileSet::load_dir(&super::bundled_dir()).unwrap();
+        assert_eq!(super::bundled().len(), on_disk.len());
+    }
+}

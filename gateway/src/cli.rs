@@ -1,0 +1,197 @@
+//! The `rpm-gateway` command line. `anyhow` lives only here, at the edge.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config::Config;
+use crate::runtime;
+
+/// Remote patient monitoring gateway: device readings in, durable store, alerts out.
+#[derive(Debug, Parser)]
+#[command(name = "rpm-gateway", version, about)]
+pub struct Cli {
+    /// Configuration file (TOML). Without one, documented defaults apply.
+    #[arg(short, long, global = true, env = "RPM_GATEWAY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway until SIGINT/SIGTERM.
+    Run,
+    /// Validate the configuration and the device profiles, then exit.
+    CheckConfig,
+    /// Run a self-contained demo: embedded broker, temporary store, simulated patients.
+    #[cfg(feature = "embedded-broker")]
+    Demo(crate::demo::DemoArgs),
+    /// The device registry: which patient each device belongs to.
+    #[command(subcommand)]
+    Devices(DevicesCommand),
+    /// Inputs that did not become readings.
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
+}
+
+/// `devices` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DevicesCommand {
+    /// Assign a device to a patient; its quarantined readings are re-processed.
+    Assign {
+        /// Device id.
+        device: String,
+        /// Patient id.
+        patient: String,
+    },
+    /// Unassign a device; its later readings are quarantined until assigned again.
+    Unassign {
+        /// Device id.
+        device: String,
+    },
+    /// List devices.
+    List {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `quarantine` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum QuarantineCommand {
+    /// List quarantined inputs with their reasons.
+    List {
+        /// JSON lines output.
+        #[arg(long)]
+        json: bool,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    crate::config::install_crypto_provider();
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load(cli: &Cli) -> Result<Config, ExitCode> {
+    let path = cli.config.clone().or_else(|| {
+        let default = PathBuf::from("gateway.toml");
+        default.exists().then_some(default)
+    });
+    runtime::load_config(path.as_deref()).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(2)
+    })
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let rt = || tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime");
+    #[cfg(feature = "embedded-broker")]
+    if let Command::Demo(args) = &cli.command {
+        crate::telemetry::init(&crate::config::LogConfig { level: "warn".into(), ..Default::default() });
+        rt()?.block_on(crate::demo::run(args.clone()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let config = match load(&cli) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    match cli.command {
+        Command::Run => {
+            crate::telemetry::init(&config.log);
+            rt()?.block_on(runtime::run(config, runtime::shutdown_signal()))?;
+        }
+        Command::CheckConfig => {
+            let profiles = match config.profile_set() {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            println!(
+                "configuration OK: {} device profile(s), {} configured device(s), store {}",
+                profiles.len(),
+                config.devices.len(),
+                config.store.path.display()
+            );
+        }
+        #[cfg(feature = "embedded-broker")]
+        Command::Demo(_) => {}
+        Command::Devices(cmd) => devices(&config, cmd)?,
+        Command::Quarantine(QuarantineCommand::List { json, limit }) => {
+            let store = runtime::open_store(&config)?;
+            let rows = store.quarantine_after(0, limit)?;
+            for r in rows {
+                if json {
+                    println!("{}", serde_json::to_string(&r)?);
+                } else {
+                    println!(
+                        "#{:<5} {} {:<5} {:<18} {:<11} {} — {}",
+                        r.id,
+                        r.received_at.format("%Y-%m-%d %H:%M:%S"),
+                        r.source,
+                        r.reason,
+                        r.status,
+                        r.origin,
+                        r.detail
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn devices(config: &Config, cmd: DevicesCommand) -> anyhow::Result<()> {
+    let mut store = runtime::open_store(config)?;
+    match cmd {
+        DevicesCommand::Assign { device, patient } => {
+            let pipeline = runtime::pipeline(config, Default::default())?;
+            let r = store.assign_device(&device, &patient, "cli", |q| pipeline.reprocess(q))?;
+            println!(
+                "assigned {device} to {patient}; re-processed {} quarantined reading(s), {} still refused",
+                r.recovered, r.still_refused
+            );
+        }
+        DevicesCommand::Unassign { device } => {
+            if store.unassign_device(&device)? {
+                println!("unassigned {device}");
+            } else {
+                anyhow::bail!("no device `{device}` in the registry");
+            }
+        }
+        DevicesCommand::List { json } => {
+            for d in store.devices()? {
+                if json {
+                    println!("{}", serde_json::to_string(&d)?);
+                } else {
+                    let seen = d.last_seen_at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string());
+                    println!(
+                        "{:<24} {:<20} {:<7} last seen {}",
+                        d.device_id,
+                        d.patient_id.as_deref().unwrap_or("(unassigned)"),
+                        d.origin,
+                        seen.as_deref().unwrap_or("never")
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,450 @@
+//! Configuration: one TOML file, parsed into typed structs and validated up
+//! front. Every error names the file, the line and the field; all errors are
+//! reported at once. Secrets may come from the environment or files and are
+//! never printed.
+//!
+//! Two phases (as ripgrep's low/high args): [`Config::load`] parses and
+//! validates without side effects (used by `check-config`); the runtime
+//! builds components from the validated config.
+
+mod tls;
+
+use chrono::FixedOffset;
+use device_profiles::canonical::BadTimePolicy;
+use device_profiles::profile::{line_col, parse_toml, ProfileError};
+use device_profiles::{ClockPolicy, ProfileSet};
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use tls::{client_tls_config, install_crypto_provider, TlsError};
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The embedded store.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Normalization rules.
+    #[serde(default)]
+    pub normalize: NormalizeConfig,
+    /// Device profiles.
+    #[serde(default)]
+    pub profiles: ProfilesConfig,
+    /// Device → patient assignments loaded at start (the registry keeps
+    /// run-time changes made with `rpm-gateway devices assign`).
+    #[serde(default)]
+    pub devices: Vec<DeviceAssignment>,
+    /// Input sources.
+    #[serde(default)]
+    pub sources: SourcesConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[store]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// SQLite file; created on first start.
+    pub path: PathBuf,
+    /// Most items in one transaction.
+    pub max_batch_items: usize,
+    /// Bounded queue of batches waiting for the writer.
+    pub queue: usize,
+    /// Input without a device time, received again with the same bytes
+    /// within this window, is a redelivery, not a new reading.
+    #[serde(with = "humantime_serde")]
+    pub dedup_window: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from("rpm-gateway.db"),
+            max_batch_items: 4096,
+            queue: 1024,
+            dedup_window: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// `[normalize]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NormalizeConfig {
+    /// A measured-at further ahead of receipt than this is wrong.
+    #[serde(with = "humantime_serde")]
+    pub max_future_skew: Duration,
+    /// A measured-at older than this is wrong (clock reset to 1970/2000).
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// `correct` (use receipt time, keep the device time, flag) or `quarantine`.
+    pub on_bad_time: BadTimePolicy,
+    /// Offset for device-local wall times without a zone, e.g. `+01:00`.
+    pub device_utc_offset: String,
+    /// Larger payloads are quarantined (first 64 KiB kept).
+    pub max_payload_bytes: usize,
+}
+
+impl Default for NormalizeConfig {
+    fn default() -> Self {
+        NormalizeConfig {
+            max_future_skew: Duration::from_secs(300),
+            max_age: Duration::from_secs(365 * 24 * 3600),
+            on_bad_time: BadTimePolicy::Correct,
+            device_utc_offset: "+00:00".into(),
+            max_payload_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// `[profiles]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProfilesConfig {
+    /// Load the profiles built into the binary.
+    pub bundled: bool,
+    /// More directories of `*.toml` profiles (relative to the config file).
+    pub dirs: Vec<PathBuf>,
+}
+
+impl Default for ProfilesConfig {
+    fn default() -> Self {
+        ProfilesConfig { bundled: true, dirs: Vec::new() }
+    }
+}
+
+/// `[[devices]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceAssignment {
+    /// Device id as the device reports it.
+    pub id: String,
+    /// Patient id.
+    pub patient: String,
+}
+
+/// `[sources]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SourcesConfig {
+    /// The MQTT source; absent = off.
+    pub mqtt: Option<MqttConfig>,
+}
+
+/// `[sources.mqtt]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Fixed client id: required for a persistent session.
+    pub client_id: Option<String>,
+    /// Keep the broker session (and its queued QoS 1 messages) across
+    /// restarts. Default true: readings published while the gateway is down
+    /// are delivered when it returns.
+    pub persistent_session: bool,
+    /// Keep-alive interval.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// User name (env `RPM_MQTT_USERNAME` overrides).
+    pub username: Option<String>,
+    /// Environment variable holding the password (default `RPM_MQTT_PASSWORD`).
+    pub password_env: Option<String>,
+    /// File holding the password.
+    pub password_file: Option<PathBuf>,
+    /// TLS (rustls); absent = plain TCP.
+    pub tls: Option<TlsSettings>,
+    /// Largest MQTT packet accepted from the broker. Keep the broker's
+    /// `message_size_limit` at or below it: a larger packet breaks the
+    /// connection instead of being quarantined.
+    pub max_packet_bytes: usize,
+    /// Longest wait between reconnection attempts.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max_backoff: Duration,
+    /// Publishes in flight between receipt and commit (bounded channel).
+    pub pipeline_depth: usize,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            client_id: None,
+            persistent_session: true,
+            keep_alive: Duration::from_secs(30),
+            username: None,
+            password_env: None,
+            password_file: None,
+            tls: None,
+            max_packet_bytes: 16 * 1024 * 1024,
+            reconnect_max_backoff: Duration::from_secs(30),
+            pipeline_depth: 4096,
+        }
+    }
+}
+
+/// `[sources.mqtt.tls]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM file of extra CA certificates (in addition to the system roots).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain (mutual TLS).
+    pub client_cert: Option<PathBuf>,
+    /// PEM client private key.
+    pub client_key: Option<PathBuf>,
+    /// Server name to verify (default: host).
+    pub server_name: Option<String>,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `human` or `json`.
+    pub format: LogFormat,
+    /// Level filter (`info`, `debug`, or an env-filter directive). At debug,
+    /// logs may carry patient and device identifiers.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Human, level: "info".into() }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Configuration errors: every one found, each with file, line and field.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors(pub Vec<ProfileError>);
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ProfileError {
+                file: path.to_path_buf(),
+                line: 0,
+                column: 0,
+                field: "(file)".into(),
+                message: e.to_string(),
+            }])
+        })?;
+        Config::from_toml(&text, path)
+    }
+
+    /// Parses and validates config text (`file` names it in errors).
+    pub fn from_toml(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
+        let mut config: Config = parse_toml(text, file).map_err(|e| ConfigErrors(vec![e]))?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        config.profiles.dirs = config.profiles.dirs.iter().map(|d| base.join(d)).collect();
+        if config.store.path.is_relative() && file != Path::new("") {
+            config.store.path = base.join(&config.store.path);
+        }
+        let errors = config.validate(text, file);
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    fn validate(&self, text: &str, file: &Path) -> Vec<ProfileError> {
+        let mut errors = Vec::new();
+        let mut err = |table: &str, key: &str, message: String| {
+            let (line, column) = locate(text, table, key).map(|o| line_col(text, o)).unwrap_or((0, 0));
+            let field = if table.is_empty() { key.to_string() } else { format!("{table}.{key}") };
+            errors.push(ProfileError { file: file.to_path_buf(), line, column, field, message });
+        };
+        if let Err(e) = self.normalize.utc_offset() {
+            err("normalize", "device_utc_offset", e);
+        }
+        if self.normalize.max_payload_bytes == 0 {
+            err("normalize", "max_payload_bytes", "must be greater than 0".into());
+        }
+        if self.store.max_batch_items == 0 || self.store.queue == 0 {
+            err("store", "max_batch_items", "batch size and queue must be greater than 0".into());
+        }
+        let mut seen = BTreeSet::new();
+        for d in &self.devices {
+            if d.id.trim().is_empty() || d.patient.trim().is_empty() {
+                err("devices", "id", "device id and patient must not be empty".into());
+            }
+            if !seen.insert(d.id.as_str()) {
+                err("devices", "id", format!("device `{}` is assigned more than once", d.id));
+            }
+        }
+        if let Some(m) = &self.sources.mqtt {
+            let t = "sources.mqtt";
+            match m.client_id.as_deref() {
+                Some(id) if id.trim().is_empty() => err(t, "client_id", "must not be empty".into()),
+                None if m.persistent_session => err(
+                    t,
+                    "client_id",
+                    "a persistent session needs a fixed client id (a random one would silently lose the messages queued while the gateway is down); set client_id or persistent_session = false".into(),
+                ),
+                _ => {}
+            }
+            if m.host.trim().is_empty() {
+                err(t, "host", "must not be empty".into());
+            }
+            if m.keep_alive < Duration::from_secs(5) {
+                err(t, "keep_alive", "must be at least 5s".into());
+            }
+            if m.max_packet_bytes < self.normalize.max_payload_bytes {
+                err(t, "max_packet_bytes", "must be at least normalize.max_payload_bytes".into());
+            }
+            if m.pipeline_depth == 0 {
+                err(t, "pipeline_depth", "must be greater than 0".into());
+            }
+            if let Some(tls) = &m.tls {
+                if tls.client_cert.is_some() != tls.client_key.is_some() {
+                    err("sources.mqtt.tls", "client_cert", "client_cert and client_key go together".into());
+                }
+                for (key, p) in [("ca_file", &tls.ca_file), ("client_cert", &tls.client_cert), ("client_key", &tls.client_key)] {
+                    if let Some(p) = p {
+                        if !p.exists() {
+                            err("sources.mqtt.tls", key, format!("file {} does not exist", p.display()));
+                        }
+                    }
+                }
+            }
+            if let Some(p) = &m.password_file {
+                if !p.exists() {
+                    err(t, "password_file", format!("file {} does not exist", p.display()));
+                }
+            }
+        }
+        errors
+    }
+
+    /// Loads the configured profiles (bundled ones first).
+    pub fn profile_set(&self) -> Result<ProfileSet, ConfigErrors> {
+        let mut set = if self.profiles.bundled { device_profiles::profile::bundled() } else { ProfileSet::default() };
+        let mut errors = Vec::new();
+        for dir in &self.profiles.dirs {
+            if let Err(mut e) = set.add_dir(dir) {
+                errors.append(&mut e);
+            }
+        }
+        if errors.is_empty() {
+            Ok(set)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+impl NormalizeConfig {
+    /// The configured device-local offset.
+    pub fn utc_offset(&self) -> Result<FixedOffset, String> {
+        self.device_utc_offset
+            .parse::<FixedOffset>()
+            .map_err(|_| format!("`{}` is not an offset like +01:00", self.device_utc_offset))
+    }
+
+    /// The clock policy for canonicalization.
+    pub fn clock_policy(&self) -> ClockPolicy {
+        let to = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        ClockPolicy {
+            max_future_skew: to(self.max_future_skew),
+            max_age: to(self.max_age),
+            on_bad_time: self.on_bad_time,
+            local_offset: self.utc_offset().unwrap_or(ClockPolicy::default().local_offset),
+        }
+    }
+}
+
+impl MqttConfig {
+    /// User name and password, from env, file or config (never logged).
+    pub fn credentials(&self) -> Result<Option<(String, String)>, String> {
+        let user = std::env::var("RPM_MQTT_USERNAME").ok().or_else(|| self.username.clone());
+        let Some(user) = user else { return Ok(None) };
+        let var = self.password_env.as_deref().unwrap_or("RPM_MQTT_PASSWORD");
+        let password = match (std::env::var(var).ok(), &self.password_file) {
+            (Some(p), _) => p,
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| format!("cannot read password file {}: {e}", f.display()))?,
+            (None, None) => String::new(),
+        };
+        Ok(Some((user, password)))
+    }
+}
+
+/// Byte offset of `key` inside `[table]` (or at top level when `table` is empty).
+fn locate(text: &str, table: &str, key: &str) -> Option<usize> {
+    let mut offset = 0;
+    let mut current = String::new();
+    let mut table_at = None;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim();
+        if t.starts_with('[') {
+            current = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+            if current == table && table_at.is_none() {
+                table_at = Some(offset);
+            }
+        } else if current == table {
+            let k = t.split('=').next().unwrap_or("").trim();
+            if k == key {
+                return Some(offset + (line.len() - line.trim_start().len()));
+            }
+        }
+        offset += line.len();
+    }
+    table_at
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::from_toml("", Path::new("gateway.toml")).unwrap();
+        assert!(c.sources.mqtt.is_none());
+        assert!(c.profile_set().unwrap().len() >= 5);
+    }
+
+    #[test]
+    fn persistent_session_needs_client_id() {
+        let text = "[store]\npath = \"x.db\"\n\n[sources.mqtt]\nhost = \"localhost\"\n";
+        let e = Config::from_toml(text, Path::new("g.toml")).unwrap_err();
+        let s = e.to_string();
+        assert!(s.starts_with("g.toml:4:1: field `sources.mqtt.client_id`"), "{s}");
+    }
+
+    #[test]
+    fn errors_name_line_and_field_and_all_are_reported() {
+        let text = "[normalize]\ndevice_utc_offset = \"CET\"\n[[devices]]\nid = \"a\"\npatient = \"p\"\n[[devices]]\nid = \"a\"\npatient = \"q\"\n";
+        let e = Config::from_toml(text, Path::new("g.toml")).unwrap_err();
+        assert_eq!(e.0.len(), 2, "{e}");
+        assert_eq!((e.0[0].line, e.0[0].field.as_str()), (2, "normalize.device_utc_offset"));
+        let text = "[store]\nmax_batch_items = \"many\"\n";
+        let e = Config::from_toml(text, Path::new("g.toml")).unwrap_err();
+        assert_eq!(e.0[0].line, 2, "{e}");
+        assert_eq!(e.0[0].field, "store.max_batch_items");
+        let e = Config::from_toml("[stor]\n", Path::new("g.toml")).unwrap_err();
+        assert!(e.to_string().contains("unknown field `stor`"), "{e}");
+    }
+}

@@ -1,0 +1,106 @@
+//! Normalize: decoded measurements → canonical readings or quarantine items.
+//!
+//! Units, LOINC codes, plausibility and clock checks are applied by
+//! [`device_profiles::canonicalize`] (shared with the simulator's `check`).
+//! What is the gateway's own: the clock policy from config, and the binding
+//! of a device to its patient, which happens at commit time in the store
+//! (see [`crate::store`]) so that an assignment and its re-processing can
+//! never race with ingestion.
+
+use chrono::{DateTime, Utc};
+use device_profiles::canonical::{content_digest, Context};
+use device_profiles::{canonicalize, ClockPolicy, ReadingGroup, Reject, Source};
+use std::sync::Arc;
+
+use crate::decode::{Decoded, Decoder};
+use crate::store::registry::QuarantinedInput;
+use crate::store::{Item, RawInput};
+
+/// The normalization stage.
+#[derive(Debug, Clone)]
+pub struct Normalizer {
+    clock: ClockPolicy,
+}
+
+/// Patient id placeholder before binding at commit.
+const UNBOUND: &str = "";
+
+impl Normalizer {
+    /// A normalizer with this clock policy.
+    pub fn new(clock: ClockPolicy) -> Self {
+        Normalizer { clock }
+    }
+
+    /// Turns one decoded input into store items: readings for the good
+    /// measurements, quarantine for each refusal.
+    pub fn normalize(&self, raw: Arc<RawInput>, decoded: Decoded) -> Vec<Item> {
+        let message = match decoded.message {
+            Ok(m) => m,
+            Err(reason) => return vec![Item::Quarantine { raw, index: None, device_id: None, reason }],
+        };
+        let device_id = message.device_id.unwrap_or_default();
+        message
+            .measurements
+            .into_iter()
+            .enumerate()
+            .map(|(index, m)| {
+                let group = m.and_then(|m| {
+                    let device = m.device_id.as_deref().unwrap_or(&device_id);
+                    self.canonical(&m, device, raw.source, raw.received_at, &raw.digest, index)
+                });
+                match group {
+                    Ok(group) => Item::Reading { raw: raw.clone(), index, group },
+                    Err(reason) => {
+                        Item::Quarantine { raw: raw.clone(), index: Some(index), device_id: Some(device_id.clone()), reason }
+                    }
+                }
+            })
+            .collect()
+    }
+
+    fn canonical(
+        &self,
+        m: &device_profiles::DecodedMeasurement,
+        device_id: &str,
+        source: Source,
+        received_at: DateTime<Utc>,
+        digest: &str,
+        index: usize,
+    ) -> Result<ReadingGroup, Reject> {
+        let cx = Context {
+            device_id,
+            patient_id: UNBOUND,
+            source,
+            received_at,
+            clock: &self.clock,
+            content_digest: digest,
+            index,
+        };
+        canonicalize(m, &cx)
+    }
+
+    /// Re-runs decode and normalization on a quarantined input (after its
+    /// device was assigned), with its original time of receipt.
+    pub fn reprocess(&self, decoder: &Decoder, q: &QuarantinedInput) -> Result<ReadingGroup, Reject> {
+        let profile = q.profile.as_deref().ok_or(Reject::NoProfile { topic: q.origin.clone() })?;
+        let decoded = decoder.decode_with(profile, &q.origin, &q.payload).message?;
+        let index = q.index.unwrap_or(0);
+        let device_id = decoded.device_id.clone().unwrap_or_default();
+        let m = decoded.measurements.into_iter().nth(index).ok_or(Reject::Empty)??;
+        let device = m.device_id.clone().unwrap_or(device_id);
+        let source = q.source.parse().unwrap_or(Source::Mqtt);
+        self.canonical(&m, &device, source, q.received_at, &content_digest(&q.payload), index)
+    }
+}
+
+/// Wraps received bytes for the pipeline.
+pub fn raw_input(source: Source, origin: &str, profile: Option<String>, payload: &[u8], received_at: DateTime<Utc>) -> RawInput {
+    RawInput {
+        source,
+        origin: origin.to_string(),
+        profile,
+        payload: Arc::from(payload),
+        received_at,
+        digest: content_digest(payload),
+    }
+}

@@ -1,0 +1,170 @@
+//! Wiring: builds the components from a validated config and runs them until
+//! shutdown, then drains them in order (sources first, the writer last).
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+use crate::config::{Config, ConfigErrors};
+use crate::decode::Decoder;
+use crate::metrics::Metrics;
+use crate::normalize::Normalizer;
+use crate::pipeline::Pipeline;
+use crate::sources::mqtt::{MqttError, MqttSource};
+use crate::store::writer::{Writer, WriterConfig};
+use crate::store::{Store, StoreError};
+
+/// Start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration is invalid.
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The MQTT source could not start.
+    #[error(transparent)]
+    Mqtt(#[from] MqttError),
+}
+
+/// A running gateway's shared parts (for the demo and tests in-process).
+pub struct Gateway {
+    /// Decode + normalize.
+    pub pipeline: Arc<Pipeline>,
+    /// Store writer.
+    pub writer: Writer,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Builds the pipeline from config.
+pub fn pipeline(config: &Config, metrics: Arc<Metrics>) -> Result<Pipeline, ConfigErrors> {
+    let profiles = config.profile_set()?;
+    Ok(Pipeline {
+        decoder: Decoder::new(profiles, config.normalize.max_payload_bytes),
+        normalizer: Normalizer::new(config.normalize.clock_policy()),
+        metrics,
+    })
+}
+
+/// Applies the config's device assignments. A device registered at run time
+/// (CLI, API) keeps that assignment: config only fills in the devices the
+/// registry does not know, or that config itself registered.
+pub fn apply_config_devices(store: &mut Store, config: &Config, pipeline: &Pipeline) -> Result<(), StoreError> {
+    for d in &config.devices {
+        let existing = store.device(&d.id)?;
+        if existing.as_ref().is_some_and(|e| e.origin != "config") {
+            continue;
+        }
+        if existing.as_ref().and_then(|e| e.patient_id.as_deref()) == Some(d.patient.as_str()) {
+            continue;
+        }
+        store.assign_device(&d.id, &d.patient, "config", |q| pipeline.reprocess(q))?;
+    }
+    Ok(())
+}
+
+/// Runs the gateway until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
+    let metrics = Arc::new(Metrics::default());
+    let pipeline = Arc::new(pipeline(&config, metrics.clone())?);
+    let mut store = Store::open(&config.store.path)?;
+    apply_config_devices(&mut store, &config, &pipeline)?;
+    let run_id = store.start_run()?;
+    tracing::info!(
+        store = %config.store.path.display(),
+        profiles = pipeline.decoder.profiles().len(),
+        "gateway starting"
+    );
+    let wcfg = WriterConfig {
+        max_batch_items: config.store.max_batch_items,
+        queue: config.store.queue,
+        dedup_window: config.store.dedup_window,
+    };
+    let (writer, writer_thread) = Writer::start(store, wcfg, metrics.clone());
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    let heartbeat = {
+        let writer = writer.clone();
+        let stop = stopped();
+        tokio::spawn(async move {
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    _ = &mut stop => break,
+                    _ = tokio::time::sleep(Duration::from_secs(15)) => writer.heartbeat(run_id, false).await,
+                }
+            }
+        })
+    };
+
+    let mut tasks = Vec::new();
+    if let Some(mqtt) = config.sources.mqtt.clone() {
+        let filters = pipeline.decoder.profiles().filters();
+        let source = MqttSource::new(mqtt, filters, pipeline.clone(), writer.clone());
+        let stop = stopped();
+        tasks.push(tokio::spawn(async move { source.run(stop).await }));
+    } else {
+        tracing::warn!("no source configured: nothing will be ingested");
+    }
+
+    shutdown.await;
+    tracing::info!("shutdown requested; draining in-flight work");
+    let _ = stop_tx.send(true);
+    let mut result = Ok(());
+    for t in tasks {
+        if let Ok(Err(e)) = t.await {
+            result = Err(RunError::Mqtt(e));
+        }
+    }
+    let _ = heartbeat.await;
+    writer.heartbeat(run_id, true).await;
+    drop(writer);
+    let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+    tracing::info!("gateway stopped");
+    result
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Opens the store named in a config file (CLI commands).
+pub fn open_store(config: &Config) -> Result<Store, StoreError> {
+    Store::open(&config.store.path)
+}
+
+/// Loads a config file, or the defaults when `path` is None.
+pub fn load_config(path: Option<&Path>) -> Result<Config, ConfigErrors> {
+    match path {
+        Some(p) => Config::load(p),
+        None => Ok(Config::default()),
+    }
+}

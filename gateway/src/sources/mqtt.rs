@@ -1,0 +1,210 @@
+//! The MQTT source (rumqttc, MQTT 3.1.1, QoS 1).
+//!
+//! - **Persistent session**: fixed client id, clean session off, so the
+//!   broker queues readings published while the gateway is down.
+//! - **Ack after commit**: manual acks; a PUBACK is sent only once the
+//!   reading (or its quarantine record) is committed. A crash between
+//!   receipt and commit leaves the message unacknowledged, and the broker
+//!   redelivers it; the stable reading id makes the redelivery harmless.
+//! - **Resubscribe** whenever the broker reports no session present;
+//!   **never unsubscribe** on shutdown (that would drop the queue).
+//! - Acks of a previous connection are never sent on a new one (the broker
+//!   redelivers those messages and packet ids may be reused).
+
+use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS, SubscribeFilter, Transport};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{client_tls_config, MqttConfig, TlsError};
+use crate::pipeline::Pipeline;
+use crate::store::writer::CommitResult;
+use crate::store::Writer;
+use device_profiles::Source;
+
+/// MQTT source failures (configuration only: network trouble is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    /// TLS could not be set up.
+    #[error("mqtt tls: {0}")]
+    Tls(#[from] TlsError),
+    /// Credentials could not be read.
+    #[error("mqtt credentials: {0}")]
+    Credentials(String),
+    /// No client id (validation should have caught this).
+    #[error("mqtt: a client id is required")]
+    NoClientId,
+}
+
+/// The MQTT source.
+pub struct MqttSource {
+    cfg: MqttConfig,
+    filters: Vec<String>,
+    pipeline: Arc<Pipeline>,
+    writer: Writer,
+}
+
+struct Pending {
+    generation: u64,
+    publish: rumqttc::Publish,
+    commit: oneshot::Receiver<CommitResult>,
+}
+
+impl MqttSource {
+    /// A source subscribing to `filters` (from the loaded profiles).
+    pub fn new(cfg: MqttConfig, filters: Vec<String>, pipeline: Arc<Pipeline>, writer: Writer) -> Self {
+        MqttSource { cfg, filters, pipeline, writer }
+    }
+
+    fn options(&self) -> Result<MqttOptions, MqttError> {
+        let id = match &self.cfg.client_id {
+            Some(id) => id.clone(),
+            None if !self.cfg.persistent_session => format!("rpm-gateway-{}", std::process::id()),
+            None => return Err(MqttError::NoClientId),
+        };
+        let mut o = MqttOptions::new(id, self.cfg.host.clone(), self.cfg.port);
+        o.set_keep_alive(self.cfg.keep_alive);
+        o.set_clean_session(!self.cfg.persistent_session);
+        o.set_manual_acks(true);
+        o.set_max_packet_size(self.cfg.max_packet_bytes, 64 * 1024);
+        if let Some((user, pass)) = self.cfg.credentials().map_err(MqttError::Credentials)? {
+            o.set_credentials(user, pass);
+        }
+        if let Some(tls) = &self.cfg.tls {
+            let config = client_tls_config(tls)?;
+            o.set_transport(Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(config)));
+        }
+        Ok(o)
+    }
+
+    /// Runs until `shutdown` resolves, then drains: in-flight messages are
+    /// committed and acknowledged, and the session is kept.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), MqttError> {
+        let options = self.options()?;
+        let depth = self.cfg.pipeline_depth;
+        let (client, mut eventloop) = AsyncClient::new(options, depth + 64);
+        let generation = Arc::new(AtomicU64::new(0));
+        let (ack_tx, ack_rx) = mpsc::channel::<Pending>(depth);
+        let acker = tokio::spawn(ack_in_order(ack_rx, client.clone(), generation.clone(), self.pipeline.clone()));
+        let metrics = self.pipeline.metrics.clone();
+        let mut backoff = Duration::from_millis(200);
+        tokio::pin!(shutdown);
+
+        loop {
+            let event = tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                e = eventloop.poll() => e,
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    backoff = Duration::from_millis(200);
+                    if ack.code != ConnectReturnCode::Success {
+                        tracing::error!(code = ?ack.code, "mqtt broker refused the connection");
+                        continue;
+                    }
+                    generation.fetch_add(1, Ordering::SeqCst);
+                    tracing::info!(session_present = ack.session_present, "mqtt connected");
+                    if !ack.session_present {
+                        let filters: Vec<SubscribeFilter> =
+                            self.filters.iter().map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce)).collect();
+                        let c = client.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = c.subscribe_many(filters).await {
+                                tracing::error!(error = %e, "mqtt subscribe request failed");
+                            }
+                        });
+                    } else {
+                        metrics.set_mqtt_connected(true);
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    tracing::info!(filters = self.filters.len(), "mqtt subscribed");
+                    metrics.set_mqtt_connected(true);
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let items = self.pipeline.mqtt(&p.topic, &p.payload, chrono::Utc::now());
+                    let commit = match self.writer.submit(items).await {
+                        Ok(rx) => rx,
+                        Err(e) => {
+                            tracing::error!(error = %e, "store writer gone; stopping the mqtt source");
+                            break;
+                        }
+                    };
+                    let pending = Pending { generation: generation.load(Ordering::SeqCst), publish: p, commit };
+                    if ack_tx.send(pending).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    metrics.set_mqtt_connected(false);
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "mqtt connection lost");
+                    tokio::select! {
+                        _ = &mut shutdown => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(self.cfg.reconnect_max_backoff);
+                }
+            }
+        }
+
+        // Drain: finish the commits already submitted and send their acks,
+        // which needs the event loop polled. New publishes are left
+        // unacknowledged: the broker keeps them for the next session.
+        tracing::info!("mqtt source draining");
+        drop(ack_tx);
+        let drain = async {
+            let mut acker = acker;
+            loop {
+                tokio::select! {
+                    _ = &mut acker => break,
+                    e = eventloop.poll() => if e.is_err() { tokio::time::sleep(Duration::from_millis(50)).await },
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(15), drain).await;
+        let _ = client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        metrics.set_mqtt_connected(false);
+        tracing::info!("mqtt source stopped");
+        Ok(())
+    }
+}
+
+/// Acknowledges publishes in the order received, each once its commit is
+/// done. A failed commit is not acknowledged: the broker redelivers it.
+async fn ack_in_order(
+    mut rx: mpsc::Receiver<Pending>,
+    client: AsyncClient,
+    generation: Arc<AtomicU64>,
+    pipeline: Arc<Pipeline>,
+) {
+    while let Some(p) = rx.recv().await {
+        match p.commit.await {
+            Ok(Ok(outcomes)) => {
+                pipeline.record(Source::Mqtt, &outcomes);
+                if p.generation == generation.load(Ordering::SeqCst) {
+                    if client.ack(&p.publish).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "reading not committed; leaving it unacknowledged for redelivery");
+            }
+            Err(_) => return,
+        }
+    }
+}
+

@@ -1,0 +1,339 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! Everything durable lives here: readings, quarantine, the device registry,
+//! downstream cursors and gateway runs. Sources hand batches to the
+//! [`writer`], which group-commits them and only then lets the source
+//! acknowledge; everything downstream reads from here after a durable cursor.
+
+pub mod queries;
+pub mod registry;
+mod schema;
+pub mod writer;
+
+use chrono::{DateTime, Utc};
+use device_profiles::{ReadingGroup, Reject, Source};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use schema::latest_version;
+pub use writer::{Writer, WriterConfig};
+
+/// Store failures. Input problems are never store errors: they are quarantined.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite said no.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The file was written by a newer gateway.
+    #[error("store schema version {found} is newer than this gateway supports ({supported}); upgrade the gateway")]
+    SchemaTooNew {
+        /// found in the file
+        found: i64,
+        /// known to this build
+        supported: i64,
+    },
+    /// The store could not be created or opened.
+    #[error("cannot open store {path}: {source}")]
+    Open {
+        /// the file
+        path: PathBuf,
+        /// why
+        source: rusqlite::Error,
+    },
+    /// The writer thread has stopped.
+    #[error("the store writer has stopped")]
+    WriterGone,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// The input a batch item came from: kept whole so that anything quarantined
+/// can be re-processed later (a device assigned, a profile corrected).
+#[derive(Debug, Clone)]
+pub struct RawInput {
+    /// Source kind.
+    pub source: Source,
+    /// MQTT topic, BLE address/characteristic, or HTTP route.
+    pub origin: String,
+    /// The profile that decoded it, if one did.
+    pub profile: Option<String>,
+    /// The bytes as received.
+    pub payload: Arc<[u8]>,
+    /// Time of receipt.
+    pub received_at: DateTime<Utc>,
+    /// Digest of the payload.
+    pub digest: String,
+}
+
+/// Payload bytes kept for oversized input.
+pub const QUARANTINE_PAYLOAD_LIMIT: usize = 64 * 1024;
+
+/// One thing to commit.
+#[derive(Debug, Clone)]
+pub enum Item {
+    /// A canonical measurement, to be bound to the device's patient at commit.
+    Reading {
+        /// origin
+        raw: Arc<RawInput>,
+        /// position in the message
+        index: usize,
+        /// the readings (patient id is filled in at commit)
+        group: ReadingGroup,
+    },
+    /// An input, or one measurement of it, that did not become readings.
+    Quarantine {
+        /// origin
+        raw: Arc<RawInput>,
+        /// position in the message (None: the whole message)
+        index: Option<usize>,
+        /// device, if known
+        device_id: Option<String>,
+        /// why
+        reason: Reject,
+    },
+}
+
+/// What became of an item.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Readings stored (a reading already present is skipped, counted in `duplicates`).
+    Stored {
+        /// readings newly stored
+        stored: usize,
+        /// readings that were already there
+        duplicates: usize,
+        /// patient the device is assigned to
+        patient_id: String,
+    },
+    /// Quarantined with this reason code (or already quarantined earlier).
+    Quarantined {
+        /// reason code
+        reason: &'static str,
+        /// false when this exact input was quarantined before
+        new: bool,
+    },
+}
+
+/// A connection to the store with the pragmas the gateway relies on.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the store.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn = Connection::open_with_flags(path, flags)
+            .map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
+        // WAL: readers (API, CLI) never block the writer. synchronous=FULL:
+        // a committed reading survives a power cut, which home boxes get.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        schema::migrate(&mut conn)?;
+        Ok(Store { conn, path: path.to_path_buf() })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The underlying connection (read queries).
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Commits items in one transaction; returns an outcome per item.
+    pub fn commit(&mut self, items: &[Item], dedup_window_ms: i64) -> Result<Vec<Outcome>, StoreError> {
+        let mut out = self.commit_many(&[items], dedup_window_ms)?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// Commits several batches in one transaction (group commit); returns
+    /// the outcomes batch by batch.
+    pub fn commit_many(&mut self, batches: &[&[Item]], dedup_window_ms: i64) -> Result<Vec<Vec<Outcome>>, StoreError> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let now = now_ms();
+        let mut out = Vec::with_capacity(batches.len());
+        for items in batches {
+            let mut outcomes = Vec::with_capacity(items.len());
+            for item in *items {
+                outcomes.push(apply(&tx, item, now, dedup_window_ms)?);
+            }
+            out.push(outcomes);
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Records the start of a gateway run; returns its id.
+    pub fn start_run(&self) -> Result<i64, StoreError> {
+        let now = now_ms();
+        self.conn.execute("INSERT INTO runs(started_at, heartbeat_at) VALUES (?1, ?1)", params![now])?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Heartbeat of the current run.
+    pub fn heartbeat(&self, run_id: i64, stopped: bool) -> Result<(), StoreError> {
+        let now = now_ms();
+        let stopped_at = stopped.then_some(now);
+        self.conn.execute(
+            "UPDATE runs SET heartbeat_at = ?2, stopped_at = COALESCE(?3, stopped_at) WHERE run_id = ?1",
+            params![run_id, now, stopped_at],
+        )?;
+        Ok(())
+    }
+
+    /// Reads a cursor (0 when new).
+    pub fn cursor(&self, name: &str) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT position FROM cursors WHERE name = ?1", [name], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0))
+    }
+}
+
+/// Sets a cursor inside a transaction, together with the effect it stands for.
+pub fn set_cursor(tx: &Transaction<'_>, name: &str, position: i64) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO cursors(name, position, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT(name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+        params![name, position, now_ms()],
+    )?;
+    Ok(())
+}
+
+fn patient_of(tx: &Transaction<'_>, device_id: &str) -> Result<Option<String>, StoreError> {
+    Ok(tx
+        .query_row("SELECT patient_id FROM devices WHERE device_id = ?1", [device_id], |r| r.get::<_, Option<String>>(0))
+        .optional()?
+        .flatten())
+}
+
+fn apply(tx: &Transaction<'_>, item: &Item, now: i64, dedup_window_ms: i64) -> Result<Outcome, StoreError> {
+    match item {
+        Item::Reading { raw, index, group } => {
+            let device_id = group.readings.first().map(|r| r.device_id.as_str()).unwrap_or_default();
+            // The registry is read inside the write transaction: an
+            // assignment committed by the CLI is seen by the very next batch,
+            // and its re-processing cannot miss a reading quarantined meanwhile.
+            let Some(patient_id) = patient_of(tx, device_id)? else {
+                let reason = Reject::UnknownDevice;
+                let new = quarantine(tx, raw, Some(*index), Some(device_id), &reason)?;
+                return Ok(Outcome::Quarantined { reason: reason.code(), new });
+            };
+            tx.execute("UPDATE devices SET last_seen_at = ?2 WHERE device_id = ?1", params![device_id, now])?;
+            insert_group(tx, group, &patient_id, now, dedup_window_ms)
+        }
+        Item::Quarantine { raw, index, device_id, reason } => {
+            let new = quarantine(tx, raw, *index, device_id.as_deref(), reason)?;
+            Ok(Outcome::Quarantined { reason: reason.code(), new })
+        }
+    }
+}
+
+/// Inserts a measurement's readings for `patient_id`.
+pub(crate) fn insert_group(
+    tx: &Transaction<'_>,
+    group: &ReadingGroup,
+    patient_id: &str,
+    now: i64,
+    dedup_window_ms: i64,
+) -> Result<Outcome, StoreError> {
+    let mut stored = 0;
+    let mut duplicates = 0;
+    let panel = group.panel.map(|p| serde_json::to_value(p).ok().and_then(|v| v.as_str().map(str::to_string)));
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO readings (reading_id, group_id, panel, patient_id, device_id, metric, value, unit, loinc,
+             device_measured_at, measured_at, received_at, committed_at, source, sequence, annotations, content_digest)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+         ON CONFLICT(reading_id) DO NOTHING",
+    )?;
+    let mut seen = tx.prepare_cached(
+        "SELECT 1 FROM readings WHERE device_id = ?1 AND content_digest = ?2 AND metric = ?3 AND received_at >= ?4 LIMIT 1",
+    )?;
+    for r in &group.readings {
+        // Input without a device time has no natural identity: a redelivery
+        // of the same bytes within the window is the same reading.
+        if let Some(d) = &r.content_digest {
+            let since = r.received_at.timestamp_millis() - dedup_window_ms;
+            if seen.exists(params![r.device_id, d, r.metric.name(), since])? {
+                duplicates += 1;
+                continue;
+            }
+        }
+        let annotations = serde_json::to_string(&r.annotations).unwrap_or_else(|_| "{}".into());
+        let n = insert.execute(params![
+            r.reading_id,
+            r.group_id,
+            panel.clone().flatten(),
+            patient_id,
+            r.device_id,
+            r.metric.name(),
+            r.value,
+            r.unit,
+            r.loinc,
+            r.device_measured_at.map(|t| t.timestamp_millis()),
+            r.measured_at.timestamp_millis(),
+            r.received_at.timestamp_millis(),
+            now,
+            r.source.name(),
+            r.sequence.and_then(|s| i64::try_from(s).ok()),
+            annotations,
+            r.content_digest,
+        ])?;
+        if n == 1 {
+            stored += 1;
+        } else {
+            duplicates += 1;
+        }
+    }
+    Ok(Outcome::Stored { stored, duplicates, patient_id: patient_id.to_string() })
+}
+
+fn quarantine(
+    tx: &Transaction<'_>,
+    raw: &RawInput,
+    index: Option<usize>,
+    device_id: Option<&str>,
+    reason: &Reject,
+) -> Result<bool, StoreError> {
+    let key = format!(
+        "{}|{}|{}|{}",
+        raw.source.name(),
+        raw.origin,
+        raw.digest,
+        index.map(|i| i.to_string()).unwrap_or_else(|| "*".into())
+    );
+    let keep = raw.payload.len().min(QUARANTINE_PAYLOAD_LIMIT);
+    let n = tx.prepare_cached(
+        "INSERT INTO quarantine (dedup_key, received_at, source, origin, profile, device_id, measurement_index, reason, detail, payload)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT(dedup_key) DO NOTHING",
+    )?
+    .execute(params![
+        key,
+        raw.received_at.timestamp_millis(),
+        raw.source.name(),
+        raw.origin,
+        raw.profile,
+        device_id,
+        index.map(|i| i as i64),
+        reason.code(),
+        reason.to_string(),
+        &raw.payload[..keep],
+    ])?;
+    Ok(n == 1)
+}

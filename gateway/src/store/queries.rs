@@ -1,0 +1,139 @@
+//! Read queries over the store (CLI, demo view, tests; the API adds its own).
+
+use chrono::{DateTime, TimeZone, Utc};
+use rusqlite::params;
+use serde::Serialize;
+
+use super::{Store, StoreError};
+
+/// A stored reading as read back.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredReading {
+    /// Commit order.
+    pub seq: i64,
+    /// Stable id.
+    pub reading_id: String,
+    /// Measurement id.
+    pub group_id: String,
+    /// Patient.
+    pub patient_id: String,
+    /// Device.
+    pub device_id: String,
+    /// Metric name.
+    pub metric: String,
+    /// Value in `unit`.
+    pub value: f64,
+    /// UCUM unit.
+    pub unit: String,
+    /// LOINC code.
+    pub loinc: String,
+    /// Device's own time.
+    pub device_measured_at: Option<DateTime<Utc>>,
+    /// Corrected time.
+    pub measured_at: DateTime<Utc>,
+    /// Receipt time.
+    pub received_at: DateTime<Utc>,
+    /// Source kind.
+    pub source: String,
+    /// Device sequence number.
+    pub sequence: Option<i64>,
+    /// Annotations (JSON object).
+    pub annotations: serde_json::Value,
+}
+
+/// A quarantine row as read back.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QuarantineRow {
+    /// Row id.
+    pub id: i64,
+    /// Receipt time.
+    pub received_at: DateTime<Utc>,
+    /// Source kind.
+    pub source: String,
+    /// Topic or other origin.
+    pub origin: String,
+    /// Profile that decoded it.
+    pub profile: Option<String>,
+    /// Device, if known.
+    pub device_id: Option<String>,
+    /// Reason code.
+    pub reason: String,
+    /// Reason text.
+    pub detail: String,
+    /// open | reprocessed | discarded
+    pub status: String,
+    /// Payload size kept.
+    pub payload_len: usize,
+}
+
+fn t(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+impl Store {
+    /// Readings committed after `after_seq`, in commit order, at most `limit`.
+    pub fn readings_after(&self, after_seq: i64, limit: usize) -> Result<Vec<StoredReading>, StoreError> {
+        let mut q = self.conn.prepare_cached(
+            "SELECT seq, reading_id, group_id, patient_id, device_id, metric, value, unit, loinc, device_measured_at,
+                    measured_at, received_at, source, sequence, annotations
+             FROM readings WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = q.query_map(params![after_seq, limit as i64], |r| {
+            Ok(StoredReading {
+                seq: r.get(0)?,
+                reading_id: r.get(1)?,
+                group_id: r.get(2)?,
+                patient_id: r.get(3)?,
+                device_id: r.get(4)?,
+                metric: r.get(5)?,
+                value: r.get(6)?,
+                unit: r.get(7)?,
+                loinc: r.get(8)?,
+                device_measured_at: r.get::<_, Option<i64>>(9)?.map(t),
+                measured_at: t(r.get(10)?),
+                received_at: t(r.get(11)?),
+                source: r.get(12)?,
+                sequence: r.get(13)?,
+                annotations: serde_json::from_str(&r.get::<_, String>(14)?).unwrap_or_default(),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Quarantine rows with id greater than `after_id`, at most `limit`.
+    pub fn quarantine_after(&self, after_id: i64, limit: usize) -> Result<Vec<QuarantineRow>, StoreError> {
+        let mut q = self.conn.prepare_cached(
+            "SELECT id, received_at, source, origin, profile, device_id, reason, detail, status, length(payload)
+             FROM quarantine WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = q.query_map(params![after_id, limit as i64], |r| {
+            Ok(QuarantineRow {
+                id: r.get(0)?,
+                received_at: t(r.get(1)?),
+                source: r.get(2)?,
+                origin: r.get(3)?,
+                profile: r.get(4)?,
+                device_id: r.get(5)?,
+                reason: r.get(6)?,
+                detail: r.get(7)?,
+                status: r.get(8)?,
+                payload_len: r.get::<_, i64>(9)? as usize,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Number of readings.
+    pub fn count_readings(&self) -> Result<i64, StoreError> {
+        Ok(self.conn.query_row("SELECT COUNT(*) FROM readings", [], |r| r.get(0))?)
+    }
+
+    /// Open quarantine rows by reason.
+    pub fn quarantine_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut q = self
+            .conn
+            .prepare("SELECT reason, COUNT(*) FROM quarantine WHERE status = 'open' GROUP BY reason ORDER BY reason")?;
+        let rows = q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}

@@ -1,0 +1,1 @@
+//! Publishing emissions to an MQTT broker (QoS 1).

@@ -1,0 +1,226 @@
+//! Encoding emissions as MQTT payloads for the bundled device profiles.
+//!
+//! Each device kind speaks one bundled vendor-JSON profile (`acme-*`), or
+//! SenML when asked; faults are applied here, on the wire form, exactly as a
+//! broken device would produce them.
+
+use device_profiles::Metric;
+use serde_json::{json, Map, Value};
+
+use crate::emission::{DeviceKind, Emission, Fault};
+
+/// Which wire format a virtual device uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WireFormat {
+    /// The kind's ACME vendor JSON profile.
+    #[default]
+    Vendor,
+    /// Generic SenML (profile `senml-generic`).
+    Senml,
+}
+
+/// A message ready to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// MQTT topic.
+    pub topic: String,
+    /// Payload bytes.
+    pub payload: Vec<u8>,
+}
+
+/// Device id used by [`Fault::UnknownDevice`].
+pub const UNKNOWN_DEVICE_PREFIX: &str = "unregistered-";
+
+/// Encodes one emission.
+pub fn encode(e: &Emission, format: WireFormat) -> Message {
+    let device_id = match e.fault {
+        Some(Fault::UnknownDevice) => format!("{UNKNOWN_DEVICE_PREFIX}{}", e.device_id),
+        _ => e.device_id.clone(),
+    };
+    let (topic, mut body) = match format {
+        WireFormat::Senml => (format!("rpm/senml/{device_id}"), senml(e)),
+        WireFormat::Vendor => (vendor_topic(e.device, &device_id), vendor(e)),
+    };
+    let payload = match e.fault {
+        Some(Fault::Malformed) => {
+            let mut b = serde_json::to_vec(&body).unwrap_or_default();
+            b.truncate(b.len() / 2);
+            b
+        }
+        Some(Fault::Oversized) => {
+            if let Value::Object(o) = &mut body {
+                o.insert("padding".into(), Value::String("x".repeat(300_000)));
+            }
+            serde_json::to_vec(&body).unwrap_or_default()
+        }
+        _ => serde_json::to_vec(&body).unwrap_or_default(),
+    };
+    Message { topic, payload }
+}
+
+/// The topic of a kind's vendor profile.
+pub fn vendor_topic(kind: DeviceKind, device_id: &str) -> String {
+    let level = match kind {
+        DeviceKind::Scale => "scale",
+        DeviceKind::BpCuff => "bp",
+        DeviceKind::Glucometer => "glucose",
+        DeviceKind::PulseOximeter => "oximeter",
+        // No vendor thermometer profile: thermometers speak SenML.
+        DeviceKind::Thermometer => return format!("rpm/senml/{device_id}"),
+    };
+    format!("acme/{level}/{device_id}")
+}
+
+fn value_of(e: &Emission, metric: Metric) -> Option<(Value, &'static str)> {
+    e.values.iter().find(|(m, _, _)| *m == metric).map(|(_, v, u)| {
+        let v = match e.fault {
+            Some(Fault::NanValue) => Value::String("NaN".into()),
+            Some(Fault::Implausible) => json!(v * 100.0),
+            _ => json!(round(*v)),
+        };
+        let unit = match e.fault {
+            Some(Fault::UnknownUnit) => "stone",
+            _ => u.ucum(),
+        };
+        (v, unit)
+    })
+}
+
+fn round(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+fn vendor(e: &Emission) -> Value {
+    if e.device == DeviceKind::Thermometer {
+        return senml(e);
+    }
+    let mut o = Map::new();
+    let ts = e.at;
+    match e.device {
+        DeviceKind::Scale => {
+            let mut r = Map::new();
+            r.insert("ts".into(), json!(ts.timestamp()));
+            if let Some((v, u)) = value_of(e, Metric::BodyWeight) {
+                r.insert("weight".into(), v);
+                r.insert("unit".into(), json!(u));
+            }
+            if let Some((v, _)) = value_of(e, Metric::BodyFat) {
+                r.insert("fat_pct".into(), v);
+            }
+            if let Some(s) = e.sequence {
+                r.insert("seq".into(), json!(s));
+            }
+            o.insert("serial".into(), json!(e.device_id));
+            o.insert("readings".into(), Value::Array(vec![Value::Object(r)]));
+        }
+        DeviceKind::BpCuff => {
+            o.insert("measured_at".into(), json!(ts.to_rfc3339()));
+            for (metric, key) in [
+                (Metric::Systolic, "sys"),
+                (Metric::Diastolic, "dia"),
+                (Metric::MeanArterialPressure, "map"),
+                (Metric::PulseRate, "pulse"),
+            ] {
+                if let Some((v, u)) = value_of(e, metric) {
+                    o.insert(key.into(), v);
+                    if metric == Metric::Systolic {
+                        o.insert("unit".into(), json!(u));
+                    }
+                }
+            }
+            if let Some(ihb) = e.annotations.get("irregular_pulse") {
+                o.insert("ihb".into(), json!(ihb == "true"));
+            }
+        }
+        DeviceKind::Glucometer => {
+            o.insert("time_ms".into(), json!(ts.timestamp_millis()));
+            if let Some((v, u)) = value_of(e, Metric::BloodGlucose) {
+                o.insert("glucose".into(), json!({"value": v, "unit": u}));
+            }
+            if let Some(s) = e.sequence {
+                o.insert("seq".into(), json!(s));
+            }
+            if let Some(meal) = e.annotations.get("meal") {
+                o.insert("meal".into(), json!(meal));
+            }
+        }
+        DeviceKind::PulseOximeter => {
+            o.insert("t".into(), json!(ts.to_rfc3339()));
+            if let Some((v, _)) = value_of(e, Metric::Spo2) {
+                o.insert("spo2".into(), v);
+            }
+            if let Some((v, _)) = value_of(e, Metric::OximetryPulseRate) {
+                o.insert("pr".into(), v);
+            }
+        }
+        DeviceKind::Thermometer => {}
+    }
+    Value::Object(o)
+}
+
+fn senml(e: &Emission) -> Value {
+    let mut records = Vec::new();
+    for (i, (metric, _, _)) in e.values.iter().enumerate() {
+        let Some((v, u)) = value_of(e, *metric) else { continue };
+        let mut r = Map::new();
+        if i == 0 {
+            r.insert("bt".into(), json!(e.at.timestamp()));
+        }
+        r.insert("n".into(), json!(metric.name()));
+        r.insert("u".into(), json!(u));
+        r.insert("v".into(), v);
+        records.push(Value::Object(r));
+    }
+    if let Some(s) = e.sequence {
+        records.push(json!({"n": "seq", "v": s}));
+    }
+    Value::Array(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use device_profiles::profile::{bundled_dir, ProfileSet};
+    use device_profiles::Unit;
+
+    fn emission(device: DeviceKind, values: Vec<(Metric, f64, Unit)>) -> Emission {
+        Emission {
+            at: Utc.with_ymd_and_hms(2026, 1, 31, 7, 42, 10).unwrap(),
+            patient_id: "p".into(),
+            device_id: "d1".into(),
+            device,
+            values,
+            annotations: Default::default(),
+            sequence: Some(4),
+            fault: None,
+        }
+    }
+
+    /// Every kind, in both formats, decodes with the bundled profiles.
+    #[test]
+    fn payloads_decode_with_bundled_profiles() {
+        let set = ProfileSet::load_dir(&bundled_dir()).unwrap();
+        let cases = [
+            emission(DeviceKind::Scale, vec![(Metric::BodyWeight, 176.4, Unit::Lb)]),
+            emission(
+                DeviceKind::BpCuff,
+                vec![(Metric::Systolic, 132.0, Unit::MmHg), (Metric::Diastolic, 84.0, Unit::MmHg), (Metric::PulseRate, 71.0, Unit::PerMin)],
+            ),
+            emission(DeviceKind::Glucometer, vec![(Metric::BloodGlucose, 5.4, Unit::MmolPerL)]),
+            emission(DeviceKind::PulseOximeter, vec![(Metric::Spo2, 96.0, Unit::Percent), (Metric::OximetryPulseRate, 74.0, Unit::PerMin)]),
+            emission(DeviceKind::Thermometer, vec![(Metric::BodyTemperature, 37.2, Unit::Celsius)]),
+        ];
+        for e in &cases {
+            for format in [WireFormat::Vendor, WireFormat::Senml] {
+                let m = encode(e, format);
+                let p = set.for_topic(&m.topic).unwrap_or_else(|| panic!("no profile for {}", m.topic));
+                let d = p.decode(&m.topic, &m.payload).unwrap();
+                assert_eq!(d.device_id.as_deref(), Some("d1"));
+                let meas = d.measurements[0].as_ref().unwrap();
+                assert_eq!(meas.components.len(), e.values.len(), "{:?} {format:?}", e.device);
+            }
+        }
+    }
+}

@@ -103,7 +103,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let rt = || tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime");
     #[cfg(feature = "embedded-broker")]
     if let Command::Demo(args) = &cli.command {
-        crate::telemetry::init(&crate::config::LogConfig { level: "warn".into(), ..Default::default() });
+        crate::telemetry::init(&crate::config::LogConfig { level: "warn,rumqttd=off".into(), ..Default::default() });
         rt()?.block_on(crate::demo::run(args.clone()))?;
         return Ok(ExitCode::SUCCESS);
     }

@@ -77,7 +77,7 @@ impl fmt::Display for RuleDuration {
 /// duration prints back as it was written (`"7d"`, not `"168h"`).
 pub(crate) fn format_delta(d: TimeDelta, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     let s = d.num_seconds();
-    if s != 0 && s % 604_800 == 0 && s / 604_800 > 1 && (s / 86_400) % 7 == 0 && s / 86_400 > 13 {
+    if s != 0 && s % 604_800 == 0 && s / 604_800 >= 2 {
         // Weeks only for multi-week values; "7d" reads better than "1w".
         return write!(f, "{}w", s / 604_800);
     }

@@ -204,12 +204,18 @@ impl Profile {
     /// [`Profile::topic`]).
     pub fn decode(&self, topic: &str, payload: &[u8]) -> Result<DecodedMessage, Reject> {
         let from_topic = self.topic.matches(topic).flatten().map(str::to_string);
-        let measurements = match &self.format {
+        let mut measurements = match &self.format {
             Format::Senml(senml) => senml.decode(&self.name, payload)?,
             Format::Json(json) => json.decode(&self.name, payload)?,
         };
         let device_id = match self.device_id_from {
-            DeviceIdFrom::Topic => from_topic,
+            DeviceIdFrom::Topic => {
+                // The topic names the device: it wins over anything in the payload.
+                for m in measurements.iter_mut().flatten() {
+                    m.device_id.clone_from(&from_topic);
+                }
+                from_topic
+            }
             DeviceIdFrom::Payload => measurements
                 .iter()
                 .find_map(|m| m.as_ref().ok().and_then(|m| m.device_id.clone())),

@@ -92,6 +92,7 @@ fn run(
     metrics: Arc<Metrics>,
 ) {
     let dedup_ms = cfg.dedup_window.as_millis() as i64;
+    let fault = FaultInjection::from_env();
     let mut pending: Option<Job> = None;
     loop {
         let first = match pending.take() {
@@ -129,7 +130,9 @@ fn run(
             continue;
         }
         let started = Instant::now();
+        fault.maybe_abort(FaultInjection::BeforeCommit);
         let result = commit_with_retry(&mut store, &jobs, dedup_ms);
+        fault.maybe_abort(FaultInjection::AfterCommit);
         metrics.store_batch(items, started.elapsed());
         match result {
             Ok(outcomes) => {
@@ -169,6 +172,33 @@ fn commit_with_retry(
                 delay *= 2;
             }
             other => return other,
+        }
+    }
+}
+
+/// Crash points for the end-to-end tests (`RPM_FAULT_INJECT`): the process
+/// aborts, as with `kill -9`, at an exact point of the commit protocol. Off
+/// unless the variable is set; documented in README under "Testing".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FaultInjection {
+    None,
+    BeforeCommit,
+    AfterCommit,
+}
+
+impl FaultInjection {
+    fn from_env() -> Self {
+        match std::env::var("RPM_FAULT_INJECT").as_deref() {
+            Ok("abort-before-commit") => FaultInjection::BeforeCommit,
+            Ok("abort-after-commit") => FaultInjection::AfterCommit,
+            _ => FaultInjection::None,
+        }
+    }
+
+    fn maybe_abort(self, at: FaultInjection) {
+        if self != FaultInjection::None && self == at {
+            eprintln!("fault injection: aborting at {at:?}");
+            std::process::abort();
         }
     }
 }

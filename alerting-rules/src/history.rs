@@ -1,0 +1,114 @@
+//! The caller's view of stored readings, and an in-memory implementation.
+//!
+//! The engine asks only for bounded slices — a window of at most
+//! [`crate::load::MAX_WINDOW`] or the last N readings with N at most
+//! [`crate::load::MAX_LAST`] — so the cost of evaluating a reading does not
+//! grow with the length of a patient's record. The gateway implements
+//! [`History`] over its SQLite store with an index on
+//! `(patient, metric, measured_at)`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use device_profiles::Metric;
+use serde::{Deserialize, Serialize};
+
+/// One stored reading of one metric, in the metric's canonical unit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    /// The reading's stable id (cited as evidence).
+    pub reading_id: String,
+    /// When it was measured (UTC).
+    pub measured_at: DateTime<Utc>,
+    /// Value in the metric's canonical unit.
+    pub value: f64,
+}
+
+/// Read access to a patient's stored readings.
+///
+/// All lists are ordered oldest first by `measured_at` (ties by reading id).
+/// The readings being evaluated may or may not be stored yet: the engine
+/// merges them in and removes duplicates by reading id, so the gateway can
+/// insert and evaluate in one transaction in either order.
+pub trait History {
+    /// Readings of `metric` measured in `[from, to]` (inclusive).
+    fn window(
+        &self,
+        patient: &str,
+        metric: Metric,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Vec<Point>;
+    /// The last `n` readings of `metric` measured at or before `at`.
+    fn last_n(&self, patient: &str, metric: Metric, at: DateTime<Utc>, n: usize) -> Vec<Point>;
+    /// When the newest reading of `metric` (of any metric when `None`) was
+    /// measured.
+    fn last_seen(&self, patient: &str, metric: Option<Metric>) -> Option<DateTime<Utc>>;
+}
+
+/// Readings in memory, for tests and the offline replay tool.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryHistory {
+    series: BTreeMap<(String, Metric), Vec<Point>>,
+}
+
+impl MemoryHistory {
+    /// An empty history.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stores a reading, keeping the series ordered; a reading id already
+    /// stored for the series is ignored (idempotent ingest).
+    pub fn insert(&mut self, patient: &str, metric: Metric, point: Point) {
+        let series = self
+            .series
+            .entry((patient.to_string(), metric))
+            .or_default();
+        if series.iter().any(|p| p.reading_id == point.reading_id) {
+            return;
+        }
+        let key = (point.measured_at, point.reading_id.clone());
+        let pos = series.partition_point(|p| (p.measured_at, p.reading_id.clone()) <= key);
+        series.insert(pos, point);
+    }
+
+    fn series(&self, patient: &str, metric: Metric) -> &[Point] {
+        self.series
+            .get(&(patient.to_string(), metric))
+            .map_or(&[], Vec::as_slice)
+    }
+}
+
+impl History for MemoryHistory {
+    fn window(
+        &self,
+        patient: &str,
+        metric: Metric,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Vec<Point> {
+        let s = self.series(patient, metric);
+        let start = s.partition_point(|p| p.measured_at < from);
+        let end = s.partition_point(|p| p.measured_at <= to);
+        s.get(start..end.max(start)).unwrap_or(&[]).to_vec()
+    }
+
+    fn last_n(&self, patient: &str, metric: Metric, at: DateTime<Utc>, n: usize) -> Vec<Point> {
+        let s = self.series(patient, metric);
+        let end = s.partition_point(|p| p.measured_at <= at);
+        s.get(end.saturating_sub(n)..end).unwrap_or(&[]).to_vec()
+    }
+
+    fn last_seen(&self, patient: &str, metric: Option<Metric>) -> Option<DateTime<Utc>> {
+        match metric {
+            Some(m) => self.series(patient, m).last().map(|p| p.measured_at),
+            None => self
+                .series
+                .iter()
+                .filter(|((p, _), _)| p == patient)
+                .filter_map(|(_, s)| s.last().map(|p| p.measured_at))
+                .max(),
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! A validated set of packs and care plans.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::error::{LoadError, LoadErrors};
+use crate::load::{load_pack, load_plans, PackInfo, Source};
+use crate::plan::CarePlans;
+use crate::rule::Rule;
+
+/// The packs shipped with the crate, as (file name, text). They are defaults
+/// a program edits, not medical advice.
+pub const BUNDLED_PACKS: &[(&str, &str)] = &[
+    (
+        "hypertension.toml",
+        include_str!("../rules/hypertension.toml"),
+    ),
+    (
+        "heart-failure.toml",
+        include_str!("../rules/heart-failure.toml"),
+    ),
+    ("diabetes.toml", include_str!("../rules/diabetes.toml")),
+    ("copd.toml", include_str!("../rules/copd.toml")),
+    ("oxygen.toml", include_str!("../rules/oxygen.toml")),
+    ("fever.toml", include_str!("../rules/fever.toml")),
+    ("adherence.toml", include_str!("../rules/adherence.toml")),
+];
+
+/// The bundled `plans.toml`.
+pub const BUNDLED_PLANS: (&str, &str) = ("plans.toml", include_str!("../rules/plans.toml"));
+
+/// Name of the care-plan file in a rules directory.
+pub const PLANS_FILE: &str = "plans.toml";
+
+/// Every rule of every loaded pack, with the care plans.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    index: BTreeMap<String, usize>,
+    packs: Vec<PackInfo>,
+    plans: Option<CarePlans>,
+}
+
+impl RuleSet {
+    /// Loads packs and, optionally, care plans from in-memory sources.
+    /// Returns every error of every file at once.
+    pub fn from_sources(packs: &[Source], plans: Option<&Source>) -> Result<RuleSet, LoadErrors> {
+        let mut errs: Vec<LoadError> = Vec::new();
+        let mut set = RuleSet {
+            rules: Vec::new(),
+            index: BTreeMap::new(),
+            packs: Vec::new(),
+            plans: None,
+        };
+        let mut first_seen: BTreeMap<String, (String, usize)> = BTreeMap::new();
+        for src in packs {
+            let Some(pack) = load_pack(src, &mut errs) else {
+                continue;
+            };
+            if let Some(other) = set.packs.iter().find(|p| p.name == pack.info.name) {
+                errs.push(LoadError {
+                    file: src.name.clone(),
+                    line: 0,
+                    column: 0,
+                    field: "pack".to_string(),
+                    message: format!(
+                        "pack `{}` is also defined in {}",
+                        pack.info.name, other.file
+                    ),
+                });
+                continue;
+            }
+            for (rule, (line, column)) in pack.rules {
+                if let Some((file, first_line)) = first_seen.get(&rule.id) {
+                    errs.push(LoadError {
+                        file: src.name.clone(),
+                        line,
+                        column,
+                        field: "id".to_string(),
+                        message: format!(
+                            "duplicate rule id `{}` (first defined in {file}:{first_line})",
+                            rule.id
+                        ),
+                    });
+                    continue;
+                }
+                first_seen.insert(rule.id.clone(), (src.name.clone(), line));
+                set.index.insert(rule.id.clone(), set.rules.len());
+                set.rules.push(rule);
+            }
+            set.packs.push(pack.info);
+        }
+        if let Some(p) = plans {
+            let names: Vec<String> = set.packs.iter().map(|p| p.name.clone()).collect();
+            set.plans = load_plans(p, &names, &mut errs);
+        }
+        if errs.is_empty() {
+            Ok(set)
+        } else {
+            errs.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+            Err(LoadErrors { errors: errs })
+        }
+    }
+
+    /// Loads every `*.toml` of `dir` (sorted by name); `plans.toml`, when
+    /// present, is the care-plan file. Without it every pack applies to every
+    /// patient.
+    pub fn load_dir(dir: &Path) -> Result<RuleSet, LoadErrors> {
+        let io = |file: &Path, e: std::io::Error| LoadErrors {
+            errors: vec![LoadError {
+                file: file.display().to_string(),
+                line: 0,
+                column: 0,
+                field: String::new(),
+                message: e.to_string(),
+            }],
+        };
+        let entries = std::fs::read_dir(dir).map_err(|e| io(dir, e))?;
+        let mut paths = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(|e| io(dir, e))?.path();
+            if path.extension().is_some_and(|x| x == "toml") && path.is_file() {
+                paths.push(path);
+            }
+        }
+        paths.sort();
+        let mut packs = Vec::new();
+        let mut plans = None;
+        for path in paths {
+            let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
+            let src = Source::new(path.display().to_string(), text);
+            if path.file_name().is_some_and(|n| n == PLANS_FILE) {
+                plans = Some(src);
+            } else {
+                packs.push(src);
+            }
+        }
+        RuleSet::from_sources(&packs, plans.as_ref())
+    }
+
+    /// The packs and plans shipped with the crate.
+    pub fn bundled() -> Result<RuleSet, LoadErrors> {
+        let packs: Vec<Source> = BUNDLED_PACKS
+            .iter()
+            .map(|(n, t)| Source::new(*n, *t))
+            .collect();
+        RuleSet::from_sources(&packs, Some(&Source::new(BUNDLED_PLANS.0, BUNDLED_PLANS.1)))
+    }
+
+    /// All rules, in pack and file order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// A rule by id.
+    pub fn get(&self, id: &str) -> Option<&Rule> {
+        self.index.get(id).and_then(|&i| self.rules.get(i))
+    }
+
+    /// The packs loaded.
+    pub fn packs(&self) -> &[PackInfo] {
+        &self.packs
+    }
+
+    /// The care plans, when a plans file was loaded.
+    pub fn plans(&self) -> Option<&CarePlans> {
+        self.plans.as_ref()
+    }
+
+    /// The rules that apply to a patient on `care_plans`: without a plans
+    /// file, all of them.
+    pub fn rules_for<S: AsRef<str>>(&self, care_plans: &[S]) -> Vec<&Rule> {
+        match &self.plans {
+            None => self.rules.iter().collect(),
+            Some(p) => {
+                let packs = p.packs_for(care_plans);
+                self.rules
+                    .iter()
+                    .filter(|r| packs.contains(&r.pack))
+                    .collect()
+            }
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! Loading: every bundled pack validates; broken files give file, line and
+//! field; all errors of a rule set come back at once.
+
+use alerting_rules::load::Source;
+use alerting_rules::ruleset::{BUNDLED_PACKS, BUNDLED_PLANS};
+use alerting_rules::{LoadError, RuleSet, Severity};
+
+fn load(files: &[(&str, &str)]) -> Result<RuleSet, Vec<LoadError>> {
+    let srcs: Vec<Source> = files.iter().map(|(n, t)| Source::new(*n, *t)).collect();
+    RuleSet::from_sources(&srcs, None).map_err(|e| e.errors)
+}
+
+#[test]
+fn every_bundled_pack_validates_on_its_own() {
+    for (name, text) in BUNDLED_PACKS {
+        let set = load(&[(name, text)]).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert!(!set.rules().is_empty(), "{name}");
+        for r in set.rules() {
+            assert!(!r.source.is_empty(), "{}", r.id);
+        }
+        assert!(
+            text.contains("not medical advice"),
+            "{name} lacks the header statement"
+        );
+    }
+}
+
+#[test]
+fn bundled_set_with_plans_validates() {
+    let set = RuleSet::bundled().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(set.packs().len(), BUNDLED_PACKS.len());
+    assert!(BUNDLED_PLANS.1.contains("not medical advice"));
+    let crisis = set.get("htn.crisis").unwrap();
+    assert_eq!(crisis.severity, Severity::Critical);
+    let plans = set.plans().unwrap();
+    for p in ["heart-failure", "hypertension", "diabetes", "copd"] {
+        assert!(plans.is_known(p), "{p}");
+        let ids: Vec<&str> = set.rules_for(&[p]).iter().map(|r| r.id.as_str()).collect();
+        assert!(
+            ids.contains(&"fever") && ids.contains(&"adherence.no-data-3d"),
+            "{p}: {ids:?}"
+        );
+    }
+    let copd: Vec<&str> = set
+        .rules_for(&["copd", "heart-failure"])
+        .iter()
+        .map(|r| r.id.as_str())
+        .collect();
+    assert!(
+        copd.contains(&"copd.spo2-low") && !copd.contains(&"spo2.low"),
+        "{copd:?}"
+    );
+    let hf: Vec<&str> = set
+        .rules_for(&["heart-failure"])
+        .iter()
+        .map(|r| r.id.as_str())
+        .collect();
+    assert!(hf.contains(&"spo2.low") && hf.contains(&"hf.weight-gain-24h"));
+}
+
+#[test]
+fn load_dir_reads_packs_and_plans() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in BUNDLED_PACKS {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    std::fs::write(dir.path().join(BUNDLED_PLANS.0), BUNDLED_PLANS.1).unwrap();
+    let set = RuleSet::load_dir(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(set.rules().len(), RuleSet::bundled().unwrap().rules().len());
+    assert!(set.plans().is_some());
+}
+
+const BROKEN: &str = r#"pack = "test"
+version = 1
+
+[[rule]]
+id = "t.ok"
+version = 1
+severity = "warning"
+message = "ok {value}"
+source = "test"
+threshold = { metric = "systolic", op = ">", limit = "180 mm[Hg]" }
+
+[[rule]]
+id = "t.bad-unit"
+version = 1
+severity = "warning"
+message = "x"
+source = "test"
+threshold = { metric = "systolic", op = ">", limit = "80 kg" }
+
+[[rule]]
+id = "t.bad-op"
+version = 1
+severity = "warning"
+message = "x"
+source = "test"
+threshold = { metric = "systolic", op = "=>", limit = "80 mm[Hg]" }
+
+[[rule]]
+id = "t.bad-field"
+version = 1
+severity = "warning"
+message = "x"
+source = "test"
+threshhold = { metric = "systolic", op = ">", limit = "80 mm[Hg]" }
+
+[[rule]]
+id = "t.bad-placeholder"
+version = 1
+severity = "warning"
+message = "value {vaule}"
+source = "test"
+threshold = { metric = "systolic", op = ">", limit = "80 mm[Hg]" }
+"#;
+
+#[test]
+fn broken_file_reports_file_line_and_field_for_every_error() {
+    let errs = load(&[("broken.toml", BROKEN)]).unwrap_err();
+    let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    assert_eq!(errs.len(), 4, "{text:#?}");
+    let find = |field: &str| {
+        errs.iter()
+            .find(|e| e.field == field)
+            .unwrap_or_else(|| panic!("no error for {field}: {text:#?}"))
+    };
+
+    let unit = find("rule[1].threshold.limit");
+    assert_eq!(
+        (unit.file.as_str(), unit.line),
+        ("broken.toml", 18),
+        "{unit}"
+    );
+    assert!(unit.message.contains("cannot measure systolic"), "{unit}");
+
+    let op = find("rule[2].threshold.op");
+    assert_eq!(op.line, 26, "{op}");
+    assert!(op.message.contains("=>"), "{op}");
+
+    let field = find("rule[3].threshhold");
+    assert_eq!(field.line, 34, "{field}");
+    assert!(field.message.contains("unknown field"), "{field}");
+
+    let ph = find("rule[4].message");
+    assert_eq!(ph.line, 40, "{ph}");
+    assert!(ph.message.contains("vaule"), "{ph}");
+    assert!(unit.to_string().starts_with("broken.toml:18:"), "{unit}");
+}
+
+#[test]
+fn syntax_error_has_a_line() {
+    let errs = load(&[("syntax.toml", "pack = \"x\"\nversion = 1\n[[rule]\n")]).unwrap_err();
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].line, 3, "{}", errs[0]);
+}
+
+const ONE: &str = r#"pack = "one"
+version = 1
+[[rule]]
+id = "dup"
+version = 1
+severity = "info"
+message = "m"
+source = "s"
+threshold = { metric = "spo2", op = "<", limit = 90 }
+"#;
+
+const TWO: &str = r#"pack = "two"
+version = 1
+
+[[rule]]
+id = "dup"
+version = 1
+severity = "info"
+message = "m"
+source = "s"
+threshold = { metric = "spo2", op = "<", limit = "90 %" }
+"#;
+
+#[test]
+fn duplicate_ids_across_packs_are_an_error() {
+    let errs = load(&[("one.toml", ONE), ("two.toml", TWO)]).unwrap_err();
+    assert_eq!(errs.len(), 1);
+    assert_eq!(
+        (errs[0].file.as_str(), errs[0].line, errs[0].field.as_str()),
+        ("two.toml", 5, "id")
+    );
+    assert!(errs[0].message.contains("one.toml:4"), "{}", errs[0]);
+}
+
+#[test]
+fn errors_of_several_files_come_back_together() {
+    let bad = ONE.replace("limit = 90", "limit = \"90 mmHg\"");
+    let errs = load(&[
+        ("a.toml", &bad),
+        ("b.toml", &TWO.replace("\"90 %\"", "\"ninety\"")),
+    ])
+    .unwrap_err();
+    let files: Vec<&str> = errs.iter().map(|e| e.file.as_str()).collect();
+    assert_eq!(files, vec!["a.toml", "b.toml"], "{errs:?}");
+}
+
+/// Each row: a rule body that must be refused, and the field the error names.
+#[test]
+fn semantic_checks_name_the_field() {
+    let cases: &[(&str, &str)] = &[
+        (r#"threshold = { metric = "spo2", op = "<", limit = "90 %", consecutive = 2, m_of_n = [2, 3] }"#, "rule[0].threshold.consecutive"),
+        (r#"threshold = { metric = "spo2", op = "<", limit = "90 %", m_of_n = [4, 3] }"#, "rule[0].threshold.m_of_n"),
+        (r#"delta = { metric = "body_weight", op = ">=", limit = "2 lb", window = "400d", baseline = "min" }"#, "rule[0].delta.window"),
+        (r#"delta = { metric = "body_weight", op = ">=", limit = "2 lb", window = "7 days", baseline = "min" }"#, "rule[0].delta.window"),
+        (r#"average = { metric = "systolic", op = ">=", limit = "135 mmHg", min_readings = 3 }"#, "rule[0].average"),
+        (r#"average = { metric = "systolic", op = ">=", limit = "135 mmHg", last = 3, min_readings = 5 }"#, "rule[0].average.min_readings"),
+        (r#"slope = { metric = "body_weight", op = ">=", limit = "0.2 kg", window = "7d", min_readings = 1 }"#, "rule[0].slope.min_readings"),
+        (r#"threshold = { metric = "pressure", op = "<", limit = "90 %" }"#, "rule[0].threshold.metric"),
+        (r#"threshold = { metric = "systolic", op = ">", limit = "180" }"#, "rule[0].threshold.limit"),
+        ("threshold = { metric = \"systolic\", op = \">\", limit = \"180 mmHg\" }\nclear = { limit = \"190 mmHg\" }", "rule[0].clear.limit"),
+        ("[[rule.all]]\nmissing = { for = \"2d\" }", "rule[0].all[0].missing"),
+        ("[[rule.any]]\nname = \"a\"\nthreshold = { metric = \"spo2\", op = \"<\", limit = 90 }\n[[rule.any]]\nname = \"a\"\nthreshold = { metric = \"spo2\", op = \"<\", limit = 80 }", "rule[0].any[1].name"),
+        ("", "rule[0]"),
+    ];
+    for (body, field) in cases {
+        let text = format!(
+            "pack = \"t\"\nversion = 1\n[[rule]]\nid = \"t.r\"\nversion = 1\nseverity = \"info\"\nmessage = \"m\"\nsource = \"s\"\n{body}\n"
+        );
+        let errs = load(&[("t.toml", &text)]).expect_err(body);
+        assert!(
+            errs.iter().any(|e| e.field == *field && e.line > 0),
+            "{body}: expected {field}, got {errs:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_limit_in_pounds_is_converted_at_load() {
+    let text = r#"pack = "t"
+version = 1
+[[rule]]
+id = "t.lb"
+version = 1
+severity = "info"
+message = "{value} {unit} > {limit} {unit}"
+source = "s"
+delta = { metric = "body_weight", op = ">=", limit = "2 lb", window = "24h", baseline = "min" }
+"#;
+    let set = load(&[("t.toml", text)]).unwrap();
+    let p = &set.get("t.lb").unwrap().params["limit"];
+    assert!((p.default.unwrap() - 0.907_184_74).abs() < 1e-9);
+    assert_eq!(p.display_unit, device_profiles::Unit::Lb);
+}

@@ -1,0 +1,230 @@
+//! Test harness: a real Mosquitto on a free port, the real gateway binary,
+//! real SQLite files. Like ripgrep's `Dir`/`TestCommand`: small helpers,
+//! each test builds its world in a temp dir.
+#![allow(dead_code)]
+
+use rusqlite::{Connection, OpenFlags};
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn find(bin: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
+        let p = Path::new(dir).join(bin);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("`{bin}` not found: run scripts/test (it installs mosquitto), or apt-get install mosquitto mosquitto-clients")
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// A Mosquitto broker of our own, with persistence, on a free port.
+pub struct Mosquitto {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Mosquitto {
+    pub fn start(dir: &Path) -> Mosquitto {
+        let port = free_port();
+        let mut m = Mosquitto { port, dir: dir.to_path_buf(), child: None };
+        m.restart();
+        m
+    }
+
+    pub fn restart(&mut self) {
+        let conf = self.dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nuser {user}\npersistence true\npersistence_location {dir}/\n\
+                 max_queued_messages 0\nmax_inflight_messages 20\nmessage_size_limit 1048576\nlog_dest file {dir}/mosquitto.log\n",
+                port = self.port,
+                dir = self.dir.display(),
+                // As root, mosquitto would switch to the `mosquitto` user and
+                // fail to write its persistence file into our temp dir.
+                user = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "root".into()),
+            ),
+        )
+        .unwrap();
+        let child = Command::new(find("mosquitto")).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        self.child = Some(child);
+        let port = self.port;
+        wait_until("mosquitto to listen", Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    }
+
+    /// Stops the broker (SIGTERM: it saves its persistent state).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = c.wait();
+        }
+    }
+
+    /// Publishes one message with QoS 1 through `mosquitto_pub` (an independent client).
+    pub fn publish(&self, topic: &str, payload: &[u8]) {
+        let mut child = Command::new(find("mosquitto_pub"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q", "1", "-t", topic, "-s"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(payload).unwrap();
+        assert!(child.wait().unwrap().success(), "mosquitto_pub failed");
+    }
+
+    /// Publishes each line as one message (QoS 1).
+    pub fn publish_lines(&self, topic: &str, lines: &[String]) {
+        let mut child = Command::new(find("mosquitto_pub"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q", "1", "-t", topic, "-l"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            let mut stdin = child.stdin.take().unwrap();
+            for l in lines {
+                writeln!(stdin, "{l}").unwrap();
+            }
+        }
+        assert!(child.wait().unwrap().success(), "mosquitto_pub failed");
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The gateway binary under test, with a config in a temp dir.
+pub struct Gateway {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub db: PathBuf,
+    child: Option<Child>,
+}
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_rpm-gateway-under-test");
+
+impl Gateway {
+    /// Writes a config for broker `port` with `devices` (id, patient) and `extra` TOML.
+    pub fn new(dir: &Path, port: u16, devices: &[(&str, &str)], extra: &str) -> Gateway {
+        let db = dir.join("rpm.db");
+        let mut text = format!(
+            "[store]\npath = \"{}\"\n\n[sources.mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nclient_id = \"gw-test-{port}\"\nkeep_alive = \"5s\"\nreconnect_max_backoff = \"1s\"\n\n{extra}\n",
+            db.display()
+        );
+        for (d, p) in devices {
+            text.push_str(&format!("[[devices]]\nid = \"{d}\"\npatient = \"{p}\"\n"));
+        }
+        let config = dir.join("gateway.toml");
+        std::fs::write(&config, text).unwrap();
+        Gateway { dir: dir.to_path_buf(), config, db, child: None }
+    }
+
+    pub fn start(&mut self) {
+        self.start_with_env(&[]);
+    }
+
+    pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("gateway.log")).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run").arg("--config").arg(&self.config).env("RPM_LOG", "info").stdout(Stdio::null()).stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().unwrap());
+        // Ready once the broker session is up: the log says so.
+        let log = self.dir.join("gateway.log");
+        let before = std::fs::read_to_string(&log).map(|s| s.matches("mqtt connected").count()).unwrap_or(0);
+        wait_until("gateway to connect", Duration::from_secs(20), || {
+            std::fs::read_to_string(&log).map(|s| s.matches("mqtt connected").count() > before).unwrap_or(false)
+        });
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    /// SIGKILL.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("gateway not running");
+        Command::new("kill").args(["-TERM", &c.id().to_string()]).status().unwrap();
+        c.wait().unwrap()
+    }
+
+    /// Waits for the process to end by itself (fault injection aborts it).
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("gateway not running");
+        let start = Instant::now();
+        loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                return s;
+            }
+            assert!(start.elapsed() < timeout, "gateway did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN).arg("--config").arg(&self.config).args(args).output().unwrap()
+    }
+
+    pub fn db(&self) -> Connection {
+        Connection::open_with_flags(&self.db, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap()
+    }
+
+    pub fn count(&self, sql: &str) -> i64 {
+        if !self.db.exists() {
+            return 0;
+        }
+        self.db().query_row(sql, [], |r| r.get(0)).unwrap_or(0)
+    }
+
+    pub fn readings(&self) -> i64 {
+        self.count("SELECT COUNT(*) FROM readings")
+    }
+
+    pub fn quarantined(&self, reason: &str) -> i64 {
+        self.count(&format!("SELECT COUNT(*) FROM quarantine WHERE reason = '{reason}'"))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

@@ -179,7 +179,9 @@ fn stable_id(parts: &[&str]) -> String {
 /// Makes the canonical readings of one decoded measurement, or says why not.
 pub fn canonicalize(m: &DecodedMeasurement, cx: &Context<'_>) -> Result<ReadingGroup, Reject> {
     if let Some(detail) = &m.not_clinical {
-        return Err(Reject::NotClinical { detail: detail.clone() });
+        return Err(Reject::NotClinical {
+            detail: detail.clone(),
+        });
     }
     if m.components.is_empty() {
         return Err(Reject::Empty);
@@ -199,9 +201,17 @@ pub fn canonicalize(m: &DecodedMeasurement, cx: &Context<'_>) -> Result<ReadingG
                 } else {
                     SpecialValue::NegativeInfinity
                 };
-                return Err(Reject::SpecialValue { metric: c.metric, value });
+                return Err(Reject::SpecialValue {
+                    metric: c.metric,
+                    value,
+                });
             }
-            RawValue::Special(value) => return Err(Reject::SpecialValue { metric: c.metric, value }),
+            RawValue::Special(value) => {
+                return Err(Reject::SpecialValue {
+                    metric: c.metric,
+                    value,
+                })
+            }
         };
         let v = to_canonical(c.metric, raw, c.unit.as_deref())
             .map_err(|e| Reject::from_unit_error(e, c.metric))?;
@@ -219,7 +229,8 @@ pub fn canonicalize(m: &DecodedMeasurement, cx: &Context<'_>) -> Result<ReadingG
     }
 
     let mut annotations = m.annotations.clone();
-    let (device_measured_at, measured_at, identity_time) = resolve_time(m.time, cx, &mut annotations)?;
+    let (device_measured_at, measured_at, identity_time) =
+        resolve_time(m.time, cx, &mut annotations)?;
 
     let seq = m.sequence.map(|s| s.to_string()).unwrap_or_default();
     // Identity: device time where the device stated one; otherwise the
@@ -227,11 +238,18 @@ pub fn canonicalize(m: &DecodedMeasurement, cx: &Context<'_>) -> Result<ReadingG
     // such input are caught by the store's digest window instead).
     let time_key = match &identity_time {
         Some(t) => t.to_rfc3339(),
-        None => format!("rx:{}:{}:{}", cx.content_digest, cx.index, cx.received_at.timestamp_millis()),
+        None => format!(
+            "rx:{}:{}:{}",
+            cx.content_digest,
+            cx.index,
+            cx.received_at.timestamp_millis()
+        ),
     };
     let group_id = stable_id(&[cx.device_id, &time_key, &seq]);
     let panel = values.iter().find_map(|(metric, _)| metric.panel());
-    let digest = identity_time.is_none().then(|| format!("{}:{}", cx.content_digest, cx.index));
+    let digest = identity_time
+        .is_none()
+        .then(|| format!("{}:{}", cx.content_digest, cx.index));
 
     let readings = values
         .into_iter()
@@ -253,7 +271,11 @@ pub fn canonicalize(m: &DecodedMeasurement, cx: &Context<'_>) -> Result<ReadingG
             content_digest: digest.clone(),
         })
         .collect();
-    Ok(ReadingGroup { group_id, panel, readings })
+    Ok(ReadingGroup {
+        group_id,
+        panel,
+        readings,
+    })
 }
 
 /// Returns (device time as UTC, corrected time, time that identifies the
@@ -274,15 +296,23 @@ fn resolve_time(
             let t = cx
                 .received_at
                 .checked_add_signed(Duration::seconds(s))
-                .ok_or_else(|| Reject::InvalidTimestamp { detail: format!("relative time {s} s") })?;
+                .ok_or_else(|| Reject::InvalidTimestamp {
+                    detail: format!("relative time {s} s"),
+                })?;
             // A relative time is as good as the receipt time; judge it like any other.
             return judge(t, cx, annotations).map(|(measured, _)| (None, measured, None));
         }
         Some(DeviceTime::Utc(t)) => t,
-        Some(DeviceTime::Local(naive)) => match cx.clock.local_offset.from_local_datetime(&naive).single() {
-            Some(t) => t.with_timezone(&Utc),
-            None => return Err(Reject::InvalidTimestamp { detail: format!("local time {naive}") }),
-        },
+        Some(DeviceTime::Local(naive)) => {
+            match cx.clock.local_offset.from_local_datetime(&naive).single() {
+                Some(t) => t.with_timezone(&Utc),
+                None => {
+                    return Err(Reject::InvalidTimestamp {
+                        detail: format!("local time {naive}"),
+                    })
+                }
+            }
+        }
     };
     let (measured, _) = judge(device, cx, annotations)?;
     Ok((Some(device), measured, Some(device)))
@@ -300,7 +330,10 @@ fn judge(
             limit: cx.clock.max_future_skew.num_seconds(),
         })
     } else if -ahead > cx.clock.max_age {
-        Some(Reject::AncientTimestamp { days: (-ahead).num_days(), limit: cx.clock.max_age.num_days() })
+        Some(Reject::AncientTimestamp {
+            days: (-ahead).num_days(),
+            limit: cx.clock.max_age.num_days(),
+        })
     } else {
         None
     };
@@ -353,7 +386,10 @@ mod tests {
         assert_eq!(a.readings.len(), 2);
         assert_eq!(a.readings[0].group_id, a.readings[1].group_id);
         assert_ne!(a.readings[0].reading_id, a.readings[1].reading_id);
-        assert_eq!(a.readings[0].reading_id, b.readings[0].reading_id, "re-sent reading keeps its id");
+        assert_eq!(
+            a.readings[0].reading_id, b.readings[0].reading_id,
+            "re-sent reading keeps its id"
+        );
         assert!((a.readings[0].value - 120.0098).abs() < 1e-3);
         assert_eq!(a.readings[0].unit, "mm[Hg]");
         assert_eq!(a.readings[0].loinc, "8480-6");
@@ -366,11 +402,22 @@ mod tests {
         let future = DeviceTime::Utc(now + Duration::hours(2));
         let g = canonicalize(&bp(Some(future)), &cx(&clock, now)).unwrap();
         assert_eq!(g.readings[0].measured_at, now);
-        assert_eq!(g.readings[0].device_measured_at, Some(now + Duration::hours(2)));
-        assert_eq!(g.readings[0].annotations["clock_corrected"], "future_timestamp");
+        assert_eq!(
+            g.readings[0].device_measured_at,
+            Some(now + Duration::hours(2))
+        );
+        assert_eq!(
+            g.readings[0].annotations["clock_corrected"],
+            "future_timestamp"
+        );
         clock.on_bad_time = BadTimePolicy::Quarantine;
         let old = DeviceTime::Utc(Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).unwrap());
-        assert_eq!(canonicalize(&bp(Some(old)), &cx(&clock, now)).unwrap_err().code(), "ancient_timestamp");
+        assert_eq!(
+            canonicalize(&bp(Some(old)), &cx(&clock, now))
+                .unwrap_err()
+                .code(),
+            "ancient_timestamp"
+        );
         let g = canonicalize(&bp(None), &cx(&clock, now)).unwrap();
         assert_eq!(g.readings[0].measured_at, now);
         assert_eq!(g.readings[0].annotations["time_missing"], "true");
@@ -383,17 +430,32 @@ mod tests {
         let now = Utc::now();
         let mut m = bp(None);
         m.components[1].value = RawValue::Special(SpecialValue::NaN);
-        assert_eq!(canonicalize(&m, &cx(&clock, now)).unwrap_err().code(), "special_value");
+        assert_eq!(
+            canonicalize(&m, &cx(&clock, now)).unwrap_err().code(),
+            "special_value"
+        );
         let mut m = bp(None);
         m.components[1].value = RawValue::Number(f64::NAN);
-        assert_eq!(canonicalize(&m, &cx(&clock, now)).unwrap_err().code(), "special_value");
+        assert_eq!(
+            canonicalize(&m, &cx(&clock, now)).unwrap_err().code(),
+            "special_value"
+        );
         let mut m = bp(None);
         m.components[1].value = RawValue::Number(900.0);
-        assert_eq!(canonicalize(&m, &cx(&clock, now)).unwrap_err().code(), "implausible_value");
+        assert_eq!(
+            canonicalize(&m, &cx(&clock, now)).unwrap_err().code(),
+            "implausible_value"
+        );
         let mut m = bp(None);
         m.components[1].unit = Some("furlongs".into());
-        assert_eq!(canonicalize(&m, &cx(&clock, now)).unwrap_err().code(), "unknown_unit");
+        assert_eq!(
+            canonicalize(&m, &cx(&clock, now)).unwrap_err().code(),
+            "unknown_unit"
+        );
         let m = DecodedMeasurement::default();
-        assert_eq!(canonicalize(&m, &cx(&clock, now)).unwrap_err().code(), "empty_measurement");
+        assert_eq!(
+            canonicalize(&m, &cx(&clock, now)).unwrap_err().code(),
+            "empty_measurement"
+        );
     }
 }

@@ -71,7 +71,11 @@ pub struct Component {
 impl Component {
     /// A numeric component.
     pub fn number(metric: Metric, value: f64, unit: impl Into<String>) -> Self {
-        Component { metric, value: RawValue::Number(value), unit: Some(unit.into()) }
+        Component {
+            metric,
+            value: RawValue::Number(value),
+            unit: Some(unit.into()),
+        }
     }
 }
 

@@ -107,7 +107,12 @@ impl TryFrom<RawValueMap> for ValueMap {
                 UnitSource::Implied
             }
         };
-        Ok(ValueMap { metric: r.metric, path: r.path, unit, optional: r.optional })
+        Ok(ValueMap {
+            metric: r.metric,
+            path: r.path,
+            unit,
+            optional: r.optional,
+        })
     }
 }
 
@@ -169,10 +174,12 @@ impl TryFrom<String> for FieldPath {
                 segments.push(Segment::Key(key.to_string()));
             }
             while !rest.is_empty() {
-                let close = rest.find(']').ok_or_else(|| format!("path `{text}`: `[` without `]`"))?;
-                let idx = rest[1..close]
-                    .parse::<usize>()
-                    .map_err(|_| format!("path `{text}`: `{}` is not an array index", &rest[1..close]))?;
+                let close = rest
+                    .find(']')
+                    .ok_or_else(|| format!("path `{text}`: `[` without `]`"))?;
+                let idx = rest[1..close].parse::<usize>().map_err(|_| {
+                    format!("path `{text}`: `{}` is not an array index", &rest[1..close])
+                })?;
                 segments.push(Segment::Index(idx));
                 rest = &rest[close + 1..];
                 if !rest.is_empty() && !rest.starts_with('[') {
@@ -197,10 +204,15 @@ impl<'de> Deserialize<'de> for FieldPath {
 /// use for special values. Anything else is a schema error.
 pub fn raw_value(v: &Value) -> Result<RawValue, String> {
     match v {
-        Value::Number(n) => n.as_f64().map(RawValue::Number).ok_or_else(|| format!("number {n} out of range")),
+        Value::Number(n) => n
+            .as_f64()
+            .map(RawValue::Number)
+            .ok_or_else(|| format!("number {n} out of range")),
         Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
             "nan" => Ok(RawValue::Special(SpecialValue::NaN)),
-            "inf" | "+inf" | "infinity" | "+infinity" => Ok(RawValue::Special(SpecialValue::PositiveInfinity)),
+            "inf" | "+inf" | "infinity" | "+infinity" => {
+                Ok(RawValue::Special(SpecialValue::PositiveInfinity))
+            }
             "-inf" | "-infinity" => Ok(RawValue::Special(SpecialValue::NegativeInfinity)),
             _ => Err(format!("expected a number, found the string {v}")),
         },
@@ -222,7 +234,9 @@ pub fn kind(v: &Value) -> &'static str {
 
 /// Parses a payload as JSON, refusing with `malformed_payload`.
 pub fn parse_payload(payload: &[u8]) -> Result<Value, Reject> {
-    serde_json::from_slice(payload).map_err(|e| Reject::MalformedPayload { detail: e.to_string() })
+    serde_json::from_slice(payload).map_err(|e| Reject::MalformedPayload {
+        detail: e.to_string(),
+    })
 }
 
 /// A scalar as annotation text.
@@ -241,13 +255,21 @@ impl JsonMapping {
         payload: &[u8],
     ) -> Result<Vec<Result<DecodedMeasurement, Reject>>, Reject> {
         let doc = parse_payload(payload)?;
-        let schema = |detail: String| Reject::SchemaMismatch { profile: profile.to_string(), detail };
+        let schema = |detail: String| Reject::SchemaMismatch {
+            profile: profile.to_string(),
+            detail,
+        };
         let device_id = match &self.device_id {
             None => None,
             Some(p) => match p.get(&doc) {
                 Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
                 Some(Value::Number(n)) => Some(n.to_string()),
-                Some(other) => return Err(schema(format!("`{p}` must be a non-empty string, found {}", kind(other)))),
+                Some(other) => {
+                    return Err(schema(format!(
+                        "`{p}` must be a non-empty string, found {}",
+                        kind(other)
+                    )))
+                }
                 None => return Err(schema(format!("`{p}` (device id) is missing"))),
             },
         };
@@ -255,7 +277,12 @@ impl JsonMapping {
             None => vec![&doc],
             Some(p) => match p.get(&doc) {
                 Some(Value::Array(items)) => items.iter().collect(),
-                Some(other) => return Err(schema(format!("`{p}` must be an array, found {}", kind(other)))),
+                Some(other) => {
+                    return Err(schema(format!(
+                        "`{p}` must be an array, found {}",
+                        kind(other)
+                    )))
+                }
                 None => return Err(schema(format!("`{p}` (records) is missing"))),
             },
         };
@@ -274,7 +301,10 @@ impl JsonMapping {
         if let Some(p) = &self.time {
             match p.get(r) {
                 None | Some(Value::Null) => {}
-                Some(v) => m.time = Some(parse_time(v, self.time_format).map_err(|e| format!("`{p}`: {e}"))?),
+                Some(v) => {
+                    m.time =
+                        Some(parse_time(v, self.time_format).map_err(|e| format!("`{p}`: {e}"))?)
+                }
             }
         }
         if let Some(p) = &self.sequence {
@@ -282,7 +312,10 @@ impl JsonMapping {
                 None | Some(Value::Null) => {}
                 Some(v) => {
                     m.sequence = Some(v.as_u64().ok_or_else(|| {
-                        format!("`{p}` (sequence) must be a non-negative integer, found {}", kind(v))
+                        format!(
+                            "`{p}` (sequence) must be a non-negative integer, found {}",
+                            kind(v)
+                        )
                     })?)
                 }
             }
@@ -301,10 +334,19 @@ impl JsonMapping {
                 UnitSource::Path(p) => match p.get(r) {
                     Some(Value::String(u)) => Some(u.clone()),
                     None | Some(Value::Null) => None,
-                    Some(other) => return Err(format!("`{p}` (unit) must be a string, found {}", kind(other))),
+                    Some(other) => {
+                        return Err(format!(
+                            "`{p}` (unit) must be a string, found {}",
+                            kind(other)
+                        ))
+                    }
                 },
             };
-            m.components.push(Component { metric: map.metric, value, unit });
+            m.components.push(Component {
+                metric: map.metric,
+                value,
+                unit,
+            });
         }
         for a in &self.annotations {
             if let Some(v) = a.path.get(r).filter(|v| !v.is_null()) {
@@ -322,23 +364,37 @@ pub fn parse_time(v: &Value, format: TimeFormat) -> Result<DeviceTime, String> {
         (TimeFormat::Rfc3339, Value::String(s)) => DateTime::parse_from_rfc3339(s)
             .map(|t| DeviceTime::Utc(t.with_timezone(&Utc)))
             .map_err(|e| format!("not an RFC 3339 time with offset: {e}")),
-        (TimeFormat::Local, Value::String(s)) => NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S")
-            .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S"))
-            .map(DeviceTime::Local)
-            .map_err(|e| format!("not a local time YYYY-MM-DDTHH:MM:SS: {e}")),
+        (TimeFormat::Local, Value::String(s)) => {
+            NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S")
+                .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S"))
+                .map(DeviceTime::Local)
+                .map_err(|e| format!("not a local time YYYY-MM-DDTHH:MM:SS: {e}"))
+        }
         (TimeFormat::UnixS, Value::Number(n)) => {
-            let secs = n.as_f64().filter(|f| f.is_finite()).ok_or_else(out_of_range)?;
+            let secs = n
+                .as_f64()
+                .filter(|f| f.is_finite())
+                .ok_or_else(out_of_range)?;
             let ms = (secs * 1000.0).round();
             if ms.abs() > 1e15 {
                 return Err(out_of_range());
             }
-            Utc.timestamp_millis_opt(ms as i64).single().map(DeviceTime::Utc).ok_or_else(out_of_range)
+            Utc.timestamp_millis_opt(ms as i64)
+                .single()
+                .map(DeviceTime::Utc)
+                .ok_or_else(out_of_range)
         }
         (TimeFormat::UnixMs, Value::Number(n)) => {
             let ms = n.as_i64().ok_or_else(out_of_range)?;
-            Utc.timestamp_millis_opt(ms).single().map(DeviceTime::Utc).ok_or_else(out_of_range)
+            Utc.timestamp_millis_opt(ms)
+                .single()
+                .map(DeviceTime::Utc)
+                .ok_or_else(out_of_range)
         }
-        (_, other) => Err(format!("expected a time as {format:?}, found {}", kind(other))),
+        (_, other) => Err(format!(
+            "expected a time as {format:?}, found {}",
+            kind(other)
+        )),
     }
 }
 
@@ -380,23 +436,43 @@ mod tests {
         let first = out[0].as_ref().unwrap();
         assert_eq!(first.components[0].unit.as_deref(), Some("lb"));
         assert!(matches!(first.time, Some(DeviceTime::Utc(_))));
-        assert_eq!(out[1].as_ref().unwrap().components[0].value, RawValue::Special(SpecialValue::NaN));
+        assert_eq!(
+            out[1].as_ref().unwrap().components[0].value,
+            RawValue::Special(SpecialValue::NaN)
+        );
         assert_eq!(out[2].as_ref().unwrap().components[0].unit, None);
     }
 
     #[test]
     fn schema_errors() {
         let m = mapping("[[values]]\nmetric = \"spo2\"\npath = \"s\"\n");
-        assert_eq!(m.decode("p", b"{\"s\": true}").unwrap()[0].as_ref().unwrap_err().code(), "schema_mismatch");
-        assert_eq!(m.decode("p", b"{}").unwrap()[0].as_ref().unwrap_err().code(), "schema_mismatch");
+        assert_eq!(
+            m.decode("p", b"{\"s\": true}").unwrap()[0]
+                .as_ref()
+                .unwrap_err()
+                .code(),
+            "schema_mismatch"
+        );
+        assert_eq!(
+            m.decode("p", b"{}").unwrap()[0]
+                .as_ref()
+                .unwrap_err()
+                .code(),
+            "schema_mismatch"
+        );
         assert_eq!(m.decode("p", b"{").unwrap_err().code(), "malformed_payload");
     }
 
     #[test]
     fn value_map_validation() {
-        let e = toml::from_str::<JsonMapping>("[[values]]\nmetric = \"body_weight\"\npath = \"w\"\n").unwrap_err();
+        let e =
+            toml::from_str::<JsonMapping>("[[values]]\nmetric = \"body_weight\"\npath = \"w\"\n")
+                .unwrap_err();
         assert!(e.to_string().contains("needs `unit`"), "{e}");
-        let e = toml::from_str::<JsonMapping>("[[values]]\nmetric = \"systolic\"\npath = \"s\"\nunit = \"kg\"\n").unwrap_err();
+        let e = toml::from_str::<JsonMapping>(
+            "[[values]]\nmetric = \"systolic\"\npath = \"s\"\nunit = \"kg\"\n",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("cannot measure"), "{e}");
     }
 }

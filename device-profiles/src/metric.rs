@@ -60,22 +60,112 @@ struct MetricInfo {
 const fn info(metric: Metric) -> MetricInfo {
     use Metric::*;
     let (name, display, loinc, unit, range) = match metric {
-        Systolic => ("systolic", "Systolic blood pressure", "8480-6", Unit::MmHg, (40.0, 300.0)),
-        Diastolic => ("diastolic", "Diastolic blood pressure", "8462-4", Unit::MmHg, (20.0, 200.0)),
-        MeanArterialPressure => ("mean_arterial_pressure", "Mean blood pressure", "8478-0", Unit::MmHg, (25.0, 250.0)),
-        PulseRate => ("pulse_rate", "Heart rate", "8867-4", Unit::PerMin, (20.0, 300.0)),
-        HeartRate => ("heart_rate", "Heart rate", "8867-4", Unit::PerMin, (20.0, 300.0)),
-        OximetryPulseRate => ("oximetry_pulse_rate", "Heart rate by Pulse oximetry", "8889-8", Unit::PerMin, (20.0, 300.0)),
-        BodyWeight => ("body_weight", "Body weight", "29463-7", Unit::Kg, (0.5, 500.0)),
-        BodyHeight => ("body_height", "Body height", "8302-2", Unit::Cm, (30.0, 272.0)),
-        Bmi => ("bmi", "Body mass index", "39156-5", Unit::KgPerM2, (5.0, 150.0)),
-        BodyFat => ("body_fat", "Percentage of body fat Measured", "41982-0", Unit::Percent, (1.0, 80.0)),
-        BloodGlucose => ("blood_glucose", "Glucose [Mass/volume] in Capillary blood by Glucometer", "41653-7", Unit::MgPerDl, (10.0, 1000.0)),
-        Spo2 => ("spo2", "Oxygen saturation in Arterial blood by Pulse oximetry", "59408-5", Unit::Percent, (50.0, 100.0)),
-        BodyTemperature => ("body_temperature", "Body temperature", "8310-5", Unit::Celsius, (25.0, 45.0)),
-        RespiratoryRate => ("respiratory_rate", "Respiratory rate", "9279-1", Unit::PerMin, (2.0, 80.0)),
+        Systolic => (
+            "systolic",
+            "Systolic blood pressure",
+            "8480-6",
+            Unit::MmHg,
+            (40.0, 300.0),
+        ),
+        Diastolic => (
+            "diastolic",
+            "Diastolic blood pressure",
+            "8462-4",
+            Unit::MmHg,
+            (20.0, 200.0),
+        ),
+        MeanArterialPressure => (
+            "mean_arterial_pressure",
+            "Mean blood pressure",
+            "8478-0",
+            Unit::MmHg,
+            (25.0, 250.0),
+        ),
+        PulseRate => (
+            "pulse_rate",
+            "Heart rate",
+            "8867-4",
+            Unit::PerMin,
+            (20.0, 300.0),
+        ),
+        HeartRate => (
+            "heart_rate",
+            "Heart rate",
+            "8867-4",
+            Unit::PerMin,
+            (20.0, 300.0),
+        ),
+        OximetryPulseRate => (
+            "oximetry_pulse_rate",
+            "Heart rate by Pulse oximetry",
+            "8889-8",
+            Unit::PerMin,
+            (20.0, 300.0),
+        ),
+        BodyWeight => (
+            "body_weight",
+            "Body weight",
+            "29463-7",
+            Unit::Kg,
+            (0.5, 500.0),
+        ),
+        BodyHeight => (
+            "body_height",
+            "Body height",
+            "8302-2",
+            Unit::Cm,
+            (30.0, 272.0),
+        ),
+        Bmi => (
+            "bmi",
+            "Body mass index",
+            "39156-5",
+            Unit::KgPerM2,
+            (5.0, 150.0),
+        ),
+        BodyFat => (
+            "body_fat",
+            "Percentage of body fat Measured",
+            "41982-0",
+            Unit::Percent,
+            (1.0, 80.0),
+        ),
+        BloodGlucose => (
+            "blood_glucose",
+            "Glucose [Mass/volume] in Capillary blood by Glucometer",
+            "41653-7",
+            Unit::MgPerDl,
+            (10.0, 1000.0),
+        ),
+        Spo2 => (
+            "spo2",
+            "Oxygen saturation in Arterial blood by Pulse oximetry",
+            "59408-5",
+            Unit::Percent,
+            (50.0, 100.0),
+        ),
+        BodyTemperature => (
+            "body_temperature",
+            "Body temperature",
+            "8310-5",
+            Unit::Celsius,
+            (25.0, 45.0),
+        ),
+        RespiratoryRate => (
+            "respiratory_rate",
+            "Respiratory rate",
+            "9279-1",
+            Unit::PerMin,
+            (2.0, 80.0),
+        ),
     };
-    MetricInfo { name, display, loinc, unit, range }
+    MetricInfo {
+        name,
+        display,
+        loinc,
+        unit,
+        range,
+    }
 }
 
 impl Metric {

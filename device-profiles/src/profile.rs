@@ -226,7 +226,10 @@ impl Profile {
                 detail: "no device id in topic or payload".into(),
             });
         }
-        Ok(DecodedMessage { device_id, measurements })
+        Ok(DecodedMessage {
+            device_id,
+            measurements,
+        })
     }
 
     /// Parses and validates one profile from TOML text; `file` is used in errors.
@@ -239,13 +242,25 @@ impl Profile {
             (FormatKind::Senml, senml, None) => Format::Senml(senml.unwrap_or_default()),
             (FormatKind::Json, None, Some(json)) => Format::Json(json),
             (FormatKind::Json, _, None) => {
-                return Err(err("format", "json", "format = \"json\" needs a [json] table"))
+                return Err(err(
+                    "format",
+                    "json",
+                    "format = \"json\" needs a [json] table",
+                ))
             }
             (FormatKind::Senml, _, Some(_)) => {
-                return Err(err("format", "json", "a [json] table does not apply to format = \"senml\""))
+                return Err(err(
+                    "format",
+                    "json",
+                    "a [json] table does not apply to format = \"senml\"",
+                ))
             }
             (FormatKind::Json, Some(_), Some(_)) => {
-                return Err(err("format", "senml", "a [senml] table does not apply to format = \"json\""))
+                return Err(err(
+                    "format",
+                    "senml",
+                    "a [senml] table does not apply to format = \"json\"",
+                ))
             }
         };
         if raw.device_id_from == DeviceIdFrom::Topic && !raw.topic.has_device_level() {
@@ -257,7 +272,11 @@ impl Profile {
         }
         if let (DeviceIdFrom::Payload, Format::Json(json)) = (raw.device_id_from, &format) {
             if json.device_id.is_none() {
-                return Err(err("device_id_from", "json.device_id", "device_id_from = \"payload\" needs `json.device_id`"));
+                return Err(err(
+                    "device_id_from",
+                    "json.device_id",
+                    "device_id_from = \"payload\" needs `json.device_id`",
+                ));
             }
         }
         Ok(Profile {
@@ -290,14 +309,24 @@ pub struct ProfileError {
 impl ProfileError {
     fn at(file: &Path, text: &str, offset: Option<usize>, field: &str, message: String) -> Self {
         let (line, column) = offset.map(|o| line_col(text, o)).unwrap_or((0, 0));
-        ProfileError { file: file.to_path_buf(), line, column, field: field.into(), message }
+        ProfileError {
+            file: file.to_path_buf(),
+            line,
+            column,
+            field: field.into(),
+            message,
+        }
     }
 }
 
 /// Deserializes TOML with errors that carry file, line, column and field
 /// path. Shared by every TOML file the project loads.
-pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, file: &Path) -> Result<T, ProfileError> {
-    let de = toml::de::Deserializer::parse(text).map_err(|e| toml_error(file, text, e, String::new()))?;
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &Path,
+) -> Result<T, ProfileError> {
+    let de = toml::de::Deserializer::parse(text)
+        .map_err(|e| toml_error(file, text, e, String::new()))?;
     serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
         toml_error(file, text, e.into_inner(), field)
@@ -306,8 +335,18 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, file: &Path) -> Re
 
 fn toml_error(file: &Path, text: &str, e: toml::de::Error, field: String) -> ProfileError {
     let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
-    let field = if field.is_empty() || field == "." { "(document)".to_string() } else { field };
-    ProfileError { file: file.to_path_buf(), line, column, field, message: e.message().trim().to_string() }
+    let field = if field.is_empty() || field == "." {
+        "(document)".to_string()
+    } else {
+        field
+    };
+    ProfileError {
+        file: file.to_path_buf(),
+        line,
+        column,
+        field,
+        message: e.message().trim().to_string(),
+    }
 }
 
 /// 1-based line and column of a byte offset.
@@ -391,7 +430,10 @@ impl ProfileSet {
 
     /// Adds one profile; refuses a duplicate name or an identical topic filter.
     pub fn push(&mut self, p: Profile) -> Result<(), ProfileError> {
-        let clash = self.profiles.iter().find(|q| q.name == p.name || q.topic.filter() == p.topic.filter());
+        let clash = self
+            .profiles
+            .iter()
+            .find(|q| q.name == p.name || q.topic.filter() == p.topic.filter());
         if let Some(q) = clash {
             let what = if q.name == p.name { "name" } else { "topic" };
             return Err(ProfileError {
@@ -399,7 +441,11 @@ impl ProfileSet {
                 line: 0,
                 column: 0,
                 field: what.into(),
-                message: format!("same {what} as profile `{}` in {}", q.name, q.file.display()),
+                message: format!(
+                    "same {what} as profile `{}` in {}",
+                    q.name,
+                    q.file.display()
+                ),
             });
         }
         self.profiles.push(p);
@@ -408,7 +454,9 @@ impl ProfileSet {
 
     /// The first profile whose topic pattern matches `topic`.
     pub fn for_topic(&self, topic: &str) -> Option<&Profile> {
-        self.profiles.iter().find(|p| p.topic.matches(topic).is_some())
+        self.profiles
+            .iter()
+            .find(|p| p.topic.matches(topic).is_some())
     }
 
     /// A profile by name.
@@ -469,7 +517,8 @@ mod tests {
         assert!(e.field.contains("unit"), "{e}");
         assert!(e.to_string().starts_with("x.toml:8:"), "{e}");
 
-        let text = "name = \"x\"\ntopic = \"a/{device_id}\"\nformat = \"json\"\ncolour = 3\n[json]\n";
+        let text =
+            "name = \"x\"\ntopic = \"a/{device_id}\"\nformat = \"json\"\ncolour = 3\n[json]\n";
         let e = Profile::from_toml(text, Path::new("y.toml")).unwrap_err();
         assert!(e.message.contains("colour"), "{e}");
 
@@ -489,11 +538,26 @@ mod tests {
 /// deployed gateway needs no files to understand the bundled devices.
 pub fn bundled() -> ProfileSet {
     const FILES: &[(&str, &str)] = &[
-        ("acme-bp-cuff.toml", include_str!("../profiles/acme-bp-cuff.toml")),
-        ("acme-glucometer.toml", include_str!("../profiles/acme-glucometer.toml")),
-        ("acme-oximeter.toml", include_str!("../profiles/acme-oximeter.toml")),
-        ("acme-scale.toml", include_str!("../profiles/acme-scale.toml")),
-        ("senml-generic.toml", include_str!("../profiles/senml-generic.toml")),
+        (
+            "acme-bp-cuff.toml",
+            include_str!("../profiles/acme-bp-cuff.toml"),
+        ),
+        (
+            "acme-glucometer.toml",
+            include_str!("../profiles/acme-glucometer.toml"),
+        ),
+        (
+            "acme-oximeter.toml",
+            include_str!("../profiles/acme-oximeter.toml"),
+        ),
+        (
+            "acme-scale.toml",
+            include_str!("../profiles/acme-scale.toml"),
+        ),
+        (
+            "senml-generic.toml",
+            include_str!("../profiles/senml-generic.toml"),
+        ),
     ];
     let mut set = ProfileSet::default();
     for (name, text) in FILES {

@@ -189,9 +189,10 @@ impl Reject {
         match err {
             UnitError::Unknown(u) => Reject::UnknownUnit { metric, unit: u.0 },
             UnitError::Missing(metric) => Reject::MissingUnit { metric },
-            UnitError::Incompatible { metric, unit } => {
-                Reject::IncompatibleUnit { metric, unit: unit.ucum().to_string() }
-            }
+            UnitError::Incompatible { metric, unit } => Reject::IncompatibleUnit {
+                metric,
+                unit: unit.ucum().to_string(),
+            },
         }
     }
 }

@@ -72,10 +72,16 @@ impl SenmlMapping {
         profile: &str,
         payload: &[u8],
     ) -> Result<Vec<Result<DecodedMeasurement, Reject>>, Reject> {
-        let schema = |detail: String| Reject::SchemaMismatch { profile: profile.to_string(), detail };
+        let schema = |detail: String| Reject::SchemaMismatch {
+            profile: profile.to_string(),
+            detail,
+        };
         let doc = parse_payload(payload)?;
         let Value::Array(records) = doc else {
-            return Err(schema(format!("a SenML pack is an array, found {}", kind(&doc))));
+            return Err(schema(format!(
+                "a SenML pack is an array, found {}",
+                kind(&doc)
+            )));
         };
         if records.is_empty() {
             return Err(Reject::Empty);
@@ -84,20 +90,29 @@ impl SenmlMapping {
         let mut groups: Vec<Group> = Vec::new();
         for (i, rec) in records.iter().enumerate() {
             let Value::Object(obj) = rec else {
-                return Err(schema(format!("record {i} is {}, not an object", kind(rec))));
+                return Err(schema(format!(
+                    "record {i} is {}, not an object",
+                    kind(rec)
+                )));
             };
             let num = |key: &str| -> Result<Option<f64>, Reject> {
                 match obj.get(key) {
                     None => Ok(None),
                     Some(Value::Number(n)) => Ok(n.as_f64()),
-                    Some(other) => Err(schema(format!("record {i}: `{key}` must be a number, found {}", kind(other)))),
+                    Some(other) => Err(schema(format!(
+                        "record {i}: `{key}` must be a number, found {}",
+                        kind(other)
+                    ))),
                 }
             };
             let text = |key: &str| -> Result<Option<String>, Reject> {
                 match obj.get(key) {
                     None => Ok(None),
                     Some(Value::String(s)) => Ok(Some(s.clone())),
-                    Some(other) => Err(schema(format!("record {i}: `{key}` must be a string, found {}", kind(other)))),
+                    Some(other) => Err(schema(format!(
+                        "record {i}: `{key}` must be a string, found {}",
+                        kind(other)
+                    ))),
                 }
             };
             if let Some(bn) = text("bn")? {
@@ -118,7 +133,10 @@ impl SenmlMapping {
             let time = has_time.then(|| base.time + t.unwrap_or(0.0));
             let device = self.device_from_base(&base.name);
 
-            let group = match groups.iter_mut().position(|g| g.device == device && g.time == time) {
+            let group = match groups
+                .iter_mut()
+                .position(|g| g.device == device && g.time == time)
+            {
                 Some(at) => &mut groups[at],
                 None => {
                     let measurement = DecodedMeasurement {
@@ -126,7 +144,11 @@ impl SenmlMapping {
                         time: time.map(resolve_time).transpose().map_err(schema)?,
                         ..Default::default()
                     };
-                    groups.push(Group { device: device.clone(), time, result: Ok(measurement) });
+                    groups.push(Group {
+                        device: device.clone(),
+                        time,
+                        result: Ok(measurement),
+                    });
                     let last = groups.len() - 1;
                     &mut groups[last]
                 }
@@ -135,13 +157,22 @@ impl SenmlMapping {
 
             if self.sequence_name.as_deref() == Some(name.as_str()) {
                 match num("v")? {
-                    Some(v) if v >= 0.0 && v.fract() == 0.0 && v < 9.0e15 => m.sequence = Some(v as u64),
-                    _ => group.result = Err(schema(format!("record {i}: sequence must be a non-negative integer"))),
+                    Some(v) if v >= 0.0 && v.fract() == 0.0 && v < 9.0e15 => {
+                        m.sequence = Some(v as u64)
+                    }
+                    _ => {
+                        group.result = Err(schema(format!(
+                            "record {i}: sequence must be a non-negative integer"
+                        )))
+                    }
                 }
                 continue;
             }
             if let Some(key) = self.annotations.get(&name) {
-                let v = obj.get("vs").or_else(|| obj.get("vb")).or_else(|| obj.get("v"));
+                let v = obj
+                    .get("vs")
+                    .or_else(|| obj.get("vb"))
+                    .or_else(|| obj.get("v"));
                 if let Some(v) = v {
                     let text = match v {
                         Value::String(s) => s.clone(),
@@ -152,7 +183,10 @@ impl SenmlMapping {
                 continue;
             }
             let Some(metric) = self.metric_for(&name) else {
-                group.result = Err(Reject::UnmappedField { profile: profile.to_string(), name: name.clone() });
+                group.result = Err(Reject::UnmappedField {
+                    profile: profile.to_string(),
+                    name: name.clone(),
+                });
                 continue;
             };
             let value = match obj.get("v") {
@@ -165,12 +199,18 @@ impl SenmlMapping {
                     }
                 },
                 None => {
-                    group.result = Err(schema(format!("record {i} ({name}) has no numeric value `v`")));
+                    group.result = Err(schema(format!(
+                        "record {i} ({name}) has no numeric value `v`"
+                    )));
                     continue;
                 }
             };
             let unit = text("u")?.or_else(|| base.unit.clone());
-            m.components.push(Component { metric, value, unit });
+            m.components.push(Component {
+                metric,
+                value,
+                unit,
+            });
         }
         Ok(groups.into_iter().map(|g| g.result).collect())
     }
@@ -195,7 +235,10 @@ mod tests {
 
     #[test]
     fn bp_pack_is_one_measurement() {
-        let m = SenmlMapping { device_id_prefix: Some("urn:dev:mac:".into()), ..Default::default() };
+        let m = SenmlMapping {
+            device_id_prefix: Some("urn:dev:mac:".into()),
+            ..Default::default()
+        };
         let pack = br#"[{"bn":"urn:dev:mac:0024befffe804ff1:","bt":1.767225600e9,"bu":"mmHg","n":"systolic","v":128},
                         {"n":"diastolic","v":82},{"n":"pulse_rate","u":"/min","v":71},
                         {"n":"body_weight","u":"kg","v":80.2,"t":60}]"#;
@@ -213,7 +256,10 @@ mod tests {
     fn relative_and_missing_times() {
         let m = SenmlMapping::default();
         let out = m.decode("s", br#"[{"n":"spo2","v":97,"t":-30}]"#).unwrap();
-        assert_eq!(out[0].as_ref().unwrap().time, Some(DeviceTime::RelativeSeconds(-30)));
+        assert_eq!(
+            out[0].as_ref().unwrap().time,
+            Some(DeviceTime::RelativeSeconds(-30))
+        );
         let out = m.decode("s", br#"[{"n":"spo2","v":97}]"#).unwrap();
         assert_eq!(out[0].as_ref().unwrap().time, None);
     }
@@ -222,7 +268,10 @@ mod tests {
     fn refusals() {
         let m = SenmlMapping::default();
         assert_eq!(m.decode("s", b"{}").unwrap_err().code(), "schema_mismatch");
-        assert_eq!(m.decode("s", b"[]").unwrap_err().code(), "empty_measurement");
+        assert_eq!(
+            m.decode("s", b"[]").unwrap_err().code(),
+            "empty_measurement"
+        );
         assert_eq!(m.decode("s", b"[1]").unwrap_err().code(), "schema_mismatch");
         let out = m.decode("s", br#"[{"n":"mood","v":3}]"#).unwrap();
         assert_eq!(out[0].as_ref().unwrap_err().code(), "unmapped_field");

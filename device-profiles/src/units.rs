@@ -260,7 +260,10 @@ pub fn to_canonical(metric: Metric, value: f64, unit: Option<&str>) -> Result<f6
     };
     given
         .convert(value, canonical)
-        .ok_or(UnitError::Incompatible { metric, unit: given })
+        .ok_or(UnitError::Incompatible {
+            metric,
+            unit: given,
+        })
 }
 
 fn unit_is_implied(unit: Unit) -> bool {
@@ -277,18 +280,39 @@ mod tests {
 
     #[test]
     fn conversions() {
-        assert!(close(to_canonical(Metric::BodyWeight, 200.0, Some("lb")).unwrap(), 90.718474));
-        assert!(close(to_canonical(Metric::BloodGlucose, 5.0, Some("mmol/L")).unwrap(), 90.08));
-        assert!(close(to_canonical(Metric::Systolic, 16.0, Some("kPa")).unwrap(), 120.009852));
-        assert!(close(to_canonical(Metric::BodyTemperature, 98.6, Some("°F")).unwrap(), 37.0));
-        assert!(close(to_canonical(Metric::BodyHeight, 1.8, Some("m")).unwrap(), 180.0));
+        assert!(close(
+            to_canonical(Metric::BodyWeight, 200.0, Some("lb")).unwrap(),
+            90.718474
+        ));
+        assert!(close(
+            to_canonical(Metric::BloodGlucose, 5.0, Some("mmol/L")).unwrap(),
+            90.08
+        ));
+        assert!(close(
+            to_canonical(Metric::Systolic, 16.0, Some("kPa")).unwrap(),
+            120.009852
+        ));
+        assert!(close(
+            to_canonical(Metric::BodyTemperature, 98.6, Some("°F")).unwrap(),
+            37.0
+        ));
+        assert!(close(
+            to_canonical(Metric::BodyHeight, 1.8, Some("m")).unwrap(),
+            180.0
+        ));
         assert_eq!(to_canonical(Metric::Spo2, 97.0, None).unwrap(), 97.0);
     }
 
     #[test]
     fn refusals() {
-        assert!(matches!(to_canonical(Metric::BodyWeight, 80.0, None), Err(UnitError::Missing(_))));
-        assert!(matches!(to_canonical(Metric::BodyWeight, 80.0, Some("stone")), Err(UnitError::Unknown(_))));
+        assert!(matches!(
+            to_canonical(Metric::BodyWeight, 80.0, None),
+            Err(UnitError::Missing(_))
+        ));
+        assert!(matches!(
+            to_canonical(Metric::BodyWeight, 80.0, Some("stone")),
+            Err(UnitError::Unknown(_))
+        ));
         assert!(matches!(
             to_canonical(Metric::Systolic, 80.0, Some("kg")),
             Err(UnitError::Incompatible { .. })

@@ -100,10 +100,18 @@ fn load(cli: &Cli) -> Result<Config, ExitCode> {
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    let rt = || tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime");
+    let rt = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")
+    };
     #[cfg(feature = "embedded-broker")]
     if let Command::Demo(args) = &cli.command {
-        crate::telemetry::init(&crate::config::LogConfig { level: "warn,rumqttd=off".into(), ..Default::default() });
+        crate::telemetry::init(&crate::config::LogConfig {
+            level: "warn,rumqttd=off".into(),
+            ..Default::default()
+        });
         rt()?.block_on(crate::demo::run(args.clone()))?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -181,7 +189,9 @@ fn devices(config: &Config, cmd: DevicesCommand) -> anyhow::Result<()> {
                 if json {
                     println!("{}", serde_json::to_string(&d)?);
                 } else {
-                    let seen = d.last_seen_at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string());
+                    let seen = d
+                        .last_seen_at
+                        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string());
                     println!(
                         "{:<24} {:<20} {:<7} last seen {}",
                         d.device_id,

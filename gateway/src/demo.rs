@@ -69,12 +69,14 @@ fn start_broker(port: u16) -> anyhow::Result<()> {
         v4: Some([("demo".to_string(), server)].into_iter().collect()),
         ..Default::default()
     };
-    std::thread::Builder::new().name("demo-broker".into()).spawn(move || {
-        let mut broker = rumqttd::Broker::new(config);
-        if let Err(e) = broker.start() {
-            eprintln!("embedded broker stopped: {e}");
-        }
-    })?;
+    std::thread::Builder::new()
+        .name("demo-broker".into())
+        .spawn(move || {
+            let mut broker = rumqttd::Broker::new(config);
+            if let Err(e) = broker.start() {
+                eprintln!("embedded broker stopped: {e}");
+            }
+        })?;
     Ok(())
 }
 
@@ -85,13 +87,25 @@ struct Patient {
 
 fn patients() -> Vec<Patient> {
     let kit = |p: &str, kinds: &[DeviceKind]| {
-        kinds.iter().map(|k| (*k, format!("{}-{}", format!("{k:?}").to_lowercase(), p))).collect::<Vec<_>>()
+        kinds
+            .iter()
+            .map(|k| (*k, format!("{}-{}", format!("{k:?}").to_lowercase(), p)))
+            .collect::<Vec<_>>()
     };
     use DeviceKind::*;
     vec![
-        Patient { id: "patient-anna", kit: kit("anna", &[BpCuff, Scale]) },
-        Patient { id: "patient-ben", kit: kit("ben", &[Glucometer, Thermometer]) },
-        Patient { id: "patient-chen", kit: kit("chen", &[PulseOximeter, Scale, BpCuff]) },
+        Patient {
+            id: "patient-anna",
+            kit: kit("anna", &[BpCuff, Scale]),
+        },
+        Patient {
+            id: "patient-ben",
+            kit: kit("ben", &[Glucometer, Thermometer]),
+        },
+        Patient {
+            id: "patient-chen",
+            kit: kit("chen", &[PulseOximeter, Scale, BpCuff]),
+        },
     ]
 }
 
@@ -108,9 +122,14 @@ fn values(kind: DeviceKind, day: u32, slot: u32) -> Vec<(Metric, f64, Unit)> {
         DeviceKind::Scale => vec![(Metric::BodyWeight, 180.0 + day as f64 * 0.9, Unit::Lb)],
         DeviceKind::Glucometer => vec![(Metric::BloodGlucose, 6.1 + wobble / 5.0, Unit::MmolPerL)],
         DeviceKind::PulseOximeter => {
-            vec![(Metric::Spo2, 95.0 + wobble / 3.0, Unit::Percent), (Metric::OximetryPulseRate, 76.0, Unit::PerMin)]
+            vec![
+                (Metric::Spo2, 95.0 + wobble / 3.0, Unit::Percent),
+                (Metric::OximetryPulseRate, 76.0, Unit::PerMin),
+            ]
         }
-        DeviceKind::Thermometer => vec![(Metric::BodyTemperature, 36.8 + wobble / 10.0, Unit::Celsius)],
+        DeviceKind::Thermometer => {
+            vec![(Metric::BodyTemperature, 36.8 + wobble / 10.0, Unit::Celsius)]
+        }
     }
 }
 
@@ -121,7 +140,9 @@ fn emissions(days: u32) -> Vec<Emission> {
         for slot in 0..2u32 {
             for p in patients() {
                 for (kind, device) in &p.kit {
-                    let at = start + ChronoDuration::days(day as i64) + ChronoDuration::hours(7 + slot as i64 * 12);
+                    let at = start
+                        + ChronoDuration::days(day as i64)
+                        + ChronoDuration::hours(7 + slot as i64 * 12);
                     out.push(Emission {
                         at,
                         patient_id: p.id.into(),
@@ -140,8 +161,20 @@ fn emissions(days: u32) -> Vec<Emission> {
     // Faults a real deployment sees: a broken payload, an unregistered device.
     let mid = out.len() / 2;
     if let Some(e) = out.get(mid).cloned() {
-        out.insert(mid, Emission { fault: Some(Fault::Malformed), ..e.clone() });
-        out.insert(mid + 1, Emission { fault: Some(Fault::UnknownDevice), ..e });
+        out.insert(
+            mid,
+            Emission {
+                fault: Some(Fault::Malformed),
+                ..e.clone()
+            },
+        );
+        out.insert(
+            mid + 1,
+            Emission {
+                fault: Some(Fault::UnknownDevice),
+                ..e
+            },
+        );
     }
     out
 }
@@ -165,13 +198,25 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     });
     config.devices = patients()
         .iter()
-        .flat_map(|p| p.kit.iter().map(|(_, d)| DeviceAssignment { id: d.clone(), patient: p.id.into() }))
+        .flat_map(|p| {
+            p.kit.iter().map(|(_, d)| DeviceAssignment {
+                id: d.clone(),
+                patient: p.id.into(),
+            })
+        })
         .collect();
 
     println!("rpm-gateway demo");
     println!("  embedded MQTT broker  127.0.0.1:{port}");
     println!("  store                 {}", store_path.display());
-    println!("  patients              {}", patients().iter().map(|p| p.id).collect::<Vec<_>>().join(", "));
+    println!(
+        "  patients              {}",
+        patients()
+            .iter()
+            .map(|p| p.id)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!();
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -191,7 +236,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let pace = Duration::from_millis((args.seconds * 1000) / all.len().max(1) as u64);
     let mut publisher = Publisher::connect("127.0.0.1", port, "demo-devices");
     for e in &all {
-        let format = if e.device == DeviceKind::Thermometer { WireFormat::Senml } else { WireFormat::Vendor };
+        let format = if e.device == DeviceKind::Thermometer {
+            WireFormat::Senml
+        } else {
+            WireFormat::Vendor
+        };
         publisher.publish(&encode(e, format)).await?;
         tokio::time::sleep(pace).await;
     }
@@ -213,7 +262,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("  quarantined           {n} × {reason}");
     }
     println!();
-    println!("Look inside: sqlite3 {} 'SELECT * FROM readings_view LIMIT 10'", store_path.display());
+    println!(
+        "Look inside: sqlite3 {} 'SELECT * FROM readings_view LIMIT 10'",
+        store_path.display()
+    );
     if args.keep.is_none() {
         println!("(temporary; pass --keep DIR to keep the store)");
         let _ = std::fs::remove_dir_all(&temp);
@@ -229,7 +281,10 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
 
 async fn wait_for_port(port: u16) -> anyhow::Result<()> {
     for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -264,7 +319,10 @@ fn live_view(path: &std::path::Path, stop: tokio::sync::watch::Receiver<bool>) {
             for q in rows {
                 qid = q.id;
                 println!();
-                print!("  QUARANTINED  {:<18} {}  ({})", q.reason, q.origin, q.detail);
+                print!(
+                    "  QUARANTINED  {:<18} {}  ({})",
+                    q.reason, q.origin, q.detail
+                );
                 last_group.clear();
             }
         }

@@ -29,29 +29,46 @@ impl Metrics {
 
     /// Readings newly stored.
     pub fn stored(&self, source: &str, n: usize) {
-        self.add("rpm_readings_stored_total", format!("source=\"{source}\""), n as u64);
+        self.add(
+            "rpm_readings_stored_total",
+            format!("source=\"{source}\""),
+            n as u64,
+        );
     }
 
     /// Readings that were already stored (redeliveries, resends).
     pub fn duplicates(&self, source: &str, n: usize) {
-        self.add("rpm_readings_duplicate_total", format!("source=\"{source}\""), n as u64);
+        self.add(
+            "rpm_readings_duplicate_total",
+            format!("source=\"{source}\""),
+            n as u64,
+        );
     }
 
     /// An input (or measurement) quarantined.
     pub fn quarantined(&self, source: &str, reason: &str) {
-        self.add("rpm_readings_quarantined_total", format!("source=\"{source}\",reason=\"{reason}\""), 1);
+        self.add(
+            "rpm_readings_quarantined_total",
+            format!("source=\"{source}\",reason=\"{reason}\""),
+            1,
+        );
     }
 
     /// A message received from a source.
     pub fn received(&self, source: &str) {
-        self.add("rpm_messages_received_total", format!("source=\"{source}\""), 1);
+        self.add(
+            "rpm_messages_received_total",
+            format!("source=\"{source}\""),
+            1,
+        );
     }
 
     /// A store batch committed (or failed) after `took`.
     pub fn store_batch(&self, items: usize, took: Duration) {
         self.batch_count.fetch_add(1, Ordering::Relaxed);
         self.batch_items.fetch_add(items as u64, Ordering::Relaxed);
-        self.batch_micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.batch_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// A store commit failed.
@@ -73,7 +90,12 @@ impl Metrics {
     pub fn counter(&self, name: &str, labels: &str) -> u64 {
         self.counters
             .lock()
-            .map(|c| c.iter().filter(|((n, l), _)| *n == name && l == labels).map(|(_, v)| *v).sum())
+            .map(|c| {
+                c.iter()
+                    .filter(|((n, l), _)| *n == name && l == labels)
+                    .map(|(_, v)| *v)
+                    .sum()
+            })
             .unwrap_or(0)
     }
 
@@ -93,13 +115,29 @@ impl Metrics {
         let secs = self.batch_micros.load(Ordering::Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "# TYPE rpm_store_batch_seconds summary");
         let _ = writeln!(out, "rpm_store_batch_seconds_sum {secs}");
-        let _ = writeln!(out, "rpm_store_batch_seconds_count {}", self.batch_count.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "rpm_store_batch_seconds_count {}",
+            self.batch_count.load(Ordering::Relaxed)
+        );
         let _ = writeln!(out, "# TYPE rpm_store_batch_items_total counter");
-        let _ = writeln!(out, "rpm_store_batch_items_total {}", self.batch_items.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "rpm_store_batch_items_total {}",
+            self.batch_items.load(Ordering::Relaxed)
+        );
         let _ = writeln!(out, "# TYPE rpm_store_failures_total counter");
-        let _ = writeln!(out, "rpm_store_failures_total {}", self.store_failures.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "rpm_store_failures_total {}",
+            self.store_failures.load(Ordering::Relaxed)
+        );
         let _ = writeln!(out, "# TYPE rpm_mqtt_connected gauge");
-        let _ = writeln!(out, "rpm_mqtt_connected {}", self.mqtt_connected.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "rpm_mqtt_connected {}",
+            self.mqtt_connected.load(Ordering::Relaxed)
+        );
         out
     }
 }

@@ -25,12 +25,21 @@ impl Pipeline {
     pub fn mqtt(&self, topic: &str, payload: &[u8], received_at: DateTime<Utc>) -> Vec<Item> {
         self.metrics.received(Source::Mqtt.name());
         let decoded = self.decoder.decode_mqtt(topic, payload);
-        let raw = Arc::new(raw_input(Source::Mqtt, topic, decoded.profile.clone(), payload, received_at));
+        let raw = Arc::new(raw_input(
+            Source::Mqtt,
+            topic,
+            decoded.profile.clone(),
+            payload,
+            received_at,
+        ));
         self.normalizer.normalize(raw, decoded)
     }
 
     /// Re-decodes a quarantined input (see [`Normalizer::reprocess`]).
-    pub fn reprocess(&self, q: &QuarantinedInput) -> Result<device_profiles::ReadingGroup, device_profiles::Reject> {
+    pub fn reprocess(
+        &self,
+        q: &QuarantinedInput,
+    ) -> Result<device_profiles::ReadingGroup, device_profiles::Reject> {
         self.normalizer.reprocess(&self.decoder, q)
     }
 
@@ -38,14 +47,20 @@ impl Pipeline {
     pub fn record(&self, source: Source, outcomes: &[Outcome]) {
         for o in outcomes {
             match o {
-                Outcome::Stored { stored, duplicates, .. } => {
+                Outcome::Stored {
+                    stored, duplicates, ..
+                } => {
                     self.metrics.stored(source.name(), *stored);
                     if *duplicates > 0 {
                         self.metrics.duplicates(source.name(), *duplicates);
                     }
                 }
-                Outcome::Quarantined { reason, new: true } => self.metrics.quarantined(source.name(), reason),
-                Outcome::Quarantined { new: false, .. } => self.metrics.duplicates(source.name(), 1),
+                Outcome::Quarantined { reason, new: true } => {
+                    self.metrics.quarantined(source.name(), reason)
+                }
+                Outcome::Quarantined { new: false, .. } => {
+                    self.metrics.duplicates(source.name(), 1)
+                }
             }
         }
     }

@@ -53,7 +53,11 @@ pub fn pipeline(config: &Config, metrics: Arc<Metrics>) -> Result<Pipeline, Conf
 /// Applies the config's device assignments. A device registered at run time
 /// (CLI, API) keeps that assignment: config only fills in the devices the
 /// registry does not know, or that config itself registered.
-pub fn apply_config_devices(store: &mut Store, config: &Config, pipeline: &Pipeline) -> Result<(), StoreError> {
+pub fn apply_config_devices(
+    store: &mut Store,
+    config: &Config,
+    pipeline: &Pipeline,
+) -> Result<(), StoreError> {
     for d in &config.devices {
         let existing = store.device(&d.id)?;
         if existing.as_ref().is_some_and(|e| e.origin != "config") {
@@ -68,7 +72,10 @@ pub fn apply_config_devices(store: &mut Store, config: &Config, pipeline: &Pipel
 }
 
 /// Runs the gateway until `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::default());
     let pipeline = Arc::new(pipeline(&config, metrics.clone())?);
     let mut store = Store::open(&config.store.path)?;
@@ -140,13 +147,14 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

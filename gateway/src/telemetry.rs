@@ -9,7 +9,9 @@ use crate::config::{LogConfig, LogFormat};
 /// Installs the global subscriber (once; later calls are ignored).
 pub fn init(cfg: &LogConfig) {
     let filter = EnvFilter::try_from_env("RPM_LOG").unwrap_or_else(|_| EnvFilter::new(&cfg.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match cfg.format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

@@ -61,12 +61,20 @@ impl Publisher {
                 }
             }
         });
-        Publisher { client, sent: 0, acked, progress, task }
+        Publisher {
+            client,
+            sent: 0,
+            acked,
+            progress,
+            task,
+        }
     }
 
     /// Publishes one message with QoS 1.
     pub async fn publish(&mut self, m: &Message) -> Result<(), PublishError> {
-        self.client.publish(m.topic.clone(), QoS::AtLeastOnce, false, m.payload.clone()).await?;
+        self.client
+            .publish(m.topic.clone(), QoS::AtLeastOnce, false, m.payload.clone())
+            .await?;
         self.sent += 1;
         Ok(())
     }
@@ -89,7 +97,10 @@ impl Publisher {
         };
         tokio::time::timeout(timeout, wait)
             .await
-            .map_err(|_| PublishError::Timeout { acked: self.acked.load(Ordering::SeqCst), sent: self.sent })
+            .map_err(|_| PublishError::Timeout {
+                acked: self.acked.load(Ordering::SeqCst),
+                sent: self.sent,
+            })
     }
 
     /// Flushes and disconnects.

@@ -73,18 +73,21 @@ pub fn vendor_topic(kind: DeviceKind, device_id: &str) -> String {
 }
 
 fn value_of(e: &Emission, metric: Metric) -> Option<(Value, &'static str)> {
-    e.values.iter().find(|(m, _, _)| *m == metric).map(|(_, v, u)| {
-        let v = match e.fault {
-            Some(Fault::NanValue) => Value::String("NaN".into()),
-            Some(Fault::Implausible) => json!(v * 100.0),
-            _ => json!(round(*v)),
-        };
-        let unit = match e.fault {
-            Some(Fault::UnknownUnit) => "stone",
-            _ => u.ucum(),
-        };
-        (v, unit)
-    })
+    e.values
+        .iter()
+        .find(|(m, _, _)| *m == metric)
+        .map(|(_, v, u)| {
+            let v = match e.fault {
+                Some(Fault::NanValue) => Value::String("NaN".into()),
+                Some(Fault::Implausible) => json!(v * 100.0),
+                _ => json!(round(*v)),
+            };
+            let unit = match e.fault {
+                Some(Fault::UnknownUnit) => "stone",
+                _ => u.ucum(),
+            };
+            (v, unit)
+        })
 }
 
 fn round(v: f64) -> f64 {
@@ -162,7 +165,9 @@ fn vendor(e: &Emission) -> Value {
 fn senml(e: &Emission) -> Value {
     let mut records = Vec::new();
     for (i, (metric, _, _)) in e.values.iter().enumerate() {
-        let Some((v, u)) = value_of(e, *metric) else { continue };
+        let Some((v, u)) = value_of(e, *metric) else {
+            continue;
+        };
         let mut r = Map::new();
         if i == 0 {
             r.insert("bt".into(), json!(e.at.timestamp()));
@@ -203,23 +208,49 @@ mod tests {
     fn payloads_decode_with_bundled_profiles() {
         let set = ProfileSet::load_dir(&bundled_dir()).unwrap();
         let cases = [
-            emission(DeviceKind::Scale, vec![(Metric::BodyWeight, 176.4, Unit::Lb)]),
+            emission(
+                DeviceKind::Scale,
+                vec![(Metric::BodyWeight, 176.4, Unit::Lb)],
+            ),
             emission(
                 DeviceKind::BpCuff,
-                vec![(Metric::Systolic, 132.0, Unit::MmHg), (Metric::Diastolic, 84.0, Unit::MmHg), (Metric::PulseRate, 71.0, Unit::PerMin)],
+                vec![
+                    (Metric::Systolic, 132.0, Unit::MmHg),
+                    (Metric::Diastolic, 84.0, Unit::MmHg),
+                    (Metric::PulseRate, 71.0, Unit::PerMin),
+                ],
             ),
-            emission(DeviceKind::Glucometer, vec![(Metric::BloodGlucose, 5.4, Unit::MmolPerL)]),
-            emission(DeviceKind::PulseOximeter, vec![(Metric::Spo2, 96.0, Unit::Percent), (Metric::OximetryPulseRate, 74.0, Unit::PerMin)]),
-            emission(DeviceKind::Thermometer, vec![(Metric::BodyTemperature, 37.2, Unit::Celsius)]),
+            emission(
+                DeviceKind::Glucometer,
+                vec![(Metric::BloodGlucose, 5.4, Unit::MmolPerL)],
+            ),
+            emission(
+                DeviceKind::PulseOximeter,
+                vec![
+                    (Metric::Spo2, 96.0, Unit::Percent),
+                    (Metric::OximetryPulseRate, 74.0, Unit::PerMin),
+                ],
+            ),
+            emission(
+                DeviceKind::Thermometer,
+                vec![(Metric::BodyTemperature, 37.2, Unit::Celsius)],
+            ),
         ];
         for e in &cases {
             for format in [WireFormat::Vendor, WireFormat::Senml] {
                 let m = encode(e, format);
-                let p = set.for_topic(&m.topic).unwrap_or_else(|| panic!("no profile for {}", m.topic));
+                let p = set
+                    .for_topic(&m.topic)
+                    .unwrap_or_else(|| panic!("no profile for {}", m.topic));
                 let d = p.decode(&m.topic, &m.payload).unwrap();
                 assert_eq!(d.device_id.as_deref(), Some("d1"));
                 let meas = d.measurements[0].as_ref().unwrap();
-                assert_eq!(meas.components.len(), e.values.len(), "{:?} {format:?}", e.device);
+                assert_eq!(
+                    meas.components.len(),
+                    e.values.len(),
+                    "{:?} {format:?}",
+                    e.device
+                );
             }
         }
     }

@@ -68,7 +68,11 @@ impl BodyCompositionMeasurement {
         reject_reserved(flags.into(), RFU_FLAGS, 0, "flags")?;
         let bit = |n: u16| flags & (1 << n) != 0;
         let mut m = BodyCompositionMeasurement {
-            system: if bit(0) { MeasurementSystem::Imperial } else { MeasurementSystem::Si },
+            system: if bit(0) {
+                MeasurementSystem::Imperial
+            } else {
+                MeasurementSystem::Si
+            },
             multiple_packet: bit(12),
             body_fat_raw: r.u16("body fat percentage")?,
             ..Default::default()
@@ -150,7 +154,8 @@ impl BodyCompositionMeasurement {
 
     /// Body fat in %, `None` when unsuccessful.
     pub fn body_fat_percent(&self) -> Option<f64> {
-        (self.body_fat_raw != BODY_FAT_UNSUCCESSFUL).then(|| decimal_to_f64(i128::from(self.body_fat_raw), -1))
+        (self.body_fat_raw != BODY_FAT_UNSUCCESSFUL)
+            .then(|| decimal_to_f64(i128::from(self.body_fat_raw), -1))
     }
 
     /// Joins the two packets of a multiple-packet record. `None` when they
@@ -202,23 +207,47 @@ impl BodyCompositionMeasurement {
             Some(v) => RawValue::Number(v),
             None => RawValue::Special(SpecialValue::NaN),
         };
-        let mut components = vec![Component { metric: Metric::BodyFat, value: fat, unit: Some("%".into()) }];
+        let mut components = vec![Component {
+            metric: Metric::BodyFat,
+            value: fat,
+            unit: Some("%".into()),
+        }];
         let sys = self.system;
         if let Some(w) = self.weight_raw {
-            push_optional(&mut components, &mut annotations, Metric::BodyWeight, w, sys.mass_unit(), |r| sys.mass(r));
+            push_optional(
+                &mut components,
+                &mut annotations,
+                Metric::BodyWeight,
+                w,
+                sys.mass_unit(),
+                |r| sys.mass(r),
+            );
         }
         if let Some(h) = self.height_raw {
-            push_optional(&mut components, &mut annotations, Metric::BodyHeight, h, sys.length_unit(), |r| sys.length(r));
+            push_optional(
+                &mut components,
+                &mut annotations,
+                Metric::BodyHeight,
+                h,
+                sys.length_unit(),
+                |r| sys.length(r),
+            );
         }
         let mut note = |key: &str, raw: Option<u16>, text: &dyn Fn(u16) -> String| {
             if let Some(r) = raw {
-                let v = if r == 0xFFFF { "unavailable".to_string() } else { text(r) };
+                let v = if r == 0xFFFF {
+                    "unavailable".to_string()
+                } else {
+                    text(r)
+                };
                 annotations.insert(key.into(), v);
             }
         };
         let tenth = |r: u16| decimal_to_f64(i128::from(r), -1).to_string();
         let mass = |r: u16| format!("{} {}", sys.mass(r), sys.mass_unit());
-        note("basal_metabolism_kj", self.basal_metabolism_kj, &|r| r.to_string());
+        note("basal_metabolism_kj", self.basal_metabolism_kj, &|r| {
+            r.to_string()
+        });
         note("muscle_percent", self.muscle_percent_raw, &tenth);
         note("muscle_mass", self.muscle_mass_raw, &mass);
         note("fat_free_mass", self.fat_free_mass_raw, &mass);
@@ -260,16 +289,32 @@ mod tests {
 
     #[test]
     fn multiple_packets_merge() {
-        let a = BodyCompositionMeasurement { multiple_packet: true, body_fat_raw: 250, weight_raw: Some(14000), ..Default::default() };
-        let b = BodyCompositionMeasurement { multiple_packet: true, body_fat_raw: 250, impedance_raw: Some(5000), ..Default::default() };
+        let a = BodyCompositionMeasurement {
+            multiple_packet: true,
+            body_fat_raw: 250,
+            weight_raw: Some(14000),
+            ..Default::default()
+        };
+        let b = BodyCompositionMeasurement {
+            multiple_packet: true,
+            body_fat_raw: 250,
+            impedance_raw: Some(5000),
+            ..Default::default()
+        };
         for p in [a, b] {
             let d = BodyCompositionMeasurement::decode(&p.encode()).unwrap();
             assert!(d.multiple_packet);
             assert_eq!(d, p);
         }
         let m = a.merge(&b).unwrap();
-        assert_eq!((m.weight_raw, m.impedance_raw, m.multiple_packet), (Some(14000), Some(5000), false));
-        let c = BodyCompositionMeasurement { weight_raw: Some(1), ..b };
+        assert_eq!(
+            (m.weight_raw, m.impedance_raw, m.multiple_packet),
+            (Some(14000), Some(5000), false)
+        );
+        let c = BodyCompositionMeasurement {
+            weight_raw: Some(1),
+            ..b
+        };
         assert!(a.merge(&c).is_none());
         let d = &m.to_measurements()[0];
         assert_eq!(d.components[1].value, RawValue::Number(70.0));
@@ -278,9 +323,15 @@ mod tests {
     #[test]
     fn malformed() {
         assert!(BodyCompositionMeasurement::decode(&[0x00, 0x20, 0, 0]).is_err());
-        assert!(BodyCompositionMeasurement::decode(&[0x00, 0x04, 0, 0]).is_err(), "weight flagged, absent");
+        assert!(
+            BodyCompositionMeasurement::decode(&[0x00, 0x04, 0, 0]).is_err(),
+            "weight flagged, absent"
+        );
         let e = BodyCompositionMeasurement::decode(&[0x00, 0x04, 0xFF, 0xFF, 1, 0]).unwrap_err();
         assert!(matches!(e.kind, GattErrorKind::Inconsistent { .. }));
-        assert!(BodyCompositionMeasurement::decode(&[0x06, 0x00, 0xFF, 0xFF, 0xE8, 7, 1, 1, 0, 0, 0, 1]).is_ok());
+        assert!(BodyCompositionMeasurement::decode(&[
+            0x06, 0x00, 0xFF, 0xFF, 0xE8, 7, 1, 1, 0, 0, 0, 1
+        ])
+        .is_ok());
     }
 }

@@ -103,7 +103,10 @@ impl MeasurementStatus {
         a.insert("body_movement".into(), b(self.body_movement()));
         a.insert("cuff_too_loose".into(), b(self.cuff_too_loose()));
         a.insert("irregular_pulse".into(), b(self.irregular_pulse()));
-        a.insert("pulse_rate_range".into(), self.pulse_rate_range().name().into());
+        a.insert(
+            "pulse_rate_range".into(),
+            self.pulse_rate_range().name().into(),
+        );
         a.insert("improper_position".into(), b(self.improper_position()));
         a.insert("measurement_status_raw".into(), format!("{:#06x}", self.0));
     }
@@ -174,14 +177,35 @@ fn read_frame(bytes: &[u8]) -> Result<Frame, Fault> {
     let mut r = Reader::new(bytes);
     let flags = r.u8("flags")?;
     reject_reserved(flags.into(), RFU_FLAGS, 0, "flags")?;
-    let unit = if flags & 0x01 != 0 { PressureUnit::KPa } else { PressureUnit::MmHg };
-    let values = [r.sfloat("systolic")?, r.sfloat("diastolic")?, r.sfloat("mean arterial pressure")?];
-    let timestamp = (flags & 0x02 != 0).then(|| DateTime::read(&mut r)).transpose()?;
-    let pulse_rate = (flags & 0x04 != 0).then(|| r.sfloat("pulse rate")).transpose()?;
+    let unit = if flags & 0x01 != 0 {
+        PressureUnit::KPa
+    } else {
+        PressureUnit::MmHg
+    };
+    let values = [
+        r.sfloat("systolic")?,
+        r.sfloat("diastolic")?,
+        r.sfloat("mean arterial pressure")?,
+    ];
+    let timestamp = (flags & 0x02 != 0)
+        .then(|| DateTime::read(&mut r))
+        .transpose()?;
+    let pulse_rate = (flags & 0x04 != 0)
+        .then(|| r.sfloat("pulse rate"))
+        .transpose()?;
     let user_id = (flags & 0x08 != 0).then(|| r.u8("user id")).transpose()?;
-    let status = (flags & 0x10 != 0).then(|| r.u16("measurement status").map(MeasurementStatus)).transpose()?;
+    let status = (flags & 0x10 != 0)
+        .then(|| r.u16("measurement status").map(MeasurementStatus))
+        .transpose()?;
     r.finish()?;
-    Ok(Frame { unit, values, timestamp, pulse_rate, user_id, status })
+    Ok(Frame {
+        unit,
+        values,
+        timestamp,
+        pulse_rate,
+        user_id,
+        status,
+    })
 }
 
 fn write_frame(f: &Frame) -> Vec<u8> {
@@ -250,8 +274,16 @@ impl BloodPressureMeasurement {
     pub fn to_measurements(&self) -> Vec<DecodedMeasurement> {
         let unit = self.unit.ucum();
         let mut components = vec![
-            Component { metric: Metric::Systolic, value: self.systolic.to_raw_value(), unit: Some(unit.into()) },
-            Component { metric: Metric::Diastolic, value: self.diastolic.to_raw_value(), unit: Some(unit.into()) },
+            Component {
+                metric: Metric::Systolic,
+                value: self.systolic.to_raw_value(),
+                unit: Some(unit.into()),
+            },
+            Component {
+                metric: Metric::Diastolic,
+                value: self.diastolic.to_raw_value(),
+                unit: Some(unit.into()),
+            },
             Component {
                 metric: Metric::MeanArterialPressure,
                 value: self.mean_arterial_pressure.to_raw_value(),
@@ -259,7 +291,11 @@ impl BloodPressureMeasurement {
             },
         ];
         if let Some(p) = self.pulse_rate {
-            components.push(Component { metric: Metric::PulseRate, value: p.to_raw_value(), unit: Some("/min".into()) });
+            components.push(Component {
+                metric: Metric::PulseRate,
+                value: p.to_raw_value(),
+                unit: Some("/min".into()),
+            });
         }
         let mut annotations = Annotations::new();
         if let Some(s) = self.status {
@@ -306,7 +342,11 @@ impl IntermediateCuffPressure {
     pub fn encode(&self) -> Vec<u8> {
         write_frame(&Frame {
             unit: self.unit,
-            values: [self.current_cuff_pressure, self.unused_diastolic, self.unused_mean],
+            values: [
+                self.current_cuff_pressure,
+                self.unused_diastolic,
+                self.unused_mean,
+            ],
             timestamp: self.timestamp,
             pulse_rate: self.pulse_rate,
             user_id: self.user_id,
@@ -323,7 +363,9 @@ mod tests {
 
     #[test]
     fn nordic_vector_kpa_with_status() {
-        let bytes = [0x15, 0xBD, 0xF0, 0x0B, 0x00, 0x9F, 0xF0, 0x3C, 0x00, 0x12, 0x00];
+        let bytes = [
+            0x15, 0xBD, 0xF0, 0x0B, 0x00, 0x9F, 0xF0, 0x3C, 0x00, 0x12, 0x00,
+        ];
         let m = BloodPressureMeasurement::decode(&bytes).unwrap();
         assert_eq!(m.unit, PressureUnit::KPa);
         assert_eq!(m.systolic.to_f64(), Some(18.9));
@@ -331,7 +373,12 @@ mod tests {
         assert_eq!(m.mean_arterial_pressure.to_f64(), Some(15.9));
         assert_eq!(m.pulse_rate.and_then(Sfloat::to_f64), Some(60.0));
         let s = m.status.unwrap();
-        assert!(s.cuff_too_loose() && !s.body_movement() && !s.irregular_pulse() && !s.improper_position());
+        assert!(
+            s.cuff_too_loose()
+                && !s.body_movement()
+                && !s.irregular_pulse()
+                && !s.improper_position()
+        );
         assert_eq!(s.pulse_rate_range(), PulseRateRange::BelowLowerLimit);
         assert_eq!(m.encode(), bytes);
         assert_eq!(m.flags(), 0x15);
@@ -350,14 +397,23 @@ mod tests {
         let m = BloodPressureMeasurement::decode(&bytes).unwrap();
         assert_eq!(m.systolic.special(), Some(SpecialValue::NaN));
         let d = &m.to_measurements()[0];
-        assert!(d.components.iter().all(|c| c.value == RawValue::Special(SpecialValue::NaN)));
+        assert!(d
+            .components
+            .iter()
+            .all(|c| c.value == RawValue::Special(SpecialValue::NaN)));
         assert!(d.time.is_some());
     }
 
     #[test]
     fn malformed() {
         let e = BloodPressureMeasurement::decode(&[0x20, 0, 0, 0, 0, 0, 0]).unwrap_err();
-        assert_eq!(e.kind, GattErrorKind::ReservedBits { field: "flags", bits: 0x20 });
+        assert_eq!(
+            e.kind,
+            GattErrorKind::ReservedBits {
+                field: "flags",
+                bits: 0x20
+            }
+        );
         let e = BloodPressureMeasurement::decode(&[0x04, 0, 0, 0, 0, 0, 0]).unwrap_err();
         assert_eq!((e.offset, e.characteristic.id().as_str()), (7, "0x2A35"));
         let e = BloodPressureMeasurement::decode(&[0x00, 0, 0, 0, 0, 0, 0, 9]).unwrap_err();
@@ -371,6 +427,12 @@ mod tests {
         let m = IntermediateCuffPressure::decode(&bytes).unwrap();
         assert_eq!(m.current_cuff_pressure.to_f64(), Some(11.1));
         assert_eq!(m.encode(), bytes);
-        assert_eq!(IntermediateCuffPressure::decode(&[1]).unwrap_err().characteristic.id(), "0x2A36");
+        assert_eq!(
+            IntermediateCuffPressure::decode(&[1])
+                .unwrap_err()
+                .characteristic
+                .id(),
+            "0x2A36"
+        );
     }
 }

@@ -57,7 +57,14 @@ impl DateTime {
         let hours = r.u8("date time hours")?;
         let minutes = r.u8("date time minutes")?;
         let seconds = r.u8("date time seconds")?;
-        let t = DateTime { year, month, day, hours, minutes, seconds };
+        let t = DateTime {
+            year,
+            month,
+            day,
+            hours,
+            minutes,
+            seconds,
+        };
         t.validate(start)?;
         Ok(t)
     }
@@ -68,23 +75,55 @@ impl DateTime {
     }
 
     fn validate(&self, start: usize) -> Result<(), Fault> {
-        let range = |ok: bool, off: usize, field: &'static str, value: i64, expected: &'static str| {
-            if ok {
-                Ok(())
-            } else {
-                Err(Fault::new(start + off, GattErrorKind::OutOfRange { field, value, expected }))
-            }
-        };
+        let range =
+            |ok: bool, off: usize, field: &'static str, value: i64, expected: &'static str| {
+                if ok {
+                    Ok(())
+                } else {
+                    Err(Fault::new(
+                        start + off,
+                        GattErrorKind::OutOfRange {
+                            field,
+                            value,
+                            expected,
+                        },
+                    ))
+                }
+            };
         let y = self.year;
-        range(y == 0 || (1582..=9999).contains(&y), 0, "year", y.into(), "0 or 1582..=9999")?;
+        range(
+            y == 0 || (1582..=9999).contains(&y),
+            0,
+            "year",
+            y.into(),
+            "0 or 1582..=9999",
+        )?;
         range(self.month <= 12, 2, "month", self.month.into(), "0..=12")?;
         range(self.day <= 31, 3, "day", self.day.into(), "0..=31")?;
         range(self.hours <= 23, 4, "hours", self.hours.into(), "0..=23")?;
-        range(self.minutes <= 59, 5, "minutes", self.minutes.into(), "0..=59")?;
-        range(self.seconds <= 59, 6, "seconds", self.seconds.into(), "0..=59")?;
+        range(
+            self.minutes <= 59,
+            5,
+            "minutes",
+            self.minutes.into(),
+            "0..=59",
+        )?;
+        range(
+            self.seconds <= 59,
+            6,
+            "seconds",
+            self.seconds.into(),
+            "0..=59",
+        )?;
         if self.is_date_known() && self.naive_date().is_none() {
             // All parts known and in range, but no such day (30 February).
-            return range(false, 3, "day", self.day.into(), "a day that exists in that month");
+            return range(
+                false,
+                3,
+                "day",
+                self.day.into(),
+                "a day that exists in that month",
+            );
         }
         Ok(())
     }
@@ -95,7 +134,11 @@ impl DateTime {
     }
 
     fn naive_date(&self) -> Option<NaiveDate> {
-        NaiveDate::from_ymd_opt(i32::from(self.year), u32::from(self.month), u32::from(self.day))
+        NaiveDate::from_ymd_opt(
+            i32::from(self.year),
+            u32::from(self.month),
+            u32::from(self.day),
+        )
     }
 
     /// The wall time, or `None` when the date is not known.
@@ -117,7 +160,9 @@ impl DateTime {
 
     /// From a wall time (sub-second part dropped); `None` outside 1582..=9999.
     pub fn from_naive(t: NaiveDateTime) -> Option<Self> {
-        let year = u16::try_from(t.year()).ok().filter(|y| (1582..=9999).contains(y))?;
+        let year = u16::try_from(t.year())
+            .ok()
+            .filter(|y| (1582..=9999).contains(y))?;
         Some(DateTime {
             year,
             month: t.month() as u8,
@@ -162,13 +207,22 @@ impl CurrentTime {
         if day_of_week > 7 {
             return Err(Fault::new(
                 at,
-                GattErrorKind::OutOfRange { field: "day of week", value: day_of_week.into(), expected: "0..=7" },
+                GattErrorKind::OutOfRange {
+                    field: "day of week",
+                    value: day_of_week.into(),
+                    expected: "0..=7",
+                },
             ));
         }
         let fractions256 = r.u8("fractions256")?;
         let adjust_reason = r.u8("adjust reason")?;
         r.finish()?;
-        Ok(CurrentTime { date_time, day_of_week, fractions256, adjust_reason })
+        Ok(CurrentTime {
+            date_time,
+            day_of_week,
+            fractions256,
+            adjust_reason,
+        })
     }
 
     /// Encodes to 10 bytes.
@@ -214,7 +268,10 @@ mod tests {
     #[test]
     fn date_time_unknown_date() {
         let t = DateTime::decode(&[0, 0, 0, 0, 0x12, 0x1A, 0x20]).unwrap();
-        assert_eq!((t.year, t.month, t.day, t.hours, t.minutes, t.seconds), (0, 0, 0, 18, 26, 32));
+        assert_eq!(
+            (t.year, t.month, t.day, t.hours, t.minutes, t.seconds),
+            (0, 0, 0, 18, 26, 32)
+        );
         assert_eq!(t.to_device_time(), None);
         assert_eq!(t.encode(), vec![0, 0, 0, 0, 0x12, 0x1A, 0x20]);
     }
@@ -222,13 +279,37 @@ mod tests {
     #[test]
     fn date_time_ranges() {
         let ok = DateTime::decode(&[0xE8, 0x07, 2, 29, 23, 59, 59]).unwrap();
-        assert_eq!(ok.to_naive().map(|t| t.to_string()).as_deref(), Some("2024-02-29 23:59:59"));
+        assert_eq!(
+            ok.to_naive().map(|t| t.to_string()).as_deref(),
+            Some("2024-02-29 23:59:59")
+        );
         let e = DateTime::decode(&[0xE8, 0x07, 2, 30, 0, 0, 0]).unwrap_err();
         assert_eq!(e.offset, 3);
-        assert_eq!(DateTime::decode(&[0xE8, 0x07, 13, 1, 0, 0, 0]).unwrap_err().offset, 2);
-        assert_eq!(DateTime::decode(&[0xE8, 0x07, 1, 1, 24, 0, 0]).unwrap_err().offset, 4);
-        assert_eq!(DateTime::decode(&[0xE8, 0x07, 1, 1, 0, 60, 0]).unwrap_err().offset, 5);
-        assert_eq!(DateTime::decode(&[0x2D, 0x06, 1, 1, 0, 0, 0]).unwrap_err().offset, 0, "year 1581");
+        assert_eq!(
+            DateTime::decode(&[0xE8, 0x07, 13, 1, 0, 0, 0])
+                .unwrap_err()
+                .offset,
+            2
+        );
+        assert_eq!(
+            DateTime::decode(&[0xE8, 0x07, 1, 1, 24, 0, 0])
+                .unwrap_err()
+                .offset,
+            4
+        );
+        assert_eq!(
+            DateTime::decode(&[0xE8, 0x07, 1, 1, 0, 60, 0])
+                .unwrap_err()
+                .offset,
+            5
+        );
+        assert_eq!(
+            DateTime::decode(&[0x2D, 0x06, 1, 1, 0, 0, 0])
+                .unwrap_err()
+                .offset,
+            0,
+            "year 1581"
+        );
         assert!(DateTime::decode(&[0xE8, 0x07, 1, 1, 0, 0]).is_err());
         assert!(DateTime::decode(&[0xE8, 0x07, 1, 1, 0, 0, 0, 0]).is_err());
     }
@@ -237,14 +318,18 @@ mod tests {
     fn current_time() {
         let bytes = [0xE9, 0x07, 0x01, 0x0F, 0x0E, 0x1E, 0x2D, 0x03, 0x21, 0x01];
         let t = CurrentTime::decode(&bytes).unwrap();
-        assert_eq!(t.date_time.to_naive().map(|t| t.to_string()).as_deref(), Some("2025-01-15 14:30:45"));
+        assert_eq!(
+            t.date_time.to_naive().map(|t| t.to_string()).as_deref(),
+            Some("2025-01-15 14:30:45")
+        );
         assert_eq!(t.weekday(), Some(Weekday::Wed));
         assert_eq!((t.fractions256, t.adjust_reason), (33, 1));
         assert_eq!(t.encode(), bytes);
         let mut bad = bytes;
         bad[7] = 8;
         assert_eq!(CurrentTime::decode(&bad).unwrap_err().offset, 7);
-        let now = NaiveDate::from_ymd_opt(2025, 1, 15).and_then(|d| d.and_hms_milli_opt(14, 30, 45, 500));
+        let now =
+            NaiveDate::from_ymd_opt(2025, 1, 15).and_then(|d| d.and_hms_milli_opt(14, 30, 45, 500));
         let ct = now.and_then(CurrentTime::from_naive).unwrap();
         assert_eq!((ct.day_of_week, ct.fractions256), (3, 128));
     }

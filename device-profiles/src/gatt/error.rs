@@ -212,7 +212,11 @@ pub struct GattError {
 impl GattError {
     /// A new error.
     pub fn new(characteristic: Characteristic, offset: usize, kind: GattErrorKind) -> Self {
-        GattError { characteristic, offset, kind }
+        GattError {
+            characteristic,
+            offset,
+            kind,
+        }
     }
 
     /// True when a vendor layout's condition failed (an unstabilised or
@@ -260,11 +264,18 @@ mod tests {
             let uuid = c.uuid().unwrap_or_default();
             assert_eq!(Characteristic::from_uuid(uuid), c);
         }
-        assert_eq!(Characteristic::from_uuid(0x1234), Characteristic::Unknown(0x1234));
+        assert_eq!(
+            Characteristic::from_uuid(0x1234),
+            Characteristic::Unknown(0x1234)
+        );
         let e = GattError::new(
             Characteristic::BloodPressureMeasurement,
             3,
-            GattErrorKind::Truncated { field: "diastolic", needed: 2, available: 1 },
+            GattErrorKind::Truncated {
+                field: "diastolic",
+                needed: 2,
+                available: 1,
+            },
         );
         let r = Reject::from(e);
         assert_eq!(r.code(), "invalid_gatt");

@@ -220,7 +220,10 @@ impl SensorStatus {
         (Self::SAMPLE_SIZE_INSUFFICIENT, "sample_size_insufficient"),
         (Self::STRIP_INSERTION_ERROR, "strip_insertion_error"),
         (Self::STRIP_TYPE_INCORRECT, "strip_type_incorrect"),
-        (Self::RESULT_TOO_HIGH, "result_higher_than_device_can_process"),
+        (
+            Self::RESULT_TOO_HIGH,
+            "result_higher_than_device_can_process",
+        ),
         (Self::RESULT_TOO_LOW, "result_lower_than_device_can_process"),
         (Self::TEMPERATURE_TOO_HIGH, "temperature_too_high"),
         (Self::TEMPERATURE_TOO_LOW, "temperature_too_low"),
@@ -248,7 +251,11 @@ impl SensorStatus {
 
     /// Names of the set bits (within `mask`), in bit order.
     pub fn names(self, mask: u16) -> Vec<&'static str> {
-        Self::NAMES.iter().filter(|(b, _)| self.0 & mask & b != 0).map(|(_, n)| *n).collect()
+        Self::NAMES
+            .iter()
+            .filter(|(b, _)| self.0 & mask & b != 0)
+            .map(|(_, n)| *n)
+            .collect()
     }
 }
 
@@ -294,7 +301,9 @@ impl GlucoseMeasurement {
         reject_reserved(flags.into(), 0xE0, 0, "flags")?;
         let sequence_number = r.u16("sequence number")?;
         let base_time = DateTime::read(&mut r)?;
-        let time_offset_minutes = (flags & 0x01 != 0).then(|| r.i16("time offset")).transpose()?;
+        let time_offset_minutes = (flags & 0x01 != 0)
+            .then(|| r.i16("time offset"))
+            .transpose()?;
         let concentration = (flags & 0x02 != 0)
             .then(|| {
                 let value = r.sfloat("glucose concentration")?;
@@ -306,13 +315,19 @@ impl GlucoseMeasurement {
                 })
             })
             .transpose()?;
-        let sensor_status = (flags & 0x08 != 0).then(|| r.u16("sensor status").map(SensorStatus)).transpose()?;
+        let sensor_status = (flags & 0x08 != 0)
+            .then(|| r.u16("sensor status").map(SensorStatus))
+            .transpose()?;
         r.finish()?;
         Ok(GlucoseMeasurement {
             sequence_number,
             base_time,
             time_offset_minutes,
-            unit: if flags & 0x04 != 0 { ConcentrationUnit::MolPerL } else { ConcentrationUnit::KgPerL },
+            unit: if flags & 0x04 != 0 {
+                ConcentrationUnit::MolPerL
+            } else {
+                ConcentrationUnit::KgPerL
+            },
             concentration,
             sensor_status,
             context_follows: flags & 0x10 != 0,
@@ -376,7 +391,11 @@ impl GlucoseMeasurement {
         let mut components = Vec::new();
         match (self.concentration, self.concentration_value()) {
             (Some(c), Some((value, unit))) => {
-                components.push(Component { metric: Metric::BloodGlucose, value, unit: Some(unit.into()) });
+                components.push(Component {
+                    metric: Metric::BloodGlucose,
+                    value,
+                    unit: Some(unit.into()),
+                });
                 a.insert("glucose_type".into(), c.sample_type.name());
                 a.insert("sample_location".into(), c.sample_location.name());
                 if c.sample_type == GlucoseType::ControlSolution
@@ -497,10 +516,42 @@ fn table_name(table: &[&str], id: u8) -> String {
     }
 }
 
-const CARB_NAMES: [&str; 8] = ["", "breakfast", "lunch", "dinner", "snack", "drink", "supper", "brunch"];
-const MEAL_NAMES: [&str; 6] = ["", "preprandial", "postprandial", "fasting", "casual", "bedtime"];
-const TESTER_NAMES: [&str; 16] =
-    ["", "self", "health_care_professional", "lab_test", "", "", "", "", "", "", "", "", "", "", "", "not_available"];
+const CARB_NAMES: [&str; 8] = [
+    "",
+    "breakfast",
+    "lunch",
+    "dinner",
+    "snack",
+    "drink",
+    "supper",
+    "brunch",
+];
+const MEAL_NAMES: [&str; 6] = [
+    "",
+    "preprandial",
+    "postprandial",
+    "fasting",
+    "casual",
+    "bedtime",
+];
+const TESTER_NAMES: [&str; 16] = [
+    "",
+    "self",
+    "health_care_professional",
+    "lab_test",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "not_available",
+];
 const HEALTH_NAMES: [&str; 16] = [
     "",
     "minor_health_issues",
@@ -541,13 +592,28 @@ impl GlucoseMeasurementContext {
         let sequence_number = r.u16("sequence number")?;
         let at = r.pos();
         let extended_flags = bit(7).then(|| r.u8("extended flags")).transpose()?;
-        reject_reserved(extended_flags.unwrap_or(0).into(), 0xFF, at, "extended flags")?;
+        reject_reserved(
+            extended_flags.unwrap_or(0).into(),
+            0xFF,
+            at,
+            "extended flags",
+        )?;
         let carbohydrate = bit(0)
-            .then(|| Ok::<_, Fault>(Carbohydrate { id: r.u8("carbohydrate id")?, amount_kg: r.sfloat("carbohydrate")? }))
+            .then(|| {
+                Ok::<_, Fault>(Carbohydrate {
+                    id: r.u8("carbohydrate id")?,
+                    amount_kg: r.sfloat("carbohydrate")?,
+                })
+            })
             .transpose()?;
         let meal = bit(1).then(|| r.u8("meal")).transpose()?;
         let tester_health = bit(2)
-            .then(|| r.u8("tester and health").map(|b| TesterHealth { tester: b & 0x0F, health: b >> 4 }))
+            .then(|| {
+                r.u8("tester and health").map(|b| TesterHealth {
+                    tester: b & 0x0F,
+                    health: b >> 4,
+                })
+            })
             .transpose()?;
         let exercise = bit(3)
             .then(|| {
@@ -558,7 +624,12 @@ impl GlucoseMeasurementContext {
             })
             .transpose()?;
         let medication = bit(4)
-            .then(|| Ok::<_, Fault>(Medication { id: r.u8("medication id")?, amount: r.sfloat("medication")? }))
+            .then(|| {
+                Ok::<_, Fault>(Medication {
+                    id: r.u8("medication id")?,
+                    amount: r.sfloat("medication")?,
+                })
+            })
             .transpose()?;
         let hba1c = bit(6).then(|| r.sfloat("hba1c")).transpose()?;
         r.finish()?;
@@ -570,7 +641,11 @@ impl GlucoseMeasurementContext {
             tester_health,
             exercise,
             medication,
-            medication_unit: if bit(5) { MedicationUnit::Litres } else { MedicationUnit::Kilograms },
+            medication_unit: if bit(5) {
+                MedicationUnit::Litres
+            } else {
+                MedicationUnit::Kilograms
+            },
             hba1c,
         })
     }
@@ -641,12 +716,22 @@ impl GlucoseMeasurementContext {
             a.insert("health".into(), table_name(&HEALTH_NAMES, t.health));
         }
         if let Some(e) = self.exercise {
-            let d = if e.duration_s == 0xFFFF { "overrun".to_string() } else { e.duration_s.to_string() };
+            let d = if e.duration_s == 0xFFFF {
+                "overrun".to_string()
+            } else {
+                e.duration_s.to_string()
+            };
             a.insert("exercise_duration_s".into(), d);
-            a.insert("exercise_intensity_percent".into(), e.intensity_percent.to_string());
+            a.insert(
+                "exercise_intensity_percent".into(),
+                e.intensity_percent.to_string(),
+            );
         }
         if let Some(med) = self.medication {
-            a.insert("medication_id".into(), table_name(&MEDICATION_NAMES, med.id));
+            a.insert(
+                "medication_id".into(),
+                table_name(&MEDICATION_NAMES, med.id),
+            );
             let text = match self.medication_unit {
                 MedicationUnit::Kilograms => format!("{} mg", scaled_text(med.amount, 6)),
                 MedicationUnit::Litres => format!("{} mL", scaled_text(med.amount, 3)),
@@ -671,7 +756,10 @@ fn scaled_text(v: Sfloat, pow10: i32) -> String {
 /// (contexts arrive right after their record, but a gateway collecting a
 /// whole RACP transfer may apply them afterwards). Returns `false` when no
 /// measurement matches, so the caller can keep the context for later.
-pub fn merge_context(measurements: &mut [DecodedMeasurement], context: &GlucoseMeasurementContext) -> bool {
+pub fn merge_context(
+    measurements: &mut [DecodedMeasurement],
+    context: &GlucoseMeasurementContext,
+) -> bool {
     measurements.iter_mut().any(|m| context.apply_to(m))
 }
 
@@ -681,7 +769,9 @@ mod tests {
     use crate::decoded::{DeviceTime, RawValue};
     use crate::gatt::error::GattErrorKind;
 
-    const VECTOR: [u8; 15] = [0x03, 0x2A, 0x00, 0xE8, 0x07, 0x03, 0x0F, 0x07, 0x1E, 0x00, 0x00, 0x00, 0x5A, 0xB0, 0x11];
+    const VECTOR: [u8; 15] = [
+        0x03, 0x2A, 0x00, 0xE8, 0x07, 0x03, 0x0F, 0x07, 0x1E, 0x00, 0x00, 0x00, 0x5A, 0xB0, 0x11,
+    ];
 
     #[test]
     fn computed_vector() {
@@ -690,7 +780,10 @@ mod tests {
         assert_eq!(m.time_offset_minutes, Some(0));
         let c = m.concentration.unwrap();
         assert_eq!(c.value.to_f64(), Some(0.0009));
-        assert_eq!((c.sample_type, c.sample_location), (GlucoseType::CapillaryWholeBlood, SampleLocation::Finger));
+        assert_eq!(
+            (c.sample_type, c.sample_location),
+            (GlucoseType::CapillaryWholeBlood, SampleLocation::Finger)
+        );
         assert_eq!(m.encode(), VECTOR);
         let d = &m.to_measurements()[0];
         assert_eq!(d.components[0].value, RawValue::Number(90.0));
@@ -711,20 +804,38 @@ mod tests {
             sample_type: GlucoseType::CapillaryPlasma,
             sample_location: SampleLocation::Finger,
         });
-        m.sensor_status = Some(SensorStatus(SensorStatus::RESULT_TOO_HIGH | SensorStatus::BATTERY_LOW));
+        m.sensor_status = Some(SensorStatus(
+            SensorStatus::RESULT_TOO_HIGH | SensorStatus::BATTERY_LOW,
+        ));
         let d = &m.to_measurements()[0];
         assert_eq!(d.components[0].value, RawValue::Number(5.5));
         assert_eq!(d.components[0].unit.as_deref(), Some("mmol/L"));
         let t = d.time.unwrap();
-        assert_eq!(t, DeviceTime::Local(chrono::NaiveDate::from_ymd_opt(2024, 3, 15).and_then(|d| d.and_hms_opt(6, 0, 0)).unwrap()));
+        assert_eq!(
+            t,
+            DeviceTime::Local(
+                chrono::NaiveDate::from_ymd_opt(2024, 3, 15)
+                    .and_then(|d| d.and_hms_opt(6, 0, 0))
+                    .unwrap()
+            )
+        );
         assert_eq!(d.annotations["out_of_device_range"], "above");
-        assert!(d.not_clinical.as_deref().unwrap_or_default().contains("result_higher_than_device_can_process"));
+        assert!(d
+            .not_clinical
+            .as_deref()
+            .unwrap_or_default()
+            .contains("result_higher_than_device_can_process"));
         assert_eq!(GlucoseMeasurement::decode(&m.encode()).unwrap(), m);
         // Bit 6 is "lower", not "higher" (Nordic has them swapped).
         m.sensor_status = Some(SensorStatus(0x0040));
-        assert_eq!(m.to_measurements()[0].annotations["out_of_device_range"], "below");
+        assert_eq!(
+            m.to_measurements()[0].annotations["out_of_device_range"],
+            "below"
+        );
         // Battery low alone is not a reason to drop the value.
-        m.sensor_status = Some(SensorStatus(SensorStatus::BATTERY_LOW | SensorStatus::TIME_FAULT));
+        m.sensor_status = Some(SensorStatus(
+            SensorStatus::BATTERY_LOW | SensorStatus::TIME_FAULT,
+        ));
         assert_eq!(m.to_measurements()[0].not_clinical, None);
     }
 
@@ -732,28 +843,56 @@ mod tests {
     fn control_solution() {
         let mut bytes = VECTOR;
         bytes[14] = 0x4A; // type 10, location 4
-        let d = &GlucoseMeasurement::decode(&bytes).unwrap().to_measurements()[0];
+        let d = &GlucoseMeasurement::decode(&bytes)
+            .unwrap()
+            .to_measurements()[0];
         assert_eq!(d.not_clinical.as_deref(), Some("control solution test"));
         bytes[14] = 0x41; // location 4 only
-        assert!(GlucoseMeasurement::decode(&bytes).unwrap().to_measurements()[0].not_clinical.is_some());
+        assert!(GlucoseMeasurement::decode(&bytes)
+            .unwrap()
+            .to_measurements()[0]
+            .not_clinical
+            .is_some());
     }
 
     #[test]
     fn malformed() {
         let e = GlucoseMeasurement::decode(&[0x20, 1, 0, 0xE8, 7, 1, 1, 0, 0, 0]).unwrap_err();
         assert!(matches!(e.kind, GattErrorKind::ReservedBits { .. }));
-        assert_eq!(GlucoseMeasurement::decode(&VECTOR[..14]).unwrap_err().offset, 12);
+        assert_eq!(
+            GlucoseMeasurement::decode(&VECTOR[..14])
+                .unwrap_err()
+                .offset,
+            14
+        );
+        assert_eq!(
+            GlucoseMeasurement::decode(&VECTOR[..13])
+                .unwrap_err()
+                .offset,
+            12
+        );
     }
 
     #[test]
     fn context_merges_by_sequence() {
         // Nordic test byte 0x12: tester = HCP (low nibble 2), health = minor (high nibble 1).
-        let bytes = [0x5F, 0x2A, 0x00, 0x01, 0x32, 0xD0, 0x02, 0x12, 0x2C, 0x01, 0x32, 0x02, 0x05, 0xA0, 0x41, 0xF0];
+        let bytes = [
+            0x5F, 0x2A, 0x00, 0x01, 0x32, 0xD0, 0x02, 0x12, 0x2C, 0x01, 0x32, 0x02, 0x05, 0xA0,
+            0x41, 0xF0,
+        ];
         let ctx = GlucoseMeasurementContext::decode(&bytes).unwrap();
         assert_eq!(ctx.sequence_number, 42);
-        assert_eq!(ctx.tester_health, Some(TesterHealth { tester: 2, health: 1 }));
+        assert_eq!(
+            ctx.tester_health,
+            Some(TesterHealth {
+                tester: 2,
+                health: 1
+            })
+        );
         assert_eq!(ctx.encode(), bytes);
-        let mut ms = GlucoseMeasurement::decode(&VECTOR).unwrap().to_measurements();
+        let mut ms = GlucoseMeasurement::decode(&VECTOR)
+            .unwrap()
+            .to_measurements();
         assert!(merge_context(&mut ms, &ctx));
         let a = &ms[0].annotations;
         assert_eq!(a["meal"], "postprandial");
@@ -765,9 +904,15 @@ mod tests {
         assert_eq!(a["medication_id"], "short_acting_insulin");
         assert_eq!(a["medication"], "5 mg");
         assert_eq!(a["hba1c_percent"], "6.5");
-        let other = GlucoseMeasurementContext { sequence_number: 7, ..ctx };
+        let other = GlucoseMeasurementContext {
+            sequence_number: 7,
+            ..ctx
+        };
         assert!(!merge_context(&mut ms, &other));
-        assert!(GlucoseMeasurementContext::decode(&[0x80, 1, 0, 1]).is_err(), "non-zero extended flags");
+        assert!(
+            GlucoseMeasurementContext::decode(&[0x80, 1, 0, 1]).is_err(),
+            "non-zero extended flags"
+        );
         assert!(GlucoseMeasurementContext::decode(&[0x80, 1, 0, 0]).is_ok());
     }
 }

@@ -99,13 +99,19 @@ impl HeartRateMeasurement {
         } else {
             (HeartRateFormat::U8, r.u8("heart rate")?.into())
         };
-        let energy_expended_kj = (flags & 0x08 != 0).then(|| r.u16("energy expended")).transpose()?;
+        let energy_expended_kj = (flags & 0x08 != 0)
+            .then(|| r.u16("energy expended"))
+            .transpose()?;
         let mut rr_intervals = Vec::new();
         if flags & 0x10 != 0 {
             if r.remaining() == 0 {
                 return Err(Fault::new(
                     r.pos(),
-                    GattErrorKind::Truncated { field: "rr-interval", needed: 2, available: 0 },
+                    GattErrorKind::Truncated {
+                        field: "rr-interval",
+                        needed: 2,
+                        available: 0,
+                    },
                 ));
             }
             while r.remaining() >= 2 {
@@ -154,7 +160,10 @@ impl HeartRateMeasurement {
 
     /// RR-intervals in milliseconds (exact: 1/1024 s is a binary fraction).
     pub fn rr_intervals_ms(&self) -> Vec<f64> {
-        self.rr_intervals.iter().map(|&rr| f64::from(rr) * 1000.0 / 1024.0).collect()
+        self.rr_intervals
+            .iter()
+            .map(|&rr| f64::from(rr) * 1000.0 / 1024.0)
+            .collect()
     }
 
     /// One [`Metric::HeartRate`] measurement; sensor contact, energy
@@ -172,7 +181,11 @@ impl HeartRateMeasurement {
             a.insert("rr_intervals_ms".into(), ms.join(","));
         }
         vec![DecodedMeasurement {
-            components: vec![Component::number(Metric::HeartRate, f64::from(self.heart_rate), "/min")],
+            components: vec![Component::number(
+                Metric::HeartRate,
+                f64::from(self.heart_rate),
+                "/min",
+            )],
             annotations: a,
             not_clinical: (self.sensor_contact == SensorContact::NotDetected)
                 .then(|| "sensor contact not detected".to_string()),
@@ -188,17 +201,25 @@ mod tests {
     #[test]
     fn nordic_vectors() {
         let m = HeartRateMeasurement::decode(&[0x00, 0x55]).unwrap();
-        assert_eq!((m.heart_rate, m.sensor_contact, m.energy_expended_kj), (85, SensorContact::NotSupported, None));
+        assert_eq!(
+            (m.heart_rate, m.sensor_contact, m.energy_expended_kj),
+            (85, SensorContact::NotSupported, None)
+        );
         assert!(m.rr_intervals.is_empty());
         let bytes = [0x1E, 0x55, 0x32, 0x00, 0x21, 0x00];
         let m = HeartRateMeasurement::decode(&bytes).unwrap();
-        assert_eq!((m.heart_rate, m.sensor_contact, m.energy_expended_kj), (85, SensorContact::Detected, Some(50)));
+        assert_eq!(
+            (m.heart_rate, m.sensor_contact, m.energy_expended_kj),
+            (85, SensorContact::Detected, Some(50))
+        );
         assert_eq!(m.rr_intervals, [33]);
         assert_eq!(m.encode(), bytes);
         let d = &m.to_measurements()[0];
         assert_eq!(d.annotations["rr_intervals_ms"], "32.2265625");
         assert_eq!(d.annotations["sensor_contact"], "detected");
-        let bytes = [0x1F, 0x01, 0x01, 0x32, 0x01, 0x01, 0x00, 0x02, 0x01, 0xFF, 0xFF];
+        let bytes = [
+            0x1F, 0x01, 0x01, 0x32, 0x01, 0x01, 0x00, 0x02, 0x01, 0xFF, 0xFF,
+        ];
         let m = HeartRateMeasurement::decode(&bytes).unwrap();
         assert_eq!((m.heart_rate, m.energy_expended_kj), (257, Some(306)));
         assert_eq!(m.rr_intervals, [1, 258, 65535]);
@@ -207,11 +228,22 @@ mod tests {
 
     #[test]
     fn malformed_and_no_contact() {
-        assert!(HeartRateMeasurement::decode(&[0x10, 0x55]).is_err(), "RR flag without intervals");
-        assert!(HeartRateMeasurement::decode(&[0x10, 0x55, 1, 0, 2]).is_err(), "odd RR byte");
+        assert!(
+            HeartRateMeasurement::decode(&[0x10, 0x55]).is_err(),
+            "RR flag without intervals"
+        );
+        assert!(
+            HeartRateMeasurement::decode(&[0x10, 0x55, 1, 0, 2]).is_err(),
+            "odd RR byte"
+        );
         assert!(HeartRateMeasurement::decode(&[0x20, 0x55]).is_err());
         assert!(HeartRateMeasurement::decode(&[0x01, 0x55]).is_err());
-        let d = &HeartRateMeasurement::decode(&[0x04, 0x55]).unwrap().to_measurements()[0];
-        assert_eq!(d.not_clinical.as_deref(), Some("sensor contact not detected"));
+        let d = &HeartRateMeasurement::decode(&[0x04, 0x55])
+            .unwrap()
+            .to_measurements()[0];
+        assert_eq!(
+            d.not_clinical.as_deref(),
+            Some("sensor contact not detected")
+        );
     }
 }

@@ -40,7 +40,10 @@ impl Decimal {
     /// The nearest `f64` to `self × 10^pow10`: an exact change of unit by a
     /// power of ten (kg/L → mg/dL is `pow10 = 5`).
     pub fn to_f64_scaled(self, pow10: i32) -> f64 {
-        decimal_to_f64(i128::from(self.mantissa), i64::from(self.exponent) + i64::from(pow10))
+        decimal_to_f64(
+            i128::from(self.mantissa),
+            i64::from(self.exponent) + i64::from(pow10),
+        )
     }
 }
 
@@ -67,7 +70,9 @@ pub(crate) fn decimal_to_f64(mantissa: i128, exponent: i64) -> f64 {
     }
     if mantissa.unsigned_abs() < (1u128 << 53) {
         let m = mantissa as f64;
-        let pow = usize::try_from(exponent.unsigned_abs()).ok().and_then(|i| POW10.get(i));
+        let pow = usize::try_from(exponent.unsigned_abs())
+            .ok()
+            .and_then(|i| POW10.get(i));
         if let Some(p) = pow {
             return if exponent >= 0 { m * p } else { m / p };
         }
@@ -75,7 +80,9 @@ pub(crate) fn decimal_to_f64(mantissa: i128, exponent: i64) -> f64 {
     // "<int>e<int>" always parses; a non-finite result (absurd exponents in a
     // vendor layout) is caught by the callers that wrap values and by the
     // canonicaliser, which never stores a non-finite number.
-    format!("{mantissa}e{exponent}").parse::<f64>().unwrap_or(f64::NAN)
+    format!("{mantissa}e{exponent}")
+        .parse::<f64>()
+        .unwrap_or(f64::NAN)
 }
 
 /// A decoded IEEE 11073 number: either a value or a special value.
@@ -115,8 +122,18 @@ struct Format {
     mantissa_max: i128,
 }
 
-const SFLOAT: Format = Format { name: "SFLOAT", mantissa_bits: 12, exponent_bits: 4, mantissa_max: 2045 };
-const FLOAT: Format = Format { name: "FLOAT", mantissa_bits: 24, exponent_bits: 8, mantissa_max: 8_388_605 };
+const SFLOAT: Format = Format {
+    name: "SFLOAT",
+    mantissa_bits: 12,
+    exponent_bits: 4,
+    mantissa_max: 2045,
+};
+const FLOAT: Format = Format {
+    name: "FLOAT",
+    mantissa_bits: 24,
+    exponent_bits: 8,
+    mantissa_max: 8_388_605,
+};
 
 impl Format {
     fn exponent_range(&self) -> (i64, i64) {
@@ -159,14 +176,19 @@ impl Format {
         let total = self.mantissa_bits + self.exponent_bits;
         let mantissa = sign_extend(raw & self.mantissa_mask(), self.mantissa_bits);
         let exponent = sign_extend(raw >> self.mantissa_bits, total - self.mantissa_bits);
-        Ieee11073Value::Number(Decimal { mantissa, exponent: exponent as i8 })
+        Ieee11073Value::Number(Decimal {
+            mantissa,
+            exponent: exponent as i8,
+        })
     }
 
     /// Finds `(m, e)` with `m × 10^e == mantissa × 10^exponent` inside the
     /// format's ranges, without rounding.
     fn encode_decimal(&self, mantissa: i128, exponent: i64) -> Result<u32, EncodeError> {
-        let not_representable =
-            || EncodeError::NotRepresentable { value: format!("{mantissa}e{exponent}"), format: self.name };
+        let not_representable = || EncodeError::NotRepresentable {
+            value: format!("{mantissa}e{exponent}"),
+            format: self.name,
+        };
         let (emin, emax) = self.exponent_range();
         let (mut m, mut e) = (mantissa, exponent);
         if m == 0 {
@@ -205,7 +227,11 @@ impl Format {
             value: text.clone(),
             format: self.name,
         })?;
-        let mantissa = if text.starts_with('-') { -magnitude } else { magnitude };
+        let mantissa = if text.starts_with('-') {
+            -magnitude
+        } else {
+            magnitude
+        };
         self.encode_decimal(mantissa, -i64::from(decimals))
     }
 }
@@ -297,7 +323,8 @@ macro_rules! ieee_number {
             /// lose trailing zeros to fit; a value that would need rounding
             /// is an error, never silently changed.
             pub fn from_decimal(mantissa: i64, exponent: i32) -> Result<Self, EncodeError> {
-                $fmt.encode_decimal(i128::from(mantissa), i64::from(exponent)).map(|r| $name(r as $raw))
+                $fmt.encode_decimal(i128::from(mantissa), i64::from(exponent))
+                    .map(|r| $name(r as $raw))
             }
 
             /// Encodes `value` rounded to `decimals` digits after the decimal
@@ -338,7 +365,17 @@ pub struct Sfloat(u16);
 pub struct Float(u32);
 
 ieee_number!(Sfloat, u16, 2, SFLOAT, 0x07FF, 0x0800, 0x07FE, 0x0802, 0x0801);
-ieee_number!(Float, u32, 4, FLOAT, 0x007F_FFFF, 0x0080_0000, 0x007F_FFFE, 0x0080_0002, 0x0080_0001);
+ieee_number!(
+    Float,
+    u32,
+    4,
+    FLOAT,
+    0x007F_FFFF,
+    0x0080_0000,
+    0x007F_FFFE,
+    0x0080_0002,
+    0x0080_0001
+);
 
 #[cfg(test)]
 mod tests {
@@ -350,14 +387,31 @@ mod tests {
 
     #[test]
     fn sfloat_decodes() {
-        assert_eq!(sf([0x65, 0xF0]).decimal(), Some(Decimal { mantissa: 101, exponent: -1 }));
+        assert_eq!(
+            sf([0x65, 0xF0]).decimal(),
+            Some(Decimal {
+                mantissa: 101,
+                exponent: -1
+            })
+        );
         assert_eq!(sf([0x65, 0xF0]).to_f64(), Some(10.1));
-        assert_eq!(sf([0x0A, 0x70]).to_f64(), Some(100_000_000.0), "no exponent bias");
+        assert_eq!(
+            sf([0x0A, 0x70]).to_f64(),
+            Some(100_000_000.0),
+            "no exponent bias"
+        );
         assert_eq!(sf([0x0A, 0xF0]).to_f64(), Some(1.0));
-        assert_eq!(sf([0xFF, 0x0F]).to_f64(), Some(-1.0), "mantissa is two's complement");
+        assert_eq!(
+            sf([0xFF, 0x0F]).to_f64(),
+            Some(-1.0),
+            "mantissa is two's complement"
+        );
         assert_eq!(sf([0x03, 0x08]).to_f64(), Some(-2045.0));
         assert_eq!(sf([0xFD, 0x07]).to_f64(), Some(2045.0));
-        assert_eq!(sf([0x5A, 0xB0]).to_raw_value_scaled(5), RawValue::Number(90.0));
+        assert_eq!(
+            sf([0x5A, 0xB0]).to_raw_value_scaled(5),
+            RawValue::Number(90.0)
+        );
     }
 
     #[test]
@@ -384,31 +438,74 @@ mod tests {
     fn float_decodes() {
         let v = Float::from_le_bytes([0x87, 0xD6, 0x12, 0xFE]);
         assert_eq!(v.to_f64(), Some(12345.67));
-        assert_eq!(Float::from_le_bytes([0xB0, 0x0E, 0x00, 0xFE]).to_f64(), Some(37.6));
-        assert_eq!(Float::from_le_bytes([0xFF, 0xFF, 0x7F, 0x00]).special(), Some(SpecialValue::NaN));
-        assert_eq!(Float::from_le_bytes([0x00, 0x00, 0x80, 0x00]).special(), Some(SpecialValue::NRes));
-        assert_eq!(Float::from_le_bytes([0x02, 0x00, 0x80, 0x00]).special(), Some(SpecialValue::NegativeInfinity));
-        assert_eq!(Float::from_le_bytes([0xFF, 0xFF, 0xFF, 0x7F]).to_f64(), Some(-1e127));
-        assert_eq!(Float::from_le_bytes([0x01, 0x00, 0x00, 0x80]).to_f64(), Some(1e-128));
+        assert_eq!(
+            Float::from_le_bytes([0xB0, 0x0E, 0x00, 0xFE]).to_f64(),
+            Some(37.6)
+        );
+        assert_eq!(
+            Float::from_le_bytes([0xFF, 0xFF, 0x7F, 0x00]).special(),
+            Some(SpecialValue::NaN)
+        );
+        assert_eq!(
+            Float::from_le_bytes([0x00, 0x00, 0x80, 0x00]).special(),
+            Some(SpecialValue::NRes)
+        );
+        assert_eq!(
+            Float::from_le_bytes([0x02, 0x00, 0x80, 0x00]).special(),
+            Some(SpecialValue::NegativeInfinity)
+        );
+        assert_eq!(
+            Float::from_le_bytes([0xFF, 0xFF, 0xFF, 0x7F]).to_f64(),
+            Some(-1e127)
+        );
+        assert_eq!(
+            Float::from_le_bytes([0x01, 0x00, 0x00, 0x80]).to_f64(),
+            Some(1e-128)
+        );
     }
 
     #[test]
     fn encodes_exactly() {
         assert_eq!(Sfloat::from_f64(10.1, 1).map(Sfloat::raw), Ok(0xF065));
-        assert_eq!(Sfloat::from_f64(98.0, 1).map(|s| s.decimal()), Ok(Some(Decimal { mantissa: 980, exponent: -1 })));
+        assert_eq!(
+            Sfloat::from_f64(98.0, 1).map(|s| s.decimal()),
+            Ok(Some(Decimal {
+                mantissa: 980,
+                exponent: -1
+            }))
+        );
         assert_eq!(Sfloat::from_f64(120.0, 0).map(Sfloat::raw), Ok(0x0078));
         // 147.0 at one decimal is 1470e-1: fits. 2046 does not, 2050 does as 205e1.
-        assert_eq!(Sfloat::from_f64(147.0, 1).and_then(|s| s.to_f64().ok_or(EncodeError::NotFinite(String::new()))), Ok(147.0));
+        assert_eq!(
+            Sfloat::from_f64(147.0, 1)
+                .and_then(|s| s.to_f64().ok_or(EncodeError::NotFinite(String::new()))),
+            Ok(147.0)
+        );
         assert!(Sfloat::from_f64(2046.0, 0).is_err());
-        assert_eq!(Sfloat::from_f64(2050.0, 0).map(|s| s.decimal()), Ok(Some(Decimal { mantissa: 205, exponent: 1 })));
+        assert_eq!(
+            Sfloat::from_f64(2050.0, 0).map(|s| s.decimal()),
+            Ok(Some(Decimal {
+                mantissa: 205,
+                exponent: 1
+            }))
+        );
         assert!(Sfloat::from_f64(204.57, 2).is_err(), "would need rounding");
         assert!(Sfloat::from_f64(f64::NAN, 1).is_err());
         assert_eq!(Sfloat::from_decimal(90, -5).map(Sfloat::raw), Ok(0xB05A));
         assert_eq!(Sfloat::from_decimal(0, -100).map(Sfloat::raw), Ok(0));
-        assert_eq!(Sfloat::from_decimal(1, 9).map(|s| s.to_f64()), Ok(Some(1e9)));
+        assert_eq!(
+            Sfloat::from_decimal(1, 9).map(|s| s.to_f64()),
+            Ok(Some(1e9))
+        );
         assert!(Sfloat::from_decimal(1, 12).is_err());
         assert!(Sfloat::from_decimal(i64::MAX, i32::MIN).is_err());
-        assert_eq!(Float::from_f64(12345.67, 2).map(Float::raw), Ok(0xFE12_D687));
-        assert_eq!(Float::from_f64(-37.25, 2).map(|f| f.to_f64()), Ok(Some(-37.25)));
+        assert_eq!(
+            Float::from_f64(12345.67, 2).map(Float::raw),
+            Ok(0xFE12_D687)
+        );
+        assert_eq!(
+            Float::from_f64(-37.25, 2).map(|f| f.to_f64()),
+            Ok(Some(-37.25))
+        );
     }
 }

@@ -121,12 +121,17 @@ pub struct Condition {
 
 impl Condition {
     fn holds(&self, bytes: &[u8]) -> bool {
-        bytes.get(self.offset).is_some_and(|b| b & self.mask == self.value)
+        bytes
+            .get(self.offset)
+            .is_some_and(|b| b & self.mask == self.value)
     }
 
     fn label(&self) -> String {
         self.name.clone().unwrap_or_else(|| {
-            format!("byte {} & {:#04x} == {:#04x}", self.offset, self.mask, self.value)
+            format!(
+                "byte {} & {:#04x} == {:#04x}",
+                self.offset, self.mask, self.value
+            )
         })
     }
 }
@@ -301,7 +306,11 @@ fn decimal_of(value: f64) -> Option<(i128, i64)> {
     if significant.len() > 30 {
         return None; // keeps mantissa × raw far inside i128
     }
-    let mut m: i128 = if significant.is_empty() { 0 } else { significant.parse().ok()? };
+    let mut m: i128 = if significant.is_empty() {
+        0
+    } else {
+        significant.parse().ok()?
+    };
     let mut e = -i64::try_from(frac.len()).ok()?;
     while m != 0 && m % 10 == 0 {
         m /= 10;
@@ -318,14 +327,19 @@ impl Layout {
 
     /// Reads, parses and validates a layout file.
     pub fn load(path: &Path) -> Result<Self, LayoutError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| LayoutError::Io { path: path.display().to_string(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| LayoutError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         Self::parse(&text, &path.display().to_string())
     }
 
     /// Loads every `*.toml` file of a directory, sorted by file name.
     pub fn load_dir(dir: &Path) -> Result<Vec<Self>, LayoutError> {
-        let io = |e: std::io::Error| LayoutError::Io { path: dir.display().to_string(), message: e.to_string() };
+        let io = |e: std::io::Error| LayoutError::Io {
+            path: dir.display().to_string(),
+            message: e.to_string(),
+        };
         let mut paths = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io)? {
             let path = entry.map_err(io)?.path();
@@ -338,8 +352,10 @@ impl Layout {
     }
 
     fn parse(text: &str, source_name: &str) -> Result<Self, LayoutError> {
-        let spec: LayoutSpec = toml::from_str(text)
-            .map_err(|e| LayoutError::Parse { source_name: source_name.into(), message: e.to_string() })?;
+        let spec: LayoutSpec = toml::from_str(text).map_err(|e| LayoutError::Parse {
+            source_name: source_name.into(),
+            message: e.to_string(),
+        })?;
         Self::from_spec(spec)
     }
 
@@ -355,10 +371,16 @@ impl Layout {
         let len = spec.length;
         let check_condition = |c: &Condition, what: &str, problems: &mut Vec<String>| {
             if c.offset >= len {
-                problems.push(format!("{what}: offset {} is outside the length {len}", c.offset));
+                problems.push(format!(
+                    "{what}: offset {} is outside the length {len}",
+                    c.offset
+                ));
             }
             if c.value & !c.mask != 0 {
-                problems.push(format!("{what}: value {:#04x} has bits outside mask {:#04x}", c.value, c.mask));
+                problems.push(format!(
+                    "{what}: value {:#04x} has bits outside mask {:#04x}",
+                    c.value, c.mask
+                ));
             }
         };
         for c in &spec.require {
@@ -371,8 +393,15 @@ impl Layout {
             if !names.insert(f.name.clone()) {
                 problems.push(format!("{what}: duplicate name"));
             }
-            if f.offset.checked_add(f.ty.width()).is_none_or(|end| end > len) {
-                problems.push(format!("{what}: bytes {}..{} are outside the length {len}", f.offset, f.offset.saturating_add(f.ty.width())));
+            if f.offset
+                .checked_add(f.ty.width())
+                .is_none_or(|end| end > len)
+            {
+                problems.push(format!(
+                    "{what}: bytes {}..{} are outside the length {len}",
+                    f.offset,
+                    f.offset.saturating_add(f.ty.width())
+                ));
             }
             if let Some(c) = &f.when {
                 check_condition(c, &format!("{what} `when`"), &mut problems);
@@ -382,16 +411,24 @@ impl Layout {
             }
             let scale = match f.scale.map_or(Some((1, 0)), decimal_of) {
                 Some((0, _)) | None => {
-                    problems.push(format!("{what}: scale must be a finite, non-zero number with at most 30 digits"));
+                    problems.push(format!(
+                        "{what}: scale must be a finite, non-zero number with at most 30 digits"
+                    ));
                     (1, 0)
                 }
                 Some(s) => s,
             };
             let target = match (&f.metric, &f.annotation) {
                 (Some(m), None) => {
-                    let metric = m.parse::<Metric>().map_err(|e| problems.push(format!("{what}: {e}"))).ok();
+                    let metric = m
+                        .parse::<Metric>()
+                        .map_err(|e| problems.push(format!("{what}: {e}")))
+                        .ok();
                     let unit = match &f.unit {
-                        Some(u) => u.parse::<Unit>().map_err(|e| problems.push(format!("{what}: {e}"))).ok(),
+                        Some(u) => u
+                            .parse::<Unit>()
+                            .map_err(|e| problems.push(format!("{what}: {e}")))
+                            .ok(),
                         None => {
                             problems.push(format!("{what}: a metric field needs a unit"));
                             None
@@ -400,7 +437,8 @@ impl Layout {
                     match (metric, unit) {
                         (Some(metric), Some(unit)) => {
                             if unit.dimension() != metric.canonical_unit().dimension() {
-                                problems.push(format!("{what}: unit `{unit}` cannot measure {metric}"));
+                                problems
+                                    .push(format!("{what}: unit `{unit}` cannot measure {metric}"));
                             }
                             Some(Target::Metric { metric, unit })
                         }
@@ -409,12 +447,16 @@ impl Layout {
                 }
                 (None, Some(key)) if !key.trim().is_empty() => {
                     if let Some(u) = &f.unit {
-                        problems.push(format!("{what}: an annotation field takes no unit (`{u}`): put it in the key"));
+                        problems.push(format!(
+                            "{what}: an annotation field takes no unit (`{u}`): put it in the key"
+                        ));
                     }
                     Some(Target::Annotation(key.clone()))
                 }
                 _ => {
-                    problems.push(format!("{what}: give exactly one of `metric` and `annotation`"));
+                    problems.push(format!(
+                        "{what}: give exactly one of `metric` and `annotation`"
+                    ));
                     None
                 }
             };
@@ -435,12 +477,21 @@ impl Layout {
             problems.push("no field has a metric: the layout would never produce a reading".into());
         }
         if let Some(t) = spec.timestamp {
-            if t.offset.checked_add(t.format.width()).is_none_or(|end| end > len) {
-                problems.push(format!("timestamp at {} is outside the length {len}", t.offset));
+            if t.offset
+                .checked_add(t.format.width())
+                .is_none_or(|end| end > len)
+            {
+                problems.push(format!(
+                    "timestamp at {} is outside the length {len}",
+                    t.offset
+                ));
             }
         }
         if !problems.is_empty() {
-            return Err(LayoutError::Invalid { layout: spec.name, problems });
+            return Err(LayoutError::Invalid {
+                layout: spec.name,
+                problems,
+            });
         }
         Ok(Layout {
             name: spec.name,
@@ -478,7 +529,8 @@ impl Layout {
     /// [`GattErrorKind::ConditionNotMet`]; use [`Layout::decode_ready`] to
     /// get `Ok(None)` for those instead.
     pub fn decode(&self, bytes: &[u8]) -> Result<DecodedMeasurement, GattError> {
-        self.decode_inner(bytes).map_err(|f| f.at(Characteristic::Layout(self.name.clone())))
+        self.decode_inner(bytes)
+            .map_err(|f| f.at(Characteristic::Layout(self.name.clone())))
     }
 
     /// Like [`Layout::decode`], but a failed condition is `Ok(None)`: the
@@ -495,15 +547,29 @@ impl Layout {
         if bytes.len() < self.length {
             return Err(Fault::new(
                 bytes.len(),
-                GattErrorKind::Truncated { field: "layout", needed: self.length, available: bytes.len() },
+                GattErrorKind::Truncated {
+                    field: "layout",
+                    needed: self.length,
+                    available: bytes.len(),
+                },
             ));
         }
         if bytes.len() > self.length {
-            return Err(Fault::new(self.length, GattErrorKind::TrailingBytes { count: bytes.len() - self.length }));
+            return Err(Fault::new(
+                self.length,
+                GattErrorKind::TrailingBytes {
+                    count: bytes.len() - self.length,
+                },
+            ));
         }
         for c in &self.require {
             if !c.holds(bytes) {
-                return Err(Fault::new(c.offset, GattErrorKind::ConditionNotMet { condition: c.label() }));
+                return Err(Fault::new(
+                    c.offset,
+                    GattErrorKind::ConditionNotMet {
+                        condition: c.label(),
+                    },
+                ));
             }
         }
         let mut m = DecodedMeasurement::default();
@@ -514,9 +580,11 @@ impl Layout {
             }
             let value = read_field(bytes, f)?;
             match &f.target {
-                Target::Metric { metric, unit } => {
-                    m.components.push(Component { metric: *metric, value, unit: Some(unit.ucum().into()) })
-                }
+                Target::Metric { metric, unit } => m.components.push(Component {
+                    metric: *metric,
+                    value,
+                    unit: Some(unit.ucum().into()),
+                }),
                 Target::Annotation(key) => {
                     let text = match value {
                         RawValue::Number(v) => v.to_string(),
@@ -532,7 +600,10 @@ impl Layout {
             m.time = match t.format {
                 TimestampFormat::DateTime => DateTime::read(&mut r).map_err(at)?.to_device_time(),
                 TimestampFormat::UnixSeconds => {
-                    let secs = r.array::<4>("timestamp").map_err(at).map(u32::from_le_bytes)?;
+                    let secs = r
+                        .array::<4>("timestamp")
+                        .map_err(at)
+                        .map(u32::from_le_bytes)?;
                     chrono::DateTime::from_timestamp(i64::from(secs), 0).map(DeviceTime::Utc)
                 }
             };
@@ -544,7 +615,9 @@ impl Layout {
 fn read_field(bytes: &[u8], f: &Field) -> Result<RawValue, Fault> {
     let width = f.ty.width();
     let mut r = Reader::new(bytes.get(f.offset..).unwrap_or_default());
-    let raw = r.take(width, "layout field").map_err(|e| Fault::new(e.offset + f.offset, e.kind))?;
+    let raw = r
+        .take(width, "layout field")
+        .map_err(|e| Fault::new(e.offset + f.offset, e.kind))?;
     // Normalise to little-endian, then to a u32 zero-extended.
     let mut le = [0u8; 4];
     for (i, b) in raw.iter().enumerate() {
@@ -575,7 +648,9 @@ fn read_field(bytes: &[u8], f: &Field) -> Result<RawValue, Fault> {
         return Ok(RawValue::Special(SpecialValue::NaN));
     }
     let (sm, se) = f.scale;
-    let value = mantissa.checked_mul(sm).map(|m| decimal_to_f64(m, exponent + se));
+    let value = mantissa
+        .checked_mul(sm)
+        .map(|m| decimal_to_f64(m, exponent + se));
     match value {
         Some(v) if v.is_finite() => Ok(RawValue::Number(v)),
         // Only reachable with absurd scales on FLOAT exponents; never a number.
@@ -595,14 +670,20 @@ mod tests {
         let layout = Layout::from_toml_str(V1).unwrap();
         let bytes = hex::decode("229E43E507040B101301").unwrap();
         let m = layout.decode(&bytes).unwrap();
-        assert_eq!(m.components, vec![Component::number(Metric::BodyWeight, 86.55, "kg")]);
+        assert_eq!(
+            m.components,
+            vec![Component::number(Metric::BodyWeight, 86.55, "kg")]
+        );
         let t = chrono::NaiveDate::from_ymd_opt(2021, 4, 11).and_then(|d| d.and_hms_opt(16, 19, 1));
         assert_eq!(m.time, t.map(DeviceTime::Local));
         assert_eq!(m.annotations["layout"], "xiaomi-scale-v1");
         // Pounds: bit 0 set, raw/100.
         let mut lb = bytes.clone();
         lb[0] = 0x23;
-        assert_eq!(layout.decode(&lb).unwrap().components, vec![Component::number(Metric::BodyWeight, 173.1, "[lb_av]")]);
+        assert_eq!(
+            layout.decode(&lb).unwrap().components,
+            vec![Component::number(Metric::BodyWeight, 173.1, "[lb_av]")]
+        );
         // Not stabilized, or weight removed: not a measurement.
         let mut unstable = bytes.clone();
         unstable[0] = 0x02;
@@ -619,10 +700,17 @@ mod tests {
         let layout = Layout::from_toml_str(V2).unwrap();
         let bytes = hex::decode("0226B20705040F0201AC018642").unwrap();
         let m = layout.decode(&bytes).unwrap();
-        assert_eq!(m.components, vec![Component::number(Metric::BodyWeight, 85.15, "kg")]);
+        assert_eq!(
+            m.components,
+            vec![Component::number(Metric::BodyWeight, 85.15, "kg")]
+        );
         assert_eq!(m.annotations["impedance_ohm"], "428");
         let t = chrono::NaiveDate::from_ymd_opt(1970, 5, 4).and_then(|d| d.and_hms_opt(15, 2, 1));
-        assert_eq!(m.time, t.map(DeviceTime::Local), "clock never set: the canonicaliser judges it");
+        assert_eq!(
+            m.time,
+            t.map(DeviceTime::Local),
+            "clock never set: the canonicaliser judges it"
+        );
     }
 
     #[test]
@@ -648,11 +736,21 @@ mod tests {
             panic!("expected Invalid");
         };
         let all = problems.join("\n");
-        for needle in ["offset 9", "outside mask", "bytes 3..5", "unknown metric", "unknown unit", "timestamp"] {
+        for needle in [
+            "offset 9",
+            "outside mask",
+            "bytes 3..5",
+            "unknown metric",
+            "unknown unit",
+            "timestamp",
+        ] {
             assert!(all.contains(needle), "{needle} missing in:\n{all}");
         }
         let typo = "name = \"x\"\nlength = 2\nlenght = 3\n";
-        assert!(matches!(Layout::from_toml_str(typo), Err(LayoutError::Parse { .. })));
+        assert!(matches!(
+            Layout::from_toml_str(typo),
+            Err(LayoutError::Parse { .. })
+        ));
         let wrong_unit = "name = \"x\"\nlength = 2\n[[field]]\nname = \"w\"\noffset = 0\ntype = \"u16\"\nunit = \"mmHg\"\nmetric = \"body_weight\"\n";
         let err = Layout::from_toml_str(wrong_unit).unwrap_err().to_string();
         assert!(err.contains("cannot measure"), "{err}");
@@ -694,7 +792,9 @@ mod tests {
             format = "unix_seconds"
         "#;
         let layout = Layout::from_toml_str(text).unwrap();
-        let bytes = [0x0E, 0xB0, 0x62, 0x00, 0xFF, 0x01, 0x02, 0x03, 0x00, 0x00, 0x00, 0x00];
+        let bytes = [
+            0x0E, 0xB0, 0x62, 0x00, 0xFF, 0x01, 0x02, 0x03, 0x00, 0x00, 0x00, 0x00,
+        ];
         assert!(layout.decode(&bytes).is_err(), "one byte too many");
         let m = layout.decode(&bytes[..11]).unwrap();
         assert_eq!(m.components[0].value, RawValue::Number(37.6));

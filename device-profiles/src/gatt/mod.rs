@@ -44,7 +44,9 @@ pub mod temperature;
 pub mod weight;
 
 pub use body_composition::BodyCompositionMeasurement;
-pub use bpm::{BloodPressureMeasurement, IntermediateCuffPressure, MeasurementStatus, PressureUnit};
+pub use bpm::{
+    BloodPressureMeasurement, IntermediateCuffPressure, MeasurementStatus, PressureUnit,
+};
 pub use datetime::{CurrentTime, DateTime};
 pub use error::{Characteristic, GattError, GattErrorKind};
 pub use glucose::{merge_context, GlucoseMeasurement, GlucoseMeasurementContext};
@@ -143,14 +145,20 @@ pub fn decode_characteristic(uuid: u16, bytes: &[u8]) -> Result<Decoded, GattErr
     Ok(match uuid {
         u::DATE_TIME => Decoded::DateTime(DateTime::decode(bytes)?),
         u::CURRENT_TIME => Decoded::CurrentTime(CurrentTime::decode(bytes)?),
-        u::BLOOD_PRESSURE_MEASUREMENT => Decoded::BloodPressure(BloodPressureMeasurement::decode(bytes)?),
+        u::BLOOD_PRESSURE_MEASUREMENT => {
+            Decoded::BloodPressure(BloodPressureMeasurement::decode(bytes)?)
+        }
         u::INTERMEDIATE_CUFF_PRESSURE => {
             Decoded::IntermediateCuffPressure(IntermediateCuffPressure::decode(bytes)?)
         }
         u::WEIGHT_MEASUREMENT => Decoded::Weight(WeightMeasurement::decode(bytes)?),
-        u::BODY_COMPOSITION_MEASUREMENT => Decoded::BodyComposition(BodyCompositionMeasurement::decode(bytes)?),
+        u::BODY_COMPOSITION_MEASUREMENT => {
+            Decoded::BodyComposition(BodyCompositionMeasurement::decode(bytes)?)
+        }
         u::GLUCOSE_MEASUREMENT => Decoded::Glucose(GlucoseMeasurement::decode(bytes)?),
-        u::GLUCOSE_MEASUREMENT_CONTEXT => Decoded::GlucoseContext(GlucoseMeasurementContext::decode(bytes)?),
+        u::GLUCOSE_MEASUREMENT_CONTEXT => {
+            Decoded::GlucoseContext(GlucoseMeasurementContext::decode(bytes)?)
+        }
         u::TEMPERATURE_MEASUREMENT => Decoded::Temperature(TemperatureMeasurement::decode(bytes)?),
         u::PLX_SPOT_CHECK_MEASUREMENT => Decoded::PlxSpotCheck(PlxSpotCheck::decode(bytes)?),
         u::PLX_CONTINUOUS_MEASUREMENT => Decoded::PlxContinuous(PlxContinuous::decode(bytes)?),
@@ -294,7 +302,10 @@ mod tests {
         assert_eq!(d.to_measurements().len(), 1);
         let icp = decode_characteristic(0x2A36, &[0, 0, 0, 0, 0, 0, 0]).unwrap();
         assert!(!icp.is_result());
-        assert!(icp.to_measurements().is_empty(), "intermediate cuff pressure is never a result");
+        assert!(
+            icp.to_measurements().is_empty(),
+            "intermediate cuff pressure is never a result"
+        );
         let e = decode_characteristic(0x1234, &[1]).unwrap_err();
         assert_eq!(e.kind, GattErrorKind::UnknownCharacteristic(0x1234));
         assert_eq!(Reject::from(e).code(), "invalid_gatt");

@@ -83,7 +83,11 @@ impl PlxDeviceSensorStatus {
 }
 
 fn names(table: &[(u32, &'static str)], bits: u32) -> Vec<&'static str> {
-    table.iter().filter(|(b, _)| bits & b != 0).map(|(_, n)| *n).collect()
+    table
+        .iter()
+        .filter(|(b, _)| bits & b != 0)
+        .map(|(_, n)| *n)
+        .collect()
 }
 
 /// An SpO2 and pulse-rate pair.
@@ -130,7 +134,10 @@ pub struct PlxContinuous {
 }
 
 fn read_pair(r: &mut Reader<'_>) -> Result<SpO2Pr, Fault> {
-    Ok(SpO2Pr { spo2: r.sfloat("spo2")?, pulse_rate: r.sfloat("pulse rate")? })
+    Ok(SpO2Pr {
+        spo2: r.sfloat("spo2")?,
+        pulse_rate: r.sfloat("pulse rate")?,
+    })
 }
 
 fn write_pair(out: &mut Vec<u8>, p: SpO2Pr) {
@@ -149,12 +156,18 @@ impl PlxSpotCheck {
         let flags = r.u8("flags")?;
         reject_reserved(flags.into(), 0xE0, 0, "flags")?;
         let reading = read_pair(&mut r)?;
-        let timestamp = (flags & 0x01 != 0).then(|| DateTime::read(&mut r)).transpose()?;
-        let measurement_status =
-            (flags & 0x02 != 0).then(|| r.u16("measurement status").map(PlxMeasurementStatus)).transpose()?;
-        let device_sensor_status =
-            (flags & 0x04 != 0).then(|| r.u24("device and sensor status").map(PlxDeviceSensorStatus)).transpose()?;
-        let pulse_amplitude_index = (flags & 0x08 != 0).then(|| r.sfloat("pulse amplitude index")).transpose()?;
+        let timestamp = (flags & 0x01 != 0)
+            .then(|| DateTime::read(&mut r))
+            .transpose()?;
+        let measurement_status = (flags & 0x02 != 0)
+            .then(|| r.u16("measurement status").map(PlxMeasurementStatus))
+            .transpose()?;
+        let device_sensor_status = (flags & 0x04 != 0)
+            .then(|| r.u24("device and sensor status").map(PlxDeviceSensorStatus))
+            .transpose()?;
+        let pulse_amplitude_index = (flags & 0x08 != 0)
+            .then(|| r.sfloat("pulse amplitude index"))
+            .transpose()?;
         r.finish()?;
         Ok(PlxSpotCheck {
             reading,
@@ -206,7 +219,8 @@ impl PlxSpotCheck {
         );
         m.time = self.timestamp.and_then(|t| t.to_device_time());
         if self.device_clock_not_set {
-            m.annotations.insert("device_clock_not_set".into(), "true".into());
+            m.annotations
+                .insert("device_clock_not_set".into(), "true".into());
         }
         vec![m]
     }
@@ -225,13 +239,24 @@ impl PlxContinuous {
         let normal = read_pair(&mut r)?;
         let fast = (flags & 0x01 != 0).then(|| read_pair(&mut r)).transpose()?;
         let slow = (flags & 0x02 != 0).then(|| read_pair(&mut r)).transpose()?;
-        let measurement_status =
-            (flags & 0x04 != 0).then(|| r.u16("measurement status").map(PlxMeasurementStatus)).transpose()?;
-        let device_sensor_status =
-            (flags & 0x08 != 0).then(|| r.u24("device and sensor status").map(PlxDeviceSensorStatus)).transpose()?;
-        let pulse_amplitude_index = (flags & 0x10 != 0).then(|| r.sfloat("pulse amplitude index")).transpose()?;
+        let measurement_status = (flags & 0x04 != 0)
+            .then(|| r.u16("measurement status").map(PlxMeasurementStatus))
+            .transpose()?;
+        let device_sensor_status = (flags & 0x08 != 0)
+            .then(|| r.u24("device and sensor status").map(PlxDeviceSensorStatus))
+            .transpose()?;
+        let pulse_amplitude_index = (flags & 0x10 != 0)
+            .then(|| r.sfloat("pulse amplitude index"))
+            .transpose()?;
         r.finish()?;
-        Ok(PlxContinuous { normal, fast, slow, measurement_status, device_sensor_status, pulse_amplitude_index })
+        Ok(PlxContinuous {
+            normal,
+            fast,
+            slow,
+            measurement_status,
+            device_sensor_status,
+            pulse_amplitude_index,
+        })
     }
 
     /// The flags this value encodes to.
@@ -266,12 +291,20 @@ impl PlxContinuous {
     /// One measurement of the normal-averaged SpO2 and pulse rate (no time:
     /// continuous readings are "now"); fast and slow averages as annotations.
     pub fn to_measurements(&self) -> Vec<DecodedMeasurement> {
-        let mut m =
-            plx_measurement(self.normal, self.measurement_status, self.device_sensor_status, self.pulse_amplitude_index);
+        let mut m = plx_measurement(
+            self.normal,
+            self.measurement_status,
+            self.device_sensor_status,
+            self.pulse_amplitude_index,
+        );
         for (name, pair) in [("fast", self.fast), ("slow", self.slow)] {
             if let Some(p) = pair {
-                m.annotations.insert(format!("spo2_{name}_percent"), p.spo2.to_string());
-                m.annotations.insert(format!("pulse_rate_{name}_per_min"), p.pulse_rate.to_string());
+                m.annotations
+                    .insert(format!("spo2_{name}_percent"), p.spo2.to_string());
+                m.annotations.insert(
+                    format!("pulse_rate_{name}_per_min"),
+                    p.pulse_rate.to_string(),
+                );
             }
         }
         vec![m]
@@ -310,7 +343,11 @@ fn plx_measurement(
     }
     DecodedMeasurement {
         components: vec![
-            Component { metric: Metric::Spo2, value: reading.spo2.to_raw_value(), unit: Some("%".into()) },
+            Component {
+                metric: Metric::Spo2,
+                value: reading.spo2.to_raw_value(),
+                unit: Some("%".into()),
+            },
             Component {
                 metric: Metric::OximetryPulseRate,
                 value: reading.pulse_rate.to_raw_value(),
@@ -318,7 +355,8 @@ fn plx_measurement(
             },
         ],
         annotations: a,
-        not_clinical: (!reasons.is_empty()).then(|| format!("oximeter reports {}", reasons.join(", "))),
+        not_clinical: (!reasons.is_empty())
+            .then(|| format!("oximeter reports {}", reasons.join(", "))),
         ..Default::default()
     }
 }
@@ -341,8 +379,14 @@ mod tests {
         let d = &m.to_measurements()[0];
         assert_eq!(d.components[0].value, RawValue::Number(94.0));
         let reason = d.not_clinical.as_deref().unwrap_or_default();
-        assert!(reason.contains("questionable_measurement_detected"), "{reason}");
-        assert!(reason.contains("equipment_malfunction_detected"), "{reason}");
+        assert!(
+            reason.contains("questionable_measurement_detected"),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("equipment_malfunction_detected"),
+            "{reason}"
+        );
         assert!(reason.contains("low_perfusion_detected"), "{reason}");
         assert!(!reason.contains("measurement_ongoing"), "{reason}");
     }
@@ -351,7 +395,10 @@ mod tests {
     fn continuous_vectors() {
         let bytes = hex::decode("1C5F005A00200000000057F0").unwrap();
         let m = PlxContinuous::decode(&bytes).unwrap();
-        assert_eq!((m.normal.spo2.to_f64(), m.normal.pulse_rate.to_f64()), (Some(95.0), Some(90.0)));
+        assert_eq!(
+            (m.normal.spo2.to_f64(), m.normal.pulse_rate.to_f64()),
+            (Some(95.0), Some(90.0))
+        );
         assert_eq!(m.pulse_amplitude_index.and_then(Sfloat::to_f64), Some(8.7));
         assert_eq!(m.encode(), bytes);
         let d = &m.to_measurements()[0];
@@ -364,7 +411,10 @@ mod tests {
     #[test]
     fn clock_not_set_and_storage() {
         let m = PlxSpotCheck {
-            reading: SpO2Pr { spo2: Sfloat::from_raw(97), pulse_rate: Sfloat::from_raw(70) },
+            reading: SpO2Pr {
+                spo2: Sfloat::from_raw(97),
+                pulse_rate: Sfloat::from_raw(70),
+            },
             timestamp: None,
             measurement_status: Some(PlxMeasurementStatus(PlxMeasurementStatus::FROM_STORAGE)),
             device_sensor_status: None,
@@ -381,7 +431,12 @@ mod tests {
     #[test]
     fn malformed() {
         assert!(PlxSpotCheck::decode(&[0x20, 0, 0, 0, 0]).is_err());
-        assert_eq!(PlxSpotCheck::decode(&[0x04, 0, 0, 0, 0, 1, 2]).unwrap_err().offset, 5);
+        assert_eq!(
+            PlxSpotCheck::decode(&[0x04, 0, 0, 0, 0, 1, 2])
+                .unwrap_err()
+                .offset,
+            5
+        );
         assert!(PlxContinuous::decode(&[0x00, 0, 0, 0, 0, 0]).is_err());
     }
 }

@@ -87,7 +87,10 @@ impl Operator {
     }
 
     fn takes_operand(self) -> bool {
-        matches!(self, Operator::LessThanOrEqual | Operator::GreaterThanOrEqual | Operator::WithinRange)
+        matches!(
+            self,
+            Operator::LessThanOrEqual | Operator::GreaterThanOrEqual | Operator::WithinRange
+        )
     }
 }
 
@@ -239,7 +242,11 @@ impl Racp {
 
     /// `03 00`: abort the running procedure.
     pub fn abort() -> Self {
-        Racp::Request(RacpRequest { op_code: OpCode::Abort, operator: Operator::Null, operand: Operand::None })
+        Racp::Request(RacpRequest {
+            op_code: OpCode::Abort,
+            operator: Operator::Null,
+            operand: Operand::None,
+        })
     }
 
     /// Decodes a frame (request or response).
@@ -256,17 +263,29 @@ impl Racp {
         let operator = Operator::from_code(operator_code).ok_or_else(|| {
             Fault::new(
                 operator_at,
-                GattErrorKind::OutOfRange { field: "operator", value: operator_code.into(), expected: "0..=6" },
+                GattErrorKind::OutOfRange {
+                    field: "operator",
+                    value: operator_code.into(),
+                    expected: "0..=6",
+                },
             )
         })?;
         let require_null = |want_null: bool| {
             if (operator == Operator::Null) == want_null {
                 Ok(())
             } else {
-                let expected = if want_null { "0 (null) for this op code" } else { "1..=6 for this op code" };
+                let expected = if want_null {
+                    "0 (null) for this op code"
+                } else {
+                    "1..=6 for this op code"
+                };
                 Err(Fault::new(
                     operator_at,
-                    GattErrorKind::OutOfRange { field: "operator", value: operator_code.into(), expected },
+                    GattErrorKind::OutOfRange {
+                        field: "operator",
+                        value: operator_code.into(),
+                        expected,
+                    },
                 ))
             }
         };
@@ -281,9 +300,10 @@ impl Racp {
                 let operand = if operator.takes_operand() {
                     let filter_type = r.u8("filter type")?;
                     match (filter_type, operator) {
-                        (FILTER_SEQUENCE_NUMBER, Operator::WithinRange) => {
-                            Operand::SequenceRange(r.u16("sequence number low")?, r.u16("sequence number high")?)
-                        }
+                        (FILTER_SEQUENCE_NUMBER, Operator::WithinRange) => Operand::SequenceRange(
+                            r.u16("sequence number low")?,
+                            r.u16("sequence number high")?,
+                        ),
                         (FILTER_SEQUENCE_NUMBER, _) => Operand::Sequence(r.u16("sequence number")?),
                         _ => {
                             let value = r.take(r.remaining(), "filter value")?.to_vec();
@@ -293,11 +313,19 @@ impl Racp {
                 } else {
                     Operand::None
                 };
-                Racp::Request(RacpRequest { op_code, operator, operand })
+                Racp::Request(RacpRequest {
+                    op_code,
+                    operator,
+                    operand,
+                })
             }
             3 => {
                 require_null(true)?;
-                Racp::Request(RacpRequest { op_code: OpCode::Abort, operator, operand: Operand::None })
+                Racp::Request(RacpRequest {
+                    op_code: OpCode::Abort,
+                    operator,
+                    operand: Operand::None,
+                })
             }
             5 => {
                 require_null(true)?;
@@ -306,12 +334,19 @@ impl Racp {
             6 => {
                 require_null(true)?;
                 let request_op_code = r.u8("request op code")?;
-                Racp::Response { request_op_code, code: ResponseCode::from_code(r.u8("response code")?) }
+                Racp::Response {
+                    request_op_code,
+                    code: ResponseCode::from_code(r.u8("response code")?),
+                }
             }
             other => {
                 return Err(Fault::new(
                     op_at,
-                    GattErrorKind::OutOfRange { field: "op code", value: other.into(), expected: "1..=6" },
+                    GattErrorKind::OutOfRange {
+                        field: "op code",
+                        value: other.into(),
+                        expected: "1..=6",
+                    },
                 ))
             }
         };
@@ -347,7 +382,10 @@ impl Racp {
                 out.extend_from_slice(&[5, 0]);
                 out.put_u16(*n);
             }
-            Racp::Response { request_op_code, code } => {
+            Racp::Response {
+                request_op_code,
+                code,
+            } => {
                 out.extend_from_slice(&[6, 0, *request_op_code, code.code()]);
             }
         }
@@ -362,11 +400,19 @@ mod tests {
     #[test]
     fn requests() {
         assert_eq!(Racp::report_all().encode(), [0x01, 0x01]);
-        assert_eq!(Racp::report_newer_than(42).map(|r| r.encode()), Some(vec![0x01, 0x03, 0x01, 0x2B, 0x00]));
+        assert_eq!(
+            Racp::report_newer_than(42).map(|r| r.encode()),
+            Some(vec![0x01, 0x03, 0x01, 0x2B, 0x00])
+        );
         assert_eq!(Racp::report_newer_than(u16::MAX), None);
         assert_eq!(Racp::count_all().encode(), [0x04, 0x01]);
         assert_eq!(Racp::abort().encode(), [0x03, 0x00]);
-        for r in [Racp::report_all(), Racp::report_from(43), Racp::count_all(), Racp::abort()] {
+        for r in [
+            Racp::report_all(),
+            Racp::report_from(43),
+            Racp::count_all(),
+            Racp::abort(),
+        ] {
             assert_eq!(Racp::decode(&r.encode()).unwrap(), r);
         }
         let range = Racp::decode(&[0x02, 0x04, 0x01, 1, 0, 9, 0]).unwrap();
@@ -383,20 +429,41 @@ mod tests {
     #[test]
     fn responses() {
         let r = Racp::decode(&[0x06, 0x00, 0x01, 0x06]).unwrap();
-        assert_eq!(r, Racp::Response { request_op_code: 1, code: ResponseCode::NoRecordsFound });
+        assert_eq!(
+            r,
+            Racp::Response {
+                request_op_code: 1,
+                code: ResponseCode::NoRecordsFound
+            }
+        );
         assert!(ResponseCode::NoRecordsFound.is_complete());
-        assert_eq!(Racp::decode(&[0x05, 0x00, 0x02, 0x01]).unwrap(), Racp::NumberOfRecords(258));
-        assert_eq!(Racp::decode(&[0x06, 0x00, 0x01, 0x20]).unwrap().encode(), [0x06, 0x00, 0x01, 0x20]);
+        assert_eq!(
+            Racp::decode(&[0x05, 0x00, 0x02, 0x01]).unwrap(),
+            Racp::NumberOfRecords(258)
+        );
+        assert_eq!(
+            Racp::decode(&[0x06, 0x00, 0x01, 0x20]).unwrap().encode(),
+            [0x06, 0x00, 0x01, 0x20]
+        );
     }
 
     #[test]
     fn malformed() {
         assert!(Racp::decode(&[0x07, 0x00]).is_err());
         assert!(Racp::decode(&[0x01, 0x07]).is_err());
-        assert!(Racp::decode(&[0x01, 0x00]).is_err(), "report needs an operator");
-        assert!(Racp::decode(&[0x05, 0x01, 0, 0]).is_err(), "response operator must be null");
+        assert!(
+            Racp::decode(&[0x01, 0x00]).is_err(),
+            "report needs an operator"
+        );
+        assert!(
+            Racp::decode(&[0x05, 0x01, 0, 0]).is_err(),
+            "response operator must be null"
+        );
         assert!(Racp::decode(&[0x01, 0x01, 0x00]).is_err(), "trailing byte");
-        assert!(Racp::decode(&[0x01, 0x03, 0x01, 0x00]).is_err(), "truncated operand");
+        assert!(
+            Racp::decode(&[0x01, 0x03, 0x01, 0x00]).is_err(),
+            "truncated operand"
+        );
         assert!(Racp::decode(&[0x01, 0x03]).is_err(), "missing filter type");
     }
 }

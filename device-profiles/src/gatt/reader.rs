@@ -31,7 +31,10 @@ impl<'a> Reader<'a> {
 
     /// The next `n` bytes.
     pub(crate) fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], Fault> {
-        let slice = self.pos.checked_add(n).and_then(|end| self.bytes.get(self.pos..end));
+        let slice = self
+            .pos
+            .checked_add(n)
+            .and_then(|end| self.bytes.get(self.pos..end));
         match slice {
             Some(s) => {
                 self.pos += n;
@@ -39,7 +42,11 @@ impl<'a> Reader<'a> {
             }
             None => Err(Fault::new(
                 self.pos,
-                GattErrorKind::Truncated { field, needed: n, available: self.remaining() },
+                GattErrorKind::Truncated {
+                    field,
+                    needed: n,
+                    available: self.remaining(),
+                },
             )),
         }
     }
@@ -48,9 +55,16 @@ impl<'a> Reader<'a> {
     pub(crate) fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], Fault> {
         let at = self.pos;
         let available = self.remaining();
-        self.take(N, field)?
-            .try_into()
-            .map_err(|_| Fault::new(at, GattErrorKind::Truncated { field, needed: N, available }))
+        self.take(N, field)?.try_into().map_err(|_| {
+            Fault::new(
+                at,
+                GattErrorKind::Truncated {
+                    field,
+                    needed: N,
+                    available,
+                },
+            )
+        })
     }
 
     pub(crate) fn u8(&mut self, field: &'static str) -> Result<u8, Fault> {
@@ -66,7 +80,8 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn u24(&mut self, field: &'static str) -> Result<u32, Fault> {
-        self.array::<3>(field).map(|[a, b, c]| u32::from_le_bytes([a, b, c, 0]))
+        self.array::<3>(field)
+            .map(|[a, b, c]| u32::from_le_bytes([a, b, c, 0]))
     }
 
     pub(crate) fn sfloat(&mut self, field: &'static str) -> Result<Sfloat, Fault> {
@@ -96,7 +111,10 @@ pub(crate) fn reject_reserved(
 ) -> Result<(), Fault> {
     match value & reserved_mask {
         0 => Ok(()),
-        bits => Err(Fault::new(offset, GattErrorKind::ReservedBits { field, bits })),
+        bits => Err(Fault::new(
+            offset,
+            GattErrorKind::ReservedBits { field, bits },
+        )),
     }
 }
 
@@ -138,8 +156,18 @@ mod tests {
         assert_eq!(r.u16("a"), Ok(0x0201));
         let e = r.u16("b").unwrap_err();
         assert_eq!(e.offset, 2);
-        assert_eq!(e.kind, GattErrorKind::Truncated { field: "b", needed: 2, available: 1 });
-        assert_eq!(r.finish().unwrap_err().kind, GattErrorKind::TrailingBytes { count: 1 });
+        assert_eq!(
+            e.kind,
+            GattErrorKind::Truncated {
+                field: "b",
+                needed: 2,
+                available: 1
+            }
+        );
+        assert_eq!(
+            r.finish().unwrap_err().kind,
+            GattErrorKind::TrailingBytes { count: 1 }
+        );
         assert_eq!(r.u8("c"), Ok(3));
         assert!(r.finish().is_ok());
         assert!(r.take(usize::MAX, "huge").is_err());

@@ -73,11 +73,24 @@ impl TemperatureMeasurement {
         let flags = r.u8("flags")?;
         reject_reserved(flags.into(), 0xF8, 0, "flags")?;
         let value = r.float("temperature")?;
-        let timestamp = (flags & 0x02 != 0).then(|| DateTime::read(&mut r)).transpose()?;
-        let temperature_type = (flags & 0x04 != 0).then(|| r.u8("temperature type")).transpose()?;
+        let timestamp = (flags & 0x02 != 0)
+            .then(|| DateTime::read(&mut r))
+            .transpose()?;
+        let temperature_type = (flags & 0x04 != 0)
+            .then(|| r.u8("temperature type"))
+            .transpose()?;
         r.finish()?;
-        let unit = if flags & 0x01 != 0 { TemperatureUnit::Fahrenheit } else { TemperatureUnit::Celsius };
-        Ok(TemperatureMeasurement { unit, value, timestamp, temperature_type })
+        let unit = if flags & 0x01 != 0 {
+            TemperatureUnit::Fahrenheit
+        } else {
+            TemperatureUnit::Celsius
+        };
+        Ok(TemperatureMeasurement {
+            unit,
+            value,
+            timestamp,
+            temperature_type,
+        })
     }
 
     /// The flags this value encodes to.
@@ -144,7 +157,17 @@ mod tests {
     #[test]
     fn malformed() {
         assert!(TemperatureMeasurement::decode(&[0x08, 0, 0, 0, 0]).is_err());
-        assert_eq!(TemperatureMeasurement::decode(&[0x04, 0, 0, 0, 0]).unwrap_err().offset, 5);
-        assert_eq!(TemperatureMeasurement::decode(&[0x00, 0, 0, 0]).unwrap_err().offset, 1);
+        assert_eq!(
+            TemperatureMeasurement::decode(&[0x04, 0, 0, 0, 0])
+                .unwrap_err()
+                .offset,
+            5
+        );
+        assert_eq!(
+            TemperatureMeasurement::decode(&[0x00, 0, 0, 0])
+                .unwrap_err()
+                .offset,
+            1
+        );
     }
 }

@@ -135,11 +135,18 @@ impl WeightMeasurement {
         reject_reserved(flags.into(), 0xF0, 0, "flags")?;
         let system = MeasurementSystem::from_bit(flags & 0x01 != 0);
         let weight_raw = r.u16("weight")?;
-        let timestamp = (flags & 0x02 != 0).then(|| DateTime::read(&mut r)).transpose()?;
+        let timestamp = (flags & 0x02 != 0)
+            .then(|| DateTime::read(&mut r))
+            .transpose()?;
         let user_id = (flags & 0x04 != 0).then(|| r.u8("user id")).transpose()?;
         let at = r.pos();
         let bmi_height = (flags & 0x08 != 0)
-            .then(|| Ok::<_, Fault>(BmiHeight { bmi_raw: r.u16("bmi")?, height_raw: r.u16("height")? }))
+            .then(|| {
+                Ok::<_, Fault>(BmiHeight {
+                    bmi_raw: r.u16("bmi")?,
+                    height_raw: r.u16("height")?,
+                })
+            })
             .transpose()?;
         r.finish()?;
         if weight_raw == WEIGHT_UNSUCCESSFUL && bmi_height.is_some() {
@@ -147,11 +154,18 @@ impl WeightMeasurement {
                 at,
                 GattErrorKind::Inconsistent {
                     field: "bmi",
-                    detail: "BMI and height present although the weight measurement was unsuccessful",
+                    detail:
+                        "BMI and height present although the weight measurement was unsuccessful",
                 },
             ));
         }
-        Ok(WeightMeasurement { system, weight_raw, timestamp, user_id, bmi_height })
+        Ok(WeightMeasurement {
+            system,
+            weight_raw,
+            timestamp,
+            user_id,
+            bmi_height,
+        })
     }
 
     /// Encodes; flags follow from which optional fields are present.
@@ -183,7 +197,8 @@ impl WeightMeasurement {
 
     /// BMI in kg/m² (whatever the unit system).
     pub fn bmi(&self) -> Option<f64> {
-        self.bmi_height.map(|b| decimal_to_f64(i128::from(b.bmi_raw), -1))
+        self.bmi_height
+            .map(|b| decimal_to_f64(i128::from(b.bmi_raw), -1))
     }
 
     /// Height in [`MeasurementSystem::length_unit`].
@@ -208,15 +223,28 @@ impl WeightMeasurement {
                 RawValue::Special(SpecialValue::NaN)
             }
         };
-        let mut components =
-            vec![Component { metric: Metric::BodyWeight, value: weight, unit: Some(self.system.mass_unit().into()) }];
+        let mut components = vec![Component {
+            metric: Metric::BodyWeight,
+            value: weight,
+            unit: Some(self.system.mass_unit().into()),
+        }];
         if let Some(b) = self.bmi_height {
-            push_optional(&mut components, &mut annotations, Metric::Bmi, b.bmi_raw, "kg/m2", |r| {
-                decimal_to_f64(i128::from(r), -1)
-            });
-            push_optional(&mut components, &mut annotations, Metric::BodyHeight, b.height_raw, self.system.length_unit(), |r| {
-                self.system.length(r)
-            });
+            push_optional(
+                &mut components,
+                &mut annotations,
+                Metric::Bmi,
+                b.bmi_raw,
+                "kg/m2",
+                |r| decimal_to_f64(i128::from(r), -1),
+            );
+            push_optional(
+                &mut components,
+                &mut annotations,
+                Metric::BodyHeight,
+                b.height_raw,
+                self.system.length_unit(),
+                |r| self.system.length(r),
+            );
         }
         if let Some(u) = self.user_id {
             annotations.insert("user_id".into(), user_id_text(u));
@@ -259,11 +287,17 @@ mod tests {
         assert_eq!((m.weight(), m.system.mass_unit()), (Some(157.0), "[lb_av]"));
         let bytes = [0x0C, 0xB0, 0x36, 0x05, 0xF5, 0x00, 0xD6, 0x06];
         let m = WeightMeasurement::decode(&bytes).unwrap();
-        assert_eq!((m.user_id, m.bmi(), m.height()), (Some(5), Some(24.5), Some(1.75)));
+        assert_eq!(
+            (m.user_id, m.bmi(), m.height()),
+            (Some(5), Some(24.5), Some(1.75))
+        );
         assert_eq!(m.encode(), bytes);
         let d = &m.to_measurements()[0];
         let metrics: Vec<_> = d.components.iter().map(|c| c.metric).collect();
-        assert_eq!(metrics, [Metric::BodyWeight, Metric::Bmi, Metric::BodyHeight]);
+        assert_eq!(
+            metrics,
+            [Metric::BodyWeight, Metric::Bmi, Metric::BodyHeight]
+        );
         assert_eq!(d.components[2].unit.as_deref(), Some("m"));
     }
 
@@ -276,7 +310,9 @@ mod tests {
         let e = WeightMeasurement::decode(&[0x08, 0xFF, 0xFF, 1, 0, 1, 0]).unwrap_err();
         assert!(matches!(e.kind, GattErrorKind::Inconsistent { .. }), "{e}");
         assert_eq!(e.offset, 3);
-        let d = &WeightMeasurement::decode(&[0x08, 0xB0, 0x36, 0, 0, 0, 0]).unwrap().to_measurements()[0];
+        let d = &WeightMeasurement::decode(&[0x08, 0xB0, 0x36, 0, 0, 0, 0])
+            .unwrap()
+            .to_measurements()[0];
         assert_eq!(d.components.len(), 1);
         assert_eq!(d.annotations["bmi"], "unavailable");
     }
@@ -287,7 +323,10 @@ mod tests {
             WeightMeasurement::decode(&[0x10, 0, 0]).unwrap_err().kind,
             GattErrorKind::ReservedBits { bits: 0x10, .. }
         ));
-        assert_eq!(WeightMeasurement::decode(&[0x02, 0, 0]).unwrap_err().offset, 3);
+        assert_eq!(
+            WeightMeasurement::decode(&[0x02, 0, 0]).unwrap_err().offset,
+            3
+        );
         assert_eq!(MeasurementSystem::Si.mass_raw(70.0), Some(14000));
         assert_eq!(MeasurementSystem::Si.mass_raw(-1.0), None);
     }

@@ -114,7 +114,10 @@ pub struct ProfilesConfig {
 
 impl Default for ProfilesConfig {
     fn default() -> Self {
-        ProfilesConfig { bundled: true, dirs: Vec::new() }
+        ProfilesConfig {
+            bundled: true,
+            dirs: Vec::new(),
+        }
     }
 }
 
@@ -218,7 +221,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Human, level: "info".into() }
+        LogConfig {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
     }
 }
 
@@ -272,26 +278,54 @@ impl Config {
     fn validate(&self, text: &str, file: &Path) -> Vec<ProfileError> {
         let mut errors = Vec::new();
         let mut err = |table: &str, key: &str, message: String| {
-            let (line, column) = locate(text, table, key).map(|o| line_col(text, o)).unwrap_or((0, 0));
-            let field = if table.is_empty() { key.to_string() } else { format!("{table}.{key}") };
-            errors.push(ProfileError { file: file.to_path_buf(), line, column, field, message });
+            let (line, column) = locate(text, table, key)
+                .map(|o| line_col(text, o))
+                .unwrap_or((0, 0));
+            let field = if table.is_empty() {
+                key.to_string()
+            } else {
+                format!("{table}.{key}")
+            };
+            errors.push(ProfileError {
+                file: file.to_path_buf(),
+                line,
+                column,
+                field,
+                message,
+            });
         };
         if let Err(e) = self.normalize.utc_offset() {
             err("normalize", "device_utc_offset", e);
         }
         if self.normalize.max_payload_bytes == 0 {
-            err("normalize", "max_payload_bytes", "must be greater than 0".into());
+            err(
+                "normalize",
+                "max_payload_bytes",
+                "must be greater than 0".into(),
+            );
         }
         if self.store.max_batch_items == 0 || self.store.queue == 0 {
-            err("store", "max_batch_items", "batch size and queue must be greater than 0".into());
+            err(
+                "store",
+                "max_batch_items",
+                "batch size and queue must be greater than 0".into(),
+            );
         }
         let mut seen = BTreeSet::new();
         for d in &self.devices {
             if d.id.trim().is_empty() || d.patient.trim().is_empty() {
-                err("devices", "id", "device id and patient must not be empty".into());
+                err(
+                    "devices",
+                    "id",
+                    "device id and patient must not be empty".into(),
+                );
             }
             if !seen.insert(d.id.as_str()) {
-                err("devices", "id", format!("device `{}` is assigned more than once", d.id));
+                err(
+                    "devices",
+                    "id",
+                    format!("device `{}` is assigned more than once", d.id),
+                );
             }
         }
         if let Some(m) = &self.sources.mqtt {
@@ -312,26 +346,46 @@ impl Config {
                 err(t, "keep_alive", "must be at least 5s".into());
             }
             if m.max_packet_bytes < self.normalize.max_payload_bytes {
-                err(t, "max_packet_bytes", "must be at least normalize.max_payload_bytes".into());
+                err(
+                    t,
+                    "max_packet_bytes",
+                    "must be at least normalize.max_payload_bytes".into(),
+                );
             }
             if m.pipeline_depth == 0 {
                 err(t, "pipeline_depth", "must be greater than 0".into());
             }
             if let Some(tls) = &m.tls {
                 if tls.client_cert.is_some() != tls.client_key.is_some() {
-                    err("sources.mqtt.tls", "client_cert", "client_cert and client_key go together".into());
+                    err(
+                        "sources.mqtt.tls",
+                        "client_cert",
+                        "client_cert and client_key go together".into(),
+                    );
                 }
-                for (key, p) in [("ca_file", &tls.ca_file), ("client_cert", &tls.client_cert), ("client_key", &tls.client_key)] {
+                for (key, p) in [
+                    ("ca_file", &tls.ca_file),
+                    ("client_cert", &tls.client_cert),
+                    ("client_key", &tls.client_key),
+                ] {
                     if let Some(p) = p {
                         if !p.exists() {
-                            err("sources.mqtt.tls", key, format!("file {} does not exist", p.display()));
+                            err(
+                                "sources.mqtt.tls",
+                                key,
+                                format!("file {} does not exist", p.display()),
+                            );
                         }
                     }
                 }
             }
             if let Some(p) = &m.password_file {
                 if !p.exists() {
-                    err(t, "password_file", format!("file {} does not exist", p.display()));
+                    err(
+                        t,
+                        "password_file",
+                        format!("file {} does not exist", p.display()),
+                    );
                 }
             }
         }
@@ -340,7 +394,11 @@ impl Config {
 
     /// Loads the configured profiles (bundled ones first).
     pub fn profile_set(&self) -> Result<ProfileSet, ConfigErrors> {
-        let mut set = if self.profiles.bundled { device_profiles::profile::bundled() } else { ProfileSet::default() };
+        let mut set = if self.profiles.bundled {
+            device_profiles::profile::bundled()
+        } else {
+            ProfileSet::default()
+        };
         let mut errors = Vec::new();
         for dir in &self.profiles.dirs {
             if let Err(mut e) = set.add_dir(dir) {
@@ -370,7 +428,9 @@ impl NormalizeConfig {
             max_future_skew: to(self.max_future_skew),
             max_age: to(self.max_age),
             on_bad_time: self.on_bad_time,
-            local_offset: self.utc_offset().unwrap_or(ClockPolicy::default().local_offset),
+            local_offset: self
+                .utc_offset()
+                .unwrap_or(ClockPolicy::default().local_offset),
         }
     }
 }
@@ -378,7 +438,9 @@ impl NormalizeConfig {
 impl MqttConfig {
     /// User name and password, from env, file or config (never logged).
     pub fn credentials(&self) -> Result<Option<(String, String)>, String> {
-        let user = std::env::var("RPM_MQTT_USERNAME").ok().or_else(|| self.username.clone());
+        let user = std::env::var("RPM_MQTT_USERNAME")
+            .ok()
+            .or_else(|| self.username.clone());
         let Some(user) = user else { return Ok(None) };
         let var = self.password_env.as_deref().unwrap_or("RPM_MQTT_PASSWORD");
         let password = match (std::env::var(var).ok(), &self.password_file) {
@@ -431,7 +493,10 @@ mod tests {
         let text = "[store]\npath = \"x.db\"\n\n[sources.mqtt]\nhost = \"localhost\"\n";
         let e = Config::from_toml(text, Path::new("g.toml")).unwrap_err();
         let s = e.to_string();
-        assert!(s.starts_with("g.toml:4:1: field `sources.mqtt.client_id`"), "{s}");
+        assert!(
+            s.starts_with("g.toml:4:1: field `sources.mqtt.client_id`"),
+            "{s}"
+        );
     }
 
     #[test]
@@ -439,7 +504,10 @@ mod tests {
         let text = "[normalize]\ndevice_utc_offset = \"CET\"\n[[devices]]\nid = \"a\"\npatient = \"p\"\n[[devices]]\nid = \"a\"\npatient = \"q\"\n";
         let e = Config::from_toml(text, Path::new("g.toml")).unwrap_err();
         assert_eq!(e.0.len(), 2, "{e}");
-        assert_eq!((e.0[0].line, e.0[0].field.as_str()), (2, "normalize.device_utc_offset"));
+        assert_eq!(
+            (e.0[0].line, e.0[0].field.as_str()),
+            (2, "normalize.device_utc_offset")
+        );
         let text = "[store]\nmax_batch_items = \"many\"\n";
         let e = Config::from_toml(text, Path::new("g.toml")).unwrap_err();
         assert_eq!(e.0[0].line, 2, "{e}");

@@ -35,21 +35,39 @@ pub enum TlsError {
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let file = std::fs::File::open(path).map_err(|source| TlsError::Read { path: path.display().to_string(), source })?;
+    let file = std::fs::File::open(path).map_err(|source| TlsError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
     let certs: Vec<_> = rustls_pemfile::certs(&mut BufReader::new(file))
         .collect::<Result<_, _>>()
-        .map_err(|source| TlsError::Read { path: path.display().to_string(), source })?;
+        .map_err(|source| TlsError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(TlsError::Pem { path: path.display().to_string(), what: "no certificate found".into() });
+        return Err(TlsError::Pem {
+            path: path.display().to_string(),
+            what: "no certificate found".into(),
+        });
     }
     Ok(certs)
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let file = std::fs::File::open(path).map_err(|source| TlsError::Read { path: path.display().to_string(), source })?;
+    let file = std::fs::File::open(path).map_err(|source| TlsError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
     rustls_pemfile::private_key(&mut BufReader::new(file))
-        .map_err(|source| TlsError::Read { path: path.display().to_string(), source })?
-        .ok_or_else(|| TlsError::Pem { path: path.display().to_string(), what: "no private key found".into() })
+        .map_err(|source| TlsError::Read {
+            path: path.display().to_string(),
+            source,
+        })?
+        .ok_or_else(|| TlsError::Pem {
+            path: path.display().to_string(),
+            what: "no private key found".into(),
+        })
 }
 
 /// Installs the ring crypto provider once per process (idempotent).
@@ -72,7 +90,9 @@ pub fn client_tls_config(s: &TlsSettings) -> Result<Arc<ClientConfig>, TlsError>
     }
     let builder = ClientConfig::builder().with_root_certificates(roots);
     let config = match (&s.client_cert, &s.client_key) {
-        (Some(cert), Some(key)) => builder.with_client_auth_cert(read_certs(cert)?, read_key(key)?)?,
+        (Some(cert), Some(key)) => {
+            builder.with_client_auth_cert(read_certs(cert)?, read_key(key)?)?
+        }
         _ => builder.with_no_client_auth(),
     };
     Ok(Arc::new(config))

@@ -26,7 +26,10 @@ pub struct Decoded {
 impl Decoder {
     /// A decoder over `profiles`, refusing payloads above `max_payload` bytes.
     pub fn new(profiles: ProfileSet, max_payload: usize) -> Self {
-        Decoder { profiles, max_payload }
+        Decoder {
+            profiles,
+            max_payload,
+        }
     }
 
     /// The loaded profiles.
@@ -37,26 +40,48 @@ impl Decoder {
     /// Decodes an MQTT payload received on `topic`.
     pub fn decode_mqtt(&self, topic: &str, payload: &[u8]) -> Decoded {
         let Some(profile) = self.profiles.for_topic(topic) else {
-            return Decoded { profile: None, message: Err(Reject::NoProfile { topic: topic.to_string() }) };
+            return Decoded {
+                profile: None,
+                message: Err(Reject::NoProfile {
+                    topic: topic.to_string(),
+                }),
+            };
         };
         let message = if payload.len() > self.max_payload {
-            Err(Reject::PayloadTooLarge { size: payload.len(), limit: self.max_payload })
+            Err(Reject::PayloadTooLarge {
+                size: payload.len(),
+                limit: self.max_payload,
+            })
         } else {
             profile.decode(topic, payload)
         };
-        Decoded { profile: Some(profile.name.clone()), message }
+        Decoded {
+            profile: Some(profile.name.clone()),
+            message,
+        }
     }
 
     /// Decodes with a named profile (HTTP ingest, re-processing).
     pub fn decode_with(&self, profile: &str, origin: &str, payload: &[u8]) -> Decoded {
         let Some(p) = self.profiles.by_name(profile) else {
-            return Decoded { profile: None, message: Err(Reject::NoProfile { topic: profile.to_string() }) };
+            return Decoded {
+                profile: None,
+                message: Err(Reject::NoProfile {
+                    topic: profile.to_string(),
+                }),
+            };
         };
         let message = if payload.len() > self.max_payload {
-            Err(Reject::PayloadTooLarge { size: payload.len(), limit: self.max_payload })
+            Err(Reject::PayloadTooLarge {
+                size: payload.len(),
+                limit: self.max_payload,
+            })
         } else {
             p.decode(origin, payload)
         };
-        Decoded { profile: Some(p.name.clone()), message }
+        Decoded {
+            profile: Some(p.name.clone()),
+            message,
+        }
     }
 }

@@ -36,7 +36,14 @@ impl Normalizer {
     pub fn normalize(&self, raw: Arc<RawInput>, decoded: Decoded) -> Vec<Item> {
         let message = match decoded.message {
             Ok(m) => m,
-            Err(reason) => return vec![Item::Quarantine { raw, index: None, device_id: None, reason }],
+            Err(reason) => {
+                return vec![Item::Quarantine {
+                    raw,
+                    index: None,
+                    device_id: None,
+                    reason,
+                }]
+            }
         };
         let device_id = message.device_id.unwrap_or_default();
         message
@@ -49,10 +56,17 @@ impl Normalizer {
                     self.canonical(&m, device, raw.source, raw.received_at, &raw.digest, index)
                 });
                 match group {
-                    Ok(group) => Item::Reading { raw: raw.clone(), index, group },
-                    Err(reason) => {
-                        Item::Quarantine { raw: raw.clone(), index: Some(index), device_id: Some(device_id.clone()), reason }
-                    }
+                    Ok(group) => Item::Reading {
+                        raw: raw.clone(),
+                        index,
+                        group,
+                    },
+                    Err(reason) => Item::Quarantine {
+                        raw: raw.clone(),
+                        index: Some(index),
+                        device_id: Some(device_id.clone()),
+                        reason,
+                    },
                 }
             })
             .collect()
@@ -81,20 +95,45 @@ impl Normalizer {
 
     /// Re-runs decode and normalization on a quarantined input (after its
     /// device was assigned), with its original time of receipt.
-    pub fn reprocess(&self, decoder: &Decoder, q: &QuarantinedInput) -> Result<ReadingGroup, Reject> {
-        let profile = q.profile.as_deref().ok_or(Reject::NoProfile { topic: q.origin.clone() })?;
-        let decoded = decoder.decode_with(profile, &q.origin, &q.payload).message?;
+    pub fn reprocess(
+        &self,
+        decoder: &Decoder,
+        q: &QuarantinedInput,
+    ) -> Result<ReadingGroup, Reject> {
+        let profile = q.profile.as_deref().ok_or(Reject::NoProfile {
+            topic: q.origin.clone(),
+        })?;
+        let decoded = decoder
+            .decode_with(profile, &q.origin, &q.payload)
+            .message?;
         let index = q.index.unwrap_or(0);
         let device_id = decoded.device_id.clone().unwrap_or_default();
-        let m = decoded.measurements.into_iter().nth(index).ok_or(Reject::Empty)??;
+        let m = decoded
+            .measurements
+            .into_iter()
+            .nth(index)
+            .ok_or(Reject::Empty)??;
         let device = m.device_id.clone().unwrap_or(device_id);
         let source = q.source.parse().unwrap_or(Source::Mqtt);
-        self.canonical(&m, &device, source, q.received_at, &content_digest(&q.payload), index)
+        self.canonical(
+            &m,
+            &device,
+            source,
+            q.received_at,
+            &content_digest(&q.payload),
+            index,
+        )
     }
 }
 
 /// Wraps received bytes for the pipeline.
-pub fn raw_input(source: Source, origin: &str, profile: Option<String>, payload: &[u8], received_at: DateTime<Utc>) -> RawInput {
+pub fn raw_input(
+    source: Source,
+    origin: &str,
+    profile: Option<String>,
+    payload: &[u8],
+    received_at: DateTime<Utc>,
+) -> RawInput {
     RawInput {
         source,
         origin: origin.to_string(),

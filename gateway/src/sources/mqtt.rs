@@ -11,7 +11,9 @@
 //! - Acks of a previous connection are never sent on a new one (the broker
 //!   redelivers those messages and packet ids may be reused).
 
-use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS, SubscribeFilter, Transport};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS, SubscribeFilter, Transport,
+};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -54,8 +56,18 @@ struct Pending {
 
 impl MqttSource {
     /// A source subscribing to `filters` (from the loaded profiles).
-    pub fn new(cfg: MqttConfig, filters: Vec<String>, pipeline: Arc<Pipeline>, writer: Writer) -> Self {
-        MqttSource { cfg, filters, pipeline, writer }
+    pub fn new(
+        cfg: MqttConfig,
+        filters: Vec<String>,
+        pipeline: Arc<Pipeline>,
+        writer: Writer,
+    ) -> Self {
+        MqttSource {
+            cfg,
+            filters,
+            pipeline,
+            writer,
+        }
     }
 
     fn options(&self) -> Result<MqttOptions, MqttError> {
@@ -74,7 +86,9 @@ impl MqttSource {
         }
         if let Some(tls) = &self.cfg.tls {
             let config = client_tls_config(tls)?;
-            o.set_transport(Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(config)));
+            o.set_transport(Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(config),
+            ));
         }
         Ok(o)
     }
@@ -87,7 +101,12 @@ impl MqttSource {
         let (client, mut eventloop) = AsyncClient::new(options, depth + 64);
         let generation = Arc::new(AtomicU64::new(0));
         let (ack_tx, ack_rx) = mpsc::channel::<Pending>(depth);
-        let acker = tokio::spawn(ack_in_order(ack_rx, client.clone(), generation.clone(), self.pipeline.clone()));
+        let acker = tokio::spawn(ack_in_order(
+            ack_rx,
+            client.clone(),
+            generation.clone(),
+            self.pipeline.clone(),
+        ));
         let metrics = self.pipeline.metrics.clone();
         let mut backoff = Duration::from_millis(200);
         tokio::pin!(shutdown);
@@ -108,8 +127,11 @@ impl MqttSource {
                     generation.fetch_add(1, Ordering::SeqCst);
                     tracing::info!(session_present = ack.session_present, "mqtt connected");
                     if !ack.session_present {
-                        let filters: Vec<SubscribeFilter> =
-                            self.filters.iter().map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce)).collect();
+                        let filters: Vec<SubscribeFilter> = self
+                            .filters
+                            .iter()
+                            .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce))
+                            .collect();
                         let c = client.clone();
                         tokio::spawn(async move {
                             if let Err(e) = c.subscribe_many(filters).await {
@@ -133,7 +155,11 @@ impl MqttSource {
                             break;
                         }
                     };
-                    let pending = Pending { generation: generation.load(Ordering::SeqCst), publish: p, commit };
+                    let pending = Pending {
+                        generation: generation.load(Ordering::SeqCst),
+                        publish: p,
+                        commit,
+                    };
                     if ack_tx.send(pending).await.is_err() {
                         break;
                     }
@@ -194,10 +220,10 @@ async fn ack_in_order(
         match p.commit.await {
             Ok(Ok(outcomes)) => {
                 pipeline.record(Source::Mqtt, &outcomes);
-                if p.generation == generation.load(Ordering::SeqCst) {
-                    if client.ack(&p.publish).await.is_err() {
-                        return;
-                    }
+                if p.generation == generation.load(Ordering::SeqCst)
+                    && client.ack(&p.publish).await.is_err()
+                {
+                    return;
                 }
             }
             Ok(Err(e)) => {
@@ -207,4 +233,3 @@ async fn ack_in_order(
         }
     }
 }
-

@@ -131,9 +131,14 @@ impl Store {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             let _ = std::fs::create_dir_all(dir);
         }
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let mut conn = Connection::open_with_flags(path, flags)
-            .map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn =
+            Connection::open_with_flags(path, flags).map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
         // WAL: readers (API, CLI) never block the writer. synchronous=FULL:
         // a committed reading survives a power cut, which home boxes get.
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -141,7 +146,10 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(Duration::from_secs(10))?;
         schema::migrate(&mut conn)?;
-        Ok(Store { conn, path: path.to_path_buf() })
+        Ok(Store {
+            conn,
+            path: path.to_path_buf(),
+        })
     }
 
     /// The file.
@@ -155,15 +163,25 @@ impl Store {
     }
 
     /// Commits items in one transaction; returns an outcome per item.
-    pub fn commit(&mut self, items: &[Item], dedup_window_ms: i64) -> Result<Vec<Outcome>, StoreError> {
+    pub fn commit(
+        &mut self,
+        items: &[Item],
+        dedup_window_ms: i64,
+    ) -> Result<Vec<Outcome>, StoreError> {
         let mut out = self.commit_many(&[items], dedup_window_ms)?;
         Ok(out.pop().unwrap_or_default())
     }
 
     /// Commits several batches in one transaction (group commit); returns
     /// the outcomes batch by batch.
-    pub fn commit_many(&mut self, batches: &[&[Item]], dedup_window_ms: i64) -> Result<Vec<Vec<Outcome>>, StoreError> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    pub fn commit_many(
+        &mut self,
+        batches: &[&[Item]],
+        dedup_window_ms: i64,
+    ) -> Result<Vec<Vec<Outcome>>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let now = now_ms();
         let mut out = Vec::with_capacity(batches.len());
         for items in batches {
@@ -180,7 +198,10 @@ impl Store {
     /// Records the start of a gateway run; returns its id.
     pub fn start_run(&self) -> Result<i64, StoreError> {
         let now = now_ms();
-        self.conn.execute("INSERT INTO runs(started_at, heartbeat_at) VALUES (?1, ?1)", params![now])?;
+        self.conn.execute(
+            "INSERT INTO runs(started_at, heartbeat_at) VALUES (?1, ?1)",
+            params![now],
+        )?;
         Ok(self.conn.last_insert_rowid())
     }
 
@@ -199,7 +220,11 @@ impl Store {
     pub fn cursor(&self, name: &str) -> Result<i64, StoreError> {
         Ok(self
             .conn
-            .query_row("SELECT position FROM cursors WHERE name = ?1", [name], |r| r.get(0))
+            .query_row(
+                "SELECT position FROM cursors WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
             .optional()?
             .unwrap_or(0))
     }
@@ -217,29 +242,56 @@ pub fn set_cursor(tx: &Transaction<'_>, name: &str, position: i64) -> Result<(),
 
 fn patient_of(tx: &Transaction<'_>, device_id: &str) -> Result<Option<String>, StoreError> {
     Ok(tx
-        .query_row("SELECT patient_id FROM devices WHERE device_id = ?1", [device_id], |r| r.get::<_, Option<String>>(0))
+        .query_row(
+            "SELECT patient_id FROM devices WHERE device_id = ?1",
+            [device_id],
+            |r| r.get::<_, Option<String>>(0),
+        )
         .optional()?
         .flatten())
 }
 
-fn apply(tx: &Transaction<'_>, item: &Item, now: i64, dedup_window_ms: i64) -> Result<Outcome, StoreError> {
+fn apply(
+    tx: &Transaction<'_>,
+    item: &Item,
+    now: i64,
+    dedup_window_ms: i64,
+) -> Result<Outcome, StoreError> {
     match item {
         Item::Reading { raw, index, group } => {
-            let device_id = group.readings.first().map(|r| r.device_id.as_str()).unwrap_or_default();
+            let device_id = group
+                .readings
+                .first()
+                .map(|r| r.device_id.as_str())
+                .unwrap_or_default();
             // The registry is read inside the write transaction: an
             // assignment committed by the CLI is seen by the very next batch,
             // and its re-processing cannot miss a reading quarantined meanwhile.
             let Some(patient_id) = patient_of(tx, device_id)? else {
                 let reason = Reject::UnknownDevice;
                 let new = quarantine(tx, raw, Some(*index), Some(device_id), &reason)?;
-                return Ok(Outcome::Quarantined { reason: reason.code(), new });
+                return Ok(Outcome::Quarantined {
+                    reason: reason.code(),
+                    new,
+                });
             };
-            tx.execute("UPDATE devices SET last_seen_at = ?2 WHERE device_id = ?1", params![device_id, now])?;
+            tx.execute(
+                "UPDATE devices SET last_seen_at = ?2 WHERE device_id = ?1",
+                params![device_id, now],
+            )?;
             insert_group(tx, group, &patient_id, now, dedup_window_ms)
         }
-        Item::Quarantine { raw, index, device_id, reason } => {
+        Item::Quarantine {
+            raw,
+            index,
+            device_id,
+            reason,
+        } => {
             let new = quarantine(tx, raw, *index, device_id.as_deref(), reason)?;
-            Ok(Outcome::Quarantined { reason: reason.code(), new })
+            Ok(Outcome::Quarantined {
+                reason: reason.code(),
+                new,
+            })
         }
     }
 }
@@ -254,7 +306,11 @@ pub(crate) fn insert_group(
 ) -> Result<Outcome, StoreError> {
     let mut stored = 0;
     let mut duplicates = 0;
-    let panel = group.panel.map(|p| serde_json::to_value(p).ok().and_then(|v| v.as_str().map(str::to_string)));
+    let panel = group.panel.map(|p| {
+        serde_json::to_value(p)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+    });
     let mut insert = tx.prepare_cached(
         "INSERT INTO readings (reading_id, group_id, panel, patient_id, device_id, metric, value, unit, loinc,
              device_measured_at, measured_at, received_at, committed_at, source, sequence, annotations, content_digest)
@@ -300,7 +356,11 @@ pub(crate) fn insert_group(
             duplicates += 1;
         }
     }
-    Ok(Outcome::Stored { stored, duplicates, patient_id: patient_id.to_string() })
+    Ok(Outcome::Stored {
+        stored,
+        duplicates,
+        patient_id: patient_id.to_string(),
+    })
 }
 
 fn quarantine(

@@ -72,7 +72,11 @@ fn t(ms: i64) -> DateTime<Utc> {
 
 impl Store {
     /// Readings committed after `after_seq`, in commit order, at most `limit`.
-    pub fn readings_after(&self, after_seq: i64, limit: usize) -> Result<Vec<StoredReading>, StoreError> {
+    pub fn readings_after(
+        &self,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredReading>, StoreError> {
         let mut q = self.conn.prepare_cached(
             "SELECT seq, reading_id, group_id, patient_id, device_id, metric, value, unit, loinc, device_measured_at,
                     measured_at, received_at, source, sequence, annotations
@@ -101,7 +105,11 @@ impl Store {
     }
 
     /// Quarantine rows with id greater than `after_id`, at most `limit`.
-    pub fn quarantine_after(&self, after_id: i64, limit: usize) -> Result<Vec<QuarantineRow>, StoreError> {
+    pub fn quarantine_after(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<QuarantineRow>, StoreError> {
         let mut q = self.conn.prepare_cached(
             "SELECT id, received_at, source, origin, profile, device_id, reason, detail, status, length(payload)
              FROM quarantine WHERE id > ?1 ORDER BY id LIMIT ?2",
@@ -125,7 +133,9 @@ impl Store {
 
     /// Number of readings.
     pub fn count_readings(&self) -> Result<i64, StoreError> {
-        Ok(self.conn.query_row("SELECT COUNT(*) FROM readings", [], |r| r.get(0))?)
+        Ok(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM readings", [], |r| r.get(0))?)
     }
 
     /// Open quarantine rows by reason.

@@ -72,7 +72,9 @@ impl Store {
         origin: &str,
         decode: impl Fn(&QuarantinedInput) -> Result<ReadingGroup, Reject>,
     ) -> Result<Reprocessed, StoreError> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let now = now_ms();
         tx.execute(
             "INSERT INTO devices(device_id, patient_id, origin, registered_at, assigned_at) VALUES (?1, ?2, ?3, ?4, ?4)
@@ -129,9 +131,10 @@ impl Store {
 
     /// Unassigns a device: its later readings are quarantined until assigned again.
     pub fn unassign_device(&mut self, device_id: &str) -> Result<bool, StoreError> {
-        let n = self
-            .conn
-            .execute("UPDATE devices SET patient_id = NULL, assigned_at = NULL WHERE device_id = ?1", [device_id])?;
+        let n = self.conn.execute(
+            "UPDATE devices SET patient_id = NULL, assigned_at = NULL WHERE device_id = ?1",
+            [device_id],
+        )?;
         Ok(n == 1)
     }
 
@@ -154,16 +157,21 @@ impl Store {
 
     /// One device.
     pub fn device(&self, device_id: &str) -> Result<Option<Device>, StoreError> {
-        Ok(self.devices()?.into_iter().find(|d| d.device_id == device_id))
+        Ok(self
+            .devices()?
+            .into_iter()
+            .find(|d| d.device_id == device_id))
     }
 
     /// The patient a device is assigned to.
     pub fn patient_of(&self, device_id: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn
-            .query_row("SELECT patient_id FROM devices WHERE device_id = ?1", [device_id], |r| {
-                r.get::<_, Option<String>>(0)
-            })
+            .query_row(
+                "SELECT patient_id FROM devices WHERE device_id = ?1",
+                [device_id],
+                |r| r.get::<_, Option<String>>(0),
+            )
             .optional()?
             .flatten())
     }

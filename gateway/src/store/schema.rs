@@ -95,11 +95,17 @@ pub fn migrate(conn: &mut Connection) -> Result<i64, StoreError> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL);",
     )?;
-    let current: i64 =
-        conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
+    let current: i64 = conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )?;
     let newest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
     if current > newest {
-        return Err(StoreError::SchemaTooNew { found: current, supported: newest });
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            supported: newest,
+        });
     }
     for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
         let tx = conn.transaction()?;

@@ -27,7 +27,11 @@ pub struct WriterConfig {
 
 impl Default for WriterConfig {
     fn default() -> Self {
-        WriterConfig { max_batch_items: 4096, queue: 1024, dedup_window: Duration::from_secs(24 * 3600) }
+        WriterConfig {
+            max_batch_items: 4096,
+            queue: 1024,
+            dedup_window: Duration::from_secs(24 * 3600),
+        }
     }
 }
 
@@ -35,8 +39,14 @@ impl Default for WriterConfig {
 pub type CommitResult = Result<Vec<Outcome>, Arc<StoreError>>;
 
 enum Job {
-    Write { items: Vec<Item>, done: oneshot::Sender<CommitResult> },
-    Heartbeat { run_id: i64, stopped: bool },
+    Write {
+        items: Vec<Item>,
+        done: oneshot::Sender<CommitResult>,
+    },
+    Heartbeat {
+        run_id: i64,
+        stopped: bool,
+    },
 }
 
 /// Handle to the writer thread. Cloning is cheap; the thread ends when the
@@ -49,7 +59,11 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer thread on an opened store.
-    pub fn start(store: Store, cfg: WriterConfig, metrics: Arc<Metrics>) -> (Writer, std::thread::JoinHandle<()>) {
+    pub fn start(
+        store: Store,
+        cfg: WriterConfig,
+        metrics: Arc<Metrics>,
+    ) -> (Writer, std::thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(cfg.queue.max(1));
         let (commit_tx, committed) = watch::channel(0u64);
         let handle = std::thread::Builder::new()
@@ -61,9 +75,15 @@ impl Writer {
 
     /// Submits a batch; the returned receiver resolves once it is committed.
     /// Waits (back-pressure) while the queue is full.
-    pub async fn submit(&self, items: Vec<Item>) -> Result<oneshot::Receiver<CommitResult>, StoreError> {
+    pub async fn submit(
+        &self,
+        items: Vec<Item>,
+    ) -> Result<oneshot::Receiver<CommitResult>, StoreError> {
         let (done, rx) = oneshot::channel();
-        self.tx.send(Job::Write { items, done }).await.map_err(|_| StoreError::WriterGone)?;
+        self.tx
+            .send(Job::Write { items, done })
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
         Ok(rx)
     }
 
@@ -165,7 +185,11 @@ fn commit_with_retry(
     loop {
         match store.commit_many(&batches, dedup_ms) {
             Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)))
-                if attempt < 5 && matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
+                if attempt < 5
+                    && matches!(
+                        f.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) =>
             {
                 attempt += 1;
                 std::thread::sleep(delay);

@@ -11,7 +11,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn find(bin: &str) -> PathBuf {
@@ -45,7 +49,11 @@ pub struct Mosquitto {
 impl Mosquitto {
     pub fn start(dir: &Path) -> Mosquitto {
         let port = free_port();
-        let mut m = Mosquitto { port, dir: dir.to_path_buf(), child: None };
+        let mut m = Mosquitto {
+            port,
+            dir: dir.to_path_buf(),
+            child: None,
+        };
         m.restart();
         m
     }
@@ -65,16 +73,26 @@ impl Mosquitto {
             ),
         )
         .unwrap();
-        let child = Command::new(find("mosquitto")).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let child = Command::new(find("mosquitto"))
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         self.child = Some(child);
         let port = self.port;
-        wait_until("mosquitto to listen", Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        wait_until("mosquitto to listen", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
     }
 
     /// Stops the broker (SIGTERM: it saves its persistent state).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
             let _ = c.wait();
         }
     }
@@ -82,7 +100,17 @@ impl Mosquitto {
     /// Publishes one message with QoS 1 through `mosquitto_pub` (an independent client).
     pub fn publish(&self, topic: &str, payload: &[u8]) {
         let mut child = Command::new(find("mosquitto_pub"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q", "1", "-t", topic, "-s"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-q",
+                "1",
+                "-t",
+                topic,
+                "-s",
+            ])
             .stdin(Stdio::piped())
             .spawn()
             .unwrap();
@@ -93,7 +121,17 @@ impl Mosquitto {
     /// Publishes each line as one message (QoS 1).
     pub fn publish_lines(&self, topic: &str, lines: &[String]) {
         let mut child = Command::new(find("mosquitto_pub"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q", "1", "-t", topic, "-l"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-q",
+                "1",
+                "-t",
+                topic,
+                "-l",
+            ])
             .stdin(Stdio::piped())
             .spawn()
             .unwrap();
@@ -139,7 +177,12 @@ impl Gateway {
         }
         let config = dir.join("gateway.toml");
         std::fs::write(&config, text).unwrap();
-        Gateway { dir: dir.to_path_buf(), config, db, child: None }
+        Gateway {
+            dir: dir.to_path_buf(),
+            config,
+            db,
+            child: None,
+        }
     }
 
     pub fn start(&mut self) {
@@ -147,18 +190,31 @@ impl Gateway {
     }
 
     pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("gateway.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("gateway.log"))
+            .unwrap();
         let mut cmd = Command::new(BIN);
-        cmd.arg("run").arg("--config").arg(&self.config).env("RPM_LOG", "info").stdout(Stdio::null()).stderr(log);
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .env("RPM_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
         for (k, v) in env {
             cmd.env(k, v);
         }
         self.child = Some(cmd.spawn().unwrap());
         // Ready once the broker session is up: the log says so.
         let log = self.dir.join("gateway.log");
-        let before = std::fs::read_to_string(&log).map(|s| s.matches("mqtt connected").count()).unwrap_or(0);
+        let before = std::fs::read_to_string(&log)
+            .map(|s| s.matches("mqtt connected").count())
+            .unwrap_or(0);
         wait_until("gateway to connect", Duration::from_secs(20), || {
-            std::fs::read_to_string(&log).map(|s| s.matches("mqtt connected").count() > before).unwrap_or(false)
+            std::fs::read_to_string(&log)
+                .map(|s| s.matches("mqtt connected").count() > before)
+                .unwrap_or(false)
         });
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -174,7 +230,10 @@ impl Gateway {
     /// SIGTERM and wait for a clean exit.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("gateway not running");
-        Command::new("kill").args(["-TERM", &c.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .unwrap();
         c.wait().unwrap()
     }
 
@@ -192,11 +251,18 @@ impl Gateway {
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN).arg("--config").arg(&self.config).args(args).output().unwrap()
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap()
     }
 
     pub fn db(&self) -> Connection {
@@ -215,7 +281,9 @@ impl Gateway {
     }
 
     pub fn quarantined(&self, reason: &str) -> i64 {
-        self.count(&format!("SELECT COUNT(*) FROM quarantine WHERE reason = '{reason}'"))
+        self.count(&format!(
+            "SELECT COUNT(*) FROM quarantine WHERE reason = '{reason}'"
+        ))
     }
 
     pub fn log(&self) -> String {

@@ -1,0 +1,85 @@
+//! The binary's commands as a user runs them.
+
+mod common;
+
+use common::BIN;
+use std::process::Command;
+
+#[test]
+fn example_config_is_valid() {
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../gateway/gateway.example.toml"
+    );
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", example])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("configuration OK"));
+}
+
+#[test]
+fn broken_config_and_profile_name_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = dir.path().join("profiles");
+    std::fs::create_dir(&profiles).unwrap();
+    std::fs::write(
+        profiles.join("bad.toml"),
+        "name = \"bad\"\ntopic = \"x/{device_id}\"\nformat = \"json\"\n[json]\n[[json.values]]\nmetric = \"systolic\"\npath = \"s\"\nunit = \"furlong\"\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("g.toml");
+    std::fs::write(&cfg, "[profiles]\ndirs = [\"profiles\"]\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:8:")
+            && err.contains("json.values[0].unit")
+            && err.contains("furlong"),
+        "{err}"
+    );
+
+    std::fs::write(&cfg, "[sources.mqtt]\nport = 1883\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("g.toml:1:") && err.contains("sources.mqtt.client_id"),
+        "{err}"
+    );
+}
+
+/// README's first command, shortened: the demo stores readings and
+/// quarantines the malformed payload and the unknown device.
+#[test]
+fn demo_runs_on_embedded_defaults() {
+    let out = Command::new(BIN)
+        .args(["demo", "--days", "1", "--seconds", "2"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("readings stored       2"), "{stdout}");
+    assert!(
+        stdout.contains("1 × malformed_payload") && stdout.contains("1 × unknown_device"),
+        "{stdout}"
+    );
+}

@@ -15,3 +15,9 @@ pub mod payload;
 
 pub use emission::{DeviceKind, Emission, Fault};
 pub use payload::{encode, Message, WireFormat};
+pub mod patient;
+pub mod physiology;
+pub mod plan;
+pub mod report;
+pub mod scenario;
+pub mod schedule;

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Drain-rate benchmark (README "Benchmarks"): with the gateway stopped, queue
+# N QoS 1 SenML readings from D devices for its persistent session on a local
+# Mosquitto (unlimited queue), start it and time until all N are committed.
+# The same backlog is drained by mosquitto_sub on its own persistent session:
+# the broker's raw delivery rate, the physical limit here.
+#   bench/drain.sh [N] [DEVICES] [INFLIGHT]
+set -euo pipefail
+N=${1:-100000}; D=${2:-1000}; INFLIGHT=${3:-20}
+cd "$(dirname "$0")/.."
+cargo build --release -q -p rpm-gateway
+BIN=$PWD/target/release/rpm-gateway
+W=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$W"' EXIT
+PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+cat > "$W/m.conf" <<C
+listener $PORT 127.0.0.1
+allow_anonymous true
+user $(id -un)
+max_queued_messages 0
+max_inflight_messages $INFLIGHT
+C
+/usr/sbin/mosquitto -c "$W/m.conf" >/dev/null 2>&1 & sleep 0.5
+{ printf '[store]\npath = "%s/rpm.db"\n[log]\nlevel = "warn"\n[sources.mqtt]\nport = %s\nclient_id = "bench-gw"\n' "$W" "$PORT"
+  for d in $(seq 1 "$D"); do printf '[[devices]]\nid = "dev-%d"\npatient = "p-%d"\n' "$d" "$d"; done; } > "$W/g.toml"
+# Create both persistent sessions, then stop both.
+"$BIN" run -c "$W/g.toml" & GW=$!; sleep 1.5; kill -TERM $GW; wait $GW || true
+timeout 2 mosquitto_sub -p "$PORT" -c -i bench-raw -q 1 -t 'rpm/senml/#' >/dev/null || true
+# Queue the backlog.
+PER=$((N / D)); T0=1767225600
+start=$(date +%s.%N)
+for d in $(seq 1 "$D"); do
+  for i in $(seq 1 "$PER"); do printf '[{"bt":%d,"n":"body_weight","u":"kg","v":%d.%d}]\n' $((T0 + i * 60)) $((60 + d % 40)) $((i % 10)); done \
+    | mosquitto_pub -p "$PORT" -q 1 -t "rpm/senml/dev-$d" -l
+done
+echo "queued $((PER * D)) messages in $(echo "$(date +%s.%N) - $start" | bc) s"
+TOTAL=$((PER * D))
+# Raw broker delivery rate.
+s=$(date +%s.%N)
+mosquitto_sub -p "$PORT" -c -i bench-raw -q 1 -t 'rpm/senml/#' -C "$TOTAL" >/dev/null
+raw=$(echo "$(date +%s.%N) - $s" | bc)
+# Gateway drain with durable commits.
+s=$(date +%s.%N)
+"$BIN" run -c "$W/g.toml" & GW=$!
+while [ "$(sqlite3 "$W/rpm.db" 'SELECT COUNT(*) FROM readings' 2>/dev/null || echo 0)" -lt "$TOTAL" ]; do sleep 0.1; done
+gw=$(echo "$(date +%s.%N) - $s" | bc)
+rss=$(awk '/VmHWM/{print $2}' /proc/$GW/status)
+kill -TERM $GW; wait $GW || true
+printf 'machine: %s cores, %s\n' "$(nproc)" "$(uname -m)"
+printf 'mosquitto max_inflight_messages=%s, %s messages from %s devices\n' "$INFLIGHT" "$TOTAL" "$D"
+printf 'raw mosquitto_sub: %.2f s = %.0f msg/s\n' "$raw" "$(echo "$TOTAL / $raw" | bc -l)"
+printf 'gateway (committed): %.2f s = %.0f msg/s, peak RSS %s kB\n' "$gw" "$(echo "$TOTAL / $gw" | bc -l)" "$rss"
+printf 'ratio: %.0f%%\n' "$(echo "100 * $raw / $gw" | bc -l)"

@@ -12,7 +12,7 @@ use std::str::FromStr;
 
 use crate::metric::Metric;
 
-/// mm[Hg] per kPa (UCUM: 1 mm[Hg] = 133.322 Pa).
+/// `mm[Hg]` per kPa (UCUM: 1 `mm[Hg]` = 133.322 Pa).
 pub const MMHG_PER_KPA: f64 = 7.500_615_758;
 /// kg per avoirdupois pound (exact by definition).
 pub const KG_PER_LB: f64 = 0.453_592_37;
@@ -129,7 +129,7 @@ impl Unit {
         Some(value * self.to_base() / to.to_base())
     }
 
-    /// Factor to the dimension's base unit (kg, mm[Hg], mg/dL, %, /min, cm, kg/m2).
+    /// Factor to the dimension's base unit (`kg`, `mm[Hg]`, `mg/dL`, `%`, `/min`, `cm`, `kg/m2`).
     fn to_base(self) -> f64 {
         match self {
             Unit::Kg => 1.0,

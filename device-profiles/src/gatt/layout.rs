@@ -241,7 +241,7 @@ pub enum LayoutError {
     /// Not valid TOML, or not the expected keys.
     #[error("layout {source_name} is not valid: {message}")]
     Parse {
-        /// file or "<string>"
+        /// file, or `<string>` for text parsed from memory
         source_name: String,
         /// parser message (with line and key)
         message: String,

@@ -9,7 +9,11 @@ fn main() -> ExitCode {
         Ok(scenarios) => {
             println!("rpm-sim: bundled scenarios (commands to run them are not built yet)");
             for s in scenarios {
-                println!("  {:<32} {} expected alert(s)", s.name, s.expected_alerts().len());
+                println!(
+                    "  {:<32} {} expected alert(s)",
+                    s.name,
+                    s.expected_alerts().len()
+                );
             }
             ExitCode::SUCCESS
         }

@@ -26,6 +26,6 @@ pub mod units;
 pub use canonical::{canonicalize, ClockPolicy, Reading, ReadingGroup, Source};
 pub use decoded::{Component, DecodedMeasurement, DeviceTime, RawValue, SpecialValue};
 pub use metric::{Metric, Panel};
-pub use profile::{Profile, ProfileError, ProfileSet};
+pub use profile::{FileError, Profile, ProfileSet};
 pub use reject::Reject;
 pub use units::Unit;

@@ -233,10 +233,10 @@ impl Profile {
     }
 
     /// Parses and validates one profile from TOML text; `file` is used in errors.
-    pub fn from_toml(text: &str, file: &Path) -> Result<Profile, ProfileError> {
+    pub fn from_toml(text: &str, file: &Path) -> Result<Profile, FileError> {
         let raw: RawProfile = parse_toml(text, file)?;
         let err = |key: &str, field: &str, message: &str| {
-            ProfileError::at(file, text, find_key(text, key), field, message.to_string())
+            FileError::at(file, text, find_key(text, key), field, message.to_string())
         };
         let format = match (raw.format, raw.senml, raw.json) {
             (FormatKind::Senml, senml, None) => Format::Senml(senml.unwrap_or_default()),
@@ -290,10 +290,11 @@ impl Profile {
     }
 }
 
-/// A profile file that could not be loaded.
+/// A TOML file (profile, config, scenario) that could not be loaded, with
+/// the place and field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}:{line}:{column}: field `{field}`: {message}", file = file.display())]
-pub struct ProfileError {
+pub struct FileError {
     /// The file.
     pub file: PathBuf,
     /// 1-based line (0 when unknown).
@@ -306,10 +307,10 @@ pub struct ProfileError {
     pub message: String,
 }
 
-impl ProfileError {
+impl FileError {
     fn at(file: &Path, text: &str, offset: Option<usize>, field: &str, message: String) -> Self {
         let (line, column) = offset.map(|o| line_col(text, o)).unwrap_or((0, 0));
-        ProfileError {
+        FileError {
             file: file.to_path_buf(),
             line,
             column,
@@ -321,10 +322,7 @@ impl ProfileError {
 
 /// Deserializes TOML with errors that carry file, line, column and field
 /// path. Shared by every TOML file the project loads.
-pub fn parse_toml<T: serde::de::DeserializeOwned>(
-    text: &str,
-    file: &Path,
-) -> Result<T, ProfileError> {
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, file: &Path) -> Result<T, FileError> {
     let de = toml::de::Deserializer::parse(text)
         .map_err(|e| toml_error(file, text, e, String::new()))?;
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -333,14 +331,14 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(
     })
 }
 
-fn toml_error(file: &Path, text: &str, e: toml::de::Error, field: String) -> ProfileError {
+fn toml_error(file: &Path, text: &str, e: toml::de::Error, field: String) -> FileError {
     let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
     let field = if field.is_empty() || field == "." {
         "(document)".to_string()
     } else {
         field
     };
-    ProfileError {
+    FileError {
         file: file.to_path_buf(),
         line,
         column,
@@ -378,16 +376,16 @@ pub struct ProfileSet {
 impl ProfileSet {
     /// Loads every `*.toml` directly in `dir`, in file-name order. Returns
     /// every broken file's error, not only the first.
-    pub fn load_dir(dir: &Path) -> Result<ProfileSet, Vec<ProfileError>> {
+    pub fn load_dir(dir: &Path) -> Result<ProfileSet, Vec<FileError>> {
         let mut set = ProfileSet::default();
         set.add_dir(dir)?;
         Ok(set)
     }
 
     /// Adds every `*.toml` directly in `dir`.
-    pub fn add_dir(&mut self, dir: &Path) -> Result<(), Vec<ProfileError>> {
+    pub fn add_dir(&mut self, dir: &Path) -> Result<(), Vec<FileError>> {
         let io_err = |e: std::io::Error| {
-            vec![ProfileError {
+            vec![FileError {
                 file: dir.to_path_buf(),
                 line: 0,
                 column: 0,
@@ -412,7 +410,7 @@ impl ProfileSet {
                     }
                     Err(e) => errors.push(e),
                 },
-                Err(e) => errors.push(ProfileError {
+                Err(e) => errors.push(FileError {
                     file: file.clone(),
                     line: 0,
                     column: 0,
@@ -429,14 +427,14 @@ impl ProfileSet {
     }
 
     /// Adds one profile; refuses a duplicate name or an identical topic filter.
-    pub fn push(&mut self, p: Profile) -> Result<(), ProfileError> {
+    pub fn push(&mut self, p: Profile) -> Result<(), FileError> {
         let clash = self
             .profiles
             .iter()
             .find(|q| q.name == p.name || q.topic.filter() == p.topic.filter());
         if let Some(q) = clash {
             let what = if q.name == p.name { "name" } else { "topic" };
-            return Err(ProfileError {
+            return Err(FileError {
                 file: p.file.clone(),
                 line: 0,
                 column: 0,

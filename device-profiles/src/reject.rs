@@ -164,27 +164,6 @@ impl Reject {
         }
     }
 
-    /// All codes, for pre-registering metrics and documentation.
-    pub const CODES: [&'static str; 17] = [
-        "payload_too_large",
-        "malformed_payload",
-        "schema_mismatch",
-        "unmapped_field",
-        "unknown_unit",
-        "missing_unit",
-        "incompatible_unit",
-        "special_value",
-        "implausible_value",
-        "future_timestamp",
-        "ancient_timestamp",
-        "invalid_timestamp",
-        "unknown_device",
-        "no_profile",
-        "invalid_gatt",
-        "not_clinical",
-        "empty_measurement",
-    ];
-
     pub(crate) fn from_unit_error(err: UnitError, metric: Metric) -> Self {
         match err {
             UnitError::Unknown(u) => Reject::UnknownUnit { metric, unit: u.0 },

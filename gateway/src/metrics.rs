@@ -86,19 +86,6 @@ impl Metrics {
         self.mqtt_connected.load(Ordering::Relaxed) == 1
     }
 
-    /// A counter's value (tests, summaries).
-    pub fn counter(&self, name: &str, labels: &str) -> u64 {
-        self.counters
-            .lock()
-            .map(|c| {
-                c.iter()
-                    .filter(|((n, l), _)| *n == name && l == labels)
-                    .map(|(_, v)| *v)
-                    .sum()
-            })
-            .unwrap_or(0)
-    }
-
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();

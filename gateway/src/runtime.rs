@@ -30,16 +30,6 @@ pub enum RunError {
     Mqtt(#[from] MqttError),
 }
 
-/// A running gateway's shared parts (for the demo and tests in-process).
-pub struct Gateway {
-    /// Decode + normalize.
-    pub pipeline: Arc<Pipeline>,
-    /// Store writer.
-    pub writer: Writer,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-}
-
 /// Builds the pipeline from config.
 pub fn pipeline(config: &Config, metrics: Arc<Metrics>) -> Result<Pipeline, ConfigErrors> {
     let profiles = config.profile_set()?;

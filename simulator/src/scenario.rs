@@ -29,7 +29,7 @@ use std::str::FromStr;
 use chrono::{DateTime, NaiveTime, TimeDelta, Timelike, Utc};
 use device_profiles::profile::{line_col, parse_toml};
 use device_profiles::units::UnitName;
-use device_profiles::ProfileError;
+use device_profiles::FileError;
 use serde::{Deserialize, Serialize};
 
 use crate::emission::{DeviceKind, Emission, Fault};
@@ -543,13 +543,13 @@ pub enum ScenarioError {
     #[error("{}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Invalid {
         /// The problems, in file order of discovery.
-        problems: Vec<ProfileError>,
+        problems: Vec<FileError>,
     },
 }
 
 impl ScenarioError {
     /// The located problems (empty for an I/O error).
-    pub fn problems(&self) -> &[ProfileError] {
+    pub fn problems(&self) -> &[FileError] {
         match self {
             ScenarioError::Io { .. } => &[],
             ScenarioError::Invalid { problems } => problems,
@@ -678,7 +678,7 @@ fn locate(text: &str, path: &[Seg]) -> Option<usize> {
 struct Problems<'a> {
     file: &'a Path,
     text: &'a str,
-    list: Vec<ProfileError>,
+    list: Vec<FileError>,
 }
 
 impl Problems<'_> {
@@ -686,7 +686,7 @@ impl Problems<'_> {
         let (line, column) = locate(self.text, &path)
             .map(|o| line_col(self.text, o))
             .unwrap_or((0, 0));
-        self.list.push(ProfileError {
+        self.list.push(FileError {
             file: self.file.to_path_buf(),
             line,
             column,

@@ -11,7 +11,7 @@ mod tls;
 
 use chrono::FixedOffset;
 use device_profiles::canonical::BadTimePolicy;
-use device_profiles::profile::{line_col, parse_toml, ProfileError};
+use device_profiles::profile::{line_col, parse_toml, FileError};
 use device_profiles::{ClockPolicy, ProfileSet};
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -242,13 +242,13 @@ pub enum LogFormat {
 /// Configuration errors: every one found, each with file, line and field.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
-pub struct ConfigErrors(pub Vec<ProfileError>);
+pub struct ConfigErrors(pub Vec<FileError>);
 
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ProfileError {
+            ConfigErrors(vec![FileError {
                 file: path.to_path_buf(),
                 line: 0,
                 column: 0,
@@ -275,7 +275,7 @@ impl Config {
         }
     }
 
-    fn validate(&self, text: &str, file: &Path) -> Vec<ProfileError> {
+    fn validate(&self, text: &str, file: &Path) -> Vec<FileError> {
         let mut errors = Vec::new();
         let mut err = |table: &str, key: &str, message: String| {
             let (line, column) = locate(text, table, key)
@@ -286,7 +286,7 @@ impl Config {
             } else {
                 format!("{table}.{key}")
             };
-            errors.push(ProfileError {
+            errors.push(FileError {
                 file: file.to_path_buf(),
                 line,
                 column,

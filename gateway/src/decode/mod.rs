@@ -5,7 +5,7 @@
 //! typed [`Reject`] for quarantine.
 
 use device_profiles::profile::DecodedMessage;
-use device_profiles::{ProfileSet, Reject};
+use device_profiles::{Profile, ProfileSet, Reject};
 
 /// Chooses the profile for an input and decodes it.
 #[derive(Debug, Clone)]
@@ -39,49 +39,42 @@ impl Decoder {
 
     /// Decodes an MQTT payload received on `topic`.
     pub fn decode_mqtt(&self, topic: &str, payload: &[u8]) -> Decoded {
-        let Some(profile) = self.profiles.for_topic(topic) else {
-            return Decoded {
-                profile: None,
-                message: Err(Reject::NoProfile {
-                    topic: topic.to_string(),
-                }),
-            };
-        };
+        match self.profiles.for_topic(topic) {
+            Some(profile) => self.decode(profile, topic, payload),
+            None => no_profile(topic),
+        }
+    }
+
+    /// Decodes with a named profile (HTTP ingest, re-processing).
+    pub fn decode_with(&self, profile: &str, origin: &str, payload: &[u8]) -> Decoded {
+        match self.profiles.by_name(profile) {
+            Some(p) => self.decode(p, origin, payload),
+            None => no_profile(profile),
+        }
+    }
+
+    /// Decodes with `profile`, refusing oversized payloads before parsing.
+    fn decode(&self, profile: &Profile, origin: &str, payload: &[u8]) -> Decoded {
         let message = if payload.len() > self.max_payload {
             Err(Reject::PayloadTooLarge {
                 size: payload.len(),
                 limit: self.max_payload,
             })
         } else {
-            profile.decode(topic, payload)
+            profile.decode(origin, payload)
         };
         Decoded {
             profile: Some(profile.name.clone()),
             message,
         }
     }
+}
 
-    /// Decodes with a named profile (HTTP ingest, re-processing).
-    pub fn decode_with(&self, profile: &str, origin: &str, payload: &[u8]) -> Decoded {
-        let Some(p) = self.profiles.by_name(profile) else {
-            return Decoded {
-                profile: None,
-                message: Err(Reject::NoProfile {
-                    topic: profile.to_string(),
-                }),
-            };
-        };
-        let message = if payload.len() > self.max_payload {
-            Err(Reject::PayloadTooLarge {
-                size: payload.len(),
-                limit: self.max_payload,
-            })
-        } else {
-            p.decode(origin, payload)
-        };
-        Decoded {
-            profile: Some(p.name.clone()),
-            message,
-        }
+fn no_profile(what: &str) -> Decoded {
+    Decoded {
+        profile: None,
+        message: Err(Reject::NoProfile {
+            topic: what.to_string(),
+        }),
     }
 }

@@ -143,36 +143,29 @@ impl Store {
         let mut q = self.conn.prepare(
             "SELECT device_id, patient_id, origin, assigned_at, last_seen_at FROM devices ORDER BY device_id",
         )?;
-        let rows = q.query_map([], |r| {
-            Ok(Device {
-                device_id: r.get(0)?,
-                patient_id: r.get(1)?,
-                origin: r.get(2)?,
-                assigned_at: ms(r.get(3)?),
-                last_seen_at: ms(r.get(4)?),
-            })
-        })?;
+        let rows = q.query_map([], device_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// One device.
     pub fn device(&self, device_id: &str) -> Result<Option<Device>, StoreError> {
         Ok(self
-            .devices()?
-            .into_iter()
-            .find(|d| d.device_id == device_id))
-    }
-
-    /// The patient a device is assigned to.
-    pub fn patient_of(&self, device_id: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
             .conn
             .query_row(
-                "SELECT patient_id FROM devices WHERE device_id = ?1",
+                "SELECT device_id, patient_id, origin, assigned_at, last_seen_at FROM devices WHERE device_id = ?1",
                 [device_id],
-                |r| r.get::<_, Option<String>>(0),
+                device_row,
             )
-            .optional()?
-            .flatten())
+            .optional()?)
     }
+}
+
+fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
+    Ok(Device {
+        device_id: r.get(0)?,
+        patient_id: r.get(1)?,
+        origin: r.get(2)?,
+        assigned_at: ms(r.get(3)?),
+        last_seen_at: ms(r.get(4)?),
+    })
 }

@@ -87,12 +87,6 @@ impl Writer {
         Ok(rx)
     }
 
-    /// Submits and waits for the commit.
-    pub async fn commit(&self, items: Vec<Item>) -> CommitResult {
-        let rx = self.submit(items).await.map_err(Arc::new)?;
-        rx.await.map_err(|_| Arc::new(StoreError::WriterGone))?
-    }
-
     /// Records a heartbeat (or the clean stop) of a gateway run.
     pub async fn heartbeat(&self, run_id: i64, stopped: bool) {
         let _ = self.tx.send(Job::Heartbeat { run_id, stopped }).await;

@@ -99,27 +99,16 @@ impl Mosquitto {
 
     /// Publishes one message with QoS 1 through `mosquitto_pub` (an independent client).
     pub fn publish(&self, topic: &str, payload: &[u8]) {
-        let mut child = Command::new(find("mosquitto_pub"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-q",
-                "1",
-                "-t",
-                topic,
-                "-s",
-            ])
-            .stdin(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(payload).unwrap();
-        assert!(child.wait().unwrap().success(), "mosquitto_pub failed");
+        self.mosquitto_pub(topic, "-s", payload);
     }
 
     /// Publishes each line as one message (QoS 1).
     pub fn publish_lines(&self, topic: &str, lines: &[String]) {
+        self.mosquitto_pub(topic, "-l", lines.join("\n").as_bytes());
+    }
+
+    /// `mode`: `-s` (stdin is one message) or `-l` (one message per line).
+    fn mosquitto_pub(&self, topic: &str, mode: &str, stdin: &[u8]) {
         let mut child = Command::new(find("mosquitto_pub"))
             .args([
                 "-h",
@@ -130,17 +119,12 @@ impl Mosquitto {
                 "1",
                 "-t",
                 topic,
-                "-l",
+                mode,
             ])
             .stdin(Stdio::piped())
             .spawn()
             .unwrap();
-        {
-            let mut stdin = child.stdin.take().unwrap();
-            for l in lines {
-                writeln!(stdin, "{l}").unwrap();
-            }
-        }
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
         assert!(child.wait().unwrap().success(), "mosquitto_pub failed");
     }
 }

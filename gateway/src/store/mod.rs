@@ -5,6 +5,7 @@
 //! [`writer`], which group-commits them and only then lets the source
 //! acknowledge; everything downstream reads from here after a durable cursor.
 
+pub mod outbox;
 pub mod queries;
 pub mod registry;
 mod schema;
@@ -45,6 +46,9 @@ pub enum StoreError {
     /// The writer thread has stopped.
     #[error("the store writer has stopped")]
     WriterGone,
+    /// A value could not be encoded for storage.
+    #[error("cannot encode a stored value: {0}")]
+    Encode(String),
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -160,6 +164,14 @@ impl Store {
     /// The underlying connection (read queries).
     pub fn conn(&self) -> &Connection {
         &self.conn
+    }
+
+    /// A write transaction (`BEGIN IMMEDIATE`): downstream stages commit
+    /// their effect and their cursor together in one.
+    pub fn transaction(&mut self) -> Result<Transaction<'_>, StoreError> {
+        Ok(self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
     }
 
     /// Commits items in one transaction; returns an outcome per item.

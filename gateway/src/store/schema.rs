@@ -9,9 +9,10 @@ use rusqlite::{params, Connection};
 use super::StoreError;
 
 /// (version, SQL). Times are Unix milliseconds (UTC) throughout.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE readings (
     seq                 INTEGER PRIMARY KEY AUTOINCREMENT, -- commit order: downstream cursors follow it
     reading_id          TEXT NOT NULL UNIQUE,             -- stable identity: re-sent data is stored once
@@ -88,7 +89,176 @@ SELECT seq, patient_id, device_id, metric, value, unit, loinc,
        source, annotations
 FROM readings;
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+-- ---------------------------------------------------------------------
+-- Version 2: the shared contract of the downstream stages (rules,
+-- delivery, API, forwarder). Each stage owns its tables; the columns here
+-- are what the others may rely on.
+-- ---------------------------------------------------------------------
+
+-- Patients: care-plan enrolment, per-patient rule overrides, care team.
+-- No demographics: the gateway needs none.
+CREATE TABLE patients (
+    patient_id          TEXT PRIMARY KEY,
+    care_plans          TEXT NOT NULL DEFAULT '[]',       -- JSON array of plan names
+    overrides           TEXT NOT NULL DEFAULT '{}',       -- JSON alerting_rules::Overrides
+    care_team           TEXT,                             -- NULL: no team
+    enrolled_at         INTEGER NOT NULL,
+    updated_at          INTEGER NOT NULL,
+    origin              TEXT NOT NULL DEFAULT 'config'    -- config | cli | api
+);
+CREATE INDEX patients_team ON patients(care_team);
+
+-- Device state reported by sources (BLE battery, connection).
+ALTER TABLE devices ADD COLUMN battery_pct INTEGER;
+ALTER TABLE devices ADD COLUMN connection TEXT;            -- connected | disconnected | NULL (not a connected source)
+ALTER TABLE devices ADD COLUMN source TEXT;                -- mqtt | ble | http: last source seen
+CREATE INDEX readings_device_sequence ON readings(device_id, sequence) WHERE sequence IS NOT NULL;
+
+-- Rule engine state per (patient, rule): alerting_rules::AlertState as JSON.
+CREATE TABLE alert_state (
+    patient_id          TEXT NOT NULL,
+    rule_id             TEXT NOT NULL,
+    state               TEXT NOT NULL,
+    alert_id            TEXT,                             -- the open alert, if any
+    updated_at          INTEGER NOT NULL,
+    PRIMARY KEY (patient_id, rule_id)
+);
+-- Newest measured time evaluated per patient (late-data detection).
+CREATE TABLE patient_watermarks (
+    patient_id          TEXT PRIMARY KEY,
+    watermark           INTEGER NOT NULL
+);
+
+-- Alerts: one row from fire to resolve. At most one open per (patient, rule).
+CREATE TABLE alerts (
+    alert_id            TEXT PRIMARY KEY,
+    patient_id          TEXT NOT NULL,
+    rule_id             TEXT NOT NULL,
+    rule_version        INTEGER NOT NULL,
+    pack                TEXT NOT NULL,
+    severity            TEXT NOT NULL,                    -- info | warning | urgent | critical
+    status              TEXT NOT NULL,                    -- firing | acknowledged | resolved
+    message             TEXT NOT NULL,
+    limits              TEXT NOT NULL DEFAULT '{}',       -- JSON effective limits that fired it
+    evidence            TEXT NOT NULL DEFAULT '[]',       -- JSON readings cited
+    late                INTEGER NOT NULL DEFAULT 0,
+    flapping            INTEGER NOT NULL DEFAULT 0,
+    fired_at            INTEGER NOT NULL,
+    measured_at         INTEGER,
+    updated_at          INTEGER NOT NULL,
+    acknowledged_by     TEXT,
+    acknowledged_at     INTEGER,
+    ack_note            TEXT,
+    snooze_until        INTEGER,
+    resolved_at         INTEGER,
+    resolved_by         TEXT                              -- NULL: resolved automatically
+);
+CREATE INDEX alerts_patient ON alerts(patient_id, fired_at);
+CREATE INDEX alerts_status ON alerts(status, severity, fired_at);
+CREATE UNIQUE INDEX alerts_one_open ON alerts(patient_id, rule_id) WHERE status != 'resolved';
+
+-- Every transition of an alert: its history, with the evidence.
+CREATE TABLE alert_history (
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert_id            TEXT NOT NULL,
+    at                  INTEGER NOT NULL,
+    kind                TEXT NOT NULL,                    -- fired | updated | acknowledged | resolved | note
+    notified            INTEGER NOT NULL,
+    actor               TEXT,                             -- who (ack, manual resolve)
+    detail              TEXT NOT NULL DEFAULT '{}'        -- JSON: note, evidence, limits, late
+);
+CREATE INDEX alert_history_alert ON alert_history(alert_id, id);
+
+-- The outbox: every event to deliver, written in the same transaction as
+-- the change it reports. `seq` orders delivery; `event_id` is the
+-- webhook-id, stable across retries. `payload` is the JSON body as sent
+-- (see gateway/src/store/outbox.rs and the JSON Schema).
+CREATE TABLE outbox (
+    seq                 INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id            TEXT NOT NULL UNIQUE,
+    event_type          TEXT NOT NULL,                    -- alert.fired | alert.updated | alert.acknowledged | alert.resolved | delivery.failing | delivery.dead_lettered | endpoint.disabled | store.disk_low
+    alert_id            TEXT,
+    patient_id          TEXT,
+    severity            TEXT,
+    created_at          INTEGER NOT NULL,
+    payload             TEXT NOT NULL
+);
+
+-- Webhook endpoints (config and run time).
+CREATE TABLE webhook_endpoints (
+    endpoint_id         TEXT PRIMARY KEY,
+    url                 TEXT NOT NULL,
+    description         TEXT NOT NULL DEFAULT '',
+    secrets             TEXT NOT NULL DEFAULT '[]',       -- JSON array of active `whsec_` secrets, newest first
+    enabled             INTEGER NOT NULL DEFAULT 1,
+    disabled_reason     TEXT,
+    filter              TEXT NOT NULL DEFAULT '{}',       -- JSON: severities, care_plans, care_teams, event_types
+    origin              TEXT NOT NULL,                    -- config | cli | api
+    created_at          INTEGER NOT NULL,
+    updated_at          INTEGER NOT NULL
+);
+
+-- One row per (event, endpoint): the delivery and its retry state.
+CREATE TABLE deliveries (
+    delivery_id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_seq           INTEGER NOT NULL REFERENCES outbox(seq),
+    endpoint_id         TEXT NOT NULL,
+    status              TEXT NOT NULL,                    -- pending | delivered | failed | dead
+    attempts            INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at     INTEGER NOT NULL,
+    created_at          INTEGER NOT NULL,
+    updated_at          INTEGER NOT NULL,
+    last_status         INTEGER,
+    last_error          TEXT,
+    UNIQUE (event_seq, endpoint_id)
+);
+CREATE INDEX deliveries_due ON deliveries(status, next_attempt_at);
+CREATE INDEX deliveries_endpoint ON deliveries(endpoint_id, status);
+
+-- Every attempt: time, HTTP status, latency, error.
+CREATE TABLE delivery_attempts (
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    delivery_id         INTEGER NOT NULL REFERENCES deliveries(delivery_id),
+    attempt             INTEGER NOT NULL,
+    at                  INTEGER NOT NULL,
+    http_status         INTEGER,
+    latency_ms          INTEGER NOT NULL,
+    error               TEXT
+);
+CREATE INDEX delivery_attempts_delivery ON delivery_attempts(delivery_id, attempt);
+
+-- API tokens: only a SHA-256 of the token is stored.
+CREATE TABLE api_tokens (
+    token_id            TEXT PRIMARY KEY,
+    name                TEXT NOT NULL,
+    token_hash          TEXT NOT NULL UNIQUE,
+    role                TEXT NOT NULL,                    -- read_only | care_team | admin
+    care_teams          TEXT NOT NULL DEFAULT '[]',       -- JSON array (role care_team)
+    created_at          INTEGER NOT NULL,
+    revoked_at          INTEGER,
+    last_used_at        INTEGER
+);
+
+-- Audit log: who read or changed what (HIPAA-style accountability).
+CREATE TABLE audit_log (
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    at                  INTEGER NOT NULL,
+    actor               TEXT NOT NULL,                    -- token id, `cli`, or `system`
+    action              TEXT NOT NULL,                    -- e.g. GET /api/v1/readings, alert.acknowledge
+    resource            TEXT NOT NULL,
+    patient_id          TEXT,
+    outcome             INTEGER NOT NULL,                 -- HTTP status or 0 for CLI
+    detail              TEXT
+);
+CREATE INDEX audit_log_time ON audit_log(at);
+CREATE INDEX audit_log_patient ON audit_log(patient_id, at);
+"#,
+    ),
+];
 
 /// Brings the schema up to date. Returns the version now in force.
 pub fn migrate(conn: &mut Connection) -> Result<i64, StoreError> {

@@ -1,0 +1,257 @@
+//! The outbox: events waiting to be delivered to care managers.
+//!
+//! Whatever produces an event (the rule evaluator firing an alert, an API
+//! acknowledgement, the dispatcher reporting a failing endpoint) writes it
+//! here **in the same transaction** as the change it reports. The webhook
+//! dispatcher delivers from this table after a durable cursor, so a crash
+//! can neither lose an event nor invent one, and a retried delivery carries
+//! the same `event_id` (the Standard Webhooks `webhook-id`) so receivers can
+//! deduplicate.
+//!
+//! The body is versioned: [`EVENT_SCHEMA`] names it, and
+//! `gateway/schema/webhook-event.v1.json` is its JSON Schema.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{params, Transaction};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::StoreError;
+
+/// Version tag carried in every event body.
+pub const EVENT_SCHEMA: &str = "rpm-gateway.event.v1";
+
+/// Event types. Alert events carry [`AlertData`]; operational events carry
+/// [`OperationalData`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventType {
+    /// A new alert opened.
+    #[serde(rename = "alert.fired")]
+    AlertFired,
+    /// An open alert got new evidence or escalated.
+    #[serde(rename = "alert.updated")]
+    AlertUpdated,
+    /// Someone acknowledged an alert.
+    #[serde(rename = "alert.acknowledged")]
+    AlertAcknowledged,
+    /// An alert resolved (automatically or by hand).
+    #[serde(rename = "alert.resolved")]
+    AlertResolved,
+    /// Deliveries to an endpoint keep failing.
+    #[serde(rename = "delivery.failing")]
+    DeliveryFailing,
+    /// A delivery exhausted its retries and was dead-lettered.
+    #[serde(rename = "delivery.dead_lettered")]
+    DeliveryDeadLettered,
+    /// An endpoint was disabled (410 Gone, or by hand).
+    #[serde(rename = "endpoint.disabled")]
+    EndpointDisabled,
+    /// The store's disk is running low.
+    #[serde(rename = "store.disk_low")]
+    StoreDiskLow,
+}
+
+impl EventType {
+    /// The wire name (`alert.fired`, ...).
+    pub const fn name(self) -> &'static str {
+        match self {
+            EventType::AlertFired => "alert.fired",
+            EventType::AlertUpdated => "alert.updated",
+            EventType::AlertAcknowledged => "alert.acknowledged",
+            EventType::AlertResolved => "alert.resolved",
+            EventType::DeliveryFailing => "delivery.failing",
+            EventType::DeliveryDeadLettered => "delivery.dead_lettered",
+            EventType::EndpointDisabled => "endpoint.disabled",
+            EventType::StoreDiskLow => "store.disk_low",
+        }
+    }
+
+    /// Whether this is an alert event (routed by patient, plan and team).
+    pub const fn is_alert(self) -> bool {
+        matches!(
+            self,
+            EventType::AlertFired
+                | EventType::AlertUpdated
+                | EventType::AlertAcknowledged
+                | EventType::AlertResolved
+        )
+    }
+}
+
+/// A reading cited in an alert, as sent to receivers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvidenceReading {
+    /// Stable reading id.
+    pub reading_id: String,
+    /// Metric name (`systolic`, `body_weight`, ...).
+    pub metric: String,
+    /// Value in `unit`.
+    pub value: f64,
+    /// UCUM unit.
+    pub unit: String,
+    /// LOINC code.
+    pub loinc: String,
+    /// When it was measured (UTC, RFC 3339).
+    pub measured_at: DateTime<Utc>,
+}
+
+/// The rule that fired an alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleRef {
+    /// Rule id.
+    pub id: String,
+    /// Rule version that fired it.
+    pub version: u32,
+    /// Pack the rule belongs to.
+    pub pack: String,
+}
+
+/// `data` of an alert event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertData {
+    /// Alert id.
+    pub alert_id: String,
+    /// Patient id (pseudonymous).
+    pub patient_id: String,
+    /// The patient's care team, if any.
+    pub care_team: Option<String>,
+    /// The patient's care plans.
+    pub care_plans: Vec<String>,
+    /// The rule.
+    pub rule: RuleRef,
+    /// `info` | `warning` | `urgent` | `critical`.
+    pub severity: String,
+    /// `firing` | `acknowledged` | `resolved`.
+    pub status: String,
+    /// Human-readable message.
+    pub message: String,
+    /// Effective limits that fired it (JSON object, per parameter).
+    pub limits: serde_json::Value,
+    /// Readings cited.
+    pub evidence: Vec<EvidenceReading>,
+    /// Back-filled or delayed data fired it.
+    pub late: bool,
+    /// The alert is flapping.
+    pub flapping: bool,
+    /// When it fired.
+    pub fired_at: DateTime<Utc>,
+    /// Measured time of the reading that fired it.
+    pub measured_at: Option<DateTime<Utc>>,
+    /// Who acknowledged it.
+    pub acknowledged_by: Option<String>,
+    /// Acknowledgement note.
+    pub ack_note: Option<String>,
+    /// When it resolved.
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// Link to the alert in the API (`/api/v1/alerts/{id}`, relative unless
+    /// `api.public_url` is set).
+    pub link: String,
+}
+
+/// `data` of an operational event. Never carries PHI.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperationalData {
+    /// Endpoint concerned, if any.
+    pub endpoint_id: Option<String>,
+    /// Human-readable description.
+    pub message: String,
+    /// Extra machine-readable detail.
+    #[serde(default)]
+    pub detail: serde_json::Value,
+}
+
+/// An event body: `{"type", "timestamp", "data"}` as Standard Webhooks
+/// recommends, plus a schema tag and the event id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event<D> {
+    /// Always [`EVENT_SCHEMA`].
+    pub schema: String,
+    /// Event id (= `webhook-id`).
+    pub id: String,
+    /// Event type.
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    /// When the event happened.
+    pub timestamp: DateTime<Utc>,
+    /// Type-specific data.
+    pub data: D,
+}
+
+/// A stable event id from what identifies the event (e.g. alert id,
+/// transition kind and its sequence in the alert's history), so that a
+/// re-run after a crash produces the same id and the outbox's unique index
+/// keeps it once.
+pub fn event_id(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0x1f]);
+    }
+    format!("evt_{}", &hex::encode(h.finalize())[..32])
+}
+
+/// Writes an event inside the caller's transaction. Returns its outbox
+/// sequence, or `None` when an event with this id is already there.
+pub fn enqueue<D: Serialize>(
+    tx: &Transaction<'_>,
+    event: &Event<D>,
+    alert_id: Option<&str>,
+    patient_id: Option<&str>,
+    severity: Option<&str>,
+) -> Result<Option<i64>, StoreError> {
+    let payload = serde_json::to_string(event).map_err(|e| StoreError::Encode(e.to_string()))?;
+    let n = tx.execute(
+        "INSERT INTO outbox (event_id, event_type, alert_id, patient_id, severity, created_at, payload)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT(event_id) DO NOTHING",
+        params![
+            event.id,
+            event.event_type.name(),
+            alert_id,
+            patient_id,
+            severity,
+            event.timestamp.timestamp_millis(),
+            payload
+        ],
+    )?;
+    Ok((n == 1).then(|| tx.last_insert_rowid()))
+}
+
+/// RFC 3339 with milliseconds and `Z`, as every time in event bodies.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    #[test]
+    fn enqueue_is_idempotent_on_event_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        let ev = Event {
+            schema: EVENT_SCHEMA.into(),
+            id: event_id(&["a1", "fired", "0"]),
+            event_type: EventType::DeliveryFailing,
+            timestamp: Utc::now(),
+            data: OperationalData {
+                endpoint_id: Some("ep".into()),
+                message: "failing".into(),
+                detail: serde_json::Value::Null,
+            },
+        };
+        let tx = store.transaction().unwrap();
+        assert!(enqueue(&tx, &ev, None, None, None).unwrap().is_some());
+        assert!(enqueue(&tx, &ev, None, None, None).unwrap().is_none());
+        tx.commit().unwrap();
+        let body: String = store
+            .conn()
+            .query_row("SELECT payload FROM outbox", [], |r| r.get(0))
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["type"], "delivery.failing");
+        assert_eq!(v["schema"], EVENT_SCHEMA);
+    }
+}

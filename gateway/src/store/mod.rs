@@ -6,6 +6,7 @@
 //! acknowledge; everything downstream reads from here after a durable cursor.
 
 pub mod outbox;
+pub mod patients;
 pub mod queries;
 pub mod registry;
 mod schema;

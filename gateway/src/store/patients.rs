@@ -1,0 +1,198 @@
+//! Patients: care-plan enrolment, per-patient rule overrides and care team.
+//!
+//! The rule evaluator reads these to know which rule packs apply to a
+//! patient and with which limits; the API and the CLI change them at run
+//! time. Overrides are stored as the JSON of `alerting_rules::Overrides`;
+//! callers validate them against the active rule set before saving (the
+//! store does not know the rules), and the engine skips an entry that no
+//! longer validates rather than stop alerting.
+
+use chrono::{DateTime, TimeZone, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+use super::{now_ms, Store, StoreError};
+
+/// A patient as the store knows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PatientRecord {
+    /// Pseudonymous patient id.
+    pub patient_id: String,
+    /// Care plans (`heart-failure`, `hypertension`, ...).
+    pub care_plans: Vec<String>,
+    /// Rule overrides (JSON object of `alerting_rules::Overrides`).
+    pub overrides: serde_json::Value,
+    /// Care team, if any.
+    pub care_team: Option<String>,
+    /// When monitoring started.
+    pub enrolled_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// Who created it: config, cli, api.
+    pub origin: String,
+}
+
+/// A change to a patient; `None` fields are left as they are.
+#[derive(Debug, Clone, Default)]
+pub struct PatientChange {
+    /// Replace the care plans.
+    pub care_plans: Option<Vec<String>>,
+    /// Replace the overrides (already validated by the caller).
+    pub overrides: Option<serde_json::Value>,
+    /// Set (`Some(Some)`) or clear (`Some(None)`) the care team.
+    pub care_team: Option<Option<String>>,
+}
+
+fn t(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PatientRecord> {
+    Ok(PatientRecord {
+        patient_id: r.get(0)?,
+        care_plans: serde_json::from_str(&r.get::<_, String>(1)?).unwrap_or_default(),
+        overrides: serde_json::from_str(&r.get::<_, String>(2)?)
+            .unwrap_or_else(|_| serde_json::json!({})),
+        care_team: r.get(3)?,
+        enrolled_at: t(r.get(4)?),
+        updated_at: t(r.get(5)?),
+        origin: r.get(6)?,
+    })
+}
+
+const COLUMNS: &str =
+    "patient_id, care_plans, overrides, care_team, enrolled_at, updated_at, origin";
+
+/// Reads one patient (usable inside a transaction: pass `&tx`).
+pub fn get(conn: &Connection, patient_id: &str) -> Result<Option<PatientRecord>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM patients WHERE patient_id = ?1"),
+            [patient_id],
+            row,
+        )
+        .optional()?)
+}
+
+/// Creates the patient if new, then applies `change`. Returns the result.
+pub fn upsert(
+    conn: &Connection,
+    patient_id: &str,
+    origin: &str,
+    change: &PatientChange,
+) -> Result<PatientRecord, StoreError> {
+    let now = now_ms();
+    conn.execute(
+        "INSERT INTO patients (patient_id, enrolled_at, updated_at, origin) VALUES (?1, ?2, ?2, ?3)
+         ON CONFLICT(patient_id) DO NOTHING",
+        params![patient_id, now, origin],
+    )?;
+    if let Some(plans) = &change.care_plans {
+        conn.execute(
+            "UPDATE patients SET care_plans = ?2, updated_at = ?3 WHERE patient_id = ?1",
+            params![patient_id, json(plans)?, now],
+        )?;
+    }
+    if let Some(o) = &change.overrides {
+        conn.execute(
+            "UPDATE patients SET overrides = ?2, updated_at = ?3 WHERE patient_id = ?1",
+            params![patient_id, json(o)?, now],
+        )?;
+    }
+    if let Some(team) = &change.care_team {
+        conn.execute(
+            "UPDATE patients SET care_team = ?2, updated_at = ?3 WHERE patient_id = ?1",
+            params![patient_id, team, now],
+        )?;
+    }
+    get(conn, patient_id)?.ok_or_else(|| StoreError::Encode("patient vanished".into()))
+}
+
+/// Patients whose id is greater than `after` (keyset pagination), in id
+/// order, optionally only those of the given care teams.
+pub fn list(
+    conn: &Connection,
+    after: Option<&str>,
+    teams: Option<&[String]>,
+    limit: usize,
+) -> Result<Vec<PatientRecord>, StoreError> {
+    let teams_json = teams.map(|t| serde_json::to_string(t).unwrap_or_else(|_| "[]".into()));
+    let mut q = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM patients
+         WHERE patient_id > ?1
+           AND (?2 IS NULL OR care_team IN (SELECT value FROM json_each(?2)))
+         ORDER BY patient_id LIMIT ?3"
+    ))?;
+    let rows = q.query_map(params![after.unwrap_or(""), teams_json, limit as i64], row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// JSON text of a column value.
+fn json<T: Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Encode(e.to_string()))
+}
+
+impl Store {
+    /// One patient.
+    pub fn patient(&self, patient_id: &str) -> Result<Option<PatientRecord>, StoreError> {
+        get(&self.conn, patient_id)
+    }
+
+    /// Creates or changes a patient in its own transaction.
+    pub fn upsert_patient(
+        &mut self,
+        patient_id: &str,
+        origin: &str,
+        change: &PatientChange,
+    ) -> Result<PatientRecord, StoreError> {
+        let tx = self.transaction()?;
+        let p = upsert(&tx, patient_id, origin, change)?;
+        tx.commit()?;
+        Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upsert_changes_only_what_is_given_and_lists_by_team() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        let p = store
+            .upsert_patient(
+                "p1",
+                "cli",
+                &PatientChange {
+                    care_plans: Some(vec!["heart-failure".into()]),
+                    care_team: Some(Some("north".into())),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(p.care_plans, vec!["heart-failure".to_string()]);
+        let p = store
+            .upsert_patient(
+                "p1",
+                "api",
+                &PatientChange {
+                    overrides: Some(serde_json::json!({"htn.crisis": {"disabled": true}})),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(p.care_team.as_deref(), Some("north"));
+        assert_eq!(p.origin, "cli");
+        assert_eq!(p.overrides["htn.crisis"]["disabled"], true);
+        store
+            .upsert_patient("p2", "cli", &PatientChange::default())
+            .unwrap();
+        let all = list(store.conn(), None, None, 10).unwrap();
+        assert_eq!(all.len(), 2);
+        let north = list(store.conn(), None, Some(&["north".to_string()]), 10).unwrap();
+        assert_eq!(north.len(), 1);
+        let after = list(store.conn(), Some("p1"), None, 10).unwrap();
+        assert_eq!(after[0].patient_id, "p2");
+    }
+}

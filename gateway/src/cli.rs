@@ -36,6 +36,15 @@ pub enum Command {
     /// Inputs that did not become readings.
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
+    /// Rule sets: validate a directory, replay readings offline.
+    #[command(subcommand)]
+    Rules(crate::rules::cli::RulesCommand),
+    /// Patients: care-plan enrolment, rule overrides, care team.
+    #[command(subcommand)]
+    Patients(crate::rules::cli::PatientsCommand),
+    /// Alerts: list, show, acknowledge, resolve.
+    #[command(subcommand)]
+    Alerts(crate::rules::cli::AlertsCommand),
 }
 
 /// `devices` subcommands.
@@ -115,6 +124,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         rt()?.block_on(crate::demo::run(args.clone()))?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Rules(cmd) = cli.command {
+        return crate::rules::cli::rules(cmd);
+    }
     let config = match load(&cli) {
         Ok(c) => c,
         Err(code) => return Ok(code),
@@ -133,15 +145,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             println!(
-                "configuration OK: {} device profile(s), {} configured device(s), store {}",
+                "configuration OK: {} device profile(s), {} configured device(s), {} configured patient(s), store {}",
                 profiles.len(),
                 config.devices.len(),
+                config.patients.len(),
                 config.store.path.display()
             );
         }
         #[cfg(feature = "embedded-broker")]
         Command::Demo(_) => {}
         Command::Devices(cmd) => devices(&config, cmd)?,
+        Command::Rules(_) => {}
+        Command::Patients(cmd) => return crate::rules::cli::patients_cmd(&config, cmd),
+        Command::Alerts(cmd) => return crate::rules::cli::alerts_cmd(&config, cmd),
         Command::Quarantine(QuarantineCommand::List { json, limit }) => {
             let store = runtime::open_store(&config)?;
             let rows = store.quarantine_after(0, limit)?;

@@ -21,6 +21,7 @@ pub mod demo;
 pub mod metrics;
 pub mod normalize;
 pub mod pipeline;
+pub mod rules;
 pub mod runtime;
 pub mod sources;
 pub mod store;

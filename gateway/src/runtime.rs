@@ -28,6 +28,9 @@ pub enum RunError {
     /// The MQTT source could not start.
     #[error(transparent)]
     Mqtt(#[from] MqttError),
+    /// The rule stage could not start.
+    #[error(transparent)]
+    Rules(#[from] crate::rules::RulesError),
 }
 
 /// Builds the pipeline from config.
@@ -70,6 +73,8 @@ pub async fn run(
     let pipeline = Arc::new(pipeline(&config, metrics.clone())?);
     let mut store = Store::open(&config.store.path)?;
     apply_config_devices(&mut store, &config, &pipeline)?;
+    crate::rules::apply_config_patients(&mut store, &config)?;
+    let evaluator = rules_evaluator(&config, metrics.clone())?;
     let run_id = store.start_run()?;
     tracing::info!(
         store = %config.store.path.display(),
@@ -115,6 +120,18 @@ pub async fn run(
         tracing::warn!("no source configured: nothing will be ingested");
     }
 
+    let rules_task = evaluator.map(|(evaluator, cfg)| {
+        let reload = crate::rules::task::reload_signal();
+        tokio::spawn(crate::rules::task::run(
+            cfg,
+            evaluator,
+            writer.committed(),
+            reload,
+            metrics.clone(),
+            stopped(),
+        ))
+    });
+
     shutdown.await;
     tracing::info!("shutdown requested; draining in-flight work");
     let _ = stop_tx.send(true);
@@ -124,12 +141,44 @@ pub async fn run(
             result = Err(RunError::Mqtt(e));
         }
     }
+    if let Some(t) = rules_task {
+        let _ = t.await;
+    }
     let _ = heartbeat.await;
     writer.heartbeat(run_id, true).await;
     drop(writer);
     let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
     tracing::info!("gateway stopped");
     result
+}
+
+/// The rule evaluator on its own store connection, when rules are enabled.
+fn rules_evaluator(
+    config: &Config,
+    metrics: Arc<Metrics>,
+) -> Result<
+    Option<(
+        crate::rules::evaluator::Evaluator,
+        crate::rules::task::TaskConfig,
+    )>,
+    crate::rules::RulesError,
+> {
+    if !config.rules.enabled {
+        return Ok(None);
+    }
+    let engine = Arc::new(crate::rules::engine(&config.rules)?);
+    let cfg = crate::rules::evaluator::EvaluatorConfig {
+        batch_readings: config.rules.batch_readings,
+        ..Default::default()
+    };
+    let evaluator =
+        crate::rules::evaluator::Evaluator::open(&config.store.path, engine, cfg, metrics)?;
+    let task = crate::rules::task::TaskConfig {
+        rules_dir: config.rules.dir.clone(),
+        engine: crate::rules::engine_config(&config.rules),
+        missing_interval: config.rules.missing_interval,
+    };
+    Ok(Some((evaluator, task)))
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -7,6 +7,7 @@
 //! validates without side effects (used by `check-config`); the runtime
 //! builds components from the validated config.
 
+mod rules;
 mod tls;
 
 use chrono::FixedOffset;
@@ -18,6 +19,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use rules::{PatientEnrolment, RulesConfig};
 pub use tls::{client_tls_config, install_crypto_provider, TlsError};
 
 /// The whole gateway configuration.
@@ -43,6 +45,12 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Alert rules.
+    #[serde(default)]
+    pub rules: RulesConfig,
+    /// Care-plan enrolment applied at start (run-time changes are kept).
+    #[serde(default)]
+    pub patients: Vec<PatientEnrolment>,
 }
 
 /// `[store]`
@@ -267,6 +275,9 @@ impl Config {
         if config.store.path.is_relative() && file != Path::new("") {
             config.store.path = base.join(&config.store.path);
         }
+        if let Some(d) = config.rules.dir.as_mut().filter(|d| d.is_relative()) {
+            *d = base.join(&*d);
+        }
         let errors = config.validate(text, file);
         if errors.is_empty() {
             Ok(config)
@@ -388,6 +399,9 @@ impl Config {
                     );
                 }
             }
+        }
+        if self.rules.enabled || !self.patients.is_empty() {
+            rules::validate(&self.rules, &self.patients, text, file, &mut errors);
         }
         errors
     }

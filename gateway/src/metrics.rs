@@ -119,11 +119,7 @@ impl Metrics {
     /// A rule reload (SIGHUP) succeeded or was refused.
     pub fn rules_reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "refused" };
-        self.add(
-            "rpm_rules_reloads_total",
-            format!("result=\"{result}\""),
-            1,
-        );
+        self.add("rpm_rules_reloads_total", format!("result=\"{result}\""), 1);
     }
 
     /// Open alerts by state.

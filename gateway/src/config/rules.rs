@@ -142,7 +142,12 @@ pub(super) fn validate(
     let mut seen = BTreeSet::new();
     for (n, p) in patients.iter().enumerate() {
         if p.id.trim().is_empty() {
-            errors.push(at(Some(n), &format!("patients[{n}].id"), "id", "must not be empty".into()));
+            errors.push(at(
+                Some(n),
+                &format!("patients[{n}].id"),
+                "id",
+                "must not be empty".into(),
+            ));
         }
         if !seen.insert(p.id.as_str()) {
             errors.push(at(
@@ -182,8 +187,8 @@ mod tests {
         assert_eq!(e.0[0].field, "patients[1].care_plans");
         assert!(e.to_string().contains("heart-failur"), "{e}");
 
-        let ok = Config::from_toml(&text.replace("failur\"", "failure\""), Path::new("g.toml"))
-            .unwrap();
+        let ok =
+            Config::from_toml(&text.replace("failur\"", "failure\""), Path::new("g.toml")).unwrap();
         assert_eq!(ok.patients.len(), 2);
         assert_eq!(ok.rules.missing_interval.as_secs(), 1);
 

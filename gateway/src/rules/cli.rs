@@ -20,8 +20,8 @@ use super::lifecycle;
 use super::load_rule_set;
 use crate::config::Config;
 use crate::runtime;
-use crate::store::patients::{self, PatientChange};
 use crate::store::now_ms;
+use crate::store::patients::{self, PatientChange};
 
 /// `rules` subcommands.
 #[derive(Debug, Subcommand)]
@@ -431,17 +431,17 @@ pub fn alerts_cmd(config: &Config, cmd: AlertsCommand) -> anyhow::Result<ExitCod
             let a = alerts::get(store.conn(), &id)?.with_context(|| format!("no alert `{id}`"))?;
             let history = alerts::history(store.conn(), &id)?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "alert": a, "history": history })
-                );
+                println!("{}", serde_json::json!({ "alert": a, "history": history }));
             } else {
                 println!("{}", line(&a));
                 if let Some(m) = a.measured_at {
                     println!("  measured at  {}", m.format("%Y-%m-%dT%H:%M:%SZ"));
                 }
                 if let (Some(by), Some(at)) = (&a.acknowledged_by, a.acknowledged_at) {
-                    println!("  acknowledged by {by} at {}", at.format("%Y-%m-%dT%H:%M:%SZ"));
+                    println!(
+                        "  acknowledged by {by} at {}",
+                        at.format("%Y-%m-%dT%H:%M:%SZ")
+                    );
                 }
                 if let Some(s) = a.snooze_until {
                     println!("  snoozed until {}", s.format("%Y-%m-%dT%H:%M:%SZ"));
@@ -497,14 +497,24 @@ pub fn alerts_cmd(config: &Config, cmd: AlertsCommand) -> anyhow::Result<ExitCod
             };
             let tx = store.transaction()?;
             let a = lifecycle::acknowledge_in(&tx, &id, &by, note.as_deref(), snooze, Utc::now())?;
-            audit(&tx, "alert.acknowledge", &format!("alerts/{id}"), Some(&a.patient_id))?;
+            audit(
+                &tx,
+                "alert.acknowledge",
+                &format!("alerts/{id}"),
+                Some(&a.patient_id),
+            )?;
             tx.commit()?;
             println!("{}", line(&a));
         }
         AlertsCommand::Resolve { id, by, note } => {
             let tx = store.transaction()?;
             let a = lifecycle::resolve_in(&tx, &id, &by, note.as_deref(), Utc::now())?;
-            audit(&tx, "alert.resolve", &format!("alerts/{id}"), Some(&a.patient_id))?;
+            audit(
+                &tx,
+                "alert.resolve",
+                &format!("alerts/{id}"),
+                Some(&a.patient_id),
+            )?;
             tx.commit()?;
             println!("{}", line(&a));
         }

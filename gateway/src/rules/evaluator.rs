@@ -400,7 +400,8 @@ fn group(rows: Vec<Row>) -> Vec<Group> {
             tracing::warn!("skipping a stored reading with an unknown metric");
             continue;
         };
-        let (Some(measured_at), Some(received_at)) = (ms(Some(r.measured_at)), ms(Some(r.received_at)))
+        let (Some(measured_at), Some(received_at)) =
+            (ms(Some(r.measured_at)), ms(Some(r.received_at)))
         else {
             continue;
         };
@@ -425,7 +426,11 @@ fn group(rows: Vec<Row>) -> Vec<Group> {
         });
     }
     groups.sort_by(|a, b| {
-        (&a.patient_id, a.measured_at, a.first_seq).cmp(&(&b.patient_id, b.measured_at, b.first_seq))
+        (&a.patient_id, a.measured_at, a.first_seq).cmp(&(
+            &b.patient_id,
+            b.measured_at,
+            b.first_seq,
+        ))
     });
     groups
 }

@@ -59,11 +59,7 @@ impl<'c> SqliteHistory<'c> {
         }
     }
 
-    fn points(
-        &self,
-        sql: &str,
-        params: impl rusqlite::Params,
-    ) -> rusqlite::Result<Vec<Point>> {
+    fn points(&self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<Vec<Point>> {
         let mut q = self.conn.prepare_cached(sql)?;
         let rows = q.query_map(params, |r| {
             Ok(Point {

@@ -45,7 +45,11 @@ impl From<rusqlite::Error> for LifecycleError {
     }
 }
 
-fn open_alert(tx: &Transaction<'_>, alert_id: &str, by: &str) -> Result<AlertRecord, LifecycleError> {
+fn open_alert(
+    tx: &Transaction<'_>,
+    alert_id: &str,
+    by: &str,
+) -> Result<AlertRecord, LifecycleError> {
     if by.trim().is_empty() {
         return Err(LifecycleError::NoActor);
     }
@@ -140,7 +144,8 @@ pub fn acknowledge_in(
     let n = history_len(tx, alert_id)?;
     let detail = serde_json::json!({ "note": note, "snooze_until": snooze_until });
     insert_history(tx, alert_id, at, "acknowledged", true, Some(by), &detail)?;
-    let alert = alerts::get(tx, alert_id)?.ok_or_else(|| LifecycleError::NotFound(alert_id.into()))?;
+    let alert =
+        alerts::get(tx, alert_id)?.ok_or_else(|| LifecycleError::NotFound(alert_id.into()))?;
     let routing = patients::get(tx, &alert.patient_id)?;
     emit(tx, &alert, &routing, EventType::AlertAcknowledged, now, n)?;
     Ok(alert)
@@ -171,7 +176,8 @@ pub fn resolve_in(
     let n = history_len(tx, alert_id)?;
     let detail = serde_json::json!({ "note": note, "manual": true });
     insert_history(tx, alert_id, at, "resolved", true, Some(by), &detail)?;
-    let alert = alerts::get(tx, alert_id)?.ok_or_else(|| LifecycleError::NotFound(alert_id.into()))?;
+    let alert =
+        alerts::get(tx, alert_id)?.ok_or_else(|| LifecycleError::NotFound(alert_id.into()))?;
     let routing = patients::get(tx, &alert.patient_id)?;
     emit(tx, &alert, &routing, EventType::AlertResolved, now, n)?;
     Ok(alert)

@@ -116,7 +116,10 @@ mod tests {
         let d = gateway_downtime(store.conn(), t(base + 6 * h)).unwrap();
         assert_eq!(
             d,
-            vec![(t(base + h), t(base + 2 * h)), (t(base + 3 * h), t(base + 5 * h))]
+            vec![
+                (t(base + h), t(base + 2 * h)),
+                (t(base + 3 * h), t(base + 5 * h))
+            ]
         );
     }
 }

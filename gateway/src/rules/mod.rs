@@ -29,6 +29,8 @@ pub mod lifecycle;
 pub mod missing;
 mod persist;
 pub mod task;
+#[cfg(test)]
+mod tests;
 
 use std::path::Path;
 

@@ -378,7 +378,9 @@ impl Routing for Option<patients::PatientRecord> {
         self.as_ref().and_then(|p| p.care_team.clone())
     }
     fn care_plans(&self) -> Vec<String> {
-        self.as_ref().map(|p| p.care_plans.clone()).unwrap_or_default()
+        self.as_ref()
+            .map(|p| p.care_plans.clone())
+            .unwrap_or_default()
     }
 }
 

@@ -104,7 +104,11 @@ pub async fn run(
     tracing::info!("rule evaluation stopped");
 }
 
-async fn work(ev: Option<Evaluator>, do_missing: bool, metrics: &Arc<Metrics>) -> Option<Evaluator> {
+async fn work(
+    ev: Option<Evaluator>,
+    do_missing: bool,
+    metrics: &Arc<Metrics>,
+) -> Option<Evaluator> {
     let mut e = ev?;
     let metrics = metrics.clone();
     let joined = tokio::task::spawn_blocking(move || {

@@ -270,6 +270,47 @@ impl Gateway {
         ))
     }
 
+    /// `(rule_id, status, late)` of a patient's alerts, by rule id.
+    pub fn alerts_of(&self, patient: &str) -> Vec<(String, String, bool)> {
+        if !self.db.exists() {
+            return Vec::new();
+        }
+        let db = self.db();
+        let mut q = db
+            .prepare("SELECT rule_id, status, late FROM alerts WHERE patient_id = ?1 ORDER BY rule_id, fired_at")
+            .unwrap();
+        q.query_map([patient], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// Outbox event types of a patient, in outbox order.
+    pub fn events_of(&self, patient: &str) -> Vec<String> {
+        let db = self.db();
+        let mut q = db
+            .prepare("SELECT event_type FROM outbox WHERE patient_id = ?1 ORDER BY seq")
+            .unwrap();
+        q.query_map([patient], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// Whether rule evaluation has caught up with every committed reading.
+    pub fn rules_caught_up(&self) -> bool {
+        self.count("SELECT (SELECT COALESCE(MAX(seq), 0) FROM readings) = (SELECT COALESCE(MAX(position), -1) FROM cursors WHERE name = 'rules')") == 1
+    }
+
+    /// Sends a signal (`HUP`, `TERM`, ...) to the running gateway.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("gateway not running").id();
+        Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .unwrap();
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default()
     }

@@ -25,6 +25,9 @@ use rusqlite::{params, Connection};
 use super::alerts::ms;
 use crate::store::StoreError;
 
+/// An interval `(from, to)` during which the gateway was down.
+pub type Downtime = (DateTime<Utc>, DateTime<Utc>);
+
 /// How far back downtime matters: the longest rule window (90 days).
 pub const DOWNTIME_HORIZON: TimeDelta = TimeDelta::days(91);
 
@@ -33,7 +36,7 @@ pub const DOWNTIME_HORIZON: TimeDelta = TimeDelta::days(91);
 pub fn gateway_downtime(
     conn: &Connection,
     now: DateTime<Utc>,
-) -> Result<Vec<(DateTime<Utc>, DateTime<Utc>)>, StoreError> {
+) -> Result<Vec<Downtime>, StoreError> {
     let since = (now - DOWNTIME_HORIZON).timestamp_millis();
     let mut q = conn.prepare_cached(
         "SELECT started_at, heartbeat_at, stopped_at FROM runs

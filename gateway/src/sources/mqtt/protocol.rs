@@ -48,8 +48,8 @@ pub enum Incoming {
 pub enum AckToken {
     /// MQTT 3.1.1.
     V311(rumqttc::Publish),
-    /// MQTT 5.
-    V5(v5::mqttbytes::v5::Publish),
+    /// MQTT 5 (boxed: its properties make it several times larger).
+    V5(Box<v5::mqttbytes::v5::Publish>),
 }
 
 /// The request side of a connection.
@@ -61,12 +61,13 @@ pub enum Client {
     V5(v5::AsyncClient),
 }
 
-/// The event side of a connection.
+/// The event side of a connection (boxed: the event loops are large and
+/// of different sizes).
 pub enum Connection {
     /// MQTT 3.1.1.
-    V311(rumqttc::EventLoop),
+    V311(Box<rumqttc::EventLoop>),
     /// MQTT 5.
-    V5(v5::EventLoop),
+    V5(Box<v5::EventLoop>),
 }
 
 /// Connection settings resolved from config (client id, credentials, TLS).
@@ -95,7 +96,7 @@ pub fn connect(cfg: &MqttConfig, s: Settings, cap: usize) -> (Client, Connection
                 o.set_transport(t);
             }
             let (c, e) = rumqttc::AsyncClient::new(o, cap);
-            (Client::V311(c), Connection::V311(e))
+            (Client::V311(c), Connection::V311(Box::new(e)))
         }
         MqttProtocol::V5 => {
             let mut o = v5::MqttOptions::new(s.client_id, cfg.host.clone(), cfg.port);
@@ -116,7 +117,7 @@ pub fn connect(cfg: &MqttConfig, s: Settings, cap: usize) -> (Client, Connection
                 o.set_transport(t);
             }
             let (c, e) = v5::AsyncClient::new(o, cap);
-            (Client::V5(c), Connection::V5(e))
+            (Client::V5(c), Connection::V5(Box::new(e)))
         }
     }
 }
@@ -165,7 +166,7 @@ impl Connection {
                         // is quarantined as `no_profile` with its bytes.
                         topic: String::from_utf8_lossy(&p.topic).into_owned(),
                         payload: p.payload.clone(),
-                        token: AckToken::V5(p),
+                        token: AckToken::V5(Box::new(p)),
                     }),
                     Event::Outgoing(rumqttc::Outgoing::Disconnect) => Ok(Incoming::Disconnected),
                     _ => Ok(Incoming::Other),

@@ -280,8 +280,8 @@ fn insert_alert(
     };
     tx.prepare_cached(
         "INSERT INTO alerts (alert_id, patient_id, rule_id, rule_version, pack, severity, status, message, limits,
-             evidence, late, flapping, fired_at, measured_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'firing', ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?12)",
+             evidence, late, flapping, fired_at, measured_at, updated_at, snooze_until)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'firing', ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?12, ?14)",
     )?
     .execute(params![
         id,
@@ -297,6 +297,11 @@ fn insert_alert(
         t.flapping,
         at,
         t.measured_at.map(|m| m.timestamp_millis()),
+        // A re-fire during a snooze set on an earlier alert is silent: show why.
+        t.state
+            .snooze_until
+            .filter(|s| *s > t.at)
+            .map(|s| s.timestamp_millis()),
     ])?;
     Ok(id)
 }

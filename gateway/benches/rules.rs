@@ -4,7 +4,7 @@
 //! The history has the same density in both runs (100 patients, a blood
 //! pressure panel, a weight and a glucose reading every 6 hours), so the
 //! rule windows hold the same number of readings; only the length of the
-//! record differs (25 days vs 7 years). If evaluation used unbounded
+//! record differs (6 days vs 625 days per patient). If evaluation used unbounded
 //! queries the second run would be ~100× slower per reading; with bounded
 //! indexed queries it should cost about the same (B-tree depth grows by a
 //! level or so). Plain `main` (no criterion): one timed pass per size, plus

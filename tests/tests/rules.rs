@@ -373,3 +373,57 @@ fn rules_check_and_test_work_offline() {
     assert_eq!(lines[0]["rule_id"], "htn.crisis");
     assert_eq!(lines[0]["kind"], "fire");
 }
+
+/// Run-time enrolment, overrides and care team through the CLI: validated
+/// against the rule set, stored, audited.
+#[test]
+fn patients_cli_validates_and_keeps_run_time_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "[[patients]]\nid = \"p1\"\ncare_plans = [\"hypertension\"]\n";
+    let gw = Gateway::new(dir.path(), 1, &[], extra);
+    let ok = |args: &[&str]| {
+        let out = gw.cli(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let out = gw.cli(&[
+        "patients",
+        "set-overrides",
+        "p1",
+        r#"{"htn.crisis": {"limits": {"systolic.limit": "170 kg"}}}"#,
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("systolic.limit"));
+    let out = gw.cli(&[
+        "patients",
+        "set-overrides",
+        "p1",
+        r#"{"htn.crysis": {"disabled": true}}"#,
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown rule `htn.crysis`"));
+    ok(&[
+        "patients",
+        "set-overrides",
+        "p1",
+        r#"{"htn.crisis": {"limits": {"systolic.limit": "170 mmHg"}}}"#,
+    ]);
+    ok(&["patients", "enrol", "p1", "--plan", "heart-failure"]);
+    ok(&["patients", "set-team", "p1", "north"]);
+    let list = ok(&["patients", "list", "--json"]);
+    let p: serde_json::Value = serde_json::from_str(list.lines().next().unwrap()).unwrap();
+    assert_eq!(p["care_plans"], serde_json::json!(["heart-failure"]));
+    assert_eq!(p["care_team"], "north");
+    assert_eq!(
+        p["overrides"]["htn.crisis"]["limits"]["systolic.limit"],
+        "170 mmHg"
+    );
+    assert_eq!(p["origin"], "cli");
+    assert_eq!(
+        gw.count("SELECT COUNT(*) FROM audit_log WHERE actor = 'cli' AND patient_id = 'p1'"),
+        3
+    );
+}

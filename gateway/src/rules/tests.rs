@@ -364,3 +364,67 @@ fn a_disconnected_device_inhibits_the_missed_readings_notification() {
         "not notified while the device is offline"
     );
 }
+
+#[test]
+fn a_patient_override_changes_the_limit_and_is_recorded() {
+    let mut w = World::new();
+    w.enrol("p1", &["hypertension"]);
+    w.ev.store()
+        .upsert_patient(
+            "p1",
+            "cli",
+            &PatientChange {
+                overrides: Some(serde_json::json!({
+                    "htn.crisis": {"limits": {"systolic.limit": "170 mmHg"}},
+                    "htn.hypotension": {"disabled": true}
+                })),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let t = t0();
+    w.reading("p1", &[("systolic", 175.0), ("diastolic", 85.0)], t, t);
+    w.ev.step(t).unwrap();
+    let a = w.open_alert("htn.crisis");
+    assert_eq!(a.limits["systolic.limit"]["value"], 170.0, "{}", a.limits);
+    assert_eq!(a.limits["systolic.limit"]["overridden"], true);
+    assert_eq!(a.limits["diastolic.limit"]["overridden"], false);
+    // Disabled for this patient: a low reading raises nothing.
+    let later = t + TimeDelta::hours(1);
+    w.reading(
+        "p1",
+        &[("systolic", 80.0), ("diastolic", 50.0)],
+        later,
+        later,
+    );
+    w.ev.step(later).unwrap();
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM alerts WHERE rule_id = 'htn.hypotension'"),
+        0
+    );
+}
+
+#[test]
+fn config_patients_do_not_undo_run_time_changes() {
+    let text = "[[patients]]\nid = \"p1\"\ncare_plans = [\"hypertension\"]\n[[patients]]\nid = \"p2\"\ncare_plans = [\"diabetes\"]\n";
+    let config = crate::config::Config::from_toml(text, std::path::Path::new("")).unwrap();
+    let mut w = World::new();
+    super::apply_config_patients(w.ev.store(), &config).unwrap();
+    // A run-time change to p1 (the CLI marks it `cli`).
+    w.enrol("p1", &["heart-failure"]);
+    w.ev.store()
+        .conn()
+        .execute(
+            "UPDATE patients SET origin = 'cli' WHERE patient_id = 'p1'",
+            [],
+        )
+        .unwrap();
+    super::apply_config_patients(w.ev.store(), &config).unwrap();
+    let p1 = w.ev.store().patient("p1").unwrap().unwrap();
+    assert_eq!(p1.care_plans, ["heart-failure"]);
+    let p2 = w.ev.store().patient("p2").unwrap().unwrap();
+    assert_eq!(
+        (p2.care_plans.as_slice(), p2.origin.as_str()),
+        (&["diabetes".to_string()][..], "config")
+    );
+}

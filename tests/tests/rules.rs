@@ -427,3 +427,41 @@ fn patients_cli_validates_and_keeps_run_time_changes() {
         3
     );
 }
+
+/// After a restart, the time the gateway was down (from the `runs`
+/// heartbeats) is not counted as patient silence: no false "no data" alert.
+#[test]
+fn gateway_downtime_is_not_a_missed_readings_streak() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let extra = "[rules]\nmissing_interval = \"200ms\"\n\n[[patients]]\nid = \"p1\"\ncare_plans = [\"hypertension\"]\n";
+    let mut gw = Gateway::new(dir.path(), broker.port, &[("cuff-1", "p1")], extra);
+    // A previous run that ended 40 hours ago.
+    let out = gw.cli(&["patients", "list"]);
+    assert!(out.status.success());
+    let now = Utc::now();
+    let db = rusqlite::Connection::open(&gw.db).unwrap();
+    db.execute(
+        "INSERT INTO runs(started_at, heartbeat_at, stopped_at) VALUES (?1, ?2, NULL)",
+        [
+            (now - TimeDelta::hours(70)).timestamp_millis(),
+            (now - TimeDelta::hours(40)).timestamp_millis(),
+        ],
+    )
+    .unwrap();
+    drop(db);
+    gw.start();
+    // The last reading before the outage, delivered now: 50 h old, of which
+    // 40 h were the gateway's outage.
+    bp(&broker, "cuff-1", now - TimeDelta::hours(50), 120, 80);
+    wait_until("evaluated", T, || {
+        gw.readings() == 3 && gw.rules_caught_up()
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        gw.alerts_of("p1"),
+        vec![],
+        "10 h of real silence is not 2 days"
+    );
+    assert_eq!(gw.stop().code(), Some(0));
+}

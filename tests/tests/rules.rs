@@ -217,6 +217,10 @@ care_plans = ["hypertension"]
         gw.count("SELECT COUNT(DISTINCT event_id) FROM outbox"),
         gw.count("SELECT COUNT(*) FROM outbox")
     );
+    // No PHI at info level, and no failed evaluation on the way.
+    let log = gw.log();
+    assert!(!log.contains("p-hf") && !log.contains("p-dm"), "{log}");
+    assert!(!log.contains("failed"), "{log}");
 }
 
 /// `kill -9` on either side of the rules commit: after restart the alert

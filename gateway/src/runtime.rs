@@ -28,6 +28,9 @@ pub enum RunError {
     /// The MQTT source could not start.
     #[error(transparent)]
     Mqtt(#[from] MqttError),
+    /// Webhook delivery could not start.
+    #[error(transparent)]
+    Delivery(#[from] crate::delivery::DeliveryError),
 }
 
 /// Builds the pipeline from config.
@@ -70,6 +73,7 @@ pub async fn run(
     let pipeline = Arc::new(pipeline(&config, metrics.clone())?);
     let mut store = Store::open(&config.store.path)?;
     apply_config_devices(&mut store, &config, &pipeline)?;
+    crate::delivery::apply_config_endpoints(&mut store, &config)?;
     let run_id = store.start_run()?;
     tracing::info!(
         store = %config.store.path.display(),
@@ -115,6 +119,18 @@ pub async fn run(
         tracing::warn!("no source configured: nothing will be ingested");
     }
 
+    let dispatcher = if config.delivery.enabled {
+        let d = crate::delivery::dispatch::Dispatcher::new(
+            Store::open(&config.store.path)?,
+            &config.delivery,
+            metrics.clone(),
+        )
+        .map_err(crate::delivery::DeliveryError::from)?;
+        Some(tokio::spawn(d.run(stopped())))
+    } else {
+        None
+    };
+
     shutdown.await;
     tracing::info!("shutdown requested; draining in-flight work");
     let _ = stop_tx.send(true);
@@ -123,6 +139,9 @@ pub async fn run(
         if let Ok(Err(e)) = t.await {
             result = Err(RunError::Mqtt(e));
         }
+    }
+    if let Some(d) = dispatcher {
+        let _ = d.await;
     }
     let _ = heartbeat.await;
     writer.heartbeat(run_id, true).await;

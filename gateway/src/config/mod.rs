@@ -7,6 +7,7 @@
 //! validates without side effects (used by `check-config`); the runtime
 //! builds components from the validated config.
 
+mod delivery;
 mod tls;
 
 use chrono::FixedOffset;
@@ -18,6 +19,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use delivery::{DeliveryConfig, WebhookConfig};
 pub use tls::{client_tls_config, install_crypto_provider, TlsError};
 
 /// The whole gateway configuration.
@@ -43,6 +45,12 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// The webhook dispatcher.
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+    /// Webhook endpoints declared in the file.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 /// `[store]`
@@ -267,7 +275,25 @@ impl Config {
         if config.store.path.is_relative() && file != Path::new("") {
             config.store.path = base.join(&config.store.path);
         }
-        let errors = config.validate(text, file);
+        if let Some(ca) = config.delivery.ca_file.as_mut() {
+            if ca.is_relative() {
+                *ca = base.join(&*ca);
+            }
+        }
+        for w in &mut config.webhooks {
+            if let Some(f) = w.secret_file.as_mut() {
+                if f.is_relative() {
+                    *f = base.join(&*f);
+                }
+            }
+        }
+        let mut errors = config.validate(text, file);
+        errors.extend(delivery::validate(
+            &config.delivery,
+            &config.webhooks,
+            text,
+            file,
+        ));
         if errors.is_empty() {
             Ok(config)
         } else {

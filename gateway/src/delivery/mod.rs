@@ -12,6 +12,54 @@
 //! outcome is committed, so an attempt in flight at a crash is simply
 //! attempted again, with the same `webhook-id`.
 
+pub mod breaker;
+pub mod dispatch;
 pub mod endpoints;
+pub mod fanout;
+pub mod ops;
+pub mod retry;
 pub mod route;
 pub mod signing;
+
+use crate::config::Config;
+use crate::store::Store;
+
+/// Start-up failures of delivery.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The HTTP client or TLS.
+    #[error(transparent)]
+    Dispatch(#[from] dispatch::DispatchError),
+    /// A configured endpoint could not be stored.
+    #[error("webhook `{id}`: {source}")]
+    Endpoint {
+        /// endpoint id
+        id: String,
+        /// why
+        source: endpoints::EndpointError,
+    },
+}
+
+/// Brings the `[[webhooks]]` of the config into the store (see
+/// [`endpoints::apply_config`]).
+pub fn apply_config_endpoints(store: &mut Store, config: &Config) -> Result<(), DeliveryError> {
+    for w in &config.webhooks {
+        let err = |source| DeliveryError::Endpoint {
+            id: w.id.clone(),
+            source,
+        };
+        let new = w.to_endpoint().map_err(|message| {
+            err(endpoints::EndpointError::Invalid {
+                field: "secret",
+                message,
+            })
+        })?;
+        let tx = store
+            .transaction()
+            .map_err(|e| err(endpoints::EndpointError::Store(e)))?;
+        endpoints::apply_config(&tx, &new, config.delivery.allow_http).map_err(err)?;
+        tx.commit()
+            .map_err(|e| err(endpoints::EndpointError::Store(e.into())))?;
+    }
+    Ok(())
+}

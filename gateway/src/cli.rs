@@ -36,6 +36,11 @@ pub enum Command {
     /// Inputs that did not become readings.
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
+    /// Webhook endpoints, deliveries, dead letters and re-drive.
+    #[command(subcommand)]
+    Webhooks(crate::delivery::cli::WebhooksCommand),
+    /// A webhook receiver that verifies signatures and prints alerts (for integrators; can rehearse outages).
+    WebhookReceiver(crate::delivery::cli::ReceiverArgs),
 }
 
 /// `devices` subcommands.
@@ -115,6 +120,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         rt()?.block_on(crate::demo::run(args.clone()))?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::WebhookReceiver(args) = &cli.command {
+        crate::delivery::cli::run_receiver(args)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let config = match load(&cli) {
         Ok(c) => c,
         Err(code) => return Ok(code),
@@ -142,6 +151,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "embedded-broker")]
         Command::Demo(_) => {}
         Command::Devices(cmd) => devices(&config, cmd)?,
+        Command::Webhooks(cmd) => crate::delivery::cli::webhooks(&config, cmd)?,
+        Command::WebhookReceiver(_) => {}
         Command::Quarantine(QuarantineCommand::List { json, limit }) => {
             let store = runtime::open_store(&config)?;
             let rows = store.quarantine_after(0, limit)?;

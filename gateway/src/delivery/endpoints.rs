@@ -356,9 +356,9 @@ pub fn retire_secrets(conn: &Connection, id: &str) -> Result<usize, EndpointErro
 }
 
 /// Brings a `[[webhooks]]` config entry into the store. Config owns url,
-/// description and filter; a config secret that is not the newest becomes
+/// description and filter; a config secret that is not active becomes
 /// the newest with the previous one kept active (a rotation done by editing
-/// the file). `enabled = false` in config disables; otherwise the run-time
+/// the file; a rotation done with the CLI or API is kept). `enabled = false` in config disables; otherwise the run-time
 /// state stays (an endpoint disabled by a 410 stays disabled until enabled
 /// by hand). An endpoint created at run time with the same id is left alone.
 pub fn apply_config(
@@ -384,7 +384,7 @@ pub fn apply_config(
                 allow_http,
             )?;
             if let Some(s) = &new.secret {
-                if ep.secrets.first() != Some(s) {
+                if !ep.secrets.contains(s) {
                     rotate_secret(conn, &new.endpoint_id, Some(s.clone()))?;
                 }
             }

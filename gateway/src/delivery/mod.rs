@@ -13,10 +13,12 @@
 //! attempted again, with the same `webhook-id`.
 
 pub mod breaker;
+pub mod cli;
 pub mod dispatch;
 pub mod endpoints;
 pub mod fanout;
 pub mod ops;
+pub mod receiver;
 pub mod retry;
 pub mod route;
 pub mod signing;

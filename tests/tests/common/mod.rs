@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod webhooks;
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -174,6 +176,27 @@ impl Gateway {
     }
 
     pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
+        // Ready once the broker session is up: the log says so.
+        self.start_until("mqtt connected", env);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    /// A gateway with exactly this config text (`{db}` stands for the store
+    /// path): e.g. no MQTT source, for delivery tests.
+    pub fn with_config(dir: &Path, text: &str) -> Gateway {
+        let db = dir.join("rpm.db");
+        let config = dir.join("gateway.toml");
+        std::fs::write(&config, text.replace("{db}", &db.display().to_string())).unwrap();
+        Gateway {
+            dir: dir.to_path_buf(),
+            config,
+            db,
+            child: None,
+        }
+    }
+
+    /// Starts `run` and waits until the log shows `marker` once more than before.
+    pub fn start_until(&mut self, marker: &str, env: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -189,18 +212,16 @@ impl Gateway {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        self.child = Some(cmd.spawn().unwrap());
-        // Ready once the broker session is up: the log says so.
         let log = self.dir.join("gateway.log");
         let before = std::fs::read_to_string(&log)
-            .map(|s| s.matches("mqtt connected").count())
+            .map(|s| s.matches(marker).count())
             .unwrap_or(0);
-        wait_until("gateway to connect", Duration::from_secs(20), || {
+        self.child = Some(cmd.spawn().unwrap());
+        wait_until(marker, Duration::from_secs(20), || {
             std::fs::read_to_string(&log)
-                .map(|s| s.matches("mqtt connected").count() > before)
+                .map(|s| s.matches(marker).count() > before)
                 .unwrap_or(false)
         });
-        std::thread::sleep(Duration::from_millis(300));
     }
 
     /// SIGKILL.

@@ -308,7 +308,7 @@ fn dead_letters_are_listed_and_redriven_from_the_cli() {
     start(&mut gw);
     rx.start();
     let ev = alert("p1", 0, "warning");
-    enqueue_events(&gw.db, &[ev.clone()]);
+    enqueue_events(&gw.db, std::slice::from_ref(&ev));
     wait_until("dead-lettered", T, || {
         gw.count("SELECT COUNT(*) FROM deliveries WHERE status = 'dead'") == 1
     });

@@ -139,7 +139,7 @@ impl Dispatcher {
             let mut more = false;
             match db(&shared, |s| fanout(s, FANOUT_BATCH)).await {
                 Ok((touched, n)) => {
-                    more = n > 0 && n >= FANOUT_BATCH;
+                    more = n >= FANOUT_BATCH;
                     if n > 0 {
                         shared.metrics.webhook_queued(n);
                     }

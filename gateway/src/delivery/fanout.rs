@@ -10,12 +10,25 @@ use super::endpoints::{self, EndpointError};
 use super::route::{matches, RouteInfo};
 use crate::store::{now_ms, set_cursor, Store};
 
+/// seq, event_type, patient_id, severity, payload.
+type OutboxRow = (i64, String, Option<String>, Option<String>, String);
+
 /// The durable cursor over `outbox.seq`.
 pub const CURSOR: &str = "delivery.fanout";
 
 /// Fans out up to `batch` events. Returns the endpoints that got new
 /// deliveries and how many were queued.
 pub fn fanout(store: &mut Store, batch: usize) -> Result<(BTreeSet<String>, usize), EndpointError> {
+    // A read first: the write lock is taken only when there is work, so
+    // polling does not contend with the reading writer.
+    let pending: bool = store.conn().query_row(
+        "SELECT EXISTS(SELECT 1 FROM outbox WHERE seq > COALESCE((SELECT position FROM cursors WHERE name = ?1), 0))",
+        [CURSOR],
+        |r| r.get(0),
+    )?;
+    if !pending {
+        return Ok((BTreeSet::new(), 0));
+    }
     let tx = store.transaction()?;
     let cursor: i64 = tx
         .query_row(
@@ -25,7 +38,7 @@ pub fn fanout(store: &mut Store, batch: usize) -> Result<(BTreeSet<String>, usiz
         )
         .optional()?
         .unwrap_or(0);
-    let events: Vec<(i64, String, Option<String>, Option<String>, String)> = {
+    let events: Vec<OutboxRow> = {
         let mut q = tx.prepare_cached(
             "SELECT seq, event_type, patient_id, severity, payload FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;

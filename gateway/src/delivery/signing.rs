@@ -208,10 +208,18 @@ mod tests {
     fn rejects_tampering_replay_and_bad_secrets() {
         let s = Secret::parse(SECRET).unwrap();
         let ts = Some("1614265330");
-        let e = verify(&[s.clone()], Some(MSG_ID), ts, Some(SIG), b"{}", TS, 300);
+        let e = verify(
+            std::slice::from_ref(&s),
+            Some(MSG_ID),
+            ts,
+            Some(SIG),
+            b"{}",
+            TS,
+            300,
+        );
         assert_eq!(e, Err(SigningError::NoMatch));
         let e = verify(
-            &[s.clone()],
+            std::slice::from_ref(&s),
             Some("msg_other"),
             ts,
             Some(SIG),
@@ -221,7 +229,7 @@ mod tests {
         );
         assert_eq!(e, Err(SigningError::NoMatch));
         let e = verify(
-            &[s.clone()],
+            std::slice::from_ref(&s),
             Some(MSG_ID),
             ts,
             Some(SIG),
@@ -231,7 +239,7 @@ mod tests {
         );
         assert_eq!(e, Err(SigningError::TimestampOutOfTolerance(301)));
         let e = verify(
-            &[s.clone()],
+            std::slice::from_ref(&s),
             Some(MSG_ID),
             ts,
             Some("v2,abc v1,!!"),

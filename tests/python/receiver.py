@@ -6,7 +6,7 @@ reference implementation of the Standard Webhooks spec, and validates the
 body against gateway/schema/webhook-event.v1.json with `jsonschema`. Writes
 one JSON line per request to --out.
 
-usage: receiver.py --port N --schema FILE --out FILE --secret /path=whsec_... [...]
+usage: receiver.py --port N --schema FILE --out FILE --secret /path=whsec_... [--cert PEM --key PEM]
 """
 import argparse
 import json
@@ -22,6 +22,8 @@ ap.add_argument("--port", type=int, required=True)
 ap.add_argument("--schema", required=True)
 ap.add_argument("--out", required=True)
 ap.add_argument("--secret", action="append", default=[], help="PATH=whsec_...")
+ap.add_argument("--cert", help="PEM certificate: serve HTTPS")
+ap.add_argument("--key", help="PEM private key")
 args = ap.parse_args()
 
 secrets = dict(s.split("=", 1) for s in args.secret)
@@ -61,6 +63,12 @@ class Handler(BaseHTTPRequestHandler):
 
 
 server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+if args.cert:
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(args.cert, args.key)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
 print("listening", flush=True)
 sys.stdout.flush()
 server.serve_forever()

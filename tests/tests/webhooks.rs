@@ -341,3 +341,21 @@ fn dead_letters_are_listed_and_redriven_from_the_cli() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("whsec_"));
     assert_eq!(gw.stop().code(), Some(0));
 }
+
+#[test]
+fn https_to_a_receiver_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = common::TestCa::new(dir.path());
+    let py = PyReceiver::start_tls(dir.path(), &[("/tls", SECRET)], Some(&ca));
+    let url = format!("https://localhost:{}/tls", py.port);
+    let text = config(&webhook("tls", &url, SECRET, "")).replace(
+        "[delivery]\n",
+        &format!("[delivery]\nca_file = \"{}\"\n", ca.ca.display()),
+    );
+    let mut gw = Gateway::with_config(dir.path(), &text);
+    start(&mut gw);
+    enqueue_events(&gw.db, &[alert("p1", 0, "urgent")]);
+    wait_until("delivered over TLS", T, || py.lines().len() == 1);
+    assert_eq!(py.lines()[0]["verified"], true);
+    assert_eq!(gw.stop().code(), Some(0));
+}

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{free_port, wait_until, BIN};
+use super::{free_port, wait_until, TestCa, BIN};
 
 /// The Standard Webhooks test-vector secret.
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -226,6 +226,11 @@ fn repo() -> PathBuf {
 impl PyReceiver {
     /// `secrets`: (path, secret) pairs.
     pub fn start(dir: &Path, secrets: &[(&str, &str)]) -> PyReceiver {
+        PyReceiver::start_tls(dir, secrets, None)
+    }
+
+    /// The same over HTTPS with the test CA's server certificate.
+    pub fn start_tls(dir: &Path, secrets: &[(&str, &str)], tls: Option<&TestCa>) -> PyReceiver {
         let ok = Command::new("python3")
             .args(["-c", "import standardwebhooks, jsonschema"])
             .status()
@@ -246,6 +251,9 @@ impl PyReceiver {
             .stdout(Stdio::null());
         for (p, s) in secrets {
             cmd.arg("--secret").arg(format!("{p}={s}"));
+        }
+        if let Some(ca) = tls {
+            cmd.arg("--cert").arg(&ca.cert).arg("--key").arg(&ca.key);
         }
         let child = cmd.spawn().unwrap();
         wait_until("python receiver to listen", Duration::from_secs(20), || {

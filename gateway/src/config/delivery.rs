@@ -60,8 +60,6 @@ pub struct DeliveryConfig {
     pub ca_file: Option<PathBuf>,
     /// Allow plain http to non-loopback hosts (never in production: alerts carry health data).
     pub allow_http: bool,
-    /// Base of the alert link in payloads (`api.public_url` when set).
-    pub public_url: Option<String>,
 }
 
 impl Default for DeliveryConfig {
@@ -84,7 +82,6 @@ impl Default for DeliveryConfig {
             breaker_max_cooldown: Duration::from_secs(600),
             ca_file: None,
             allow_http: false,
-            public_url: None,
         }
     }
 }
@@ -103,7 +100,7 @@ impl DeliveryConfig {
 }
 
 /// `[[webhooks]]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Endpoint id.
@@ -133,6 +130,22 @@ fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D:
         .iter()
         .map(|t| humantime::parse_duration(t).map_err(serde::de::Error::custom))
         .collect()
+}
+
+/// Secrets are never printed, not even in debug output.
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .field("secret", &self.secret.as_ref().map(|_| "whsec_…"))
+            .field("secret_env", &self.secret_env)
+            .field("secret_file", &self.secret_file)
+            .field("description", &self.description)
+            .field("filter", &self.filter)
+            .field("enabled", &self.enabled)
+            .finish()
+    }
 }
 
 fn yes() -> bool {
@@ -302,6 +315,10 @@ mod tests {
         let ok = text.split("\n\n[[webhooks]]\nid = \"b\"").next().unwrap();
         let c = Config::from_toml(ok, Path::new("g.toml")).unwrap();
         assert_eq!(c.webhooks[0].filter.care_teams, vec!["north".to_string()]);
+        assert!(
+            !format!("{c:?}").contains("MfKQ9r8"),
+            "secrets never in debug output"
+        );
         assert_eq!(c.delivery.max_attempts, 3);
     }
 }

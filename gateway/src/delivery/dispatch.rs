@@ -571,3 +571,104 @@ fn record(
     tx.commit().map_err(StoreError::from)?;
     Ok(label)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::endpoints::NewEndpoint;
+    use crate::delivery::receiver::{self, ReceiverOptions};
+    use crate::delivery::route::Filter;
+    use crate::delivery::signing::Secret;
+    use crate::store::outbox::{enqueue, event_id, Event, OperationalData, EVENT_SCHEMA};
+
+    /// In process: the library receiver, the dispatcher woken by its waker,
+    /// an operational event routed only to an endpoint that asked for it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn delivers_to_the_in_process_receiver_when_woken() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let secret = Secret::generate();
+        let listener = receiver::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let (stop_rx_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let opts = ReceiverOptions {
+            secrets: vec![Secret::parse(&secret).unwrap()],
+            quiet: true,
+            ..Default::default()
+        };
+        let server = tokio::spawn(receiver::serve(listener, opts, Some(tx), async {
+            let _ = stop_rx.await;
+        }));
+        let mut store = Store::open(&path).unwrap();
+        for (id, types) in [("ops", vec!["delivery.*".to_string()]), ("alerts", vec![])] {
+            let new = NewEndpoint {
+                endpoint_id: id.into(),
+                url: format!("http://{addr}/{id}"),
+                secret: Some(secret.clone()),
+                filter: Filter {
+                    event_types: types,
+                    ..Default::default()
+                },
+                enabled: true,
+                ..Default::default()
+            };
+            endpoints::create(store.conn(), &new, "api", false).unwrap();
+        }
+        let cfg = DeliveryConfig {
+            poll_interval: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let d = Dispatcher::new(Store::open(&path).unwrap(), &cfg, Arc::default()).unwrap();
+        let wake = d.waker();
+        let (stop_tx, stop) = tokio::sync::oneshot::channel::<()>();
+        let run = tokio::spawn(d.run(async {
+            let _ = stop.await;
+        }));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let ev = Event {
+            schema: EVENT_SCHEMA.into(),
+            id: event_id(&["test", "failing"]),
+            event_type: EventType::DeliveryFailing,
+            timestamp: Utc::now(),
+            data: OperationalData {
+                endpoint_id: Some("elsewhere".into()),
+                message: "x".into(),
+                detail: serde_json::Value::Null,
+            },
+        };
+        let t = store.transaction().unwrap();
+        enqueue(&t, &ev, None, None, None).unwrap();
+        t.commit().unwrap();
+        wake.notify_one();
+        let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.webhook_id, ev.id);
+        assert_eq!(got.event["type"], "delivery.failing");
+        let _ = stop_tx.send(());
+        run.await.unwrap();
+        let _ = stop_rx_tx.send(());
+        server.await.unwrap().unwrap();
+        let delivered: i64 = store
+            .conn()
+            .query_row(
+                "SELECT COUNT(*) FROM deliveries WHERE endpoint_id = 'ops' AND status = 'delivered'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let to_alerts: i64 = store
+            .conn()
+            .query_row(
+                "SELECT COUNT(*) FROM deliveries WHERE endpoint_id = 'alerts'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!((delivered, to_alerts), (1, 0));
+    }
+}

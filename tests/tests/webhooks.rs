@@ -80,7 +80,7 @@ fn receiver_down_then_back_gets_everything_in_order_per_patient() {
     let text = config(&webhook("r", &rx.url(), SECRET, ""));
     let mut gw = Gateway::with_config(dir.path(), &text);
     start(&mut gw);
-    let patients = ["p1", "p2", "p3"];
+    let patients = ["patient-a1", "patient-a2", "patient-a3"];
     let mut events = Vec::new();
     for n in 0..8 {
         for p in patients {
@@ -127,7 +127,10 @@ fn receiver_down_then_back_gets_everything_in_order_per_patient() {
         0
     );
     assert!(gw.count("SELECT COUNT(*) FROM delivery_attempts WHERE http_status IS NULL") >= 3);
-    assert!(!gw.log().contains("p1"), "no patient id in info logs");
+    assert!(
+        !gw.log().contains("patient-a"),
+        "no patient id in info logs"
+    );
     assert_eq!(gw.stop().code(), Some(0));
 }
 

@@ -362,3 +362,49 @@ fn https_to_a_receiver_with_a_private_ca() {
     assert_eq!(py.lines()[0]["verified"], true);
     assert_eq!(gw.stop().code(), Some(0));
 }
+
+#[test]
+fn endpoints_added_at_run_time_with_the_cli_receive_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = Gateway::with_config(dir.path(), &config(""));
+    start(&mut gw);
+    let out = gw.cli(&["webhooks", "add", "x", "http://example.org/hook"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("url"),
+        "{out:?}"
+    );
+    let mut rx = Receiver::new(dir.path(), "r", &["--secret", SECRET]);
+    rx.start();
+    let url = rx.url();
+    let out = gw.cli(&[
+        "webhooks",
+        "add",
+        "late",
+        &url,
+        "--secret",
+        SECRET,
+        "--severity",
+        "critical",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let out = gw.cli(&["webhooks", "list", "--json"]);
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains("\"late\"") && !listed.contains("whsec_"),
+        "{listed}"
+    );
+    enqueue_events(
+        &gw.db,
+        &[alert("p1", 0, "warning"), alert("p1", 1, "critical")],
+    );
+    wait_until("the critical one delivered", T, || rx.distinct() == 1);
+    assert_eq!(rx.accepted()[0]["event"]["data"]["severity"], "critical");
+    assert!(gw.cli(&["webhooks", "disable", "late"]).status.success());
+    enqueue_events(&gw.db, &[alert("p1", 2, "critical")]);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(rx.distinct(), 1, "a disabled endpoint receives nothing");
+    let out = gw.cli(&["webhooks", "deliveries", "late", "--json"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    assert_eq!(gw.stop().code(), Some(0));
+}

@@ -408,3 +408,37 @@ fn endpoints_added_at_run_time_with_the_cli_receive_events() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
     assert_eq!(gw.stop().code(), Some(0));
 }
+
+#[test]
+fn a_slow_endpoint_does_not_delay_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut slow = Receiver::new(dir.path(), "slow", &["--secret", SECRET, "--delay", "10s"]);
+    let mut fast = Receiver::new(dir.path(), "fast", &["--secret", SECRET]);
+    slow.start();
+    fast.start();
+    let text = config(&format!(
+        "{}{}",
+        webhook("slow", &slow.url(), SECRET, ""),
+        webhook("fast", &fast.url(), SECRET, "")
+    ));
+    let mut gw = Gateway::with_config(dir.path(), &text);
+    start(&mut gw);
+    let events: Vec<_> = (0..6)
+        .map(|n| alert(&format!("p{n}"), 0, "urgent"))
+        .collect();
+    enqueue_events(&gw.db, &events);
+    wait_until("the fast endpoint has everything", T, || {
+        fast.distinct() == 6
+    });
+    assert_eq!(
+        slow.distinct(),
+        0,
+        "the slow one is still answering its first"
+    );
+    // Bounded per-endpoint concurrency (4 by default): the other two wait in the store.
+    let arrived = || -> usize { events.iter().map(|e| slow.arrivals(&e.id)).sum() };
+    wait_until("4 in flight to the slow one", T, || arrived() == 4);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(arrived(), 4);
+    gw.kill9();
+}

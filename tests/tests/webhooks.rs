@@ -442,3 +442,42 @@ fn a_slow_endpoint_does_not_delay_the_others() {
     assert_eq!(arrived(), 4);
     gw.kill9();
 }
+
+/// The other direction: deliveries signed by the `standardwebhooks` package
+/// are accepted by our receiver (`signing::verify`), tampered ones refused.
+#[test]
+fn our_receiver_verifies_what_standardwebhooks_signs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rx = Receiver::new(dir.path(), "r", &["--secret", SECRET]);
+    rx.start();
+    let body = serde_json::to_string(&alert("p1", 0, "critical")).unwrap();
+    let script = r#"
+import sys, datetime, urllib.request, urllib.error
+from standardwebhooks.webhooks import Webhook
+url, secret, body, tamper = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+now = datetime.datetime.now(tz=datetime.timezone.utc)
+sig = Webhook(secret).sign("msg_py_1", now, body)
+data = (body + " ") if tamper else body
+req = urllib.request.Request(url, data=data.encode(), method="POST", headers={
+    "webhook-id": "msg_py_1", "webhook-timestamp": str(int(now.timestamp())),
+    "webhook-signature": sig, "content-type": "application/json"})
+try:
+    print(urllib.request.urlopen(req).status)
+except urllib.error.HTTPError as e:
+    print(e.code)
+"#;
+    let post = |tamper: &str| {
+        let out = std::process::Command::new("python3")
+            .args(["-c", script, &rx.url(), SECRET, &body, tamper])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(post("1"), "401");
+    assert_eq!(post("0"), "200");
+    assert_eq!(post("0"), "200", "a duplicate is acknowledged again");
+    let accepted = rx.accepted();
+    assert_eq!(accepted.len(), 2);
+    assert_eq!(accepted[1]["duplicate"], true);
+    assert_eq!(accepted[0]["event"]["data"]["patient_id"], "p1");
+}

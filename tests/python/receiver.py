@@ -29,6 +29,7 @@ args = ap.parse_args()
 secrets = dict(s.split("=", 1) for s in args.secret)
 with open(args.schema) as f:
     schema = json.load(f)
+jsonschema.Draft202012Validator.check_schema(schema)  # the schema itself is valid
 validator = jsonschema.Draft202012Validator(
     schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
 )

@@ -21,16 +21,28 @@ fn start(gw: &mut Gateway) {
 fn signed_deliveries_verify_with_standardwebhooks_route_by_team_and_match_the_schema() {
     let dir = tempfile::tempdir().unwrap();
     let rotated = new_secret();
-    let py = PyReceiver::start(dir.path(), &[("/north", SECRET), ("/all", SECRET)]);
+    let py = PyReceiver::start(
+        dir.path(),
+        &[("/north", SECRET), ("/all", SECRET), ("/ops", SECRET)],
+    );
     let text = config(&format!(
-        "{}{}",
+        "{}{}{}{}",
         webhook(
             "north",
             &py.url("/north"),
             SECRET,
             "[webhooks.filter]\ncare_teams = [\"north\"]"
         ),
-        webhook("all", &py.url("/all"), SECRET, "")
+        webhook("all", &py.url("/all"), SECRET, ""),
+        // Operational events, validated against the schema too: `broken`
+        // refuses connections, its breaker opens, `ops` hears about it.
+        webhook(
+            "ops",
+            &py.url("/ops"),
+            SECRET,
+            "[webhooks.filter]\nevent_types = [\"delivery.*\", \"endpoint.*\"]"
+        ),
+        webhook("broken", "http://127.0.0.1:1/hook", SECRET, "")
     ));
     let mut gw = Gateway::with_config(dir.path(), &text);
     gw.start_until("webhook dispatcher started", &[]);
@@ -46,11 +58,28 @@ fn signed_deliveries_verify_with_standardwebhooks_route_by_team_and_match_the_sc
         events.push(alert("p-south", n, "urgent"));
     }
     enqueue_events(&gw.db, &events);
-    wait_until("6 + 3 deliveries", T, || py.lines().len() >= 9);
+    let alerts = || -> Vec<serde_json::Value> {
+        py.lines()
+            .into_iter()
+            .filter(|l| l["path"] != "/ops")
+            .collect()
+    };
+    wait_until("6 + 3 deliveries", T, || alerts().len() >= 9);
+    wait_until("delivery.failing about `broken`", T, || {
+        py.lines().iter().any(|l| l["path"] == "/ops")
+    });
     std::thread::sleep(Duration::from_millis(300));
-    let lines = py.lines();
+    let lines = alerts();
     assert_eq!(lines.len(), 9, "{lines:#?}");
-    for l in &lines {
+    let ops: Vec<_> = py
+        .lines()
+        .into_iter()
+        .filter(|l| l["path"] == "/ops")
+        .collect();
+    assert_eq!(ops.len(), 1, "{ops:#?}");
+    assert_eq!(ops[0]["event"]["type"], "delivery.failing");
+    assert_eq!(ops[0]["event"]["data"]["endpoint_id"], "broken");
+    for l in lines.iter().chain(&ops) {
         assert_eq!(l["verified"], true, "standardwebhooks refused: {l}");
         assert_eq!(l["schema_errors"], serde_json::json!([]), "schema: {l}");
         assert_eq!(l["webhook_id"], l["event"]["id"]);
@@ -67,9 +96,12 @@ fn signed_deliveries_verify_with_standardwebhooks_route_by_team_and_match_the_sc
     // Every attempt is logged.
     assert_eq!(
         gw.count("SELECT COUNT(*) FROM deliveries WHERE status = 'delivered'"),
-        9
+        10
     );
-    assert_eq!(gw.count("SELECT COUNT(*) FROM delivery_attempts"), 9);
+    assert_eq!(
+        gw.count("SELECT COUNT(*) FROM delivery_attempts WHERE http_status = 200"),
+        10
+    );
     assert_eq!(gw.stop().code(), Some(0));
 }
 

@@ -247,9 +247,13 @@ async fn worker(
         };
         let Some(ep) = ep else { break };
         let (id, limit) = (endpoint_id.clone(), cfg.queue);
-        let rows = db(&shared, move |s| window(s, &id, limit))
-            .await
-            .unwrap_or_default();
+        let rows = match db(&shared, move |s| window(s, &id, limit)).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(endpoint = %endpoint_id, error = %e, "cannot read pending deliveries; retrying");
+                Vec::new()
+            }
+        };
         let now = now_ms();
         let instant = Instant::now();
         let allowance = breaker.allowance(instant, cfg.concurrency);

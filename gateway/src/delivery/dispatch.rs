@@ -176,6 +176,7 @@ impl Dispatcher {
             tokio::select! {
                 _ = &mut stop => break,
                 _ = self.wake.notified() => {}
+                _ = super::wake_signal().notified() => {}
                 _ = tokio::time::sleep(shared.cfg.poll_interval) => {}
             }
         }

@@ -74,6 +74,18 @@ pub async fn run(
     let mut store = Store::open(&config.store.path)?;
     apply_config_devices(&mut store, &config, &pipeline)?;
     crate::delivery::apply_config_endpoints(&mut store, &config)?;
+    // Built before anything starts, so that a TLS or client error stops start-up cleanly.
+    let dispatcher = match config.delivery.enabled {
+        true => Some(
+            crate::delivery::dispatch::Dispatcher::new(
+                Store::open(&config.store.path)?,
+                &config.delivery,
+                metrics.clone(),
+            )
+            .map_err(crate::delivery::DeliveryError::from)?,
+        ),
+        false => None,
+    };
     let run_id = store.start_run()?;
     tracing::info!(
         store = %config.store.path.display(),
@@ -119,17 +131,7 @@ pub async fn run(
         tracing::warn!("no source configured: nothing will be ingested");
     }
 
-    let dispatcher = if config.delivery.enabled {
-        let d = crate::delivery::dispatch::Dispatcher::new(
-            Store::open(&config.store.path)?,
-            &config.delivery,
-            metrics.clone(),
-        )
-        .map_err(crate::delivery::DeliveryError::from)?;
-        Some(tokio::spawn(d.run(stopped())))
-    } else {
-        None
-    };
+    let dispatcher = dispatcher.map(|d| tokio::spawn(d.run(stopped())));
 
     shutdown.await;
     tracing::info!("shutdown requested; draining in-flight work");

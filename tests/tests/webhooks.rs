@@ -513,3 +513,55 @@ except urllib.error.HTTPError as e:
     assert_eq!(accepted[1]["duplicate"], true);
     assert_eq!(accepted[0]["event"]["data"]["patient_id"], "p1");
 }
+
+/// The whole chain: a blood pressure reading over real Mosquitto → the rule
+/// evaluator fires a hypertensive-crisis alert → the outbox → a signed
+/// webhook that the independent `standardwebhooks` receiver verifies and
+/// the JSON Schema accepts.
+#[test]
+#[ignore = "needs the rule evaluator (issue 4, branch `rules`) merged; passes on a scratch merge of `delivery` + `rules`"]
+fn an_mqtt_reading_fires_an_alert_that_reaches_the_receiver() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::Mosquitto::start(dir.path());
+    let py = PyReceiver::start(dir.path(), &[("/north", SECRET)]);
+    let extra = format!(
+        "[rules]\n\n[[patients]]\nid = \"p-htn\"\ncare_plans = [\"hypertension\"]\ncare_team = \"north\"\n\n[delivery]\npoll_interval = \"50ms\"\n{}",
+        webhook(
+            "north",
+            &py.url("/north"),
+            SECRET,
+            "[webhooks.filter]\ncare_teams = [\"north\"]"
+        )
+    );
+    let mut gw = Gateway::new(dir.path(), broker.port, &[("cuff-htn", "p-htn")], &extra);
+    gw.start();
+    let at = chrono::Utc::now() - chrono::TimeDelta::seconds(30);
+    broker.publish(
+        "acme/bp/cuff-htn",
+        format!(
+            r#"{{"measured_at":"{}","sys":185,"dia":95,"pulse":70,"unit":"mmHg"}}"#,
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )
+        .as_bytes(),
+    );
+    wait_until("the alert at the receiver", T, || {
+        py.lines()
+            .iter()
+            .any(|l| l["event"]["type"] == "alert.fired")
+    });
+    let l = py
+        .lines()
+        .into_iter()
+        .find(|l| l["event"]["type"] == "alert.fired")
+        .unwrap();
+    assert_eq!(l["verified"], true);
+    assert_eq!(l["schema_errors"], serde_json::json!([]), "{l}");
+    let data = &l["event"]["data"];
+    assert_eq!(data["patient_id"], "p-htn");
+    assert!(data["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["loinc"] == "8480-6" && r["value"] == 185.0));
+    assert_eq!(gw.stop().code(), Some(0));
+}

@@ -45,6 +45,11 @@ pub enum Command {
     /// Alerts: list, show, acknowledge, resolve.
     #[command(subcommand)]
     Alerts(crate::rules::cli::AlertsCommand),
+    /// Webhook endpoints, deliveries, dead letters and re-drive.
+    #[command(subcommand)]
+    Webhooks(crate::delivery::cli::WebhooksCommand),
+    /// A webhook receiver that verifies signatures and prints alerts (for integrators; can rehearse outages).
+    WebhookReceiver(crate::delivery::cli::ReceiverArgs),
 }
 
 /// `devices` subcommands.
@@ -127,6 +132,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Rules(cmd) = cli.command {
         return crate::rules::cli::rules(cmd);
     }
+    if let Command::WebhookReceiver(args) = &cli.command {
+        crate::delivery::cli::run_receiver(args)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let config = match load(&cli) {
         Ok(c) => c,
         Err(code) => return Ok(code),
@@ -158,6 +167,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rules(_) => {}
         Command::Patients(cmd) => return crate::rules::cli::patients_cmd(&config, cmd),
         Command::Alerts(cmd) => return crate::rules::cli::alerts_cmd(&config, cmd),
+        Command::Webhooks(cmd) => crate::delivery::cli::webhooks(&config, cmd)?,
+        Command::WebhookReceiver(_) => {}
         Command::Quarantine(QuarantineCommand::List { json, limit }) => {
             let store = runtime::open_store(&config)?;
             let rows = store.quarantine_after(0, limit)?;

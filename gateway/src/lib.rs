@@ -16,6 +16,7 @@
 pub mod cli;
 pub mod config;
 pub mod decode;
+pub mod delivery;
 #[cfg(feature = "embedded-broker")]
 pub mod demo;
 pub mod metrics;

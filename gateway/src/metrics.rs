@@ -190,3 +190,39 @@ impl Metrics {
         out
     }
 }
+
+/// Webhook delivery (labelled by endpoint id: configured names, never PHI).
+impl Metrics {
+    /// A webhook attempt finished: `outcome` is delivered | retry | failed |
+    /// gone | dead; labelled by endpoint id (configured names, not PHI).
+    pub fn webhook_attempt(&self, endpoint: &str, outcome: &str, latency: Duration) {
+        self.add(
+            "rpm_webhook_attempts_total",
+            format!("endpoint=\"{endpoint}\",outcome=\"{outcome}\""),
+            1,
+        );
+        self.add(
+            "rpm_webhook_attempt_milliseconds_total",
+            format!("endpoint=\"{endpoint}\""),
+            latency.as_millis() as u64,
+        );
+    }
+
+    /// Deliveries queued for endpoints by the fan-out.
+    pub fn webhook_queued(&self, n: usize) {
+        self.add(
+            "rpm_webhook_deliveries_queued_total",
+            String::new(),
+            n as u64,
+        );
+    }
+
+    /// An endpoint's circuit breaker opened (the endpoint is paused).
+    pub fn webhook_breaker_opened(&self, endpoint: &str) {
+        self.add(
+            "rpm_webhook_breaker_opened_total",
+            format!("endpoint=\"{endpoint}\""),
+            1,
+        );
+    }
+}

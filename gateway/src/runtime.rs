@@ -31,6 +31,9 @@ pub enum RunError {
     /// The rule stage could not start.
     #[error(transparent)]
     Rules(#[from] crate::rules::RulesError),
+    /// Webhook delivery could not start.
+    #[error(transparent)]
+    Delivery(#[from] crate::delivery::DeliveryError),
 }
 
 /// Builds the pipeline from config.
@@ -75,6 +78,19 @@ pub async fn run(
     apply_config_devices(&mut store, &config, &pipeline)?;
     crate::rules::apply_config_patients(&mut store, &config)?;
     let evaluator = rules_evaluator(&config, metrics.clone())?;
+    crate::delivery::apply_config_endpoints(&mut store, &config)?;
+    // Built before anything starts, so that a TLS or client error stops start-up cleanly.
+    let dispatcher = match config.delivery.enabled {
+        true => Some(
+            crate::delivery::dispatch::Dispatcher::new(
+                Store::open(&config.store.path)?,
+                &config.delivery,
+                metrics.clone(),
+            )
+            .map_err(crate::delivery::DeliveryError::from)?,
+        ),
+        false => None,
+    };
     let run_id = store.start_run()?;
     tracing::info!(
         store = %config.store.path.display(),
@@ -131,6 +147,7 @@ pub async fn run(
             stopped(),
         ))
     });
+    let dispatcher = dispatcher.map(|d| tokio::spawn(d.run(stopped())));
 
     shutdown.await;
     tracing::info!("shutdown requested; draining in-flight work");
@@ -143,6 +160,9 @@ pub async fn run(
     }
     if let Some(t) = rules_task {
         let _ = t.await;
+    }
+    if let Some(d) = dispatcher {
+        let _ = d.await;
     }
     let _ = heartbeat.await;
     writer.heartbeat(run_id, true).await;

@@ -8,6 +8,7 @@
 //! builds components from the validated config.
 
 mod rules;
+mod delivery;
 mod tls;
 
 use chrono::FixedOffset;
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use rules::{PatientEnrolment, RulesConfig};
+pub use delivery::{DeliveryConfig, WebhookConfig};
 pub use tls::{client_tls_config, install_crypto_provider, TlsError};
 
 /// The whole gateway configuration.
@@ -51,6 +53,12 @@ pub struct Config {
     /// Care-plan enrolment applied at start (run-time changes are kept).
     #[serde(default)]
     pub patients: Vec<PatientEnrolment>,
+    /// The webhook dispatcher.
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+    /// Webhook endpoints declared in the file.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 /// `[store]`
@@ -309,7 +317,25 @@ impl Config {
         if let Some(d) = config.rules.dir.as_mut().filter(|d| d.is_relative()) {
             *d = base.join(&*d);
         }
-        let errors = config.validate(text, file);
+        if let Some(ca) = config.delivery.ca_file.as_mut() {
+            if ca.is_relative() {
+                *ca = base.join(&*ca);
+            }
+        }
+        for w in &mut config.webhooks {
+            if let Some(f) = w.secret_file.as_mut() {
+                if f.is_relative() {
+                    *f = base.join(&*f);
+                }
+            }
+        }
+        let mut errors = config.validate(text, file);
+        errors.extend(delivery::validate(
+            &config.delivery,
+            &config.webhooks,
+            text,
+            file,
+        ));
         if errors.is_empty() {
             Ok(config)
         } else {

@@ -332,6 +332,9 @@ impl Evaluator {
     }
 
     fn count(&self, r: &Report) {
+        // Outbox events were just committed: deliver them now, not at the
+        // dispatcher's next poll.
+        crate::delivery::wake();
         for (kind, n) in [
             ("fire", r.fired),
             ("update", r.updated),

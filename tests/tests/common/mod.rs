@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod webhooks;
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -298,6 +300,34 @@ impl Gateway {
                 .unwrap_or(false)
         });
         std::thread::sleep(Duration::from_millis(300));
+    }
+
+    /// A gateway with exactly this config text (`{db}` stands for the store
+    /// path): e.g. no MQTT source, for delivery tests.
+    pub fn with_config(dir: &Path, text: &str) -> Gateway {
+        let db = dir.join("rpm.db");
+        let config = dir.join("gateway.toml");
+        std::fs::write(&config, text.replace("{db}", &db.display().to_string())).unwrap();
+        Gateway {
+            dir: dir.to_path_buf(),
+            config,
+            db,
+            child: None,
+        }
+    }
+
+    /// Starts `run` and waits until the log shows `marker` once more than before.
+    pub fn start_until(&mut self, marker: &str, env: &[(&str, &str)]) {
+        let log = self.dir.join("gateway.log");
+        let before = std::fs::read_to_string(&log)
+            .map(|s| s.matches(marker).count())
+            .unwrap_or(0);
+        self.start_unready(env);
+        wait_until(marker, Duration::from_secs(20), || {
+            std::fs::read_to_string(&log)
+                .map(|s| s.matches(marker).count() > before)
+                .unwrap_or(false)
+        });
     }
 
     /// Starts the process without waiting for its broker connection.

@@ -18,6 +18,7 @@ pub mod config;
 pub mod decode;
 #[cfg(feature = "embedded-broker")]
 pub mod demo;
+pub mod forward;
 pub mod metrics;
 pub mod normalize;
 pub mod pipeline;

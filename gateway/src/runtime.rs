@@ -28,6 +28,9 @@ pub enum RunError {
     /// The MQTT source could not start.
     #[error(transparent)]
     Mqtt(#[from] MqttError),
+    /// The InfluxDB forwarder could not start.
+    #[error(transparent)]
+    Forward(#[from] crate::forward::sink::SinkError),
 }
 
 /// Builds the pipeline from config.
@@ -105,6 +108,8 @@ pub async fn run(
         })
     };
 
+    let downstream = spawn_forwarding(&config, &metrics, &stopped)?;
+
     let mut tasks = Vec::new();
     if let Some(mqtt) = config.sources.mqtt.clone() {
         let filters = pipeline.decoder.profiles().filters();
@@ -124,12 +129,60 @@ pub async fn run(
             result = Err(RunError::Mqtt(e));
         }
     }
+    for t in downstream {
+        let _ = t.await;
+    }
     let _ = heartbeat.await;
     writer.heartbeat(run_id, true).await;
     drop(writer);
     let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
     tracing::info!("gateway stopped");
     result
+}
+
+/// Starts the InfluxDB forwarder (when configured) and the retention and
+/// disk task, each on its own store connection.
+fn spawn_forwarding<S, F>(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    stopped: &S,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, RunError>
+where
+    S: Fn() -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
+    use crate::forward::{Forwarder, ForwarderConfig, InfluxSink, Retention};
+    let mut tasks = Vec::new();
+    let influx = config.forward.influxdb.as_ref();
+    if let Some(cfg) = influx {
+        let sink = InfluxSink::new(cfg)?;
+        let fcfg = ForwarderConfig {
+            batch_size: cfg.batch_size,
+            flush_interval: cfg.flush_interval,
+            max_backoff: cfg.max_backoff,
+        };
+        let forwarder = Forwarder::new(
+            Store::open(&config.store.path)?,
+            sink,
+            fcfg,
+            metrics.clone(),
+        );
+        let stop = stopped();
+        tracing::info!(batch_size = cfg.batch_size, "forwarding to influxdb");
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = forwarder.run(stop).await {
+                tracing::error!(error = %e, "influxdb forwarder stopped on a store error");
+            }
+        }));
+    }
+    let retention = Retention::new(
+        Store::open(&config.store.path)?,
+        config.retention.clone(),
+        influx.is_some(),
+        metrics.clone(),
+    );
+    tasks.push(tokio::spawn(retention.run(stopped())));
+    Ok(tasks)
 }
 
 /// Resolves on SIGINT or SIGTERM.

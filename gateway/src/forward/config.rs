@@ -211,6 +211,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn errors_name_file_line_and_field() {
+        use crate::config::Config;
+        use std::path::Path;
+        let text = "[forward.influxdb]\nurl = \"localhost:8086\"\norg = \"o\"\nbucket = \"\"\nbatch_size = 0\n\n[retention]\nkeep = \"10m\"\n";
+        let e = Config::from_toml(text, Path::new("g.toml")).unwrap_err();
+        let got: Vec<(usize, &str)> = e.0.iter().map(|e| (e.line, e.field.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                (2, "forward.influxdb.url"),
+                (4, "forward.influxdb.bucket"),
+                (5, "forward.influxdb.batch_size"),
+                (8, "retention.keep"),
+            ],
+            "{e}"
+        );
+        let ok = "[forward.influxdb]\nurl = \"http://127.0.0.1:8086\"\norg = \"o\"\nbucket = \"b\"\n";
+        let c = Config::from_toml(ok, Path::new("g.toml")).unwrap();
+        let f = c.forward.influxdb.unwrap();
+        assert_eq!((f.batch_size, f.gzip), (5000, false));
+        let e = Config::from_toml("[forward.influxdb]\nurls = 1\n", Path::new("g.toml")).unwrap_err();
+        assert!(e.to_string().contains("unknown field `urls`"), "{e}");
+    }
+
+    #[test]
     fn urls() {
         assert!(check_url("http://127.0.0.1:8086").is_ok());
         assert!(check_url("https://influx.example.org").is_ok());

@@ -273,7 +273,11 @@ pub(crate) mod tests {
             encode(&r, &mut line).unwrap();
             let line = line.strip_suffix('\n').unwrap();
             prop_assert!(!line.contains('\n'));
-            let sections = split(line, ' ', true);
+            // Quotes are literal in the series section, string delimiters
+            // in the field section.
+            let series_end = split(line, ' ', false)[0].len();
+            let mut sections = vec![line[..series_end].to_string()];
+            sections.extend(split(&line[series_end + 1..], ' ', true));
             prop_assert_eq!(sections.len(), 3, "{}", line);
             let series = split(&sections[0], ',', false);
             prop_assert_eq!(&series[0], "rpm_blood_pressure");

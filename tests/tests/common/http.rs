@@ -2,7 +2,7 @@
 //! test servers here (VictoriaMetrics' API, the recording InfluxDB stand-in).
 //! No client library: the tests depend on nothing the gateway does not.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 

@@ -142,9 +142,10 @@ impl Metrics {
 
     /// Free space of the store's file system and whether it counts as low.
     pub fn set_disk(&self, free_bytes: u64, low: bool) {
-        self.forward
-            .disk_free_bytes
-            .store(i64::try_from(free_bytes).unwrap_or(i64::MAX), Ordering::Relaxed);
+        self.forward.disk_free_bytes.store(
+            i64::try_from(free_bytes).unwrap_or(i64::MAX),
+            Ordering::Relaxed,
+        );
         self.forward.disk_low.store(low as i64, Ordering::Relaxed);
     }
 

@@ -76,7 +76,11 @@ fn expected(gw: &Gateway) -> Vec<Expected> {
 /// decimals of up to 15 significant digits: compared to 1e-12 relative).
 fn assert_each_once(gw: &Gateway, samples: &[Sample]) {
     let want = expected(gw);
-    assert_eq!(samples.len(), want.len(), "value samples vs stored readings");
+    assert_eq!(
+        samples.len(),
+        want.len(),
+        "value samples vs stored readings"
+    );
     let mut index: BTreeMap<(String, Vec<(String, String)>, i64), Vec<f64>> = BTreeMap::new();
     for s in samples {
         let labels = s.labels.clone().into_iter().collect();
@@ -91,7 +95,9 @@ fn assert_each_once(gw: &Gateway, samples: &[Sample]) {
             e.labels.clone().into_iter().collect::<Vec<_>>(),
             e.ts_ms,
         );
-        let got = index.get(&key).unwrap_or_else(|| panic!("missing in VictoriaMetrics: {e:?}"));
+        let got = index
+            .get(&key)
+            .unwrap_or_else(|| panic!("missing in VictoriaMetrics: {e:?}"));
         assert_eq!(got.len(), 1, "{e:?} arrived {} times", got.len());
         let rel = ((got[0] - e.value) / e.value).abs();
         assert!(rel < 1e-12, "{e:?}: got {}", got[0]);
@@ -136,7 +142,12 @@ fn every_reading_arrives_once_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let vm = VictoriaMetrics::start(dir.path());
     let broker = Mosquitto::start(dir.path());
-    let mut gw = Gateway::new(dir.path(), broker.port, KIT, &forward_section(&vm.url(), ""));
+    let mut gw = Gateway::new(
+        dir.path(),
+        broker.port,
+        KIT,
+        &forward_section(&vm.url(), ""),
+    );
     gw.start();
     for round in 0..3 {
         publish_kit(&broker, round);
@@ -175,7 +186,12 @@ fn a_server_outage_of_minutes_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut vm = VictoriaMetrics::start(dir.path());
     let broker = Mosquitto::start(dir.path());
-    let mut gw = Gateway::new(dir.path(), broker.port, KIT, &forward_section(&vm.url(), ""));
+    let mut gw = Gateway::new(
+        dir.path(),
+        broker.port,
+        KIT,
+        &forward_section(&vm.url(), ""),
+    );
     gw.start();
     publish_kit(&broker, 0);
     wait_until("first round forwarded", T, || {
@@ -193,7 +209,10 @@ fn a_server_outage_of_minutes_loses_nothing() {
     }
     let total = round as i64 * PER_ROUND;
     wait_until("all stored during the outage", T, || gw.readings() == total);
-    assert!(!caught_up(&gw), "nothing can be forwarded while the server is down");
+    assert!(
+        !caught_up(&gw),
+        "nothing can be forwarded while the server is down"
+    );
     assert!(gw.log().contains("influxdb write failed"), "{}", gw.log());
 
     vm.restart();
@@ -212,17 +231,18 @@ fn a_server_outage_of_minutes_loses_nothing() {
 fn kill_9_between_write_and_cursor_loses_nothing_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let vm = VictoriaMetrics::start_dedup(dir.path());
-    let mut gw = Gateway::store_only(
-        dir.path(),
-        &forward_section(&vm.url(), "batch_size = 1000"),
-    );
+    let mut gw = Gateway::store_only(dir.path(), &forward_section(&vm.url(), "batch_size = 1000"));
     fill_store(&gw.db, 2500);
     gw.spawn(&[("RPM_FAULT_INJECT", "abort-after-forward")]);
     let status = gw.wait_exit(T);
     assert!(!status.success(), "the fault injection aborts the gateway");
     assert_eq!(gw.cursor(CURSOR), 0, "the cursor did not move");
     let first = vm.values(1000, T);
-    assert_eq!(first.len(), 1000, "the first batch was written before the crash");
+    assert_eq!(
+        first.len(),
+        1000,
+        "the first batch was written before the crash"
+    );
 
     gw.spawn(&[]);
     wait_until("forwarder caught up", T, || caught_up(&gw));
@@ -237,10 +257,7 @@ fn kill_9_between_write_and_cursor_loses_nothing_and_duplicates_nothing() {
 fn kill_9_mid_drain_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let vm = VictoriaMetrics::start_dedup(dir.path());
-    let mut gw = Gateway::store_only(
-        dir.path(),
-        &forward_section(&vm.url(), "batch_size = 500"),
-    );
+    let mut gw = Gateway::store_only(dir.path(), &forward_section(&vm.url(), "batch_size = 500"));
     fill_store(&gw.db, 20_000);
     gw.spawn(&[]);
     wait_until("some batches forwarded", T, || gw.cursor(CURSOR) >= 1500);
@@ -277,12 +294,19 @@ fn request_is_what_influxdb_2_expects() {
         let reqs = rec.requests();
         assert_eq!(reqs.len(), 3, "100 readings in batches of 40");
         for r in &reqs {
-            assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/api/v2/write"));
+            assert_eq!(
+                (r.method.as_str(), r.path.as_str()),
+                ("POST", "/api/v2/write")
+            );
             assert_eq!(r.param("org"), Some("rpm"));
             assert_eq!(r.param("bucket"), Some("readings"));
             assert_eq!(r.param("precision"), Some("ns"));
             assert_eq!(r.header("authorization"), Some("Token s3cret-token"));
-            assert_eq!(r.header("content-encoding"), gzip.then_some("gzip"), "gzip {gzip}");
+            assert_eq!(
+                r.header("content-encoding"),
+                gzip.then_some("gzip"),
+                "gzip {gzip}"
+            );
             if gzip {
                 assert_eq!(&r.raw[..2], &[0x1f, 0x8b], "a gzip body");
             }
@@ -332,24 +356,58 @@ fn a_rejected_point_is_quarantined_and_the_batch_proceeds() {
 
     let accepted = rec.accepted_lines();
     assert_eq!(accepted.len(), 300 - 2);
-    assert!(!accepted.iter().any(|l| l.contains("device_id=d-17,") || l.contains("device_id=d-42,")));
+    assert!(!accepted
+        .iter()
+        .any(|l| l.contains("device_id=d-17,") || l.contains("device_id=d-42,")));
     let unique: std::collections::BTreeSet<_> = accepted.iter().collect();
-    assert_eq!(unique.len(), accepted.len(), "each good point accepted once");
+    assert_eq!(
+        unique.len(),
+        accepted.len(),
+        "each good point accepted once"
+    );
 
     let db = gw.db();
     let mut q = db
         .prepare("SELECT source, origin, device_id, reason, detail, CAST(payload AS TEXT) FROM quarantine ORDER BY device_id")
         .unwrap();
     let rows: Vec<(String, String, String, String, String, String)> = q
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(rows.len(), 2, "{rows:?}");
-    for (row, device, message) in [(&rows[0], "d-17", "unable to parse"), (&rows[1], "d-42", "field type conflict")] {
-        assert_eq!((row.0.as_str(), row.1.as_str(), row.2.as_str(), row.3.as_str()), ("influxdb", "influxdb", device, "rejected_by_sink"));
-        assert!(row.4.starts_with("HTTP 400: ") && row.4.contains(message), "{}", row.4);
-        assert!(row.5.starts_with("rpm_") && row.5.contains(&format!("device_id={device},")), "{}", row.5);
+    for (row, device, message) in [
+        (&rows[0], "d-17", "unable to parse"),
+        (&rows[1], "d-42", "field type conflict"),
+    ] {
+        assert_eq!(
+            (
+                row.0.as_str(),
+                row.1.as_str(),
+                row.2.as_str(),
+                row.3.as_str()
+            ),
+            ("influxdb", "influxdb", device, "rejected_by_sink")
+        );
+        assert!(
+            row.4.starts_with("HTTP 400: ") && row.4.contains(message),
+            "{}",
+            row.4
+        );
+        assert!(
+            row.5.starts_with("rpm_") && row.5.contains(&format!("device_id={device},")),
+            "{}",
+            row.5
+        );
     }
     // Sent again only while being isolated, never after.
     let last_with_bad = rec
@@ -358,7 +416,9 @@ fn a_rejected_point_is_quarantined_and_the_batch_proceeds() {
         .rposition(|r| r.body.contains("device_id=d-17,") || r.body.contains("device_id=d-42,"))
         .unwrap();
     assert_eq!(rec.requests()[last_with_bad].status, 400);
-    assert!(rec.requests()[last_with_bad + 1..].iter().all(|r| r.status == 204));
+    assert!(rec.requests()[last_with_bad + 1..]
+        .iter()
+        .all(|r| r.status == 204));
 }
 
 /// 401, 404 (bucket not found), 429 and 503 with Retry-After are not the
@@ -433,7 +493,9 @@ fn retention_keeps_unforwarded_readings_and_disk_low_is_loud() {
 
     // The server returns: forwarded, then pruned.
     rec.answer(|_| Answer::no_content());
-    wait_until("forwarded and pruned", T, || caught_up(&gw) || gw.readings() == 0);
+    wait_until("forwarded and pruned", T, || {
+        caught_up(&gw) || gw.readings() == 0
+    });
     wait_until("pruned", T, || gw.readings() == 0);
     assert_eq!(rec.accepted_lines().len(), 100);
     gw.stop();

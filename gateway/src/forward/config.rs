@@ -162,14 +162,13 @@ pub fn validate(
             }
         }
         if f.token.is_some() && (f.token_env.is_some() || f.token_file.is_some()) {
-            err(
-                t,
-                "token",
-                "set one of token, token_env, token_file".into(),
-            );
+            err(t, "token", "set one of token, token_env, token_file".into());
         }
     }
-    if retention.keep.is_some_and(|k| k < Duration::from_secs(3600)) {
+    if retention
+        .keep
+        .is_some_and(|k| k < Duration::from_secs(3600))
+    {
         err("retention", "keep", "must be at least 1h".into());
     }
     if retention.interval < Duration::from_secs(1) {
@@ -199,9 +198,7 @@ pub fn check_url(s: &str) -> Result<url::Url, String> {
     }
     if !u.username().is_empty() || u.password().is_some() {
         // Not echoed: it holds a secret.
-        return Err(
-            "credentials do not belong in the URL; use token_env or token_file".into(),
-        );
+        return Err("credentials do not belong in the URL; use token_env or token_file".into());
     }
     Ok(u)
 }
@@ -227,11 +224,13 @@ mod tests {
             ],
             "{e}"
         );
-        let ok = "[forward.influxdb]\nurl = \"http://127.0.0.1:8086\"\norg = \"o\"\nbucket = \"b\"\n";
+        let ok =
+            "[forward.influxdb]\nurl = \"http://127.0.0.1:8086\"\norg = \"o\"\nbucket = \"b\"\n";
         let c = Config::from_toml(ok, Path::new("g.toml")).unwrap();
         let f = c.forward.influxdb.unwrap();
         assert_eq!((f.batch_size, f.gzip), (5000, false));
-        let e = Config::from_toml("[forward.influxdb]\nurls = 1\n", Path::new("g.toml")).unwrap_err();
+        let e =
+            Config::from_toml("[forward.influxdb]\nurls = 1\n", Path::new("g.toml")).unwrap_err();
         assert!(e.to_string().contains("unknown field `urls`"), "{e}");
     }
 

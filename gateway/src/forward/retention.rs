@@ -212,7 +212,10 @@ impl TickState {
         } else if !low && self.low {
             self.low = false;
             self.alerted = false;
-            tracing::info!(free_bytes = d.available, "the store's disk is no longer low");
+            tracing::info!(
+                free_bytes = d.available,
+                "the store's disk is no longer low"
+            );
         }
         if self.low && !self.alerted {
             match self.raise(d) {

@@ -62,9 +62,12 @@ fn main() -> ExitCode {
 }
 
 fn fill(store: &mut Store, n: u64) -> Result<(), rpm_gateway::store::StoreError> {
-    let first: i64 = store
-        .conn()
-        .query_row("SELECT COALESCE(MAX(seq), 0) FROM readings", [], |r| r.get(0))?;
+    let first: i64 =
+        store
+            .conn()
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM readings", [], |r| {
+                r.get(0)
+            })?;
     let now = rpm_gateway::store::now_ms();
     // Measured times: one a minute per device and metric, ending now.
     let base = now - (n as i64 / 1000 + 1) * 60_000;

@@ -48,7 +48,9 @@ pub fn read_message(r: &mut impl BufRead, is_response: bool) -> std::io::Result<
                 .push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
     }
-    if m.header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+    if m.header("transfer-encoding")
+        .is_some_and(|v| v.contains("chunked"))
+    {
         loop {
             let mut size = String::new();
             r.read_line(&mut size)?;
@@ -61,7 +63,10 @@ pub fn read_message(r: &mut impl BufRead, is_response: bool) -> std::io::Result<
             }
             m.body.extend_from_slice(&chunk[..n]);
         }
-    } else if let Some(n) = m.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+    } else if let Some(n) = m
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         m.body = vec![0; n];
         r.read_exact(&mut m.body)?;
     } else if is_response {
@@ -71,7 +76,12 @@ pub fn read_message(r: &mut impl BufRead, is_response: bool) -> std::io::Result<
 }
 
 /// One request on a fresh connection; returns (status, body).
-pub fn request(port: u16, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+pub fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(20)))?;
     write!(

@@ -53,13 +53,20 @@ pub struct Answer {
 
 impl Answer {
     pub fn no_content() -> Answer {
-        Answer { status: 204, headers: vec![], body: String::new() }
+        Answer {
+            status: 204,
+            headers: vec![],
+            body: String::new(),
+        }
     }
     /// InfluxDB 2's JSON error body.
     pub fn error(status: u16, code: &str, message: &str) -> Answer {
         Answer {
             status,
-            headers: vec![("Content-Type".into(), "application/json; charset=utf-8".into())],
+            headers: vec![(
+                "Content-Type".into(),
+                "application/json; charset=utf-8".into(),
+            )],
             body: serde_json::json!({"code": code, "message": message}).to_string(),
         }
     }
@@ -93,7 +100,11 @@ impl InfluxRecorder {
                 std::thread::spawn(move || serve(conn, reqs, beh));
             }
         });
-        InfluxRecorder { port, requests, behaviour }
+        InfluxRecorder {
+            port,
+            requests,
+            behaviour,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -119,12 +130,10 @@ impl InfluxRecorder {
     }
 }
 
-fn serve(
-    conn: std::net::TcpStream,
-    reqs: Arc<Mutex<Vec<Recorded>>>,
-    beh: Arc<Mutex<Behaviour>>,
-) {
-    let Ok(mut out) = conn.try_clone() else { return };
+fn serve(conn: std::net::TcpStream, reqs: Arc<Mutex<Vec<Recorded>>>, beh: Arc<Mutex<Behaviour>>) {
+    let Ok(mut out) = conn.try_clone() else {
+        return;
+    };
     let mut r = BufReader::new(conn);
     while let Ok(Some(m)) = read_message(&mut r, false) {
         let mut rec = recorded(&m);

@@ -74,9 +74,11 @@ impl VictoriaMetrics {
         }
         self.child = Some(cmd.spawn().expect("start victoria-metrics"));
         let port = self.port;
-        wait_until("victoria-metrics to be healthy", Duration::from_secs(20), || {
-            request(port, "GET", "/health", b"").is_ok_and(|(s, b)| s == 200 && b == b"OK")
-        });
+        wait_until(
+            "victoria-metrics to be healthy",
+            Duration::from_secs(20),
+            || request(port, "GET", "/health", b"").is_ok_and(|(s, b)| s == 200 && b == b"OK"),
+        );
     }
 
     /// SIGTERM and wait (it flushes its data).

@@ -71,6 +71,9 @@ fn expected(gw: &Gateway) -> Vec<Expected> {
     .unwrap()
 }
 
+/// (series name, labels, timestamp): a point's identity.
+type SeriesAt = (String, Vec<(String, String)>, i64);
+
 /// Every stored reading is in VictoriaMetrics exactly once, with its exact
 /// tags and timestamp, and its value (VictoriaMetrics keeps values as
 /// decimals of up to 15 significant digits: compared to 1e-12 relative).
@@ -81,7 +84,7 @@ fn assert_each_once(gw: &Gateway, samples: &[Sample]) {
         want.len(),
         "value samples vs stored readings"
     );
-    let mut index: BTreeMap<(String, Vec<(String, String)>, i64), Vec<f64>> = BTreeMap::new();
+    let mut index: BTreeMap<SeriesAt, Vec<f64>> = BTreeMap::new();
     for s in samples {
         let labels = s.labels.clone().into_iter().collect();
         index

@@ -261,7 +261,9 @@ impl Forwarder {
         stop: &mut (impl Future<Output = ()> + Unpin),
     ) -> Option<Vec<Refused>> {
         let mut refused = Vec::new();
-        let mut pending: Vec<Range<usize>> = vec![0..lines.len()];
+        // Ranges of `lines` still to send (a stack: bisection pushes halves).
+        let mut pending: Vec<Range<usize>> = Vec::with_capacity(16);
+        pending.push(0..lines.len());
         let mut attempt = 0u32;
         while let Some(range) = pending.pop() {
             if range.is_empty() {

@@ -236,7 +236,7 @@ fn kill_9_between_write_and_cursor_loses_nothing_and_duplicates_nothing() {
     let vm = VictoriaMetrics::start_dedup(dir.path());
     let mut gw = Gateway::store_only(dir.path(), &forward_section(&vm.url(), "batch_size = 1000"));
     fill_store(&gw.db, 2500);
-    gw.spawn(&[("RPM_FAULT_INJECT", "abort-after-forward")]);
+    gw.start_unready(&[("RPM_FAULT_INJECT", "abort-after-forward")]);
     let status = gw.wait_exit(T);
     assert!(!status.success(), "the fault injection aborts the gateway");
     assert_eq!(gw.cursor(CURSOR), 0, "the cursor did not move");
@@ -247,7 +247,7 @@ fn kill_9_between_write_and_cursor_loses_nothing_and_duplicates_nothing() {
         "the first batch was written before the crash"
     );
 
-    gw.spawn(&[]);
+    gw.start_unready(&[]);
     wait_until("forwarder caught up", T, || caught_up(&gw));
     let samples = vm.values(2500, T);
     assert_each_once(&gw, &samples);
@@ -262,12 +262,12 @@ fn kill_9_mid_drain_loses_nothing() {
     let vm = VictoriaMetrics::start_dedup(dir.path());
     let mut gw = Gateway::store_only(dir.path(), &forward_section(&vm.url(), "batch_size = 500"));
     fill_store(&gw.db, 20_000);
-    gw.spawn(&[]);
+    gw.start_unready(&[]);
     wait_until("some batches forwarded", T, || gw.cursor(CURSOR) >= 1500);
     gw.kill9();
     let at = gw.cursor(CURSOR);
     assert!(at < 20_000, "killed mid-drain (cursor {at})");
-    gw.spawn(&[]);
+    gw.start_unready(&[]);
     wait_until("forwarder caught up", T, || caught_up(&gw));
     let samples = vm.values(20_000, T);
     assert_each_once(&gw, &samples);
@@ -291,7 +291,7 @@ fn request_is_what_influxdb_2_expects() {
             ),
         );
         fill_store(&gw.db, 100);
-        gw.spawn(&[]);
+        gw.start_unready(&[]);
         wait_until("forwarder caught up", T, || caught_up(&gw));
         gw.stop();
         let reqs = rec.requests();
@@ -352,7 +352,7 @@ fn a_rejected_point_is_quarantined_and_the_batch_proceeds() {
     });
     let mut gw = Gateway::store_only(dir.path(), &forward_section(&rec.url(), "batch_size = 100"));
     fill_store(&gw.db, 300);
-    gw.spawn(&[]);
+    gw.start_unready(&[]);
     wait_until("forwarder caught up", T, || caught_up(&gw));
     std::thread::sleep(Duration::from_millis(500));
     gw.stop();
@@ -443,7 +443,7 @@ fn auth_bucket_and_throttling_are_retried_not_quarantined() {
     });
     let mut gw = Gateway::store_only(dir.path(), &forward_section(&rec.url(), "batch_size = 50"));
     fill_store(&gw.db, 120);
-    gw.spawn(&[("RPM_INFLUXDB_TOKEN", "env-token")]);
+    gw.start_unready(&[("RPM_INFLUXDB_TOKEN", "env-token")]);
     wait_until("forwarder caught up", T, || caught_up(&gw));
     gw.stop();
     let reqs = rec.requests();
@@ -481,7 +481,7 @@ fn retention_keeps_unforwarded_readings_and_disk_low_is_loud() {
         )
         .unwrap();
     }
-    gw.spawn(&[]);
+    gw.start_unready(&[]);
     wait_until("disk_low event", T, || {
         gw.count("SELECT COUNT(*) FROM outbox WHERE event_type = 'store.disk_low'") == 1
     });

@@ -151,7 +151,17 @@ pub fn classify_status(status: u16, body: &str) -> WriteError {
         status: Some(status),
         message: message.clone(),
     };
+    let lower = message.to_ascii_lowercase();
     match status {
+        // InfluxDB 3 (and proxies) answer a missing bucket or database with
+        // 400: configuration, not data — quarantining every point would be wrong.
+        400 if lower.contains("not found")
+            && ["bucket", "database", "namespace", "org"]
+                .iter()
+                .any(|w| lower.contains(w)) =>
+        {
+            retry("not_found")
+        }
         400 | 413 | 422 => WriteError::Rejected { status, message },
         401 | 403 => retry("unauthorized"),
         404 => retry("not_found"),
@@ -186,6 +196,13 @@ mod tests {
                 message: "unable to parse 'x y': bad".into()
             }
         );
+        match classify_status(
+            400,
+            r#"{"code":"not found","message":"database not found: rpm"}"#,
+        ) {
+            WriteError::Retry { kind, .. } => assert_eq!(kind, "not_found"),
+            other => panic!("{other:?}"),
+        }
         for (s, kind) in [
             (401, "unauthorized"),
             (404, "not_found"),

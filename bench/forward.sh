@@ -13,7 +13,7 @@ BATCHES=${*:-"1000 5000 10000"}
 cd "$(dirname "$0")/.."
 cargo build --release -q -p rpm-gateway --no-default-features
 BIN=$PWD/target/release/rpm-gateway
-W=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$W"' EXIT
+W=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"' EXIT
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 
 # The backlog: create and migrate the store with the gateway, then insert.

@@ -254,6 +254,27 @@ fn kill_9_between_write_and_cursor_loses_nothing_and_duplicates_nothing() {
     gw.stop();
 }
 
+/// The batch re-sent after a crash is byte for byte the batch the server
+/// already accepted: same measurement, tags, fields and timestamps, so
+/// InfluxDB overwrites each point with itself.
+#[test]
+fn the_resent_batch_is_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = InfluxRecorder::start();
+    let mut gw = Gateway::store_only(dir.path(), &forward_section(&rec.url(), "batch_size = 100"));
+    fill_store(&gw.db, 250);
+    gw.start_unready(&[("RPM_FAULT_INJECT", "abort-after-forward")]);
+    assert!(!gw.wait_exit(T).success());
+    assert_eq!(rec.requests().len(), 1);
+    gw.start_unready(&[]);
+    wait_until("forwarder caught up", T, || caught_up(&gw));
+    gw.stop();
+    let reqs = rec.requests();
+    assert_eq!(reqs.len(), 4, "the crashed batch again, then the rest");
+    assert_eq!(reqs[1].body, reqs[0].body);
+    assert_eq!(reqs[0].lines().len(), 100);
+}
+
 /// A real SIGKILL at an arbitrary moment while a backlog drains: restart,
 /// and every reading arrives exactly once.
 #[test]

@@ -36,6 +36,20 @@ pub enum Command {
     /// Inputs that did not become readings.
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
+    /// Forwarding to InfluxDB and the store's disk.
+    #[command(subcommand)]
+    Forward(ForwardCommand),
+}
+
+/// `forward` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ForwardCommand {
+    /// Cursor, backlog, refused points and free disk.
+    Status {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `devices` subcommands.
@@ -142,6 +156,26 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "embedded-broker")]
         Command::Demo(_) => {}
         Command::Devices(cmd) => devices(&config, cmd)?,
+        Command::Forward(ForwardCommand::Status { json }) => {
+            let store = runtime::open_store(&config)?;
+            let s = crate::forward::status::status(&store, &config)?;
+            if json {
+                println!("{}", serde_json::to_string(&s)?);
+            } else {
+                println!(
+                    "influxdb forwarding {}; cursor {} of {}; backlog {} reading(s); {} refused point(s) in quarantine; disk {} free{}",
+                    if s.enabled { "on" } else { "off" },
+                    s.cursor,
+                    s.newest_seq,
+                    s.backlog,
+                    s.rejected,
+                    s.disk_free_bytes
+                        .map(|b| format!("{} MiB", b / (1024 * 1024)))
+                        .unwrap_or_else(|| "unknown".into()),
+                    if s.disk_low { " (LOW)" } else { "" }
+                );
+            }
+        }
         Command::Quarantine(QuarantineCommand::List { json, limit }) => {
             let store = runtime::open_store(&config)?;
             let rows = store.quarantine_after(0, limit)?;

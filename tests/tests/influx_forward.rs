@@ -513,6 +513,12 @@ fn retention_keeps_unforwarded_readings_and_disk_low_is_loud() {
         "raised once, not every tick"
     );
     assert_eq!(gw.readings(), 100, "unforwarded readings are never pruned");
+    let out = gw.cli(&["forward", "status", "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (s["disk_low"].as_bool(), s["backlog"].as_i64()),
+        (Some(true), Some(100))
+    );
     assert!(gw.log().contains("disk is low"));
 
     // The server returns: forwarded, then pruned.

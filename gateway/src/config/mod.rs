@@ -7,8 +7,8 @@
 //! validates without side effects (used by `check-config`); the runtime
 //! builds components from the validated config.
 
-mod rules;
 mod delivery;
+mod rules;
 mod tls;
 
 use chrono::FixedOffset;
@@ -20,8 +20,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use rules::{PatientEnrolment, RulesConfig};
 pub use delivery::{DeliveryConfig, WebhookConfig};
+pub use rules::{PatientEnrolment, RulesConfig};
 pub use tls::{client_tls_config, install_crypto_provider, TlsError};
 
 /// The whole gateway configuration.
@@ -59,6 +59,12 @@ pub struct Config {
     /// Webhook endpoints declared in the file.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// Sinks fed from the store (`[forward.influxdb]`); none by default.
+    #[serde(default)]
+    pub forward: crate::forward::ForwardConfig,
+    /// Retention of the store and its disk check.
+    #[serde(default)]
+    pub retention: crate::forward::RetentionConfig,
 }
 
 /// `[store]`
@@ -310,6 +316,9 @@ impl Config {
     pub fn from_toml(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
         let mut config: Config = parse_toml(text, file).map_err(|e| ConfigErrors(vec![e]))?;
         let base = file.parent().unwrap_or(Path::new("."));
+        if let Some(f) = config.forward.influxdb.as_mut() {
+            f.token_file = f.token_file.as_ref().map(|p| base.join(p));
+        }
         config.profiles.dirs = config.profiles.dirs.iter().map(|d| base.join(d)).collect();
         if config.store.path.is_relative() && file != Path::new("") {
             config.store.path = base.join(&config.store.path);
@@ -474,6 +483,7 @@ impl Config {
                 }
             }
         }
+        crate::forward::config::validate(&self.forward, &self.retention, &mut err);
         if self.rules.enabled || !self.patients.is_empty() {
             rules::validate(&self.rules, &self.patients, text, file, &mut errors);
         }

@@ -18,6 +18,8 @@ pub struct Metrics {
     batch_micros: AtomicU64,
     store_failures: AtomicU64,
     mqtt_connected: AtomicI64,
+    ble_adapter: AtomicI64,
+    ble_links: AtomicI64,
 }
 
 impl Metrics {
@@ -86,6 +88,21 @@ impl Metrics {
         self.mqtt_connected.load(Ordering::Relaxed) == 1
     }
 
+    /// BLE adapter state: usable or not (no D-Bus, no BlueZ, no adapter).
+    pub fn set_ble_adapter(&self, up: bool) {
+        self.ble_adapter.store(up as i64, Ordering::Relaxed);
+    }
+
+    /// Whether the BLE source has a usable adapter (readiness).
+    pub fn ble_adapter_available(&self) -> bool {
+        self.ble_adapter.load(Ordering::Relaxed) == 1
+    }
+
+    /// A BLE device link opened (+1) or closed (-1).
+    pub fn ble_links(&self, delta: i64) {
+        self.ble_links.fetch_add(delta, Ordering::Relaxed);
+    }
+
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -124,6 +141,18 @@ impl Metrics {
             out,
             "rpm_mqtt_connected {}",
             self.mqtt_connected.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(out, "# TYPE rpm_ble_adapter_available gauge");
+        let _ = writeln!(
+            out,
+            "rpm_ble_adapter_available {}",
+            self.ble_adapter.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(out, "# TYPE rpm_ble_connected_devices gauge");
+        let _ = writeln!(
+            out,
+            "rpm_ble_connected_devices {}",
+            self.ble_links.load(Ordering::Relaxed)
         );
         out
     }

@@ -9,6 +9,7 @@
 //! - [`mqtt`]: publishing them to a broker (QoS 1).
 #![warn(missing_docs)]
 
+pub mod ble;
 pub mod emission;
 pub mod mqtt;
 pub mod payload;

@@ -119,6 +119,14 @@ pub enum SimKind {
         /// (sequence, time, mg/dL, meal context)
         records: Vec<(u16, NaiveDateTime, f64, Option<u8>)>,
     },
+    /// Any standard device: a service whose characteristics send the given
+    /// values when subscribed (thermometer, oximeter, heart rate, ...).
+    Generic {
+        /// 16-bit service UUID
+        service: u16,
+        /// (16-bit characteristic UUID, indicate (else notify), values sent)
+        characteristics: Vec<(u16, bool, Vec<Vec<u8>>)>,
+    },
     /// Broadcast-only scale (Xiaomi Mi Scale V1 service data 0x181D).
     AdvertisingScale {
         /// (time, kg)
@@ -220,6 +228,23 @@ impl SimDevice {
         SimDevice::new(address, "Glucometer", SimKind::Glucometer { records })
     }
 
+    /// A standard device of any other kind (see [`SimKind::Generic`]).
+    pub fn generic(
+        address: &str,
+        name: &str,
+        service: u16,
+        characteristics: Vec<(u16, bool, Vec<Vec<u8>>)>,
+    ) -> Self {
+        SimDevice::new(
+            address,
+            name,
+            SimKind::Generic {
+                service,
+                characteristics,
+            },
+        )
+    }
+
     /// A Xiaomi-style broadcast-only scale.
     pub fn advertising_scale(address: &str, kg: f64) -> Self {
         let t = Utc::now().naive_utc() - Duration::minutes(1);
@@ -262,6 +287,7 @@ impl SimDevice {
             SimKind::BpCuff { .. } => vec![u::SERVICE_BLOOD_PRESSURE],
             SimKind::Scale { .. } => vec![u::SERVICE_WEIGHT_SCALE, u::SERVICE_BODY_COMPOSITION],
             SimKind::Glucometer { .. } => vec![u::SERVICE_GLUCOSE],
+            SimKind::Generic { service, .. } => vec![service],
             SimKind::AdvertisingScale { .. } => vec![],
         };
         s.into_iter().map(BleUuid::from_u16).collect()
@@ -312,6 +338,16 @@ impl SimDevice {
                     c(u::GLUCOSE_MEASUREMENT_CONTEXT, Props::NOTIFY),
                     c(u::RECORD_ACCESS_CONTROL_POINT, Props::RACP),
                 ],
+            }],
+            SimKind::Generic {
+                service,
+                ref characteristics,
+            } => vec![SimService {
+                uuid: BleUuid::from_u16(service),
+                characteristics: characteristics
+                    .iter()
+                    .map(|(x, ind, _)| c(*x, if *ind { Props::INDICATE } else { Props::NOTIFY }))
+                    .collect(),
             }],
             SimKind::AdvertisingScale { .. } => vec![],
         };
@@ -389,6 +425,11 @@ impl SimDevice {
                     };
                     [(uuid, first.encode()), (uuid, second.encode())]
                 })
+                .collect(),
+            (SimKind::Generic { characteristics, .. }, Some(x)) => characteristics
+                .iter()
+                .filter(|c| c.0 == x)
+                .flat_map(|c| c.2.iter().map(|v| (uuid, v.clone())))
                 .collect(),
             _ => Vec::new(),
         }

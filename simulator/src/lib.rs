@@ -10,6 +10,8 @@
 #![warn(missing_docs)]
 
 pub mod ble;
+#[cfg(feature = "bluez")]
+pub mod bluez;
 pub mod emission;
 pub mod mqtt;
 pub mod payload;

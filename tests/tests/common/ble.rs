@@ -142,3 +142,88 @@ impl Drop for VirtualGateway {
         self.shutdown();
     }
 }
+
+/// The BlueZ emulator binary on a private dbus-daemon (started here, so
+/// that it is killed with the test), reporting its events line by line.
+pub struct BluezEmulator {
+    pub bus: rpm_simulator::bluez::PrivateBus,
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+pub const EMULATOR_BIN: &str = env!("CARGO_BIN_EXE_rpm-bluez-emulator-under-test");
+
+impl BluezEmulator {
+    /// Starts a private bus in `dir` and the emulator with `devices`
+    /// (`KIND,ADDRESS[,N]`); returns once it owns org.bluez.
+    pub fn start(dir: &Path, devices: &[&str]) -> BluezEmulator {
+        let bus_dir = dir.join("bus");
+        std::fs::create_dir_all(&bus_dir).unwrap();
+        let bus = rpm_simulator::bluez::PrivateBus::start(&bus_dir)
+            .expect("dbus-daemon: run scripts/test (it installs the Debian package dbus-daemon)");
+        let mut cmd = std::process::Command::new(EMULATOR_BIN);
+        for d in devices {
+            cmd.arg("--device").arg(d);
+        }
+        let mut child = cmd
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let out = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                l.lock().unwrap().push(line);
+            }
+        });
+        let e = BluezEmulator {
+            bus,
+            child,
+            stdin,
+            lines,
+        };
+        e.wait_for("READY", 1);
+        e
+    }
+
+    /// Sends a command line (`disconnect ADDR`, `add-glucose ADDR 140`, ...).
+    pub fn send(&mut self, command: &str) {
+        use std::io::Write;
+        let s = self.stdin.as_mut().unwrap();
+        writeln!(s, "{command}").unwrap();
+        s.flush().unwrap();
+    }
+
+    /// Event lines so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// How many event lines equal `line`.
+    pub fn count(&self, line: &str) -> usize {
+        self.lines().iter().filter(|l| *l == line).count()
+    }
+
+    /// Waits until `line` was reported at least `n` times.
+    pub fn wait_for(&self, line: &str, n: usize) {
+        super::wait_until(
+            &format!("emulator line `{line}` x{n}"),
+            std::time::Duration::from_secs(40),
+            || self.count(line) >= n,
+        );
+    }
+}
+
+impl Drop for BluezEmulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

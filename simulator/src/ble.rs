@@ -17,8 +17,7 @@ use device_profiles::gatt::glucose::{
 use device_profiles::gatt::racp::{OpCode, Operand, Operator, Racp, ResponseCode};
 use device_profiles::gatt::uuid as u;
 use device_profiles::gatt::{
-    BodyCompositionMeasurement, CurrentTime, DateTime, MeasurementSystem, Sfloat,
-    WeightMeasurement,
+    BodyCompositionMeasurement, CurrentTime, DateTime, MeasurementSystem, Sfloat, WeightMeasurement,
 };
 use std::collections::BTreeMap;
 
@@ -159,9 +158,8 @@ fn dt(t: NaiveDateTime) -> Option<DateTime> {
 }
 
 fn sf(v: f64, decimals: u8) -> Sfloat {
-    Sfloat::from_f64(v, decimals).unwrap_or(Sfloat::from_special(
-        device_profiles::SpecialValue::NaN,
-    ))
+    Sfloat::from_f64(v, decimals)
+        .unwrap_or(Sfloat::from_special(device_profiles::SpecialValue::NaN))
 }
 
 impl SimDevice {
@@ -270,7 +268,13 @@ impl SimDevice {
     pub fn add_bp(&mut self, systolic: f64, diastolic: f64) {
         let now = Utc::now().naive_utc() + self.clock_offset;
         if let SimKind::BpCuff { memory, .. } = &mut self.kind {
-            memory.push((now, systolic, diastolic, (systolic + 2.0 * diastolic) / 3.0, 72.0));
+            memory.push((
+                now,
+                systolic,
+                diastolic,
+                (systolic + 2.0 * diastolic) / 3.0,
+                72.0,
+            ));
         }
     }
 
@@ -356,7 +360,11 @@ impl SimDevice {
                 uuid: BleUuid::from_u16(u::SERVICE_CURRENT_TIME),
                 characteristics: vec![c(
                     u::CURRENT_TIME,
-                    if writable { Props::READ_WRITE } else { Props::READ },
+                    if writable {
+                        Props::READ_WRITE
+                    } else {
+                        Props::READ
+                    },
                 )],
             });
         }
@@ -426,7 +434,12 @@ impl SimDevice {
                     [(uuid, first.encode()), (uuid, second.encode())]
                 })
                 .collect(),
-            (SimKind::Generic { characteristics, .. }, Some(x)) => characteristics
+            (
+                SimKind::Generic {
+                    characteristics, ..
+                },
+                Some(x),
+            ) => characteristics
                 .iter()
                 .filter(|c| c.0 == x)
                 .flat_map(|c| c.2.iter().map(|v| (uuid, v.clone())))
@@ -478,14 +491,25 @@ impl SimDevice {
             )
         };
         let SimKind::Glucometer { records } = &self.kind else {
-            return vec![respond(value.first().copied().unwrap_or(0), ResponseCode::OpCodeNotSupported)];
+            return vec![respond(
+                value.first().copied().unwrap_or(0),
+                ResponseCode::OpCodeNotSupported,
+            )];
         };
         let req = match Racp::decode(value) {
             Ok(Racp::Request(r)) => r,
-            _ => return vec![respond(value.first().copied().unwrap_or(0), ResponseCode::InvalidOperator)],
+            _ => {
+                return vec![respond(
+                    value.first().copied().unwrap_or(0),
+                    ResponseCode::InvalidOperator,
+                )]
+            }
         };
         if req.op_code != OpCode::ReportStoredRecords {
-            return vec![respond(req.op_code.code(), ResponseCode::OpCodeNotSupported)];
+            return vec![respond(
+                req.op_code.code(),
+                ResponseCode::OpCodeNotSupported,
+            )];
         }
         let from = match (req.operator, &req.operand) {
             (Operator::AllRecords, _) => 0,
@@ -523,7 +547,10 @@ impl SimDevice {
                     meal: Some(*meal),
                     ..Default::default()
                 };
-                out.push((BleUuid::from_u16(u::GLUCOSE_MEASUREMENT_CONTEXT), c.encode()));
+                out.push((
+                    BleUuid::from_u16(u::GLUCOSE_MEASUREMENT_CONTEXT),
+                    c.encode(),
+                ));
             }
         }
         let code = if out.is_empty() {

@@ -14,7 +14,8 @@ const SCALE: &str = "AA:00:00:00:00:02";
 const GLUCO: &str = "AA:00:00:00:00:03";
 const MI: &str = "AA:00:00:00:00:07";
 const T: Duration = Duration::from_secs(40);
-const BLE: &str = "[sources.ble]\nreconnect_min_backoff = \"200ms\"\nreconnect_max_backoff = \"2s\"\n";
+const BLE: &str =
+    "[sources.ble]\nreconnect_min_backoff = \"200ms\"\nreconnect_max_backoff = \"2s\"\n";
 
 fn count(g: &Gateway, metric: &str, device: &str) -> i64 {
     g.count(&format!(
@@ -63,10 +64,16 @@ fn gateway_binary_over_emulated_bluez() {
     emu.send(&format!("add-bp {CUFF} 150 95"));
     emu.send(&format!("disconnect {CUFF}"));
     emu.wait_for(&format!("CONNECTED {CUFF}"), 2);
-    wait_until("new BP after reconnect", T, || count(&g, "systolic", CUFF) == 3);
+    wait_until("new BP after reconnect", T, || {
+        count(&g, "systolic", CUFF) == 3
+    });
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(count(&g, "systolic", CUFF), 3);
-    assert_eq!(count(&g, "body_weight", MI), 1, "re-advertised weighing stored once");
+    assert_eq!(
+        count(&g, "body_weight", MI),
+        1,
+        "re-advertised weighing stored once"
+    );
 
     // Gateway restart: the glucometer is asked only for records after the
     // last committed sequence (3), and gets the new one.
@@ -74,11 +81,19 @@ fn gateway_binary_over_emulated_bluez() {
     emu.send(&format!("add-glucose {GLUCO} 140"));
     emu.send(&format!("disconnect {GLUCO}"));
     g.start_with_env(&env);
-    wait_until("glucose record 4", T, || count(&g, "blood_glucose", GLUCO) == 4);
+    wait_until("glucose record 4", T, || {
+        count(&g, "blood_glucose", GLUCO) == 4
+    });
     emu.wait_for(&format!("WRITE {GLUCO} 2a52 0103010400"), 1);
-    assert_eq!(emu.count(&format!("WRITE {GLUCO} 2a52 0101")), 1, "all records were asked for only once");
     assert_eq!(
-        g.count(&format!("SELECT COUNT(DISTINCT sequence) FROM readings WHERE device_id = '{GLUCO}'")),
+        emu.count(&format!("WRITE {GLUCO} 2a52 0101")),
+        1,
+        "all records were asked for only once"
+    );
+    assert_eq!(
+        g.count(&format!(
+            "SELECT COUNT(DISTINCT sequence) FROM readings WHERE device_id = '{GLUCO}'"
+        )),
         4
     );
     assert_eq!(g.count("SELECT COUNT(*) FROM quarantine"), 0);

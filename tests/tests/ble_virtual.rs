@@ -77,9 +77,7 @@ fn every_characteristic_kind_reaches_the_store_once() {
     assert!(!meals[1].1.contains("meal"), "{meals:?}");
     // Sequence numbers are stored; the RACP asked for everything (first contact).
     assert_eq!(
-        g.radio
-            .with_device(GLUCO, |d| d.racp_log.clone())
-            .unwrap(),
+        g.radio.with_device(GLUCO, |d| d.racp_log.clone()).unwrap(),
         vec![vec![0x01, 0x01]]
     );
 
@@ -91,8 +89,7 @@ fn every_characteristic_kind_reaches_the_store_once() {
     // Devices advertise again and again until the gateway connects.
     wait_until("cuff reconnect", T, || {
         g.radio.advertise(CUFF);
-        g.radio.with_device(CUFF, |d| d.connections).unwrap() >= 2
-            && g.radio.is_connected(CUFF)
+        g.radio.with_device(CUFF, |d| d.connections).unwrap() >= 2 && g.radio.is_connected(CUFF)
     });
     std::thread::sleep(Duration::from_millis(500));
     g.radio.disconnect(CUFF);

@@ -441,12 +441,12 @@ impl DeviceProfileSet {
                         message: format!("layout `{n}` is not known"),
                     })
             }
-            LayoutRef::Inline(spec) => Layout::from_spec((**spec).clone()).map_err(|error| {
-                DeviceProfileError::Layout {
+            LayoutRef::Inline(spec) => {
+                Layout::from_spec((**spec).clone()).map_err(|error| DeviceProfileError::Layout {
                     source_name: source_name.into(),
                     error,
-                }
-            }),
+                })
+            }
         }
     }
 
@@ -498,12 +498,10 @@ impl DeviceProfileSet {
             let key = match (a.service_data, a.manufacturer_id) {
                 (Some(u), None) => AdvertisementKey::ServiceData(u),
                 (None, Some(m)) => AdvertisementKey::Manufacturer(m),
-                _ => {
-                    return Err(invalid(
-                        "an [[advertisement]] needs exactly one of service_data and manufacturer_id"
-                            .into(),
-                    ))
-                }
+                _ => return Err(invalid(
+                    "an [[advertisement]] needs exactly one of service_data and manufacturer_id"
+                        .into(),
+                )),
             };
             advertisements.push((key, self.resolve(&a.layout, source_name)?));
         }

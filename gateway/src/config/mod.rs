@@ -464,7 +464,9 @@ impl Config {
             if b.max_connections == 0 {
                 err(t, "max_connections", "must be greater than 0".into());
             }
-            if b.reconnect_min_backoff.is_zero() || b.reconnect_min_backoff > b.reconnect_max_backoff {
+            if b.reconnect_min_backoff.is_zero()
+                || b.reconnect_min_backoff > b.reconnect_max_backoff
+            {
                 err(
                     t,
                     "reconnect_min_backoff",
@@ -476,7 +478,11 @@ impl Config {
             }
             if let Some(a) = &b.adapter {
                 if !a.starts_with("hci") || a[3..].parse::<u16>().is_err() {
-                    err(t, "adapter", format!("`{a}` is not an adapter name like hci0"));
+                    err(
+                        t,
+                        "adapter",
+                        format!("`{a}` is not an adapter name like hci0"),
+                    );
                 }
             }
             for s in &b.scan_services {
@@ -488,7 +494,11 @@ impl Config {
                 Ok(set) => {
                     for d in &b.devices {
                         if device_profiles::gatt::device::normalize_address(&d.address).is_none() {
-                            err(t, "devices", format!("`{}` is not a Bluetooth address", d.address));
+                            err(
+                                t,
+                                "devices",
+                                format!("`{}` is not a Bluetooth address", d.address),
+                            );
                         }
                         if let Some(p) = &d.profile {
                             if set.by_name(p).is_none() {

@@ -29,9 +29,7 @@ impl Store {
             [device_id],
             |r| r.get(0),
         )?;
-        Ok(cursor
-            .max(stored)
-            .and_then(|s| u16::try_from(s).ok()))
+        Ok(cursor.max(stored).and_then(|s| u16::try_from(s).ok()))
     }
 
     /// Records that glucose records up to `sequence` are committed (never

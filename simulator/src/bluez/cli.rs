@@ -12,8 +12,8 @@
 //! `disconnect ADDR`, `add-glucose ADDR MGDL`, `add-bp ADDR SYS DIA`,
 //! `add KIND,ADDR[,N]`, `power on|off`, `quit` (end of input quits too).
 
-use crate::ble::SimDevice;
 use super::{run, Command, EmulatorConfig, PrivateBus};
+use crate::ble::SimDevice;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,7 +31,11 @@ fn device(spec: &str) -> Result<SimDevice, String> {
         "scale" => SimDevice::scale(addr, n.unwrap_or(1.0) as usize),
         "glucometer" => SimDevice::glucometer(addr, n.unwrap_or(3.0) as u16),
         "mi-scale" => SimDevice::advertising_scale(addr, n.unwrap_or(72.5)),
-        other => return Err(format!("unknown device kind `{other}` (bp, scale, glucometer, mi-scale)")),
+        other => {
+            return Err(format!(
+                "unknown device kind `{other}` (bp, scale, glucometer, mi-scale)"
+            ))
+        }
     })
 }
 
@@ -39,8 +43,15 @@ fn command(line: &str) -> Option<Command> {
     let w: Vec<&str> = line.split_whitespace().collect();
     match w.as_slice() {
         ["disconnect", a] => Some(Command::Disconnect(a.to_string())),
-        ["add-glucose", a, v] => v.parse().ok().map(|v| Command::AddGlucose(a.to_string(), v)),
-        ["add-bp", a, s, d] => Some(Command::AddBp(a.to_string(), s.parse().ok()?, d.parse().ok()?)),
+        ["add-glucose", a, v] => v
+            .parse()
+            .ok()
+            .map(|v| Command::AddGlucose(a.to_string(), v)),
+        ["add-bp", a, s, d] => Some(Command::AddBp(
+            a.to_string(),
+            s.parse().ok()?,
+            d.parse().ok()?,
+        )),
         ["add", spec] => device(spec).ok().map(|d| Command::Add(Box::new(d))),
         ["power", "on"] => Some(Command::Power(true)),
         ["power", "off"] => Some(Command::Power(false)),
@@ -57,9 +68,19 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
     let mut args = args.into_iter();
     while let Some(a) = args.next() {
         let r = match a.as_str() {
-            "--device" => args.next().ok_or("--device needs a value".to_string()).and_then(|s| device(&s)).map(|d| devices.push(d)),
-            "--adapter" => args.next().map(|s| cfg.adapter = s).ok_or("--adapter needs a value".to_string()),
-            "--private-bus" => args.next().map(|s| private = Some(PathBuf::from(s))).ok_or("--private-bus needs a directory".to_string()),
+            "--device" => args
+                .next()
+                .ok_or("--device needs a value".to_string())
+                .and_then(|s| device(&s))
+                .map(|d| devices.push(d)),
+            "--adapter" => args
+                .next()
+                .map(|s| cfg.adapter = s)
+                .ok_or("--adapter needs a value".to_string()),
+            "--private-bus" => args
+                .next()
+                .map(|s| private = Some(PathBuf::from(s)))
+                .ok_or("--private-bus needs a directory".to_string()),
             "-h" | "--help" => {
                 println!("usage: rpm-bluez-emulator [--private-bus DIR] [--adapter hci0] --device KIND,ADDRESS[,N] ...");
                 return ExitCode::SUCCESS;

@@ -123,6 +123,8 @@ struct Emulator {
     events: mpsc::Sender<String>,
 }
 
+type AnyVariant = Variant<Box<dyn RefArg>>;
+
 fn var<T: RefArg + 'static>(v: T) -> Variant<Box<dyn RefArg>> {
     Variant(Box::new(v))
 }
@@ -137,7 +139,11 @@ impl Emulator {
     }
 
     fn dev_path(&self, i: usize) -> String {
-        format!("{}/{}", self.adapter_path(), dev_node(&self.devices[i].sim.address))
+        format!(
+            "{}/{}",
+            self.adapter_path(),
+            dev_node(&self.devices[i].sim.address)
+        )
     }
 
     fn svc_path(&self, i: usize, s: usize) -> String {
@@ -185,13 +191,17 @@ impl Emulator {
         if !d.connected {
             return None;
         }
-        let s = usize::from_str_radix(svc.strip_prefix("service")?, 16).ok()?.checked_sub(1)?;
+        let s = usize::from_str_radix(svc.strip_prefix("service")?, 16)
+            .ok()?
+            .checked_sub(1)?;
         let services = d.sim.services();
         let service = services.get(s)?;
         let Some(ch) = parts.next() else {
             return Some(Obj::Service(i, s));
         };
-        let c = usize::from_str_radix(ch.strip_prefix("char")?, 16).ok()?.checked_sub(1)?;
+        let c = usize::from_str_radix(ch.strip_prefix("char")?, 16)
+            .ok()?
+            .checked_sub(1)?;
         service.characteristics.get(c)?;
         match parts.next() {
             None => Some(Obj::Char(i, s, c)),
@@ -303,10 +313,16 @@ impl Emulator {
             Obj::Root => vec!["org".into()],
             Obj::Inner(0) => vec!["bluez".into()],
             Obj::Inner(_) => vec![self.cfg.adapter.clone()],
-            Obj::Adapter => self.devices.iter().map(|d| dev_node(&d.sim.address)).collect(),
-            Obj::Device(i) if self.devices[i].connected => (0..self.devices[i].sim.services().len())
-                .map(|s| format!("service{:04x}", s + 1))
+            Obj::Adapter => self
+                .devices
+                .iter()
+                .map(|d| dev_node(&d.sim.address))
                 .collect(),
+            Obj::Device(i) if self.devices[i].connected => {
+                (0..self.devices[i].sim.services().len())
+                    .map(|s| format!("service{:04x}", s + 1))
+                    .collect()
+            }
             Obj::Device(_) => vec![],
             Obj::Service(i, s) => (0..self.devices[i].sim.services()[s].characteristics.len())
                 .map(|c| format!("char{:04x}", c + 1))
@@ -421,7 +437,8 @@ fn properties_changed(path: &str, iface: &str, changed: PropMap) -> Option<Messa
 }
 
 fn error(msg: &Message, name: &str, text: &str) -> Message {
-    let n = ErrorName::new(name.to_string()).unwrap_or_else(|_| ErrorName::from("org.bluez.Error.Failed"));
+    let n = ErrorName::new(name.to_string())
+        .unwrap_or_else(|_| ErrorName::from("org.bluez.Error.Failed"));
     let t = CString::new(text).unwrap_or_default();
     msg.error(&n, &t)
 }
@@ -488,8 +505,7 @@ pub fn run(
         }
         // Scheduled notifications.
         let now = Instant::now();
-        let (due, later): (Vec<_>, Vec<_>) =
-            emu.scheduled.drain(..).partition(|s| s.0 <= now);
+        let (due, later): (Vec<_>, Vec<_>) = emu.scheduled.drain(..).partition(|s| s.0 <= now);
         emu.scheduled = later;
         let mut due = due;
         due.sort_by_key(|s| s.0);
@@ -518,8 +534,10 @@ pub fn run(
                 p.insert("RSSI".into(), var(d.rssi));
                 let sd = d.sim.service_data();
                 if !sd.is_empty() {
-                    let map: HashMap<String, Variant<Box<dyn RefArg>>> =
-                        sd.into_iter().map(|(k, v)| (k.to_string(), var(v))).collect();
+                    let map: HashMap<String, Variant<Box<dyn RefArg>>> = sd
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), var(v)))
+                        .collect();
                     p.insert("ServiceData".into(), var(map));
                 }
                 if let Some(m) = properties_changed(&emu.dev_path(i), DEVICE1, p) {
@@ -599,7 +617,11 @@ fn handle(emu: &mut Emulator, msg: &Message, out: &mut Vec<Message>) {
     let iface = msg.interface().map(|i| i.to_string()).unwrap_or_default();
     let member = msg.member().map(|m| m.to_string()).unwrap_or_default();
     let Some(obj) = emu.resolve(&path) else {
-        out.push(error(msg, "org.freedesktop.DBus.Error.UnknownObject", &format!("no object {path}")));
+        out.push(error(
+            msg,
+            "org.freedesktop.DBus.Error.UnknownObject",
+            &format!("no object {path}"),
+        ));
         return;
     };
     let reply = match (iface.as_str(), member.as_str()) {
@@ -625,7 +647,7 @@ fn handle(emu: &mut Emulator, msg: &Message, out: &mut Vec<Message>) {
             }
         }
         (PROPS, "Set") => {
-            let r: Result<(&str, &str, Variant<Box<dyn RefArg>>), _> = msg.read3();
+            let r: Result<(&str, &str, AnyVariant), _> = msg.read3();
             match (obj, r) {
                 (Obj::Adapter, Ok((ADAPTER1, "Powered", v))) => {
                     let on = v.0.as_u64().map(|x| x != 0).unwrap_or(true);
@@ -672,7 +694,11 @@ fn handle(emu: &mut Emulator, msg: &Message, out: &mut Vec<Message>) {
                     msg.method_return()
                 }
             }
-            _ => error(msg, "org.bluez.Error.Failed", "le-connection-abort-by-local"),
+            _ => error(
+                msg,
+                "org.bluez.Error.Failed",
+                "le-connection-abort-by-local",
+            ),
         },
         (DEVICE1, "Disconnect") => {
             if let Obj::Device(i) = obj {
@@ -722,7 +748,11 @@ fn handle(emu: &mut Emulator, msg: &Message, out: &mut Vec<Message>) {
                     Err(e) => error(msg, "org.bluez.Error.NotPermitted", &e),
                 }
             }
-            _ => error(msg, "org.bluez.Error.InvalidArguments", "WriteValue(ay, a{sv})"),
+            _ => error(
+                msg,
+                "org.bluez.Error.InvalidArguments",
+                "WriteValue(ay, a{sv})",
+            ),
         },
         (CHAR1, "ReadValue") => match obj {
             Obj::Char(i, s, c) => {

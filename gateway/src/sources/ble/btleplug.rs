@@ -6,8 +6,8 @@
 //! the reason and retries with backoff; it never fails the gateway.
 
 use btleplug::api::{
-    Central, CentralEvent, CentralState, Characteristic, Manager as _, Peripheral as _,
-    ScanFilter, WriteType,
+    Central, CentralEvent, CentralState, Characteristic, Manager as _, Peripheral as _, ScanFilter,
+    WriteType,
 };
 use btleplug::platform::{Adapter, Manager, Peripheral, PeripheralId};
 use device_profiles::gatt::device::BleUuid;

@@ -86,7 +86,9 @@ impl Shared {
 
     async fn last_sequence(&self, address: &str) -> Option<u16> {
         let a = address.to_string();
-        self.with_store(move |s| s.ble_last_sequence(&a)).await.flatten()
+        self.with_store(move |s| s.ble_last_sequence(&a))
+            .await
+            .flatten()
     }
 
     async fn set_sequence(&self, address: &str, seq: u16) {
@@ -305,7 +307,11 @@ impl BleSource {
         profile: &DeviceProfile,
         ad: &Advertisement,
         address: &str,
-        tx: &mpsc::Sender<(String, String, tokio::sync::oneshot::Receiver<crate::store::writer::CommitResult>)>,
+        tx: &mpsc::Sender<(
+            String,
+            String,
+            tokio::sync::oneshot::Receiver<crate::store::writer::CommitResult>,
+        )>,
         recent: &mut HashMap<(String, String), Vec<u8>>,
     ) {
         for (key, layout) in &profile.advertisements {

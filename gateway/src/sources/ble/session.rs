@@ -78,12 +78,21 @@ async fn connected(
         .events()
         .ok_or_else(|| TransportError::Link("link events already taken".into()))?;
     let chars = link.characteristics();
-    let find = |x: u16| chars.iter().find(|c| c.uuid == BleUuid::from_u16(x)).copied();
+    let find = |x: u16| {
+        chars
+            .iter()
+            .find(|c| c.uuid == BleUuid::from_u16(x))
+            .copied()
+    };
 
     shared.metrics().ble_links(1);
     let _guard = LinkGuard(shared.clone());
     let battery = match find(BATTERY_LEVEL).filter(|c| c.read) {
-        Some(c) => link.read(c.uuid).await.ok().and_then(|v| v.first().copied()),
+        Some(c) => link
+            .read(c.uuid)
+            .await
+            .ok()
+            .and_then(|v| v.first().copied()),
         None => None,
     };
     shared.set_link(address, "connected", battery).await;
@@ -109,7 +118,7 @@ async fn connected(
                 let short = c.uuid.as_u16()?;
                 SIG_SUBSCRIBE
                     .contains(&short)
-                    .then(|| (*c, DecoderKind::Sig(short)))
+                    .then_some((*c, DecoderKind::Sig(short)))
             })
             .collect(),
     };
@@ -127,7 +136,11 @@ async fn connected(
     // Commits are awaited in order by this task, which records metrics and
     // advances the glucose sequence only after each commit.
     let (pending_tx, pending_rx) = mpsc::channel::<Pending>(1024);
-    let acker = tokio::spawn(ack_in_order(shared.clone(), address.to_string(), pending_rx));
+    let acker = tokio::spawn(ack_in_order(
+        shared.clone(),
+        address.to_string(),
+        pending_rx,
+    ));
 
     if let Some(c) = racp {
         link.subscribe(c.uuid).await?;
@@ -170,9 +183,7 @@ async fn connected(
                     ),
                 )]
             }
-            Some(DecoderKind::Sig(short)) => {
-                state.sig(shared, address, *short, value, received_at)
-            }
+            Some(DecoderKind::Sig(short)) => state.sig(shared, address, *short, value, received_at),
             None => Vec::new(),
         };
         for (sequence, mut items) in batches {
@@ -275,10 +286,7 @@ impl Collect {
                     Ok(g) if g.context_follows => {
                         self.glucose = Some((value, g.sequence_number, at));
                     }
-                    Ok(g) => out.push((
-                        Some(g.sequence_number),
-                        p.ble(address, short, &value, at),
-                    )),
+                    Ok(g) => out.push((Some(g.sequence_number), p.ble(address, short, &value, at))),
                     Err(_) => out.push((None, p.ble(address, short, &value, at))),
                 }
             }
@@ -308,7 +316,8 @@ impl Collect {
                 out.extend(self.flush_glucose(shared, address));
                 match Racp::decode(&value) {
                     Ok(Racp::Response { code, .. })
-                        if code != ResponseCode::Success && code != ResponseCode::NoRecordsFound =>
+                        if code != ResponseCode::Success
+                            && code != ResponseCode::NoRecordsFound =>
                     {
                         tracing::warn!(code = ?code, "glucometer refused the record request");
                     }

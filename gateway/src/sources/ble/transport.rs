@@ -103,7 +103,10 @@ pub trait Transport: Send + Sync + 'static {
     fn scan(&self) -> BoxFuture<'_, Result<mpsc::Receiver<ScanEvent>, TransportError>>;
 
     /// Connects to a device and discovers its services.
-    fn connect<'a>(&'a self, address: &'a str) -> BoxFuture<'a, Result<Box<dyn Link>, TransportError>>;
+    fn connect<'a>(
+        &'a self,
+        address: &'a str,
+    ) -> BoxFuture<'a, Result<Box<dyn Link>, TransportError>>;
 }
 
 /// One connection to a device.

@@ -154,14 +154,16 @@ impl Transport for VirtualTransport {
                 .services()
                 .iter()
                 .flat_map(|s| {
-                    s.characteristics.iter().map(|(uuid, p)| CharacteristicInfo {
-                        service: s.uuid,
-                        uuid: *uuid,
-                        notify: p.notify,
-                        indicate: p.indicate,
-                        read: p.read,
-                        write: p.write,
-                    })
+                    s.characteristics
+                        .iter()
+                        .map(|(uuid, p)| CharacteristicInfo {
+                            service: s.uuid,
+                            uuid: *uuid,
+                            notify: p.notify,
+                            indicate: p.indicate,
+                            read: p.read,
+                            write: p.write,
+                        })
                 })
                 .collect();
             let (tx, rx) = mpsc::channel(1024);
@@ -187,10 +189,7 @@ struct VirtualLink {
 
 impl VirtualLink {
     /// Runs `f` on the device if this link is still the live one.
-    fn device<R>(
-        &self,
-        f: impl FnOnce(&mut SimDevice) -> R,
-    ) -> Result<R, TransportError> {
+    fn device<R>(&self, f: impl FnOnce(&mut SimDevice) -> R) -> Result<R, TransportError> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let live = st
             .links
@@ -204,7 +203,12 @@ impl VirtualLink {
 
     async fn emit(&self, values: Vec<(BleUuid, Vec<u8>)>) {
         for (uuid, value) in values {
-            if self.tx.send(LinkEvent::Value { uuid, value }).await.is_err() {
+            if self
+                .tx
+                .send(LinkEvent::Value { uuid, value })
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -232,7 +236,10 @@ impl Link for VirtualLink {
     }
 
     fn read(&self, uuid: BleUuid) -> BoxFuture<'_, Result<Vec<u8>, TransportError>> {
-        Box::pin(async move { self.device(|d| d.on_read(uuid))?.map_err(TransportError::Gatt) })
+        Box::pin(async move {
+            self.device(|d| d.on_read(uuid))?
+                .map_err(TransportError::Gatt)
+        })
     }
 
     fn write(&self, uuid: BleUuid, value: Vec<u8>) -> BoxFuture<'_, Result<(), TransportError>> {

@@ -75,6 +75,16 @@ fn gateway_binary_over_emulated_bluez() {
         "re-advertised weighing stored once"
     );
 
+    // Adapter reset: powered off (every link drops), then on again; the
+    // gateway resumes scanning and reconnects.
+    let cuff_connections = emu.count(&format!("CONNECTED {CUFF}"));
+    emu.send("power off");
+    emu.wait_for(&format!("DISCONNECTED {CUFF}"), 2);
+    std::thread::sleep(Duration::from_millis(300));
+    emu.send("power on");
+    emu.wait_for(&format!("CONNECTED {CUFF}"), cuff_connections + 1);
+    assert_eq!(count(&g, "systolic", CUFF), 3);
+
     // Gateway restart: the glucometer is asked only for records after the
     // last committed sequence (3), and gets the new one.
     assert!(g.stop().success());

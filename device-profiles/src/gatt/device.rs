@@ -589,6 +589,55 @@ mod tests {
         assert!(!p.connect);
     }
 
+    /// The example of README "Adding a vendor device".
+    #[test]
+    fn readme_example_profile() {
+        let mut set = DeviceProfileSet::bundled();
+        let text = r#"
+name = "acme-scale"
+connect = false
+[match]
+name_prefixes = ["ACME-SCALE"]
+service_data = [0xFFF0]
+[[advertisement]]
+service_data = 0xFFF0
+[advertisement.layout]
+name = "acme-scale-adv"
+length = 9
+[[advertisement.layout.require]]
+name = "stable"
+offset = 0
+mask = 0x01
+value = 0x01
+[[advertisement.layout.field]]
+name = "weight"
+offset = 1
+type = "u16"
+scale = 0.01
+unit = "kg"
+metric = "body_weight"
+[advertisement.layout.timestamp]
+offset = 3
+format = "unix_seconds"
+"#;
+        set.add_text(text, "acme-scale.toml").unwrap();
+        let p = set.by_name("acme-scale").unwrap();
+        let (key, layout) = &p.advertisements[0];
+        assert_eq!(
+            *key,
+            AdvertisementKey::ServiceData(BleUuid::from_u16(0xFFF0))
+        );
+        let m = layout
+            .decode_ready(&[0x01, 0x52, 0x1C, 0, 0, 0, 0x60, 0, 0])
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.components[0].value, crate::RawValue::Number(72.5));
+        assert!(layout
+            .decode_ready(&[0x00, 0x52, 0x1C, 0, 0, 0, 0x60, 0, 0])
+            .unwrap()
+            .is_none());
+    }
+
     #[test]
     fn vendor_profile_with_inline_layout_and_errors() {
         let mut set = DeviceProfileSet::bundled();

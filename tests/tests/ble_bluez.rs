@@ -136,3 +136,48 @@ fn without_bluez_the_gateway_says_so_and_keeps_running() {
         assert!(g.stop().success());
     }
 }
+
+/// A glucose record counts as taken only once committed: a crash before
+/// the commit leaves the durable sequence where it was, so the next run asks
+/// for the same records again and stores them; a crash after the commit
+/// loses nothing either (the next run asks only for newer ones).
+#[test]
+fn glucose_records_are_taken_only_after_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = Mosquitto::start(dir.path());
+    let emu = BluezEmulator::start(dir.path(), &[&format!("glucometer,{GLUCO},3")]);
+    let bus = emu.bus.address.clone();
+    let mut g = Gateway::new(dir.path(), mqtt.port, &[(GLUCO, "p2")], BLE);
+    g.start_with_env(&[
+        ("DBUS_SYSTEM_BUS_ADDRESS", bus.as_str()),
+        ("RPM_FAULT_INJECT", "abort-before-commit"),
+    ]);
+    assert!(!g.wait_exit(T).success(), "aborted before the first commit");
+    assert_eq!(count(&g, "blood_glucose", GLUCO), 0);
+    emu.wait_for(&format!("WRITE {GLUCO} 2a52 0101"), 1);
+
+    g.start_with_env(&[("DBUS_SYSTEM_BUS_ADDRESS", bus.as_str())]);
+    wait_until("the 3 records", T, || count(&g, "blood_glucose", GLUCO) == 3);
+    // Nothing was committed by the first run: everything was asked for again.
+    emu.wait_for(&format!("WRITE {GLUCO} 2a52 0101"), 2);
+    assert!(g.stop().success());
+
+    // A new record; the gateway dies right after committing it, before its
+    // sequence is recorded. The next run still asks only for newer records
+    // (the stored readings carry the sequence) and stores nothing twice.
+    let mut emu = emu;
+    emu.send(&format!("add-glucose {GLUCO} 140"));
+    emu.send(&format!("disconnect {GLUCO}"));
+    g.start_with_env(&[
+        ("DBUS_SYSTEM_BUS_ADDRESS", bus.as_str()),
+        ("RPM_FAULT_INJECT", "abort-after-commit"),
+    ]);
+    assert!(!g.wait_exit(T).success(), "aborted after the first commit");
+    assert_eq!(count(&g, "blood_glucose", GLUCO), 4);
+    emu.send(&format!("disconnect {GLUCO}"));
+    g.start_with_env(&[("DBUS_SYSTEM_BUS_ADDRESS", bus.as_str())]);
+    emu.wait_for(&format!("WRITE {GLUCO} 2a52 0103010500"), 1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(count(&g, "blood_glucose", GLUCO), 4);
+    assert!(g.stop().success());
+}

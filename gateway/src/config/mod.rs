@@ -682,6 +682,31 @@ mod tests {
     }
 
     #[test]
+    fn ble_section_is_validated_up_front() {
+        let ok = "[sources.ble]\nadapter = \"hci1\"\n[[sources.ble.devices]]\naddress = \"aa:bb:cc:dd:ee:ff\"\nprofile = \"xiaomi-scale-v1\"\n";
+        let c = Config::from_toml(ok, Path::new("g.toml")).unwrap();
+        assert_eq!(c.sources.ble.unwrap().max_connections, 4);
+        let bad = "[sources.ble]\nmax_connections = 0\nadapter = \"bt0\"\nscan_services = [\"xyz\"]\nreconnect_min_backoff = \"5m\"\n[[sources.ble.devices]]\naddress = \"nope\"\nprofile = \"missing\"\n";
+        let e = Config::from_toml(bad, Path::new("g.toml")).unwrap_err();
+        let fields: Vec<&str> = e.0.iter().map(|e| e.field.as_str()).collect();
+        for f in [
+            "sources.ble.max_connections",
+            "sources.ble.adapter",
+            "sources.ble.scan_services",
+            "sources.ble.reconnect_min_backoff",
+            "sources.ble.devices",
+        ] {
+            assert!(fields.contains(&f), "{f} missing in {e}");
+        }
+        assert_eq!(e.0[0].line, 2, "{e}");
+        let e = Config::from_toml("[sources.ble]\nprofile_dirs = [\"does-not-exist\"]\n", Path::new("g.toml"))
+            .unwrap_err();
+        assert_eq!(e.0[0].field, "sources.ble.profile_dirs", "{e}");
+        let e = Config::from_toml("[sources.ble]\nscan = true\n", Path::new("g.toml")).unwrap_err();
+        assert!(e.to_string().contains("unknown field `scan`"), "{e}");
+    }
+
+    #[test]
     fn persistent_session_needs_client_id() {
         let text = "[store]\npath = \"x.db\"\n\n[sources.mqtt]\nhost = \"localhost\"\n";
         let e = Config::from_toml(text, Path::new("g.toml")).unwrap_err();

@@ -157,7 +157,9 @@ fn glucose_records_are_taken_only_after_commit() {
     emu.wait_for(&format!("WRITE {GLUCO} 2a52 0101"), 1);
 
     g.start_with_env(&[("DBUS_SYSTEM_BUS_ADDRESS", bus.as_str())]);
-    wait_until("the 3 records", T, || count(&g, "blood_glucose", GLUCO) == 3);
+    wait_until("the 3 records", T, || {
+        count(&g, "blood_glucose", GLUCO) == 3
+    });
     // Nothing was committed by the first run: everything was asked for again.
     emu.wait_for(&format!("WRITE {GLUCO} 2a52 0101"), 2);
     assert!(g.stop().success());

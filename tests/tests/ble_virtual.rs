@@ -182,3 +182,29 @@ fn device_clock_is_set_or_its_offset_corrected() {
     });
     g.stop();
 }
+
+#[test]
+fn a_fast_clock_without_current_time_is_estimated_from_the_burst() {
+    let g = VirtualGateway::start(&[(CUFF, "p1")], "");
+    // No Current Time; clock 3 h fast; records taken 2 h and 1 h ago arrive
+    // stamped +1 h and +2 h. The newest is at least 2 h ahead: that lower
+    // bound corrects the whole burst, order kept, flagged.
+    let mut cuff = SimDevice::bp_cuff(CUFF, 2);
+    cuff.clock_offset = chrono::Duration::hours(3);
+    g.radio.add(cuff);
+    wait_until("cuff readings", T, || g.count("systolic", CUFF) == 2);
+    let rows: Vec<(i64, String)> = g.query(
+        "SELECT device_measured_at - measured_at, annotations FROM readings WHERE device_id = ?1 AND metric = 'systolic' ORDER BY device_measured_at",
+        CUFF,
+    );
+    for (diff_ms, ann) in &rows {
+        assert!((diff_ms - 2 * 3600 * 1000).abs() < 5_000, "{rows:?}");
+        assert!(ann.contains("clock_offset_estimated"), "{ann}");
+    }
+    let measured: Vec<(i64, String)> = g.query(
+        "SELECT measured_at, device_id FROM readings WHERE device_id = ?1 AND metric = 'systolic' ORDER BY device_measured_at",
+        CUFF,
+    );
+    assert!(measured[0].0 < measured[1].0, "order kept: {measured:?}");
+    g.stop();
+}

@@ -699,8 +699,11 @@ mod tests {
             assert!(fields.contains(&f), "{f} missing in {e}");
         }
         assert_eq!(e.0[0].line, 2, "{e}");
-        let e = Config::from_toml("[sources.ble]\nprofile_dirs = [\"does-not-exist\"]\n", Path::new("g.toml"))
-            .unwrap_err();
+        let e = Config::from_toml(
+            "[sources.ble]\nprofile_dirs = [\"does-not-exist\"]\n",
+            Path::new("g.toml"),
+        )
+        .unwrap_err();
         assert_eq!(e.0[0].field, "sources.ble.profile_dirs", "{e}");
         let e = Config::from_toml("[sources.ble]\nscan = true\n", Path::new("g.toml")).unwrap_err();
         assert!(e.to_string().contains("unknown field `scan`"), "{e}");

@@ -148,7 +148,9 @@ pub(crate) fn reprocess(
 /// `device_measured_at`, `measured_at` becomes the corrected time, and the
 /// readings are flagged `clock_offset_s` / `clock_corrected = device_offset`.
 /// The reading ids do not change (they derive from the device time).
-pub fn apply_clock_offset(items: &mut [Item], offset: Duration) {
+/// With `estimated`, the offset was inferred from the records themselves
+/// (flag `clock_offset_estimated`), not read from the device.
+pub fn apply_clock_offset(items: &mut [Item], offset: Duration, estimated: bool) {
     for item in items {
         let Item::Reading { group, .. } = item else {
             continue;
@@ -163,6 +165,10 @@ pub fn apply_clock_offset(items: &mut [Item], offset: Duration) {
                     .insert("clock_offset_s".into(), offset.num_seconds().to_string());
                 r.annotations
                     .insert("clock_corrected".into(), "device_offset".into());
+                if estimated {
+                    r.annotations
+                        .insert("clock_offset_estimated".into(), "true".into());
+                }
             }
         }
     }

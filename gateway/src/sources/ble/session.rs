@@ -5,7 +5,9 @@
 //! - **Clock.** Where Current Time (0x2A2B) is writable, it is set on
 //!   connect. Where it is only readable, the device clock offset is measured
 //!   and, beyond `clock_offset_threshold`, applied to the readings of the
-//!   connection (device time kept, corrected time used, flagged).
+//!   connection (device time kept, corrected time used, flagged). Without
+//!   Current Time, a fast clock is estimated from each burst of records
+//!   (see [`ClockState`]).
 //! - **Stored memory.** Cuffs and scales resend their memory on every
 //!   connection: a reading's id derives from device, metric, device time and
 //!   sequence, so each is stored once.
@@ -98,6 +100,7 @@ async fn connected(
     shared.set_link(address, "connected", battery).await;
     tracing::debug!(device = address, "ble device connected");
 
+    let has_cts = find(u::CURRENT_TIME).is_some_and(|c| c.read || c.write);
     let clock_offset = clock(shared, link, find(u::CURRENT_TIME)).await;
 
     // What to subscribe to, and how to decode it.
@@ -155,11 +158,21 @@ async fn connected(
     }
 
     let mut state = Collect::default();
+    let mut clock = ClockState::new(clock_offset, has_cts, shared);
+    let mut deadline: Option<tokio::time::Instant> = None;
     let end = loop {
         let ev = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => break SessionEnd::Shutdown,
-            ev = events.recv() => ev,
+            _ = sleep_until(deadline), if deadline.is_some() => None,
+            ev = events.recv() => Some(ev),
+        };
+        let Some(ev) = ev else {
+            deadline = None;
+            if !submit(shared, &pending_tx, clock.flush()).await {
+                break SessionEnd::Disconnected;
+            }
+            continue;
         };
         let (uuid, value) = match ev {
             Some(LinkEvent::Value { uuid, value }) => (uuid, value),
@@ -186,37 +199,139 @@ async fn connected(
             Some(DecoderKind::Sig(short)) => state.sig(shared, address, *short, value, received_at),
             None => Vec::new(),
         };
-        for (sequence, mut items) in batches {
-            if items.is_empty() {
-                continue;
+        let ready = clock.take(batches);
+        if clock.holding() {
+            // The end of a glucose transfer, or a quiet moment, closes the burst.
+            if uuid == BleUuid::from_u16(u::RECORD_ACCESS_CONTROL_POINT) {
+                deadline = Some(tokio::time::Instant::now());
+            } else {
+                deadline = Some(tokio::time::Instant::now() + SETTLE);
             }
-            if let Some(offset) = clock_offset {
-                apply_clock_offset(&mut items, offset);
-            }
-            let commit = match shared.writer.submit(items).await {
-                Ok(rx) => rx,
-                Err(e) => {
-                    tracing::error!(error = %e, "store writer gone; closing the ble session");
-                    break;
-                }
-            };
-            if pending_tx.send(Pending { sequence, commit }).await.is_err() {
-                break;
-            }
+        }
+        if !submit(shared, &pending_tx, ready).await {
+            break SessionEnd::Disconnected;
         }
     };
     // Whatever is still held (a record whose context never came, a first
-    // body-composition packet) is submitted as it is.
-    for (sequence, items) in state.flush(shared, address) {
-        if let Ok(commit) = shared.writer.submit(items).await {
-            let _ = pending_tx.send(Pending { sequence, commit }).await;
-        }
-    }
+    // body-composition packet, a burst waiting for its clock estimate) is
+    // submitted now.
+    let rest = clock.take(state.flush(shared, address));
+    submit(shared, &pending_tx, rest).await;
+    submit(shared, &pending_tx, clock.flush()).await;
     drop(pending_tx);
     let _ = acker.await;
     shared.set_link(address, "disconnected", None).await;
     tracing::debug!(device = address, ?end, "ble session ended");
     Ok(end)
+}
+
+/// Quiet time that ends a burst of stored records.
+const SETTLE: Duration = Duration::from_millis(300);
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Submits batches; false when the writer is gone.
+async fn submit(shared: &Shared, pending: &mpsc::Sender<Pending>, batches: Vec<Batch>) -> bool {
+    for (sequence, items) in batches {
+        if items.is_empty() {
+            continue;
+        }
+        let commit = match shared.writer.submit(items).await {
+            Ok(rx) => rx,
+            Err(e) => {
+                tracing::error!(error = %e, "store writer gone; closing the ble session");
+                return false;
+            }
+        };
+        if pending.send(Pending { sequence, commit }).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// The device clock for this connection.
+///
+/// - Current Time set: nothing to do. Read: the measured offset is applied.
+/// - No Current Time: records come in bursts (stored memory, a RACP
+///   transfer). A burst is held until it settles; if its newest device time
+///   is ahead of the gateway clock by more than the threshold, the clock is
+///   fast by at least that much: that estimate (a lower bound) is applied to
+///   the burst and the rest of the connection, flagged
+///   `clock_offset_estimated`. A slow clock cannot be told apart from an old
+///   record; the canonical clock rules handle those.
+struct ClockState {
+    exact: Option<chrono::Duration>,
+    estimate_mode: bool,
+    estimate: Option<chrono::Duration>,
+    threshold: chrono::Duration,
+    held: Vec<Batch>,
+}
+
+impl ClockState {
+    fn new(exact: Option<chrono::Duration>, has_cts: bool, shared: &Shared) -> Self {
+        ClockState {
+            exact,
+            estimate_mode: !has_cts,
+            estimate: None,
+            threshold: chrono::Duration::from_std(shared.cfg.clock_offset_threshold)
+                .unwrap_or(chrono::Duration::MAX),
+            held: Vec::new(),
+        }
+    }
+
+    fn holding(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// Batches ready to submit now (the others are held).
+    fn take(&mut self, mut batches: Vec<Batch>) -> Vec<Batch> {
+        batches.retain(|(_, items)| !items.is_empty());
+        if let Some(offset) = self.exact {
+            for (_, items) in &mut batches {
+                apply_clock_offset(items, offset, false);
+            }
+            return batches;
+        }
+        if !self.estimate_mode {
+            return batches;
+        }
+        if let Some(offset) = self.estimate {
+            for (_, items) in &mut batches {
+                apply_clock_offset(items, offset, true);
+            }
+            return batches;
+        }
+        self.held.extend(batches);
+        Vec::new()
+    }
+
+    /// Ends a burst: estimates, applies, releases.
+    fn flush(&mut self) -> Vec<Batch> {
+        let mut batches = std::mem::take(&mut self.held);
+        let ahead = batches
+            .iter()
+            .flat_map(|(_, items)| items)
+            .filter_map(|i| match i {
+                crate::store::Item::Reading { group, .. } => Some(group),
+                _ => None,
+            })
+            .flat_map(|g| &g.readings)
+            .filter_map(|r| r.device_measured_at.map(|d| d - r.received_at))
+            .max();
+        if let Some(a) = ahead.filter(|a| *a > self.threshold) {
+            self.estimate = Some(a);
+            for (_, items) in &mut batches {
+                apply_clock_offset(items, a, true);
+            }
+        }
+        batches
+    }
 }
 
 /// Decrements the connected-devices gauge however the session ends.

@@ -223,6 +223,8 @@ impl BleSource {
         let (adv_tx, adv_rx) = mpsc::channel(1024);
         let adv_acker = tokio::spawn(ack_advertisements(self.shared.clone(), adv_rx));
         let mut recent: HashMap<(String, String), Vec<u8>> = HashMap::new();
+        // Registry answers, cached: a busy radio hears many strangers.
+        let mut registered: HashMap<String, (bool, Instant)> = HashMap::new();
 
         loop {
             tokio::select! {
@@ -263,7 +265,7 @@ impl BleSource {
                                 None => advertises_health_service(&ad.services)
                                     || ad.services.iter().any(|s| extra_services.contains(s))
                                     || self.shared.cfg.devices.iter().any(|d| normalize_address(&d.address).as_deref() == Some(address.as_str()))
-                                    || self.shared.is_registered(&address).await,
+                                    || self.registered(&address, &mut registered).await,
                             };
                             let due = devices.get(&address).is_none_or(|s| Instant::now() >= s.next_attempt);
                             if !wanted || !due || active.contains(&address) || active.len() >= self.shared.cfg.max_connections {
@@ -274,7 +276,8 @@ impl BleSource {
                             sessions.spawn(async move {
                                 let r = session::run(shared, transport, address.clone(), profile, stop).await;
                                 if let Err(e) = &r {
-                                    tracing::info!(error = %e, "ble session failed; will retry with backoff");
+                                    // The error text may name the device: debug only.
+                                    tracing::debug!(error = %e, device = %address, "ble session failed; will retry with backoff");
                                 }
                                 (address, r.is_ok())
                             });
@@ -297,6 +300,25 @@ impl BleSource {
         let _ = adv_acker.await;
         self.shared.metrics().set_ble_adapter(false);
         tracing::info!("ble source stopped");
+    }
+
+    /// Whether the registry knows the device (cached for 30 s).
+    async fn registered(
+        &self,
+        address: &str,
+        cache: &mut HashMap<String, (bool, Instant)>,
+    ) -> bool {
+        if let Some((known, at)) = cache.get(address) {
+            if at.elapsed() < Duration::from_secs(30) {
+                return *known;
+            }
+        }
+        let known = self.shared.is_registered(address).await;
+        if cache.len() > 4096 {
+            cache.clear();
+        }
+        cache.insert(address.to_string(), (known, Instant::now()));
+        known
     }
 
     /// Decodes readings broadcast in the advertisement. The same bytes

@@ -218,7 +218,7 @@ impl SimDevice {
                 (
                     s,
                     now - Duration::hours(i64::from(n - s + 1)),
-                    90.0 + f64::from(s),
+                    90.0 + f64::from(s % 100),
                     (s % 2 == 1).then_some(1),
                 )
             })

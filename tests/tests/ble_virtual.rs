@@ -208,3 +208,25 @@ fn a_fast_clock_without_current_time_is_estimated_from_the_burst() {
     assert!(measured[0].0 < measured[1].0, "order kept: {measured:?}");
     g.stop();
 }
+
+/// Not a test: the rate of a large glucose transfer through the virtual
+/// transport (RACP → session → decode → normalize → commit). Run with
+/// `cargo test --release -p rpm-e2e --test ble_virtual -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_glucose_transfer() {
+    const N: u16 = 5000;
+    let g = VirtualGateway::start(&[(GLUCO, "p1")], "");
+    let start = std::time::Instant::now();
+    g.radio.add(SimDevice::glucometer(GLUCO, N));
+    wait_until("all records", Duration::from_secs(300), || {
+        g.count("blood_glucose", GLUCO) == i64::from(N)
+    });
+    let took = start.elapsed();
+    eprintln!(
+        "{N} glucose records (half with context) committed in {:.2} s: {:.0} records/s",
+        took.as_secs_f64(),
+        f64::from(N) / took.as_secs_f64()
+    );
+    g.stop();
+}

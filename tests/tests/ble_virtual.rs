@@ -230,3 +230,48 @@ fn bench_glucose_transfer() {
     );
     g.stop();
 }
+
+/// A vendor device with a proprietary characteristic, described by a
+/// profile file with an inline byte layout: no code.
+#[test]
+fn vendor_profile_with_a_proprietary_characteristic() {
+    let profiles = tempfile::tempdir().unwrap();
+    std::fs::write(
+        profiles.path().join("acme-weight.toml"),
+        r#"
+name = "acme-weight"
+[match]
+name_prefixes = ["ACME-W"]
+[[characteristic]]
+uuid = "0000fff1-0000-1000-8000-00805f9b34fb"
+[characteristic.layout]
+name = "acme-weight-v1"
+length = 2
+[[characteristic.layout.field]]
+name = "weight"
+offset = 0
+type = "u16"
+endian = "big"
+scale = 0.1
+unit = "kg"
+metric = "body_weight"
+"#,
+    )
+    .unwrap();
+    let extra = format!("profile_dirs = [\"{}\"]", profiles.path().display());
+    let g = VirtualGateway::start(&[(SCALE, "p1")], &extra);
+    // 0x02D5 = 725 → 72.5 kg; the device advertises no standard service.
+    g.radio.add(SimDevice::generic(
+        SCALE,
+        "ACME-W100",
+        0xFFF0,
+        vec![(0xFFF1, false, vec![vec![0x02, 0xD5]])],
+    ));
+    wait_until("vendor weight", T, || g.count("body_weight", SCALE) == 1);
+    let rows: Vec<(i64, String)> = g.query(
+        "SELECT CAST(value * 10 AS INTEGER), unit FROM readings WHERE device_id = ?1",
+        SCALE,
+    );
+    assert_eq!(rows, vec![(725, "kg".to_string())]);
+    g.stop();
+}

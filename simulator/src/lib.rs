@@ -9,6 +9,9 @@
 //! - [`mqtt`]: publishing them to a broker (QoS 1).
 #![warn(missing_docs)]
 
+pub mod ble;
+#[cfg(feature = "bluez")]
+pub mod bluez;
 pub mod emission;
 pub mod mqtt;
 pub mod payload;

@@ -1,16 +1,20 @@
-//! Publishing emissions to an MQTT broker, QoS 1, as real devices do.
+//! MQTT: virtual devices publish with QoS 1, as real devices do.
 //!
-//! A [`Publisher`] owns one client connection; `flush` waits until the broker
-//! has acknowledged every publish, so a caller knows exactly what the broker
-//! accepted (the ground truth for "every reading arrived exactly once").
+//! A [`Publisher`] owns one client connection (any number of virtual
+//! devices can share it: the topic names the device). `flush` waits until
+//! the broker has acknowledged every publish, so a caller knows exactly what
+//! the broker accepted (the ground truth for "every reading arrived exactly
+//! once").
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing as MqttOutgoing, Packet, QoS};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
-use crate::payload::Message;
+use super::{Transport, TransportError};
+use crate::payload::{encode, Message};
+use crate::plan::Outgoing;
 
 /// Publisher failures.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +30,23 @@ pub enum PublishError {
         /// publishes sent
         sent: u64,
     },
+    /// `HOST:PORT` could not be parsed.
+    #[error("`{0}` is not HOST:PORT")]
+    Address(String),
+}
+
+/// Splits `HOST:PORT` (the `--mqtt` argument).
+pub fn parse_addr(s: &str) -> Result<(String, u16), PublishError> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| PublishError::Address(s.to_string()))?;
+    let port = port
+        .parse()
+        .map_err(|_| PublishError::Address(s.to_string()))?;
+    if host.is_empty() {
+        return Err(PublishError::Address(s.to_string()));
+    }
+    Ok((host.to_string(), port))
 }
 
 /// One device-side MQTT connection.
@@ -38,12 +59,19 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Connects (lazily: the first poll connects) to `host:port` as `client_id`.
+    /// Connects (lazily: the first poll connects) to `host:port` as
+    /// `client_id`, with a clean session (devices keep no session).
     pub fn connect(host: &str, port: u16, client_id: &str) -> Publisher {
         let mut o = MqttOptions::new(client_id, host, port);
         o.set_keep_alive(Duration::from_secs(30));
         o.set_max_packet_size(1 << 20, 1 << 20);
         o.set_inflight(200);
+        if let (Ok(u), Ok(p)) = (
+            std::env::var("RPM_SIM_MQTT_USERNAME"),
+            std::env::var("RPM_SIM_MQTT_PASSWORD"),
+        ) {
+            o.set_credentials(u, p);
+        }
         let (client, mut eventloop) = AsyncClient::new(o, 1024);
         let acked = Arc::new(AtomicU64::new(0));
         let progress = Arc::new(Notify::new());
@@ -55,8 +83,10 @@ impl Publisher {
                         a.fetch_add(1, Ordering::SeqCst);
                         p.notify_waiters();
                     }
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+                    Ok(Event::Outgoing(MqttOutgoing::Disconnect)) => break,
                     Ok(_) => {}
+                    // rumqttc retransmits unacknowledged QoS 1 publishes
+                    // after it reconnects.
                     Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                 }
             }
@@ -84,6 +114,16 @@ impl Publisher {
         self.sent
     }
 
+    /// Publishes the broker acknowledged so far.
+    pub fn acked(&self) -> u64 {
+        self.acked.load(Ordering::SeqCst)
+    }
+
+    /// A counter of acknowledged publishes, readable from another task.
+    pub fn acked_counter(&self) -> Arc<AtomicU64> {
+        self.acked.clone()
+    }
+
     /// Waits until the broker acknowledged every publish.
     pub async fn flush(&self, timeout: Duration) -> Result<(), PublishError> {
         let wait = async {
@@ -109,5 +149,33 @@ impl Publisher {
         let _ = self.client.disconnect().await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
         r
+    }
+}
+
+impl Transport for Publisher {
+    fn name(&self) -> &'static str {
+        "mqtt"
+    }
+
+    async fn send(&mut self, o: &Outgoing) -> Result<(), TransportError> {
+        Ok(self.publish(&encode(&o.emission, o.format)).await?)
+    }
+
+    async fn close(self, timeout: Duration) -> Result<(), TransportError> {
+        Ok(Publisher::close(self, timeout).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            super::parse_addr("127.0.0.1:1883").unwrap(),
+            ("127.0.0.1".to_string(), 1883)
+        );
+        assert!(super::parse_addr("localhost").is_err());
+        assert!(super::parse_addr(":1883").is_err());
+        assert!(super::parse_addr("h:99999").is_err());
     }
 }

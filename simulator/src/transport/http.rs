@@ -1,0 +1,250 @@
+//! HTTP ingest: virtual devices (or their phone app / hub) push the same
+//! payloads to the gateway's `POST /api/v1/readings`.
+//!
+//! The body is `{"device_id": ..., "profile": ..., "payload": ...}`: the
+//! device id, the name of the device profile that decodes the payload, and
+//! the payload itself — embedded as JSON when it is JSON, as a string when it
+//! is not (a malformed or truncated payload, sent on purpose to test
+//! quarantine). A bearer token authenticates the pusher.
+//!
+//! The client is deliberately minimal (plain HTTP/1.1 over a TCP stream, one
+//! connection per request, no TLS): it has one job in tests and benchmarks,
+//! and no dependency is worth that job. Put a TLS-terminating proxy in front
+//! for `https://` targets.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{Transport, TransportError};
+use crate::payload::{encode, Message};
+use crate::plan::Outgoing;
+
+/// HTTP transport failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HttpError {
+    /// The target is not an `http://host[:port]/path` URL.
+    #[error("`{0}` is not an http://HOST[:PORT]/PATH URL (https is not supported by the simulator's minimal client)")]
+    Url(String),
+    /// Connecting, writing or reading failed.
+    #[error("http i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// No complete answer in time.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The answer is not HTTP.
+    #[error("malformed http response")]
+    Response,
+    /// The gateway refused the request itself (auth, route, method), so the
+    /// reading was not taken.
+    #[error("gateway answered {status}: {body}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// Start of the response body.
+        body: String,
+    },
+}
+
+/// A parsed `http://` target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Host name or address.
+    pub host: String,
+    /// Port (80 by default).
+    pub port: u16,
+    /// Request path with query.
+    pub path: String,
+}
+
+impl Target {
+    /// Parses `http://host[:port][/path]`.
+    pub fn parse(url: &str) -> Result<Target, HttpError> {
+        let bad = || HttpError::Url(url.to_string());
+        let rest = url.strip_prefix("http://").ok_or_else(bad)?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().map_err(|_| bad())?),
+            None => (authority, 80),
+        };
+        if host.is_empty() {
+            return Err(bad());
+        }
+        Ok(Target {
+            host: host.to_string(),
+            port,
+            path: path.to_string(),
+        })
+    }
+}
+
+/// The JSON body for one message.
+pub fn body(device_id: &str, m: &Message) -> Value {
+    let payload = serde_json::from_slice::<Value>(&m.payload)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&m.payload).into_owned()));
+    json!({"device_id": device_id, "profile": m.profile, "payload": payload})
+}
+
+/// One HTTP pusher.
+#[derive(Debug, Clone)]
+pub struct HttpTransport {
+    target: Target,
+    token: Option<String>,
+    timeout: Duration,
+    retries: u32,
+    /// Answers by status code.
+    statuses: std::collections::BTreeMap<u16, u64>,
+}
+
+impl HttpTransport {
+    /// A transport posting to `url` with an optional bearer `token`.
+    pub fn new(url: &str, token: Option<String>) -> Result<HttpTransport, HttpError> {
+        Ok(HttpTransport {
+            target: Target::parse(url)?,
+            token,
+            timeout: Duration::from_secs(10),
+            retries: 3,
+            statuses: Default::default(),
+        })
+    }
+
+    /// Answers received, by HTTP status.
+    pub fn statuses(&self) -> &std::collections::BTreeMap<u16, u64> {
+        &self.statuses
+    }
+
+    /// Posts one JSON body; returns the status and the start of the body.
+    pub async fn post(&self, body: &Value) -> Result<(u16, String), HttpError> {
+        let bytes = serde_json::to_vec(body).unwrap_or_default();
+        let t = &self.target;
+        let mut req = format!(
+            "POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+            t.path,
+            t.host,
+            t.port,
+            bytes.len()
+        );
+        if let Some(token) = &self.token {
+            req.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        req.push_str("\r\n");
+        let exchange = async {
+            let mut s = TcpStream::connect((t.host.as_str(), t.port)).await?;
+            s.write_all(req.as_bytes()).await?;
+            s.write_all(&bytes).await?;
+            let mut answer = Vec::new();
+            s.take(1 << 20).read_to_end(&mut answer).await?;
+            Ok::<_, HttpError>(answer)
+        };
+        let answer = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| HttpError::Timeout(self.timeout))??;
+        parse_response(&answer)
+    }
+}
+
+/// Status code and (start of) body of a raw HTTP/1.1 response.
+fn parse_response(raw: &[u8]) -> Result<(u16, String), HttpError> {
+    let text = String::from_utf8_lossy(raw);
+    let status = text
+        .strip_prefix("HTTP/1.")
+        .and_then(|r| r.get(2..5))
+        .and_then(|c| c.parse().ok())
+        .ok_or(HttpError::Response)?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.chars().take(300).collect())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+impl Transport for HttpTransport {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    /// 2xx, and 400/422 (the gateway decided about the reading: stored or
+    /// quarantined), count as delivered. Other 4xx are refusals of the
+    /// request itself (token, route). 5xx and I/O errors are retried.
+    async fn send(&mut self, o: &Outgoing) -> Result<(), TransportError> {
+        let m = encode(&o.emission, o.format);
+        let device_id = m
+            .topic
+            .rsplit('/')
+            .next()
+            .unwrap_or(&o.emission.device_id)
+            .to_string();
+        let body = body(&device_id, &m);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let outcome = self.post(&body).await;
+            let retry = match &outcome {
+                Ok((status, _)) => {
+                    *self.statuses.entry(*status).or_default() += 1;
+                    *status >= 500
+                }
+                Err(_) => true,
+            };
+            if retry && attempt <= self.retries {
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                continue;
+            }
+            return match outcome {
+                Ok((s, _)) if (200..300).contains(&s) || s == 400 || s == 422 => Ok(()),
+                Ok((status, body)) => Err(HttpError::Refused { status, body }.into()),
+                Err(e) => Err(e.into()),
+            };
+        }
+    }
+
+    async fn close(self, _timeout: Duration) -> Result<(), TransportError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        let t = Target::parse("http://127.0.0.1:8080/api/v1/readings").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.path.as_str()),
+            ("127.0.0.1", 8080, "/api/v1/readings")
+        );
+        assert_eq!(Target::parse("http://gw").unwrap().port, 80);
+        assert!(Target::parse("https://gw/x").is_err());
+        assert!(Target::parse("http://:80/x").is_err());
+    }
+
+    #[test]
+    fn responses() {
+        let (s, b) =
+            parse_response(b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}").unwrap();
+        assert_eq!((s, b.as_str()), (202, "{}"));
+        assert!(parse_response(b"SSH-2.0").is_err());
+    }
+
+    #[test]
+    fn body_embeds_json_or_the_broken_text() {
+        let m = Message {
+            topic: "acme/bp/d1".into(),
+            payload: br#"{"sys":120}"#.to_vec(),
+            profile: "acme-bp-cuff",
+        };
+        assert_eq!(body("d1", &m)["payload"]["sys"], 120);
+        let broken = Message {
+            payload: br#"{"sys":1"#.to_vec(),
+            ..m
+        };
+        assert_eq!(body("d1", &broken)["payload"], "{\"sys\":1");
+    }
+}

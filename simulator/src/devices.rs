@@ -84,7 +84,8 @@ fn gatt_of(k: DeviceKind) -> (u16, u16) {
     }
 }
 
-fn sample(kind: DeviceKind) -> Emission {
+/// A typical measurement of a kind (healthy baseline), from device `DEVICE`.
+pub fn sample(kind: DeviceKind) -> Emission {
     let b = Baseline::typical(Condition::Healthy);
     let v = Vitals {
         systolic: b.systolic,

@@ -113,7 +113,8 @@ pub fn inject(s: &Scenario, faults: &[Fault], seed: u64) -> Scenario {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::payload::encode;
+    use crate::emission::Emission;
+    use crate::payload::{encode, WireFormat};
     use device_profiles::profile::{bundled_dir, ProfileSet};
     use device_profiles::{canonicalize, ClockPolicy, Source};
 
@@ -128,6 +129,64 @@ mod tests {
         assert!(parse("gremlins").is_err());
     }
 
+    /// What the gateway's own code (device-profiles) makes of a message:
+    /// the reason code of its refusal, or "" when it is accepted.
+    fn verdict(profiles: &ProfileSet, e: &Emission, format: WireFormat) -> String {
+        let m = encode(e, format);
+        if e.fault == Some(Fault::UnknownDevice) {
+            // The registry refuses it; the payload itself is good.
+            assert!(m.topic.contains(crate::payload::UNKNOWN_DEVICE_PREFIX));
+            return "unknown_device".to_string();
+        }
+        if m.payload.len() > 256 * 1024 {
+            return "payload_too_large".to_string();
+        }
+        let profile = profiles.for_topic(&m.topic).unwrap();
+        match profile.decode(&m.topic, &m.payload) {
+            Err(r) => r.code().to_string(),
+            Ok(d) => {
+                let meas = d.measurements.into_iter().next().unwrap();
+                let r = meas.and_then(|meas| {
+                    canonicalize(
+                        &meas,
+                        &device_profiles::canonical::Context {
+                            device_id: "d",
+                            patient_id: "p",
+                            source: Source::Mqtt,
+                            received_at: e.at,
+                            clock: &ClockPolicy::default(),
+                            content_digest: "x",
+                            index: 0,
+                        },
+                    )
+                });
+                r.err().map(|r| r.code().to_string()).unwrap_or_default()
+            }
+        }
+    }
+
+    /// Every fault, from every device kind in every wire format, is refused
+    /// with its expected reason (and the same message without the fault is
+    /// accepted).
+    #[test]
+    fn every_fault_of_every_kind_and_format_is_refused_with_its_reason() {
+        let profiles = ProfileSet::load_dir(&bundled_dir()).unwrap();
+        for kind in crate::devices::KINDS {
+            for format in [WireFormat::Vendor, WireFormat::Senml] {
+                let mut e = crate::devices::sample(kind);
+                assert_eq!(verdict(&profiles, &e, format), "", "{kind:?} {format:?}");
+                for f in ALL.into_iter().filter(|f| can_carry(kind, *f)) {
+                    e.fault = Some(f);
+                    assert_eq!(
+                        verdict(&profiles, &e, format),
+                        expected_reject(f),
+                        "{f:?} from a {kind:?} in {format:?}"
+                    );
+                }
+            }
+        }
+    }
+
     /// Each injected fault, decoded and normalized with the gateway's own
     /// code (device-profiles), is refused with its expected reason.
     #[test]
@@ -139,37 +198,7 @@ mod tests {
         let mut seen = Vec::new();
         for p in plan.readings.iter().filter(|p| p.is_fault()) {
             let f = p.emission.fault.unwrap();
-            let m = encode(&p.wire_emission(), p.format);
-            let reason = if f == Fault::UnknownDevice {
-                // The registry refuses it; the payload itself is good.
-                assert!(m.topic.contains(crate::payload::UNKNOWN_DEVICE_PREFIX));
-                "unknown_device".to_string()
-            } else if m.payload.len() > 256 * 1024 {
-                "payload_too_large".to_string()
-            } else {
-                let profile = profiles.for_topic(&m.topic).unwrap();
-                match profile.decode(&m.topic, &m.payload) {
-                    Err(r) => r.code().to_string(),
-                    Ok(d) => {
-                        let meas = d.measurements.into_iter().next().unwrap();
-                        let r = meas.and_then(|meas| {
-                            canonicalize(
-                                &meas,
-                                &device_profiles::canonical::Context {
-                                    device_id: "d",
-                                    patient_id: "p",
-                                    source: Source::Mqtt,
-                                    received_at: p.emission.at,
-                                    clock: &ClockPolicy::default(),
-                                    content_digest: "x",
-                                    index: 0,
-                                },
-                            )
-                        });
-                        r.err().map(|r| r.code().to_string()).unwrap_or_default()
-                    }
-                }
-            };
+            let reason = verdict(&profiles, &p.wire_emission(), p.format);
             assert_eq!(
                 reason,
                 expected_reject(f),

@@ -57,8 +57,14 @@ pub fn encode(e: &Emission, format: WireFormat) -> Message {
             b
         }
         Some(Fault::Oversized) => {
-            if let Value::Object(o) = &mut body {
-                o.insert("padding".into(), Value::String("x".repeat(300_000)));
+            let padding = Value::String("x".repeat(300_000));
+            match &mut body {
+                Value::Object(o) => {
+                    o.insert("padding".into(), padding);
+                }
+                // SenML: one more record, with a string value.
+                Value::Array(a) => a.push(json!({"n": "padding", "vs": padding})),
+                _ => {}
             }
             serde_json::to_vec(&body).unwrap_or_default()
         }

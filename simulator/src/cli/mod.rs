@@ -113,11 +113,11 @@ pub struct RunArgs {
     #[arg(long)]
     days: Option<u32>,
     /// Quirks for every device: duplicate,out-of-order,skew,burst (or all).
-    #[arg(long, value_parser = crate::quirks::parse_list, default_value = "")]
-    quirks: Vec<crate::quirks::QuirkKind>,
+    #[arg(long, default_value = "")]
+    quirks: String,
     /// Faulty messages: malformed,truncated,nan,unknown-unit,unknown-device,implausible,oversized (or all).
-    #[arg(long, value_parser = crate::faults::parse_list, default_value = "")]
-    faults: Vec<crate::emission::Fault>,
+    #[arg(long, default_value = "")]
+    faults: String,
     /// Write the sent-report (JSON) here.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -190,4 +190,14 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

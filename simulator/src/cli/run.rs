@@ -101,8 +101,8 @@ pub(super) async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         seed: a.seed,
         start: a.start,
         days: a.days,
-        quirks: a.quirks.clone(),
-        faults: a.faults.clone(),
+        quirks: crate::quirks::parse_list(&a.quirks).map_err(anyhow::Error::msg)?,
+        faults: crate::faults::parse_list(&a.faults).map_err(anyhow::Error::msg)?,
     };
     if let Some(s) = a.speed {
         crate::schedule::Schedule::new(Utc::now(), s)?;

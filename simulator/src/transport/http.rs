@@ -233,6 +233,84 @@ mod tests {
         assert!(parse_response(b"SSH-2.0").is_err());
     }
 
+    /// A one-purpose HTTP/1.1 server on a free port: answers each request
+    /// with the next status of `answers` and hands back what it received.
+    async fn server(answers: Vec<u16>) -> (u16, tokio::task::JoinHandle<Vec<(String, Value)>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let mut got = Vec::new();
+            for status in answers {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let (head, body) = loop {
+                    let n = s.read(&mut chunk).await.unwrap();
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("Content-Length: "))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        if body.len() >= len {
+                            break (head.to_string(), body.to_string());
+                        }
+                    }
+                };
+                got.push((head, serde_json::from_str(&body).unwrap()));
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+                );
+                s.write_all(answer.as_bytes()).await.unwrap();
+            }
+            got
+        });
+        (port, task)
+    }
+
+    fn outgoing() -> Outgoing {
+        let s = crate::scenario::Scenario::bundled("fever").unwrap();
+        s.plan().outgoing().remove(0)
+    }
+
+    #[tokio::test]
+    async fn posts_the_body_with_the_token_and_retries_5xx() {
+        let (port, srv) = server(vec![503, 202]).await;
+        let mut t = HttpTransport::new(
+            &format!("http://127.0.0.1:{port}/api/v1/readings"),
+            Some("tok-123".into()),
+        )
+        .unwrap();
+        let o = outgoing();
+        t.send(&o).await.unwrap();
+        let got = srv.await.unwrap();
+        assert_eq!(got.len(), 2, "retried after 503");
+        let (head, body) = &got[1];
+        assert!(head.starts_with("POST /api/v1/readings HTTP/1.1"), "{head}");
+        assert!(head.contains("Authorization: Bearer tok-123"), "{head}");
+        assert_eq!(body["device_id"], o.emission.device_id.as_str());
+        let m = encode(&o.emission, o.format);
+        assert_eq!(body["profile"], m.profile);
+        assert_eq!(
+            body["payload"],
+            serde_json::from_slice::<Value>(&m.payload).unwrap()
+        );
+        assert_eq!(t.statuses().get(&202), Some(&1));
+    }
+
+    #[tokio::test]
+    async fn a_refused_request_is_an_error_but_a_refused_reading_is_delivered() {
+        let (port, srv) = server(vec![401, 422]).await;
+        let mut t = HttpTransport::new(&format!("http://127.0.0.1:{port}/r"), None).unwrap();
+        let o = outgoing();
+        let e = t.send(&o).await.unwrap_err();
+        assert!(e.to_string().contains("401"), "{e}");
+        t.send(&o).await.unwrap();
+        srv.await.unwrap();
+    }
+
     #[test]
     fn body_embeds_json_or_the_broken_text() {
         let m = Message {

@@ -264,3 +264,67 @@ fn every_bundled_scenario_raises_its_expected_alerts() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Load mode: every reading published is committed once, stamped with the
+/// device's (wall-clock) measurement time, so publish→commit latency is
+/// `committed_at - measured_at` in the store. (Rates are measured by
+/// `bench/sim-load.sh`, never asserted here.)
+#[test]
+fn load_mode_readings_are_all_committed_with_their_publish_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start(dir.path());
+    let n = 40;
+    let ids: Vec<(String, String)> = (0..n)
+        .map(|i| {
+            (
+                rpm_simulator::load::device_id(i),
+                format!("load-patient-{i:05}"),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = ids.iter().map(|(d, p)| (d.as_str(), p.as_str())).collect();
+    let mut gw = Gateway::new(dir.path(), mosquitto.port, &refs, "");
+    gw.start();
+    let out = rpm_sim(&[
+        "load",
+        "--mqtt",
+        &format!("127.0.0.1:{}", mosquitto.port),
+        "--devices",
+        &n.to_string(),
+        "--rate",
+        "300",
+        "--duration",
+        "2s",
+        "--connections",
+        "4",
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (messages, readings) = (
+        r["messages"].as_i64().unwrap(),
+        r["readings"].as_i64().unwrap(),
+    );
+    assert!(messages > 0);
+    assert_eq!(r["acked"].as_i64(), Some(messages));
+    wait_until(
+        "every load reading to commit",
+        Duration::from_secs(60),
+        || gw.readings() >= readings,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(gw.readings(), readings);
+    assert_eq!(
+        gw.count("SELECT COUNT(DISTINCT group_id) FROM readings"),
+        messages
+    );
+    assert_eq!(
+        gw.count("SELECT COUNT(*) FROM readings WHERE device_measured_at IS NULL OR annotations LIKE '%time_missing%' OR annotations LIKE '%clock_corrected%'"),
+        0,
+        "every reading carries its own publish time"
+    );
+    assert_eq!(
+        gw.count("SELECT COUNT(*) FROM readings WHERE committed_at < measured_at"),
+        0
+    );
+    assert_eq!(gw.count("SELECT COUNT(*) FROM quarantine"), 0);
+}

@@ -1,11 +1,17 @@
 //! HTTP ingest: virtual devices (or their phone app / hub) push the same
-//! payloads to the gateway's `POST /api/v1/readings`.
+//! payloads to the gateway's `POST /api/v1/readings`, in its two body forms:
 //!
-//! The body is `{"device_id": ..., "profile": ..., "payload": ...}`: the
-//! device id, the name of the device profile that decodes the payload, and
-//! the payload itself — embedded as JSON when it is JSON, as a string when it
-//! is not (a malformed or truncated payload, sent on purpose to test
-//! quarantine). A bearer token authenticates the pusher.
+//! - `Content-Type: application/json`, the envelope
+//!   `{"device_id": ..., "profile": ..., "payload": ...}`: the device id, the
+//!   name of the device profile that decodes the payload, and the device's
+//!   own JSON payload;
+//! - `Content-Type: application/senml+json` with `?device_id=..&profile=..`
+//!   and the payload bytes as the body, used for payloads that are not JSON
+//!   (the malformed and truncated faults), so the gateway sees exactly the
+//!   broken bytes a device would send.
+//!
+//! A bearer token authenticates the pusher. The gateway answers only after
+//! the commit (2xx: durable, with an outcome per measurement; 503: retry).
 //!
 //! The client is deliberately minimal (plain HTTP/1.1 over a TCP stream, one
 //! connection per request, no TLS): it has one job in tests and benchmarks,
@@ -84,11 +90,51 @@ impl Target {
     }
 }
 
-/// The JSON body for one message.
-pub fn body(device_id: &str, m: &Message) -> Value {
-    let payload = serde_json::from_slice::<Value>(&m.payload)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&m.payload).into_owned()));
-    json!({"device_id": device_id, "profile": m.profile, "payload": payload})
+/// One request: query string, content type, body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Query string to append (`?device_id=..&profile=..`), or empty.
+    pub query: String,
+    /// Content type.
+    pub content_type: &'static str,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+/// Percent-encodes a query value (unreserved characters kept).
+fn encode_query(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The request for one message: the JSON envelope when the payload is
+/// JSON, the raw bytes otherwise.
+pub fn request(device_id: &str, m: &Message) -> Request {
+    match serde_json::from_slice::<Value>(&m.payload) {
+        Ok(payload) => Request {
+            query: String::new(),
+            content_type: "application/json",
+            body: serde_json::to_vec(
+                &json!({"device_id": device_id, "profile": m.profile, "payload": payload}),
+            )
+            .unwrap_or_default(),
+        },
+        Err(_) => Request {
+            query: format!(
+                "device_id={}&profile={}",
+                encode_query(device_id),
+                encode_query(m.profile)
+            ),
+            content_type: "application/senml+json",
+            body: m.payload.clone(),
+        },
+    }
 }
 
 /// One HTTP pusher.
@@ -119,15 +165,20 @@ impl HttpTransport {
         &self.statuses
     }
 
-    /// Posts one JSON body; returns the status and the start of the body.
-    pub async fn post(&self, body: &Value) -> Result<(u16, String), HttpError> {
-        let bytes = serde_json::to_vec(body).unwrap_or_default();
+    /// Posts one request; returns the status and the start of the answer.
+    pub async fn post(&self, r: &Request) -> Result<(u16, String), HttpError> {
+        let bytes = &r.body;
         let t = &self.target;
+        let path = match (r.query.is_empty(), t.path.contains('?')) {
+            (true, _) => t.path.clone(),
+            (false, false) => format!("{}?{}", t.path, r.query),
+            (false, true) => format!("{}&{}", t.path, r.query),
+        };
         let mut req = format!(
-            "POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
-            t.path,
+            "POST {path} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
             t.host,
             t.port,
+            r.content_type,
             bytes.len()
         );
         if let Some(token) = &self.token {
@@ -137,7 +188,7 @@ impl HttpTransport {
         let exchange = async {
             let mut s = TcpStream::connect((t.host.as_str(), t.port)).await?;
             s.write_all(req.as_bytes()).await?;
-            s.write_all(&bytes).await?;
+            s.write_all(bytes).await?;
             let mut answer = Vec::new();
             s.take(1 << 20).read_to_end(&mut answer).await?;
             Ok::<_, HttpError>(answer)
@@ -169,9 +220,10 @@ impl Transport for HttpTransport {
         "http"
     }
 
-    /// 2xx, and 400/422 (the gateway decided about the reading: stored or
-    /// quarantined), count as delivered. Other 4xx are refusals of the
-    /// request itself (token, route). 5xx and I/O errors are retried.
+    /// 2xx (stored, duplicate or quarantined: the gateway committed its
+    /// decision) and 413 (refused as too large) count as delivered. Other
+    /// 4xx are refusals of the request itself (token, route, body form).
+    /// 5xx and I/O errors are retried.
     async fn send(&mut self, o: &Outgoing) -> Result<(), TransportError> {
         let m = encode(&o.emission, o.format);
         let device_id = m
@@ -180,11 +232,11 @@ impl Transport for HttpTransport {
             .next()
             .unwrap_or(&o.emission.device_id)
             .to_string();
-        let body = body(&device_id, &m);
+        let req = request(&device_id, &m);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let outcome = self.post(&body).await;
+            let outcome = self.post(&req).await;
             let retry = match &outcome {
                 Ok((status, _)) => {
                     *self.statuses.entry(*status).or_default() += 1;
@@ -197,7 +249,7 @@ impl Transport for HttpTransport {
                 continue;
             }
             return match outcome {
-                Ok((s, _)) if (200..300).contains(&s) || s == 400 || s == 422 => Ok(()),
+                Ok((s, _)) if (200..300).contains(&s) || s == 413 => Ok(()),
                 Ok((status, body)) => Err(HttpError::Refused { status, body }.into()),
                 Err(e) => Err(e.into()),
             };
@@ -289,6 +341,7 @@ mod tests {
         assert_eq!(got.len(), 2, "retried after 503");
         let (head, body) = &got[1];
         assert!(head.starts_with("POST /api/v1/readings HTTP/1.1"), "{head}");
+        assert!(head.contains("Content-Type: application/json"), "{head}");
         assert!(head.contains("Authorization: Bearer tok-123"), "{head}");
         assert_eq!(body["device_id"], o.emission.device_id.as_str());
         let m = encode(&o.emission, o.format);
@@ -302,7 +355,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_request_is_an_error_but_a_refused_reading_is_delivered() {
-        let (port, srv) = server(vec![401, 422]).await;
+        let (port, srv) = server(vec![401, 200]).await;
         let mut t = HttpTransport::new(&format!("http://127.0.0.1:{port}/r"), None).unwrap();
         let o = outgoing();
         let e = t.send(&o).await.unwrap_err();
@@ -312,17 +365,23 @@ mod tests {
     }
 
     #[test]
-    fn body_embeds_json_or_the_broken_text() {
+    fn json_payloads_go_in_the_envelope_broken_ones_as_raw_bytes() {
         let m = Message {
             topic: "acme/bp/d1".into(),
             payload: br#"{"sys":120}"#.to_vec(),
             profile: "acme-bp-cuff",
         };
-        assert_eq!(body("d1", &m)["payload"]["sys"], 120);
+        let r = request("d1", &m);
+        assert_eq!((r.query.as_str(), r.content_type), ("", "application/json"));
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["payload"]["sys"], 120);
+        assert_eq!(v["device_id"], "d1");
         let broken = Message {
             payload: br#"{"sys":1"#.to_vec(),
             ..m
         };
-        assert_eq!(body("d1", &broken)["payload"], "{\"sys\":1");
+        let r = request("d 1", &broken);
+        assert_eq!(r.query, "device_id=d%201&profile=acme-bp-cuff");
+        assert_eq!(r.body, br#"{"sys":1"#.to_vec());
     }
 }

@@ -82,6 +82,9 @@ fn start_broker(port: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A stage running in the background: its stop signal and its task.
+type Running<T> = (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<T>);
+
 /// The demo's state, built up stage by stage.
 struct Demo {
     args: DemoArgs,
@@ -89,14 +92,8 @@ struct Demo {
     temp: PathBuf,
     store_path: PathBuf,
     port: u16,
-    gateway: Option<(
-        tokio::sync::oneshot::Sender<()>,
-        tokio::task::JoinHandle<Result<(), crate::runtime::RunError>>,
-    )>,
-    view: Option<(
-        tokio::sync::watch::Sender<bool>,
-        tokio::task::JoinHandle<()>,
-    )>,
+    gateway: Option<Running<Result<(), crate::runtime::RunError>>>,
+    view: Option<Running<()>>,
     sent: Option<RunReport>,
 }
 
@@ -185,9 +182,9 @@ impl Demo {
         );
         println!();
 
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
         let gateway = tokio::spawn(crate::runtime::run(config, async move {
-            let _ = stop_rx.await;
+            let _ = stop_rx.changed().await;
         }));
         self.gateway = Some((stop_tx, gateway));
         // Let the gateway connect and subscribe before devices publish.
@@ -226,7 +223,7 @@ impl Demo {
     async fn stop(&mut self) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         if let Some((stop, task)) = self.gateway.take() {
-            let _ = stop.send(());
+            let _ = stop.send(true);
             task.await.context("gateway task")??;
         }
         if let Some((stop, task)) = self.view.take() {

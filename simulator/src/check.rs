@@ -181,7 +181,7 @@ pub fn parse_hex(s: &str) -> Result<Vec<u8>, CheckError> {
         .split(|c: char| c.is_whitespace() || c == ':' || c == ',' || c == '-')
         .map(|t| t.trim_start_matches("0x").trim_start_matches("0X"))
         .collect();
-    if cleaned.is_empty() || cleaned.len() % 2 != 0 {
+    if cleaned.is_empty() || !cleaned.len().is_multiple_of(2) {
         return Err(CheckError::Hex(s.to_string()));
     }
     (0..cleaned.len())

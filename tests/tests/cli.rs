@@ -85,7 +85,7 @@ fn demo_runs_on_embedded_defaults() {
         .unwrap_or(0);
     assert!(stored > 100, "{stdout}");
     assert!(
-        stdout.contains("htn-crisis"),
+        stdout.contains("copd-spo2-low"),
         "ground truth listed: {stdout}"
     );
     assert!(

@@ -156,16 +156,24 @@ fn care_plan(c: Condition) -> Option<&'static str> {
 
 /// Each scenario's ground truth against the gateway's `alerts` table: for
 /// every (rule, patient) the scenario states, an alert whose triggering
-/// time (`measured_at`, or `fired_at` when the rule has no triggering
-/// reading) falls in each expected window, and none outside them; and no
-/// alert of a rule the scenarios cover for a patient without expectations
-/// for it. Rules the scenarios do not model (e.g. `dm.hyper-severe`) are
-/// not judged.
+/// reading's measured time falls in each expected window, and none outside
+/// them; and no alert of a rule the scenarios cover for a patient without
+/// expectations for it. Rules the scenarios do not model (e.g.
+/// `dm.hyper-severe`) are not judged.
+///
+/// Missing-data (adherence) rules are not judged here: the gateway runs
+/// them on the wall clock (`rules.missing_interval`), which an accelerated
+/// replay of past days does not drive (a week of silence passes in a
+/// second). The scenarios still state them, for a run at real speed.
+///
+/// The replay delivers days-old readings in seconds; `late_receipt` is
+/// raised so that they are evaluated as live data (firing and resolving),
+/// as they were for the patient.
 #[test]
 #[ignore = "needs the rules evaluator"]
 fn every_bundled_scenario_raises_its_expected_alerts() {
     let dir = tempfile::tempdir().unwrap();
-    let mut extra = String::new();
+    let mut extra = String::from("[rules]\nmissing_interval = \"1h\"\nlate_receipt = \"30d\"\n\n");
     for s in scenarios() {
         for p in &s.patients {
             let plans: Vec<String> = care_plan(p.condition)
@@ -213,7 +221,7 @@ fn every_bundled_scenario_raises_its_expected_alerts() {
     let db = gw.db();
     let alerts = |patient: &str, rule: &str| -> Vec<i64> {
         let mut stmt = db
-            .prepare("SELECT COALESCE(measured_at, fired_at) FROM alerts WHERE patient_id = ?1 AND rule_id = ?2")
+            .prepare("SELECT measured_at FROM alerts WHERE patient_id = ?1 AND rule_id = ?2")
             .unwrap();
         stmt.query_map([patient, rule], |r| r.get(0))
             .unwrap()
@@ -223,6 +231,7 @@ fn every_bundled_scenario_raises_its_expected_alerts() {
     let judged: BTreeSet<&str> = rpm_simulator::scenario::RuleId::ALL
         .iter()
         .filter_map(|r| r.pack_rule())
+        .filter(|r| !r.starts_with("adherence."))
         .collect();
     let mut failures = Vec::new();
     for r in &runs {

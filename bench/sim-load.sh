@@ -20,8 +20,10 @@ printf 'listener %s 127.0.0.1\nallow_anonymous true\nuser %s\nmax_queued_message
 /usr/sbin/mosquitto -c "$W/m.conf" >/dev/null 2>&1 & sleep 0.5
 { printf '[store]\npath = "%s/rpm.db"\n[log]\nlevel = "warn"\n[sources.mqtt]\nport = %s\nclient_id = "bench-gw"\n' "$W" "$PORT"
   "$SIM" load --devices "$D" --print-config; } > "$W/g.toml"
-"$GW_BIN" run -c "$W/g.toml" & GW=$!
-sleep 1.5
+RPM_LOG=info "$GW_BIN" run -c "$W/g.toml" 2> "$W/gw.log" & GW=$!
+# Publish only once the gateway's subscription exists: the broker drops
+# messages nobody has subscribed to yet.
+for _ in $(seq 1 300); do grep -q "mqtt subscribed" "$W/gw.log" && break; sleep 0.1; done
 "$SIM" load --mqtt "127.0.0.1:$PORT" --devices "$D" --rate "$RATE" --duration "${SECS}s" --connections "$C" --json > "$W/load.json"
 TOTAL=$(python3 -c "import json;print(json.load(open('$W/load.json'))['readings'])")
 for _ in $(seq 1 600); do

@@ -47,6 +47,32 @@ pub fn bundled_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios")
 }
 
+/// The bundled scenarios compiled into the binary, by name, in name order.
+const EMBEDDED: [(&str, &str); 7] = [
+    (
+        "copd-desaturation",
+        include_str!("../scenarios/copd-desaturation.toml"),
+    ),
+    ("demo", include_str!("../scenarios/demo.toml")),
+    ("fever", include_str!("../scenarios/fever.toml")),
+    (
+        "heart-failure-decompensation",
+        include_str!("../scenarios/heart-failure-decompensation.toml"),
+    ),
+    (
+        "hypertensive-crisis",
+        include_str!("../scenarios/hypertensive-crisis.toml"),
+    ),
+    (
+        "hypoglycaemia",
+        include_str!("../scenarios/hypoglycaemia.toml"),
+    ),
+    (
+        "non-adherence",
+        include_str!("../scenarios/non-adherence.toml"),
+    ),
+];
+
 /// The alert rules scenarios state expectations for (ids shared with the
 /// alerting-rules crate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -792,9 +818,34 @@ impl Scenario {
         }
     }
 
-    /// Loads a bundled scenario by name (`"demo"` → `scenarios/demo.toml`).
+    /// Loads a bundled scenario by name (`"demo"` → `scenarios/demo.toml`):
+    /// from the source tree when it is there (edits show at once), else the
+    /// copy compiled into the binary (an installed `rpm-sim` or gateway demo).
     pub fn bundled(name: &str) -> Result<Scenario, ScenarioError> {
-        Scenario::load(&bundled_dir().join(format!("{name}.toml")))
+        let file = bundled_dir().join(format!("{name}.toml"));
+        match EMBEDDED.iter().find(|(n, _)| *n == name) {
+            Some((_, text)) if !file.exists() => Scenario::parse(text, &file),
+            _ => Scenario::load(&file),
+        }
+    }
+
+    /// Every bundled scenario, in name order (see [`Scenario::bundled`]).
+    pub fn all_bundled() -> Result<Vec<Scenario>, Vec<ScenarioError>> {
+        if bundled_dir().is_dir() {
+            return Scenario::load_dir(&bundled_dir());
+        }
+        let (mut ok, mut errs) = (Vec::new(), Vec::new());
+        for (name, _) in EMBEDDED {
+            match Scenario::bundled(name) {
+                Ok(s) => ok.push(s),
+                Err(e) => errs.push(e),
+            }
+        }
+        if errs.is_empty() {
+            Ok(ok)
+        } else {
+            Err(errs)
+        }
     }
 
     /// The same scenario with another seed.
@@ -1602,6 +1653,25 @@ unit = "lb"
         let err = Scenario::parse(&text, Path::new("t.toml")).unwrap_err();
         assert_eq!(err.problems()[0].field, "start");
         assert_eq!(err.problems()[0].line, 3);
+    }
+
+    /// Every file in `scenarios/` is compiled in, identical.
+    #[test]
+    fn every_bundled_file_is_embedded() {
+        let mut names: Vec<String> = std::fs::read_dir(bundled_dir())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let embedded: Vec<&str> = EMBEDDED.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, embedded);
+        for (name, text) in EMBEDDED {
+            let on_disk =
+                std::fs::read_to_string(bundled_dir().join(format!("{name}.toml"))).unwrap();
+            assert_eq!(on_disk, text, "{name}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use chrono::Utc;
 
 use super::{LoadArgs, RunArgs};
 use crate::run::{prepare, RunOptions, RunReport};
-use crate::scenario::{bundled_dir, Scenario, ScenarioError};
+use crate::scenario::{Scenario, ScenarioError};
 use crate::transport::http::HttpTransport;
 use crate::transport::mqtt::{parse_addr, Publisher};
 
@@ -25,7 +25,7 @@ fn resolve(arg: &str) -> Result<Scenario, ScenarioError> {
 }
 
 fn bundled() -> anyhow::Result<Vec<Scenario>> {
-    Scenario::load_dir(&bundled_dir()).map_err(|errs| {
+    Scenario::all_bundled().map_err(|errs| {
         anyhow::anyhow!(errs
             .iter()
             .map(ToString::to_string)

@@ -213,20 +213,18 @@ fn every_bundled_scenario_raises_its_expected_alerts() {
     wait_until("every reading to land", Duration::from_secs(90), || {
         gw.count("SELECT COUNT(DISTINCT group_id) FROM readings") as usize >= valid
     });
-    // The evaluator follows the store: wait until alerts stop changing.
-    let mut last = -1;
+    // The evaluator follows the store after its durable cursor (`rules`):
+    // done when the cursor has reached the last committed reading.
     wait_until(
-        "the rules evaluator to settle",
-        Duration::from_secs(60),
+        "the rules evaluator to catch up",
+        Duration::from_secs(90),
         || {
-            std::thread::sleep(Duration::from_secs(2));
-            let n = gw.count("SELECT COUNT(*) FROM alert_history");
-            let settled = n == last;
-            last = n;
-            settled
+            let max = gw.count("SELECT COALESCE(MAX(seq), 0) FROM readings");
+            max > 0
+                && gw.count("SELECT COALESCE(MAX(position), 0) FROM cursors WHERE name = 'rules'")
+                    >= max
         },
     );
-
     let db = gw.db();
     let alerts = |patient: &str, rule: &str| -> Vec<i64> {
         let mut stmt = db

@@ -287,3 +287,36 @@ fn run_refuses_bad_arguments() {
         );
     }
 }
+
+/// A broker that is not there: the run ends (exit 1, every publish a
+/// recorded failure) instead of hanging.
+#[test]
+fn run_against_no_broker_fails_instead_of_hanging() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    let out = sim(&[
+        "run",
+        "fever",
+        "--mqtt",
+        &format!("127.0.0.1:{port}"),
+        "--speed",
+        "10000000",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let run = &v["runs"][0];
+    assert!(
+        run["unacknowledged"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"),
+        "{run}"
+    );
+}

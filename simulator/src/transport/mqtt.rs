@@ -8,8 +8,8 @@
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing as MqttOutgoing, Packet, QoS};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::{Transport, TransportError};
@@ -33,7 +33,14 @@ pub enum PublishError {
     /// `HOST:PORT` could not be parsed.
     #[error("`{0}` is not HOST:PORT")]
     Address(String),
+    /// No connection to the broker for longer than [`UNREACHABLE_AFTER`].
+    #[error("broker unreachable for {0:?}")]
+    Unreachable(Duration),
 }
+
+/// How long the broker may be out of reach before publishes fail instead of
+/// queueing (a run against a wrong address ends instead of hanging).
+pub const UNREACHABLE_AFTER: Duration = Duration::from_secs(10);
 
 /// Splits `HOST:PORT` (the `--mqtt` argument).
 pub fn parse_addr(s: &str) -> Result<(String, u16), PublishError> {
@@ -55,6 +62,8 @@ pub struct Publisher {
     sent: u64,
     acked: Arc<AtomicU64>,
     progress: Arc<Notify>,
+    /// Since when the broker has been out of reach (`None`: connected).
+    down_since: Arc<Mutex<Option<Instant>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -75,10 +84,21 @@ impl Publisher {
         let (client, mut eventloop) = AsyncClient::new(o, 1024);
         let acked = Arc::new(AtomicU64::new(0));
         let progress = Arc::new(Notify::new());
-        let (a, p) = (acked.clone(), progress.clone());
+        let down_since = Arc::new(Mutex::new(Some(Instant::now())));
+        let (a, p, d) = (acked.clone(), progress.clone(), down_since.clone());
+        let set_down = move |down: bool| {
+            if let Ok(mut g) = d.lock() {
+                match (down, g.is_some()) {
+                    (true, false) => *g = Some(Instant::now()),
+                    (false, true) => *g = None,
+                    _ => {}
+                }
+            }
+        };
         let task = tokio::spawn(async move {
             loop {
                 match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => set_down(false),
                     Ok(Event::Incoming(Packet::PubAck(_))) => {
                         a.fetch_add(1, Ordering::SeqCst);
                         p.notify_waiters();
@@ -87,7 +107,11 @@ impl Publisher {
                     Ok(_) => {}
                     // rumqttc retransmits unacknowledged QoS 1 publishes
                     // after it reconnects.
-                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    Err(_) => {
+                        set_down(true);
+                        p.notify_waiters();
+                        tokio::time::sleep(Duration::from_millis(200)).await
+                    }
                 }
             }
         });
@@ -96,12 +120,30 @@ impl Publisher {
             sent: 0,
             acked,
             progress,
+            down_since,
             task,
+        }
+    }
+
+    /// How long the broker has been out of reach, if it is.
+    fn down_for(&self) -> Option<Duration> {
+        self.down_since
+            .lock()
+            .ok()
+            .and_then(|g| g.map(|t| t.elapsed()))
+    }
+
+    /// Fails once the broker has been out of reach for [`UNREACHABLE_AFTER`].
+    fn check_reachable(&self) -> Result<(), PublishError> {
+        match self.down_for() {
+            Some(d) if d > UNREACHABLE_AFTER => Err(PublishError::Unreachable(d)),
+            _ => Ok(()),
         }
     }
 
     /// Publishes one message with QoS 1.
     pub async fn publish(&mut self, m: &Message) -> Result<(), PublishError> {
+        self.check_reachable()?;
         self.client
             .publish(m.topic.clone(), QoS::AtLeastOnce, false, m.payload.clone())
             .await?;
@@ -132,15 +174,17 @@ impl Publisher {
                 if self.acked.load(Ordering::SeqCst) >= self.sent {
                     break;
                 }
+                self.check_reachable()?;
                 let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
             }
+            Ok(())
         };
         tokio::time::timeout(timeout, wait)
             .await
             .map_err(|_| PublishError::Timeout {
                 acked: self.acked.load(Ordering::SeqCst),
                 sent: self.sent,
-            })
+            })?
     }
 
     /// Flushes and disconnects.

@@ -36,6 +36,34 @@ pub enum Command {
     /// Inputs that did not become readings.
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
+    /// Rule sets: validate a directory, replay readings offline.
+    #[command(subcommand)]
+    Rules(crate::rules::cli::RulesCommand),
+    /// Patients: care-plan enrolment, rule overrides, care team.
+    #[command(subcommand)]
+    Patients(crate::rules::cli::PatientsCommand),
+    /// Alerts: list, show, acknowledge, resolve.
+    #[command(subcommand)]
+    Alerts(crate::rules::cli::AlertsCommand),
+    /// Webhook endpoints, deliveries, dead letters and re-drive.
+    #[command(subcommand)]
+    Webhooks(crate::delivery::cli::WebhooksCommand),
+    /// A webhook receiver that verifies signatures and prints alerts (for integrators; can rehearse outages).
+    WebhookReceiver(crate::delivery::cli::ReceiverArgs),
+    /// Forwarding to InfluxDB and the store's disk.
+    #[command(subcommand)]
+    Forward(ForwardCommand),
+}
+
+/// `forward` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ForwardCommand {
+    /// Cursor, backlog, refused points and free disk.
+    Status {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `devices` subcommands.
@@ -115,6 +143,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         rt()?.block_on(crate::demo::run(args.clone()))?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Rules(cmd) = cli.command {
+        return crate::rules::cli::rules(cmd);
+    }
+    if let Command::WebhookReceiver(args) = &cli.command {
+        crate::delivery::cli::run_receiver(args)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let config = match load(&cli) {
         Ok(c) => c,
         Err(code) => return Ok(code),
@@ -133,15 +168,41 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             println!(
-                "configuration OK: {} device profile(s), {} configured device(s), store {}",
+                "configuration OK: {} device profile(s), {} configured device(s), {} configured patient(s), store {}",
                 profiles.len(),
                 config.devices.len(),
+                config.patients.len(),
                 config.store.path.display()
             );
         }
         #[cfg(feature = "embedded-broker")]
         Command::Demo(_) => {}
         Command::Devices(cmd) => devices(&config, cmd)?,
+        Command::Rules(_) => {}
+        Command::Patients(cmd) => return crate::rules::cli::patients_cmd(&config, cmd),
+        Command::Alerts(cmd) => return crate::rules::cli::alerts_cmd(&config, cmd),
+        Command::Webhooks(cmd) => crate::delivery::cli::webhooks(&config, cmd)?,
+        Command::WebhookReceiver(_) => {}
+        Command::Forward(ForwardCommand::Status { json }) => {
+            let store = runtime::open_store(&config)?;
+            let s = crate::forward::status::status(&store, &config)?;
+            if json {
+                println!("{}", serde_json::to_string(&s)?);
+            } else {
+                println!(
+                    "influxdb forwarding {}; cursor {} of {}; backlog {} reading(s); {} refused point(s) in quarantine; disk {} free{}",
+                    if s.enabled { "on" } else { "off" },
+                    s.cursor,
+                    s.newest_seq,
+                    s.backlog,
+                    s.rejected,
+                    s.disk_free_bytes
+                        .map(|b| format!("{} MiB", b / (1024 * 1024)))
+                        .unwrap_or_else(|| "unknown".into()),
+                    if s.disk_low { " (LOW)" } else { "" }
+                );
+            }
+        }
         Command::Quarantine(QuarantineCommand::List { json, limit }) => {
             let store = runtime::open_store(&config)?;
             let rows = store.quarantine_after(0, limit)?;

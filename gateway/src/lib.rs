@@ -16,11 +16,14 @@
 pub mod cli;
 pub mod config;
 pub mod decode;
+pub mod delivery;
 #[cfg(feature = "embedded-broker")]
 pub mod demo;
+pub mod forward;
 pub mod metrics;
 pub mod normalize;
 pub mod pipeline;
+pub mod rules;
 pub mod runtime;
 pub mod sources;
 pub mod store;

@@ -18,6 +18,17 @@ pub struct Metrics {
     batch_micros: AtomicU64,
     store_failures: AtomicU64,
     mqtt_connected: AtomicI64,
+    gauges: Mutex<BTreeMap<(&'static str, String), f64>>,
+    forward: ForwardGauges,
+}
+
+/// Gauges of the forwarder and the store's disk (issue 8).
+#[derive(Default)]
+struct ForwardGauges {
+    backlog: AtomicI64,
+    up: AtomicI64,
+    disk_free_bytes: AtomicI64,
+    disk_low: AtomicI64,
 }
 
 impl Metrics {
@@ -86,6 +97,128 @@ impl Metrics {
         self.mqtt_connected.load(Ordering::Relaxed) == 1
     }
 
+    fn gauge(&self, name: &'static str, labels: String, v: f64) {
+        if let Ok(mut g) = self.gauges.lock() {
+            g.insert((name, labels), v);
+        }
+    }
+
+    /// Measurements evaluated by the rule engine.
+    pub fn rules_evaluated(&self, measurements: usize) {
+        self.add(
+            "rpm_rules_evaluations_total",
+            String::new(),
+            measurements as u64,
+        );
+    }
+
+    /// Alert transitions by kind (`fire`, `update`, `resolve`).
+    pub fn rules_transitions(&self, kind: &str, n: usize) {
+        self.add(
+            "rpm_alert_transitions_total",
+            format!("kind=\"{kind}\""),
+            n as u64,
+        );
+    }
+
+    /// A rule evaluation (or missing-data tick) failed and will be retried.
+    pub fn rules_failure(&self) {
+        self.add("rpm_rules_failures_total", String::new(), 1);
+    }
+
+    /// A rule reload (SIGHUP) succeeded or was refused.
+    pub fn rules_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "refused" };
+        self.add("rpm_rules_reloads_total", format!("result=\"{result}\""), 1);
+    }
+
+    /// Open alerts by state.
+    pub fn set_alerts_open(&self, firing: i64, acknowledged: i64) {
+        self.gauge("rpm_alerts_open", "status=\"firing\"".into(), firing as f64);
+        self.gauge(
+            "rpm_alerts_open",
+            "status=\"acknowledged\"".into(),
+            acknowledged as f64,
+        );
+    }
+
+    /// Seconds between the commit of the newest reading of the last rule
+    /// batch and its evaluation.
+    pub fn set_rules_lag(&self, seconds: f64) {
+        self.gauge("rpm_rules_evaluation_lag_seconds", String::new(), seconds);
+    }
+
+    /// Points a sink accepted.
+    pub fn forwarded(&self, sink: &str, points: usize) {
+        self.add(
+            "rpm_forward_points_total",
+            format!("sink=\"{sink}\""),
+            points as u64,
+        );
+        self.add("rpm_forward_batches_total", format!("sink=\"{sink}\""), 1);
+    }
+
+    /// A failed write to a sink, by kind (`unreachable`, `timeout`,
+    /// `server_error`, `throttled`, `unauthorized`, `not_found`, `rejected`).
+    pub fn forward_failure(&self, sink: &str, kind: &str) {
+        self.add(
+            "rpm_forward_failures_total",
+            format!("sink=\"{sink}\",kind=\"{kind}\""),
+            1,
+        );
+    }
+
+    /// Readings committed but not yet accepted by the sink.
+    pub fn set_forward_backlog(&self, readings: i64) {
+        self.forward.backlog.store(readings, Ordering::Relaxed);
+    }
+
+    /// Readings waiting to be forwarded.
+    pub fn forward_backlog(&self) -> i64 {
+        self.forward.backlog.load(Ordering::Relaxed)
+    }
+
+    /// Whether the last write to the sink succeeded.
+    pub fn set_forward_up(&self, up: bool) {
+        self.forward.up.store(up as i64, Ordering::Relaxed);
+    }
+
+    /// Readings removed by the retention policy.
+    pub fn pruned(&self, readings: usize) {
+        self.add(
+            "rpm_store_pruned_total",
+            "policy=\"retention\"".into(),
+            readings as u64,
+        );
+    }
+
+    /// Free space of the store's file system and whether it counts as low.
+    pub fn set_disk(&self, free_bytes: u64, low: bool) {
+        self.forward.disk_free_bytes.store(
+            i64::try_from(free_bytes).unwrap_or(i64::MAX),
+            Ordering::Relaxed,
+        );
+        self.forward.disk_low.store(low as i64, Ordering::Relaxed);
+    }
+
+    /// Whether the store's disk is low (readiness reports not ready).
+    pub fn store_disk_low(&self) -> bool {
+        self.forward.disk_low.load(Ordering::Relaxed) == 1
+    }
+
+    fn render_forward(&self, out: &mut String) {
+        let g = &self.forward;
+        for (name, kind, v) in [
+            ("rpm_forward_backlog", "gauge", &g.backlog),
+            ("rpm_forward_up", "gauge", &g.up),
+            ("rpm_store_disk_free_bytes", "gauge", &g.disk_free_bytes),
+            ("rpm_store_disk_low", "gauge", &g.disk_low),
+        ] {
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
+        }
+    }
+
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -95,6 +228,16 @@ impl Metrics {
                 if *name != last {
                     let _ = writeln!(out, "# TYPE {name} counter");
                     last = name;
+                }
+                let _ = writeln!(out, "{name}{{{labels}}} {v}");
+            }
+        }
+        if let Ok(g) = self.gauges.lock() {
+            let mut last: &str = "";
+            for ((name, labels), v) in g.iter() {
+                if *name != last {
+                    let _ = writeln!(out, "# TYPE {name} gauge");
+                    last = *name;
                 }
                 let _ = writeln!(out, "{name}{{{labels}}} {v}");
             }
@@ -125,6 +268,43 @@ impl Metrics {
             "rpm_mqtt_connected {}",
             self.mqtt_connected.load(Ordering::Relaxed)
         );
+        self.render_forward(&mut out);
         out
+    }
+}
+
+/// Webhook delivery (labelled by endpoint id: configured names, never PHI).
+impl Metrics {
+    /// A webhook attempt finished: `outcome` is delivered | retry | failed |
+    /// gone | dead; labelled by endpoint id (configured names, not PHI).
+    pub fn webhook_attempt(&self, endpoint: &str, outcome: &str, latency: Duration) {
+        self.add(
+            "rpm_webhook_attempts_total",
+            format!("endpoint=\"{endpoint}\",outcome=\"{outcome}\""),
+            1,
+        );
+        self.add(
+            "rpm_webhook_attempt_milliseconds_total",
+            format!("endpoint=\"{endpoint}\""),
+            latency.as_millis() as u64,
+        );
+    }
+
+    /// Deliveries queued for endpoints by the fan-out.
+    pub fn webhook_queued(&self, n: usize) {
+        self.add(
+            "rpm_webhook_deliveries_queued_total",
+            String::new(),
+            n as u64,
+        );
+    }
+
+    /// An endpoint's circuit breaker opened (the endpoint is paused).
+    pub fn webhook_breaker_opened(&self, endpoint: &str) {
+        self.add(
+            "rpm_webhook_breaker_opened_total",
+            format!("endpoint=\"{endpoint}\""),
+            1,
+        );
     }
 }

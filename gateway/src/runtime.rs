@@ -28,6 +28,15 @@ pub enum RunError {
     /// The MQTT source could not start.
     #[error(transparent)]
     Mqtt(#[from] MqttError),
+    /// The rule stage could not start.
+    #[error(transparent)]
+    Rules(#[from] crate::rules::RulesError),
+    /// Webhook delivery could not start.
+    #[error(transparent)]
+    Delivery(#[from] crate::delivery::DeliveryError),
+    /// The InfluxDB forwarder could not start.
+    #[error(transparent)]
+    Forward(#[from] crate::forward::sink::SinkError),
 }
 
 /// Builds the pipeline from config.
@@ -70,6 +79,21 @@ pub async fn run(
     let pipeline = Arc::new(pipeline(&config, metrics.clone())?);
     let mut store = Store::open(&config.store.path)?;
     apply_config_devices(&mut store, &config, &pipeline)?;
+    crate::rules::apply_config_patients(&mut store, &config)?;
+    let evaluator = rules_evaluator(&config, metrics.clone())?;
+    crate::delivery::apply_config_endpoints(&mut store, &config)?;
+    // Built before anything starts, so that a TLS or client error stops start-up cleanly.
+    let dispatcher = match config.delivery.enabled {
+        true => Some(
+            crate::delivery::dispatch::Dispatcher::new(
+                Store::open(&config.store.path)?,
+                &config.delivery,
+                metrics.clone(),
+            )
+            .map_err(crate::delivery::DeliveryError::from)?,
+        ),
+        false => None,
+    };
     let run_id = store.start_run()?;
     tracing::info!(
         store = %config.store.path.display(),
@@ -105,6 +129,8 @@ pub async fn run(
         })
     };
 
+    let downstream = spawn_forwarding(&config, &metrics, &stopped)?;
+
     let mut tasks = Vec::new();
     if let Some(mqtt) = config.sources.mqtt.clone() {
         let filters = pipeline.decoder.profiles().filters();
@@ -115,6 +141,19 @@ pub async fn run(
         tracing::warn!("no source configured: nothing will be ingested");
     }
 
+    let rules_task = evaluator.map(|(evaluator, cfg)| {
+        let reload = crate::rules::task::reload_signal();
+        tokio::spawn(crate::rules::task::run(
+            cfg,
+            evaluator,
+            writer.committed(),
+            reload,
+            metrics.clone(),
+            stopped(),
+        ))
+    });
+    let dispatcher = dispatcher.map(|d| tokio::spawn(d.run(stopped())));
+
     shutdown.await;
     tracing::info!("shutdown requested; draining in-flight work");
     let _ = stop_tx.send(true);
@@ -124,12 +163,95 @@ pub async fn run(
             result = Err(RunError::Mqtt(e));
         }
     }
+    if let Some(t) = rules_task {
+        let _ = t.await;
+    }
+    if let Some(d) = dispatcher {
+        let _ = d.await;
+    }
+    for t in downstream {
+        let _ = t.await;
+    }
     let _ = heartbeat.await;
     writer.heartbeat(run_id, true).await;
     drop(writer);
     let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
     tracing::info!("gateway stopped");
     result
+}
+
+/// The rule evaluator on its own store connection, when rules are enabled.
+fn rules_evaluator(
+    config: &Config,
+    metrics: Arc<Metrics>,
+) -> Result<
+    Option<(
+        crate::rules::evaluator::Evaluator,
+        crate::rules::task::TaskConfig,
+    )>,
+    crate::rules::RulesError,
+> {
+    if !config.rules.enabled {
+        return Ok(None);
+    }
+    let engine = Arc::new(crate::rules::engine(&config.rules)?);
+    let cfg = crate::rules::evaluator::EvaluatorConfig {
+        batch_readings: config.rules.batch_readings,
+        ..Default::default()
+    };
+    let evaluator =
+        crate::rules::evaluator::Evaluator::open(&config.store.path, engine, cfg, metrics)?;
+    let task = crate::rules::task::TaskConfig {
+        rules_dir: config.rules.dir.clone(),
+        engine: crate::rules::engine_config(&config.rules),
+        missing_interval: config.rules.missing_interval,
+    };
+    Ok(Some((evaluator, task)))
+}
+
+/// Starts the InfluxDB forwarder (when configured) and the retention and
+/// disk task, each on its own store connection.
+fn spawn_forwarding<S, F>(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    stopped: &S,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, RunError>
+where
+    S: Fn() -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
+    use crate::forward::{Forwarder, ForwarderConfig, InfluxSink, Retention};
+    let mut tasks = Vec::new();
+    let influx = config.forward.influxdb.as_ref();
+    if let Some(cfg) = influx {
+        let sink = InfluxSink::new(cfg)?;
+        let fcfg = ForwarderConfig {
+            batch_size: cfg.batch_size,
+            flush_interval: cfg.flush_interval,
+            max_backoff: cfg.max_backoff,
+        };
+        let forwarder = Forwarder::new(
+            Store::open(&config.store.path)?,
+            sink,
+            fcfg,
+            metrics.clone(),
+        );
+        let stop = stopped();
+        tracing::info!(batch_size = cfg.batch_size, "forwarding to influxdb");
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = forwarder.run(stop).await {
+                tracing::error!(error = %e, "influxdb forwarder stopped on a store error");
+            }
+        }));
+    }
+    let retention = Retention::new(
+        Store::open(&config.store.path)?,
+        config.retention.clone(),
+        influx.is_some(),
+        metrics.clone(),
+    );
+    tasks.push(tokio::spawn(retention.run(stopped())));
+    Ok(tasks)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -179,7 +179,6 @@ fn care_plan(c: Condition) -> Option<&'static str> {
 /// raised so that they are evaluated as live data (firing and resolving),
 /// as they were for the patient.
 #[test]
-#[ignore = "needs the rules evaluator"]
 fn every_bundled_scenario_raises_its_expected_alerts() {
     judge_alerts(&|rule| rule != HF_24H);
 }

@@ -7,6 +7,8 @@
 //! validates without side effects (used by `check-config`); the runtime
 //! builds components from the validated config.
 
+mod delivery;
+mod rules;
 mod tls;
 
 use chrono::FixedOffset;
@@ -18,6 +20,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use delivery::{DeliveryConfig, WebhookConfig};
+pub use rules::{PatientEnrolment, RulesConfig};
 pub use tls::{client_tls_config, install_crypto_provider, TlsError};
 
 /// The whole gateway configuration.
@@ -43,6 +47,24 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Alert rules.
+    #[serde(default)]
+    pub rules: RulesConfig,
+    /// Care-plan enrolment applied at start (run-time changes are kept).
+    #[serde(default)]
+    pub patients: Vec<PatientEnrolment>,
+    /// The webhook dispatcher.
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+    /// Webhook endpoints declared in the file.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+    /// Sinks fed from the store (`[forward.influxdb]`); none by default.
+    #[serde(default)]
+    pub forward: crate::forward::ForwardConfig,
+    /// Retention of the store and its disk check.
+    #[serde(default)]
+    pub retention: crate::forward::RetentionConfig,
 }
 
 /// `[store]`
@@ -294,11 +316,35 @@ impl Config {
     pub fn from_toml(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
         let mut config: Config = parse_toml(text, file).map_err(|e| ConfigErrors(vec![e]))?;
         let base = file.parent().unwrap_or(Path::new("."));
+        if let Some(f) = config.forward.influxdb.as_mut() {
+            f.token_file = f.token_file.as_ref().map(|p| base.join(p));
+        }
         config.profiles.dirs = config.profiles.dirs.iter().map(|d| base.join(d)).collect();
         if config.store.path.is_relative() && file != Path::new("") {
             config.store.path = base.join(&config.store.path);
         }
-        let errors = config.validate(text, file);
+        if let Some(d) = config.rules.dir.as_mut().filter(|d| d.is_relative()) {
+            *d = base.join(&*d);
+        }
+        if let Some(ca) = config.delivery.ca_file.as_mut() {
+            if ca.is_relative() {
+                *ca = base.join(&*ca);
+            }
+        }
+        for w in &mut config.webhooks {
+            if let Some(f) = w.secret_file.as_mut() {
+                if f.is_relative() {
+                    *f = base.join(&*f);
+                }
+            }
+        }
+        let mut errors = config.validate(text, file);
+        errors.extend(delivery::validate(
+            &config.delivery,
+            &config.webhooks,
+            text,
+            file,
+        ));
         if errors.is_empty() {
             Ok(config)
         } else {
@@ -436,6 +482,10 @@ impl Config {
                     );
                 }
             }
+        }
+        crate::forward::config::validate(&self.forward, &self.retention, &mut err);
+        if self.rules.enabled || !self.patients.is_empty() {
+            rules::validate(&self.rules, &self.patients, text, file, &mut errors);
         }
         errors
     }

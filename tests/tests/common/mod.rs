@@ -3,12 +3,18 @@
 //! each test builds its world in a temp dir.
 #![allow(dead_code)]
 
+pub mod http;
+pub mod influx;
+pub mod victoria;
+
 use rusqlite::{Connection, OpenFlags};
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+pub mod webhooks;
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -18,14 +24,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn find(bin: &str) -> PathBuf {
+pub fn find(bin: &str) -> PathBuf {
     for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
         let p = Path::new(dir).join(bin);
         if p.exists() {
             return p;
         }
     }
-    panic!("`{bin}` not found: run scripts/test (it installs mosquitto), or apt-get install mosquitto mosquitto-clients")
+    panic!("`{bin}` not found: run scripts/test (it installs mosquitto, mosquitto-clients and victoria-metrics from Debian)")
 }
 
 pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
@@ -315,6 +321,40 @@ impl Gateway {
         std::thread::sleep(Duration::from_millis(300));
     }
 
+    /// A gateway with exactly this config text (`{db}` stands for the store
+    /// path): e.g. no MQTT source, for delivery tests.
+    pub fn with_config(dir: &Path, text: &str) -> Gateway {
+        let db = dir.join("rpm.db");
+        let config = dir.join("gateway.toml");
+        std::fs::write(&config, text.replace("{db}", &db.display().to_string())).unwrap();
+        Gateway {
+            dir: dir.to_path_buf(),
+            config,
+            db,
+            child: None,
+        }
+    }
+
+    /// A gateway with no source, on a store of its own (pre-filled by
+    /// [`fill_store`]), with `extra` TOML (forwarding, retention).
+    pub fn store_only(dir: &Path, extra: &str) -> Gateway {
+        Gateway::with_config(dir, &format!("[store]\npath = \"{{db}}\"\n\n{extra}\n"))
+    }
+
+    /// Starts `run` and waits until the log shows `marker` once more than before.
+    pub fn start_until(&mut self, marker: &str, env: &[(&str, &str)]) {
+        let log = self.dir.join("gateway.log");
+        let before = std::fs::read_to_string(&log)
+            .map(|s| s.matches(marker).count())
+            .unwrap_or(0);
+        self.start_unready(env);
+        wait_until(marker, Duration::from_secs(20), || {
+            std::fs::read_to_string(&log)
+                .map(|s| s.matches(marker).count() > before)
+                .unwrap_or(false)
+        });
+    }
+
     /// Starts the process without waiting for its broker connection.
     pub fn start_unready(&mut self, env: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new()
@@ -333,6 +373,13 @@ impl Gateway {
             cmd.env(k, v);
         }
         self.child = Some(cmd.spawn().unwrap());
+    }
+
+    /// A downstream cursor (0 when absent).
+    pub fn cursor(&self, name: &str) -> i64 {
+        self.count(&format!(
+            "SELECT COALESCE((SELECT position FROM cursors WHERE name = '{name}'), 0)"
+        ))
     }
 
     /// SIGKILL.
@@ -402,9 +449,66 @@ impl Gateway {
         ))
     }
 
+    /// `(rule_id, status, late)` of a patient's alerts, by rule id.
+    pub fn alerts_of(&self, patient: &str) -> Vec<(String, String, bool)> {
+        if !self.db.exists() {
+            return Vec::new();
+        }
+        let db = self.db();
+        let mut q = db
+            .prepare("SELECT rule_id, status, late FROM alerts WHERE patient_id = ?1 ORDER BY rule_id, fired_at")
+            .unwrap();
+        q.query_map([patient], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// Outbox event types of a patient, in outbox order.
+    pub fn events_of(&self, patient: &str) -> Vec<String> {
+        let db = self.db();
+        let mut q = db
+            .prepare("SELECT event_type FROM outbox WHERE patient_id = ?1 ORDER BY seq")
+            .unwrap();
+        q.query_map([patient], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// Whether rule evaluation has caught up with every committed reading.
+    pub fn rules_caught_up(&self) -> bool {
+        self.count("SELECT (SELECT COALESCE(MAX(seq), 0) FROM readings) = (SELECT COALESCE(MAX(position), -1) FROM cursors WHERE name = 'rules')") == 1
+    }
+
+    /// Sends a signal (`HUP`, `TERM`, ...) to the running gateway.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("gateway not running").id();
+        Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .unwrap();
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default()
     }
+}
+
+/// Fills a store with `n` synthetic readings (`tests/src/bin/store-fill.rs`):
+/// reading i has patient `p-{i%200}`, device `d-{i%1000}`, one of five
+/// metrics, and a distinct measured-at per device and metric.
+pub fn fill_store(db: &Path, n: u64) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rpm-store-fill"))
+        .arg(db)
+        .arg(n.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Drop for Gateway {

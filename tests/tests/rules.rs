@@ -169,7 +169,7 @@ care_plans = ["hypertension"]
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["schema"], "rpm-gateway.event.v1");
     assert_eq!(v["data"]["rule"]["id"], "hf.weight-gain-24h");
-    assert_eq!(v["data"]["rule"]["version"], 1);
+    assert_eq!(v["data"]["rule"]["version"], 2);
     assert_eq!(v["data"]["care_team"], "north");
     assert_eq!(v["data"]["late"], true);
     assert_eq!(v["data"]["limits"]["limit"]["value"], 0.9);

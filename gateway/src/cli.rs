@@ -36,6 +36,9 @@ pub enum Command {
     /// Inputs that did not become readings.
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
+    /// API tokens (bearer credentials of the HTTP API).
+    #[command(subcommand)]
+    Tokens(crate::api::tokens_cli::TokensCommand),
 }
 
 /// `devices` subcommands.
@@ -142,6 +145,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "embedded-broker")]
         Command::Demo(_) => {}
         Command::Devices(cmd) => devices(&config, cmd)?,
+        Command::Tokens(cmd) => {
+            let store = runtime::open_store(&config)?;
+            crate::api::tokens_cli::run(&store, cmd)?;
+        }
         Command::Quarantine(QuarantineCommand::List { json, limit }) => {
             let store = runtime::open_store(&config)?;
             let rows = store.quarantine_after(0, limit)?;

@@ -86,6 +86,16 @@ impl Metrics {
         self.mqtt_connected.load(Ordering::Relaxed) == 1
     }
 
+    /// An API request answered (route template, never the concrete path).
+    pub fn api_request(&self, route: &str, status: u16) {
+        let route = if route.is_empty() { "unmatched" } else { route };
+        self.add(
+            "rpm_api_requests_total",
+            format!("route=\"{route}\",status=\"{status}\""),
+            1,
+        );
+    }
+
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();

@@ -28,6 +28,9 @@ pub enum RunError {
     /// The MQTT source could not start.
     #[error(transparent)]
     Mqtt(#[from] MqttError),
+    /// The HTTP API could not start.
+    #[error(transparent)]
+    Api(#[from] crate::api::ApiStartError),
 }
 
 /// Builds the pipeline from config.
@@ -115,9 +118,29 @@ pub async fn run(
         tracing::warn!("no source configured: nothing will be ingested");
     }
 
+    let api = if config.api.enabled {
+        Some(
+            crate::api::start(
+                &config,
+                writer.clone(),
+                pipeline.clone(),
+                metrics.clone(),
+                stopped(),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+
     shutdown.await;
     tracing::info!("shutdown requested; draining in-flight work");
     let _ = stop_tx.send(true);
+    if let Some(api) = api {
+        // Requests in flight finish (a pushed reading is committed and
+        // answered) before the writer is closed.
+        let _ = api.task.await;
+    }
     let mut result = Ok(());
     for t in tasks {
         if let Ok(Err(e)) = t.await {

@@ -7,6 +7,7 @@
 //! validates without side effects (used by `check-config`); the runtime
 //! builds components from the validated config.
 
+mod api;
 mod tls;
 
 use chrono::FixedOffset;
@@ -18,7 +19,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use api::ApiConfig;
 pub use tls::{client_tls_config, install_crypto_provider, TlsError};
+pub(crate) use tls::{read_certs, read_key};
 
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -43,6 +46,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// The HTTP API.
+    #[serde(default)]
+    pub api: ApiConfig,
 }
 
 /// `[store]`
@@ -267,6 +273,14 @@ impl Config {
         if config.store.path.is_relative() && file != Path::new("") {
             config.store.path = base.join(&config.store.path);
         }
+        for p in [&mut config.api.tls_cert, &mut config.api.tls_key]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
         let errors = config.validate(text, file);
         if errors.is_empty() {
             Ok(config)
@@ -327,6 +341,9 @@ impl Config {
                     format!("device `{}` is assigned more than once", d.id),
                 );
             }
+        }
+        for (key, message) in self.api.problems() {
+            err("api", key, message);
         }
         if let Some(m) = &self.sources.mqtt {
             let t = "sources.mqtt";

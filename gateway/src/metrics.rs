@@ -87,11 +87,11 @@ impl Metrics {
     }
 
     /// An API request answered (route template, never the concrete path).
-    pub fn api_request(&self, route: &str, status: u16) {
+    pub fn api_request(&self, method: &str, route: &str, status: u16) {
         let route = if route.is_empty() { "unmatched" } else { route };
         self.add(
             "rpm_api_requests_total",
-            format!("route=\"{route}\",status=\"{status}\""),
+            format!("method=\"{method}\",route=\"{route}\",status=\"{status}\""),
             1,
         );
     }

@@ -6,7 +6,7 @@
 //!   as for a patient that does not exist, so nothing about other teams'
 //!   patients leaks (not even that they exist).
 
-use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, Method};
 use axum::middleware::Next;
@@ -161,6 +161,28 @@ pub async fn guard(State(st): State<Arc<ApiState>>, mut req: Request, next: Next
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
     let action = format!("{method} {route}");
+    // The patient a request names (path or query), recorded even when the
+    // request is refused: attempts matter as much as reads.
+    let named_patient = {
+        let (mut parts, body) = req.into_parts();
+        let from_path = RawPathParams::from_request_parts(&mut parts, &st)
+            .await
+            .ok()
+            .and_then(|p| {
+                p.iter()
+                    .find(|(k, _)| *k == "patient_id")
+                    .map(|(_, v)| v.to_string())
+            });
+        let from_query = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+            .ok()
+            .and_then(|q| {
+                q.0.into_iter()
+                    .find(|(k, _)| k == "patient" || k == "subject")
+                    .map(|(_, v)| v.trim_start_matches("Patient/").to_string())
+            });
+        req = Request::from_parts(parts, body);
+        from_path.or(from_query)
+    };
     let principal = match bearer(&req) {
         None => None,
         Some(token) => match st
@@ -173,19 +195,20 @@ pub async fn guard(State(st): State<Arc<ApiState>>, mut req: Request, next: Next
         },
     };
     let Some(principal) = principal else {
-        st.metrics.api_request(&route, 401);
-        let _ = audit::record(&st, "anonymous", &action, &resource, None, 401).await;
+        st.metrics.api_request(method.as_str(), &route, 401);
+        let _ = audit::record(&st, "anonymous", &action, &resource, named_patient, 401).await;
         return ApiError::Unauthorized.into_response();
     };
     let actor = principal.token_id.clone();
     req.extensions_mut().insert(principal);
     let response = next.run(req).await;
     let status = response.status().as_u16();
-    st.metrics.api_request(&route, status);
+    st.metrics.api_request(method.as_str(), &route, status);
     let patient = response
         .extensions()
         .get::<AuditPatient>()
-        .map(|p| p.0.clone());
+        .map(|p| p.0.clone())
+        .or(named_patient);
     match audit::record(&st, &actor, &action, &resource, patient, status).await {
         Ok(()) => response,
         Err(_) if method == Method::GET || method == Method::HEAD => {

@@ -3,6 +3,8 @@
 //! each test builds its world in a temp dir.
 #![allow(dead_code)]
 
+pub mod http;
+
 use rusqlite::{Connection, OpenFlags};
 use std::io::Write;
 use std::net::TcpListener;

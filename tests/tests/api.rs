@@ -1119,3 +1119,54 @@ fn openapi_document_matches_the_router() {
         "served but not documented: {undocumented:?}\ndocumented but not served: {unserved:?}"
     );
 }
+
+/// The README's curl walkthrough runs as written (on a free port instead of
+/// 8080), with the real binary as `rpm-gateway` on PATH.
+#[test]
+fn readme_walkthrough_runs() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let start = readme.find("<!-- walkthrough:start -->").unwrap();
+    let end = readme.find("<!-- walkthrough:end -->").unwrap();
+    let block = &readme[start..end];
+    let script = block
+        .split_once("```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(s, _)| s)
+        .expect("a sh block between the walkthrough markers");
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(common::BIN, bin.join("rpm-gateway")).unwrap();
+    let port = http::api_port();
+    let script = script.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = std::process::Command::new("bash")
+        .args(["-eu", "-c", &script])
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .env_remove("RPM_GATEWAY_CONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "walkthrough failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "\"care_team\":\"north\"",
+        "\"outcome\":\"stored\"",
+        "\"metric\":\"systolic\"",
+        "\"code\":\"85354-9\"",
+        "urn:rpm-gateway:problem:bad-request",
+        "\"ready\":true",
+        "rpm_readings_stored_total{source=\"http\"} 3",
+    ] {
+        assert!(stdout.contains(needle), "`{needle}` not in:\n{stdout}");
+    }
+}

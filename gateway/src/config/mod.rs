@@ -179,6 +179,35 @@ pub struct MqttConfig {
     pub reconnect_max_backoff: Duration,
     /// Publishes in flight between receipt and commit (bounded channel).
     pub pipeline_depth: usize,
+    /// MQTT protocol version: `"3.1.1"` (default) or `"5"`.
+    pub protocol: MqttProtocol,
+    /// MQTT 5 only: how long the broker keeps the session (and queues
+    /// readings) while the gateway is away. Sent as the session expiry
+    /// interval; without it a v5 broker drops the session on disconnect.
+    #[serde(with = "humantime_serde")]
+    pub session_expiry: Duration,
+}
+
+/// MQTT protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum MqttProtocol {
+    /// MQTT 3.1.1.
+    #[default]
+    #[serde(rename = "3.1.1")]
+    V311,
+    /// MQTT 5.
+    #[serde(rename = "5")]
+    V5,
+}
+
+impl MqttProtocol {
+    /// As written in config.
+    pub const fn name(self) -> &'static str {
+        match self {
+            MqttProtocol::V311 => "3.1.1",
+            MqttProtocol::V5 => "5",
+        }
+    }
 }
 
 impl Default for MqttConfig {
@@ -196,6 +225,8 @@ impl Default for MqttConfig {
             max_packet_bytes: 16 * 1024 * 1024,
             reconnect_max_backoff: Duration::from_secs(30),
             pipeline_depth: 4096,
+            protocol: MqttProtocol::V311,
+            session_expiry: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -371,6 +402,23 @@ impl Config {
             }
             if m.pipeline_depth == 0 {
                 err(t, "pipeline_depth", "must be greater than 0".into());
+            }
+            if m.protocol == MqttProtocol::V5
+                && m.persistent_session
+                && m.session_expiry < Duration::from_secs(60)
+            {
+                err(
+                    t,
+                    "session_expiry",
+                    "MQTT 5 with a persistent session needs a session expiry of at least 60s (with 0 the broker drops queued readings the moment the gateway disconnects)".into(),
+                );
+            }
+            if m.session_expiry.as_secs() > u64::from(u32::MAX) {
+                err(
+                    t,
+                    "session_expiry",
+                    "must be at most 136 years (u32 seconds)".into(),
+                );
             }
             if let Some(tls) = &m.tls {
                 if tls.client_cert.is_some() != tls.client_key.is_some() {

@@ -111,7 +111,7 @@ fn run(
     metrics: Arc<Metrics>,
 ) {
     let dedup_ms = cfg.dedup_window.as_millis() as i64;
-    let fault = FaultInjection::from_env();
+    let mut fault = FaultInjection::from_env();
     let mut pending: Option<Job> = None;
     loop {
         let first = match pending.take() {
@@ -150,7 +150,11 @@ fn run(
         }
         let started = Instant::now();
         fault.maybe_abort(FaultInjection::BeforeCommit);
-        let result = commit_with_retry(&mut store, &jobs, dedup_ms);
+        let result = if fault.take_failure() {
+            Err(FaultInjection::io_error())
+        } else {
+            commit_with_retry(&mut store, &jobs, dedup_ms)
+        };
         fault.maybe_abort(FaultInjection::AfterCommit);
         metrics.store_batch(items, started.elapsed());
         match result {
@@ -207,6 +211,8 @@ enum FaultInjection {
     None,
     BeforeCommit,
     AfterCommit,
+    /// The first commit fails as with a disk I/O error; later ones succeed.
+    FailFirstCommit,
 }
 
 impl FaultInjection {
@@ -214,8 +220,26 @@ impl FaultInjection {
         match std::env::var("RPM_FAULT_INJECT").as_deref() {
             Ok("abort-before-commit") => FaultInjection::BeforeCommit,
             Ok("abort-after-commit") => FaultInjection::AfterCommit,
+            Ok("fail-first-commit") => FaultInjection::FailFirstCommit,
             _ => FaultInjection::None,
         }
+    }
+
+    /// True once, for `fail-first-commit`.
+    fn take_failure(&mut self) -> bool {
+        let fail = *self == FaultInjection::FailFirstCommit;
+        if fail {
+            eprintln!("fault injection: failing this commit");
+            *self = FaultInjection::None;
+        }
+        fail
+    }
+
+    fn io_error() -> StoreError {
+        StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+            Some("fault injection".into()),
+        ))
     }
 
     fn maybe_abort(self, at: FaultInjection) {

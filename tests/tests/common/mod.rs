@@ -46,6 +46,93 @@ pub struct Mosquitto {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// Extra listener lines (TLS).
+    listener_extra: String,
+    /// CA for `mosquitto_pub` when the listener speaks TLS.
+    cafile: Option<PathBuf>,
+}
+
+/// A throw-away CA and a server certificate for `localhost`/127.0.0.1,
+/// made with the `openssl` command line tool.
+pub struct TestCa {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TestCa {
+    pub fn new(dir: &Path) -> TestCa {
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl not found: apt-get install openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=rpm-test-ca",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ]);
+        TestCa {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+        }
+    }
 }
 
 impl Mosquitto {
@@ -55,6 +142,26 @@ impl Mosquitto {
             port,
             dir: dir.to_path_buf(),
             child: None,
+            listener_extra: String::new(),
+            cafile: None,
+        };
+        m.restart();
+        m
+    }
+
+    /// A broker whose only listener speaks TLS with `ca`'s server certificate.
+    pub fn start_tls(dir: &Path, ca: &TestCa) -> Mosquitto {
+        let mut m = Mosquitto {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            child: None,
+            listener_extra: format!(
+                "cafile {}\ncertfile {}\nkeyfile {}\n",
+                ca.ca.display(),
+                ca.cert.display(),
+                ca.key.display()
+            ),
+            cafile: Some(ca.ca.clone()),
         };
         m.restart();
         m
@@ -65,9 +172,10 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nuser {user}\npersistence true\npersistence_location {dir}/\n\
+                "listener {port} 127.0.0.1\n{extra}allow_anonymous true\nuser {user}\npersistence true\npersistence_location {dir}/\n\
                  max_queued_messages 0\nmax_inflight_messages 20\nmessage_size_limit 1048576\nlog_dest file {dir}/mosquitto.log\n",
                 port = self.port,
+                extra = self.listener_extra,
                 dir = self.dir.display(),
                 // As root, mosquitto would switch to the `mosquitto` user and
                 // fail to write its persistence file into our temp dir.
@@ -111,7 +219,11 @@ impl Mosquitto {
 
     /// `mode`: `-s` (stdin is one message) or `-l` (one message per line).
     fn mosquitto_pub(&self, topic: &str, mode: &str, stdin: &[u8]) {
-        let mut child = Command::new(find("mosquitto_pub"))
+        let mut cmd = Command::new(find("mosquitto_pub"));
+        if let Some(ca) = &self.cafile {
+            cmd.arg("--cafile").arg(ca);
+        }
+        let mut child = cmd
             .args([
                 "-h",
                 "127.0.0.1",
@@ -176,6 +288,22 @@ impl Gateway {
     }
 
     pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
+        let log = self.dir.join("gateway.log");
+        let before = std::fs::read_to_string(&log)
+            .map(|s| s.matches("mqtt connected").count())
+            .unwrap_or(0);
+        self.start_unready(env);
+        // Ready once the broker session is up: the log says so.
+        wait_until("gateway to connect", Duration::from_secs(20), || {
+            std::fs::read_to_string(&log)
+                .map(|s| s.matches("mqtt connected").count() > before)
+                .unwrap_or(false)
+        });
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    /// Starts the process without waiting for its broker connection.
+    pub fn start_unready(&mut self, env: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -192,17 +320,6 @@ impl Gateway {
             cmd.env(k, v);
         }
         self.child = Some(cmd.spawn().unwrap());
-        // Ready once the broker session is up: the log says so.
-        let log = self.dir.join("gateway.log");
-        let before = std::fs::read_to_string(&log)
-            .map(|s| s.matches("mqtt connected").count())
-            .unwrap_or(0);
-        wait_until("gateway to connect", Duration::from_secs(20), || {
-            std::fs::read_to_string(&log)
-                .map(|s| s.matches("mqtt connected").count() > before)
-                .unwrap_or(false)
-        });
-        std::thread::sleep(Duration::from_millis(300));
     }
 
     /// SIGKILL.

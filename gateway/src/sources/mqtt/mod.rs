@@ -1,4 +1,4 @@
-//! The MQTT source (rumqttc, MQTT 3.1.1, QoS 1).
+//! The MQTT source (rumqttc, MQTT 3.1.1 or 5, QoS 1).
 //!
 //! - **Persistent session**: fixed client id, clean session off, so the
 //!   broker queues readings published while the gateway is down.
@@ -10,21 +10,25 @@
 //!   **never unsubscribe** on shutdown (that would drop the queue).
 //! - Acks of a previous connection are never sent on a new one (the broker
 //!   redelivers those messages and packet ids may be reused).
+//! - A **failed commit forces a reconnect**: the broker only redelivers an
+//!   unacknowledged message on a new connection, so waiting would leave the
+//!   reading stuck until the next network hiccup.
+//! - MQTT 5 sets an explicit session expiry (see [`protocol`]).
 
-use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS, SubscribeFilter, Transport,
-};
+mod protocol;
+
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::config::{client_tls_config, MqttConfig, TlsError};
 use crate::pipeline::Pipeline;
 use crate::store::writer::CommitResult;
 use crate::store::Writer;
 use device_profiles::Source;
+use protocol::{AckToken, Client, Incoming, Settings};
 
 /// MQTT source failures (configuration only: network trouble is retried).
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +54,7 @@ pub struct MqttSource {
 
 struct Pending {
     generation: u64,
-    publish: rumqttc::Publish,
+    token: AckToken,
     commit: oneshot::Receiver<CommitResult>,
 }
 
@@ -70,42 +74,40 @@ impl MqttSource {
         }
     }
 
-    fn options(&self) -> Result<MqttOptions, MqttError> {
-        let id = match &self.cfg.client_id {
+    fn settings(&self) -> Result<Settings, MqttError> {
+        let client_id = match &self.cfg.client_id {
             Some(id) => id.clone(),
             None if !self.cfg.persistent_session => format!("rpm-gateway-{}", std::process::id()),
             None => return Err(MqttError::NoClientId),
         };
-        let mut o = MqttOptions::new(id, self.cfg.host.clone(), self.cfg.port);
-        o.set_keep_alive(self.cfg.keep_alive);
-        o.set_clean_session(!self.cfg.persistent_session);
-        o.set_manual_acks(true);
-        o.set_max_packet_size(self.cfg.max_packet_bytes, 64 * 1024);
-        if let Some((user, pass)) = self.cfg.credentials().map_err(MqttError::Credentials)? {
-            o.set_credentials(user, pass);
-        }
-        if let Some(tls) = &self.cfg.tls {
-            let config = client_tls_config(tls)?;
-            o.set_transport(Transport::tls_with_config(
-                rumqttc::TlsConfiguration::Rustls(config),
-            ));
-        }
-        Ok(o)
+        let credentials = self.cfg.credentials().map_err(MqttError::Credentials)?;
+        let transport = match &self.cfg.tls {
+            Some(tls) => Some(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(client_tls_config(tls)?),
+            )),
+            None => None,
+        };
+        Ok(Settings {
+            client_id,
+            credentials,
+            transport,
+        })
     }
 
     /// Runs until `shutdown` resolves, then drains: in-flight messages are
     /// committed and acknowledged, and the session is kept.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), MqttError> {
-        let options = self.options()?;
         let depth = self.cfg.pipeline_depth;
-        let (client, mut eventloop) = AsyncClient::new(options, depth + 64);
+        let (client, mut conn) = protocol::connect(&self.cfg, self.settings()?, depth + 64);
         let generation = Arc::new(AtomicU64::new(0));
+        let commit_failed = Arc::new(Notify::new());
         let (ack_tx, ack_rx) = mpsc::channel::<Pending>(depth);
         let acker = tokio::spawn(ack_in_order(
             ack_rx,
             client.clone(),
             generation.clone(),
             self.pipeline.clone(),
+            commit_failed.clone(),
         ));
         let metrics = self.pipeline.metrics.clone();
         let mut backoff = Duration::from_millis(200);
@@ -115,26 +117,39 @@ impl MqttSource {
             let event = tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
-                e = eventloop.poll() => e,
+                _ = commit_failed.notified() => {
+                    // Drop this connection's pending acks and reconnect so
+                    // the broker redelivers what was not committed.
+                    generation.fetch_add(1, Ordering::SeqCst);
+                    metrics.set_mqtt_connected(false);
+                    tracing::warn!("store commit failed; reconnecting to get the unacknowledged readings redelivered");
+                    conn.reconnect();
+                    tokio::select! {
+                        _ = &mut shutdown => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(self.cfg.reconnect_max_backoff);
+                    continue;
+                }
+                e = conn.poll() => e,
             };
             match event {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                Ok(Incoming::Refused(code)) => {
+                    tracing::error!(%code, "mqtt broker refused the connection");
+                }
+                Ok(Incoming::Connected { session_present }) => {
                     backoff = Duration::from_millis(200);
-                    if ack.code != ConnectReturnCode::Success {
-                        tracing::error!(code = ?ack.code, "mqtt broker refused the connection");
-                        continue;
-                    }
                     generation.fetch_add(1, Ordering::SeqCst);
-                    tracing::info!(session_present = ack.session_present, "mqtt connected");
-                    if !ack.session_present {
-                        let filters: Vec<SubscribeFilter> = self
-                            .filters
-                            .iter()
-                            .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce))
-                            .collect();
+                    tracing::info!(
+                        session_present,
+                        protocol = self.cfg.protocol.name(),
+                        "mqtt connected"
+                    );
+                    if !session_present {
                         let c = client.clone();
+                        let filters = self.filters.clone();
                         tokio::spawn(async move {
-                            if let Err(e) = c.subscribe_many(filters).await {
+                            if let Err(e) = c.subscribe(&filters).await {
                                 tracing::error!(error = %e, "mqtt subscribe request failed");
                             }
                         });
@@ -142,12 +157,16 @@ impl MqttSource {
                         metrics.set_mqtt_connected(true);
                     }
                 }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                Ok(Incoming::Subscribed) => {
                     tracing::info!(filters = self.filters.len(), "mqtt subscribed");
                     metrics.set_mqtt_connected(true);
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let items = self.pipeline.mqtt(&p.topic, &p.payload, chrono::Utc::now());
+                Ok(Incoming::Publish {
+                    topic,
+                    payload,
+                    token,
+                }) => {
+                    let items = self.pipeline.mqtt(&topic, &payload, chrono::Utc::now());
                     let commit = match self.writer.submit(items).await {
                         Ok(rx) => rx,
                         Err(e) => {
@@ -157,7 +176,7 @@ impl MqttSource {
                     };
                     let pending = Pending {
                         generation: generation.load(Ordering::SeqCst),
-                        publish: p,
+                        token,
                         commit,
                     };
                     if ack_tx.send(pending).await.is_err() {
@@ -187,16 +206,16 @@ impl MqttSource {
             loop {
                 tokio::select! {
                     _ = &mut acker => break,
-                    e = eventloop.poll() => if e.is_err() { tokio::time::sleep(Duration::from_millis(50)).await },
+                    e = conn.poll() => if e.is_err() { tokio::time::sleep(Duration::from_millis(50)).await },
                 }
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(15), drain).await;
-        let _ = client.try_disconnect();
+        client.disconnect();
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             loop {
-                match eventloop.poll().await {
-                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                match conn.poll().await {
+                    Ok(Incoming::Disconnected) | Err(_) => break,
                     _ => {}
                 }
             }
@@ -212,22 +231,26 @@ impl MqttSource {
 /// done. A failed commit is not acknowledged: the broker redelivers it.
 async fn ack_in_order(
     mut rx: mpsc::Receiver<Pending>,
-    client: AsyncClient,
+    client: Client,
     generation: Arc<AtomicU64>,
     pipeline: Arc<Pipeline>,
+    commit_failed: Arc<Notify>,
 ) {
     while let Some(p) = rx.recv().await {
         match p.commit.await {
             Ok(Ok(outcomes)) => {
                 pipeline.record(Source::Mqtt, &outcomes);
                 if p.generation == generation.load(Ordering::SeqCst)
-                    && client.ack(&p.publish).await.is_err()
+                    && client.ack(&p.token).await.is_err()
                 {
                     return;
                 }
             }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "reading not committed; leaving it unacknowledged for redelivery");
+                if p.generation == generation.load(Ordering::SeqCst) {
+                    commit_failed.notify_one();
+                }
             }
             Err(_) => return,
         }

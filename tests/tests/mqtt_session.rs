@@ -1,0 +1,113 @@
+//! The MQTT session under harder conditions: MQTT 5 with a session expiry,
+//! TLS with a private CA, and a store commit that fails.
+
+mod common;
+
+use common::{wait_until, Gateway, Mosquitto, TestCa};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(30);
+
+fn reading(seq: u32) -> String {
+    format!(
+        r#"[{{"bn":"urn:dev:mac:0024befffe804ff1:","bt":{},"n":"spo2","u":"%","v":{}}}]"#,
+        1769845200 + seq * 60,
+        90 + seq % 10
+    )
+}
+
+const TOPIC: &str = "rpm/senml/0024befffe804ff1";
+const DEVICE: (&str, &str) = ("0024befffe804ff1", "p1");
+
+/// MQTT 5: clean start off with an explicit session expiry keeps the queue
+/// while the gateway is down (without the expiry a v5 broker would drop it).
+#[test]
+fn mqtt5_session_survives_gateway_downtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let mut gw = Gateway::new(
+        dir.path(),
+        broker.port,
+        &[DEVICE],
+        "protocol = \"5\"\nsession_expiry = \"1h\"\n",
+    );
+    gw.start();
+    assert!(gw.log().contains("\"5\""), "{}", gw.log());
+    broker.publish(TOPIC, reading(1).as_bytes());
+    wait_until("first reading", T, || gw.readings() == 1);
+    assert_eq!(gw.stop().code(), Some(0));
+
+    // Published while the gateway is away: queued in the v5 session.
+    for seq in 2..=4 {
+        broker.publish(TOPIC, reading(seq).as_bytes());
+    }
+    gw.start();
+    wait_until("queued readings", T, || gw.readings() == 4);
+    // A redelivered or re-sent reading is still stored once.
+    broker.publish(TOPIC, reading(3).as_bytes());
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(gw.readings(), 4);
+}
+
+/// TLS to the broker with a private CA (`ca_file`), server name checked.
+#[test]
+fn tls_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path());
+    let broker = Mosquitto::start_tls(dir.path(), &ca);
+    let mut gw = Gateway::new(
+        dir.path(),
+        broker.port,
+        &[DEVICE],
+        &format!(
+            "[sources.mqtt.tls]\nca_file = \"{}\"\nserver_name = \"localhost\"\n",
+            ca.ca.display()
+        ),
+    );
+    gw.start();
+    broker.publish(TOPIC, reading(7).as_bytes());
+    wait_until("reading over TLS", T, || gw.readings() == 1);
+}
+
+/// Without the private CA the gateway refuses the broker's certificate and
+/// stores nothing, but keeps running (and retrying).
+#[test]
+fn tls_refuses_an_unknown_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path());
+    let broker = Mosquitto::start_tls(dir.path(), &ca);
+    let mut gw = Gateway::new(
+        dir.path(),
+        broker.port,
+        &[DEVICE],
+        "[sources.mqtt.tls]\nserver_name = \"localhost\"\n",
+    );
+    gw.start_unready(&[]);
+    wait_until("a TLS failure in the log", T, || {
+        gw.log().contains("mqtt connection lost")
+    });
+    assert!(gw.is_running());
+    assert!(!gw.log().contains("mqtt connected"));
+    drop(broker);
+}
+
+/// A failed commit is not acknowledged, and the source reconnects at once so
+/// the broker redelivers it: the reading is stored, once.
+#[test]
+fn a_failed_commit_is_redelivered_after_a_reconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let mut gw = Gateway::new(dir.path(), broker.port, &[DEVICE], "");
+    gw.start_with_env(&[("RPM_FAULT_INJECT", "fail-first-commit")]);
+    broker.publish(TOPIC, reading(5).as_bytes());
+    wait_until("the redelivered reading", T, || gw.readings() == 1);
+    let log = gw.log();
+    assert!(
+        log.contains("fault injection: failing this commit"),
+        "{log}"
+    );
+    assert!(log.contains("reconnecting"), "{log}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(gw.readings(), 1);
+    assert_eq!(gw.count("SELECT COUNT(*) FROM quarantine"), 0);
+}

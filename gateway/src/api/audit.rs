@@ -7,13 +7,15 @@
 
 use axum::response::{IntoResponseParts, ResponseParts};
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::auth::Principal;
 use super::page::Page;
 use super::problem::{ApiError, Json, Query};
 use super::ApiState;
-use crate::store::now_ms;
+use crate::store::{now_ms, Store, StoreError};
 
 /// Set by a handler on its response: the patient the request concerned.
 #[derive(Debug, Clone)]
@@ -27,30 +29,103 @@ impl IntoResponseParts for AuditPatient {
     }
 }
 
-/// Writes one audit record.
-pub async fn record(
-    st: &Arc<ApiState>,
-    actor: &str,
-    action: &str,
-    resource: &str,
+/// One record to write.
+struct Record {
+    at: i64,
+    actor: String,
+    action: String,
+    resource: String,
     patient: Option<String>,
     outcome: u16,
-) -> Result<(), ApiError> {
-    let (actor, action, resource) = (actor.to_string(), action.to_string(), resource.to_string());
-    let r = st
-        .db
-        .run(move |s| {
-            s.conn().execute(
-                "INSERT INTO audit_log (at, actor, action, resource, patient_id, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                rusqlite::params![now_ms(), actor, action, resource, patient, outcome],
-            )?;
-            Ok(())
-        })
-        .await;
-    if let Err(e) = &r {
-        tracing::error!(error = %e, "api: audit record not written");
+}
+
+type Job = (Record, oneshot::Sender<bool>);
+
+/// The audit writer: records are group-committed on a thread of their own
+/// (one transaction, one fsync, for all the requests that arrived while the
+/// previous batch was syncing), and each request waits for its record to
+/// be durable before its response leaves.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Job>,
+}
+
+impl AuditLog {
+    /// Starts the writer on its own connection to the store at `path`. It
+    /// stops when the last handle is dropped.
+    pub fn start(path: &Path) -> Result<AuditLog, StoreError> {
+        let store = Store::open(path)?;
+        let (tx, rx) = mpsc::channel(1024);
+        std::thread::Builder::new()
+            .name("api-audit".into())
+            .spawn(move || run(store, rx))
+            .map_err(|e| StoreError::Encode(format!("cannot start the audit writer: {e}")))?;
+        Ok(AuditLog { tx })
     }
-    r
+
+    /// Writes one record and waits until it is committed.
+    pub async fn record(
+        &self,
+        actor: &str,
+        action: &str,
+        resource: &str,
+        patient: Option<String>,
+        outcome: u16,
+    ) -> Result<(), ApiError> {
+        let rec = Record {
+            at: now_ms(),
+            actor: actor.to_string(),
+            action: action.to_string(),
+            resource: resource.to_string(),
+            patient,
+            outcome,
+        };
+        let (done, rx) = oneshot::channel();
+        let unavailable = || ApiError::Unavailable("the audit log cannot be written".into());
+        self.tx.send((rec, done)).await.map_err(|_| unavailable())?;
+        match rx.await {
+            Ok(true) => Ok(()),
+            _ => Err(unavailable()),
+        }
+    }
+}
+
+fn run(mut store: Store, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < 512 {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let ok = match write(&mut store, &batch) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, records = batch.len(), "api: audit records not written");
+                false
+            }
+        };
+        for (_, done) in batch {
+            let _ = done.send(ok);
+        }
+    }
+}
+
+fn write(store: &mut Store, batch: &[Job]) -> Result<(), StoreError> {
+    let tx = store.transaction()?;
+    {
+        let mut q = tx.prepare_cached(
+            "INSERT INTO audit_log (at, actor, action, resource, patient_id, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for (r, _) in batch {
+            q.execute(rusqlite::params![
+                r.at, r.actor, r.action, r.resource, r.patient, r.outcome
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 /// One audit record as listed.

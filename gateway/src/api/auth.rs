@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use rusqlite::Connection;
 use std::sync::Arc;
 
-use super::audit::{self, AuditPatient};
+use super::audit::AuditPatient;
 use super::problem::ApiError;
 use super::ApiState;
 use crate::store::tokens::{self, Role, TokenRecord};
@@ -196,7 +196,10 @@ pub async fn guard(State(st): State<Arc<ApiState>>, mut req: Request, next: Next
     };
     let Some(principal) = principal else {
         st.metrics.api_request(method.as_str(), &route, 401);
-        let _ = audit::record(&st, "anonymous", &action, &resource, named_patient, 401).await;
+        let _ = st
+            .audit
+            .record("anonymous", &action, &resource, named_patient, 401)
+            .await;
         return ApiError::Unauthorized.into_response();
     };
     let actor = principal.token_id.clone();
@@ -209,7 +212,11 @@ pub async fn guard(State(st): State<Arc<ApiState>>, mut req: Request, next: Next
         .get::<AuditPatient>()
         .map(|p| p.0.clone())
         .or(named_patient);
-    match audit::record(&st, &actor, &action, &resource, patient, status).await {
+    match st
+        .audit
+        .record(&actor, &action, &resource, patient, status)
+        .await
+    {
         Ok(()) => response,
         Err(_) if method == Method::GET || method == Method::HEAD => {
             ApiError::Unavailable("the audit log cannot be written; retry shortly".into())

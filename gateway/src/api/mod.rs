@@ -52,6 +52,8 @@ pub struct ApiState {
     pub cfg: ApiConfig,
     /// Store connections of the API.
     pub db: Arc<db::Db>,
+    /// The audit writer.
+    pub audit: audit::AuditLog,
     /// The shared ingest writer (HTTP ingest).
     pub writer: Writer,
     /// The shared decode/normalize pipeline.
@@ -285,6 +287,7 @@ pub async fn start(
         _ => None,
     };
     let db = db::Db::open(config.store.path.clone(), cfg.read_connections)?;
+    let audit = audit::AuditLog::start(&config.store.path)?;
     let rules = match alerting_rules::RuleSet::bundled() {
         Ok(r) => Some(Arc::new(r)),
         Err(e) => {
@@ -295,6 +298,7 @@ pub async fn start(
     let state = Arc::new(ApiState {
         cfg: cfg.clone(),
         db,
+        audit,
         writer,
         pipeline,
         metrics,

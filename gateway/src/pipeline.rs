@@ -140,3 +140,33 @@ impl Pipeline {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_origin_is_the_topic_the_device_would_publish_on() {
+        assert_eq!(
+            origin_topic("acme/bp/{device_id}", Some("cuff-1")).unwrap(),
+            "acme/bp/cuff-1"
+        );
+        assert_eq!(
+            origin_topic("vendor/+/{device_id}/#", Some("d")).unwrap(),
+            "vendor/http/d/http"
+        );
+        assert_eq!(
+            origin_topic("acme/bp/{device_id}", None),
+            Err(HttpInputError::DeviceIdRequired(
+                "acme/bp/{device_id}".into()
+            ))
+        );
+        assert_eq!(
+            origin_topic("acme/bp/{device_id}", Some("a/b")),
+            Err(HttpInputError::BadDeviceId)
+        );
+        assert_eq!(origin_topic("cloud/feed", None).unwrap(), "cloud/feed");
+        assert!(!valid_device_id(&"x".repeat(129)));
+        assert!(valid_device_id("urn:dev:mac:0024befffe804ff1"));
+    }
+}

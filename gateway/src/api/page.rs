@@ -150,3 +150,34 @@ impl Filter {
         self.params.len() + 1
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_and_cursors() {
+        let cfg = ApiConfig::default();
+        assert_eq!(limit(&cfg, None).unwrap(), 100);
+        assert!(limit(&cfg, Some(0)).is_err());
+        assert!(limit(&cfg, Some(1001)).is_err());
+        let p = Page::new(vec![1, 2, 3], 2, |n| n.to_string());
+        assert_eq!(p.items, vec![1, 2]);
+        assert_eq!(
+            decode_cursor(p.next_cursor.as_deref().unwrap()).unwrap(),
+            "2"
+        );
+        assert!(Page::new(vec![1, 2], 2, |n| n.to_string())
+            .next_cursor
+            .is_none());
+        assert_eq!(decode_pair(&encode_cursor("5.7")).unwrap(), (5, 7));
+        assert!(decode_pair(&encode_cursor("5")).is_err());
+        assert!(decode_cursor("zz").is_err());
+        let mut f = Filter::default();
+        f.add("a = ?", 1);
+        f.add2("(b, c) > (?a, ?b)", 2, 3);
+        assert_eq!(f.sql(), "WHERE a = ?1 AND (b, c) > (?2, ?3)");
+        assert!(parse_time("since", "2026-01-31T07:42:10+01:00").is_ok());
+        assert!(parse_time("since", "2026-01-31").is_err());
+    }
+}

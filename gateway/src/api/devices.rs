@@ -146,7 +146,7 @@ pub async fn register(
     let out = st
         .db
         .run(move |s| {
-            if s.device(&body.device_id)?.is_some() {
+            if !s.register_device(&body.device_id, "api")? {
                 return Err(ApiError::Conflict(
                     "device is already registered; assign it with PUT /api/v1/devices/{device_id}/patient".into(),
                 ));
@@ -155,10 +155,7 @@ pub async fn register(
                 Some(pt) => Some(s.assign_device(&body.device_id, pt, "api", |q| {
                     pipeline.reprocess(q)
                 })?),
-                None => {
-                    s.register_device(&body.device_id, "api")?;
-                    None
-                }
+                None => None,
             };
             let device = s
                 .device(&body.device_id)?

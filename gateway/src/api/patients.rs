@@ -163,8 +163,10 @@ pub async fn put(
     let (created, rec) = st
         .db
         .run(move |s| {
-            let existed = s.patient(&id)?.is_some();
-            let rec = s.upsert_patient(&id, "api", &change)?;
+            let tx = s.transaction()?;
+            let existed = patients::get(&tx, &id)?.is_some();
+            let rec = patients::upsert(&tx, &id, "api", &change)?;
+            tx.commit()?;
             Ok((!existed, rec))
         })
         .await?;

@@ -39,6 +39,20 @@ pub enum Command {
     /// API tokens (bearer credentials of the HTTP API).
     #[command(subcommand)]
     Tokens(crate::api::tokens_cli::TokensCommand),
+    /// Rule sets: validate a directory, replay readings offline.
+    #[command(subcommand)]
+    Rules(crate::rules::cli::RulesCommand),
+    /// Patients: care-plan enrolment, rule overrides, care team.
+    #[command(subcommand)]
+    Patients(crate::rules::cli::PatientsCommand),
+    /// Alerts: list, show, acknowledge, resolve.
+    #[command(subcommand)]
+    Alerts(crate::rules::cli::AlertsCommand),
+    /// Webhook endpoints, deliveries, dead letters and re-drive.
+    #[command(subcommand)]
+    Webhooks(crate::delivery::cli::WebhooksCommand),
+    /// A webhook receiver that verifies signatures and prints alerts (for integrators; can rehearse outages).
+    WebhookReceiver(crate::delivery::cli::ReceiverArgs),
 }
 
 /// `devices` subcommands.
@@ -118,6 +132,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         rt()?.block_on(crate::demo::run(args.clone()))?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Rules(cmd) = cli.command {
+        return crate::rules::cli::rules(cmd);
+    }
+    if let Command::WebhookReceiver(args) = &cli.command {
+        crate::delivery::cli::run_receiver(args)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let config = match load(&cli) {
         Ok(c) => c,
         Err(code) => return Ok(code),
@@ -136,9 +157,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             println!(
-                "configuration OK: {} device profile(s), {} configured device(s), store {}",
+                "configuration OK: {} device profile(s), {} configured device(s), {} configured patient(s), store {}",
                 profiles.len(),
                 config.devices.len(),
+                config.patients.len(),
                 config.store.path.display()
             );
         }
@@ -149,6 +171,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = runtime::open_store(&config)?;
             crate::api::tokens_cli::run(&store, cmd)?;
         }
+        Command::Rules(_) => {}
+        Command::Patients(cmd) => return crate::rules::cli::patients_cmd(&config, cmd),
+        Command::Alerts(cmd) => return crate::rules::cli::alerts_cmd(&config, cmd),
+        Command::Webhooks(cmd) => crate::delivery::cli::webhooks(&config, cmd)?,
+        Command::WebhookReceiver(_) => {}
         Command::Quarantine(QuarantineCommand::List { json, limit }) => {
             let store = runtime::open_store(&config)?;
             let rows = store.quarantine_after(0, limit)?;

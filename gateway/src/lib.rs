@@ -17,11 +17,13 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod decode;
+pub mod delivery;
 #[cfg(feature = "embedded-broker")]
 pub mod demo;
 pub mod metrics;
 pub mod normalize;
 pub mod pipeline;
+pub mod rules;
 pub mod runtime;
 pub mod sources;
 pub mod store;

@@ -18,6 +18,7 @@ pub struct Metrics {
     batch_micros: AtomicU64,
     store_failures: AtomicU64,
     mqtt_connected: AtomicI64,
+    gauges: Mutex<BTreeMap<(&'static str, String), f64>>,
 }
 
 impl Metrics {
@@ -96,6 +97,57 @@ impl Metrics {
         );
     }
 
+    fn gauge(&self, name: &'static str, labels: String, v: f64) {
+        if let Ok(mut g) = self.gauges.lock() {
+            g.insert((name, labels), v);
+        }
+    }
+
+    /// Measurements evaluated by the rule engine.
+    pub fn rules_evaluated(&self, measurements: usize) {
+        self.add(
+            "rpm_rules_evaluations_total",
+            String::new(),
+            measurements as u64,
+        );
+    }
+
+    /// Alert transitions by kind (`fire`, `update`, `resolve`).
+    pub fn rules_transitions(&self, kind: &str, n: usize) {
+        self.add(
+            "rpm_alert_transitions_total",
+            format!("kind=\"{kind}\""),
+            n as u64,
+        );
+    }
+
+    /// A rule evaluation (or missing-data tick) failed and will be retried.
+    pub fn rules_failure(&self) {
+        self.add("rpm_rules_failures_total", String::new(), 1);
+    }
+
+    /// A rule reload (SIGHUP) succeeded or was refused.
+    pub fn rules_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "refused" };
+        self.add("rpm_rules_reloads_total", format!("result=\"{result}\""), 1);
+    }
+
+    /// Open alerts by state.
+    pub fn set_alerts_open(&self, firing: i64, acknowledged: i64) {
+        self.gauge("rpm_alerts_open", "status=\"firing\"".into(), firing as f64);
+        self.gauge(
+            "rpm_alerts_open",
+            "status=\"acknowledged\"".into(),
+            acknowledged as f64,
+        );
+    }
+
+    /// Seconds between the commit of the newest reading of the last rule
+    /// batch and its evaluation.
+    pub fn set_rules_lag(&self, seconds: f64) {
+        self.gauge("rpm_rules_evaluation_lag_seconds", String::new(), seconds);
+    }
+
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -105,6 +157,16 @@ impl Metrics {
                 if *name != last {
                     let _ = writeln!(out, "# TYPE {name} counter");
                     last = name;
+                }
+                let _ = writeln!(out, "{name}{{{labels}}} {v}");
+            }
+        }
+        if let Ok(g) = self.gauges.lock() {
+            let mut last: &str = "";
+            for ((name, labels), v) in g.iter() {
+                if *name != last {
+                    let _ = writeln!(out, "# TYPE {name} gauge");
+                    last = *name;
                 }
                 let _ = writeln!(out, "{name}{{{labels}}} {v}");
             }
@@ -136,5 +198,41 @@ impl Metrics {
             self.mqtt_connected.load(Ordering::Relaxed)
         );
         out
+    }
+}
+
+/// Webhook delivery (labelled by endpoint id: configured names, never PHI).
+impl Metrics {
+    /// A webhook attempt finished: `outcome` is delivered | retry | failed |
+    /// gone | dead; labelled by endpoint id (configured names, not PHI).
+    pub fn webhook_attempt(&self, endpoint: &str, outcome: &str, latency: Duration) {
+        self.add(
+            "rpm_webhook_attempts_total",
+            format!("endpoint=\"{endpoint}\",outcome=\"{outcome}\""),
+            1,
+        );
+        self.add(
+            "rpm_webhook_attempt_milliseconds_total",
+            format!("endpoint=\"{endpoint}\""),
+            latency.as_millis() as u64,
+        );
+    }
+
+    /// Deliveries queued for endpoints by the fan-out.
+    pub fn webhook_queued(&self, n: usize) {
+        self.add(
+            "rpm_webhook_deliveries_queued_total",
+            String::new(),
+            n as u64,
+        );
+    }
+
+    /// An endpoint's circuit breaker opened (the endpoint is paused).
+    pub fn webhook_breaker_opened(&self, endpoint: &str) {
+        self.add(
+            "rpm_webhook_breaker_opened_total",
+            format!("endpoint=\"{endpoint}\""),
+            1,
+        );
     }
 }

@@ -31,6 +31,12 @@ pub enum RunError {
     /// The HTTP API could not start.
     #[error(transparent)]
     Api(#[from] crate::api::ApiStartError),
+    /// The rule stage could not start.
+    #[error(transparent)]
+    Rules(#[from] crate::rules::RulesError),
+    /// Webhook delivery could not start.
+    #[error(transparent)]
+    Delivery(#[from] crate::delivery::DeliveryError),
 }
 
 /// Builds the pipeline from config.
@@ -73,6 +79,21 @@ pub async fn run(
     let pipeline = Arc::new(pipeline(&config, metrics.clone())?);
     let mut store = Store::open(&config.store.path)?;
     apply_config_devices(&mut store, &config, &pipeline)?;
+    crate::rules::apply_config_patients(&mut store, &config)?;
+    let evaluator = rules_evaluator(&config, metrics.clone())?;
+    crate::delivery::apply_config_endpoints(&mut store, &config)?;
+    // Built before anything starts, so that a TLS or client error stops start-up cleanly.
+    let dispatcher = match config.delivery.enabled {
+        true => Some(
+            crate::delivery::dispatch::Dispatcher::new(
+                Store::open(&config.store.path)?,
+                &config.delivery,
+                metrics.clone(),
+            )
+            .map_err(crate::delivery::DeliveryError::from)?,
+        ),
+        false => None,
+    };
     let run_id = store.start_run()?;
     tracing::info!(
         store = %config.store.path.display(),
@@ -132,6 +153,18 @@ pub async fn run(
     } else {
         None
     };
+    let rules_task = evaluator.map(|(evaluator, cfg)| {
+        let reload = crate::rules::task::reload_signal();
+        tokio::spawn(crate::rules::task::run(
+            cfg,
+            evaluator,
+            writer.committed(),
+            reload,
+            metrics.clone(),
+            stopped(),
+        ))
+    });
+    let dispatcher = dispatcher.map(|d| tokio::spawn(d.run(stopped())));
 
     shutdown.await;
     tracing::info!("shutdown requested; draining in-flight work");
@@ -147,12 +180,47 @@ pub async fn run(
             result = Err(RunError::Mqtt(e));
         }
     }
+    if let Some(t) = rules_task {
+        let _ = t.await;
+    }
+    if let Some(d) = dispatcher {
+        let _ = d.await;
+    }
     let _ = heartbeat.await;
     writer.heartbeat(run_id, true).await;
     drop(writer);
     let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
     tracing::info!("gateway stopped");
     result
+}
+
+/// The rule evaluator on its own store connection, when rules are enabled.
+fn rules_evaluator(
+    config: &Config,
+    metrics: Arc<Metrics>,
+) -> Result<
+    Option<(
+        crate::rules::evaluator::Evaluator,
+        crate::rules::task::TaskConfig,
+    )>,
+    crate::rules::RulesError,
+> {
+    if !config.rules.enabled {
+        return Ok(None);
+    }
+    let engine = Arc::new(crate::rules::engine(&config.rules)?);
+    let cfg = crate::rules::evaluator::EvaluatorConfig {
+        batch_readings: config.rules.batch_readings,
+        ..Default::default()
+    };
+    let evaluator =
+        crate::rules::evaluator::Evaluator::open(&config.store.path, engine, cfg, metrics)?;
+    let task = crate::rules::task::TaskConfig {
+        rules_dir: config.rules.dir.clone(),
+        engine: crate::rules::engine_config(&config.rules),
+        missing_interval: config.rules.missing_interval,
+    };
+    Ok(Some((evaluator, task)))
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -8,6 +8,8 @@
 //! builds components from the validated config.
 
 mod api;
+mod delivery;
+mod rules;
 mod tls;
 
 use chrono::FixedOffset;
@@ -20,6 +22,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use api::ApiConfig;
+pub use delivery::{DeliveryConfig, WebhookConfig};
+pub use rules::{PatientEnrolment, RulesConfig};
 pub use tls::{client_tls_config, install_crypto_provider, TlsError};
 pub(crate) use tls::{read_certs, read_key};
 
@@ -49,6 +53,18 @@ pub struct Config {
     /// The HTTP API.
     #[serde(default)]
     pub api: ApiConfig,
+    /// Alert rules.
+    #[serde(default)]
+    pub rules: RulesConfig,
+    /// Care-plan enrolment applied at start (run-time changes are kept).
+    #[serde(default)]
+    pub patients: Vec<PatientEnrolment>,
+    /// The webhook dispatcher.
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+    /// Webhook endpoints declared in the file.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 /// `[store]`
@@ -312,7 +328,28 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
-        let errors = config.validate(text, file);
+        if let Some(d) = config.rules.dir.as_mut().filter(|d| d.is_relative()) {
+            *d = base.join(&*d);
+        }
+        if let Some(ca) = config.delivery.ca_file.as_mut() {
+            if ca.is_relative() {
+                *ca = base.join(&*ca);
+            }
+        }
+        for w in &mut config.webhooks {
+            if let Some(f) = w.secret_file.as_mut() {
+                if f.is_relative() {
+                    *f = base.join(&*f);
+                }
+            }
+        }
+        let mut errors = config.validate(text, file);
+        errors.extend(delivery::validate(
+            &config.delivery,
+            &config.webhooks,
+            text,
+            file,
+        ));
         if errors.is_empty() {
             Ok(config)
         } else {
@@ -453,6 +490,9 @@ impl Config {
                     );
                 }
             }
+        }
+        if self.rules.enabled || !self.patients.is_empty() {
+            rules::validate(&self.rules, &self.patients, text, file, &mut errors);
         }
         errors
     }

@@ -258,6 +258,17 @@ CREATE INDEX audit_log_time ON audit_log(at);
 CREATE INDEX audit_log_patient ON audit_log(patient_id, at);
 "#,
     ),
+    (
+        3,
+        r#"
+-- delivery: a re-driven delivery starts a fresh retry round. `attempts`
+-- keeps counting every attempt (it numbers `delivery_attempts`); the round's
+-- attempts are `attempts - round_base`, its age counts from `redriven_at`.
+ALTER TABLE deliveries ADD COLUMN round_base INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE deliveries ADD COLUMN redriven_at INTEGER;
+CREATE INDEX deliveries_endpoint_seq ON deliveries(endpoint_id, status, event_seq);
+"#,
+    ),
 ];
 
 /// Brings the schema up to date. Returns the version now in force.

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod webhooks;
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -302,6 +304,34 @@ impl Gateway {
         std::thread::sleep(Duration::from_millis(300));
     }
 
+    /// A gateway with exactly this config text (`{db}` stands for the store
+    /// path): e.g. no MQTT source, for delivery tests.
+    pub fn with_config(dir: &Path, text: &str) -> Gateway {
+        let db = dir.join("rpm.db");
+        let config = dir.join("gateway.toml");
+        std::fs::write(&config, text.replace("{db}", &db.display().to_string())).unwrap();
+        Gateway {
+            dir: dir.to_path_buf(),
+            config,
+            db,
+            child: None,
+        }
+    }
+
+    /// Starts `run` and waits until the log shows `marker` once more than before.
+    pub fn start_until(&mut self, marker: &str, env: &[(&str, &str)]) {
+        let log = self.dir.join("gateway.log");
+        let before = std::fs::read_to_string(&log)
+            .map(|s| s.matches(marker).count())
+            .unwrap_or(0);
+        self.start_unready(env);
+        wait_until(marker, Duration::from_secs(20), || {
+            std::fs::read_to_string(&log)
+                .map(|s| s.matches(marker).count() > before)
+                .unwrap_or(false)
+        });
+    }
+
     /// Starts the process without waiting for its broker connection.
     pub fn start_unready(&mut self, env: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new()
@@ -387,6 +417,47 @@ impl Gateway {
         self.count(&format!(
             "SELECT COUNT(*) FROM quarantine WHERE reason = '{reason}'"
         ))
+    }
+
+    /// `(rule_id, status, late)` of a patient's alerts, by rule id.
+    pub fn alerts_of(&self, patient: &str) -> Vec<(String, String, bool)> {
+        if !self.db.exists() {
+            return Vec::new();
+        }
+        let db = self.db();
+        let mut q = db
+            .prepare("SELECT rule_id, status, late FROM alerts WHERE patient_id = ?1 ORDER BY rule_id, fired_at")
+            .unwrap();
+        q.query_map([patient], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// Outbox event types of a patient, in outbox order.
+    pub fn events_of(&self, patient: &str) -> Vec<String> {
+        let db = self.db();
+        let mut q = db
+            .prepare("SELECT event_type FROM outbox WHERE patient_id = ?1 ORDER BY seq")
+            .unwrap();
+        q.query_map([patient], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// Whether rule evaluation has caught up with every committed reading.
+    pub fn rules_caught_up(&self) -> bool {
+        self.count("SELECT (SELECT COALESCE(MAX(seq), 0) FROM readings) = (SELECT COALESCE(MAX(position), -1) FROM cursors WHERE name = 'rules')") == 1
+    }
+
+    /// Sends a signal (`HUP`, `TERM`, ...) to the running gateway.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("gateway not running").id();
+        Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .unwrap();
     }
 
     pub fn log(&self) -> String {

@@ -1,0 +1,199 @@
+//! `[rules]` and `[[patients]]`: the rule stage and care-plan enrolment.
+//!
+//! The rule set is loaded during validation, so `check-config` reports a
+//! broken rule file (with its own file, line and field) and a patient
+//! enrolled on a plan the rule set does not define, all at once.
+
+use device_profiles::profile::{line_col, FileError};
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `[rules]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Evaluate rules (alerts, outbox events).
+    pub enabled: bool,
+    /// Directory of rule packs (`*.toml`, optional `plans.toml`), relative
+    /// to the config file; absent = the packs bundled with the gateway.
+    pub dir: Option<PathBuf>,
+    /// How often missing-data rules are evaluated.
+    #[serde(with = "humantime_serde")]
+    pub missing_interval: Duration,
+    /// A reading received this long after it was measured is late.
+    #[serde(with = "humantime_serde")]
+    pub late_receipt: Duration,
+    /// Most readings evaluated per transaction.
+    pub batch_readings: usize,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            enabled: true,
+            dir: None,
+            missing_interval: Duration::from_secs(60),
+            late_receipt: Duration::from_secs(3600),
+            batch_readings: 500,
+        }
+    }
+}
+
+/// `[[patients]]`: enrolment applied at start (run-time changes made with
+/// `rpm-gateway patients ...` or the API are kept).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatientEnrolment {
+    /// Pseudonymous patient id.
+    pub id: String,
+    /// Care plans (`heart-failure`, `hypertension`, `diabetes`, `copd`).
+    #[serde(default)]
+    pub care_plans: Vec<String>,
+    /// Care team (webhook routing, API scopes).
+    #[serde(default)]
+    pub care_team: Option<String>,
+}
+
+/// Byte offset of `key` inside the `n`-th `[[patients]]` table (or of the
+/// table header when the key is absent).
+fn locate_patient(text: &str, n: usize, key: &str) -> Option<usize> {
+    let mut offset = 0;
+    let mut seen = 0usize;
+    let mut inside = false;
+    let mut header = None;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim();
+        if t.starts_with('[') {
+            inside = false;
+            if t.trim_start_matches("[[").trim_end_matches("]]").trim() == "patients"
+                && t.starts_with("[[")
+            {
+                if seen == n {
+                    inside = true;
+                    header = Some(offset);
+                }
+                seen += 1;
+            }
+        } else if inside && t.split('=').next().unwrap_or("").trim() == key {
+            return Some(offset + (line.len() - line.trim_start().len()));
+        }
+        offset += line.len();
+    }
+    header
+}
+
+/// Validates `[rules]` and `[[patients]]`, loading the rule set.
+pub(super) fn validate(
+    rules: &RulesConfig,
+    patients: &[PatientEnrolment],
+    text: &str,
+    file: &Path,
+    errors: &mut Vec<FileError>,
+) {
+    let at = |n: Option<usize>, field: &str, key: &str, message: String| {
+        let (line, column) = match n {
+            Some(n) => locate_patient(text, n, key),
+            None => super::locate(text, "rules", key),
+        }
+        .map(|o| line_col(text, o))
+        .unwrap_or((0, 0));
+        FileError {
+            file: file.to_path_buf(),
+            line,
+            column,
+            field: field.to_string(),
+            message,
+        }
+    };
+    if rules.missing_interval < Duration::from_millis(100) {
+        errors.push(at(
+            None,
+            "rules.missing_interval",
+            "missing_interval",
+            "must be at least 100ms".into(),
+        ));
+    }
+    if rules.batch_readings == 0 {
+        errors.push(at(
+            None,
+            "rules.batch_readings",
+            "batch_readings",
+            "must be greater than 0".into(),
+        ));
+    }
+    let set = match crate::rules::load_rule_set(rules.dir.as_deref()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            // The rule files' own positions: each error names its file.
+            for le in e.errors {
+                errors.push(FileError {
+                    file: PathBuf::from(le.file),
+                    line: le.line,
+                    column: le.column,
+                    field: le.field,
+                    message: le.message,
+                });
+            }
+            None
+        }
+    };
+    let mut seen = BTreeSet::new();
+    for (n, p) in patients.iter().enumerate() {
+        if p.id.trim().is_empty() {
+            errors.push(at(
+                Some(n),
+                &format!("patients[{n}].id"),
+                "id",
+                "must not be empty".into(),
+            ));
+        }
+        if !seen.insert(p.id.as_str()) {
+            errors.push(at(
+                Some(n),
+                &format!("patients[{n}].id"),
+                "id",
+                format!("patient `{}` is listed more than once", p.id),
+            ));
+        }
+        if let Some(plans) = set.as_ref().and_then(|s| s.plans()) {
+            for plan in &p.care_plans {
+                if !plans.is_known(plan) {
+                    let known: Vec<&str> = plans.plan.keys().map(String::as_str).collect();
+                    errors.push(at(
+                        Some(n),
+                        &format!("patients[{n}].care_plans"),
+                        "care_plans",
+                        format!("unknown care plan `{plan}` (known: {})", known.join(", ")),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use std::path::Path;
+
+    #[test]
+    fn unknown_plan_and_bad_rules_dir_are_reported_with_lines() {
+        let text = "[rules]\nmissing_interval = \"1s\"\n\n[[patients]]\nid = \"p1\"\ncare_plans = [\"heart-failure\"]\n\n[[patients]]\nid = \"p2\"\ncare_plans = [\"heart-failur\"]\n";
+        let e = Config::from_toml(text, Path::new("g.toml")).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].line, 10, "{e}");
+        assert_eq!(e.0[0].field, "patients[1].care_plans");
+        assert!(e.to_string().contains("heart-failur"), "{e}");
+
+        let ok =
+            Config::from_toml(&text.replace("failur\"", "failure\""), Path::new("g.toml")).unwrap();
+        assert_eq!(ok.patients.len(), 2);
+        assert_eq!(ok.rules.missing_interval.as_secs(), 1);
+
+        let e = Config::from_toml("[rules]\ndir = \"no-such-dir\"\n", Path::new("/tmp/g.toml"))
+            .unwrap_err();
+        assert!(e.to_string().contains("no-such-dir"), "{e}");
+    }
+}

@@ -1,0 +1,679 @@
+//! The dispatcher: fan-out, then one worker per enabled endpoint.
+//!
+//! - The main loop fans out new outbox events (poll every
+//!   `delivery.poll_interval`, or at once when woken by an in-process
+//!   producer) and keeps a worker running per enabled endpoint.
+//! - A worker looks at its endpoint's oldest pending deliveries (a bounded
+//!   window, `delivery.queue`), launches the due ones up to
+//!   `delivery.concurrency` at a time (one probe while its breaker is half
+//!   open, none while open), and never launches a patient's event while an
+//!   earlier event of the same patient is still pending for that endpoint:
+//!   per patient, an endpoint receives events in outbox order. Endpoints
+//!   are independent: a slow one only fills its own slots.
+//! - Each attempt's outcome, its log row and any operational event are
+//!   committed in one transaction; until then the delivery stays `pending`,
+//!   so an attempt cut short by a crash is made again after restart, with the
+//!   same `webhook-id`.
+
+use chrono::Utc;
+use rusqlite::{params, OptionalExtension};
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+
+use super::breaker::{Breaker, Transition};
+use super::endpoints::{self, Endpoint, EndpointError};
+use super::fanout::fanout;
+use super::ops;
+use super::retry::{Outcome, Schedule};
+use super::signing::{signature_header, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
+use crate::config::{client_tls_config, DeliveryConfig, TlsError, TlsSettings};
+use crate::metrics::Metrics;
+use crate::store::outbox::EventType;
+use crate::store::{now_ms, Store, StoreError};
+
+/// Dispatcher start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// TLS configuration.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The HTTP client could not be built.
+    #[error("http client: {0}")]
+    Client(String),
+}
+
+/// Response bytes kept in the attempt log.
+const EXCERPT: usize = 512;
+/// Events fanned out per transaction.
+const FANOUT_BATCH: usize = 500;
+/// A worker with nothing due re-reads its queue this often (re-drives and
+/// changes made by other processes).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+struct Shared {
+    db: Mutex<Store>,
+    client: reqwest::Client,
+    cfg: DeliveryConfig,
+    schedule: Schedule,
+    metrics: Arc<Metrics>,
+}
+
+/// The webhook dispatcher.
+pub struct Dispatcher {
+    shared: Arc<Shared>,
+    wake: Arc<Notify>,
+}
+
+/// The HTTPS client: rustls (ring), system roots plus `ca_file`, connect
+/// and total timeouts, no redirects (a signed POST is not re-sent elsewhere).
+pub fn http_client(cfg: &DeliveryConfig) -> Result<reqwest::Client, DispatchError> {
+    let tls = client_tls_config(&TlsSettings {
+        ca_file: cfg.ca_file.clone(),
+        ..Default::default()
+    })?;
+    reqwest::Client::builder()
+        .tls_backend_preconfigured((*tls).clone())
+        .connect_timeout(cfg.connect_timeout)
+        .timeout(cfg.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("rpm-gateway/", env!("CARGO_PKG_VERSION")))
+        .pool_max_idle_per_host(cfg.concurrency)
+        .build()
+        .map_err(|e| DispatchError::Client(e.to_string()))
+}
+
+async fn db<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    f: impl FnOnce(&mut Store) -> Result<T, EndpointError> + Send + 'static,
+) -> Result<T, EndpointError> {
+    let shared = shared.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut store = shared
+            .db
+            .lock()
+            .map_err(|_| EndpointError::Store(StoreError::WriterGone))?;
+        f(&mut store)
+    })
+    .await
+    .map_err(|_| EndpointError::Store(StoreError::WriterGone))?
+}
+
+impl Dispatcher {
+    /// A dispatcher on its own store connection.
+    pub fn new(
+        store: Store,
+        cfg: &DeliveryConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Dispatcher, DispatchError> {
+        Ok(Dispatcher {
+            shared: Arc::new(Shared {
+                db: Mutex::new(store),
+                client: http_client(cfg)?,
+                cfg: cfg.clone(),
+                schedule: cfg.schedule(),
+                metrics,
+            }),
+            wake: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Wakes the dispatcher at once (an in-process producer committed an
+    /// event); others are seen at the next poll.
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// Runs until `stop` resolves, then lets in-flight attempts finish.
+    pub async fn run(self, stop: impl Future<Output = ()>) {
+        let shared = self.shared;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut workers: HashMap<String, (tokio::task::JoinHandle<()>, Arc<Notify>)> =
+            HashMap::new();
+        tracing::info!("webhook dispatcher started");
+        tokio::pin!(stop);
+        loop {
+            let mut more = false;
+            match db(&shared, |s| fanout(s, FANOUT_BATCH)).await {
+                Ok((touched, n)) => {
+                    more = n >= FANOUT_BATCH;
+                    if n > 0 {
+                        shared.metrics.webhook_queued(n);
+                    }
+                    for t in touched {
+                        if let Some((_, w)) = workers.get(&t) {
+                            w.notify_one();
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "webhook fan-out failed; retrying"),
+            }
+            match db(&shared, |s| endpoints::list(s.conn())).await {
+                Ok(eps) => {
+                    workers.retain(|_, (h, _)| !h.is_finished());
+                    for ep in eps.into_iter().filter(|e| e.enabled) {
+                        if workers.contains_key(&ep.endpoint_id) {
+                            continue;
+                        }
+                        let notify = Arc::new(Notify::new());
+                        let h = tokio::spawn(worker(
+                            shared.clone(),
+                            ep.endpoint_id.clone(),
+                            notify.clone(),
+                            stop_rx.clone(),
+                        ));
+                        workers.insert(ep.endpoint_id, (h, notify));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read webhook endpoints"),
+            }
+            if more {
+                continue;
+            }
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = self.wake.notified() => {}
+                _ = super::wake_signal().notified() => {}
+                _ = tokio::time::sleep(shared.cfg.poll_interval) => {}
+            }
+        }
+        let _ = stop_tx.send(true);
+        for (_, (h, n)) in workers {
+            n.notify_one();
+            let _ = h.await;
+        }
+        tracing::info!("webhook dispatcher stopped");
+    }
+}
+
+/// A pending delivery in a worker's window.
+struct Pending {
+    delivery_id: i64,
+    next_attempt_at: i64,
+    patient_id: Option<String>,
+}
+
+fn window(store: &Store, endpoint: &str, limit: usize) -> Result<Vec<Pending>, EndpointError> {
+    let mut q = store.conn().prepare_cached(
+        "SELECT d.delivery_id, d.next_attempt_at, o.patient_id
+         FROM deliveries d JOIN outbox o ON o.seq = d.event_seq
+         WHERE d.endpoint_id = ?1 AND d.status = 'pending' ORDER BY d.event_seq LIMIT ?2",
+    )?;
+    let rows = q.query_map(params![endpoint, limit as i64], |r| {
+        Ok(Pending {
+            delivery_id: r.get(0)?,
+            next_attempt_at: r.get(1)?,
+            patient_id: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// What a finished attempt tells the worker.
+struct Done {
+    delivery_id: i64,
+    outcome: Outcome,
+    status: Option<u16>,
+}
+
+async fn worker(
+    shared: Arc<Shared>,
+    endpoint_id: String,
+    notify: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let cfg = &shared.cfg;
+    let mut breaker = Breaker::new(
+        cfg.breaker_threshold,
+        cfg.breaker_cooldown,
+        cfg.breaker_max_cooldown,
+    );
+    let mut inflight: HashSet<i64> = HashSet::new();
+    let mut tasks: JoinSet<Done> = JoinSet::new();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let id = endpoint_id.clone();
+        let ep = match db(&shared, move |s| endpoints::get(s.conn(), &id)).await {
+            Ok(Some(ep)) if ep.enabled => Some(Arc::new(ep)),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(endpoint = %endpoint_id, error = %e, "cannot read endpoint");
+                None
+            }
+        };
+        let Some(ep) = ep else { break };
+        let (id, limit) = (endpoint_id.clone(), cfg.queue);
+        let rows = match db(&shared, move |s| window(s, &id, limit)).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(endpoint = %endpoint_id, error = %e, "cannot read pending deliveries; retrying");
+                Vec::new()
+            }
+        };
+        let now = now_ms();
+        let instant = Instant::now();
+        let allowance = breaker.allowance(instant, cfg.concurrency);
+        let mut wait = IDLE_POLL;
+        if allowance == 0 {
+            if let super::breaker::State::Open(until) = breaker.state(instant) {
+                wait = until.saturating_duration_since(instant);
+            }
+        }
+        let mut patients_seen: HashSet<String> = HashSet::new();
+        for p in rows {
+            let earlier_pending = match &p.patient_id {
+                Some(pid) => !patients_seen.insert(pid.clone()),
+                None => false,
+            };
+            if earlier_pending || inflight.contains(&p.delivery_id) {
+                continue;
+            }
+            if p.next_attempt_at > now {
+                wait = wait.min(Duration::from_millis((p.next_attempt_at - now) as u64));
+                continue;
+            }
+            if inflight.len() >= allowance {
+                break;
+            }
+            inflight.insert(p.delivery_id);
+            tasks.spawn(attempt(shared.clone(), ep.clone(), p.delivery_id));
+        }
+        tokio::select! {
+            Some(done) = tasks.join_next() => {
+                if let Ok(done) = done {
+                    inflight.remove(&done.delivery_id);
+                    on_done(&shared, &endpoint_id, &mut breaker, &done).await;
+                } else {
+                    inflight.clear();
+                }
+            }
+            _ = notify.notified() => {}
+            _ = tokio::time::sleep(wait.max(Duration::from_millis(5))) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    // Drain: attempts already sent finish and are recorded.
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(done) = done {
+            on_done(&shared, &endpoint_id, &mut breaker, &done).await;
+        }
+    }
+}
+
+async fn on_done(shared: &Arc<Shared>, endpoint_id: &str, breaker: &mut Breaker, done: &Done) {
+    let transition = if done.outcome.is_endpoint_failure(done.status) {
+        breaker.failure(Instant::now())
+    } else if done.status.is_some() {
+        breaker.success()
+    } else {
+        Transition::None
+    };
+    match transition {
+        Transition::Opened => {
+            shared.metrics.webhook_breaker_opened(endpoint_id);
+            tracing::warn!(
+                endpoint = endpoint_id,
+                "webhook endpoint failing: paused (circuit breaker open)"
+            );
+            let id = endpoint_id.to_string();
+            let threshold = shared.cfg.breaker_threshold;
+            let opened = now_ms().to_string();
+            let r = db(shared, move |s| {
+                let tx = s.transaction()?;
+                ops::raise(
+                    &tx,
+                    EventType::DeliveryFailing,
+                    &id,
+                    format!("deliveries to endpoint `{id}` keep failing ({threshold} in a row); it is paused and probed"),
+                    serde_json::json!({ "consecutive_failures": threshold }),
+                    &[&opened],
+                )?;
+                tx.commit().map_err(StoreError::from)?;
+                Ok(())
+            })
+            .await;
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "cannot record delivery.failing");
+            }
+        }
+        Transition::Recovered => {
+            tracing::info!(endpoint = endpoint_id, "webhook endpoint recovered")
+        }
+        Transition::None => {}
+    }
+}
+
+/// What the HTTP exchange gave.
+struct Exchange {
+    status: Option<u16>,
+    retry_after: Option<String>,
+    error: Option<String>,
+    latency: Duration,
+}
+
+async fn post(client: &reqwest::Client, ep: &Endpoint, event_id: &str, body: String) -> Exchange {
+    let ts = Utc::now().timestamp();
+    let sig = signature_header(&ep.keys(), event_id, ts, body.as_bytes());
+    let start = Instant::now();
+    let res = client
+        .post(&ep.url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(HEADER_ID, event_id)
+        .header(HEADER_TIMESTAMP, ts.to_string())
+        .header(HEADER_SIGNATURE, sig)
+        .body(body)
+        .send()
+        .await;
+    match res {
+        Ok(mut resp) => {
+            let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from);
+            let mut error = None;
+            if !(200..300).contains(&status) {
+                let mut buf = Vec::new();
+                while buf.len() < EXCERPT {
+                    match resp.chunk().await {
+                        Ok(Some(c)) => buf.extend_from_slice(&c),
+                        _ => break,
+                    }
+                }
+                buf.truncate(EXCERPT);
+                error = Some(format!(
+                    "HTTP {status}: {}",
+                    String::from_utf8_lossy(&buf).trim()
+                ));
+            }
+            Exchange {
+                status: Some(status),
+                retry_after,
+                error,
+                latency: start.elapsed(),
+            }
+        }
+        Err(e) => {
+            // Never the URL: it may carry a token.
+            let kind = if e.is_timeout() {
+                "timeout"
+            } else if e.is_connect() {
+                "connect"
+            } else {
+                "request"
+            };
+            let e = e.without_url();
+            let mut msg = format!("{kind}: {e}");
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            Exchange {
+                status: None,
+                retry_after: None,
+                error: Some(msg),
+                latency: start.elapsed(),
+            }
+        }
+    }
+}
+
+async fn attempt(shared: Arc<Shared>, ep: Arc<Endpoint>, delivery_id: i64) -> Done {
+    let loaded = db(&shared, move |s| {
+        Ok(s.conn()
+            .query_row(
+                "SELECT o.event_id, o.payload FROM deliveries d JOIN outbox o ON o.seq = d.event_seq
+                 WHERE d.delivery_id = ?1 AND d.status = 'pending'",
+                [delivery_id],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            )
+            .optional()?)
+    })
+    .await;
+    let Ok(Some((event_id, body))) = loaded else {
+        return Done {
+            delivery_id,
+            outcome: Outcome::Successful,
+            status: None,
+        };
+    };
+    let ex = post(&shared.client, &ep, &event_id, body).await;
+    let outcome = Outcome::classify(ex.status, ex.retry_after.as_deref(), Utc::now());
+    let latency = ex.latency;
+    let status = ex.status;
+    let endpoint_id = ep.endpoint_id.clone();
+    let o = outcome.clone();
+    let sh = shared.clone();
+    let label = db(&shared, move |s| {
+        record(s, &sh.schedule, &endpoint_id, delivery_id, &ex, &o)
+    })
+    .await;
+    match label {
+        Ok(label) => shared
+            .metrics
+            .webhook_attempt(&ep.endpoint_id, label, latency),
+        Err(e) => {
+            tracing::warn!(endpoint = %ep.endpoint_id, error = %e, "cannot record a webhook attempt; it will be made again")
+        }
+    }
+    Done {
+        delivery_id,
+        outcome,
+        status,
+    }
+}
+
+/// Commits an attempt: its log row, the delivery's new state, and any
+/// operational event, in one transaction. Returns the metric label.
+fn record(
+    store: &mut Store,
+    schedule: &Schedule,
+    endpoint_id: &str,
+    delivery_id: i64,
+    ex: &Exchange,
+    outcome: &Outcome,
+) -> Result<&'static str, EndpointError> {
+    let tx = store.transaction()?;
+    let now = now_ms();
+    let row: Option<(i64, i64, i64, String, String)> = tx
+        .query_row(
+            "SELECT d.attempts, d.round_base, COALESCE(d.redriven_at, d.created_at), o.event_id, o.event_type
+             FROM deliveries d JOIN outbox o ON o.seq = d.event_seq
+             WHERE d.delivery_id = ?1 AND d.status = 'pending'",
+            [delivery_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .optional()?;
+    let Some((attempts, round_base, since, event_id, event_type)) = row else {
+        return Ok("stale");
+    };
+    let attempt_no = attempts + 1;
+    tx.execute(
+        "INSERT INTO delivery_attempts (delivery_id, attempt, at, http_status, latency_ms, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            delivery_id,
+            attempt_no,
+            now,
+            ex.status,
+            ex.latency.as_millis() as i64,
+            ex.error
+        ],
+    )?;
+    let mut next_at = now;
+    let (status, label) = match outcome {
+        Outcome::Successful => ("delivered", "delivered"),
+        Outcome::DontRetry => ("failed", "failed"),
+        Outcome::Disable => {
+            endpoints::set_enabled(&tx, endpoint_id, false, "410 Gone from the receiver")?;
+            ops::raise(
+                &tx,
+                EventType::EndpointDisabled,
+                endpoint_id,
+                format!("endpoint `{endpoint_id}` answered 410 Gone and was disabled; its pending deliveries wait until it is enabled again"),
+                serde_json::json!({ "http_status": 410, "delivery_id": delivery_id }),
+                &[&delivery_id.to_string(), &attempt_no.to_string()],
+            )?;
+            ("pending", "gone")
+        }
+        Outcome::Retry { after } => {
+            let failed = (attempt_no - round_base).max(1) as u32;
+            let age = Duration::from_millis((now - since).max(0) as u64);
+            match schedule.next_delay(failed, age, *after) {
+                Some(d) => {
+                    next_at = now + d.as_millis() as i64;
+                    ("pending", "retry")
+                }
+                None => {
+                    // A dead operational event raises nothing more: no loop.
+                    if event_type.starts_with("alert.") {
+                        ops::raise(
+                            &tx,
+                            EventType::DeliveryDeadLettered,
+                            endpoint_id,
+                            format!("a delivery to endpoint `{endpoint_id}` was dead-lettered after {attempt_no} attempt(s); re-drive it with `rpm-gateway webhooks redrive`"),
+                            serde_json::json!({
+                                "delivery_id": delivery_id,
+                                "event_id": event_id,
+                                "event_type": event_type,
+                                "attempts": attempt_no,
+                                "last_status": ex.status,
+                            }),
+                            &[&delivery_id.to_string(), &attempt_no.to_string()],
+                        )?;
+                    }
+                    tracing::warn!(
+                        endpoint = endpoint_id,
+                        delivery = delivery_id,
+                        "webhook delivery dead-lettered"
+                    );
+                    ("dead", "dead")
+                }
+            }
+        }
+    };
+    tx.execute(
+        "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, updated_at = ?5,
+                last_status = ?6, last_error = ?7
+         WHERE delivery_id = ?1",
+        params![
+            delivery_id,
+            status,
+            attempt_no,
+            next_at,
+            now,
+            ex.status,
+            ex.error
+        ],
+    )?;
+    tx.commit().map_err(StoreError::from)?;
+    Ok(label)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::endpoints::NewEndpoint;
+    use crate::delivery::receiver::{self, ReceiverOptions};
+    use crate::delivery::route::Filter;
+    use crate::delivery::signing::Secret;
+    use crate::store::outbox::{enqueue, event_id, Event, OperationalData, EVENT_SCHEMA};
+
+    /// In process: the library receiver, the dispatcher woken by its waker,
+    /// an operational event routed only to an endpoint that asked for it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn delivers_to_the_in_process_receiver_when_woken() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let secret = Secret::generate();
+        let listener = receiver::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let (stop_rx_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let opts = ReceiverOptions {
+            secrets: vec![Secret::parse(&secret).unwrap()],
+            quiet: true,
+            ..Default::default()
+        };
+        let server = tokio::spawn(receiver::serve(listener, opts, Some(tx), async {
+            let _ = stop_rx.await;
+        }));
+        let mut store = Store::open(&path).unwrap();
+        for (id, types) in [("ops", vec!["delivery.*".to_string()]), ("alerts", vec![])] {
+            let new = NewEndpoint {
+                endpoint_id: id.into(),
+                url: format!("http://{addr}/{id}"),
+                secret: Some(secret.clone()),
+                filter: Filter {
+                    event_types: types,
+                    ..Default::default()
+                },
+                enabled: true,
+                ..Default::default()
+            };
+            endpoints::create(store.conn(), &new, "api", false).unwrap();
+        }
+        let cfg = DeliveryConfig {
+            poll_interval: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let d = Dispatcher::new(Store::open(&path).unwrap(), &cfg, Arc::default()).unwrap();
+        let wake = d.waker();
+        let (stop_tx, stop) = tokio::sync::oneshot::channel::<()>();
+        let run = tokio::spawn(d.run(async {
+            let _ = stop.await;
+        }));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let ev = Event {
+            schema: EVENT_SCHEMA.into(),
+            id: event_id(&["test", "failing"]),
+            event_type: EventType::DeliveryFailing,
+            timestamp: Utc::now(),
+            data: OperationalData {
+                endpoint_id: Some("elsewhere".into()),
+                message: "x".into(),
+                detail: serde_json::Value::Null,
+            },
+        };
+        let t = store.transaction().unwrap();
+        enqueue(&t, &ev, None, None, None).unwrap();
+        t.commit().unwrap();
+        wake.notify_one();
+        let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.webhook_id, ev.id);
+        assert_eq!(got.event["type"], "delivery.failing");
+        let _ = stop_tx.send(());
+        run.await.unwrap();
+        let _ = stop_rx_tx.send(());
+        server.await.unwrap().unwrap();
+        let delivered: i64 = store
+            .conn()
+            .query_row(
+                "SELECT COUNT(*) FROM deliveries WHERE endpoint_id = 'ops' AND status = 'delivered'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let to_alerts: i64 = store
+            .conn()
+            .query_row(
+                "SELECT COUNT(*) FROM deliveries WHERE endpoint_id = 'alerts'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!((delivered, to_alerts), (1, 0));
+    }
+}

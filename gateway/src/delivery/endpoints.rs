@@ -1,0 +1,616 @@
+//! Webhook endpoints and their deliveries in the store: what the CLI and the
+//! HTTP API change at run time and what the dispatcher reads.
+//!
+//! Every function takes a `&Connection` (a `Transaction` derefs to one), so
+//! callers choose the transaction. Secrets are stored as the `whsec_` text
+//! (the dispatcher must sign with them, so they cannot be hashed) and are
+//! never serialized out of an [`Endpoint`]: it reports only how many are
+//! active.
+
+use chrono::{DateTime, TimeZone, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+
+use super::route::Filter;
+use super::signing::Secret;
+use crate::store::{now_ms, StoreError};
+
+/// Endpoint management failures.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No such endpoint.
+    #[error("no webhook endpoint `{0}`")]
+    NotFound(String),
+    /// The id is taken.
+    #[error("webhook endpoint `{0}` already exists")]
+    Exists(String),
+    /// A field is invalid.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// which field
+        field: &'static str,
+        /// why
+        message: String,
+    },
+}
+
+impl From<rusqlite::Error> for EndpointError {
+    fn from(e: rusqlite::Error) -> Self {
+        EndpointError::Store(StoreError::Sqlite(e))
+    }
+}
+
+/// A webhook endpoint as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Endpoint {
+    /// Stable id (`care-team-north`).
+    pub endpoint_id: String,
+    /// Where deliveries are POSTed.
+    pub url: String,
+    /// Free text for operators.
+    pub description: String,
+    /// Active secrets, newest first (at most two during a rotation). Never serialized.
+    #[serde(skip)]
+    pub secrets: Vec<String>,
+    /// How many secrets are active (2 during a rotation).
+    pub active_secrets: usize,
+    /// Deliveries are attempted only while enabled.
+    pub enabled: bool,
+    /// Why it was disabled (`410 Gone`, `by cli`).
+    pub disabled_reason: Option<String>,
+    /// Which events it receives.
+    pub filter: Filter,
+    /// config | cli | api.
+    pub origin: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Endpoint {
+    /// The parsed signing keys (invalid stored ones are skipped: they were
+    /// validated when written).
+    pub fn keys(&self) -> Vec<Secret> {
+        self.secrets
+            .iter()
+            .filter_map(|s| Secret::parse(s).ok())
+            .collect()
+    }
+}
+
+/// A new endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct NewEndpoint {
+    /// Id: letters, digits, `-`, `_`, `.`.
+    pub endpoint_id: String,
+    /// URL (https, or http to loopback unless `allow_http`).
+    pub url: String,
+    /// Free text.
+    pub description: String,
+    /// `whsec_` secret; `None` generates one.
+    pub secret: Option<String>,
+    /// Routing filter.
+    pub filter: Filter,
+    /// Enabled at once.
+    pub enabled: bool,
+}
+
+/// A change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointChange {
+    /// New URL.
+    pub url: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+    /// New filter.
+    pub filter: Option<Filter>,
+    /// Enable or disable (disabling records `disabled_reason`).
+    pub enabled: Option<bool>,
+}
+
+/// Checks an endpoint id.
+pub fn validate_id(id: &str) -> Result<(), EndpointError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(EndpointError::Invalid {
+            field: "id",
+            message: "1 to 64 characters: letters, digits, `-`, `_`, `.`".into(),
+        })
+    }
+}
+
+/// Checks a URL: https, or plain http only to a loopback host unless
+/// `allow_http` (alerts carry health data: never in clear over a network).
+pub fn validate_url(text: &str, allow_http: bool) -> Result<(), EndpointError> {
+    let invalid = |message: String| EndpointError::Invalid {
+        field: "url",
+        message,
+    };
+    let u = url::Url::parse(text).map_err(|e| invalid(format!("not a URL: {e}")))?;
+    let host = u
+        .host_str()
+        .ok_or_else(|| invalid("the URL has no host".into()))?;
+    match u.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let loopback = host == "localhost"
+                || host
+                    .trim_matches(|c| c == '[' || c == ']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if loopback || allow_http {
+                Ok(())
+            } else {
+                Err(invalid(
+                    "plain http is allowed only to a loopback host; use https (or delivery.allow_http = true)".into(),
+                ))
+            }
+        }
+        s => Err(invalid(format!("scheme `{s}` is not http(s)"))),
+    }
+}
+
+fn validate_secret(s: &str) -> Result<(), EndpointError> {
+    Secret::parse(s)
+        .map(|_| ())
+        .map_err(|e| EndpointError::Invalid {
+            field: "secret",
+            message: e.to_string(),
+        })
+}
+
+const COLUMNS: &str = "endpoint_id, url, description, secrets, enabled, disabled_reason, filter, origin, created_at, updated_at";
+
+fn time(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+fn row(r: &Row<'_>) -> rusqlite::Result<Endpoint> {
+    let secrets: Vec<String> = serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default();
+    let filter: Filter = serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default();
+    Ok(Endpoint {
+        endpoint_id: r.get(0)?,
+        url: r.get(1)?,
+        description: r.get(2)?,
+        active_secrets: secrets.len(),
+        secrets,
+        enabled: r.get::<_, i64>(4)? != 0,
+        disabled_reason: r.get(5)?,
+        filter,
+        origin: r.get(7)?,
+        created_at: time(r.get(8)?),
+        updated_at: time(r.get(9)?),
+    })
+}
+
+fn json<T: Serialize>(v: &T) -> Result<String, EndpointError> {
+    serde_json::to_string(v).map_err(|e| EndpointError::Store(StoreError::Encode(e.to_string())))
+}
+
+/// All endpoints, by id.
+pub fn list(conn: &Connection) -> Result<Vec<Endpoint>, EndpointError> {
+    let mut q = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM webhook_endpoints ORDER BY endpoint_id"
+    ))?;
+    let rows = q.query_map([], row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// One endpoint.
+pub fn get(conn: &Connection, id: &str) -> Result<Option<Endpoint>, EndpointError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM webhook_endpoints WHERE endpoint_id = ?1"),
+            [id],
+            row,
+        )
+        .optional()?)
+}
+
+fn must_get(conn: &Connection, id: &str) -> Result<Endpoint, EndpointError> {
+    get(conn, id)?.ok_or_else(|| EndpointError::NotFound(id.to_string()))
+}
+
+/// Creates an endpoint. Returns it and its (possibly generated) secret,
+/// which the caller shows once.
+pub fn create(
+    conn: &Connection,
+    new: &NewEndpoint,
+    origin: &str,
+    allow_http: bool,
+) -> Result<(Endpoint, String), EndpointError> {
+    validate_id(&new.endpoint_id)?;
+    validate_url(&new.url, allow_http)?;
+    new.filter
+        .validate()
+        .map_err(|message| EndpointError::Invalid {
+            field: "filter",
+            message,
+        })?;
+    let secret = new.secret.clone().unwrap_or_else(Secret::generate);
+    validate_secret(&secret)?;
+    if get(conn, &new.endpoint_id)?.is_some() {
+        return Err(EndpointError::Exists(new.endpoint_id.clone()));
+    }
+    let now = now_ms();
+    conn.execute(
+        "INSERT INTO webhook_endpoints (endpoint_id, url, description, secrets, enabled, disabled_reason, filter, origin, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+        params![
+            new.endpoint_id,
+            new.url,
+            new.description,
+            json(&[&secret])?,
+            new.enabled as i64,
+            (!new.enabled).then_some(format!("disabled at creation by {origin}")),
+            json(&new.filter)?,
+            origin,
+            now
+        ],
+    )?;
+    Ok((must_get(conn, &new.endpoint_id)?, secret))
+}
+
+/// Changes url, description, filter or enabled.
+pub fn update(
+    conn: &Connection,
+    id: &str,
+    change: &EndpointChange,
+    actor: &str,
+    allow_http: bool,
+) -> Result<Endpoint, EndpointError> {
+    must_get(conn, id)?;
+    let now = now_ms();
+    if let Some(url) = &change.url {
+        validate_url(url, allow_http)?;
+        conn.execute(
+            "UPDATE webhook_endpoints SET url = ?2, updated_at = ?3 WHERE endpoint_id = ?1",
+            params![id, url, now],
+        )?;
+    }
+    if let Some(d) = &change.description {
+        conn.execute(
+            "UPDATE webhook_endpoints SET description = ?2, updated_at = ?3 WHERE endpoint_id = ?1",
+            params![id, d, now],
+        )?;
+    }
+    if let Some(f) = &change.filter {
+        f.validate().map_err(|message| EndpointError::Invalid {
+            field: "filter",
+            message,
+        })?;
+        conn.execute(
+            "UPDATE webhook_endpoints SET filter = ?2, updated_at = ?3 WHERE endpoint_id = ?1",
+            params![id, json(f)?, now],
+        )?;
+    }
+    if let Some(enabled) = change.enabled {
+        set_enabled(conn, id, enabled, &format!("disabled by {actor}"))?;
+    }
+    must_get(conn, id)
+}
+
+/// Enables (clearing the reason) or disables (recording `reason`) an
+/// endpoint. Its pending deliveries wait while it is disabled and resume
+/// when it is enabled again. Returns whether anything changed.
+pub fn set_enabled(
+    conn: &Connection,
+    id: &str,
+    enabled: bool,
+    reason: &str,
+) -> Result<bool, EndpointError> {
+    let ep = must_get(conn, id)?;
+    if ep.enabled == enabled {
+        return Ok(false);
+    }
+    conn.execute(
+        "UPDATE webhook_endpoints SET enabled = ?2, disabled_reason = ?3, updated_at = ?4 WHERE endpoint_id = ?1",
+        params![id, enabled as i64, (!enabled).then_some(reason), now_ms()],
+    )?;
+    Ok(true)
+}
+
+/// Rotates the secret: the new one (given or generated) becomes the
+/// newest and the previous newest stays active, so every delivery carries
+/// two signatures until [`retire_secrets`]. Returns the new secret.
+pub fn rotate_secret(
+    conn: &Connection,
+    id: &str,
+    new: Option<String>,
+) -> Result<String, EndpointError> {
+    let ep = must_get(conn, id)?;
+    let secret = new.unwrap_or_else(Secret::generate);
+    validate_secret(&secret)?;
+    let mut secrets = vec![secret.clone()];
+    secrets.extend(ep.secrets.into_iter().filter(|s| *s != secret).take(1));
+    conn.execute(
+        "UPDATE webhook_endpoints SET secrets = ?2, updated_at = ?3 WHERE endpoint_id = ?1",
+        params![id, json(&secrets)?, now_ms()],
+    )?;
+    Ok(secret)
+}
+
+/// Ends a rotation: only the newest secret stays active.
+pub fn retire_secrets(conn: &Connection, id: &str) -> Result<usize, EndpointError> {
+    let ep = must_get(conn, id)?;
+    let retired = ep.secrets.len().saturating_sub(1);
+    conn.execute(
+        "UPDATE webhook_endpoints SET secrets = ?2, updated_at = ?3 WHERE endpoint_id = ?1",
+        params![
+            id,
+            json(&ep.secrets.iter().take(1).collect::<Vec<_>>())?,
+            now_ms()
+        ],
+    )?;
+    Ok(retired)
+}
+
+/// Brings a `[[webhooks]]` config entry into the store. Config owns url,
+/// description and filter; a config secret that is not active becomes
+/// the newest with the previous one kept active (a rotation done by editing
+/// the file; a rotation done with the CLI or API is kept). `enabled = false` in config disables; otherwise the run-time
+/// state stays (an endpoint disabled by a 410 stays disabled until enabled
+/// by hand). An endpoint created at run time with the same id is left alone.
+pub fn apply_config(
+    conn: &Connection,
+    new: &NewEndpoint,
+    allow_http: bool,
+) -> Result<(), EndpointError> {
+    match get(conn, &new.endpoint_id)? {
+        None => {
+            create(conn, new, "config", allow_http)?;
+        }
+        Some(ep) if ep.origin == "config" => {
+            update(
+                conn,
+                &new.endpoint_id,
+                &EndpointChange {
+                    url: Some(new.url.clone()),
+                    description: Some(new.description.clone()),
+                    filter: Some(new.filter.clone()),
+                    enabled: (!new.enabled).then_some(false),
+                },
+                "config",
+                allow_http,
+            )?;
+            if let Some(s) = &new.secret {
+                if !ep.secrets.contains(s) {
+                    rotate_secret(conn, &new.endpoint_id, Some(s.clone()))?;
+                }
+            }
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
+/// A delivery (one event to one endpoint).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeliveryRecord {
+    /// Id.
+    pub delivery_id: i64,
+    /// Outbox sequence of the event.
+    pub event_seq: i64,
+    /// Event id (= `webhook-id`).
+    pub event_id: String,
+    /// Event type.
+    pub event_type: String,
+    /// Endpoint.
+    pub endpoint_id: String,
+    /// pending | delivered | failed | dead.
+    pub status: String,
+    /// Attempts so far (all rounds).
+    pub attempts: i64,
+    /// Next attempt (pending only).
+    pub next_attempt_at: DateTime<Utc>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// Last HTTP status.
+    pub last_status: Option<i64>,
+    /// Last error or response excerpt.
+    pub last_error: Option<String>,
+}
+
+/// One attempt.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttemptRecord {
+    /// Delivery.
+    pub delivery_id: i64,
+    /// 1, 2, ...
+    pub attempt: i64,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// HTTP status, if a response came.
+    pub http_status: Option<i64>,
+    /// Time to response or failure.
+    pub latency_ms: i64,
+    /// Error or response excerpt.
+    pub error: Option<String>,
+}
+
+/// Which deliveries to list.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryQuery<'a> {
+    /// Only this endpoint.
+    pub endpoint_id: Option<&'a str>,
+    /// Only this status.
+    pub status: Option<&'a str>,
+    /// Only ids below this (newest first, keyset pagination).
+    pub before: Option<i64>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// Deliveries, newest first.
+pub fn deliveries(
+    conn: &Connection,
+    q: &DeliveryQuery<'_>,
+) -> Result<Vec<DeliveryRecord>, EndpointError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT d.delivery_id, d.event_seq, o.event_id, o.event_type, d.endpoint_id, d.status, d.attempts,
+                d.next_attempt_at, d.created_at, d.updated_at, d.last_status, d.last_error
+         FROM deliveries d JOIN outbox o ON o.seq = d.event_seq
+         WHERE (?1 IS NULL OR d.endpoint_id = ?1) AND (?2 IS NULL OR d.status = ?2)
+           AND (?3 IS NULL OR d.delivery_id < ?3)
+         ORDER BY d.delivery_id DESC LIMIT ?4",
+    )?;
+    let rows = stmt.query_map(
+        params![q.endpoint_id, q.status, q.before, q.limit.max(1) as i64],
+        |r| {
+            Ok(DeliveryRecord {
+                delivery_id: r.get(0)?,
+                event_seq: r.get(1)?,
+                event_id: r.get(2)?,
+                event_type: r.get(3)?,
+                endpoint_id: r.get(4)?,
+                status: r.get(5)?,
+                attempts: r.get(6)?,
+                next_attempt_at: time(r.get(7)?),
+                created_at: time(r.get(8)?),
+                updated_at: time(r.get(9)?),
+                last_status: r.get(10)?,
+                last_error: r.get(11)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The attempts of one delivery, in order.
+pub fn attempts(conn: &Connection, delivery_id: i64) -> Result<Vec<AttemptRecord>, EndpointError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT delivery_id, attempt, at, http_status, latency_ms, error FROM delivery_attempts
+         WHERE delivery_id = ?1 ORDER BY id",
+    )?;
+    let rows = stmt.query_map([delivery_id], |r| {
+        Ok(AttemptRecord {
+            delivery_id: r.get(0)?,
+            attempt: r.get(1)?,
+            at: time(r.get(2)?),
+            http_status: r.get(3)?,
+            latency_ms: r.get(4)?,
+            error: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// What to re-drive.
+#[derive(Debug, Clone, Copy)]
+pub enum Redrive<'a> {
+    /// One delivery (dead or failed).
+    Delivery(i64),
+    /// Every dead or failed delivery of an endpoint.
+    Endpoint(&'a str),
+    /// Every dead or failed delivery.
+    All,
+}
+
+/// Puts dead-lettered (and failed) deliveries back in the queue with a
+/// fresh retry round: same event, same `webhook-id`. Returns how many.
+pub fn redrive(conn: &Connection, which: Redrive<'_>) -> Result<usize, EndpointError> {
+    let (id, endpoint) = match which {
+        Redrive::Delivery(id) => (Some(id), None),
+        Redrive::Endpoint(e) => (None, Some(e)),
+        Redrive::All => (None, None),
+    };
+    let n = conn.execute(
+        "UPDATE deliveries SET status = 'pending', round_base = attempts, redriven_at = ?3,
+                next_attempt_at = ?3, updated_at = ?3
+         WHERE status IN ('dead', 'failed')
+           AND (?1 IS NULL OR delivery_id = ?1) AND (?2 IS NULL OR endpoint_id = ?2)",
+        params![id, endpoint, now_ms()],
+    )?;
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn new(id: &str) -> NewEndpoint {
+        NewEndpoint {
+            endpoint_id: id.into(),
+            url: "http://127.0.0.1:9/hook".into(),
+            description: "test".into(),
+            secret: None,
+            filter: Filter::default(),
+            enabled: true,
+        }
+    }
+
+    #[test]
+    fn create_rotate_retire_disable_and_validate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let c = store.conn();
+        let (ep, secret) = create(c, &new("north"), "cli", false).unwrap();
+        assert!(secret.starts_with("whsec_"));
+        assert_eq!(ep.active_secrets, 1);
+        assert!(!serde_json::to_string(&ep).unwrap().contains("whsec_"));
+        assert!(matches!(
+            create(c, &new("north"), "cli", false),
+            Err(EndpointError::Exists(_))
+        ));
+        let s2 = rotate_secret(c, "north", None).unwrap();
+        let ep = get(c, "north").unwrap().unwrap();
+        assert_eq!(ep.secrets, vec![s2.clone(), secret]);
+        assert_eq!(ep.keys().len(), 2);
+        assert_eq!(retire_secrets(c, "north").unwrap(), 1);
+        assert_eq!(get(c, "north").unwrap().unwrap().secrets, vec![s2]);
+        assert!(set_enabled(c, "north", false, "410 Gone").unwrap());
+        let ep = get(c, "north").unwrap().unwrap();
+        assert_eq!(
+            (ep.enabled, ep.disabled_reason.as_deref()),
+            (false, Some("410 Gone"))
+        );
+        let ep = update(
+            c,
+            "north",
+            &EndpointChange {
+                enabled: Some(true),
+                url: Some("https://example.org/h".into()),
+                ..Default::default()
+            },
+            "cli",
+            false,
+        )
+        .unwrap();
+        assert!(ep.enabled && ep.disabled_reason.is_none());
+        let mut bad = new("x y");
+        assert!(matches!(
+            create(c, &bad, "cli", false),
+            Err(EndpointError::Invalid { field: "id", .. })
+        ));
+        bad.endpoint_id = "ok".into();
+        bad.url = "http://example.org/h".into();
+        assert!(matches!(
+            create(c, &bad, "cli", false),
+            Err(EndpointError::Invalid { field: "url", .. })
+        ));
+        assert!(create(c, &bad, "cli", true).is_ok());
+        bad.endpoint_id = "ok2".into();
+        bad.secret = Some("nope".into());
+        assert!(matches!(
+            create(c, &bad, "cli", true),
+            Err(EndpointError::Invalid {
+                field: "secret",
+                ..
+            })
+        ));
+        assert_eq!(list(c).unwrap().len(), 2);
+    }
+}

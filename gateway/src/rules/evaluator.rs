@@ -1,0 +1,439 @@
+//! The evaluator: committed readings → alert transitions, exactly once.
+//!
+//! Each [`Evaluator::step`] is one `BEGIN IMMEDIATE` transaction on the
+//! evaluator's own connection (WAL: the ingest writer keeps its own):
+//!
+//! 1. read up to `batch` readings after the cursor `rules`, in commit
+//!    (`seq`) order, completing the last measurement so that a blood
+//!    pressure panel is never split;
+//! 2. group them by measurement (`group_id`) and order the measurements by
+//!    (patient, measured time) — a scale uploading a week at once is
+//!    evaluated day by day, and the engine flags it late (received long
+//!    after measured, or older than the patient's watermark);
+//! 3. per patient: load the enrolment (care plans, overrides), the alert
+//!    states and the watermark, evaluate every measurement, then the
+//!    missing-data rules (so an open "no data" alert resolves promptly);
+//! 4. persist every transition (state, alert row, history, outbox event
+//!    when it notifies), the watermarks and the cursor, and commit.
+//!
+//! A crash before the commit leaves nothing, so the batch is evaluated
+//! again after restart; a crash after it leaves everything, and the cursor
+//! says so. Fault points for the end-to-end tests:
+//! `RPM_FAULT_INJECT=abort-before-rules-commit | abort-after-rules-commit`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use alerting_rules::{Engine, Input, MissingInput, NewReading, TransitionKind};
+use chrono::{DateTime, Utc};
+use device_profiles::Metric;
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use super::alerts::{self, ms};
+use super::history::SqliteHistory;
+use super::missing::{device_offline, gateway_downtime, watched_patients};
+use super::persist::{self, PatientCtx};
+use super::{RulesError, CURSOR};
+use crate::metrics::Metrics;
+use crate::store::{set_cursor, Store};
+
+/// Evaluator settings.
+#[derive(Debug, Clone, Copy)]
+pub struct EvaluatorConfig {
+    /// Most readings per transaction (the ingest writer waits while the
+    /// evaluator holds the write lock, so keep transactions short).
+    pub batch_readings: usize,
+    /// Most patients per missing-data transaction.
+    pub patients_per_tick: usize,
+}
+
+impl Default for EvaluatorConfig {
+    fn default() -> Self {
+        EvaluatorConfig {
+            batch_readings: 500,
+            patients_per_tick: 200,
+        }
+    }
+}
+
+/// What a step or a tick did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Readings evaluated.
+    pub readings: usize,
+    /// Measurements (groups) evaluated.
+    pub measurements: usize,
+    /// Alerts fired.
+    pub fired: usize,
+    /// Alerts updated (notified).
+    pub updated: usize,
+    /// Alerts resolved.
+    pub resolved: usize,
+    /// Outbox events written.
+    pub events: usize,
+}
+
+impl Report {
+    fn add(&mut self, kind: TransitionKind, notified: bool) {
+        match kind {
+            TransitionKind::Fire => self.fired += 1,
+            TransitionKind::Update => self.updated += 1,
+            TransitionKind::Resolve => self.resolved += 1,
+            TransitionKind::NoChange => {}
+        }
+        if notified {
+            self.events += 1;
+        }
+    }
+
+    fn merge(&mut self, o: Report) {
+        self.readings += o.readings;
+        self.measurements += o.measurements;
+        self.fired += o.fired;
+        self.updated += o.updated;
+        self.resolved += o.resolved;
+        self.events += o.events;
+    }
+}
+
+/// Crash points for the end-to-end tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    None,
+    BeforeCommit,
+    AfterCommit,
+}
+
+impl Fault {
+    fn from_env() -> Self {
+        match std::env::var("RPM_FAULT_INJECT").as_deref() {
+            Ok("abort-before-rules-commit") => Fault::BeforeCommit,
+            Ok("abort-after-rules-commit") => Fault::AfterCommit,
+            _ => Fault::None,
+        }
+    }
+
+    fn maybe_abort(self, at: Fault) {
+        if self != Fault::None && self == at {
+            eprintln!("fault injection: aborting at rules {at:?}");
+            std::process::abort();
+        }
+    }
+}
+
+struct Row {
+    seq: i64,
+    reading_id: String,
+    group_id: String,
+    patient_id: String,
+    metric: String,
+    value: f64,
+    measured_at: i64,
+    received_at: i64,
+    committed_at: i64,
+}
+
+struct Group {
+    group_id: String,
+    patient_id: String,
+    first_seq: i64,
+    measured_at: DateTime<Utc>,
+    readings: Vec<NewReading>,
+}
+
+const SELECT: &str = "SELECT seq, reading_id, group_id, patient_id, metric, value, measured_at, received_at, committed_at
+                      FROM readings";
+
+fn rows(conn: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<Vec<Row>> {
+    let mut q = conn.prepare_cached(sql)?;
+    let rows = q.query_map(p, |r| {
+        Ok(Row {
+            seq: r.get(0)?,
+            reading_id: r.get(1)?,
+            group_id: r.get(2)?,
+            patient_id: r.get(3)?,
+            metric: r.get(4)?,
+            value: r.get(5)?,
+            measured_at: r.get(6)?,
+            received_at: r.get(7)?,
+            committed_at: r.get(8)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// The rule evaluator over its own store connection.
+pub struct Evaluator {
+    store: Store,
+    engine: Arc<Engine>,
+    cfg: EvaluatorConfig,
+    metrics: Arc<Metrics>,
+    fault: Fault,
+}
+
+impl Evaluator {
+    /// Opens its own connection to the store at `path`.
+    pub fn open(
+        path: &Path,
+        engine: Arc<Engine>,
+        cfg: EvaluatorConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, RulesError> {
+        Ok(Self::new(Store::open(path)?, engine, cfg, metrics))
+    }
+
+    /// An evaluator over an opened store.
+    pub fn new(
+        store: Store,
+        engine: Arc<Engine>,
+        cfg: EvaluatorConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Evaluator {
+            store,
+            engine,
+            cfg,
+            metrics,
+            fault: Fault::from_env(),
+        }
+    }
+
+    /// Swaps the rule set (SIGHUP reload). Alert state is in the store and
+    /// carries over; rules that disappeared simply stop being evaluated.
+    pub fn set_engine(&mut self, engine: Arc<Engine>) {
+        self.engine = engine;
+    }
+
+    /// The engine in use.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// The store connection.
+    pub fn store(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    /// Evaluates every committed reading after the cursor, batch by batch.
+    pub fn catch_up(&mut self) -> Result<Report, RulesError> {
+        let mut total = Report::default();
+        loop {
+            let r = self.step(Utc::now())?;
+            if r.readings == 0 {
+                return Ok(total);
+            }
+            total.merge(r);
+        }
+    }
+
+    /// Evaluates one batch of readings after the cursor at processing time
+    /// `now`, in one transaction. Returns what it did (0 readings: caught up).
+    pub fn step(&mut self, now: DateTime<Utc>) -> Result<Report, RulesError> {
+        let downtime = gateway_downtime(self.store.conn(), now)?;
+        let engine = self.engine.clone();
+        let batch = self.cfg.batch_readings.max(1);
+        let tx = self.store.transaction()?;
+        let cursor: i64 = tx
+            .prepare_cached("SELECT position FROM cursors WHERE name = ?1")?
+            .query_row([CURSOR], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0);
+        let mut batch_rows = rows(
+            &tx,
+            &format!("{SELECT} WHERE seq > ?1 ORDER BY seq LIMIT ?2"),
+            params![cursor, batch as i64],
+        )?;
+        let Some(last) = batch_rows.last() else {
+            return Ok(Report::default());
+        };
+        // Never split a measurement across transactions.
+        let rest = rows(
+            &tx,
+            &format!("{SELECT} WHERE group_id = ?1 AND seq > ?2 ORDER BY seq"),
+            params![last.group_id, last.seq],
+        )?;
+        batch_rows.extend(rest);
+        let max_seq = batch_rows.iter().map(|r| r.seq).max().unwrap_or(cursor);
+        let newest_commit = batch_rows.iter().map(|r| r.committed_at).max();
+        let groups = group(batch_rows);
+        let mut report = Report {
+            readings: groups.iter().map(|g| g.readings.len()).sum(),
+            measurements: groups.len(),
+            ..Report::default()
+        };
+        {
+            let history = SqliteHistory::new(&tx);
+            let mut i = 0;
+            while i < groups.len() {
+                let pid = groups[i].patient_id.clone();
+                let mut ctx = persist::load_patient(&tx, &pid)?;
+                while let Some(g) = groups.get(i).filter(|g| g.patient_id == pid) {
+                    let eval = engine.evaluate(&Input {
+                        patient: &ctx.patient,
+                        readings: &g.readings,
+                        history: &history,
+                        states: &ctx.states,
+                        watermark: ctx.watermark,
+                        now,
+                    });
+                    if let Some(e) = history.take_error() {
+                        return Err(e.into());
+                    }
+                    ctx.watermark = eval.watermark;
+                    for t in eval.transitions {
+                        let a = persist::apply(&tx, &mut ctx, t, &g.group_id)?;
+                        report.add(a.kind, a.notified);
+                    }
+                    i += 1;
+                }
+                let r = missing_for(&tx, &engine, &history, &mut ctx, now, &downtime)?;
+                report.merge(r);
+                persist::save_watermark(&tx, &mut ctx)?;
+            }
+        }
+        set_cursor(&tx, CURSOR, max_seq)?;
+        self.fault.maybe_abort(Fault::BeforeCommit);
+        tx.commit()?;
+        self.fault.maybe_abort(Fault::AfterCommit);
+        self.metrics.rules_evaluated(report.measurements);
+        self.count(&report);
+        if let Some(c) = ms(newest_commit) {
+            self.metrics
+                .set_rules_lag((now - c).num_milliseconds().max(0) as f64 / 1000.0);
+        }
+        Ok(report)
+    }
+
+    /// Evaluates the missing-data rules of every watched patient at `now`.
+    pub fn tick_missing(&mut self, now: DateTime<Utc>) -> Result<Report, RulesError> {
+        let downtime = gateway_downtime(self.store.conn(), now)?;
+        let engine = self.engine.clone();
+        let mut after = String::new();
+        let mut total = Report::default();
+        loop {
+            let tx = self.store.transaction()?;
+            let ids = watched_patients(&tx, &after, self.cfg.patients_per_tick.max(1))?;
+            let Some(last) = ids.last().cloned() else {
+                break;
+            };
+            {
+                let history = SqliteHistory::new(&tx);
+                for pid in &ids {
+                    let mut ctx = persist::load_patient(&tx, pid)?;
+                    let r = missing_for(&tx, &engine, &history, &mut ctx, now, &downtime)?;
+                    total.merge(r);
+                }
+            }
+            tx.commit()?;
+            after = last;
+        }
+        self.count(&total);
+        Ok(total)
+    }
+
+    fn count(&self, r: &Report) {
+        // Outbox events were just committed: deliver them now, not at the
+        // dispatcher's next poll.
+        crate::delivery::wake();
+        for (kind, n) in [
+            ("fire", r.fired),
+            ("update", r.updated),
+            ("resolve", r.resolved),
+        ] {
+            if n > 0 {
+                self.metrics.rules_transitions(kind, n);
+            }
+        }
+    }
+
+    /// Refreshes the open-alert gauges.
+    pub fn update_gauges(&self) -> Result<(), RulesError> {
+        let mut firing = 0;
+        let mut acked = 0;
+        for (status, n) in alerts::open_counts(self.store.conn())? {
+            match status.as_str() {
+                "firing" => firing = n,
+                "acknowledged" => acked = n,
+                _ => {}
+            }
+        }
+        self.metrics.set_alerts_open(firing, acked);
+        Ok(())
+    }
+}
+
+fn missing_for(
+    tx: &Transaction<'_>,
+    engine: &Engine,
+    history: &SqliteHistory<'_>,
+    ctx: &mut PatientCtx,
+    now: DateTime<Utc>,
+    downtime: &[(DateTime<Utc>, DateTime<Utc>)],
+) -> Result<Report, RulesError> {
+    let mut report = Report::default();
+    let offline = device_offline(tx, &ctx.patient.id)?;
+    let ts = engine.evaluate_missing(&MissingInput {
+        patient: &ctx.patient,
+        history,
+        states: &ctx.states,
+        now,
+        gateway_downtime: downtime,
+        device_offline: offline,
+    });
+    if let Some(e) = history.take_error() {
+        return Err(e.into());
+    }
+    let trigger = format!("missing@{}", now.timestamp_millis());
+    for t in ts {
+        let a = persist::apply(tx, ctx, t, &trigger)?;
+        report.add(a.kind, a.notified);
+    }
+    Ok(report)
+}
+
+/// Groups rows into measurements, ordered by (patient, measured time,
+/// commit order).
+fn group(rows: Vec<Row>) -> Vec<Group> {
+    let mut groups: Vec<Group> = Vec::new();
+    let mut index = std::collections::HashMap::new();
+    for r in rows {
+        let Ok(metric) = r.metric.parse::<Metric>() else {
+            // Stored readings are canonical; an unknown name means a newer
+            // gateway wrote it. Skip rather than stop alerting.
+            tracing::warn!("skipping a stored reading with an unknown metric");
+            continue;
+        };
+        let (Some(measured_at), Some(received_at)) =
+            (ms(Some(r.measured_at)), ms(Some(r.received_at)))
+        else {
+            continue;
+        };
+        let i = *index.entry(r.group_id.clone()).or_insert_with(|| {
+            groups.push(Group {
+                group_id: r.group_id.clone(),
+                patient_id: r.patient_id.clone(),
+                first_seq: r.seq,
+                measured_at,
+                readings: Vec::new(),
+            });
+            groups.len() - 1
+        });
+        let g = &mut groups[i];
+        g.measured_at = g.measured_at.max(measured_at);
+        g.readings.push(NewReading {
+            id: r.reading_id,
+            metric,
+            value: r.value,
+            measured_at,
+            received_at,
+        });
+    }
+    groups.sort_by(|a, b| {
+        (&a.patient_id, a.measured_at, a.first_seq).cmp(&(
+            &b.patient_id,
+            b.measured_at,
+            b.first_seq,
+        ))
+    });
+    groups
+}

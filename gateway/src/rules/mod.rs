@@ -1,0 +1,107 @@
+//! Alert rules, driven from the durable store.
+//!
+//! The rule engine (`alerting-rules`) is a pure function; this module gives
+//! it the gateway's data and persists what it decides:
+//!
+//! - [`evaluator`]: follows committed readings after the durable cursor
+//!   `rules` in commit (`seq`) order, one measurement (`group_id`) at a time
+//!   in measured-time order per patient, and writes alert states, the
+//!   patient watermark, `alerts`, `alert_history`, outbox events and the
+//!   cursor in **one** transaction — so `kill -9` anywhere neither loses an
+//!   alert nor fires one twice;
+//! - [`missing`]: the missing-data timer, with the gateway's own downtime
+//!   (from the `runs` heartbeats) and device-offline inhibition;
+//! - [`history`]: the engine's view of stored readings as bounded, indexed
+//!   queries, so the cost of a reading does not grow with the record;
+//! - [`lifecycle`]: acknowledge (with snooze) and manual resolve, shared by
+//!   the CLI and the HTTP API;
+//! - [`alerts`]: reading alerts and their history back;
+//! - [`task`]: the async task (wake on commit, timers, SIGHUP reload);
+//! - [`cli`]: `rules`, `patients` and `alerts` commands.
+//!
+//! The bundled rule packs are defaults a program can edit, not medical advice.
+
+pub mod alerts;
+pub mod cli;
+pub mod evaluator;
+pub mod history;
+pub mod lifecycle;
+pub mod missing;
+mod persist;
+pub mod task;
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+use alerting_rules::{Engine, EngineConfig, LoadErrors, RuleSet};
+
+use crate::config::{Config, RulesConfig};
+use crate::store::{patients, Store, StoreError};
+
+/// Name of the evaluator's durable cursor in `cursors`.
+pub const CURSOR: &str = "rules";
+
+/// Failures of the rule stage. Bad rule files are [`LoadErrors`] with file,
+/// line and field; everything else is the store.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The rule set does not load.
+    #[error("{0}")]
+    Load(#[from] LoadErrors),
+}
+
+impl From<rusqlite::Error> for RulesError {
+    fn from(e: rusqlite::Error) -> Self {
+        RulesError::Store(StoreError::Sqlite(e))
+    }
+}
+
+/// Loads the configured rule set: `rules.dir`, or the bundled packs.
+pub fn load_rule_set(dir: Option<&Path>) -> Result<RuleSet, LoadErrors> {
+    match dir {
+        Some(d) => RuleSet::load_dir(d),
+        None => RuleSet::bundled(),
+    }
+}
+
+/// Builds the engine from config.
+pub fn engine(cfg: &RulesConfig) -> Result<Engine, LoadErrors> {
+    let rules = load_rule_set(cfg.dir.as_deref())?;
+    Ok(Engine::with_config(rules, engine_config(cfg)))
+}
+
+/// Engine settings from config.
+pub fn engine_config(cfg: &RulesConfig) -> EngineConfig {
+    EngineConfig {
+        late_receipt: chrono::TimeDelta::from_std(cfg.late_receipt)
+            .unwrap_or(EngineConfig::default().late_receipt),
+    }
+}
+
+/// Applies the config's `[[patients]]`. A patient changed at run time (CLI,
+/// API) keeps those changes: config only creates patients the store does
+/// not know, and updates those it created itself.
+pub fn apply_config_patients(store: &mut Store, config: &Config) -> Result<(), StoreError> {
+    for p in &config.patients {
+        let existing = store.patient(&p.id)?;
+        if existing.as_ref().is_some_and(|e| e.origin != "config") {
+            continue;
+        }
+        let change = patients::PatientChange {
+            care_plans: Some(p.care_plans.clone()),
+            overrides: None,
+            care_team: Some(p.care_team.clone()),
+        };
+        let same = existing.as_ref().is_some_and(|e| {
+            e.care_plans == p.care_plans && e.care_team.as_deref() == p.care_team.as_deref()
+        });
+        if !same {
+            store.upsert_patient(&p.id, "config", &change)?;
+        }
+    }
+    Ok(())
+}

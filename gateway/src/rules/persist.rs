@@ -1,0 +1,443 @@
+//! Persisting what the engine decided, inside the caller's transaction.
+//!
+//! For every transition: the new `alert_state`, the `alerts` row (insert on
+//! fire, update, resolve), an `alert_history` row with the evidence, and —
+//! only when the transition notifies — an outbox event. The caller commits
+//! these together with the watermark and the cursor, so a crash leaves
+//! either all of them or none.
+//!
+//! Ids are stable: an alert id derives from (patient, rule, trigger), where
+//! the trigger is the measurement (`group_id`) that fired it; an event id
+//! derives from (alert id, event type, position in the alert's history).
+//! Re-running a batch after a crash therefore produces the same ids, and
+//! the outbox's unique `event_id` would keep an event once even if a bug let
+//! a batch run twice.
+
+use std::collections::BTreeMap;
+
+use alerting_rules::{AlertState, Evidence, Overrides, Patient, Transition, TransitionKind};
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use sha2::{Digest, Sha256};
+
+use super::alerts::{self, AlertRecord};
+use crate::store::outbox::{
+    self, AlertData, Event, EventType, EvidenceReading, RuleRef, EVENT_SCHEMA,
+};
+use crate::store::{patients, StoreError};
+
+/// A patient as the evaluator holds it during a transaction.
+pub(crate) struct PatientCtx {
+    /// The engine's view (plans, overrides, enrolment).
+    pub patient: Patient,
+    /// Care team, for event routing.
+    pub care_team: Option<String>,
+    /// States by rule id.
+    pub states: BTreeMap<String, AlertState>,
+    /// As stored: state JSON and open alert id, by rule id.
+    stored: BTreeMap<String, (String, Option<String>)>,
+    /// Newest measured time evaluated.
+    pub watermark: Option<DateTime<Utc>>,
+    stored_watermark: Option<DateTime<Utc>>,
+}
+
+fn enc<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Encode(e.to_string()))
+}
+
+/// Loads a patient's record, states and watermark. A patient the store
+/// does not know (a device assigned to an id nobody enrolled) is evaluated
+/// with no care plans: with a plans file that is the `always` packs.
+pub(crate) fn load_patient(conn: &Connection, patient_id: &str) -> Result<PatientCtx, StoreError> {
+    let record = patients::get(conn, patient_id)?;
+    let (care_plans, overrides, care_team, enrolled_at) = match record {
+        Some(r) => {
+            let overrides: Overrides = serde_json::from_value(r.overrides).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "stored overrides do not parse; using the defaults");
+                Overrides::default()
+            });
+            (r.care_plans, overrides, r.care_team, Some(r.enrolled_at))
+        }
+        None => (Vec::new(), Overrides::default(), None, None),
+    };
+    let mut states = BTreeMap::new();
+    let mut stored = BTreeMap::new();
+    {
+        let mut q = conn.prepare_cached(
+            "SELECT rule_id, state, alert_id FROM alert_state WHERE patient_id = ?1",
+        )?;
+        let rows = q.query_map([patient_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (rule, json, alert_id) = row?;
+            match serde_json::from_str::<AlertState>(&json) {
+                Ok(s) => {
+                    states.insert(rule.clone(), s);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "stored alert state does not parse; starting afresh");
+                }
+            }
+            stored.insert(rule, (json, alert_id));
+        }
+    }
+    let watermark: Option<i64> = conn
+        .prepare_cached("SELECT watermark FROM patient_watermarks WHERE patient_id = ?1")?
+        .query_row([patient_id], |r| r.get(0))
+        .optional()?;
+    let watermark = alerts::ms(watermark);
+    Ok(PatientCtx {
+        patient: Patient {
+            id: patient_id.to_string(),
+            care_plans,
+            overrides,
+            enrolled_at,
+        },
+        care_team,
+        states,
+        stored,
+        watermark,
+        stored_watermark: watermark,
+    })
+}
+
+/// Writes the watermark if it moved.
+pub(crate) fn save_watermark(tx: &Transaction<'_>, ctx: &mut PatientCtx) -> Result<(), StoreError> {
+    if let Some(w) = ctx.watermark.filter(|w| Some(*w) != ctx.stored_watermark) {
+        tx.prepare_cached(
+            "INSERT INTO patient_watermarks(patient_id, watermark) VALUES (?1, ?2)
+             ON CONFLICT(patient_id) DO UPDATE SET watermark = excluded.watermark",
+        )?
+        .execute(params![ctx.patient.id, w.timestamp_millis()])?;
+        ctx.stored_watermark = Some(w);
+    }
+    Ok(())
+}
+
+/// An evidence reading as receivers get it: with unit and LOINC.
+pub(crate) fn evidence(e: &[Evidence]) -> Vec<EvidenceReading> {
+    e.iter()
+        .map(|e| EvidenceReading {
+            reading_id: e.reading_id.clone(),
+            metric: e.metric.name().to_string(),
+            value: e.value,
+            unit: e.metric.canonical_unit().to_string(),
+            loinc: e.metric.loinc().to_string(),
+            measured_at: e.measured_at,
+        })
+        .collect()
+}
+
+fn alert_id(patient: &str, rule: &str, trigger: &str, n: u32) -> String {
+    let mut h = Sha256::new();
+    for p in [patient, rule, trigger, &n.to_string()] {
+        h.update(p.as_bytes());
+        h.update([0x1f]);
+    }
+    format!("alt_{}", &hex::encode(h.finalize())[..24])
+}
+
+/// What one transition produced (for metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Applied {
+    /// The transition kind.
+    pub kind: TransitionKind,
+    /// An outbox event was written.
+    pub notified: bool,
+}
+
+/// Persists one transition. `trigger` identifies what caused it (the
+/// measurement's `group_id`, or `missing@<ms>` for the timer).
+pub(crate) fn apply(
+    tx: &Transaction<'_>,
+    ctx: &mut PatientCtx,
+    t: Transition,
+    trigger: &str,
+) -> Result<Applied, StoreError> {
+    let rule = t.rule_id.clone();
+    let prev_flapping = ctx.states.get(&rule).is_some_and(|s| s.flapping);
+    let mut open_id = ctx.stored.get(&rule).and_then(|(_, a)| a.clone());
+    let at = t.at.timestamp_millis();
+    let detail = serde_json::json!({
+        "note": t.note,
+        "message": t.message,
+        "rule_version": t.rule_version,
+        "measured_at": t.measured_at,
+        "evidence": evidence(&t.evidence),
+        "limits": t.limits,
+        "leaves": t.leaves,
+        "late": t.late,
+        "flapping": t.flapping,
+    });
+    let mut event = None;
+    let mut history_kind = None;
+    match t.kind {
+        TransitionKind::Fire => {
+            let id = insert_alert(tx, &ctx.patient.id, &t, trigger)?;
+            open_id = Some(id);
+            history_kind = Some("fired");
+            event = Some(EventType::AlertFired);
+        }
+        TransitionKind::Update => {
+            let id = match open_id.clone() {
+                Some(id) if alerts::get(tx, &id)?.is_some_and(|a| a.status != "resolved") => {
+                    tx.prepare_cached(
+                        "UPDATE alerts SET rule_version = ?2, severity = ?3, message = ?4, limits = ?5, evidence = ?6,
+                             late = ?7, flapping = ?8, updated_at = ?9 WHERE alert_id = ?1",
+                    )?
+                    .execute(params![
+                        id,
+                        t.rule_version,
+                        t.severity.name(),
+                        t.message,
+                        enc(&t.limits)?,
+                        enc(&evidence(&t.evidence))?,
+                        t.late,
+                        t.flapping,
+                        at
+                    ])?;
+                    id
+                }
+                // The state says open but the row is gone (a manual
+                // resolve raced an old state): open a fresh alert.
+                _ => insert_alert(tx, &ctx.patient.id, &t, trigger)?,
+            };
+            open_id = Some(id);
+            history_kind = Some("updated");
+            event = Some(EventType::AlertUpdated);
+        }
+        TransitionKind::Resolve => {
+            if let Some(id) = &open_id {
+                tx.prepare_cached(
+                    "UPDATE alerts SET status = 'resolved', resolved_at = ?2, updated_at = ?2, flapping = ?3
+                     WHERE alert_id = ?1 AND status != 'resolved'",
+                )?
+                .execute(params![id, at, t.flapping])?;
+                history_kind = Some("resolved");
+                event = Some(EventType::AlertResolved);
+            }
+        }
+        TransitionKind::NoChange => {
+            if let Some(id) = open_id.as_ref().filter(|_| prev_flapping != t.flapping) {
+                tx.prepare_cached(
+                    "UPDATE alerts SET flapping = ?2, updated_at = ?3 WHERE alert_id = ?1",
+                )?
+                .execute(params![id, t.flapping, at])?;
+                history_kind = Some("note");
+            }
+        }
+    }
+    let notified = t.notify && event.is_some();
+    if let (Some(kind), Some(id)) = (history_kind, open_id.as_deref()) {
+        let n = history_len(tx, id)?;
+        insert_history(tx, id, at, kind, notified, None, &detail)?;
+        if let (true, Some(ev)) = (notified, event) {
+            if let Some(alert) = alerts::get(tx, id)? {
+                emit(tx, &alert, ctx, ev, t.at, n)?;
+            }
+        }
+    }
+    if t.kind == TransitionKind::Resolve {
+        open_id = None;
+    }
+    save_state(tx, ctx, &rule, &t.state, open_id)?;
+    ctx.states.insert(rule, t.state);
+    Ok(Applied {
+        kind: t.kind,
+        notified,
+    })
+}
+
+fn insert_alert(
+    tx: &Transaction<'_>,
+    patient: &str,
+    t: &Transition,
+    trigger: &str,
+) -> Result<String, StoreError> {
+    let at = t.at.timestamp_millis();
+    // One open alert per (patient, rule): an open row the state no longer
+    // knows about (unreadable state) is closed rather than left dangling.
+    tx.prepare_cached(
+        "UPDATE alerts SET status = 'resolved', resolved_at = ?3, resolved_by = 'system', updated_at = ?3
+         WHERE patient_id = ?1 AND rule_id = ?2 AND status != 'resolved'",
+    )?
+    .execute(params![patient, t.rule_id, at])?;
+    let mut n = 0;
+    let id = loop {
+        let id = alert_id(patient, &t.rule_id, trigger, n);
+        let exists = tx
+            .prepare_cached("SELECT 1 FROM alerts WHERE alert_id = ?1")?
+            .exists([&id])?;
+        if !exists {
+            break id;
+        }
+        n += 1;
+    };
+    tx.prepare_cached(
+        "INSERT INTO alerts (alert_id, patient_id, rule_id, rule_version, pack, severity, status, message, limits,
+             evidence, late, flapping, fired_at, measured_at, updated_at, snooze_until)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'firing', ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?12, ?14)",
+    )?
+    .execute(params![
+        id,
+        patient,
+        t.rule_id,
+        t.rule_version,
+        t.pack,
+        t.severity.name(),
+        t.message,
+        enc(&t.limits)?,
+        enc(&evidence(&t.evidence))?,
+        t.late,
+        t.flapping,
+        at,
+        t.measured_at.map(|m| m.timestamp_millis()),
+        // A re-fire during a snooze set on an earlier alert is silent: show why.
+        t.state
+            .snooze_until
+            .filter(|s| *s > t.at)
+            .map(|s| s.timestamp_millis()),
+    ])?;
+    Ok(id)
+}
+
+fn save_state(
+    tx: &Transaction<'_>,
+    ctx: &mut PatientCtx,
+    rule: &str,
+    state: &AlertState,
+    alert_id: Option<String>,
+) -> Result<(), StoreError> {
+    let json = enc(state)?;
+    let unchanged = match ctx.stored.get(rule) {
+        Some((j, a)) => *j == json && *a == alert_id,
+        // Never stored and still pristine: nothing worth a row.
+        None => alert_id.is_none() && *state == AlertState::new(rule, state.rule_version),
+    };
+    if unchanged {
+        return Ok(());
+    }
+    tx.prepare_cached(
+        "INSERT INTO alert_state (patient_id, rule_id, state, alert_id, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(patient_id, rule_id) DO UPDATE SET state = excluded.state, alert_id = excluded.alert_id,
+             updated_at = excluded.updated_at",
+    )?
+    .execute(params![
+        ctx.patient.id,
+        rule,
+        json,
+        alert_id,
+        crate::store::now_ms()
+    ])?;
+    ctx.stored.insert(rule.to_string(), (json, alert_id));
+    Ok(())
+}
+
+/// Number of history rows of an alert: the position of the next one, used
+/// in event ids.
+pub(crate) fn history_len(conn: &Connection, alert_id: &str) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT COUNT(*) FROM alert_history WHERE alert_id = ?1")?
+        .query_row([alert_id], |r| r.get(0))?)
+}
+
+/// Appends a history row.
+pub(crate) fn insert_history(
+    tx: &Transaction<'_>,
+    alert_id: &str,
+    at: i64,
+    kind: &str,
+    notified: bool,
+    actor: Option<&str>,
+    detail: &serde_json::Value,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO alert_history (alert_id, at, kind, notified, actor, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![alert_id, at, kind, notified, actor, enc(detail)?])?;
+    Ok(())
+}
+
+/// The routing context of an event: care team and plans.
+pub(crate) trait Routing {
+    fn care_team(&self) -> Option<String>;
+    fn care_plans(&self) -> Vec<String>;
+}
+
+impl Routing for PatientCtx {
+    fn care_team(&self) -> Option<String> {
+        self.care_team.clone()
+    }
+    fn care_plans(&self) -> Vec<String> {
+        self.patient.care_plans.clone()
+    }
+}
+
+impl Routing for Option<patients::PatientRecord> {
+    fn care_team(&self) -> Option<String> {
+        self.as_ref().and_then(|p| p.care_team.clone())
+    }
+    fn care_plans(&self) -> Vec<String> {
+        self.as_ref()
+            .map(|p| p.care_plans.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Writes the outbox event for `alert` as it now stands. `n` is the alert's
+/// history position of this transition (stable across a re-run).
+pub(crate) fn emit(
+    tx: &Transaction<'_>,
+    alert: &AlertRecord,
+    routing: &dyn Routing,
+    event_type: EventType,
+    at: DateTime<Utc>,
+    n: i64,
+) -> Result<(), StoreError> {
+    let evidence: Vec<EvidenceReading> =
+        serde_json::from_value(alert.evidence.clone()).unwrap_or_default();
+    let data = AlertData {
+        alert_id: alert.alert_id.clone(),
+        patient_id: alert.patient_id.clone(),
+        care_team: routing.care_team(),
+        care_plans: routing.care_plans(),
+        rule: RuleRef {
+            id: alert.rule_id.clone(),
+            version: alert.rule_version,
+            pack: alert.pack.clone(),
+        },
+        severity: alert.severity.clone(),
+        status: alert.status.clone(),
+        message: alert.message.clone(),
+        limits: alert.limits.clone(),
+        evidence,
+        late: alert.late,
+        flapping: alert.flapping,
+        fired_at: alert.fired_at,
+        measured_at: alert.measured_at,
+        acknowledged_by: alert.acknowledged_by.clone(),
+        ack_note: alert.ack_note.clone(),
+        resolved_at: alert.resolved_at,
+        link: format!("/api/v1/alerts/{}", alert.alert_id),
+    };
+    let event = Event {
+        schema: EVENT_SCHEMA.to_string(),
+        id: outbox::event_id(&[&alert.alert_id, event_type.name(), &n.to_string()]),
+        event_type,
+        timestamp: at,
+        data,
+    };
+    outbox::enqueue(
+        tx,
+        &event,
+        Some(&alert.alert_id),
+        Some(&alert.patient_id),
+        Some(&alert.severity),
+    )?;
+    Ok(())
+}

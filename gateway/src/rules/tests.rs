@@ -1,0 +1,430 @@
+//! The evaluator against a real SQLite file: exactly-once persistence,
+//! late data, lifecycle, missing data with gateway downtime.
+
+use std::sync::Arc;
+
+use alerting_rules::{Engine, RuleSet};
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use rusqlite::params;
+
+use super::evaluator::{Evaluator, EvaluatorConfig};
+use super::{alerts, lifecycle};
+use crate::store::patients::PatientChange;
+use crate::store::Store;
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 2, 8, 0, 0).unwrap()
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    ev: Evaluator,
+    n: usize,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let engine = Arc::new(Engine::new(RuleSet::bundled().unwrap()));
+        let ev = Evaluator::new(
+            store,
+            engine,
+            EvaluatorConfig::default(),
+            Arc::new(Default::default()),
+        );
+        World {
+            _dir: dir,
+            ev,
+            n: 0,
+        }
+    }
+
+    fn enrol(&mut self, patient: &str, plans: &[&str]) {
+        self.ev
+            .store()
+            .upsert_patient(
+                patient,
+                "cli",
+                &PatientChange {
+                    care_plans: Some(plans.iter().map(|s| s.to_string()).collect()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+    }
+
+    /// Stores one measurement (several metrics share a group id).
+    fn reading(
+        &mut self,
+        patient: &str,
+        values: &[(&str, f64)],
+        measured: DateTime<Utc>,
+        received: DateTime<Utc>,
+    ) {
+        self.n += 1;
+        let group = format!("g{}", self.n);
+        for (metric, v) in values {
+            let m: device_profiles::Metric = metric.parse().unwrap();
+            self.ev
+                .store()
+                .conn()
+                .execute(
+                    "INSERT INTO readings (reading_id, group_id, patient_id, device_id, metric, value, unit, loinc,
+                         measured_at, received_at, committed_at, source)
+                     VALUES (?1, ?2, ?3, 'dev', ?4, ?5, ?6, ?7, ?8, ?9, ?9, 'mqtt')",
+                    params![
+                        format!("{group}-{metric}"),
+                        group,
+                        patient,
+                        metric,
+                        v,
+                        m.canonical_unit().to_string(),
+                        m.loinc(),
+                        measured.timestamp_millis(),
+                        received.timestamp_millis()
+                    ],
+                )
+                .unwrap();
+        }
+    }
+
+    fn count(&mut self, sql: &str) -> i64 {
+        self.ev
+            .store()
+            .conn()
+            .query_row(sql, [], |r| r.get(0))
+            .unwrap()
+    }
+
+    fn events(&mut self) -> Vec<(String, String)> {
+        let mut q = self
+            .ev
+            .store()
+            .conn()
+            .prepare("SELECT event_type, payload FROM outbox ORDER BY seq")
+            .unwrap();
+        q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    fn open_alert(&mut self, rule: &str) -> alerts::AlertRecord {
+        let all = alerts::list(
+            self.ev.store().conn(),
+            &alerts::AlertFilter {
+                status: Some("open".into()),
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        all.into_iter()
+            .find(|a| a.rule_id == rule)
+            .unwrap_or_else(|| panic!("no open {rule}"))
+    }
+}
+
+#[test]
+fn crisis_fires_once_with_evidence_and_resolves_after_two_normal_readings() {
+    let mut w = World::new();
+    w.enrol("p1", &["hypertension"]);
+    let t = t0();
+    w.reading("p1", &[("systolic", 185.0), ("diastolic", 95.0)], t, t);
+    let r = w.ev.step(t).unwrap();
+    assert_eq!((r.readings, r.measurements, r.fired), (2, 1, 1));
+    // Caught up: a second step does nothing, the cursor moved.
+    assert_eq!(w.ev.step(t).unwrap().readings, 0);
+    let a = w.open_alert("htn.crisis");
+    assert_eq!(
+        (a.status.as_str(), a.severity.as_str()),
+        ("firing", "critical")
+    );
+    assert!(!a.late);
+    assert_eq!(a.limits["systolic.limit"]["value"], 180.0, "{}", a.limits);
+    let ev = w.events();
+    assert_eq!(ev.len(), 1);
+    let body: serde_json::Value = serde_json::from_str(&ev[0].1).unwrap();
+    assert_eq!(body["type"], "alert.fired");
+    assert_eq!(body["data"]["rule"]["id"], "htn.crisis");
+    assert_eq!(body["data"]["rule"]["version"], 1);
+    assert_eq!(body["data"]["care_plans"][0], "hypertension");
+    let evidence = body["data"]["evidence"].as_array().unwrap();
+    assert!(evidence
+        .iter()
+        .any(|e| e["metric"] == "systolic" && e["unit"] == "mm[Hg]" && e["loinc"] == "8480-6"));
+
+    // Still high: no new alert, no new event (state changes only).
+    w.reading(
+        "p1",
+        &[("systolic", 183.0), ("diastolic", 90.0)],
+        t + TimeDelta::minutes(5),
+        t + TimeDelta::minutes(5),
+    );
+    w.ev.step(t + TimeDelta::minutes(5)).unwrap();
+    assert_eq!(w.count("SELECT COUNT(*) FROM alerts"), 1);
+    assert_eq!(w.events().len(), 1);
+    // Hysteresis: one normal reading is not enough, two are.
+    for i in 1..=2 {
+        let at = t + TimeDelta::minutes(10 * i);
+        w.reading("p1", &[("systolic", 130.0), ("diastolic", 80.0)], at, at);
+        w.ev.step(at).unwrap();
+    }
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM alerts WHERE status = 'resolved'"),
+        1
+    );
+    let kinds: Vec<String> = w.events().into_iter().map(|e| e.0).collect();
+    assert_eq!(kinds, ["alert.fired", "alert.resolved"]);
+    let history = w.count("SELECT COUNT(*) FROM alert_history");
+    assert_eq!(history, 2);
+}
+
+#[test]
+fn a_week_uploaded_at_once_is_evaluated_in_measured_order_and_marked_late() {
+    let mut w = World::new();
+    w.enrol("hf", &["heart-failure"]);
+    let upload = t0();
+    // Inserted newest first: the evaluator must still see them in time order.
+    let weights = [80.0, 80.1, 80.0, 80.2, 80.1, 81.3, 81.4];
+    for (i, kg) in weights.iter().enumerate().rev() {
+        let measured = upload - TimeDelta::days(7 - i as i64);
+        w.reading("hf", &[("body_weight", *kg)], measured, upload);
+    }
+    w.ev.step(upload).unwrap();
+    let a = w.open_alert("hf.weight-gain-24h");
+    assert!(a.late, "back-filled data is flagged late");
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM alerts"),
+        1,
+        "one alert for the breach"
+    );
+    let wm: i64 = w.count("SELECT watermark FROM patient_watermarks WHERE patient_id = 'hf'");
+    assert_eq!(wm, (upload - TimeDelta::days(1)).timestamp_millis());
+}
+
+#[test]
+fn acknowledge_snoozes_and_manual_resolve_closes_the_state() {
+    let mut w = World::new();
+    w.enrol("d1", &["diabetes"]);
+    let t = t0();
+    w.reading("d1", &[("blood_glucose", 60.0)], t, t);
+    w.ev.step(t).unwrap();
+    let a = w.open_alert("dm.hypo-level1");
+    let acked = lifecycle::acknowledge(
+        w.ev.store(),
+        &a.alert_id,
+        "nurse-7",
+        Some("called the patient"),
+        Some(TimeDelta::hours(24)),
+    )
+    .unwrap();
+    assert_eq!(acked.status, "acknowledged");
+    assert_eq!(acked.acknowledged_by.as_deref(), Some("nurse-7"));
+    assert!(acked.snooze_until.is_some());
+    // Worse while snoozed: recorded, not notified.
+    let later = t + TimeDelta::hours(13);
+    w.reading("d1", &[("blood_glucose", 55.0)], later, later);
+    w.ev.step(later).unwrap();
+    let kinds: Vec<String> = w.events().into_iter().map(|e| e.0).collect();
+    assert_eq!(kinds, ["alert.fired", "alert.acknowledged"]);
+
+    let err = lifecycle::acknowledge(w.ev.store(), "nope", "x", None, None).unwrap_err();
+    assert!(matches!(err, lifecycle::LifecycleError::NotFound(_)));
+    let r = lifecycle::resolve(w.ev.store(), &a.alert_id, "dr-2", Some("treated")).unwrap();
+    assert_eq!(
+        (r.status.as_str(), r.resolved_by.as_deref()),
+        ("resolved", Some("dr-2"))
+    );
+    let err = lifecycle::resolve(w.ev.store(), &a.alert_id, "dr-2", None).unwrap_err();
+    assert!(matches!(err, lifecycle::LifecycleError::AlreadyResolved(_)));
+    let state: String = w
+        .ev
+        .store()
+        .conn()
+        .query_row(
+            "SELECT state FROM alert_state WHERE patient_id = 'd1' AND rule_id = 'dm.hypo-level1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(state.contains("\"open\":null"), "{state}");
+    let kinds: Vec<String> = w.events().into_iter().map(|e| e.0).collect();
+    assert_eq!(
+        kinds,
+        ["alert.fired", "alert.acknowledged", "alert.resolved"]
+    );
+    // Event ids are unique and stable-format.
+    let ids = w.count("SELECT COUNT(DISTINCT event_id) FROM outbox");
+    assert_eq!(ids, 3);
+}
+
+#[test]
+fn missing_data_fires_but_gateway_downtime_is_not_patient_silence() {
+    let mut w = World::new();
+    w.enrol("m1", &["hypertension"]);
+    w.enrol("m2", &["hypertension"]);
+    let now = t0();
+    let last = now - TimeDelta::hours(60);
+    w.reading(
+        "m1",
+        &[("systolic", 120.0), ("diastolic", 80.0)],
+        last,
+        last,
+    );
+    w.reading(
+        "m2",
+        &[("systolic", 120.0), ("diastolic", 80.0)],
+        last,
+        last,
+    );
+    w.ev.step(last).unwrap();
+    w.ev.tick_missing(now).unwrap();
+    // Both silent for 60 h > 2 d: adherence.no-vitals-2d fires for each.
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM alerts WHERE rule_id = 'adherence.no-vitals-2d'"),
+        2
+    );
+    // A new reading resolves it for m1 (missing-data rules clear at once).
+    w.reading("m1", &[("systolic", 121.0), ("diastolic", 79.0)], now, now);
+    w.ev.step(now).unwrap();
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM alerts WHERE rule_id = 'adherence.no-vitals-2d' AND status = 'resolved'"),
+        1
+    );
+
+    // Another world: the gateway was down for 20 of those 60 hours.
+    let mut w = World::new();
+    w.enrol("m1", &["hypertension"]);
+    w.reading(
+        "m1",
+        &[("systolic", 120.0), ("diastolic", 80.0)],
+        last,
+        last,
+    );
+    w.ev.step(last).unwrap();
+    for (s, hb, stop) in [
+        (
+            last - TimeDelta::hours(1),
+            last + TimeDelta::hours(10),
+            Some(last + TimeDelta::hours(10)),
+        ),
+        (last + TimeDelta::hours(30), now, None),
+    ] {
+        w.ev.store()
+            .conn()
+            .execute(
+                "INSERT INTO runs(started_at, heartbeat_at, stopped_at) VALUES (?1, ?2, ?3)",
+                params![
+                    s.timestamp_millis(),
+                    hb.timestamp_millis(),
+                    stop.map(|x| x.timestamp_millis())
+                ],
+            )
+            .unwrap();
+    }
+    w.ev.tick_missing(now).unwrap();
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM alerts"),
+        0,
+        "40 h of silence is not 2 days"
+    );
+    // The silence keeps counting outside the outage: 8 h later it fires.
+    w.ev.tick_missing(now + TimeDelta::hours(9)).unwrap();
+    assert_eq!(w.count("SELECT COUNT(*) FROM alerts"), 1);
+}
+
+#[test]
+fn a_disconnected_device_inhibits_the_missed_readings_notification() {
+    let mut w = World::new();
+    w.enrol("o1", &["hypertension"]);
+    let now = t0();
+    let last = now - TimeDelta::hours(60);
+    w.reading(
+        "o1",
+        &[("systolic", 120.0), ("diastolic", 80.0)],
+        last,
+        last,
+    );
+    w.ev.step(last).unwrap();
+    w.ev
+        .store()
+        .conn()
+        .execute(
+            "INSERT INTO devices(device_id, patient_id, origin, registered_at, connection) VALUES ('dev', 'o1', 'cli', 0, 'disconnected')",
+            [],
+        )
+        .unwrap();
+    w.ev.tick_missing(now).unwrap();
+    assert_eq!(w.count("SELECT COUNT(*) FROM alerts"), 1, "recorded");
+    assert_eq!(
+        w.events().len(),
+        0,
+        "not notified while the device is offline"
+    );
+}
+
+#[test]
+fn a_patient_override_changes_the_limit_and_is_recorded() {
+    let mut w = World::new();
+    w.enrol("p1", &["hypertension"]);
+    w.ev.store()
+        .upsert_patient(
+            "p1",
+            "cli",
+            &PatientChange {
+                overrides: Some(serde_json::json!({
+                    "htn.crisis": {"limits": {"systolic.limit": "170 mmHg"}},
+                    "htn.hypotension": {"disabled": true}
+                })),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let t = t0();
+    w.reading("p1", &[("systolic", 175.0), ("diastolic", 85.0)], t, t);
+    w.ev.step(t).unwrap();
+    let a = w.open_alert("htn.crisis");
+    assert_eq!(a.limits["systolic.limit"]["value"], 170.0, "{}", a.limits);
+    assert_eq!(a.limits["systolic.limit"]["overridden"], true);
+    assert_eq!(a.limits["diastolic.limit"]["overridden"], false);
+    // Disabled for this patient: a low reading raises nothing.
+    let later = t + TimeDelta::hours(1);
+    w.reading(
+        "p1",
+        &[("systolic", 80.0), ("diastolic", 50.0)],
+        later,
+        later,
+    );
+    w.ev.step(later).unwrap();
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM alerts WHERE rule_id = 'htn.hypotension'"),
+        0
+    );
+}
+
+#[test]
+fn config_patients_do_not_undo_run_time_changes() {
+    let text = "[[patients]]\nid = \"p1\"\ncare_plans = [\"hypertension\"]\n[[patients]]\nid = \"p2\"\ncare_plans = [\"diabetes\"]\n";
+    let config = crate::config::Config::from_toml(text, std::path::Path::new("")).unwrap();
+    let mut w = World::new();
+    super::apply_config_patients(w.ev.store(), &config).unwrap();
+    // A run-time change to p1 (the CLI marks it `cli`).
+    w.enrol("p1", &["heart-failure"]);
+    w.ev.store()
+        .conn()
+        .execute(
+            "UPDATE patients SET origin = 'cli' WHERE patient_id = 'p1'",
+            [],
+        )
+        .unwrap();
+    super::apply_config_patients(w.ev.store(), &config).unwrap();
+    let p1 = w.ev.store().patient("p1").unwrap().unwrap();
+    assert_eq!(p1.care_plans, ["heart-failure"]);
+    let p2 = w.ev.store().patient("p2").unwrap().unwrap();
+    assert_eq!(
+        (p2.care_plans.as_slice(), p2.origin.as_str()),
+        (&["diabetes".to_string()][..], "config")
+    );
+}

@@ -824,6 +824,180 @@ fn alerts_and_webhook_delivery_log() {
         m.contains("rpm_delivery_attempts_total{outcome=\"failure\"} 2"),
         "{m}"
     );
+
+    // Acknowledge and resolve (rules::lifecycle): who, note, snooze; the
+    // event is queued in the same transaction; care teams act on their own
+    // patients only.
+    let ack = |token: &str, id: &str, body: &Value| {
+        w.api.send(
+            "POST",
+            &format!("/api/v1/alerts/{id}/acknowledge"),
+            token,
+            body,
+        )
+    };
+    ack(&t.read_only, "al-0", &json!({})).problem(403);
+    ack(&t.north, "al-2", &json!({})).problem(404);
+    ack(&t.north, "al-0", &json!({"snooze": "soon"})).problem(400);
+    ack(&t.north, "al-0", &json!({"who": "me"})).problem(400);
+    let r = ack(
+        &t.north,
+        "al-0",
+        &json!({"note": "called the patient", "snooze": "30m"}),
+    );
+    r.expect(200);
+    let a = r.json();
+    assert_eq!(a["status"], "acknowledged");
+    assert!(
+        a["acknowledged_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("nurse-north"),
+        "{a}"
+    );
+    assert_eq!(a["ack_note"], "called the patient");
+    assert!(a["snooze_until"].is_string());
+    assert!(a["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| h["kind"] == "acknowledged"));
+    assert_eq!(
+        w.gw.count("SELECT COUNT(*) FROM outbox WHERE event_type = 'alert.acknowledged' AND alert_id = 'al-0'"),
+        1
+    );
+    let empty_body = w
+        .api
+        .request("POST", "/api/v1/alerts/al-0/resolve", Some(&t.admin), None);
+    empty_body.expect(200);
+    assert_eq!(empty_body.json()["status"], "resolved");
+    w.api
+        .request("POST", "/api/v1/alerts/al-0/resolve", Some(&t.admin), None)
+        .problem(409);
+    w.api
+        .request(
+            "POST",
+            "/api/v1/alerts/al-1/resolve",
+            Some(&t.admin),
+            Some(("text/plain", b"x")),
+        )
+        .problem(415);
+    assert_eq!(
+        w.gw.count(
+            "SELECT COUNT(*) FROM audit_log WHERE action = 'alert.resolve' AND resource = 'al-0'"
+        ),
+        1
+    );
+
+    // Webhook endpoints (delivery::endpoints): create, secrets shown once,
+    // rotate and retire, disable and enable, update; re-drive.
+    let r = w.api.send(
+        "POST",
+        "/api/v1/webhooks",
+        &t.admin,
+        &json!({"endpoint_id": "north", "url": "https://care.example.org/hook",
+                "filter": {"care_teams": ["north"], "severities": ["urgent", "critical"]}}),
+    );
+    r.expect(201);
+    let created = r.json();
+    assert!(created["secret"].as_str().unwrap().starts_with("whsec_"));
+    assert_eq!(created["endpoint"]["active_secrets"], 1);
+    for (body, status) in [
+        (
+            json!({"endpoint_id": "north", "url": "https://x.example.org"}),
+            409,
+        ),
+        (
+            json!({"endpoint_id": "plain", "url": "http://example.org/hook"}),
+            422,
+        ),
+        (
+            json!({"endpoint_id": "f", "url": "https://x.example.org", "filter": {"severities": ["meh"]}}),
+            422,
+        ),
+        (
+            json!({"endpoint_id": "g", "url": "https://x.example.org", "colour": 1}),
+            422,
+        ),
+    ] {
+        w.api
+            .send("POST", "/api/v1/webhooks", &t.admin, &body)
+            .problem(status);
+    }
+    w.api
+        .send(
+            "POST",
+            "/api/v1/webhooks",
+            &t.read_only,
+            &json!({"endpoint_id": "n2", "url": "https://x.example.org"}),
+        )
+        .problem(403);
+    let rot = w.api.request(
+        "POST",
+        "/api/v1/webhooks/north/rotate-secret",
+        Some(&t.admin),
+        None,
+    );
+    rot.expect(200);
+    let rot = rot.json();
+    assert_ne!(rot["secret"], created["secret"]);
+    assert_eq!(rot["endpoint"]["active_secrets"], 2);
+    let ret = w.api.request(
+        "POST",
+        "/api/v1/webhooks/north/retire-secrets",
+        Some(&t.admin),
+        None,
+    );
+    assert_eq!(ret.json()["active_secrets"], 1);
+    let dis = w.api.request(
+        "POST",
+        "/api/v1/webhooks/north/disable",
+        Some(&t.admin),
+        None,
+    );
+    assert_eq!(dis.json()["enabled"], false);
+    let en = w.api.request(
+        "POST",
+        "/api/v1/webhooks/north/enable",
+        Some(&t.admin),
+        None,
+    );
+    assert_eq!(en.json()["enabled"], true);
+    let up = w.api.send(
+        "PATCH",
+        "/api/v1/webhooks/north",
+        &t.admin,
+        &json!({"description": "North clinic"}),
+    );
+    up.expect(200);
+    assert_eq!(up.json()["description"], "North clinic");
+    let one = w.api.get("/api/v1/webhooks/north", &t.read_only);
+    one.expect(200);
+    assert!(!one.text().contains("whsec_"), "secret listed");
+    w.api.get("/api/v1/webhooks/nope", &t.admin).problem(404);
+    let rd = w
+        .api
+        .request("POST", "/api/v1/deliveries/1/redrive", Some(&t.admin), None);
+    rd.expect(200);
+    assert_eq!(rd.json()["redriven"], 1);
+    w.api
+        .request("POST", "/api/v1/deliveries/1/redrive", Some(&t.admin), None)
+        .problem(409);
+    w.api
+        .request(
+            "POST",
+            "/api/v1/deliveries/99/redrive",
+            Some(&t.admin),
+            None,
+        )
+        .problem(404);
+    let rd = w.api.request(
+        "POST",
+        "/api/v1/webhooks/ep-1/redrive",
+        Some(&t.admin),
+        None,
+    );
+    assert_eq!(rd.json()["redriven"], 0);
 }
 
 const VALIDATE_BUNDLE: &str = r#"

@@ -2,7 +2,9 @@
 //! Read straight from the `alerts` and `alert_history` tables (schema v2);
 //! care-team tokens see only their teams' patients.
 
+use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use super::auth::Principal;
 use super::page::{self, time, time_opt, Filter, Page};
 use super::problem::{ApiError, Json, Path, Query};
 use super::ApiState;
+use crate::rules::lifecycle::{self, LifecycleError};
 
 /// An alert as the API shows it.
 #[derive(Debug, Serialize)]
@@ -223,5 +226,146 @@ pub async fn get(
 ) -> Result<(AuditPatient, Json<AlertDetail>), ApiError> {
     p.require_read()?;
     let detail = st.db.run(move |s| load(s.conn(), &p, &alert_id)).await?;
+    Ok((AuditPatient(detail.alert.patient_id.clone()), Json(detail)))
+}
+
+/// `POST /api/v1/alerts/{alert_id}/acknowledge` body.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AckBody {
+    /// Free-text note.
+    note: Option<String>,
+    /// Snooze notifications for this long (`30m`, `2h`).
+    snooze: Option<String>,
+}
+
+/// `POST /api/v1/alerts/{alert_id}/resolve` body.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveBody {
+    /// Free-text note.
+    note: Option<String>,
+}
+
+/// Who acted, as recorded on the alert: the token's name and id.
+fn actor(p: &Principal) -> String {
+    format!("{} ({})", p.name, p.token_id)
+}
+
+fn lifecycle_error(e: LifecycleError) -> ApiError {
+    match e {
+        LifecycleError::NotFound(_) => ApiError::NotFound("alert"),
+        LifecycleError::AlreadyResolved(_) => {
+            ApiError::Conflict("the alert is already resolved".into())
+        }
+        LifecycleError::NoActor | LifecycleError::NegativeSnooze => {
+            ApiError::BadRequest(e.to_string())
+        }
+        LifecycleError::Store(s) => s.into(),
+    }
+}
+
+fn check_note(note: &Option<String>) -> Result<(), ApiError> {
+    if note.as_ref().is_some_and(|n| n.len() > 4000) {
+        return Err(ApiError::BadRequest("note: at most 4000 bytes".into()));
+    }
+    Ok(())
+}
+
+/// Runs a lifecycle action on an alert this token may see, in one
+/// transaction with an audit row naming the change.
+fn act(
+    s: &mut crate::store::Store,
+    p: &Principal,
+    alert_id: &str,
+    action: &str,
+    f: impl FnOnce(&rusqlite::Transaction<'_>, &str) -> Result<(), LifecycleError>,
+) -> Result<AlertDetail, ApiError> {
+    let before = load(s.conn(), p, alert_id)?;
+    let tx = s.transaction()?;
+    f(&tx, &actor(p)).map_err(lifecycle_error)?;
+    tx.execute(
+        "INSERT INTO audit_log (at, actor, action, resource, patient_id, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, 200, NULL)",
+        rusqlite::params![
+            crate::store::now_ms(),
+            p.token_id,
+            action,
+            alert_id,
+            before.alert.patient_id
+        ],
+    )?;
+    tx.commit()?;
+    load(s.conn(), p, alert_id)
+}
+
+/// `POST /api/v1/alerts/{alert_id}/acknowledge` (admin, care team of the
+/// patient): records who and the note, optionally snoozes notifications;
+/// the `alert.acknowledged` event is queued in the same transaction.
+pub async fn acknowledge(
+    State(st): State<Arc<ApiState>>,
+    p: Principal,
+    Path(alert_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(AuditPatient, Json<AlertDetail>), ApiError> {
+    p.require_clinical_write()?;
+    let body: AckBody = super::problem::optional_json(&headers, &body)?;
+    check_note(&body.note)?;
+    let snooze = match &body.snooze {
+        None => None,
+        Some(text) => {
+            let d = humantime::parse_duration(text).map_err(|_| {
+                ApiError::BadRequest(format!("snooze: `{text}` is not a duration like 30m or 2h"))
+            })?;
+            if d > std::time::Duration::from_secs(7 * 24 * 3600) {
+                return Err(ApiError::BadRequest("snooze: at most 7 days".into()));
+            }
+            Some(
+                chrono::TimeDelta::from_std(d)
+                    .map_err(|_| ApiError::BadRequest("snooze: too long".into()))?,
+            )
+        }
+    };
+    let detail = st
+        .db
+        .run(move |s| {
+            act(s, &p, &alert_id, "alert.acknowledge", |tx, by| {
+                lifecycle::acknowledge_in(
+                    tx,
+                    &alert_id,
+                    by,
+                    body.note.as_deref(),
+                    snooze,
+                    Utc::now(),
+                )
+                .map(|_| ())
+            })
+        })
+        .await?;
+    Ok((AuditPatient(detail.alert.patient_id.clone()), Json(detail)))
+}
+
+/// `POST /api/v1/alerts/{alert_id}/resolve` (admin, care team of the
+/// patient): resolves by hand; `alert.resolved` is queued in the same
+/// transaction. 409 when already resolved.
+pub async fn resolve(
+    State(st): State<Arc<ApiState>>,
+    p: Principal,
+    Path(alert_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(AuditPatient, Json<AlertDetail>), ApiError> {
+    p.require_clinical_write()?;
+    let body: ResolveBody = super::problem::optional_json(&headers, &body)?;
+    check_note(&body.note)?;
+    let detail = st
+        .db
+        .run(move |s| {
+            act(s, &p, &alert_id, "alert.resolve", |tx, by| {
+                lifecycle::resolve_in(tx, &alert_id, by, body.note.as_deref(), Utc::now())
+                    .map(|_| ())
+            })
+        })
+        .await?;
     Ok((AuditPatient(detail.alert.patient_id.clone()), Json(detail)))
 }

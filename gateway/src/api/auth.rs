@@ -24,6 +24,8 @@ use crate::store::tokens::{self, Role, TokenRecord};
 pub struct Principal {
     /// Token id (the audit log's actor).
     pub token_id: String,
+    /// Token name (who acted, as shown on an acknowledged alert).
+    pub name: String,
     /// Role.
     pub role: Role,
     /// Care teams (role `care_team`).
@@ -34,6 +36,7 @@ impl From<TokenRecord> for Principal {
     fn from(t: TokenRecord) -> Self {
         Principal {
             token_id: t.token_id,
+            name: t.name,
             role: t.role,
             teams: t.care_teams,
         }

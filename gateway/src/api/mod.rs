@@ -64,6 +64,8 @@ pub struct ApiState {
     pub mqtt_configured: bool,
     /// The rule set care plans and overrides are checked against.
     pub rules: Option<Arc<alerting_rules::RuleSet>>,
+    /// Plain-http webhook URLs allowed (`delivery.allow_http`).
+    pub allow_http: bool,
 }
 
 impl ApiState {
@@ -145,6 +147,12 @@ fn guarded_routes() -> Routes {
         )
         .add("GET", "/api/v1/alerts", alerts::list)
         .add("GET", "/api/v1/alerts/{alert_id}", alerts::get)
+        .add(
+            "POST",
+            "/api/v1/alerts/{alert_id}/acknowledge",
+            alerts::acknowledge,
+        )
+        .add("POST", "/api/v1/alerts/{alert_id}/resolve", alerts::resolve)
         .add("GET", "/api/v1/devices", devices::list)
         .add("POST", "/api/v1/devices", devices::register)
         .add("GET", "/api/v1/devices/{device_id}", devices::get)
@@ -167,10 +175,43 @@ fn guarded_routes() -> Routes {
             readings::latest,
         )
         .add("GET", "/api/v1/webhooks", webhooks::list)
+        .add("POST", "/api/v1/webhooks", webhooks::create)
+        .add("GET", "/api/v1/webhooks/{endpoint_id}", webhooks::get)
+        .add("PATCH", "/api/v1/webhooks/{endpoint_id}", webhooks::update)
+        .add(
+            "POST",
+            "/api/v1/webhooks/{endpoint_id}/rotate-secret",
+            webhooks::rotate_secret,
+        )
+        .add(
+            "POST",
+            "/api/v1/webhooks/{endpoint_id}/retire-secrets",
+            webhooks::retire_secrets,
+        )
+        .add(
+            "POST",
+            "/api/v1/webhooks/{endpoint_id}/disable",
+            webhooks::disable,
+        )
+        .add(
+            "POST",
+            "/api/v1/webhooks/{endpoint_id}/enable",
+            webhooks::enable,
+        )
+        .add(
+            "POST",
+            "/api/v1/webhooks/{endpoint_id}/redrive",
+            webhooks::redrive_endpoint,
+        )
         .add(
             "GET",
             "/api/v1/webhooks/{endpoint_id}/deliveries",
             webhooks::deliveries,
+        )
+        .add(
+            "POST",
+            "/api/v1/deliveries/{delivery_id}/redrive",
+            webhooks::redrive_delivery,
         )
         .add("GET", "/api/v1/audit", audit::list)
         .add("GET", "/fhir/Observation", fhir::search)
@@ -288,10 +329,10 @@ pub async fn start(
     };
     let db = db::Db::open(config.store.path.clone(), cfg.read_connections)?;
     let audit = audit::AuditLog::start(&config.store.path)?;
-    let rules = match alerting_rules::RuleSet::bundled() {
+    let rules = match crate::rules::load_rule_set(config.rules.dir.as_deref()) {
         Ok(r) => Some(Arc::new(r)),
         Err(e) => {
-            tracing::warn!(error = %e, "api: bundled rule set unavailable; care plans and overrides are not checked");
+            tracing::warn!(error = %e, "api: rule set unavailable; care plans and overrides are not checked");
             None
         }
     };
@@ -304,6 +345,7 @@ pub async fn start(
         metrics,
         mqtt_configured: config.sources.mqtt.is_some(),
         rules,
+        allow_http: config.delivery.allow_http,
     });
     let listener = TcpListener::bind(cfg.listen)
         .await

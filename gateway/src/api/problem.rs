@@ -245,3 +245,25 @@ fn path_rejection(rej: PathRejection) -> ApiError {
         ApiError::BadRequest(format!("path: {}", rej.body_text()))
     }
 }
+
+/// An optional JSON body: empty means `T::default()`; otherwise it must be
+/// `application/json` and parse (for action endpoints whose body is optional).
+pub fn optional_json<T: DeserializeOwned + Default>(
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError::UnsupportedMediaType(
+            "expected Content-Type: application/json".into(),
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))
+}

@@ -36,8 +36,12 @@ fn world(extra: &str) -> World {
     }
 }
 
+/// `minutes` before one fixed instant of the test process, so that the
+/// same call always gives the same time (a resend is the same reading).
 fn ago(minutes: i64) -> String {
-    (Utc::now() - Days::minutes(minutes)).to_rfc3339_opts(SecondsFormat::Secs, true)
+    static START: std::sync::OnceLock<chrono::DateTime<Utc>> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(Utc::now);
+    (start - Days::minutes(minutes)).to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 fn bp(minutes_ago: i64, sys: u32) -> Value {

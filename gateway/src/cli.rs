@@ -53,6 +53,20 @@ pub enum Command {
     Webhooks(crate::delivery::cli::WebhooksCommand),
     /// A webhook receiver that verifies signatures and prints alerts (for integrators; can rehearse outages).
     WebhookReceiver(crate::delivery::cli::ReceiverArgs),
+    /// Forwarding to InfluxDB and the store's disk.
+    #[command(subcommand)]
+    Forward(ForwardCommand),
+}
+
+/// `forward` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ForwardCommand {
+    /// Cursor, backlog, refused points and free disk.
+    Status {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `devices` subcommands.
@@ -176,6 +190,26 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Alerts(cmd) => return crate::rules::cli::alerts_cmd(&config, cmd),
         Command::Webhooks(cmd) => crate::delivery::cli::webhooks(&config, cmd)?,
         Command::WebhookReceiver(_) => {}
+        Command::Forward(ForwardCommand::Status { json }) => {
+            let store = runtime::open_store(&config)?;
+            let s = crate::forward::status::status(&store, &config)?;
+            if json {
+                println!("{}", serde_json::to_string(&s)?);
+            } else {
+                println!(
+                    "influxdb forwarding {}; cursor {} of {}; backlog {} reading(s); {} refused point(s) in quarantine; disk {} free{}",
+                    if s.enabled { "on" } else { "off" },
+                    s.cursor,
+                    s.newest_seq,
+                    s.backlog,
+                    s.rejected,
+                    s.disk_free_bytes
+                        .map(|b| format!("{} MiB", b / (1024 * 1024)))
+                        .unwrap_or_else(|| "unknown".into()),
+                    if s.disk_low { " (LOW)" } else { "" }
+                );
+            }
+        }
         Command::Quarantine(QuarantineCommand::List { json, limit }) => {
             let store = runtime::open_store(&config)?;
             let rows = store.quarantine_after(0, limit)?;

@@ -20,6 +20,7 @@ pub mod decode;
 pub mod delivery;
 #[cfg(feature = "embedded-broker")]
 pub mod demo;
+pub mod forward;
 pub mod metrics;
 pub mod normalize;
 pub mod pipeline;

@@ -19,6 +19,16 @@ pub struct Metrics {
     store_failures: AtomicU64,
     mqtt_connected: AtomicI64,
     gauges: Mutex<BTreeMap<(&'static str, String), f64>>,
+    forward: ForwardGauges,
+}
+
+/// Gauges of the forwarder and the store's disk (issue 8).
+#[derive(Default)]
+struct ForwardGauges {
+    backlog: AtomicI64,
+    up: AtomicI64,
+    disk_free_bytes: AtomicI64,
+    disk_low: AtomicI64,
 }
 
 impl Metrics {
@@ -148,6 +158,77 @@ impl Metrics {
         self.gauge("rpm_rules_evaluation_lag_seconds", String::new(), seconds);
     }
 
+    /// Points a sink accepted.
+    pub fn forwarded(&self, sink: &str, points: usize) {
+        self.add(
+            "rpm_forward_points_total",
+            format!("sink=\"{sink}\""),
+            points as u64,
+        );
+        self.add("rpm_forward_batches_total", format!("sink=\"{sink}\""), 1);
+    }
+
+    /// A failed write to a sink, by kind (`unreachable`, `timeout`,
+    /// `server_error`, `throttled`, `unauthorized`, `not_found`, `rejected`).
+    pub fn forward_failure(&self, sink: &str, kind: &str) {
+        self.add(
+            "rpm_forward_failures_total",
+            format!("sink=\"{sink}\",kind=\"{kind}\""),
+            1,
+        );
+    }
+
+    /// Readings committed but not yet accepted by the sink.
+    pub fn set_forward_backlog(&self, readings: i64) {
+        self.forward.backlog.store(readings, Ordering::Relaxed);
+    }
+
+    /// Readings waiting to be forwarded.
+    pub fn forward_backlog(&self) -> i64 {
+        self.forward.backlog.load(Ordering::Relaxed)
+    }
+
+    /// Whether the last write to the sink succeeded.
+    pub fn set_forward_up(&self, up: bool) {
+        self.forward.up.store(up as i64, Ordering::Relaxed);
+    }
+
+    /// Readings removed by the retention policy.
+    pub fn pruned(&self, readings: usize) {
+        self.add(
+            "rpm_store_pruned_total",
+            "policy=\"retention\"".into(),
+            readings as u64,
+        );
+    }
+
+    /// Free space of the store's file system and whether it counts as low.
+    pub fn set_disk(&self, free_bytes: u64, low: bool) {
+        self.forward.disk_free_bytes.store(
+            i64::try_from(free_bytes).unwrap_or(i64::MAX),
+            Ordering::Relaxed,
+        );
+        self.forward.disk_low.store(low as i64, Ordering::Relaxed);
+    }
+
+    /// Whether the store's disk is low (readiness reports not ready).
+    pub fn store_disk_low(&self) -> bool {
+        self.forward.disk_low.load(Ordering::Relaxed) == 1
+    }
+
+    fn render_forward(&self, out: &mut String) {
+        let g = &self.forward;
+        for (name, kind, v) in [
+            ("rpm_forward_backlog", "gauge", &g.backlog),
+            ("rpm_forward_up", "gauge", &g.up),
+            ("rpm_store_disk_free_bytes", "gauge", &g.disk_free_bytes),
+            ("rpm_store_disk_low", "gauge", &g.disk_low),
+        ] {
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
+        }
+    }
+
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -197,6 +278,7 @@ impl Metrics {
             "rpm_mqtt_connected {}",
             self.mqtt_connected.load(Ordering::Relaxed)
         );
+        self.render_forward(&mut out);
         out
     }
 }

@@ -37,6 +37,9 @@ pub enum RunError {
     /// Webhook delivery could not start.
     #[error(transparent)]
     Delivery(#[from] crate::delivery::DeliveryError),
+    /// The InfluxDB forwarder could not start.
+    #[error(transparent)]
+    Forward(#[from] crate::forward::sink::SinkError),
 }
 
 /// Builds the pipeline from config.
@@ -129,6 +132,8 @@ pub async fn run(
         })
     };
 
+    let downstream = spawn_forwarding(&config, &metrics, &stopped)?;
+
     let mut tasks = Vec::new();
     if let Some(mqtt) = config.sources.mqtt.clone() {
         let filters = pipeline.decoder.profiles().filters();
@@ -186,6 +191,9 @@ pub async fn run(
     if let Some(d) = dispatcher {
         let _ = d.await;
     }
+    for t in downstream {
+        let _ = t.await;
+    }
     let _ = heartbeat.await;
     writer.heartbeat(run_id, true).await;
     drop(writer);
@@ -221,6 +229,51 @@ fn rules_evaluator(
         missing_interval: config.rules.missing_interval,
     };
     Ok(Some((evaluator, task)))
+}
+
+/// Starts the InfluxDB forwarder (when configured) and the retention and
+/// disk task, each on its own store connection.
+fn spawn_forwarding<S, F>(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    stopped: &S,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, RunError>
+where
+    S: Fn() -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
+    use crate::forward::{Forwarder, ForwarderConfig, InfluxSink, Retention};
+    let mut tasks = Vec::new();
+    let influx = config.forward.influxdb.as_ref();
+    if let Some(cfg) = influx {
+        let sink = InfluxSink::new(cfg)?;
+        let fcfg = ForwarderConfig {
+            batch_size: cfg.batch_size,
+            flush_interval: cfg.flush_interval,
+            max_backoff: cfg.max_backoff,
+        };
+        let forwarder = Forwarder::new(
+            Store::open(&config.store.path)?,
+            sink,
+            fcfg,
+            metrics.clone(),
+        );
+        let stop = stopped();
+        tracing::info!(batch_size = cfg.batch_size, "forwarding to influxdb");
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = forwarder.run(stop).await {
+                tracing::error!(error = %e, "influxdb forwarder stopped on a store error");
+            }
+        }));
+    }
+    let retention = Retention::new(
+        Store::open(&config.store.path)?,
+        config.retention.clone(),
+        influx.is_some(),
+        metrics.clone(),
+    );
+    tasks.push(tokio::spawn(retention.run(stopped())));
+    Ok(tasks)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -4,7 +4,7 @@
 mod common;
 
 use chrono::{Duration as Days, SecondsFormat, Utc};
-use common::http::{self, Api};
+use common::api_client::{self as http, Api};
 use common::{wait_until, Gateway, Mosquitto};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;

@@ -65,6 +65,12 @@ pub struct Config {
     /// Webhook endpoints declared in the file.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// Sinks fed from the store (`[forward.influxdb]`); none by default.
+    #[serde(default)]
+    pub forward: crate::forward::ForwardConfig,
+    /// Retention of the store and its disk check.
+    #[serde(default)]
+    pub retention: crate::forward::RetentionConfig,
 }
 
 /// `[store]`
@@ -316,6 +322,9 @@ impl Config {
     pub fn from_toml(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
         let mut config: Config = parse_toml(text, file).map_err(|e| ConfigErrors(vec![e]))?;
         let base = file.parent().unwrap_or(Path::new("."));
+        if let Some(f) = config.forward.influxdb.as_mut() {
+            f.token_file = f.token_file.as_ref().map(|p| base.join(p));
+        }
         config.profiles.dirs = config.profiles.dirs.iter().map(|d| base.join(d)).collect();
         if config.store.path.is_relative() && file != Path::new("") {
             config.store.path = base.join(&config.store.path);
@@ -491,6 +500,7 @@ impl Config {
                 }
             }
         }
+        crate::forward::config::validate(&self.forward, &self.retention, &mut err);
         if self.rules.enabled || !self.patients.is_empty() {
             rules::validate(&self.rules, &self.patients, text, file, &mut errors);
         }

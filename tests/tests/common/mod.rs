@@ -3,7 +3,10 @@
 //! each test builds its world in a temp dir.
 #![allow(dead_code)]
 
+pub mod api_client;
 pub mod http;
+pub mod influx;
+pub mod victoria;
 
 use rusqlite::{Connection, OpenFlags};
 use std::io::Write;
@@ -22,14 +25,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn find(bin: &str) -> PathBuf {
+pub fn find(bin: &str) -> PathBuf {
     for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
         let p = Path::new(dir).join(bin);
         if p.exists() {
             return p;
         }
     }
-    panic!("`{bin}` not found: run scripts/test (it installs mosquitto), or apt-get install mosquitto mosquitto-clients")
+    panic!("`{bin}` not found: run scripts/test (it installs mosquitto, mosquitto-clients and victoria-metrics from Debian)")
 }
 
 pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
@@ -318,6 +321,12 @@ impl Gateway {
         }
     }
 
+    /// A gateway with no source, on a store of its own (pre-filled by
+    /// [`fill_store`]), with `extra` TOML (forwarding, retention).
+    pub fn store_only(dir: &Path, extra: &str) -> Gateway {
+        Gateway::with_config(dir, &format!("[store]\npath = \"{{db}}\"\n\n{extra}\n"))
+    }
+
     /// Starts `run` and waits until the log shows `marker` once more than before.
     pub fn start_until(&mut self, marker: &str, env: &[(&str, &str)]) {
         let log = self.dir.join("gateway.log");
@@ -350,6 +359,13 @@ impl Gateway {
             cmd.env(k, v);
         }
         self.child = Some(cmd.spawn().unwrap());
+    }
+
+    /// A downstream cursor (0 when absent).
+    pub fn cursor(&self, name: &str) -> i64 {
+        self.count(&format!(
+            "SELECT COALESCE((SELECT position FROM cursors WHERE name = '{name}'), 0)"
+        ))
     }
 
     /// SIGKILL.
@@ -463,6 +479,22 @@ impl Gateway {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default()
     }
+}
+
+/// Fills a store with `n` synthetic readings (`tests/src/bin/store-fill.rs`):
+/// reading i has patient `p-{i%200}`, device `d-{i%1000}`, one of five
+/// metrics, and a distinct measured-at per device and metric.
+pub fn fill_store(db: &Path, n: u64) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rpm-store-fill"))
+        .arg(db)
+        .arg(n.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Drop for Gateway {

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Forwarding benchmark (README "InfluxDB forwarding"): a store holding a
+# backlog of N readings (the same synthetic readings as
+# tests/src/bin/store-fill.rs, inserted directly with sqlite3), drained by the
+# gateway's forwarder into a local VictoriaMetrics (InfluxDB line protocol on
+# /api/v2/write), once per batch size; prints points/s and checks the count
+# that arrived.
+#   bench/forward.sh [N] [BATCH ...]        defaults: 1000000, 1000 5000 10000
+# Needs victoria-metrics and sqlite3 (Debian packages).
+set -euo pipefail
+N=${1:-1000000}; shift || true
+BATCHES=${*:-"1000 5000 10000"}
+cd "$(dirname "$0")/.."
+cargo build --release -q -p rpm-gateway --no-default-features
+BIN=$PWD/target/release/rpm-gateway
+W=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"' EXIT
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+
+# The backlog: create and migrate the store with the gateway, then insert.
+printf '[store]\npath = "%s/base.db"\n' "$W" > "$W/fill.toml"
+"$BIN" quarantine list --config "$W/fill.toml" >/dev/null
+NOW=$(($(date +%s) * 1000)); BASE=$((NOW - (N / 1000 + 1) * 60000))
+s=$(date +%s.%N)
+sqlite3 "$W/base.db" <<SQL
+WITH RECURSIVE i(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM i WHERE n < $N - 1),
+m(k, metric, unit, loinc, base) AS (VALUES (0, 'systolic', 'mm[Hg]', '8480-6', 110.0), (1, 'diastolic', 'mm[Hg]', '8462-4', 70.0),
+  (2, 'body_weight', 'kg', '29463-7', 80.0), (3, 'spo2', '%', '59408-5', 92.0), (4, 'blood_glucose', 'mg/dL', '41653-7', 90.0))
+INSERT INTO readings (reading_id, group_id, patient_id, device_id, metric, value, unit, loinc,
+                      measured_at, received_at, committed_at, source, sequence, annotations)
+SELECT 'fill-' || n, 'fill-' || n, 'p-' || (n % 200), 'd-' || (n % 1000), m.metric, m.base + (n % 97) * 0.1, m.unit, m.loinc,
+       $BASE + (n / 1000) * 60000 + n % 1000, $NOW, $NOW, 'mqtt', n,
+       CASE WHEN n % 10 = 0 THEN '{"note":"synthetic"}' ELSE '{}' END
+FROM i JOIN m ON m.k = n % 5 ORDER BY n;
+SQL
+printf 'filled %s readings in %.1f s\n' "$N" "$(echo "$(date +%s.%N) - $s" | bc)"
+printf 'machine: %s cores, %s; load average at start: %s\n' "$(nproc)" "$(uname -m)" "$(cut -d' ' -f1-3 /proc/loadavg)"
+
+run() { # batch gzip
+  local B=$1 GZ=$2 P D
+  P=$(free_port); D="$W/vm-$B-$GZ"
+  victoria-metrics -httpListenAddr=127.0.0.1:$P -storageDataPath="$D" -retentionPeriod=100y \
+    -search.latencyOffset=0 -search.disableCache -loggerLevel=ERROR >/dev/null 2>&1 & local VM=$!
+  until curl -sf "http://127.0.0.1:$P/health" >/dev/null; do sleep 0.1; done
+  cp "$W/base.db" "$W/run.db"
+  printf '[store]\npath = "%s/run.db"\n[log]\nlevel = "warn"\n[forward.influxdb]\nurl = "http://127.0.0.1:%s"\norg = "bench"\nbucket = "bench"\nbatch_size = %s\ngzip = %s\nflush_interval = "100ms"\n' \
+    "$W" "$P" "$B" "$GZ" > "$W/g.toml"
+  local s; s=$(date +%s.%N)
+  "$BIN" run -c "$W/g.toml" 2>>"$W/gw.log" & local GW=$!
+  while [ "$(sqlite3 "$W/run.db" "SELECT COALESCE((SELECT position FROM cursors WHERE name = 'forward.influxdb'), 0)")" -lt "$N" ]; do sleep 0.1; done
+  local t; t=$(echo "$(date +%s.%N) - $s" | bc)
+  local rss; rss=$(awk '/VmHWM/{print $2}' /proc/$GW/status)
+  kill -TERM $GW; wait $GW || true
+  curl -s "http://127.0.0.1:$P/internal/force_flush" >/dev/null; sleep 2
+  local got; got=$(curl -s "http://127.0.0.1:$P/api/v1/export" -d 'match[]={__name__=~"rpm_.*_value"}' \
+    | python3 -c 'import sys,json; print(sum(len(json.loads(l)["values"]) for l in sys.stdin if l.strip()))')
+  kill -TERM $VM; wait $VM || true
+  printf 'batch_size=%-6s gzip=%-5s %8.2f s  %8.0f points/s  gateway peak RSS %s kB  arrived %s/%s\n' \
+    "$B" "$GZ" "$t" "$(echo "$N / $t" | bc -l)" "$rss" "$got" "$N"
+}
+for B in $BATCHES; do run "$B" false; done
+run 5000 true

@@ -1,0 +1,429 @@
+//! The InfluxDB forwarder: store-and-forward from the embedded store.
+//!
+//! It reads committed readings after its durable cursor (`forward.influxdb`
+//! in the `cursors` table) in commit order, writes them in batches, and
+//! moves the cursor only once the server has accepted the batch. A crash
+//! between the write and the cursor commit re-sends that batch on restart;
+//! that is harmless because a point's identity (measurement, tags,
+//! timestamp) makes the write idempotent (see [`super::line`]).
+//!
+//! While the server is unreachable, slow or answers 5xx/429 (or refuses us
+//! with 401/403/404, a configuration problem) the forwarder backs off with
+//! jitter up to `max_backoff` and retries the same batch; ingestion goes on
+//! into the store meanwhile, and once the server answers again the backlog
+//! drains in full batches back to back.
+//!
+//! A 400/413/422 means some point in the batch is bad (real InfluxDB refuses
+//! the whole request for one bad line): the batch is bisected until the bad
+//! point is alone — or picked out directly when the server's message quotes
+//! exactly one line — and that point is quarantined (`rejected_by_sink`,
+//! with the server's message and the line) in the same transaction that
+//! moves the cursor past it. It is not sent again; the rest proceeds.
+
+use std::future::Future;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::params;
+
+use super::line::{self, EncodeError};
+use super::sink::{InfluxSink, WriteError};
+use crate::metrics::Metrics;
+use crate::store::queries::StoredReading;
+use crate::store::{now_ms, set_cursor, Store, StoreError};
+
+/// The forwarder's cursor in the `cursors` table.
+pub const CURSOR: &str = "forward.influxdb";
+/// Metric label of this sink.
+const SINK: &str = "influxdb";
+/// Quarantine reason of points the sink refused.
+pub const REJECTED: &str = "rejected_by_sink";
+
+/// Forwarder failures (the store; the server's failures are retried).
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A blocking store task died.
+    #[error("the forwarder's store task failed: {0}")]
+    Task(String),
+}
+
+/// Forwarder settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ForwarderConfig {
+    /// Points per request.
+    pub batch_size: usize,
+    /// Wait when caught up.
+    pub flush_interval: Duration,
+    /// Longest backoff.
+    pub max_backoff: Duration,
+}
+
+/// What a step did.
+enum Step {
+    /// A full batch went: there may be more.
+    Full,
+    /// Nothing more to send for now.
+    CaughtUp,
+    /// Stopped while waiting for the server.
+    Stopped,
+}
+
+/// A point the sink (or the encoder) refused.
+struct Refused {
+    index: usize,
+    detail: String,
+}
+
+/// The forwarder task.
+pub struct Forwarder {
+    store: Option<Store>,
+    sink: InfluxSink,
+    cfg: ForwarderConfig,
+    metrics: Arc<Metrics>,
+    fault: Fault,
+    failing: bool,
+}
+
+impl Forwarder {
+    /// A forwarder with its own store connection.
+    pub fn new(
+        store: Store,
+        sink: InfluxSink,
+        cfg: ForwarderConfig,
+        metrics: Arc<Metrics>,
+    ) -> Forwarder {
+        Forwarder {
+            store: Some(store),
+            sink,
+            cfg,
+            metrics,
+            fault: Fault::from_env(),
+            failing: false,
+        }
+    }
+
+    /// Runs a blocking store operation off the async threads.
+    async fn with_store<T: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, ForwardError> {
+        let mut store = self
+            .store
+            .take()
+            .ok_or_else(|| ForwardError::Task("store connection lost".into()))?;
+        let (store, result) = tokio::task::spawn_blocking(move || {
+            let r = f(&mut store);
+            (store, r)
+        })
+        .await
+        .map_err(|e| ForwardError::Task(e.to_string()))?;
+        self.store = Some(store);
+        Ok(result?)
+    }
+
+    /// Forwards until `stop` resolves. The batch in flight when it does is
+    /// finished (bounded by the request timeout) and its cursor committed;
+    /// a wait for the server is abandoned (the batch is re-read next start).
+    /// A store error (busy, disk full) is retried after `max_backoff`.
+    pub async fn run(mut self, stop: impl Future<Output = ()>) -> Result<(), ForwardError> {
+        tokio::pin!(stop);
+        loop {
+            let wait = match self.step(&mut stop).await {
+                Ok(Step::Stopped) => break,
+                Ok(Step::Full) => None,
+                Ok(Step::CaughtUp) => Some(self.cfg.flush_interval),
+                Err(ForwardError::Task(e)) => return Err(ForwardError::Task(e)),
+                Err(e) => {
+                    tracing::error!(error = %e, "influxdb forwarder: store error; retrying");
+                    Some(self.cfg.max_backoff)
+                }
+            };
+            match wait {
+                None if poll_once(&mut stop).await => break,
+                None => {}
+                Some(d) => tokio::select! {
+                    _ = &mut stop => break,
+                    _ = tokio::time::sleep(d) => {}
+                },
+            }
+        }
+        tracing::info!("influxdb forwarder stopped");
+        Ok(())
+    }
+
+    /// Reads the next batch after the cursor and forwards it.
+    async fn step(
+        &mut self,
+        stop: &mut (impl Future<Output = ()> + Unpin),
+    ) -> Result<Step, ForwardError> {
+        let batch_size = self.cfg.batch_size;
+        let (cursor, batch, max_seq) = self
+            .with_store(move |s| {
+                let cursor = s.cursor(CURSOR)?;
+                let batch = s.readings_after(cursor, batch_size)?;
+                let max: Option<i64> =
+                    s.conn()
+                        .query_row("SELECT MAX(seq) FROM readings", [], |r| r.get(0))?;
+                Ok((cursor, batch, max.unwrap_or(0)))
+            })
+            .await?;
+        self.metrics.set_forward_backlog((max_seq - cursor).max(0));
+        let full = batch.len() >= batch_size;
+        if batch.is_empty() {
+            return Ok(Step::CaughtUp);
+        }
+        let last = batch.last().map(|r| r.seq).unwrap_or(cursor);
+        if self.forward(batch, stop).await?.is_none() {
+            return Ok(Step::Stopped);
+        }
+        self.metrics.set_forward_backlog((max_seq - last).max(0));
+        Ok(if full { Step::Full } else { Step::CaughtUp })
+    }
+
+    /// Sends one batch and commits its cursor. `None`: stopped while waiting.
+    async fn forward(
+        &mut self,
+        batch: Vec<StoredReading>,
+        stop: &mut (impl Future<Output = ()> + Unpin),
+    ) -> Result<Option<()>, ForwardError> {
+        let mut lines = Vec::with_capacity(batch.len());
+        let mut refused = Vec::new();
+        // `lines[i]` encodes `batch[slots[i]]`.
+        let mut slots = Vec::with_capacity(batch.len());
+        for (i, r) in batch.iter().enumerate() {
+            let mut l = String::with_capacity(160);
+            match line::encode(r, &mut l) {
+                Ok(()) => {
+                    lines.push(l);
+                    slots.push(i);
+                }
+                Err(e) => refused.push(Refused {
+                    index: i,
+                    detail: encode_detail(&e),
+                }),
+            }
+        }
+        let Some(rejected) = self.deliver(&lines, stop).await else {
+            return Ok(None);
+        };
+        self.fault.maybe_abort();
+        let accepted = lines.len() - rejected.len();
+        refused.extend(rejected.into_iter().map(|r| Refused {
+            index: slots[r.index],
+            detail: r.detail,
+        }));
+        let last = batch.last().map(|r| r.seq).unwrap_or(0);
+        let quarantine: Vec<(StoredReading, String, String)> = refused
+            .iter()
+            .map(|r| {
+                let reading = batch[r.index].clone();
+                let mut l = String::new();
+                if line::encode(&reading, &mut l).is_err() {
+                    // Not encodable: keep the reading itself.
+                    l = serde_json::to_string(&reading).unwrap_or_default();
+                }
+                (reading, l, r.detail.clone())
+            })
+            .collect();
+        let n_quarantined = quarantine.len();
+        self.with_store(move |s| {
+            let tx = s.transaction()?;
+            for (r, l, detail) in &quarantine {
+                quarantine_rejected(&tx, r, l, detail)?;
+            }
+            set_cursor(&tx, CURSOR, last)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await?;
+        self.metrics.forwarded(SINK, accepted);
+        for _ in 0..n_quarantined {
+            self.metrics.quarantined(SINK, REJECTED);
+        }
+        if n_quarantined > 0 {
+            tracing::warn!(
+                points = n_quarantined,
+                "influxdb refused points; quarantined as {REJECTED} (see `rpm-gateway quarantine list`)"
+            );
+        }
+        Ok(Some(()))
+    }
+
+    /// Writes `lines` until every one is accepted or refused; returns the
+    /// refused ones. `None`: stopped while waiting for the server.
+    async fn deliver(
+        &mut self,
+        lines: &[String],
+        stop: &mut (impl Future<Output = ()> + Unpin),
+    ) -> Option<Vec<Refused>> {
+        let mut refused = Vec::new();
+        // Ranges of `lines` still to send (a stack: bisection pushes halves).
+        let mut pending: Vec<Range<usize>> = Vec::with_capacity(16);
+        pending.push(0..lines.len());
+        let mut attempt = 0u32;
+        while let Some(range) = pending.pop() {
+            if range.is_empty() {
+                continue;
+            }
+            let body = lines[range.clone()].concat();
+            match self.sink.write(body).await {
+                Ok(()) => {
+                    attempt = 0;
+                    if self.failing {
+                        self.failing = false;
+                        tracing::info!("influxdb accepts writes again; catching up");
+                    }
+                    self.metrics.set_forward_up(true);
+                }
+                Err(WriteError::Rejected { status, message }) => {
+                    attempt = 0;
+                    self.metrics.set_forward_up(true);
+                    self.metrics.forward_failure(SINK, "rejected");
+                    tracing::debug!(status, %message, points = range.len(), "influxdb rejected a batch");
+                    let detail = format!("HTTP {status}: {message}");
+                    if range.len() == 1 {
+                        refused.push(Refused {
+                            index: range.start,
+                            detail,
+                        });
+                        continue;
+                    }
+                    // The server named one line of this range: take it out
+                    // and send the rest again, else split in halves.
+                    let named: Vec<usize> = range
+                        .clone()
+                        .filter(|&i| message.contains(lines[i].trim_end()))
+                        .collect();
+                    if let [i] = named[..] {
+                        refused.push(Refused { index: i, detail });
+                        pending.push(i + 1..range.end);
+                        pending.push(range.start..i);
+                    } else {
+                        let mid = range.start + range.len() / 2;
+                        pending.push(mid..range.end);
+                        pending.push(range.start..mid);
+                    }
+                }
+                Err(WriteError::Retry {
+                    kind,
+                    status,
+                    message,
+                }) => {
+                    self.metrics.forward_failure(SINK, &kind);
+                    self.metrics.set_forward_up(false);
+                    if !self.failing {
+                        self.failing = true;
+                        // The message may quote data: debug only.
+                        tracing::warn!(
+                            kind,
+                            status,
+                            "influxdb write failed; readings stay in the store and are retried"
+                        );
+                    }
+                    tracing::debug!(kind, status, %message, "influxdb write failed");
+                    let wait = backoff(attempt, self.cfg.max_backoff);
+                    attempt = attempt.saturating_add(1);
+                    pending.push(range);
+                    tokio::select! {
+                        _ = &mut *stop => return None,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+        Some(refused)
+    }
+}
+
+/// True when `stop` has already resolved (without waiting).
+async fn poll_once(stop: &mut (impl Future<Output = ()> + Unpin)) -> bool {
+    tokio::select! {
+        biased;
+        _ = stop => true,
+        _ = std::future::ready(()) => false,
+    }
+}
+
+fn encode_detail(e: &EncodeError) -> String {
+    format!("not sent: {e}")
+}
+
+/// Exponential backoff from 200 ms, capped, with jitter (half to all of it)
+/// so that many gateways do not return in step after an outage.
+pub fn backoff(attempt: u32, max: Duration) -> Duration {
+    let base = Duration::from_millis(200).saturating_mul(1u32 << attempt.min(16));
+    let capped = base.min(max);
+    let ms = capped.as_millis() as u64;
+    Duration::from_millis(ms / 2 + fastrand::u64(0..=ms / 2))
+}
+
+/// Quarantines a point the sink refused, keyed by reading so it is kept once.
+fn quarantine_rejected(
+    tx: &rusqlite::Transaction<'_>,
+    r: &StoredReading,
+    line: &str,
+    detail: &str,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO quarantine (dedup_key, received_at, source, origin, profile, device_id, measurement_index, reason, detail, payload)
+         VALUES (?1, ?2, ?3, ?4, NULL, ?5, NULL, ?6, ?7, ?8)
+         ON CONFLICT(dedup_key) DO NOTHING",
+    )?
+    .execute(params![
+        format!("{SINK}|{}", r.reading_id),
+        now_ms(),
+        SINK,
+        SINK,
+        r.device_id,
+        REJECTED,
+        detail,
+        line.as_bytes(),
+    ])?;
+    Ok(())
+}
+
+/// Crash point for the end-to-end tests (`RPM_FAULT_INJECT=abort-after-forward`):
+/// the process aborts, as with `kill -9`, after the server accepted a batch
+/// and before the cursor moved past it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    None,
+    AfterForward,
+}
+
+impl Fault {
+    fn from_env() -> Fault {
+        match std::env::var("RPM_FAULT_INJECT").as_deref() {
+            Ok("abort-after-forward") => Fault::AfterForward,
+            _ => Fault::None,
+        }
+    }
+
+    fn maybe_abort(self) {
+        if self == Fault::AfterForward {
+            eprintln!("fault injection: aborting after a forwarded batch, before its cursor");
+            std::process::abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        let max = Duration::from_secs(5);
+        for attempt in 0..40 {
+            let d = backoff(attempt, max);
+            let full = Duration::from_millis(200)
+                .saturating_mul(1 << attempt.min(16))
+                .min(max);
+            assert!(d >= full / 2 && d <= full, "{attempt}: {d:?}");
+        }
+    }
+}

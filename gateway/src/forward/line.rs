@@ -1,0 +1,303 @@
+//! InfluxDB line protocol for stored readings.
+//!
+//! The schema (documented in README, "InfluxDB forwarding"):
+//!
+//! ```text
+//! rpm_<family>,device_id=…,metric=…,patient_id=…,source=…,unit=… value=<float>[,<annotation>="…"] <measured_at ns>
+//! ```
+//!
+//! * one measurement per metric family (`rpm_blood_pressure`, `rpm_oximetry`,
+//!   ...), the metric itself a tag, so a BP panel's components share a
+//!   timestamp without overwriting each other;
+//! * `value` is always a float field and annotations are always string
+//!   fields: a field's type never changes within a measurement, which real
+//!   InfluxDB enforces by rejecting the whole write;
+//! * the timestamp is the corrected measured-at in nanoseconds.
+//!
+//! A point's identity is (measurement, tag set, timestamp): writing the same
+//! reading again overwrites it with identical values. That is what makes
+//! re-sending a batch after a crash or a lost response harmless.
+
+use std::fmt::Write as _;
+
+use crate::store::queries::StoredReading;
+
+/// Why a reading cannot be written as line protocol (it is quarantined).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EncodeError {
+    /// Line protocol has no escape for line breaks in keys, tags or fields.
+    #[error("`{0}` contains a line break, which line protocol cannot carry")]
+    LineBreak(&'static str),
+    /// NaN and infinities are not line protocol numbers.
+    #[error("the value is not a finite number")]
+    NotFinite,
+    /// Outside the nanosecond range of a signed 64-bit timestamp (1677–2262).
+    #[error("the timestamp is outside the range of nanosecond timestamps")]
+    TimeRange,
+}
+
+/// The measurement (metric family) a metric is written to.
+pub fn measurement(metric: &str) -> &'static str {
+    match metric {
+        "systolic" | "diastolic" | "mean_arterial_pressure" | "pulse_rate" => "rpm_blood_pressure",
+        "spo2" | "oximetry_pulse_rate" => "rpm_oximetry",
+        "body_weight" | "body_height" | "bmi" | "body_fat" => "rpm_body_composition",
+        "blood_glucose" => "rpm_glucose",
+        "body_temperature" => "rpm_temperature",
+        "heart_rate" | "respiratory_rate" => "rpm_vitals",
+        _ => "rpm_other",
+    }
+}
+
+/// The field key of an annotation: its name with anything but ASCII letters,
+/// digits, `_`, `-` and `.` replaced by `_`, prefixed with `annotation_` when
+/// it would collide with `value` or start with InfluxDB's reserved `_`.
+pub fn annotation_key(name: &str) -> String {
+    let key: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if key == "value" || key.starts_with('_') || key.is_empty() {
+        format!("annotation_{key}")
+    } else {
+        key
+    }
+}
+
+/// Appends the reading as one line (with a trailing `\n`) to `out`. On
+/// error `out` is left as it was.
+pub fn encode(r: &StoredReading, out: &mut String) -> Result<(), EncodeError> {
+    if !r.value.is_finite() {
+        return Err(EncodeError::NotFinite);
+    }
+    let ts = r
+        .measured_at
+        .timestamp_nanos_opt()
+        .ok_or(EncodeError::TimeRange)?;
+    let start = out.len();
+    let result = write_line(r, ts, out);
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
+}
+
+fn write_line(r: &StoredReading, ts: i64, out: &mut String) -> Result<(), EncodeError> {
+    escape(measurement(&r.metric), Kind::Measurement, out);
+    // Tags sorted by key, as InfluxDB prefers; an empty tag is left out
+    // (line protocol has no empty tag values; absent means empty).
+    for (key, value) in [
+        ("device_id", r.device_id.as_str()),
+        ("metric", r.metric.as_str()),
+        ("patient_id", r.patient_id.as_str()),
+        ("source", r.source.as_str()),
+        ("unit", r.unit.as_str()),
+    ] {
+        if value.is_empty() {
+            continue;
+        }
+        check(value, key)?;
+        out.push(',');
+        out.push_str(key);
+        out.push('=');
+        escape(value, Kind::Key, out);
+    }
+    out.push_str(" value=");
+    // Display of f64 is the shortest representation that round-trips, never
+    // with an exponent, and without an `i` suffix it is a float.
+    let _ = write!(out, "{}", r.value);
+    if let Some(map) = r.annotations.as_object() {
+        for (name, v) in map {
+            let text = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            check(&text, "annotation")?;
+            out.push(',');
+            escape(&annotation_key(name), Kind::Key, out);
+            out.push_str("=\"");
+            escape(&text, Kind::StringField, out);
+            out.push('"');
+        }
+    }
+    let _ = writeln!(out, " {ts}");
+    Ok(())
+}
+
+fn check(s: &str, what: &'static str) -> Result<(), EncodeError> {
+    if s.contains(['\n', '\r']) {
+        Err(EncodeError::LineBreak(what))
+    } else {
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    /// Commas and spaces.
+    Measurement,
+    /// Tag keys, tag values, field keys: commas, equals signs, spaces.
+    Key,
+    /// String field values: double quotes and backslashes.
+    StringField,
+}
+
+/// Escapes `s` for its place in a line. Backslashes are doubled everywhere,
+/// so that a value ending in a backslash cannot escape the separator after it.
+fn escape(s: &str, kind: Kind, out: &mut String) {
+    for c in s.chars() {
+        let special = match kind {
+            Kind::Measurement => matches!(c, ',' | ' ' | '\\'),
+            Kind::Key => matches!(c, ',' | '=' | ' ' | '\\'),
+            Kind::StringField => matches!(c, '"' | '\\'),
+        };
+        if special {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use proptest::prelude::*;
+
+    pub fn reading(device: &str, patient: &str, value: f64) -> StoredReading {
+        StoredReading {
+            seq: 1,
+            reading_id: "r1".into(),
+            group_id: "g1".into(),
+            patient_id: patient.into(),
+            device_id: device.into(),
+            metric: "systolic".into(),
+            value,
+            unit: "mm[Hg]".into(),
+            loinc: "8480-6".into(),
+            device_measured_at: None,
+            measured_at: Utc.timestamp_millis_opt(1_769_845_330_123).unwrap(),
+            received_at: Utc.timestamp_millis_opt(1_769_845_331_000).unwrap(),
+            source: "mqtt".into(),
+            sequence: None,
+            annotations: serde_json::json!({}),
+        }
+    }
+
+    #[test]
+    fn schema() {
+        let mut r = reading("cuff 1", "p,1", 120.0);
+        r.annotations = serde_json::json!({"ihb": "true", "value": "x", "note": "say \"hi\""});
+        let mut out = String::new();
+        encode(&r, &mut out).unwrap();
+        assert_eq!(
+            out,
+            "rpm_blood_pressure,device_id=cuff\\ 1,metric=systolic,patient_id=p\\,1,source=mqtt,unit=mm[Hg] \
+             value=120,ihb=\"true\",note=\"say \\\"hi\\\"\",annotation_value=\"x\" 1769845330123000000\n"
+        );
+    }
+
+    #[test]
+    fn unencodable_readings_are_errors_and_leave_the_buffer() {
+        let mut out = String::from("before\n");
+        assert_eq!(
+            encode(&reading("d\n", "p", 1.0), &mut out),
+            Err(EncodeError::LineBreak("device_id"))
+        );
+        assert_eq!(
+            encode(&reading("d", "p", f64::NAN), &mut out),
+            Err(EncodeError::NotFinite)
+        );
+        assert_eq!(out, "before\n");
+    }
+
+    /// Splits `s` at unescaped `sep`s (outside double quotes when `quotes`).
+    fn split(s: &str, sep: char, quotes: bool) -> Vec<String> {
+        let mut parts = vec![String::new()];
+        let mut chars = s.chars();
+        let mut quoted = false;
+        while let Some(c) = chars.next() {
+            if c == '\\' {
+                let last = parts.last_mut().unwrap();
+                last.push(c);
+                if let Some(n) = chars.next() {
+                    last.push(n);
+                }
+            } else if quotes && c == '"' {
+                quoted = !quoted;
+                parts.last_mut().unwrap().push(c);
+            } else if c == sep && !quoted {
+                parts.push(String::new());
+            } else {
+                parts.last_mut().unwrap().push(c);
+            }
+        }
+        parts
+    }
+
+    fn unescape(s: &str) -> String {
+        let mut out = String::new();
+        let mut chars = s.chars();
+        while let Some(c) = chars.next() {
+            if c == '\\' {
+                if let Some(n) = chars.next() {
+                    out.push(n);
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    fn any_text() -> impl Strategy<Value = String> {
+        // Printable text heavy in the characters line protocol treats specially.
+        proptest::string::string_regex("[a-z0-9 ,=\"\\\\_é\\[\\]{}]{1,12}").unwrap()
+    }
+
+    proptest! {
+        /// Whatever the ids and annotations hold, the line splits back into
+        /// exactly the tags and fields that went in (a reference parser
+        /// following the line protocol escaping rules).
+        #[test]
+        fn escaping_round_trips(device in any_text(), patient in any_text(), name in any_text(), note in any_text(), value in -1e9f64..1e9) {
+            let mut r = reading(&device, &patient, value);
+            r.annotations = serde_json::json!({ name.clone(): note.clone() });
+            let mut line = String::new();
+            encode(&r, &mut line).unwrap();
+            let line = line.strip_suffix('\n').unwrap();
+            prop_assert!(!line.contains('\n'));
+            // Quotes are literal in the series section, string delimiters
+            // in the field section.
+            let series_end = split(line, ' ', false)[0].len();
+            let mut sections = vec![line[..series_end].to_string()];
+            sections.extend(split(&line[series_end + 1..], ' ', true));
+            prop_assert_eq!(sections.len(), 3, "{}", line);
+            let series = split(&sections[0], ',', false);
+            prop_assert_eq!(&series[0], "rpm_blood_pressure");
+            let tags: Vec<(String, String)> = series[1..].iter().map(|t| {
+                let kv = split(t, '=', false);
+                assert_eq!(kv.len(), 2, "{t}");
+                (unescape(&kv[0]), unescape(&kv[1]))
+            }).collect();
+            prop_assert_eq!(&tags[0], &("device_id".to_string(), device));
+            prop_assert_eq!(&tags[2], &("patient_id".to_string(), patient));
+            let fields = split(&sections[1], ',', true);
+            prop_assert_eq!(fields.len(), 2);
+            let v = split(&fields[0], '=', true);
+            prop_assert_eq!(v[1].parse::<f64>().unwrap(), value);
+            let a = split(&fields[1], '=', true);
+            prop_assert_eq!(a.len(), 2, "{}", &fields[1]);
+            prop_assert_eq!(unescape(&a[0]), annotation_key(&name));
+            let quoted = a[1].strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap();
+            prop_assert_eq!(unescape(quoted), note);
+            prop_assert_eq!(&sections[2], "1769845330123000000");
+        }
+    }
+}

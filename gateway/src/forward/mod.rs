@@ -1,0 +1,21 @@
+//! Forwarding to InfluxDB 2, and retention of the embedded store.
+//!
+//! The embedded store is the system of record on the gateway; the forwarder
+//! follows it after a durable cursor ([`forwarder`]), so the database being
+//! away costs nothing but delay, and rules and alerts keep running from the
+//! store meanwhile. [`retention`] prunes only what every consumer is past,
+//! and reports a low disk. [`line`] is the line-protocol schema; [`sink`]
+//! the HTTP write through the `influxdb2` crate; [`config`] their sections;
+//! [`status`] where it all stands (CLI, API).
+
+pub mod config;
+pub mod forwarder;
+pub mod line;
+pub mod retention;
+pub mod sink;
+pub mod status;
+
+pub use config::{ForwardConfig, InfluxConfig, RetentionConfig};
+pub use forwarder::{Forwarder, ForwarderConfig};
+pub use retention::Retention;
+pub use sink::InfluxSink;

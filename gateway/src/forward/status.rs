@@ -1,0 +1,95 @@
+//! Where forwarding and the store's disk stand, read from the store and the
+//! file system: for `rpm-gateway forward status` and the API (readiness and
+//! operators' views). A running gateway's live view is in [`Metrics`]
+//! (`store_disk_low()`, `forward_backlog()`); this works without one.
+//!
+//! [`Metrics`]: crate::metrics::Metrics
+
+use rusqlite::OptionalExtension;
+use serde::Serialize;
+
+use super::forwarder::{CURSOR, REJECTED};
+use super::retention::disk_space;
+use crate::config::Config;
+use crate::store::{Store, StoreError};
+
+/// Forwarding and disk status. No PHI.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ForwardStatus {
+    /// `[forward.influxdb]` is configured.
+    pub enabled: bool,
+    /// The forwarder's cursor: readings up to this `seq` were accepted (or quarantined).
+    pub cursor: i64,
+    /// Newest reading's `seq`.
+    pub newest_seq: i64,
+    /// Readings after the cursor (not yet forwarded).
+    pub backlog: i64,
+    /// When the cursor last moved (Unix ms), if ever.
+    pub cursor_updated_at: Option<i64>,
+    /// Open quarantine rows the sink refused.
+    pub rejected: i64,
+    /// Free bytes on the store's file system, if readable.
+    pub disk_free_bytes: Option<u64>,
+    /// Below `retention.min_free_bytes` / `min_free_percent`.
+    pub disk_low: bool,
+}
+
+/// Reads the status of `store` under `config`.
+pub fn status(store: &Store, config: &Config) -> Result<ForwardStatus, StoreError> {
+    let conn = store.conn();
+    let (cursor, updated): (i64, Option<i64>) = conn
+        .query_row(
+            "SELECT position, updated_at FROM cursors WHERE name = ?1",
+            [CURSOR],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .map(|(c, u)| (c, Some(u)))
+        .unwrap_or((0, None));
+    let newest: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM readings", [], |r| {
+        r.get(0)
+    })?;
+    let backlog: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM readings WHERE seq > ?1",
+        [cursor],
+        |r| r.get(0),
+    )?;
+    let rejected: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM quarantine WHERE reason = ?1 AND status = 'open'",
+        [REJECTED],
+        |r| r.get(0),
+    )?;
+    let dir = store
+        .path()
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let disk = disk_space(dir).ok();
+    Ok(ForwardStatus {
+        enabled: config.forward.influxdb.is_some(),
+        cursor,
+        newest_seq: newest,
+        backlog,
+        cursor_updated_at: updated,
+        rejected,
+        disk_free_bytes: disk.map(|d| d.available),
+        disk_low: disk.is_some_and(|d| config.retention.is_low(d)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backlog_of_a_fresh_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let s = status(&store, &Config::default()).unwrap();
+        assert_eq!(
+            (s.enabled, s.cursor, s.backlog, s.rejected),
+            (false, 0, 0, 0)
+        );
+        assert!(s.disk_free_bytes.is_some());
+    }
+}

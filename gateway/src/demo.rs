@@ -1,19 +1,22 @@
 //! `rpm-gateway demo`: the whole flow on one machine with nothing installed.
 //!
-//! An embedded MQTT broker (rumqttd) on a free local port, a store in a
-//! temporary directory, the real gateway runtime, and simulated patients'
-//! devices publishing over real MQTT (QoS 1) — including a malformed payload
-//! and a device nobody registered. A live view reads what was committed
-//! (from the store, after a cursor, like every downstream consumer) and a
-//! summary closes the run.
+//! The demo is a list of stages run in order (see [`run`]): an embedded MQTT
+//! broker (rumqttd) on a free local port, a store in a temporary directory,
+//! the real gateway runtime, a live view that reads what was committed (from
+//! the store, after a cursor, like every downstream consumer), the patients
+//! of the simulator's `demo` scenario (`simulator/scenarios/demo.toml`: five
+//! patients, a week, every rule pack, device quirks, a malformed payload and
+//! an unregistered device) played in accelerated time over real MQTT (QoS 1)
+//! through the simulator's own transport, and a summary. A new stage
+//! (alerts, a webhook receiver) is one more method on [`Demo`] and one more
+//! line in [`run`].
 
 use anyhow::Context as _;
-use chrono::{Duration as ChronoDuration, Utc};
+use chrono::Utc;
 use clap::Args;
-use device_profiles::{Metric, Unit};
-use rpm_simulator::mqtt::Publisher;
-use rpm_simulator::{encode, DeviceKind, Emission, Fault, WireFormat};
-use std::collections::BTreeMap;
+use rpm_simulator::run::{prepare, RunOptions, RunReport, StartAt};
+use rpm_simulator::scenario::Scenario;
+use rpm_simulator::transport::mqtt::Publisher;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,9 +27,9 @@ use crate::store::Store;
 /// Options of `rpm-gateway demo`.
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
-    /// Simulated days of readings.
-    #[arg(long, default_value_t = 3)]
-    pub days: u32,
+    /// Simulated days of the demo scenario to play (all 7 by default).
+    #[arg(long)]
+    pub days: Option<u32>,
     /// Wall-clock seconds over which the simulated days are played.
     #[arg(long, default_value_t = 20)]
     pub seconds: u64,
@@ -38,7 +41,6 @@ pub struct DemoArgs {
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
-
 /// Starts rumqttd on `port` on its own thread (it runs its own runtimes).
 fn start_broker(port: u16) -> anyhow::Result<()> {
     use rumqttd::{Config as BrokerConfig, ConnectionSettings, RouterConfig, ServerSettings};
@@ -80,197 +82,192 @@ fn start_broker(port: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Patient {
-    id: &'static str,
-    kit: Vec<(DeviceKind, String)>,
+/// A stage running in the background: its stop signal and its task.
+type Running<T> = (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<T>);
+
+/// The demo's state, built up stage by stage.
+struct Demo {
+    args: DemoArgs,
+    scenario: Scenario,
+    temp: PathBuf,
+    store_path: PathBuf,
+    port: u16,
+    gateway: Option<Running<Result<(), crate::runtime::RunError>>>,
+    view: Option<Running<()>>,
+    sent: Option<RunReport>,
 }
 
-fn patients() -> Vec<Patient> {
-    let kit = |p: &str, kinds: &[DeviceKind]| {
-        kinds
-            .iter()
-            .map(|k| (*k, format!("{}-{}", format!("{k:?}").to_lowercase(), p)))
-            .collect::<Vec<_>>()
-    };
-    use DeviceKind::*;
-    vec![
-        Patient {
-            id: "patient-anna",
-            kit: kit("anna", &[BpCuff, Scale]),
-        },
-        Patient {
-            id: "patient-ben",
-            kit: kit("ben", &[Glucometer, Thermometer]),
-        },
-        Patient {
-            id: "patient-chen",
-            kit: kit("chen", &[PulseOximeter, Scale, BpCuff]),
-        },
-    ]
-}
-
-/// Deterministic, plausible values (the full physiology lives in the simulator).
-fn values(kind: DeviceKind, day: u32, slot: u32) -> Vec<(Metric, f64, Unit)> {
-    let w = (day * 7 + slot * 3) as f64;
-    let wobble = (w.sin() * 3.0).round();
-    match kind {
-        DeviceKind::BpCuff => vec![
-            (Metric::Systolic, 128.0 + wobble, Unit::MmHg),
-            (Metric::Diastolic, 82.0 + wobble / 2.0, Unit::MmHg),
-            (Metric::PulseRate, 70.0 + wobble, Unit::PerMin),
-        ],
-        DeviceKind::Scale => vec![(Metric::BodyWeight, 180.0 + day as f64 * 0.9, Unit::Lb)],
-        DeviceKind::Glucometer => vec![(Metric::BloodGlucose, 6.1 + wobble / 5.0, Unit::MmolPerL)],
-        DeviceKind::PulseOximeter => {
-            vec![
-                (Metric::Spo2, 95.0 + wobble / 3.0, Unit::Percent),
-                (Metric::OximetryPulseRate, 76.0, Unit::PerMin),
-            ]
-        }
-        DeviceKind::Thermometer => {
-            vec![(Metric::BodyTemperature, 36.8 + wobble / 10.0, Unit::Celsius)]
-        }
-    }
-}
-
-fn emissions(days: u32) -> Vec<Emission> {
-    let start = Utc::now() - ChronoDuration::days(days as i64);
-    let mut out = Vec::new();
-    for day in 0..days {
-        for slot in 0..2u32 {
-            for p in patients() {
-                for (kind, device) in &p.kit {
-                    let at = start
-                        + ChronoDuration::days(day as i64)
-                        + ChronoDuration::hours(7 + slot as i64 * 12);
-                    out.push(Emission {
-                        at,
-                        patient_id: p.id.into(),
-                        device_id: device.clone(),
-                        device: *kind,
-                        values: values(*kind, day, slot),
-                        annotations: BTreeMap::new(),
-                        sequence: Some((day * 2 + slot) as u64),
-                        fault: None,
-                    });
-                }
-            }
-        }
-    }
-    out.sort_by_key(|e| e.at);
-    // Faults a real deployment sees: a broken payload, an unregistered device.
-    let mid = out.len() / 2;
-    if let Some(e) = out.get(mid).cloned() {
-        out.insert(
-            mid,
-            Emission {
-                fault: Some(Fault::Malformed),
-                ..e.clone()
-            },
-        );
-        out.insert(
-            mid + 1,
-            Emission {
-                fault: Some(Fault::UnknownDevice),
-                ..e
-            },
-        );
-    }
-    out
-}
-
-/// Runs the demo.
+/// Runs the demo: its stages, in order.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let temp = tempfile_dir()?;
-    let dir = args.keep.clone().unwrap_or_else(|| temp.clone());
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let store_path = dir.join("rpm-demo.db");
-    let port = free_port()?;
-    start_broker(port)?;
-    wait_for_port(port).await?;
+    let mut demo = Demo::prepare(args)?;
+    demo.start_broker().await?;
+    demo.start_gateway().await?;
+    demo.start_live_view();
+    demo.play_devices().await?;
+    demo.stop().await?;
+    demo.summary()
+}
 
-    let mut config = Config::default();
-    config.store.path = store_path.clone();
-    config.sources.mqtt = Some(MqttConfig {
-        port,
-        client_id: Some("rpm-gateway-demo".into()),
-        ..MqttConfig::default()
-    });
-    config.devices = patients()
-        .iter()
-        .flat_map(|p| {
-            p.kit.iter().map(|(_, d)| DeviceAssignment {
-                id: d.clone(),
-                patient: p.id.into(),
-            })
+impl Demo {
+    /// The scenario (moved so that its last day ends today), the store's
+    /// directory, the broker's port.
+    fn prepare(args: DemoArgs) -> anyhow::Result<Demo> {
+        let scenario = Scenario::bundled("demo").context("loading the demo scenario")?;
+        let scenario = prepare(
+            &scenario,
+            &RunOptions {
+                days: args.days,
+                start: StartAt::Today,
+                ..RunOptions::default()
+            },
+            Utc::now(),
+        );
+        let temp = tempfile_dir()?;
+        let dir = args.keep.clone().unwrap_or_else(|| temp.clone());
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Demo {
+            store_path: dir.join("rpm-demo.db"),
+            port: free_port()?,
+            args,
+            scenario,
+            temp,
+            gateway: None,
+            view: None,
+            sent: None,
         })
-        .collect();
-
-    println!("rpm-gateway demo");
-    println!("  embedded MQTT broker  127.0.0.1:{port}");
-    println!("  store                 {}", store_path.display());
-    println!(
-        "  patients              {}",
-        patients()
-            .iter()
-            .map(|p| p.id)
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    println!();
-
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let gateway = tokio::spawn(crate::runtime::run(config, async move {
-        let _ = stop_rx.await;
-    }));
-    // Let the gateway connect and subscribe before devices publish.
-    tokio::time::sleep(Duration::from_millis(800)).await;
-
-    let (view_stop_tx, view_stop_rx) = tokio::sync::watch::channel(false);
-    let view = tokio::task::spawn_blocking({
-        let path = store_path.clone();
-        move || live_view(&path, view_stop_rx)
-    });
-
-    let all = emissions(args.days);
-    let pace = Duration::from_millis((args.seconds * 1000) / all.len().max(1) as u64);
-    let mut publisher = Publisher::connect("127.0.0.1", port, "demo-devices");
-    for e in &all {
-        let format = if e.device == DeviceKind::Thermometer {
-            WireFormat::Senml
-        } else {
-            WireFormat::Vendor
-        };
-        publisher.publish(&encode(e, format)).await?;
-        tokio::time::sleep(pace).await;
     }
-    let sent = publisher.sent();
-    publisher.close(Duration::from_secs(10)).await?;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
 
-    let _ = stop_tx.send(());
-    gateway.await.context("gateway task")??;
-    let _ = view_stop_tx.send(true);
-    let _ = view.await;
+    async fn start_broker(&mut self) -> anyhow::Result<()> {
+        start_broker(self.port)?;
+        wait_for_port(self.port).await
+    }
 
-    let store = Store::open(&store_path)?;
-    println!();
-    println!("summary");
-    println!("  messages published    {sent}");
-    println!("  readings stored       {}", store.count_readings()?);
-    for (reason, n) in store.quarantine_counts()? {
-        println!("  quarantined           {n} × {reason}");
+    /// The real gateway runtime, with the scenario's devices assigned.
+    async fn start_gateway(&mut self) -> anyhow::Result<()> {
+        let mut config = Config::default();
+        config.store.path = self.store_path.clone();
+        config.sources.mqtt = Some(MqttConfig {
+            port: self.port,
+            client_id: Some("rpm-gateway-demo".into()),
+            ..MqttConfig::default()
+        });
+        config.devices = self
+            .scenario
+            .registry()
+            .into_iter()
+            .map(|d| DeviceAssignment {
+                id: d.device_id,
+                patient: d.patient_id,
+            })
+            .collect();
+
+        println!("rpm-gateway demo");
+        println!("  embedded MQTT broker  127.0.0.1:{}", self.port);
+        println!("  store                 {}", self.store_path.display());
+        println!(
+            "  scenario              {} ({} days from {}, played in {} s)",
+            self.scenario.name,
+            self.scenario.days,
+            self.scenario.start.format("%Y-%m-%d"),
+            self.args.seconds
+        );
+        println!(
+            "  patients              {}",
+            self.scenario
+                .patients
+                .iter()
+                .map(|p| p.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        println!();
+
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        let gateway = tokio::spawn(crate::runtime::run(config, async move {
+            let _ = stop_rx.changed().await;
+        }));
+        self.gateway = Some((stop_tx, gateway));
+        // Let the gateway connect and subscribe before devices publish.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        Ok(())
     }
-    println!();
-    println!(
-        "Look inside: sqlite3 {} 'SELECT * FROM readings_view LIMIT 10'",
-        store_path.display()
-    );
-    if args.keep.is_none() {
-        println!("(temporary; pass --keep DIR to keep the store)");
-        let _ = std::fs::remove_dir_all(&temp);
+
+    fn start_live_view(&mut self) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let path = self.store_path.clone();
+        let task = tokio::task::spawn_blocking(move || live_view(&path, rx));
+        self.view = Some((tx, task));
     }
-    Ok(())
+
+    /// The scenario's devices, in accelerated time, over MQTT.
+    async fn play_devices(&mut self) -> anyhow::Result<()> {
+        let span = f64::from(self.scenario.days) * 86_400.0;
+        let speed = span / self.args.seconds.max(1) as f64;
+        let publisher = Publisher::connect("127.0.0.1", self.port, "demo-devices");
+        let report = rpm_simulator::run::run(
+            &self.scenario,
+            Some(speed),
+            publisher,
+            Duration::from_secs(10),
+        )
+        .await?;
+        if let Some(u) = &report.unacknowledged {
+            anyhow::bail!("{u}");
+        }
+        self.sent = Some(report);
+        Ok(())
+    }
+
+    /// Lets the last batch commit, then stops the gateway (it drains) and
+    /// the live view.
+    async fn stop(&mut self) -> anyhow::Result<()> {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        if let Some((stop, task)) = self.gateway.take() {
+            let _ = stop.send(true);
+            task.await.context("gateway task")??;
+        }
+        if let Some((stop, task)) = self.view.take() {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
+        Ok(())
+    }
+
+    fn summary(&self) -> anyhow::Result<()> {
+        let store = Store::open(&self.store_path)?;
+        let sent = self.sent.as_ref().map_or(0, |r| r.sent.publishes());
+        println!();
+        println!("summary");
+        println!("  messages published    {sent}");
+        println!("  readings stored       {}", store.count_readings()?);
+        for (reason, n) in store.quarantine_counts()? {
+            println!("  quarantined           {n} × {reason}");
+        }
+        println!();
+        println!(
+            "alerts a correct gateway raises (ground truth of {}):",
+            self.scenario.file.display()
+        );
+        for a in rpm_simulator::run::alert_windows(&self.scenario) {
+            println!(
+                "  {:<26} {:<10} {} .. {}",
+                a.rule.as_str(),
+                a.patient,
+                a.from.format("%a %d %b"),
+                (a.until - chrono::TimeDelta::seconds(1)).format("%a %d %b")
+            );
+        }
+        println!();
+        println!(
+            "Look inside: sqlite3 {} 'SELECT * FROM readings_view LIMIT 10'",
+            self.store_path.display()
+        );
+        if self.args.keep.is_none() {
+            println!("(temporary; pass --keep DIR to keep the store)");
+            let _ = std::fs::remove_dir_all(&self.temp);
+        }
+        Ok(())
+    }
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {

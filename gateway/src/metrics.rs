@@ -20,6 +20,8 @@ pub struct Metrics {
     mqtt_connected: AtomicI64,
     gauges: Mutex<BTreeMap<(&'static str, String), f64>>,
     forward: ForwardGauges,
+    ble_adapter: AtomicI64,
+    ble_links: AtomicI64,
 }
 
 /// Gauges of the forwarder and the store's disk (issue 8).
@@ -229,6 +231,21 @@ impl Metrics {
         }
     }
 
+    /// BLE adapter state: usable or not (no D-Bus, no BlueZ, no adapter).
+    pub fn set_ble_adapter(&self, up: bool) {
+        self.ble_adapter.store(up as i64, Ordering::Relaxed);
+    }
+
+    /// Whether the BLE source has a usable adapter (readiness).
+    pub fn ble_adapter_available(&self) -> bool {
+        self.ble_adapter.load(Ordering::Relaxed) == 1
+    }
+
+    /// A BLE device link opened (+1) or closed (-1).
+    pub fn ble_links(&self, delta: i64) {
+        self.ble_links.fetch_add(delta, Ordering::Relaxed);
+    }
+
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -279,6 +296,18 @@ impl Metrics {
             self.mqtt_connected.load(Ordering::Relaxed)
         );
         self.render_forward(&mut out);
+        let _ = writeln!(out, "# TYPE rpm_ble_adapter_available gauge");
+        let _ = writeln!(
+            out,
+            "rpm_ble_adapter_available {}",
+            self.ble_adapter.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(out, "# TYPE rpm_ble_connected_devices gauge");
+        let _ = writeln!(
+            out,
+            "rpm_ble_connected_devices {}",
+            self.ble_links.load(Ordering::Relaxed)
+        );
         out
     }
 }

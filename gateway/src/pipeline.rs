@@ -4,6 +4,10 @@ use chrono::{DateTime, Utc};
 use device_profiles::Source;
 use std::sync::Arc;
 
+pub mod ble;
+
+pub use ble::BleInput;
+
 use crate::decode::Decoder;
 use crate::metrics::Metrics;
 use crate::normalize::{raw_input, Normalizer};
@@ -110,11 +114,74 @@ impl Pipeline {
         Ok(self.normalizer.normalize(raw, decoded))
     }
 
+    /// Prepares the store items for a value received from a BLE device:
+    /// a notification or indication of the SIG characteristic `uuid`.
+    /// Characteristics that carry no result (time, RACP, intermediate cuff
+    /// pressure, a glucose context on its own) give no items.
+    pub fn ble(
+        &self,
+        address: &str,
+        uuid: u16,
+        bytes: &[u8],
+        received_at: DateTime<Utc>,
+    ) -> Vec<Item> {
+        self.ble_input(
+            &BleInput::Sig {
+                uuid,
+                bytes,
+                context: None,
+            },
+            address,
+            received_at,
+        )
+    }
+
+    /// Prepares the store items for any BLE input (see [`BleInput`]).
+    pub fn ble_input(
+        &self,
+        input: &BleInput<'_>,
+        address: &str,
+        received_at: DateTime<Utc>,
+    ) -> Vec<Item> {
+        let (origin_key, profile, bytes) = input.origin();
+        let origin = format!("{address}/{origin_key}");
+        let message = match ble::decode(input) {
+            Ok(None) => return Vec::new(),
+            Ok(Some(m)) => Ok(device_profiles::profile::DecodedMessage {
+                device_id: Some(address.to_string()),
+                measurements: vec![Ok(m)],
+            }),
+            Err(reason) => Err(reason),
+        };
+        self.metrics.received(Source::Ble.name());
+        let raw = Arc::new(raw_input(
+            Source::Ble,
+            &origin,
+            Some(profile.clone()),
+            bytes,
+            received_at,
+        ));
+        let decoded = crate::decode::Decoded {
+            profile: Some(profile),
+            message,
+        };
+        let mut items = self.normalizer.normalize(raw, decoded);
+        for item in &mut items {
+            if let Item::Quarantine { device_id, .. } = item {
+                device_id.get_or_insert_with(|| address.to_string());
+            }
+        }
+        items
+    }
+
     /// Re-decodes a quarantined input (see [`Normalizer::reprocess`]).
     pub fn reprocess(
         &self,
         q: &QuarantinedInput,
     ) -> Result<device_profiles::ReadingGroup, device_profiles::Reject> {
+        if q.source == Source::Ble.name() {
+            return ble::reprocess(self, q);
+        }
         self.normalizer.reprocess(&self.decoder, q)
     }
 

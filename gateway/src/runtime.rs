@@ -140,7 +140,15 @@ pub async fn run(
         let source = MqttSource::new(mqtt, filters, pipeline.clone(), writer.clone());
         let stop = stopped();
         tasks.push(tokio::spawn(async move { source.run(stop).await }));
-    } else {
+    }
+    let mut ble_task = None;
+    if let Some(ble) = config.sources.ble.clone().filter(|b| b.enabled) {
+        if let Some(source) = ble_source(&config, ble, &pipeline, &writer) {
+            let stop = stopped();
+            ble_task = Some(tokio::spawn(source.run(stop)));
+        }
+    }
+    if tasks.is_empty() && ble_task.is_none() {
         tracing::warn!("no source configured: nothing will be ingested");
     }
 
@@ -192,6 +200,9 @@ pub async fn run(
         let _ = d.await;
     }
     for t in downstream {
+        let _ = t.await;
+    }
+    if let Some(t) = ble_task {
         let _ = t.await;
     }
     let _ = heartbeat.await;
@@ -274,6 +285,42 @@ where
     );
     tasks.push(tokio::spawn(retention.run(stopped())));
     Ok(tasks)
+}
+
+/// The BLE source on the real radio (btleplug on BlueZ), or `None` (with a
+/// clear log line) in a build without the `ble` feature.
+fn ble_source(
+    config: &Config,
+    ble: crate::config::BleConfig,
+    pipeline: &Arc<Pipeline>,
+    writer: &Writer,
+) -> Option<crate::sources::ble::BleSource> {
+    #[cfg(feature = "ble")]
+    {
+        let profiles = config.ble_profiles().ok()?;
+        let transport = Arc::new(crate::sources::ble::btleplug::BtleplugTransport::new(
+            ble.adapter.clone(),
+            ble.reconnect_max_backoff,
+        ));
+        Some(crate::sources::ble::BleSource::new(
+            ble,
+            profiles,
+            transport,
+            pipeline.clone(),
+            writer.clone(),
+            Some(config.store.path.clone()),
+            config
+                .normalize
+                .utc_offset()
+                .unwrap_or(chrono::FixedOffset::east_opt(0)?),
+        ))
+    }
+    #[cfg(not(feature = "ble"))]
+    {
+        let _ = (config, ble, pipeline, writer);
+        tracing::warn!("[sources.ble] is configured but this build has no BLE support (feature `ble`); other sources keep running");
+        None
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -26,8 +26,10 @@ pub enum DeviceKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Fault {
-    /// Bytes that are not valid JSON.
+    /// Bytes that are not valid JSON (single-quoted JSON, a real vendor bug).
     Malformed,
+    /// The payload cut off mid-way (a dropped link, a full buffer).
+    Truncated,
     /// A value replaced by NaN (the SFLOAT special value, or "NaN" in JSON).
     NanValue,
     /// A unit the gateway cannot know.

@@ -27,6 +27,9 @@ pub struct Message {
     pub topic: String,
     /// Payload bytes.
     pub payload: Vec<u8>,
+    /// Name of the bundled device profile the payload is written for (the
+    /// HTTP ingest body names it; MQTT finds it by topic).
+    pub profile: &'static str,
 }
 
 /// Device id used by [`Fault::UnknownDevice`].
@@ -42,21 +45,47 @@ pub fn encode(e: &Emission, format: WireFormat) -> Message {
         WireFormat::Senml => (format!("rpm/senml/{device_id}"), senml(e)),
         WireFormat::Vendor => (vendor_topic(e.device, &device_id), vendor(e)),
     };
+    let profile = profile_name(e.device, format);
     let payload = match e.fault {
-        Some(Fault::Malformed) => {
+        Some(Fault::Malformed) => serde_json::to_string(&body)
+            .unwrap_or_default()
+            .replace('"', "'")
+            .into_bytes(),
+        Some(Fault::Truncated) => {
             let mut b = serde_json::to_vec(&body).unwrap_or_default();
             b.truncate(b.len() / 2);
             b
         }
         Some(Fault::Oversized) => {
-            if let Value::Object(o) = &mut body {
-                o.insert("padding".into(), Value::String("x".repeat(300_000)));
+            let padding = Value::String("x".repeat(300_000));
+            match &mut body {
+                Value::Object(o) => {
+                    o.insert("padding".into(), padding);
+                }
+                // SenML: one more record, with a string value.
+                Value::Array(a) => a.push(json!({"n": "padding", "vs": padding})),
+                _ => {}
             }
             serde_json::to_vec(&body).unwrap_or_default()
         }
         _ => serde_json::to_vec(&body).unwrap_or_default(),
     };
-    Message { topic, payload }
+    Message {
+        topic,
+        payload,
+        profile,
+    }
+}
+
+/// The bundled profile a kind speaks in a wire format.
+pub fn profile_name(kind: DeviceKind, format: WireFormat) -> &'static str {
+    match (format, kind) {
+        (WireFormat::Senml, _) | (_, DeviceKind::Thermometer) => "senml-generic",
+        (WireFormat::Vendor, DeviceKind::Scale) => "acme-scale",
+        (WireFormat::Vendor, DeviceKind::BpCuff) => "acme-bp-cuff",
+        (WireFormat::Vendor, DeviceKind::Glucometer) => "acme-glucometer",
+        (WireFormat::Vendor, DeviceKind::PulseOximeter) => "acme-oximeter",
+    }
 }
 
 /// The topic of a kind's vendor profile.
@@ -162,6 +191,17 @@ fn vendor(e: &Emission) -> Value {
     Value::Object(o)
 }
 
+/// Whole seconds as an integer (what most devices send), a fraction with
+/// millisecond resolution otherwise (load mode stamps the wall clock, so that
+/// publish-to-commit latency can be read from the store).
+fn senml_time(at: chrono::DateTime<chrono::Utc>) -> Value {
+    if at.timestamp_subsec_millis() == 0 {
+        json!(at.timestamp())
+    } else {
+        json!(at.timestamp_millis() as f64 / 1000.0)
+    }
+}
+
 fn senml(e: &Emission) -> Value {
     let mut records = Vec::new();
     for (i, (metric, _, _)) in e.values.iter().enumerate() {
@@ -170,7 +210,7 @@ fn senml(e: &Emission) -> Value {
         };
         let mut r = Map::new();
         if i == 0 {
-            r.insert("bt".into(), json!(e.at.timestamp()));
+            r.insert("bt".into(), senml_time(e.at));
         }
         r.insert("n".into(), json!(metric.name()));
         r.insert("u".into(), json!(u));
@@ -242,6 +282,7 @@ mod tests {
                 let p = set
                     .for_topic(&m.topic)
                     .unwrap_or_else(|| panic!("no profile for {}", m.topic));
+                assert_eq!(p.name, m.profile);
                 let d = p.decode(&m.topic, &m.payload).unwrap();
                 assert_eq!(d.device_id.as_deref(), Some("d1"));
                 let meas = d.measurements[0].as_ref().unwrap();

@@ -47,6 +47,32 @@ pub fn bundled_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios")
 }
 
+/// The bundled scenarios compiled into the binary, by name, in name order.
+const EMBEDDED: [(&str, &str); 7] = [
+    (
+        "copd-desaturation",
+        include_str!("../scenarios/copd-desaturation.toml"),
+    ),
+    ("demo", include_str!("../scenarios/demo.toml")),
+    ("fever", include_str!("../scenarios/fever.toml")),
+    (
+        "heart-failure-decompensation",
+        include_str!("../scenarios/heart-failure-decompensation.toml"),
+    ),
+    (
+        "hypertensive-crisis",
+        include_str!("../scenarios/hypertensive-crisis.toml"),
+    ),
+    (
+        "hypoglycaemia",
+        include_str!("../scenarios/hypoglycaemia.toml"),
+    ),
+    (
+        "non-adherence",
+        include_str!("../scenarios/non-adherence.toml"),
+    ),
+];
+
 /// The alert rules scenarios state expectations for (ids shared with the
 /// alerting-rules crate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -132,6 +158,30 @@ impl RuleId {
             RuleId::AdherenceNoReadings2d => "adherence-no-readings-2d",
             RuleId::AdherenceNoData3d => "adherence-no-data-3d",
         }
+    }
+}
+
+impl RuleId {
+    /// The id of the rule in the gateway's bundled rule packs
+    /// (`alerting-rules/rules/*.toml`) that implements this expectation, if
+    /// one does (`dm-hyper-l1`, 181–250 mg/dL, has no bundled rule).
+    pub const fn pack_rule(self) -> Option<&'static str> {
+        Some(match self {
+            RuleId::HtnCrisis => "htn.crisis",
+            RuleId::Htn7dMeanHigh => "htn.home-mean-high",
+            RuleId::Hypotension => "htn.hypotension",
+            RuleId::HfWeightGain24h => "hf.weight-gain-24h",
+            RuleId::HfWeightGain7d => "hf.weight-gain-7d",
+            RuleId::DmHypoL1 => "dm.hypo-level1",
+            RuleId::DmHypoL2 => "dm.hypo-level2",
+            RuleId::DmHyperL1 => return None,
+            RuleId::DmHyperL2 => "dm.hyper-level2",
+            RuleId::CopdSpo2Low => "copd.spo2-low",
+            RuleId::Spo2Low => "spo2.low",
+            RuleId::Fever => "fever",
+            RuleId::AdherenceNoReadings2d => "adherence.no-vitals-2d",
+            RuleId::AdherenceNoData3d => "adherence.no-data-3d",
+        })
     }
 }
 
@@ -768,9 +818,34 @@ impl Scenario {
         }
     }
 
-    /// Loads a bundled scenario by name (`"demo"` → `scenarios/demo.toml`).
+    /// Loads a bundled scenario by name (`"demo"` → `scenarios/demo.toml`):
+    /// from the source tree when it is there (edits show at once), else the
+    /// copy compiled into the binary (an installed `rpm-sim` or gateway demo).
     pub fn bundled(name: &str) -> Result<Scenario, ScenarioError> {
-        Scenario::load(&bundled_dir().join(format!("{name}.toml")))
+        let file = bundled_dir().join(format!("{name}.toml"));
+        match EMBEDDED.iter().find(|(n, _)| *n == name) {
+            Some((_, text)) if !file.exists() => Scenario::parse(text, &file),
+            _ => Scenario::load(&file),
+        }
+    }
+
+    /// Every bundled scenario, in name order (see [`Scenario::bundled`]).
+    pub fn all_bundled() -> Result<Vec<Scenario>, Vec<ScenarioError>> {
+        if bundled_dir().is_dir() {
+            return Scenario::load_dir(&bundled_dir());
+        }
+        let (mut ok, mut errs) = (Vec::new(), Vec::new());
+        for (name, _) in EMBEDDED {
+            match Scenario::bundled(name) {
+                Ok(s) => ok.push(s),
+                Err(e) => errs.push(e),
+            }
+        }
+        if errs.is_empty() {
+            Ok(ok)
+        } else {
+            Err(errs)
+        }
     }
 
     /// The same scenario with another seed.
@@ -779,6 +854,51 @@ impl Scenario {
             seed,
             ..self.clone()
         }
+    }
+
+    /// The same scenario moved to start at `start` (a midnight UTC): day
+    /// numbers, events and expectations keep their meaning. Live runs use it
+    /// so that measured times are recent (a gateway refuses readings older
+    /// than its `max_age`).
+    pub fn with_start(&self, start: DateTime<Utc>) -> Result<Scenario, String> {
+        if start.num_seconds_from_midnight() != 0 || start.nanosecond() != 0 {
+            return Err(format!("start {start} is not a midnight UTC"));
+        }
+        Ok(Scenario {
+            start,
+            ..self.clone()
+        })
+    }
+
+    /// The same scenario moved so that its last day ends at today's
+    /// midnight (UTC): every reading is in the past, the newest a few hours
+    /// old.
+    pub fn ending_today(&self, now: DateTime<Utc>) -> Scenario {
+        let today = now.date_naive().and_time(NaiveTime::MIN).and_utc();
+        Scenario {
+            start: today - TimeDelta::days(i64::from(self.days)),
+            ..self.clone()
+        }
+    }
+
+    /// The first `days` days only (at least 1): later events are dropped and
+    /// expectations are cut to the shorter run (an alert expected after the
+    /// end is no longer expected).
+    pub fn truncated(&self, days: u32) -> Scenario {
+        let days = days.clamp(1, self.days);
+        let mut s = self.clone();
+        s.days = days;
+        s.events.fault.retain(|f| f.day < days);
+        s.expect = self
+            .expect
+            .iter()
+            .filter(|e| e.day < days)
+            .map(|e| ExpectedAlert {
+                until_day: e.until_day.map(|u| u.min(days - 1)),
+                ..e.clone()
+            })
+            .collect();
+        s
     }
 
     /// Simulated end (exclusive).
@@ -1535,10 +1655,64 @@ unit = "lb"
         assert_eq!(err.problems()[0].line, 3);
     }
 
+    /// Every file in `scenarios/` is compiled in, identical.
+    #[test]
+    fn every_bundled_file_is_embedded() {
+        let mut names: Vec<String> = std::fs::read_dir(bundled_dir())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let embedded: Vec<&str> = EMBEDDED.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, embedded);
+        for (name, text) in EMBEDDED {
+            let on_disk =
+                std::fs::read_to_string(bundled_dir().join(format!("{name}.toml"))).unwrap();
+            assert_eq!(on_disk, text, "{name}");
+        }
+    }
+
     #[test]
     fn rule_ids_round_trip() {
         for r in RuleId::ALL {
             assert_eq!(r.as_str().parse::<RuleId>().unwrap(), r);
         }
+    }
+
+    /// The mapping to the gateway's rule ids names rules that exist in the
+    /// bundled packs (read as text: the simulator does not depend on the
+    /// rule engine).
+    #[test]
+    fn pack_rules_exist_in_the_bundled_packs() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../alerting-rules/rules");
+        let mut text = String::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            text.push_str(&std::fs::read_to_string(e.unwrap().path()).unwrap());
+        }
+        for r in RuleId::ALL {
+            if let Some(id) = r.pack_rule() {
+                assert!(text.contains(&format!("id = \"{id}\"")), "{r} -> {id}");
+            }
+        }
+    }
+
+    #[test]
+    fn rebased_and_truncated() {
+        let s = Scenario::parse(MINIMAL, Path::new("t.toml")).unwrap();
+        let now = DateTime::parse_from_rfc3339("2027-06-10T15:30:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let r = s.ending_today(now);
+        assert_eq!(r.end().to_rfc3339(), "2027-06-10T00:00:00+00:00");
+        assert!(r.plan().readings.iter().all(|p| p.emission.at < now));
+        assert!(s.with_start(now).is_err());
+        let t = s.truncated(1);
+        assert!(t
+            .plan()
+            .readings
+            .iter()
+            .all(|p| p.emission.at < s.start + TimeDelta::days(1)));
     }
 }

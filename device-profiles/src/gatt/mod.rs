@@ -32,6 +32,7 @@
 pub mod body_composition;
 pub mod bpm;
 pub mod datetime;
+pub mod device;
 pub mod error;
 pub mod glucose;
 pub mod heart_rate;

@@ -165,6 +165,73 @@ pub struct DeviceAssignment {
 pub struct SourcesConfig {
     /// The MQTT source; absent = off.
     pub mqtt: Option<MqttConfig>,
+    /// The Bluetooth LE source; absent = off.
+    pub ble: Option<BleConfig>,
+}
+
+/// `[sources.ble]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BleConfig {
+    /// Off without removing the table.
+    pub enabled: bool,
+    /// Adapter name (`hci0`); default: the first one BlueZ reports.
+    pub adapter: Option<String>,
+    /// Also connect to devices advertising these services (16-bit hex like
+    /// `"fff0"` or 128-bit), beyond the SIG health services and profiles.
+    pub scan_services: Vec<String>,
+    /// Directories of BLE device profiles and byte layouts (relative to
+    /// the config file), in addition to the bundled ones.
+    pub profile_dirs: Vec<PathBuf>,
+    /// Address → profile overrides (a device whose advertisement matches
+    /// nothing, or matches the wrong profile).
+    pub devices: Vec<BleDeviceOverride>,
+    /// Most devices connected at once.
+    pub max_connections: usize,
+    /// First wait before reconnecting to a device that failed.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_min_backoff: Duration,
+    /// Longest wait between attempts (device or adapter).
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max_backoff: Duration,
+    /// Longest time for connect + discovery.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Write the Current Time characteristic on connect where it is writable.
+    pub set_device_clock: bool,
+    /// A device clock (read from Current Time) off by more than this has
+    /// its readings' times corrected, flagged, with the device time kept.
+    #[serde(with = "humantime_serde")]
+    pub clock_offset_threshold: Duration,
+}
+
+impl Default for BleConfig {
+    fn default() -> Self {
+        BleConfig {
+            enabled: true,
+            adapter: None,
+            scan_services: Vec::new(),
+            profile_dirs: Vec::new(),
+            devices: Vec::new(),
+            max_connections: 4,
+            reconnect_min_backoff: Duration::from_secs(1),
+            reconnect_max_backoff: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(30),
+            set_device_clock: true,
+            clock_offset_threshold: Duration::from_secs(120),
+        }
+    }
+}
+
+/// `[[sources.ble.devices]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BleDeviceOverride {
+    /// Bluetooth address `AA:BB:CC:DD:EE:FF`.
+    pub address: String,
+    /// Profile name (bundled or from `profile_dirs`); absent = the SIG
+    /// characteristics the device offers.
+    pub profile: Option<String>,
 }
 
 /// `[sources.mqtt]`
@@ -326,6 +393,9 @@ impl Config {
             f.token_file = f.token_file.as_ref().map(|p| base.join(p));
         }
         config.profiles.dirs = config.profiles.dirs.iter().map(|d| base.join(d)).collect();
+        if let Some(b) = &mut config.sources.ble {
+            b.profile_dirs = b.profile_dirs.iter().map(|d| base.join(d)).collect();
+        }
         if config.store.path.is_relative() && file != Path::new("") {
             config.store.path = base.join(&config.store.path);
         }
@@ -501,10 +571,85 @@ impl Config {
             }
         }
         crate::forward::config::validate(&self.forward, &self.retention, &mut err);
+        if let Some(b) = &self.sources.ble {
+            let t = "sources.ble";
+            if b.max_connections == 0 {
+                err(t, "max_connections", "must be greater than 0".into());
+            }
+            if b.reconnect_min_backoff.is_zero()
+                || b.reconnect_min_backoff > b.reconnect_max_backoff
+            {
+                err(
+                    t,
+                    "reconnect_min_backoff",
+                    "must be greater than 0 and at most reconnect_max_backoff".into(),
+                );
+            }
+            if b.connect_timeout < Duration::from_secs(1) {
+                err(t, "connect_timeout", "must be at least 1s".into());
+            }
+            if let Some(a) = &b.adapter {
+                if !a.starts_with("hci") || a[3..].parse::<u16>().is_err() {
+                    err(
+                        t,
+                        "adapter",
+                        format!("`{a}` is not an adapter name like hci0"),
+                    );
+                }
+            }
+            for s in &b.scan_services {
+                if device_profiles::gatt::device::BleUuid::parse(s).is_none() {
+                    err(t, "scan_services", format!("`{s}` is not a UUID"));
+                }
+            }
+            match self.ble_profiles() {
+                Ok(set) => {
+                    for d in &b.devices {
+                        if device_profiles::gatt::device::normalize_address(&d.address).is_none() {
+                            err(
+                                t,
+                                "devices",
+                                format!("`{}` is not a Bluetooth address", d.address),
+                            );
+                        }
+                        if let Some(p) = &d.profile {
+                            if set.by_name(p).is_none() {
+                                err(t, "devices", format!("profile `{p}` is not known"));
+                            }
+                        }
+                    }
+                }
+                Err(problems) => {
+                    for p in problems {
+                        err(t, "profile_dirs", p);
+                    }
+                }
+            }
+        }
         if self.rules.enabled || !self.patients.is_empty() {
             rules::validate(&self.rules, &self.patients, text, file, &mut errors);
         }
         errors
+    }
+
+    /// The BLE device profiles and layouts: bundled, then `profile_dirs`.
+    pub fn ble_profiles(
+        &self,
+    ) -> Result<device_profiles::gatt::device::DeviceProfileSet, Vec<String>> {
+        let mut set = device_profiles::gatt::device::DeviceProfileSet::bundled();
+        let mut problems = Vec::new();
+        if let Some(b) = &self.sources.ble {
+            for dir in &b.profile_dirs {
+                if let Err(e) = set.add_dir(dir) {
+                    problems.extend(e.iter().map(|e| e.to_string()));
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(set)
+        } else {
+            Err(problems)
+        }
     }
 
     /// Loads the configured profiles (bundled ones first).
@@ -601,6 +746,34 @@ mod tests {
         let c = Config::from_toml("", Path::new("gateway.toml")).unwrap();
         assert!(c.sources.mqtt.is_none());
         assert!(c.profile_set().unwrap().len() >= 5);
+    }
+
+    #[test]
+    fn ble_section_is_validated_up_front() {
+        let ok = "[sources.ble]\nadapter = \"hci1\"\n[[sources.ble.devices]]\naddress = \"aa:bb:cc:dd:ee:ff\"\nprofile = \"xiaomi-scale-v1\"\n";
+        let c = Config::from_toml(ok, Path::new("g.toml")).unwrap();
+        assert_eq!(c.sources.ble.unwrap().max_connections, 4);
+        let bad = "[sources.ble]\nmax_connections = 0\nadapter = \"bt0\"\nscan_services = [\"xyz\"]\nreconnect_min_backoff = \"5m\"\n[[sources.ble.devices]]\naddress = \"nope\"\nprofile = \"missing\"\n";
+        let e = Config::from_toml(bad, Path::new("g.toml")).unwrap_err();
+        let fields: Vec<&str> = e.0.iter().map(|e| e.field.as_str()).collect();
+        for f in [
+            "sources.ble.max_connections",
+            "sources.ble.adapter",
+            "sources.ble.scan_services",
+            "sources.ble.reconnect_min_backoff",
+            "sources.ble.devices",
+        ] {
+            assert!(fields.contains(&f), "{f} missing in {e}");
+        }
+        assert_eq!(e.0[0].line, 2, "{e}");
+        let e = Config::from_toml(
+            "[sources.ble]\nprofile_dirs = [\"does-not-exist\"]\n",
+            Path::new("g.toml"),
+        )
+        .unwrap_err();
+        assert_eq!(e.0[0].field, "sources.ble.profile_dirs", "{e}");
+        let e = Config::from_toml("[sources.ble]\nscan = true\n", Path::new("g.toml")).unwrap_err();
+        assert!(e.to_string().contains("unknown field `scan`"), "{e}");
     }
 
     #[test]

@@ -72,7 +72,7 @@ impl Normalizer {
             .collect()
     }
 
-    fn canonical(
+    pub(crate) fn canonical(
         &self,
         m: &device_profiles::DecodedMeasurement,
         device_id: &str,

@@ -2,4 +2,5 @@
 //! shared [`crate::pipeline::Pipeline`], submits the result to the store
 //! writer, and acknowledges to its device or broker only after the commit.
 
+pub mod ble;
 pub mod mqtt;

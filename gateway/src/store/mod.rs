@@ -5,6 +5,7 @@
 //! [`writer`], which group-commits them and only then lets the source
 //! acknowledge; everything downstream reads from here after a durable cursor.
 
+pub mod ble;
 pub mod outbox;
 pub mod patients;
 pub mod queries;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod api_client;
+pub mod ble;
 pub mod http;
 pub mod influx;
 pub mod victoria;
@@ -266,6 +267,21 @@ pub struct Gateway {
 }
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_rpm-gateway-under-test");
+
+/// The simulator's command line (`rpm-sim`), built from the same library.
+pub const SIM: &str = env!("CARGO_BIN_EXE_rpm-sim-under-test");
+
+/// Runs `rpm-sim` with `args`; panics with its output when it fails.
+pub fn rpm_sim(args: &[&str]) -> Output {
+    let out = Command::new(SIM).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "rpm-sim {args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
 
 impl Gateway {
     /// Writes a config for broker `port` with `devices` (id, patient) and `extra` TOML.

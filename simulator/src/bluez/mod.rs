@@ -1,0 +1,776 @@
+//! A BlueZ D-Bus emulator: owns `org.bluez` on a (private) system bus and
+//! exposes an adapter, simulated devices ([`crate::ble::SimDevice`]), their
+//! GATT services, characteristics and descriptors, with notifications —
+//! exactly what btleplug 0.13 / bluez-async use (see `shared/bluez.md`).
+//! The gateway, pointed at the bus with `DBUS_SYSTEM_BUS_ADDRESS`, runs its
+//! real btleplug code path against it; vendors can reuse it to check a
+//! device model without a radio.
+//!
+//! Single-threaded: one loop reads messages, answers them, and sends
+//! scheduled values (notifications go out shortly after the StartNotify or
+//! WriteValue reply, as over the air). Control commands (forced disconnect,
+//! new records) arrive on a channel; events (connections, RACP requests) are
+//! reported on another, one line each.
+
+mod bus;
+pub mod cli;
+
+pub use bus::PrivateBus;
+
+use dbus::arg::{PropMap, RefArg, Variant};
+use dbus::blocking::LocalConnection;
+use dbus::strings::ErrorName;
+use dbus::Message;
+use device_profiles::gatt::device::BleUuid;
+use std::collections::{HashMap, HashSet};
+use std::ffi::CString;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::ble::SimDevice;
+
+/// Emulator failures.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    /// D-Bus said no.
+    #[error("d-bus: {0}")]
+    Dbus(#[from] dbus::Error),
+    /// Another process owns org.bluez.
+    #[error("cannot own org.bluez on this bus")]
+    NameTaken,
+    /// The private bus could not start.
+    #[error("dbus-daemon: {0}")]
+    Daemon(String),
+}
+
+/// A control command.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Drop the device's link (Connected=false), as out of range.
+    Disconnect(String),
+    /// Add a glucose record (mg/dL).
+    AddGlucose(String, f64),
+    /// Add a BP measurement taken now (systolic, diastolic).
+    AddBp(String, f64, f64),
+    /// Add a device.
+    Add(Box<SimDevice>),
+    /// Power the adapter off (links drop) or on.
+    Power(bool),
+    /// Stop the emulator.
+    Quit,
+}
+
+/// Settings.
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    /// Adapter name (`hci0`).
+    pub adapter: String,
+    /// Adapter address.
+    pub adapter_address: String,
+    /// How often devices "advertise" (an RSSI PropertiesChanged) while discovering.
+    pub advertise_every: Duration,
+    /// Delay between a StartNotify/WriteValue reply and the first value.
+    pub notify_delay: Duration,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        EmulatorConfig {
+            adapter: "hci0".into(),
+            adapter_address: "00:1A:7D:DA:71:13".into(),
+            advertise_every: Duration::from_millis(500),
+            notify_delay: Duration::from_millis(100),
+        }
+    }
+}
+
+const ADAPTER1: &str = "org.bluez.Adapter1";
+const DEVICE1: &str = "org.bluez.Device1";
+const SERVICE1: &str = "org.bluez.GattService1";
+const CHAR1: &str = "org.bluez.GattCharacteristic1";
+const DESC1: &str = "org.bluez.GattDescriptor1";
+const PROPS: &str = "org.freedesktop.DBus.Properties";
+const OBJMGR: &str = "org.freedesktop.DBus.ObjectManager";
+const INTROSPECTABLE: &str = "org.freedesktop.DBus.Introspectable";
+const CCCD: u16 = 0x2902;
+
+struct Dev {
+    sim: SimDevice,
+    connected: bool,
+    notifying: HashSet<BleUuid>,
+    rssi: i16,
+}
+
+/// What a path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Obj {
+    Root,
+    Inner(usize),
+    Adapter,
+    Device(usize),
+    Service(usize, usize),
+    Char(usize, usize, usize),
+    Desc(usize, usize, usize),
+}
+
+struct Emulator {
+    cfg: EmulatorConfig,
+    powered: bool,
+    discovering: bool,
+    devices: Vec<Dev>,
+    /// (when, path, interface, changed properties as builders)
+    scheduled: Vec<(Instant, usize, BleUuid, Vec<u8>)>,
+    events: mpsc::Sender<String>,
+}
+
+type AnyVariant = Variant<Box<dyn RefArg>>;
+
+fn var<T: RefArg + 'static>(v: T) -> Variant<Box<dyn RefArg>> {
+    Variant(Box::new(v))
+}
+
+fn dev_node(address: &str) -> String {
+    format!("dev_{}", address.replace(':', "_"))
+}
+
+impl Emulator {
+    fn adapter_path(&self) -> String {
+        format!("/org/bluez/{}", self.cfg.adapter)
+    }
+
+    fn dev_path(&self, i: usize) -> String {
+        format!(
+            "{}/{}",
+            self.adapter_path(),
+            dev_node(&self.devices[i].sim.address)
+        )
+    }
+
+    fn svc_path(&self, i: usize, s: usize) -> String {
+        format!("{}/service{:04x}", self.dev_path(i), s + 1)
+    }
+
+    fn char_path(&self, i: usize, s: usize, c: usize) -> String {
+        format!("{}/char{:04x}", self.svc_path(i, s), c + 1)
+    }
+
+    fn desc_path(&self, i: usize, s: usize, c: usize) -> String {
+        format!("{}/desc{:04x}", self.char_path(i, s, c), 1)
+    }
+
+    fn has_cccd(&self, i: usize, s: usize, c: usize) -> bool {
+        self.devices[i].sim.services()[s].characteristics[c]
+            .1
+            .bluez_flags()
+            .iter()
+            .any(|f| *f == "notify" || *f == "indicate")
+    }
+
+    fn resolve(&self, path: &str) -> Option<Obj> {
+        match path {
+            "/" => return Some(Obj::Root),
+            "/org" => return Some(Obj::Inner(0)),
+            "/org/bluez" => return Some(Obj::Inner(1)),
+            _ => {}
+        }
+        let ap = self.adapter_path();
+        if path == ap {
+            return Some(Obj::Adapter);
+        }
+        let rest = path.strip_prefix(&ap)?.strip_prefix('/')?;
+        let mut parts = rest.split('/');
+        let dev = parts.next()?;
+        let i = self
+            .devices
+            .iter()
+            .position(|d| dev_node(&d.sim.address) == dev)?;
+        let Some(svc) = parts.next() else {
+            return Some(Obj::Device(i));
+        };
+        let d = &self.devices[i];
+        if !d.connected {
+            return None;
+        }
+        let s = usize::from_str_radix(svc.strip_prefix("service")?, 16)
+            .ok()?
+            .checked_sub(1)?;
+        let services = d.sim.services();
+        let service = services.get(s)?;
+        let Some(ch) = parts.next() else {
+            return Some(Obj::Service(i, s));
+        };
+        let c = usize::from_str_radix(ch.strip_prefix("char")?, 16)
+            .ok()?
+            .checked_sub(1)?;
+        service.characteristics.get(c)?;
+        match parts.next() {
+            None => Some(Obj::Char(i, s, c)),
+            Some("desc0001") if self.has_cccd(i, s, c) && parts.next().is_none() => {
+                Some(Obj::Desc(i, s, c))
+            }
+            _ => None,
+        }
+    }
+
+    fn adapter_props(&self) -> PropMap {
+        let mut m = PropMap::new();
+        m.insert("Address".into(), var(self.cfg.adapter_address.clone()));
+        m.insert("AddressType".into(), var("public".to_string()));
+        m.insert("Name".into(), var("rpm-bluez-emulator".to_string()));
+        m.insert("Alias".into(), var("rpm-bluez-emulator".to_string()));
+        m.insert("Class".into(), var(0u32));
+        m.insert("Powered".into(), var(self.powered));
+        m.insert("Discoverable".into(), var(false));
+        m.insert("Pairable".into(), var(true));
+        m.insert("Discovering".into(), var(self.discovering));
+        m.insert("UUIDs".into(), var(Vec::<String>::new()));
+        m.insert("Modalias".into(), var("usb:v1D6Bp0246d0540".to_string()));
+        m
+    }
+
+    fn device_props(&self, i: usize) -> PropMap {
+        let d = &self.devices[i];
+        let mut m = PropMap::new();
+        m.insert("Address".into(), var(d.sim.address.clone()));
+        m.insert("AddressType".into(), var("public".to_string()));
+        m.insert("Name".into(), var(d.sim.name.clone()));
+        m.insert("Alias".into(), var(d.sim.name.clone()));
+        m.insert("Paired".into(), var(false));
+        m.insert("Bonded".into(), var(false));
+        m.insert("Trusted".into(), var(false));
+        m.insert("Blocked".into(), var(false));
+        m.insert("LegacyPairing".into(), var(false));
+        m.insert("Connected".into(), var(d.connected));
+        m.insert("ServicesResolved".into(), var(d.connected));
+        m.insert("RSSI".into(), var(d.rssi));
+        m.insert("Adapter".into(), var(dbus::Path::from(self.adapter_path())));
+        let uuids: Vec<String> = d
+            .sim
+            .advertised_services()
+            .iter()
+            .map(|u| u.to_string())
+            .collect();
+        m.insert("UUIDs".into(), var(uuids));
+        let sd = d.sim.service_data();
+        if !sd.is_empty() {
+            let map: HashMap<String, Variant<Box<dyn RefArg>>> = sd
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), var(v)))
+                .collect();
+            m.insert("ServiceData".into(), var(map));
+        }
+        m
+    }
+
+    fn service_props(&self, i: usize, s: usize) -> PropMap {
+        let svc = &self.devices[i].sim.services()[s];
+        let mut m = PropMap::new();
+        m.insert("UUID".into(), var(svc.uuid.to_string()));
+        m.insert("Primary".into(), var(true));
+        m.insert("Device".into(), var(dbus::Path::from(self.dev_path(i))));
+        m
+    }
+
+    fn char_props(&self, i: usize, s: usize, c: usize) -> PropMap {
+        let (uuid, props) = self.devices[i].sim.services()[s].characteristics[c];
+        let mut m = PropMap::new();
+        m.insert("UUID".into(), var(uuid.to_string()));
+        m.insert("Service".into(), var(dbus::Path::from(self.svc_path(i, s))));
+        let flags: Vec<String> = props.bluez_flags().iter().map(|f| f.to_string()).collect();
+        m.insert("Flags".into(), var(flags));
+        m.insert(
+            "Notifying".into(),
+            var(self.devices[i].notifying.contains(&uuid)),
+        );
+        m.insert("MTU".into(), var(247u16));
+        m
+    }
+
+    fn desc_props(&self, i: usize, s: usize, c: usize) -> PropMap {
+        let mut m = PropMap::new();
+        m.insert("UUID".into(), var(BleUuid::from_u16(CCCD).to_string()));
+        m.insert(
+            "Characteristic".into(),
+            var(dbus::Path::from(self.char_path(i, s, c))),
+        );
+        m
+    }
+
+    /// Interfaces of an object with their properties.
+    fn interfaces(&self, o: Obj) -> Vec<(&'static str, PropMap)> {
+        match o {
+            Obj::Root | Obj::Inner(_) => vec![],
+            Obj::Adapter => vec![(ADAPTER1, self.adapter_props())],
+            Obj::Device(i) => vec![(DEVICE1, self.device_props(i))],
+            Obj::Service(i, s) => vec![(SERVICE1, self.service_props(i, s))],
+            Obj::Char(i, s, c) => vec![(CHAR1, self.char_props(i, s, c))],
+            Obj::Desc(i, s, c) => vec![(DESC1, self.desc_props(i, s, c))],
+        }
+    }
+
+    fn children(&self, o: Obj) -> Vec<String> {
+        match o {
+            Obj::Root => vec!["org".into()],
+            Obj::Inner(0) => vec!["bluez".into()],
+            Obj::Inner(_) => vec![self.cfg.adapter.clone()],
+            Obj::Adapter => self
+                .devices
+                .iter()
+                .map(|d| dev_node(&d.sim.address))
+                .collect(),
+            Obj::Device(i) if self.devices[i].connected => {
+                (0..self.devices[i].sim.services().len())
+                    .map(|s| format!("service{:04x}", s + 1))
+                    .collect()
+            }
+            Obj::Device(_) => vec![],
+            Obj::Service(i, s) => (0..self.devices[i].sim.services()[s].characteristics.len())
+                .map(|c| format!("char{:04x}", c + 1))
+                .collect(),
+            Obj::Char(i, s, c) if self.has_cccd(i, s, c) => vec!["desc0001".into()],
+            Obj::Char(..) | Obj::Desc(..) => vec![],
+        }
+    }
+
+    /// Introspection XML: interfaces first, then child nodes (bluez-async's
+    /// parser needs them contiguous, bluez.md §1).
+    fn introspect(&self, o: Obj) -> String {
+        let mut x = String::from(
+            "<!DOCTYPE node PUBLIC \"-//freedesktop//DTD D-BUS Object Introspection 1.0//EN\" \"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd\">\n<node>\n",
+        );
+        x.push_str(&format!(
+            " <interface name=\"{INTROSPECTABLE}\"><method name=\"Introspect\"><arg name=\"xml\" type=\"s\" direction=\"out\"/></method></interface>\n"
+        ));
+        if o == Obj::Root {
+            x.push_str(&format!(" <interface name=\"{OBJMGR}\"><method name=\"GetManagedObjects\"><arg name=\"objects\" type=\"a{{oa{{sa{{sv}}}}}}\" direction=\"out\"/></method></interface>\n"));
+        }
+        let ifaces = self.interfaces(o);
+        if !ifaces.is_empty() {
+            x.push_str(&format!(" <interface name=\"{PROPS}\"><method name=\"Get\"><arg name=\"interface\" type=\"s\" direction=\"in\"/><arg name=\"name\" type=\"s\" direction=\"in\"/><arg name=\"value\" type=\"v\" direction=\"out\"/></method></interface>\n"));
+        }
+        for (name, props) in ifaces {
+            x.push_str(&format!(" <interface name=\"{name}\">\n"));
+            let mut keys: Vec<_> = props.iter().collect();
+            keys.sort_by(|a, b| a.0.cmp(b.0));
+            for (k, v) in keys {
+                let sig = v.0.signature();
+                x.push_str(&format!(
+                    "  <property name=\"{k}\" type=\"{sig}\" access=\"read\"/>\n"
+                ));
+            }
+            x.push_str(" </interface>\n");
+        }
+        for c in self.children(o) {
+            x.push_str(&format!(" <node name=\"{c}\"/>\n"));
+        }
+        x.push_str("</node>\n");
+        x
+    }
+
+    fn managed_objects(&self) -> HashMap<dbus::Path<'static>, HashMap<String, PropMap>> {
+        let mut out = HashMap::new();
+        let mut add = |path: String, o: Obj| {
+            let ifaces: HashMap<String, PropMap> = self
+                .interfaces(o)
+                .into_iter()
+                .map(|(n, p)| (n.to_string(), p))
+                .collect();
+            out.insert(dbus::Path::from(path), ifaces);
+        };
+        add(self.adapter_path(), Obj::Adapter);
+        for i in 0..self.devices.len() {
+            add(self.dev_path(i), Obj::Device(i));
+            if !self.devices[i].connected {
+                continue;
+            }
+            for (s, svc) in self.devices[i].sim.services().iter().enumerate() {
+                add(self.svc_path(i, s), Obj::Service(i, s));
+                for c in 0..svc.characteristics.len() {
+                    add(self.char_path(i, s, c), Obj::Char(i, s, c));
+                    if self.has_cccd(i, s, c) {
+                        add(self.desc_path(i, s, c), Obj::Desc(i, s, c));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn find_char(&self, i: usize, uuid: BleUuid) -> Option<(usize, usize)> {
+        self.devices[i]
+            .sim
+            .services()
+            .iter()
+            .enumerate()
+            .find_map(|(s, svc)| {
+                svc.characteristics
+                    .iter()
+                    .position(|(u, _)| *u == uuid)
+                    .map(|c| (s, c))
+            })
+    }
+
+    fn schedule(&mut self, i: usize, values: Vec<(BleUuid, Vec<u8>)>) {
+        let base = self
+            .scheduled
+            .iter()
+            .filter(|s| s.1 == i)
+            .map(|s| s.0)
+            .max()
+            .unwrap_or_else(Instant::now)
+            .max(Instant::now() + self.cfg.notify_delay);
+        for (n, (uuid, v)) in values.into_iter().enumerate() {
+            self.scheduled
+                .push((base + Duration::from_millis(5 * n as u64), i, uuid, v));
+        }
+    }
+
+    fn event(&self, line: String) {
+        let _ = self.events.send(line);
+    }
+}
+
+fn properties_changed(path: &str, iface: &str, changed: PropMap) -> Option<Message> {
+    Message::new_signal(path.to_string(), PROPS, "PropertiesChanged")
+        .ok()
+        .map(|m| m.append3(iface, changed, Vec::<String>::new()))
+}
+
+fn error(msg: &Message, name: &str, text: &str) -> Message {
+    let n = ErrorName::new(name.to_string())
+        .unwrap_or_else(|_| ErrorName::from("org.bluez.Error.Failed"));
+    let t = CString::new(text).unwrap_or_default();
+    msg.error(&n, &t)
+}
+
+/// Runs the emulator on the system bus (`DBUS_SYSTEM_BUS_ADDRESS`) until
+/// [`Command::Quit`] or the command channel closes. Sends `READY` on
+/// `events` once `org.bluez` is owned, then one line per event.
+pub fn run(
+    cfg: EmulatorConfig,
+    devices: Vec<SimDevice>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<String>,
+) -> Result<(), EmulatorError> {
+    let conn = LocalConnection::new_system()?;
+    let reply = conn.request_name("org.bluez", false, true, true)?;
+    if reply != dbus::blocking::stdintf::org_freedesktop_dbus::RequestNameReply::PrimaryOwner {
+        return Err(EmulatorError::NameTaken);
+    }
+    let mut emu = Emulator {
+        cfg,
+        powered: true,
+        discovering: false,
+        devices: devices
+            .into_iter()
+            .map(|sim| Dev {
+                sim,
+                connected: false,
+                notifying: HashSet::new(),
+                rssi: -60,
+            })
+            .collect(),
+        scheduled: Vec::new(),
+        events,
+    };
+    emu.event("READY".into());
+    let mut last_adv = Instant::now();
+    loop {
+        conn.channel()
+            .read_write(Some(Duration::from_millis(10)))
+            .map_err(|()| EmulatorError::Daemon("connection to the bus lost".into()))?;
+        while let Some(msg) = conn.channel().pop_message() {
+            if msg.msg_type() == dbus::MessageType::MethodCall {
+                let mut out = Vec::new();
+                handle(&mut emu, &msg, &mut out);
+                for m in out {
+                    let _ = conn.channel().send(m);
+                }
+            }
+        }
+        // Commands.
+        loop {
+            match commands.try_recv() {
+                Ok(Command::Quit) | Err(mpsc::TryRecvError::Disconnected) => {
+                    conn.channel().flush();
+                    return Ok(());
+                }
+                Ok(c) => {
+                    for m in command(&mut emu, c) {
+                        let _ = conn.channel().send(m);
+                    }
+                }
+                Err(mpsc::TryRecvError::Empty) => break,
+            }
+        }
+        // Scheduled notifications.
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = emu.scheduled.drain(..).partition(|s| s.0 <= now);
+        emu.scheduled = later;
+        let mut due = due;
+        due.sort_by_key(|s| s.0);
+        for (_, i, uuid, value) in due {
+            if !emu.devices[i].connected {
+                continue;
+            }
+            if let Some((s, c)) = emu.find_char(i, uuid) {
+                let mut p = PropMap::new();
+                p.insert("Value".into(), var(value));
+                if let Some(m) = properties_changed(&emu.char_path(i, s, c), CHAR1, p) {
+                    let _ = conn.channel().send(m);
+                }
+            }
+        }
+        // Advertising: devices not connected announce themselves.
+        if emu.discovering && emu.powered && last_adv.elapsed() >= emu.cfg.advertise_every {
+            last_adv = Instant::now();
+            for i in 0..emu.devices.len() {
+                if emu.devices[i].connected {
+                    continue;
+                }
+                let d = &mut emu.devices[i];
+                d.rssi = if d.rssi == -60 { -61 } else { -60 };
+                let mut p = PropMap::new();
+                p.insert("RSSI".into(), var(d.rssi));
+                let sd = d.sim.service_data();
+                if !sd.is_empty() {
+                    let map: HashMap<String, Variant<Box<dyn RefArg>>> = sd
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), var(v)))
+                        .collect();
+                    p.insert("ServiceData".into(), var(map));
+                }
+                if let Some(m) = properties_changed(&emu.dev_path(i), DEVICE1, p) {
+                    let _ = conn.channel().send(m);
+                }
+            }
+        }
+    }
+}
+
+fn drop_link(emu: &mut Emulator, i: usize, out: &mut Vec<Message>) {
+    if !emu.devices[i].connected {
+        return;
+    }
+    emu.devices[i].connected = false;
+    emu.devices[i].notifying.clear();
+    emu.scheduled.retain(|s| s.1 != i);
+    let mut p = PropMap::new();
+    p.insert("Connected".into(), var(false));
+    p.insert("ServicesResolved".into(), var(false));
+    out.extend(properties_changed(&emu.dev_path(i), DEVICE1, p));
+    emu.event(format!("DISCONNECTED {}", emu.devices[i].sim.address));
+}
+
+fn command(emu: &mut Emulator, c: Command) -> Vec<Message> {
+    let mut out = Vec::new();
+    let idx = |emu: &Emulator, a: &str| emu.devices.iter().position(|d| d.sim.address == a);
+    match c {
+        Command::Disconnect(a) => {
+            if let Some(i) = idx(emu, &a) {
+                drop_link(emu, i, &mut out);
+            }
+        }
+        Command::AddGlucose(a, v) => {
+            if let Some(i) = idx(emu, &a) {
+                emu.devices[i].sim.add_glucose(v);
+            }
+        }
+        Command::AddBp(a, s, d) => {
+            if let Some(i) = idx(emu, &a) {
+                emu.devices[i].sim.add_bp(s, d);
+            }
+        }
+        Command::Add(d) => {
+            emu.devices.push(Dev {
+                sim: *d,
+                connected: false,
+                notifying: HashSet::new(),
+                rssi: -60,
+            });
+            let i = emu.devices.len() - 1;
+            let ifaces: HashMap<String, PropMap> = [(DEVICE1.to_string(), emu.device_props(i))]
+                .into_iter()
+                .collect();
+            if let Ok(m) = Message::new_signal("/", OBJMGR, "InterfacesAdded") {
+                out.push(m.append2(dbus::Path::from(emu.dev_path(i)), ifaces));
+            }
+        }
+        Command::Power(on) => {
+            if !on {
+                for i in 0..emu.devices.len() {
+                    drop_link(emu, i, &mut out);
+                }
+            }
+            emu.powered = on;
+            let mut p = PropMap::new();
+            p.insert("Powered".into(), var(on));
+            out.extend(properties_changed(&emu.adapter_path(), ADAPTER1, p));
+        }
+        Command::Quit => {}
+    }
+    out
+}
+
+fn handle(emu: &mut Emulator, msg: &Message, out: &mut Vec<Message>) {
+    let path = msg.path().map(|p| p.to_string()).unwrap_or_default();
+    let iface = msg.interface().map(|i| i.to_string()).unwrap_or_default();
+    let member = msg.member().map(|m| m.to_string()).unwrap_or_default();
+    let Some(obj) = emu.resolve(&path) else {
+        out.push(error(
+            msg,
+            "org.freedesktop.DBus.Error.UnknownObject",
+            &format!("no object {path}"),
+        ));
+        return;
+    };
+    let reply = match (iface.as_str(), member.as_str()) {
+        (INTROSPECTABLE, "Introspect") => msg.method_return().append1(emu.introspect(obj)),
+        (OBJMGR, "GetManagedObjects") => msg.method_return().append1(emu.managed_objects()),
+        (PROPS, "GetAll") => {
+            let want: &str = msg.read1().unwrap_or_default();
+            match emu.interfaces(obj).into_iter().find(|(n, _)| *n == want) {
+                Some((_, p)) => msg.method_return().append1(p),
+                None => error(msg, "org.freedesktop.DBus.Error.UnknownInterface", want),
+            }
+        }
+        (PROPS, "Get") => {
+            let (want, name): (&str, &str) = msg.read2().unwrap_or_default();
+            let value = emu
+                .interfaces(obj)
+                .into_iter()
+                .find(|(n, _)| *n == want)
+                .and_then(|(_, mut p)| p.remove(name));
+            match value {
+                Some(v) => msg.method_return().append1(v),
+                None => error(msg, "org.freedesktop.DBus.Error.InvalidArgs", name),
+            }
+        }
+        (PROPS, "Set") => {
+            let r: Result<(&str, &str, AnyVariant), _> = msg.read3();
+            match (obj, r) {
+                (Obj::Adapter, Ok((ADAPTER1, "Powered", v))) => {
+                    let on = v.0.as_u64().map(|x| x != 0).unwrap_or(true);
+                    if on != emu.powered {
+                        out.extend(command(emu, Command::Power(on)));
+                    }
+                    msg.method_return()
+                }
+                _ => error(msg, "org.bluez.Error.NotPermitted", "read-only property"),
+            }
+        }
+        (ADAPTER1, "SetDiscoveryFilter") | (ADAPTER1, "RemoveDevice") => msg.method_return(),
+        (ADAPTER1, "GetDiscoveryFilters") => msg.method_return().append1(vec![
+            "UUIDs".to_string(),
+            "Transport".to_string(),
+            "DuplicateData".to_string(),
+        ]),
+        (ADAPTER1, "StartDiscovery") | (ADAPTER1, "StopDiscovery") => {
+            if !emu.powered {
+                error(msg, "org.bluez.Error.NotReady", "Resource Not Ready")
+            } else {
+                emu.discovering = member == "StartDiscovery";
+                let mut p = PropMap::new();
+                p.insert("Discovering".into(), var(emu.discovering));
+                out.extend(properties_changed(&emu.adapter_path(), ADAPTER1, p));
+                emu.event(format!("DISCOVERING {}", emu.discovering));
+                msg.method_return()
+            }
+        }
+        (DEVICE1, "Connect") => match obj {
+            Obj::Device(i) if emu.powered && emu.devices[i].sim.connectable() => {
+                if !emu.devices[i].connected {
+                    emu.devices[i].connected = true;
+                    emu.devices[i].sim.on_connect();
+                    let mut p = PropMap::new();
+                    p.insert("Connected".into(), var(true));
+                    p.insert("ServicesResolved".into(), var(true));
+                    // Before the reply: bluez-async reads ServicesResolved
+                    // right after Connect returns (bluez.md §4).
+                    out.extend(properties_changed(&emu.dev_path(i), DEVICE1, p));
+                    emu.event(format!("CONNECTED {}", emu.devices[i].sim.address));
+                    msg.method_return()
+                } else {
+                    msg.method_return()
+                }
+            }
+            _ => error(
+                msg,
+                "org.bluez.Error.Failed",
+                "le-connection-abort-by-local",
+            ),
+        },
+        (DEVICE1, "Disconnect") => {
+            if let Obj::Device(i) = obj {
+                drop_link(emu, i, out);
+            }
+            msg.method_return()
+        }
+        (DEVICE1, "Pair") | (DEVICE1, "CancelPairing") => msg.method_return(),
+        (CHAR1, "StartNotify") => match obj {
+            Obj::Char(i, s, c) => {
+                let uuid = emu.devices[i].sim.services()[s].characteristics[c].0;
+                emu.devices[i].notifying.insert(uuid);
+                let values = emu.devices[i].sim.on_subscribe(uuid);
+                emu.schedule(i, values);
+                let mut p = PropMap::new();
+                p.insert("Notifying".into(), var(true));
+                out.extend(properties_changed(&path, CHAR1, p));
+                msg.method_return()
+            }
+            _ => error(msg, "org.bluez.Error.NotSupported", "not a characteristic"),
+        },
+        (CHAR1, "StopNotify") => match obj {
+            Obj::Char(i, s, c) => {
+                let uuid = emu.devices[i].sim.services()[s].characteristics[c].0;
+                if emu.devices[i].notifying.remove(&uuid) {
+                    msg.method_return()
+                } else {
+                    error(msg, "org.bluez.Error.Failed", "No notify session started")
+                }
+            }
+            _ => error(msg, "org.bluez.Error.NotSupported", "not a characteristic"),
+        },
+        (CHAR1, "WriteValue") => match (obj, msg.read1::<Vec<u8>>()) {
+            (Obj::Char(i, s, c), Ok(value)) => {
+                let uuid = emu.devices[i].sim.services()[s].characteristics[c].0;
+                emu.event(format!(
+                    "WRITE {} {} {}",
+                    emu.devices[i].sim.address,
+                    uuid.short_name(),
+                    value.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                ));
+                match emu.devices[i].sim.on_write(uuid, &value) {
+                    Ok(values) => {
+                        emu.schedule(i, values);
+                        msg.method_return()
+                    }
+                    Err(e) => error(msg, "org.bluez.Error.NotPermitted", &e),
+                }
+            }
+            _ => error(
+                msg,
+                "org.bluez.Error.InvalidArguments",
+                "WriteValue(ay, a{sv})",
+            ),
+        },
+        (CHAR1, "ReadValue") => match obj {
+            Obj::Char(i, s, c) => {
+                let uuid = emu.devices[i].sim.services()[s].characteristics[c].0;
+                match emu.devices[i].sim.on_read(uuid) {
+                    Ok(v) => msg.method_return().append1(v),
+                    Err(e) => error(msg, "org.bluez.Error.NotPermitted", &e),
+                }
+            }
+            _ => error(msg, "org.bluez.Error.NotSupported", "not a characteristic"),
+        },
+        (DESC1, "ReadValue") => msg.method_return().append1(vec![0u8, 0u8]),
+        (DESC1, "WriteValue") => msg.method_return(),
+        _ => error(
+            msg,
+            "org.freedesktop.DBus.Error.UnknownMethod",
+            &format!("{iface}.{member}"),
+        ),
+    };
+    out.push(reply);
+}

@@ -1,0 +1,203 @@
+//! The `rpm-sim` command line: a thin shell over the library (argument
+//! parsing, printing, exit codes). `anyhow` lives only here.
+//!
+//! Exit codes: 0 success; 1 a check refused the input, or a run did not
+//! deliver everything; 2 bad arguments or files.
+
+mod check;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Virtual patients and devices for rpm-gateway: vendor conformance
+/// checks, scenario runs over MQTT or HTTP, load.
+#[derive(Debug, Parser)]
+#[command(name = "rpm-sim", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Decode a device's payload (or GATT bytes) with the gateway's own
+    /// decoders and print the canonical readings, or why they are refused.
+    Check(CheckArgs),
+    /// List the devices the simulator emulates and what `check` decodes.
+    Devices {
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the bundled scenarios and their expected alerts, or print one
+    /// scenario's device registry as gateway config.
+    Scenarios {
+        /// Print `[[devices]]` entries for this scenario (name or file).
+        #[arg(long, value_name = "SCENARIO")]
+        gateway_config: Option<String>,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Play scenarios in accelerated time over MQTT or HTTP.
+    Run(RunArgs),
+    /// Publish from many devices at a target rate (benchmarks).
+    Load(LoadArgs),
+}
+
+/// `rpm-sim check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Device profile: a TOML file, or the name of a bundled profile.
+    #[arg(long, requires = "payload", conflicts_with_all = ["gatt", "layout"])]
+    profile: Option<String>,
+    /// The payload file (`-` for stdin), exactly as the device publishes it.
+    #[arg(long)]
+    payload: Option<PathBuf>,
+    /// The MQTT topic it is published on (an example topic of the profile by default).
+    #[arg(long)]
+    topic: Option<String>,
+    /// GATT characteristic value bytes, hex (`"1E 80 00 50 00"`).
+    #[arg(long, value_name = "HEX")]
+    gatt: Option<String>,
+    /// The characteristic's 16-bit UUID (`0x2A35`).
+    #[arg(
+        long,
+        value_name = "UUID",
+        requires = "gatt",
+        conflicts_with = "layout"
+    )]
+    characteristic: Option<String>,
+    /// A vendor byte layout (TOML) to decode `--gatt` bytes with.
+    #[arg(long, requires = "gatt")]
+    layout: Option<PathBuf>,
+    /// The time of receipt the clock checks compare with (RFC 3339; now by default).
+    #[arg(long)]
+    received_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `rpm-sim run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Scenarios: bundled names or files.
+    #[arg(required_unless_present = "all")]
+    scenarios: Vec<String>,
+    /// Every bundled scenario, concurrently.
+    #[arg(long, conflicts_with = "scenarios")]
+    all: bool,
+    /// MQTT broker HOST:PORT (QoS 1).
+    #[arg(long, value_name = "HOST:PORT", required_unless_present = "http")]
+    mqtt: Option<String>,
+    /// HTTP ingest URL (`http://HOST:PORT/api/v1/readings`).
+    #[arg(long, value_name = "URL", conflicts_with = "mqtt")]
+    http: Option<String>,
+    /// Bearer token for HTTP ingest.
+    #[arg(long, env = "RPM_SIM_HTTP_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Simulated seconds per wall second (10080 = a week per minute; the scenario's own by default).
+    #[arg(long)]
+    speed: Option<f64>,
+    /// Seed (the scenario's own by default).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Day 0: `today` (the run ends at today's midnight UTC), `file`, or a date.
+    #[arg(long, default_value = "today")]
+    start: crate::run::StartAt,
+    /// Only the first N days.
+    #[arg(long)]
+    days: Option<u32>,
+    /// Quirks for every device: duplicate,out-of-order,skew,burst (or all).
+    #[arg(long, default_value = "")]
+    quirks: String,
+    /// Faulty messages: malformed,truncated,nan,unknown-unit,unknown-device,implausible,oversized (or all).
+    #[arg(long, default_value = "")]
+    faults: String,
+    /// Write the sent-report (JSON) here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+/// `rpm-sim load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// MQTT broker HOST:PORT.
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        required_unless_present = "print_config"
+    )]
+    mqtt: Option<String>,
+    /// Virtual devices.
+    #[arg(long, default_value_t = 1000)]
+    devices: u32,
+    /// Target readings per second.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// How long to publish (`60s`, `5m`).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    duration: std::time::Duration,
+    /// MQTT connections the devices share.
+    #[arg(long, default_value_t = 16)]
+    connections: u32,
+    /// Print the `[[devices]]` gateway config for the load devices and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Parses the process arguments and runs; the binary's whole `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rpm-sim: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check(a) => check::run(a),
+        Command::Devices { json } => {
+            let list = crate::devices::catalogue();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print!("{}", crate::devices::render(&list));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Scenarios {
+            gateway_config,
+            json,
+        } => run::scenarios(gateway_config, json),
+        Command::Run(a) => runtime()?.block_on(run::run(a)),
+        Command::Load(a) => runtime()?.block_on(run::load(a)),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,452 @@
+//! Every bundled scenario, played by the real `rpm-sim` binary over a real
+//! Mosquitto into the real gateway binary: what was sent (the sent-report)
+//! against what the store holds, and the scenarios' ground-truth alerts
+//! against the `alerts` table.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use common::{rpm_sim, wait_until, Gateway, Mosquitto};
+use rpm_simulator::faults::expected_reject;
+use rpm_simulator::physiology::Condition;
+use rpm_simulator::run::RunReport;
+use rpm_simulator::scenario::{bundled_dir, Scenario};
+
+fn scenarios() -> Vec<Scenario> {
+    Scenario::load_dir(&bundled_dir()).unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+/// `(device, patient)` of every bundled scenario's kit.
+fn registry() -> Vec<(String, String)> {
+    scenarios()
+        .iter()
+        .flat_map(|s| s.registry())
+        .map(|d| (d.device_id, d.patient_id))
+        .collect()
+}
+
+fn start(dir: &Path, extra: &str) -> (Mosquitto, Gateway) {
+    let mosquitto = Mosquitto::start(dir);
+    let devices = registry();
+    let refs: Vec<(&str, &str)> = devices
+        .iter()
+        .map(|(d, p)| (d.as_str(), p.as_str()))
+        .collect();
+    let mut gw = Gateway::new(dir, mosquitto.port, &refs, extra);
+    gw.start();
+    (mosquitto, gw)
+}
+
+fn read_report(path: &Path) -> Vec<RunReport> {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    serde_json::from_value(v["runs"].clone()).unwrap()
+}
+
+/// With every quirk on every device (duplicates, reordering, slow clocks,
+/// offline bursts) and every fault kind, each valid reading sent is stored
+/// exactly once (one measurement per device and time) and each faulty
+/// message is quarantined with its reason.
+#[test]
+fn every_reading_arrives_exactly_once_despite_quirks_and_faults() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mosquitto, gw) = start(dir.path(), "");
+    let report = dir.path().join("sent.json");
+    rpm_sim(&[
+        "run",
+        "--all",
+        "--mqtt",
+        &format!("127.0.0.1:{}", mosquitto.port),
+        "--speed",
+        "2000000",
+        "--quirks",
+        "all",
+        "--faults",
+        "all",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    let runs = read_report(&report);
+    assert_eq!(runs.len(), scenarios().len());
+    assert_stored_exactly_once(&gw, &runs, true);
+}
+
+/// Compares the store with the sent-report: each valid reading stored once
+/// (one measurement per device and device time), nothing else stored, each
+/// faulty message quarantined with its expected reason.
+fn assert_stored_exactly_once(gw: &Gateway, runs: &[RunReport], expect_duplicates: bool) {
+    let mut expected: BTreeSet<(String, i64)> = BTreeSet::new();
+    let mut faults: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut duplicates = 0;
+    for r in runs {
+        assert!(r.complete(), "{}: {:?}", r.scenario, r.unacknowledged);
+        for rec in r.sent.records() {
+            duplicates += rec.publishes.saturating_sub(1);
+            match rec.fault {
+                None => {
+                    assert!(
+                        expected
+                            .insert((rec.device_id.clone(), rec.device_time.timestamp_millis())),
+                        "two readings of {} at {}",
+                        rec.device_id,
+                        rec.device_time
+                    );
+                }
+                Some(f) => *faults.entry(expected_reject(f)).or_default() += 1,
+            }
+        }
+    }
+    assert!(
+        !expect_duplicates || duplicates > 0,
+        "the run had duplicate publishes"
+    );
+    let n_faults: i64 = faults.values().sum();
+    wait_until(
+        "every reading and fault to land",
+        Duration::from_secs(90),
+        || {
+            gw.count("SELECT COUNT(DISTINCT group_id) FROM readings") as usize >= expected.len()
+                && gw.count("SELECT COUNT(*) FROM quarantine") >= n_faults
+        },
+    );
+    // Let any (wrong) late duplicate land before judging.
+    std::thread::sleep(Duration::from_millis(500));
+
+    let db = gw.db();
+    let mut stmt = db
+        .prepare(
+            "SELECT device_id, measured_at, COUNT(DISTINCT group_id) FROM readings GROUP BY device_id, measured_at",
+        )
+        .unwrap();
+    let stored: Vec<(String, i64, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for (d, t, groups) in &stored {
+        assert_eq!(*groups, 1, "{d} at {t}: stored {groups} times");
+    }
+    let stored_keys: BTreeSet<(String, i64)> = stored.into_iter().map(|(d, t, _)| (d, t)).collect();
+    let missing: Vec<_> = expected.difference(&stored_keys).take(5).collect();
+    let extra: Vec<_> = stored_keys.difference(&expected).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, extra {extra:?}"
+    );
+
+    let mut q: BTreeMap<String, i64> = BTreeMap::new();
+    let mut stmt = db
+        .prepare("SELECT reason, COUNT(*) FROM quarantine GROUP BY reason")
+        .unwrap();
+    for row in stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+        .unwrap()
+    {
+        let (reason, n) = row.unwrap();
+        q.insert(reason, n);
+    }
+    let want: BTreeMap<String, i64> = faults.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    assert_eq!(q, want);
+}
+
+/// The gateway care plan of a scenario patient's condition (the bundled
+/// `alerting-rules/rules/plans.toml`).
+fn care_plan(c: Condition) -> Option<&'static str> {
+    match c {
+        Condition::Healthy => None,
+        Condition::Hypertension => Some("hypertension"),
+        Condition::HeartFailure => Some("heart-failure"),
+        Condition::Diabetes => Some("diabetes"),
+        Condition::Copd => Some("copd"),
+    }
+}
+
+/// Each scenario's ground truth against the gateway's `alerts` table: for
+/// every (rule, patient) the scenario states, an alert whose triggering
+/// reading's measured time falls in each expected window, and none outside
+/// them; and no alert of a rule the scenarios cover for a patient without
+/// expectations for it. Rules the scenarios do not model (e.g.
+/// `dm.hyper-severe`) are not judged.
+///
+/// Missing-data (adherence) rules are not judged here: the gateway runs
+/// them on the wall clock (`rules.missing_interval`), which an accelerated
+/// replay of past days does not drive (a week of silence passes in a
+/// second). The scenarios still state them, for a run at real speed.
+///
+/// The replay delivers days-old readings in seconds; `late_receipt` is
+/// raised so that they are evaluated as live data (firing and resolving),
+/// as they were for the patient.
+#[test]
+fn every_bundled_scenario_raises_its_expected_alerts() {
+    judge_alerts(&|rule| rule != HF_24H);
+}
+
+/// The bundled `hf.weight-gain-24h` rule against the scenarios' heart
+/// failure decompensations (+1.1 kg a day, weighed every morning).
+///
+/// A patient weighs at about the same time each morning, so the previous
+/// weighing is 24 h ± a few minutes back: with a strict 24 h window the gain
+/// went unseen whenever today's weighing was a little later than
+/// yesterday's. This test found it; the rule's window is now 30 h ("since
+/// yesterday's weigh-in", rule version 2).
+#[test]
+fn heart_failure_day_to_day_weight_gain_is_caught() {
+    judge_alerts(&|rule| rule == HF_24H);
+}
+
+const HF_24H: &str = "hf.weight-gain-24h";
+
+/// Runs every bundled scenario into a gateway with its patients enrolled
+/// and compares the `alerts` table with the expectations, for the rules
+/// `judge` selects.
+fn judge_alerts(judge: &dyn Fn(&str) -> bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut extra = String::from("[rules]\nmissing_interval = \"1h\"\nlate_receipt = \"30d\"\n\n");
+    for s in scenarios() {
+        for p in &s.patients {
+            let plans: Vec<String> = care_plan(p.condition)
+                .map(|c| format!("\"{c}\""))
+                .into_iter()
+                .collect();
+            extra.push_str(&format!(
+                "[[patients]]\nid = \"{}\"\ncare_plans = [{}]\n",
+                p.id,
+                plans.join(", ")
+            ));
+        }
+    }
+    let (mosquitto, gw) = start(dir.path(), &extra);
+    let report = dir.path().join("sent.json");
+    rpm_sim(&[
+        "run",
+        "--all",
+        "--mqtt",
+        &format!("127.0.0.1:{}", mosquitto.port),
+        "--speed",
+        "500000",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    let runs = read_report(&report);
+    let valid: usize = runs.iter().map(|r| r.sent.expected().count()).sum();
+    wait_until("every reading to land", Duration::from_secs(90), || {
+        gw.count("SELECT COUNT(DISTINCT group_id) FROM readings") as usize >= valid
+    });
+    // The evaluator follows the store after its durable cursor (`rules`):
+    // done when the cursor has reached the last committed reading.
+    wait_until(
+        "the rules evaluator to catch up",
+        Duration::from_secs(90),
+        || {
+            let max = gw.count("SELECT COALESCE(MAX(seq), 0) FROM readings");
+            max > 0
+                && gw.count("SELECT COALESCE(MAX(position), 0) FROM cursors WHERE name = 'rules'")
+                    >= max
+        },
+    );
+    let db = gw.db();
+    let alerts = |patient: &str, rule: &str| -> Vec<i64> {
+        let mut stmt = db
+            .prepare("SELECT measured_at FROM alerts WHERE patient_id = ?1 AND rule_id = ?2")
+            .unwrap();
+        stmt.query_map([patient, rule], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let judged: BTreeSet<&str> = rpm_simulator::scenario::RuleId::ALL
+        .iter()
+        .filter_map(|r| r.pack_rule())
+        .filter(|r| !r.starts_with("adherence.") && judge(r))
+        .collect();
+    let mut failures = Vec::new();
+    for r in &runs {
+        let mut windows: BTreeMap<(String, String), Vec<(i64, i64)>> = BTreeMap::new();
+        for w in &r.expected_alerts {
+            if let Some(rule) = &w.pack_rule {
+                windows
+                    .entry((w.patient.clone(), rule.clone()))
+                    .or_default()
+                    .push((w.from.timestamp_millis(), w.until.timestamp_millis()));
+            }
+        }
+        let patients: BTreeSet<&str> = r.devices.iter().map(|(_, p)| p.as_str()).collect();
+        for patient in patients {
+            for rule in &judged {
+                let got = alerts(patient, rule);
+                let want = windows
+                    .get(&(patient.to_string(), rule.to_string()))
+                    .cloned()
+                    .unwrap_or_default();
+                for (from, until) in &want {
+                    if !got.iter().any(|t| t >= from && t < until) {
+                        failures.push(format!(
+                            "{}: {patient} {rule}: no alert in [{from}, {until}) (got {got:?})",
+                            r.scenario
+                        ));
+                    }
+                }
+                for t in &got {
+                    if !want.iter().any(|(from, until)| t >= from && t < until) {
+                        failures.push(format!(
+                            "{}: {patient} {rule}: unexpected alert at {t} (windows {want:?})",
+                            r.scenario
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Load mode: every reading published is committed once, stamped with the
+/// device's (wall-clock) measurement time, so publish→commit latency is
+/// `committed_at - measured_at` in the store. (Rates are measured by
+/// `bench/sim-load.sh`, never asserted here.)
+#[test]
+fn load_mode_readings_are_all_committed_with_their_publish_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start(dir.path());
+    let n = 40;
+    let ids: Vec<(String, String)> = (0..n)
+        .map(|i| {
+            (
+                rpm_simulator::load::device_id(i),
+                format!("load-patient-{i:05}"),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = ids.iter().map(|(d, p)| (d.as_str(), p.as_str())).collect();
+    let mut gw = Gateway::new(dir.path(), mosquitto.port, &refs, "");
+    gw.start();
+    let out = rpm_sim(&[
+        "load",
+        "--mqtt",
+        &format!("127.0.0.1:{}", mosquitto.port),
+        "--devices",
+        &n.to_string(),
+        "--rate",
+        "300",
+        "--duration",
+        "2s",
+        "--connections",
+        "4",
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (messages, readings) = (
+        r["messages"].as_i64().unwrap(),
+        r["readings"].as_i64().unwrap(),
+    );
+    assert!(messages > 0);
+    assert_eq!(r["acked"].as_i64(), Some(messages));
+    wait_until(
+        "every load reading to commit",
+        Duration::from_secs(60),
+        || gw.readings() >= readings,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(gw.readings(), readings);
+    assert_eq!(
+        gw.count("SELECT COUNT(DISTINCT group_id) FROM readings"),
+        messages
+    );
+    assert_eq!(
+        gw.count("SELECT COUNT(*) FROM readings WHERE device_measured_at IS NULL OR annotations LIKE '%time_missing%' OR annotations LIKE '%clock_corrected%'"),
+        0,
+        "every reading carries its own publish time"
+    );
+    assert_eq!(
+        gw.count("SELECT COUNT(*) FROM readings WHERE committed_at < measured_at"),
+        0
+    );
+    assert_eq!(gw.count("SELECT COUNT(*) FROM quarantine"), 0);
+}
+
+/// Determinism through the real binary and broker: the same seed and start
+/// give the same sent-report (every reading, time, sequence, fault and
+/// publish count); another seed gives another one.
+#[test]
+fn same_seed_same_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mosquitto = Mosquitto::start(dir.path());
+    let run = |seed: &str, name: &str| {
+        let report = dir.path().join(name);
+        rpm_sim(&[
+            "run",
+            "fever",
+            "hypoglycaemia",
+            "--mqtt",
+            &format!("127.0.0.1:{}", mosquitto.port),
+            "--speed",
+            "5000000",
+            "--start",
+            "file",
+            "--seed",
+            seed,
+            "--quirks",
+            "all",
+            "--faults",
+            "all",
+            "--report",
+            report.to_str().unwrap(),
+        ]);
+        read_report(&report)
+            .into_iter()
+            .map(|r| {
+                serde_json::to_value((&r.scenario, r.start, r.seed, &r.sent, &r.expected_alerts))
+                    .unwrap()
+            })
+            .collect::<Vec<_>>()
+    };
+    let a = run("11", "a.json");
+    assert_eq!(a, run("11", "b.json"));
+    assert_ne!(a, run("12", "c.json"));
+}
+
+/// The same over HTTP ingest (`POST /api/v1/readings` with an ingest
+/// token): every valid reading stored once, every fault quarantined with
+/// its reason, duplicates and bursts included.
+#[test]
+#[ignore = "needs the HTTP API (POST /api/v1/readings)"]
+fn every_reading_pushed_over_http_arrives_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let api_port = common::free_port();
+    let (_mosquitto, gw) = start(
+        dir.path(),
+        &format!("[api]\nenabled = true\nlisten = \"127.0.0.1:{api_port}\"\n"),
+    );
+    let out = gw.cli(&["tokens", "create", "sim", "--role", "ingest"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    wait_until("the API to listen", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", api_port)).is_ok()
+    });
+    let report = dir.path().join("sent.json");
+    rpm_sim(&[
+        "run",
+        "--all",
+        "--http",
+        &format!("http://127.0.0.1:{api_port}/api/v1/readings"),
+        "--token",
+        &token,
+        "--speed",
+        "2000000",
+        "--quirks",
+        "duplicate,out-of-order,burst",
+        "--faults",
+        "all",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    let runs = read_report(&report);
+    assert!(runs.iter().all(|r| r.transport == "http"));
+    assert_stored_exactly_once(&gw, &runs, true);
+}

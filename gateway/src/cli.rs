@@ -36,6 +36,9 @@ pub enum Command {
     /// Inputs that did not become readings.
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
+    /// API tokens (bearer credentials of the HTTP API).
+    #[command(subcommand)]
+    Tokens(crate::api::tokens_cli::TokensCommand),
     /// Rule sets: validate a directory, replay readings offline.
     #[command(subcommand)]
     Rules(crate::rules::cli::RulesCommand),
@@ -178,6 +181,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "embedded-broker")]
         Command::Demo(_) => {}
         Command::Devices(cmd) => devices(&config, cmd)?,
+        Command::Tokens(cmd) => {
+            let store = runtime::open_store(&config)?;
+            crate::api::tokens_cli::run(&store, cmd)?;
+        }
         Command::Rules(_) => {}
         Command::Patients(cmd) => return crate::rules::cli::patients_cmd(&config, cmd),
         Command::Alerts(cmd) => return crate::rules::cli::alerts_cmd(&config, cmd),

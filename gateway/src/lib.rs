@@ -13,6 +13,7 @@
 //! binary's commands; [`demo`] runs the whole flow with simulated devices.
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod decode;

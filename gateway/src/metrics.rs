@@ -99,6 +99,16 @@ impl Metrics {
         self.mqtt_connected.load(Ordering::Relaxed) == 1
     }
 
+    /// An API request answered (route template, never the concrete path).
+    pub fn api_request(&self, method: &str, route: &str, status: u16) {
+        let route = if route.is_empty() { "unmatched" } else { route };
+        self.add(
+            "rpm_api_requests_total",
+            format!("method=\"{method}\",route=\"{route}\",status=\"{status}\""),
+            1,
+        );
+    }
+
     fn gauge(&self, name: &'static str, labels: String, v: f64) {
         if let Ok(mut g) = self.gauges.lock() {
             g.insert((name, labels), v);

@@ -14,6 +14,51 @@ use crate::normalize::{raw_input, Normalizer};
 use crate::store::registry::QuarantinedInput;
 use crate::store::{Item, Outcome};
 
+/// An HTTP push that cannot even be attempted (the client's mistake, not
+/// the device's: answered 4xx, not quarantined).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HttpInputError {
+    /// No profile of that name.
+    #[error("no device profile named `{0}`")]
+    UnknownProfile(String),
+    /// The profile takes the device id from its topic, and none was given.
+    #[error("profile topic `{0}` names the device: `device_id` is required")]
+    DeviceIdRequired(String),
+    /// A device id that cannot be a topic level.
+    #[error("device_id must be 1 to 128 characters of letters, digits and . _ : -")]
+    BadDeviceId,
+}
+
+/// Whether `id` is a usable device id (also a safe MQTT topic level).
+pub fn valid_device_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
+}
+
+/// The topic a device would publish on under `pattern`: `{device_id}` is
+/// the device, wildcards become `http`.
+fn origin_topic(pattern: &str, device_id: Option<&str>) -> Result<String, HttpInputError> {
+    if let Some(d) = device_id {
+        if !valid_device_id(d) {
+            return Err(HttpInputError::BadDeviceId);
+        }
+    }
+    let levels: Result<Vec<&str>, HttpInputError> = pattern
+        .split('/')
+        .map(|level| match level {
+            "{device_id}" => {
+                device_id.ok_or_else(|| HttpInputError::DeviceIdRequired(pattern.to_string()))
+            }
+            "+" | "#" => Ok("http"),
+            other => Ok(other),
+        })
+        .collect();
+    Ok(levels?.join("/"))
+}
+
 /// Decode and normalize, shared by all sources.
 pub struct Pipeline {
     /// Profile-driven decoder.
@@ -37,6 +82,36 @@ impl Pipeline {
             received_at,
         ));
         self.normalizer.normalize(raw, decoded)
+    }
+
+    /// Prepares the store items for an HTTP push (`POST /api/v1/readings`):
+    /// the payload is decoded by the named profile exactly as if the device
+    /// had published it on its MQTT topic. The origin kept with the input
+    /// (and used to re-process it) is that topic, so quarantine and
+    /// re-processing work the same for both sources.
+    pub fn http(
+        &self,
+        profile: &str,
+        device_id: Option<&str>,
+        payload: &[u8],
+        received_at: DateTime<Utc>,
+    ) -> Result<Vec<Item>, HttpInputError> {
+        let p = self
+            .decoder
+            .profiles()
+            .by_name(profile)
+            .ok_or_else(|| HttpInputError::UnknownProfile(profile.to_string()))?;
+        let origin = origin_topic(&p.topic.to_string(), device_id)?;
+        self.metrics.received(Source::Http.name());
+        let decoded = self.decoder.decode_with(profile, &origin, payload);
+        let raw = Arc::new(raw_input(
+            Source::Http,
+            &origin,
+            decoded.profile.clone(),
+            payload,
+            received_at,
+        ));
+        Ok(self.normalizer.normalize(raw, decoded))
     }
 
     /// Prepares the store items for a value received from a BLE device:
@@ -130,5 +205,35 @@ impl Pipeline {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_origin_is_the_topic_the_device_would_publish_on() {
+        assert_eq!(
+            origin_topic("acme/bp/{device_id}", Some("cuff-1")).unwrap(),
+            "acme/bp/cuff-1"
+        );
+        assert_eq!(
+            origin_topic("vendor/+/{device_id}/#", Some("d")).unwrap(),
+            "vendor/http/d/http"
+        );
+        assert_eq!(
+            origin_topic("acme/bp/{device_id}", None),
+            Err(HttpInputError::DeviceIdRequired(
+                "acme/bp/{device_id}".into()
+            ))
+        );
+        assert_eq!(
+            origin_topic("acme/bp/{device_id}", Some("a/b")),
+            Err(HttpInputError::BadDeviceId)
+        );
+        assert_eq!(origin_topic("cloud/feed", None).unwrap(), "cloud/feed");
+        assert!(!valid_device_id(&"x".repeat(129)));
+        assert!(valid_device_id("urn:dev:mac:0024befffe804ff1"));
     }
 }

@@ -28,6 +28,9 @@ pub enum RunError {
     /// The MQTT source could not start.
     #[error(transparent)]
     Mqtt(#[from] MqttError),
+    /// The HTTP API could not start.
+    #[error(transparent)]
+    Api(#[from] crate::api::ApiStartError),
     /// The rule stage could not start.
     #[error(transparent)]
     Rules(#[from] crate::rules::RulesError),
@@ -149,6 +152,20 @@ pub async fn run(
         tracing::warn!("no source configured: nothing will be ingested");
     }
 
+    let api = if config.api.enabled {
+        Some(
+            crate::api::start(
+                &config,
+                writer.clone(),
+                pipeline.clone(),
+                metrics.clone(),
+                stopped(),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     let rules_task = evaluator.map(|(evaluator, cfg)| {
         let reload = crate::rules::task::reload_signal();
         tokio::spawn(crate::rules::task::run(
@@ -165,6 +182,11 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutdown requested; draining in-flight work");
     let _ = stop_tx.send(true);
+    if let Some(api) = api {
+        // Requests in flight finish (a pushed reading is committed and
+        // answered) before the writer is closed.
+        let _ = api.task.await;
+    }
     let mut result = Ok(());
     for t in tasks {
         if let Ok(Err(e)) = t.await {

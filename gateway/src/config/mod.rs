@@ -7,6 +7,7 @@
 //! validates without side effects (used by `check-config`); the runtime
 //! builds components from the validated config.
 
+mod api;
 mod delivery;
 mod rules;
 mod tls;
@@ -20,9 +21,11 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use api::ApiConfig;
 pub use delivery::{DeliveryConfig, WebhookConfig};
 pub use rules::{PatientEnrolment, RulesConfig};
 pub use tls::{client_tls_config, install_crypto_provider, TlsError};
+pub(crate) use tls::{read_certs, read_key};
 
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -47,6 +50,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// The HTTP API.
+    #[serde(default)]
+    pub api: ApiConfig,
     /// Alert rules.
     #[serde(default)]
     pub rules: RulesConfig,
@@ -393,6 +399,14 @@ impl Config {
         if config.store.path.is_relative() && file != Path::new("") {
             config.store.path = base.join(&config.store.path);
         }
+        for p in [&mut config.api.tls_cert, &mut config.api.tls_key]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
         if let Some(d) = config.rules.dir.as_mut().filter(|d| d.is_relative()) {
             *d = base.join(&*d);
         }
@@ -474,6 +488,9 @@ impl Config {
                     format!("device `{}` is assigned more than once", d.id),
                 );
             }
+        }
+        for (key, message) in self.api.problems() {
+            err("api", key, message);
         }
         if let Some(m) = &self.sources.mqtt {
             let t = "sources.mqtt";

@@ -34,7 +34,7 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let file = std::fs::File::open(path).map_err(|source| TlsError::Read {
         path: path.display().to_string(),
         source,
@@ -54,7 +54,7 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let file = std::fs::File::open(path).map_err(|source| TlsError::Read {
         path: path.display().to_string(),
         source,

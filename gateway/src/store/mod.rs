@@ -11,6 +11,7 @@ pub mod patients;
 pub mod queries;
 pub mod registry;
 mod schema;
+pub mod tokens;
 pub mod writer;
 
 use chrono::{DateTime, Utc};

@@ -70,6 +70,52 @@ fn t(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
+/// Columns read by [`reading_row`], in its order.
+pub const READING_COLUMNS: &str =
+    "seq, reading_id, group_id, patient_id, device_id, metric, value, unit, loinc, \
+     device_measured_at, measured_at, received_at, source, sequence, annotations";
+
+/// Maps a row selected with [`READING_COLUMNS`].
+pub fn reading_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReading> {
+    Ok(StoredReading {
+        seq: r.get(0)?,
+        reading_id: r.get(1)?,
+        group_id: r.get(2)?,
+        patient_id: r.get(3)?,
+        device_id: r.get(4)?,
+        metric: r.get(5)?,
+        value: r.get(6)?,
+        unit: r.get(7)?,
+        loinc: r.get(8)?,
+        device_measured_at: r.get::<_, Option<i64>>(9)?.map(t),
+        measured_at: t(r.get(10)?),
+        received_at: t(r.get(11)?),
+        source: r.get(12)?,
+        sequence: r.get(13)?,
+        annotations: serde_json::from_str(&r.get::<_, String>(14)?).unwrap_or_default(),
+    })
+}
+
+/// Columns read by [`quarantine_row`], in its order.
+pub const QUARANTINE_COLUMNS: &str =
+    "id, received_at, source, origin, profile, device_id, reason, detail, status, length(payload)";
+
+/// Maps a row selected with [`QUARANTINE_COLUMNS`].
+pub fn quarantine_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QuarantineRow> {
+    Ok(QuarantineRow {
+        id: r.get(0)?,
+        received_at: t(r.get(1)?),
+        source: r.get(2)?,
+        origin: r.get(3)?,
+        profile: r.get(4)?,
+        device_id: r.get(5)?,
+        reason: r.get(6)?,
+        detail: r.get(7)?,
+        status: r.get(8)?,
+        payload_len: r.get::<_, i64>(9)? as usize,
+    })
+}
+
 impl Store {
     /// Readings committed after `after_seq`, in commit order, at most `limit`.
     pub fn readings_after(
@@ -77,30 +123,10 @@ impl Store {
         after_seq: i64,
         limit: usize,
     ) -> Result<Vec<StoredReading>, StoreError> {
-        let mut q = self.conn.prepare_cached(
-            "SELECT seq, reading_id, group_id, patient_id, device_id, metric, value, unit, loinc, device_measured_at,
-                    measured_at, received_at, source, sequence, annotations
-             FROM readings WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-        )?;
-        let rows = q.query_map(params![after_seq, limit as i64], |r| {
-            Ok(StoredReading {
-                seq: r.get(0)?,
-                reading_id: r.get(1)?,
-                group_id: r.get(2)?,
-                patient_id: r.get(3)?,
-                device_id: r.get(4)?,
-                metric: r.get(5)?,
-                value: r.get(6)?,
-                unit: r.get(7)?,
-                loinc: r.get(8)?,
-                device_measured_at: r.get::<_, Option<i64>>(9)?.map(t),
-                measured_at: t(r.get(10)?),
-                received_at: t(r.get(11)?),
-                source: r.get(12)?,
-                sequence: r.get(13)?,
-                annotations: serde_json::from_str(&r.get::<_, String>(14)?).unwrap_or_default(),
-            })
-        })?;
+        let mut q = self.conn.prepare_cached(&format!(
+            "SELECT {READING_COLUMNS} FROM readings WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+        ))?;
+        let rows = q.query_map(params![after_seq, limit as i64], reading_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -110,24 +136,10 @@ impl Store {
         after_id: i64,
         limit: usize,
     ) -> Result<Vec<QuarantineRow>, StoreError> {
-        let mut q = self.conn.prepare_cached(
-            "SELECT id, received_at, source, origin, profile, device_id, reason, detail, status, length(payload)
-             FROM quarantine WHERE id > ?1 ORDER BY id LIMIT ?2",
-        )?;
-        let rows = q.query_map(params![after_id, limit as i64], |r| {
-            Ok(QuarantineRow {
-                id: r.get(0)?,
-                received_at: t(r.get(1)?),
-                source: r.get(2)?,
-                origin: r.get(3)?,
-                profile: r.get(4)?,
-                device_id: r.get(5)?,
-                reason: r.get(6)?,
-                detail: r.get(7)?,
-                status: r.get(8)?,
-                payload_len: r.get::<_, i64>(9)? as usize,
-            })
-        })?;
+        let mut q = self.conn.prepare_cached(&format!(
+            "SELECT {QUARANTINE_COLUMNS} FROM quarantine WHERE id > ?1 ORDER BY id LIMIT ?2"
+        ))?;
+        let rows = q.query_map(params![after_id, limit as i64], quarantine_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

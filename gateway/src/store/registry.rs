@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use device_profiles::{ReadingGroup, Reject};
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, OptionalExtension, Transaction};
 use serde::Serialize;
 
 use super::{insert_group, now_ms, Store, StoreError};
@@ -25,6 +25,14 @@ pub struct Device {
     pub assigned_at: Option<DateTime<Utc>>,
     /// When a reading of it was last committed.
     pub last_seen_at: Option<DateTime<Utc>>,
+    /// When it was first registered.
+    pub registered_at: Option<DateTime<Utc>>,
+    /// Battery level reported by the device (BLE), percent.
+    pub battery_pct: Option<i64>,
+    /// `connected` | `disconnected` for connected sources (BLE), else None.
+    pub connection: Option<String>,
+    /// Source it was last seen on (mqtt, ble, http).
+    pub source: Option<String>,
 }
 
 /// A quarantined input handed back for re-processing.
@@ -83,50 +91,76 @@ impl Store {
              WHERE devices.patient_id IS NOT excluded.patient_id",
             params![device_id, patient_id, origin, now],
         )?;
-        let waiting: Vec<QuarantinedInput> = {
-            let mut q = tx.prepare(
-                "SELECT id, source, origin, profile, device_id, measurement_index, payload, received_at
-                 FROM quarantine WHERE device_id = ?1 AND reason = 'unknown_device' AND status = 'open' ORDER BY id",
-            )?;
-            let rows = q.query_map([device_id], |r| {
-                Ok(QuarantinedInput {
-                    id: r.get(0)?,
-                    source: r.get(1)?,
-                    origin: r.get(2)?,
-                    profile: r.get(3)?,
-                    device_id: r.get(4)?,
-                    index: r.get::<_, Option<i64>>(5)?.map(|i| i as usize),
-                    payload: r.get(6)?,
-                    received_at: ms(Some(r.get(7)?)).unwrap_or_else(Utc::now),
-                })
-            })?;
-            rows.collect::<Result<_, _>>()?
-        };
+        let waiting = load_quarantined(
+            &tx,
+            "device_id = ?1 AND reason = 'unknown_device' AND status = 'open'",
+            device_id,
+        )?;
         let mut result = Reprocessed::default();
         for input in waiting {
-            match decode(&input) {
-                Ok(mut group) => {
-                    for r in &mut group.readings {
-                        r.patient_id = patient_id.to_string();
-                    }
-                    insert_group(&tx, &group, patient_id, now, i64::MAX / 4)?;
-                    tx.execute(
-                        "UPDATE quarantine SET status = 'reprocessed', resolved_at = ?2 WHERE id = ?1",
-                        params![input.id, now],
-                    )?;
-                    result.recovered += 1;
-                }
-                Err(reason) => {
-                    tx.execute(
-                        "UPDATE quarantine SET reason = ?2, detail = ?3 WHERE id = ?1",
-                        params![input.id, reason.code(), reason.to_string()],
-                    )?;
-                    result.still_refused += 1;
-                }
+            match reprocess_one(&tx, &input, now, &decode)? {
+                Ok(_) => result.recovered += 1,
+                Err(_) => result.still_refused += 1,
             }
         }
         tx.commit()?;
         Ok(result)
+    }
+
+    /// Re-processes one quarantined input (a profile corrected, a device
+    /// assigned since) in its own transaction: the same decode and insert as
+    /// [`Store::assign_device`]. `None` when there is no such row.
+    pub fn reprocess_quarantined(
+        &mut self,
+        id: i64,
+        decode: impl Fn(&QuarantinedInput) -> Result<ReadingGroup, Reject>,
+    ) -> Result<Option<ReprocessResult>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let status: Option<String> = tx
+            .query_row("SELECT status FROM quarantine WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let result = match status.as_deref() {
+            None => return Ok(None),
+            Some("open") => {
+                let input = load_quarantined(&tx, "id = ?1", id)?;
+                match input.first() {
+                    Some(input) => match reprocess_one(&tx, input, now_ms(), &decode)? {
+                        Ok(group) => ReprocessResult::Recovered {
+                            reading_ids: group
+                                .readings
+                                .iter()
+                                .map(|r| r.reading_id.clone())
+                                .collect(),
+                        },
+                        Err(reason) => ReprocessResult::StillRefused {
+                            reason: reason.code(),
+                            detail: reason.to_string(),
+                        },
+                    },
+                    None => return Ok(None),
+                }
+            }
+            Some(other) => ReprocessResult::NotOpen {
+                status: other.to_string(),
+            },
+        };
+        tx.commit()?;
+        Ok(Some(result))
+    }
+
+    /// Registers a device without assigning it. Returns false when it was
+    /// already registered (nothing changes).
+    pub fn register_device(&mut self, device_id: &str, origin: &str) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "INSERT INTO devices(device_id, origin, registered_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(device_id) DO NOTHING",
+            params![device_id, origin, now_ms()],
+        )?;
+        Ok(n == 1)
     }
 
     /// Unassigns a device: its later readings are quarantined until assigned again.
@@ -140,9 +174,9 @@ impl Store {
 
     /// All devices, by id.
     pub fn devices(&self) -> Result<Vec<Device>, StoreError> {
-        let mut q = self.conn.prepare(
-            "SELECT device_id, patient_id, origin, assigned_at, last_seen_at FROM devices ORDER BY device_id",
-        )?;
+        let mut q = self.conn.prepare(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices ORDER BY device_id"
+        ))?;
         let rows = q.query_map([], device_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -152,7 +186,7 @@ impl Store {
         Ok(self
             .conn
             .query_row(
-                "SELECT device_id, patient_id, origin, assigned_at, last_seen_at FROM devices WHERE device_id = ?1",
+                &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = ?1"),
                 [device_id],
                 device_row,
             )
@@ -160,12 +194,119 @@ impl Store {
     }
 }
 
-fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
+/// Columns read by [`device_row`], in its order.
+pub const DEVICE_COLUMNS: &str =
+    "device_id, patient_id, origin, assigned_at, last_seen_at, registered_at, battery_pct, connection, source";
+
+/// Maps a row selected with [`DEVICE_COLUMNS`].
+pub fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
     Ok(Device {
         device_id: r.get(0)?,
         patient_id: r.get(1)?,
         origin: r.get(2)?,
         assigned_at: ms(r.get(3)?),
         last_seen_at: ms(r.get(4)?),
+        registered_at: ms(r.get(5)?),
+        battery_pct: r.get(6)?,
+        connection: r.get(7)?,
+        source: r.get(8)?,
     })
+}
+
+/// What re-processing one quarantined input did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ReprocessResult {
+    /// It became readings (already-stored ones are skipped).
+    Recovered {
+        /// ids of its readings
+        reading_ids: Vec<String>,
+    },
+    /// Refused again; kept open with the new reason.
+    StillRefused {
+        /// reason code
+        reason: &'static str,
+        /// reason text
+        detail: String,
+    },
+    /// Not open any more (already re-processed or discarded).
+    NotOpen {
+        /// its status
+        status: String,
+    },
+}
+
+/// Quarantined inputs matching `filter` (one `?1` parameter), in id order.
+fn load_quarantined(
+    tx: &Transaction<'_>,
+    filter: &str,
+    param: impl rusqlite::ToSql,
+) -> Result<Vec<QuarantinedInput>, StoreError> {
+    let mut q = tx.prepare(&format!(
+        "SELECT id, source, origin, profile, device_id, measurement_index, payload, received_at
+         FROM quarantine WHERE {filter} ORDER BY id"
+    ))?;
+    let rows = q.query_map([param], |r| {
+        Ok(QuarantinedInput {
+            id: r.get(0)?,
+            source: r.get(1)?,
+            origin: r.get(2)?,
+            profile: r.get(3)?,
+            device_id: r.get(4)?,
+            index: r.get::<_, Option<i64>>(5)?.map(|i| i as usize),
+            payload: r.get(6)?,
+            received_at: ms(Some(r.get(7)?)).unwrap_or_else(Utc::now),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Decodes one quarantined input again and, when it now yields readings of
+/// an assigned device, stores them and closes the quarantine row; otherwise
+/// records the new reason on the row. The registry is read inside the
+/// caller's write transaction, as at ingest.
+fn reprocess_one(
+    tx: &Transaction<'_>,
+    input: &QuarantinedInput,
+    now: i64,
+    decode: &impl Fn(&QuarantinedInput) -> Result<ReadingGroup, Reject>,
+) -> Result<Result<ReadingGroup, Reject>, StoreError> {
+    let decoded = decode(input);
+    let bound = match decoded {
+        Ok(mut group) => {
+            let device = group
+                .readings
+                .first()
+                .map(|r| r.device_id.clone())
+                .or_else(|| input.device_id.clone())
+                .unwrap_or_default();
+            match super::patient_of(tx, &device)? {
+                Some(patient_id) => {
+                    for r in &mut group.readings {
+                        r.patient_id.clone_from(&patient_id);
+                    }
+                    Ok((group, patient_id))
+                }
+                None => Err(Reject::UnknownDevice),
+            }
+        }
+        Err(reason) => Err(reason),
+    };
+    match bound {
+        Ok((group, patient_id)) => {
+            insert_group(tx, &group, &patient_id, now, i64::MAX / 4)?;
+            tx.execute(
+                "UPDATE quarantine SET status = 'reprocessed', resolved_at = ?2 WHERE id = ?1",
+                params![input.id, now],
+            )?;
+            Ok(Ok(group))
+        }
+        Err(reason) => {
+            tx.execute(
+                "UPDATE quarantine SET reason = ?2, detail = ?3 WHERE id = ?1",
+                params![input.id, reason.code(), reason.to_string()],
+            )?;
+            Ok(Err(reason))
+        }
+    }
 }

@@ -92,6 +92,11 @@ impl Writer {
         let _ = self.tx.send(Job::Heartbeat { run_id, stopped }).await;
     }
 
+    /// Whether the writer thread still takes submissions.
+    pub fn is_running(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
     /// A receiver that changes after every commit (downstream consumers wake on it).
     pub fn committed(&self) -> watch::Receiver<u64> {
         self.committed.clone()

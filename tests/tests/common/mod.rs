@@ -3,6 +3,7 @@
 //! each test builds its world in a temp dir.
 #![allow(dead_code)]
 
+pub mod api_client;
 pub mod ble;
 pub mod http;
 pub mod influx;

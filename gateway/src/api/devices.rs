@@ -1,0 +1,225 @@
+//! Devices: register, assign to / unassign from a patient, list with last
+//! seen, battery and connection state. Assigning re-processes the device's
+//! quarantined `unknown_device` input in the same transaction (as the CLI).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+use super::audit::AuditPatient;
+use super::auth::Principal;
+use super::page::{self, Filter, Page};
+use super::problem::{ApiError, Json, Path, Query};
+use super::ApiState;
+use crate::pipeline::valid_device_id;
+use crate::store::registry::{device_row, Device, Reprocessed, DEVICE_COLUMNS};
+
+/// `GET /api/v1/devices` parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevicesQuery {
+    /// Only this patient's devices.
+    patient: Option<String>,
+    /// `true`: only assigned devices; `false`: only unassigned ones.
+    assigned: Option<bool>,
+    /// From `next_cursor`.
+    cursor: Option<String>,
+    /// Page size.
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/devices`: by device id.
+pub async fn list(
+    State(st): State<Arc<ApiState>>,
+    p: Principal,
+    Query(q): Query<DevicesQuery>,
+) -> Result<(Option<AuditPatient>, Json<Page<Device>>), ApiError> {
+    p.require_read()?;
+    let limit = page::limit(&st.cfg, q.limit)?;
+    let mut f = Filter::default();
+    if let Some(c) = &q.cursor {
+        f.add("device_id > ?", page::decode_cursor(c)?);
+    }
+    if let Some(pt) = &q.patient {
+        f.add("patient_id = ?", pt.clone());
+    }
+    match q.assigned {
+        Some(true) => f.add("patient_id IS NOT ?", rusqlite::types::Value::Null),
+        Some(false) => f.add("patient_id IS ?", rusqlite::types::Value::Null),
+        None => {}
+    }
+    f.scope("patient_id", p.scope_json());
+    let patient = q.patient.clone();
+    let rows = st
+        .db
+        .run(move |s| {
+            if let Some(pt) = &patient {
+                p.check_patient(s.conn(), pt, "patient")?;
+            }
+            let sql = format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices {} ORDER BY device_id LIMIT {}",
+                f.sql(),
+                limit + 1
+            );
+            let mut stmt = s.conn().prepare(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(f.params.iter()), device_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await?;
+    Ok((
+        q.patient.map(AuditPatient),
+        Json(Page::new(rows, limit, |d| d.device_id.clone())),
+    ))
+}
+
+fn visible_device(
+    s: &crate::store::Store,
+    p: &Principal,
+    device_id: &str,
+) -> Result<Device, ApiError> {
+    let d = s.device(device_id)?.ok_or(ApiError::NotFound("device"))?;
+    if p.scope().is_some() {
+        // A care team sees only devices of its own patients.
+        match &d.patient_id {
+            Some(pt) => p.check_patient(s.conn(), pt, "device")?,
+            None => return Err(ApiError::NotFound("device")),
+        }
+    }
+    Ok(d)
+}
+
+/// `GET /api/v1/devices/{device_id}`.
+pub async fn get(
+    State(st): State<Arc<ApiState>>,
+    p: Principal,
+    Path(device_id): Path<String>,
+) -> Result<(Option<AuditPatient>, Json<Device>), ApiError> {
+    p.require_read()?;
+    let d = st
+        .db
+        .run(move |s| visible_device(s, &p, &device_id))
+        .await?;
+    Ok((d.patient_id.clone().map(AuditPatient), Json(d)))
+}
+
+/// `POST /api/v1/devices` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Register {
+    device_id: String,
+    /// Assign at once (optional).
+    patient_id: Option<String>,
+}
+
+/// `POST /api/v1/devices` result.
+#[derive(Debug, Serialize)]
+pub struct Registered {
+    device: Device,
+    /// Quarantined input re-processed by the assignment, if one was made.
+    reprocessed: Option<Reprocessed>,
+}
+
+fn check_ids(device_id: &str, patient_id: Option<&str>) -> Result<(), ApiError> {
+    if !valid_device_id(device_id) {
+        return Err(ApiError::BadRequest(
+            "device_id must be 1 to 128 characters of letters, digits and . _ : -".into(),
+        ));
+    }
+    if let Some(pt) = patient_id {
+        super::patients::check_patient_id(pt)?;
+    }
+    Ok(())
+}
+
+/// `POST /api/v1/devices` (admin): registers a device; 201 when new, 409
+/// when it is registered already.
+pub async fn register(
+    State(st): State<Arc<ApiState>>,
+    p: Principal,
+    Json(body): Json<Register>,
+) -> Result<(StatusCode, Option<AuditPatient>, Json<Registered>), ApiError> {
+    p.require_admin()?;
+    check_ids(&body.device_id, body.patient_id.as_deref())?;
+    let pipeline = st.pipeline.clone();
+    let patient = body.patient_id.clone();
+    let out = st
+        .db
+        .run(move |s| {
+            if !s.register_device(&body.device_id, "api")? {
+                return Err(ApiError::Conflict(
+                    "device is already registered; assign it with PUT /api/v1/devices/{device_id}/patient".into(),
+                ));
+            }
+            let reprocessed = match &body.patient_id {
+                Some(pt) => Some(s.assign_device(&body.device_id, pt, "api", |q| {
+                    pipeline.reprocess(q)
+                })?),
+                None => None,
+            };
+            let device = s
+                .device(&body.device_id)?
+                .ok_or(ApiError::NotFound("device"))?;
+            Ok(Registered {
+                device,
+                reprocessed,
+            })
+        })
+        .await?;
+    Ok((StatusCode::CREATED, patient.map(AuditPatient), Json(out)))
+}
+
+/// `PUT /api/v1/devices/{device_id}/patient` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Assign {
+    patient_id: String,
+}
+
+/// `PUT /api/v1/devices/{device_id}/patient` (admin): assigns (registering
+/// the device if new) and re-processes its quarantined input.
+pub async fn assign(
+    State(st): State<Arc<ApiState>>,
+    p: Principal,
+    Path(device_id): Path<String>,
+    Json(body): Json<Assign>,
+) -> Result<(AuditPatient, Json<Registered>), ApiError> {
+    p.require_admin()?;
+    check_ids(&device_id, Some(&body.patient_id))?;
+    let pipeline = st.pipeline.clone();
+    let patient = body.patient_id.clone();
+    let out = st
+        .db
+        .run(move |s| {
+            let r = s.assign_device(&device_id, &body.patient_id, "api", |q| {
+                pipeline.reprocess(q)
+            })?;
+            let device = s.device(&device_id)?.ok_or(ApiError::NotFound("device"))?;
+            Ok(Registered {
+                device,
+                reprocessed: Some(r),
+            })
+        })
+        .await?;
+    Ok((AuditPatient(patient), Json(out)))
+}
+
+/// `DELETE /api/v1/devices/{device_id}/patient` (admin): later readings of
+/// the device are quarantined until it is assigned again.
+pub async fn unassign(
+    State(st): State<Arc<ApiState>>,
+    p: Principal,
+    Path(device_id): Path<String>,
+) -> Result<(Option<AuditPatient>, Json<Device>), ApiError> {
+    p.require_admin()?;
+    let (before, d) = st
+        .db
+        .run(move |s| {
+            let before = s.device(&device_id)?.ok_or(ApiError::NotFound("device"))?;
+            s.unassign_device(&device_id)?;
+            let d = s.device(&device_id)?.ok_or(ApiError::NotFound("device"))?;
+            Ok((before, d))
+        })
+        .await?;
+    Ok((before.patient_id.map(AuditPatient), Json(d)))
+}

@@ -1,0 +1,559 @@
+//! FHIR R4 read access: vital-signs Observations.
+//!
+//! - `GET /fhir/Observation?patient=&code=&date=` → a `searchset` Bundle;
+//! - `GET /fhir/Observation/{id}` → one Observation.
+//!
+//! A blood-pressure measurement is one panel Observation (LOINC 85354-9)
+//! with systolic, diastolic and mean-pressure components; every other
+//! reading is its own Observation. Units are UCUM, codes LOINC (plus the
+//! codes the FHIR vital-signs profiles require, e.g. 2708-6 for SpO2),
+//! `effectiveDateTime` is the corrected measurement time and `device`
+//! references the device. Ids: `bp-<group id>` for panels, the reading id
+//! otherwise. Errors are OperationOutcomes (see `super::fhir_errors`).
+//!
+//! Search parameters: `patient` (`p1` or `Patient/p1`), `code` (comma
+//! list, `[http://loinc.org|]code`; a BP component code matches the panel),
+//! `date` (repeatable, prefixes `eq ge gt le lt sa eb`, precision year to
+//! seconds, UTC), `_count`, and `_cursor` (from the `next` link). A
+//! care-team token's search only ever matches its own patients.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, NaiveDate, SecondsFormat, TimeZone, Utc};
+use device_profiles::Metric;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+use super::audit::AuditPatient;
+use super::auth::Principal;
+use super::page::{self, Filter};
+use super::problem::{ApiError, Path, Query};
+use super::ApiState;
+use crate::store::queries::{reading_row, StoredReading, READING_COLUMNS};
+
+/// Content type of FHIR responses.
+pub const FHIR_JSON: &str = "application/fhir+json";
+const LOINC: &str = "http://loinc.org";
+const UCUM: &str = "http://unitsofmeasure.org";
+const BP_PANEL: &str = "85354-9";
+const BP_METRICS: [Metric; 3] = [
+    Metric::Systolic,
+    Metric::Diastolic,
+    Metric::MeanArterialPressure,
+];
+
+/// A FHIR JSON response.
+pub struct Fhir(pub Value);
+
+impl IntoResponse for Fhir {
+    fn into_response(self) -> Response {
+        let mut r = axum::Json(self.0).into_response();
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+        r
+    }
+}
+
+/// Renders a problem as an OperationOutcome (FHIR clients expect one).
+pub fn operation_outcome(status: u16, detail: &str) -> Value {
+    let code = match status {
+        400 => "invalid",
+        401 => "login",
+        403 => "forbidden",
+        404 => "not-found",
+        405 | 415 => "not-supported",
+        409 => "conflict",
+        413 => "too-long",
+        422 => "processing",
+        503 => "transient",
+        _ => "exception",
+    };
+    json!({
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": code, "diagnostics": detail}]
+    })
+}
+
+fn is_bp(metric: &str) -> bool {
+    BP_METRICS.iter().any(|m| m.name() == metric)
+}
+
+fn fhir_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Extra codings and category of a metric for the FHIR vital-signs profiles.
+fn vital(
+    metric: Metric,
+) -> (
+    Vec<(&'static str, &'static str)>,
+    &'static str,
+    Option<&'static str>,
+) {
+    use Metric::*;
+    // (extra codings, category, vital-signs profile)
+    match metric {
+        Spo2 => (
+            vec![("2708-6", "Oxygen saturation in Arterial blood")],
+            "vital-signs",
+            Some("http://hl7.org/fhir/StructureDefinition/oxygensat"),
+        ),
+        OximetryPulseRate => (
+            vec![("8867-4", "Heart rate")],
+            "vital-signs",
+            Some("http://hl7.org/fhir/StructureDefinition/heartrate"),
+        ),
+        PulseRate | HeartRate => (
+            vec![],
+            "vital-signs",
+            Some("http://hl7.org/fhir/StructureDefinition/heartrate"),
+        ),
+        BodyWeight => (
+            vec![],
+            "vital-signs",
+            Some("http://hl7.org/fhir/StructureDefinition/bodyweight"),
+        ),
+        BodyHeight => (
+            vec![],
+            "vital-signs",
+            Some("http://hl7.org/fhir/StructureDefinition/bodyheight"),
+        ),
+        Bmi => (
+            vec![],
+            "vital-signs",
+            Some("http://hl7.org/fhir/StructureDefinition/bmi"),
+        ),
+        BodyTemperature => (
+            vec![],
+            "vital-signs",
+            Some("http://hl7.org/fhir/StructureDefinition/bodytemp"),
+        ),
+        RespiratoryRate => (
+            vec![],
+            "vital-signs",
+            Some("http://hl7.org/fhir/StructureDefinition/resprate"),
+        ),
+        BloodGlucose => (vec![], "laboratory", None),
+        _ => (vec![], "exam", None),
+    }
+}
+
+/// Human unit for a UCUM code.
+fn unit_text(ucum: &str) -> &str {
+    match ucum {
+        "mm[Hg]" => "mmHg",
+        "/min" => "/min",
+        "Cel" => "°C",
+        "kg/m2" => "kg/m2",
+        other => other,
+    }
+}
+
+fn quantity(r: &StoredReading) -> Value {
+    json!({"value": r.value, "unit": unit_text(&r.unit), "system": UCUM, "code": r.unit})
+}
+
+fn coding(code: &str, display: &str) -> Value {
+    json!({"system": LOINC, "code": code, "display": display})
+}
+
+fn category(code: &str) -> Value {
+    let display = match code {
+        "vital-signs" => "Vital Signs",
+        "laboratory" => "Laboratory",
+        _ => "Exam",
+    };
+    json!([{"coding": [{
+        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+        "code": code, "display": display
+    }]}])
+}
+
+/// One Observation from the readings of one measurement (a BP panel) or
+/// from one reading.
+fn observation(readings: &[StoredReading]) -> Option<(String, Value)> {
+    let first = readings.first()?;
+    let base = |id: &str, code: Value, cat: &str, profile: Option<&str>| {
+        let mut o = json!({
+            "resourceType": "Observation",
+            "id": id,
+            "identifier": readings.iter().map(|r| json!({"system": "urn:rpm-gateway:reading", "value": r.reading_id})).collect::<Vec<_>>(),
+            "status": "final",
+            "category": category(cat),
+            "code": code,
+            "subject": {"reference": format!("Patient/{}", first.patient_id)},
+            "effectiveDateTime": fhir_time(first.measured_at),
+            "issued": fhir_time(first.received_at),
+            "device": {"reference": format!("Device/{}", first.device_id)},
+        });
+        if let Some(p) = profile {
+            o["meta"] = json!({"profile": [p]});
+        }
+        o
+    };
+    if is_bp(&first.metric) {
+        let id = format!("bp-{}", first.group_id);
+        let components: Vec<Value> = BP_METRICS
+            .iter()
+            .filter_map(|m| readings.iter().find(|r| r.metric == m.name()).map(|r| (m, r)))
+            .map(|(m, r)| json!({"code": {"coding": [coding(m.loinc(), m.display())]}, "valueQuantity": quantity(r)}))
+            .collect();
+        let mut o = base(
+            &id,
+            json!({"coding": [coding(BP_PANEL, "Blood pressure panel with all children optional")], "text": "Blood pressure"}),
+            "vital-signs",
+            Some("http://hl7.org/fhir/StructureDefinition/bp"),
+        );
+        o["component"] = Value::Array(components);
+        Some((id, o))
+    } else {
+        let metric: Metric = first.metric.parse().ok()?;
+        let (extra, cat, profile) = vital(metric);
+        let mut codings = vec![coding(metric.loinc(), metric.display())];
+        codings.extend(extra.iter().map(|(c, d)| coding(c, d)));
+        let mut o = base(
+            &first.reading_id,
+            json!({"coding": codings, "text": metric.display()}),
+            cat,
+            profile,
+        );
+        o["valueQuantity"] = quantity(first);
+        Some((first.reading_id.clone(), o))
+    }
+}
+
+/// Splits readings (ordered by time, then commit order) into observations:
+/// a BP panel's components are consecutive rows of one group.
+fn group(rows: Vec<StoredReading>) -> Vec<Vec<StoredReading>> {
+    let mut out: Vec<Vec<StoredReading>> = Vec::new();
+    for r in rows {
+        let joins = out.last().and_then(|g| g.last()).is_some_and(|last| {
+            is_bp(&r.metric) && is_bp(&last.metric) && last.group_id == r.group_id
+        });
+        match out.last_mut() {
+            Some(g) if joins => g.push(r),
+            _ => out.push(vec![r]),
+        }
+    }
+    out
+}
+
+/// Metrics matching one `code` token.
+fn metrics_for(token: &str) -> Result<Vec<Metric>, ApiError> {
+    let code = match token.split_once('|') {
+        Some((system, code)) if system.is_empty() || system == LOINC => code,
+        Some((system, _)) => {
+            return Err(ApiError::BadRequest(format!(
+                "code: only LOINC ({LOINC}) codes are known, not `{system}`"
+            )))
+        }
+        None => token,
+    };
+    if code == BP_PANEL {
+        return Ok(BP_METRICS.to_vec());
+    }
+    let found: Vec<Metric> = Metric::ALL
+        .into_iter()
+        .filter(|m| m.loinc() == code || vital(*m).0.iter().any(|(c, _)| *c == code))
+        .flat_map(|m| {
+            if is_bp(m.name()) {
+                BP_METRICS.to_vec()
+            } else {
+                vec![m]
+            }
+        })
+        .collect();
+    if found.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "code: `{code}` is not a LOINC code this gateway records"
+        )));
+    }
+    Ok(found)
+}
+
+/// Adds the condition of one `date` parameter on `measured_at`.
+fn date_filter(f: &mut Filter, value: &str) -> Result<(), ApiError> {
+    let (prefix, v) = match value.get(..2) {
+        Some(p) if p.chars().all(|c| c.is_ascii_lowercase()) => (p, &value[2..]),
+        _ => ("eq", value),
+    };
+    let (start, end) = period(v).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "date: `{value}` is not [eq|ge|gt|le|lt|sa|eb]YYYY[-MM[-DD[Thh:mm:ssZ]]]"
+        ))
+    })?;
+    match prefix {
+        "ge" => f.add("measured_at >= ?", start),
+        "gt" | "sa" => f.add("measured_at >= ?", end),
+        "lt" | "eb" => f.add("measured_at < ?", start),
+        "le" => f.add("measured_at < ?", end),
+        "eq" => f.add2("measured_at >= ?a AND measured_at < ?b", start, end),
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "date: prefix `{other}` is not supported (eq, ge, gt, le, lt, sa, eb)"
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// The period a FHIR date(Time) value denotes, as [start, end) milliseconds.
+fn period(v: &str) -> Option<(i64, i64)> {
+    let day = |y: i32, m: u32, d: u32| NaiveDate::from_ymd_opt(y, m, d);
+    let ms = |d: NaiveDate| -> Option<i64> {
+        Some(
+            Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0)?)
+                .timestamp_millis(),
+        )
+    };
+    match v.len() {
+        4 => {
+            let y: i32 = v.parse().ok()?;
+            Some((ms(day(y, 1, 1)?)?, ms(day(y + 1, 1, 1)?)?))
+        }
+        7 => {
+            let y: i32 = v.get(..4)?.parse().ok()?;
+            let m: u32 = v.get(5..)?.parse().ok()?;
+            let start = day(y, m, 1)?;
+            let next = if m == 12 {
+                day(y + 1, 1, 1)?
+            } else {
+                day(y, m + 1, 1)?
+            };
+            Some((ms(start)?, ms(next)?))
+        }
+        10 => {
+            let d = NaiveDate::parse_from_str(v, "%Y-%m-%d").ok()?;
+            Some((ms(d)?, ms(d.succ_opt()?)?))
+        }
+        _ => {
+            let t = DateTime::parse_from_rfc3339(v).ok().or_else(|| {
+                DateTime::parse_from_str(&format!("{v}:00"), "%Y-%m-%dT%H:%M%:z:%S").ok()
+            })?;
+            let t = t.timestamp_millis();
+            // Precision to the second (or millisecond when given).
+            let width = if v.contains('.') { 1 } else { 1000 };
+            Some((t, t + width))
+        }
+    }
+}
+
+/// `GET /fhir/Observation`.
+pub async fn search(
+    State(st): State<Arc<ApiState>>,
+    p: Principal,
+    headers: HeaderMap,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<(Option<AuditPatient>, Fhir), ApiError> {
+    p.require_read()?;
+    let mut f = Filter::default();
+    let mut patient = None;
+    let mut count = st.cfg.default_page_size.min(100);
+    let mut metrics: Option<Vec<Metric>> = None;
+    for (k, v) in &params {
+        match k.as_str() {
+            "patient" | "subject" => {
+                let id = v.strip_prefix("Patient/").unwrap_or(v);
+                if id.is_empty() || id.contains('/') {
+                    return Err(ApiError::BadRequest(format!(
+                        "{k}: `{v}` is not a patient reference"
+                    )));
+                }
+                if patient.replace(id.to_string()).is_some() {
+                    return Err(ApiError::BadRequest(format!("{k}: give one patient")));
+                }
+            }
+            "code" => {
+                let mut set = Vec::new();
+                for token in v.split(',') {
+                    set.extend(metrics_for(token.trim())?);
+                }
+                metrics = Some(match metrics {
+                    // Repeated `code` parameters are ANDed.
+                    Some(prev) => prev.into_iter().filter(|m| set.contains(m)).collect(),
+                    None => set,
+                });
+            }
+            "date" => date_filter(&mut f, v)?,
+            "_count" => {
+                count = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=st.cfg.max_page_size).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::BadRequest(format!(
+                            "_count must be 1 to {}",
+                            st.cfg.max_page_size
+                        ))
+                    })?;
+            }
+            "_cursor" => {
+                let (t, seq) = page::decode_pair(v)?;
+                f.add2("(measured_at, seq) > (?a, ?b)", t, seq);
+            }
+            "_format"
+                if matches!(
+                    v.as_str(),
+                    "json" | "application/fhir+json" | "application/json"
+                ) => {}
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "search parameter `{other}` is not supported (patient, code, date, _count)"
+                )))
+            }
+        }
+    }
+    if let Some(ms) = &metrics {
+        let names: Vec<&str> = ms.iter().map(|m| m.name()).collect();
+        f.add(
+            "metric IN (SELECT value FROM json_each(?))",
+            serde_json::to_string(&names).unwrap_or_else(|_| "[]".into()),
+        );
+    }
+    if let Some(pt) = &patient {
+        f.add("patient_id = ?", pt.clone());
+    }
+    f.scope("patient_id", p.scope_json());
+    let window = count * 4 + 8;
+    let rows = st
+        .db
+        .run(move |s| {
+            let sql = format!(
+                "SELECT {READING_COLUMNS} FROM readings {} ORDER BY measured_at, seq LIMIT {window}",
+                f.sql()
+            );
+            let mut stmt = s.conn().prepare(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(f.params.iter()), reading_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await?;
+    let mut groups = group(rows);
+    let more = groups.len() > count;
+    groups.truncate(count);
+    let base = st.base_url(&headers);
+    let self_query: Vec<(String, String)> = params
+        .iter()
+        .filter(|(k, _)| k != "_cursor")
+        .cloned()
+        .collect();
+    let link = |extra: Option<(&str, String)>| {
+        let mut q = self_query.clone();
+        if let Some((k, v)) = extra {
+            q.push((k.to_string(), v));
+        }
+        let qs = q
+            .iter()
+            .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        format!(
+            "{base}/fhir/Observation{}{qs}",
+            if qs.is_empty() { "" } else { "?" }
+        )
+    };
+    let mut links = vec![json!({"relation": "self", "url": link(None)})];
+    if more {
+        if let Some(last) = groups.last().and_then(|g| g.last()) {
+            let cursor = page::encode_cursor(&format!(
+                "{}.{}",
+                last.measured_at.timestamp_millis(),
+                last.seq
+            ));
+            links.push(json!({"relation": "next", "url": link(Some(("_cursor", cursor)))}));
+        }
+    }
+    let entries: Vec<Value> = groups
+        .iter()
+        .filter_map(|g| observation(g))
+        .map(|(id, o)| {
+            json!({"fullUrl": format!("{base}/fhir/Observation/{id}"), "resource": o, "search": {"mode": "match"}})
+        })
+        .collect();
+    let bundle = json!({
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "timestamp": fhir_time(Utc::now()),
+        "link": links,
+        "entry": entries,
+    });
+    Ok((patient.map(AuditPatient), Fhir(bundle)))
+}
+
+fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/' | b':') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `GET /fhir/Observation/{id}`.
+pub async fn read(
+    State(st): State<Arc<ApiState>>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<(AuditPatient, Fhir), ApiError> {
+    p.require_read()?;
+    let rows = st
+        .db
+        .run(move |s| {
+            let rows = if let Some(group_id) = id.strip_prefix("bp-") {
+                let mut stmt = s.conn().prepare(&format!(
+                    "SELECT {READING_COLUMNS} FROM readings WHERE group_id = ?1
+                     AND metric IN ('systolic', 'diastolic', 'mean_arterial_pressure') ORDER BY seq"
+                ))?;
+                let rows = stmt.query_map([group_id], reading_row)?;
+                rows.collect::<Result<Vec<_>, _>>()?
+            } else {
+                let mut stmt = s.conn().prepare(&format!(
+                    "SELECT {READING_COLUMNS} FROM readings WHERE reading_id = ?1
+                     AND metric NOT IN ('systolic', 'diastolic', 'mean_arterial_pressure')"
+                ))?;
+                let rows = stmt.query_map([&id], reading_row)?;
+                rows.collect::<Result<Vec<_>, _>>()?
+            };
+            let first = rows.first().ok_or(ApiError::NotFound("Observation"))?;
+            p.check_patient(s.conn(), &first.patient_id, "Observation")?;
+            Ok(rows)
+        })
+        .await?;
+    let patient = rows[0].patient_id.clone();
+    let (_, o) = observation(&rows).ok_or(ApiError::NotFound("Observation"))?;
+    Ok((AuditPatient(patient), Fhir(o)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn date_periods_follow_fhir_precision() {
+        let (s, e) = period("2026-01-31").unwrap();
+        assert_eq!(e - s, 86_400_000);
+        let (s, e) = period("2026-02").unwrap();
+        assert_eq!(e - s, 28 * 86_400_000);
+        assert!(period("2026-13").is_none());
+        assert!(period("2026-01-31T07:42:10Z").is_some());
+        assert!(period("yesterday").is_none());
+        let mut f = Filter::default();
+        date_filter(&mut f, "ge2026-01-31").unwrap();
+        date_filter(&mut f, "2026-01-31").unwrap();
+        assert_eq!(f.params.len(), 3);
+        assert!(date_filter(&mut f, "ne2026-01-31").is_err());
+        assert!(date_filter(&mut f, "ge2026-1-31").is_err());
+    }
+
+    #[test]
+    fn codes_map_to_metrics() {
+        assert_eq!(metrics_for(BP_PANEL).unwrap().len(), 3);
+        assert_eq!(metrics_for("http://loinc.org|8480-6").unwrap().len(), 3);
+        assert!(metrics_for("http://snomed.info/sct|123").is_err());
+        assert!(metrics_for("2708-6").unwrap().contains(&Metric::Spo2));
+        assert!(metrics_for("0000-0").is_err());
+    }
+}

@@ -1,0 +1,377 @@
+//! The HTTP API: JSON under `/api/v1`, FHIR R4 under `/fhir`, and
+//! `/healthz`, `/readyz`, `/metrics`.
+//!
+//! Every `/api` and `/fhir` route needs a bearer token ([`auth`]) and is
+//! audited ([`audit`]); health and metrics are open and carry no PHI.
+//! Reads use the API's own store connections ([`db`]); pushed readings go
+//! through the shared pipeline and writer ([`ingest`]), answered only once
+//! committed. Errors are RFC 9457 problem details ([`problem`]), FHIR
+//! errors OperationOutcomes. `gateway/openapi.yaml` documents every route,
+//! and a test holds it to [`route_list`].
+
+pub mod alerts;
+pub mod audit;
+pub mod auth;
+pub mod db;
+pub mod devices;
+pub mod fhir;
+pub mod health;
+pub mod ingest;
+pub mod page;
+pub mod patients;
+pub mod problem;
+pub mod quarantine;
+pub mod readings;
+pub mod server;
+pub mod tls;
+pub mod tokens_cli;
+pub mod webhooks;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::handler::Handler;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{on, MethodFilter};
+use axum::Router;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+use crate::config::{ApiConfig, Config, TlsError};
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::store::{StoreError, Writer};
+use problem::{ApiError, Problem, PROBLEM_JSON};
+
+/// What every handler shares.
+pub struct ApiState {
+    /// `[api]`.
+    pub cfg: ApiConfig,
+    /// Store connections of the API.
+    pub db: Arc<db::Db>,
+    /// The audit writer.
+    pub audit: audit::AuditLog,
+    /// The shared ingest writer (HTTP ingest).
+    pub writer: Writer,
+    /// The shared decode/normalize pipeline.
+    pub pipeline: Arc<Pipeline>,
+    /// Process metrics.
+    pub metrics: Arc<Metrics>,
+    /// Whether an MQTT source is configured (readiness).
+    pub mqtt_configured: bool,
+    /// The rule set care plans and overrides are checked against.
+    pub rules: Option<Arc<alerting_rules::RuleSet>>,
+    /// Plain-http webhook URLs allowed (`delivery.allow_http`).
+    pub allow_http: bool,
+}
+
+impl ApiState {
+    /// Base URL for absolute links: `api.public_url`, or scheme and Host of
+    /// the request.
+    pub fn base_url(&self, headers: &HeaderMap) -> String {
+        if let Some(u) = &self.cfg.public_url {
+            return u.clone();
+        }
+        let scheme = if self.cfg.tls() { "https" } else { "http" };
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| {
+                !h.is_empty()
+                    && h.len() <= 255
+                    && h.chars().all(|c| {
+                        c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']')
+                    })
+            })
+            .map(str::to_string)
+            .unwrap_or_else(|| self.cfg.listen.to_string());
+        format!("{scheme}://{host}")
+    }
+}
+
+/// A router that remembers its routes (for the OpenAPI check).
+struct Routes {
+    router: Router<Arc<ApiState>>,
+    list: Vec<(String, String)>,
+}
+
+impl Routes {
+    fn new() -> Self {
+        Routes {
+            router: Router::new(),
+            list: Vec::new(),
+        }
+    }
+
+    fn add<H, T>(mut self, method: &str, path: &str, handler: H) -> Self
+    where
+        H: Handler<T, Arc<ApiState>>,
+        T: 'static,
+    {
+        let filter = match method {
+            "GET" => MethodFilter::GET,
+            "POST" => MethodFilter::POST,
+            "PUT" => MethodFilter::PUT,
+            "PATCH" => MethodFilter::PATCH,
+            "DELETE" => MethodFilter::DELETE,
+            other => unreachable!("method {other} is not used by the API"),
+        };
+        self.list.push((method.to_string(), path.to_string()));
+        self.router = self.router.route(path, on(filter, handler));
+        self
+    }
+}
+
+/// Routes that need no token.
+fn public_routes() -> Routes {
+    Routes::new()
+        .add("GET", "/healthz", health::healthz)
+        .add("GET", "/readyz", health::readyz)
+        .add("GET", "/metrics", health::metrics)
+}
+
+/// Routes behind a bearer token.
+fn guarded_routes() -> Routes {
+    Routes::new()
+        .add("GET", "/api/v1/readings", readings::list)
+        .add("POST", "/api/v1/readings", ingest::push)
+        .add("GET", "/api/v1/quarantine", quarantine::list)
+        .add("GET", "/api/v1/quarantine/{id}", quarantine::get)
+        .add(
+            "POST",
+            "/api/v1/quarantine/{id}/reprocess",
+            quarantine::reprocess,
+        )
+        .add("GET", "/api/v1/alerts", alerts::list)
+        .add("GET", "/api/v1/alerts/{alert_id}", alerts::get)
+        .add(
+            "POST",
+            "/api/v1/alerts/{alert_id}/acknowledge",
+            alerts::acknowledge,
+        )
+        .add("POST", "/api/v1/alerts/{alert_id}/resolve", alerts::resolve)
+        .add("GET", "/api/v1/devices", devices::list)
+        .add("POST", "/api/v1/devices", devices::register)
+        .add("GET", "/api/v1/devices/{device_id}", devices::get)
+        .add(
+            "PUT",
+            "/api/v1/devices/{device_id}/patient",
+            devices::assign,
+        )
+        .add(
+            "DELETE",
+            "/api/v1/devices/{device_id}/patient",
+            devices::unassign,
+        )
+        .add("GET", "/api/v1/patients", patients::list)
+        .add("GET", "/api/v1/patients/{patient_id}", patients::get)
+        .add("PUT", "/api/v1/patients/{patient_id}", patients::put)
+        .add(
+            "GET",
+            "/api/v1/patients/{patient_id}/readings/latest",
+            readings::latest,
+        )
+        .add("GET", "/api/v1/webhooks", webhooks::list)
+        .add("POST", "/api/v1/webhooks", webhooks::create)
+        .add("GET", "/api/v1/webhooks/{endpoint_id}", webhooks::get)
+        .add("PATCH", "/api/v1/webhooks/{endpoint_id}", webhooks::update)
+        .add(
+            "POST",
+            "/api/v1/webhooks/{endpoint_id}/rotate-secret",
+            webhooks::rotate_secret,
+        )
+        .add(
+            "POST",
+            "/api/v1/webhooks/{endpoint_id}/retire-secrets",
+            webhooks::retire_secrets,
+        )
+        .add(
+            "POST",
+            "/api/v1/webhooks/{endpoint_id}/disable",
+            webhooks::disable,
+        )
+        .add(
+            "POST",
+            "/api/v1/webhooks/{endpoint_id}/enable",
+            webhooks::enable,
+        )
+        .add(
+            "POST",
+            "/api/v1/webhooks/{endpoint_id}/redrive",
+            webhooks::redrive_endpoint,
+        )
+        .add(
+            "GET",
+            "/api/v1/webhooks/{endpoint_id}/deliveries",
+            webhooks::deliveries,
+        )
+        .add(
+            "POST",
+            "/api/v1/deliveries/{delivery_id}/redrive",
+            webhooks::redrive_delivery,
+        )
+        .add("GET", "/api/v1/audit", audit::list)
+        .add("GET", "/fhir/Observation", fhir::search)
+        .add("GET", "/fhir/Observation/{id}", fhir::read)
+}
+
+/// Every route as (method, path template), for the OpenAPI document check.
+pub fn route_list() -> Vec<(String, String)> {
+    let mut all = public_routes().list;
+    all.extend(guarded_routes().list);
+    all
+}
+
+/// The whole application.
+pub fn router(state: Arc<ApiState>) -> Router {
+    let guarded = guarded_routes()
+        .router
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::guard));
+    public_routes()
+        .router
+        .merge(guarded)
+        .fallback(|| async { ApiError::NoRoute })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(state.cfg.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), finish))
+        .with_state(state)
+}
+
+/// Outermost middleware: the request deadline, headers that keep PHI out
+/// of caches, and OperationOutcome instead of problem details under /fhir.
+async fn finish(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
+    let fhir = req.uri().path().starts_with("/fhir");
+    let mut resp = match tokio::time::timeout(st.cfg.request_timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::Timeout.into_response(),
+    };
+    if fhir && is_problem(&resp) {
+        resp = to_operation_outcome(resp).await;
+    }
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+fn is_problem(resp: &Response) -> bool {
+    resp.headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes())
+}
+
+async fn to_operation_outcome(resp: Response) -> Response {
+    let (mut parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let detail = serde_json::from_slice::<Problem>(&bytes)
+        .map(|p| p.detail)
+        .unwrap_or_default();
+    let oo = fhir::operation_outcome(parts.status.as_u16(), &detail);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(fhir::FHIR_JSON),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(
+        parts,
+        Body::from(serde_json::to_vec(&oo).unwrap_or_default()),
+    )
+}
+
+/// API start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiStartError {
+    /// The listen address is taken or not ours.
+    #[error("api: cannot listen on {addr}: {source}")]
+    Bind {
+        /// address
+        addr: SocketAddr,
+        /// why
+        source: std::io::Error,
+    },
+    /// The certificate or key is unusable.
+    #[error("api: {0}")]
+    Tls(#[from] TlsError),
+    /// The store could not be opened.
+    #[error("api: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// A running API server.
+pub struct ApiServer {
+    /// The address it listens on (the port is known even when 0 was asked).
+    pub local_addr: SocketAddr,
+    /// The serving task; ends after `shutdown` and the drain.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Binds and starts the API (when `[api] enabled`); the task ends after
+/// `shutdown` resolves and requests in flight are done.
+pub async fn start(
+    config: &Config,
+    writer: Writer,
+    pipeline: Arc<Pipeline>,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<ApiServer, ApiStartError> {
+    let cfg = config.api.clone();
+    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
+        _ => None,
+    };
+    let db = db::Db::open(config.store.path.clone(), cfg.read_connections)?;
+    let audit = audit::AuditLog::start(&config.store.path)?;
+    let rules = match crate::rules::load_rule_set(config.rules.dir.as_deref()) {
+        Ok(r) => Some(Arc::new(r)),
+        Err(e) => {
+            tracing::warn!(error = %e, "api: rule set unavailable; care plans and overrides are not checked");
+            None
+        }
+    };
+    let state = Arc::new(ApiState {
+        cfg: cfg.clone(),
+        db,
+        audit,
+        writer,
+        pipeline,
+        metrics,
+        mqtt_configured: config.sources.mqtt.is_some(),
+        rules,
+        allow_http: config.delivery.allow_http,
+    });
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| ApiStartError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| ApiStartError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    tracing::info!(addr = %local_addr, tls = tls.is_some(), "api listening");
+    let app = router(state);
+    let task = tokio::spawn(async move {
+        server::serve(
+            listener,
+            app,
+            tls,
+            cfg.max_connections,
+            cfg.header_timeout,
+            shutdown,
+        )
+        .await;
+        tracing::info!("api stopped");
+    });
+    Ok(ApiServer { local_addr, task })
+}

@@ -1,0 +1,149 @@
+//! Quarantine: inputs that did not become readings, with their reasons, and
+//! the re-process action (after a profile was corrected or a device
+//! assigned). Operator data (admin and read-only tokens): raw payloads may
+//! carry anything, and are not scoped to a care team.
+
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+use super::auth::Principal;
+use super::page::{self, Filter, Page};
+use super::problem::{ApiError, Json, Path, Query};
+use super::ApiState;
+use crate::store::queries::{quarantine_row, QuarantineRow, QUARANTINE_COLUMNS};
+use crate::store::registry::ReprocessResult;
+
+/// `GET /api/v1/quarantine` parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuarantineQuery {
+    /// `open` | `reprocessed` | `discarded`.
+    pub status: Option<String>,
+    /// Reason code.
+    pub reason: Option<String>,
+    /// Device id.
+    pub device: Option<String>,
+    /// `mqtt` | `ble` | `http`.
+    pub source: Option<String>,
+    /// From `next_cursor`.
+    pub cursor: Option<String>,
+    /// Page size.
+    pub limit: Option<usize>,
+}
+
+/// `GET /api/v1/quarantine`: oldest first.
+pub async fn list(
+    State(st): State<Arc<ApiState>>,
+    p: Principal,
+    Query(q): Query<QuarantineQuery>,
+) -> Result<Json<Page<QuarantineRow>>, ApiError> {
+    p.require_operator_read()?;
+    let limit = page::limit(&st.cfg, q.limit)?;
+    let mut f = Filter::default();
+    if let Some(s) = q.status {
+        if !matches!(s.as_str(), "open" | "reprocessed" | "discarded") {
+            return Err(ApiError::BadRequest(
+                "status: one of open, reprocessed, discarded".into(),
+            ));
+        }
+        f.add("status = ?", s);
+    }
+    if let Some(r) = q.reason {
+        f.add("reason = ?", r);
+    }
+    if let Some(d) = q.device {
+        f.add("device_id = ?", d);
+    }
+    if let Some(s) = q.source {
+        f.add("source = ?", s);
+    }
+    if let Some(c) = &q.cursor {
+        let id: i64 = page::decode_cursor(c)?
+            .parse()
+            .map_err(|_| ApiError::BadRequest("invalid cursor".into()))?;
+        f.add("id > ?", id);
+    }
+    let rows = st
+        .db
+        .run(move |s| {
+            let sql = format!(
+                "SELECT {QUARANTINE_COLUMNS} FROM quarantine {} ORDER BY id LIMIT {}",
+                f.sql(),
+                limit + 1
+            );
+            let mut stmt = s.conn().prepare(&sql)?;
+            let rows =
+                stmt.query_map(rusqlite::params_from_iter(f.params.iter()), quarantine_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await?;
+    Ok(Json(Page::new(rows, limit, |r| r.id.to_string())))
+}
+
+/// One quarantined input with its payload.
+#[derive(Debug, Serialize)]
+pub struct QuarantineDetail {
+    #[serde(flatten)]
+    row: QuarantineRow,
+    /// The payload as text, when it is UTF-8.
+    payload_text: Option<String>,
+    /// The payload as hex, when it is not.
+    payload_hex: Option<String>,
+}
+
+/// `GET /api/v1/quarantine/{id}`.
+pub async fn get(
+    State(st): State<Arc<ApiState>>,
+    p: Principal,
+    Path(id): Path<i64>,
+) -> Result<Json<QuarantineDetail>, ApiError> {
+    p.require_operator_read()?;
+    st.db
+        .run(move |s| {
+            let found = s.conn().query_row(
+                &format!("SELECT {QUARANTINE_COLUMNS}, payload FROM quarantine WHERE id = ?1"),
+                [id],
+                |r| Ok((quarantine_row(r)?, r.get::<_, Vec<u8>>(10)?)),
+            );
+            let (row, payload) = match found {
+                Err(rusqlite::Error::QueryReturnedNoRows) => {
+                    return Err(ApiError::NotFound("quarantine entry"))
+                }
+                other => other?,
+            };
+            let (payload_text, payload_hex) = match String::from_utf8(payload) {
+                Ok(t) => (Some(t), None),
+                Err(e) => (None, Some(hex::encode(e.into_bytes()))),
+            };
+            Ok(Json(QuarantineDetail {
+                row,
+                payload_text,
+                payload_hex,
+            }))
+        })
+        .await
+}
+
+/// `POST /api/v1/quarantine/{id}/reprocess` (admin): decodes the input
+/// again with the current profiles and registry. 200 with what happened;
+/// 409 when the entry is not open.
+pub async fn reprocess(
+    State(st): State<Arc<ApiState>>,
+    p: Principal,
+    Path(id): Path<i64>,
+) -> Result<Json<ReprocessResult>, ApiError> {
+    p.require_admin()?;
+    let pipeline = st.pipeline.clone();
+    let result = st
+        .db
+        .run(move |s| Ok(s.reprocess_quarantined(id, |q| pipeline.reprocess(q))?))
+        .await?;
+    match result {
+        None => Err(ApiError::NotFound("quarantine entry")),
+        Some(ReprocessResult::NotOpen { status }) => Err(ApiError::Conflict(format!(
+            "quarantine entry is {status}, not open"
+        ))),
+        Some(r) => Ok(Json(r)),
+    }
+}

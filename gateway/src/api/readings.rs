@@ -1,0 +1,132 @@
+//! Readings: query by patient, metric, device and time range (keyset
+//! pagination), and the latest reading of each metric of a patient.
+
+use axum::extract::State;
+use device_profiles::Metric;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::audit::AuditPatient;
+use super::auth::Principal;
+use super::page::{self, Filter, Page};
+use super::problem::{ApiError, Json, Path, Query};
+use super::ApiState;
+use crate::store::queries::{reading_row, StoredReading, READING_COLUMNS};
+
+/// `GET /api/v1/readings` parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadingsQuery {
+    /// Patient id.
+    pub patient: Option<String>,
+    /// Metric name (`systolic`, `body_weight`, ...).
+    pub metric: Option<String>,
+    /// Device id.
+    pub device: Option<String>,
+    /// Measured at or after (RFC 3339).
+    pub since: Option<String>,
+    /// Measured before (RFC 3339).
+    pub until: Option<String>,
+    /// From `next_cursor`.
+    pub cursor: Option<String>,
+    /// Page size.
+    pub limit: Option<usize>,
+}
+
+/// Checks a metric name.
+pub fn metric(name: &str) -> Result<Metric, ApiError> {
+    name.parse::<Metric>()
+        .map_err(|e| ApiError::BadRequest(format!("metric: {e}")))
+}
+
+/// `GET /api/v1/readings`: in measured-time order, oldest first.
+pub async fn list(
+    State(st): State<Arc<ApiState>>,
+    p: Principal,
+    Query(q): Query<ReadingsQuery>,
+) -> Result<(Option<AuditPatient>, Json<Page<StoredReading>>), ApiError> {
+    p.require_read()?;
+    let limit = page::limit(&st.cfg, q.limit)?;
+    let mut f = Filter::default();
+    if let Some(m) = &q.metric {
+        f.add("metric = ?", metric(m)?.name().to_string());
+    }
+    if let Some(s) = &q.since {
+        f.add("measured_at >= ?", page::parse_time("since", s)?);
+    }
+    if let Some(u) = &q.until {
+        f.add("measured_at < ?", page::parse_time("until", u)?);
+    }
+    if let Some(c) = &q.cursor {
+        let (t, seq) = page::decode_pair(c)?;
+        f.add2("(measured_at, seq) > (?a, ?b)", t, seq);
+    }
+    if let Some(d) = &q.device {
+        f.add("device_id = ?", d.clone());
+    }
+    if let Some(pt) = &q.patient {
+        f.add("patient_id = ?", pt.clone());
+    }
+    f.scope("patient_id", p.scope_json());
+    let patient = q.patient.clone();
+    let rows = st
+        .db
+        .run(move |s| {
+            if let Some(pt) = &patient {
+                p.check_patient(s.conn(), pt, "patient")?;
+            }
+            let sql = format!(
+                "SELECT {READING_COLUMNS} FROM readings {} ORDER BY measured_at, seq LIMIT {}",
+                f.sql(),
+                limit + 1
+            );
+            let mut stmt = s.conn().prepare(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(f.params.iter()), reading_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await?;
+    let page = Page::new(rows, limit, |r| {
+        format!("{}.{}", r.measured_at.timestamp_millis(), r.seq)
+    });
+    Ok((q.patient.map(AuditPatient), Json(page)))
+}
+
+/// The latest reading of each metric of a patient.
+#[derive(Debug, Serialize)]
+pub struct Latest {
+    patient_id: String,
+    latest: BTreeMap<&'static str, StoredReading>,
+}
+
+/// `GET /api/v1/patients/{patient_id}/readings/latest`.
+pub async fn latest(
+    State(st): State<Arc<ApiState>>,
+    p: Principal,
+    Path(patient_id): Path<String>,
+) -> Result<(AuditPatient, Json<Latest>), ApiError> {
+    p.require_read()?;
+    let id = patient_id.clone();
+    let latest = st
+        .db
+        .run(move |s| {
+            p.check_patient(s.conn(), &id, "patient")?;
+            let mut stmt = s.conn().prepare_cached(&format!(
+                "SELECT {READING_COLUMNS} FROM readings WHERE patient_id = ?1 AND metric = ?2
+                 ORDER BY measured_at DESC, seq DESC LIMIT 1"
+            ))?;
+            let mut out = BTreeMap::new();
+            for m in Metric::ALL {
+                let mut rows = stmt.query_map(rusqlite::params![id, m.name()], reading_row)?;
+                if let Some(r) = rows.next() {
+                    out.insert(m.name(), r?);
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok((
+        AuditPatient(patient_id.clone()),
+        Json(Latest { patient_id, latest }),
+    ))
+}

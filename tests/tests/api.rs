@@ -1,0 +1,1350 @@
+//! The HTTP API end to end: the real gateway binary with its API on a free
+//! port, a real Mosquitto, a real SQLite file, and `curl` as the client.
+
+mod common;
+
+use chrono::{Duration as Days, SecondsFormat, Utc};
+use common::api_client::{self as http, Api};
+use common::{wait_until, Gateway, Mosquitto};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(20);
+
+struct World {
+    _dir: tempfile::TempDir,
+    broker: Mosquitto,
+    gw: Gateway,
+    api: Api,
+}
+
+fn world(extra: &str) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let port = http::api_port();
+    let mut gw = Gateway::new(dir.path(), broker.port, &[], &http::api_config(port, extra));
+    http::start_with_api(&mut gw, port);
+    World {
+        _dir: dir,
+        broker,
+        gw,
+        api: Api {
+            base: format!("http://127.0.0.1:{port}"),
+            cacert: None,
+        },
+    }
+}
+
+/// `minutes` before one fixed instant of the test process, so that the
+/// same call always gives the same time (a resend is the same reading).
+fn ago(minutes: i64) -> String {
+    static START: std::sync::OnceLock<chrono::DateTime<Utc>> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(Utc::now);
+    (start - Days::minutes(minutes)).to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn bp(minutes_ago: i64, sys: u32) -> Value {
+    json!({"measured_at": ago(minutes_ago), "sys": sys, "dia": 84, "map": 100, "pulse": 71, "unit": "mmHg"})
+}
+
+fn push_bp(w: &World, token: &str, device: &str, minutes_ago: i64, sys: u32) -> Value {
+    let r = w.api.send(
+        "POST",
+        "/api/v1/readings",
+        token,
+        &json!({"device_id": device, "profile": "acme-bp-cuff", "payload": bp(minutes_ago, sys)}),
+    );
+    r.expect(200);
+    r.json()
+}
+
+struct Tokens {
+    admin: String,
+    read_only: String,
+    north: String,
+    south: String,
+    ingest: String,
+}
+
+/// Two care teams, each with a patient and a cuff.
+fn setup(w: &World) -> Tokens {
+    let t = Tokens {
+        admin: http::token(&w.gw, "ops", "admin", &[]),
+        read_only: http::token(&w.gw, "auditor", "read_only", &[]),
+        north: http::token(&w.gw, "nurse-north", "care_team", &["north"]),
+        south: http::token(&w.gw, "nurse-south", "care_team", &["south"]),
+        ingest: http::token(&w.gw, "vendor-cloud", "ingest", &[]),
+    };
+    for (patient, team) in [("p-north", "north"), ("p-south", "south")] {
+        let r = w.api.send(
+            "PUT",
+            &format!("/api/v1/patients/{patient}"),
+            &t.admin,
+            &json!({"care_plans": ["hypertension"], "care_team": team}),
+        );
+        r.expect(201);
+        assert_eq!(r.json()["care_team"], team);
+    }
+    for (device, patient) in [("cuff-n", "p-north"), ("cuff-s", "p-south")] {
+        let r = w.api.send(
+            "POST",
+            "/api/v1/devices",
+            &t.admin,
+            &json!({"device_id": device, "patient_id": patient}),
+        );
+        r.expect(201);
+        assert_eq!(r.json()["device"]["patient_id"], patient);
+    }
+    t
+}
+
+/// Health, readiness and metrics need no token and carry no PHI.
+#[test]
+fn health_readiness_and_metrics_are_open_and_phi_free() {
+    let w = world("");
+    let t = setup(&w);
+    push_bp(&w, &t.ingest, "cuff-n", 5, 150);
+    let h = w.api.request("GET", "/healthz", None, None);
+    h.expect(200);
+    assert_eq!(h.json()["status"], "ok");
+    let r = w.api.request("GET", "/readyz", None, None);
+    r.expect(200);
+    let v = r.json();
+    assert_eq!(v["ready"], true, "{v}");
+    assert_eq!(v["store"]["writable"], true);
+    assert_eq!(v["mqtt"]["connected"], true);
+    assert!(
+        v["backlog"]["readings_last_seq"].as_i64().unwrap() >= 4,
+        "{v}"
+    );
+    let m = w.api.request("GET", "/metrics", None, None);
+    m.expect(200);
+    assert!(m.header("content-type").unwrap().starts_with("text/plain"));
+    let text = m.text();
+    for needle in [
+        "rpm_readings_stored_total{source=\"http\"} 4",
+        "rpm_messages_received_total{source=\"http\"} 1",
+        "rpm_mqtt_connected 1",
+        "rpm_store_batch_seconds_count",
+        "rpm_api_requests_total{method=\"POST\",route=\"/api/v1/readings\",status=\"200\"} 1",
+        "# TYPE rpm_alerts gauge",
+        "# TYPE rpm_deliveries gauge",
+        "rpm_devices{connection=\"none\"} 2",
+        "rpm_readings_last_seq 4",
+    ] {
+        assert!(text.contains(needle), "metrics lack `{needle}`:\n{text}");
+    }
+    for phi in ["p-north", "cuff-n"] {
+        assert!(
+            !text.contains(phi) && !r.text().contains(phi),
+            "`{phi}` leaked"
+        );
+    }
+    // Readiness reports the broker going away.
+    let mut w = w;
+    w.broker.stop();
+    wait_until("readyz to report the broker down", T, || {
+        w.api.request("GET", "/readyz", None, None).status == 503
+    });
+    w.broker.restart();
+}
+
+/// 401 for no, unknown and revoked tokens (same body); 403 for a role that
+/// may not; care teams never see each other's patients (404).
+#[test]
+fn authentication_roles_and_care_team_boundaries() {
+    let w = world("");
+    let t = setup(&w);
+    push_bp(&w, &t.ingest, "cuff-n", 30, 150);
+    push_bp(&w, &t.ingest, "cuff-s", 20, 160);
+
+    // 401: no token, a wrong one, a malformed header, a revoked one.
+    let none = w.api.request("GET", "/api/v1/readings", None, None);
+    let d1 = none.problem(401);
+    assert!(none
+        .header("www-authenticate")
+        .unwrap()
+        .starts_with("Bearer"));
+    let wrong = w.api.get("/api/v1/readings", "rpmgw_not-a-token");
+    assert_eq!(wrong.problem(401), d1);
+    let out = w.gw.cli(&["tokens", "list", "--json"]);
+    let listed: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(listed.len(), 5);
+    assert!(
+        listed.iter().all(|l| l.get("token_hash").is_none()),
+        "{listed:?}"
+    );
+    let tmp = http::token(&w.gw, "temp", "read_only", &[]);
+    w.api.get("/api/v1/readings", &tmp).expect(200);
+    let id =
+        w.gw.cli(&["tokens", "list", "--json"])
+            .stdout
+            .split(|b| *b == b'\n')
+            .filter_map(|l| serde_json::from_slice::<Value>(l).ok())
+            .find(|v| v["name"] == "temp")
+            .unwrap()["token_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    assert!(w.gw.cli(&["tokens", "revoke", &id]).status.success());
+    assert_eq!(w.api.get("/api/v1/readings", &tmp).problem(401), d1);
+    for fhir in ["/fhir/Observation", "/fhir/Observation/x"] {
+        let r = w.api.request("GET", fhir, None, None);
+        r.expect(401);
+        assert_eq!(r.header("content-type"), Some("application/fhir+json"));
+        assert_eq!(r.json()["resourceType"], "OperationOutcome");
+    }
+
+    // 403: roles.
+    w.api
+        .send("PUT", "/api/v1/patients/p-x", &t.read_only, &json!({}))
+        .problem(403);
+    w.api
+        .send("PUT", "/api/v1/patients/p-x", &t.north, &json!({}))
+        .problem(403);
+    w.api.get("/api/v1/readings", &t.ingest).problem(403);
+    w.api.get("/api/v1/quarantine", &t.north).problem(403);
+    w.api.get("/api/v1/audit", &t.read_only).problem(403);
+    w.api
+        .send(
+            "POST",
+            "/api/v1/readings",
+            &t.read_only,
+            &json!({"device_id": "cuff-n", "profile": "acme-bp-cuff", "payload": bp(1, 120)}),
+        )
+        .problem(403);
+
+    // Care teams: their own patients only; the other team's are 404.
+    let north_all = w.api.get("/api/v1/readings", &t.north).json();
+    let items = north_all["items"].as_array().unwrap();
+    assert_eq!(items.len(), 4);
+    assert!(items.iter().all(|r| r["patient_id"] == "p-north"));
+    assert_eq!(
+        w.api.get("/api/v1/readings", &t.admin).json()["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        8
+    );
+    for path in [
+        "/api/v1/readings?patient=p-south",
+        "/api/v1/patients/p-south",
+        "/api/v1/patients/p-south/readings/latest",
+        "/api/v1/devices/cuff-s",
+        "/api/v1/devices?patient=p-south",
+        "/api/v1/alerts?patient=p-south",
+    ] {
+        let not_visible = w.api.get(path, &t.north).problem(404);
+        let missing = w
+            .api
+            .get(
+                &path
+                    .replace("p-south", "p-nobody")
+                    .replace("cuff-s", "cuff-nobody"),
+                &t.north,
+            )
+            .problem(404);
+        assert_eq!(
+            not_visible.replace("p-south", ""),
+            missing.replace("p-nobody", ""),
+            "{path}"
+        );
+    }
+    w.api.get("/api/v1/patients/p-north", &t.north).expect(200);
+    w.api.get("/api/v1/devices/cuff-n", &t.north).expect(200);
+    let pats = w.api.get("/api/v1/patients", &t.north).json();
+    assert_eq!(pats["items"].as_array().unwrap().len(), 1);
+    let devs = w.api.get("/api/v1/devices", &t.south).json();
+    assert_eq!(devs["items"].as_array().unwrap().len(), 1);
+    assert_eq!(devs["items"][0]["device_id"], "cuff-s");
+    // FHIR: the other team's patient matches nothing; its Observation is 404.
+    let b = w
+        .api
+        .get("/fhir/Observation?patient=p-south", &t.north)
+        .json();
+    assert!(b["entry"].as_array().unwrap().is_empty(), "{b}");
+    let south_obs = w
+        .api
+        .get("/fhir/Observation?patient=p-south", &t.south)
+        .json();
+    let id = south_obs["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = w.api.get(&format!("/fhir/Observation/{id}"), &t.north);
+    r.expect(404);
+    assert_eq!(r.json()["issue"][0]["code"], "not-found");
+    w.api
+        .get(&format!("/fhir/Observation/{id}"), &t.south)
+        .expect(200);
+    // Care teams can read, not change.
+    w.api
+        .send(
+            "PUT",
+            "/api/v1/devices/cuff-n/patient",
+            &t.north,
+            &json!({"patient_id": "p-north"}),
+        )
+        .problem(403);
+
+    // The audit log has who read what, about which patient.
+    let audit = w.api.get("/api/v1/audit?limit=50", &t.admin).json();
+    let entries = audit["items"].as_array().unwrap();
+    assert!(entries
+        .iter()
+        .any(|e| e["action"] == "GET /api/v1/patients/{patient_id}"
+            && e["patient_id"] == "p-south"
+            && e["outcome"] == 404));
+    assert!(entries
+        .iter()
+        .any(|e| e["actor"] == "anonymous" && e["outcome"] == 401));
+    assert!(entries
+        .iter()
+        .all(|e| e["actor"] != "" && e["at"].is_string()));
+}
+
+/// Push over HTTP: same profiles and normalization as MQTT, answered after
+/// the commit, idempotent on the reading id; both body forms.
+#[test]
+fn ingest_is_committed_idempotent_and_reports_each_measurement() {
+    let w = world("");
+    let t = setup(&w);
+    let first = push_bp(&w, &t.ingest, "cuff-n", 10, 150);
+    assert_eq!(first["committed"], true);
+    assert_eq!(first["profile"], "acme-bp-cuff");
+    assert_eq!(first["measurements"][0]["outcome"], "stored");
+    assert_eq!(
+        first["measurements"][0]["reading_ids"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    // Committed before the answer: the file has it now.
+    assert_eq!(w.gw.readings(), 4);
+    let again = push_bp(&w, &t.ingest, "cuff-n", 10, 150);
+    assert_eq!(again["measurements"][0]["outcome"], "duplicate");
+    assert_eq!(
+        again["measurements"][0]["reading_ids"],
+        first["measurements"][0]["reading_ids"]
+    );
+    assert_eq!(w.gw.readings(), 4);
+    // kPa is converted as over MQTT.
+    let kpa = w.api.send(
+        "POST",
+        "/api/v1/readings",
+        &t.admin,
+        &json!({"device_id": "cuff-n", "profile": "acme-bp-cuff",
+                "payload": {"measured_at": ago(9), "sys": 16.0, "dia": 11.0, "unit": "kPa"}}),
+    );
+    kpa.expect(200);
+    let sys: f64 = w
+        .gw
+        .db()
+        .query_row(
+            "SELECT value FROM readings WHERE metric='systolic' AND source='http' ORDER BY measured_at DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!((sys - 16.0 * 7.500_615_758).abs() < 1e-6, "{sys}");
+
+    // SenML body, device in the query.
+    let senml = format!(
+        r#"[{{"bn":"urn:dev:mac:0024befffe804ff1:","bt":{},"n":"spo2","u":"%","v":96}},{{"n":"temp","u":"Cel","v":41.0}},{{"n":"weight","u":"furlong","v":3}}]"#,
+        (Utc::now() - Days::minutes(3)).timestamp()
+    );
+    let r = w.api.request(
+        "POST",
+        "/api/v1/readings?device_id=cuff-n",
+        Some(&t.ingest),
+        Some(("application/senml+json", senml.as_bytes())),
+    );
+    r.expect(200);
+    let v = r.json();
+    assert_eq!(v["profile"], "senml-generic");
+    let m = v["measurements"].as_array().unwrap();
+    assert!(
+        m.iter()
+            .any(|x| x["outcome"] == "quarantined" && x["reason"] == "unknown_unit")
+            || m.iter().any(|x| x["outcome"] == "quarantined"),
+        "{v}"
+    );
+
+    // Unassigned device: quarantined, and recovered when assigned.
+    let r = push_bp(&w, &t.ingest, "cuff-new", 4, 140);
+    assert_eq!(r["measurements"][0]["outcome"], "quarantined");
+    assert_eq!(r["measurements"][0]["reason"], "unknown_device");
+    let a = w.api.send(
+        "PUT",
+        "/api/v1/devices/cuff-new/patient",
+        &t.admin,
+        &json!({"patient_id": "p-north"}),
+    );
+    a.expect(200);
+    assert_eq!(a.json()["reprocessed"]["recovered"], 1);
+
+    // Malformed device payload: quarantined (durably), still a 200.
+    let r = w.api.request(
+        "POST",
+        "/api/v1/readings",
+        Some(&t.ingest),
+        Some((
+            "application/json",
+            br#"{"device_id":"cuff-n","profile":"acme-bp-cuff","payload":{"sys":"high"}}"#,
+        )),
+    );
+    r.expect(200);
+    assert_eq!(r.json()["measurements"][0]["outcome"], "quarantined");
+
+    // Client mistakes: 4xx problems, nothing stored or quarantined.
+    let before = (
+        w.gw.readings(),
+        w.gw.count("SELECT COUNT(*) FROM quarantine"),
+    );
+    let cases: Vec<(&str, &[u8], u16)> = vec![
+        ("application/json", b"{not json", 400),
+        (
+            "application/json",
+            br#"{"device_id":"cuff-n","payload":{},"extra":1}"#,
+            400,
+        ),
+        ("application/json", br#"{"device_id":"cuff-n"}"#, 400),
+        (
+            "application/json",
+            br#"{"device_id":"cuff-n","profile":"nope","payload":{}}"#,
+            422,
+        ),
+        (
+            "application/json",
+            br#"{"profile":"acme-bp-cuff","payload":{}}"#,
+            400,
+        ),
+        (
+            "application/json",
+            br#"{"device_id":"a/b","profile":"acme-bp-cuff","payload":{}}"#,
+            400,
+        ),
+        ("text/plain", b"sys=120", 415),
+    ];
+    for (ct, body, status) in cases {
+        let r = w.api.request(
+            "POST",
+            "/api/v1/readings",
+            Some(&t.ingest),
+            Some((ct, body)),
+        );
+        r.problem(status);
+    }
+    let big = vec![b' '; 9000];
+    w.api
+        .request(
+            "POST",
+            "/api/v1/readings",
+            Some(&t.ingest),
+            Some(("application/json", &big)),
+        )
+        .problem(413);
+    assert_eq!(
+        (
+            w.gw.readings(),
+            w.gw.count("SELECT COUNT(*) FROM quarantine")
+        ),
+        before
+    );
+    // The source is recorded as http.
+    assert_eq!(
+        w.gw.count("SELECT COUNT(*) FROM readings WHERE source != 'http'"),
+        0
+    );
+}
+
+/// Readings: filters, keyset pagination that visits every reading once,
+/// latest per metric, and bad parameters of every kind.
+#[test]
+fn readings_pagination_filters_and_bad_input() {
+    let w = world("");
+    let t = setup(&w);
+    for i in 0..5 {
+        push_bp(&w, &t.ingest, "cuff-n", 60 - i * 10, 130 + i as u32);
+    }
+    // One over MQTT too: the API shows every source.
+    w.broker.publish(
+        "acme/bp/cuff-n",
+        serde_json::to_string(&bp(1, 155)).unwrap().as_bytes(),
+    );
+    wait_until("24 readings", T, || w.gw.readings() == 24);
+
+    let mut seen = BTreeSet::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            Some(c) => {
+                format!("/api/v1/readings?patient=p-north&metric=systolic&limit=2&cursor={c}")
+            }
+            None => "/api/v1/readings?patient=p-north&metric=systolic&limit=2".to_string(),
+        };
+        let page = w.api.get(&path, &t.read_only).json();
+        pages += 1;
+        for r in page["items"].as_array().unwrap() {
+            assert_eq!(r["metric"], "systolic");
+            assert!(seen.insert(r["reading_id"].as_str().unwrap().to_string()));
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!((seen.len(), pages), (6, 3));
+    let window = w
+        .api
+        .get(
+            &format!(
+                "/api/v1/readings?patient=p-north&since={}&until={}",
+                ago(45),
+                ago(15)
+            ),
+            &t.admin,
+        )
+        .json();
+    assert_eq!(window["items"].as_array().unwrap().len(), 3 * 4, "{window}");
+    let latest = w
+        .api
+        .get("/api/v1/patients/p-north/readings/latest", &t.north)
+        .json();
+    assert_eq!(latest["latest"]["systolic"]["value"], 155.0);
+    assert_eq!(latest["latest"]["systolic"]["source"], "mqtt");
+    assert_eq!(latest["latest"]["pulse_rate"]["unit"], "/min");
+
+    for (path, status) in [
+        ("/api/v1/readings?metric=blood_sugar", 400),
+        ("/api/v1/readings?since=yesterday", 400),
+        ("/api/v1/readings?limit=0", 400),
+        ("/api/v1/readings?limit=51", 400),
+        ("/api/v1/readings?limit=-1", 400),
+        ("/api/v1/readings?limit=ten", 400),
+        ("/api/v1/readings?cursor=zz", 400),
+        ("/api/v1/readings?cursor=6869", 400),
+        ("/api/v1/readings?colour=red", 400),
+        ("/api/v1/alerts?status=sleeping", 400),
+        ("/api/v1/alerts?severity=meh", 400),
+        ("/api/v1/quarantine?status=lost", 400),
+        ("/api/v1/quarantine/abc", 400),
+        ("/api/v1/devices?assigned=maybe", 400),
+        ("/api/v1/nothing-here", 404),
+        ("/fhir/Observation?date=last-week", 400),
+        ("/fhir/Observation?code=http://snomed.info/sct|1", 400),
+        ("/fhir/Observation?_count=0", 400),
+        ("/fhir/Observation?_sort=date", 400),
+    ] {
+        let r = w.api.get(path, &t.admin);
+        assert_eq!(r.status, status, "{path}: {}", r.text());
+        if path.starts_with("/fhir") {
+            assert_eq!(r.json()["resourceType"], "OperationOutcome", "{path}");
+        } else {
+            r.problem(status);
+        }
+    }
+    w.api
+        .request("DELETE", "/api/v1/readings", Some(&t.admin), None)
+        .problem(405);
+    w.api
+        .request(
+            "POST",
+            "/api/v1/patients/p-north",
+            Some(&t.admin),
+            Some(("application/json", b"{}")),
+        )
+        .problem(405);
+    for (body, status) in [
+        (&b"{\"care_plans\": \"hypertension\"}"[..], 422),
+        (b"{\"care_plans\": [\"astrology\"]}", 422),
+        (
+            b"{\"overrides\": {\"no.such.rule\": {\"disabled\": true}}}",
+            422,
+        ),
+        (
+            b"{\"overrides\": {\"htn.crisis\": {\"limits\": {\"nope\": \"1 kg\"}}}}",
+            422,
+        ),
+        (b"{\"care_team\": \"\"}", 400),
+        (b"{\"colour\": 1}", 422),
+        (b"{\"care_plans\": [", 400),
+    ] {
+        let r = w.api.request(
+            "PUT",
+            "/api/v1/patients/p-north",
+            Some(&t.admin),
+            Some(("application/json", body)),
+        );
+        r.problem(status);
+    }
+    w.api
+        .send("PUT", "/api/v1/patients/bad%2Fid", &t.admin, &json!({}))
+        .problem(400);
+    // A valid change: plans, overrides, team cleared.
+    let r = w.api.send(
+        "PUT",
+        "/api/v1/patients/p-north",
+        &t.admin,
+        &json!({"care_plans": ["heart-failure"], "overrides": {"hf.weight-gain-24h": {"disabled": true}}, "care_team": null}),
+    );
+    r.expect(200);
+    let p = r.json();
+    assert_eq!(p["care_plans"], json!(["heart-failure"]));
+    assert_eq!(p["care_team"], Value::Null);
+    assert_eq!(p["overrides"]["hf.weight-gain-24h"]["disabled"], true);
+    // No longer in team north: its token cannot see the patient any more.
+    w.api.get("/api/v1/patients/p-north", &t.north).problem(404);
+}
+
+/// Quarantine: listing with reasons, and re-processing one entry.
+#[test]
+fn quarantine_listing_and_reprocess() {
+    let w = world("");
+    let t = setup(&w);
+    let r = w.api.send(
+        "POST",
+        "/api/v1/devices",
+        &t.admin,
+        &json!({"device_id": "cuff-later"}),
+    );
+    r.expect(201);
+    assert_eq!(r.json()["device"]["patient_id"], Value::Null);
+    w.api
+        .send(
+            "POST",
+            "/api/v1/devices",
+            &t.admin,
+            &json!({"device_id": "cuff-later"}),
+        )
+        .problem(409);
+    push_bp(&w, &t.ingest, "cuff-later", 5, 140);
+    w.broker
+        .publish("acme/bp/cuff-n", b"{\"sys\": 120, \"dia\":");
+    wait_until("2 quarantined", T, || {
+        w.gw.count("SELECT COUNT(*) FROM quarantine") == 2
+    });
+    let q = w
+        .api
+        .get("/api/v1/quarantine?status=open", &t.read_only)
+        .json();
+    let items = q["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    let unknown = items
+        .iter()
+        .find(|i| i["reason"] == "unknown_device")
+        .unwrap();
+    let malformed = items
+        .iter()
+        .find(|i| i["reason"] == "malformed_payload")
+        .unwrap();
+    assert_eq!(malformed["source"], "mqtt");
+    let page = w.api.get("/api/v1/quarantine?limit=1", &t.admin).json();
+    assert!(page["next_cursor"].is_string());
+    let one = w
+        .api
+        .get(&format!("/api/v1/quarantine/{}", malformed["id"]), &t.admin)
+        .json();
+    assert_eq!(one["payload_text"], "{\"sys\": 120, \"dia\":");
+
+    // Still refused: the reason stays, the entry stays open.
+    let r = w.api.request(
+        "POST",
+        &format!("/api/v1/quarantine/{}/reprocess", malformed["id"]),
+        Some(&t.admin),
+        None,
+    );
+    r.expect(200);
+    assert_eq!(r.json()["outcome"], "still_refused");
+    assert_eq!(r.json()["reason"], "malformed_payload");
+    // A registry change that did not re-process (e.g. made by hand): the
+    // re-process action recovers the entry.
+    {
+        let c = rusqlite::Connection::open(&w.gw.db).unwrap();
+        c.execute(
+            "UPDATE devices SET patient_id = 'p-north' WHERE device_id = 'cuff-later'",
+            [],
+        )
+        .unwrap();
+    }
+    let path = format!("/api/v1/quarantine/{}/reprocess", unknown["id"]);
+    w.api
+        .request("POST", &path, Some(&t.read_only), None)
+        .problem(403);
+    let r = w.api.request("POST", &path, Some(&t.admin), None);
+    r.expect(200);
+    assert_eq!(r.json()["outcome"], "recovered");
+    assert_eq!(r.json()["reading_ids"].as_array().unwrap().len(), 4);
+    w.api
+        .request("POST", &path, Some(&t.admin), None)
+        .problem(409);
+    w.api
+        .request(
+            "POST",
+            "/api/v1/quarantine/999999/reprocess",
+            Some(&t.admin),
+            None,
+        )
+        .problem(404);
+    assert_eq!(
+        w.gw.count("SELECT COUNT(*) FROM readings WHERE device_id = 'cuff-later'"),
+        4
+    );
+    // Unassign: later readings are quarantined again.
+    let r = w.api.request(
+        "DELETE",
+        "/api/v1/devices/cuff-later/patient",
+        Some(&t.admin),
+        None,
+    );
+    r.expect(200);
+    assert_eq!(r.json()["patient_id"], Value::Null);
+    let again = push_bp(&w, &t.ingest, "cuff-later", 2, 141);
+    assert_eq!(again["measurements"][0]["reason"], "unknown_device");
+    w.api
+        .request(
+            "DELETE",
+            "/api/v1/devices/nope/patient",
+            Some(&t.admin),
+            None,
+        )
+        .problem(404);
+}
+
+/// Alerts (rows as the rule evaluator writes them) and the webhook
+/// delivery log (as the dispatcher writes it): listing, filters, one alert
+/// with its history, scoping, and secrets never shown.
+#[test]
+fn alerts_and_webhook_delivery_log() {
+    let w = world("");
+    let t = setup(&w);
+    {
+        let c = rusqlite::Connection::open(&w.gw.db).unwrap();
+        let now = Utc::now().timestamp_millis();
+        for (i, (patient, severity, status)) in [
+            ("p-north", "urgent", "firing"),
+            ("p-north", "warning", "resolved"),
+            ("p-south", "critical", "acknowledged"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            c.execute(
+                "INSERT INTO alerts (alert_id, patient_id, rule_id, rule_version, pack, severity, status, message, evidence, fired_at, updated_at)
+                 VALUES (?1, ?2, ?3, 1, 'hypertension', ?4, ?5, 'BP high', '[{\"reading_id\":\"r1\"}]', ?6, ?6)",
+                rusqlite::params![format!("al-{i}"), patient, format!("htn.rule{i}"), severity, status, now - i as i64 * 1000],
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO alert_history (alert_id, at, kind, notified, detail) VALUES (?1, ?2, 'fired', 1, '{}')",
+                rusqlite::params![format!("al-{i}"), now],
+            )
+            .unwrap();
+        }
+        c.execute(
+            "INSERT INTO webhook_endpoints (endpoint_id, url, secrets, origin, created_at, updated_at)
+             VALUES ('ep-1', 'https://example.org/hook', '[\"whsec_c2VjcmV0\"]', 'config', 0, 0)",
+            [],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO outbox (event_id, event_type, alert_id, patient_id, severity, created_at, payload)
+             VALUES ('evt_1', 'alert.fired', 'al-0', 'p-north', 'urgent', 0, '{}')",
+            [],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO deliveries (event_seq, endpoint_id, status, attempts, next_attempt_at, created_at, updated_at, last_status)
+             VALUES (1, 'ep-1', 'dead', 2, 0, 0, 0, 500)",
+            [],
+        )
+        .unwrap();
+        for a in 1..=2 {
+            c.execute(
+                "INSERT INTO delivery_attempts (delivery_id, attempt, at, http_status, latency_ms) VALUES (1, ?1, 0, 500, 12)",
+                [a],
+            )
+            .unwrap();
+        }
+    }
+    let all = w.api.get("/api/v1/alerts", &t.admin).json();
+    assert_eq!(all["items"].as_array().unwrap().len(), 3);
+    assert_eq!(all["items"][0]["alert_id"], "al-0", "newest first");
+    let open = w.api.get("/api/v1/alerts?status=open", &t.admin).json();
+    assert_eq!(open["items"].as_array().unwrap().len(), 2);
+    let crit = w
+        .api
+        .get(
+            "/api/v1/alerts?severity=critical&care_team=south",
+            &t.read_only,
+        )
+        .json();
+    assert_eq!(crit["items"][0]["alert_id"], "al-2");
+    assert_eq!(crit["items"][0]["care_team"], "south");
+    let north = w.api.get("/api/v1/alerts", &t.north).json();
+    assert_eq!(north["items"].as_array().unwrap().len(), 2);
+    let p1 = w.api.get("/api/v1/alerts?limit=2", &t.admin).json();
+    let c = p1["next_cursor"].as_str().unwrap();
+    let p2 = w
+        .api
+        .get(&format!("/api/v1/alerts?limit=2&cursor={c}"), &t.admin)
+        .json();
+    assert_eq!(p2["items"][0]["alert_id"], "al-2");
+    assert!(p2["next_cursor"].is_null());
+    let one = w.api.get("/api/v1/alerts/al-0", &t.north).json();
+    assert_eq!(one["evidence"][0]["reading_id"], "r1");
+    assert_eq!(one["history"][0]["kind"], "fired");
+    w.api.get("/api/v1/alerts/al-2", &t.north).problem(404);
+    w.api.get("/api/v1/alerts/al-404", &t.admin).problem(404);
+
+    let eps = w.api.get("/api/v1/webhooks", &t.read_only);
+    eps.expect(200);
+    assert!(!eps.text().contains("whsec_"), "secret leaked");
+    assert_eq!(eps.json()[0]["active_secrets"], 1);
+    let log = w
+        .api
+        .get("/api/v1/webhooks/ep-1/deliveries?status=dead", &t.admin)
+        .json();
+    assert_eq!(log["items"][0]["event_id"], "evt_1");
+    assert_eq!(log["items"][0]["attempt_log"].as_array().unwrap().len(), 2);
+    w.api
+        .get("/api/v1/webhooks/ep-9/deliveries", &t.admin)
+        .problem(404);
+    w.api.get("/api/v1/webhooks", &t.north).problem(403);
+    let m = w.api.request("GET", "/metrics", None, None).text();
+    assert!(
+        m.contains("rpm_alerts{status=\"firing\",severity=\"urgent\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("rpm_deliveries{status=\"dead\"} 1"), "{m}");
+    assert!(
+        m.contains("rpm_delivery_attempts_total{outcome=\"failure\"} 2"),
+        "{m}"
+    );
+
+    // Acknowledge and resolve (rules::lifecycle): who, note, snooze; the
+    // event is queued in the same transaction; care teams act on their own
+    // patients only.
+    let ack = |token: &str, id: &str, body: &Value| {
+        w.api.send(
+            "POST",
+            &format!("/api/v1/alerts/{id}/acknowledge"),
+            token,
+            body,
+        )
+    };
+    ack(&t.read_only, "al-0", &json!({})).problem(403);
+    ack(&t.north, "al-2", &json!({})).problem(404);
+    ack(&t.north, "al-0", &json!({"snooze": "soon"})).problem(400);
+    ack(&t.north, "al-0", &json!({"who": "me"})).problem(400);
+    let r = ack(
+        &t.north,
+        "al-0",
+        &json!({"note": "called the patient", "snooze": "30m"}),
+    );
+    r.expect(200);
+    let a = r.json();
+    assert_eq!(a["status"], "acknowledged");
+    assert!(
+        a["acknowledged_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("nurse-north"),
+        "{a}"
+    );
+    assert_eq!(a["ack_note"], "called the patient");
+    assert!(a["snooze_until"].is_string());
+    assert!(a["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| h["kind"] == "acknowledged"));
+    assert_eq!(
+        w.gw.count("SELECT COUNT(*) FROM outbox WHERE event_type = 'alert.acknowledged' AND alert_id = 'al-0'"),
+        1
+    );
+    let empty_body = w
+        .api
+        .request("POST", "/api/v1/alerts/al-0/resolve", Some(&t.admin), None);
+    empty_body.expect(200);
+    assert_eq!(empty_body.json()["status"], "resolved");
+    w.api
+        .request("POST", "/api/v1/alerts/al-0/resolve", Some(&t.admin), None)
+        .problem(409);
+    w.api
+        .request(
+            "POST",
+            "/api/v1/alerts/al-1/resolve",
+            Some(&t.admin),
+            Some(("text/plain", b"x")),
+        )
+        .problem(415);
+    assert_eq!(
+        w.gw.count(
+            "SELECT COUNT(*) FROM audit_log WHERE action = 'alert.resolve' AND resource = 'al-0'"
+        ),
+        1
+    );
+
+    // Webhook endpoints (delivery::endpoints): create, secrets shown once,
+    // rotate and retire, disable and enable, update; re-drive.
+    let r = w.api.send(
+        "POST",
+        "/api/v1/webhooks",
+        &t.admin,
+        &json!({"endpoint_id": "north", "url": "https://care.example.org/hook",
+                "filter": {"care_teams": ["north"], "severities": ["urgent", "critical"]}}),
+    );
+    r.expect(201);
+    let created = r.json();
+    assert!(created["secret"].as_str().unwrap().starts_with("whsec_"));
+    assert_eq!(created["endpoint"]["active_secrets"], 1);
+    for (body, status) in [
+        (
+            json!({"endpoint_id": "north", "url": "https://x.example.org"}),
+            409,
+        ),
+        (
+            json!({"endpoint_id": "plain", "url": "http://example.org/hook"}),
+            422,
+        ),
+        (
+            json!({"endpoint_id": "f", "url": "https://x.example.org", "filter": {"severities": ["meh"]}}),
+            422,
+        ),
+        (
+            json!({"endpoint_id": "g", "url": "https://x.example.org", "colour": 1}),
+            422,
+        ),
+    ] {
+        w.api
+            .send("POST", "/api/v1/webhooks", &t.admin, &body)
+            .problem(status);
+    }
+    w.api
+        .send(
+            "POST",
+            "/api/v1/webhooks",
+            &t.read_only,
+            &json!({"endpoint_id": "n2", "url": "https://x.example.org"}),
+        )
+        .problem(403);
+    let rot = w.api.request(
+        "POST",
+        "/api/v1/webhooks/north/rotate-secret",
+        Some(&t.admin),
+        None,
+    );
+    rot.expect(200);
+    let rot = rot.json();
+    assert_ne!(rot["secret"], created["secret"]);
+    assert_eq!(rot["endpoint"]["active_secrets"], 2);
+    let ret = w.api.request(
+        "POST",
+        "/api/v1/webhooks/north/retire-secrets",
+        Some(&t.admin),
+        None,
+    );
+    assert_eq!(ret.json()["active_secrets"], 1);
+    let dis = w.api.request(
+        "POST",
+        "/api/v1/webhooks/north/disable",
+        Some(&t.admin),
+        None,
+    );
+    assert_eq!(dis.json()["enabled"], false);
+    let en = w.api.request(
+        "POST",
+        "/api/v1/webhooks/north/enable",
+        Some(&t.admin),
+        None,
+    );
+    assert_eq!(en.json()["enabled"], true);
+    let up = w.api.send(
+        "PATCH",
+        "/api/v1/webhooks/north",
+        &t.admin,
+        &json!({"description": "North clinic"}),
+    );
+    up.expect(200);
+    assert_eq!(up.json()["description"], "North clinic");
+    let one = w.api.get("/api/v1/webhooks/north", &t.read_only);
+    one.expect(200);
+    assert!(!one.text().contains("whsec_"), "secret listed");
+    w.api.get("/api/v1/webhooks/nope", &t.admin).problem(404);
+    let rd = w
+        .api
+        .request("POST", "/api/v1/deliveries/1/redrive", Some(&t.admin), None);
+    rd.expect(200);
+    assert_eq!(rd.json()["redriven"], 1);
+    w.api
+        .request("POST", "/api/v1/deliveries/1/redrive", Some(&t.admin), None)
+        .problem(409);
+    w.api
+        .request(
+            "POST",
+            "/api/v1/deliveries/99/redrive",
+            Some(&t.admin),
+            None,
+        )
+        .problem(404);
+    let rd = w.api.request(
+        "POST",
+        "/api/v1/webhooks/ep-1/redrive",
+        Some(&t.admin),
+        None,
+    );
+    assert_eq!(rd.json()["redriven"], 0);
+}
+
+const VALIDATE_BUNDLE: &str = r#"
+import json, sys
+from fhir.resources import __fhir_version__
+from fhir.resources.bundle import Bundle
+from fhir.resources.observation import Observation
+assert __fhir_version__ == "4.0.1", __fhir_version__
+doc = json.load(sys.stdin)
+bundle = Bundle.parse_obj(doc)
+assert bundle.type == "searchset"
+out = []
+for e in doc.get("entry", []):
+    o = Observation.parse_obj(e["resource"])
+    out.append({
+        "id": o.id,
+        "code": o.code.coding[0].code,
+        "components": [c.code.coding[0].code for c in (o.component or [])],
+        "units": [c.valueQuantity.code for c in (o.component or [])] + ([o.valueQuantity.code] if o.valueQuantity else []),
+        "ucum": all(q.system == "http://unitsofmeasure.org" for q in [c.valueQuantity for c in (o.component or [])] + ([o.valueQuantity] if o.valueQuantity else [])),
+        "device": o.device.reference,
+        "subject": o.subject.reference,
+        "status": o.status,
+        "category": o.category[0].coding[0].code,
+        "effective": o.effectiveDateTime.isoformat(),
+    })
+print(json.dumps({"entries": out, "links": [l.relation for l in (bundle.link or [])]}))
+"#;
+
+/// FHIR search returns a searchset Bundle that an independent FHIR R4
+/// implementation (Python `fhir.resources` 6.2, FHIR 4.0.1) accepts: BP as
+/// one panel with components, LOINC codes, UCUM units, device references.
+#[test]
+fn fhir_bundle_is_valid_r4_by_an_independent_library() {
+    let w = world("");
+    let t = setup(&w);
+    push_bp(&w, &t.ingest, "cuff-n", 50, 150);
+    push_bp(&w, &t.ingest, "cuff-n", 40, 151);
+    let senml = format!(
+        r#"[{{"bt":{},"n":"spo2","u":"%","v":96}},{{"n":"weight","u":"kg","v":81.5}},{{"n":"glucose","u":"mmol/L","v":5.4}},{{"n":"temp","u":"Cel","v":37.2}}]"#,
+        (Utc::now() - Days::minutes(30)).timestamp()
+    );
+    w.api
+        .request(
+            "POST",
+            "/api/v1/readings?device_id=cuff-n",
+            Some(&t.ingest),
+            Some(("application/senml+json", senml.as_bytes())),
+        )
+        .expect(200);
+    let r = w.api.get("/fhir/Observation?patient=p-north", &t.north);
+    r.expect(200);
+    assert_eq!(r.header("content-type"), Some("application/fhir+json"));
+    let checked: Value =
+        serde_json::from_str(&http::python_fhir(VALIDATE_BUNDLE, &r.body)).unwrap();
+    let entries = checked["entries"].as_array().unwrap();
+    // 2 BP panels + 2 pulse + spo2, weight, glucose, temperature.
+    assert_eq!(entries.len(), 8, "{checked}");
+    let panels: Vec<&Value> = entries.iter().filter(|e| e["code"] == "85354-9").collect();
+    assert_eq!(panels.len(), 2);
+    assert_eq!(
+        panels[0]["components"],
+        json!(["8480-6", "8462-4", "8478-0"])
+    );
+    assert_eq!(panels[0]["units"], json!(["mm[Hg]", "mm[Hg]", "mm[Hg]"]));
+    assert!(entries.iter().all(|e| e["ucum"] == true
+        && e["status"] == "final"
+        && e["device"] == "Device/cuff-n"
+        && e["subject"] == "Patient/p-north"));
+    let codes: BTreeSet<&str> = entries
+        .iter()
+        .map(|e| e["code"].as_str().unwrap())
+        .collect();
+    for c in ["8867-4", "59408-5", "29463-7", "41653-7", "8310-5"] {
+        assert!(codes.contains(c), "{c} missing: {codes:?}");
+    }
+    assert_eq!(
+        entries.iter().find(|e| e["code"] == "41653-7").unwrap()["units"],
+        json!(["mg/dL"])
+    );
+    assert_eq!(
+        entries.iter().find(|e| e["code"] == "8310-5").unwrap()["category"],
+        "vital-signs"
+    );
+
+    // Code and date filters; paging by `next` links visits each once.
+    let bp = w.api.get(
+        &format!(
+            "/fhir/Observation?patient=Patient/p-north&code=http://loinc.org|85354-9&date=ge{}",
+            ago(45)
+        ),
+        &t.admin,
+    );
+    let bp_checked: Value =
+        serde_json::from_str(&http::python_fhir(VALIDATE_BUNDLE, &bp.body)).unwrap();
+    assert_eq!(
+        bp_checked["entries"].as_array().unwrap().len(),
+        1,
+        "{bp_checked}"
+    );
+    let today = &Utc::now().to_rfc3339()[..10];
+    let mut url = format!("/fhir/Observation?patient=p-north&date={today}&_count=3");
+    let mut ids = BTreeSet::new();
+    let mut pages = 0;
+    loop {
+        let page = w.api.get(&url, &t.admin);
+        let v: Value =
+            serde_json::from_str(&http::python_fhir(VALIDATE_BUNDLE, &page.body)).unwrap();
+        pages += 1;
+        for e in v["entries"].as_array().unwrap() {
+            assert!(ids.insert(e["id"].as_str().unwrap().to_string()));
+        }
+        let doc = page.json();
+        let next = doc["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .map(|l| l["url"].as_str().unwrap().to_string());
+        match next {
+            Some(n) => url = n.trim_start_matches(&w.api.base).to_string(),
+            None => break,
+        }
+    }
+    // Around midnight UTC part of the data may fall on yesterday.
+    if Utc::now().format("%H").to_string() != "00" {
+        assert_eq!((ids.len(), pages), (8, 3));
+    }
+
+    // Read one Observation and validate it too.
+    let panel_id = panels[0]["id"].as_str().unwrap();
+    let one = w
+        .api
+        .get(&format!("/fhir/Observation/{panel_id}"), &t.north);
+    one.expect(200);
+    let out = http::python_fhir(
+        "import sys\nfrom fhir.resources.observation import Observation\no = Observation.parse_raw(sys.stdin.read())\nprint(o.code.coding[0].code, len(o.component))",
+        &one.body,
+    );
+    assert_eq!(out.trim(), "85354-9 3");
+    w.api.get("/fhir/Observation/bp-0000", &t.admin).expect(404);
+}
+
+/// HTTPS with a certificate made for the test: curl verifies it against
+/// the test CA; plain HTTP to the TLS port gets nothing.
+#[test]
+fn https_with_a_generated_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = http::test_certificate(dir.path());
+    let broker = Mosquitto::start(dir.path());
+    let port = http::api_port();
+    let mut gw = Gateway::new(
+        dir.path(),
+        broker.port,
+        &[("cuff-n", "p-north")],
+        &http::api_config(
+            port,
+            &format!(
+                "tls_cert = \"{}\"\ntls_key = \"{}\"",
+                cert.display(),
+                key.display()
+            ),
+        ),
+    );
+    http::start_with_api(&mut gw, port);
+    let admin = http::token(&gw, "ops", "admin", &[]);
+    let api = Api {
+        base: format!("https://localhost:{port}"),
+        cacert: Some(cert.clone()),
+    };
+    api.request("GET", "/healthz", None, None).expect(200);
+    let r = api.send(
+        "POST",
+        "/api/v1/readings",
+        &admin,
+        &json!({"device_id": "cuff-n", "profile": "acme-bp-cuff", "payload": bp(3, 128)}),
+    );
+    r.expect(200);
+    assert_eq!(r.json()["measurements"][0]["outcome"], "stored");
+    let page = api.get("/fhir/Observation?patient=p-north", &admin).json();
+    assert!(page["entry"][0]["fullUrl"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("https://localhost:{port}/fhir/Observation/")));
+    // Without the CA, curl refuses the certificate; plain HTTP gets no answer.
+    let out = std::process::Command::new("curl")
+        .args(["-sS", &format!("https://localhost:{port}/healthz")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "5",
+            &format!("http://127.0.0.1:{port}/healthz"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() || out.stdout.is_empty());
+    assert_eq!(gw.stop().code(), Some(0));
+}
+
+/// A push is answered 2xx only once committed: a crash before the commit
+/// answers nothing and stores nothing; a crash after it stores the reading,
+/// and the client's retry is reported as a duplicate.
+#[test]
+fn ingest_answers_only_after_the_commit() {
+    for (fault, stored_after_crash) in [("abort-before-commit", 0), ("abort-after-commit", 4)] {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Mosquitto::start(dir.path());
+        let port = http::api_port();
+        let mut gw = Gateway::new(
+            dir.path(),
+            broker.port,
+            &[("cuff-n", "p-north")],
+            &http::api_config(port, ""),
+        );
+        http::start_with_api(&mut gw, port);
+        let admin = http::token(&gw, "ops", "admin", &[]);
+        gw.stop();
+        gw.start_with_env(&[("RPM_FAULT_INJECT", fault)]);
+        wait_until("the API", T, || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        let body = serde_json::to_vec(
+            &json!({"device_id": "cuff-n", "profile": "acme-bp-cuff", "payload": bp(3, 128)}),
+        )
+        .unwrap();
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+            .args([
+                "-H",
+                &format!("Authorization: Bearer {admin}"),
+                "-H",
+                "Content-Type: application/json",
+            ])
+            .args(["--data-binary", &String::from_utf8(body.clone()).unwrap()])
+            .arg(format!("http://127.0.0.1:{port}/api/v1/readings"))
+            .output()
+            .unwrap();
+        let code = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            !code.starts_with('2'),
+            "{fault}: answered {code} before the commit was safe"
+        );
+        gw.wait_exit(T);
+        assert_eq!(gw.readings(), stored_after_crash, "{fault}");
+        http::start_with_api(&mut gw, port);
+        let api = Api {
+            base: format!("http://127.0.0.1:{port}"),
+            cacert: None,
+        };
+        let r = api.request(
+            "POST",
+            "/api/v1/readings",
+            Some(&admin),
+            Some(("application/json", &body)),
+        );
+        r.expect(200);
+        let expected = if stored_after_crash == 0 {
+            "stored"
+        } else {
+            "duplicate"
+        };
+        assert_eq!(r.json()["measurements"][0]["outcome"], expected, "{fault}");
+        assert_eq!(gw.readings(), 4);
+        assert_eq!(gw.stop().code(), Some(0));
+    }
+}
+
+/// `gateway/openapi.yaml` documents exactly the routes the router serves.
+#[test]
+fn openapi_document_matches_the_router() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../gateway/openapi.yaml");
+    let doc: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    let mut documented = BTreeSet::new();
+    for (p, item) in doc["paths"].as_mapping().unwrap() {
+        for (m, _) in item.as_mapping().unwrap() {
+            let m = m.as_str().unwrap();
+            if ["get", "post", "put", "patch", "delete"].contains(&m) {
+                documented.insert((m.to_uppercase(), p.as_str().unwrap().to_string()));
+            }
+        }
+    }
+    let served: BTreeSet<(String, String)> = rpm_gateway::api::route_list().into_iter().collect();
+    let undocumented: Vec<_> = served.difference(&documented).collect();
+    let unserved: Vec<_> = documented.difference(&served).collect();
+    assert!(
+        undocumented.is_empty() && unserved.is_empty(),
+        "served but not documented: {undocumented:?}\ndocumented but not served: {unserved:?}"
+    );
+}
+
+/// The README's curl walkthrough runs as written (on a free port instead of
+/// 8080), with the real binary as `rpm-gateway` on PATH.
+#[test]
+fn readme_walkthrough_runs() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let start = readme.find("<!-- walkthrough:start -->").unwrap();
+    let end = readme.find("<!-- walkthrough:end -->").unwrap();
+    let block = &readme[start..end];
+    let script = block
+        .split_once("```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(s, _)| s)
+        .expect("a sh block between the walkthrough markers");
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(common::BIN, bin.join("rpm-gateway")).unwrap();
+    let port = http::api_port();
+    let script = script.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = std::process::Command::new("bash")
+        .args(["-eu", "-c", &script])
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .env_remove("RPM_GATEWAY_CONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "walkthrough failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "\"care_team\":\"north\"",
+        "\"outcome\":\"stored\"",
+        "\"metric\":\"systolic\"",
+        "\"code\":\"85354-9\"",
+        "urn:rpm-gateway:problem:bad-request",
+        "\"ready\":true",
+        "rpm_readings_stored_total{source=\"http\"} 3",
+    ] {
+        assert!(stdout.contains(needle), "`{needle}` not in:\n{stdout}");
+    }
+}

@@ -241,6 +241,11 @@ impl Metrics {
         self.ble_adapter.load(Ordering::Relaxed) == 1
     }
 
+    /// BLE devices connected now.
+    pub fn ble_connected_devices(&self) -> i64 {
+        self.ble_links.load(Ordering::Relaxed)
+    }
+
     /// A BLE device link opened (+1) or closed (-1).
     pub fn ble_links(&self, delta: i64) {
         self.ble_links.fetch_add(delta, Ordering::Relaxed);

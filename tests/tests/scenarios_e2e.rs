@@ -411,7 +411,6 @@ fn same_seed_same_run() {
 /// token): every valid reading stored once, every fault quarantined with
 /// its reason, duplicates and bursts included.
 #[test]
-#[ignore = "needs the HTTP API (POST /api/v1/readings)"]
 fn every_reading_pushed_over_http_arrives_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let api_port = common::free_port();

@@ -75,9 +75,11 @@ fn store_writable(s: &Store) -> bool {
     ok
 }
 
-/// `GET /readyz`: 200 when the store is writable, the writer runs and the
-/// MQTT source (if configured) is connected; 503 otherwise. The body says
-/// which part is not ready and how large the backlogs are.
+/// `GET /readyz`: 200 when the store is writable, its disk is not low, the
+/// writer runs and the MQTT source (if configured) is connected; 503
+/// otherwise. The body says which part is not ready and how large the
+/// backlogs are. A missing BLE adapter is reported but does not make the
+/// gateway unready: its other sources keep working.
 pub async fn readyz(State(st): State<Arc<ApiState>>) -> Response {
     let probe = st.db.run(|s| Ok((store_writable(s), backlog(s)?))).await;
     let (writable, backlog) = match probe {
@@ -87,12 +89,18 @@ pub async fn readyz(State(st): State<Arc<ApiState>>) -> Response {
     let writer = st.writer.is_running();
     let mqtt_connected = st.metrics.mqtt_connected();
     let mqtt_ok = !st.mqtt_configured || mqtt_connected;
-    let ready = writable && writer && mqtt_ok;
+    let disk_low = st.metrics.store_disk_low();
+    let ready = writable && writer && mqtt_ok && !disk_low;
+    let ble_state = match (st.ble_configured, st.metrics.ble_adapter_available()) {
+        (false, _) => "not_configured",
+        (true, true) => "adapter_available",
+        (true, false) => "no_adapter",
+    };
     let body = serde_json::json!({
         "ready": ready,
-        "store": {"writable": writable, "writer_running": writer},
+        "store": {"writable": writable, "writer_running": writer, "disk_low": disk_low},
         "mqtt": {"configured": st.mqtt_configured, "connected": mqtt_connected},
-        "ble": {"state": "not_configured"},
+        "ble": {"state": ble_state, "connected_devices": st.metrics.ble_connected_devices()},
         "backlog": backlog,
     });
     let status = if ready {

@@ -62,6 +62,8 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// Whether an MQTT source is configured (readiness).
     pub mqtt_configured: bool,
+    /// Whether a BLE source is configured (readiness).
+    pub ble_configured: bool,
     /// The rule set care plans and overrides are checked against.
     pub rules: Option<Arc<alerting_rules::RuleSet>>,
     /// Plain-http webhook URLs allowed (`delivery.allow_http`).
@@ -344,6 +346,7 @@ pub async fn start(
         pipeline,
         metrics,
         mqtt_configured: config.sources.mqtt.is_some(),
+        ble_configured: config.sources.ble.as_ref().is_some_and(|b| b.enabled),
         rules,
         allow_http: config.delivery.allow_http,
     });

@@ -7,9 +7,9 @@
 //! of the simulator's `demo` scenario (`simulator/scenarios/demo.toml`: five
 //! patients, a week, every rule pack, device quirks, a malformed payload and
 //! an unregistered device) played in accelerated time over real MQTT (QoS 1)
-//! through the simulator's own transport, and a summary. A new stage
-//! (alerts, a webhook receiver) is one more method on [`Demo`] and one more
-//! line in [`run`].
+//! through the simulator's own transport, and a summary with the alerts the
+//! gateway raised beside the scenario's ground truth. A new stage (a webhook
+//! receiver) is one more method on [`Demo`] and one more line in [`run`].
 
 use anyhow::Context as _;
 use chrono::Utc;
@@ -160,6 +160,26 @@ impl Demo {
                 patient: d.patient_id,
             })
             .collect();
+        // Each patient enrolled in the care plan of their condition, so
+        // every bundled rule pack has someone to watch.
+        config.patients = self
+            .scenario
+            .patients
+            .iter()
+            .map(|p| crate::config::PatientEnrolment {
+                id: p.id.clone(),
+                care_plans: p
+                    .condition
+                    .care_plan()
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
+                care_team: None,
+            })
+            .collect();
+        // Days of readings arrive in seconds: without this every alert
+        // would be flagged late (received long after it was measured).
+        config.rules.late_receipt = Duration::from_secs(30 * 86_400);
 
         println!("rpm-gateway demo");
         println!("  embedded MQTT broker  127.0.0.1:{}", self.port);
@@ -242,6 +262,38 @@ impl Demo {
         println!("  readings stored       {}", store.count_readings()?);
         for (reason, n) in store.quarantine_counts()? {
             println!("  quarantined           {n} × {reason}");
+        }
+        println!();
+        let mut raised = crate::rules::alerts::list(
+            store.conn(),
+            &crate::rules::alerts::AlertFilter {
+                status: None,
+                patient_id: None,
+                limit: 1000,
+            },
+        )?;
+        raised.sort_by_key(|a| a.measured_at);
+        // Missing-data (adherence) rules judge silence against the wall
+        // clock, which a week replayed in seconds does not follow: count
+        // them, don't show them as findings.
+        let replay_artifacts = raised.iter().filter(|a| a.pack == "adherence").count();
+        raised.retain(|a| a.pack != "adherence");
+        println!("alerts the gateway raised ({}):", raised.len());
+        for a in &raised {
+            println!(
+                "  {:<26} {:<10} {:<8} {:<9} {}  {}",
+                a.rule_id,
+                a.patient_id,
+                a.severity,
+                a.status,
+                a.measured_at
+                    .map(|t| t.format("%a %d %b %H:%M").to_string())
+                    .unwrap_or_default(),
+                a.message
+            );
+        }
+        if replay_artifacts > 0 {
+            println!("  (+{replay_artifacts} missing-data alert(s): silence is judged on the wall clock, not meaningful in an accelerated replay)");
         }
         println!();
         println!(

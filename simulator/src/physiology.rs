@@ -36,6 +36,18 @@ pub enum Condition {
 }
 
 impl Condition {
+    /// The gateway care plan that monitors this condition (the bundled
+    /// `alerting-rules/rules/plans.toml`), if any.
+    pub const fn care_plan(self) -> Option<&'static str> {
+        match self {
+            Condition::Healthy => None,
+            Condition::Hypertension => Some("hypertension"),
+            Condition::HeartFailure => Some("heart-failure"),
+            Condition::Diabetes => Some("diabetes"),
+            Condition::Copd => Some("copd"),
+        }
+    }
+
     /// The snake_case name used in scenario files.
     pub const fn name(self) -> &'static str {
         match self {

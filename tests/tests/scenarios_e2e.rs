@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use common::{rpm_sim, wait_until, Gateway, Mosquitto};
 use rpm_simulator::faults::expected_reject;
-use rpm_simulator::physiology::Condition;
 use rpm_simulator::run::RunReport;
 use rpm_simulator::scenario::{bundled_dir, Scenario};
 
@@ -151,18 +150,6 @@ fn assert_stored_exactly_once(gw: &Gateway, runs: &[RunReport], expect_duplicate
     assert_eq!(q, want);
 }
 
-/// The gateway care plan of a scenario patient's condition (the bundled
-/// `alerting-rules/rules/plans.toml`).
-fn care_plan(c: Condition) -> Option<&'static str> {
-    match c {
-        Condition::Healthy => None,
-        Condition::Hypertension => Some("hypertension"),
-        Condition::HeartFailure => Some("heart-failure"),
-        Condition::Diabetes => Some("diabetes"),
-        Condition::Copd => Some("copd"),
-    }
-}
-
 /// Each scenario's ground truth against the gateway's `alerts` table: for
 /// every (rule, patient) the scenario states, an alert whose triggering
 /// reading's measured time falls in each expected window, and none outside
@@ -206,7 +193,9 @@ fn judge_alerts(judge: &dyn Fn(&str) -> bool) {
     let mut extra = String::from("[rules]\nmissing_interval = \"1h\"\nlate_receipt = \"30d\"\n\n");
     for s in scenarios() {
         for p in &s.patients {
-            let plans: Vec<String> = care_plan(p.condition)
+            let plans: Vec<String> = p
+                .condition
+                .care_plan()
                 .map(|c| format!("\"{c}\""))
                 .into_iter()
                 .collect();

@@ -148,15 +148,15 @@ pub async fn list(
             if let Some(pt) = &patient {
                 p.check_patient(s.conn(), pt, "patient")?;
             }
-            let sql = format!(
-                "SELECT {COLUMNS} FROM alerts a LEFT JOIN patients p ON p.patient_id = a.patient_id {}
-                 ORDER BY a.fired_at DESC, a.alert_id DESC LIMIT {}",
-                f.sql(),
-                limit + 1
-            );
-            let mut stmt = s.conn().prepare(&sql)?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(f.params.iter()), row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            Ok(f.query(
+                s.conn(),
+                &format!(
+                    "{COLUMNS} FROM alerts a LEFT JOIN patients p ON p.patient_id = a.patient_id"
+                ),
+                "a.fired_at DESC, a.alert_id DESC",
+                limit + 1,
+                row,
+            )?)
         })
         .await?;
     let page = Page::new(rows, limit, |a| {

@@ -57,14 +57,13 @@ pub async fn list(
             if let Some(pt) = &patient {
                 p.check_patient(s.conn(), pt, "patient")?;
             }
-            let sql = format!(
-                "SELECT {DEVICE_COLUMNS} FROM devices {} ORDER BY device_id LIMIT {}",
-                f.sql(),
-                limit + 1
-            );
-            let mut stmt = s.conn().prepare(&sql)?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(f.params.iter()), device_row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            Ok(f.query(
+                s.conn(),
+                &format!("{DEVICE_COLUMNS} FROM devices"),
+                "device_id",
+                limit + 1,
+                device_row,
+            )?)
         })
         .await?;
     Ok((

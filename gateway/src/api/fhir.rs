@@ -419,13 +419,13 @@ pub async fn search(
     let rows = st
         .db
         .run(move |s| {
-            let sql = format!(
-                "SELECT {READING_COLUMNS} FROM readings {} ORDER BY measured_at, seq LIMIT {window}",
-                f.sql()
-            );
-            let mut stmt = s.conn().prepare(&sql)?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(f.params.iter()), reading_row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            Ok(f.query(
+                s.conn(),
+                &format!("{READING_COLUMNS} FROM readings"),
+                "measured_at, seq",
+                window,
+                reading_row,
+            )?)
         })
         .await?;
     let mut groups = group(rows);

@@ -145,6 +145,25 @@ impl Filter {
         }
     }
 
+    /// Runs `SELECT {head} {WHERE ...} ORDER BY {order} LIMIT {limit}` with
+    /// this filter's parameters and maps every row.
+    pub fn query<T>(
+        &self,
+        conn: &rusqlite::Connection,
+        head: &str,
+        order: &str,
+        limit: usize,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<Vec<T>> {
+        let sql = format!(
+            "SELECT {head} {} ORDER BY {order} LIMIT {limit}",
+            self.sql()
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(self.params.iter()), row)?;
+        rows.collect()
+    }
+
     /// The next free parameter number.
     pub fn next(&self) -> usize {
         self.params.len() + 1

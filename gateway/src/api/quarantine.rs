@@ -67,15 +67,13 @@ pub async fn list(
     let rows = st
         .db
         .run(move |s| {
-            let sql = format!(
-                "SELECT {QUARANTINE_COLUMNS} FROM quarantine {} ORDER BY id LIMIT {}",
-                f.sql(),
-                limit + 1
-            );
-            let mut stmt = s.conn().prepare(&sql)?;
-            let rows =
-                stmt.query_map(rusqlite::params_from_iter(f.params.iter()), quarantine_row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            Ok(f.query(
+                s.conn(),
+                &format!("{QUARANTINE_COLUMNS} FROM quarantine"),
+                "id",
+                limit + 1,
+                quarantine_row,
+            )?)
         })
         .await?;
     Ok(Json(Page::new(rows, limit, |r| r.id.to_string())))

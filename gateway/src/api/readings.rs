@@ -76,14 +76,13 @@ pub async fn list(
             if let Some(pt) = &patient {
                 p.check_patient(s.conn(), pt, "patient")?;
             }
-            let sql = format!(
-                "SELECT {READING_COLUMNS} FROM readings {} ORDER BY measured_at, seq LIMIT {}",
-                f.sql(),
-                limit + 1
-            );
-            let mut stmt = s.conn().prepare(&sql)?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(f.params.iter()), reading_row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            Ok(f.query(
+                s.conn(),
+                &format!("{READING_COLUMNS} FROM readings"),
+                "measured_at, seq",
+                limit + 1,
+                reading_row,
+            )?)
         })
         .await?;
     let page = Page::new(rows, limit, |r| {

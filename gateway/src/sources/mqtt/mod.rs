@@ -14,6 +14,17 @@
 //!   unacknowledged message on a new connection, so waiting would leave the
 //!   reading stuck until the next network hiccup.
 //! - MQTT 5 sets an explicit session expiry (see [`protocol`]).
+//! - **The event loop never waits on its own acks.** Acks travel from the
+//!   acker task through rumqttc's bounded request channel, which only the
+//!   event loop drains. If the event loop could in turn block on the acker
+//!   (a bounded hand-over queue), a broker flushing a large queued backlog
+//!   fills both and the two wait on each other for ever: no more acks, no
+//!   more reads, no shutdown. So the hand-over queue is unbounded, and the
+//!   event loop only ever waits on the store writer, which never waits on
+//!   MQTT. What bounds it: the writer's queue (a slow disk stops the event
+//!   loop, and TCP pushes back on the broker) and the broker's in-flight
+//!   window (MQTT 5 Receive Maximum = `pipeline_depth`). An entry is a
+//!   packet id and a commit handle, not the payload.
 
 mod protocol;
 
@@ -101,7 +112,9 @@ impl MqttSource {
         let (client, mut conn) = protocol::connect(&self.cfg, self.settings()?, depth + 64);
         let generation = Arc::new(AtomicU64::new(0));
         let commit_failed = Arc::new(Notify::new());
-        let (ack_tx, ack_rx) = mpsc::channel::<Pending>(depth);
+        // Unbounded on purpose: see "the event loop never waits on its own
+        // acks" in the module docs.
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Pending>();
         let acker = tokio::spawn(ack_in_order(
             ack_rx,
             client.clone(),
@@ -179,7 +192,7 @@ impl MqttSource {
                         token,
                         commit,
                     };
-                    if ack_tx.send(pending).await.is_err() {
+                    if ack_tx.send(pending).is_err() {
                         break;
                     }
                 }
@@ -230,7 +243,7 @@ impl MqttSource {
 /// Acknowledges publishes in the order received, each once its commit is
 /// done. A failed commit is not acknowledged: the broker redelivers it.
 async fn ack_in_order(
-    mut rx: mpsc::Receiver<Pending>,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
     client: Client,
     generation: Arc<AtomicU64>,
     pipeline: Arc<Pipeline>,
@@ -241,7 +254,7 @@ async fn ack_in_order(
             Ok(Ok(outcomes)) => {
                 pipeline.record(Source::Mqtt, &outcomes);
                 if p.generation == generation.load(Ordering::SeqCst)
-                    && client.ack(&p.token).await.is_err()
+                    && client.ack(p.token).await.is_err()
                 {
                     return;
                 }

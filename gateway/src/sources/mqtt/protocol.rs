@@ -44,12 +44,26 @@ pub enum Incoming {
     Other,
 }
 
-/// What [`Client::ack`] needs to acknowledge a publish.
+/// What [`Client::ack`] needs to acknowledge a publish: its packet id and
+/// QoS, not the publish itself. A backlog can leave thousands of publishes
+/// between receipt and acknowledgement; keeping their payloads (slices that
+/// pin whole read buffers) would make that cost memory on a small box.
+#[derive(Debug, Clone, Copy)]
 pub enum AckToken {
     /// MQTT 3.1.1.
-    V311(rumqttc::Publish),
-    /// MQTT 5 (boxed: its properties make it several times larger).
-    V5(Box<v5::mqttbytes::v5::Publish>),
+    V311 {
+        /// Packet id.
+        pkid: u16,
+        /// QoS of the publish.
+        qos: QoS,
+    },
+    /// MQTT 5.
+    V5 {
+        /// Packet id.
+        pkid: u16,
+        /// QoS of the publish.
+        qos: v5::mqttbytes::QoS,
+    },
 }
 
 /// The request side of a connection.
@@ -102,6 +116,9 @@ pub fn connect(cfg: &MqttConfig, s: Settings, cap: usize) -> (Client, Connection
             let mut o = v5::MqttOptions::new(s.client_id, cfg.host.clone(), cfg.port);
             o.set_keep_alive(cfg.keep_alive);
             o.set_clean_start(!cfg.persistent_session);
+            // Receive Maximum: a v5 broker sends at most this many
+            // unacknowledged publishes, which bounds the acks in flight.
+            o.set_receive_maximum(Some(u16::try_from(cfg.pipeline_depth).unwrap_or(u16::MAX)));
             if cfg.persistent_session {
                 let secs = u32::try_from(cfg.session_expiry.as_secs()).unwrap_or(u32::MAX);
                 o.set_session_expiry_interval(Some(secs));
@@ -140,9 +157,12 @@ impl Connection {
                     }
                     Event::Incoming(Packet::SubAck(_)) => Ok(Incoming::Subscribed),
                     Event::Incoming(Packet::Publish(p)) => Ok(Incoming::Publish {
-                        topic: p.topic.clone(),
-                        payload: p.payload.clone(),
-                        token: AckToken::V311(p),
+                        token: AckToken::V311 {
+                            pkid: p.pkid,
+                            qos: p.qos,
+                        },
+                        topic: p.topic,
+                        payload: p.payload,
                     }),
                     Event::Outgoing(Outgoing::Disconnect) => Ok(Incoming::Disconnected),
                     _ => Ok(Incoming::Other),
@@ -165,8 +185,11 @@ impl Connection {
                         // Invalid UTF-8 cannot match a profile's topic: it
                         // is quarantined as `no_profile` with its bytes.
                         topic: String::from_utf8_lossy(&p.topic).into_owned(),
-                        payload: p.payload.clone(),
-                        token: AckToken::V5(Box::new(p)),
+                        token: AckToken::V5 {
+                            pkid: p.pkid,
+                            qos: p.qos,
+                        },
+                        payload: p.payload,
                     }),
                     Event::Outgoing(rumqttc::Outgoing::Disconnect) => Ok(Incoming::Disconnected),
                     _ => Ok(Incoming::Other),
@@ -189,10 +212,20 @@ impl Connection {
 
 impl Client {
     /// Acknowledges a committed publish (PUBACK).
-    pub async fn ack(&self, token: &AckToken) -> Result<(), String> {
+    pub async fn ack(&self, token: AckToken) -> Result<(), String> {
+        // The clients acknowledge a `Publish`, of which they read only the
+        // packet id and QoS: a bare one carries those.
         match (self, token) {
-            (Client::V311(c), AckToken::V311(p)) => c.ack(p).await.map_err(|e| e.to_string()),
-            (Client::V5(c), AckToken::V5(p)) => c.ack(p).await.map_err(|e| e.to_string()),
+            (Client::V311(c), AckToken::V311 { pkid, qos }) => {
+                let mut p = rumqttc::Publish::new("", qos, Vec::new());
+                p.pkid = pkid;
+                c.ack(&p).await.map_err(|e| e.to_string())
+            }
+            (Client::V5(c), AckToken::V5 { pkid, qos }) => {
+                let mut p = v5::mqttbytes::v5::Publish::new("", qos, Bytes::new(), None);
+                p.pkid = pkid;
+                c.ack(&p).await.map_err(|e| e.to_string())
+            }
             _ => Err("ack token of the other protocol version".into()),
         }
     }

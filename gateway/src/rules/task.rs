@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alerting_rules::{Engine, EngineConfig};
-use chrono::Utc;
 use tokio::sync::{mpsc, watch};
 
 use super::evaluator::Evaluator;
@@ -100,7 +99,10 @@ pub async fn run(
     }
     // Readings committed before the sources stopped are evaluated now
     // rather than after the next start (either is correct: the cursor is durable).
-    let _ = work(ev, false, &metrics).await;
+    // On the data clock the missing-data rules are judged too: a replay
+    // that ends is judged at its last reading's time.
+    let last_tick = ev.as_ref().is_some_and(Evaluator::uses_data_clock);
+    let _ = work(ev, last_tick, &metrics).await;
     tracing::info!("rule evaluation stopped");
 }
 
@@ -117,7 +119,7 @@ async fn work(
             tracing::error!(error = %err, "rule evaluation failed; retrying on the next wake-up");
         }
         if do_missing {
-            if let Err(err) = e.tick_missing(Utc::now()) {
+            if let Err(err) = e.tick() {
                 metrics.rules_failure();
                 tracing::error!(error = %err, "missing-data evaluation failed; retrying on the next tick");
             }

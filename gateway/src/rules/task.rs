@@ -3,6 +3,8 @@
 //! Wakes on every ingest commit (`Writer::committed`), on a one-second poll
 //! (readings committed by another process, such as a CLI assignment that
 //! re-processes quarantine), on the missing-data interval, and on SIGHUP.
+//! On the data clock (`rules.clock = "data"`) the missing-data rules run at
+//! every wake-up where the data's time moved, and once more at stop.
 //! The SQLite work runs on the blocking pool; errors are logged, counted
 //! and retried on the next wake-up (the cursor has not moved, so nothing is
 //! skipped). Reload builds the new rule set first and swaps it in only if
@@ -92,7 +94,11 @@ pub async fn run(
                 }
             }
         }
-        ev = work(ev, do_missing, &metrics).await;
+        // On the data clock silence is judged whenever the data's time
+        // moved (`tick` does nothing otherwise), not on a wall-clock timer
+        // that a replay outruns.
+        let data_clock = ev.as_ref().is_some_and(Evaluator::uses_data_clock);
+        ev = work(ev, do_missing || data_clock, &metrics).await;
         if ev.is_none() {
             return;
         }

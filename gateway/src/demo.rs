@@ -506,7 +506,7 @@ fn print_webhook(r: &Received) {
     let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
     println!();
     print!(
-        "  WEBHOOK {:<16} {:<8} {:<10} {:<24} {}  (signature verified)",
+        "  WEBHOOK {:<16} {:<8} {:<10} {:<29} {}  (signature verified)",
         s(&r.event["type"]),
         s(&d["severity"]).to_uppercase(),
         s(&d["patient_id"]),

@@ -1,15 +1,22 @@
 //! `rpm-gateway demo`: the whole flow on one machine with nothing installed.
 //!
 //! The demo is a list of stages run in order (see [`run`]): an embedded MQTT
-//! broker (rumqttd) on a free local port, a store in a temporary directory,
-//! the real gateway runtime, a live view that reads what was committed (from
-//! the store, after a cursor, like every downstream consumer), the patients
-//! of the simulator's `demo` scenario (`simulator/scenarios/demo.toml`: five
-//! patients, a week, every rule pack, device quirks, a malformed payload and
-//! an unregistered device) played in accelerated time over real MQTT (QoS 1)
-//! through the simulator's own transport, and a summary with the alerts the
-//! gateway raised beside the scenario's ground truth. A new stage (a webhook
-//! receiver) is one more method on [`Demo`] and one more line in [`run`].
+//! broker (rumqttd) on a free local port, a webhook receiver on another
+//! (the one `rpm-gateway webhook-receiver` runs, verifying every signature
+//! with a secret generated for the run), a store in a temporary directory,
+//! the real gateway runtime with that receiver as its `[[webhooks]]`
+//! endpoint, a live view that reads what was committed (from the store,
+//! after a cursor, like every downstream consumer) and prints each verified
+//! webhook as it arrives, the patients of the simulator's `demo` scenario
+//! (`simulator/scenarios/demo.toml`: five patients, a week, every rule pack,
+//! device quirks, a malformed payload and an unregistered device) played in
+//! accelerated time over real MQTT (QoS 1) through the simulator's own
+//! transport, and a summary with the alerts the gateway raised beside the
+//! scenario's ground truth, and the webhooks delivered.
+//!
+//! The gateway runs on the data clock (`rules.clock = "data"`): a week
+//! played in seconds is judged in the week's own time, so the adherence
+//! (missing-data) alerts of the non-adherent patient are real findings.
 
 use anyhow::Context as _;
 use chrono::Utc;
@@ -21,8 +28,13 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{Config, DeviceAssignment, MqttConfig};
+use crate::config::{Config, DeviceAssignment, MqttConfig, RulesClock, WebhookConfig};
+use crate::delivery::receiver::{self, Received, ReceiverOptions};
+use crate::delivery::signing::Secret;
 use crate::store::Store;
+
+/// How often the demo's gateway judges silence (on the data clock).
+const MISSING_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Options of `rpm-gateway demo`.
 #[derive(Debug, Clone, Args)]
@@ -93,17 +105,41 @@ struct Demo {
     store_path: PathBuf,
     port: u16,
     gateway: Option<Running<Result<(), crate::runtime::RunError>>>,
-    view: Option<Running<()>>,
+    view: Option<Running<Webhooks>>,
     sent: Option<RunReport>,
+    /// The receiver's URL and signing secret (for the gateway's config).
+    webhook: Option<(String, String)>,
+    /// Verified deliveries, for the live view (taken when it starts).
+    received: Option<tokio::sync::mpsc::Receiver<Received>>,
+    receiver: Option<Running<Result<(), receiver::ReceiverError>>>,
+    /// What the live view saw arrive.
+    webhooks: Webhooks,
+}
+
+/// Verified webhook deliveries seen by the live view.
+#[derive(Debug, Default, Clone)]
+struct Webhooks {
+    /// By event type (`alert.fired`, ...), first deliveries only.
+    by_type: std::collections::BTreeMap<String, usize>,
+    /// Re-deliveries of an id already received.
+    duplicates: usize,
+}
+
+impl Webhooks {
+    fn total(&self) -> usize {
+        self.by_type.values().sum()
+    }
 }
 
 /// Runs the demo: its stages, in order.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut demo = Demo::prepare(args)?;
     demo.start_broker().await?;
+    demo.start_receiver().await?;
     demo.start_gateway().await?;
     demo.start_live_view();
     demo.play_devices().await?;
+    demo.settle().await;
     demo.stop().await?;
     demo.summary()
 }
@@ -134,12 +170,39 @@ impl Demo {
             gateway: None,
             view: None,
             sent: None,
+            webhook: None,
+            received: None,
+            receiver: None,
+            webhooks: Webhooks::default(),
         })
     }
 
     async fn start_broker(&mut self) -> anyhow::Result<()> {
         start_broker(self.port)?;
         wait_for_port(self.port).await
+    }
+
+    /// The webhook receiver (`delivery::receiver`), in process on a free
+    /// local port, verifying with a secret made for this run. It prints
+    /// nothing itself: verified deliveries go to the live view.
+    async fn start_receiver(&mut self) -> anyhow::Result<()> {
+        let listener = receiver::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let addr = listener.local_addr()?;
+        let secret = Secret::generate();
+        let opts = ReceiverOptions {
+            secrets: vec![Secret::parse(&secret)?],
+            quiet: true,
+            ..ReceiverOptions::default()
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(receiver::serve(listener, opts, Some(tx), async move {
+            let _ = stop_rx.changed().await;
+        }));
+        self.receiver = Some((stop_tx, task));
+        self.received = Some(rx);
+        self.webhook = Some((format!("http://{addr}/rpm-alerts"), secret));
+        Ok(())
     }
 
     /// The real gateway runtime, with the scenario's devices assigned.
@@ -180,9 +243,28 @@ impl Demo {
         // Days of readings arrive in seconds: without this every alert
         // would be flagged late (received long after it was measured).
         config.rules.late_receipt = Duration::from_secs(30 * 86_400);
+        // ... and silence is judged in the week's time, not the wall
+        // clock's (a demo is a replay: never do this live).
+        config.rules.clock = RulesClock::Data;
+        config.rules.missing_interval = MISSING_INTERVAL;
+        if let Some((url, secret)) = &self.webhook {
+            config.webhooks = vec![WebhookConfig {
+                id: "demo-receiver".into(),
+                url: url.clone(),
+                secret: Some(secret.clone()),
+                secret_env: None,
+                secret_file: None,
+                description: "the demo's in-process webhook receiver".into(),
+                filter: Default::default(),
+                enabled: true,
+            }];
+        }
 
         println!("rpm-gateway demo");
         println!("  embedded MQTT broker  127.0.0.1:{}", self.port);
+        if let Some((url, _)) = &self.webhook {
+            println!("  webhook receiver      {url} (signatures verified with a secret made for this run)");
+        }
         println!("  store                 {}", self.store_path.display());
         println!(
             "  scenario              {} ({} days from {}, played in {} s)",
@@ -215,7 +297,8 @@ impl Demo {
     fn start_live_view(&mut self) {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let path = self.store_path.clone();
-        let task = tokio::task::spawn_blocking(move || live_view(&path, rx));
+        let hooks = self.received.take();
+        let task = tokio::task::spawn_blocking(move || live_view(&path, hooks, rx));
         self.view = Some((tx, task));
     }
 
@@ -238,17 +321,40 @@ impl Demo {
         Ok(())
     }
 
-    /// Lets the last batch commit, then stops the gateway (it drains) and
-    /// the live view.
+    /// Waits (at most 20 s) until the gateway is done with what was sent:
+    /// every reading committed and evaluated, silence judged at the last
+    /// reading's time, every event fanned out and no delivery pending; the
+    /// same for a second in a row.
+    async fn settle(&self) {
+        let Ok(store) = Store::open(&self.store_path) else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let (mut last, mut quiet_since) = (None, std::time::Instant::now());
+        while std::time::Instant::now() < deadline {
+            tokio::time::sleep(MISSING_INTERVAL).await;
+            let Ok(p) = progress(&store) else { continue };
+            if last != Some(p) {
+                (last, quiet_since) = (Some(p), std::time::Instant::now());
+            } else if p.done() && quiet_since.elapsed() >= Duration::from_secs(1) {
+                return;
+            }
+        }
+    }
+
+    /// Stops the gateway (it drains), the receiver and the live view.
     async fn stop(&mut self) -> anyhow::Result<()> {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
         if let Some((stop, task)) = self.gateway.take() {
             let _ = stop.send(true);
             task.await.context("gateway task")??;
         }
+        if let Some((stop, task)) = self.receiver.take() {
+            let _ = stop.send(true);
+            task.await.context("webhook receiver task")??;
+        }
         if let Some((stop, task)) = self.view.take() {
             let _ = stop.send(true);
-            let _ = task.await;
+            self.webhooks = task.await.unwrap_or_default();
         }
         Ok(())
     }
@@ -272,12 +378,9 @@ impl Demo {
                 limit: 1000,
             },
         )?;
-        raised.sort_by_key(|a| a.measured_at);
-        // Missing-data (adherence) rules judge silence against the wall
-        // clock, which a week replayed in seconds does not follow: count
-        // them, don't show them as findings.
-        let replay_artifacts = raised.iter().filter(|a| a.pack == "adherence").count();
-        raised.retain(|a| a.pack != "adherence");
+        // A missing-data alert has no triggering reading: it fired when the
+        // silence (on the data clock) reached the rule's limit.
+        raised.sort_by_key(|a| a.measured_at.unwrap_or(a.fired_at));
         println!("alerts the gateway raised ({}):", raised.len());
         for a in &raised {
             println!(
@@ -286,15 +389,47 @@ impl Demo {
                 a.patient_id,
                 a.severity,
                 a.status,
-                a.measured_at
-                    .map(|t| t.format("%a %d %b %H:%M").to_string())
-                    .unwrap_or_default(),
+                a.measured_at.unwrap_or(a.fired_at).format("%a %d %b %H:%M"),
                 a.message
             );
         }
-        if replay_artifacts > 0 {
-            println!("  (+{replay_artifacts} missing-data alert(s): silence is judged on the wall clock, not meaningful in an accelerated replay)");
-        }
+        println!();
+        let w = &self.webhooks;
+        let kinds: Vec<String> = w.by_type.iter().map(|(t, n)| format!("{n} {t}")).collect();
+        println!(
+            "webhooks received     {} verified ({}) for {} alerts raised",
+            w.total(),
+            if kinds.is_empty() {
+                "none".to_string()
+            } else {
+                kinds.join(", ")
+            },
+            raised.len()
+        );
+        let deliveries: Vec<String> = store
+            .conn()
+            .prepare("SELECT status, COUNT(*) FROM deliveries GROUP BY status ORDER BY status")?
+            .query_map([], |r| {
+                Ok(format!(
+                    "{} {}",
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(0)?
+                ))
+            })?
+            .collect::<Result<_, _>>()?;
+        println!(
+            "webhook deliveries    {}{}",
+            if deliveries.is_empty() {
+                "none".to_string()
+            } else {
+                deliveries.join(", ")
+            },
+            if w.duplicates > 0 {
+                format!(" ({} re-delivered)", w.duplicates)
+            } else {
+                String::new()
+            }
+        );
         println!();
         println!(
             "alerts a correct gateway raises (ground truth of {}):",
@@ -341,9 +476,56 @@ async fn wait_for_port(port: u16) -> anyhow::Result<()> {
     anyhow::bail!("the embedded broker did not start on port {port}")
 }
 
-/// Prints committed readings and quarantined input as they land.
-fn live_view(path: &std::path::Path, stop: tokio::sync::watch::Receiver<bool>) {
-    let Ok(store) = Store::open(path) else { return };
+/// Where the gateway stands: (newest reading, rules cursor, newest outbox
+/// event, fan-out cursor, pending deliveries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Progress(i64, i64, i64, i64, i64);
+
+impl Progress {
+    fn done(self) -> bool {
+        self.1 >= self.0 && self.3 >= self.2 && self.4 == 0
+    }
+}
+
+fn progress(store: &Store) -> Result<Progress, crate::store::StoreError> {
+    let q = |sql: &str| -> Result<i64, crate::store::StoreError> {
+        Ok(store.conn().query_row(sql, [], |r| r.get(0))?)
+    };
+    Ok(Progress(
+        q("SELECT COALESCE(MAX(seq), 0) FROM readings")?,
+        store.cursor(crate::rules::CURSOR)?,
+        q("SELECT COALESCE(MAX(seq), 0) FROM outbox")?,
+        store.cursor(crate::delivery::fanout::CURSOR)?,
+        q("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")?,
+    ))
+}
+
+/// One verified webhook, on a line of its own.
+fn print_webhook(r: &Received) {
+    let d = &r.event["data"];
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+    println!();
+    print!(
+        "  WEBHOOK {:<16} {:<8} {:<10} {:<29} {}  (signature verified)",
+        s(&r.event["type"]),
+        s(&d["severity"]).to_uppercase(),
+        s(&d["patient_id"]),
+        s(&d["rule"]["id"]),
+        s(&d["message"]),
+    );
+}
+
+/// Prints committed readings, quarantined input and verified webhooks as
+/// they land; returns the webhooks seen.
+fn live_view(
+    path: &std::path::Path,
+    mut hooks: Option<tokio::sync::mpsc::Receiver<Received>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Webhooks {
+    let mut seen = Webhooks::default();
+    let Ok(store) = Store::open(path) else {
+        return seen;
+    };
     let (mut seq, mut qid) = (0i64, 0i64);
     let mut last_group = String::new();
     loop {
@@ -375,9 +557,19 @@ fn live_view(path: &std::path::Path, stop: tokio::sync::watch::Receiver<bool>) {
                 last_group.clear();
             }
         }
+        while let Some(r) = hooks.as_mut().and_then(|h| h.try_recv().ok()) {
+            if r.duplicate_of > 0 {
+                seen.duplicates += 1;
+                continue;
+            }
+            let kind = r.event["type"].as_str().unwrap_or("?").to_string();
+            *seen.by_type.entry(kind).or_default() += 1;
+            print_webhook(&r);
+            last_group.clear();
+        }
         if done {
             println!();
-            return;
+            return seen;
         }
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -233,7 +233,13 @@ fn rules_evaluator(
         ..Default::default()
     };
     let evaluator =
-        crate::rules::evaluator::Evaluator::open(&config.store.path, engine, cfg, metrics)?;
+        crate::rules::evaluator::Evaluator::open(&config.store.path, engine, cfg, metrics)?
+            .with_clock(config.rules.clock.into());
+    if config.rules.clock == crate::config::RulesClock::Data {
+        tracing::warn!(
+            "rules.clock = \"data\": missing-data rules follow the newest stored reading, not the wall clock (replays, demos and tests only, never live monitoring)"
+        );
+    }
     let task = crate::rules::task::TaskConfig {
         rules_dir: config.rules.dir.clone(),
         engine: crate::rules::engine_config(&config.rules),

@@ -65,7 +65,11 @@ fn broken_config_and_profile_name_file_line_and_field() {
 
 /// README's first command, shortened to the first four days of the demo
 /// scenario: the demo stores readings and quarantines the malformed payload
-/// (day 2) and the unregistered device (day 3).
+/// (day 2) and the unregistered device (day 3); every alert it raises
+/// reaches its in-process webhook receiver as a signed webhook that the
+/// receiver verified (only verified deliveries are counted and printed),
+/// and the adherence rules are judged on the data clock (demo-eli stops
+/// measuring on day 2: "no vitals for 2 days" on day 3).
 #[test]
 fn demo_runs_on_embedded_defaults() {
     let out = Command::new(BIN)
@@ -91,5 +95,37 @@ fn demo_runs_on_embedded_defaults() {
     assert!(
         stdout.contains("1 × malformed_payload") && stdout.contains("1 × unknown_device"),
         "{stdout}"
+    );
+
+    // "webhooks received     N verified (F alert.fired, ...) for A alerts raised"
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("webhooks received"))
+        .unwrap_or_else(|| panic!("no webhook summary: {stdout}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let number_before = |word: &str| -> usize {
+        words
+            .iter()
+            .position(|w| w.trim_end_matches([',', ')']) == word)
+            .and_then(|i| words[i - 1].trim_start_matches('(').parse().ok())
+            .unwrap_or_else(|| panic!("no count of {word} in {line:?}"))
+    };
+    let verified = number_before("verified");
+    let fired = number_before("alert.fired");
+    let raised = number_before("alerts");
+    assert!(raised >= 3, "{stdout}");
+    assert_eq!(fired, raised, "one alert.fired webhook per alert: {line}");
+    assert_eq!(
+        stdout.matches("(signature verified)").count(),
+        verified,
+        "each verified webhook printed in the live view: {stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("webhook deliveries    {verified} delivered\n")),
+        "every delivery delivered, none failed or pending: {stdout}"
+    );
+    assert!(
+        stdout.contains("adherence.no-vitals-2d") && stdout.contains("demo-eli"),
+        "adherence judged on the data clock: {stdout}"
     );
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 pub use api::ApiConfig;
 pub use delivery::{DeliveryConfig, WebhookConfig};
-pub use rules::{PatientEnrolment, RulesConfig};
+pub use rules::{PatientEnrolment, RulesClock, RulesConfig};
 pub use tls::{client_tls_config, install_crypto_provider, TlsError};
 pub(crate) use tls::{read_certs, read_key};
 

@@ -27,6 +27,36 @@ pub struct RulesConfig {
     pub late_receipt: Duration,
     /// Most readings evaluated per transaction.
     pub batch_readings: usize,
+    /// What "now" is for the rules: the wall clock (live monitoring), or
+    /// the data (replays, demos and tests only; see [`RulesClock::Data`]).
+    pub clock: RulesClock,
+}
+
+/// `rules.clock`: where the rule stage takes "now" from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RulesClock {
+    /// The wall clock: silence is judged against the time of day, minus the
+    /// gateway's own downtime. The only setting for live monitoring.
+    #[default]
+    Wall,
+    /// The newest (clock-corrected) measured-at committed in the store,
+    /// never going backwards; gateway downtime is ignored. For replays,
+    /// demos and tests, where days of readings arrive in seconds and the
+    /// wall clock says nothing about how long a patient was silent. Never
+    /// for live monitoring: a patient stops being judged silent when every
+    /// device stops sending.
+    Data,
+}
+
+impl RulesClock {
+    /// As written in config.
+    pub const fn name(self) -> &'static str {
+        match self {
+            RulesClock::Wall => "wall",
+            RulesClock::Data => "data",
+        }
+    }
 }
 
 impl Default for RulesConfig {
@@ -37,6 +67,7 @@ impl Default for RulesConfig {
             missing_interval: Duration::from_secs(60),
             late_receipt: Duration::from_secs(3600),
             batch_readings: 500,
+            clock: RulesClock::Wall,
         }
     }
 }
@@ -195,5 +226,28 @@ mod tests {
         let e = Config::from_toml("[rules]\ndir = \"no-such-dir\"\n", Path::new("/tmp/g.toml"))
             .unwrap_err();
         assert!(e.to_string().contains("no-such-dir"), "{e}");
+    }
+
+    #[test]
+    fn clock_is_wall_by_default_and_validated_up_front() {
+        use crate::config::RulesClock;
+        let c = Config::from_toml("", Path::new("g.toml")).unwrap();
+        assert_eq!(c.rules.clock, RulesClock::Wall);
+        let c = Config::from_toml("[rules]\nclock = \"data\"\n", Path::new("g.toml")).unwrap();
+        assert_eq!(c.rules.clock, RulesClock::Data);
+        assert_eq!(c.rules.clock.name(), "data");
+
+        let e = Config::from_toml(
+            "[rules]\nmissing_interval = \"1s\"\nclock = \"replay\"\n",
+            Path::new("g.toml"),
+        )
+        .unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].field, "rules.clock", "{e}");
+        assert_eq!(e.0[0].line, 3, "{e}");
+        assert!(
+            e.to_string().contains("replay") && e.to_string().contains("wall"),
+            "{e}"
+        );
     }
 }

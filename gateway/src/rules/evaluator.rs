@@ -30,8 +30,9 @@ use device_profiles::Metric;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::alerts::{self, ms};
+use super::clock::Clock;
 use super::history::SqliteHistory;
-use super::missing::{device_offline, gateway_downtime, watched_patients};
+use super::missing::{device_offline, gateway_downtime, watched_patients, Downtime};
 use super::persist::{self, PatientCtx};
 use super::{RulesError, CURSOR};
 use crate::metrics::Metrics;
@@ -169,6 +170,10 @@ pub struct Evaluator {
     cfg: EvaluatorConfig,
     metrics: Arc<Metrics>,
     fault: Fault,
+    clock: Clock,
+    /// Data clock only: the time of the last complete missing-data tick
+    /// (a tick at the same data time would decide the same).
+    ticked_at: Option<DateTime<Utc>>,
 }
 
 impl Evaluator {
@@ -195,6 +200,34 @@ impl Evaluator {
             cfg,
             metrics,
             fault: Fault::from_env(),
+            clock: Clock::Wall,
+            ticked_at: None,
+        }
+    }
+
+    /// Takes "now" from `clock` (`rules.clock`; the wall clock by default).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Whether "now" is the data clock (replays, demos, tests).
+    pub fn uses_data_clock(&self) -> bool {
+        self.clock.is_data()
+    }
+
+    /// Now, on the configured clock (`None`: the data clock has no data yet).
+    pub fn now(&mut self) -> Result<Option<DateTime<Utc>>, RulesError> {
+        Ok(self.clock.now(self.store.conn())?)
+    }
+
+    /// The gateway's downtime before `now`, on the wall clock; none on the
+    /// data clock (the replay's time does not pass while the gateway is down).
+    fn downtime(&self, now: DateTime<Utc>) -> Result<Vec<Downtime>, RulesError> {
+        if self.clock.counts_downtime() {
+            Ok(gateway_downtime(self.store.conn(), now)?)
+        } else {
+            Ok(Vec::new())
         }
     }
 
@@ -214,11 +247,15 @@ impl Evaluator {
         &mut self.store
     }
 
-    /// Evaluates every committed reading after the cursor, batch by batch.
+    /// Evaluates every committed reading after the cursor, batch by batch,
+    /// each at "now" on the configured clock.
     pub fn catch_up(&mut self) -> Result<Report, RulesError> {
         let mut total = Report::default();
         loop {
-            let r = self.step(Utc::now())?;
+            let Some(now) = self.now()? else {
+                return Ok(total);
+            };
+            let r = self.step(now)?;
             if r.readings == 0 {
                 return Ok(total);
             }
@@ -229,7 +266,7 @@ impl Evaluator {
     /// Evaluates one batch of readings after the cursor at processing time
     /// `now`, in one transaction. Returns what it did (0 readings: caught up).
     pub fn step(&mut self, now: DateTime<Utc>) -> Result<Report, RulesError> {
-        let downtime = gateway_downtime(self.store.conn(), now)?;
+        let downtime = self.downtime(now)?;
         let engine = self.engine.clone();
         let batch = self.cfg.batch_readings.max(1);
         let tx = self.store.transaction()?;
@@ -304,9 +341,26 @@ impl Evaluator {
         Ok(report)
     }
 
+    /// The missing-data timer: evaluates every watched patient at "now" on
+    /// the configured clock. On the data clock, only when the data's time
+    /// moved since the last tick (`None`: nothing to do).
+    pub fn tick(&mut self) -> Result<Option<Report>, RulesError> {
+        let Some(now) = self.now()? else {
+            return Ok(None);
+        };
+        if self.clock.is_data() && self.ticked_at.is_some_and(|t| t >= now) {
+            return Ok(None);
+        }
+        let r = self.tick_missing(now)?;
+        if self.clock.is_data() {
+            self.ticked_at = Some(now);
+        }
+        Ok(Some(r))
+    }
+
     /// Evaluates the missing-data rules of every watched patient at `now`.
     pub fn tick_missing(&mut self, now: DateTime<Utc>) -> Result<Report, RulesError> {
-        let downtime = gateway_downtime(self.store.conn(), now)?;
+        let downtime = self.downtime(now)?;
         let engine = self.engine.clone();
         let mut after = String::new();
         let mut total = Report::default();

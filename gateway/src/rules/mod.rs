@@ -11,6 +11,8 @@
 //!   alert nor fires one twice;
 //! - [`missing`]: the missing-data timer, with the gateway's own downtime
 //!   (from the `runs` heartbeats) and device-offline inhibition;
+//! - [`clock`]: what "now" is: the wall clock, or the data's own time for
+//!   accelerated replays (`rules.clock`);
 //! - [`history`]: the engine's view of stored readings as bounded, indexed
 //!   queries, so the cost of a reading does not grow with the record;
 //! - [`lifecycle`]: acknowledge (with snooze) and manual resolve, shared by
@@ -23,6 +25,7 @@
 
 pub mod alerts;
 pub mod cli;
+pub mod clock;
 pub mod evaluator;
 pub mod history;
 pub mod lifecycle;

@@ -3,6 +3,8 @@
 //! Wakes on every ingest commit (`Writer::committed`), on a one-second poll
 //! (readings committed by another process, such as a CLI assignment that
 //! re-processes quarantine), on the missing-data interval, and on SIGHUP.
+//! On the data clock (`rules.clock = "data"`) the missing-data rules run at
+//! every wake-up where the data's time moved, and once more at stop.
 //! The SQLite work runs on the blocking pool; errors are logged, counted
 //! and retried on the next wake-up (the cursor has not moved, so nothing is
 //! skipped). Reload builds the new rule set first and swaps it in only if
@@ -15,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alerting_rules::{Engine, EngineConfig};
-use chrono::Utc;
 use tokio::sync::{mpsc, watch};
 
 use super::evaluator::Evaluator;
@@ -93,14 +94,21 @@ pub async fn run(
                 }
             }
         }
-        ev = work(ev, do_missing, &metrics).await;
+        // On the data clock silence is judged whenever the data's time
+        // moved (`tick` does nothing otherwise), not on a wall-clock timer
+        // that a replay outruns.
+        let data_clock = ev.as_ref().is_some_and(Evaluator::uses_data_clock);
+        ev = work(ev, do_missing || data_clock, &metrics).await;
         if ev.is_none() {
             return;
         }
     }
     // Readings committed before the sources stopped are evaluated now
     // rather than after the next start (either is correct: the cursor is durable).
-    let _ = work(ev, false, &metrics).await;
+    // On the data clock the missing-data rules are judged too: a replay
+    // that ends is judged at its last reading's time.
+    let last_tick = ev.as_ref().is_some_and(Evaluator::uses_data_clock);
+    let _ = work(ev, last_tick, &metrics).await;
     tracing::info!("rule evaluation stopped");
 }
 
@@ -117,7 +125,7 @@ async fn work(
             tracing::error!(error = %err, "rule evaluation failed; retrying on the next wake-up");
         }
         if do_missing {
-            if let Err(err) = e.tick_missing(Utc::now()) {
+            if let Err(err) = e.tick() {
                 metrics.rules_failure();
                 tracing::error!(error = %err, "missing-data evaluation failed; retrying on the next tick");
             }

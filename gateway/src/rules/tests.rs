@@ -7,6 +7,7 @@ use alerting_rules::{Engine, RuleSet};
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use rusqlite::params;
 
+use super::clock::Clock;
 use super::evaluator::{Evaluator, EvaluatorConfig};
 use super::{alerts, lifecycle};
 use crate::store::patients::PatientChange;
@@ -24,6 +25,10 @@ struct World {
 
 impl World {
     fn new() -> World {
+        World::with_clock(Clock::Wall)
+    }
+
+    fn with_clock(clock: Clock) -> World {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.db")).unwrap();
         let engine = Arc::new(Engine::new(RuleSet::bundled().unwrap()));
@@ -32,7 +37,8 @@ impl World {
             engine,
             EvaluatorConfig::default(),
             Arc::new(Default::default()),
-        );
+        )
+        .with_clock(clock);
         World {
             _dir: dir,
             ev,
@@ -333,6 +339,79 @@ fn missing_data_fires_but_gateway_downtime_is_not_patient_silence() {
     // The silence keeps counting outside the outage: 8 h later it fires.
     w.ev.tick_missing(now + TimeDelta::hours(9)).unwrap();
     assert_eq!(w.count("SELECT COUNT(*) FROM alerts"), 1);
+}
+
+/// `rules.clock = "data"`: "now" is the newest stored reading, so a patient
+/// who stops measuring in a replay is silent for the replay's days, not
+/// the wall clock's; gateway downtime does not count; a tick at an
+/// unchanged data time does nothing.
+#[test]
+fn on_the_data_clock_silence_is_judged_in_the_replay_time() {
+    let mut w = World::with_clock(Clock::from(crate::config::RulesClock::Data));
+    assert!(
+        w.ev.tick().unwrap().is_none(),
+        "no data yet: nothing to judge"
+    );
+    w.enrol("quiet", &["hypertension"]);
+    w.enrol("busy", &["hypertension"]);
+    let t = t0();
+    let bp = [("systolic", 120.0), ("diastolic", 80.0)];
+    w.reading("quiet", &bp, t, t);
+    w.reading("busy", &bp, t, t);
+    // The gateway "was down" for ten days after the first reading: on the
+    // wall clock that would excuse all of the silence; here it is ignored.
+    w.ev.store()
+        .conn()
+        .execute(
+            "INSERT INTO runs(started_at, heartbeat_at, stopped_at) VALUES (?1, ?2, ?2), (?3, ?3, NULL)",
+            params![
+                (t - TimeDelta::hours(1)).timestamp_millis(),
+                t.timestamp_millis(),
+                (t + TimeDelta::days(10)).timestamp_millis()
+            ],
+        )
+        .unwrap();
+    w.ev.catch_up().unwrap();
+    w.ev.tick().unwrap().unwrap();
+    assert_eq!(w.count("SELECT COUNT(*) FROM alerts"), 0);
+
+    for d in 1..=3 {
+        let at = t + TimeDelta::days(d);
+        w.reading("busy", &bp, at, at);
+    }
+    w.ev.catch_up().unwrap();
+    let r = w.ev.tick().unwrap().unwrap();
+    assert_eq!(r.fired, 2, "{r:?}");
+    let fired_at = (t + TimeDelta::days(3)).timestamp_millis();
+    assert_eq!(
+        w.count(&format!(
+            "SELECT COUNT(*) FROM alerts WHERE patient_id = 'quiet' AND fired_at = {fired_at}
+               AND rule_id IN ('adherence.no-vitals-2d', 'adherence.no-data-3d')"
+        )),
+        2,
+        "both adherence rules, at the replay's time"
+    );
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM alerts WHERE patient_id = 'busy'"),
+        0
+    );
+    assert!(
+        w.ev.tick().unwrap().is_none(),
+        "the data's time did not move"
+    );
+
+    // A back-filled old reading does not turn the clock back: quiet's
+    // silence still ends at her newest reading.
+    w.reading("busy", &bp, t, t + TimeDelta::days(3));
+    w.ev.catch_up().unwrap();
+    assert!(w.ev.tick().unwrap().is_none());
+    // quiet measures again: both alerts resolve at once.
+    w.reading("quiet", &bp, t + TimeDelta::days(3), t + TimeDelta::days(3));
+    w.ev.catch_up().unwrap();
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM alerts WHERE status = 'resolved'"),
+        2
+    );
 }
 
 #[test]

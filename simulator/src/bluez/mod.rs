@@ -81,6 +81,10 @@ pub struct EmulatorConfig {
     /// Devices drop the link after this long without sending anything, as
     /// real ones do once their memory is sent (never when `None`).
     pub idle_disconnect: Option<Duration>,
+    /// Devices advertise only while they hold tagged records not yet sent
+    /// (a real cuff sleeps between measurements), so that a gateway with
+    /// fewer connection slots than devices gets to every one of them.
+    pub quiet_when_sent: bool,
 }
 
 impl Default for EmulatorConfig {
@@ -92,6 +96,7 @@ impl Default for EmulatorConfig {
             notify_delay: Duration::from_millis(100),
             bus: None,
             idle_disconnect: None,
+            quiet_when_sent: false,
         }
     }
 }
@@ -113,6 +118,8 @@ struct Dev {
     rssi: i16,
     /// Last connect, write or sent value (idle disconnect).
     active_at: Instant,
+    /// Tags of stored records not yet sent to a listening collector.
+    unsent: HashSet<u64>,
 }
 
 impl Dev {
@@ -123,6 +130,7 @@ impl Dev {
             notifying: HashSet::new(),
             rssi: -60,
             active_at: Instant::now(),
+            unsent: HashSet::new(),
         }
     }
 }
@@ -139,13 +147,16 @@ enum Obj {
     Desc(usize, usize, usize),
 }
 
+/// A value to send: (when, device, characteristic, value, tag of the
+/// record it carries).
+type Scheduled = (Instant, usize, BleUuid, Vec<u8>, Option<u64>);
+
 struct Emulator {
     cfg: EmulatorConfig,
     powered: bool,
     discovering: bool,
     devices: Vec<Dev>,
-    /// (when, device, characteristic, value, tag of the record it carries)
-    scheduled: Vec<(Instant, usize, BleUuid, Vec<u8>, Option<u64>)>,
+    scheduled: Vec<Scheduled>,
     events: mpsc::Sender<String>,
 }
 
@@ -545,6 +556,7 @@ pub fn run(
                     if conn.channel().send(m).is_ok() {
                         emu.devices[i].active_at = Instant::now();
                         if let Some(t) = tag {
+                            emu.devices[i].unsent.remove(&t);
                             emu.event(format!("DELIVERED {} {t}", emu.devices[i].sim.address));
                         }
                     }
@@ -571,7 +583,9 @@ pub fn run(
         if emu.discovering && emu.powered && last_adv.elapsed() >= emu.cfg.advertise_every {
             last_adv = Instant::now();
             for i in 0..emu.devices.len() {
-                if emu.devices[i].connected {
+                if emu.devices[i].connected
+                    || (emu.cfg.quiet_when_sent && emu.devices[i].unsent.is_empty())
+                {
                     continue;
                 }
                 let d = &mut emu.devices[i];
@@ -631,7 +645,8 @@ fn command(emu: &mut Emulator, c: Command) -> Vec<Message> {
             if let Some(i) = idx(emu, &a) {
                 match emu.devices[i].sim.store(*r) {
                     Ok(values) => {
-                        let d = &emu.devices[i];
+                        let d = &mut emu.devices[i];
+                        d.unsent.extend(values.iter().filter_map(|v| v.2));
                         let live: Vec<Tagged> = if d.connected {
                             values
                                 .into_iter()

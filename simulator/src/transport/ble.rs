@@ -18,7 +18,7 @@
 //! payload faults of [`crate::faults`] have no BLE form here: the caller
 //! leaves them out of the plan ([`carries`]) and reports them as skipped.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -47,9 +47,9 @@ pub enum BleError {
     #[error("devices `{0}` and `{1}` would share BLE address {2}")]
     AddressClash(String, String, String),
     /// Readings still in the devices' memories when the run ended (the
-    /// gateway did not connect, or not in time).
-    #[error("{0} reading(s) never went out to a gateway")]
-    Undelivered(usize),
+    /// gateway did not connect, or not in time): how many, and the devices.
+    #[error("{0} reading(s) never went out to a gateway (devices {1})")]
+    Undelivered(usize, String),
 }
 
 /// The simulated device kind of a scenario device kind, if it has one.
@@ -219,7 +219,8 @@ impl Default for BleOptions {
 /// The BLE transport: an emulator thread hosting the devices.
 pub struct BleTransport {
     commands: mpsc::Sender<Command>,
-    undelivered: Arc<Mutex<BTreeSet<u64>>>,
+    /// Tag → device address of each reading not yet delivered.
+    undelivered: Arc<Mutex<BTreeMap<u64, String>>>,
     emulator: Option<std::thread::JoinHandle<Result<(), String>>>,
     linger: Duration,
 }
@@ -227,7 +228,9 @@ pub struct BleTransport {
 impl BleTransport {
     /// Starts the emulator with one empty device per `(device id, kind)` of
     /// a BLE kind (others are ignored) and returns once it owns `org.bluez`.
-    /// Blocks for that moment (call it off the async executor).
+    /// Blocks for that moment (call it off the async executor). With
+    /// `RPM_SIM_DEBUG_EVENTS` set, the emulator's event lines (addresses and
+    /// reading tags only) go to stderr.
     pub fn start(devices: &[(String, DeviceKind)], o: &BleOptions) -> Result<Self, BleError> {
         let mut sims: Vec<SimDevice> = Vec::new();
         let mut ids: Vec<&str> = Vec::new();
@@ -244,6 +247,7 @@ impl BleTransport {
             adapter: o.adapter.clone(),
             bus: o.bus.clone(),
             idle_disconnect: Some(o.idle_disconnect),
+            quiet_when_sent: true,
             ..EmulatorConfig::default()
         };
         let (cmd_tx, cmd_rx) = mpsc::channel();
@@ -252,13 +256,16 @@ impl BleTransport {
             .name("bluez-emulator".into())
             .spawn(move || crate::bluez::run(cfg, sims, cmd_rx, ev_tx).map_err(|e| e.to_string()))
             .map_err(|e| BleError::Emulator(e.to_string()))?;
-        let undelivered = Arc::new(Mutex::new(BTreeSet::new()));
+        let undelivered = Arc::new(Mutex::new(BTreeMap::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
         let pending = undelivered.clone();
         std::thread::Builder::new()
             .name("bluez-events".into())
             .spawn(move || {
                 for line in ev_rx {
+                    if std::env::var_os("RPM_SIM_DEBUG_EVENTS").is_some() {
+                        eprintln!("{:?} {line}", std::time::SystemTime::now());
+                    }
                     if line == "READY" {
                         let _ = ready_tx.send(());
                     } else if let Some(rest) = line.strip_prefix("DELIVERED ") {
@@ -301,6 +308,12 @@ impl BleTransport {
             .len()
     }
 
+    fn undelivered_devices(&self) -> String {
+        let left = self.undelivered.lock().unwrap_or_else(|p| p.into_inner());
+        let devices: BTreeSet<&str> = left.values().map(String::as_str).collect();
+        devices.into_iter().collect::<Vec<_>>().join(", ")
+    }
+
     fn stop(&mut self) -> Result<(), BleError> {
         let _ = self.commands.send(Command::Quit);
         match self.emulator.take().map(std::thread::JoinHandle::join) {
@@ -334,7 +347,7 @@ impl Transport for BleTransport {
         self.undelivered
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(o.id.0);
+            .insert(o.id.0, address.clone());
         self.commands
             .send(Command::Store(address, Box::new(record)))
             .map_err(|_| BleError::Emulator("stopped".into()))?;
@@ -353,12 +366,13 @@ impl Transport for BleTransport {
         }
         tokio::time::sleep(self.linger).await;
         let left = self.undelivered();
+        let devices = self.undelivered_devices();
         let stopped = tokio::task::spawn_blocking(move || self.stop())
             .await
             .map_err(|e| BleError::Emulator(e.to_string()))?;
         stopped?;
         if left > 0 {
-            return Err(BleError::Undelivered(left).into());
+            return Err(BleError::Undelivered(left, devices).into());
         }
         Ok(())
     }
@@ -374,7 +388,6 @@ mod tests {
     use device_profiles::gatt::{
         decode_characteristic, merge_context, uuid as u, GlucoseMeasurementContext, Racp,
     };
-    use std::collections::BTreeMap;
 
     fn emission(device: DeviceKind, values: Vec<(Metric, f64, Unit)>) -> Emission {
         Emission {

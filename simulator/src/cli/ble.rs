@@ -69,3 +69,52 @@ pub(super) async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     drop(bus);
     super::run::finish(&[r], a.report.as_deref())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Cli, Command};
+    use clap::Parser;
+
+    #[test]
+    fn bluez_arguments_pass_through_untouched() {
+        let cli = Cli::try_parse_from([
+            "rpm-sim",
+            "bluez",
+            "--private-bus",
+            "/tmp/x",
+            "--device",
+            "bp,AA:00:00:00:00:01,2",
+            "--help",
+        ])
+        .unwrap();
+        let Command::Bluez { args } = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(
+            args,
+            [
+                "--private-bus",
+                "/tmp/x",
+                "--device",
+                "bp,AA:00:00:00:00:01,2",
+                "--help"
+            ]
+        );
+    }
+
+    #[test]
+    fn ble_runs_need_no_broker_and_take_no_payload_faults() {
+        let cli = Cli::try_parse_from(["rpm-sim", "run", "demo", "--ble", "--days", "2"]).unwrap();
+        let Command::Run(a) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert!(a.ble && a.mqtt.is_none());
+        for bad in [
+            &["rpm-sim", "run", "demo", "--ble", "--mqtt", "h:1"][..],
+            &["rpm-sim", "run", "demo", "--ble", "--faults", "all"],
+            &["rpm-sim", "run", "--all", "--ble"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+    }
+}

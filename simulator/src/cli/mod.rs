@@ -144,7 +144,7 @@ pub struct RunArgs {
     ble: bool,
     /// With --ble: serve a private dbus-daemon started in this directory
     /// (prints `BUS <address>` for the gateway's DBUS_SYSTEM_BUS_ADDRESS).
-    #[arg(long, value_name = "DIR", requires = "ble")]
+    #[arg(long, value_name = "DIR")]
     private_bus: Option<PathBuf>,
 }
 

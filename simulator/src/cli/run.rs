@@ -116,6 +116,7 @@ pub(super) async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         !a.ble,
         "this rpm-sim was built without BLE (feature `bluez`)"
     );
+    anyhow::ensure!(a.private_bus.is_none(), "--private-bus goes with --ble");
     let list = if a.all {
         bundled()?
     } else {

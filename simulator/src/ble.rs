@@ -6,6 +6,11 @@
 //! A [`SimDevice`] knows nothing about transports: the gateway's virtual
 //! transport and the BlueZ D-Bus emulator (`bluez` module) both host the
 //! same devices, so a test over either exercises the same device behaviour.
+//!
+//! Scenario runs over BLE start devices empty ([`SimDevice::empty`]) and
+//! [`SimDevice::store`] each reading as it is taken; every value a device
+//! sends can carry the tag of the record it comes from ([`Tagged`]), so the
+//! run knows which readings went out.
 
 use chrono::{Duration, NaiveDateTime, Utc};
 use device_profiles::gatt::bpm::{BloodPressureMeasurement, MeasurementStatus, PressureUnit};

@@ -6,6 +6,11 @@
 //! A [`SimDevice`] knows nothing about transports: the gateway's virtual
 //! transport and the BlueZ D-Bus emulator (`bluez` module) both host the
 //! same devices, so a test over either exercises the same device behaviour.
+//!
+//! Scenario runs over BLE start devices empty ([`SimDevice::empty`]) and
+//! [`SimDevice::store`] each reading as it is taken; every value a device
+//! sends can carry the tag of the record it comes from ([`Tagged`]), so the
+//! run knows which readings went out.
 
 use chrono::{Duration, NaiveDateTime, Utc};
 use device_profiles::gatt::bpm::{BloodPressureMeasurement, MeasurementStatus, PressureUnit};
@@ -97,26 +102,101 @@ pub struct SimService {
 /// A value the device sends: (characteristic, bytes).
 pub type Emission = (BleUuid, Vec<u8>);
 
+/// A value the device sends with the tag of the stored record it carries
+/// (`None` for values of no tagged record: RACP responses, test memory).
+/// Tags let a scenario run tell which of its readings went over the air.
+pub type Tagged = (BleUuid, Vec<u8>, Option<u64>);
+
+/// A blood-pressure measurement in a cuff's memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BpRecord {
+    /// Device-clock time of the measurement.
+    pub at: NaiveDateTime,
+    /// Systolic, in `unit`.
+    pub systolic: f64,
+    /// Diastolic, in `unit`.
+    pub diastolic: f64,
+    /// Mean arterial pressure, in `unit`.
+    pub mean: f64,
+    /// Pulse rate, /min.
+    pub pulse: f64,
+    /// mmHg or kPa (the characteristic's unit flag).
+    pub unit: PressureUnit,
+    /// Measurement Status bit 2.
+    pub irregular_pulse: bool,
+    /// The reading this record carries (scenario runs).
+    pub tag: Option<u64>,
+}
+
+/// A weighing in a scale's memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightRecord {
+    /// Device-clock time.
+    pub at: NaiveDateTime,
+    /// Weight, in kg (SI) or lb (Imperial).
+    pub weight: f64,
+    /// SI or Imperial (the characteristic's unit flag).
+    pub system: MeasurementSystem,
+    /// Body fat %, sent as Body Composition (0x2A9C, two packets) when the
+    /// scale has that service.
+    pub body_fat: Option<f64>,
+    /// The reading this record carries.
+    pub tag: Option<u64>,
+}
+
+/// A glucose record in a glucometer's memory (given only through RACP, or
+/// notified as it is taken while the collector listens).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GlucoseRecord {
+    /// Sequence number.
+    pub sequence: u16,
+    /// Device-clock time.
+    pub at: NaiveDateTime,
+    /// Concentration in mg/dL ([`ConcentrationUnit::KgPerL`]) or mmol/L
+    /// ([`ConcentrationUnit::MolPerL`]).
+    pub value: f64,
+    /// kg/L or mol/L on the wire.
+    pub unit: ConcentrationUnit,
+    /// Meal code of a Glucose Measurement Context (1 preprandial, 2
+    /// postprandial, 3 fasting, 4 casual, 5 bedtime).
+    pub meal: Option<u8>,
+    /// The reading this record carries.
+    pub tag: Option<u64>,
+}
+
+/// A measurement to add to a device's memory.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoredRecord {
+    /// To a cuff.
+    Bp(BpRecord),
+    /// To a scale.
+    Weight(WeightRecord),
+    /// To a glucometer (its sequence is assigned on storing).
+    Glucose(GlucoseRecord),
+}
+
 /// What kind of device, with its stored memory.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SimKind {
     /// Blood pressure cuff: replays its whole memory (0x2A35 indications)
     /// on every subscription, as real cuffs do.
     BpCuff {
-        /// (time, systolic, diastolic, mean, pulse) in mmHg and /min
-        memory: Vec<(NaiveDateTime, f64, f64, f64, f64)>,
+        /// Stored measurements, oldest first.
+        memory: Vec<BpRecord>,
         /// raw values to send after the memory (special values, garbage)
         extra: Vec<Vec<u8>>,
     },
     /// Weight scale with body composition (0x2A9D, 0x2A9C in two packets).
     Scale {
-        /// (time, kg, body fat %)
-        memory: Vec<(NaiveDateTime, f64, f64)>,
+        /// Stored weighings, oldest first.
+        memory: Vec<WeightRecord>,
+        /// Offers Body Composition (0x181B) beside Weight Scale.
+        body_composition: bool,
     },
     /// Glucometer: sends records only when asked through RACP.
     Glucometer {
-        /// (sequence, time, mg/dL, meal context)
-        records: Vec<(u16, NaiveDateTime, f64, Option<u8>)>,
+        /// Stored records, by ascending sequence.
+        records: Vec<GlucoseRecord>,
     },
     /// Any standard device: a service whose characteristics send the given
     /// values when subscribed (thermometer, oximeter, heart rate, ...).
@@ -179,10 +259,15 @@ impl SimDevice {
     pub fn bp_cuff(address: &str, n: usize) -> Self {
         let now = Utc::now().naive_utc();
         let memory = (0..n)
-            .map(|i| {
-                let t = now - Duration::hours((n - i) as i64);
-                let s = 120.0 + i as f64;
-                (t, s, 80.0, 93.0, 70.0)
+            .map(|i| BpRecord {
+                at: now - Duration::hours((n - i) as i64),
+                systolic: 120.0 + i as f64,
+                diastolic: 80.0,
+                mean: 93.0,
+                pulse: 70.0,
+                unit: PressureUnit::MmHg,
+                irregular_pulse: false,
+                tag: None,
             })
             .collect();
         SimDevice::new(
@@ -195,35 +280,70 @@ impl SimDevice {
         )
     }
 
-    /// A scale with `n` stored weighings.
+    /// A scale with `n` stored weighings (with body composition).
     pub fn scale(address: &str, n: usize) -> Self {
         let now = Utc::now().naive_utc();
         let memory = (0..n)
-            .map(|i| {
-                (
-                    now - Duration::hours((n - i) as i64),
-                    80.0 + i as f64 * 0.5,
-                    25.0,
-                )
+            .map(|i| WeightRecord {
+                at: now - Duration::hours((n - i) as i64),
+                weight: 80.0 + i as f64 * 0.5,
+                system: MeasurementSystem::Si,
+                body_fat: Some(25.0),
+                tag: None,
             })
             .collect();
-        SimDevice::new(address, "Scale", SimKind::Scale { memory })
+        SimDevice::new(
+            address,
+            "Scale",
+            SimKind::Scale {
+                memory,
+                body_composition: true,
+            },
+        )
     }
 
     /// A glucometer with records 1..=n; odd ones carry a meal context.
     pub fn glucometer(address: &str, n: u16) -> Self {
         let now = Utc::now().naive_utc();
         let records = (1..=n)
-            .map(|s| {
-                (
-                    s,
-                    now - Duration::hours(i64::from(n - s + 1)),
-                    90.0 + f64::from(s % 100),
-                    (s % 2 == 1).then_some(1),
-                )
+            .map(|s| GlucoseRecord {
+                sequence: s,
+                at: now - Duration::hours(i64::from(n - s + 1)),
+                value: 90.0 + f64::from(s % 100),
+                unit: ConcentrationUnit::KgPerL,
+                meal: (s % 2 == 1).then_some(1),
+                tag: None,
             })
             .collect();
         SimDevice::new(address, "Glucometer", SimKind::Glucometer { records })
+    }
+
+    /// A cuff, a weight-only scale or a glucometer with an empty memory,
+    /// filled later with [`SimDevice::store`] (scenario runs).
+    pub fn empty(address: &str, kind: EmptyKind) -> Self {
+        let (name, kind) = match kind {
+            EmptyKind::BpCuff => (
+                "BP-Cuff",
+                SimKind::BpCuff {
+                    memory: Vec::new(),
+                    extra: Vec::new(),
+                },
+            ),
+            EmptyKind::Scale => (
+                "Scale",
+                SimKind::Scale {
+                    memory: Vec::new(),
+                    body_composition: false,
+                },
+            ),
+            EmptyKind::Glucometer => (
+                "Glucometer",
+                SimKind::Glucometer {
+                    records: Vec::new(),
+                },
+            ),
+        };
+        SimDevice::new(address, name, kind)
     }
 
     /// A standard device of any other kind (see [`SimKind::Generic`]).
@@ -255,26 +375,70 @@ impl SimDevice {
 
     /// Adds a new glucose record (next sequence number); returns it.
     pub fn add_glucose(&mut self, mg_dl: f64) -> Option<u16> {
-        let now = Utc::now().naive_utc() + self.clock_offset;
-        if let SimKind::Glucometer { records } = &mut self.kind {
-            let seq = records.last().map_or(1, |r| r.0 + 1);
-            records.push((seq, now, mg_dl, None));
-            return Some(seq);
+        let at = Utc::now().naive_utc() + self.clock_offset;
+        self.store(StoredRecord::Glucose(GlucoseRecord {
+            sequence: 0,
+            at,
+            value: mg_dl,
+            unit: ConcentrationUnit::KgPerL,
+            meal: None,
+            tag: None,
+        }))
+        .ok()?;
+        match &self.kind {
+            SimKind::Glucometer { records } => records.last().map(|r| r.sequence),
+            _ => None,
         }
-        None
     }
 
     /// Adds a new BP measurement taken now (device clock).
     pub fn add_bp(&mut self, systolic: f64, diastolic: f64) {
-        let now = Utc::now().naive_utc() + self.clock_offset;
-        if let SimKind::BpCuff { memory, .. } = &mut self.kind {
-            memory.push((
-                now,
-                systolic,
-                diastolic,
-                (systolic + 2.0 * diastolic) / 3.0,
-                72.0,
-            ));
+        let at = Utc::now().naive_utc() + self.clock_offset;
+        let _ = self.store(StoredRecord::Bp(BpRecord {
+            at,
+            systolic,
+            diastolic,
+            mean: (systolic + 2.0 * diastolic) / 3.0,
+            pulse: 72.0,
+            unit: PressureUnit::MmHg,
+            irregular_pulse: false,
+            tag: None,
+        }));
+    }
+
+    /// Stores a measurement (a glucose record gets the next sequence
+    /// number) and returns the values a connected device sends for it at
+    /// once, on characteristics the collector listens to; or why this kind
+    /// of device cannot store it.
+    pub fn store(&mut self, record: StoredRecord) -> Result<Vec<Tagged>, String> {
+        let off = self.clock_offset;
+        match (&mut self.kind, record) {
+            (SimKind::BpCuff { memory, .. }, StoredRecord::Bp(r)) => {
+                let v = bp_value(&r, off);
+                memory.push(r);
+                Ok(vec![v])
+            }
+            (
+                SimKind::Scale {
+                    memory,
+                    body_composition,
+                },
+                StoredRecord::Weight(r),
+            ) => {
+                let mut out = vec![weight_value(&r, off)];
+                if *body_composition {
+                    out.extend(body_values(&r, off));
+                }
+                memory.push(r);
+                Ok(out)
+            }
+            (SimKind::Glucometer { records }, StoredRecord::Glucose(mut r)) => {
+                r.sequence = records.last().map_or(1, |x| x.sequence.wrapping_add(1));
+                let out = glucose_values(&r);
+                records.push(r);
+                Ok(out)
+            }
+            (_, r) => Err(format!("{} cannot store {r:?}", self.name)),
         }
     }
 
@@ -289,7 +453,11 @@ impl SimDevice {
     pub fn advertised_services(&self) -> Vec<BleUuid> {
         let s = match self.kind {
             SimKind::BpCuff { .. } => vec![u::SERVICE_BLOOD_PRESSURE],
-            SimKind::Scale { .. } => vec![u::SERVICE_WEIGHT_SCALE, u::SERVICE_BODY_COMPOSITION],
+            SimKind::Scale {
+                body_composition: true,
+                ..
+            } => vec![u::SERVICE_WEIGHT_SCALE, u::SERVICE_BODY_COMPOSITION],
+            SimKind::Scale { .. } => vec![u::SERVICE_WEIGHT_SCALE],
             SimKind::Glucometer { .. } => vec![u::SERVICE_GLUCOSE],
             SimKind::Generic { service, .. } => vec![service],
             SimKind::AdvertisingScale { .. } => vec![],
@@ -325,16 +493,21 @@ impl SimDevice {
                 uuid: BleUuid::from_u16(u::SERVICE_BLOOD_PRESSURE),
                 characteristics: vec![c(u::BLOOD_PRESSURE_MEASUREMENT, Props::INDICATE)],
             }],
-            SimKind::Scale { .. } => vec![
-                SimService {
+            SimKind::Scale {
+                body_composition, ..
+            } => {
+                let mut v = vec![SimService {
                     uuid: BleUuid::from_u16(u::SERVICE_WEIGHT_SCALE),
                     characteristics: vec![c(u::WEIGHT_MEASUREMENT, Props::INDICATE)],
-                },
-                SimService {
-                    uuid: BleUuid::from_u16(u::SERVICE_BODY_COMPOSITION),
-                    characteristics: vec![c(u::BODY_COMPOSITION_MEASUREMENT, Props::INDICATE)],
-                },
-            ],
+                }];
+                if body_composition {
+                    v.push(SimService {
+                        uuid: BleUuid::from_u16(u::SERVICE_BODY_COMPOSITION),
+                        characteristics: vec![c(u::BODY_COMPOSITION_MEASUREMENT, Props::INDICATE)],
+                    });
+                }
+                v
+            }
             SimKind::Glucometer { .. } => vec![SimService {
                 uuid: BleUuid::from_u16(u::SERVICE_GLUCOSE),
                 characteristics: vec![
@@ -379,61 +552,28 @@ impl SimDevice {
     /// Notifications were enabled on `uuid`: the values the device sends
     /// (a cuff or a scale replays its whole memory).
     pub fn on_subscribe(&mut self, uuid: BleUuid) -> Vec<Emission> {
+        untag(self.on_subscribe_tagged(uuid))
+    }
+
+    /// [`SimDevice::on_subscribe`], each value with its record's tag.
+    pub fn on_subscribe_tagged(&mut self, uuid: BleUuid) -> Vec<Tagged> {
         let off = self.clock_offset;
         match (&self.kind, uuid.as_u16()) {
             (SimKind::BpCuff { memory, extra }, Some(u::BLOOD_PRESSURE_MEASUREMENT)) => {
-                let mut out: Vec<Emission> = memory
-                    .iter()
-                    .map(|(t, s, d, m, p)| {
-                        let v = BloodPressureMeasurement {
-                            unit: PressureUnit::MmHg,
-                            systolic: sf(*s, 0),
-                            diastolic: sf(*d, 0),
-                            mean_arterial_pressure: sf(*m, 0),
-                            timestamp: dt(*t + off),
-                            pulse_rate: Some(sf(*p, 0)),
-                            user_id: None,
-                            status: Some(MeasurementStatus(0)),
-                        };
-                        (uuid, v.encode())
-                    })
-                    .collect();
-                out.extend(extra.iter().map(|b| (uuid, b.clone())));
+                let mut out: Vec<Tagged> = memory.iter().map(|r| bp_value(r, off)).collect();
+                out.extend(extra.iter().map(|b| (uuid, b.clone(), None)));
                 out
             }
-            (SimKind::Scale { memory }, Some(u::WEIGHT_MEASUREMENT)) => memory
-                .iter()
-                .map(|(t, kg, _)| {
-                    let v = WeightMeasurement {
-                        system: MeasurementSystem::Si,
-                        weight_raw: MeasurementSystem::Si.mass_raw(*kg).unwrap_or(0xFFFF),
-                        timestamp: dt(*t + off),
-                        user_id: None,
-                        bmi_height: None,
-                    };
-                    (uuid, v.encode())
-                })
-                .collect(),
-            (SimKind::Scale { memory }, Some(u::BODY_COMPOSITION_MEASUREMENT)) => memory
-                .iter()
-                .flat_map(|(t, kg, fat)| {
-                    // Two packets: the second carries the weight.
-                    let first = BodyCompositionMeasurement {
-                        multiple_packet: true,
-                        body_fat_raw: (fat * 10.0).round() as u16,
-                        timestamp: dt(*t + off),
-                        impedance_raw: Some(5000),
-                        ..Default::default()
-                    };
-                    let second = BodyCompositionMeasurement {
-                        multiple_packet: true,
-                        body_fat_raw: first.body_fat_raw,
-                        weight_raw: MeasurementSystem::Si.mass_raw(*kg),
-                        ..Default::default()
-                    };
-                    [(uuid, first.encode()), (uuid, second.encode())]
-                })
-                .collect(),
+            (SimKind::Scale { memory, .. }, Some(u::WEIGHT_MEASUREMENT)) => {
+                memory.iter().map(|r| weight_value(r, off)).collect()
+            }
+            (
+                SimKind::Scale {
+                    memory,
+                    body_composition: true,
+                },
+                Some(u::BODY_COMPOSITION_MEASUREMENT),
+            ) => memory.iter().flat_map(|r| body_values(r, off)).collect(),
             (
                 SimKind::Generic {
                     characteristics, ..
@@ -442,7 +582,7 @@ impl SimDevice {
             ) => characteristics
                 .iter()
                 .filter(|c| c.0 == x)
-                .flat_map(|c| c.2.iter().map(|v| (uuid, v.clone())))
+                .flat_map(|c| c.2.iter().map(|v| (uuid, v.clone(), None)))
                 .collect(),
             _ => Vec::new(),
         }
@@ -450,6 +590,11 @@ impl SimDevice {
 
     /// A value was written: the device's reply values, or an ATT error text.
     pub fn on_write(&mut self, uuid: BleUuid, value: &[u8]) -> Result<Vec<Emission>, String> {
+        self.on_write_tagged(uuid, value).map(untag)
+    }
+
+    /// [`SimDevice::on_write`], each value with its record's tag.
+    pub fn on_write_tagged(&mut self, uuid: BleUuid, value: &[u8]) -> Result<Vec<Tagged>, String> {
         match uuid.as_u16() {
             Some(u::CURRENT_TIME) if self.current_time == Some(true) => {
                 CurrentTime::decode(value).map_err(|e| e.to_string())?;
@@ -478,7 +623,7 @@ impl SimDevice {
         }
     }
 
-    fn racp(&self, value: &[u8]) -> Vec<Emission> {
+    fn racp(&self, value: &[u8]) -> Vec<Tagged> {
         let racp_uuid = BleUuid::from_u16(u::RECORD_ACCESS_CONTROL_POINT);
         let respond = |op: u8, code: ResponseCode| {
             (
@@ -488,6 +633,7 @@ impl SimDevice {
                     code,
                 }
                 .encode(),
+                None,
             )
         };
         let SimKind::Glucometer { records } = &self.kind else {
@@ -516,43 +662,11 @@ impl SimDevice {
             (Operator::GreaterThanOrEqual, Operand::Sequence(s)) => *s,
             _ => return vec![respond(1, ResponseCode::OperatorNotSupported)],
         };
-        let mut out = Vec::new();
-        for (seq, t, mg, meal) in records.iter().filter(|r| r.0 >= from) {
-            let m = GlucoseMeasurement {
-                sequence_number: *seq,
-                base_time: dt(*t).unwrap_or(DateTime {
-                    year: 0,
-                    month: 0,
-                    day: 0,
-                    hours: 0,
-                    minutes: 0,
-                    seconds: 0,
-                }),
-                time_offset_minutes: None,
-                unit: ConcentrationUnit::KgPerL,
-                concentration: Some(GlucoseConcentration {
-                    // mg/dL → kg/L: ×1e-5
-                    value: Sfloat::from_decimal((mg * 10.0).round() as i64, -6)
-                        .unwrap_or(sf(0.0, 0)),
-                    sample_type: GlucoseType::CapillaryWholeBlood,
-                    sample_location: SampleLocation::Finger,
-                }),
-                sensor_status: None,
-                context_follows: meal.is_some(),
-            };
-            out.push((BleUuid::from_u16(u::GLUCOSE_MEASUREMENT), m.encode()));
-            if let Some(meal) = meal {
-                let c = GlucoseMeasurementContext {
-                    sequence_number: *seq,
-                    meal: Some(*meal),
-                    ..Default::default()
-                };
-                out.push((
-                    BleUuid::from_u16(u::GLUCOSE_MEASUREMENT_CONTEXT),
-                    c.encode(),
-                ));
-            }
-        }
+        let mut out: Vec<Tagged> = records
+            .iter()
+            .filter(|r| r.sequence >= from)
+            .flat_map(glucose_values)
+            .collect();
         let code = if out.is_empty() {
             ResponseCode::NoRecordsFound
         } else {
@@ -561,6 +675,124 @@ impl SimDevice {
         out.push(respond(1, code));
         out
     }
+}
+
+/// Which empty device [`SimDevice::empty`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmptyKind {
+    /// Blood pressure cuff.
+    BpCuff,
+    /// Weight scale (no body composition).
+    Scale,
+    /// Glucometer.
+    Glucometer,
+}
+
+fn untag(v: Vec<Tagged>) -> Vec<Emission> {
+    v.into_iter().map(|(u, b, _)| (u, b)).collect()
+}
+
+fn bp_value(r: &BpRecord, off: Duration) -> Tagged {
+    let decimals = if r.unit == PressureUnit::KPa { 1 } else { 0 };
+    let v = BloodPressureMeasurement {
+        unit: r.unit,
+        systolic: sf(r.systolic, decimals),
+        diastolic: sf(r.diastolic, decimals),
+        mean_arterial_pressure: sf(r.mean, decimals),
+        timestamp: dt(r.at + off),
+        pulse_rate: Some(sf(r.pulse, 0)),
+        user_id: None,
+        status: Some(MeasurementStatus(if r.irregular_pulse {
+            0x0004
+        } else {
+            0
+        })),
+    };
+    (
+        BleUuid::from_u16(u::BLOOD_PRESSURE_MEASUREMENT),
+        v.encode(),
+        r.tag,
+    )
+}
+
+fn weight_value(r: &WeightRecord, off: Duration) -> Tagged {
+    let v = WeightMeasurement {
+        system: r.system,
+        weight_raw: r.system.mass_raw(r.weight).unwrap_or(0xFFFF),
+        timestamp: dt(r.at + off),
+        user_id: None,
+        bmi_height: None,
+    };
+    (BleUuid::from_u16(u::WEIGHT_MEASUREMENT), v.encode(), r.tag)
+}
+
+/// Body composition in two packets: the second carries the weight.
+fn body_values(r: &WeightRecord, off: Duration) -> Vec<Tagged> {
+    let uuid = BleUuid::from_u16(u::BODY_COMPOSITION_MEASUREMENT);
+    let Some(fat) = r.body_fat else {
+        return Vec::new();
+    };
+    let first = BodyCompositionMeasurement {
+        multiple_packet: true,
+        body_fat_raw: (fat * 10.0).round() as u16,
+        timestamp: dt(r.at + off),
+        impedance_raw: Some(5000),
+        ..Default::default()
+    };
+    let second = BodyCompositionMeasurement {
+        multiple_packet: true,
+        body_fat_raw: first.body_fat_raw,
+        weight_raw: r.system.mass_raw(r.weight),
+        ..Default::default()
+    };
+    vec![
+        (uuid, first.encode(), r.tag),
+        (uuid, second.encode(), r.tag),
+    ]
+}
+
+/// A glucose record: Glucose Measurement, then its context if it has one.
+fn glucose_values(r: &GlucoseRecord) -> Vec<Tagged> {
+    // mg/dL → kg/L is ×1e-5 (tenths of mg/dL as 1e-6 kg/L); mmol/L → mol/L
+    // is ×1e-3 (tenths of mmol/L as 1e-4 mol/L).
+    let value = match r.unit {
+        ConcentrationUnit::KgPerL => Sfloat::from_decimal((r.value * 10.0).round() as i64, -6),
+        ConcentrationUnit::MolPerL => Sfloat::from_decimal((r.value * 10.0).round() as i64, -4),
+    };
+    let m = GlucoseMeasurement {
+        sequence_number: r.sequence,
+        base_time: dt(r.at).unwrap_or(DateTime {
+            year: 0,
+            month: 0,
+            day: 0,
+            hours: 0,
+            minutes: 0,
+            seconds: 0,
+        }),
+        time_offset_minutes: None,
+        unit: r.unit,
+        concentration: Some(GlucoseConcentration {
+            value: value.unwrap_or(sf(0.0, 0)),
+            sample_type: GlucoseType::CapillaryWholeBlood,
+            sample_location: SampleLocation::Finger,
+        }),
+        sensor_status: None,
+        context_follows: r.meal.is_some(),
+    };
+    let mut out = vec![(BleUuid::from_u16(u::GLUCOSE_MEASUREMENT), m.encode(), r.tag)];
+    if let Some(meal) = r.meal {
+        let c = GlucoseMeasurementContext {
+            sequence_number: r.sequence,
+            meal: Some(meal),
+            ..Default::default()
+        };
+        out.push((
+            BleUuid::from_u16(u::GLUCOSE_MEASUREMENT_CONTEXT),
+            c.encode(),
+            r.tag,
+        ));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -181,7 +181,7 @@ pub const CHECKABLE_GATT: [(u16, &str); 11] = [
 
 /// The readable listing.
 pub fn render(list: &[DeviceInfo]) -> String {
-    let mut s = String::from("Virtual devices (scenario `kind`, transports: mqtt, http; ble via the gateway's BLE link)\n");
+    let mut s = String::from("Virtual devices (scenario `kind`, transports: mqtt, http; ble for cuffs, scales and glucometers: rpm-sim run --ble)\n");
     for d in list {
         let _ = writeln!(
             s,

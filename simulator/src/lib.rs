@@ -10,8 +10,8 @@
 //! - [`emission`], [`payload`]: a device's measurement and its wire form;
 //! - [`quirks`], [`faults`]: device misbehaviour and broken input on demand;
 //! - [`schedule`], [`transport`], [`run`], [`report`]: playing a plan in
-//!   accelerated time over MQTT or HTTP (BLE plugs into
-//!   [`transport::Transport`]) and recording what was sent;
+//!   accelerated time over MQTT, HTTP or BLE (simulated devices served by
+//!   the BlueZ emulator) and recording what was sent;
 //! - [`load`]: many devices at a target rate, for benchmarks;
 //! - [`check`], [`devices`]: the vendor conformance check and the catalogue;
 //! - [`ble`], `bluez`: simulated BLE devices and the BlueZ D-Bus emulator;

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use device_profiles::{Metric, Unit};
 use serde::{Deserialize, Serialize};
 
 use crate::emission::{DeviceKind, Fault};
@@ -33,6 +34,9 @@ pub struct SentRecord {
     pub device_time: DateTime<Utc>,
     /// Injected fault.
     pub fault: Option<Fault>,
+    /// Values as the device sent them (metric, value, unit).
+    #[serde(default)]
+    pub values: Vec<(Metric, f64, Unit)>,
     /// Successful publishes of this reading.
     pub publishes: u32,
 }
@@ -85,6 +89,7 @@ impl SentReport {
             measured_at: o.measured_at,
             device_time: o.emission.at,
             fault: o.emission.fault,
+            values: o.emission.values.clone(),
             publishes: 0,
         });
         r.publishes += 1;
@@ -171,7 +176,6 @@ mod tests {
     use crate::payload::WireFormat;
     use crate::plan::Planned;
     use chrono::TimeZone;
-    use device_profiles::{Metric, Unit};
 
     fn planned(id: u64, device: &str, sends: usize, fault: Option<Fault>) -> Planned {
         let at = Utc.with_ymd_and_hms(2026, 3, 2, 7, 0, 0).unwrap()

@@ -7,12 +7,14 @@
 //! the gateway's store with: every `expected` reading stored exactly once,
 //! every `faulty` one quarantined, every expected alert raised in its window.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::emission::Fault;
+use crate::plan::Planned;
 use crate::quirks::QuirkKind;
 use crate::report::SentReport;
 use crate::scenario::{RuleId, Scenario};
@@ -130,6 +132,13 @@ pub struct RunReport {
     pub unacknowledged: Option<String>,
     /// Every publish.
     pub sent: SentReport,
+    /// Readings left out because the transport has no form for them, per
+    /// device id (over BLE: oximeters, thermometers, payload faults).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub skipped: BTreeMap<String, u64>,
+    /// Device id → BLE address, the device id the gateway stores (BLE runs).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ble_addresses: BTreeMap<String, String>,
 }
 
 impl RunReport {
@@ -163,14 +172,34 @@ pub fn alert_windows(s: &Scenario) -> Vec<AlertWindow> {
 pub async fn run<T: Transport>(
     s: &Scenario,
     speed: Option<f64>,
+    transport: T,
+    close_timeout: Duration,
+) -> Result<RunReport, BadSpeed> {
+    run_only(s, speed, transport, close_timeout, |_| true).await
+}
+
+/// [`run`], playing only the readings `carries` accepts (a transport's
+/// kinds); the others are counted in [`RunReport::skipped`].
+pub async fn run_only<T: Transport>(
+    s: &Scenario,
+    speed: Option<f64>,
     mut transport: T,
     close_timeout: Duration,
+    carries: impl Fn(&Planned) -> bool,
 ) -> Result<RunReport, BadSpeed> {
     let schedule = match speed {
         Some(x) => Schedule::new(s.start, x)?,
         None => s.schedule(),
     };
-    let plan = s.plan();
+    let mut plan = s.plan();
+    let mut skipped: BTreeMap<String, u64> = BTreeMap::new();
+    plan.readings.retain(|p| {
+        let keep = carries(p);
+        if !keep {
+            *skipped.entry(p.emission.device_id.clone()).or_default() += 1;
+        }
+        keep
+    });
     let mut sent = SentReport::new();
     let name = transport.name().to_string();
     let t0 = std::time::Instant::now();
@@ -196,6 +225,8 @@ pub async fn run<T: Transport>(
         expected_alerts: alert_windows(s),
         unacknowledged,
         sent,
+        skipped,
+        ble_addresses: BTreeMap::new(),
     })
 }
 

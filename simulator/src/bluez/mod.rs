@@ -27,7 +27,7 @@ use std::ffi::CString;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::ble::SimDevice;
+use crate::ble::{SimDevice, StoredRecord, Tagged};
 
 /// Emulator failures.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +54,10 @@ pub enum Command {
     AddBp(String, f64, f64),
     /// Add a device.
     Add(Box<SimDevice>),
+    /// Store a measurement in a device's memory; sent at once if the
+    /// device is connected and the collector listens (a live reading), else
+    /// with the memory on the next connection.
+    Store(String, Box<StoredRecord>),
     /// Power the adapter off (links drop) or on.
     Power(bool),
     /// Stop the emulator.
@@ -71,6 +75,16 @@ pub struct EmulatorConfig {
     pub advertise_every: Duration,
     /// Delay between a StartNotify/WriteValue reply and the first value.
     pub notify_delay: Duration,
+    /// The bus address (`unix:path=...`); the system bus
+    /// (`DBUS_SYSTEM_BUS_ADDRESS`) when `None`.
+    pub bus: Option<String>,
+    /// Devices drop the link after this long without sending anything, as
+    /// real ones do once their memory is sent (never when `None`).
+    pub idle_disconnect: Option<Duration>,
+    /// Devices advertise only while they hold tagged records not yet sent
+    /// (a real cuff sleeps between measurements), so that a gateway with
+    /// fewer connection slots than devices gets to every one of them.
+    pub quiet_when_sent: bool,
 }
 
 impl Default for EmulatorConfig {
@@ -80,6 +94,9 @@ impl Default for EmulatorConfig {
             adapter_address: "00:1A:7D:DA:71:13".into(),
             advertise_every: Duration::from_millis(500),
             notify_delay: Duration::from_millis(100),
+            bus: None,
+            idle_disconnect: None,
+            quiet_when_sent: false,
         }
     }
 }
@@ -99,6 +116,23 @@ struct Dev {
     connected: bool,
     notifying: HashSet<BleUuid>,
     rssi: i16,
+    /// Last connect, write or sent value (idle disconnect).
+    active_at: Instant,
+    /// Tags of stored records not yet sent to a listening collector.
+    unsent: HashSet<u64>,
+}
+
+impl Dev {
+    fn new(sim: SimDevice) -> Dev {
+        Dev {
+            sim,
+            connected: false,
+            notifying: HashSet::new(),
+            rssi: -60,
+            active_at: Instant::now(),
+            unsent: HashSet::new(),
+        }
+    }
 }
 
 /// What a path names.
@@ -113,13 +147,16 @@ enum Obj {
     Desc(usize, usize, usize),
 }
 
+/// A value to send: (when, device, characteristic, value, tag of the
+/// record it carries).
+type Scheduled = (Instant, usize, BleUuid, Vec<u8>, Option<u64>);
+
 struct Emulator {
     cfg: EmulatorConfig,
     powered: bool,
     discovering: bool,
     devices: Vec<Dev>,
-    /// (when, path, interface, changed properties as builders)
-    scheduled: Vec<(Instant, usize, BleUuid, Vec<u8>)>,
+    scheduled: Vec<Scheduled>,
     events: mpsc::Sender<String>,
 }
 
@@ -410,7 +447,7 @@ impl Emulator {
             })
     }
 
-    fn schedule(&mut self, i: usize, values: Vec<(BleUuid, Vec<u8>)>) {
+    fn schedule(&mut self, i: usize, values: Vec<Tagged>) {
         let base = self
             .scheduled
             .iter()
@@ -419,9 +456,9 @@ impl Emulator {
             .max()
             .unwrap_or_else(Instant::now)
             .max(Instant::now() + self.cfg.notify_delay);
-        for (n, (uuid, v)) in values.into_iter().enumerate() {
+        for (n, (uuid, v, tag)) in values.into_iter().enumerate() {
             self.scheduled
-                .push((base + Duration::from_millis(5 * n as u64), i, uuid, v));
+                .push((base + Duration::from_millis(5 * n as u64), i, uuid, v, tag));
         }
     }
 
@@ -452,7 +489,14 @@ pub fn run(
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<String>,
 ) -> Result<(), EmulatorError> {
-    let conn = LocalConnection::new_system()?;
+    let conn = match &cfg.bus {
+        Some(address) => {
+            let mut channel = dbus::channel::Channel::open_private(address)?;
+            channel.register()?;
+            LocalConnection::from(channel)
+        }
+        None => LocalConnection::new_system()?,
+    };
     let reply = conn.request_name("org.bluez", false, true, true)?;
     if reply != dbus::blocking::stdintf::org_freedesktop_dbus::RequestNameReply::PrimaryOwner {
         return Err(EmulatorError::NameTaken);
@@ -461,15 +505,7 @@ pub fn run(
         cfg,
         powered: true,
         discovering: false,
-        devices: devices
-            .into_iter()
-            .map(|sim| Dev {
-                sim,
-                connected: false,
-                notifying: HashSet::new(),
-                rssi: -60,
-            })
-            .collect(),
+        devices: devices.into_iter().map(Dev::new).collect(),
         scheduled: Vec::new(),
         events,
     };
@@ -509,7 +545,7 @@ pub fn run(
         emu.scheduled = later;
         let mut due = due;
         due.sort_by_key(|s| s.0);
-        for (_, i, uuid, value) in due {
+        for (_, i, uuid, value, tag) in due {
             if !emu.devices[i].connected {
                 continue;
             }
@@ -517,7 +553,29 @@ pub fn run(
                 let mut p = PropMap::new();
                 p.insert("Value".into(), var(value));
                 if let Some(m) = properties_changed(&emu.char_path(i, s, c), CHAR1, p) {
-                    let _ = conn.channel().send(m);
+                    if conn.channel().send(m).is_ok() {
+                        emu.devices[i].active_at = Instant::now();
+                        if let Some(t) = tag {
+                            emu.devices[i].unsent.remove(&t);
+                            emu.event(format!("DELIVERED {} {t}", emu.devices[i].sim.address));
+                        }
+                    }
+                }
+            }
+        }
+        // Devices done sending hang up.
+        if let Some(idle) = emu.cfg.idle_disconnect {
+            for i in 0..emu.devices.len() {
+                let d = &emu.devices[i];
+                if d.connected
+                    && d.active_at.elapsed() >= idle
+                    && !emu.scheduled.iter().any(|s| s.1 == i)
+                {
+                    let mut out = Vec::new();
+                    drop_link(&mut emu, i, &mut out);
+                    for m in out {
+                        let _ = conn.channel().send(m);
+                    }
                 }
             }
         }
@@ -525,7 +583,9 @@ pub fn run(
         if emu.discovering && emu.powered && last_adv.elapsed() >= emu.cfg.advertise_every {
             last_adv = Instant::now();
             for i in 0..emu.devices.len() {
-                if emu.devices[i].connected {
+                if emu.devices[i].connected
+                    || (emu.cfg.quiet_when_sent && emu.devices[i].unsent.is_empty())
+                {
                     continue;
                 }
                 let d = &mut emu.devices[i];
@@ -581,13 +641,28 @@ fn command(emu: &mut Emulator, c: Command) -> Vec<Message> {
                 emu.devices[i].sim.add_bp(s, d);
             }
         }
+        Command::Store(a, r) => {
+            if let Some(i) = idx(emu, &a) {
+                match emu.devices[i].sim.store(*r) {
+                    Ok(values) => {
+                        let d = &mut emu.devices[i];
+                        d.unsent.extend(values.iter().filter_map(|v| v.2));
+                        let live: Vec<Tagged> = if d.connected {
+                            values
+                                .into_iter()
+                                .filter(|v| d.notifying.contains(&v.0))
+                                .collect()
+                        } else {
+                            Vec::new()
+                        };
+                        emu.schedule(i, live);
+                    }
+                    Err(e) => emu.event(format!("REFUSED {a} {e}")),
+                }
+            }
+        }
         Command::Add(d) => {
-            emu.devices.push(Dev {
-                sim: *d,
-                connected: false,
-                notifying: HashSet::new(),
-                rssi: -60,
-            });
+            emu.devices.push(Dev::new(*d));
             let i = emu.devices.len() - 1;
             let ifaces: HashMap<String, PropMap> = [(DEVICE1.to_string(), emu.device_props(i))]
                 .into_iter()
@@ -681,6 +756,7 @@ fn handle(emu: &mut Emulator, msg: &Message, out: &mut Vec<Message>) {
             Obj::Device(i) if emu.powered && emu.devices[i].sim.connectable() => {
                 if !emu.devices[i].connected {
                     emu.devices[i].connected = true;
+                    emu.devices[i].active_at = Instant::now();
                     emu.devices[i].sim.on_connect();
                     let mut p = PropMap::new();
                     p.insert("Connected".into(), var(true));
@@ -711,7 +787,8 @@ fn handle(emu: &mut Emulator, msg: &Message, out: &mut Vec<Message>) {
             Obj::Char(i, s, c) => {
                 let uuid = emu.devices[i].sim.services()[s].characteristics[c].0;
                 emu.devices[i].notifying.insert(uuid);
-                let values = emu.devices[i].sim.on_subscribe(uuid);
+                let values = emu.devices[i].sim.on_subscribe_tagged(uuid);
+                emu.devices[i].active_at = Instant::now();
                 emu.schedule(i, values);
                 let mut p = PropMap::new();
                 p.insert("Notifying".into(), var(true));
@@ -740,7 +817,8 @@ fn handle(emu: &mut Emulator, msg: &Message, out: &mut Vec<Message>) {
                     uuid.short_name(),
                     value.iter().map(|b| format!("{b:02x}")).collect::<String>()
                 ));
-                match emu.devices[i].sim.on_write(uuid, &value) {
+                emu.devices[i].active_at = Instant::now();
+                match emu.devices[i].sim.on_write_tagged(uuid, &value) {
                     Ok(values) => {
                         emu.schedule(i, values);
                         msg.method_return()

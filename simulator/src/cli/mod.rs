@@ -4,6 +4,8 @@
 //! Exit codes: 0 success; 1 a check refused the input, or a run did not
 //! deliver everything; 2 bad arguments or files.
 
+#[cfg(feature = "bluez")]
+mod ble;
 mod check;
 mod run;
 
@@ -13,7 +15,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 /// Virtual patients and devices for rpm-gateway: vendor conformance
-/// checks, scenario runs over MQTT or HTTP, load.
+/// checks, scenario runs over MQTT, HTTP or BLE, load.
 #[derive(Debug, Parser)]
 #[command(name = "rpm-sim", version)]
 pub struct Cli {
@@ -42,10 +44,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Play scenarios in accelerated time over MQTT or HTTP.
+    /// Play scenarios in accelerated time over MQTT, HTTP or BLE.
     Run(RunArgs),
     /// Publish from many devices at a target rate (benchmarks).
     Load(LoadArgs),
+    /// The BlueZ D-Bus emulator: the arguments of `rpm-bluez-emulator`
+    /// (`--private-bus DIR`, `--adapter hci0`, `--device KIND,ADDRESS[,N]`).
+    #[cfg(feature = "bluez")]
+    #[command(disable_help_flag = true)]
+    Bluez {
+        /// Passed to the emulator as they are (`--help` for its usage).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// `rpm-sim check`.
@@ -92,7 +103,11 @@ pub struct RunArgs {
     #[arg(long, conflicts_with = "scenarios")]
     all: bool,
     /// MQTT broker HOST:PORT (QoS 1).
-    #[arg(long, value_name = "HOST:PORT", required_unless_present = "http")]
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        required_unless_present_any = ["http", "ble"]
+    )]
     mqtt: Option<String>,
     /// HTTP ingest URL (`http://HOST:PORT/api/v1/readings`).
     #[arg(long, value_name = "URL", conflicts_with = "mqtt")]
@@ -121,6 +136,16 @@ pub struct RunArgs {
     /// Write the sent-report (JSON) here.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Over Bluetooth LE, one scenario: its cuffs, scales and glucometers
+    /// become devices of a BlueZ emulator run by this process (on
+    /// DBUS_SYSTEM_BUS_ADDRESS), their readings the devices' stored records;
+    /// other kinds and payload faults are skipped.
+    #[arg(long, conflicts_with_all = ["mqtt", "http", "all", "faults"])]
+    ble: bool,
+    /// With --ble: serve a private dbus-daemon started in this directory
+    /// (prints `BUS <address>` for the gateway's DBUS_SYSTEM_BUS_ADDRESS).
+    #[arg(long, value_name = "DIR")]
+    private_bus: Option<PathBuf>,
 }
 
 /// `rpm-sim load`.
@@ -181,8 +206,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             gateway_config,
             json,
         } => run::scenarios(gateway_config, json),
+        #[cfg(feature = "bluez")]
+        Command::Run(a) if a.ble => runtime()?.block_on(ble::run(a)),
         Command::Run(a) => runtime()?.block_on(run::run(a)),
         Command::Load(a) => runtime()?.block_on(run::load(a)),
+        #[cfg(feature = "bluez")]
+        Command::Bluez { args } => Ok(crate::bluez::cli::main_with_args(args)),
     }
 }
 

@@ -15,7 +15,7 @@ use crate::transport::http::HttpTransport;
 use crate::transport::mqtt::{parse_addr, Publisher};
 
 /// A bundled scenario by name, or a scenario file.
-fn resolve(arg: &str) -> Result<Scenario, ScenarioError> {
+pub(super) fn resolve(arg: &str) -> Result<Scenario, ScenarioError> {
     let p = Path::new(arg);
     if p.exists() || arg.ends_with(".toml") {
         Scenario::load(p)
@@ -47,6 +47,8 @@ pub(super) fn scenarios(gateway_config: Option<String>, json: bool) -> anyhow::R
                 d.device_id, d.patient_id
             );
         }
+        #[cfg(feature = "bluez")]
+        print_ble_devices(&s);
         return Ok(ExitCode::SUCCESS);
     }
     let list = bundled()?;
@@ -87,7 +89,34 @@ pub(super) fn scenarios(gateway_config: Option<String>, json: bool) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
+/// The same kit over BLE (`rpm-sim run NAME --ble`): the gateway knows a
+/// BLE device by its address, so each cuff, scale and glucometer is
+/// registered under the address the simulator gives it.
+#[cfg(feature = "bluez")]
+fn print_ble_devices(s: &Scenario) {
+    use crate::devices::kind_name;
+    use crate::transport::ble::{address_of, ble_kind};
+    println!(
+        "# the same devices over BLE (rpm-sim run {} --ble); enable the source with [sources.ble]",
+        s.name
+    );
+    for d in s.registry().iter().filter(|d| ble_kind(d.kind).is_some()) {
+        println!(
+            "[[devices]] # {} {}\nid = \"{}\"\npatient = \"{}\"\n",
+            kind_name(d.kind),
+            d.device_id,
+            address_of(&d.device_id),
+            d.patient_id
+        );
+    }
+}
+
 pub(super) async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        !a.ble,
+        "this rpm-sim was built without BLE (feature `bluez`)"
+    );
+    anyhow::ensure!(a.private_bus.is_none(), "--private-bus goes with --ble");
     let list = if a.all {
         bundled()?
     } else {
@@ -140,17 +169,29 @@ pub(super) async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     for t in tasks {
         reports.push(t.await.context("scenario task")??);
     }
+    finish(&reports, a.report.as_deref())
+}
+
+/// Prints each run's tally, writes the sent-report, and says whether every
+/// run was complete.
+pub(super) fn finish(reports: &[RunReport], report: Option<&Path>) -> anyhow::Result<ExitCode> {
     let mut complete = true;
-    for r in &reports {
+    for r in reports {
         let failures: usize = r.sent.failures().values().map(|f| f.reasons.len()).sum();
+        let skipped: u64 = r.skipped.values().sum();
         println!(
-            "{}: {} readings ({} valid, {} faulty), {} publishes, {} failed, in {:.1} s{}",
+            "{}: {} readings ({} valid, {} faulty), {} publishes, {} failed{}, in {:.1} s{}",
             r.scenario,
             r.sent.records().count(),
             r.sent.expected().count(),
             r.sent.faulty().count(),
             r.sent.publishes(),
             failures,
+            if skipped > 0 {
+                format!(", {skipped} skipped (no {} form)", r.transport)
+            } else {
+                String::new()
+            },
             r.wall_seconds,
             r.unacknowledged
                 .as_deref()
@@ -159,7 +200,7 @@ pub(super) async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         );
         complete &= r.complete();
     }
-    if let Some(path) = &a.report {
+    if let Some(path) = report {
         let body = serde_json::json!({ "runs": reports });
         std::fs::write(path, serde_json::to_vec_pretty(&body)?)
             .with_context(|| format!("writing {}", path.display()))?;

@@ -4,11 +4,13 @@
 //!
 //! A [`Transport`] takes an [`Outgoing`] (the emission as the device's own
 //! clock stamps it, and its wire format) and encodes it as its link needs:
-//! MQTT and HTTP send the JSON payloads of [`crate::payload`]; a BLE
-//! transport (built with the gateway's virtual BLE link and the BlueZ
-//! emulator) encodes GATT characteristic values instead. That is the seam:
-//! implement [`Transport`] and [`play`] drives it.
+//! MQTT and HTTP send the JSON payloads of [`crate::payload`]; BLE (`ble`,
+//! the BlueZ emulator) stores the reading in a simulated device whose GATT
+//! values the gateway collects. That is the seam: implement [`Transport`]
+//! and [`play`] drives it.
 
+#[cfg(feature = "bluez")]
+pub mod ble;
 pub mod http;
 pub mod mqtt;
 
@@ -29,6 +31,10 @@ pub enum TransportError {
     /// HTTP failure.
     #[error(transparent)]
     Http(#[from] http::HttpError),
+    /// BLE (BlueZ emulator) failure.
+    #[cfg(feature = "bluez")]
+    #[error(transparent)]
+    Ble(#[from] ble::BleError),
 }
 
 /// A link from virtual devices to a gateway.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::audit::AuditPatient;
 use super::auth::Principal;
-use super::page::{self, Filter, Page};
+use super::page::{self, Filter, Keyed, Listing, Page};
 use super::problem::{ApiError, Json, Path, Query};
 use super::ApiState;
 use crate::pipeline::valid_device_id;
@@ -41,35 +41,22 @@ pub async fn list(
     if let Some(c) = &q.cursor {
         f.add("device_id > ?", page::decode_cursor(c)?);
     }
-    if let Some(pt) = &q.patient {
-        f.add("patient_id = ?", pt.clone());
-    }
     match q.assigned {
         Some(true) => f.add("patient_id IS NOT ?", rusqlite::types::Value::Null),
         Some(false) => f.add("patient_id IS ?", rusqlite::types::Value::Null),
         None => {}
     }
-    f.scope("patient_id", p.scope_json());
-    let patient = q.patient.clone();
-    let rows = st
-        .db
-        .run(move |s| {
-            if let Some(pt) = &patient {
-                p.check_patient(s.conn(), pt, "patient")?;
-            }
-            Ok(f.query(
-                s.conn(),
-                &format!("{DEVICE_COLUMNS} FROM devices"),
-                "device_id",
-                limit + 1,
-                device_row,
-            )?)
-        })
-        .await?;
-    Ok((
-        q.patient.map(AuditPatient),
-        Json(Page::new(rows, limit, |d| d.device_id.clone())),
-    ))
+    let head = format!("{DEVICE_COLUMNS} FROM devices");
+    let listing = Listing::new(f, head, "device_id", limit);
+    listing
+        .scoped_page(&st.db, p, q.patient, "patient_id", device_row)
+        .await
+}
+
+impl Keyed for Device {
+    fn key(&self) -> String {
+        self.device_id.clone()
+    }
 }
 
 fn visible_device(

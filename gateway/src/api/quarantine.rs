@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use super::auth::Principal;
-use super::page::{self, Filter, Page};
+use super::page::{self, Filter, Keyed, Listing, Page};
 use super::problem::{ApiError, Json, Path, Query};
 use super::ApiState;
 use crate::store::queries::{quarantine_row, QuarantineRow, QUARANTINE_COLUMNS};
@@ -64,19 +64,15 @@ pub async fn list(
             .map_err(|_| ApiError::BadRequest("invalid cursor".into()))?;
         f.add("id > ?", id);
     }
-    let rows = st
-        .db
-        .run(move |s| {
-            Ok(f.query(
-                s.conn(),
-                &format!("{QUARANTINE_COLUMNS} FROM quarantine"),
-                "id",
-                limit + 1,
-                quarantine_row,
-            )?)
-        })
-        .await?;
-    Ok(Json(Page::new(rows, limit, |r| r.id.to_string())))
+    let head = format!("{QUARANTINE_COLUMNS} FROM quarantine");
+    let listing = Listing::new(f, head, "id", limit);
+    Ok(Json(listing.page(&st.db, quarantine_row).await?))
+}
+
+impl Keyed for QuarantineRow {
+    fn key(&self) -> String {
+        self.id.to_string()
+    }
 }
 
 /// One quarantined input with its payload.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::audit::AuditPatient;
 use super::auth::Principal;
-use super::page::{self, Filter, Page};
+use super::page::{self, Filter, Keyed, Listing, Page};
 use super::problem::{ApiError, Json, Path, Query};
 use super::ApiState;
 use crate::store::queries::{reading_row, StoredReading, READING_COLUMNS};
@@ -65,30 +65,17 @@ pub async fn list(
     if let Some(d) = &q.device {
         f.add("device_id = ?", d.clone());
     }
-    if let Some(pt) = &q.patient {
-        f.add("patient_id = ?", pt.clone());
+    let head = format!("{READING_COLUMNS} FROM readings");
+    let listing = Listing::new(f, head, "measured_at, seq", limit);
+    listing
+        .scoped_page(&st.db, p, q.patient, "patient_id", reading_row)
+        .await
+}
+
+impl Keyed for StoredReading {
+    fn key(&self) -> String {
+        format!("{}.{}", self.measured_at.timestamp_millis(), self.seq)
     }
-    f.scope("patient_id", p.scope_json());
-    let patient = q.patient.clone();
-    let rows = st
-        .db
-        .run(move |s| {
-            if let Some(pt) = &patient {
-                p.check_patient(s.conn(), pt, "patient")?;
-            }
-            Ok(f.query(
-                s.conn(),
-                &format!("{READING_COLUMNS} FROM readings"),
-                "measured_at, seq",
-                limit + 1,
-                reading_row,
-            )?)
-        })
-        .await?;
-    let page = Page::new(rows, limit, |r| {
-        format!("{}.{}", r.measured_at.timestamp_millis(), r.seq)
-    });
-    Ok((q.patient.map(AuditPatient), Json(page)))
 }
 
 /// The latest reading of each metric of a patient.

@@ -155,6 +155,14 @@ const KIT: &[(&str, &str)] = &[
     ("gluco-1", "p2"),
     ("0024befffe804ff1", "p3"),
 ];
+/// A started gateway that takes the [`KIT`] devices from `broker` and
+/// forwards to `url`.
+fn kit_gateway(dir: &Path, broker: &Mosquitto, url: &str) -> Gateway {
+    let mut gw = Gateway::new(dir, broker.port, KIT, &forward_section(url, ""));
+    gw.start();
+    gw
+}
+
 /// Readings per `publish_kit` round: 4 BP + 1 glucose + 1 temperature.
 const PER_ROUND: i64 = 6;
 
@@ -166,13 +174,7 @@ fn every_reading_arrives_once_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let vm = VictoriaMetrics::start(dir.path());
     let broker = Mosquitto::start(dir.path());
-    let mut gw = Gateway::new(
-        dir.path(),
-        broker.port,
-        KIT,
-        &forward_section(&vm.url(), ""),
-    );
-    gw.start();
+    let mut gw = kit_gateway(dir.path(), &broker, &vm.url());
     for round in 0..3 {
         publish_kit(&broker, round);
     }
@@ -209,13 +211,7 @@ fn a_server_outage_of_minutes_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut vm = VictoriaMetrics::start(dir.path());
     let broker = Mosquitto::start(dir.path());
-    let mut gw = Gateway::new(
-        dir.path(),
-        broker.port,
-        KIT,
-        &forward_section(&vm.url(), ""),
-    );
-    gw.start();
+    let gw = kit_gateway(dir.path(), &broker, &vm.url());
     publish_kit(&broker, 0);
     wait_until("first round forwarded", T, || {
         gw.readings() == PER_ROUND && caught_up(&gw)

@@ -14,6 +14,7 @@
 //! becomes the `device_clock_not_set` annotation; the time is still passed
 //! on and judged by the canonicaliser's clock policy.
 
+use super::bit_names;
 use super::datetime::DateTime;
 use super::error::{Characteristic, Fault, GattError};
 use super::ieee11073::Sfloat;
@@ -46,7 +47,7 @@ impl PlxMeasurementStatus {
 
     /// Names of the set bits within `mask`.
     pub fn names(self, mask: u16) -> Vec<&'static str> {
-        names(&Self::NAMES, u32::from(self.0 & mask))
+        bit_names(&Self::NAMES, u32::from(self.0 & mask))
     }
 }
 
@@ -78,16 +79,8 @@ impl PlxDeviceSensorStatus {
 
     /// Names of the set bits within `mask`.
     pub fn names(self, mask: u32) -> Vec<&'static str> {
-        names(&Self::NAMES, self.0 & mask)
+        bit_names(&Self::NAMES, self.0 & mask)
     }
-}
-
-fn names(table: &[(u32, &'static str)], bits: u32) -> Vec<&'static str> {
-    table
-        .iter()
-        .filter(|(b, _)| bits & b != 0)
-        .map(|(_, n)| *n)
-        .collect()
 }
 
 /// An SpO2 and pulse-rate pair.

@@ -78,6 +78,13 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Alert> {
     })
 }
 
+/// The list is newest first by (fired_at, alert_id); the cursor names both.
+impl Keyed for Alert {
+    fn key(&self) -> String {
+        format!("{}.{}", self.fired_at.timestamp_millis(), self.alert_id)
+    }
+}
+
 /// `GET /api/v1/alerts` parameters.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -139,16 +146,9 @@ pub async fn list(
     }
     let head =
         format!("{COLUMNS} FROM alerts a LEFT JOIN patients p ON p.patient_id = a.patient_id");
-    let listing = Listing::new(f, head, "a.fired_at DESC, a.alert_id DESC", limit);
-    listing
+    Listing::new(f, head, "a.fired_at DESC, a.alert_id DESC", limit)
         .scoped_page(&st.db, p, q.patient, "a.patient_id", row)
         .await
-}
-
-impl Keyed for Alert {
-    fn key(&self) -> String {
-        format!("{}.{}", self.fired_at.timestamp_millis(), self.alert_id)
-    }
 }
 
 /// One transition of an alert.

@@ -15,6 +15,13 @@ use super::ApiState;
 use crate::pipeline::valid_device_id;
 use crate::store::registry::{device_row, Device, Reprocessed, DEVICE_COLUMNS};
 
+/// The list is by device id; the cursor names it.
+impl Keyed for Device {
+    fn key(&self) -> String {
+        self.device_id.clone()
+    }
+}
+
 /// `GET /api/v1/devices` parameters.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,16 +54,9 @@ pub async fn list(
         None => {}
     }
     let head = format!("{DEVICE_COLUMNS} FROM devices");
-    let listing = Listing::new(f, head, "device_id", limit);
-    listing
+    Listing::new(f, head, "device_id", limit)
         .scoped_page(&st.db, p, q.patient, "patient_id", device_row)
         .await
-}
-
-impl Keyed for Device {
-    fn key(&self) -> String {
-        self.device_id.clone()
-    }
 }
 
 fn visible_device(

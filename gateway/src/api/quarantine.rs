@@ -14,6 +14,13 @@ use super::ApiState;
 use crate::store::queries::{quarantine_row, QuarantineRow, QUARANTINE_COLUMNS};
 use crate::store::registry::ReprocessResult;
 
+/// The list is by entry id; the cursor names it.
+impl Keyed for QuarantineRow {
+    fn key(&self) -> String {
+        self.id.to_string()
+    }
+}
+
 /// `GET /api/v1/quarantine` parameters.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,12 +74,6 @@ pub async fn list(
     let head = format!("{QUARANTINE_COLUMNS} FROM quarantine");
     let listing = Listing::new(f, head, "id", limit);
     Ok(Json(listing.page(&st.db, quarantine_row).await?))
-}
-
-impl Keyed for QuarantineRow {
-    fn key(&self) -> String {
-        self.id.to_string()
-    }
 }
 
 /// One quarantined input with its payload.

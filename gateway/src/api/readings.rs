@@ -14,6 +14,13 @@ use super::problem::{ApiError, Json, Path, Query};
 use super::ApiState;
 use crate::store::queries::{reading_row, StoredReading, READING_COLUMNS};
 
+/// The list is by (measured_at, seq); the cursor names both.
+impl Keyed for StoredReading {
+    fn key(&self) -> String {
+        format!("{}.{}", self.measured_at.timestamp_millis(), self.seq)
+    }
+}
+
 /// `GET /api/v1/readings` parameters.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,16 +73,9 @@ pub async fn list(
         f.add("device_id = ?", d.clone());
     }
     let head = format!("{READING_COLUMNS} FROM readings");
-    let listing = Listing::new(f, head, "measured_at, seq", limit);
-    listing
+    Listing::new(f, head, "measured_at, seq", limit)
         .scoped_page(&st.db, p, q.patient, "patient_id", reading_row)
         .await
-}
-
-impl Keyed for StoredReading {
-    fn key(&self) -> String {
-        format!("{}.{}", self.measured_at.timestamp_millis(), self.seq)
-    }
 }
 
 /// The latest reading of each metric of a patient.

@@ -288,11 +288,7 @@ impl Engine {
             } else {
                 holds(verdict.status)
             };
-            let prev = input
-                .states
-                .get(&rule.id)
-                .cloned()
-                .unwrap_or_else(|| AlertState::new(&rule.id, rule.version));
+            let prev = prior_state(input.states, rule);
             let step = Step {
                 rule,
                 patient: input.patient,
@@ -327,11 +323,7 @@ impl Engine {
             };
             let verdict = missing_verdict(input, metrics, after.delta());
             let clear_holds = holds(verdict.status);
-            let prev = input
-                .states
-                .get(&rule.id)
-                .cloned()
-                .unwrap_or_else(|| AlertState::new(&rule.id, rule.version));
+            let prev = prior_state(input.states, rule);
             let step = Step {
                 rule,
                 patient: input.patient,
@@ -345,6 +337,14 @@ impl Engine {
         }
         out
     }
+}
+
+/// The stored state of `rule`, or a fresh one if it never fired.
+fn prior_state(states: &BTreeMap<String, AlertState>, rule: &Rule) -> AlertState {
+    states
+        .get(&rule.id)
+        .cloned()
+        .unwrap_or_else(|| AlertState::new(&rule.id, rule.version))
 }
 
 fn holds(s: Status) -> Option<bool> {

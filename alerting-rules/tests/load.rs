@@ -10,6 +10,20 @@ fn load(files: &[(&str, &str)]) -> Result<RuleSet, Vec<LoadError>> {
     RuleSet::from_sources(&srcs, None).map_err(|e| e.errors)
 }
 
+/// A pack file `name` of rules given as `(id, message, condition lines)`.
+/// Every rule takes eight lines, a blank one first: rule `i` (from 0) has
+/// `[[rule]]` on line `4 + 8 * i`, its id one line below, its message on
+/// `8 + 8 * i` and its condition from `10 + 8 * i`.
+fn pack(name: &str, rules: &[(&str, &str, &str)]) -> String {
+    let mut text = format!("pack = \"{name}\"\nversion = 1\n");
+    for (id, message, condition) in rules {
+        text.push_str(&format!(
+            "\n[[rule]]\nid = \"{id}\"\nversion = 1\nseverity = \"info\"\nmessage = \"{message}\"\nsource = \"s\"\n{condition}\n"
+        ));
+    }
+    text
+}
+
 #[test]
 fn every_bundled_pack_validates_on_its_own() {
     for (name, text) in BUNDLED_PACKS {
@@ -70,53 +84,42 @@ fn load_dir_reads_packs_and_plans() {
     assert!(set.plans().is_some());
 }
 
-const BROKEN: &str = r#"pack = "test"
-version = 1
-
-[[rule]]
-id = "t.ok"
-version = 1
-severity = "warning"
-message = "ok {value}"
-source = "test"
-threshold = { metric = "systolic", op = ">", limit = "180 mm[Hg]" }
-
-[[rule]]
-id = "t.bad-unit"
-version = 1
-severity = "warning"
-message = "x"
-source = "test"
-threshold = { metric = "systolic", op = ">", limit = "80 kg" }
-
-[[rule]]
-id = "t.bad-op"
-version = 1
-severity = "warning"
-message = "x"
-source = "test"
-threshold = { metric = "systolic", op = "=>", limit = "80 mm[Hg]" }
-
-[[rule]]
-id = "t.bad-field"
-version = 1
-severity = "warning"
-message = "x"
-source = "test"
-threshhold = { metric = "systolic", op = ">", limit = "80 mm[Hg]" }
-
-[[rule]]
-id = "t.bad-placeholder"
-version = 1
-severity = "warning"
-message = "value {vaule}"
-source = "test"
-threshold = { metric = "systolic", op = ">", limit = "80 mm[Hg]" }
-"#;
+fn broken() -> String {
+    pack(
+        "test",
+        &[
+            (
+                "t.ok",
+                "ok {value}",
+                r#"threshold = { metric = "systolic", op = ">", limit = "180 mm[Hg]" }"#,
+            ),
+            (
+                "t.bad-unit",
+                "x",
+                r#"threshold = { metric = "systolic", op = ">", limit = "80 kg" }"#,
+            ),
+            (
+                "t.bad-op",
+                "x",
+                r#"threshold = { metric = "systolic", op = "=>", limit = "80 mm[Hg]" }"#,
+            ),
+            (
+                "t.bad-field",
+                "x",
+                r#"threshhold = { metric = "systolic", op = ">", limit = "80 mm[Hg]" }"#,
+            ),
+            (
+                "t.bad-placeholder",
+                "value {vaule}",
+                r#"threshold = { metric = "systolic", op = ">", limit = "80 mm[Hg]" }"#,
+            ),
+        ],
+    )
+}
 
 #[test]
 fn broken_file_reports_file_line_and_field_for_every_error() {
-    let errs = load(&[("broken.toml", BROKEN)]).unwrap_err();
+    let errs = load(&[("broken.toml", &broken())]).unwrap_err();
     let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
     assert_eq!(errs.len(), 4, "{text:#?}");
     let find = |field: &str| {
@@ -154,46 +157,45 @@ fn syntax_error_has_a_line() {
     assert_eq!(errs[0].line, 3, "{}", errs[0]);
 }
 
-const ONE: &str = r#"pack = "one"
-version = 1
-[[rule]]
-id = "dup"
-version = 1
-severity = "info"
-message = "m"
-source = "s"
-threshold = { metric = "spo2", op = "<", limit = 90 }
-"#;
+fn one() -> String {
+    pack(
+        "one",
+        &[(
+            "dup",
+            "m",
+            r#"threshold = { metric = "spo2", op = "<", limit = 90 }"#,
+        )],
+    )
+}
 
-const TWO: &str = r#"pack = "two"
-version = 1
-
-[[rule]]
-id = "dup"
-version = 1
-severity = "info"
-message = "m"
-source = "s"
-threshold = { metric = "spo2", op = "<", limit = "90 %" }
-"#;
+fn two() -> String {
+    pack(
+        "two",
+        &[(
+            "dup",
+            "m",
+            r#"threshold = { metric = "spo2", op = "<", limit = "90 %" }"#,
+        )],
+    )
+}
 
 #[test]
 fn duplicate_ids_across_packs_are_an_error() {
-    let errs = load(&[("one.toml", ONE), ("two.toml", TWO)]).unwrap_err();
+    let errs = load(&[("one.toml", &one()), ("two.toml", &two())]).unwrap_err();
     assert_eq!(errs.len(), 1);
     assert_eq!(
         (errs[0].file.as_str(), errs[0].line, errs[0].field.as_str()),
         ("two.toml", 5, "id")
     );
-    assert!(errs[0].message.contains("one.toml:4"), "{}", errs[0]);
+    assert!(errs[0].message.contains("one.toml:5"), "{}", errs[0]);
 }
 
 #[test]
 fn errors_of_several_files_come_back_together() {
-    let bad = ONE.replace("limit = 90", "limit = \"90 mmHg\"");
+    let bad = one().replace("limit = 90", "limit = \"90 mmHg\"");
     let errs = load(&[
         ("a.toml", &bad),
-        ("b.toml", &TWO.replace("\"90 %\"", "\"ninety\"")),
+        ("b.toml", &two().replace("\"90 %\"", "\"ninety\"")),
     ])
     .unwrap_err();
     let files: Vec<&str> = errs.iter().map(|e| e.file.as_str()).collect();
@@ -219,9 +221,7 @@ fn semantic_checks_name_the_field() {
         ("", "rule[0]"),
     ];
     for (body, field) in cases {
-        let text = format!(
-            "pack = \"t\"\nversion = 1\n[[rule]]\nid = \"t.r\"\nversion = 1\nseverity = \"info\"\nmessage = \"m\"\nsource = \"s\"\n{body}\n"
-        );
+        let text = pack("t", &[("t.r", "m", body)]);
         let errs = load(&[("t.toml", &text)]).expect_err(body);
         assert!(
             errs.iter().any(|e| e.field == *field && e.line > 0),
@@ -232,17 +232,15 @@ fn semantic_checks_name_the_field() {
 
 #[test]
 fn a_limit_in_pounds_is_converted_at_load() {
-    let text = r#"pack = "t"
-version = 1
-[[rule]]
-id = "t.lb"
-version = 1
-severity = "info"
-message = "{value} {unit} > {limit} {unit}"
-source = "s"
-delta = { metric = "body_weight", op = ">=", limit = "2 lb", window = "24h", baseline = "min" }
-"#;
-    let set = load(&[("t.toml", text)]).unwrap();
+    let text = pack(
+        "t",
+        &[(
+            "t.lb",
+            "{value} {unit} > {limit} {unit}",
+            r#"delta = { metric = "body_weight", op = ">=", limit = "2 lb", window = "24h", baseline = "min" }"#,
+        )],
+    );
+    let set = load(&[("t.toml", &text)]).unwrap();
     let p = &set.get("t.lb").unwrap().params["limit"];
     assert!((p.default.unwrap() - 0.907_184_74).abs() < 1e-9);
     assert_eq!(p.display_unit, device_profiles::Unit::Lb);

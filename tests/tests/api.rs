@@ -12,6 +12,18 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(20);
 
+/// A bodiless `POST` with a token: how every action route
+/// (`.../resolve`, `.../redrive`, `.../rotate-secret`, ...) is called.
+trait PostAction {
+    fn post(&self, path: &str, token: &str) -> http::Resp;
+}
+
+impl PostAction for Api {
+    fn post(&self, path: &str, token: &str) -> http::Resp {
+        self.request("POST", path, Some(token), None)
+    }
+}
+
 struct World {
     _dir: tempfile::TempDir,
     broker: Mosquitto,
@@ -655,11 +667,9 @@ fn quarantine_listing_and_reprocess() {
     assert_eq!(one["payload_text"], "{\"sys\": 120, \"dia\":");
 
     // Still refused: the reason stays, the entry stays open.
-    let r = w.api.request(
-        "POST",
+    let r = w.api.post(
         &format!("/api/v1/quarantine/{}/reprocess", malformed["id"]),
-        Some(&t.admin),
-        None,
+        &t.admin,
     );
     r.expect(200);
     assert_eq!(r.json()["outcome"], "still_refused");
@@ -675,23 +685,14 @@ fn quarantine_listing_and_reprocess() {
         .unwrap();
     }
     let path = format!("/api/v1/quarantine/{}/reprocess", unknown["id"]);
-    w.api
-        .request("POST", &path, Some(&t.read_only), None)
-        .problem(403);
-    let r = w.api.request("POST", &path, Some(&t.admin), None);
+    w.api.post(&path, &t.read_only).problem(403);
+    let r = w.api.post(&path, &t.admin);
     r.expect(200);
     assert_eq!(r.json()["outcome"], "recovered");
     assert_eq!(r.json()["reading_ids"].as_array().unwrap().len(), 4);
+    w.api.post(&path, &t.admin).problem(409);
     w.api
-        .request("POST", &path, Some(&t.admin), None)
-        .problem(409);
-    w.api
-        .request(
-            "POST",
-            "/api/v1/quarantine/999999/reprocess",
-            Some(&t.admin),
-            None,
-        )
+        .post("/api/v1/quarantine/999999/reprocess", &t.admin)
         .problem(404);
     assert_eq!(
         w.gw.count("SELECT COUNT(*) FROM readings WHERE device_id = 'cuff-later'"),
@@ -870,13 +871,11 @@ fn alerts_and_webhook_delivery_log() {
         w.gw.count("SELECT COUNT(*) FROM outbox WHERE event_type = 'alert.acknowledged' AND alert_id = 'al-0'"),
         1
     );
-    let empty_body = w
-        .api
-        .request("POST", "/api/v1/alerts/al-0/resolve", Some(&t.admin), None);
+    let empty_body = w.api.post("/api/v1/alerts/al-0/resolve", &t.admin);
     empty_body.expect(200);
     assert_eq!(empty_body.json()["status"], "resolved");
     w.api
-        .request("POST", "/api/v1/alerts/al-0/resolve", Some(&t.admin), None)
+        .post("/api/v1/alerts/al-0/resolve", &t.admin)
         .problem(409);
     w.api
         .request(
@@ -936,36 +935,18 @@ fn alerts_and_webhook_delivery_log() {
             &json!({"endpoint_id": "n2", "url": "https://x.example.org"}),
         )
         .problem(403);
-    let rot = w.api.request(
-        "POST",
-        "/api/v1/webhooks/north/rotate-secret",
-        Some(&t.admin),
-        None,
-    );
+    let rot = w.api.post("/api/v1/webhooks/north/rotate-secret", &t.admin);
     rot.expect(200);
     let rot = rot.json();
     assert_ne!(rot["secret"], created["secret"]);
     assert_eq!(rot["endpoint"]["active_secrets"], 2);
-    let ret = w.api.request(
-        "POST",
-        "/api/v1/webhooks/north/retire-secrets",
-        Some(&t.admin),
-        None,
-    );
+    let ret = w
+        .api
+        .post("/api/v1/webhooks/north/retire-secrets", &t.admin);
     assert_eq!(ret.json()["active_secrets"], 1);
-    let dis = w.api.request(
-        "POST",
-        "/api/v1/webhooks/north/disable",
-        Some(&t.admin),
-        None,
-    );
+    let dis = w.api.post("/api/v1/webhooks/north/disable", &t.admin);
     assert_eq!(dis.json()["enabled"], false);
-    let en = w.api.request(
-        "POST",
-        "/api/v1/webhooks/north/enable",
-        Some(&t.admin),
-        None,
-    );
+    let en = w.api.post("/api/v1/webhooks/north/enable", &t.admin);
     assert_eq!(en.json()["enabled"], true);
     let up = w.api.send(
         "PATCH",
@@ -979,28 +960,16 @@ fn alerts_and_webhook_delivery_log() {
     one.expect(200);
     assert!(!one.text().contains("whsec_"), "secret listed");
     w.api.get("/api/v1/webhooks/nope", &t.admin).problem(404);
-    let rd = w
-        .api
-        .request("POST", "/api/v1/deliveries/1/redrive", Some(&t.admin), None);
+    let rd = w.api.post("/api/v1/deliveries/1/redrive", &t.admin);
     rd.expect(200);
     assert_eq!(rd.json()["redriven"], 1);
     w.api
-        .request("POST", "/api/v1/deliveries/1/redrive", Some(&t.admin), None)
+        .post("/api/v1/deliveries/1/redrive", &t.admin)
         .problem(409);
     w.api
-        .request(
-            "POST",
-            "/api/v1/deliveries/99/redrive",
-            Some(&t.admin),
-            None,
-        )
+        .post("/api/v1/deliveries/99/redrive", &t.admin)
         .problem(404);
-    let rd = w.api.request(
-        "POST",
-        "/api/v1/webhooks/ep-1/redrive",
-        Some(&t.admin),
-        None,
-    );
+    let rd = w.api.post("/api/v1/webhooks/ep-1/redrive", &t.admin);
     assert_eq!(rd.json()["redriven"], 0);
 }
 

@@ -3,7 +3,22 @@
 mod common;
 
 use common::BIN;
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// `check-config --config {cfg}`.
+fn check_config(cfg: &Path) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["check-config", "--config"]).arg(cfg);
+    cmd.output().unwrap()
+}
+
+/// The stderr of a `check-config` that refused the configuration.
+fn refused(cfg: &Path) -> String {
+    let out = check_config(cfg);
+    assert_eq!(out.status.code(), Some(2));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
 
 #[test]
 fn example_config_is_valid() {
@@ -11,10 +26,7 @@ fn example_config_is_valid() {
         env!("CARGO_MANIFEST_DIR"),
         "/../gateway/gateway.example.toml"
     );
-    let out = Command::new(BIN)
-        .args(["check-config", "--config", example])
-        .output()
-        .unwrap();
+    let out = check_config(Path::new(example));
     assert!(
         out.status.success(),
         "{}",
@@ -35,13 +47,7 @@ fn broken_config_and_profile_name_file_line_and_field() {
     .unwrap();
     let cfg = dir.path().join("g.toml");
     std::fs::write(&cfg, "[profiles]\ndirs = [\"profiles\"]\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(&cfg);
     assert!(
         err.contains("bad.toml:8:")
             && err.contains("json.values[0].unit")
@@ -50,13 +56,7 @@ fn broken_config_and_profile_name_file_line_and_field() {
     );
 
     std::fs::write(&cfg, "[sources.mqtt]\nport = 1883\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(&cfg);
     assert!(
         err.contains("g.toml:1:") && err.contains("sources.mqtt.client_id"),
         "{err}"

@@ -10,6 +10,7 @@ use common::influx::{Answer, InfluxRecorder};
 use common::victoria::{Sample, VictoriaMetrics};
 use common::{fill_store, wait_until, Gateway, Mosquitto};
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
@@ -107,6 +108,26 @@ fn assert_each_once(gw: &Gateway, samples: &[Sample]) {
     }
 }
 
+/// A gateway with only a store (no sources) holding `n` synthetic readings,
+/// forwarding to `url` with `extra` settings; not started yet.
+fn filled(dir: &Path, url: &str, extra: &str, n: u64) -> Gateway {
+    let gw = Gateway::store_only(dir, &forward_section(url, extra));
+    fill_store(&gw.db, n);
+    gw
+}
+
+/// Starts `gw` with `env` and waits until it has forwarded every reading.
+fn drain(gw: &mut Gateway, env: &[(&str, &str)]) {
+    gw.start_unready(env);
+    wait_until("forwarder caught up", T, || caught_up(gw));
+}
+
+/// VictoriaMetrics holds `n` samples: each stored reading once, exactly.
+fn assert_forwarded(gw: &Gateway, vm: &VictoriaMetrics, n: usize) {
+    let samples = vm.values(n, T);
+    assert_each_once(gw, &samples);
+}
+
 fn caught_up(gw: &Gateway) -> bool {
     let max = gw.count("SELECT COALESCE(MAX(seq), 0) FROM readings");
     max > 0 && gw.cursor(CURSOR) == max
@@ -134,6 +155,14 @@ const KIT: &[(&str, &str)] = &[
     ("gluco-1", "p2"),
     ("0024befffe804ff1", "p3"),
 ];
+/// A started gateway that takes the [`KIT`] devices from `broker` and
+/// forwards to `url`.
+fn kit_gateway(dir: &Path, broker: &Mosquitto, url: &str) -> Gateway {
+    let mut gw = Gateway::new(dir, broker.port, KIT, &forward_section(url, ""));
+    gw.start();
+    gw
+}
+
 /// Readings per `publish_kit` round: 4 BP + 1 glucose + 1 temperature.
 const PER_ROUND: i64 = 6;
 
@@ -145,20 +174,13 @@ fn every_reading_arrives_once_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let vm = VictoriaMetrics::start(dir.path());
     let broker = Mosquitto::start(dir.path());
-    let mut gw = Gateway::new(
-        dir.path(),
-        broker.port,
-        KIT,
-        &forward_section(&vm.url(), ""),
-    );
-    gw.start();
+    let mut gw = kit_gateway(dir.path(), &broker, &vm.url());
     for round in 0..3 {
         publish_kit(&broker, round);
     }
     wait_until("18 readings", T, || gw.readings() == 3 * PER_ROUND);
     wait_until("forwarder caught up", T, || caught_up(&gw));
-    let samples = vm.values(18, T);
-    assert_each_once(&gw, &samples);
+    assert_forwarded(&gw, &vm, 18);
     // The glucometer's meal annotation is a field of the same point (VictoriaMetrics
     // keeps string fields as a series valued 0).
     let all = vm.export();
@@ -189,13 +211,7 @@ fn a_server_outage_of_minutes_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut vm = VictoriaMetrics::start(dir.path());
     let broker = Mosquitto::start(dir.path());
-    let mut gw = Gateway::new(
-        dir.path(),
-        broker.port,
-        KIT,
-        &forward_section(&vm.url(), ""),
-    );
-    gw.start();
+    let gw = kit_gateway(dir.path(), &broker, &vm.url());
     publish_kit(&broker, 0);
     wait_until("first round forwarded", T, || {
         gw.readings() == PER_ROUND && caught_up(&gw)
@@ -220,8 +236,7 @@ fn a_server_outage_of_minutes_loses_nothing() {
 
     vm.restart();
     wait_until("forwarder caught up after the outage", T, || caught_up(&gw));
-    let samples = vm.values(total as usize, T);
-    assert_each_once(&gw, &samples);
+    assert_forwarded(&gw, &vm, total as usize);
     assert!(gw.log().contains("influxdb accepts writes again"));
 }
 
@@ -234,8 +249,7 @@ fn a_server_outage_of_minutes_loses_nothing() {
 fn kill_9_between_write_and_cursor_loses_nothing_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let vm = VictoriaMetrics::start_dedup(dir.path());
-    let mut gw = Gateway::store_only(dir.path(), &forward_section(&vm.url(), "batch_size = 1000"));
-    fill_store(&gw.db, 2500);
+    let mut gw = filled(dir.path(), &vm.url(), "batch_size = 1000", 2500);
     gw.start_unready(&[("RPM_FAULT_INJECT", "abort-after-forward")]);
     let status = gw.wait_exit(T);
     assert!(!status.success(), "the fault injection aborts the gateway");
@@ -247,10 +261,8 @@ fn kill_9_between_write_and_cursor_loses_nothing_and_duplicates_nothing() {
         "the first batch was written before the crash"
     );
 
-    gw.start_unready(&[]);
-    wait_until("forwarder caught up", T, || caught_up(&gw));
-    let samples = vm.values(2500, T);
-    assert_each_once(&gw, &samples);
+    drain(&mut gw, &[]);
+    assert_forwarded(&gw, &vm, 2500);
     gw.stop();
 }
 
@@ -261,13 +273,11 @@ fn kill_9_between_write_and_cursor_loses_nothing_and_duplicates_nothing() {
 fn the_resent_batch_is_identical() {
     let dir = tempfile::tempdir().unwrap();
     let rec = InfluxRecorder::start();
-    let mut gw = Gateway::store_only(dir.path(), &forward_section(&rec.url(), "batch_size = 100"));
-    fill_store(&gw.db, 250);
+    let mut gw = filled(dir.path(), &rec.url(), "batch_size = 100", 250);
     gw.start_unready(&[("RPM_FAULT_INJECT", "abort-after-forward")]);
     assert!(!gw.wait_exit(T).success());
     assert_eq!(rec.requests().len(), 1);
-    gw.start_unready(&[]);
-    wait_until("forwarder caught up", T, || caught_up(&gw));
+    drain(&mut gw, &[]);
     gw.stop();
     let reqs = rec.requests();
     assert_eq!(reqs.len(), 4, "the crashed batch again, then the rest");
@@ -281,17 +291,14 @@ fn the_resent_batch_is_identical() {
 fn kill_9_mid_drain_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let vm = VictoriaMetrics::start_dedup(dir.path());
-    let mut gw = Gateway::store_only(dir.path(), &forward_section(&vm.url(), "batch_size = 500"));
-    fill_store(&gw.db, 50_000);
+    let mut gw = filled(dir.path(), &vm.url(), "batch_size = 500", 50_000);
     gw.start_unready(&[]);
     wait_until("some batches forwarded", T, || gw.cursor(CURSOR) >= 1000);
     gw.kill9();
     let at = gw.cursor(CURSOR);
     assert!(at < 50_000, "killed mid-drain (cursor {at})");
-    gw.start_unready(&[]);
-    wait_until("forwarder caught up", T, || caught_up(&gw));
-    let samples = vm.values(50_000, T);
-    assert_each_once(&gw, &samples);
+    drain(&mut gw, &[]);
+    assert_forwarded(&gw, &vm, 50_000);
     gw.stop();
 }
 
@@ -304,16 +311,13 @@ fn request_is_what_influxdb_2_expects() {
         let rec = InfluxRecorder::start();
         let token_file = dir.path().join("token");
         std::fs::write(&token_file, "s3cret-token\n").unwrap();
-        let mut gw = Gateway::store_only(
+        let mut gw = filled(
             dir.path(),
-            &forward_section(
-                &rec.url(),
-                &format!("gzip = {gzip}\nbatch_size = 40\ntoken_file = \"token\""),
-            ),
+            &rec.url(),
+            &format!("gzip = {gzip}\nbatch_size = 40\ntoken_file = \"token\""),
+            100,
         );
-        fill_store(&gw.db, 100);
-        gw.start_unready(&[]);
-        wait_until("forwarder caught up", T, || caught_up(&gw));
+        drain(&mut gw, &[]);
         gw.stop();
         let reqs = rec.requests();
         assert_eq!(reqs.len(), 3, "100 readings in batches of 40");
@@ -371,10 +375,8 @@ fn a_rejected_point_is_quarantined_and_the_batch_proceeds() {
         }
         Answer::no_content()
     });
-    let mut gw = Gateway::store_only(dir.path(), &forward_section(&rec.url(), "batch_size = 100"));
-    fill_store(&gw.db, 300);
-    gw.start_unready(&[]);
-    wait_until("forwarder caught up", T, || caught_up(&gw));
+    let mut gw = filled(dir.path(), &rec.url(), "batch_size = 100", 300);
+    drain(&mut gw, &[]);
     std::thread::sleep(Duration::from_millis(500));
     gw.stop();
 
@@ -462,10 +464,8 @@ fn auth_bucket_and_throttling_are_retried_not_quarantined() {
             _ => Answer::no_content(),
         }
     });
-    let mut gw = Gateway::store_only(dir.path(), &forward_section(&rec.url(), "batch_size = 50"));
-    fill_store(&gw.db, 120);
-    gw.start_unready(&[("RPM_INFLUXDB_TOKEN", "env-token")]);
-    wait_until("forwarder caught up", T, || caught_up(&gw));
+    let mut gw = filled(dir.path(), &rec.url(), "batch_size = 50", 120);
+    drain(&mut gw, &[("RPM_INFLUXDB_TOKEN", "env-token")]);
     gw.stop();
     let reqs = rec.requests();
     let statuses: Vec<u16> = reqs.iter().map(|r| r.status).collect();
@@ -485,14 +485,12 @@ fn retention_keeps_unforwarded_readings_and_disk_low_is_loud() {
     let dir = tempfile::tempdir().unwrap();
     let rec = InfluxRecorder::start();
     rec.answer(|_| Answer::error(503, "unavailable", "down"));
-    let mut gw = Gateway::store_only(
+    let mut gw = filled(
         dir.path(),
-        &format!(
-            "{}\n[retention]\nkeep = \"1h\"\ninterval = \"1s\"\nmin_free_percent = 99.9\n",
-            forward_section(&rec.url(), "")
-        ),
+        &rec.url(),
+        "[retention]\nkeep = \"1h\"\ninterval = \"1s\"\nmin_free_percent = 99.9\n",
+        100,
     );
-    fill_store(&gw.db, 100);
     // Make them old: measured and stored two hours ago.
     {
         let c = rusqlite::Connection::open(&gw.db).unwrap();

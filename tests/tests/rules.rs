@@ -5,10 +5,21 @@ mod common;
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use common::{wait_until, Gateway, Mosquitto, BIN};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);
+
+/// `rpm-gateway rules {args}`: the offline rule-author commands.
+fn rules_cmd(args: &[&str]) -> Output {
+    Command::new(BIN).arg("rules").args(args).output().unwrap()
+}
+
+/// Fails the test with the command's stderr unless it succeeded.
+fn assert_ok(out: &Output) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+}
 
 fn rfc(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -82,11 +93,7 @@ care_plans = ["hypertension"]
     let out = gw.cli(&[
         "patients", "enrol", "p-dm", "--plan", "diabetes", "--team", "south",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let out = gw.cli(&["patients", "enrol", "p-dm", "--plan", "diabetics"]);
     assert!(!out.status.success(), "an unknown plan is refused");
     gw.start();
@@ -184,11 +191,7 @@ care_plans = ["hypertension"]
     let out = gw.cli(&[
         "alerts", "ack", &id, "--by", "nurse-7", "--note", "called", "--snooze", "4h",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert_eq!(
         alerts(&gw, "p-dm"),
         vec![a("dm.hypo-level2", "acknowledged", false)]
@@ -308,15 +311,8 @@ fn sighup_reloads_rules_and_refuses_a_broken_set() {
 #[test]
 fn rules_check_and_test_work_offline() {
     let bundled = concat!(env!("CARGO_MANIFEST_DIR"), "/../alerting-rules/rules");
-    let out = Command::new(BIN)
-        .args(["rules", "check", bundled])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = rules_cmd(&["check", bundled]);
+    assert_ok(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("rule set OK"));
 
     let dir = tempfile::tempdir().unwrap();
@@ -325,11 +321,7 @@ fn rules_check_and_test_work_offline() {
         "pack = \"bad\"\nversion = 1\n[[rule]]\nid = \"b\"\nversion = 1\nseverity = \"warning\"\nmessage = \"x\"\nsource = \"y\"\nthreshold = { metric = \"systolic\", op = \">\", limit = \"80 kg\" }\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["rules", "check"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = rules_cmd(&["check", &dir.path().display().to_string()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -345,18 +337,16 @@ fn rules_check_and_test_work_offline() {
          p1,hypertension,diastolic,95,mmHg,2026-03-01T08:00:00Z\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["rules", "test", "--readings"])
-        .arg(&csv)
-        .args(["--until", "2026-03-04T09:00:00Z"])
-        .output()
-        .unwrap();
+    let csv = csv.display().to_string();
+    let out = rules_cmd(&[
+        "test",
+        "--readings",
+        &csv,
+        "--until",
+        "2026-03-04T09:00:00Z",
+    ]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert!(
         text.contains("FIRE") && text.contains("htn.crisis"),
         "{text}"
@@ -364,11 +354,7 @@ fn rules_check_and_test_work_offline() {
     assert!(text.contains("evidence: systolic 185"), "{text}");
     // Missing data up to --until: no reading for 3 days.
     assert!(text.contains("adherence.no-vitals-2d"), "{text}");
-    let out = Command::new(BIN)
-        .args(["rules", "test", "--json", "--readings"])
-        .arg(&csv)
-        .output()
-        .unwrap();
+    let out = rules_cmd(&["test", "--json", "--readings", &csv]);
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

@@ -39,6 +39,16 @@ fn start(dir: &Path, extra: &str) -> (Mosquitto, Gateway) {
     (mosquitto, gw)
 }
 
+/// `rpm-sim run {args} --report {report}` (args written as on a command
+/// line, split at spaces), and the sent-report it wrote.
+fn sim_run(args: &str, report: &Path) -> Vec<RunReport> {
+    let mut all = vec!["run"];
+    all.extend(args.split_whitespace());
+    all.extend(["--report", report.to_str().unwrap()]);
+    rpm_sim(&all);
+    read_report(report)
+}
+
 fn read_report(path: &Path) -> Vec<RunReport> {
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     serde_json::from_value(v["runs"].clone()).unwrap()
@@ -53,21 +63,11 @@ fn every_reading_arrives_exactly_once_despite_quirks_and_faults() {
     let dir = tempfile::tempdir().unwrap();
     let (mosquitto, gw) = start(dir.path(), "");
     let report = dir.path().join("sent.json");
-    rpm_sim(&[
-        "run",
-        "--all",
-        "--mqtt",
-        &format!("127.0.0.1:{}", mosquitto.port),
-        "--speed",
-        "2000000",
-        "--quirks",
-        "all",
-        "--faults",
-        "all",
-        "--report",
-        report.to_str().unwrap(),
-    ]);
-    let runs = read_report(&report);
+    let mqtt = format!("127.0.0.1:{}", mosquitto.port);
+    let runs = sim_run(
+        &format!("--all --mqtt {mqtt} --speed 2000000 --quirks all --faults all"),
+        &report,
+    );
     assert_eq!(runs.len(), scenarios().len());
     assert_stored_exactly_once(&gw, &runs, true);
 }
@@ -226,19 +226,11 @@ fn judge_alerts(judge: &dyn Fn(&str) -> bool, speed: &str) {
     let start = (chrono::Utc::now() - chrono::TimeDelta::days(i64::from(days)))
         .format("%Y-%m-%d")
         .to_string();
-    rpm_sim(&[
-        "run",
-        "--all",
-        "--mqtt",
-        &format!("127.0.0.1:{}", mosquitto.port),
-        "--speed",
-        speed,
-        "--start",
-        &start,
-        "--report",
-        report.to_str().unwrap(),
-    ]);
-    let runs = read_report(&report);
+    let mqtt = format!("127.0.0.1:{}", mosquitto.port);
+    let runs = sim_run(
+        &format!("--all --mqtt {mqtt} --speed {speed} --start {start}"),
+        &report,
+    );
     let valid: usize = runs.iter().map(|r| r.sent.expected().count()).sum();
     wait_until("every reading to land", Duration::from_secs(90), || {
         gw.count("SELECT COUNT(DISTINCT group_id) FROM readings") as usize >= valid
@@ -390,26 +382,13 @@ fn same_seed_same_run() {
     let mosquitto = Mosquitto::start(dir.path());
     let run = |seed: &str, name: &str| {
         let report = dir.path().join(name);
-        rpm_sim(&[
-            "run",
-            "fever",
-            "hypoglycaemia",
-            "--mqtt",
-            &format!("127.0.0.1:{}", mosquitto.port),
-            "--speed",
-            "5000000",
-            "--start",
-            "file",
-            "--seed",
-            seed,
-            "--quirks",
-            "all",
-            "--faults",
-            "all",
-            "--report",
-            report.to_str().unwrap(),
-        ]);
-        read_report(&report)
+        let mqtt = format!("127.0.0.1:{}", mosquitto.port);
+        sim_run(
+            &format!(
+                "fever hypoglycaemia --mqtt {mqtt} --speed 5000000 --start file --seed {seed} --quirks all --faults all"
+            ),
+            &report,
+        )
             .into_iter()
             .map(|r| {
                 serde_json::to_value((&r.scenario, r.start, r.seed, &r.sent, &r.expected_alerts))
@@ -444,23 +423,11 @@ fn every_reading_pushed_over_http_arrives_exactly_once() {
         std::net::TcpStream::connect(("127.0.0.1", api_port)).is_ok()
     });
     let report = dir.path().join("sent.json");
-    rpm_sim(&[
-        "run",
-        "--all",
-        "--http",
-        &format!("http://127.0.0.1:{api_port}/api/v1/readings"),
-        "--token",
-        &token,
-        "--speed",
-        "2000000",
-        "--quirks",
-        "duplicate,out-of-order,burst",
-        "--faults",
-        "all",
-        "--report",
-        report.to_str().unwrap(),
-    ]);
-    let runs = read_report(&report);
+    let url = format!("http://127.0.0.1:{api_port}/api/v1/readings");
+    let runs = sim_run(
+        &format!("--all --http {url} --token {token} --speed 2000000 --quirks duplicate,out-of-order,burst --faults all"),
+        &report,
+    );
     assert!(runs.iter().all(|r| r.transport == "http"));
     assert_stored_exactly_once(&gw, &runs, true);
 }

@@ -8,7 +8,7 @@
 //! and the flag is exposed as [`BodyCompositionMeasurement::multiple_packet`];
 //! [`BodyCompositionMeasurement::merge`] joins the two halves.
 
-use super::bpm::user_id_text;
+use super::bpm::stamped;
 use super::datetime::DateTime;
 use super::error::{Characteristic, Fault, GattError, GattErrorKind};
 use super::ieee11073::decimal_to_f64;
@@ -254,18 +254,10 @@ impl BodyCompositionMeasurement {
         note("soft_lean_mass", self.soft_lean_mass_raw, &mass);
         note("body_water_mass", self.body_water_mass_raw, &mass);
         note("impedance_ohm", self.impedance_raw, &tenth);
-        if let Some(u) = self.user_id {
-            annotations.insert("user_id".into(), user_id_text(u));
-        }
         if self.multiple_packet {
             annotations.insert("multiple_packet".into(), "true".into());
         }
-        vec![DecodedMeasurement {
-            time: self.timestamp.and_then(|t| t.to_device_time()),
-            components,
-            annotations,
-            ..Default::default()
-        }]
+        stamped(self.timestamp, self.user_id, components, annotations)
     }
 }
 

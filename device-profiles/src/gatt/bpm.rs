@@ -301,24 +301,37 @@ impl BloodPressureMeasurement {
         if let Some(s) = self.status {
             s.annotate(&mut annotations);
         }
-        if let Some(u) = self.user_id {
-            annotations.insert("user_id".into(), user_id_text(u));
-        }
-        vec![DecodedMeasurement {
-            time: self.timestamp.and_then(|t| t.to_device_time()),
-            components,
-            annotations,
-            ..Default::default()
-        }]
+        stamped(self.timestamp, self.user_id, components, annotations)
     }
 }
 
-pub(crate) fn user_id_text(u: u8) -> String {
+fn user_id_text(u: u8) -> String {
     if u == USER_UNKNOWN {
         "unknown".into()
     } else {
         u.to_string()
     }
+}
+
+/// The one measurement of a characteristic with an optional Time Stamp and
+/// User ID (blood pressure, weight, body composition, temperature): timed
+/// by the device's clock when it sent a usable time, the user as annotation
+/// `user_id` ("unknown" for 0xFF).
+pub(crate) fn stamped(
+    timestamp: Option<DateTime>,
+    user_id: Option<u8>,
+    components: Vec<Component>,
+    mut annotations: Annotations,
+) -> Vec<DecodedMeasurement> {
+    if let Some(u) = user_id {
+        annotations.insert("user_id".into(), user_id_text(u));
+    }
+    vec![DecodedMeasurement {
+        time: timestamp.and_then(|t| t.to_device_time()),
+        components,
+        annotations,
+        ..Default::default()
+    }]
 }
 
 impl IntermediateCuffPressure {

@@ -27,6 +27,7 @@
 
 use chrono::Duration;
 
+use super::bit_names;
 use super::datetime::DateTime;
 use super::error::{Characteristic, Fault, GattError};
 use super::ieee11073::Sfloat;
@@ -251,11 +252,7 @@ impl SensorStatus {
 
     /// Names of the set bits (within `mask`), in bit order.
     pub fn names(self, mask: u16) -> Vec<&'static str> {
-        Self::NAMES
-            .iter()
-            .filter(|(b, _)| self.0 & mask & b != 0)
-            .map(|(_, n)| *n)
-            .collect()
+        bit_names(&Self::NAMES, self.0 & mask)
     }
 }
 

@@ -61,6 +61,19 @@ pub use weight::{MeasurementSystem, WeightMeasurement};
 
 use crate::decoded::DecodedMeasurement;
 
+/// The names of the bits set in `bits`, from a `(bit, name)` table of a
+/// status word, in table order.
+pub(crate) fn bit_names<B>(table: &[(B, &'static str)], bits: B) -> Vec<&'static str>
+where
+    B: Copy + Default + PartialEq + std::ops::BitAnd<Output = B>,
+{
+    table
+        .iter()
+        .filter(|(b, _)| bits & *b != B::default())
+        .map(|(_, n)| *n)
+        .collect()
+}
+
 /// Assigned 16-bit UUIDs of the characteristics and services used here.
 pub mod uuid {
     /// Date Time characteristic.

@@ -14,6 +14,7 @@
 //! becomes the `device_clock_not_set` annotation; the time is still passed
 //! on and judged by the canonicaliser's clock policy.
 
+use super::bit_names;
 use super::datetime::DateTime;
 use super::error::{Characteristic, Fault, GattError};
 use super::ieee11073::Sfloat;
@@ -46,7 +47,7 @@ impl PlxMeasurementStatus {
 
     /// Names of the set bits within `mask`.
     pub fn names(self, mask: u16) -> Vec<&'static str> {
-        names(&Self::NAMES, u32::from(self.0 & mask))
+        bit_names(&Self::NAMES, u32::from(self.0 & mask))
     }
 }
 
@@ -78,16 +79,8 @@ impl PlxDeviceSensorStatus {
 
     /// Names of the set bits within `mask`.
     pub fn names(self, mask: u32) -> Vec<&'static str> {
-        names(&Self::NAMES, self.0 & mask)
+        bit_names(&Self::NAMES, self.0 & mask)
     }
-}
-
-fn names(table: &[(u32, &'static str)], bits: u32) -> Vec<&'static str> {
-    table
-        .iter()
-        .filter(|(b, _)| bits & b != 0)
-        .map(|(_, n)| *n)
-        .collect()
 }
 
 /// An SpO2 and pulse-rate pair.
@@ -145,6 +138,49 @@ fn write_pair(out: &mut Vec<u8>, p: SpO2Pr) {
     out.put_sfloat(p.pulse_rate);
 }
 
+/// The optional fields both PLX measurements end with: Measurement Status,
+/// Device and Sensor Status (24 bits) and Pulse Amplitude Index, always in
+/// this order and flagged by three consecutive bits from `first_flag`.
+type Tail = (
+    Option<PlxMeasurementStatus>,
+    Option<PlxDeviceSensorStatus>,
+    Option<Sfloat>,
+);
+
+fn read_tail(r: &mut Reader<'_>, flags: u8, first_flag: u8) -> Result<Tail, Fault> {
+    let measurement_status = (flags & first_flag != 0)
+        .then(|| r.u16("measurement status").map(PlxMeasurementStatus))
+        .transpose()?;
+    let device_sensor_status = (flags & (first_flag << 1) != 0)
+        .then(|| r.u24("device and sensor status").map(PlxDeviceSensorStatus))
+        .transpose()?;
+    let pulse_amplitude_index = (flags & (first_flag << 2) != 0)
+        .then(|| r.sfloat("pulse amplitude index"))
+        .transpose()?;
+    Ok((
+        measurement_status,
+        device_sensor_status,
+        pulse_amplitude_index,
+    ))
+}
+
+fn write_tail(
+    out: &mut Vec<u8>,
+    measurement_status: Option<PlxMeasurementStatus>,
+    device_sensor_status: Option<PlxDeviceSensorStatus>,
+    pulse_amplitude_index: Option<Sfloat>,
+) {
+    if let Some(s) = measurement_status {
+        out.put_u16(s.0);
+    }
+    if let Some(s) = device_sensor_status {
+        out.put_u24(s.0);
+    }
+    if let Some(p) = pulse_amplitude_index {
+        out.put_sfloat(p);
+    }
+}
+
 impl PlxSpotCheck {
     /// Decodes a 0x2A5E value.
     pub fn decode(bytes: &[u8]) -> Result<Self, GattError> {
@@ -159,15 +195,8 @@ impl PlxSpotCheck {
         let timestamp = (flags & 0x01 != 0)
             .then(|| DateTime::read(&mut r))
             .transpose()?;
-        let measurement_status = (flags & 0x02 != 0)
-            .then(|| r.u16("measurement status").map(PlxMeasurementStatus))
-            .transpose()?;
-        let device_sensor_status = (flags & 0x04 != 0)
-            .then(|| r.u24("device and sensor status").map(PlxDeviceSensorStatus))
-            .transpose()?;
-        let pulse_amplitude_index = (flags & 0x08 != 0)
-            .then(|| r.sfloat("pulse amplitude index"))
-            .transpose()?;
+        let (measurement_status, device_sensor_status, pulse_amplitude_index) =
+            read_tail(&mut r, flags, 0x02)?;
         r.finish()?;
         Ok(PlxSpotCheck {
             reading,
@@ -197,15 +226,12 @@ impl PlxSpotCheck {
         if let Some(t) = &self.timestamp {
             t.write(&mut out);
         }
-        if let Some(s) = self.measurement_status {
-            out.put_u16(s.0);
-        }
-        if let Some(s) = self.device_sensor_status {
-            out.put_u24(s.0);
-        }
-        if let Some(p) = self.pulse_amplitude_index {
-            out.put_sfloat(p);
-        }
+        write_tail(
+            &mut out,
+            self.measurement_status,
+            self.device_sensor_status,
+            self.pulse_amplitude_index,
+        );
         out
     }
 
@@ -239,15 +265,8 @@ impl PlxContinuous {
         let normal = read_pair(&mut r)?;
         let fast = (flags & 0x01 != 0).then(|| read_pair(&mut r)).transpose()?;
         let slow = (flags & 0x02 != 0).then(|| read_pair(&mut r)).transpose()?;
-        let measurement_status = (flags & 0x04 != 0)
-            .then(|| r.u16("measurement status").map(PlxMeasurementStatus))
-            .transpose()?;
-        let device_sensor_status = (flags & 0x08 != 0)
-            .then(|| r.u24("device and sensor status").map(PlxDeviceSensorStatus))
-            .transpose()?;
-        let pulse_amplitude_index = (flags & 0x10 != 0)
-            .then(|| r.sfloat("pulse amplitude index"))
-            .transpose()?;
+        let (measurement_status, device_sensor_status, pulse_amplitude_index) =
+            read_tail(&mut r, flags, 0x04)?;
         r.finish()?;
         Ok(PlxContinuous {
             normal,
@@ -276,15 +295,12 @@ impl PlxContinuous {
         for p in [self.fast, self.slow].into_iter().flatten() {
             write_pair(&mut out, p);
         }
-        if let Some(s) = self.measurement_status {
-            out.put_u16(s.0);
-        }
-        if let Some(s) = self.device_sensor_status {
-            out.put_u24(s.0);
-        }
-        if let Some(p) = self.pulse_amplitude_index {
-            out.put_sfloat(p);
-        }
+        write_tail(
+            &mut out,
+            self.measurement_status,
+            self.device_sensor_status,
+            self.pulse_amplitude_index,
+        );
         out
     }
 

@@ -5,6 +5,7 @@
 //! values outside 1..=9 are reserved and kept as sent (they describe the
 //! site, they do not move bytes).
 
+use super::bpm::stamped;
 use super::datetime::DateTime;
 use super::error::{Characteristic, Fault, GattError};
 use super::ieee11073::Float;
@@ -121,16 +122,12 @@ impl TemperatureMeasurement {
         if let Some(t) = self.temperature_type {
             annotations.insert("site".into(), temperature_type_name(t));
         }
-        vec![DecodedMeasurement {
-            time: self.timestamp.and_then(|t| t.to_device_time()),
-            components: vec![Component {
-                metric: Metric::BodyTemperature,
-                value: self.value.to_raw_value(),
-                unit: Some(self.unit.ucum().into()),
-            }],
-            annotations,
-            ..Default::default()
-        }]
+        let component = Component {
+            metric: Metric::BodyTemperature,
+            value: self.value.to_raw_value(),
+            unit: Some(self.unit.ucum().into()),
+        };
+        stamped(self.timestamp, None, vec![component], annotations)
     }
 }
 

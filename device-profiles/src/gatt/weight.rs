@@ -8,7 +8,7 @@
 //! Flags bits 4-7 are RFU and rejected: each defined bit adds fields, so an
 //! unknown bit means an unknown layout.
 
-use super::bpm::user_id_text;
+use super::bpm::stamped;
 use super::datetime::DateTime;
 use super::error::{Characteristic, Fault, GattError, GattErrorKind};
 use super::ieee11073::decimal_to_f64;
@@ -246,15 +246,7 @@ impl WeightMeasurement {
                 |r| self.system.length(r),
             );
         }
-        if let Some(u) = self.user_id {
-            annotations.insert("user_id".into(), user_id_text(u));
-        }
-        vec![DecodedMeasurement {
-            time: self.timestamp.and_then(|t| t.to_device_time()),
-            components,
-            annotations,
-            ..Default::default()
-        }]
+        stamped(self.timestamp, self.user_id, components, annotations)
     }
 }
 

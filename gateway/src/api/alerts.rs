@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::audit::AuditPatient;
 use super::auth::Principal;
-use super::page::{self, time, time_opt, Filter, Page};
+use super::page::{self, time, time_opt, Filter, Keyed, Listing, Page};
 use super::problem::{ApiError, Json, Path, Query};
 use super::ApiState;
 use crate::rules::lifecycle::{self, LifecycleError};
@@ -78,6 +78,13 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Alert> {
     })
 }
 
+/// The list is newest first by (fired_at, alert_id); the cursor names both.
+impl Keyed for Alert {
+    fn key(&self) -> String {
+        format!("{}.{}", self.fired_at.timestamp_millis(), self.alert_id)
+    }
+}
+
 /// `GET /api/v1/alerts` parameters.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -137,32 +144,11 @@ pub async fn list(
             .ok_or_else(|| ApiError::BadRequest("invalid cursor".into()))?;
         f.add2("(a.fired_at, a.alert_id) < (?a, ?b)", t, id);
     }
-    if let Some(pt) = &q.patient {
-        f.add("a.patient_id = ?", pt.clone());
-    }
-    f.scope("a.patient_id", p.scope_json());
-    let patient = q.patient.clone();
-    let rows = st
-        .db
-        .run(move |s| {
-            if let Some(pt) = &patient {
-                p.check_patient(s.conn(), pt, "patient")?;
-            }
-            Ok(f.query(
-                s.conn(),
-                &format!(
-                    "{COLUMNS} FROM alerts a LEFT JOIN patients p ON p.patient_id = a.patient_id"
-                ),
-                "a.fired_at DESC, a.alert_id DESC",
-                limit + 1,
-                row,
-            )?)
-        })
-        .await?;
-    let page = Page::new(rows, limit, |a| {
-        format!("{}.{}", a.fired_at.timestamp_millis(), a.alert_id)
-    });
-    Ok((q.patient.map(AuditPatient), Json(page)))
+    let head =
+        format!("{COLUMNS} FROM alerts a LEFT JOIN patients p ON p.patient_id = a.patient_id");
+    Listing::new(f, head, "a.fired_at DESC, a.alert_id DESC", limit)
+        .scoped_page(&st.db, p, q.patient, "a.patient_id", row)
+        .await
 }
 
 /// One transition of an alert.
@@ -226,7 +212,12 @@ pub async fn get(
 ) -> Result<(AuditPatient, Json<AlertDetail>), ApiError> {
     p.require_read()?;
     let detail = st.db.run(move |s| load(s.conn(), &p, &alert_id)).await?;
-    Ok((AuditPatient(detail.alert.patient_id.clone()), Json(detail)))
+    Ok(audited(detail))
+}
+
+/// The response for one alert, audited under its patient.
+fn audited(detail: AlertDetail) -> (AuditPatient, Json<AlertDetail>) {
+    (AuditPatient(detail.alert.patient_id.clone()), Json(detail))
 }
 
 /// `POST /api/v1/alerts/{alert_id}/acknowledge` body.
@@ -273,17 +264,38 @@ fn check_note(note: &Option<String>) -> Result<(), ApiError> {
 }
 
 /// Runs a lifecycle action on an alert this token may see, in one
-/// transaction with an audit row naming the change.
-fn act(
+/// transaction with an audit row naming the change, and answers with the
+/// alert as it is afterwards. `f` gets the transaction, the alert id and
+/// the actor.
+async fn act<F>(
+    st: &ApiState,
+    p: Principal,
+    alert_id: String,
+    action: &'static str,
+    f: F,
+) -> Result<(AuditPatient, Json<AlertDetail>), ApiError>
+where
+    F: FnOnce(&rusqlite::Transaction<'_>, &str, &str) -> Result<(), LifecycleError>
+        + Send
+        + 'static,
+{
+    let detail = st
+        .db
+        .run(move |s| act_in(s, &p, &alert_id, action, f))
+        .await?;
+    Ok(audited(detail))
+}
+
+fn act_in(
     s: &mut crate::store::Store,
     p: &Principal,
     alert_id: &str,
     action: &str,
-    f: impl FnOnce(&rusqlite::Transaction<'_>, &str) -> Result<(), LifecycleError>,
+    f: impl FnOnce(&rusqlite::Transaction<'_>, &str, &str) -> Result<(), LifecycleError>,
 ) -> Result<AlertDetail, ApiError> {
     let before = load(s.conn(), p, alert_id)?;
     let tx = s.transaction()?;
-    f(&tx, &actor(p)).map_err(lifecycle_error)?;
+    f(&tx, alert_id, &actor(p)).map_err(lifecycle_error)?;
     tx.execute(
         "INSERT INTO audit_log (at, actor, action, resource, patient_id, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, 200, NULL)",
         rusqlite::params![
@@ -326,23 +338,10 @@ pub async fn acknowledge(
             )
         }
     };
-    let detail = st
-        .db
-        .run(move |s| {
-            act(s, &p, &alert_id, "alert.acknowledge", |tx, by| {
-                lifecycle::acknowledge_in(
-                    tx,
-                    &alert_id,
-                    by,
-                    body.note.as_deref(),
-                    snooze,
-                    Utc::now(),
-                )
-                .map(|_| ())
-            })
-        })
-        .await?;
-    Ok((AuditPatient(detail.alert.patient_id.clone()), Json(detail)))
+    act(&st, p, alert_id, "alert.acknowledge", move |tx, id, by| {
+        lifecycle::acknowledge_in(tx, id, by, body.note.as_deref(), snooze, Utc::now()).map(|_| ())
+    })
+    .await
 }
 
 /// `POST /api/v1/alerts/{alert_id}/resolve` (admin, care team of the
@@ -358,14 +357,8 @@ pub async fn resolve(
     p.require_clinical_write()?;
     let body: ResolveBody = super::problem::optional_json(&headers, &body)?;
     check_note(&body.note)?;
-    let detail = st
-        .db
-        .run(move |s| {
-            act(s, &p, &alert_id, "alert.resolve", |tx, by| {
-                lifecycle::resolve_in(tx, &alert_id, by, body.note.as_deref(), Utc::now())
-                    .map(|_| ())
-            })
-        })
-        .await?;
-    Ok((AuditPatient(detail.alert.patient_id.clone()), Json(detail)))
+    act(&st, p, alert_id, "alert.resolve", move |tx, id, by| {
+        lifecycle::resolve_in(tx, id, by, body.note.as_deref(), Utc::now()).map(|_| ())
+    })
+    .await
 }

@@ -9,11 +9,18 @@ use std::sync::Arc;
 
 use super::audit::AuditPatient;
 use super::auth::Principal;
-use super::page::{self, Filter, Page};
+use super::page::{self, Filter, Keyed, Listing, Page};
 use super::problem::{ApiError, Json, Path, Query};
 use super::ApiState;
 use crate::pipeline::valid_device_id;
 use crate::store::registry::{device_row, Device, Reprocessed, DEVICE_COLUMNS};
+
+/// The list is by device id; the cursor names it.
+impl Keyed for Device {
+    fn key(&self) -> String {
+        self.device_id.clone()
+    }
+}
 
 /// `GET /api/v1/devices` parameters.
 #[derive(Debug, Deserialize)]
@@ -41,35 +48,15 @@ pub async fn list(
     if let Some(c) = &q.cursor {
         f.add("device_id > ?", page::decode_cursor(c)?);
     }
-    if let Some(pt) = &q.patient {
-        f.add("patient_id = ?", pt.clone());
-    }
     match q.assigned {
         Some(true) => f.add("patient_id IS NOT ?", rusqlite::types::Value::Null),
         Some(false) => f.add("patient_id IS ?", rusqlite::types::Value::Null),
         None => {}
     }
-    f.scope("patient_id", p.scope_json());
-    let patient = q.patient.clone();
-    let rows = st
-        .db
-        .run(move |s| {
-            if let Some(pt) = &patient {
-                p.check_patient(s.conn(), pt, "patient")?;
-            }
-            Ok(f.query(
-                s.conn(),
-                &format!("{DEVICE_COLUMNS} FROM devices"),
-                "device_id",
-                limit + 1,
-                device_row,
-            )?)
-        })
-        .await?;
-    Ok((
-        q.patient.map(AuditPatient),
-        Json(Page::new(rows, limit, |d| d.device_id.clone())),
-    ))
+    let head = format!("{DEVICE_COLUMNS} FROM devices");
+    Listing::new(f, head, "device_id", limit)
+        .scoped_page(&st.db, p, q.patient, "patient_id", device_row)
+        .await
 }
 
 fn visible_device(

@@ -127,97 +127,58 @@ impl Routes {
     }
 }
 
+/// A [`Routes`] table, one route a line: `METHOD "path" => handler,`.
+macro_rules! routes {
+    ($($method:ident $path:literal => $handler:expr,)*) => {
+        Routes::new()$(.add(stringify!($method), $path, $handler))*
+    };
+}
+
 /// Routes that need no token.
 fn public_routes() -> Routes {
-    Routes::new()
-        .add("GET", "/healthz", health::healthz)
-        .add("GET", "/readyz", health::readyz)
-        .add("GET", "/metrics", health::metrics)
+    routes! {
+        GET    "/healthz"                                      => health::healthz,
+        GET    "/readyz"                                       => health::readyz,
+        GET    "/metrics"                                      => health::metrics,
+    }
 }
 
 /// Routes behind a bearer token.
 fn guarded_routes() -> Routes {
-    Routes::new()
-        .add("GET", "/api/v1/readings", readings::list)
-        .add("POST", "/api/v1/readings", ingest::push)
-        .add("GET", "/api/v1/quarantine", quarantine::list)
-        .add("GET", "/api/v1/quarantine/{id}", quarantine::get)
-        .add(
-            "POST",
-            "/api/v1/quarantine/{id}/reprocess",
-            quarantine::reprocess,
-        )
-        .add("GET", "/api/v1/alerts", alerts::list)
-        .add("GET", "/api/v1/alerts/{alert_id}", alerts::get)
-        .add(
-            "POST",
-            "/api/v1/alerts/{alert_id}/acknowledge",
-            alerts::acknowledge,
-        )
-        .add("POST", "/api/v1/alerts/{alert_id}/resolve", alerts::resolve)
-        .add("GET", "/api/v1/devices", devices::list)
-        .add("POST", "/api/v1/devices", devices::register)
-        .add("GET", "/api/v1/devices/{device_id}", devices::get)
-        .add(
-            "PUT",
-            "/api/v1/devices/{device_id}/patient",
-            devices::assign,
-        )
-        .add(
-            "DELETE",
-            "/api/v1/devices/{device_id}/patient",
-            devices::unassign,
-        )
-        .add("GET", "/api/v1/patients", patients::list)
-        .add("GET", "/api/v1/patients/{patient_id}", patients::get)
-        .add("PUT", "/api/v1/patients/{patient_id}", patients::put)
-        .add(
-            "GET",
-            "/api/v1/patients/{patient_id}/readings/latest",
-            readings::latest,
-        )
-        .add("GET", "/api/v1/webhooks", webhooks::list)
-        .add("POST", "/api/v1/webhooks", webhooks::create)
-        .add("GET", "/api/v1/webhooks/{endpoint_id}", webhooks::get)
-        .add("PATCH", "/api/v1/webhooks/{endpoint_id}", webhooks::update)
-        .add(
-            "POST",
-            "/api/v1/webhooks/{endpoint_id}/rotate-secret",
-            webhooks::rotate_secret,
-        )
-        .add(
-            "POST",
-            "/api/v1/webhooks/{endpoint_id}/retire-secrets",
-            webhooks::retire_secrets,
-        )
-        .add(
-            "POST",
-            "/api/v1/webhooks/{endpoint_id}/disable",
-            webhooks::disable,
-        )
-        .add(
-            "POST",
-            "/api/v1/webhooks/{endpoint_id}/enable",
-            webhooks::enable,
-        )
-        .add(
-            "POST",
-            "/api/v1/webhooks/{endpoint_id}/redrive",
-            webhooks::redrive_endpoint,
-        )
-        .add(
-            "GET",
-            "/api/v1/webhooks/{endpoint_id}/deliveries",
-            webhooks::deliveries,
-        )
-        .add(
-            "POST",
-            "/api/v1/deliveries/{delivery_id}/redrive",
-            webhooks::redrive_delivery,
-        )
-        .add("GET", "/api/v1/audit", audit::list)
-        .add("GET", "/fhir/Observation", fhir::search)
-        .add("GET", "/fhir/Observation/{id}", fhir::read)
+    routes! {
+        GET    "/api/v1/readings"                              => readings::list,
+        POST   "/api/v1/readings"                              => ingest::push,
+        GET    "/api/v1/quarantine"                            => quarantine::list,
+        GET    "/api/v1/quarantine/{id}"                       => quarantine::get,
+        POST   "/api/v1/quarantine/{id}/reprocess"             => quarantine::reprocess,
+        GET    "/api/v1/alerts"                                => alerts::list,
+        GET    "/api/v1/alerts/{alert_id}"                     => alerts::get,
+        POST   "/api/v1/alerts/{alert_id}/acknowledge"         => alerts::acknowledge,
+        POST   "/api/v1/alerts/{alert_id}/resolve"             => alerts::resolve,
+        GET    "/api/v1/devices"                               => devices::list,
+        POST   "/api/v1/devices"                               => devices::register,
+        GET    "/api/v1/devices/{device_id}"                   => devices::get,
+        PUT    "/api/v1/devices/{device_id}/patient"           => devices::assign,
+        DELETE "/api/v1/devices/{device_id}/patient"           => devices::unassign,
+        GET    "/api/v1/patients"                              => patients::list,
+        GET    "/api/v1/patients/{patient_id}"                 => patients::get,
+        PUT    "/api/v1/patients/{patient_id}"                 => patients::put,
+        GET    "/api/v1/patients/{patient_id}/readings/latest" => readings::latest,
+        GET    "/api/v1/webhooks"                              => webhooks::list,
+        POST   "/api/v1/webhooks"                              => webhooks::create,
+        GET    "/api/v1/webhooks/{endpoint_id}"                => webhooks::get,
+        PATCH  "/api/v1/webhooks/{endpoint_id}"                => webhooks::update,
+        POST   "/api/v1/webhooks/{endpoint_id}/rotate-secret"  => webhooks::rotate_secret,
+        POST   "/api/v1/webhooks/{endpoint_id}/retire-secrets" => webhooks::retire_secrets,
+        POST   "/api/v1/webhooks/{endpoint_id}/disable"        => webhooks::disable,
+        POST   "/api/v1/webhooks/{endpoint_id}/enable"         => webhooks::enable,
+        POST   "/api/v1/webhooks/{endpoint_id}/redrive"        => webhooks::redrive_endpoint,
+        GET    "/api/v1/webhooks/{endpoint_id}/deliveries"     => webhooks::deliveries,
+        POST   "/api/v1/deliveries/{delivery_id}/redrive"      => webhooks::redrive_delivery,
+        GET    "/api/v1/audit"                                 => audit::list,
+        GET    "/fhir/Observation"                             => fhir::search,
+        GET    "/fhir/Observation/{id}"                        => fhir::read,
+    }
 }
 
 /// Every route as (method, path template), for the OpenAPI document check.

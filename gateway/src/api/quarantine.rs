@@ -8,11 +8,18 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use super::auth::Principal;
-use super::page::{self, Filter, Page};
+use super::page::{self, Filter, Keyed, Listing, Page};
 use super::problem::{ApiError, Json, Path, Query};
 use super::ApiState;
 use crate::store::queries::{quarantine_row, QuarantineRow, QUARANTINE_COLUMNS};
 use crate::store::registry::ReprocessResult;
+
+/// The list is by entry id; the cursor names it.
+impl Keyed for QuarantineRow {
+    fn key(&self) -> String {
+        self.id.to_string()
+    }
+}
 
 /// `GET /api/v1/quarantine` parameters.
 #[derive(Debug, Deserialize)]
@@ -64,19 +71,9 @@ pub async fn list(
             .map_err(|_| ApiError::BadRequest("invalid cursor".into()))?;
         f.add("id > ?", id);
     }
-    let rows = st
-        .db
-        .run(move |s| {
-            Ok(f.query(
-                s.conn(),
-                &format!("{QUARANTINE_COLUMNS} FROM quarantine"),
-                "id",
-                limit + 1,
-                quarantine_row,
-            )?)
-        })
-        .await?;
-    Ok(Json(Page::new(rows, limit, |r| r.id.to_string())))
+    let head = format!("{QUARANTINE_COLUMNS} FROM quarantine");
+    let listing = Listing::new(f, head, "id", limit);
+    Ok(Json(listing.page(&st.db, quarantine_row).await?))
 }
 
 /// One quarantined input with its payload.

@@ -9,10 +9,17 @@ use std::sync::Arc;
 
 use super::audit::AuditPatient;
 use super::auth::Principal;
-use super::page::{self, Filter, Page};
+use super::page::{self, Filter, Keyed, Listing, Page};
 use super::problem::{ApiError, Json, Path, Query};
 use super::ApiState;
 use crate::store::queries::{reading_row, StoredReading, READING_COLUMNS};
+
+/// The list is by (measured_at, seq); the cursor names both.
+impl Keyed for StoredReading {
+    fn key(&self) -> String {
+        format!("{}.{}", self.measured_at.timestamp_millis(), self.seq)
+    }
+}
 
 /// `GET /api/v1/readings` parameters.
 #[derive(Debug, Deserialize)]
@@ -65,30 +72,10 @@ pub async fn list(
     if let Some(d) = &q.device {
         f.add("device_id = ?", d.clone());
     }
-    if let Some(pt) = &q.patient {
-        f.add("patient_id = ?", pt.clone());
-    }
-    f.scope("patient_id", p.scope_json());
-    let patient = q.patient.clone();
-    let rows = st
-        .db
-        .run(move |s| {
-            if let Some(pt) = &patient {
-                p.check_patient(s.conn(), pt, "patient")?;
-            }
-            Ok(f.query(
-                s.conn(),
-                &format!("{READING_COLUMNS} FROM readings"),
-                "measured_at, seq",
-                limit + 1,
-                reading_row,
-            )?)
-        })
-        .await?;
-    let page = Page::new(rows, limit, |r| {
-        format!("{}.{}", r.measured_at.timestamp_millis(), r.seq)
-    });
-    Ok((q.patient.map(AuditPatient), Json(page)))
+    let head = format!("{READING_COLUMNS} FROM readings");
+    Listing::new(f, head, "measured_at, seq", limit)
+        .scoped_page(&st.db, p, q.patient, "patient_id", reading_row)
+        .await
 }
 
 /// The latest reading of each metric of a patient.

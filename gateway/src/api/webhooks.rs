@@ -19,6 +19,13 @@ use crate::delivery::endpoints::{
 };
 use crate::delivery::route::Filter;
 
+/// The endpoint `id`, or a 404.
+fn endpoint(conn: &rusqlite::Connection, id: &str) -> Result<Endpoint, ApiError> {
+    endpoints::get(conn, id)
+        .map_err(endpoint_error)?
+        .ok_or(ApiError::NotFound("webhook endpoint"))
+}
+
 fn endpoint_error(e: EndpointError) -> ApiError {
     match e {
         EndpointError::NotFound(_) => ApiError::NotFound("webhook endpoint"),
@@ -46,14 +53,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Endpoint>, ApiError> {
     p.require_operator_read()?;
-    st.db
-        .run(move |s| {
-            endpoints::get(s.conn(), &id)
-                .map_err(endpoint_error)?
-                .map(Json)
-                .ok_or(ApiError::NotFound("webhook endpoint"))
-        })
-        .await
+    st.db.run(move |s| endpoint(s.conn(), &id).map(Json)).await
 }
 
 /// `POST /api/v1/webhooks` body.
@@ -164,9 +164,7 @@ pub async fn rotate_secret(
         .run(move |s| {
             let secret =
                 endpoints::rotate_secret(s.conn(), &id, body.secret).map_err(endpoint_error)?;
-            let endpoint = endpoints::get(s.conn(), &id)
-                .map_err(endpoint_error)?
-                .ok_or(ApiError::NotFound("webhook endpoint"))?;
+            let endpoint = endpoint(s.conn(), &id)?;
             Ok(Json(WithSecret { endpoint, secret }))
         })
         .await
@@ -183,10 +181,7 @@ pub async fn retire_secrets(
     st.db
         .run(move |s| {
             endpoints::retire_secrets(s.conn(), &id).map_err(endpoint_error)?;
-            endpoints::get(s.conn(), &id)
-                .map_err(endpoint_error)?
-                .map(Json)
-                .ok_or(ApiError::NotFound("webhook endpoint"))
+            endpoint(s.conn(), &id).map(Json)
         })
         .await
 }
@@ -203,10 +198,7 @@ async fn set_enabled(
     st.db
         .run(move |s| {
             endpoints::set_enabled(s.conn(), &id, enabled, &reason).map_err(endpoint_error)?;
-            endpoints::get(s.conn(), &id)
-                .map_err(endpoint_error)?
-                .map(Json)
-                .ok_or(ApiError::NotFound("webhook endpoint"))
+            endpoint(s.conn(), &id).map(Json)
         })
         .await
 }
@@ -277,12 +269,7 @@ pub async fn deliveries(
     st.db
         .run(move |s| {
             let c = s.conn();
-            if endpoints::get(c, &endpoint_id)
-                .map_err(endpoint_error)?
-                .is_none()
-            {
-                return Err(ApiError::NotFound("webhook endpoint"));
-            }
+            endpoint(c, &endpoint_id)?;
             let rows = endpoints::deliveries(
                 c,
                 &DeliveryQuery {
@@ -325,12 +312,7 @@ pub async fn redrive_endpoint(
     p.require_admin()?;
     st.db
         .run(move |s| {
-            if endpoints::get(s.conn(), &id)
-                .map_err(endpoint_error)?
-                .is_none()
-            {
-                return Err(ApiError::NotFound("webhook endpoint"));
-            }
+            endpoint(s.conn(), &id)?;
             let n = endpoints::redrive(s.conn(), Redrive::Endpoint(&id)).map_err(endpoint_error)?;
             Ok(Json(Redriven { redriven: n }))
         })

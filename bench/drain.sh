@@ -21,7 +21,8 @@ max_queued_messages 0
 max_inflight_messages $INFLIGHT
 C
 /usr/sbin/mosquitto -c "$W/m.conf" >/dev/null 2>&1 & sleep 0.5
-{ printf '[store]\npath = "%s/rpm.db"\n[log]\nlevel = "warn"\n[sources.mqtt]\nport = %s\nclient_id = "bench-gw"\n' "$W" "$PORT"
+{ printf '[store]\npath = "%s/rpm.db"\n%b[log]\nlevel = "warn"\n[sources.mqtt]\nport = %s\nclient_id = "bench-gw"\n' "$W" "${STORE_EXTRA:-}" "$PORT"
+  printf "%b" "${EXTRA:-}"
   for d in $(seq 1 "$D"); do printf '[[devices]]\nid = "dev-%d"\npatient = "p-%d"\n' "$d" "$d"; done; } > "$W/g.toml"
 # Create both persistent sessions, then stop both.
 "$BIN" run -c "$W/g.toml" & GW=$!; sleep 1.5; kill -TERM $GW; wait $GW || true
@@ -29,10 +30,17 @@ timeout 2 mosquitto_sub -p "$PORT" -c -i bench-raw -q 1 -t 'rpm/senml/#' >/dev/n
 # Queue the backlog.
 PER=$((N / D)); T0=1767225600
 start=$(date +%s.%N)
+queue_device() {
+  for i in $(seq 1 "$PER"); do printf '[{"bt":%d,"n":"body_weight","u":"kg","v":%d.%d}]\n' $((T0 + i * 60)) $((60 + $1 % 40)) $((i % 10)); done \
+    | mosquitto_pub -p "$PORT" -q 1 -t "rpm/senml/dev-$1" -l
+}
+# Eight publishers at a time (queueing is set-up, not measured).
+PIDS=()
 for d in $(seq 1 "$D"); do
-  for i in $(seq 1 "$PER"); do printf '[{"bt":%d,"n":"body_weight","u":"kg","v":%d.%d}]\n' $((T0 + i * 60)) $((60 + d % 40)) $((i % 10)); done \
-    | mosquitto_pub -p "$PORT" -q 1 -t "rpm/senml/dev-$d" -l
+  queue_device "$d" & PIDS+=($!)
+  if (( ${#PIDS[@]} == 8 )); then wait "${PIDS[@]}"; PIDS=(); fi
 done
+if (( ${#PIDS[@]} )); then wait "${PIDS[@]}"; fi
 echo "queued $((PER * D)) messages in $(echo "$(date +%s.%N) - $start" | bc) s"
 TOTAL=$((PER * D))
 # Raw broker delivery rate.
@@ -41,11 +49,12 @@ mosquitto_sub -p "$PORT" -c -i bench-raw -q 1 -t 'rpm/senml/#' -C "$TOTAL" >/dev
 raw=$(echo "$(date +%s.%N) - $s" | bc)
 # Gateway drain with durable commits.
 s=$(date +%s.%N)
-"$BIN" run -c "$W/g.toml" & GW=$!
+${PERF:-} "$BIN" run -c "$W/g.toml" & GW=$!
 while [ "$(sqlite3 "$W/rpm.db" 'SELECT COUNT(*) FROM readings' 2>/dev/null || echo 0)" -lt "$TOTAL" ]; do sleep 0.1; done
 gw=$(echo "$(date +%s.%N) - $s" | bc)
 rss=$(awk '/VmHWM/{print $2}' /proc/$GW/status)
 kill -TERM $GW; wait $GW || true
+[ -n "${KEEP_DB:-}" ] && cp "$W/rpm.db" "$KEEP_DB" && cp "$W/rpm.db-wal" "$KEEP_DB-wal" 2>/dev/null; true
 printf 'machine: %s cores, %s\n' "$(nproc)" "$(uname -m)"
 printf 'mosquitto max_inflight_messages=%s, %s messages from %s devices\n' "$INFLIGHT" "$TOTAL" "$D"
 printf 'raw mosquitto_sub: %.2f s = %.0f msg/s\n' "$raw" "$(echo "$TOTAL / $raw" | bc -l)"

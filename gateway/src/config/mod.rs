@@ -94,7 +94,7 @@ impl Default for StoreConfig {
         StoreConfig {
             path: PathBuf::from("rpm-gateway.db"),
             max_batch_items: 4096,
-            queue: 1024,
+            queue: 4096,
             dedup_window: Duration::from_secs(24 * 3600),
         }
     }

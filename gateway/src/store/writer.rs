@@ -29,7 +29,7 @@ impl Default for WriterConfig {
     fn default() -> Self {
         WriterConfig {
             max_batch_items: 4096,
-            queue: 1024,
+            queue: 4096,
             dedup_window: Duration::from_secs(24 * 3600),
         }
     }

@@ -10,24 +10,14 @@ use chrono::Utc;
 use super::RunArgs;
 use crate::bluez::PrivateBus;
 use crate::emission::DeviceKind;
-use crate::run::{prepare, run_only, RunOptions};
+use crate::run::{prepare, run_only};
 use crate::transport::ble::{address_of, ble_kind, carries, BleOptions, BleTransport};
 
 pub(super) async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let [name] = a.scenarios.as_slice() else {
         anyhow::bail!("--ble plays one scenario (the emulator owns org.bluez alone)");
     };
-    let o = RunOptions {
-        speed: a.speed,
-        seed: a.seed,
-        start: a.start,
-        days: a.days,
-        quirks: crate::quirks::parse_list(&a.quirks).map_err(anyhow::Error::msg)?,
-        faults: Vec::new(),
-    };
-    if let Some(x) = a.speed {
-        crate::schedule::Schedule::new(Utc::now(), x)?;
-    }
+    let o = super::run::options(&a, Vec::new())?;
     let s = prepare(&super::run::resolve(name)?, &o, Utc::now());
     let bus = match &a.private_bus {
         Some(dir) => {

@@ -111,6 +111,25 @@ fn print_ble_devices(s: &Scenario) {
     }
 }
 
+/// The play options of `rpm-sim run` (any transport), validated: quirks
+/// parsed and the speed checked against the schedule's limits.
+pub(super) fn options(
+    a: &RunArgs,
+    faults: Vec<crate::emission::Fault>,
+) -> anyhow::Result<RunOptions> {
+    if let Some(s) = a.speed {
+        crate::schedule::Schedule::new(Utc::now(), s)?;
+    }
+    Ok(RunOptions {
+        speed: a.speed,
+        seed: a.seed,
+        start: a.start,
+        days: a.days,
+        quirks: crate::quirks::parse_list(&a.quirks).map_err(anyhow::Error::msg)?,
+        faults,
+    })
+}
+
 pub(super) async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
         !a.ble,
@@ -125,17 +144,10 @@ pub(super) async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             .map(|n| resolve(n))
             .collect::<Result<Vec<_>, _>>()?
     };
-    let o = RunOptions {
-        speed: a.speed,
-        seed: a.seed,
-        start: a.start,
-        days: a.days,
-        quirks: crate::quirks::parse_list(&a.quirks).map_err(anyhow::Error::msg)?,
-        faults: crate::faults::parse_list(&a.faults).map_err(anyhow::Error::msg)?,
-    };
-    if let Some(s) = a.speed {
-        crate::schedule::Schedule::new(Utc::now(), s)?;
-    }
+    let o = options(
+        &a,
+        crate::faults::parse_list(&a.faults).map_err(anyhow::Error::msg)?,
+    )?;
     let mqtt = a.mqtt.as_deref().map(parse_addr).transpose()?;
     let now = Utc::now();
     let close = Duration::from_secs(30);

@@ -504,7 +504,7 @@ pub async fn read(
         .run(move |s| {
             let rows = if let Some(group_id) = id.strip_prefix("bp-") {
                 let mut stmt = s.conn().prepare(&format!(
-                    "SELECT {READING_COLUMNS} FROM readings WHERE group_id = ?1 AND panel IS NOT NULL
+                    "SELECT {READING_COLUMNS} FROM readings WHERE group_id = ?1
                      AND metric IN ('systolic', 'diastolic', 'mean_arterial_pressure') ORDER BY seq"
                 ))?;
                 let rows = stmt.query_map([group_id], reading_row)?;

@@ -38,10 +38,6 @@ use super::{RulesError, CURSOR};
 use crate::metrics::Metrics;
 use crate::store::{set_cursor, Store};
 
-/// Most readings one measurement has (a body-composition record is the
-/// largest, about a dozen components), with room to spare.
-const GROUP_SPAN: i64 = 64;
-
 /// Evaluator settings.
 #[derive(Debug, Clone, Copy)]
 pub struct EvaluatorConfig {
@@ -287,13 +283,10 @@ impl Evaluator {
         let Some(last) = batch_rows.last() else {
             return Ok(Report::default());
         };
-        // Never split a measurement across transactions. A measurement's
-        // readings are inserted together, so its members follow `last`
-        // within a few sequence numbers: a bounded range on the primary
-        // key (group ids of single readings are not indexed).
+        // Never split a measurement across transactions.
         let rest = rows(
             &tx,
-            &format!("{SELECT} WHERE seq > ?2 AND seq <= ?2 + {GROUP_SPAN} AND group_id = ?1 ORDER BY seq"),
+            &format!("{SELECT} WHERE group_id = ?1 AND seq > ?2 ORDER BY seq"),
             params![last.group_id, last.seq],
         )?;
         batch_rows.extend(rest);

@@ -269,18 +269,6 @@ ALTER TABLE deliveries ADD COLUMN redriven_at INTEGER;
 CREATE INDEX deliveries_endpoint_seq ON deliveries(endpoint_id, status, event_seq);
 "#,
     ),
-    (
-        4,
-        r#"
--- readings: only panels (a BP measurement's components) are looked up by
--- group id (FHIR reads a BP Observation by it). Indexing every reading's
--- random-keyed group id cost a scattered index write per reading in every
--- group commit; the rules evaluator finds a group's members by `seq`
--- (they are inserted together, one after the other).
-DROP INDEX readings_group;
-CREATE INDEX readings_group_panel ON readings(group_id) WHERE panel IS NOT NULL;
-"#,
-    ),
 ];
 
 /// Brings the schema up to date. Returns the version now in force.

@@ -1119,7 +1119,8 @@ fn fhir_bundle_is_valid_r4_by_an_independent_library() {
 #[test]
 fn https_with_a_generated_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = http::test_certificate(dir.path());
+    let ca = common::TestCa::new(dir.path());
+    let (cert, key) = (ca.cert.clone(), ca.key.clone());
     let broker = Mosquitto::start(dir.path());
     let port = http::api_port();
     let mut gw = Gateway::new(
@@ -1139,7 +1140,7 @@ fn https_with_a_generated_certificate() {
     let admin = http::token(&gw, "ops", "admin", &[]);
     let api = Api {
         base: format!("https://localhost:{port}"),
-        cacert: Some(cert.clone()),
+        cacert: Some(ca.ca.clone()),
     };
     api.request("GET", "/healthz", None, None).expect(200);
     let r = api.send(

@@ -199,41 +199,6 @@ pub fn token(gw: &Gateway, name: &str, role: &str, teams: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-/// A self-signed certificate for `localhost` and 127.0.0.1, made with the
-/// `openssl` CLI: (cert.pem, key.pem).
-pub fn test_certificate(dir: &Path) -> (PathBuf, PathBuf) {
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl is needed (scripts/test installs it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert, key)
-}
-
 /// Runs a Python snippet with the independent FHIR R4 library
 /// (`fhir.resources` 6.2, FHIR 4.0.1) that `scripts/test` installs under
 /// `target/pydeps/fhir-r4`; `stdin` is handed to it.

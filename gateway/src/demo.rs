@@ -382,9 +382,17 @@ impl Demo {
         // silence (on the data clock) reached the rule's limit.
         raised.sort_by_key(|a| a.measured_at.unwrap_or(a.fired_at));
         println!("alerts the gateway raised ({}):", raised.len());
+        // One rule column for both tables, as wide as the longest rule id.
+        let windows = rpm_simulator::run::alert_windows(&self.scenario);
+        let rule_w = raised
+            .iter()
+            .map(|a| a.rule_id.len())
+            .chain(windows.iter().map(|a| a.rule.as_str().len()))
+            .max()
+            .unwrap_or(0);
         for a in &raised {
             println!(
-                "  {:<26} {:<10} {:<8} {:<9} {}  {}",
+                "  {:<rule_w$} {:<10} {:<8} {:<9} {}  {}",
                 a.rule_id,
                 a.patient_id,
                 a.severity,
@@ -435,9 +443,9 @@ impl Demo {
             "alerts a correct gateway raises (ground truth of {}):",
             self.scenario.file.display()
         );
-        for a in rpm_simulator::run::alert_windows(&self.scenario) {
+        for a in windows {
             println!(
-                "  {:<26} {:<10} {} .. {}",
+                "  {:<rule_w$} {:<10} {} .. {}",
                 a.rule.as_str(),
                 a.patient,
                 a.from.format("%a %d %b"),

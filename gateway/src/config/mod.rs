@@ -266,7 +266,8 @@ pub struct MqttConfig {
     /// Longest wait between reconnection attempts.
     #[serde(with = "humantime_serde")]
     pub reconnect_max_backoff: Duration,
-    /// Publishes in flight between receipt and commit (bounded channel).
+    /// Acknowledgements queued for the MQTT client, and the MQTT 5 Receive
+    /// Maximum (unacknowledged publishes a v5 broker may send at once).
     pub pipeline_depth: usize,
     /// MQTT protocol version: `"3.1.1"` (default) or `"5"`.
     pub protocol: MqttProtocol,

@@ -138,6 +138,14 @@ pub enum Reject {
     /// The measurement has no components.
     #[error("measurement has no values")]
     Empty,
+    /// Decoding this input failed inside the gateway (a bug, not the
+    /// device's fault): kept so it can be re-processed once fixed, instead
+    /// of stopping everything queued behind it.
+    #[error("the decoder failed on this input: {detail}")]
+    DecoderFailure {
+        /// what failed
+        detail: String,
+    },
 }
 
 impl Reject {
@@ -161,6 +169,7 @@ impl Reject {
             Reject::InvalidGatt { .. } => "invalid_gatt",
             Reject::NotClinical { .. } => "not_clinical",
             Reject::Empty => "empty_measurement",
+            Reject::DecoderFailure { .. } => "decoder_failure",
         }
     }
 

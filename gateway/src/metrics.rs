@@ -22,6 +22,7 @@ pub struct Metrics {
     forward: ForwardGauges,
     ble_adapter: AtomicI64,
     ble_links: AtomicI64,
+    inbox_pending: AtomicI64,
 }
 
 /// Gauges of the forwarder and the store's disk (issue 8).
@@ -82,6 +83,11 @@ impl Metrics {
         self.batch_items.fetch_add(items as u64, Ordering::Relaxed);
         self.batch_micros
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Inbox entries appended (+) or normalized (-).
+    pub fn inbox_pending(&self, delta: i64) {
+        self.inbox_pending.fetch_add(delta, Ordering::Relaxed);
     }
 
     /// A store commit failed.
@@ -221,6 +227,7 @@ impl Metrics {
     fn render_forward(&self, out: &mut String) {
         let g = &self.forward;
         for (name, kind, v) in [
+            ("rpm_inbox_pending", "gauge", &self.inbox_pending),
             ("rpm_forward_backlog", "gauge", &g.backlog),
             ("rpm_forward_up", "gauge", &g.up),
             ("rpm_store_disk_free_bytes", "gauge", &g.disk_free_bytes),

@@ -5,6 +5,7 @@ use device_profiles::Source;
 use std::sync::Arc;
 
 pub mod ble;
+pub mod inbox;
 
 pub use ble::BleInput;
 
@@ -70,9 +71,9 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Prepares the store items for an MQTT message.
+    /// Prepares the store items for an MQTT message (taken from the inbox
+    /// by the normalize stage: the source counted it when it arrived).
     pub fn mqtt(&self, topic: &str, payload: &[u8], received_at: DateTime<Utc>) -> Vec<Item> {
-        self.metrics.received(Source::Mqtt.name());
         let decoded = self.decoder.decode_mqtt(topic, payload);
         let raw = Arc::new(raw_input(
             Source::Mqtt,

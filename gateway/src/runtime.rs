@@ -108,7 +108,10 @@ pub async fn run(
         queue: config.store.queue,
         dedup_window: config.store.dedup_window,
     };
-    let (writer, writer_thread) = Writer::start(store, wcfg, metrics.clone());
+    let stage: Box<dyn crate::store::writer::Stage> = Box::new(
+        crate::pipeline::inbox::NormalizeStage::new(pipeline.clone(), config.store.dedup_window),
+    );
+    let (writer, writer_thread) = Writer::start(store, wcfg, metrics.clone(), Some(stage));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {

@@ -199,11 +199,17 @@ fn bad_input_is_quarantined_with_a_reason() {
 }
 
 /// Killed after receiving but before committing: the broker redelivers, and
-/// the reading is stored exactly once. Killed after commit but before the
-/// PUBACK: redelivered, and deduplicated.
+/// the reading is stored exactly once. Killed after the commit to the inbox
+/// but before the PUBACK: redelivered, and deduplicated. Killed after the
+/// inbox commit (and perhaps the PUBACK) but before normalization: the
+/// entry waits in the inbox and becomes the reading at the next start.
 #[test]
 fn kill_9_around_the_commit_loses_and_duplicates_nothing() {
-    for point in ["abort-before-commit", "abort-after-commit"] {
+    for point in [
+        "abort-before-commit",
+        "abort-after-commit",
+        "abort-before-normalize",
+    ] {
         let (_d, broker, mut gw) = world(&[("ox-1", "p1")]);
         gw.start_with_env(&[("RPM_FAULT_INJECT", point)]);
         broker.publish(
@@ -215,12 +221,15 @@ fn kill_9_around_the_commit_loses_and_duplicates_nothing() {
             !status.success(),
             "{point}: the fault injection should abort"
         );
-        let expected_before = if point == "abort-before-commit" { 0 } else { 2 };
-        assert_eq!(gw.readings(), expected_before, "{point}");
+        let in_inbox = if point == "abort-before-commit" { 0 } else { 1 };
+        assert_eq!(gw.readings(), 0, "{point}");
+        assert_eq!(gw.count("SELECT COUNT(*) FROM inbox"), in_inbox, "{point}");
         gw.start();
-        wait_until("redelivery", T, || gw.readings() == 2);
+        wait_until("the reading", T, || gw.readings() == 2);
         std::thread::sleep(Duration::from_millis(500));
         assert_eq!(gw.readings(), 2, "{point}: stored exactly once");
+        assert_eq!(gw.count("SELECT COUNT(*) FROM inbox"), 0, "{point}");
+        assert_eq!(gw.count("SELECT COUNT(*) FROM quarantine"), 0, "{point}");
         assert_eq!(gw.stop().code(), Some(0));
     }
 }

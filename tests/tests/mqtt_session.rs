@@ -91,6 +91,32 @@ fn tls_refuses_an_unknown_ca() {
     drop(broker);
 }
 
+/// A session the broker kept may lack the gateway's subscriptions (it was
+/// killed between CONNACK and SUBACK, or a profile was added since): the
+/// gateway subscribes on every connect, not only when there is no session.
+#[test]
+fn a_kept_session_without_subscriptions_is_subscribed() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    // The gateway's persistent session, with an unrelated subscription only.
+    let status = std::process::Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-c", "-i", &format!("gw-test-{}", broker.port)])
+        .args(["-q", "1", "-t", "unrelated/topic", "-E"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut gw = Gateway::new(dir.path(), broker.port, &[DEVICE], "");
+    gw.start();
+    assert!(gw.log().contains("session_present=true"), "{}", gw.log());
+    wait_until("the subscription", T, || {
+        gw.log().contains("mqtt subscribed")
+    });
+    broker.publish(TOPIC, reading(3).as_bytes());
+    wait_until("the reading", T, || gw.readings() == 1);
+    assert_eq!(gw.stop().code(), Some(0));
+}
+
 /// A failed commit is not acknowledged, and the source reconnects at once so
 /// the broker redelivers it: the reading is stored, once.
 #[test]

@@ -6,6 +6,7 @@
 //! acknowledge; everything downstream reads from here after a durable cursor.
 
 pub mod ble;
+pub mod inbox;
 pub mod outbox;
 pub mod patients;
 pub mod queries;
@@ -202,6 +203,40 @@ impl Store {
         batches: &[&[Item]],
         dedup_window_ms: i64,
     ) -> Result<Vec<Vec<Outcome>>, StoreError> {
+        self.commit_with(batches, dedup_window_ms, |_| Ok(()))
+    }
+
+    /// The writer's group commit: item batches and inbox appends together.
+    pub fn commit_group(
+        &mut self,
+        batches: &[&[Item]],
+        appends: &[&[inbox::InboxEntry]],
+        dedup_window_ms: i64,
+    ) -> Result<Vec<Vec<Outcome>>, StoreError> {
+        self.commit_with(batches, dedup_window_ms, |tx| {
+            appends.iter().try_for_each(|a| inbox::append(tx, a))
+        })
+    }
+
+    /// Commits what inbox entries became and removes them, up to and
+    /// including `through`, in one transaction.
+    pub fn commit_inbox(
+        &mut self,
+        batches: &[&[Item]],
+        through: i64,
+        dedup_window_ms: i64,
+    ) -> Result<Vec<Vec<Outcome>>, StoreError> {
+        self.commit_with(batches, dedup_window_ms, |tx| {
+            inbox::remove_through(tx, through)
+        })
+    }
+
+    fn commit_with(
+        &mut self,
+        batches: &[&[Item]],
+        dedup_window_ms: i64,
+        also: impl FnOnce(&Transaction<'_>) -> Result<(), StoreError>,
+    ) -> Result<Vec<Vec<Outcome>>, StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -216,6 +251,7 @@ impl Store {
             out.push(outcomes);
         }
         seen.touch(&tx, now)?;
+        also(&tx)?;
         tx.commit()?;
         Ok(out)
     }

@@ -269,6 +269,21 @@ ALTER TABLE deliveries ADD COLUMN redriven_at INTEGER;
 CREATE INDEX deliveries_endpoint_seq ON deliveries(endpoint_id, status, event_seq);
 "#,
     ),
+    (
+        4,
+        r#"
+-- inbox: MQTT input as received, durable before its PUBACK; the normalize
+-- stage turns it into readings or quarantine and removes it in the same
+-- transaction (see store/inbox.rs). Append-only, keyed by arrival.
+CREATE TABLE inbox (
+    seq                 INTEGER PRIMARY KEY,
+    source              TEXT NOT NULL,
+    origin              TEXT NOT NULL,
+    payload             BLOB NOT NULL,
+    received_at         INTEGER NOT NULL
+);
+"#,
+    ),
 ];
 
 /// Brings the schema up to date. Returns the version now in force.

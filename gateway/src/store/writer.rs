@@ -6,11 +6,18 @@
 //! submissions queue up and go into the following transaction together, so
 //! durability costs one fsync per group, not per reading. The channel is
 //! bounded: a slow disk pushes back on the sources instead of growing memory.
+//!
+//! MQTT input is appended to the [`inbox`](super::inbox) rather than
+//! decoded first; while no submission is waiting, the writer runs its
+//! [`Stage`] (the normalize stage), which turns inbox entries into readings
+//! in bounded slices. Appends always go first: a backlog is taken off the
+//! broker at append speed, and normalization catches up behind it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::inbox::InboxEntry;
 use super::{Item, Outcome, Store, StoreError};
 use crate::metrics::Metrics;
 
@@ -38,9 +45,25 @@ impl Default for WriterConfig {
 /// Result of a submitted batch: its outcomes, or the reason it was not committed.
 pub type CommitResult = Result<Vec<Outcome>, Arc<StoreError>>;
 
+/// Work the writer does while no submission is waiting, on its connection
+/// (SQLite has one writer at a time, and this is it).
+pub trait Stage: Send + 'static {
+    /// Does one bounded slice of work and commits it; returns how many
+    /// entries it took (0: nothing left to do).
+    fn step(&mut self, store: &mut Store) -> Result<usize, StoreError>;
+}
+
+/// How long the writer keeps working through its stage at shutdown; what is
+/// left is done at the next start.
+const STAGE_DRAIN_AT_SHUTDOWN: Duration = Duration::from_secs(10);
+
 enum Job {
     Write {
         items: Vec<Item>,
+        done: oneshot::Sender<CommitResult>,
+    },
+    Append {
+        entries: Vec<InboxEntry>,
         done: oneshot::Sender<CommitResult>,
     },
     Heartbeat {
@@ -58,17 +81,19 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread on an opened store.
+    /// Starts the writer thread on an opened store, with the stage it runs
+    /// while idle (the inbox's normalize stage, if any source uses the inbox).
     pub fn start(
         store: Store,
         cfg: WriterConfig,
         metrics: Arc<Metrics>,
+        stage: Option<Box<dyn Stage>>,
     ) -> (Writer, std::thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(cfg.queue.max(1));
         let (commit_tx, committed) = watch::channel(0u64);
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(store, rx, cfg, commit_tx, metrics))
+            .spawn(move || run(store, rx, cfg, commit_tx, metrics, stage))
             .unwrap_or_else(|e| panic!("cannot start the store writer thread: {e}"));
         (Writer { tx, committed }, handle)
     }
@@ -82,6 +107,20 @@ impl Writer {
         let (done, rx) = oneshot::channel();
         self.tx
             .send(Job::Write { items, done })
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        Ok(rx)
+    }
+
+    /// Appends received messages to the inbox; the returned receiver
+    /// resolves (with no outcomes) once they are committed.
+    pub async fn append(
+        &self,
+        entries: Vec<InboxEntry>,
+    ) -> Result<oneshot::Receiver<CommitResult>, StoreError> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Append { entries, done })
             .await
             .map_err(|_| StoreError::WriterGone)?;
         Ok(rx)
@@ -109,25 +148,30 @@ fn run(
     cfg: WriterConfig,
     commit_tx: watch::Sender<u64>,
     metrics: Arc<Metrics>,
+    mut stage: Option<Box<dyn Stage>>,
 ) {
     let dedup_ms = cfg.dedup_window.as_millis() as i64;
     let mut fault = FaultInjection::from_env();
     let mut pending: Option<Job> = None;
+    // Work left by a previous run is picked up first.
+    let mut idle = IdleWork::new(stage.is_some());
+    metrics.inbox_pending(super::inbox::depth(store.conn()).unwrap_or(0));
     loop {
         let first = match pending.take() {
             Some(j) => j,
-            None => match rx.blocking_recv() {
+            None => match next_job(
+                &mut rx, &mut idle, &mut stage, &mut store, &commit_tx, &metrics,
+            ) {
                 Some(j) => j,
                 None => break,
             },
         };
-        let mut jobs = Vec::new();
-        let mut items = 0;
+        let mut group = Group::default();
         let mut next = Some(first);
         while let Some(job) = next.take() {
             match job {
                 Job::Heartbeat { run_id, stopped } => {
-                    if jobs.is_empty() {
+                    if group.is_empty() {
                         if let Err(e) = store.heartbeat(run_id, stopped) {
                             tracing::warn!(error = %e, "store heartbeat failed");
                         }
@@ -136,16 +180,20 @@ fn run(
                     pending = Some(Job::Heartbeat { run_id, stopped });
                     break;
                 }
-                Job::Write { items: batch, done } => {
-                    items += batch.len();
-                    jobs.push((batch, done));
+                Job::Write { items, done } => {
+                    group.items += items.len();
+                    group.writes.push((items, done));
+                }
+                Job::Append { entries, done } => {
+                    group.items += entries.len();
+                    group.appends.push((entries, done));
                 }
             }
-            if items < cfg.max_batch_items {
+            if group.items < cfg.max_batch_items {
                 next = rx.try_recv().ok();
             }
         }
-        if jobs.is_empty() {
+        if group.is_empty() {
             continue;
         }
         let started = Instant::now();
@@ -153,22 +201,59 @@ fn run(
         let result = if fault.take_failure() {
             Err(FaultInjection::io_error())
         } else {
-            commit_with_retry(&mut store, &jobs, dedup_ms)
+            commit_with_retry(&mut store, &group, dedup_ms)
         };
         fault.maybe_abort(FaultInjection::AfterCommit);
-        metrics.store_batch(items, started.elapsed());
+        metrics.store_batch(group.items, started.elapsed());
+        if !group.appends.is_empty() && result.is_ok() {
+            let appended: usize = group.appends.iter().map(|(a, _)| a.len()).sum();
+            metrics.inbox_pending(appended as i64);
+            idle.more();
+            idle.abort_before_step = fault == FaultInjection::BeforeNormalize;
+        }
+        group.settle(result, &commit_tx, &metrics);
+    }
+    if let Some(stage) = stage.as_mut() {
+        drain_stage(stage.as_mut(), &mut store, &commit_tx, &metrics, idle);
+    }
+}
+
+/// The submissions of one group commit.
+#[derive(Default)]
+struct Group {
+    writes: Vec<(Vec<Item>, oneshot::Sender<CommitResult>)>,
+    appends: Vec<(Vec<InboxEntry>, oneshot::Sender<CommitResult>)>,
+    items: usize,
+}
+
+impl Group {
+    fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.appends.is_empty()
+    }
+
+    /// Answers every submitter with the commit's result.
+    fn settle(
+        self,
+        result: Result<Vec<Vec<Outcome>>, StoreError>,
+        commit_tx: &watch::Sender<u64>,
+        metrics: &Metrics,
+    ) {
         match result {
             Ok(outcomes) => {
                 commit_tx.send_modify(|n| *n += 1);
-                for ((_, done), out) in jobs.into_iter().zip(outcomes) {
+                for ((_, done), out) in self.writes.into_iter().zip(outcomes) {
                     let _ = done.send(Ok(out));
+                }
+                for (_, done) in self.appends {
+                    let _ = done.send(Ok(Vec::new()));
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, items, "store commit failed; the batch is not acknowledged and will be redelivered");
+                tracing::error!(error = %e, items = self.items, "store commit failed; the batch is not acknowledged and will be redelivered");
                 metrics.store_failure();
                 let e = Arc::new(e);
-                for (_, done) in jobs {
+                let dones = self.writes.into_iter().map(|(_, d)| d);
+                for done in dones.chain(self.appends.into_iter().map(|(_, d)| d)) {
                     let _ = done.send(Err(e.clone()));
                 }
             }
@@ -176,17 +261,117 @@ fn run(
     }
 }
 
+/// Whether the stage may have work, and when it may try again after a failure.
+struct IdleWork {
+    more: bool,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    /// `abort-before-normalize`: armed once input has been appended.
+    abort_before_step: bool,
+}
+
+impl IdleWork {
+    const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+
+    fn new(more: bool) -> Self {
+        IdleWork {
+            more,
+            retry_at: None,
+            backoff: Self::FIRST_BACKOFF,
+            abort_before_step: false,
+        }
+    }
+
+    fn more(&mut self) {
+        self.more = true;
+    }
+
+    /// Runs one step of the stage, recording what it says about what is left.
+    fn step(
+        &mut self,
+        stage: &mut dyn Stage,
+        store: &mut Store,
+        commit_tx: &watch::Sender<u64>,
+        metrics: &Metrics,
+    ) {
+        if self.abort_before_step {
+            FaultInjection::BeforeNormalize.maybe_abort(FaultInjection::BeforeNormalize);
+        }
+        match stage.step(store) {
+            Ok(0) => self.more = false,
+            Ok(n) => {
+                commit_tx.send_modify(|n| *n += 1);
+                metrics.inbox_pending(-(n as i64));
+                self.retry_at = None;
+                self.backoff = Self::FIRST_BACKOFF;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, retry_in_ms = self.backoff.as_millis() as u64, "normalize stage commit failed; its input stays in the inbox");
+                self.retry_at = Some(Instant::now() + self.backoff);
+                self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// The next submission; while there is none, the stage works in slices.
+/// None when every handle is gone and the queue is empty.
+fn next_job(
+    rx: &mut mpsc::Receiver<Job>,
+    idle: &mut IdleWork,
+    stage: &mut Option<Box<dyn Stage>>,
+    store: &mut Store,
+    commit_tx: &watch::Sender<u64>,
+    metrics: &Metrics,
+) -> Option<Job> {
+    loop {
+        match rx.try_recv() {
+            Ok(j) => return Some(j),
+            Err(mpsc::error::TryRecvError::Disconnected) => return None,
+            Err(mpsc::error::TryRecvError::Empty) => {}
+        }
+        let Some(stage) = stage.as_mut().filter(|_| idle.more) else {
+            return rx.blocking_recv();
+        };
+        match idle.retry_at {
+            // Backing off after a failure: poll for submissions meanwhile.
+            Some(t) if Instant::now() < t => std::thread::sleep(Duration::from_millis(20)),
+            _ => idle.step(stage.as_mut(), store, commit_tx, metrics),
+        }
+    }
+}
+
+/// At shutdown, normalizes what is still in the inbox (for a bounded time).
+fn drain_stage(
+    stage: &mut dyn Stage,
+    store: &mut Store,
+    commit_tx: &watch::Sender<u64>,
+    metrics: &Metrics,
+    mut idle: IdleWork,
+) {
+    let deadline = Instant::now() + STAGE_DRAIN_AT_SHUTDOWN;
+    while idle.more && idle.retry_at.is_none() && Instant::now() < deadline {
+        idle.step(stage, store, commit_tx, metrics);
+    }
+    if idle.more {
+        tracing::info!(
+            "inbox not fully normalized at shutdown; the rest is done at the next start"
+        );
+    }
+}
+
 /// SQLite can be busy for a moment (a CLI command writing); retry briefly.
 fn commit_with_retry(
     store: &mut Store,
-    jobs: &[(Vec<Item>, oneshot::Sender<CommitResult>)],
+    group: &Group,
     dedup_ms: i64,
 ) -> Result<Vec<Vec<Outcome>>, StoreError> {
-    let batches: Vec<&[Item]> = jobs.iter().map(|(b, _)| b.as_slice()).collect();
+    let batches: Vec<&[Item]> = group.writes.iter().map(|(b, _)| b.as_slice()).collect();
+    let appends: Vec<&[InboxEntry]> = group.appends.iter().map(|(a, _)| a.as_slice()).collect();
     let mut delay = Duration::from_millis(50);
     let mut attempt = 0;
     loop {
-        match store.commit_many(&batches, dedup_ms) {
+        match store.commit_group(&batches, &appends, dedup_ms) {
             Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)))
                 if attempt < 5
                     && matches!(
@@ -213,6 +398,8 @@ enum FaultInjection {
     AfterCommit,
     /// The first commit fails as with a disk I/O error; later ones succeed.
     FailFirstCommit,
+    /// Input is in the inbox (and perhaps acknowledged), not yet normalized.
+    BeforeNormalize,
 }
 
 impl FaultInjection {
@@ -221,6 +408,7 @@ impl FaultInjection {
             Ok("abort-before-commit") => FaultInjection::BeforeCommit,
             Ok("abort-after-commit") => FaultInjection::AfterCommit,
             Ok("fail-first-commit") => FaultInjection::FailFirstCommit,
+            Ok("abort-before-normalize") => FaultInjection::BeforeNormalize,
             _ => FaultInjection::None,
         }
     }

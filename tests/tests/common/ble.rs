@@ -47,7 +47,7 @@ impl VirtualGateway {
             .enable_all()
             .build()
             .unwrap();
-        let (writer, writer_thread) = Writer::start(store, WriterConfig::default(), metrics);
+        let (writer, writer_thread) = Writer::start(store, WriterConfig::default(), metrics, None);
         let (transport, radio) = virtual_radio();
         let ble = config.sources.ble.clone().unwrap();
         let source = BleSource::new(

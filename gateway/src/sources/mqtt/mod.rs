@@ -3,11 +3,15 @@
 //! - **Persistent session**: fixed client id, clean session off, so the
 //!   broker queues readings published while the gateway is down.
 //! - **Ack after commit**: manual acks; a PUBACK is sent only once the
-//!   reading (or its quarantine record) is committed. A crash between
-//!   receipt and commit leaves the message unacknowledged, and the broker
-//!   redelivers it; the stable reading id makes the redelivery harmless.
-//! - **Resubscribe** whenever the broker reports no session present;
-//!   **never unsubscribe** on shutdown (that would drop the queue).
+//!   message is committed to the store's inbox, from which the normalize
+//!   stage makes readings or quarantine records (see [`crate::store::inbox`]).
+//!   A crash between receipt and commit leaves the message unacknowledged,
+//!   and the broker redelivers it; the stable reading id makes the
+//!   redelivery harmless.
+//! - **Subscribe on every connect** (certainly when the broker reports no
+//!   session present, but also when it does: the session may lack a
+//!   subscription); **never unsubscribe** on shutdown (that would drop the
+//!   queue).
 //! - Acks of a previous connection are never sent on a new one (the broker
 //!   redelivers those messages and packet ids may be reused).
 //! - A **failed commit forces a reconnect**: the broker only redelivers an
@@ -36,6 +40,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::config::{client_tls_config, MqttConfig, TlsError};
 use crate::pipeline::Pipeline;
+use crate::store::inbox::InboxEntry;
 use crate::store::writer::CommitResult;
 use crate::store::Writer;
 use device_profiles::Source;
@@ -119,7 +124,6 @@ impl MqttSource {
             ack_rx,
             client.clone(),
             generation.clone(),
-            self.pipeline.clone(),
             commit_failed.clone(),
         ));
         let metrics = self.pipeline.metrics.clone();
@@ -158,15 +162,19 @@ impl MqttSource {
                         protocol = self.cfg.protocol.name(),
                         "mqtt connected"
                     );
-                    if !session_present {
-                        let c = client.clone();
-                        let filters = self.filters.clone();
-                        tokio::spawn(async move {
-                            if let Err(e) = c.subscribe(&filters).await {
-                                tracing::error!(error = %e, "mqtt subscribe request failed");
-                            }
-                        });
-                    } else {
+                    // Subscribe on every connect, not only when the broker
+                    // has no session: a session can exist without our
+                    // subscriptions (killed between CONNACK and SUBACK, or
+                    // a profile added since). Re-subscribing an existing
+                    // filter keeps the session's queue and the flow.
+                    let c = client.clone();
+                    let filters = self.filters.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = c.subscribe(&filters).await {
+                            tracing::error!(error = %e, "mqtt subscribe request failed");
+                        }
+                    });
+                    if session_present {
                         metrics.set_mqtt_connected(true);
                     }
                 }
@@ -179,8 +187,13 @@ impl MqttSource {
                     payload,
                     token,
                 }) => {
-                    let items = self.pipeline.mqtt(&topic, &payload, chrono::Utc::now());
-                    let commit = match self.writer.submit(items).await {
+                    metrics.received(Source::Mqtt.name());
+                    let entry = InboxEntry {
+                        origin: topic,
+                        payload: Arc::from(&payload[..]),
+                        received_at: chrono::Utc::now(),
+                    };
+                    let commit = match self.writer.append(vec![entry]).await {
                         Ok(rx) => rx,
                         Err(e) => {
                             tracing::error!(error = %e, "store writer gone; stopping the mqtt source");
@@ -246,13 +259,11 @@ async fn ack_in_order(
     mut rx: mpsc::UnboundedReceiver<Pending>,
     client: Client,
     generation: Arc<AtomicU64>,
-    pipeline: Arc<Pipeline>,
     commit_failed: Arc<Notify>,
 ) {
     while let Some(p) = rx.recv().await {
         match p.commit.await {
-            Ok(Ok(outcomes)) => {
-                pipeline.record(Source::Mqtt, &outcomes);
+            Ok(Ok(_)) => {
                 if p.generation == generation.load(Ordering::SeqCst)
                     && client.ack(p.token).await.is_err()
                 {

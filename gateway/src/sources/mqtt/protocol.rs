@@ -243,7 +243,14 @@ impl Client {
                 .map_err(|e| e.to_string()),
             Client::V5(c) => c
                 .subscribe_many(filters.iter().map(|f| {
-                    v5::mqttbytes::v5::Filter::new(f.clone(), v5::mqttbytes::QoS::AtLeastOnce)
+                    let mut filter =
+                        v5::mqttbytes::v5::Filter::new(f.clone(), v5::mqttbytes::QoS::AtLeastOnce);
+                    // Re-subscribing on reconnect must not replay retained
+                    // messages (3.1.1 has no such option; a replay is
+                    // deduplicated by reading id there).
+                    filter.retain_forward_rule =
+                        v5::mqttbytes::v5::RetainForwardRule::OnNewSubscribe;
+                    filter
                 }))
                 .await
                 .map_err(|e| e.to_string()),

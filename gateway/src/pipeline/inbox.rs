@@ -1,0 +1,182 @@
+//! The normalize stage: inbox entries → readings and quarantine.
+//!
+//! Runs on the store writer's thread whenever no submission is waiting (see
+//! [`crate::store::writer::Stage`]). Each step takes the oldest entries,
+//! decodes and normalizes them exactly as a message just received would be,
+//! and commits the result together with the removal of those entries: an
+//! entry is either still in the inbox or has become what it decodes to,
+//! never both and never neither, whatever the moment of a crash.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use device_profiles::{Reject, Source};
+
+use super::Pipeline;
+use crate::normalize::raw_input;
+use crate::store::inbox::{self, InboxEntry};
+use crate::store::writer::Stage;
+use crate::store::{Item, Store, StoreError};
+
+/// Entries per step: as many as a group commit takes (fewer, larger
+/// transactions write each index page once per step instead of many
+/// times); an append arriving meanwhile waits for one step, tens of ms.
+pub const STEP_ENTRIES: usize = 4096;
+
+/// Turns inbox entries into store items, one step at a time.
+pub struct NormalizeStage {
+    pipeline: Arc<Pipeline>,
+    dedup_window_ms: i64,
+    step_entries: usize,
+}
+
+impl NormalizeStage {
+    /// A stage normalizing with `pipeline`.
+    pub fn new(pipeline: Arc<Pipeline>, dedup_window: std::time::Duration) -> Self {
+        NormalizeStage {
+            pipeline,
+            dedup_window_ms: dedup_window.as_millis() as i64,
+            step_entries: STEP_ENTRIES,
+        }
+    }
+
+    /// The items an entry becomes. A decoder that panics on some input is a
+    /// bug; the input is quarantined (`decoder_failure`) so that it does
+    /// not stop the inbox behind it, and can be re-processed once fixed.
+    fn items(&self, entry: &InboxEntry) -> Vec<Item> {
+        let decode = || {
+            self.pipeline
+                .mqtt(&entry.origin, &entry.payload, entry.received_at)
+        };
+        catch_unwind(AssertUnwindSafe(decode)).unwrap_or_else(|panic| {
+            let detail = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".into());
+            tracing::error!("decoder failed on an input; quarantined as decoder_failure");
+            let raw = Arc::new(raw_input(
+                Source::Mqtt,
+                &entry.origin,
+                None,
+                &entry.payload,
+                entry.received_at,
+            ));
+            vec![Item::Quarantine {
+                raw,
+                index: None,
+                device_id: None,
+                reason: Reject::DecoderFailure { detail },
+            }]
+        })
+    }
+}
+
+impl Stage for NormalizeStage {
+    fn step(&mut self, store: &mut Store) -> Result<usize, StoreError> {
+        let entries = inbox::oldest(store.conn(), self.step_entries)?;
+        let Some(through) = entries.last().map(|(seq, _)| *seq) else {
+            return Ok(0);
+        };
+        let items: Vec<Vec<Item>> = entries.iter().map(|(_, e)| self.items(e)).collect();
+        let batches: Vec<&[Item]> = items.iter().map(Vec::as_slice).collect();
+        let outcomes = store.commit_inbox(&batches, through, self.dedup_window_ms)?;
+        for o in &outcomes {
+            self.pipeline.record(Source::Mqtt, o);
+        }
+        Ok(entries.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+    use crate::store::writer::{Writer, WriterConfig};
+    use chrono::Utc;
+    use std::path::Path;
+
+    fn stage(dir: &Path) -> (Store, NormalizeStage) {
+        let config = Config::from_toml("", &dir.join("gateway.toml")).unwrap();
+        let pipeline = Arc::new(crate::runtime::pipeline(&config, Arc::default()).unwrap());
+        let mut store = Store::open(&dir.join("s.db")).unwrap();
+        store
+            .assign_device("ox-1", "p1", "test", |_| unreachable!())
+            .unwrap();
+        let stage = NormalizeStage::new(pipeline, std::time::Duration::from_secs(3600));
+        (store, stage)
+    }
+
+    fn entry(payload: &str) -> InboxEntry {
+        InboxEntry {
+            origin: "acme/oximeter/ox-1".into(),
+            payload: Arc::from(payload.as_bytes()),
+            received_at: Utc::now(),
+        }
+    }
+
+    fn count(store: &Store, table: &str) -> i64 {
+        store
+            .conn()
+            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// An entry leaves the inbox in the transaction that stores what it
+    /// became: readings, or a quarantine record.
+    #[test]
+    fn a_step_turns_entries_into_readings_and_quarantine_and_removes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, mut stage) = stage(dir.path());
+        let good = entry(r#"{"t":"2026-01-31T08:46:00Z","spo2":97,"pr":70}"#);
+        let bad = entry("{not json");
+        store
+            .commit_group(&[], &[&[good.clone(), bad, good]], 0)
+            .unwrap();
+        assert_eq!(inbox::depth(store.conn()).unwrap(), 3);
+        stage.step_entries = 2;
+        assert_eq!(stage.step(&mut store).unwrap(), 2);
+        assert_eq!(inbox::depth(store.conn()).unwrap(), 1);
+        assert_eq!(count(&store, "readings"), 2);
+        assert_eq!(count(&store, "quarantine"), 1);
+        // The third is a redelivery of the first: same reading ids.
+        assert_eq!(stage.step(&mut store).unwrap(), 1);
+        assert_eq!(stage.step(&mut store).unwrap(), 0);
+        assert_eq!(count(&store, "readings"), 2);
+        assert_eq!(inbox::depth(store.conn()).unwrap(), 0);
+    }
+
+    /// The writer acknowledges an append once it is committed, and its
+    /// stage normalizes it while no submission waits.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_normalizes_appended_entries_when_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, stage) = stage(dir.path());
+        let (writer, thread) = Writer::start(
+            store,
+            WriterConfig::default(),
+            Arc::new(Metrics::default()),
+            Some(Box::new(stage)),
+        );
+        let mut committed = writer.committed();
+        let done = writer
+            .append(vec![entry(
+                r#"{"t":"2026-01-31T08:46:00Z","spo2":97,"pr":70}"#,
+            )])
+            .await
+            .unwrap();
+        assert_eq!(done.await.unwrap().unwrap(), Vec::new());
+        let reader = Store::open(&dir.path().join("s.db")).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while count(&reader, "readings") < 2 {
+                let _ = committed.changed().await;
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(inbox::depth(reader.conn()).unwrap(), 0);
+        drop(writer);
+        thread.join().unwrap();
+    }
+}

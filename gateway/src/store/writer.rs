@@ -104,12 +104,7 @@ impl Writer {
         &self,
         items: Vec<Item>,
     ) -> Result<oneshot::Receiver<CommitResult>, StoreError> {
-        let (done, rx) = oneshot::channel();
-        self.tx
-            .send(Job::Write { items, done })
-            .await
-            .map_err(|_| StoreError::WriterGone)?;
-        Ok(rx)
+        self.send(|done| Job::Write { items, done }).await
     }
 
     /// Appends received messages to the inbox; the returned receiver
@@ -118,9 +113,16 @@ impl Writer {
         &self,
         entries: Vec<InboxEntry>,
     ) -> Result<oneshot::Receiver<CommitResult>, StoreError> {
+        self.send(|done| Job::Append { entries, done }).await
+    }
+
+    async fn send(
+        &self,
+        job: impl FnOnce(oneshot::Sender<CommitResult>) -> Job,
+    ) -> Result<oneshot::Receiver<CommitResult>, StoreError> {
         let (done, rx) = oneshot::channel();
         self.tx
-            .send(Job::Append { entries, done })
+            .send(job(done))
             .await
             .map_err(|_| StoreError::WriterGone)?;
         Ok(rx)
@@ -136,7 +138,8 @@ impl Writer {
         !self.tx.is_closed()
     }
 
-    /// A receiver that changes after every commit (downstream consumers wake on it).
+    /// A receiver that changes after every commit of readings or quarantine
+    /// records (downstream consumers wake on it; inbox appends do not count).
     pub fn committed(&self) -> watch::Receiver<u64> {
         self.committed.clone()
     }
@@ -240,7 +243,12 @@ impl Group {
     ) {
         match result {
             Ok(outcomes) => {
-                commit_tx.send_modify(|n| *n += 1);
+                // Downstream stages follow readings: an inbox append alone
+                // gives them nothing new to do (its normalize step will),
+                // and waking them would only contend for the write lock.
+                if !self.writes.is_empty() {
+                    commit_tx.send_modify(|n| *n += 1);
+                }
                 for ((_, done), out) in self.writes.into_iter().zip(outcomes) {
                     let _ = done.send(Ok(out));
                 }

@@ -140,7 +140,7 @@ pub async fn run(
     let mut tasks = Vec::new();
     if let Some(mqtt) = config.sources.mqtt.clone() {
         let filters = pipeline.decoder.profiles().filters();
-        let source = MqttSource::new(mqtt, filters, pipeline.clone(), writer.clone());
+        let source = MqttSource::new(mqtt, filters, metrics.clone(), writer.clone());
         let stop = stopped();
         tasks.push(tokio::spawn(async move { source.run(stop).await }));
     }

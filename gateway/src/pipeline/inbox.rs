@@ -153,10 +153,11 @@ mod tests {
     async fn the_writer_normalizes_appended_entries_when_idle() {
         let dir = tempfile::tempdir().unwrap();
         let (store, stage) = stage(dir.path());
+        let metrics = Arc::new(Metrics::default());
         let (writer, thread) = Writer::start(
             store,
             WriterConfig::default(),
-            Arc::new(Metrics::default()),
+            metrics.clone(),
             Some(Box::new(stage)),
         );
         let mut committed = writer.committed();
@@ -178,5 +179,6 @@ mod tests {
         assert_eq!(inbox::depth(reader.conn()).unwrap(), 0);
         drop(writer);
         thread.join().unwrap();
+        assert!(metrics.render().contains("rpm_inbox_pending 0\n"));
     }
 }

@@ -39,7 +39,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::config::{client_tls_config, MqttConfig, TlsError};
-use crate::pipeline::Pipeline;
+use crate::metrics::Metrics;
 use crate::store::inbox::InboxEntry;
 use crate::store::writer::CommitResult;
 use crate::store::Writer;
@@ -64,7 +64,7 @@ pub enum MqttError {
 pub struct MqttSource {
     cfg: MqttConfig,
     filters: Vec<String>,
-    pipeline: Arc<Pipeline>,
+    metrics: Arc<Metrics>,
     writer: Writer,
 }
 
@@ -75,17 +75,18 @@ struct Pending {
 }
 
 impl MqttSource {
-    /// A source subscribing to `filters` (from the loaded profiles).
+    /// A source subscribing to `filters` (from the loaded profiles). It
+    /// only appends to the inbox: decoding happens in the normalize stage.
     pub fn new(
         cfg: MqttConfig,
         filters: Vec<String>,
-        pipeline: Arc<Pipeline>,
+        metrics: Arc<Metrics>,
         writer: Writer,
     ) -> Self {
         MqttSource {
             cfg,
             filters,
-            pipeline,
+            metrics,
             writer,
         }
     }
@@ -126,7 +127,7 @@ impl MqttSource {
             generation.clone(),
             commit_failed.clone(),
         ));
-        let metrics = self.pipeline.metrics.clone();
+        let metrics = self.metrics.clone();
         let mut backoff = Duration::from_millis(200);
         tokio::pin!(shutdown);
 

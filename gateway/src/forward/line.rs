@@ -28,6 +28,11 @@ pub enum EncodeError {
     /// Line protocol has no escape for line breaks in keys, tags or fields.
     #[error("`{0}` contains a line break, which line protocol cannot carry")]
     LineBreak(&'static str),
+    /// Line protocol has no escape for a backslash in a tag value: InfluxDB
+    /// keeps backslashes as they are, so one at the end of the value or
+    /// before a comma, equals sign or space would swallow the separator.
+    #[error("`{0}` has a backslash at its end or before a comma, equals sign or space, which a line protocol tag cannot carry")]
+    TagBackslash(&'static str),
     /// NaN and infinities are not line protocol numbers.
     #[error("the value is not a finite number")]
     NotFinite,
@@ -103,6 +108,7 @@ fn write_line(r: &StoredReading, ts: i64, out: &mut String) -> Result<(), Encode
             continue;
         }
         check(value, key)?;
+        check_tag(value, key)?;
         out.push(',');
         out.push_str(key);
         out.push('=');
@@ -138,23 +144,39 @@ fn check(s: &str, what: &'static str) -> Result<(), EncodeError> {
     }
 }
 
+/// A tag value's backslashes are written as they are (InfluxDB's parser
+/// unescapes only `\,`, `\=` and `\ ` in tags): refuses the values whose
+/// backslash would then escape the character after it.
+fn check_tag(s: &str, what: &'static str) -> Result<(), EncodeError> {
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' && matches!(chars.peek(), None | Some(',' | '=' | ' ')) {
+            return Err(EncodeError::TagBackslash(what));
+        }
+    }
+    Ok(())
+}
+
 #[derive(Clone, Copy)]
 enum Kind {
     /// Commas and spaces.
     Measurement,
-    /// Tag keys, tag values, field keys: commas, equals signs, spaces.
+    /// Tag keys, tag values, field keys: commas, equals signs, spaces
+    /// (never backslashes: InfluxDB does not unescape them there).
     Key,
     /// String field values: double quotes and backslashes.
     StringField,
 }
 
-/// Escapes `s` for its place in a line. Backslashes are doubled everywhere,
-/// so that a value ending in a backslash cannot escape the separator after it.
+/// Escapes `s` for its place in a line, as InfluxDB's line protocol
+/// reference says: backslashes are doubled in string field values only (a
+/// tag value that a backslash would break is refused by [`check_tag`]; the
+/// measurement and field keys are the gateway's own, without backslashes).
 fn escape(s: &str, kind: Kind, out: &mut String) {
     for c in s.chars() {
         let special = match kind {
-            Kind::Measurement => matches!(c, ',' | ' ' | '\\'),
-            Kind::Key => matches!(c, ',' | '=' | ' ' | '\\'),
+            Kind::Measurement => matches!(c, ',' | ' '),
+            Kind::Key => matches!(c, ',' | '=' | ' '),
             Kind::StringField => matches!(c, '"' | '\\'),
         };
         if special {
@@ -241,19 +263,41 @@ pub(crate) mod tests {
         parts
     }
 
-    fn unescape(s: &str) -> String {
+    /// InfluxDB's unescaping: in tags and keys only `\,`, `\=` and `\ `
+    /// lose their backslash; in string fields `\"` and `\\`.
+    fn unescape(s: &str, specials: &[char]) -> String {
         let mut out = String::new();
-        let mut chars = s.chars();
+        let mut chars = s.chars().peekable();
         while let Some(c) = chars.next() {
-            if c == '\\' {
-                if let Some(n) = chars.next() {
+            match chars.peek() {
+                Some(&n) if c == '\\' && specials.contains(&n) => {
                     out.push(n);
+                    chars.next();
                 }
-            } else {
-                out.push(c);
+                _ => out.push(c),
             }
         }
         out
+    }
+
+    const TAG: &[char] = &[',', '=', ' '];
+    const STRING: &[char] = &['"', '\\'];
+
+    #[test]
+    fn tag_backslashes_are_kept_as_influxdb_reads_them() {
+        let mut out = String::new();
+        encode(&reading("cuff\\1", "p\\\\2", 1.0), &mut out).unwrap();
+        assert!(
+            out.contains("device_id=cuff\\1,") && out.contains("patient_id=p\\\\2,"),
+            "{out}"
+        );
+        for bad in ["p\\", "p\\,1", "p\\ 1", "p\\=1"] {
+            assert_eq!(
+                encode(&reading("d", bad, 1.0), &mut out),
+                Err(EncodeError::TagBackslash("patient_id")),
+                "{bad}"
+            );
+        }
     }
 
     fn any_text() -> impl Strategy<Value = String> {
@@ -270,6 +314,11 @@ pub(crate) mod tests {
             let mut r = reading(&device, &patient, value);
             r.annotations = serde_json::json!({ name.clone(): note.clone() });
             let mut line = String::new();
+            let tag_backslash = |t: &str| t.contains("\\,") || t.contains("\\=") || t.contains("\\ ") || t.ends_with('\\');
+            if tag_backslash(&device) || tag_backslash(&patient) {
+                prop_assert!(matches!(encode(&r, &mut line), Err(EncodeError::TagBackslash(_))));
+                return Ok(());
+            }
             encode(&r, &mut line).unwrap();
             let line = line.strip_suffix('\n').unwrap();
             prop_assert!(!line.contains('\n'));
@@ -284,7 +333,7 @@ pub(crate) mod tests {
             let tags: Vec<(String, String)> = series[1..].iter().map(|t| {
                 let kv = split(t, '=', false);
                 assert_eq!(kv.len(), 2, "{t}");
-                (unescape(&kv[0]), unescape(&kv[1]))
+                (unescape(&kv[0], TAG), unescape(&kv[1], TAG))
             }).collect();
             prop_assert_eq!(&tags[0], &("device_id".to_string(), device));
             prop_assert_eq!(&tags[2], &("patient_id".to_string(), patient));
@@ -294,9 +343,9 @@ pub(crate) mod tests {
             prop_assert_eq!(v[1].parse::<f64>().unwrap(), value);
             let a = split(&fields[1], '=', true);
             prop_assert_eq!(a.len(), 2, "{}", &fields[1]);
-            prop_assert_eq!(unescape(&a[0]), annotation_key(&name));
+            prop_assert_eq!(unescape(&a[0], TAG), annotation_key(&name));
             let quoted = a[1].strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap();
-            prop_assert_eq!(unescape(quoted), note);
+            prop_assert_eq!(unescape(quoted, STRING), note);
             prop_assert_eq!(&sections[2], "1769845330123000000");
         }
     }

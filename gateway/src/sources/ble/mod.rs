@@ -16,6 +16,8 @@
 
 #[cfg(feature = "ble")]
 pub mod btleplug;
+#[cfg(feature = "ble")]
+pub mod pairing;
 pub mod session;
 pub mod transport;
 pub mod virtual_transport;
@@ -94,6 +96,20 @@ impl Shared {
     async fn set_sequence(&self, address: &str, seq: u16) {
         let a = address.to_string();
         self.with_store(move |s| s.ble_set_sequence(&a, seq)).await;
+    }
+
+    async fn sequence_time(&self, address: &str, seq: u16) -> Option<i64> {
+        let a = address.to_string();
+        self.with_store(move |s| s.ble_sequence_time(&a, seq))
+            .await
+            .flatten()
+    }
+
+    async fn reset_sequence(&self, address: &str) -> bool {
+        let a = address.to_string();
+        self.with_store(move |s| s.ble_reset_sequence(&a))
+            .await
+            .is_some()
     }
 
     async fn set_link(&self, address: &str, state: &'static str, battery: Option<u8>) {

@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::transport::{CharacteristicInfo, Link, LinkEvent, Transport, TransportError};
 use super::Shared;
-use crate::pipeline::ble::apply_clock_offset;
+use crate::pipeline::ble::{apply_clock_offset, stamp_facts, BleFacts};
 use crate::pipeline::BleInput;
 use crate::store::writer::CommitResult;
 
@@ -61,10 +61,28 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> Result<SessionEnd, TransportError> {
     let cfg = &shared.cfg;
-    let mut link = tokio::time::timeout(cfg.connect_timeout, transport.connect(&address))
+    let mut link = match tokio::time::timeout(cfg.connect_timeout, transport.connect(&address))
         .await
-        .map_err(|_| TransportError::Link("connect timed out".into()))??;
+    {
+        Ok(link) => link?,
+        Err(_) => {
+            // The link may be up in BlueZ with discovery stalled: take it
+            // down, or the device never advertises (and is never retried).
+            shared.metrics().ble_connect_timeout();
+            transport.cancel_connect(&address).await;
+            return Err(TransportError::Link("connect timed out".into()));
+        }
+    };
     let result = connected(&shared, link.as_mut(), &address, profile, &mut stop).await;
+    if let Err(TransportError::PairingRequired) = &result {
+        // Said without the device id (info and above carry no ids): the
+        // registry's `connection` column names it.
+        tracing::warn!("a bluetooth device refuses its readings until it is paired with this gateway: run `rpm-gateway ble scan`, then `rpm-gateway ble pair ADDRESS`");
+        shared.metrics().ble_pairing_required();
+        shared.set_link(&address, "pairing_required", None).await;
+    } else if result.is_err() {
+        shared.set_link(&address, "disconnected", None).await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), link.disconnect()).await;
     result
 }
@@ -145,18 +163,25 @@ async fn connected(
         pending_rx,
     ));
 
+    let mut phase = RacpPhase::Idle;
     if let Some(c) = racp {
         link.subscribe(c.uuid).await?;
         let last = shared.last_sequence(address).await;
-        let request = match last {
-            Some(n) => Racp::report_newer_than(n),
-            None => Some(Racp::report_all()),
+        let (request, next) = match last {
+            Some(n) => match Racp::report_newer_than(n) {
+                Some(r) => (r, RacpPhase::Newer(n)),
+                None => (Racp::report_last(), RacpPhase::LastCheck(n, None)),
+            },
+            None => (Racp::report_all(), RacpPhase::All),
         };
-        if let Some(r) = request {
-            link.write(c.uuid, r.encode()).await?;
-        }
+        link.write(c.uuid, request.encode()).await?;
+        phase = next;
     }
 
+    let facts = BleFacts {
+        connected_at_ms: Some(Utc::now().timestamp_millis()),
+        ..BleFacts::default()
+    };
     let mut state = Collect::default();
     let mut clock = ClockState::new(clock_offset, has_cts, shared);
     let mut deadline: Option<tokio::time::Instant> = None;
@@ -169,7 +194,7 @@ async fn connected(
         };
         let Some(ev) = ev else {
             deadline = None;
-            if !submit(shared, &pending_tx, clock.flush()).await {
+            if !submit(shared, &pending_tx, clock.flush(), &facts).await {
                 break SessionEnd::Disconnected;
             }
             continue;
@@ -179,6 +204,10 @@ async fn connected(
             Some(LinkEvent::Disconnected) | None => break SessionEnd::Disconnected,
         };
         let received_at = Utc::now();
+        let racp_code = match (uuid.as_u16(), Racp::decode(&value)) {
+            (Some(u::RECORD_ACCESS_CONTROL_POINT), Ok(Racp::Response { code, .. })) => Some(code),
+            _ => None,
+        };
         let decoder = plan.iter().find(|(c, _)| c.uuid == uuid).map(|(_, k)| k);
         let batches = match decoder {
             Some(DecoderKind::Layout(layout)) => {
@@ -199,6 +228,24 @@ async fn connected(
             Some(DecoderKind::Sig(short)) => state.sig(shared, address, *short, value, received_at),
             None => Vec::new(),
         };
+        if let RacpPhase::LastCheck(_, newest) = &mut phase {
+            for (seq, items) in &batches {
+                let time = items.iter().find_map(|i| match i {
+                    crate::store::Item::Reading { group, .. } => group
+                        .readings
+                        .first()
+                        .and_then(|r| r.device_measured_at)
+                        .map(|t| t.timestamp_millis()),
+                    _ => None,
+                });
+                if let Some(s) = seq {
+                    *newest = Some((*s, time));
+                }
+            }
+        }
+        if let (Some(code), Some(c)) = (racp_code, racp) {
+            phase = next_racp_phase(shared, &*link, address, c.uuid, phase, code).await?;
+        }
         let ready = clock.take(batches);
         if clock.holding() {
             // The end of a glucose transfer, or a quiet moment, closes the burst.
@@ -208,7 +255,7 @@ async fn connected(
                 deadline = Some(tokio::time::Instant::now() + SETTLE);
             }
         }
-        if !submit(shared, &pending_tx, ready).await {
+        if !submit(shared, &pending_tx, ready, &facts).await {
             break SessionEnd::Disconnected;
         }
     };
@@ -216,8 +263,8 @@ async fn connected(
     // body-composition packet, a burst waiting for its clock estimate) is
     // submitted now.
     let rest = clock.take(state.flush(shared, address));
-    submit(shared, &pending_tx, rest).await;
-    submit(shared, &pending_tx, clock.flush()).await;
+    submit(shared, &pending_tx, rest, &facts).await;
+    submit(shared, &pending_tx, clock.flush(), &facts).await;
     drop(pending_tx);
     let _ = acker.await;
     shared.set_link(address, "disconnected", None).await;
@@ -235,12 +282,82 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Submits batches; false when the writer is gone.
-async fn submit(shared: &Shared, pending: &mpsc::Sender<Pending>, batches: Vec<Batch>) -> bool {
-    for (sequence, items) in batches {
+/// Where a glucose transfer stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RacpPhase {
+    /// No transfer.
+    Idle,
+    /// Records `≥ N+1` were asked for.
+    Newer(u16),
+    /// None was newer: the newest record was asked for, to tell "nothing
+    /// new" from "the sequence numbers restarted". Holds the last durable
+    /// sequence and the newest record seen (sequence, device time ms).
+    LastCheck(u16, Option<(u16, Option<i64>)>),
+    /// Every record was asked for.
+    All,
+    /// Finished.
+    Done,
+}
+
+/// The next step of a glucose transfer once the meter answered `code`.
+///
+/// A meter whose sequence numbers restarted (reset or replaced) answers
+/// "≥ N+1" with no records for ever. Then its newest record tells: a
+/// sequence below N, or N itself on a record with another time than the
+/// one stored under N, means the numbering restarted. The cursor starts a
+/// new epoch and every record is asked for: none is lost, and those
+/// already stored are recognised by their ids (device, time, sequence).
+async fn next_racp_phase(
+    shared: &Shared,
+    link: &dyn Link,
+    address: &str,
+    racp: BleUuid,
+    phase: RacpPhase,
+    code: ResponseCode,
+) -> Result<RacpPhase, TransportError> {
+    match phase {
+        RacpPhase::Newer(n) if code == ResponseCode::NoRecordsFound => {
+            link.write(racp, Racp::report_last().encode()).await?;
+            Ok(RacpPhase::LastCheck(n, None))
+        }
+        RacpPhase::LastCheck(n, newest) if code.is_complete() => {
+            let restarted = match newest {
+                Some((s, _)) if s < n => true,
+                Some((s, Some(t))) if s == n => shared
+                    .sequence_time(address, n)
+                    .await
+                    .is_some_and(|stored| stored != t),
+                _ => false,
+            };
+            if !restarted {
+                return Ok(RacpPhase::Done);
+            }
+            tracing::warn!("a glucometer's record numbers restarted (meter reset or replaced); all its records are fetched again");
+            shared.metrics().ble_sequence_reset();
+            if !shared.reset_sequence(address).await {
+                return Ok(RacpPhase::Done);
+            }
+            link.write(racp, Racp::report_all().encode()).await?;
+            Ok(RacpPhase::All)
+        }
+        RacpPhase::Idle => Ok(RacpPhase::Idle),
+        _ => Ok(RacpPhase::Done),
+    }
+}
+
+/// Submits batches, each input stamped with the connection's `facts`;
+/// false when the writer is gone.
+async fn submit(
+    shared: &Shared,
+    pending: &mpsc::Sender<Pending>,
+    batches: Vec<Batch>,
+    facts: &BleFacts,
+) -> bool {
+    for (sequence, mut items) in batches {
         if items.is_empty() {
             continue;
         }
+        stamp_facts(&mut items, facts);
         let commit = match shared.writer.submit(items).await {
             Ok(rx) => rx,
             Err(e) => {

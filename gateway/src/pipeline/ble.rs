@@ -13,10 +13,10 @@
 
 use chrono::Duration;
 use device_profiles::gatt::device::DeviceProfileSet;
-use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use device_profiles::gatt::{decode_characteristic, Decoded, GlucoseMeasurementContext, Layout};
 use device_profiles::{DecodedMeasurement, Reject, Source};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::sync::OnceLock;
 
 use super::Pipeline;
@@ -232,7 +232,14 @@ pub fn apply_clock_offset(items: &mut [Item], offset: Duration, estimated: bool)
         items,
         &BleFacts {
             clock_offset_ms: Some(offset.num_milliseconds()),
-            clock_basis: Some(if estimated { "estimated" } else { "current_time" }.into()),
+            clock_basis: Some(
+                if estimated {
+                    "estimated"
+                } else {
+                    "current_time"
+                }
+                .into(),
+            ),
             ..BleFacts::default()
         },
     );

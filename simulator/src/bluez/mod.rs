@@ -198,6 +198,8 @@ struct Emulator {
     cfg: EmulatorConfig,
     powered: bool,
     discovering: bool,
+    /// Clients (bus names) with a discovery session.
+    discovery_clients: HashSet<String>,
     devices: Vec<Dev>,
     scheduled: Vec<Scheduled>,
     events: mpsc::Sender<String>,
@@ -572,6 +574,7 @@ pub fn run(
         cfg,
         powered: true,
         discovering: false,
+        discovery_clients: HashSet::new(),
         devices: devices.into_iter().map(Dev::new).collect(),
         scheduled: Vec::new(),
         events,
@@ -615,6 +618,7 @@ pub fn run(
                     }
                     emu.scheduled.clear();
                     emu.discovering = false;
+                    emu.discovery_clients.clear();
                     emu.powered = true;
                     conn.channel().flush();
                     drop(conn);
@@ -933,7 +937,11 @@ fn handle(emu: &mut Emulator, msg: &Message, out: &mut Vec<Message>) {
                     emu.agent = Some((sender, p.to_string()));
                     msg.method_return()
                 }
-                Err(_) => error(msg, "org.bluez.Error.InvalidArguments", "RegisterAgent(o, s)"),
+                Err(_) => error(
+                    msg,
+                    "org.bluez.Error.InvalidArguments",
+                    "RegisterAgent(o, s)",
+                ),
             }
         }
         (AGENT_MANAGER1, "RequestDefaultAgent") => msg.method_return(),
@@ -950,12 +958,28 @@ fn handle(emu: &mut Emulator, msg: &Message, out: &mut Vec<Message>) {
             if !emu.powered {
                 error(msg, "org.bluez.Error.NotReady", "Resource Not Ready")
             } else {
-                emu.discovering = member == "StartDiscovery";
-                let mut p = PropMap::new();
-                p.insert("Discovering".into(), var(emu.discovering));
-                out.extend(properties_changed(&emu.adapter_path(), ADAPTER1, p));
-                emu.event(format!("DISCOVERING {}", emu.discovering));
-                msg.method_return()
+                // As in BlueZ, each client has its own discovery session:
+                // the adapter discovers while any client wants it.
+                let sender = msg.sender().map(|s| s.to_string()).unwrap_or_default();
+                let known = if member == "StartDiscovery" {
+                    emu.discovery_clients.insert(sender);
+                    true
+                } else {
+                    emu.discovery_clients.remove(&sender)
+                };
+                let now = !emu.discovery_clients.is_empty();
+                if now != emu.discovering {
+                    emu.discovering = now;
+                    let mut p = PropMap::new();
+                    p.insert("Discovering".into(), var(now));
+                    out.extend(properties_changed(&emu.adapter_path(), ADAPTER1, p));
+                }
+                emu.event(format!("DISCOVERING {now}"));
+                if known {
+                    msg.method_return()
+                } else {
+                    error(msg, "org.bluez.Error.Failed", "No discovery started")
+                }
             }
         }
         (DEVICE1, "Connect") => match obj {
@@ -1007,7 +1031,9 @@ fn handle(emu: &mut Emulator, msg: &Message, out: &mut Vec<Message>) {
         },
         (DEVICE1, "CancelPairing") => msg.method_return(),
         (CHAR1, "StartNotify") => match obj {
-            Obj::Char(i, _, _) if emu.devices[i].sim.bonding.is_some() && !emu.devices[i].bonded => {
+            Obj::Char(i, _, _)
+                if emu.devices[i].sim.bonding.is_some() && !emu.devices[i].bonded =>
+            {
                 // The CCCD write is refused: ATT Insufficient Authentication.
                 emu.event(format!("AUTH-REQUIRED {}", emu.devices[i].sim.address));
                 error(
@@ -1095,7 +1121,11 @@ fn pair(emu: &mut Emulator, i: usize, msg: &Message, out: &mut Vec<Message>) -> 
     use crate::ble::PairingMethod;
     let d = &emu.devices[i];
     if d.bonded {
-        return Some(error(msg, "org.bluez.Error.AlreadyExists", "Already Paired"));
+        return Some(error(
+            msg,
+            "org.bluez.Error.AlreadyExists",
+            "Already Paired",
+        ));
     }
     let method = d.sim.bonding.unwrap_or(PairingMethod::JustWorks);
     if d.sim.bonding.is_some() && !d.pairing_mode {
@@ -1169,9 +1199,15 @@ fn agent_replied(emu: &mut Emulator, msg: &Message, out: &mut Vec<Message>) {
     };
     let reply = if msg.msg_type() == dbus::MessageType::Error {
         let canceled = msg
-            .error_name()
-            .is_some_and(|n| n.ends_with(".Canceled"));
-        emu.event(format!("PAIR-REFUSED {}", emu.devices[p.device].sim.address));
+            .duplicate()
+            .ok()
+            .and_then(|mut m| m.as_result().err())
+            .and_then(|e| e.name().map(|n| n.ends_with(".Canceled")))
+            .unwrap_or(false);
+        emu.event(format!(
+            "PAIR-REFUSED {}",
+            emu.devices[p.device].sim.address
+        ));
         if canceled {
             p.canceled
         } else {

@@ -32,9 +32,9 @@ use btleplug::api::{
 };
 use btleplug::platform::{Adapter, Manager, Peripheral, PeripheralId};
 use device_profiles::gatt::device::BleUuid;
+use futures_util::FutureExt;
 use futures_util::StreamExt;
 use std::collections::HashMap;
-use futures_util::FutureExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -225,8 +225,8 @@ async fn scan_once(
     tx: &mpsc::Sender<ScanEvent>,
     max_backoff: Duration,
 ) -> Result<RunEnd, TransportError> {
-    let mut owner = watch_bluez_owner().await?;
     let adapter = pick_adapter(name).await?;
+    let mut owner = watch_bluez_owner().await?;
     let mut events = adapter.events().await.map_err(unavailable)?;
     adapter
         .start_scan(ScanFilter::default())
@@ -424,6 +424,11 @@ impl Transport for BtleplugTransport {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(peripheral.id(), gone_tx);
+            // A device that hung up before its link was listed here would
+            // never be reported gone.
+            if !peripheral.is_connected().await.unwrap_or(false) {
+                links_gone(&self.links, Some(&peripheral.id()));
+            }
             let forward = tokio::spawn(async move {
                 let value = |n: btleplug::api::ValueNotification| LinkEvent::Value {
                     uuid: from_uuid(n.uuid),

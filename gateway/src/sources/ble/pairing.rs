@@ -121,7 +121,7 @@ impl Bluez {
     /// Connects to the system bus (`DBUS_SYSTEM_BUS_ADDRESS` honoured) and
     /// picks the adapter named `adapter` (`hci0`) or the first one.
     pub fn open(adapter: Option<&str>) -> Result<Bluez, PairingError> {
-        let mut channel = Channel::get_private(BusType::System)
+        let channel = Channel::get_private(BusType::System)
             .map_err(|e| PairingError::NoBluez(e.to_string()))?;
         let conn = LocalConnection::from(channel);
         let mut b = Bluez {
@@ -165,7 +165,11 @@ impl Bluez {
     }
 
     fn objects(&self) -> Result<Objects, PairingError> {
-        let m = self.call("/", "org.freedesktop.DBus.ObjectManager", "GetManagedObjects")?;
+        let m = self.call(
+            "/",
+            "org.freedesktop.DBus.ObjectManager",
+            "GetManagedObjects",
+        )?;
         let r = self.send(m, Duration::from_secs(10))?;
         r.read1::<Objects>()
             .map_err(|e| PairingError::Bluez(e.to_string()))
@@ -204,7 +208,11 @@ impl Bluez {
         let m = self.call(
             &self.adapter,
             ADAPTER1,
-            if on { "StartDiscovery" } else { "StopDiscovery" },
+            if on {
+                "StartDiscovery"
+            } else {
+                "StopDiscovery"
+            },
         )?;
         match self.send(m, Duration::from_secs(5)) {
             // Another client (the gateway) may already be discovering.
@@ -329,7 +337,10 @@ impl Bluez {
             self.await_pairing(m, passkey)
         });
         if let Ok(m) = self.call("/org/bluez", mgr, "UnregisterAgent") {
-            let _ = self.send(m.append1(dbus::Path::from(AGENT_PATH)), Duration::from_secs(5));
+            let _ = self.send(
+                m.append1(dbus::Path::from(AGENT_PATH)),
+                Duration::from_secs(5),
+            );
         }
         r
     }
@@ -345,7 +356,7 @@ impl Bluez {
         while Instant::now() < until {
             ch.read_write(Some(Duration::from_millis(100)))
                 .map_err(|()| PairingError::NoBluez("connection to the bus lost".into()))?;
-            while let Some(msg) = ch.pop_message() {
+            while let Some(mut msg) = ch.pop_message() {
                 match msg.msg_type() {
                     dbus::MessageType::MethodCall
                         if msg.path().is_some_and(|p| &*p == AGENT_PATH) =>
@@ -359,8 +370,13 @@ impl Bluez {
                         return Ok(());
                     }
                     dbus::MessageType::Error if msg.get_reply_serial() == Some(serial) => {
-                        let name = msg.error_name().map(|n| n.to_string()).unwrap_or_default();
-                        let text: String = msg.read1().unwrap_or_default();
+                        let (name, text) = match msg.as_result() {
+                            Err(e) => (
+                                e.name().unwrap_or_default().to_string(),
+                                e.message().unwrap_or_default().to_string(),
+                            ),
+                            Ok(_) => (String::new(), String::new()),
+                        };
                         return Err(classify(&name, &text, asked_passkey && passkey.is_none()));
                     }
                     _ => {}
@@ -392,10 +408,13 @@ impl Bluez {
             self.pause(Duration::from_millis(100));
         }
         let read = |u: &str| -> Option<String> {
-            let (p, _) = chars
-                .iter()
-                .find(|(_, uuid)| uuid.eq_ignore_ascii_case(&format!("0000{u}-0000-1000-8000-00805f9b34fb")))?;
-            let m = self.call(p, CHAR1, "ReadValue").ok()?.append1(PropMap::new());
+            let (p, _) = chars.iter().find(|(_, uuid)| {
+                uuid.eq_ignore_ascii_case(&format!("0000{u}-0000-1000-8000-00805f9b34fb"))
+            })?;
+            let m = self
+                .call(p, CHAR1, "ReadValue")
+                .ok()?
+                .append1(PropMap::new());
             let r = self.send(m, Duration::from_secs(10)).ok()?;
             let bytes: Vec<u8> = r.read1().ok()?;
             let s = String::from_utf8_lossy(&bytes)
@@ -510,7 +529,11 @@ mod tests {
             PairingError::WrongPasskey
         );
         assert!(matches!(
-            classify("org.bluez.Error.ConnectionAttemptFailed", "Page Timeout", false),
+            classify(
+                "org.bluez.Error.ConnectionAttemptFailed",
+                "Page Timeout",
+                false
+            ),
             PairingError::NotInPairingMode(_)
         ));
         assert!(matches!(
@@ -521,9 +544,6 @@ mod tests {
             classify("org.bluez.Error.AuthenticationCanceled", "", true),
             PairingError::PasskeyNeeded
         );
-        assert_eq!(
-            short_uuid("00001810-0000-1000-8000-00805f9b34fb"),
-            "0x1810"
-        );
+        assert_eq!(short_uuid("00001810-0000-1000-8000-00805f9b34fb"), "0x1810");
     }
 }

@@ -61,18 +61,17 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> Result<SessionEnd, TransportError> {
     let cfg = &shared.cfg;
-    let mut link = match tokio::time::timeout(cfg.connect_timeout, transport.connect(&address))
-        .await
-    {
-        Ok(link) => link?,
-        Err(_) => {
-            // The link may be up in BlueZ with discovery stalled: take it
-            // down, or the device never advertises (and is never retried).
-            shared.metrics().ble_connect_timeout();
-            transport.cancel_connect(&address).await;
-            return Err(TransportError::Link("connect timed out".into()));
-        }
-    };
+    let mut link =
+        match tokio::time::timeout(cfg.connect_timeout, transport.connect(&address)).await {
+            Ok(link) => link?,
+            Err(_) => {
+                // The link may be up in BlueZ with discovery stalled: take it
+                // down, or the device never advertises (and is never retried).
+                shared.metrics().ble_connect_timeout();
+                transport.cancel_connect(&address).await;
+                return Err(TransportError::Link("connect timed out".into()));
+            }
+        };
     let result = connected(&shared, link.as_mut(), &address, profile, &mut stop).await;
     if let Err(TransportError::PairingRequired) = &result {
         // Said without the device id (info and above carry no ids): the

@@ -300,11 +300,16 @@ fn devices(config: &Config, cmd: DevicesCommand) -> anyhow::Result<()> {
                         .last_seen_at
                         .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string());
                     println!(
-                        "{:<24} {:<20} {:<7} last seen {}",
+                        "{:<24} {:<20} {:<7} last seen {}{}{}",
                         d.device_id,
                         d.patient_id.as_deref().unwrap_or("(unassigned)"),
                         d.origin,
-                        seen.as_deref().unwrap_or("never")
+                        seen.as_deref().unwrap_or("never"),
+                        d.connection
+                            .as_deref()
+                            .map(|c| format!(", {}", c.replace('_', " ")))
+                            .unwrap_or_default(),
+                        if d.bonded { ", bonded" } else { "" }
                     );
                 }
             }

@@ -546,3 +546,40 @@ fn a_bonded_cuff_is_paired_by_the_installer_and_delivers() {
     );
     assert!(g.stop().success());
 }
+
+/// The other two pairing methods: numeric comparison (the number is
+/// checked when given, a different one is rejected) and Just Works.
+#[test]
+fn numeric_comparison_and_just_works_pairing() {
+    const CUFF2: &str = "AA:00:00:00:00:22";
+    const SCALE2: &str = "AA:00:00:00:00:23";
+    let dir = tempfile::tempdir().unwrap();
+    let (_mqtt, mut emu, mut g) = field(
+        dir.path(),
+        &[],
+        &[
+            &format!("bp,{CUFF2},1,bond=confirm:654321"),
+            &format!("scale,{SCALE2},1,bond=justworks"),
+        ],
+        &[(CUFF2, "p1"), (SCALE2, "p1")],
+        BLE,
+    );
+    let bus = emu.bus.address.clone();
+    emu.send(&format!("pairing-mode {CUFF2} on"));
+    emu.send(&format!("pairing-mode {SCALE2} on"));
+    let (ok, out) = ble_cli(&g, &bus, &["pair", CUFF2, "--passkey", "111111"]);
+    assert!(!ok);
+    assert!(out.contains("pairing rejected"), "{out}");
+    let (ok, out) = ble_cli(&g, &bus, &["pair", CUFF2, "--passkey", "654321"]);
+    assert!(ok, "{out}");
+    let (ok, out) = ble_cli(&g, &bus, &["pair", SCALE2]);
+    assert!(ok, "{out}");
+    wait_until("both bonded devices' readings", T, || {
+        count(&g, "systolic", CUFF2) == 1 && count(&g, "body_weight", SCALE2) == 1
+    });
+    assert_eq!(
+        g.count("SELECT COUNT(*) FROM devices WHERE bonded = 1 AND model = 'HEM-7361T'"),
+        2
+    );
+    assert!(g.stop().success());
+}

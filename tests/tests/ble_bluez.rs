@@ -581,5 +581,21 @@ fn numeric_comparison_and_just_works_pairing() {
         g.count("SELECT COUNT(*) FROM devices WHERE bonded = 1 AND model = 'HEM-7361T'"),
         2
     );
+    // An adapter that is not there is named as such.
+    let text = std::fs::read_to_string(&g.config)
+        .unwrap()
+        .replace("[sources.ble]\n", "[sources.ble]\nadapter = \"hci9\"\n");
+    let other = dir.path().join("hci9.toml");
+    std::fs::write(&other, text).unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .arg("--config")
+        .arg(&other)
+        .args(["ble", "scan", "--seconds", "1"])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no bluetooth adapter named hci9"), "{err}");
     assert!(g.stop().success());
 }

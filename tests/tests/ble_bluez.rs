@@ -451,6 +451,21 @@ fn a_glucometer_sequence_reset_is_recovered() {
     emu.wait_for(&format!("WRITE {GLUCO} 2a52 0103010300"), 1);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(count(&g, "blood_glucose", GLUCO), 6);
+    // Reset again, and the new meter has exactly as many records as the
+    // last one taken: the newest record has that sequence number but
+    // another time (device times have a resolution of one second).
+    std::thread::sleep(Duration::from_millis(1100));
+    emu.send(&format!("reset-meter {GLUCO}"));
+    for v in [101, 102, 103] {
+        emu.send(&format!("add-glucose {GLUCO} {v}"));
+    }
+    emu.send(&format!("disconnect {GLUCO}"));
+    wait_until("the 3 records after the second reset", T, || {
+        count(&g, "blood_glucose", GLUCO) == 9
+    });
+    emu.wait_for(&format!("WRITE {GLUCO} 2a52 0101"), 3);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(count(&g, "blood_glucose", GLUCO), 9);
     assert_eq!(g.count("SELECT COUNT(*) FROM quarantine"), 0);
     assert!(g.stop().success());
 }

@@ -268,3 +268,54 @@ pub fn apply_clock_offset_group(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_accumulate_on_the_input() {
+        let raw = Arc::new(crate::normalize::raw_input(
+            Source::Ble,
+            "AA/2a18",
+            Some("gatt:2a18".into()),
+            &[1, 2, 3],
+            chrono::Utc::now(),
+        ));
+        let mut items = vec![Item::Quarantine {
+            raw,
+            index: None,
+            device_id: None,
+            reason: Reject::Empty,
+        }];
+        stamp_facts(
+            &mut items,
+            &BleFacts {
+                context: Some("0a0b".into()),
+                ..BleFacts::default()
+            },
+        );
+        apply_clock_offset(&mut items, Duration::seconds(-90), true);
+        stamp_facts(
+            &mut items,
+            &BleFacts {
+                connected_at_ms: Some(7),
+                ..BleFacts::default()
+            },
+        );
+        let Item::Quarantine { raw, .. } = &items[0] else {
+            unreachable!()
+        };
+        let f = BleFacts::parse(raw.facts.as_deref());
+        assert_eq!(
+            f,
+            BleFacts {
+                context: Some("0a0b".into()),
+                clock_offset_ms: Some(-90_000),
+                clock_basis: Some("estimated".into()),
+                connected_at_ms: Some(7),
+            }
+        );
+        assert_eq!(&*raw.payload, &[1, 2, 3], "the bytes are kept as received");
+    }
+}

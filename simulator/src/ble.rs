@@ -731,6 +731,11 @@ impl SimDevice {
                 .filter(|r| r.sequence >= *from)
                 .flat_map(glucose_values)
                 .collect(),
+            (Operator::WithinRange, Operand::SequenceRange(lo, hi)) => records
+                .iter()
+                .filter(|r| (*lo..=*hi).contains(&r.sequence))
+                .flat_map(glucose_values)
+                .collect(),
             (Operator::LastRecord, _) => records.last().map(glucose_values).unwrap_or_default(),
             _ => return vec![respond(1, ResponseCode::OperatorNotSupported)],
         };

@@ -466,6 +466,21 @@ fn a_glucometer_sequence_reset_is_recovered() {
     emu.wait_for(&format!("WRITE {GLUCO} 2a52 0101"), 3);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(count(&g, "blood_glucose", GLUCO), 9);
+    // And once more, the new meter now holding more records (4) than the
+    // last one taken (3): "≥ 4" finds only its record 4, record 3 has
+    // another time, all are fetched.
+    std::thread::sleep(Duration::from_millis(1100));
+    emu.send(&format!("reset-meter {GLUCO}"));
+    for v in [111, 112, 113, 114] {
+        emu.send(&format!("add-glucose {GLUCO} {v}"));
+    }
+    emu.send(&format!("disconnect {GLUCO}"));
+    wait_until("the 4 records after the third reset", T, || {
+        count(&g, "blood_glucose", GLUCO) == 13
+    });
+    emu.wait_for(&format!("WRITE {GLUCO} 2a52 0101"), 4);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(count(&g, "blood_glucose", GLUCO), 13);
     assert_eq!(g.count("SELECT COUNT(*) FROM quarantine"), 0);
     assert!(g.stop().success());
 }

@@ -15,6 +15,8 @@
 //!   (`≥ N+1`, or all when none) are requested; a record's context (0x2A34,
 //!   same sequence) is joined to it; the durable sequence advances only
 //!   after the record's commit, in order, and stops at the first failure.
+//!   Record N is then checked (see [`next_racp_phase`]): a meter whose
+//!   numbering restarted is noticed and read again in full.
 //! - **Body composition** sent as two packets is merged before decoding.
 
 use chrono::{DateTime, Utc};
@@ -169,7 +171,7 @@ async fn connected(
         let (request, next) = match last {
             Some(n) => match Racp::report_newer_than(n) {
                 Some(r) => (r, RacpPhase::Newer(n)),
-                None => (Racp::report_last(), RacpPhase::LastCheck(n, None)),
+                None => (Racp::report_range(n, n), RacpPhase::Verify(n, None)),
             },
             None => (Racp::report_all(), RacpPhase::All),
         };
@@ -227,7 +229,7 @@ async fn connected(
             Some(DecoderKind::Sig(short)) => state.sig(shared, address, *short, value, received_at),
             None => Vec::new(),
         };
-        if let RacpPhase::LastCheck(_, newest) = &mut phase {
+        if let RacpPhase::Verify(_, newest) | RacpPhase::LastCheck(_, newest) = &mut phase {
             for (seq, items) in &batches {
                 let time = items.iter().find_map(|i| match i {
                     crate::store::Item::Reading { group, .. } => group
@@ -288,9 +290,11 @@ enum RacpPhase {
     Idle,
     /// Records `≥ N+1` were asked for.
     Newer(u16),
-    /// None was newer: the newest record was asked for, to tell "nothing
-    /// new" from "the sequence numbers restarted". Holds the last durable
-    /// sequence and the newest record seen (sequence, device time ms).
+    /// Record N was asked for again, to check that it is still the one
+    /// stored under N. Holds N and the record seen (sequence, device time ms).
+    Verify(u16, Option<(u16, Option<i64>)>),
+    /// The meter has no record N: its newest record was asked for, to tell
+    /// "old records deleted" from "the sequence numbers restarted".
     LastCheck(u16, Option<(u16, Option<i64>)>),
     /// Every record was asked for.
     All,
@@ -300,12 +304,15 @@ enum RacpPhase {
 
 /// The next step of a glucose transfer once the meter answered `code`.
 ///
-/// A meter whose sequence numbers restarted (reset or replaced) answers
-/// "≥ N+1" with no records for ever. Then its newest record tells: a
-/// sequence below N, or N itself on a record with another time than the
-/// one stored under N, means the numbering restarted. The cursor starts a
-/// new epoch and every record is asked for: none is lost, and those
-/// already stored are recognised by their ids (device, time, sequence).
+/// A meter whose sequence numbers restarted (reset, or replaced by one with
+/// the same address) answers "≥ N+1" with nothing for ever, or, once it
+/// has more than N records, with only its records above N. So after each
+/// transfer the record numbered N is asked for again: another device time
+/// than the one stored under N means the numbering restarted; no record N
+/// at all, with a newest record below N, means the same. The cursor then
+/// starts a new epoch and every record is asked for: none is lost, and
+/// those already stored are recognised by their ids (device, time,
+/// sequence). A meter that supports neither request just ends the check.
 async fn next_racp_phase(
     shared: &Shared,
     link: &dyn Link,
@@ -314,34 +321,33 @@ async fn next_racp_phase(
     phase: RacpPhase,
     code: ResponseCode,
 ) -> Result<RacpPhase, TransportError> {
-    match phase {
-        RacpPhase::Newer(n) if code == ResponseCode::NoRecordsFound => {
+    let restarted = match phase {
+        RacpPhase::Newer(n) if code.is_complete() => {
+            link.write(racp, Racp::report_range(n, n).encode()).await?;
+            return Ok(RacpPhase::Verify(n, None));
+        }
+        RacpPhase::Verify(n, None) if code == ResponseCode::NoRecordsFound => {
             link.write(racp, Racp::report_last().encode()).await?;
-            Ok(RacpPhase::LastCheck(n, None))
+            return Ok(RacpPhase::LastCheck(n, None));
         }
-        RacpPhase::LastCheck(n, newest) if code.is_complete() => {
-            let restarted = match newest {
-                Some((s, _)) if s < n => true,
-                Some((s, Some(t))) if s == n => shared
-                    .sequence_time(address, n)
-                    .await
-                    .is_some_and(|stored| stored != t),
-                _ => false,
-            };
-            if !restarted {
-                return Ok(RacpPhase::Done);
-            }
-            tracing::warn!("a glucometer's record numbers restarted (meter reset or replaced); all its records are fetched again");
-            shared.metrics().ble_sequence_reset();
-            if !shared.reset_sequence(address).await {
-                return Ok(RacpPhase::Done);
-            }
-            link.write(racp, Racp::report_all().encode()).await?;
-            Ok(RacpPhase::All)
-        }
-        RacpPhase::Idle => Ok(RacpPhase::Idle),
-        _ => Ok(RacpPhase::Done),
+        RacpPhase::Verify(n, Some((s, Some(t)))) if code.is_complete() && s == n => shared
+            .sequence_time(address, n)
+            .await
+            .is_some_and(|stored| stored != t),
+        RacpPhase::LastCheck(n, Some((s, _))) if code.is_complete() => s < n,
+        RacpPhase::Idle => return Ok(RacpPhase::Idle),
+        _ => false,
+    };
+    if !restarted {
+        return Ok(RacpPhase::Done);
     }
+    tracing::warn!("a glucometer's record numbers restarted (meter reset or replaced); all its records are fetched again");
+    shared.metrics().ble_sequence_reset();
+    if !shared.reset_sequence(address).await {
+        return Ok(RacpPhase::Done);
+    }
+    link.write(racp, Racp::report_all().encode()).await?;
+    Ok(RacpPhase::All)
 }
 
 /// Submits batches, each input stamped with the connection's `facts`;

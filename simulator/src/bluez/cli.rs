@@ -159,7 +159,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
                 .map(|s| private = Some(PathBuf::from(s)))
                 .ok_or("--private-bus needs a directory".to_string()),
             "-h" | "--help" => {
-                println!("usage: rpm-bluez-emulator [--private-bus DIR] [--adapter hci0] --device KIND,ADDRESS[,N] ...");
+                println!("usage: rpm-bluez-emulator [--private-bus DIR] [--adapter hci0] [--hang-up-when-sent] [--send-once] [--resignal-powered] [--notify-delay-ms N] [--advertise-ms N] --device KIND,ADDRESS[,N][,clock=MIN][,cts=read|write][,bond=justworks|passkey:N|confirm:N] ...");
                 return ExitCode::SUCCESS;
             }
             other => Err(format!("unknown argument `{other}`")),

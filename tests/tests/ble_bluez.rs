@@ -256,30 +256,42 @@ fn values_sent_just_before_a_disconnect_are_all_stored() {
 fn quarantined_ble_records_reprocess_like_the_live_path() {
     let dir = tempfile::tempdir().unwrap();
     const LATE: &str = "AA:00:00:00:00:13";
-    // Both meters' clocks are 3 h fast; no Current Time, so the offset is
-    // estimated from the burst of records.
+    const LIVE_CTS: &str = "AA:00:00:00:00:14";
+    const LATE_CTS: &str = "AA:00:00:00:00:15";
+    // Every meter's clock is 3 h fast. Two have no Current Time (the offset
+    // is estimated from the burst of records), two a readable one (the
+    // offset is measured). One of each is assigned at the time.
     let (_mqtt, _emu, mut g) = field(
         dir.path(),
         &[],
         &[
             &format!("glucometer,{GLUCO},3,clock=+180"),
             &format!("glucometer,{LATE},3,clock=+180"),
+            &format!("glucometer,{LIVE_CTS},3,clock=+180,cts=read"),
+            &format!("glucometer,{LATE_CTS},3,clock=+180,cts=read"),
         ],
-        &[(GLUCO, "p1")],
+        &[(GLUCO, "p1"), (LIVE_CTS, "p1")],
         BLE,
     );
+    let quarantined = |d: &str| {
+        g.count(&format!(
+            "SELECT COUNT(*) FROM quarantine WHERE device_id = '{d}' AND reason = 'unknown_device'"
+        ))
+    };
     wait_until("live readings and quarantined ones", T, || {
         count(&g, "blood_glucose", GLUCO) == 3
-            && g.count(&format!(
-                "SELECT COUNT(*) FROM quarantine WHERE device_id = '{LATE}' AND reason = 'unknown_device'"
-            )) == 3
+            && count(&g, "blood_glucose", LIVE_CTS) == 3
+            && quarantined(LATE) == 3
+            && quarantined(LATE_CTS) == 3
     });
-    let out = g.cli(&["devices", "assign", LATE, "p2"]);
-    assert!(out.status.success(), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("re-processed 3"),
-        "{out:?}"
-    );
+    for late in [LATE, LATE_CTS] {
+        let out = g.cli(&["devices", "assign", late, "p2"]);
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("re-processed 3"),
+            "{out:?}"
+        );
+    }
     type Row = (i64, f64, i64, i64, String);
     let rows = |device: &str| -> Vec<Row> {
         let db = g.db();
@@ -293,34 +305,45 @@ fn quarantined_ble_records_reprocess_like_the_live_path() {
         .collect::<Result<_, _>>()
         .unwrap()
     };
-    let (live, late) = (rows(GLUCO), rows(LATE));
-    assert_eq!(live.len(), 3);
-    assert_eq!(late.len(), 3);
-    for (a, b) in live.iter().zip(&late) {
-        assert_eq!((a.0, a.1), (b.0, b.1), "sequence and value");
-        let ja: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&a.4).unwrap();
-        let jb: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&b.4).unwrap();
-        let keys =
-            |m: &serde_json::Map<String, serde_json::Value>| m.keys().cloned().collect::<Vec<_>>();
-        assert_eq!(keys(&ja), keys(&jb), "annotations {} vs {}", a.4, b.4);
-        assert!(ja.contains_key("clock_offset_estimated"), "{}", a.4);
-        for (k, v) in &ja {
-            if k != "clock_offset_s" {
-                assert_eq!(Some(v), jb.get(k), "annotation {k}");
+    for (live, late, estimated) in [(GLUCO, LATE, true), (LIVE_CTS, LATE_CTS, false)] {
+        let (live, late) = (rows(live), rows(late));
+        assert_eq!(live.len(), 3);
+        assert_eq!(late.len(), 3);
+        for (a, b) in live.iter().zip(&late) {
+            assert_eq!((a.0, a.1), (b.0, b.1), "sequence and value");
+            let ja: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&a.4).unwrap();
+            let jb: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&b.4).unwrap();
+            let keys = |m: &serde_json::Map<String, serde_json::Value>| {
+                m.keys().cloned().collect::<Vec<_>>()
+            };
+            assert_eq!(keys(&ja), keys(&jb), "annotations {} vs {}", a.4, b.4);
+            assert_eq!(ja.get("clock_corrected"), Some(&"device_offset".into()));
+            assert_eq!(
+                ja.contains_key("clock_offset_estimated"),
+                estimated,
+                "{}",
+                a.4
+            );
+            for (k, v) in &ja {
+                if k != "clock_offset_s" {
+                    assert_eq!(Some(v), jb.get(k), "annotation {k}");
+                }
             }
+            // The same correction (within the time the two meters' records
+            // were made apart).
+            let (off_a, off_b) = (a.2 - a.3, b.2 - b.3);
+            assert!((off_a - off_b).abs() < 3_000, "{off_a} vs {off_b}");
+            // Measured: 3 h. Estimated: a lower bound, the newest record
+            // being 2 h ahead.
+            let least = if estimated { 2 } else { 3 } * 3_600_000 - 60_000;
+            assert!(off_a > least, "corrected by {off_a} ms");
         }
-        // The same correction (within the time the two meters' records
-        // were made apart).
-        let (off_a, off_b) = (a.2 - a.3, b.2 - b.3);
-        assert!((off_a - off_b).abs() < 3_000, "{off_a} vs {off_b}");
-        // The estimate is a lower bound: the newest record is 2 h ahead.
-        assert!(
-            off_a > 2 * 3_600_000 - 60_000,
-            "corrected by at least 2 h: {off_a}"
-        );
+        // Records 1 and 3 carried a meal context.
+        assert!(late[0].4.contains("meal"), "{}", late[0].4);
+        assert!(!late[1].4.contains("meal"), "{}", late[1].4);
     }
-    // Records 1 and 3 carried a meal context.
-    assert_ne!(late[0].4, late[1].4);
     assert!(g.stop().success());
 }
 

@@ -253,6 +253,22 @@ impl Metrics {
         self.ble_links.load(Ordering::Relaxed)
     }
 
+    /// A BLE connect abandoned after `connect_timeout` (the link is torn
+    /// down with `Device1.Disconnect` and the device retried with backoff).
+    pub fn ble_connect_timeout(&self) {
+        self.add("rpm_ble_connect_timeouts_total", String::new(), 1);
+    }
+
+    /// A glucometer's record numbers restarted (reset or replaced meter).
+    pub fn ble_sequence_reset(&self) {
+        self.add("rpm_ble_sequence_resets_total", String::new(), 1);
+    }
+
+    /// A BLE device refused its measurements until it is paired (bonded).
+    pub fn ble_pairing_required(&self) {
+        self.add("rpm_ble_pairing_required_total", String::new(), 1);
+    }
+
     /// A BLE device link opened (+1) or closed (-1).
     pub fn ble_links(&self, delta: i64) {
         self.ble_links.fetch_add(delta, Ordering::Relaxed);
@@ -268,7 +284,11 @@ impl Metrics {
                     let _ = writeln!(out, "# TYPE {name} counter");
                     last = name;
                 }
-                let _ = writeln!(out, "{name}{{{labels}}} {v}");
+                if labels.is_empty() {
+                    let _ = writeln!(out, "{name} {v}");
+                } else {
+                    let _ = writeln!(out, "{name}{{{labels}}} {v}");
+                }
             }
         }
         if let Ok(g) = self.gauges.lock() {

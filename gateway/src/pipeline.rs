@@ -172,6 +172,18 @@ impl Pipeline {
                 device_id.get_or_insert_with(|| address.to_string());
             }
         }
+        if let BleInput::Sig {
+            context: Some(ctx), ..
+        } = input
+        {
+            ble::stamp_facts(
+                &mut items,
+                &ble::BleFacts {
+                    context: Some(hex::encode(ctx)),
+                    ..Default::default()
+                },
+            );
+        }
         items
     }
 

@@ -64,6 +64,12 @@ impl Props {
         notify: true,
         indicate: false,
     };
+    const READ_ONLY: Props = Props {
+        read: true,
+        write: false,
+        notify: false,
+        indicate: false,
+    };
     const READ: Props = Props {
         read: true,
         write: false,
@@ -89,6 +95,22 @@ impl Props {
         f
     }
 }
+
+/// How a device that requires bonding pairs (the host's agent is asked
+/// accordingly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairingMethod {
+    /// No user interaction.
+    JustWorks,
+    /// The device shows this passkey; the host must enter it.
+    Passkey(u32),
+    /// Both show this number; the host confirms (numeric comparison).
+    Confirm(u32),
+}
+
+/// Device Information characteristics (service 0x180A), in
+/// [`SimDevice::info`] order.
+pub const DEVICE_INFORMATION: [u16; 4] = [0x2A29, 0x2A24, 0x2A25, 0x2A26];
 
 /// One GATT service of a simulated device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,6 +249,10 @@ pub struct SimDevice {
     /// Offers a Current Time characteristic (0x1805/0x2A2B): writable when
     /// `Some(true)`, read-only when `Some(false)`.
     pub current_time: Option<bool>,
+    /// Gives its measurements only to a bonded host, paired this way.
+    pub bonding: Option<PairingMethod>,
+    /// Device Information (0x180A): manufacturer, model, serial, firmware.
+    pub info: Option<[String; 4]>,
     /// RACP requests received (tests check what the gateway asked for).
     pub racp_log: Vec<Vec<u8>>,
     /// Connections accepted.
@@ -250,6 +276,8 @@ impl SimDevice {
             kind,
             clock_offset: Duration::zero(),
             current_time: None,
+            bonding: None,
+            info: None,
             racp_log: Vec::new(),
             connections: 0,
         }
@@ -442,6 +470,31 @@ impl SimDevice {
         }
     }
 
+    /// The device is reset (or replaced by one with the same address): its
+    /// memory is cleared, and a glucometer numbers records from 1 again.
+    pub fn reset_memory(&mut self) {
+        match &mut self.kind {
+            SimKind::BpCuff { memory, .. } => memory.clear(),
+            SimKind::Scale { memory, .. } => memory.clear(),
+            SimKind::Glucometer { records } => records.clear(),
+            SimKind::Generic { .. } | SimKind::AdvertisingScale { .. } => {}
+        }
+    }
+
+    /// Sets a wrong device clock (device minus true time): the records
+    /// already in memory carry it too, as if taken with that clock.
+    pub fn set_clock_offset(&mut self, offset: Duration) {
+        let delta = offset - self.clock_offset;
+        self.clock_offset = offset;
+        // Cuffs and scales add the offset when they send; glucose records
+        // keep their device time.
+        if let SimKind::Glucometer { records } = &mut self.kind {
+            for r in records {
+                r.at += delta;
+            }
+        }
+    }
+
     /// Raw bytes the cuff sends after its memory (special values, truncated).
     pub fn push_raw_bp(&mut self, bytes: Vec<u8>) {
         if let SimKind::BpCuff { extra, .. } = &mut self.kind {
@@ -528,6 +581,15 @@ impl SimDevice {
             }],
             SimKind::AdvertisingScale { .. } => vec![],
         };
+        if self.info.is_some() {
+            out.push(SimService {
+                uuid: BleUuid::from_u16(0x180A),
+                characteristics: DEVICE_INFORMATION
+                    .iter()
+                    .map(|x| c(*x, Props::READ_ONLY))
+                    .collect(),
+            });
+        }
         if let Some(writable) = self.current_time {
             out.push(SimService {
                 uuid: BleUuid::from_u16(u::SERVICE_CURRENT_TIME),
@@ -612,6 +674,11 @@ impl SimDevice {
 
     /// A value was read.
     pub fn on_read(&self, uuid: BleUuid) -> Result<Vec<u8>, String> {
+        if let (Some(info), Some(x)) = (&self.info, uuid.as_u16()) {
+            if let Some(i) = DEVICE_INFORMATION.iter().position(|d| *d == x) {
+                return Ok(info[i].as_bytes().to_vec());
+            }
+        }
         match uuid.as_u16() {
             Some(u::CURRENT_TIME) if self.current_time.is_some() => {
                 let now = Utc::now().naive_utc() + self.clock_offset;
@@ -657,16 +724,21 @@ impl SimDevice {
                 ResponseCode::OpCodeNotSupported,
             )];
         }
-        let from = match (req.operator, &req.operand) {
-            (Operator::AllRecords, _) => 0,
-            (Operator::GreaterThanOrEqual, Operand::Sequence(s)) => *s,
+        let mut out: Vec<Tagged> = match (req.operator, &req.operand) {
+            (Operator::AllRecords, _) => records.iter().flat_map(glucose_values).collect(),
+            (Operator::GreaterThanOrEqual, Operand::Sequence(from)) => records
+                .iter()
+                .filter(|r| r.sequence >= *from)
+                .flat_map(glucose_values)
+                .collect(),
+            (Operator::WithinRange, Operand::SequenceRange(lo, hi)) => records
+                .iter()
+                .filter(|r| (*lo..=*hi).contains(&r.sequence))
+                .flat_map(glucose_values)
+                .collect(),
+            (Operator::LastRecord, _) => records.last().map(glucose_values).unwrap_or_default(),
             _ => return vec![respond(1, ResponseCode::OperatorNotSupported)],
         };
-        let mut out: Vec<Tagged> = records
-            .iter()
-            .filter(|r| r.sequence >= from)
-            .flat_map(glucose_values)
-            .collect();
         let code = if out.is_empty() {
             ResponseCode::NoRecordsFound
         } else {

@@ -231,6 +231,25 @@ impl Racp {
         last_seen.checked_add(1).map(Racp::report_from)
     }
 
+    /// `01 04 01 <lo LE16> <hi LE16>`: report records with sequence
+    /// numbers from `lo` to `hi`, inclusive.
+    pub fn report_range(lo: u16, hi: u16) -> Self {
+        Racp::Request(RacpRequest {
+            op_code: OpCode::ReportStoredRecords,
+            operator: Operator::WithinRange,
+            operand: Operand::SequenceRange(lo, hi),
+        })
+    }
+
+    /// `01 06`: report the last (newest) stored record.
+    pub fn report_last() -> Self {
+        Racp::Request(RacpRequest {
+            op_code: OpCode::ReportStoredRecords,
+            operator: Operator::LastRecord,
+            operand: Operand::None,
+        })
+    }
+
     /// `04 01`: report the number of all stored records.
     pub fn count_all() -> Self {
         Racp::Request(RacpRequest {

@@ -141,5 +141,6 @@ pub fn raw_input(
         payload: Arc::from(payload),
         received_at,
         digest: content_digest(payload),
+        facts: None,
     }
 }

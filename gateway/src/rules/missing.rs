@@ -60,13 +60,13 @@ pub fn gateway_downtime(
     Ok(out)
 }
 
-/// Whether one of the patient's devices is known offline (disconnected, or
-/// battery empty).
+/// Whether one of the patient's devices is known offline (disconnected,
+/// waiting to be paired, or battery empty).
 pub fn device_offline(conn: &Connection, patient_id: &str) -> Result<bool, StoreError> {
     Ok(conn
         .prepare_cached(
             "SELECT 1 FROM devices WHERE patient_id = ?1
-               AND (connection = 'disconnected' OR battery_pct = 0) LIMIT 1",
+               AND (connection IN ('disconnected', 'pairing_required') OR battery_pct = 0) LIMIT 1",
         )?
         .exists([patient_id])?)
 }

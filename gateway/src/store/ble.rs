@@ -2,6 +2,12 @@
 //! glucose record sequence fetched and committed per device (so the Record
 //! Access Control Point asks only for newer records, across restarts), and
 //! the device's link state and battery (migration 2 `devices` columns).
+//!
+//! A glucometer whose sequence numbers restart (reset, or replaced by one
+//! with the same address) makes "records ≥ N+1" find nothing for ever. When
+//! the session detects it, [`Store::ble_reset_sequence`] starts a new epoch:
+//! the cursor goes back to 0 and only readings committed since the reset
+//! count towards the last sequence.
 
 use rusqlite::{params, OptionalExtension};
 
@@ -9,6 +15,11 @@ use super::{now_ms, Store, StoreError};
 
 fn racp_cursor(device_id: &str) -> String {
     format!("ble.racp:{device_id}")
+}
+
+/// When the device's sequence numbers last restarted (Unix ms).
+fn racp_epoch(device_id: &str) -> String {
+    format!("ble.racp-epoch:{device_id}")
 }
 
 impl Store {
@@ -24,9 +35,18 @@ impl Store {
                 |r| r.get(0),
             )
             .optional()?;
+        let epoch: i64 = self
+            .conn
+            .query_row(
+                "SELECT position FROM cursors WHERE name = ?1",
+                [racp_epoch(device_id)],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
         let stored: Option<i64> = self.conn.query_row(
-            "SELECT MAX(sequence) FROM readings WHERE device_id = ?1 AND source = 'ble' AND metric = 'blood_glucose' AND sequence IS NOT NULL",
-            [device_id],
+            "SELECT MAX(sequence) FROM readings WHERE device_id = ?1 AND source = 'ble' AND metric = 'blood_glucose' AND sequence IS NOT NULL AND committed_at >= ?2",
+            params![device_id, epoch],
             |r| r.get(0),
         )?;
         Ok(cursor.max(stored).and_then(|s| u16::try_from(s).ok()))
@@ -40,6 +60,53 @@ impl Store {
              ON CONFLICT(name) DO UPDATE SET position = MAX(position, excluded.position), updated_at = excluded.updated_at",
             params![racp_cursor(device_id), i64::from(sequence), now_ms()],
         )?;
+        Ok(())
+    }
+
+    /// The device time (Unix ms) of the stored glucose record with this
+    /// sequence number in the current epoch, if there is one.
+    pub fn ble_sequence_time(
+        &self,
+        device_id: &str,
+        sequence: u16,
+    ) -> Result<Option<i64>, StoreError> {
+        let epoch: i64 = self
+            .conn
+            .query_row(
+                "SELECT position FROM cursors WHERE name = ?1",
+                [racp_epoch(device_id)],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT device_measured_at FROM readings WHERE device_id = ?1 AND source = 'ble' AND metric = 'blood_glucose' AND sequence = ?2 AND committed_at >= ?3 ORDER BY seq DESC LIMIT 1",
+                params![device_id, i64::from(sequence), epoch],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    /// The device's sequence numbers restarted: a new epoch begins now,
+    /// with its cursor at 0 (every record of the device is asked for again;
+    /// records already stored are recognised by their ids).
+    pub fn ble_reset_sequence(&self, device_id: &str) -> Result<(), StoreError> {
+        let now = now_ms();
+        let tx = self.conn.unchecked_transaction()?;
+        tx.execute(
+            "INSERT INTO cursors(name, position, updated_at) VALUES (?1, 0, ?2)
+             ON CONFLICT(name) DO UPDATE SET position = 0, updated_at = excluded.updated_at",
+            params![racp_cursor(device_id), now],
+        )?;
+        tx.execute(
+            "INSERT INTO cursors(name, position, updated_at) VALUES (?1, ?2, ?2)
+             ON CONFLICT(name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+            params![racp_epoch(device_id), now],
+        )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -85,6 +152,10 @@ mod tests {
         store.ble_set_sequence("AA", 3).unwrap();
         assert_eq!(store.ble_last_sequence("AA").unwrap(), Some(7));
         assert!(!store.is_registered("AA").unwrap());
+        store.ble_reset_sequence("AA").unwrap();
+        assert_eq!(store.ble_last_sequence("AA").unwrap(), Some(0));
+        store.ble_set_sequence("AA", 2).unwrap();
+        assert_eq!(store.ble_last_sequence("AA").unwrap(), Some(2));
         store.ble_set_link("AA", "connected", Some(80)).unwrap();
     }
 }

@@ -76,6 +76,9 @@ pub struct RawInput {
     pub received_at: DateTime<Utc>,
     /// Digest of the payload.
     pub digest: String,
+    /// What the connection knew besides the bytes (JSON, BLE: see
+    /// `pipeline::ble::BleFacts`), kept with a quarantined input.
+    pub facts: Option<String>,
 }
 
 /// Payload bytes kept for oversized input.
@@ -472,8 +475,8 @@ fn quarantine(
     );
     let keep = raw.payload.len().min(QUARANTINE_PAYLOAD_LIMIT);
     let n = tx.prepare_cached(
-        "INSERT INTO quarantine (dedup_key, received_at, source, origin, profile, device_id, measurement_index, reason, detail, payload)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+        "INSERT INTO quarantine (dedup_key, received_at, source, origin, profile, device_id, measurement_index, reason, detail, payload, facts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT(dedup_key) DO NOTHING",
     )?
     .execute(params![
@@ -487,6 +490,7 @@ fn quarantine(
         reason.code(),
         reason.to_string(),
         &raw.payload[..keep],
+        raw.facts,
     ])?;
     Ok(n == 1)
 }

@@ -33,6 +33,28 @@ pub struct Device {
     pub connection: Option<String>,
     /// Source it was last seen on (mqtt, ble, http).
     pub source: Option<String>,
+    /// Bluetooth: bonded with this gateway (`rpm-gateway ble pair`).
+    pub bonded: bool,
+    /// Device Information (Bluetooth service 0x180A), when read.
+    #[serde(flatten)]
+    pub information: DeviceInformation,
+}
+
+/// What a device says about itself (Bluetooth Device Information, 0x180A).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DeviceInformation {
+    /// Manufacturer name (0x2A29).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manufacturer: Option<String>,
+    /// Model number (0x2A24).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Serial number (0x2A25).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serial_number: Option<String>,
+    /// Firmware revision (0x2A26).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<String>,
 }
 
 /// A quarantined input handed back for re-processing.
@@ -54,6 +76,8 @@ pub struct QuarantinedInput {
     pub payload: Vec<u8>,
     /// Original time of receipt.
     pub received_at: DateTime<Utc>,
+    /// What the connection knew besides the bytes (JSON), if anything.
+    pub facts: Option<String>,
 }
 
 /// Result of an assignment.
@@ -163,6 +187,37 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Records a Bluetooth bond (or its removal) and the device's own
+    /// information, registering the device if new (`origin`). Information
+    /// not read (None) leaves what was known.
+    pub fn set_bonded(
+        &mut self,
+        device_id: &str,
+        bonded: bool,
+        info: &DeviceInformation,
+        origin: &str,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO devices(device_id, origin, registered_at, source) VALUES (?1, ?2, ?3, 'ble')
+             ON CONFLICT(device_id) DO NOTHING",
+            params![device_id, origin, now_ms()],
+        )?;
+        self.conn.execute(
+            "UPDATE devices SET bonded = ?2, manufacturer = COALESCE(?3, manufacturer), model = COALESCE(?4, model),
+                 serial_number = COALESCE(?5, serial_number), firmware = COALESCE(?6, firmware)
+             WHERE device_id = ?1",
+            params![
+                device_id,
+                bonded,
+                info.manufacturer,
+                info.model,
+                info.serial_number,
+                info.firmware
+            ],
+        )?;
+        Ok(())
+    }
+
     /// Unassigns a device: its later readings are quarantined until assigned again.
     pub fn unassign_device(&mut self, device_id: &str) -> Result<bool, StoreError> {
         let n = self.conn.execute(
@@ -196,7 +251,7 @@ impl Store {
 
 /// Columns read by [`device_row`], in its order.
 pub const DEVICE_COLUMNS: &str =
-    "device_id, patient_id, origin, assigned_at, last_seen_at, registered_at, battery_pct, connection, source";
+    "device_id, patient_id, origin, assigned_at, last_seen_at, registered_at, battery_pct, connection, source, bonded, manufacturer, model, serial_number, firmware";
 
 /// Maps a row selected with [`DEVICE_COLUMNS`].
 pub fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
@@ -210,6 +265,13 @@ pub fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
         battery_pct: r.get(6)?,
         connection: r.get(7)?,
         source: r.get(8)?,
+        bonded: r.get::<_, i64>(9)? != 0,
+        information: DeviceInformation {
+            manufacturer: r.get(10)?,
+            model: r.get(11)?,
+            serial_number: r.get(12)?,
+            firmware: r.get(13)?,
+        },
     })
 }
 
@@ -243,7 +305,7 @@ fn load_quarantined(
     param: impl rusqlite::ToSql,
 ) -> Result<Vec<QuarantinedInput>, StoreError> {
     let mut q = tx.prepare(&format!(
-        "SELECT id, source, origin, profile, device_id, measurement_index, payload, received_at
+        "SELECT id, source, origin, profile, device_id, measurement_index, payload, received_at, facts
          FROM quarantine WHERE {filter} ORDER BY id"
     ))?;
     let rows = q.query_map([param], |r| {
@@ -256,6 +318,7 @@ fn load_quarantined(
             index: r.get::<_, Option<i64>>(5)?.map(|i| i as usize),
             payload: r.get(6)?,
             received_at: ms(Some(r.get(7)?)).unwrap_or_else(Utc::now),
+            facts: r.get(8)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

@@ -284,6 +284,22 @@ CREATE TABLE inbox (
 );
 "#,
     ),
+    (
+        6,
+        r#"
+-- quarantine: what the input's connection knew besides its bytes (JSON;
+-- BLE: the glucose context joined to a record, the device clock offset
+-- applied and its basis, when the link was made), so that re-processing
+-- yields exactly what the live path would have.
+ALTER TABLE quarantine ADD COLUMN facts TEXT;
+-- devices: Bluetooth bonding and Device Information (service 0x180A).
+ALTER TABLE devices ADD COLUMN bonded INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE devices ADD COLUMN manufacturer TEXT;
+ALTER TABLE devices ADD COLUMN model TEXT;
+ALTER TABLE devices ADD COLUMN serial_number TEXT;
+ALTER TABLE devices ADD COLUMN firmware TEXT;
+"#,
+    ),
 ];
 
 /// Brings the schema up to date. Returns the version now in force.

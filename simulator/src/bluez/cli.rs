@@ -10,7 +10,19 @@
 //! It prints `READY` once it owns `org.bluez`, then one line per event
 //! (CONNECTED, DISCONNECTED, WRITE ...). Commands on stdin, one per line:
 //! `disconnect ADDR`, `add-glucose ADDR MGDL`, `add-bp ADDR SYS DIA`,
-//! `add KIND,ADDR[,N]`, `power on|off`, `quit` (end of input quits too).
+//! `store-bp ADDR N` (N records at once), `add KIND,ADDR[,N]`,
+//! `reset-meter ADDR`, `stall ADDR N` (the next N connects stall in service
+//! discovery), `restart` (bluetoothd restarts), `pairing-mode ADDR on|off`,
+//! `power on|off`, `quit`
+//! (end of input quits too).
+//!
+//! Device options after the count: `clock=MINUTES` (a wrong device clock),
+//! `cts=read|write` (Current Time), `bond=justworks|passkey:N|confirm:N`
+//! (gives its records only once bonded; pairs only in pairing mode; offers
+//! Device Information). Behaviour flags: `--hang-up-when-sent`
+//! (devices disconnect 0 ms after their last value), `--send-once` (no
+//! replay of delivered records), `--resignal-powered` (Powered is signalled
+//! even when unchanged), `--notify-delay-ms N`, `--advertise-ms N`.
 
 use super::{run, Command, EmulatorConfig, PrivateBus};
 use crate::ble::SimDevice;
@@ -26,7 +38,7 @@ fn device(spec: &str) -> Result<SimDevice, String> {
         _ => return Err(format!("`{spec}`: expected KIND,ADDRESS[,N]")),
     };
     let n: Option<f64> = parts.get(2).and_then(|n| n.parse().ok());
-    Ok(match kind {
+    let mut d = match kind {
         "bp" => SimDevice::bp_cuff(addr, n.unwrap_or(2.0) as usize),
         "scale" => SimDevice::scale(addr, n.unwrap_or(1.0) as usize),
         "glucometer" => SimDevice::glucometer(addr, n.unwrap_or(3.0) as u16),
@@ -36,7 +48,43 @@ fn device(spec: &str) -> Result<SimDevice, String> {
                 "unknown device kind `{other}` (bp, scale, glucometer, mi-scale)"
             ))
         }
-    })
+    };
+    // Options after the count: `clock=+120` (device clock off by minutes),
+    // `cts=read|write` (a Current Time characteristic).
+    for opt in parts.iter().skip(3) {
+        match opt.split_once('=') {
+            Some(("clock", m)) => {
+                let m: i64 = m
+                    .trim_start_matches('+')
+                    .parse()
+                    .map_err(|_| format!("`{opt}`: clock=MINUTES"))?;
+                d.set_clock_offset(chrono::Duration::minutes(m));
+            }
+            Some(("bond", how)) => {
+                let method = match how.split_once(':') {
+                    None if how == "justworks" => crate::ble::PairingMethod::JustWorks,
+                    Some(("passkey", n)) => crate::ble::PairingMethod::Passkey(
+                        n.parse().map_err(|_| format!("`{opt}`: passkey:NNNNNN"))?,
+                    ),
+                    Some(("confirm", n)) => crate::ble::PairingMethod::Confirm(
+                        n.parse().map_err(|_| format!("`{opt}`: confirm:NNNNNN"))?,
+                    ),
+                    _ => return Err(format!("`{opt}`: bond=justworks|passkey:N|confirm:N")),
+                };
+                d.bonding = Some(method);
+                d.info = Some([
+                    "Omron Healthcare".into(),
+                    "HEM-7361T".into(),
+                    format!("SN{}", addr.replace(':', "")),
+                    "1.2.0".into(),
+                ]);
+            }
+            Some(("cts", "read")) => d.current_time = Some(false),
+            Some(("cts", "write")) => d.current_time = Some(true),
+            _ => return Err(format!("`{opt}`: unknown device option")),
+        }
+    }
+    Ok(d)
 }
 
 fn command(line: &str) -> Option<Command> {
@@ -53,6 +101,11 @@ fn command(line: &str) -> Option<Command> {
             d.parse().ok()?,
         )),
         ["add", spec] => device(spec).ok().map(|d| Command::Add(Box::new(d))),
+        ["store-bp", a, n] => Some(Command::StoreBp(a.to_string(), n.parse().ok()?)),
+        ["reset-meter", a] => Some(Command::ResetMeter(a.to_string())),
+        ["stall", a, n] => Some(Command::Stall(a.to_string(), n.parse().ok()?)),
+        ["restart"] => Some(Command::Restart),
+        ["pairing-mode", a, on] => Some(Command::PairingMode(a.to_string(), *on == "on")),
         ["power", "on"] => Some(Command::Power(true)),
         ["power", "off"] => Some(Command::Power(false)),
         ["quit"] => Some(Command::Quit),
@@ -77,12 +130,36 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> ExitCode {
                 .next()
                 .map(|s| cfg.adapter = s)
                 .ok_or("--adapter needs a value".to_string()),
+            "--hang-up-when-sent" => {
+                cfg.hang_up_when_sent = true;
+                Ok(())
+            }
+            "--send-once" => {
+                cfg.send_once = true;
+                Ok(())
+            }
+            "--resignal-powered" => {
+                cfg.resignal_powered = true;
+                Ok(())
+            }
+            "--notify-delay-ms" | "--advertise-ms" => args
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(|ms| {
+                    let d = std::time::Duration::from_millis(ms);
+                    if a == "--notify-delay-ms" {
+                        cfg.notify_delay = d;
+                    } else {
+                        cfg.advertise_every = d;
+                    }
+                })
+                .ok_or(format!("{a} needs milliseconds")),
             "--private-bus" => args
                 .next()
                 .map(|s| private = Some(PathBuf::from(s)))
                 .ok_or("--private-bus needs a directory".to_string()),
             "-h" | "--help" => {
-                println!("usage: rpm-bluez-emulator [--private-bus DIR] [--adapter hci0] --device KIND,ADDRESS[,N] ...");
+                println!("usage: rpm-bluez-emulator [--private-bus DIR] [--adapter hci0] [--hang-up-when-sent] [--send-once] [--resignal-powered] [--notify-delay-ms N] [--advertise-ms N] --device KIND,ADDRESS[,N][,clock=MIN][,cts=read|write][,bond=justworks|passkey:N|confirm:N] ...");
                 return ExitCode::SUCCESS;
             }
             other => Err(format!("unknown argument `{other}`")),

@@ -60,6 +60,20 @@ pub enum Command {
     Store(String, Box<StoredRecord>),
     /// Power the adapter off (links drop) or on.
     Power(bool),
+    /// Store `n` blood-pressure records (distinct times, tagged) in a cuff,
+    /// all at once: sent together if it is connected and listened to.
+    StoreBp(String, usize),
+    /// bluetoothd restarts: links drop without a signal, the `org.bluez`
+    /// name changes owner, the adapter comes back powered, not discovering.
+    Restart,
+    /// The glucometer is reset (or replaced): its memory is cleared and its
+    /// sequence numbers start again at 1.
+    ResetMeter(String),
+    /// The next `n` connects of a device stall in service discovery
+    /// (Connected, never ServicesResolved).
+    Stall(String, u32),
+    /// Put a device in pairing mode (it accepts a Pair) or take it out.
+    PairingMode(String, bool),
     /// Stop the emulator.
     Quit,
 }
@@ -85,6 +99,15 @@ pub struct EmulatorConfig {
     /// (a real cuff sleeps between measurements), so that a gateway with
     /// fewer connection slots than devices gets to every one of them.
     pub quiet_when_sent: bool,
+    /// Devices hang up in the very instant their last pending value goes
+    /// out (0 ms), as cuffs that send their memory and disconnect at once.
+    pub hang_up_when_sent: bool,
+    /// Devices send each tagged record once: what was delivered is not
+    /// replayed on the next connection (the device saw it acknowledged).
+    pub send_once: bool,
+    /// `Properties.Set(Powered)` signals `PropertiesChanged` even when the
+    /// value does not change, as some bluetoothd versions do.
+    pub resignal_powered: bool,
 }
 
 impl Default for EmulatorConfig {
@@ -97,6 +120,9 @@ impl Default for EmulatorConfig {
             bus: None,
             idle_disconnect: None,
             quiet_when_sent: false,
+            hang_up_when_sent: false,
+            send_once: false,
+            resignal_powered: false,
         }
     }
 }
@@ -110,6 +136,8 @@ const PROPS: &str = "org.freedesktop.DBus.Properties";
 const OBJMGR: &str = "org.freedesktop.DBus.ObjectManager";
 const INTROSPECTABLE: &str = "org.freedesktop.DBus.Introspectable";
 const CCCD: u16 = 0x2902;
+const AGENT_MANAGER1: &str = "org.bluez.AgentManager1";
+const AGENT1: &str = "org.bluez.Agent1";
 
 struct Dev {
     sim: SimDevice,
@@ -120,6 +148,16 @@ struct Dev {
     active_at: Instant,
     /// Tags of stored records not yet sent to a listening collector.
     unsent: HashSet<u64>,
+    /// Values sent on the current connection (hang up when sent).
+    sent: usize,
+    /// Connects still to stall in service discovery.
+    stall: u32,
+    /// A bond is stored (both sides): Paired, Bonded.
+    bonded: bool,
+    /// Trusted (set by the host).
+    trusted: bool,
+    /// The device accepts pairing.
+    pairing_mode: bool,
 }
 
 impl Dev {
@@ -131,6 +169,11 @@ impl Dev {
             rssi: -60,
             active_at: Instant::now(),
             unsent: HashSet::new(),
+            sent: 0,
+            stall: 0,
+            bonded: false,
+            trusted: false,
+            pairing_mode: false,
         }
     }
 }
@@ -155,9 +198,29 @@ struct Emulator {
     cfg: EmulatorConfig,
     powered: bool,
     discovering: bool,
+    /// Clients (bus names) with a discovery session.
+    discovery_clients: HashSet<String>,
     devices: Vec<Dev>,
     scheduled: Vec<Scheduled>,
     events: mpsc::Sender<String>,
+    /// Tags given to records stored by [`Command::StoreBp`].
+    next_tag: u64,
+    /// The default pairing agent: (bus name, object path).
+    agent: Option<(String, String)>,
+    /// Pairings waiting for the agent's answer, by the serial of the call
+    /// made to it.
+    pairing: HashMap<u32, PendingPair>,
+    next_serial: u32,
+}
+
+/// A `Device1.Pair` waiting for the agent, with its possible replies.
+struct PendingPair {
+    device: usize,
+    method: crate::ble::PairingMethod,
+    ok: Message,
+    failed: Message,
+    rejected: Message,
+    canceled: Message,
 }
 
 type AnyVariant = Variant<Box<dyn RefArg>>;
@@ -272,13 +335,13 @@ impl Emulator {
         m.insert("AddressType".into(), var("public".to_string()));
         m.insert("Name".into(), var(d.sim.name.clone()));
         m.insert("Alias".into(), var(d.sim.name.clone()));
-        m.insert("Paired".into(), var(false));
-        m.insert("Bonded".into(), var(false));
-        m.insert("Trusted".into(), var(false));
+        m.insert("Paired".into(), var(d.bonded));
+        m.insert("Bonded".into(), var(d.bonded));
+        m.insert("Trusted".into(), var(d.trusted));
         m.insert("Blocked".into(), var(false));
         m.insert("LegacyPairing".into(), var(false));
         m.insert("Connected".into(), var(d.connected));
-        m.insert("ServicesResolved".into(), var(d.connected));
+        m.insert("ServicesResolved".into(), var(d.connected && d.stall == 0));
         m.insert("RSSI".into(), var(d.rssi));
         m.insert("Adapter".into(), var(dbus::Path::from(self.adapter_path())));
         let uuids: Vec<String> = d
@@ -480,15 +543,8 @@ fn error(msg: &Message, name: &str, text: &str) -> Message {
     msg.error(&n, &t)
 }
 
-/// Runs the emulator on the system bus (`DBUS_SYSTEM_BUS_ADDRESS`) until
-/// [`Command::Quit`] or the command channel closes. Sends `READY` on
-/// `events` once `org.bluez` is owned, then one line per event.
-pub fn run(
-    cfg: EmulatorConfig,
-    devices: Vec<SimDevice>,
-    commands: mpsc::Receiver<Command>,
-    events: mpsc::Sender<String>,
-) -> Result<(), EmulatorError> {
+/// Connects to the bus and owns `org.bluez`.
+fn open(cfg: &EmulatorConfig) -> Result<LocalConnection, EmulatorError> {
     let conn = match &cfg.bus {
         Some(address) => {
             let mut channel = dbus::channel::Channel::open_private(address)?;
@@ -501,13 +557,31 @@ pub fn run(
     if reply != dbus::blocking::stdintf::org_freedesktop_dbus::RequestNameReply::PrimaryOwner {
         return Err(EmulatorError::NameTaken);
     }
+    Ok(conn)
+}
+
+/// Runs the emulator on the system bus (`DBUS_SYSTEM_BUS_ADDRESS`) until
+/// [`Command::Quit`] or the command channel closes. Sends `READY` on
+/// `events` once `org.bluez` is owned, then one line per event.
+pub fn run(
+    cfg: EmulatorConfig,
+    devices: Vec<SimDevice>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<String>,
+) -> Result<(), EmulatorError> {
+    let mut conn = open(&cfg)?;
     let mut emu = Emulator {
         cfg,
         powered: true,
         discovering: false,
+        discovery_clients: HashSet::new(),
         devices: devices.into_iter().map(Dev::new).collect(),
         scheduled: Vec::new(),
         events,
+        next_tag: 1_000_000,
+        agent: None,
+        pairing: HashMap::new(),
+        next_serial: 0x4000_0000,
     };
     emu.event("READY".into());
     let mut last_adv = Instant::now();
@@ -516,12 +590,16 @@ pub fn run(
             .read_write(Some(Duration::from_millis(10)))
             .map_err(|()| EmulatorError::Daemon("connection to the bus lost".into()))?;
         while let Some(msg) = conn.channel().pop_message() {
-            if msg.msg_type() == dbus::MessageType::MethodCall {
-                let mut out = Vec::new();
-                handle(&mut emu, &msg, &mut out);
-                for m in out {
-                    let _ = conn.channel().send(m);
+            let mut out = Vec::new();
+            match msg.msg_type() {
+                dbus::MessageType::MethodCall => handle(&mut emu, &msg, &mut out),
+                dbus::MessageType::MethodReturn | dbus::MessageType::Error => {
+                    agent_replied(&mut emu, &msg, &mut out)
                 }
+                dbus::MessageType::Signal => {}
+            }
+            for m in out {
+                let _ = conn.channel().send(m);
             }
         }
         // Commands.
@@ -530,6 +608,22 @@ pub fn run(
                 Ok(Command::Quit) | Err(mpsc::TryRecvError::Disconnected) => {
                     conn.channel().flush();
                     return Ok(());
+                }
+                Ok(Command::Restart) => {
+                    // The daemon goes away: no signal for the links it held.
+                    for d in &mut emu.devices {
+                        d.connected = false;
+                        d.notifying.clear();
+                        d.stall = 0;
+                    }
+                    emu.scheduled.clear();
+                    emu.discovering = false;
+                    emu.discovery_clients.clear();
+                    emu.powered = true;
+                    conn.channel().flush();
+                    drop(conn);
+                    conn = open(&emu.cfg)?;
+                    emu.event("RESTARTED".into());
                 }
                 Ok(c) => {
                     for m in command(&mut emu, c) {
@@ -555,10 +649,25 @@ pub fn run(
                 if let Some(m) = properties_changed(&emu.char_path(i, s, c), CHAR1, p) {
                     if conn.channel().send(m).is_ok() {
                         emu.devices[i].active_at = Instant::now();
+                        emu.devices[i].sent += 1;
                         if let Some(t) = tag {
                             emu.devices[i].unsent.remove(&t);
                             emu.event(format!("DELIVERED {} {t}", emu.devices[i].sim.address));
                         }
+                    }
+                }
+            }
+        }
+        // Devices that hang up as soon as they have sent: 0 ms after the
+        // last value, in the same write to the bus.
+        if emu.cfg.hang_up_when_sent {
+            for i in 0..emu.devices.len() {
+                let d = &emu.devices[i];
+                if d.connected && d.sent > 0 && !emu.scheduled.iter().any(|s| s.1 == i) {
+                    let mut out = Vec::new();
+                    drop_link(&mut emu, i, &mut out);
+                    for m in out {
+                        let _ = conn.channel().send(m);
                     }
                 }
             }
@@ -614,6 +723,8 @@ fn drop_link(emu: &mut Emulator, i: usize, out: &mut Vec<Message>) {
     }
     emu.devices[i].connected = false;
     emu.devices[i].notifying.clear();
+    emu.devices[i].sent = 0;
+    emu.devices[i].stall = emu.devices[i].stall.saturating_sub(1);
     emu.scheduled.retain(|s| s.1 != i);
     let mut p = PropMap::new();
     p.insert("Connected".into(), var(false));
@@ -671,6 +782,59 @@ fn command(emu: &mut Emulator, c: Command) -> Vec<Message> {
                 out.push(m.append2(dbus::Path::from(emu.dev_path(i)), ifaces));
             }
         }
+        Command::StoreBp(a, n) => {
+            if let Some(i) = idx(emu, &a) {
+                let mut values = Vec::new();
+                for _ in 0..n {
+                    let tag = emu.next_tag;
+                    emu.next_tag += 1;
+                    // Distinct device times, in the past, one minute apart.
+                    let at = chrono::Utc::now().naive_utc() - chrono::Duration::days(10)
+                        + chrono::Duration::minutes((tag - 1_000_000) as i64);
+                    let r = crate::ble::BpRecord {
+                        at,
+                        systolic: 110.0 + (tag % 40) as f64,
+                        diastolic: 75.0,
+                        mean: 90.0,
+                        pulse: 70.0,
+                        unit: device_profiles::gatt::bpm::PressureUnit::MmHg,
+                        irregular_pulse: false,
+                        tag: Some(tag),
+                    };
+                    if let Ok(v) = emu.devices[i].sim.store(StoredRecord::Bp(r)) {
+                        values.extend(v);
+                    }
+                }
+                let d = &mut emu.devices[i];
+                d.unsent.extend(values.iter().filter_map(|v| v.2));
+                let live: Vec<Tagged> = if d.connected {
+                    values
+                        .into_iter()
+                        .filter(|v| d.notifying.contains(&v.0))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                emu.schedule(i, live);
+            }
+        }
+        Command::ResetMeter(a) => {
+            if let Some(i) = idx(emu, &a) {
+                emu.devices[i].sim.reset_memory();
+                emu.event(format!("RESET {a}"));
+            }
+        }
+        Command::Stall(a, n) => {
+            if let Some(i) = idx(emu, &a) {
+                emu.devices[i].stall = n;
+            }
+        }
+        Command::PairingMode(a, on) => {
+            if let Some(i) = idx(emu, &a) {
+                emu.devices[i].pairing_mode = on;
+            }
+        }
+        Command::Restart => {}
         Command::Power(on) => {
             if !on {
                 for i in 0..emu.devices.len() {
@@ -726,15 +890,65 @@ fn handle(emu: &mut Emulator, msg: &Message, out: &mut Vec<Message>) {
             match (obj, r) {
                 (Obj::Adapter, Ok((ADAPTER1, "Powered", v))) => {
                     let on = v.0.as_u64().map(|x| x != 0).unwrap_or(true);
+                    emu.event(format!("SET-POWERED {on}"));
                     if on != emu.powered {
                         out.extend(command(emu, Command::Power(on)));
+                    } else if emu.cfg.resignal_powered {
+                        let mut p = PropMap::new();
+                        p.insert("Powered".into(), var(on));
+                        out.extend(properties_changed(&emu.adapter_path(), ADAPTER1, p));
                     }
+                    msg.method_return()
+                }
+                (Obj::Device(i), Ok((DEVICE1, "Trusted", v))) => {
+                    let on = v.0.as_u64().map(|x| x != 0).unwrap_or(false);
+                    emu.devices[i].trusted = on;
+                    let mut p = PropMap::new();
+                    p.insert("Trusted".into(), var(on));
+                    out.extend(properties_changed(&path, DEVICE1, p));
                     msg.method_return()
                 }
                 _ => error(msg, "org.bluez.Error.NotPermitted", "read-only property"),
             }
         }
-        (ADAPTER1, "SetDiscoveryFilter") | (ADAPTER1, "RemoveDevice") => msg.method_return(),
+        (ADAPTER1, "SetDiscoveryFilter") => msg.method_return(),
+        (ADAPTER1, "RemoveDevice") => {
+            // The bond is forgotten (the object stays: it is still in range).
+            if let Ok(p) = msg.read1::<dbus::Path>() {
+                if let Some(Obj::Device(i)) = emu.resolve(&p) {
+                    drop_link(emu, i, out);
+                    emu.devices[i].bonded = false;
+                    emu.devices[i].trusted = false;
+                    let mut props = PropMap::new();
+                    props.insert("Paired".into(), var(false));
+                    props.insert("Bonded".into(), var(false));
+                    props.insert("Trusted".into(), var(false));
+                    out.extend(properties_changed(&p, DEVICE1, props));
+                    emu.event(format!("REMOVED {}", emu.devices[i].sim.address));
+                }
+            }
+            msg.method_return()
+        }
+        (AGENT_MANAGER1, "RegisterAgent") => {
+            let sender = msg.sender().map(|s| s.to_string()).unwrap_or_default();
+            match msg.read2::<dbus::Path, &str>() {
+                Ok((p, cap)) => {
+                    emu.event(format!("AGENT {cap}"));
+                    emu.agent = Some((sender, p.to_string()));
+                    msg.method_return()
+                }
+                Err(_) => error(
+                    msg,
+                    "org.bluez.Error.InvalidArguments",
+                    "RegisterAgent(o, s)",
+                ),
+            }
+        }
+        (AGENT_MANAGER1, "RequestDefaultAgent") => msg.method_return(),
+        (AGENT_MANAGER1, "UnregisterAgent") => {
+            emu.agent = None;
+            msg.method_return()
+        }
         (ADAPTER1, "GetDiscoveryFilters") => msg.method_return().append1(vec![
             "UUIDs".to_string(),
             "Transport".to_string(),
@@ -744,22 +958,48 @@ fn handle(emu: &mut Emulator, msg: &Message, out: &mut Vec<Message>) {
             if !emu.powered {
                 error(msg, "org.bluez.Error.NotReady", "Resource Not Ready")
             } else {
-                emu.discovering = member == "StartDiscovery";
-                let mut p = PropMap::new();
-                p.insert("Discovering".into(), var(emu.discovering));
-                out.extend(properties_changed(&emu.adapter_path(), ADAPTER1, p));
-                emu.event(format!("DISCOVERING {}", emu.discovering));
-                msg.method_return()
+                // As in BlueZ, each client has its own discovery session:
+                // the adapter discovers while any client wants it.
+                let sender = msg.sender().map(|s| s.to_string()).unwrap_or_default();
+                let known = if member == "StartDiscovery" {
+                    emu.discovery_clients.insert(sender);
+                    true
+                } else {
+                    emu.discovery_clients.remove(&sender)
+                };
+                let now = !emu.discovery_clients.is_empty();
+                if now != emu.discovering {
+                    emu.discovering = now;
+                    let mut p = PropMap::new();
+                    p.insert("Discovering".into(), var(now));
+                    out.extend(properties_changed(&emu.adapter_path(), ADAPTER1, p));
+                }
+                emu.event(format!("DISCOVERING {now}"));
+                if known {
+                    msg.method_return()
+                } else {
+                    error(msg, "org.bluez.Error.Failed", "No discovery started")
+                }
             }
         }
         (DEVICE1, "Connect") => match obj {
             Obj::Device(i) if emu.powered && emu.devices[i].sim.connectable() => {
-                if !emu.devices[i].connected {
+                if emu.devices[i].connected && emu.devices[i].stall > 0 {
+                    // Still stuck in discovery from the last attempt.
+                    msg.method_return()
+                } else if !emu.devices[i].connected {
                     emu.devices[i].connected = true;
                     emu.devices[i].active_at = Instant::now();
                     emu.devices[i].sim.on_connect();
+                    let stalled = emu.devices[i].stall > 0;
                     let mut p = PropMap::new();
                     p.insert("Connected".into(), var(true));
+                    if stalled {
+                        // Service discovery never completes.
+                        emu.event(format!("STALLED {}", emu.devices[i].sim.address));
+                        out.extend(properties_changed(&emu.dev_path(i), DEVICE1, p));
+                        return out.push(msg.method_return());
+                    }
                     p.insert("ServicesResolved".into(), var(true));
                     // Before the reply: bluez-async reads ServicesResolved
                     // right after Connect returns (bluez.md §4).
@@ -782,12 +1022,34 @@ fn handle(emu: &mut Emulator, msg: &Message, out: &mut Vec<Message>) {
             }
             msg.method_return()
         }
-        (DEVICE1, "Pair") | (DEVICE1, "CancelPairing") => msg.method_return(),
+        (DEVICE1, "Pair") => match obj {
+            Obj::Device(i) => match pair(emu, i, msg, out) {
+                Some(reply) => reply,
+                None => return,
+            },
+            _ => error(msg, "org.bluez.Error.DoesNotExist", "no such device"),
+        },
+        (DEVICE1, "CancelPairing") => msg.method_return(),
         (CHAR1, "StartNotify") => match obj {
+            Obj::Char(i, _, _)
+                if emu.devices[i].sim.bonding.is_some() && !emu.devices[i].bonded =>
+            {
+                // The CCCD write is refused: ATT Insufficient Authentication.
+                emu.event(format!("AUTH-REQUIRED {}", emu.devices[i].sim.address));
+                error(
+                    msg,
+                    "org.bluez.Error.AuthenticationFailed",
+                    "Insufficient Authentication (0x05)",
+                )
+            }
             Obj::Char(i, s, c) => {
                 let uuid = emu.devices[i].sim.services()[s].characteristics[c].0;
                 emu.devices[i].notifying.insert(uuid);
-                let values = emu.devices[i].sim.on_subscribe_tagged(uuid);
+                let mut values = emu.devices[i].sim.on_subscribe_tagged(uuid);
+                if emu.cfg.send_once {
+                    let unsent = &emu.devices[i].unsent;
+                    values.retain(|v| v.2.is_none_or(|t| unsent.contains(&t)));
+                }
                 emu.devices[i].active_at = Instant::now();
                 emu.schedule(i, values);
                 let mut p = PropMap::new();
@@ -851,4 +1113,129 @@ fn handle(emu: &mut Emulator, msg: &Message, out: &mut Vec<Message>) {
         ),
     };
     out.push(reply);
+}
+
+/// `Device1.Pair` on device `i`: the reply now, or `None` when the agent
+/// was asked and the reply waits for its answer.
+fn pair(emu: &mut Emulator, i: usize, msg: &Message, out: &mut Vec<Message>) -> Option<Message> {
+    use crate::ble::PairingMethod;
+    let d = &emu.devices[i];
+    if d.bonded {
+        return Some(error(
+            msg,
+            "org.bluez.Error.AlreadyExists",
+            "Already Paired",
+        ));
+    }
+    let method = d.sim.bonding.unwrap_or(PairingMethod::JustWorks);
+    if d.sim.bonding.is_some() && !d.pairing_mode {
+        // The device ignores the pairing request.
+        emu.event(format!("PAIR-TIMEOUT {}", d.sim.address));
+        return Some(error(
+            msg,
+            "org.bluez.Error.ConnectionAttemptFailed",
+            "Page Timeout",
+        ));
+    }
+    let (member, number) = match method {
+        PairingMethod::JustWorks => {
+            bond(emu, i, out);
+            return Some(msg.method_return());
+        }
+        PairingMethod::Passkey(_) => ("RequestPasskey", None),
+        PairingMethod::Confirm(n) => ("RequestConfirmation", Some(n)),
+    };
+    let Some((dest, path)) = emu.agent.clone() else {
+        return Some(error(
+            msg,
+            "org.bluez.Error.AuthenticationRejected",
+            "no agent to ask",
+        ));
+    };
+    let dev = dbus::Path::from(emu.dev_path(i));
+    let call = match Message::new_method_call(dest, path, AGENT1, member) {
+        Ok(m) => m.append1(dev),
+        Err(e) => return Some(error(msg, "org.bluez.Error.Failed", &e)),
+    };
+    let mut call = match number {
+        Some(n) => call.append1(n),
+        None => call,
+    };
+    emu.next_serial += 1;
+    let serial = emu.next_serial;
+    call.set_serial(serial);
+    out.push(call);
+    emu.pairing.insert(
+        serial,
+        PendingPair {
+            device: i,
+            method,
+            ok: msg.method_return(),
+            failed: error(
+                msg,
+                "org.bluez.Error.AuthenticationFailed",
+                "Authentication Failed",
+            ),
+            rejected: error(
+                msg,
+                "org.bluez.Error.AuthenticationRejected",
+                "Authentication Rejected",
+            ),
+            canceled: error(
+                msg,
+                "org.bluez.Error.AuthenticationCanceled",
+                "Authentication Canceled",
+            ),
+        },
+    );
+    None
+}
+
+/// The agent answered a pairing question.
+fn agent_replied(emu: &mut Emulator, msg: &Message, out: &mut Vec<Message>) {
+    use crate::ble::PairingMethod;
+    let Some(p) = msg.get_reply_serial().and_then(|s| emu.pairing.remove(&s)) else {
+        return;
+    };
+    let reply = if msg.msg_type() == dbus::MessageType::Error {
+        let canceled = msg
+            .duplicate()
+            .ok()
+            .and_then(|mut m| m.as_result().err())
+            .and_then(|e| e.name().map(|n| n.ends_with(".Canceled")))
+            .unwrap_or(false);
+        emu.event(format!(
+            "PAIR-REFUSED {}",
+            emu.devices[p.device].sim.address
+        ));
+        if canceled {
+            p.canceled
+        } else {
+            p.rejected
+        }
+    } else {
+        let right = match p.method {
+            PairingMethod::Passkey(n) => msg.read1::<u32>().ok() == Some(n),
+            PairingMethod::Confirm(_) | PairingMethod::JustWorks => true,
+        };
+        if right {
+            bond(emu, p.device, out);
+            p.ok
+        } else {
+            emu.event(format!("PAIR-FAILED {}", emu.devices[p.device].sim.address));
+            p.failed
+        }
+    };
+    out.push(reply);
+}
+
+/// Stores the bond on both sides.
+fn bond(emu: &mut Emulator, i: usize, out: &mut Vec<Message>) {
+    emu.devices[i].bonded = true;
+    emu.devices[i].pairing_mode = false;
+    let mut p = PropMap::new();
+    p.insert("Paired".into(), var(true));
+    p.insert("Bonded".into(), var(true));
+    out.extend(properties_changed(&emu.dev_path(i), DEVICE1, p));
+    emu.event(format!("PAIRED {}", emu.devices[i].sim.address));
 }

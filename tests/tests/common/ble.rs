@@ -158,11 +158,17 @@ impl BluezEmulator {
     /// Starts a private bus in `dir` and the emulator with `devices`
     /// (`KIND,ADDRESS[,N]`); returns once it owns org.bluez.
     pub fn start(dir: &Path, devices: &[&str]) -> BluezEmulator {
+        Self::start_with(dir, &[], devices)
+    }
+
+    /// [`BluezEmulator::start`] with behaviour flags (`--hang-up-when-sent`, ...).
+    pub fn start_with(dir: &Path, flags: &[&str], devices: &[&str]) -> BluezEmulator {
         let bus_dir = dir.join("bus");
         std::fs::create_dir_all(&bus_dir).unwrap();
         let bus = rpm_simulator::bluez::PrivateBus::start(&bus_dir)
             .expect("dbus-daemon: run scripts/test (it installs the Debian package dbus-daemon)");
         let mut cmd = std::process::Command::new(EMULATOR_BIN);
+        cmd.args(flags);
         for d in devices {
             cmd.arg("--device").arg(d);
         }

@@ -16,6 +16,8 @@
 
 #[cfg(feature = "ble")]
 pub mod btleplug;
+#[cfg(feature = "ble")]
+pub mod pairing;
 pub mod session;
 pub mod transport;
 pub mod virtual_transport;
@@ -96,6 +98,20 @@ impl Shared {
         self.with_store(move |s| s.ble_set_sequence(&a, seq)).await;
     }
 
+    async fn sequence_time(&self, address: &str, seq: u16) -> Option<i64> {
+        let a = address.to_string();
+        self.with_store(move |s| s.ble_sequence_time(&a, seq))
+            .await
+            .flatten()
+    }
+
+    async fn reset_sequence(&self, address: &str) -> bool {
+        let a = address.to_string();
+        self.with_store(move |s| s.ble_reset_sequence(&a))
+            .await
+            .is_some()
+    }
+
     async fn set_link(&self, address: &str, state: &'static str, battery: Option<u8>) {
         let a = address.to_string();
         self.with_store(move |s| s.ble_set_link(&a, state, battery))
@@ -116,6 +132,9 @@ pub struct BleSource {
     profiles: DeviceProfileSet,
     transport: Arc<dyn Transport>,
 }
+
+/// Longest wait between attempts on a device that must be paired first.
+const PAIRING_RETRY: Duration = Duration::from_secs(10);
 
 /// Per-device scheduling state.
 struct DeviceState {
@@ -217,7 +236,7 @@ impl BleSource {
             }
         };
 
-        let mut sessions: JoinSet<(String, bool)> = JoinSet::new();
+        let mut sessions: JoinSet<(String, bool, bool)> = JoinSet::new();
         let mut active: HashSet<String> = HashSet::new();
         let mut devices: HashMap<String, DeviceState> = HashMap::new();
         let (adv_tx, adv_rx) = mpsc::channel(1024);
@@ -231,12 +250,15 @@ impl BleSource {
                 biased;
                 _ = &mut shutdown => break,
                 Some(done) = sessions.join_next(), if !sessions.is_empty() => {
-                    if let Ok((address, ok)) = done {
+                    if let Ok((address, ok, unpaired)) = done {
                         active.remove(&address);
                         let st = devices.entry(address).or_insert(DeviceState { backoff: min, next_attempt: Instant::now() });
                         // A session that worked may reconnect soon; one that
-                        // failed waits longer each time.
-                        st.backoff = if ok { min } else { (st.backoff * 2).min(max) };
+                        // failed waits longer each time. A device waiting to
+                        // be paired is tried at least every PAIRING_RETRY, so
+                        // that it is taken soon after the installer pairs it.
+                        let cap = if unpaired { max.min(PAIRING_RETRY.max(min)) } else { max };
+                        st.backoff = if ok { min } else { (st.backoff * 2).min(cap) };
                         st.next_attempt = Instant::now() + if ok { min } else { st.backoff };
                     }
                 }
@@ -279,7 +301,8 @@ impl BleSource {
                                     // The error text may name the device: debug only.
                                     tracing::debug!(error = %e, device = %address, "ble session failed; will retry with backoff");
                                 }
-                                (address, r.is_ok())
+                                let unpaired = matches!(r, Err(transport::TransportError::PairingRequired));
+                                (address, r.is_ok(), unpaired)
                             });
                         }
                     }

@@ -15,6 +15,8 @@
 //!   (`≥ N+1`, or all when none) are requested; a record's context (0x2A34,
 //!   same sequence) is joined to it; the durable sequence advances only
 //!   after the record's commit, in order, and stops at the first failure.
+//!   Record N is then checked (see [`next_racp_phase`]): a meter whose
+//!   numbering restarted is noticed and read again in full.
 //! - **Body composition** sent as two packets is merged before decoding.
 
 use chrono::{DateTime, Utc};
@@ -30,7 +32,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::transport::{CharacteristicInfo, Link, LinkEvent, Transport, TransportError};
 use super::Shared;
-use crate::pipeline::ble::apply_clock_offset;
+use crate::pipeline::ble::{apply_clock_offset, stamp_facts, BleFacts};
 use crate::pipeline::BleInput;
 use crate::store::writer::CommitResult;
 
@@ -61,10 +63,27 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> Result<SessionEnd, TransportError> {
     let cfg = &shared.cfg;
-    let mut link = tokio::time::timeout(cfg.connect_timeout, transport.connect(&address))
-        .await
-        .map_err(|_| TransportError::Link("connect timed out".into()))??;
+    let mut link =
+        match tokio::time::timeout(cfg.connect_timeout, transport.connect(&address)).await {
+            Ok(link) => link?,
+            Err(_) => {
+                // The link may be up in BlueZ with discovery stalled: take it
+                // down, or the device never advertises (and is never retried).
+                shared.metrics().ble_connect_timeout();
+                transport.cancel_connect(&address).await;
+                return Err(TransportError::Link("connect timed out".into()));
+            }
+        };
     let result = connected(&shared, link.as_mut(), &address, profile, &mut stop).await;
+    if let Err(TransportError::PairingRequired) = &result {
+        // Said without the device id (info and above carry no ids): the
+        // registry's `connection` column names it.
+        tracing::warn!("a bluetooth device refuses its readings until it is paired with this gateway: run `rpm-gateway ble scan`, then `rpm-gateway ble pair ADDRESS`");
+        shared.metrics().ble_pairing_required();
+        shared.set_link(&address, "pairing_required", None).await;
+    } else if result.is_err() {
+        shared.set_link(&address, "disconnected", None).await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), link.disconnect()).await;
     result
 }
@@ -145,18 +164,25 @@ async fn connected(
         pending_rx,
     ));
 
+    let mut phase = RacpPhase::Idle;
     if let Some(c) = racp {
         link.subscribe(c.uuid).await?;
         let last = shared.last_sequence(address).await;
-        let request = match last {
-            Some(n) => Racp::report_newer_than(n),
-            None => Some(Racp::report_all()),
+        let (request, next) = match last {
+            Some(n) => match Racp::report_newer_than(n) {
+                Some(r) => (r, RacpPhase::Newer(n)),
+                None => (Racp::report_range(n, n), RacpPhase::Verify(n, None)),
+            },
+            None => (Racp::report_all(), RacpPhase::All),
         };
-        if let Some(r) = request {
-            link.write(c.uuid, r.encode()).await?;
-        }
+        link.write(c.uuid, request.encode()).await?;
+        phase = next;
     }
 
+    let facts = BleFacts {
+        connected_at_ms: Some(Utc::now().timestamp_millis()),
+        ..BleFacts::default()
+    };
     let mut state = Collect::default();
     let mut clock = ClockState::new(clock_offset, has_cts, shared);
     let mut deadline: Option<tokio::time::Instant> = None;
@@ -169,7 +195,7 @@ async fn connected(
         };
         let Some(ev) = ev else {
             deadline = None;
-            if !submit(shared, &pending_tx, clock.flush()).await {
+            if !submit(shared, &pending_tx, clock.flush(), &facts).await {
                 break SessionEnd::Disconnected;
             }
             continue;
@@ -179,6 +205,10 @@ async fn connected(
             Some(LinkEvent::Disconnected) | None => break SessionEnd::Disconnected,
         };
         let received_at = Utc::now();
+        let racp_code = match (uuid.as_u16(), Racp::decode(&value)) {
+            (Some(u::RECORD_ACCESS_CONTROL_POINT), Ok(Racp::Response { code, .. })) => Some(code),
+            _ => None,
+        };
         let decoder = plan.iter().find(|(c, _)| c.uuid == uuid).map(|(_, k)| k);
         let batches = match decoder {
             Some(DecoderKind::Layout(layout)) => {
@@ -199,6 +229,24 @@ async fn connected(
             Some(DecoderKind::Sig(short)) => state.sig(shared, address, *short, value, received_at),
             None => Vec::new(),
         };
+        if let RacpPhase::Verify(_, newest) | RacpPhase::LastCheck(_, newest) = &mut phase {
+            for (seq, items) in &batches {
+                let time = items.iter().find_map(|i| match i {
+                    crate::store::Item::Reading { group, .. } => group
+                        .readings
+                        .first()
+                        .and_then(|r| r.device_measured_at)
+                        .map(|t| t.timestamp_millis()),
+                    _ => None,
+                });
+                if let Some(s) = seq {
+                    *newest = Some((*s, time));
+                }
+            }
+        }
+        if let (Some(code), Some(c)) = (racp_code, racp) {
+            phase = next_racp_phase(shared, &*link, address, c.uuid, phase, code).await?;
+        }
         let ready = clock.take(batches);
         if clock.holding() {
             // The end of a glucose transfer, or a quiet moment, closes the burst.
@@ -208,7 +256,7 @@ async fn connected(
                 deadline = Some(tokio::time::Instant::now() + SETTLE);
             }
         }
-        if !submit(shared, &pending_tx, ready).await {
+        if !submit(shared, &pending_tx, ready, &facts).await {
             break SessionEnd::Disconnected;
         }
     };
@@ -216,8 +264,8 @@ async fn connected(
     // body-composition packet, a burst waiting for its clock estimate) is
     // submitted now.
     let rest = clock.take(state.flush(shared, address));
-    submit(shared, &pending_tx, rest).await;
-    submit(shared, &pending_tx, clock.flush()).await;
+    submit(shared, &pending_tx, rest, &facts).await;
+    submit(shared, &pending_tx, clock.flush(), &facts).await;
     drop(pending_tx);
     let _ = acker.await;
     shared.set_link(address, "disconnected", None).await;
@@ -235,12 +283,86 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Submits batches; false when the writer is gone.
-async fn submit(shared: &Shared, pending: &mpsc::Sender<Pending>, batches: Vec<Batch>) -> bool {
-    for (sequence, items) in batches {
+/// Where a glucose transfer stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RacpPhase {
+    /// No transfer.
+    Idle,
+    /// Records `≥ N+1` were asked for.
+    Newer(u16),
+    /// Record N was asked for again, to check that it is still the one
+    /// stored under N. Holds N and the record seen (sequence, device time ms).
+    Verify(u16, Option<(u16, Option<i64>)>),
+    /// The meter has no record N: its newest record was asked for, to tell
+    /// "old records deleted" from "the sequence numbers restarted".
+    LastCheck(u16, Option<(u16, Option<i64>)>),
+    /// Every record was asked for.
+    All,
+    /// Finished.
+    Done,
+}
+
+/// The next step of a glucose transfer once the meter answered `code`.
+///
+/// A meter whose sequence numbers restarted (reset, or replaced by one with
+/// the same address) answers "≥ N+1" with nothing for ever, or, once it
+/// has more than N records, with only its records above N. So after each
+/// transfer the record numbered N is asked for again: another device time
+/// than the one stored under N means the numbering restarted; no record N
+/// at all, with a newest record below N, means the same. The cursor then
+/// starts a new epoch and every record is asked for: none is lost, and
+/// those already stored are recognised by their ids (device, time,
+/// sequence). A meter that supports neither request just ends the check.
+async fn next_racp_phase(
+    shared: &Shared,
+    link: &dyn Link,
+    address: &str,
+    racp: BleUuid,
+    phase: RacpPhase,
+    code: ResponseCode,
+) -> Result<RacpPhase, TransportError> {
+    let restarted = match phase {
+        RacpPhase::Newer(n) if code.is_complete() => {
+            link.write(racp, Racp::report_range(n, n).encode()).await?;
+            return Ok(RacpPhase::Verify(n, None));
+        }
+        RacpPhase::Verify(n, None) if code == ResponseCode::NoRecordsFound => {
+            link.write(racp, Racp::report_last().encode()).await?;
+            return Ok(RacpPhase::LastCheck(n, None));
+        }
+        RacpPhase::Verify(n, Some((s, Some(t)))) if code.is_complete() && s == n => shared
+            .sequence_time(address, n)
+            .await
+            .is_some_and(|stored| stored != t),
+        RacpPhase::LastCheck(n, Some((s, _))) if code.is_complete() => s < n,
+        RacpPhase::Idle => return Ok(RacpPhase::Idle),
+        _ => false,
+    };
+    if !restarted {
+        return Ok(RacpPhase::Done);
+    }
+    tracing::warn!("a glucometer's record numbers restarted (meter reset or replaced); all its records are fetched again");
+    shared.metrics().ble_sequence_reset();
+    if !shared.reset_sequence(address).await {
+        return Ok(RacpPhase::Done);
+    }
+    link.write(racp, Racp::report_all().encode()).await?;
+    Ok(RacpPhase::All)
+}
+
+/// Submits batches, each input stamped with the connection's `facts`;
+/// false when the writer is gone.
+async fn submit(
+    shared: &Shared,
+    pending: &mpsc::Sender<Pending>,
+    batches: Vec<Batch>,
+    facts: &BleFacts,
+) -> bool {
+    for (sequence, mut items) in batches {
         if items.is_empty() {
             continue;
         }
+        stamp_facts(&mut items, facts);
         let commit = match shared.writer.submit(items).await {
             Ok(rx) => rx,
             Err(e) => {

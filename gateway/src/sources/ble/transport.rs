@@ -30,6 +30,10 @@ pub enum TransportError {
     /// A GATT operation failed (the device refused a write, ...).
     #[error("gatt operation: {0}")]
     Gatt(String),
+    /// The device refuses its measurements until it is paired (bonded):
+    /// ATT insufficient authentication on the CCCD write.
+    #[error("the device must be paired first (rpm-gateway ble pair)")]
+    PairingRequired,
     /// The characteristic is not on the device.
     #[error("characteristic {0} not found")]
     NoCharacteristic(BleUuid),
@@ -107,6 +111,14 @@ pub trait Transport: Send + Sync + 'static {
         &'a self,
         address: &'a str,
     ) -> BoxFuture<'a, Result<Box<dyn Link>, TransportError>>;
+
+    /// Called when a connect took too long and was abandoned: tears down
+    /// whatever link the radio may still hold, so that the device
+    /// advertises again and is retried.
+    fn cancel_connect<'a>(&'a self, address: &'a str) -> BoxFuture<'a, ()> {
+        let _ = address;
+        Box::pin(async {})
+    }
 }
 
 /// One connection to a device.

@@ -503,7 +503,8 @@ mod tests {
         assert_eq!(err.code(), "malformed_payload");
         let err = parse_payload(br#"{"v": 70} x"#).unwrap_err();
         assert_eq!(err.code(), "malformed_payload");
-        let text = r#"{"a": [1, -2, 3.5, 1e300, "s", null, true, {"b": {}}], "c": 18446744073709551615}"#;
+        let text =
+            r#"{"a": [1, -2, 3.5, 1e300, "s", null, true, {"b": {}}], "c": 18446744073709551615}"#;
         let plain: Value = serde_json::from_str(text).unwrap();
         assert_eq!(parse_payload(text.as_bytes()).unwrap(), plain);
     }

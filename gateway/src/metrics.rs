@@ -165,7 +165,11 @@ impl Metrics {
 
     /// Why the store cannot be written, if it cannot.
     pub fn store_unavailable(&self) -> Option<String> {
-        self.health.store_unavailable.lock().ok().and_then(|s| s.clone())
+        self.health
+            .store_unavailable
+            .lock()
+            .ok()
+            .and_then(|s| s.clone())
     }
 
     /// MQTT connection state.

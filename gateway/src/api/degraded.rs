@@ -26,10 +26,9 @@ use super::{server, tls, ApiStartError};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::runtime::{is_transient, store_error, RunError};
-use crate::store::StoreError;
 
 /// Longest wait between attempts to open the store.
-pub const MAX_RETRY: Duration = Duration::from_secs(30);
+pub const MAX_RETRY: Duration = Duration::from_secs(5);
 
 /// Serves the degraded API (when enabled) and retries `attempt` until it
 /// succeeds (`Some`), fails for a reason time will not cure (`Err`), or
@@ -44,13 +43,14 @@ pub async fn wait_for_store<T, S>(
 where
     S: Future<Output = ()>,
 {
+    let path = &config.store.path;
     let reason = |e: &RunError| {
         store_error(e)
-            .map(StoreError::reason)
+            .map(|s| s.reason_at(path))
             .unwrap_or_else(|| e.to_string())
     };
     metrics.set_store_unavailable(Some(reason(first)));
-    tracing::error!(error = %first, "cannot start on this store; waiting in a degraded mode (health and metrics served, readiness 503, nothing ingested or acknowledged) and retrying at growing intervals up to 30 s; logged once");
+    tracing::error!(error = %first, "cannot start on this store; waiting in a degraded mode (health and metrics served, readiness 503, nothing ingested or acknowledged) and retrying at growing intervals up to 5 s; logged once");
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = match config.api.enabled {
         true => Some(serve(config, metrics.clone(), stop_rx).await?),

@@ -92,7 +92,8 @@ pub async fn readyz(State(st): State<Arc<ApiState>>) -> Response {
     let disk_low = st.metrics.store_disk_low();
     let reconnect_loop = st.mqtt_configured && st.metrics.mqtt_reconnect_loop();
     let unavailable = st.metrics.store_unavailable();
-    let ready = writable && writer && mqtt_ok && !disk_low && !reconnect_loop && unavailable.is_none();
+    let ready =
+        writable && writer && mqtt_ok && !disk_low && !reconnect_loop && unavailable.is_none();
     let mut reasons = Vec::new();
     if let Some(why) = &unavailable {
         reasons.push(why.clone());

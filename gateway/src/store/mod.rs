@@ -90,9 +90,18 @@ impl StoreError {
         )
     }
 
-    /// A short operator-facing reason (readiness, the once-per-episode log).
-    pub fn reason(&self) -> String {
-        if self.is_disk_full() {
+    /// A short operator-facing reason (readiness, the once-per-episode log)
+    /// for a failure of the store at `path`. SQLite reports a full disk as
+    /// an I/O error when it fails to grow its shared-memory file: with no
+    /// space left on the store's file system, that is a full disk too.
+    pub fn reason_at(&self, path: &Path) -> String {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let no_space =
+            || crate::forward::retention::disk_space(dir).is_ok_and(|d| d.available < 64 * 1024);
+        if self.is_disk_full() || (self.is_transient() && no_space()) {
             "store: the disk is full".into()
         } else {
             format!("store: commits fail: {self}")
@@ -340,7 +349,9 @@ impl Store {
         self.conn.busy_timeout(Duration::ZERO)?;
         let r = self
             .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            });
         self.conn.busy_timeout(Duration::from_secs(10))?;
         match r {
             Ok(_) => Ok(()),
@@ -357,6 +368,16 @@ impl Store {
             params![now],
         )?;
         Ok(self.conn.last_insert_rowid())
+    }
+
+    /// A small write that needs space (the newest run's heartbeat): whether
+    /// commits work again after they failed.
+    pub fn probe_write(&self) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE runs SET heartbeat_at = ?1 WHERE run_id = (SELECT MAX(run_id) FROM runs)",
+            params![now_ms()],
+        )?;
+        Ok(())
     }
 
     /// Heartbeat of the current run.

@@ -141,7 +141,11 @@ fn keep_payload(tx: &Transaction<'_>, raw: &RawInput) -> Result<(), StoreError> 
     Ok(())
 }
 
-fn write_group(tx: &Transaction<'_>, g: &Group<'_>, budget: &mut usize) -> Result<bool, StoreError> {
+fn write_group(
+    tx: &Transaction<'_>,
+    g: &Group<'_>,
+    budget: &mut usize,
+) -> Result<bool, StoreError> {
     let raw = g.raw;
     let first = g.indexes.first().copied().flatten();
     let key = format!(
@@ -293,7 +297,9 @@ mod tests {
         items.extend((0..200).map(|i| refused(&r, 3000 + i, &format!("dev-{i}"), Reject::Empty)));
         let out = store.commit(&items, 0).unwrap();
         assert_eq!(out.len(), 3200);
-        assert!(out.iter().all(|o| matches!(o, Outcome::Quarantined { new: true, .. })));
+        assert!(out
+            .iter()
+            .all(|o| matches!(o, Outcome::Quarantined { new: true, .. })));
         let rows = count(&store, "SELECT COUNT(*) FROM quarantine");
         assert!(rows <= (MAX_ROWS_PER_MESSAGE + 2) as i64, "{rows}");
         assert_eq!(count(&store, "SELECT SUM(count) FROM quarantine"), 3200);
@@ -317,7 +323,9 @@ mod tests {
         assert_eq!(ranges, "0-2999");
         // The same message again: nothing new.
         let out = store.commit(&items, 0).unwrap();
-        assert!(out.iter().all(|o| matches!(o, Outcome::Quarantined { new: false, .. })));
+        assert!(out
+            .iter()
+            .all(|o| matches!(o, Outcome::Quarantined { new: false, .. })));
         assert_eq!(count(&store, "SELECT COUNT(*) FROM quarantine"), rows);
     }
 

@@ -162,7 +162,7 @@ fn run(
 ) {
     let dedup_ms = cfg.dedup_window.as_millis() as i64;
     let mut fault = FaultInjection::from_env();
-    let mut episode = Episode::new(metrics.clone());
+    let mut episode = Episode::new(metrics.clone(), store.path());
     let mut pending: Option<Job> = None;
     // Work left by a previous run is picked up first.
     let mut idle = IdleWork::new(stage.is_some());
@@ -187,7 +187,6 @@ fn run(
         while let Some(job) = next.take() {
             match job {
                 Job::Heartbeat { run_id, stopped } => {
-                    episode.run_id = Some(run_id);
                     if group.is_empty() {
                         if episode.paused().is_none() {
                             match store.heartbeat(run_id, stopped) {
@@ -306,23 +305,24 @@ struct Episode {
     retry_at: Option<Instant>,
     backoff: Duration,
     why: String,
-    /// The run whose heartbeat probes the store.
-    run_id: Option<i64>,
+    /// The store's file (its file system's free space explains failures).
+    path: std::path::PathBuf,
 }
 
 impl Episode {
-    const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-    /// Longest interval between attempts while commits fail.
-    pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+    const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+    /// Longest interval between attempts while commits fail (an attempt is
+    /// one small write: cheap, and ingestion resumes soon after space returns).
+    pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-    fn new(metrics: Arc<Metrics>) -> Self {
+    fn new(metrics: Arc<Metrics>, path: &std::path::Path) -> Self {
         Episode {
+            path: path.to_path_buf(),
             metrics,
             failures: 0,
             retry_at: None,
             backoff: Self::FIRST_BACKOFF,
             why: String::new(),
-            run_id: None,
         }
     }
 
@@ -336,9 +336,9 @@ impl Episode {
 
     fn failed(&mut self, e: &StoreError) {
         self.failures += 1;
-        self.why = e.reason();
+        self.why = e.reason_at(&self.path);
         if self.metrics.set_store_unavailable(Some(self.why.clone())) {
-            tracing::error!(error = %e, "store commits are failing; ingestion is paused (nothing is acknowledged) and retried at growing intervals up to 30 s; logged once until they succeed again");
+            tracing::error!(error = %e, "store commits are failing; ingestion is paused (nothing is acknowledged) and retried at growing intervals up to 5 s; logged once until they succeed again");
         } else {
             tracing::debug!(error = %e, failures = self.failures, "store commit still failing");
         }
@@ -346,15 +346,10 @@ impl Episode {
         self.backoff = (self.backoff * 2).min(Self::MAX_BACKOFF);
     }
 
-    /// Tries a small write (the run's heartbeat) to learn whether commits
-    /// work again.
+    /// Tries a small write (the newest run's heartbeat) to learn whether
+    /// commits work again.
     fn probe(&mut self, store: &Store) {
-        let Some(run_id) = self.run_id else {
-            // No run known yet: the next submission is the probe.
-            self.retry_at = Some(Instant::now() + self.backoff);
-            return;
-        };
-        match store.heartbeat(run_id, false) {
+        match store.probe_write() {
             Ok(()) => self.succeeded(),
             Err(e) => self.failed(&e),
         }

@@ -161,8 +161,9 @@ impl MqttSource {
                     // Drop this connection's pending acks and reconnect so
                     // the broker redelivers what was not committed.
                     generation.fetch_add(1, Ordering::SeqCst);
+                    // Not a lost connection (the loop readiness reports):
+                    // the store's failure is reported as such.
                     metrics.set_mqtt_connected(false);
-                    metrics.mqtt_connection_lost();
                     // The writer logs the failing episode once; this is its detail.
                     tracing::debug!(retry_in_ms = store_backoff.as_millis() as u64, "store commit failed; reconnecting to get the unacknowledged readings redelivered");
                     conn.reconnect();

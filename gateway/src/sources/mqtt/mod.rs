@@ -151,6 +151,7 @@ impl MqttSource {
         let mut backoff = Duration::from_millis(200);
         // Grows while store commits fail; a CONNACK does not reset it.
         let mut store_backoff = STORE_FAILING_FIRST_BACKOFF;
+        let mut store_episode = false;
         tokio::pin!(shutdown);
 
         loop {
@@ -164,8 +165,13 @@ impl MqttSource {
                     // Not a lost connection (the loop readiness reports):
                     // the store's failure is reported as such.
                     metrics.set_mqtt_connected(false);
-                    // The writer logs the failing episode once; this is its detail.
-                    tracing::debug!(retry_in_ms = store_backoff.as_millis() as u64, "store commit failed; reconnecting to get the unacknowledged readings redelivered");
+                    // Once per episode (the writer logs the store's side).
+                    if store_episode {
+                        tracing::debug!(retry_in_ms = store_backoff.as_millis() as u64, "store commit failed; reconnecting to get the unacknowledged readings redelivered");
+                    } else {
+                        store_episode = true;
+                        tracing::warn!(retry_in_ms = store_backoff.as_millis() as u64, "store commit failed; reconnecting to get the unacknowledged readings redelivered (at growing intervals while commits fail; logged once)");
+                    }
                     conn.reconnect();
                     tokio::select! {
                         _ = &mut shutdown => break,
@@ -186,6 +192,7 @@ impl MqttSource {
                     let store_ok = metrics.store_unavailable().is_none();
                     if store_ok {
                         store_backoff = STORE_FAILING_FIRST_BACKOFF;
+                        store_episode = false;
                         tracing::info!(
                             session_present,
                             protocol = self.cfg.protocol.name(),

@@ -244,8 +244,15 @@ pub fn parse_payload(payload: &[u8]) -> Result<Value, Reject> {
     parsed.map_err(|e| {
         let detail = e.to_string();
         match detail.strip_prefix(DUPLICATE_KEY) {
-            Some(rest) => Reject::AmbiguousPayload {
-                detail: format!("duplicate key{rest}"),
+            // Ambiguous only if it is JSON at all: a document broken further
+            // on is malformed, whatever came before the break.
+            Some(rest) => match serde_json::from_slice::<serde::de::IgnoredAny>(payload) {
+                Ok(_) => Reject::AmbiguousPayload {
+                    detail: format!("duplicate key{rest}"),
+                },
+                Err(e) => Reject::MalformedPayload {
+                    detail: e.to_string(),
+                },
             },
             None => Reject::MalformedPayload { detail },
         }
@@ -502,6 +509,9 @@ mod tests {
         let err = parse_payload(br#"{"v": 70"#).unwrap_err();
         assert_eq!(err.code(), "malformed_payload");
         let err = parse_payload(br#"{"v": 70} x"#).unwrap_err();
+        assert_eq!(err.code(), "malformed_payload");
+        // A duplicate key before a syntax error: malformed, not ambiguous.
+        let err = parse_payload(br#"{"v": 70, "v": 71, x}"#).unwrap_err();
         assert_eq!(err.code(), "malformed_payload");
         let text =
             r#"{"a": [1, -2, 3.5, 1e300, "s", null, true, {"b": {}}], "c": 18446744073709551615}"#;

@@ -49,7 +49,11 @@ fuzz_target!(|data: &[u8]| {
             254 => Some(String::from_utf8_lossy(b.0).into_owned()),
             _ => Some(UNITS[usize::from(u) % UNITS.len()].to_string()),
         };
-        m.components.push(Component { metric, value, unit });
+        m.components.push(Component {
+            metric,
+            value,
+            unit,
+        });
         if m.components.len() >= 4 {
             break;
         }

@@ -114,7 +114,11 @@ pub fn check_canonical(m: &DecodedMeasurement, device: &str, digest: &str, index
         index,
     };
     let first = canonicalize(m, &cx);
-    assert_eq!(first, canonicalize(m, &cx), "canonicalization is deterministic");
+    assert_eq!(
+        first,
+        canonicalize(m, &cx),
+        "canonicalization is deterministic"
+    );
     match first {
         Ok(group) => {
             for r in &group.readings {

@@ -98,8 +98,8 @@ pub fn store_error(e: &RunError) -> Option<&StoreError> {
 
 /// Whether a start-up failure may cure itself (a full disk, an I/O error):
 /// the gateway then waits for it in a degraded mode instead of exiting.
-pub(crate) fn is_transient(e: &RunError) -> bool {
-    store_error(e).is_some_and(StoreError::is_transient)
+pub(crate) fn is_transient(e: &RunError, config: &Config) -> bool {
+    store_error(e).is_some_and(|s| s.is_transient() || s.is_out_of_space_at(&config.store.path))
 }
 
 /// Runs the gateway until `shutdown` resolves.
@@ -112,7 +112,7 @@ pub async fn run(
     tokio::pin!(shutdown);
     let (store, run_id) = match prepare_store(&config, &pipeline) {
         Ok(s) => s,
-        Err(e) if is_transient(&e) => {
+        Err(e) if is_transient(&e, &config) => {
             match crate::api::degraded::wait_for_store(&config, &metrics, &e, &mut shutdown, || {
                 prepare_store(&config, &pipeline)
             })

@@ -66,7 +66,7 @@ where
         attempts += 1;
         match attempt() {
             Ok(t) => break Ok(Some(t)),
-            Err(e) if is_transient(&e) => {
+            Err(e) if is_transient(&e, config) => {
                 tracing::debug!(error = %e, attempts, "store still unavailable");
                 metrics.set_store_unavailable(Some(reason(&e)));
                 backoff = (backoff * 2).min(MAX_RETRY);

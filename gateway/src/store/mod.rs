@@ -83,7 +83,6 @@ impl StoreError {
             Some(
                 rusqlite::ErrorCode::DiskFull
                     | rusqlite::ErrorCode::SystemIoFailure
-                    | rusqlite::ErrorCode::CannotOpen
                     | rusqlite::ErrorCode::DatabaseBusy
                     | rusqlite::ErrorCode::DatabaseLocked
             )
@@ -95,17 +94,33 @@ impl StoreError {
     /// an I/O error when it fails to grow its shared-memory file: with no
     /// space left on the store's file system, that is a full disk too.
     pub fn reason_at(&self, path: &Path) -> String {
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let no_space =
-            || crate::forward::retention::disk_space(dir).is_ok_and(|d| d.available < 64 * 1024);
-        if self.is_disk_full() || (self.is_transient() && no_space()) {
+        if self.is_out_of_space_at(path) {
             "store: the disk is full".into()
         } else {
             format!("store: commits fail: {self}")
         }
+    }
+
+    /// Whether this failure of the store at `path` is its file system being
+    /// full: SQLite says so (`SQLITE_FULL`), or it reports an I/O error or
+    /// cannot create a file while no space is left.
+    pub fn is_out_of_space_at(&self, path: &Path) -> bool {
+        if self.is_disk_full() {
+            return true;
+        }
+        let code = match self {
+            StoreError::Sqlite(e) | StoreError::Open { source: e, .. } => e.sqlite_error_code(),
+            _ => None,
+        };
+        let io = matches!(
+            code,
+            Some(rusqlite::ErrorCode::SystemIoFailure | rusqlite::ErrorCode::CannotOpen)
+        );
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        io && crate::forward::retention::disk_space(dir).is_ok_and(|d| d.available < 64 * 1024)
     }
 }
 

@@ -295,7 +295,7 @@ fn resolve_time(
             annotations.insert("time_relative".into(), "true".into());
             let t = cx
                 .received_at
-                .checked_add_signed(Duration::seconds(s))
+                .checked_add_signed(Duration::try_seconds(s).unwrap_or(Duration::MAX))
                 .ok_or_else(|| Reject::InvalidTimestamp {
                     detail: format!("relative time {s} s"),
                 })?;
@@ -457,5 +457,24 @@ mod tests {
             canonicalize(&m, &cx(&clock, now)).unwrap_err().code(),
             "empty_measurement"
         );
+    }
+
+    /// A relative time beyond what a duration can hold is refused, not a
+    /// panic (found by the `canonicalize` fuzz target).
+    #[test]
+    fn an_enormous_relative_time_is_invalid() {
+        let clock = ClockPolicy::default();
+        let now = Utc::now();
+        let m = DecodedMeasurement {
+            time: Some(DeviceTime::RelativeSeconds(i64::MIN / 2)),
+            components: vec![crate::decoded::Component {
+                metric: Metric::Spo2,
+                value: RawValue::Number(97.0),
+                unit: Some("%".into()),
+            }],
+            ..Default::default()
+        };
+        let err = canonicalize(&m, &cx(&clock, now)).unwrap_err();
+        assert_eq!(err.code(), "invalid_timestamp");
     }
 }

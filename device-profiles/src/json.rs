@@ -232,11 +232,100 @@ pub fn kind(v: &Value) -> &'static str {
     }
 }
 
-/// Parses a payload as JSON, refusing with `malformed_payload`.
+/// Parses a payload as JSON, refusing with `malformed_payload`, or with
+/// `ambiguous_payload` when an object names the same key twice (serde_json
+/// would silently keep the last one; other parsers keep the first).
 pub fn parse_payload(payload: &[u8]) -> Result<Value, Reject> {
-    serde_json::from_slice(payload).map_err(|e| Reject::MalformedPayload {
-        detail: e.to_string(),
+    let mut de = serde_json::Deserializer::from_slice(payload);
+    let parsed = StrictValue::deserialize(&mut de).and_then(|StrictValue(v)| {
+        de.end()?;
+        Ok(v)
+    });
+    parsed.map_err(|e| {
+        let detail = e.to_string();
+        match detail.strip_prefix(DUPLICATE_KEY) {
+            // Ambiguous only if it is JSON at all: a document broken further
+            // on is malformed, whatever came before the break.
+            Some(rest) => match serde_json::from_slice::<serde::de::IgnoredAny>(payload) {
+                Ok(_) => Reject::AmbiguousPayload {
+                    detail: format!("duplicate key{rest}"),
+                },
+                Err(e) => Reject::MalformedPayload {
+                    detail: e.to_string(),
+                },
+            },
+            None => Reject::MalformedPayload { detail },
+        }
     })
+}
+
+/// Marks the parse error of a duplicate key (see [`parse_payload`]).
+const DUPLICATE_KEY: &str = "\u{0}duplicate key";
+
+/// A JSON value whose objects have unique keys.
+struct StrictValue(Value);
+
+impl<'de> Deserialize<'de> for StrictValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(StrictValue)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("number out of range"))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(StrictValue(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let StrictValue(v) = map.next_value()?;
+            if out.contains_key(&key) {
+                let shown: String = key.chars().take(64).collect();
+                return Err(serde::de::Error::custom(format!(
+                    "{DUPLICATE_KEY} `{shown}` in an object"
+                )));
+            }
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 /// A scalar as annotation text.
@@ -404,6 +493,30 @@ mod tests {
 
     fn mapping(toml_text: &str) -> JsonMapping {
         toml::from_str(toml_text).unwrap()
+    }
+
+    /// Two values for one key, at any depth: the payload is ambiguous;
+    /// everything else parses exactly as serde_json parses it.
+    #[test]
+    fn duplicate_keys_are_ambiguous() {
+        for text in [
+            r#"{"v": 70, "v": 71}"#,
+            r#"{"readings": [{"sys": 120, "dia": 80, "sys": 180}]}"#,
+        ] {
+            let err = parse_payload(text.as_bytes()).unwrap_err();
+            assert_eq!(err.code(), "ambiguous_payload", "{text}");
+        }
+        let err = parse_payload(br#"{"v": 70"#).unwrap_err();
+        assert_eq!(err.code(), "malformed_payload");
+        let err = parse_payload(br#"{"v": 70} x"#).unwrap_err();
+        assert_eq!(err.code(), "malformed_payload");
+        // A duplicate key before a syntax error: malformed, not ambiguous.
+        let err = parse_payload(br#"{"v": 70, "v": 71, x}"#).unwrap_err();
+        assert_eq!(err.code(), "malformed_payload");
+        let text =
+            r#"{"a": [1, -2, 3.5, 1e300, "s", null, true, {"b": {}}], "c": 18446744073709551615}"#;
+        let plain: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(parse_payload(text.as_bytes()).unwrap(), plain);
     }
 
     #[test]

@@ -138,6 +138,24 @@ pub enum Reject {
     /// The measurement has no components.
     #[error("measurement has no values")]
     Empty,
+    /// The payload says two different things: a JSON object names the
+    /// same key twice (`"v": 70, "v": 71`). Parsers disagree on which one
+    /// wins; clinical input must not depend on that.
+    #[error("ambiguous payload: {detail}")]
+    AmbiguousPayload {
+        /// what was ambiguous
+        detail: String,
+    },
+    /// Finite numbers that combine (SenML base value plus value) to a
+    /// number that is not finite: the device sent no special value, but
+    /// the result cannot be stored.
+    #[error("{metric}: {detail}")]
+    NumericOverflow {
+        /// metric
+        metric: Metric,
+        /// what overflowed
+        detail: String,
+    },
     /// Decoding this input failed inside the gateway (a bug, not the
     /// device's fault): kept so it can be re-processed once fixed, instead
     /// of stopping everything queued behind it.
@@ -170,6 +188,8 @@ impl Reject {
             Reject::NotClinical { .. } => "not_clinical",
             Reject::Empty => "empty_measurement",
             Reject::DecoderFailure { .. } => "decoder_failure",
+            Reject::AmbiguousPayload { .. } => "ambiguous_payload",
+            Reject::NumericOverflow { .. } => "numeric_overflow",
         }
     }
 

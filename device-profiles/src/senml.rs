@@ -8,7 +8,7 @@
 
 use serde::Deserialize;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::decoded::{Component, DecodedMeasurement, DeviceTime, RawValue};
 use crate::json::{kind, parse_payload, raw_value};
@@ -47,8 +47,6 @@ struct Base {
 }
 
 struct Group {
-    device: Option<String>,
-    time: Option<f64>,
     result: Result<DecodedMeasurement, Reject>,
 }
 
@@ -88,6 +86,7 @@ impl SenmlMapping {
         }
         let mut base = Base::default();
         let mut groups: Vec<Group> = Vec::new();
+        let mut index: HashMap<(Option<String>, Option<u64>), usize> = HashMap::new();
         for (i, rec) in records.iter().enumerate() {
             let Value::Object(obj) = rec else {
                 return Err(schema(format!(
@@ -133,11 +132,11 @@ impl SenmlMapping {
             let time = has_time.then(|| base.time + t.unwrap_or(0.0));
             let device = self.device_from_base(&base.name);
 
-            let group = match groups
-                .iter_mut()
-                .position(|g| g.device == device && g.time == time)
-            {
-                Some(at) => &mut groups[at],
+            // An index, not a scan: a pack of thousands of records with
+            // distinct times would otherwise cost time quadratic in its size.
+            let key = (device.clone(), time.map(|t| (t + 0.0).to_bits()));
+            let group = match index.get(&key) {
+                Some(&at) => &mut groups[at],
                 None => {
                     let measurement = DecodedMeasurement {
                         device_id: device.clone(),
@@ -145,11 +144,10 @@ impl SenmlMapping {
                         ..Default::default()
                     };
                     groups.push(Group {
-                        device: device.clone(),
-                        time,
                         result: Ok(measurement),
                     });
                     let last = groups.len() - 1;
+                    index.insert(key, last);
                     &mut groups[last]
                 }
             };
@@ -191,7 +189,20 @@ impl SenmlMapping {
             };
             let value = match obj.get("v") {
                 Some(v) => match raw_value(v) {
-                    Ok(RawValue::Number(x)) => RawValue::Number(x + base.value),
+                    Ok(RawValue::Number(x)) if (x + base.value).is_finite() => {
+                        RawValue::Number(x + base.value)
+                    }
+                    // Both finite (JSON has no infinities), their sum not:
+                    // not a special value the device sent.
+                    Ok(RawValue::Number(_)) => {
+                        group.result = Err(Reject::NumericOverflow {
+                            metric,
+                            detail: format!(
+                                "record {i}: base value `bv` plus value `v` is not a finite number"
+                            ),
+                        });
+                        continue;
+                    }
                     Ok(special) => special,
                     Err(e) => {
                         group.result = Err(schema(format!("record {i} ({name}): {e}")));
@@ -277,5 +288,45 @@ mod tests {
         assert_eq!(out[0].as_ref().unwrap_err().code(), "unmapped_field");
         let out = m.decode("s", br#"[{"n":"spo2","v":"high"}]"#).unwrap();
         assert_eq!(out[0].as_ref().unwrap_err().code(), "schema_mismatch");
+    }
+
+    /// Finite `bv` and `v` whose sum is not finite: the true reason, not
+    /// `special_value` (the device sent no special value).
+    #[test]
+    fn base_value_overflow_is_not_a_special_value() {
+        let m = SenmlMapping::default();
+        let out = m
+            .decode("s", br#"[{"bv":1.5e308,"n":"spo2","v":1.5e308}]"#)
+            .unwrap();
+        assert_eq!(out[0].as_ref().unwrap_err().code(), "numeric_overflow");
+        let out = m
+            .decode("s", br#"[{"bv":-1.5e308,"n":"spo2","v":-1.5e308}]"#)
+            .unwrap();
+        assert_eq!(out[0].as_ref().unwrap_err().code(), "numeric_overflow");
+    }
+
+    /// A record naming a key twice says two things: ambiguous.
+    #[test]
+    fn duplicate_keys_are_ambiguous() {
+        let m = SenmlMapping::default();
+        let err = m
+            .decode("s", br#"[{"n":"spo2","v":97,"v":71}]"#)
+            .unwrap_err();
+        assert_eq!(err.code(), "ambiguous_payload");
+        assert!(err.to_string().contains("`v`"), "{err}");
+    }
+
+    /// Thousands of records with distinct times decode in linear time.
+    #[test]
+    fn a_large_pack_decodes_quickly() {
+        let m = SenmlMapping::default();
+        let recs: Vec<String> = (0..20_000)
+            .map(|i| format!(r#"{{"n":"spo2","v":97,"t":{}}}"#, 1_767_225_600 + i))
+            .collect();
+        let pack = format!("[{}]", recs.join(","));
+        let started = std::time::Instant::now();
+        let out = m.decode("s", pack.as_bytes()).unwrap();
+        assert_eq!(out.len(), 20_000);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 }

@@ -23,6 +23,25 @@ pub struct Metrics {
     ble_adapter: AtomicI64,
     ble_links: AtomicI64,
     inbox_pending: AtomicI64,
+    health: Health,
+}
+
+/// Losses of the MQTT connection within this window that make a
+/// reconnect loop (readiness reports it).
+pub const RECONNECT_LOOP_WINDOW: Duration = Duration::from_secs(60);
+/// How many losses within [`RECONNECT_LOOP_WINDOW`] make a loop.
+pub const RECONNECT_LOOP_LOSSES: usize = 5;
+
+/// What readiness needs beyond connection flags: a source reconnecting in
+/// a loop, a store whose commits keep failing.
+#[derive(Default)]
+struct Health {
+    mqtt_losses: AtomicU64,
+    mqtt_recent_losses: Mutex<std::collections::VecDeque<std::time::Instant>>,
+    /// Why the store cannot be written (commits failing, or the store could
+    /// not be opened at start); None when it can.
+    store_unavailable: Mutex<Option<String>>,
+    store_failure_episodes: AtomicU64,
 }
 
 /// Gauges of the forwarder and the store's disk (issue 8).
@@ -93,6 +112,64 @@ impl Metrics {
     /// A store commit failed.
     pub fn store_failure(&self) {
         self.store_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The MQTT connection was lost (or dropped by the gateway to get
+    /// unacknowledged messages redelivered).
+    pub fn mqtt_connection_lost(&self) {
+        self.health.mqtt_losses.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut q) = self.health.mqtt_recent_losses.lock() {
+            let now = std::time::Instant::now();
+            q.push_back(now);
+            while q
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > RECONNECT_LOOP_WINDOW)
+            {
+                q.pop_front();
+            }
+            while q.len() > RECONNECT_LOOP_LOSSES * 4 {
+                q.pop_front();
+            }
+        }
+    }
+
+    /// Whether the MQTT source is reconnecting in a loop: at least
+    /// [`RECONNECT_LOOP_LOSSES`] connection losses within the last
+    /// [`RECONNECT_LOOP_WINDOW`].
+    pub fn mqtt_reconnect_loop(&self) -> bool {
+        let Ok(q) = self.health.mqtt_recent_losses.lock() else {
+            return false;
+        };
+        let now = std::time::Instant::now();
+        q.iter()
+            .filter(|t| now.duration_since(**t) <= RECONNECT_LOOP_WINDOW)
+            .count()
+            >= RECONNECT_LOOP_LOSSES
+    }
+
+    /// The store cannot be written now (`Some(why)`), or can again (None).
+    /// Returns true when this starts an episode (it was writable before).
+    pub fn set_store_unavailable(&self, why: Option<String>) -> bool {
+        let Ok(mut s) = self.health.store_unavailable.lock() else {
+            return false;
+        };
+        let starts = s.is_none() && why.is_some();
+        if starts {
+            self.health
+                .store_failure_episodes
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        *s = why;
+        starts
+    }
+
+    /// Why the store cannot be written, if it cannot.
+    pub fn store_unavailable(&self) -> Option<String> {
+        self.health
+            .store_unavailable
+            .lock()
+            .ok()
+            .and_then(|s| s.clone())
     }
 
     /// MQTT connection state.
@@ -327,6 +404,31 @@ impl Metrics {
             "rpm_mqtt_connected {}",
             self.mqtt_connected.load(Ordering::Relaxed)
         );
+        for (name, kind, v) in [
+            (
+                "rpm_mqtt_connection_losses_total",
+                "counter",
+                self.health.mqtt_losses.load(Ordering::Relaxed),
+            ),
+            (
+                "rpm_mqtt_reconnect_loop",
+                "gauge",
+                self.mqtt_reconnect_loop() as u64,
+            ),
+            (
+                "rpm_store_unavailable",
+                "gauge",
+                self.store_unavailable().is_some() as u64,
+            ),
+            (
+                "rpm_store_failure_episodes_total",
+                "counter",
+                self.health.store_failure_episodes.load(Ordering::Relaxed),
+            ),
+        ] {
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {v}");
+        }
         self.render_forward(&mut out);
         let _ = writeln!(out, "# TYPE rpm_ble_adapter_available gauge");
         let _ = writeln!(

@@ -188,12 +188,9 @@ impl Pipeline {
     }
 
     /// Re-decodes a quarantined input (see [`Normalizer::reprocess`]).
-    pub fn reprocess(
-        &self,
-        q: &QuarantinedInput,
-    ) -> Result<device_profiles::ReadingGroup, device_profiles::Reject> {
+    pub fn reprocess(&self, q: &QuarantinedInput) -> crate::store::registry::Redecoded {
         if q.source == Source::Ble.name() {
-            return ble::reprocess(self, q);
+            return vec![(q.index.unwrap_or(0), ble::reprocess(self, q))];
         }
         self.normalizer.reprocess(&self.decoder, q)
     }

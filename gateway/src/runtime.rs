@@ -73,6 +73,35 @@ pub fn apply_config_devices(
     Ok(())
 }
 
+/// Opens the store and writes what a run starts with (config devices,
+/// patients and endpoints, the run's row); returns the store and the run id.
+pub fn prepare_store(config: &Config, pipeline: &Pipeline) -> Result<(Store, i64), RunError> {
+    let mut store = Store::open(&config.store.path)?;
+    apply_config_devices(&mut store, config, pipeline)?;
+    crate::rules::apply_config_patients(&mut store, config)?;
+    crate::delivery::apply_config_endpoints(&mut store, config)?;
+    let run_id = store.start_run()?;
+    Ok((store, run_id))
+}
+
+/// The store error behind a start-up failure, if that is what it is.
+pub fn store_error(e: &RunError) -> Option<&StoreError> {
+    match e {
+        RunError::Store(e) | RunError::Rules(crate::rules::RulesError::Store(e)) => Some(e),
+        RunError::Delivery(crate::delivery::DeliveryError::Endpoint {
+            source: crate::delivery::endpoints::EndpointError::Store(e),
+            ..
+        }) => Some(e),
+        _ => None,
+    }
+}
+
+/// Whether a start-up failure may cure itself (a full disk, an I/O error):
+/// the gateway then waits for it in a degraded mode instead of exiting.
+pub(crate) fn is_transient(e: &RunError, config: &Config) -> bool {
+    store_error(e).is_some_and(|s| s.is_transient() || s.is_out_of_space_at(&config.store.path))
+}
+
 /// Runs the gateway until `shutdown` resolves.
 pub async fn run(
     config: Config,
@@ -80,11 +109,23 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::default());
     let pipeline = Arc::new(pipeline(&config, metrics.clone())?);
-    let mut store = Store::open(&config.store.path)?;
-    apply_config_devices(&mut store, &config, &pipeline)?;
-    crate::rules::apply_config_patients(&mut store, &config)?;
+    tokio::pin!(shutdown);
+    let (store, run_id) = match prepare_store(&config, &pipeline) {
+        Ok(s) => s,
+        Err(e) if is_transient(&e, &config) => {
+            match crate::api::degraded::wait_for_store(&config, &metrics, &e, &mut shutdown, || {
+                prepare_store(&config, &pipeline)
+            })
+            .await?
+            {
+                Some(s) => s,
+                // Stopped before the store came back.
+                None => return Ok(()),
+            }
+        }
+        Err(e) => return Err(e),
+    };
     let evaluator = rules_evaluator(&config, metrics.clone())?;
-    crate::delivery::apply_config_endpoints(&mut store, &config)?;
     // Built before anything starts, so that a TLS or client error stops start-up cleanly.
     let dispatcher = match config.delivery.enabled {
         true => Some(
@@ -97,7 +138,6 @@ pub async fn run(
         ),
         false => None,
     };
-    let run_id = store.start_run()?;
     tracing::info!(
         store = %config.store.path.display(),
         profiles = pipeline.decoder.profiles().len(),
@@ -182,7 +222,7 @@ pub async fn run(
     });
     let dispatcher = dispatcher.map(|d| tokio::spawn(d.run(stopped())));
 
-    shutdown.await;
+    (&mut shutdown).await;
     tracing::info!("shutdown requested; draining in-flight work");
     let _ = stop_tx.send(true);
     if let Some(api) = api {

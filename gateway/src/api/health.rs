@@ -90,7 +90,31 @@ pub async fn readyz(State(st): State<Arc<ApiState>>) -> Response {
     let mqtt_connected = st.metrics.mqtt_connected();
     let mqtt_ok = !st.mqtt_configured || mqtt_connected;
     let disk_low = st.metrics.store_disk_low();
-    let ready = writable && writer && mqtt_ok && !disk_low;
+    let reconnect_loop = st.mqtt_configured && st.metrics.mqtt_reconnect_loop();
+    let unavailable = st.metrics.store_unavailable();
+    let ready =
+        writable && writer && mqtt_ok && !disk_low && !reconnect_loop && unavailable.is_none();
+    let mut reasons = Vec::new();
+    if let Some(why) = &unavailable {
+        reasons.push(why.clone());
+    } else if !writable {
+        reasons.push("store: cannot start a write transaction".to_string());
+    }
+    if !writer {
+        reasons.push("store: the writer has stopped".into());
+    }
+    if disk_low {
+        reasons.push("store: disk space is low".into());
+    }
+    if reconnect_loop {
+        reasons.push(format!(
+            "mqtt: reconnecting in a loop ({} or more lost connections within {} s)",
+            crate::metrics::RECONNECT_LOOP_LOSSES,
+            crate::metrics::RECONNECT_LOOP_WINDOW.as_secs()
+        ));
+    } else if !mqtt_ok {
+        reasons.push("mqtt: not connected".into());
+    }
     let ble_state = match (st.ble_configured, st.metrics.ble_adapter_available()) {
         (false, _) => "not_configured",
         (true, true) => "adapter_available",
@@ -98,8 +122,11 @@ pub async fn readyz(State(st): State<Arc<ApiState>>) -> Response {
     };
     let body = serde_json::json!({
         "ready": ready,
-        "store": {"writable": writable, "writer_running": writer, "disk_low": disk_low},
-        "mqtt": {"configured": st.mqtt_configured, "connected": mqtt_connected},
+        "reasons": reasons,
+        "store": {"writable": writable, "writer_running": writer, "disk_low": disk_low,
+                  "commits_failing": unavailable.is_some()},
+        "mqtt": {"configured": st.mqtt_configured, "connected": mqtt_connected,
+                 "reconnect_loop": reconnect_loop},
         "ble": {"state": ble_state, "connected_devices": st.metrics.ble_connected_devices()},
         "backlog": backlog,
     });

@@ -13,6 +13,7 @@ pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod db;
+pub mod degraded;
 pub mod devices;
 pub mod fhir;
 pub mod health;

@@ -123,6 +123,12 @@ impl From<StoreError> for ApiError {
                 ApiError::Unavailable("the store is busy; retry shortly".into())
             }
             StoreError::WriterGone => ApiError::Unavailable("the gateway is shutting down".into()),
+            StoreError::Paused(_) => ApiError::Unavailable(
+                "the store cannot be written now (see /readyz); retry later".into(),
+            ),
+            e if e.is_disk_full() => {
+                ApiError::Unavailable("the store's disk is full (see /readyz); retry later".into())
+            }
             _ => {
                 tracing::error!(error = %e, "api: store failure");
                 ApiError::Internal

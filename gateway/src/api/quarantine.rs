@@ -11,7 +11,9 @@ use super::auth::Principal;
 use super::page::{self, Filter, Keyed, Listing, Page};
 use super::problem::{ApiError, Json, Path, Query};
 use super::ApiState;
-use crate::store::queries::{quarantine_row, QuarantineRow, QUARANTINE_COLUMNS};
+use crate::store::queries::{
+    quarantine_row, QuarantineRow, QUARANTINE_COLUMNS, QUARANTINE_PAYLOAD,
+};
 use crate::store::registry::ReprocessResult;
 
 /// The list is by entry id; the cursor names it.
@@ -97,9 +99,11 @@ pub async fn get(
     st.db
         .run(move |s| {
             let found = s.conn().query_row(
-                &format!("SELECT {QUARANTINE_COLUMNS}, payload FROM quarantine WHERE id = ?1"),
+                &format!(
+                    "SELECT {QUARANTINE_COLUMNS}, {QUARANTINE_PAYLOAD} FROM quarantine WHERE id = ?1"
+                ),
                 [id],
-                |r| Ok((quarantine_row(r)?, r.get::<_, Vec<u8>>(10)?)),
+                |r| Ok((quarantine_row(r)?, r.get::<_, Vec<u8>>(14)?)),
             );
             let (row, payload) = match found {
                 Err(rusqlite::Error::QueryReturnedNoRows) => {

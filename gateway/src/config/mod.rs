@@ -259,9 +259,11 @@ pub struct MqttConfig {
     pub password_file: Option<PathBuf>,
     /// TLS (rustls); absent = plain TCP.
     pub tls: Option<TlsSettings>,
-    /// Largest MQTT packet accepted from the broker. Keep the broker's
-    /// `message_size_limit` at or below it: a larger packet breaks the
-    /// connection instead of being quarantined.
+    /// Largest MQTT message ingested. A larger one is acknowledged and
+    /// quarantined as `payload_too_large` with its first 64 KiB (the client
+    /// takes any size MQTT allows, so that no message can break the
+    /// connection and be sent first again for ever; the broker's
+    /// `message_size_limit` bounds the memory one message takes).
     pub max_packet_bytes: usize,
     /// Longest wait between reconnection attempts.
     #[serde(with = "humantime_serde")]

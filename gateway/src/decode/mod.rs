@@ -32,6 +32,11 @@ impl Decoder {
         }
     }
 
+    /// Payloads above this many bytes are refused before parsing.
+    pub fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+
     /// The loaded profiles.
     pub fn profiles(&self) -> &ProfileSet {
         &self.profiles

@@ -13,7 +13,7 @@ use device_profiles::{canonicalize, ClockPolicy, ReadingGroup, Reject, Source};
 use std::sync::Arc;
 
 use crate::decode::{Decoded, Decoder};
-use crate::store::registry::QuarantinedInput;
+use crate::store::registry::{QuarantinedInput, Redecoded, Targets};
 use crate::store::{Item, RawInput};
 
 /// The normalization stage.
@@ -94,35 +94,48 @@ impl Normalizer {
     }
 
     /// Re-runs decode and normalization on a quarantined input (after its
-    /// device was assigned), with its original time of receipt.
-    pub fn reprocess(
-        &self,
-        decoder: &Decoder,
-        q: &QuarantinedInput,
-    ) -> Result<ReadingGroup, Reject> {
-        let profile = q.profile.as_deref().ok_or(Reject::NoProfile {
-            topic: q.origin.clone(),
-        })?;
-        let decoded = decoder
-            .decode_with(profile, &q.origin, &q.payload)
-            .message?;
-        let index = q.index.unwrap_or(0);
+    /// device was assigned), with its original time of receipt: one result
+    /// per measurement the input stands for.
+    pub fn reprocess(&self, decoder: &Decoder, q: &QuarantinedInput) -> Redecoded {
+        let first = q.index.unwrap_or(0);
+        let Some(profile) = q.profile.as_deref() else {
+            return vec![(
+                first,
+                Err(Reject::NoProfile {
+                    topic: q.origin.clone(),
+                }),
+            )];
+        };
+        let decoded = match decoder.decode_with(profile, &q.origin, &q.payload).message {
+            Ok(d) => d,
+            Err(reason) => return vec![(first, Err(reason))],
+        };
         let device_id = decoded.device_id.clone().unwrap_or_default();
-        let m = decoded
-            .measurements
-            .into_iter()
-            .nth(index)
-            .ok_or(Reject::Empty)??;
-        let device = m.device_id.clone().unwrap_or(device_id);
         let source = q.source.parse().unwrap_or(Source::Mqtt);
-        self.canonical(
-            &m,
-            &device,
-            source,
-            q.received_at,
-            &content_digest(&q.payload),
-            index,
-        )
+        let digest = content_digest(&q.payload);
+        let mut measurements: Vec<Option<Result<_, Reject>>> =
+            decoded.measurements.into_iter().map(Some).collect();
+        let wanted: Vec<usize> = match q.targets() {
+            Targets::Some(list) => list,
+            Targets::All => (0..measurements.len()).collect(),
+        };
+        if wanted.is_empty() {
+            return vec![(first, Err(Reject::Empty))];
+        }
+        wanted
+            .into_iter()
+            .map(|index| {
+                let m = measurements
+                    .get_mut(index)
+                    .and_then(Option::take)
+                    .unwrap_or(Err(Reject::Empty));
+                let group = m.and_then(|m| {
+                    let device = m.device_id.clone().unwrap_or_else(|| device_id.clone());
+                    self.canonical(&m, &device, source, q.received_at, &digest, index)
+                });
+                (index, group)
+            })
+            .collect()
     }
 }
 
@@ -142,5 +155,6 @@ pub fn raw_input(
         received_at,
         digest: content_digest(payload),
         facts: None,
+        size: payload.len(),
     }
 }

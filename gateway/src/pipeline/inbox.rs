@@ -23,6 +23,10 @@ use crate::store::{Item, Store, StoreError};
 /// times); an append arriving meanwhile waits for one step, tens of ms.
 pub const STEP_ENTRIES: usize = 4096;
 
+/// Payload bytes per step: a few large messages make a short step, so a
+/// reading queued behind them waits for tens of ms, not seconds.
+pub const STEP_BYTES: usize = 4 * 1024 * 1024;
+
 /// Turns inbox entries into store items, one step at a time.
 pub struct NormalizeStage {
     pipeline: Arc<Pipeline>,
@@ -44,6 +48,24 @@ impl NormalizeStage {
     /// bug; the input is quarantined (`decoder_failure`) so that it does
     /// not stop the inbox behind it, and can be re-processed once fixed.
     fn items(&self, entry: &InboxEntry) -> Vec<Item> {
+        if let Some(size) = entry.truncated_from {
+            // Larger than the source takes: only its start was kept.
+            let mut raw = raw_input(
+                Source::Mqtt,
+                &entry.origin,
+                None,
+                &entry.payload,
+                entry.received_at,
+            );
+            raw.size = size;
+            let limit = self.pipeline.decoder.max_payload();
+            return vec![Item::Quarantine {
+                raw: Arc::new(raw),
+                index: None,
+                device_id: None,
+                reason: Reject::PayloadTooLarge { size, limit },
+            }];
+        }
         let decode = || {
             self.pipeline
                 .mqtt(&entry.origin, &entry.payload, entry.received_at)
@@ -74,7 +96,7 @@ impl NormalizeStage {
 
 impl Stage for NormalizeStage {
     fn step(&mut self, store: &mut Store) -> Result<usize, StoreError> {
-        let entries = inbox::oldest(store.conn(), self.step_entries)?;
+        let entries = inbox::oldest(store.conn(), self.step_entries, STEP_BYTES)?;
         let Some(through) = entries.last().map(|(seq, _)| *seq) else {
             return Ok(0);
         };
@@ -113,6 +135,7 @@ mod tests {
             origin: "acme/oximeter/ox-1".into(),
             payload: Arc::from(payload.as_bytes()),
             received_at: Utc::now(),
+            truncated_from: None,
         }
     }
 

@@ -30,43 +30,63 @@ pub struct InboxEntry {
     pub payload: Arc<[u8]>,
     /// Time of receipt.
     pub received_at: DateTime<Utc>,
+    /// Bytes received, when `payload` keeps only the start of a message
+    /// larger than the source takes (it is quarantined as such).
+    pub truncated_from: Option<usize>,
 }
 
 /// Appends entries (inside the writer's group transaction).
 pub(crate) fn append(tx: &Transaction<'_>, entries: &[InboxEntry]) -> Result<(), StoreError> {
     let mut insert = tx.prepare_cached(
-        "INSERT INTO inbox (source, origin, payload, received_at) VALUES ('mqtt', ?1, ?2, ?3)",
+        "INSERT INTO inbox (source, origin, payload, received_at, size) VALUES ('mqtt', ?1, ?2, ?3, ?4)",
     )?;
     for e in entries {
         insert.execute(params![
             e.origin,
             &e.payload[..],
-            e.received_at.timestamp_millis()
+            e.received_at.timestamp_millis(),
+            e.truncated_from.map(|n| n as i64),
         ])?;
     }
     Ok(())
 }
 
-/// The oldest `limit` entries, in order of receipt, with their sequence.
-pub fn oldest(conn: &Connection, limit: usize) -> Result<Vec<(i64, InboxEntry)>, StoreError> {
+/// The oldest entries, in order of receipt, with their sequence: at most
+/// `limit` of them, and no more than `max_bytes` of payload (but always at
+/// least one), so that one step of the normalize stage holds the writer for
+/// a bounded time whatever the messages weigh.
+pub fn oldest(
+    conn: &Connection,
+    limit: usize,
+    max_bytes: usize,
+) -> Result<Vec<(i64, InboxEntry)>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT seq, origin, payload, received_at FROM inbox ORDER BY seq LIMIT ?1",
+        "SELECT seq, origin, payload, received_at, size FROM inbox ORDER BY seq LIMIT ?1",
     )?;
-    let rows = stmt.query_map([limit as i64], |r| {
+    let mut rows = stmt.query([limit as i64])?;
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(r) = rows.next()? {
+        let payload: Vec<u8> = r.get(2)?;
+        if !out.is_empty() && bytes + payload.len() > max_bytes {
+            break;
+        }
+        bytes += payload.len();
         let received: i64 = r.get(3)?;
-        Ok((
+        out.push((
             r.get::<_, i64>(0)?,
             InboxEntry {
                 origin: r.get(1)?,
-                payload: Arc::from(r.get::<_, Vec<u8>>(2)?),
+                payload: Arc::from(payload),
                 received_at: Utc
                     .timestamp_millis_opt(received)
                     .single()
                     .unwrap_or_default(),
+                truncated_from: r.get::<_, Option<i64>>(4)?.map(|n| n.max(0) as usize),
             },
-        ))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        ));
+    }
+    Ok(out)
 }
 
 /// Removes the entries up to and including `seq` (they have been stored).

@@ -9,6 +9,7 @@ pub mod ble;
 pub mod inbox;
 pub mod outbox;
 pub mod patients;
+pub(crate) mod quarantine;
 pub mod queries;
 pub mod registry;
 mod schema;
@@ -50,9 +51,77 @@ pub enum StoreError {
     /// The writer thread has stopped.
     #[error("the store writer has stopped")]
     WriterGone,
+    /// Commits have been failing (a full disk, an I/O error) and this one
+    /// was not attempted: the writer retries at growing intervals.
+    #[error("store commits are failing ({0}); retried later")]
+    Paused(String),
     /// A value could not be encoded for storage.
     #[error("cannot encode a stored value: {0}")]
     Encode(String),
+}
+
+impl StoreError {
+    /// Whether this is the file system being full.
+    pub fn is_disk_full(&self) -> bool {
+        let code = match self {
+            StoreError::Sqlite(e) | StoreError::Open { source: e, .. } => e.sqlite_error_code(),
+            _ => None,
+        };
+        code == Some(rusqlite::ErrorCode::DiskFull)
+    }
+
+    /// Whether waiting may cure it (space freed, the disk back): a full
+    /// disk or an I/O error, as opposed to a schema or a bug.
+    pub fn is_transient(&self) -> bool {
+        let code = match self {
+            StoreError::Sqlite(e) | StoreError::Open { source: e, .. } => e.sqlite_error_code(),
+            StoreError::Paused(_) => return true,
+            _ => None,
+        };
+        matches!(
+            code,
+            Some(
+                rusqlite::ErrorCode::DiskFull
+                    | rusqlite::ErrorCode::SystemIoFailure
+                    | rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+            )
+        )
+    }
+
+    /// A short operator-facing reason (readiness, the once-per-episode log)
+    /// for a failure of the store at `path`. SQLite reports a full disk as
+    /// an I/O error when it fails to grow its shared-memory file: with no
+    /// space left on the store's file system, that is a full disk too.
+    pub fn reason_at(&self, path: &Path) -> String {
+        if self.is_out_of_space_at(path) {
+            "store: the disk is full".into()
+        } else {
+            format!("store: commits fail: {self}")
+        }
+    }
+
+    /// Whether this failure of the store at `path` is its file system being
+    /// full: SQLite says so (`SQLITE_FULL`), or it reports an I/O error or
+    /// cannot create a file while no space is left.
+    pub fn is_out_of_space_at(&self, path: &Path) -> bool {
+        if self.is_disk_full() {
+            return true;
+        }
+        let code = match self {
+            StoreError::Sqlite(e) | StoreError::Open { source: e, .. } => e.sqlite_error_code(),
+            _ => None,
+        };
+        let io = matches!(
+            code,
+            Some(rusqlite::ErrorCode::SystemIoFailure | rusqlite::ErrorCode::CannotOpen)
+        );
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        io && crate::forward::retention::disk_space(dir).is_ok_and(|d| d.available < 64 * 1024)
+    }
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -79,7 +148,13 @@ pub struct RawInput {
     /// What the connection knew besides the bytes (JSON, BLE: see
     /// `pipeline::ble::BleFacts`), kept with a quarantined input.
     pub facts: Option<String>,
+    /// Bytes received (more than `payload` holds when only the start of an
+    /// oversized message was kept).
+    pub size: usize,
 }
+
+/// Bytes the WAL file is cut back to after a checkpoint.
+pub const WAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
 
 /// Payload bytes kept for oversized input.
 pub const QUARANTINE_PAYLOAD_LIMIT: usize = 64 * 1024;
@@ -163,6 +238,11 @@ impl Store {
         // large group commit would otherwise checkpoint (copy its pages into
         // the database and sync it) after nearly every transaction.
         conn.pragma_update(None, "wal_autocheckpoint", 4000)?;
+        // After a checkpoint the WAL file is cut back to this size when it
+        // is reused (SQLite keeps its largest size otherwise): the space
+        // an operator frees on a full disk is not taken again by a WAL that
+        // once grew. The writer also truncates it when idle (see writer.rs).
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         schema::migrate(&mut conn)?;
         Ok(Store {
@@ -246,17 +326,56 @@ impl Store {
         let now = now_ms();
         let mut seen = SeenDevices::default();
         let mut out = Vec::with_capacity(batches.len());
-        for items in batches {
+        // Refusals are grouped per message before they are written (see
+        // store/quarantine.rs); their outcomes are filled in after.
+        let mut refusals = quarantine::Quarantine::default();
+        let mut waiting: Vec<(usize, usize, usize, &'static str)> = Vec::new();
+        for (b, items) in batches.iter().enumerate() {
             let mut outcomes = Vec::with_capacity(items.len());
-            for item in *items {
-                outcomes.push(apply(&tx, item, now, dedup_window_ms, &mut seen)?);
+            for (i, item) in items.iter().enumerate() {
+                match apply(&tx, item, now, dedup_window_ms, &mut seen)? {
+                    Applied::Done(o) => outcomes.push(o),
+                    Applied::Refused { raw, refusal } => {
+                        let code = refusal.reason.code();
+                        let ticket = refusals.add(raw, refusal);
+                        waiting.push((b, i, ticket, code));
+                        outcomes.push(Outcome::Quarantined {
+                            reason: code,
+                            new: false,
+                        });
+                    }
+                }
             }
             out.push(outcomes);
+        }
+        let new = refusals.write(&tx)?;
+        for (b, i, ticket, reason) in waiting {
+            out[b][i] = Outcome::Quarantined {
+                reason,
+                new: new[ticket],
+            };
         }
         seen.touch(&tx, now)?;
         also(&tx)?;
         tx.commit()?;
         Ok(out)
+    }
+
+    /// Checkpoints the WAL and truncates it to zero bytes, if no reader
+    /// or writer is in the way right now (it is skipped otherwise).
+    pub fn truncate_wal(&self) -> Result<(), StoreError> {
+        self.conn.busy_timeout(Duration::ZERO)?;
+        let r = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            });
+        self.conn.busy_timeout(Duration::from_secs(10))?;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Records the start of a gateway run; returns its id.
@@ -267,6 +386,16 @@ impl Store {
             params![now],
         )?;
         Ok(self.conn.last_insert_rowid())
+    }
+
+    /// A small write that needs space (the newest run's heartbeat): whether
+    /// commits work again after they failed.
+    pub fn probe_write(&self) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE runs SET heartbeat_at = ?1 WHERE run_id = (SELECT MAX(run_id) FROM runs)",
+            params![now_ms()],
+        )?;
+        Ok(())
     }
 
     /// Heartbeat of the current run.
@@ -350,13 +479,24 @@ impl SeenDevices {
     }
 }
 
-fn apply(
+/// What applying an item did: its outcome, or a refusal to quarantine.
+enum Applied<'a> {
+    Done(Outcome),
+    Refused {
+        raw: &'a RawInput,
+        refusal: quarantine::Refusal<'a>,
+    },
+}
+
+static UNKNOWN_DEVICE: Reject = Reject::UnknownDevice;
+
+fn apply<'a>(
     tx: &Transaction<'_>,
-    item: &Item,
+    item: &'a Item,
     now: i64,
     dedup_window_ms: i64,
     seen: &mut SeenDevices,
-) -> Result<Outcome, StoreError> {
+) -> Result<Applied<'a>, StoreError> {
     match item {
         Item::Reading { raw, index, group } => {
             let device_id = group
@@ -368,27 +508,30 @@ fn apply(
             // assignment committed by the CLI is seen by the very next batch,
             // and its re-processing cannot miss a reading quarantined meanwhile.
             let Some(patient_id) = seen.patient(tx, device_id)? else {
-                let reason = Reject::UnknownDevice;
-                let new = quarantine(tx, raw, Some(*index), Some(device_id), &reason)?;
-                return Ok(Outcome::Quarantined {
-                    reason: reason.code(),
-                    new,
+                return Ok(Applied::Refused {
+                    raw,
+                    refusal: quarantine::Refusal {
+                        index: Some(*index),
+                        device_id: Some(device_id),
+                        reason: &UNKNOWN_DEVICE,
+                    },
                 });
             };
-            insert_group(tx, group, &patient_id, now, dedup_window_ms)
+            insert_group(tx, group, &patient_id, now, dedup_window_ms).map(Applied::Done)
         }
         Item::Quarantine {
             raw,
             index,
             device_id,
             reason,
-        } => {
-            let new = quarantine(tx, raw, *index, device_id.as_deref(), reason)?;
-            Ok(Outcome::Quarantined {
-                reason: reason.code(),
-                new,
-            })
-        }
+        } => Ok(Applied::Refused {
+            raw,
+            refusal: quarantine::Refusal {
+                index: *index,
+                device_id: device_id.as_deref(),
+                reason,
+            },
+        }),
     }
 }
 
@@ -457,40 +600,4 @@ pub(crate) fn insert_group(
         duplicates,
         patient_id: patient_id.to_string(),
     })
-}
-
-fn quarantine(
-    tx: &Transaction<'_>,
-    raw: &RawInput,
-    index: Option<usize>,
-    device_id: Option<&str>,
-    reason: &Reject,
-) -> Result<bool, StoreError> {
-    let key = format!(
-        "{}|{}|{}|{}",
-        raw.source.name(),
-        raw.origin,
-        raw.digest,
-        index.map(|i| i.to_string()).unwrap_or_else(|| "*".into())
-    );
-    let keep = raw.payload.len().min(QUARANTINE_PAYLOAD_LIMIT);
-    let n = tx.prepare_cached(
-        "INSERT INTO quarantine (dedup_key, received_at, source, origin, profile, device_id, measurement_index, reason, detail, payload, facts)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-         ON CONFLICT(dedup_key) DO NOTHING",
-    )?
-    .execute(params![
-        key,
-        raw.received_at.timestamp_millis(),
-        raw.source.name(),
-        raw.origin,
-        raw.profile,
-        device_id,
-        index.map(|i| i as i64),
-        reason.code(),
-        reason.to_string(),
-        &raw.payload[..keep],
-        raw.facts,
-    ])?;
-    Ok(n == 1)
 }

@@ -64,6 +64,15 @@ pub struct QuarantineRow {
     pub status: String,
     /// Payload size kept.
     pub payload_len: usize,
+    /// Measurements of the message refused alike, which this entry stands for.
+    pub count: i64,
+    /// Their positions in the message (`0-99,104`), when more than one and
+    /// kept; the first is `measurement_index`.
+    pub measurement_indexes: Option<String>,
+    /// Position of the (first) measurement in the message; None: the whole message.
+    pub measurement_index: Option<i64>,
+    /// Bytes received (the payload keeps the first 64 KiB).
+    pub payload_size: Option<i64>,
 }
 
 fn t(ms: i64) -> DateTime<Utc> {
@@ -98,7 +107,14 @@ pub fn reading_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReading> {
 
 /// Columns read by [`quarantine_row`], in its order.
 pub const QUARANTINE_COLUMNS: &str =
-    "id, received_at, source, origin, profile, device_id, reason, detail, status, length(payload)";
+    "id, received_at, source, origin, profile, device_id, reason, detail, status, \
+     COALESCE((SELECT length(p.payload) FROM quarantine_payloads p WHERE p.digest = quarantine.payload_digest), length(quarantine.payload)), \
+     count, measurement_indexes, measurement_index, \
+     (SELECT p.size FROM quarantine_payloads p WHERE p.digest = quarantine.payload_digest)";
+
+/// The payload of a quarantine row (kept once per digest since schema 5).
+pub const QUARANTINE_PAYLOAD: &str =
+    "COALESCE((SELECT p.payload FROM quarantine_payloads p WHERE p.digest = quarantine.payload_digest), quarantine.payload)";
 
 /// Maps a row selected with [`QUARANTINE_COLUMNS`].
 pub fn quarantine_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QuarantineRow> {
@@ -113,6 +129,10 @@ pub fn quarantine_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QuarantineRow> 
         detail: r.get(7)?,
         status: r.get(8)?,
         payload_len: r.get::<_, i64>(9)? as usize,
+        count: r.get(10)?,
+        measurement_indexes: r.get(11)?,
+        measurement_index: r.get(12)?,
+        payload_size: r.get(13)?,
     })
 }
 

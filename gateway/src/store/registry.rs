@@ -70,8 +70,15 @@ pub struct QuarantinedInput {
     pub profile: Option<String>,
     /// Device id.
     pub device_id: Option<String>,
-    /// Measurement index within the message.
+    /// Measurement index within the message (the first, for a row that
+    /// stands for several).
     pub index: Option<usize>,
+    /// Measurements the row stands for (refused alike).
+    pub count: usize,
+    /// Their positions, when the row kept them (see store/quarantine.rs).
+    pub indexes: Option<Vec<usize>>,
+    /// The reason code it was quarantined with.
+    pub reason: String,
     /// Raw payload.
     pub payload: Vec<u8>,
     /// Original time of receipt.
@@ -79,6 +86,31 @@ pub struct QuarantinedInput {
     /// What the connection knew besides the bytes (JSON), if anything.
     pub facts: Option<String>,
 }
+
+/// Which measurements of its message a quarantined input stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Targets {
+    /// These positions.
+    Some(Vec<usize>),
+    /// Every measurement of the message (a whole-message refusal, or a row
+    /// whose positions were too many to keep).
+    All,
+}
+
+impl QuarantinedInput {
+    /// The measurements to re-decode.
+    pub fn targets(&self) -> Targets {
+        match (self.index, &self.indexes) {
+            (_, Some(list)) => Targets::Some(list.clone()),
+            (Some(i), None) if self.count <= 1 => Targets::Some(vec![i]),
+            _ => Targets::All,
+        }
+    }
+}
+
+/// What re-decoding a quarantined input gives: per measurement position,
+/// its readings or why it is still refused.
+pub type Redecoded = Vec<(usize, Result<ReadingGroup, Reject>)>;
 
 /// Result of an assignment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -102,7 +134,7 @@ impl Store {
         device_id: &str,
         patient_id: &str,
         origin: &str,
-        decode: impl Fn(&QuarantinedInput) -> Result<ReadingGroup, Reject>,
+        decode: impl Fn(&QuarantinedInput) -> Redecoded,
     ) -> Result<Reprocessed, StoreError> {
         let tx = self
             .conn
@@ -122,10 +154,9 @@ impl Store {
         )?;
         let mut result = Reprocessed::default();
         for input in waiting {
-            match reprocess_one(&tx, &input, now, &decode)? {
-                Ok(_) => result.recovered += 1,
-                Err(_) => result.still_refused += 1,
-            }
+            let done = reprocess_one(&tx, &input, now, &decode)?;
+            result.recovered += done.recovered.len();
+            result.still_refused += done.refused;
         }
         tx.commit()?;
         Ok(result)
@@ -137,7 +168,7 @@ impl Store {
     pub fn reprocess_quarantined(
         &mut self,
         id: i64,
-        decode: impl Fn(&QuarantinedInput) -> Result<ReadingGroup, Reject>,
+        decode: impl Fn(&QuarantinedInput) -> Redecoded,
     ) -> Result<Option<ReprocessResult>, StoreError> {
         let tx = self
             .conn
@@ -152,19 +183,23 @@ impl Store {
             Some("open") => {
                 let input = load_quarantined(&tx, "id = ?1", id)?;
                 match input.first() {
-                    Some(input) => match reprocess_one(&tx, input, now_ms(), &decode)? {
-                        Ok(group) => ReprocessResult::Recovered {
-                            reading_ids: group
-                                .readings
-                                .iter()
-                                .map(|r| r.reading_id.clone())
-                                .collect(),
-                        },
-                        Err(reason) => ReprocessResult::StillRefused {
-                            reason: reason.code(),
-                            detail: reason.to_string(),
-                        },
-                    },
+                    Some(input) => {
+                        let done = reprocess_one(&tx, input, now_ms(), &decode)?;
+                        let reading_ids = done
+                            .recovered
+                            .iter()
+                            .flat_map(|g| g.readings.iter().map(|r| r.reading_id.clone()))
+                            .collect();
+                        match done.first_refusal {
+                            None => ReprocessResult::Recovered { reading_ids },
+                            Some(reason) => ReprocessResult::StillRefused {
+                                reason: reason.code(),
+                                detail: reason.to_string(),
+                                count: done.refused,
+                                reading_ids,
+                            },
+                        }
+                    }
                     None => return Ok(None),
                 }
             }
@@ -290,6 +325,12 @@ pub enum ReprocessResult {
         reason: &'static str,
         /// reason text
         detail: String,
+        /// measurements still refused
+        count: usize,
+        /// readings of the measurements of this entry that were recovered
+        /// (an entry standing for several measurements)
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        reading_ids: Vec<String>,
     },
     /// Not open any more (already re-processed or discarded).
     NotOpen {
@@ -305,10 +346,14 @@ fn load_quarantined(
     param: impl rusqlite::ToSql,
 ) -> Result<Vec<QuarantinedInput>, StoreError> {
     let mut q = tx.prepare(&format!(
-        "SELECT id, source, origin, profile, device_id, measurement_index, payload, received_at, facts
+        "SELECT id, source, origin, profile, device_id, measurement_index,
+                COALESCE((SELECT p.payload FROM quarantine_payloads p WHERE p.digest = quarantine.payload_digest), payload),
+                received_at, count, measurement_indexes, reason, facts
          FROM quarantine WHERE {filter} ORDER BY id"
     ))?;
     let rows = q.query_map([param], |r| {
+        let count = r.get::<_, i64>(8)?.max(1) as usize;
+        let indexes: Option<String> = r.get(9)?;
         Ok(QuarantinedInput {
             id: r.get(0)?,
             source: r.get(1)?,
@@ -316,60 +361,106 @@ fn load_quarantined(
             profile: r.get(3)?,
             device_id: r.get(4)?,
             index: r.get::<_, Option<i64>>(5)?.map(|i| i as usize),
+            count,
+            indexes: indexes.and_then(|t| super::quarantine::parse_ranges(&t, count)),
+            reason: r.get(10)?,
             payload: r.get(6)?,
             received_at: ms(Some(r.get(7)?)).unwrap_or_else(Utc::now),
-            facts: r.get(8)?,
+            facts: r.get(11)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Decodes one quarantined input again and, when it now yields readings of
-/// an assigned device, stores them and closes the quarantine row; otherwise
-/// records the new reason on the row. The registry is read inside the
-/// caller's write transaction, as at ingest.
+/// What re-processing one row did.
+struct RowOutcome {
+    /// Measurements that became readings.
+    recovered: Vec<ReadingGroup>,
+    /// Measurements still refused.
+    refused: usize,
+    /// The reason of the first of those.
+    first_refusal: Option<Reject>,
+}
+
+/// Decodes one quarantined input again and, for each of its measurements
+/// that now yields readings of an assigned device, stores them; the row is
+/// closed when none is refused any more, and otherwise keeps the ones still
+/// refused (count, positions, the first one's reason). The registry is read
+/// inside the caller's write transaction, as at ingest.
 fn reprocess_one(
     tx: &Transaction<'_>,
     input: &QuarantinedInput,
     now: i64,
-    decode: &impl Fn(&QuarantinedInput) -> Result<ReadingGroup, Reject>,
-) -> Result<Result<ReadingGroup, Reject>, StoreError> {
-    let decoded = decode(input);
-    let bound = match decoded {
-        Ok(mut group) => {
-            let device = group
-                .readings
-                .first()
-                .map(|r| r.device_id.clone())
-                .or_else(|| input.device_id.clone())
-                .unwrap_or_default();
-            match super::patient_of(tx, &device)? {
-                Some(patient_id) => {
-                    for r in &mut group.readings {
-                        r.patient_id.clone_from(&patient_id);
+    decode: &impl Fn(&QuarantinedInput) -> Redecoded,
+) -> Result<RowOutcome, StoreError> {
+    let all = input.targets() == Targets::All && input.index.is_some();
+    let mut out = RowOutcome {
+        recovered: Vec::new(),
+        refused: 0,
+        first_refusal: None,
+    };
+    let mut still: Vec<usize> = Vec::new();
+    for (index, decoded) in decode(input) {
+        let bound = match decoded {
+            Ok(mut group) => {
+                let device = group
+                    .readings
+                    .first()
+                    .map(|r| r.device_id.clone())
+                    .or_else(|| input.device_id.clone())
+                    .unwrap_or_default();
+                match super::patient_of(tx, &device)? {
+                    Some(patient_id) => {
+                        for r in &mut group.readings {
+                            r.patient_id.clone_from(&patient_id);
+                        }
+                        Ok((group, patient_id))
                     }
-                    Ok((group, patient_id))
+                    None => Err(Reject::UnknownDevice),
                 }
-                None => Err(Reject::UnknownDevice),
+            }
+            Err(reason) => Err(reason),
+        };
+        match bound {
+            Ok((group, patient_id)) => {
+                insert_group(tx, &group, &patient_id, now, i64::MAX / 4)?;
+                out.recovered.push(group);
+            }
+            // Re-decoding every measurement of the message for a row that
+            // lost its positions: the ones refused for another reason
+            // belong to other rows.
+            Err(reason) if all && reason.code() != input.reason => {}
+            Err(reason) => {
+                out.refused += 1;
+                still.push(index);
+                out.first_refusal.get_or_insert(reason);
             }
         }
-        Err(reason) => Err(reason),
-    };
-    match bound {
-        Ok((group, patient_id)) => {
-            insert_group(tx, &group, &patient_id, now, i64::MAX / 4)?;
+    }
+    match &out.first_refusal {
+        None => {
             tx.execute(
                 "UPDATE quarantine SET status = 'reprocessed', resolved_at = ?2 WHERE id = ?1",
                 params![input.id, now],
             )?;
-            Ok(Ok(group))
         }
-        Err(reason) => {
+        Some(reason) => {
+            let ranges = (still.len() > 1).then(|| super::quarantine::ranges(&still));
+            let ranges = ranges.filter(|r| r.len() <= super::quarantine::INDEX_TEXT_BUDGET);
             tx.execute(
-                "UPDATE quarantine SET reason = ?2, detail = ?3 WHERE id = ?1",
-                params![input.id, reason.code(), reason.to_string()],
+                "UPDATE quarantine SET reason = ?2, detail = ?3, count = ?4, measurement_indexes = ?5,
+                     measurement_index = COALESCE(?6, measurement_index)
+                 WHERE id = ?1",
+                params![
+                    input.id,
+                    reason.code(),
+                    super::quarantine::truncate(&reason.to_string(), super::quarantine::DETAIL_LIMIT),
+                    still.len() as i64,
+                    ranges,
+                    input.index.and(still.first().map(|&i| i as i64)),
+                ],
             )?;
-            Ok(Err(reason))
         }
     }
+    Ok(out)
 }

@@ -285,6 +285,29 @@ CREATE TABLE inbox (
 "#,
     ),
     (
+        5,
+        r#"
+-- quarantine: one bad message costs a bounded amount, however many
+-- measurements it holds (see store/quarantine.rs). Its bytes are kept once,
+-- keyed by their digest, and shared by every row that refers to them (rows
+-- written before version 5 keep theirs in `quarantine.payload`). Identical
+-- refusals of one message (same reason, same device) are one row with a
+-- count and the positions it covers.
+CREATE TABLE quarantine_payloads (
+    digest              TEXT PRIMARY KEY,                 -- content digest of the whole input
+    size                INTEGER NOT NULL,                 -- bytes received
+    payload             BLOB NOT NULL,                    -- the bytes (first 64 KiB of larger input)
+    created_at          INTEGER NOT NULL
+);
+ALTER TABLE quarantine ADD COLUMN payload_digest TEXT;    -- set: bytes in quarantine_payloads
+ALTER TABLE quarantine ADD COLUMN count INTEGER NOT NULL DEFAULT 1; -- measurements refused alike
+ALTER TABLE quarantine ADD COLUMN measurement_indexes TEXT; -- "0-99,104" when count > 1; NULL with count > 1: too many ranges to keep, re-processing tries every measurement
+-- inbox: a message larger than the source's limit is kept as its first
+-- 64 KiB and its true size, and quarantined as such.
+ALTER TABLE inbox ADD COLUMN size INTEGER;                -- bytes received when `payload` holds fewer
+"#,
+    ),
+    (
         6,
         r#"
 -- quarantine: what the input's connection knew besides its bytes (JSON;

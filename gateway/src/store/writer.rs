@@ -12,6 +12,13 @@
 //! [`Stage`] (the normalize stage), which turns inbox entries into readings
 //! in bounded slices. Appends always go first: a backlog is taken off the
 //! broker at append speed, and normalization catches up behind it.
+//!
+//! **A failing store** (a full disk) is an episode, not a stream of errors:
+//! the first failed commit is logged once and readiness reports it; while
+//! it lasts, a real commit is attempted at growing intervals (up to
+//! [`Episode::MAX_BACKOFF`]) and submissions in between are refused at once
+//! ([`StoreError::Paused`]), so the sources neither acknowledge nor spin.
+//! The first commit that succeeds again ends the episode (logged once).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -155,6 +162,7 @@ fn run(
 ) {
     let dedup_ms = cfg.dedup_window.as_millis() as i64;
     let mut fault = FaultInjection::from_env();
+    let mut episode = Episode::new(metrics.clone(), store.path());
     let mut pending: Option<Job> = None;
     // Work left by a previous run is picked up first.
     let mut idle = IdleWork::new(stage.is_some());
@@ -163,7 +171,12 @@ fn run(
         let first = match pending.take() {
             Some(j) => j,
             None => match next_job(
-                &mut rx, &mut idle, &mut stage, &mut store, &commit_tx, &metrics,
+                &mut rx,
+                &mut idle,
+                &mut stage,
+                &mut store,
+                &commit_tx,
+                &mut episode,
             ) {
                 Some(j) => j,
                 None => break,
@@ -175,8 +188,11 @@ fn run(
             match job {
                 Job::Heartbeat { run_id, stopped } => {
                     if group.is_empty() {
-                        if let Err(e) = store.heartbeat(run_id, stopped) {
-                            tracing::warn!(error = %e, "store heartbeat failed");
+                        if episode.paused().is_none() {
+                            match store.heartbeat(run_id, stopped) {
+                                Ok(()) => episode.succeeded(),
+                                Err(e) => episode.failed(&e),
+                            }
                         }
                         break;
                     }
@@ -201,13 +217,25 @@ fn run(
         }
         let started = Instant::now();
         fault.maybe_abort(FaultInjection::BeforeCommit);
-        let result = if fault.take_failure() {
-            Err(FaultInjection::io_error())
+        let result = if let Some(why) = episode.paused() {
+            Err(StoreError::Paused(why))
         } else {
-            commit_with_retry(&mut store, &group, dedup_ms)
+            let result = if fault.take_failure() {
+                Err(FaultInjection::io_error())
+            } else {
+                commit_with_retry(&mut store, &group, dedup_ms)
+            };
+            match &result {
+                Ok(_) => episode.succeeded(),
+                Err(e) => episode.failed(e),
+            }
+            result
         };
         fault.maybe_abort(FaultInjection::AfterCommit);
         metrics.store_batch(group.items, started.elapsed());
+        if result.is_ok() {
+            idle.dirty = true;
+        }
         if !group.appends.is_empty() && result.is_ok() {
             let appended: usize = group.appends.iter().map(|(a, _)| a.len()).sum();
             metrics.inbox_pending(appended as i64);
@@ -217,7 +245,7 @@ fn run(
         group.settle(result, &commit_tx, &metrics);
     }
     if let Some(stage) = stage.as_mut() {
-        drain_stage(stage.as_mut(), &mut store, &commit_tx, &metrics, idle);
+        drain_stage(stage.as_mut(), &mut store, &commit_tx, &mut episode, idle);
     }
 }
 
@@ -257,7 +285,8 @@ impl Group {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, items = self.items, "store commit failed; the batch is not acknowledged and will be redelivered");
+                // Logged once per episode (see Episode).
+                tracing::debug!(error = %e, items = self.items, "store commit failed; the batch is not acknowledged and will be redelivered");
                 metrics.store_failure();
                 let e = Arc::new(e);
                 let dones = self.writes.into_iter().map(|(_, d)| d);
@@ -269,29 +298,120 @@ impl Group {
     }
 }
 
+/// A failing store: when to try again, and what readiness and the log say.
+struct Episode {
+    metrics: Arc<Metrics>,
+    failures: u64,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    why: String,
+    /// The store's file (its file system's free space explains failures).
+    path: std::path::PathBuf,
+}
+
+impl Episode {
+    const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+    /// Longest interval between attempts while commits fail (an attempt is
+    /// one small write: cheap, and ingestion resumes soon after space returns).
+    pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+    fn new(metrics: Arc<Metrics>, path: &std::path::Path) -> Self {
+        Episode {
+            path: path.to_path_buf(),
+            metrics,
+            failures: 0,
+            retry_at: None,
+            backoff: Self::FIRST_BACKOFF,
+            why: String::new(),
+        }
+    }
+
+    /// While failing and before the next attempt: why (submissions are
+    /// refused without an attempt).
+    fn paused(&self) -> Option<String> {
+        self.retry_at
+            .filter(|t| Instant::now() < *t)
+            .map(|_| self.why.clone())
+    }
+
+    fn failed(&mut self, e: &StoreError) {
+        self.failures += 1;
+        self.why = e.reason_at(&self.path);
+        if self.metrics.set_store_unavailable(Some(self.why.clone())) {
+            tracing::error!(error = %e, "store commits are failing; ingestion is paused (nothing is acknowledged) and retried at growing intervals up to 5 s; logged once until they succeed again");
+        } else {
+            tracing::debug!(error = %e, failures = self.failures, "store commit still failing");
+        }
+        self.retry_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(Self::MAX_BACKOFF);
+    }
+
+    /// Tries a small write (the newest run's heartbeat) to learn whether
+    /// commits work again.
+    fn probe(&mut self, store: &Store) {
+        match store.probe_write() {
+            Ok(()) => self.succeeded(),
+            Err(e) => self.failed(&e),
+        }
+    }
+
+    fn succeeded(&mut self) {
+        if self.failures > 0 {
+            tracing::info!(
+                failed_attempts = self.failures,
+                "store commits succeed again; ingestion resumes"
+            );
+            self.metrics.set_store_unavailable(None);
+        }
+        self.failures = 0;
+        self.retry_at = None;
+        self.backoff = Self::FIRST_BACKOFF;
+    }
+}
+
 /// Whether the stage may have work, and when it may try again after a failure.
 struct IdleWork {
     more: bool,
     retry_at: Option<Instant>,
-    backoff: Duration,
     /// `abort-before-normalize`: armed once input has been appended.
     abort_before_step: bool,
+    /// Written since the WAL was last truncated.
+    dirty: bool,
+    truncated_at: Instant,
 }
 
 impl IdleWork {
-    const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+    const TRUNCATE_EVERY: Duration = Duration::from_secs(10);
 
     fn new(more: bool) -> Self {
         IdleWork {
             more,
             retry_at: None,
-            backoff: Self::FIRST_BACKOFF,
             abort_before_step: false,
+            dirty: true,
+            truncated_at: Instant::now()
+                .checked_sub(Self::TRUNCATE_EVERY)
+                .unwrap_or_else(Instant::now),
         }
     }
 
     fn more(&mut self) {
         self.more = true;
+        self.dirty = true;
+    }
+
+    /// Idle with nothing left to do: truncates the WAL (at most every
+    /// [`IdleWork::TRUNCATE_EVERY`]), so that a burst leaves no large
+    /// WAL file behind on a small disk.
+    fn truncate_wal(&mut self, store: &Store) {
+        if !self.dirty || self.truncated_at.elapsed() < Self::TRUNCATE_EVERY {
+            return;
+        }
+        if let Err(e) = store.truncate_wal() {
+            tracing::debug!(error = %e, "wal truncation skipped");
+        }
+        self.dirty = false;
+        self.truncated_at = Instant::now();
     }
 
     /// Runs one step of the stage, recording what it says about what is left.
@@ -300,7 +420,7 @@ impl IdleWork {
         stage: &mut dyn Stage,
         store: &mut Store,
         commit_tx: &watch::Sender<u64>,
-        metrics: &Metrics,
+        episode: &mut Episode,
     ) {
         if self.abort_before_step {
             FaultInjection::BeforeNormalize.maybe_abort(FaultInjection::BeforeNormalize);
@@ -309,14 +429,14 @@ impl IdleWork {
             Ok(0) => self.more = false,
             Ok(n) => {
                 commit_tx.send_modify(|n| *n += 1);
-                metrics.inbox_pending(-(n as i64));
+                episode.metrics.inbox_pending(-(n as i64));
+                episode.succeeded();
                 self.retry_at = None;
-                self.backoff = Self::FIRST_BACKOFF;
             }
             Err(e) => {
-                tracing::error!(error = %e, retry_in_ms = self.backoff.as_millis() as u64, "normalize stage commit failed; its input stays in the inbox");
-                self.retry_at = Some(Instant::now() + self.backoff);
-                self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
+                // Its input stays in the inbox.
+                episode.failed(&e);
+                self.retry_at = episode.retry_at;
             }
         }
     }
@@ -330,7 +450,7 @@ fn next_job(
     stage: &mut Option<Box<dyn Stage>>,
     store: &mut Store,
     commit_tx: &watch::Sender<u64>,
-    metrics: &Metrics,
+    episode: &mut Episode,
 ) -> Option<Job> {
     loop {
         match rx.try_recv() {
@@ -339,12 +459,23 @@ fn next_job(
             Err(mpsc::error::TryRecvError::Empty) => {}
         }
         let Some(stage) = stage.as_mut().filter(|_| idle.more) else {
+            if episode.failures > 0 {
+                // Failing with nothing to do: probe at the episode's pace,
+                // so that ingestion resumes soon after space returns even
+                // if no source happens to submit anything.
+                if episode.paused().is_none() {
+                    episode.probe(store);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            idle.truncate_wal(store);
             return rx.blocking_recv();
         };
         match idle.retry_at {
             // Backing off after a failure: poll for submissions meanwhile.
             Some(t) if Instant::now() < t => std::thread::sleep(Duration::from_millis(20)),
-            _ => idle.step(stage.as_mut(), store, commit_tx, metrics),
+            _ => idle.step(stage.as_mut(), store, commit_tx, episode),
         }
     }
 }
@@ -354,12 +485,12 @@ fn drain_stage(
     stage: &mut dyn Stage,
     store: &mut Store,
     commit_tx: &watch::Sender<u64>,
-    metrics: &Metrics,
+    episode: &mut Episode,
     mut idle: IdleWork,
 ) {
     let deadline = Instant::now() + STAGE_DRAIN_AT_SHUTDOWN;
     while idle.more && idle.retry_at.is_none() && Instant::now() < deadline {
-        idle.step(stage, store, commit_tx, metrics);
+        idle.step(stage, store, commit_tx, episode);
     }
     if idle.more {
         tracing::info!(

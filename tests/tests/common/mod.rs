@@ -56,6 +56,8 @@ pub struct Mosquitto {
     listener_extra: String,
     /// CA for `mosquitto_pub` when the listener speaks TLS.
     cafile: Option<PathBuf>,
+    /// `message_size_limit` (None: Mosquitto's default, the MQTT maximum).
+    size_limit: Option<usize>,
 }
 
 /// A throw-away CA and a server certificate for `localhost`/127.0.0.1,
@@ -150,6 +152,22 @@ impl Mosquitto {
             child: None,
             listener_extra: String::new(),
             cafile: None,
+            size_limit: Some(1048576),
+        };
+        m.restart();
+        m
+    }
+
+    /// A broker with Mosquitto's default message size limit (256 MB, what
+    /// MQTT allows), as most deployments run it.
+    pub fn start_unlimited(dir: &Path) -> Mosquitto {
+        let mut m = Mosquitto {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            child: None,
+            listener_extra: String::new(),
+            cafile: None,
+            size_limit: None,
         };
         m.restart();
         m
@@ -168,6 +186,7 @@ impl Mosquitto {
                 ca.key.display()
             ),
             cafile: Some(ca.ca.clone()),
+            size_limit: Some(1048576),
         };
         m.restart();
         m
@@ -179,8 +198,9 @@ impl Mosquitto {
             &conf,
             format!(
                 "listener {port} 127.0.0.1\n{extra}allow_anonymous true\nuser {user}\npersistence true\npersistence_location {dir}/\n\
-                 max_queued_messages 0\nmax_inflight_messages 20\nmessage_size_limit 1048576\nlog_dest file {dir}/mosquitto.log\n",
+                 max_queued_messages 0\nmax_inflight_messages 20\n{limit}log_dest file {dir}/mosquitto.log\n",
                 port = self.port,
+                limit = self.size_limit.map(|n| format!("message_size_limit {n}\n")).unwrap_or_default(),
                 extra = self.listener_extra,
                 dir = self.dir.display(),
                 // As root, mosquitto would switch to the `mosquitto` user and
@@ -216,6 +236,30 @@ impl Mosquitto {
     /// Publishes one message with QoS 1 through `mosquitto_pub` (an independent client).
     pub fn publish(&self, topic: &str, payload: &[u8]) {
         self.mosquitto_pub(topic, "-s", payload);
+    }
+
+    /// Publishes one message as client `client_id` (clean session): a
+    /// client with the gateway's id takes its connection over.
+    pub fn publish_as(&self, client_id: &str, topic: &str, payload: &[u8]) {
+        let mut child = Command::new(find("mosquitto_pub"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-i",
+                client_id,
+                "-q",
+                "1",
+                "-t",
+                topic,
+                "-s",
+            ])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(payload).unwrap();
+        assert!(child.wait().unwrap().success(), "mosquitto_pub failed");
     }
 
     /// Publishes each line as one message (QoS 1).

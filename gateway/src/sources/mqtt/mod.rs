@@ -29,6 +29,18 @@
 //!   loop, and TCP pushes back on the broker) and the broker's in-flight
 //!   window (MQTT 5 Receive Maximum = `pipeline_depth`). An entry is a
 //!   packet id and a commit handle, not the payload.
+//! - **No poison message.** A message larger than `max_packet_bytes` is
+//!   taken, acknowledged once its first [`OVERSIZED_KEEP`] bytes and size
+//!   are committed, and quarantined (`payload_too_large`). A client that
+//!   refused it instead would drop the connection, and the broker would send
+//!   the same message first again on the next: nothing behind it would ever
+//!   flow. (The client accepts any size MQTT allows; the broker's
+//!   `message_size_limit` bounds the memory one message can take.)
+//! - **A failed store commit backs off.** While commits keep failing (a
+//!   full disk), reconnects wait longer and longer (up to
+//!   [`STORE_FAILING_MAX_BACKOFF`]) instead of resetting at every CONNACK;
+//!   the writer logs the episode once. Every lost connection is counted,
+//!   and readiness reports a source reconnecting in a loop.
 
 mod protocol;
 
@@ -45,6 +57,14 @@ use crate::store::writer::CommitResult;
 use crate::store::Writer;
 use device_profiles::Source;
 use protocol::{AckToken, Client, Incoming, Settings};
+
+/// Bytes kept of a message larger than `max_packet_bytes` (as much as
+/// quarantine keeps of any input).
+pub const OVERSIZED_KEEP: usize = crate::store::QUARANTINE_PAYLOAD_LIMIT;
+
+/// Longest wait between reconnects while store commits keep failing.
+pub const STORE_FAILING_MAX_BACKOFF: Duration = Duration::from_secs(60);
+const STORE_FAILING_FIRST_BACKOFF: Duration = Duration::from_secs(1);
 
 /// MQTT source failures (configuration only: network trouble is retried).
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +149,9 @@ impl MqttSource {
         ));
         let metrics = self.metrics.clone();
         let mut backoff = Duration::from_millis(200);
+        // Grows while store commits fail; a CONNACK does not reset it.
+        let mut store_backoff = STORE_FAILING_FIRST_BACKOFF;
+        let mut store_episode = false;
         tokio::pin!(shutdown);
 
         loop {
@@ -139,14 +162,22 @@ impl MqttSource {
                     // Drop this connection's pending acks and reconnect so
                     // the broker redelivers what was not committed.
                     generation.fetch_add(1, Ordering::SeqCst);
+                    // Not a lost connection (the loop readiness reports):
+                    // the store's failure is reported as such.
                     metrics.set_mqtt_connected(false);
-                    tracing::warn!("store commit failed; reconnecting to get the unacknowledged readings redelivered");
+                    // Once per episode (the writer logs the store's side).
+                    if store_episode {
+                        tracing::debug!(retry_in_ms = store_backoff.as_millis() as u64, "store commit failed; reconnecting to get the unacknowledged readings redelivered");
+                    } else {
+                        store_episode = true;
+                        tracing::warn!(retry_in_ms = store_backoff.as_millis() as u64, "store commit failed; reconnecting to get the unacknowledged readings redelivered (at growing intervals while commits fail; logged once)");
+                    }
                     conn.reconnect();
                     tokio::select! {
                         _ = &mut shutdown => break,
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = store_recovers(&metrics, store_backoff) => {}
                     }
-                    backoff = (backoff * 2).min(self.cfg.reconnect_max_backoff);
+                    store_backoff = (store_backoff * 2).min(STORE_FAILING_MAX_BACKOFF);
                     continue;
                 }
                 e = conn.poll() => e,
@@ -158,11 +189,19 @@ impl MqttSource {
                 Ok(Incoming::Connected { session_present }) => {
                     backoff = Duration::from_millis(200);
                     generation.fetch_add(1, Ordering::SeqCst);
-                    tracing::info!(
-                        session_present,
-                        protocol = self.cfg.protocol.name(),
-                        "mqtt connected"
-                    );
+                    let store_ok = metrics.store_unavailable().is_none();
+                    if store_ok {
+                        store_backoff = STORE_FAILING_FIRST_BACKOFF;
+                        store_episode = false;
+                        tracing::info!(
+                            session_present,
+                            protocol = self.cfg.protocol.name(),
+                            "mqtt connected"
+                        );
+                    } else {
+                        // Reconnected to retry a failing store: not news.
+                        tracing::debug!(session_present, "mqtt connected");
+                    }
                     // Subscribe on every connect, not only when the broker
                     // has no session: a session can exist without our
                     // subscriptions (killed between CONNACK and SUBACK, or
@@ -180,7 +219,9 @@ impl MqttSource {
                     }
                 }
                 Ok(Incoming::Subscribed) => {
-                    tracing::info!(filters = self.filters.len(), "mqtt subscribed");
+                    if metrics.store_unavailable().is_none() {
+                        tracing::info!(filters = self.filters.len(), "mqtt subscribed");
+                    }
                     metrics.set_mqtt_connected(true);
                 }
                 Ok(Incoming::Publish {
@@ -189,11 +230,29 @@ impl MqttSource {
                     token,
                 }) => {
                     metrics.received(Source::Mqtt.name());
-                    let entry = InboxEntry {
-                        origin: topic,
-                        payload: Arc::from(&payload[..]),
-                        received_at: chrono::Utc::now(),
+                    let entry = if payload.len() > self.cfg.max_packet_bytes {
+                        // Neither the topic (it names the device) nor bytes
+                        // are logged: the quarantine entry has them.
+                        tracing::warn!(
+                            size = payload.len(),
+                            limit = self.cfg.max_packet_bytes,
+                            "mqtt message larger than max_packet_bytes; acknowledged and quarantined as payload_too_large with its first 64 KiB"
+                        );
+                        InboxEntry {
+                            origin: topic,
+                            payload: Arc::from(&payload[..OVERSIZED_KEEP.min(payload.len())]),
+                            received_at: chrono::Utc::now(),
+                            truncated_from: Some(payload.len()),
+                        }
+                    } else {
+                        InboxEntry {
+                            origin: topic,
+                            payload: Arc::from(&payload[..]),
+                            received_at: chrono::Utc::now(),
+                            truncated_from: None,
+                        }
                     };
+                    drop(payload);
                     let commit = match self.writer.append(vec![entry]).await {
                         Ok(rx) => rx,
                         Err(e) => {
@@ -213,6 +272,7 @@ impl MqttSource {
                 Ok(_) => {}
                 Err(e) => {
                     metrics.set_mqtt_connected(false);
+                    metrics.mqtt_connection_lost();
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "mqtt connection lost");
                     tokio::select! {
                         _ = &mut shutdown => break,
@@ -254,6 +314,19 @@ impl MqttSource {
     }
 }
 
+/// Waits `max`, or less if the store's commits work again meanwhile (the
+/// writer probes it): redelivery then resumes at once.
+async fn store_recovers(metrics: &Metrics, max: Duration) {
+    let until = tokio::time::Instant::now() + max;
+    let step = Duration::from_millis(250);
+    while tokio::time::Instant::now() < until {
+        tokio::time::sleep(step.min(until - tokio::time::Instant::now())).await;
+        if metrics.store_unavailable().is_none() {
+            return;
+        }
+    }
+}
+
 /// Acknowledges publishes in the order received, each once its commit is
 /// done. A failed commit is not acknowledged: the broker redelivers it.
 async fn ack_in_order(
@@ -272,7 +345,8 @@ async fn ack_in_order(
                 }
             }
             Ok(Err(e)) => {
-                tracing::error!(error = %e, "reading not committed; leaving it unacknowledged for redelivery");
+                // The writer logs a failing store once per episode.
+                tracing::debug!(error = %e, "reading not committed; leaving it unacknowledged for redelivery");
                 if p.generation == generation.load(Ordering::SeqCst) {
                     commit_failed.notify_one();
                 }

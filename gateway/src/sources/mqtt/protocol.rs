@@ -94,6 +94,11 @@ pub struct Settings {
     pub transport: Option<Transport>,
 }
 
+/// The largest remaining length of an MQTT packet (both versions).
+pub const MQTT_MAX_REMAINING_LENGTH: usize = 268_435_455;
+/// The largest MQTT packet: that remaining length and its fixed header.
+const MQTT_MAX_PACKET: u32 = 268_435_455 + 5;
+
 /// Builds a client and its event loop for the configured protocol.
 pub fn connect(cfg: &MqttConfig, s: Settings, cap: usize) -> (Client, Connection) {
     match cfg.protocol {
@@ -102,7 +107,11 @@ pub fn connect(cfg: &MqttConfig, s: Settings, cap: usize) -> (Client, Connection
             o.set_keep_alive(cfg.keep_alive);
             o.set_clean_session(!cfg.persistent_session);
             o.set_manual_acks(true);
-            o.set_max_packet_size(cfg.max_packet_bytes, 64 * 1024);
+            // The client takes any packet MQTT allows, so that it never
+            // refuses one and reconnects, only to be sent the same message
+            // first again for ever; the source quarantines what is larger
+            // than `max_packet_bytes` (see super::OVERSIZED_KEEP).
+            o.set_max_packet_size(MQTT_MAX_REMAINING_LENGTH, 64 * 1024);
             if let Some((u, p)) = s.credentials {
                 o.set_credentials(u, p);
             }
@@ -124,9 +133,11 @@ pub fn connect(cfg: &MqttConfig, s: Settings, cap: usize) -> (Client, Connection
                 o.set_session_expiry_interval(Some(secs));
             }
             o.set_manual_acks(true);
-            o.set_max_packet_size(Some(
-                u32::try_from(cfg.max_packet_bytes).unwrap_or(u32::MAX),
-            ));
+            // Announced to the broker as Maximum Packet Size: a v5 broker
+            // silently drops a message larger than that, so the client
+            // announces what MQTT allows and the source quarantines what is
+            // larger than `max_packet_bytes`.
+            o.set_max_packet_size(Some(MQTT_MAX_PACKET));
             if let Some((u, p)) = s.credentials {
                 o.set_credentials(u, p);
             }

@@ -1,0 +1,152 @@
+//! Degraded mode: the gateway is up, the store is not (yet) usable.
+//!
+//! A home gateway whose disk is full must not exit and restart in a loop
+//! (nothing would then answer a health check, and nobody would see why).
+//! When the store cannot be opened or written at start for a reason that
+//! time may cure (a full disk, an I/O error), the gateway serves
+//! `/healthz` (200: the process is alive), `/readyz` (503 with the reason)
+//! and `/metrics`, ingests nothing (MQTT input stays queued at the broker,
+//! unacknowledged), retries at growing intervals, and starts normally as
+//! soon as the store can be written again. Every other route answers 503.
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::problem::ApiError;
+use super::{server, tls, ApiStartError};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::runtime::{is_transient, store_error, RunError};
+
+/// Longest wait between attempts to open the store.
+pub const MAX_RETRY: Duration = Duration::from_secs(5);
+
+/// Serves the degraded API (when enabled) and retries `attempt` until it
+/// succeeds (`Some`), fails for a reason time will not cure (`Err`), or
+/// `shutdown` resolves (`None`).
+pub async fn wait_for_store<T, S>(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    first: &RunError,
+    shutdown: &mut Pin<&mut S>,
+    mut attempt: impl FnMut() -> Result<T, RunError>,
+) -> Result<Option<T>, RunError>
+where
+    S: Future<Output = ()>,
+{
+    let path = &config.store.path;
+    let reason = |e: &RunError| {
+        store_error(e)
+            .map(|s| s.reason_at(path))
+            .unwrap_or_else(|| e.to_string())
+    };
+    metrics.set_store_unavailable(Some(reason(first)));
+    tracing::error!(error = %first, "cannot start on this store; waiting in a degraded mode (health and metrics served, readiness 503, nothing ingested or acknowledged) and retrying at growing intervals up to 5 s; logged once");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = match config.api.enabled {
+        true => Some(serve(config, metrics.clone(), stop_rx).await?),
+        false => None,
+    };
+    let mut backoff = Duration::from_millis(500);
+    let mut attempts = 0u64;
+    let outcome = loop {
+        tokio::select! {
+            _ = shutdown.as_mut() => break Ok(None),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        attempts += 1;
+        match attempt() {
+            Ok(t) => break Ok(Some(t)),
+            Err(e) if is_transient(&e, config) => {
+                tracing::debug!(error = %e, attempts, "store still unavailable");
+                metrics.set_store_unavailable(Some(reason(&e)));
+                backoff = (backoff * 2).min(MAX_RETRY);
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    let _ = stop_tx.send(true);
+    if let Some(task) = server {
+        let _ = task.await;
+    }
+    if let Ok(Some(_)) = &outcome {
+        metrics.set_store_unavailable(None);
+        tracing::info!(attempts, "store available again; starting");
+    }
+    outcome
+}
+
+/// Binds the API address and serves the degraded routes until `stop`.
+async fn serve(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, ApiStartError> {
+    let cfg = config.api.clone();
+    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
+        _ => None,
+    };
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| ApiStartError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    tracing::info!(addr = %cfg.listen, "api listening (degraded: the store is unavailable)");
+    let app = Router::new()
+        .route("/healthz", get(super::health::healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .fallback(|State(m): State<Arc<Metrics>>| async move {
+            let why = m.store_unavailable().unwrap_or_default();
+            ApiError::Unavailable(format!("{why}; the gateway is waiting for its store"))
+        })
+        .with_state(metrics);
+    Ok(tokio::spawn(async move {
+        server::serve(
+            listener,
+            app,
+            tls,
+            cfg.max_connections,
+            cfg.header_timeout,
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        )
+        .await;
+    }))
+}
+
+async fn readyz(State(m): State<Arc<Metrics>>) -> Response {
+    let why = m
+        .store_unavailable()
+        .unwrap_or_else(|| "store: starting".into());
+    let body = serde_json::json!({
+        "ready": false,
+        "degraded": true,
+        "reasons": [why],
+        "store": {"available": false},
+    });
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+}
+
+async fn metrics_text(State(m): State<Arc<Metrics>>) -> Response {
+    let mut body = m.render();
+    body.push_str("# store gauges unavailable\n");
+    let mut r = body.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}

@@ -39,7 +39,7 @@ pub mod state;
 pub use condition::{LeafOutcome, Status};
 pub use duration::RuleDuration;
 pub use engine::{
-    Engine, EngineConfig, Evaluation, Input, MissingInput, Note, Transition, TransitionKind,
+    Engine, EngineConfig, Evaluation, DEFAULT_SETTLE, Input, MissingInput, Note, Transition, TransitionKind,
 };
 pub use error::{LoadError, LoadErrors};
 pub use history::{History, MemoryHistory, Point};

@@ -64,6 +64,7 @@ fn clinical_scenarios_produce_exactly_the_expected_alerts() {
     let extra = r#"
 [rules]
 missing_interval = "300ms"
+settle = "500ms"
 
 [[patients]]
 id = "p-hf"
@@ -453,5 +454,74 @@ fn gateway_downtime_is_not_a_missed_readings_streak() {
         vec![],
         "10 h of real silence is not 2 days"
     );
+    assert_eq!(gw.stop().code(), Some(0));
+}
+
+fn bp_json(at: DateTime<Utc>, sys: u32, dia: u32) -> String {
+    format!(
+        r#"{{"measured_at":"{}","sys":{sys},"dia":{dia},"pulse":70,"unit":"mmHg"}}"#,
+        rfc(at)
+    )
+}
+
+/// A cuff back after a week offline uploads its memory: message by message
+/// with pauses (as BLE cuffs and cellular hubs do), or as one burst. Neither
+/// raises a missing-data alert, let alone a notification: the patient's
+/// input is judged only once it has settled (`rules.settle`). A patient
+/// truly silent for 3 days still gets each missing-data alert exactly once.
+#[test]
+fn uploads_in_progress_raise_no_missing_data_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let mut extra =
+        String::from("[rules]\nmissing_interval = \"100ms\"\nsettle = \"1s\"\n\n");
+    for p in ["p-back", "p-burst", "p-quiet"] {
+        extra.push_str(&format!(
+            "[[patients]]\nid = \"{p}\"\ncare_plans = [\"hypertension\"]\n"
+        ));
+    }
+    let mut gw = Gateway::new(
+        dir.path(),
+        broker.port,
+        &[
+            ("cuff-back", "p-back"),
+            ("cuff-burst", "p-burst"),
+            ("cuff-quiet", "p-quiet"),
+        ],
+        &extra,
+    );
+    gw.start();
+    let now = Utc::now();
+    let week: Vec<DateTime<Utc>> = (0..14)
+        .map(|i| now - TimeDelta::days(7) + TimeDelta::hours(12 * i) + TimeDelta::minutes(5))
+        .collect();
+    // Truly silent: the last reading is 3 days and an hour old.
+    bp(&broker, "cuff-quiet", now - TimeDelta::hours(73), 124, 79);
+    // One burst: the week back to back.
+    let lines: Vec<String> = week.iter().map(|t| bp_json(*t, 124, 79)).collect();
+    broker.publish_lines("acme/bp/cuff-burst", &lines);
+    // Message by message, oldest first, with pauses the evaluator sees.
+    for t in &week {
+        bp(&broker, "cuff-back", *t, 124, 79);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    wait_until("quiet's alerts", T, || gw.alerts_of("p-quiet").len() == 2);
+    wait_until("everything evaluated", T, || {
+        gw.readings() == 3 * 29 && gw.rules_caught_up()
+    });
+    // Settled, and the timer has run many times since.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(gw.alerts_of("p-back"), vec![], "message by message");
+    assert_eq!(gw.alerts_of("p-burst"), vec![], "one burst");
+    assert_eq!(
+        gw.alerts_of("p-quiet"),
+        vec![
+            a("adherence.no-data-3d", "firing", false),
+            a("adherence.no-vitals-2d", "firing", false)
+        ]
+    );
+    assert_eq!(gw.events_of("p-quiet"), ["alert.fired", "alert.fired"]);
+    assert_eq!(gw.events_of("p-back"), Vec::<String>::new());
+    assert_eq!(gw.events_of("p-burst"), Vec::<String>::new());
     assert_eq!(gw.stop().code(), Some(0));
 }

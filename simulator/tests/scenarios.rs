@@ -201,9 +201,10 @@ fn derived(
         out.insert(RuleId::HfWeightGain7d, onsets(s, gain7d));
     }
     if matches!(condition, Condition::Hypertension | Condition::HeartFailure) {
-        // The home-BP mean as a rule evaluates it: over the 7 days ending at
-        // each reading, once there are at least 6 readings (the bundled
-        // `htn.home-mean-high` rule's `min_readings`).
+        // The home-BP mean as the rule takes it (the home-monitoring
+        // protocol): over the 7 days ending at each reading, the first 24 h
+        // of that series discarded, at least 12 readings on at least 3
+        // days.
         let bps: Vec<(DateTime<Utc>, f64, f64)> = obs
             .iter()
             .filter_map(|o| {
@@ -218,9 +219,15 @@ fn derived(
         for (t, _, _) in &bps {
             let w: Vec<_> = bps
                 .iter()
-                .filter(|(t0, _, _)| t0 <= t && *t - *t0 < TimeDelta::days(7))
+                .filter(|(t0, _, _)| t0 <= t && *t - *t0 <= TimeDelta::days(7))
                 .collect();
-            if w.len() < 6 {
+            let Some(first) = w.first().map(|(t0, _, _)| *t0) else {
+                continue;
+            };
+            let day = |t0: &DateTime<Utc>| (*t0 - first).num_hours() / 24;
+            let w: Vec<_> = w.into_iter().filter(|(t0, _, _)| day(t0) > 0).collect();
+            let days: std::collections::BTreeSet<i64> = w.iter().map(|(t0, _, _)| day(t0)).collect();
+            if w.len() < 12 || days.len() < 3 {
                 continue;
             }
             let n = w.len() as f64;

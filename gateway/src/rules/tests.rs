@@ -572,7 +572,7 @@ fn evaluation_time_is_taken_inside_the_write_transaction() {
         resolved_at >= received,
         "resolved at {resolved_at}, before its evidence arrived at {received}"
     );
-    let times = |sql: &str| -> Vec<i64> {
+    let mut times = |sql: &str| -> Vec<i64> {
         let conn = w.ev.store().conn();
         let mut q = conn.prepare(sql).unwrap();
         q.query_map([&id], |r| r.get(0))

@@ -39,7 +39,8 @@ pub mod state;
 pub use condition::{LeafOutcome, Status};
 pub use duration::RuleDuration;
 pub use engine::{
-    Engine, EngineConfig, Evaluation, DEFAULT_SETTLE, Input, MissingInput, Note, Transition, TransitionKind,
+    Engine, EngineConfig, Evaluation, Input, MissingInput, Note, Transition, TransitionKind,
+    DEFAULT_SETTLE,
 };
 pub use error::{LoadError, LoadErrors};
 pub use history::{History, MemoryHistory, Point};

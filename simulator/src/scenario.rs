@@ -1232,7 +1232,9 @@ impl Scenario {
                 if q.memory_dump && p.emission.at < from {
                     let at = next();
                     p.sends.push(at);
-                    p.quirks.push(Quirk::MemoryDump { reconnect_at: until });
+                    p.quirks.push(Quirk::MemoryDump {
+                        reconnect_at: until,
+                    });
                     continue;
                 }
                 let mut touched = false;

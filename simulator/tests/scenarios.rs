@@ -226,7 +226,8 @@ fn derived(
             };
             let day = |t0: &DateTime<Utc>| (*t0 - first).num_hours() / 24;
             let w: Vec<_> = w.into_iter().filter(|(t0, _, _)| day(t0) > 0).collect();
-            let days: std::collections::BTreeSet<i64> = w.iter().map(|(t0, _, _)| day(t0)).collect();
+            let days: std::collections::BTreeSet<i64> =
+                w.iter().map(|(t0, _, _)| day(t0)).collect();
             if w.len() < 12 || days.len() < 3 {
                 continue;
             }

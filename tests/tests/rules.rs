@@ -473,8 +473,7 @@ fn bp_json(at: DateTime<Utc>, sys: u32, dia: u32) -> String {
 fn uploads_in_progress_raise_no_missing_data_alert() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(dir.path());
-    let mut extra =
-        String::from("[rules]\nmissing_interval = \"100ms\"\nsettle = \"1s\"\n\n");
+    let mut extra = String::from("[rules]\nmissing_interval = \"100ms\"\nsettle = \"1s\"\n\n");
     for p in ["p-back", "p-burst", "p-quiet"] {
         extra.push_str(&format!(
             "[[patients]]\nid = \"{p}\"\ncare_plans = [\"hypertension\"]\n"

@@ -449,8 +449,9 @@ fn rules_test_replay_raises_every_scenario_expected_alerts() {
             .iter()
             .map(|p| (p.id.as_str(), p.condition.care_plan().unwrap_or("")))
             .collect();
-        let mut csv =
-            String::from("patient,care_plan,metric,value,unit,measured_at,received_at,reading_id\n");
+        let mut csv = String::from(
+            "patient,care_plan,metric,value,unit,measured_at,received_at,reading_id\n",
+        );
         for (i, p) in plan.expected_stored().enumerate() {
             let Some(first) = p.sends.first() else {
                 continue;

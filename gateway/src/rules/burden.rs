@@ -178,7 +178,9 @@ pub fn burden(conn: &Connection, q: &BurdenQuery) -> Result<BurdenReport, StoreE
     let mut days: BTreeMap<Option<String>, (u64, f64)> = BTreeMap::new();
     {
         let mut st = conn.prepare_cached("SELECT care_team, enrolled_at FROM patients")?;
-        let rows = st.query_map([], |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?)))?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?))
+        })?;
         for row in rows {
             let (team, enrolled) = row?;
             if !in_scope(q, &team) {

@@ -213,7 +213,9 @@ pub fn rules(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
             }
         },
         RulesCommand::Test(args) => test(args),
-        RulesCommand::WhatIf(_) => bail!("rules what-if needs the store: run it with the gateway's configuration"),
+        RulesCommand::WhatIf(_) => {
+            bail!("rules what-if needs the store: run it with the gateway's configuration")
+        }
     }
 }
 
@@ -232,7 +234,8 @@ pub fn rules_on_store(config: &Config, cmd: RulesCommand) -> anyhow::Result<Exit
     let (since, until) = period(args.since.as_deref(), args.until.as_deref())?;
     let conn = super::whatif::open_read_only(&config.store.path)
         .with_context(|| format!("opening {} read-only", config.store.path.display()))?;
-    let engine = alerting_rules::Engine::with_config(set.clone(), super::engine_config(&config.rules));
+    let engine =
+        alerting_rules::Engine::with_config(set.clone(), super::engine_config(&config.rules));
     let report = super::whatif::what_if(
         &conn,
         &engine,

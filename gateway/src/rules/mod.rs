@@ -35,9 +35,9 @@ pub mod lifecycle;
 pub mod missing;
 mod persist;
 pub mod task;
-pub mod whatif;
 #[cfg(test)]
 mod tests;
+pub mod whatif;
 
 use std::path::Path;
 

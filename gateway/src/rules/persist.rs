@@ -91,9 +91,7 @@ pub(crate) fn load_patient(conn: &Connection, patient_id: &str) -> Result<Patien
         }
     }
     let (watermark, input_at): (Option<i64>, Option<i64>) = conn
-        .prepare_cached(
-            "SELECT watermark, input_at FROM patient_watermarks WHERE patient_id = ?1",
-        )?
+        .prepare_cached("SELECT watermark, input_at FROM patient_watermarks WHERE patient_id = ?1")?
         .query_row([patient_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?
         .unwrap_or((None, None));

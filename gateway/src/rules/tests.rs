@@ -615,7 +615,12 @@ fn a_backfill_in_progress_is_not_silence() {
     w.enrol("quiet", &["hypertension"]);
     let now = Utc::now();
     let bp = [("systolic", 124.0), ("diastolic", 79.0)];
-    w.reading("quiet", &bp, now - TimeDelta::hours(73), now - TimeDelta::hours(73));
+    w.reading(
+        "quiet",
+        &bp,
+        now - TimeDelta::hours(73),
+        now - TimeDelta::hours(73),
+    );
     for i in 0..14 {
         let measured = now - TimeDelta::days(7) + TimeDelta::hours(12 * i);
         w.reading("back", &bp, measured, Utc::now());
@@ -636,7 +641,9 @@ fn a_backfill_in_progress_is_not_silence() {
         0
     );
     assert_eq!(
-        w.count("SELECT COUNT(*) FROM outbox WHERE patient_id = 'quiet' AND event_type = 'alert.fired'"),
+        w.count(
+            "SELECT COUNT(*) FROM outbox WHERE patient_id = 'quiet' AND event_type = 'alert.fired'"
+        ),
         2,
         "no-vitals-2d and no-data-3d, once each"
     );

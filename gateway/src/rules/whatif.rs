@@ -186,13 +186,14 @@ impl History for AsOf<'_> {
     }
 }
 
-/// A stored reading waiting for the rest of its measurement.
+/// A stored reading waiting for the rest of its measurement (`reading`
+/// is `None` for a metric this build does not know).
 struct Pending {
     seq: i64,
     group: String,
     patient: String,
     committed: DateTime<Utc>,
-    reading: NewReading,
+    reading: Option<NewReading>,
 }
 
 struct Run {
@@ -303,25 +304,25 @@ pub fn what_if(
             );
         }
     }
-    let mut counts = Counts::default();
+    let mut rp = Replay {
+        engine,
+        conn,
+        downtime,
+        hist,
+        runs,
+        counts: Counts::default(),
+        next_tick: q
+            .since
+            .duration_trunc(TimeDelta::hours(1))
+            .unwrap_or(q.since)
+            + TimeDelta::hours(1),
+    };
     let mut readings = 0u64;
     let mut measurements = 0u64;
-    let mut next_tick = q.since.duration_trunc(TimeDelta::hours(1)).unwrap_or(q.since)
-        + TimeDelta::hours(1);
-
-    let tick = |at: DateTime<Utc>,
-                runs: &mut BTreeMap<String, Run>,
-                hist: &AsOf<'_>,
-                counts: &mut Counts| {
-        for run in runs.values_mut() {
-            missing(engine, run, hist, at, &downtime, counts);
-        }
-    };
-
     let mut after = 0i64;
     let mut pending: Vec<Pending> = Vec::new();
     loop {
-        let page: Vec<(i64, String, String, String, f64, i64, i64, i64, String)> = conn
+        let page: Vec<Pending> = conn
             .prepare_cached(
                 "SELECT seq, group_id, patient_id, metric, value, measured_at, received_at, committed_at, reading_id
                  FROM readings WHERE seq > ?1 AND received_at >= ?2 AND received_at < ?3
@@ -329,53 +330,41 @@ pub fn what_if(
                  ORDER BY seq LIMIT ?5",
             )?
             .query_map(params![after, since, until, q.patient, PAGE], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                ))
+                let metric: String = r.get(3)?;
+                let received: i64 = r.get(6)?;
+                let committed: i64 = r.get(7)?;
+                Ok(Pending {
+                    seq: r.get(0)?,
+                    group: r.get(1)?,
+                    patient: r.get(2)?,
+                    committed: t(committed.max(received)),
+                    reading: metric.parse::<Metric>().ok().map(|metric| {
+                        Ok::<_, rusqlite::Error>(NewReading {
+                            id: r.get(8)?,
+                            metric,
+                            value: r.get(4)?,
+                            measured_at: t(r.get(5)?),
+                            received_at: t(received),
+                        })
+                    }).transpose()?,
+                })
             })?
             .collect::<rusqlite::Result<_>>()?;
         let last_page = (page.len() as i64) < PAGE;
-        for (seq, group, patient, metric, value, measured, received, committed, id) in page {
-            after = seq;
-            let Ok(metric) = metric.parse::<Metric>() else {
+        for row in page {
+            after = row.seq;
+            // Stored readings are canonical; an unknown metric is a newer
+            // gateway's, skipped as the evaluator skips it.
+            if row.reading.is_none() {
                 continue;
-            };
+            }
             readings += 1;
             // A measurement ends where the next group starts.
-            if pending.first().is_some_and(|p| p.group != group) {
+            if pending.first().is_some_and(|p| p.group != row.group) {
                 measurements += 1;
-                flush(
-                    engine,
-                    &mut pending,
-                    &mut runs,
-                    &mut hist,
-                    &mut counts,
-                    &mut next_tick,
-                    &tick,
-                    conn,
-                )?;
+                rp.measurement(std::mem::take(&mut pending))?;
             }
-            pending.push(Pending {
-                seq,
-                group,
-                patient,
-                committed: t(committed.max(received)),
-                reading: NewReading {
-                    id,
-                    metric,
-                    value,
-                    measured_at: t(measured),
-                    received_at: t(received),
-                },
-            });
+            pending.push(row);
         }
         if last_page {
             break;
@@ -383,21 +372,15 @@ pub fn what_if(
     }
     if !pending.is_empty() {
         measurements += 1;
-        flush(
-            engine,
-            &mut pending,
-            &mut runs,
-            &mut hist,
-            &mut counts,
-            &mut next_tick,
-            &tick,
-            conn,
-        )?;
+        rp.measurement(pending)?;
     }
-    while next_tick < q.until {
-        tick(next_tick, &mut runs, &hist, &mut counts);
-        next_tick += TimeDelta::hours(1);
-    }
+    rp.ticks_until(q.until, false);
+    let Replay {
+        hist,
+        runs,
+        mut counts,
+        ..
+    } = rp;
     if let Some(e) = hist.error.borrow_mut().take() {
         return Err(e.into());
     }
@@ -455,102 +438,113 @@ pub fn what_if(
     })
 }
 
-fn missing(
-    engine: &Engine,
-    run: &mut Run,
-    hist: &AsOf<'_>,
-    now: DateTime<Utc>,
-    downtime: &[(DateTime<Utc>, DateTime<Utc>)],
-    counts: &mut Counts,
-) {
-    let ts = engine.evaluate_missing(&MissingInput {
-        patient: &run.patient,
-        history: hist,
-        states: &run.states,
-        now,
-        gateway_downtime: downtime,
-        device_offline: false,
-        last_input: run.last_input,
-    });
-    for tr in ts {
-        if tr.kind == TransitionKind::Fire {
-            counts.candidate(&run.patient.id, &tr.rule_id, tr.notify);
-        }
-        run.states.insert(tr.rule_id.clone(), tr.state);
-    }
+/// The replay's running state.
+struct Replay<'c, 'e> {
+    engine: &'e Engine,
+    conn: &'c Connection,
+    downtime: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+    hist: AsOf<'c>,
+    runs: BTreeMap<String, Run>,
+    counts: Counts,
+    next_tick: DateTime<Utc>,
 }
 
-/// Evaluates the measurement in `pending` (one group), after the ticks
-/// that fall before it.
-#[allow(clippy::too_many_arguments)]
-fn flush(
-    engine: &Engine,
-    pending: &mut Vec<Pending>,
-    runs: &mut BTreeMap<String, Run>,
-    hist: &mut AsOf<'_>,
-    counts: &mut Counts,
-    next_tick: &mut DateTime<Utc>,
-    tick: &dyn Fn(DateTime<Utc>, &mut BTreeMap<String, Run>, &AsOf<'_>, &mut Counts),
-    conn: &Connection,
-) -> Result<(), StoreError> {
-    let group: Vec<Pending> = std::mem::take(pending);
-    let Some(first) = group.first() else {
-        return Ok(());
-    };
-    let patient = first.patient.clone();
-    let seq = group.iter().map(|g| g.seq).max().unwrap_or(first.seq);
-    // The evaluator's "now" on the wall clock: when it was committed.
-    let now = group
-        .iter()
-        .map(|g| g.committed)
-        .max()
-        .unwrap_or(first.committed);
-    while *next_tick <= now {
-        tick(*next_tick, runs, hist, counts);
-        *next_tick += TimeDelta::hours(1);
-    }
-    hist.seq = seq;
-    let readings: Vec<NewReading> = group.into_iter().map(|g| g.reading).collect();
-    for r in &readings {
-        let e = hist
-            .last_seen
-            .entry((patient.clone(), r.metric))
-            .or_insert(r.measured_at);
-        *e = (*e).max(r.measured_at);
-    }
-    if !runs.contains_key(&patient) {
-        let p = load_patient(conn, &patient)?;
-        runs.insert(
-            patient.clone(),
-            Run {
-                patient: p,
-                states: BTreeMap::new(),
-                watermark: None,
-                last_input: None,
-            },
-        );
-    }
-    let Some(run) = runs.get_mut(&patient) else {
-        return Ok(());
-    };
-    let eval = engine.evaluate(&Input {
-        patient: &run.patient,
-        readings: &readings,
-        history: hist,
-        states: &run.states,
-        watermark: run.watermark,
-        now,
-    });
-    run.watermark = eval.watermark;
-    for tr in eval.transitions {
-        if tr.kind == TransitionKind::Fire {
-            counts.candidate(&run.patient.id, &tr.rule_id, tr.notify);
+impl Replay<'_, '_> {
+    /// The hourly missing-data ticks before `now` (`inclusive`: at it too).
+    fn ticks_until(&mut self, now: DateTime<Utc>, inclusive: bool) {
+        while self.next_tick < now || (inclusive && self.next_tick == now) {
+            let at = self.next_tick;
+            let ids: Vec<String> = self.runs.keys().cloned().collect();
+            for id in ids {
+                self.missing(&id, at, true);
+            }
+            self.next_tick += TimeDelta::hours(1);
         }
-        run.states.insert(tr.rule_id.clone(), tr.state);
     }
-    run.last_input = Some(now);
-    missing(engine, run, hist, now, &[], counts);
-    Ok(())
+
+    /// The missing-data rules of one patient at `now` (with the gateway's
+    /// downtime on the timer, none right after a reading, as the evaluator).
+    fn missing(&mut self, id: &str, now: DateTime<Utc>, timer: bool) {
+        let Some(run) = self.runs.get_mut(id) else {
+            return;
+        };
+        let ts = self.engine.evaluate_missing(&MissingInput {
+            patient: &run.patient,
+            history: &self.hist,
+            states: &run.states,
+            now,
+            gateway_downtime: if timer { &self.downtime } else { &[] },
+            device_offline: false,
+            last_input: run.last_input,
+        });
+        for tr in ts {
+            if tr.kind == TransitionKind::Fire {
+                self.counts
+                    .candidate(&run.patient.id, &tr.rule_id, tr.notify);
+            }
+            run.states.insert(tr.rule_id.clone(), tr.state);
+        }
+    }
+
+    /// Evaluates one measurement (one group), after the ticks before it.
+    fn measurement(&mut self, group: Vec<Pending>) -> Result<(), StoreError> {
+        let Some(first) = group.first() else {
+            return Ok(());
+        };
+        let patient = first.patient.clone();
+        let seq = group.iter().map(|g| g.seq).max().unwrap_or(first.seq);
+        // The evaluator's "now" on the wall clock: when it was committed.
+        let now = group
+            .iter()
+            .map(|g| g.committed)
+            .max()
+            .unwrap_or(first.committed);
+        self.ticks_until(now, true);
+        self.hist.seq = seq;
+        let readings: Vec<NewReading> = group.into_iter().filter_map(|g| g.reading).collect();
+        for r in &readings {
+            let e = self
+                .hist
+                .last_seen
+                .entry((patient.clone(), r.metric))
+                .or_insert(r.measured_at);
+            *e = (*e).max(r.measured_at);
+        }
+        if !self.runs.contains_key(&patient) {
+            let p = load_patient(self.conn, &patient)?;
+            self.runs.insert(
+                patient.clone(),
+                Run {
+                    patient: p,
+                    states: BTreeMap::new(),
+                    watermark: None,
+                    last_input: None,
+                },
+            );
+        }
+        let Some(run) = self.runs.get_mut(&patient) else {
+            return Ok(());
+        };
+        let eval = self.engine.evaluate(&Input {
+            patient: &run.patient,
+            readings: &readings,
+            history: &self.hist,
+            states: &run.states,
+            watermark: run.watermark,
+            now,
+        });
+        run.watermark = eval.watermark;
+        for tr in eval.transitions {
+            if tr.kind == TransitionKind::Fire {
+                self.counts
+                    .candidate(&run.patient.id, &tr.rule_id, tr.notify);
+            }
+            run.states.insert(tr.rule_id.clone(), tr.state);
+        }
+        run.last_input = Some(now);
+        self.missing(&patient, now, false);
+        Ok(())
+    }
 }
 
 /// The report as text.

@@ -108,7 +108,7 @@ fn t(ms: i64) -> DateTime<Utc> {
 struct AsOf<'c> {
     conn: &'c Connection,
     seq: i64,
-    last_seen: HashMap<(String, Metric), DateTime<Utc>>,
+    last_seen: HashMap<String, HashMap<Metric, DateTime<Utc>>>,
     error: RefCell<Option<rusqlite::Error>>,
 }
 
@@ -175,13 +175,10 @@ impl History for AsOf<'_> {
     }
 
     fn last_seen(&self, patient: &str, metric: Option<Metric>) -> Option<DateTime<Utc>> {
+        let seen = self.last_seen.get(patient)?;
         match metric {
-            Some(m) => self.last_seen.get(&(patient.to_string(), m)).copied(),
-            None => Metric::ALL
-                .iter()
-                .filter_map(|m| self.last_seen.get(&(patient.to_string(), *m)))
-                .max()
-                .copied(),
+            Some(m) => seen.get(&m).copied(),
+            None => seen.values().max().copied(),
         }
     }
 }
@@ -280,7 +277,7 @@ pub fn what_if(
         for row in rows {
             let (p, m, at) = row?;
             if let Ok(m) = m.parse::<Metric>() {
-                hist.last_seen.insert((p, m), t(at));
+                hist.last_seen.entry(p).or_default().insert(m, t(at));
             }
         }
     }
@@ -502,12 +499,9 @@ impl Replay<'_, '_> {
         self.ticks_until(now, true);
         self.hist.seq = seq;
         let readings: Vec<NewReading> = group.into_iter().filter_map(|g| g.reading).collect();
+        let seen = self.hist.last_seen.entry(patient.clone()).or_default();
         for r in &readings {
-            let e = self
-                .hist
-                .last_seen
-                .entry((patient.clone(), r.metric))
-                .or_insert(r.measured_at);
+            let e = seen.entry(r.metric).or_insert(r.measured_at);
             *e = (*e).max(r.measured_at);
         }
         if !self.runs.contains_key(&patient) {

@@ -181,6 +181,9 @@ pub struct Evaluator {
     /// Data clock only: the time of the last complete missing-data tick
     /// (a tick at the same data time would decide the same).
     ticked_at: Option<DateTime<Utc>>,
+    /// The input has ended (a replay's clean stop): every patient's input
+    /// counts as settled.
+    input_closed: bool,
 }
 
 impl Evaluator {
@@ -209,6 +212,7 @@ impl Evaluator {
             fault: Fault::from_env(),
             clock: Clock::Wall,
             ticked_at: None,
+            input_closed: false,
         }
     }
 
@@ -353,7 +357,7 @@ impl Evaluator {
                 // until it settles, but an open "no data" alert the new
                 // readings end resolves now.
                 ctx.input_at = Some(ctx.input_at.map_or(now, |t| t.max(now)));
-                let r = missing_for(&tx, &engine, &history, &mut ctx, now, &downtime)?;
+                let r = missing_for(&tx, &engine, &history, &mut ctx, now, &downtime, false)?;
                 report.merge(r);
                 persist::save_watermark(&tx, &mut ctx)?;
             }
@@ -386,6 +390,20 @@ impl Evaluator {
             self.ticked_at = Some(now);
         }
         Ok(Some(r))
+    }
+
+    /// The last missing-data tick of a stopping gateway on the data clock:
+    /// no more input will come, so every patient's input has settled and is
+    /// judged (a replay that ends with an upload is judged on all of it, as
+    /// `rules test` judges a file that ends). Nothing on the wall clock,
+    /// where time goes on after the stop.
+    pub fn final_tick(&mut self) -> Result<Option<Report>, RulesError> {
+        if !self.clock.is_data() {
+            return Ok(None);
+        }
+        self.input_closed = true;
+        self.ticked_at = None;
+        self.tick()
     }
 
     /// Evaluates the missing-data rules of every watched patient at `now`.
@@ -427,7 +445,15 @@ impl Evaluator {
                 let history = SqliteHistory::new(&tx);
                 for pid in &ids {
                     let mut ctx = persist::load_patient(&tx, pid)?;
-                    let r = missing_for(&tx, &engine, &history, &mut ctx, now, &downtime)?;
+                    let r = missing_for(
+                        &tx,
+                        &engine,
+                        &history,
+                        &mut ctx,
+                        now,
+                        &downtime,
+                        self.input_closed,
+                    )?;
                     total.merge(r);
                 }
             }
@@ -476,6 +502,7 @@ fn missing_for(
     ctx: &mut PatientCtx,
     now: DateTime<Utc>,
     downtime: &[(DateTime<Utc>, DateTime<Utc>)],
+    input_closed: bool,
 ) -> Result<Report, RulesError> {
     let mut report = Report::default();
     let offline = device_offline(tx, &ctx.patient.id)?;
@@ -486,7 +513,7 @@ fn missing_for(
         now,
         gateway_downtime: downtime,
         device_offline: offline,
-        last_input: ctx.input_at,
+        last_input: if input_closed { None } else { ctx.input_at },
     });
     if let Some(e) = history.take_error() {
         return Err(e.into());

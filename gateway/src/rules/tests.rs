@@ -648,3 +648,35 @@ fn a_backfill_in_progress_is_not_silence() {
         "no-vitals-2d and no-data-3d, once each"
     );
 }
+
+/// On the data clock the input settles in the data's time; a replay that
+/// stops is judged once more with every patient's input settled, as `rules
+/// test` judges a file that ends.
+#[test]
+fn on_the_data_clock_a_stopping_replay_judges_the_last_upload() {
+    let mut w = World::with_clock(Clock::from(crate::config::RulesClock::Data));
+    w.enrol("busy", &["hypertension"]);
+    w.enrol("late", &["hypertension"]);
+    let t = t0();
+    let bp = [("systolic", 120.0), ("diastolic", 80.0)];
+    for d in 0..=4 {
+        let at = t + TimeDelta::days(d);
+        w.reading("busy", &bp, at, at);
+    }
+    w.ev.catch_up().unwrap();
+    w.ev.tick().unwrap();
+    // The last thing the replay delivers: one old reading of `late`.
+    w.reading("late", &bp, t, t + TimeDelta::days(4));
+    w.ev.catch_up().unwrap();
+    assert!(
+        w.ev.tick().unwrap().is_none(),
+        "the data's time did not move"
+    );
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM alerts WHERE patient_id = 'late'"),
+        0,
+        "still settling"
+    );
+    let r = w.ev.final_tick().unwrap().unwrap();
+    assert_eq!(r.fired, 2, "{r:?}");
+}

@@ -308,11 +308,7 @@ pub fn what_if(
         hist,
         runs,
         counts: Counts::default(),
-        next_tick: q
-            .since
-            .duration_trunc(TimeDelta::hours(1))
-            .unwrap_or(q.since)
-            + TimeDelta::hours(1),
+        next_tick: None,
     };
     let mut readings = 0u64;
     let mut measurements = 0u64;
@@ -370,6 +366,9 @@ pub fn what_if(
     if !pending.is_empty() {
         measurements += 1;
         rp.measurement(pending)?;
+    }
+    if rp.next_tick.is_none() {
+        rp.next_tick = Some(hour_after(q.since));
     }
     rp.ticks_until(q.until, false);
     let Replay {
@@ -443,20 +442,31 @@ struct Replay<'c, 'e> {
     hist: AsOf<'c>,
     runs: BTreeMap<String, Run>,
     counts: Counts,
-    next_tick: DateTime<Utc>,
+    /// The next hourly missing-data tick; `None` until the first reading
+    /// (a period that starts long before the data does not tick through
+    /// empty years).
+    next_tick: Option<DateTime<Utc>>,
+}
+
+fn hour_after(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.duration_trunc(TimeDelta::hours(1)).unwrap_or(t) + TimeDelta::hours(1)
 }
 
 impl Replay<'_, '_> {
     /// The hourly missing-data ticks before `now` (`inclusive`: at it too).
     fn ticks_until(&mut self, now: DateTime<Utc>, inclusive: bool) {
-        while self.next_tick < now || (inclusive && self.next_tick == now) {
-            let at = self.next_tick;
-            let ids: Vec<String> = self.runs.keys().cloned().collect();
-            for id in ids {
-                self.missing(&id, at, true);
+        let Some(mut at) = self.next_tick else {
+            self.next_tick = Some(hour_after(now));
+            return;
+        };
+        let ids: Vec<String> = self.runs.keys().cloned().collect();
+        while at < now || (inclusive && at == now) {
+            for id in &ids {
+                self.missing(id, at, true);
             }
-            self.next_tick += TimeDelta::hours(1);
+            at += TimeDelta::hours(1);
         }
+        self.next_tick = Some(at);
     }
 
     /// The missing-data rules of one patient at `now` (with the gateway's

@@ -105,6 +105,7 @@ fn t(ms: i64) -> DateTime<Utc> {
 /// The store as of one commit position: readings with a larger `seq` are
 /// invisible. `last_seen` is served from memory (it is asked for every
 /// patient at every missing-data tick).
+
 struct AsOf<'c> {
     conn: &'c Connection,
     seq: i64,
@@ -315,6 +316,10 @@ pub fn what_if(
     let mut after = 0i64;
     let mut pending: Vec<Pending> = Vec::new();
     loop {
+        // One read transaction per page: the engine's queries for it share
+        // one snapshot and one lock (and a live gateway's checkpoints wait
+        // for one page at most).
+        conn.execute_batch("BEGIN")?;
         let page: Vec<Pending> = conn
             .prepare_cached(
                 "SELECT seq, group_id, patient_id, metric, value, measured_at, received_at, committed_at, reading_id
@@ -359,10 +364,12 @@ pub fn what_if(
             }
             pending.push(row);
         }
+        conn.execute_batch("COMMIT")?;
         if last_page {
             break;
         }
     }
+    conn.execute_batch("BEGIN")?;
     if !pending.is_empty() {
         measurements += 1;
         rp.measurement(pending)?;
@@ -371,6 +378,7 @@ pub fn what_if(
         rp.next_tick = Some(hour_after(q.since));
     }
     rp.ticks_until(q.until, false);
+    conn.execute_batch("COMMIT")?;
     let Replay {
         hist,
         runs,

@@ -105,7 +105,6 @@ fn t(ms: i64) -> DateTime<Utc> {
 /// The store as of one commit position: readings with a larger `seq` are
 /// invisible. `last_seen` is served from memory (it is asked for every
 /// patient at every missing-data tick).
-
 struct AsOf<'c> {
     conn: &'c Connection,
     seq: i64,

@@ -110,11 +110,22 @@ struct AsOf<'c> {
     seq: i64,
     last_seen: HashMap<String, HashMap<Metric, DateTime<Utc>>>,
     error: RefCell<Option<rusqlite::Error>>,
+    /// Statements kept prepared here rather than in rusqlite's cache, which
+    /// clears their bindings on return: SQLite then prepares them again at
+    /// the next step (a third of the replay's time).
+    stmts: RefCell<HashMap<String, rusqlite::Statement<'c>>>,
 }
 
 impl AsOf<'_> {
     fn points(&self, sql: &str, p: impl rusqlite::Params) -> Vec<Point> {
-        let r = self.conn.prepare_cached(sql).and_then(|mut q| {
+        let mut stmts = self.stmts.borrow_mut();
+        let stmt = match stmts.entry(sql.to_string()) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                self.conn.prepare(sql).map(|s| v.insert(s))
+            }
+        };
+        let r = stmt.and_then(|q| {
             q.query_map(p, |r| {
                 Ok(Point {
                     reading_id: r.get(0)?,
@@ -142,33 +153,32 @@ impl History for AsOf<'_> {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Vec<Point> {
+        // Limits are literals: SQLite plans `ORDER BY ... LIMIT ?` by the
+        // bound value and prepares the statement again at each new binding.
         self.points(
-            "SELECT reading_id, measured_at, value FROM readings
-             WHERE patient_id = ?1 AND metric = ?2 AND measured_at >= ?3 AND measured_at <= ?4 AND seq <= ?5
-             ORDER BY measured_at, reading_id LIMIT ?6",
+            &format!(
+                "SELECT reading_id, measured_at, value FROM readings
+                 WHERE patient_id = ?1 AND metric = ?2 AND measured_at >= ?3 AND measured_at <= ?4 AND seq <= ?5
+                 ORDER BY measured_at, reading_id LIMIT {MAX_WINDOW_ROWS}"
+            ),
             params![
                 patient,
                 metric.name(),
                 from.timestamp_millis(),
                 to.timestamp_millis(),
-                self.seq,
-                MAX_WINDOW_ROWS
+                self.seq
             ],
         )
     }
 
     fn last_n(&self, patient: &str, metric: Metric, at: DateTime<Utc>, n: usize) -> Vec<Point> {
         let mut v = self.points(
-            "SELECT reading_id, measured_at, value FROM readings
-             WHERE patient_id = ?1 AND metric = ?2 AND measured_at <= ?3 AND seq <= ?4
-             ORDER BY measured_at DESC, reading_id DESC LIMIT ?5",
-            params![
-                patient,
-                metric.name(),
-                at.timestamp_millis(),
-                self.seq,
-                n as i64
-            ],
+            &format!(
+                "SELECT reading_id, measured_at, value FROM readings
+                 WHERE patient_id = ?1 AND metric = ?2 AND measured_at <= ?3 AND seq <= ?4
+                 ORDER BY measured_at DESC, reading_id DESC LIMIT {n}"
+            ),
+            params![patient, metric.name(), at.timestamp_millis(), self.seq],
         );
         v.reverse();
         v
@@ -260,6 +270,7 @@ pub fn what_if(
         seq: 0,
         last_seen: HashMap::new(),
         error: RefCell::new(None),
+        stmts: RefCell::new(HashMap::new()),
     };
     // Newest measured time per (patient, metric) before the period.
     {

@@ -327,15 +327,30 @@ fn eval_leaf(leaf: &Leaf, e: &Eval) -> LeafOutcome {
             scope,
             op,
             min_readings,
+            min_days,
+            discard_first_day,
         } => {
-            let pts = match scope {
+            let mut pts = match scope {
                 Scope::Window(w) => e.view.window(*metric, e.at - w.delta(), e.at),
                 Scope::Last(n) => e.view.last_n(*metric, e.at, *n),
             };
+            // Days are 24 h periods from the series' first reading: the
+            // store has no patient time zone, and a patient measures at
+            // about the same times each day.
+            let first = pts.first().map(|p| p.measured_at);
+            let day = |p: &Point| first.map_or(0, |f| (p.measured_at - f).num_hours() / 24);
+            if *discard_first_day {
+                pts.retain(|p| day(p) > 0);
+            }
+            let days = pts
+                .iter()
+                .map(day)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len();
             o.count = pts.len();
             let refs: Vec<&Point> = pts.iter().collect();
             o.evidence = evidence(*metric, &refs);
-            if pts.len() < *min_readings || pts.is_empty() {
+            if pts.len() < *min_readings || pts.is_empty() || days < *min_days {
                 return o;
             }
             let mut values: Vec<f64> = pts.iter().map(|p| p.value).collect();

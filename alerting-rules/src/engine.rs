@@ -35,6 +35,16 @@
 //!   the device is known offline, transitions are recorded but not notified;
 //!   once the flag clears and the silence persists, the next evaluation
 //!   notifies.
+//! - **Settling.** Silence is judged only once the patient's input has
+//!   settled: a device back from days offline uploads its memory oldest
+//!   first, a message at a time, and after the first old reading the
+//!   patient *looks* silent for days. While the patient's last input
+//!   ([`MissingInput::last_input`], on the same clock as `now`) is less than
+//!   [`EngineConfig::settle`] old, a missing-data breach is not acted on
+//!   (`NoChange`, [`Note::Settling`]): the rest of the upload can only make
+//!   the silence shorter. A normal verdict is acted on at once (more data
+//!   can never contradict it), so an open "no data" alert still resolves
+//!   with the first reading that ends the silence.
 
 use std::collections::BTreeMap;
 
@@ -55,12 +65,21 @@ use crate::state::{AlertState, AlertStatus, OpenAlert};
 pub struct EngineConfig {
     /// A reading received this long after it was measured is flagged late.
     pub late_receipt: TimeDelta,
+    /// A patient whose last input is more recent than this is still
+    /// uploading: missing-data rules do not fire or update for them yet.
+    pub settle: TimeDelta,
 }
+
+/// Default of [`EngineConfig::settle`]: well above the pauses between the
+/// messages of one upload (BLE record transfer, a cellular hub's retries),
+/// well below any missing-data window.
+pub const DEFAULT_SETTLE: TimeDelta = TimeDelta::minutes(2);
 
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             late_receipt: TimeDelta::hours(1),
+            settle: DEFAULT_SETTLE,
         }
     }
 }
@@ -106,6 +125,9 @@ pub enum Note {
     Normal,
     /// Resolve of an alert that was never notified: nothing to tell.
     NeverNotified,
+    /// Missing data: the patient's input has not settled yet (an upload is
+    /// in progress), so silence is not judged.
+    Settling,
 }
 
 /// The outcome of one rule for one evaluation.
@@ -193,6 +215,9 @@ pub struct MissingInput<'a> {
     /// The patient's device is known offline (an alert for the device team
     /// exists): record, do not notify.
     pub device_offline: bool,
+    /// When the patient's last input (any reading) was taken in, on the
+    /// clock of `now`; `None`: never (or unknown), which counts as settled.
+    pub last_input: Option<DateTime<Utc>>,
 }
 
 /// Per-step context shared by reading and missing-data evaluations.
@@ -306,10 +331,22 @@ impl Engine {
         }
     }
 
+    /// The engine settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Whether the patient's input has settled at `now` (see the module
+    /// documentation): no input for [`EngineConfig::settle`].
+    pub fn settled(&self, last_input: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+        last_input.is_none_or(|t| now - t >= self.config.settle)
+    }
+
     /// Evaluates the missing-data rules of one patient at `now`. The gateway
     /// calls it on a timer (and may call it after each reading so an open
     /// "no data" alert resolves promptly).
     pub fn evaluate_missing(&self, input: &MissingInput) -> Vec<Transition> {
+        let settled = self.settled(input.last_input, input.now);
         let mut out = Vec::new();
         for rule in self.rules.rules_for(&input.patient.care_plans) {
             if !rule.is_missing() || input.patient.overrides.is_disabled(&rule.id) {
@@ -321,7 +358,13 @@ impl Engine {
             let LeafKind::Missing { metrics, after } = &leaf.kind else {
                 continue;
             };
-            let verdict = missing_verdict(input, metrics, after.delta());
+            let mut verdict = missing_verdict(input, metrics, after.delta());
+            // An upload in progress is not silence: a breach waits until
+            // the input settles (the rest can only shorten the silence).
+            let settling = !settled && verdict.status == Status::Breach;
+            if settling {
+                verdict.status = Status::Unknown;
+            }
             let clear_holds = holds(verdict.status);
             let prev = prior_state(input.states, rule);
             let step = Step {
@@ -333,7 +376,11 @@ impl Engine {
                 inhibited: input.device_offline,
                 limits: BTreeMap::new(),
             };
-            out.push(step.run(prev, verdict, clear_holds));
+            let mut t = step.run(prev, verdict, clear_holds);
+            if settling && t.kind == TransitionKind::NoChange {
+                t.note = Some(Note::Settling);
+            }
+            out.push(t);
         }
         out
     }

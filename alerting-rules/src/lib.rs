@@ -40,6 +40,7 @@ pub use condition::{LeafOutcome, Status};
 pub use duration::RuleDuration;
 pub use engine::{
     Engine, EngineConfig, Evaluation, Input, MissingInput, Note, Transition, TransitionKind,
+    DEFAULT_SETTLE,
 };
 pub use error::{LoadError, LoadErrors};
 pub use history::{History, MemoryHistory, Point};

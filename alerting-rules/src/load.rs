@@ -754,8 +754,32 @@ fn average(
             None
         }
     };
+    let days_ok = match &a.min_days {
+        Some(d) => {
+            let ok = check_count(ctx, d, 1, 90, &format!("{path}.min_days"));
+            if ok && a.window.is_none() {
+                ctx.err(
+                    Some(d.span()),
+                    format!("{path}.min_days"),
+                    "needs `window` (days are counted within it)",
+                );
+                false
+            } else {
+                ok
+            }
+        }
+        None => true,
+    };
+    if a.discard_first_day && a.window.is_none() {
+        ctx.err(
+            Some(a.limit.span()),
+            format!("{path}.discard_first_day"),
+            "needs `window`",
+        );
+        return None;
+    }
     limit?;
-    if !min_ok {
+    if !min_ok || !days_ok {
         return None;
     }
     Some(LeafKind::Average {
@@ -764,6 +788,8 @@ fn average(
         scope: scope?,
         op: a.op,
         min_readings: *a.min_readings.get_ref(),
+        min_days: a.min_days.map_or(0, |d| *d.get_ref()),
+        discard_first_day: a.discard_first_day,
     })
 }
 

@@ -143,6 +143,10 @@ pub(crate) struct RawAverage {
     pub op: Op,
     pub limit: Spanned<Quantity>,
     pub min_readings: Spanned<usize>,
+    #[serde(default)]
+    pub min_days: Option<Spanned<usize>>,
+    #[serde(default)]
+    pub discard_first_day: bool,
 }
 
 fn default_stat() -> Statistic {

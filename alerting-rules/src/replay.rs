@@ -7,7 +7,10 @@
 //! reproduce back-filled data. Readings of one patient with the same
 //! measured and arrival time form one measurement (a blood-pressure panel).
 //! Missing-data rules are evaluated on an hourly tick of the replay clock,
-//! and after each measurement of the patient.
+//! and after each measurement of the patient. The replay clock is the
+//! arrival time, so the patient's input settles as it does in the gateway:
+//! readings that share one `received_at` (an upload) are never judged
+//! silent part-way through.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,7 +19,7 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use device_profiles::Metric;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Engine, Input, MissingInput, Note, Transition, TransitionKind};
+use crate::engine::{Engine, EngineConfig, Input, MissingInput, Note, Transition, TransitionKind};
 use crate::history::{MemoryHistory, Point};
 use crate::model::{Evidence, NewReading, Patient};
 use crate::overrides::{EffectiveLimit, Overrides};
@@ -157,6 +160,8 @@ pub struct ReplayOptions {
     pub overrides: BTreeMap<String, Overrides>,
     /// Gateway downtime to simulate for missing-data rules.
     pub gateway_downtime: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Engine settings (late receipt, settle time).
+    pub config: EngineConfig,
 }
 
 /// Most missing-data ticks one replay runs (a year of hourly ticks), so a
@@ -178,6 +183,8 @@ struct PatientRun {
     patient: Patient,
     states: BTreeMap<String, AlertState>,
     watermark: Option<DateTime<Utc>>,
+    /// Arrival time of the patient's last measurement.
+    last_input: Option<DateTime<Utc>>,
 }
 
 /// [`replay`] with overrides and simulated gateway downtime.
@@ -187,7 +194,7 @@ pub fn replay_with(
     until: Option<DateTime<Utc>>,
     opts: &ReplayOptions,
 ) -> Vec<AlertEvent> {
-    let engine = Engine::new(rules.clone());
+    let engine = Engine::with_config(rules.clone(), opts.config);
     let mut rs: Vec<ReplayReading> = readings
         .into_iter()
         .filter(|r| until.is_none_or(|u| r.received_at.unwrap_or(r.measured_at) <= u))
@@ -240,6 +247,7 @@ pub fn replay_with(
             },
             states: BTreeMap::new(),
             watermark: None,
+            last_input: None,
         });
         for r in group {
             for p in &r.care_plans {
@@ -278,6 +286,7 @@ pub fn replay_with(
             now,
         });
         run.watermark = eval.watermark;
+        run.last_input = Some(now);
         apply(run, eval.transitions, &mut events);
         missing_step(&engine, run, &history, now, opts, &mut events);
         i = j;
@@ -287,6 +296,17 @@ pub fn replay_with(
             tick_all(tick, &mut patients, &history, &mut events);
             tick += TimeDelta::hours(1);
             ticks += 1;
+        }
+    } else if until.is_none() {
+        // Without an end time, the replay ends once its last upload has
+        // settled: silence is judged once more then.
+        if let Some(last) = patients.values().filter_map(|r| r.last_input).max() {
+            tick_all(
+                last + engine.config().settle,
+                &mut patients,
+                &history,
+                &mut events,
+            );
         }
     }
     events
@@ -311,6 +331,7 @@ fn missing_step(
         now,
         gateway_downtime: &opts.gateway_downtime,
         device_offline: false,
+        last_input: run.last_input,
     });
     apply(run, ts, events);
 }

@@ -216,8 +216,14 @@ pub enum LeafKind {
         scope: Scope,
         /// comparison
         op: Op,
-        /// fewer readings than this: no verdict
+        /// fewer readings than this (after discarding the first day): no verdict
         min_readings: usize,
+        /// readings on fewer days than this (24 h periods counted from the
+        /// first reading of the series, after discarding): no verdict
+        min_days: usize,
+        /// drop the first day of the series (24 h from its first reading),
+        /// as home blood-pressure monitoring protocols do
+        discard_first_day: bool,
     },
     /// Least-squares slope per day compared with a limit.
     Slope {

@@ -364,3 +364,71 @@ fn fever_boundary_and_units() {
     assert_eq!(kind_of(&ts, "fever"), Some(Fire));
     assert_eq!(get(&ts, "fever").message, "Fever: 38 °C (limit 38 °C)");
 }
+
+/// `htn.home-mean-high` takes the home mean as the monitoring protocol does
+/// (AHA/AMA 2020, ESH 2021): first day discarded, at least 12 readings on
+/// at least 3 days. One crisis reading among a few ordinary ones raises
+/// the crisis alert only, not the mean alert too.
+#[test]
+fn home_bp_mean_follows_the_monitoring_protocol() {
+    const MEAN: &str = "htn.home-mean-high";
+    // (sys, dia) per reading; duplicates morning (07:00, 07:01) and evening
+    // (19:00, 19:01) for `days` days, then the rule's status after the last.
+    let run = |first_day: (f64, f64), rest: (f64, f64), days: i64, extra: Option<(f64, f64)>| {
+        let mut s = Sim::bundled(&["hypertension"]);
+        let mut last = Vec::new();
+        for d in 0..days {
+            for m in [0, 1, 720, 721] {
+                let (sys, dia) = if d == 0 { first_day } else { rest };
+                last = s.measure(
+                    &[(Metric::Systolic, sys), (Metric::Diastolic, dia)],
+                    at(days_(d) + m - 60),
+                );
+            }
+        }
+        if let Some((sys, dia)) = extra {
+            last = s.measure(
+                &[(Metric::Systolic, sys), (Metric::Diastolic, dia)],
+                at(days_(days)),
+            );
+        }
+        last
+    };
+    fn days_(d: i64) -> i64 {
+        d * 1440
+    }
+    // Six ordinary readings and one in the crisis range: the crisis alert,
+    // and no verdict on the mean (7 readings < 12).
+    let mut s = Sim::bundled(&["hypertension"]);
+    let mut ts = Vec::new();
+    for i in 0..6 {
+        ts = s.measure(
+            &[(Metric::Systolic, 126.0), (Metric::Diastolic, 78.0)],
+            at(hours(12 * i)),
+        );
+    }
+    assert_eq!(kind_of(&ts, MEAN), Some(NoChange));
+    let ts = s.measure(
+        &[(Metric::Systolic, 190.0), (Metric::Diastolic, 100.0)],
+        at(hours(72)),
+    );
+    assert_eq!(kind_of(&ts, "htn.crisis"), Some(Fire));
+    assert_eq!(get(&ts, MEAN).status, Unknown, "{:?}", get(&ts, MEAN));
+    assert_eq!(kind_of(&ts, MEAN), Some(NoChange));
+
+    // A high first day is discarded: days 2-4 are ordinary.
+    let ts = run((170.0, 100.0), (125.0, 78.0), 4, None);
+    assert_eq!(get(&ts, MEAN).status, Normal);
+    assert_eq!(get(&ts, MEAN).leaves[0].count, 12);
+    // 12 high readings on 3 days after the first: fires.
+    let ts = run((140.0, 88.0), (140.0, 88.0), 4, None);
+    assert_eq!(kind_of(&ts, MEAN), Some(Fire));
+    // High, but only 2 days after the first (8 readings): no verdict.
+    let ts = run((140.0, 88.0), (140.0, 88.0), 3, None);
+    assert_eq!(get(&ts, MEAN).status, Unknown);
+    // A rolling week of high readings: the first 24 h of the window's
+    // series are discarded (27 in the window, 23 kept).
+    let ts = run((140.0, 88.0), (140.0, 88.0), 7, Some((140.0, 88.0)));
+    assert_eq!(get(&ts, MEAN).status, Breach);
+    assert_eq!(get(&ts, MEAN).leaves[0].count, 23);
+}

@@ -142,3 +142,64 @@ p1,hypertension,body_weight,80,kg,2025-03-01T08:00:00Z\n";
     assert_eq!(errs.0[0].line, 1);
     assert!(errs.0[0].message.starts_with("value"), "{}", errs.0[0]);
 }
+
+/// A week of stored readings that arrive in one upload (several readings
+/// share one `received_at`) raises no missing-data event; a patient truly
+/// silent for 3 days gets each missing-data alert exactly once.
+#[test]
+fn an_upload_sharing_one_arrival_time_is_not_silence() {
+    let mut csv = String::from("patient,care_plan,metric,value,unit,measured_at,received_at\n");
+    let upload = Utc.with_ymd_and_hms(2025, 3, 8, 9, 0, 0).unwrap();
+    for d in 0..7 {
+        for h in [7, 19] {
+            let m = Utc.with_ymd_and_hms(2025, 3, 1 + d, h, 0, 0).unwrap();
+            for (metric, v) in [("systolic", 124), ("diastolic", 79)] {
+                csv.push_str(&format!(
+                    "back,hypertension,{metric},{v},mmHg,{},{}\n",
+                    m.to_rfc3339(),
+                    upload.to_rfc3339()
+                ));
+            }
+        }
+    }
+    // Truly silent: one reading on day 0, received then.
+    let first = Utc.with_ymd_and_hms(2025, 3, 1, 7, 0, 0).unwrap();
+    for (metric, v) in [("systolic", 124), ("diastolic", 79)] {
+        csv.push_str(&format!(
+            "quiet,hypertension,{metric},{v},mmHg,{},{}\n",
+            first.to_rfc3339(),
+            first.to_rfc3339()
+        ));
+    }
+    let rs = parse_csv(&csv).unwrap();
+    let set = RuleSet::bundled().unwrap();
+    let until = upload + chrono::TimeDelta::hours(6);
+    let events = replay(&set, rs.clone(), Some(until));
+    let missing = |p: &str| -> Vec<(TransitionKind, String)> {
+        events
+            .iter()
+            .filter(|e| e.patient_id == p && e.rule_id.starts_with("adherence."))
+            // Re-notifications of a lasting silence are updates, not new alerts.
+            .filter(|e| e.kind != TransitionKind::Update)
+            .map(|e| (e.kind, e.rule_id.clone()))
+            .collect()
+    };
+    assert_eq!(missing("back"), vec![], "{events:#?}");
+    let mut quiet = missing("quiet");
+    quiet.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(
+        quiet,
+        vec![
+            (TransitionKind::Fire, "adherence.no-data-3d".to_string()),
+            (TransitionKind::Fire, "adherence.no-vitals-2d".to_string()),
+        ]
+    );
+    // Without an end time the replay still judges the upload once settled.
+    let events = replay(&set, rs, None);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.patient_id != "back" || !e.rule_id.starts_with("adherence.")),
+        "{events:#?}"
+    );
+}

@@ -439,3 +439,36 @@ fn never_seen_metrics_are_not_missing_but_silence_since_enrolment_is() {
         "No reading of any kind for 3d (limit 3d)"
     );
 }
+
+/// An upload in progress is not silence: a missing-data breach is not acted
+/// on until the patient's input has settled, while a normal verdict (a
+/// reading that ends the silence) resolves at once.
+#[test]
+fn missing_data_is_judged_only_once_the_input_has_settled() {
+    let mut s = Sim::bundled(&["hypertension"]);
+    let bp = [(Metric::Systolic, 120.0), (Metric::Diastolic, 80.0)];
+    s.measure(&bp, at(0));
+    // Four days later the cuff uploads its memory, oldest first: after the
+    // first old reading the patient looks silent for days.
+    let upload = at(days(4));
+    s.measure_received(&bp, at(hours(12)), upload);
+    s.last_input = Some(upload);
+    for now in [upload, upload + TimeDelta::seconds(90)] {
+        let ts = s.missing(now, &[], false);
+        for rule in ["adherence.no-vitals-2d", "adherence.no-data-3d"] {
+            let t = get(&ts, rule);
+            assert_eq!((t.kind, t.note), (NoChange, Some(Note::Settling)), "{rule}");
+        }
+    }
+    // Settled (2 minutes without input) and still silent: it fires.
+    let ts = s.missing(upload + TimeDelta::minutes(2), &[], false);
+    assert_eq!(kind_of(&ts, "adherence.no-data-3d"), Some(Fire));
+    assert_eq!(kind_of(&ts, "adherence.no-vitals-2d"), Some(Fire));
+    // The next reading resolves at once, whatever the settling.
+    let now = upload + TimeDelta::minutes(3);
+    s.measure_received(&bp, now, now);
+    s.last_input = Some(now);
+    let ts = s.missing(now, &[], false);
+    assert_eq!(kind_of(&ts, "adherence.no-data-3d"), Some(Resolve));
+    assert_eq!(kind_of(&ts, "adherence.no-vitals-2d"), Some(Resolve));
+}

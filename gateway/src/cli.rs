@@ -39,13 +39,13 @@ pub enum Command {
     /// API tokens (bearer credentials of the HTTP API).
     #[command(subcommand)]
     Tokens(crate::api::tokens_cli::TokensCommand),
-    /// Rule sets: validate a directory, replay readings offline.
+    /// Rule sets: validate a directory, replay readings offline, what-if on the store.
     #[command(subcommand)]
     Rules(crate::rules::cli::RulesCommand),
     /// Patients: care-plan enrolment, rule overrides, care team.
     #[command(subcommand)]
     Patients(crate::rules::cli::PatientsCommand),
-    /// Alerts: list, show, acknowledge, resolve.
+    /// Alerts: list, show, acknowledge, resolve; the alert-burden report.
     #[command(subcommand)]
     Alerts(crate::rules::cli::AlertsCommand),
     /// Webhook endpoints, deliveries, dead letters and re-drive.
@@ -183,8 +183,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         rt()?.block_on(crate::demo::run(args.clone()))?;
         return Ok(ExitCode::SUCCESS);
     }
-    if let Command::Rules(cmd) = cli.command {
-        return crate::rules::cli::rules(cmd);
+    if matches!(&cli.command, Command::Rules(c) if !c.needs_store()) {
+        if let Command::Rules(cmd) = cli.command {
+            return crate::rules::cli::rules(cmd);
+        }
     }
     if let Command::WebhookReceiver(args) = &cli.command {
         crate::delivery::cli::run_receiver(args)?;
@@ -224,7 +226,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = runtime::open_store(&config)?;
             crate::api::tokens_cli::run(&store, cmd)?;
         }
-        Command::Rules(_) => {}
+        Command::Rules(cmd) => return crate::rules::cli::rules_on_store(&config, cmd),
         Command::Patients(cmd) => return crate::rules::cli::patients_cmd(&config, cmd),
         Command::Alerts(cmd) => return crate::rules::cli::alerts_cmd(&config, cmd),
         Command::Webhooks(cmd) => crate::delivery::cli::webhooks(&config, cmd)?,

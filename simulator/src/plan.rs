@@ -55,6 +55,12 @@ pub enum Quirk {
         /// When the link came back (simulated time).
         reconnect_at: DateTime<Utc>,
     },
+    /// Delivered before, and sent again when the device dumped its whole
+    /// memory on reconnect (the gateway stores it once).
+    MemoryDump {
+        /// When the link came back (simulated time).
+        reconnect_at: DateTime<Utc>,
+    },
 }
 
 /// One reading of the run.

@@ -125,6 +125,8 @@ pub fn inject(s: &Scenario, kinds: &[QuirkKind], seed: u64) -> Scenario {
                         day,
                         at,
                         hours: f64::from(rng.random_range(18..=30u32)),
+                        gap_seconds: 1.0,
+                        memory_dump: false,
                     }),
                 }
             }

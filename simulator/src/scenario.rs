@@ -48,7 +48,7 @@ pub fn bundled_dir() -> PathBuf {
 }
 
 /// The bundled scenarios compiled into the binary, by name, in name order.
-const EMBEDDED: [(&str, &str); 7] = [
+const EMBEDDED: [(&str, &str); 8] = [
     (
         "copd-desaturation",
         include_str!("../scenarios/copd-desaturation.toml"),
@@ -70,6 +70,10 @@ const EMBEDDED: [(&str, &str); 7] = [
     (
         "non-adherence",
         include_str!("../scenarios/non-adherence.toml"),
+    ),
+    (
+        "upload-patterns",
+        include_str!("../scenarios/upload-patterns.toml"),
     ),
 ];
 
@@ -447,7 +451,11 @@ pub struct ClockSkewQuirk {
 }
 
 /// The device has no link for `hours` from `day`/`at`; what it measures
-/// meanwhile is stored and sent in a burst on reconnect.
+/// meanwhile is stored and uploaded on reconnect, oldest first, one message
+/// every `gap_seconds` (1 s, as BLE cuffs and cellular hubs do; 0: one
+/// burst). With `memory_dump`, the device sends its whole memory on
+/// reconnect (a BLE cuff replaying its stored records), readings that were
+/// delivered before the link went down included.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OfflineQuirk {
@@ -459,6 +467,16 @@ pub struct OfflineQuirk {
     pub at: TimeOfDay,
     /// Offline duration, hours.
     pub hours: f64,
+    /// Seconds between the messages of the upload on reconnect.
+    #[serde(default = "one_second")]
+    pub gap_seconds: f64,
+    /// On reconnect the device re-sends its whole memory first.
+    #[serde(default)]
+    pub memory_dump: bool,
+}
+
+fn one_second() -> f64 {
+    1.0
 }
 
 /// An extra, faulty message from a device at `day`/`at`.
@@ -1199,16 +1217,30 @@ impl Scenario {
         for q in &ev.offline {
             let from = self.moment(q.day, q.at);
             let until = from + TimeDelta::milliseconds((q.hours * 3_600_000.0) as i64);
+            let gap_ms = (q.gap_seconds * 1000.0) as i64;
             let mut held = 0i64;
+            let mut next = || {
+                let t = until + TimeDelta::milliseconds(held * gap_ms);
+                held += 1;
+                t
+            };
+            // Oldest first: the readings are planned in measured order.
             for p in readings
                 .iter_mut()
-                .filter(|p| p.emission.device_id == q.device)
+                .filter(|p| p.emission.device_id == q.device && !p.is_fault())
             {
+                if q.memory_dump && p.emission.at < from {
+                    let at = next();
+                    p.sends.push(at);
+                    p.quirks.push(Quirk::MemoryDump {
+                        reconnect_at: until,
+                    });
+                    continue;
+                }
                 let mut touched = false;
                 for s in &mut p.sends {
                     if *s >= from && *s < until {
-                        *s = until + TimeDelta::seconds(held);
-                        held += 1;
+                        *s = next();
                         touched = true;
                     }
                 }
@@ -1568,6 +1600,12 @@ impl Ctx<'_> {
                 e.hours,
                 0.01,
                 24.0 * 14.0,
+            );
+            p.range(
+                path!["events", "offline", k, "gap_seconds"],
+                e.gap_seconds,
+                0.0,
+                3600.0,
             );
         }
         for (k, e) in ev.fault.iter().enumerate() {

@@ -23,7 +23,7 @@ use rpm_simulator::report::SentReport;
 use rpm_simulator::scenario::{bundled_dir, RuleId, Scenario};
 use rpm_simulator::schedule::Schedule;
 
-const BUNDLED: [&str; 7] = [
+const BUNDLED: [&str; 8] = [
     "copd-desaturation",
     "demo",
     "fever",
@@ -31,6 +31,7 @@ const BUNDLED: [&str; 7] = [
     "hypertensive-crisis",
     "hypoglycaemia",
     "non-adherence",
+    "upload-patterns",
 ];
 
 fn all() -> Vec<Scenario> {
@@ -201,9 +202,10 @@ fn derived(
         out.insert(RuleId::HfWeightGain7d, onsets(s, gain7d));
     }
     if matches!(condition, Condition::Hypertension | Condition::HeartFailure) {
-        // The home-BP mean as a rule evaluates it: over the 7 days ending at
-        // each reading, once there are at least 6 readings (the bundled
-        // `htn.home-mean-high` rule's `min_readings`).
+        // The home-BP mean as the rule takes it (the home-monitoring
+        // protocol): over the 7 days ending at each reading, the first 24 h
+        // of that series discarded, at least 12 readings on at least 3
+        // days.
         let bps: Vec<(DateTime<Utc>, f64, f64)> = obs
             .iter()
             .filter_map(|o| {
@@ -218,9 +220,16 @@ fn derived(
         for (t, _, _) in &bps {
             let w: Vec<_> = bps
                 .iter()
-                .filter(|(t0, _, _)| t0 <= t && *t - *t0 < TimeDelta::days(7))
+                .filter(|(t0, _, _)| t0 <= t && *t - *t0 <= TimeDelta::days(7))
                 .collect();
-            if w.len() < 6 {
+            let Some(first) = w.first().map(|(t0, _, _)| *t0) else {
+                continue;
+            };
+            let day = |t0: &DateTime<Utc>| (*t0 - first).num_hours() / 24;
+            let w: Vec<_> = w.into_iter().filter(|(t0, _, _)| day(t0) > 0).collect();
+            let days: std::collections::BTreeSet<i64> =
+                w.iter().map(|(t0, _, _)| day(t0)).collect();
+            if w.len() < 12 || days.len() < 3 {
                 continue;
             }
             let n = w.len() as f64;
@@ -824,4 +833,44 @@ fn broken_scenarios_name_file_line_and_field() {
     // A missing file is an I/O error naming it.
     let err = Scenario::load(&dir.path().join("absent.toml")).unwrap_err();
     assert!(err.to_string().contains("absent.toml"));
+}
+
+/// The upload patterns as planned: a back-fill one message every 30 s,
+/// a burst (every message at the same second), and a memory dump that
+/// re-sends, oldest first, what was delivered before the link went down.
+#[test]
+fn upload_patterns_are_planned_as_real_devices_send() {
+    let s = all()
+        .into_iter()
+        .find(|s| s.name == "upload-patterns")
+        .unwrap();
+    let plan = s.plan();
+    let sends = |device: &str| -> Vec<Vec<DateTime<Utc>>> {
+        plan.readings
+            .iter()
+            .filter(|p| p.emission.device_id == device)
+            .map(|p| p.sends.clone())
+            .collect()
+    };
+    let reconnect = s.start + TimeDelta::hours(100);
+    let held: Vec<DateTime<Utc>> = sends("bp7-upmsg")
+        .iter()
+        .map(|v| v[0])
+        .filter(|t| *t >= reconnect && *t < reconnect + TimeDelta::hours(1))
+        .collect();
+    assert!(held.len() >= 4, "{held:?}");
+    assert!(held
+        .windows(2)
+        .all(|w| w[1] - w[0] == TimeDelta::seconds(30)));
+    let burst: BTreeSet<DateTime<Utc>> = sends("bp7-upburst")
+        .iter()
+        .map(|v| v[0])
+        .filter(|t| *t < reconnect + TimeDelta::hours(1))
+        .collect();
+    assert_eq!(burst.len(), 1, "one burst: {burst:?}");
+    let dumped = sends("bp7-updump").iter().filter(|v| v.len() == 2).count();
+    assert!(
+        dumped >= 4,
+        "the memory before day 3 is sent twice: {dumped}"
+    );
 }

@@ -1318,3 +1318,107 @@ fn readme_walkthrough_runs() {
         assert!(stdout.contains(needle), "`{needle}` not in:\n{stdout}");
     }
 }
+
+/// `GET /api/v1/reports/alert-burden`: per care team and rule, scoped like
+/// every route (a care-team token sees its own team only).
+#[test]
+fn alert_burden_report_is_care_team_scoped() {
+    let w = world("");
+    let t = setup(&w);
+    {
+        let c = rusqlite::Connection::open(&w.gw.db).unwrap();
+        let now = Utc::now().timestamp_millis();
+        let min = 60_000;
+        // (patient, rule, fired min ago, acked after min, resolved after min, flapping)
+        for (i, (patient, rule, ago, acked, resolved, flapping)) in [
+            ("p-north", "htn.crisis", 300, Some(10), Some(100), false),
+            ("p-north", "htn.crisis", 200, None, Some(20), false), // noise
+            ("p-north", "htn.hypotension", 100, None, None, true),
+            ("p-south", "htn.crisis", 50, Some(30), None, false),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let fired = now - ago * min;
+            let status = if resolved.is_some() {
+                "resolved"
+            } else if acked.is_some() {
+                "acknowledged"
+            } else {
+                "firing"
+            };
+            c.execute(
+                "INSERT INTO alerts (alert_id, patient_id, rule_id, rule_version, pack, severity, status, message, evidence,
+                     fired_at, updated_at, acknowledged_at, resolved_at, flapping)
+                 VALUES (?1, ?2, ?3, 1, 'hypertension', 'critical', ?4, 'BP', '[]', ?5, ?5, ?6, ?7, ?8)",
+                rusqlite::params![
+                    format!("al-{i}"),
+                    patient,
+                    rule,
+                    status,
+                    fired,
+                    acked.map(|a| fired + a * min),
+                    resolved.map(|r| fired + r * min),
+                    flapping
+                ],
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO alert_history (alert_id, at, kind, notified, detail) VALUES (?1, ?2, 'fired', ?3, '{}')",
+                rusqlite::params![format!("al-{i}"), fired, i != 2],
+            )
+            .unwrap();
+        }
+        c.execute(
+            "INSERT INTO alert_history (alert_id, at, kind, notified, detail) VALUES ('al-0', ?1, 'updated', 1, '{}')",
+            [now],
+        )
+        .unwrap();
+    }
+    let all = w.api.get("/api/v1/reports/alert-burden", &t.admin).json();
+    let teams = all["teams"].as_array().unwrap();
+    assert_eq!(teams.len(), 2, "{all}");
+    let north = &teams[0];
+    assert_eq!(north["care_team"], "north");
+    assert_eq!(north["patients"], 1);
+    assert_eq!(north["total"]["alerts"], 3);
+    assert_eq!(north["total"]["notified"], 2);
+    assert_eq!(north["total"]["silent"], 1);
+    let crisis = &north["rules"][0];
+    assert_eq!(crisis["rule_id"], "htn.crisis");
+    assert_eq!(crisis["alerts"], 2);
+    assert_eq!(crisis["resolved_unacknowledged_within_1h"], 0.5);
+    assert_eq!(crisis["acknowledged"], 1);
+    assert_eq!(crisis["ack_p50_seconds"], 600.0);
+    assert_eq!(crisis["renotifications"], 1);
+    assert_eq!(north["rules"][1]["flapping"], 1.0);
+    assert!(north["total"]["per_100_patient_days"].as_f64().unwrap() > 0.0);
+    // A care-team token: its own team only, whatever it asks for.
+    let n = w.api.get("/api/v1/reports/alert-burden", &t.north).json();
+    assert_eq!(n["teams"].as_array().unwrap().len(), 1);
+    assert_eq!(n["teams"][0]["care_team"], "north");
+    let other = w
+        .api
+        .get("/api/v1/reports/alert-burden?care_team=south", &t.north)
+        .json();
+    assert_eq!(other["teams"], json!([]));
+    let south = w
+        .api
+        .get(
+            "/api/v1/reports/alert-burden?care_team=south&since=2020-01-01",
+            &t.read_only,
+        )
+        .json();
+    assert_eq!(south["teams"][0]["total"]["alerts"], 1);
+    w.api
+        .request(
+            "GET",
+            "/api/v1/reports/alert-burden?since=yesterday",
+            Some(&t.admin),
+            None,
+        )
+        .problem(400);
+    w.api
+        .request("GET", "/api/v1/reports/alert-burden", Some(&t.ingest), None)
+        .problem(403);
+}

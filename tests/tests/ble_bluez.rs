@@ -652,3 +652,35 @@ fn numeric_comparison_and_just_works_pairing() {
     assert!(err.contains("no bluetooth adapter named hci9"), "{err}");
     assert!(g.stop().success());
 }
+
+/// A cuff that connects with three and a half days of measurements in its
+/// memory (one an hour) dumps them all on connect, oldest first: the dump
+/// raises no missing-data alert (judged on its first record alone, the
+/// patient would look silent for 80 hours).
+#[test]
+fn a_cuffs_memory_dump_on_connect_raises_no_missing_data_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = Mosquitto::start(dir.path());
+    let mut emu = BluezEmulator::start(dir.path(), &[&format!("bp,{CUFF},80")]);
+    let extra = format!(
+        "{BLE}\n[rules]\nmissing_interval = \"100ms\"\nsettle = \"1s\"\n\n[[patients]]\nid = \"p1\"\ncare_plans = [\"hypertension\"]\n"
+    );
+    let mut g = Gateway::new(dir.path(), mqtt.port, &[(CUFF, "p1")], &extra);
+    let bus = emu.bus.address.clone();
+    g.start_with_env(&[("DBUS_SYSTEM_BUS_ADDRESS", bus.as_str())]);
+    wait_until("the whole memory", T, || {
+        count(&g, "systolic", CUFF) == 80 && g.rules_caught_up()
+    });
+    // Settled, and the missing-data timer has run many times since.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        g.count("SELECT COUNT(*) FROM alerts WHERE rule_id LIKE 'adherence.%'"),
+        0
+    );
+    assert_eq!(
+        g.count("SELECT COUNT(*) FROM outbox WHERE payload LIKE '%adherence.%'"),
+        0
+    );
+    emu.send(&format!("disconnect {CUFF}"));
+    assert!(g.stop().success());
+}

@@ -64,6 +64,7 @@ fn clinical_scenarios_produce_exactly_the_expected_alerts() {
     let extra = r#"
 [rules]
 missing_interval = "300ms"
+settle = "500ms"
 
 [[patients]]
 id = "p-hf"
@@ -454,4 +455,183 @@ fn gateway_downtime_is_not_a_missed_readings_streak() {
         "10 h of real silence is not 2 days"
     );
     assert_eq!(gw.stop().code(), Some(0));
+}
+
+fn bp_json(at: DateTime<Utc>, sys: u32, dia: u32) -> String {
+    format!(
+        r#"{{"measured_at":"{}","sys":{sys},"dia":{dia},"pulse":70,"unit":"mmHg"}}"#,
+        rfc(at)
+    )
+}
+
+/// A cuff back after a week offline uploads its memory: message by message
+/// with pauses (as BLE cuffs and cellular hubs do), or as one burst. Neither
+/// raises a missing-data alert, let alone a notification: the patient's
+/// input is judged only once it has settled (`rules.settle`). A patient
+/// truly silent for 3 days still gets each missing-data alert exactly once.
+#[test]
+fn uploads_in_progress_raise_no_missing_data_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let mut extra = String::from("[rules]\nmissing_interval = \"100ms\"\nsettle = \"1s\"\n\n");
+    for p in ["p-back", "p-burst", "p-quiet"] {
+        extra.push_str(&format!(
+            "[[patients]]\nid = \"{p}\"\ncare_plans = [\"hypertension\"]\n"
+        ));
+    }
+    let mut gw = Gateway::new(
+        dir.path(),
+        broker.port,
+        &[
+            ("cuff-back", "p-back"),
+            ("cuff-burst", "p-burst"),
+            ("cuff-quiet", "p-quiet"),
+        ],
+        &extra,
+    );
+    gw.start();
+    let now = Utc::now();
+    let week: Vec<DateTime<Utc>> = (0..14)
+        .map(|i| now - TimeDelta::days(7) + TimeDelta::hours(12 * i) + TimeDelta::minutes(5))
+        .collect();
+    // Truly silent: the last reading is 3 days and an hour old.
+    bp(&broker, "cuff-quiet", now - TimeDelta::hours(73), 124, 79);
+    // One burst: the week back to back.
+    let lines: Vec<String> = week.iter().map(|t| bp_json(*t, 124, 79)).collect();
+    broker.publish_lines("acme/bp/cuff-burst", &lines);
+    // Message by message, oldest first, with pauses the evaluator sees.
+    for t in &week {
+        bp(&broker, "cuff-back", *t, 124, 79);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    wait_until("quiet's alerts", T, || gw.alerts_of("p-quiet").len() == 2);
+    wait_until("everything evaluated", T, || {
+        gw.readings() == 3 * 29 && gw.rules_caught_up()
+    });
+    // Settled, and the timer has run many times since.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(gw.alerts_of("p-back"), vec![], "message by message");
+    assert_eq!(gw.alerts_of("p-burst"), vec![], "one burst");
+    assert_eq!(
+        gw.alerts_of("p-quiet"),
+        vec![
+            a("adherence.no-data-3d", "firing", false),
+            a("adherence.no-vitals-2d", "firing", false)
+        ]
+    );
+    assert_eq!(gw.events_of("p-quiet"), ["alert.fired", "alert.fired"]);
+    assert_eq!(gw.events_of("p-back"), Vec::<String>::new());
+    assert_eq!(gw.events_of("p-burst"), Vec::<String>::new());
+    assert_eq!(gw.stop().code(), Some(0));
+}
+
+/// `alerts burden` and `rules what-if` on a real store: the burden per care
+/// team and rule; the stored readings replayed through the bundled rules
+/// raise what was raised, through a candidate with a higher crisis limit
+/// fewer alerts (and say for whom); and the what-if writes nothing.
+#[test]
+fn alert_burden_and_what_if_replay_on_a_real_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let extra = "[[patients]]\nid = \"p-n\"\ncare_plans = [\"hypertension\"]\ncare_team = \"north\"\n\n\
+                 [[patients]]\nid = \"p-s\"\ncare_plans = [\"hypertension\"]\ncare_team = \"south\"\n";
+    let mut gw = Gateway::new(
+        dir.path(),
+        broker.port,
+        &[("cuff-n", "p-n"), ("cuff-s", "p-s")],
+        extra,
+    );
+    gw.start();
+    let now = Utc::now();
+    bp(&broker, "cuff-n", now - TimeDelta::minutes(5), 185, 95);
+    bp(&broker, "cuff-s", now - TimeDelta::minutes(5), 186, 96);
+    wait_until("both crises", T, || {
+        gw.alerts_of("p-n").len() == 1 && gw.alerts_of("p-s").len() == 1
+    });
+    // North's clears by itself (noise by the report's measure); south's is
+    // acknowledged.
+    bp(&broker, "cuff-n", now - TimeDelta::minutes(4), 128, 80);
+    bp(&broker, "cuff-n", now - TimeDelta::minutes(3), 126, 78);
+    let id = alert_id(&gw, "p-s", "htn.crisis");
+    assert_ok(&gw.cli(&["alerts", "ack", &id, "--by", "nurse-7"]));
+    wait_until("north resolved", T, || {
+        gw.alerts_of("p-n") == vec![a("htn.crisis", "resolved", false)]
+    });
+    assert_eq!(gw.stop().code(), Some(0));
+
+    let out = gw.cli(&["alerts", "burden", "--json"]);
+    assert_ok(&out);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let teams = r["teams"].as_array().unwrap();
+    assert_eq!(teams.len(), 2, "{r}");
+    assert_eq!(teams[0]["care_team"], "north");
+    assert_eq!(teams[0]["rules"][0]["rule_id"], "htn.crisis");
+    assert_eq!(teams[0]["rules"][0]["alerts"], 1);
+    assert_eq!(teams[0]["rules"][0]["notified"], 1);
+    assert_eq!(
+        teams[0]["rules"][0]["resolved_unacknowledged_within_1h"],
+        1.0
+    );
+    assert_eq!(teams[1]["care_team"], "south");
+    assert_eq!(teams[1]["rules"][0]["acknowledged"], 1);
+    let out = gw.cli(&["alerts", "burden", "--care-team", "south"]);
+    assert_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("care team south") && !text.contains("care team north"),
+        "{text}"
+    );
+
+    // The bundled rules as the candidate: the replay raises what was raised.
+    let bundled = concat!(env!("CARGO_MANIFEST_DIR"), "/../alerting-rules/rules");
+    let db_before = std::fs::read(&gw.db).unwrap();
+    let out = gw.cli(&["rules", "what-if", "--rules", bundled, "--json"]);
+    assert_ok(&out);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["readings"], 12, "{r}");
+    let crisis = r["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["rule_id"] == "htn.crisis")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (crisis["raised"].clone(), crisis["candidate"].clone()),
+        (2.into(), 2.into()),
+        "{r}"
+    );
+    assert_eq!(r["gained"], serde_json::json!([]), "{r}");
+    assert_eq!(r["lost"], serde_json::json!([]), "{r}");
+
+    // A candidate with the crisis limit at 190: both crises are lost.
+    let cand = dir.path().join("candidate");
+    std::fs::create_dir(&cand).unwrap();
+    for e in std::fs::read_dir(bundled).unwrap() {
+        let p = e.unwrap().path();
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(
+            cand.join(p.file_name().unwrap()),
+            text.replacen("limit = \"180 mm[Hg]\"", "limit = \"190 mm[Hg]\"", 1),
+        )
+        .unwrap();
+    }
+    let out = gw.cli(&[
+        "rules",
+        "what-if",
+        "--rules",
+        cand.to_str().unwrap(),
+        "--patient",
+        "p-n",
+    ]);
+    assert_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("patients who would lose alerts"), "{text}");
+    assert!(text.contains("p-n htn.crisis: 1 -> 0"), "{text}");
+    assert!(!text.contains("p-s"), "{text}");
+    assert_eq!(
+        std::fs::read(&gw.db).unwrap(),
+        db_before,
+        "what-if writes nothing"
+    );
 }

@@ -431,3 +431,115 @@ fn every_reading_pushed_over_http_arrives_exactly_once() {
     assert!(runs.iter().all(|r| r.transport == "http"));
     assert_stored_exactly_once(&gw, &runs, true);
 }
+
+/// `rules test` (the offline replay) and the running gateway agree on every
+/// bundled scenario: each scenario's readings, with their arrival times (the
+/// simulated send times: back-filled uploads, bursts and memory dumps
+/// included), replayed through the bundled rules, raise exactly the
+/// scenario's expected alerts — the ground truth the gateway is held to in
+/// `every_bundled_scenario_raises_its_expected_alerts`.
+#[test]
+fn rules_test_replay_raises_every_scenario_expected_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for s in scenarios() {
+        let plan = s.plan();
+        let plans: BTreeMap<&str, &str> = s
+            .patients
+            .iter()
+            .map(|p| (p.id.as_str(), p.condition.care_plan().unwrap_or("")))
+            .collect();
+        let mut csv = String::from(
+            "patient,care_plan,metric,value,unit,measured_at,received_at,reading_id\n",
+        );
+        for (i, p) in plan.expected_stored().enumerate() {
+            let Some(first) = p.sends.first() else {
+                continue;
+            };
+            let patient = p.emission.patient_id.as_str();
+            for (metric, value, unit) in &p.emission.values {
+                csv.push_str(&format!(
+                    "{patient},{},{},{value},{},{},{},r{i}-{}\n",
+                    plans.get(patient).copied().unwrap_or(""),
+                    metric.name(),
+                    unit.ucum(),
+                    p.device_time().to_rfc3339(),
+                    first.to_rfc3339(),
+                    metric.name()
+                ));
+            }
+        }
+        let file = dir.path().join(format!("{}.csv", s.name));
+        std::fs::write(&file, csv).unwrap();
+        let end = s.start + chrono::TimeDelta::days(i64::from(s.days));
+        let out = std::process::Command::new(common::BIN)
+            .args(["rules", "test", "--json", "--readings"])
+            .arg(&file)
+            .args(["--until", &end.to_rfc3339()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            s.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // (patient, rule) → trigger times of the fires within the scenario.
+        let mut got: BTreeMap<(String, String), Vec<i64>> = BTreeMap::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let e: serde_json::Value = serde_json::from_str(line).unwrap();
+            if e["kind"] != "fire" {
+                continue;
+            }
+            let at = e["measured_at"].as_str().or(e["at"].as_str()).unwrap();
+            let t = chrono::DateTime::parse_from_rfc3339(at)
+                .unwrap()
+                .timestamp_millis();
+            if t < end.timestamp_millis() {
+                got.entry((
+                    e["patient_id"].as_str().unwrap().to_string(),
+                    e["rule_id"].as_str().unwrap().to_string(),
+                ))
+                .or_default()
+                .push(t);
+            }
+        }
+        let mut windows: BTreeMap<(String, String), Vec<(i64, i64)>> = BTreeMap::new();
+        for w in rpm_simulator::run::alert_windows(&s) {
+            if let Some(rule) = &w.pack_rule {
+                windows
+                    .entry((w.patient.clone(), rule.clone()))
+                    .or_default()
+                    .push((w.from.timestamp_millis(), w.until.timestamp_millis()));
+            }
+        }
+        let judged: BTreeSet<&str> = rpm_simulator::scenario::RuleId::ALL
+            .iter()
+            .filter_map(|r| r.pack_rule())
+            .collect();
+        for p in &s.patients {
+            for rule in &judged {
+                let key = (p.id.clone(), rule.to_string());
+                let got = got.get(&key).cloned().unwrap_or_default();
+                let want = windows.get(&key).cloned().unwrap_or_default();
+                for (from, until) in &want {
+                    if !got.iter().any(|t| t >= from && t < until) {
+                        failures.push(format!(
+                            "{}: {} {rule}: no fire in [{from}, {until}) (got {got:?})",
+                            s.name, p.id
+                        ));
+                    }
+                }
+                for t in &got {
+                    if !want.iter().any(|(from, until)| t >= from && t < until) {
+                        failures.push(format!(
+                            "{}: {} {rule}: unexpected fire at {t} (windows {want:?})",
+                            s.name, p.id
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

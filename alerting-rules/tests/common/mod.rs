@@ -49,6 +49,8 @@ pub struct Sim {
     pub history: MemoryHistory,
     pub states: BTreeMap<String, AlertState>,
     pub watermark: Option<DateTime<Utc>>,
+    /// The patient's last input, as the gateway records it (`None`: settled).
+    pub last_input: Option<DateTime<Utc>>,
     n: usize,
 }
 
@@ -65,6 +67,7 @@ impl Sim {
             history: MemoryHistory::new(),
             states: BTreeMap::new(),
             watermark: None,
+            last_input: None,
             n: 0,
         }
     }
@@ -143,6 +146,7 @@ impl Sim {
             now,
             gateway_downtime: downtime,
             device_offline: offline,
+            last_input: self.last_input,
         });
         for t in &ts {
             self.states.insert(t.rule_id.clone(), t.state.clone());

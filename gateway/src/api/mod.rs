@@ -23,6 +23,7 @@ pub mod patients;
 pub mod problem;
 pub mod quarantine;
 pub mod readings;
+pub mod reports;
 pub mod server;
 pub mod tls;
 pub mod tokens_cli;
@@ -177,6 +178,7 @@ fn guarded_routes() -> Routes {
         GET    "/api/v1/webhooks/{endpoint_id}/deliveries"     => webhooks::deliveries,
         POST   "/api/v1/deliveries/{delivery_id}/redrive"      => webhooks::redrive_delivery,
         GET    "/api/v1/audit"                                 => audit::list,
+        GET    "/api/v1/reports/alert-burden"                  => reports::alert_burden,
         GET    "/fhir/Observation"                             => fhir::search,
         GET    "/fhir/Observation/{id}"                        => fhir::read,
     }

@@ -25,6 +25,10 @@ pub struct RulesConfig {
     /// A reading received this long after it was measured is late.
     #[serde(with = "humantime_serde")]
     pub late_receipt: Duration,
+    /// A patient whose last reading was taken in less than this ago is
+    /// still uploading: missing-data rules do not fire for them yet.
+    #[serde(with = "humantime_serde")]
+    pub settle: Duration,
     /// Most readings evaluated per transaction.
     pub batch_readings: usize,
     /// What "now" is for the rules: the wall clock (live monitoring), or
@@ -66,6 +70,7 @@ impl Default for RulesConfig {
             dir: None,
             missing_interval: Duration::from_secs(60),
             late_receipt: Duration::from_secs(3600),
+            settle: Duration::from_secs(120),
             batch_readings: 500,
             clock: RulesClock::Wall,
         }

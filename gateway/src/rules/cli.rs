@@ -33,6 +33,36 @@ pub enum RulesCommand {
     },
     /// Replay readings (CSV or JSON lines) through a rule set offline and print the alerts.
     Test(TestArgs),
+    /// Replay the stored readings of a period through a candidate rule set and
+    /// compare with the alerts raised (writes nothing).
+    WhatIf(WhatIfArgs),
+}
+
+impl RulesCommand {
+    /// Whether the command reads the store (and so the configuration).
+    pub fn needs_store(&self) -> bool {
+        matches!(self, RulesCommand::WhatIf(_))
+    }
+}
+
+/// `rules what-if` arguments.
+#[derive(Debug, Args)]
+pub struct WhatIfArgs {
+    /// Directory of the candidate rule packs.
+    #[arg(long)]
+    pub rules: PathBuf,
+    /// Start (RFC 3339 or YYYY-MM-DD; default: 30 days before --until).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// End (RFC 3339 or YYYY-MM-DD; default: now).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only this patient.
+    #[arg(long)]
+    pub patient: Option<String>,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `rules test` arguments.
@@ -132,6 +162,22 @@ pub enum AlertsCommand {
         #[arg(long)]
         snooze: Option<String>,
     },
+    /// The alert burden of a period, per care team and rule: alerts per 100
+    /// patient-days, notified vs silent, noise, flapping, time to acknowledge.
+    Burden {
+        /// Start (RFC 3339 or YYYY-MM-DD; default: 30 days before --until).
+        #[arg(long)]
+        since: Option<String>,
+        /// End (RFC 3339 or YYYY-MM-DD; default: now).
+        #[arg(long)]
+        until: Option<String>,
+        /// Only this care team.
+        #[arg(long = "care-team")]
+        care_team: Option<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Resolve an alert by hand.
     Resolve {
         /// Alert id.
@@ -167,7 +213,44 @@ pub fn rules(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
             }
         },
         RulesCommand::Test(args) => test(args),
+        RulesCommand::WhatIf(_) => {
+            bail!("rules what-if needs the store: run it with the gateway's configuration")
+        }
     }
+}
+
+/// `rules` commands that read the store: `what-if`.
+pub fn rules_on_store(config: &Config, cmd: RulesCommand) -> anyhow::Result<ExitCode> {
+    let RulesCommand::WhatIf(args) = cmd else {
+        return rules(cmd);
+    };
+    let set = match RuleSet::load_dir(&args.rules) {
+        Ok(s) => s,
+        Err(e) => {
+            eprint!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let (since, until) = period(args.since.as_deref(), args.until.as_deref())?;
+    let conn = super::whatif::open_read_only(&config.store.path)
+        .with_context(|| format!("opening {} read-only", config.store.path.display()))?;
+    let engine =
+        alerting_rules::Engine::with_config(set.clone(), super::engine_config(&config.rules));
+    let report = super::whatif::what_if(
+        &conn,
+        &engine,
+        &super::whatif::WhatIfQuery {
+            since,
+            until,
+            patient: args.patient,
+        },
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", super::whatif::render(&report, &set));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
@@ -396,6 +479,30 @@ fn line(a: &AlertRecord) -> String {
     )
 }
 
+/// A report period from `--since` / `--until` (RFC 3339 or a date):
+/// by default the 30 days up to now.
+pub(crate) fn period(
+    since: Option<&str>,
+    until: Option<&str>,
+) -> anyhow::Result<(DateTime<Utc>, DateTime<Utc>)> {
+    let parse = |name: &str, v: &str| {
+        super::burden::parse_bound(v)
+            .with_context(|| format!("--{name} `{v}` is not RFC 3339 or YYYY-MM-DD"))
+    };
+    let until = match until {
+        Some(u) => parse("until", u)?,
+        None => Utc::now(),
+    };
+    let since = match since {
+        Some(s) => parse("since", s)?,
+        None => until - chrono::TimeDelta::days(30),
+    };
+    if since >= until {
+        bail!("--since must be before --until");
+    }
+    Ok((since, until))
+}
+
 /// `alerts ...`
 pub fn alerts_cmd(config: &Config, cmd: AlertsCommand) -> anyhow::Result<ExitCode> {
     let mut store = runtime::open_store(config)?;
@@ -505,6 +612,28 @@ pub fn alerts_cmd(config: &Config, cmd: AlertsCommand) -> anyhow::Result<ExitCod
             )?;
             tx.commit()?;
             println!("{}", line(&a));
+        }
+        AlertsCommand::Burden {
+            since,
+            until,
+            care_team,
+            json,
+        } => {
+            let (since, until) = period(since.as_deref(), until.as_deref())?;
+            let r = super::burden::burden(
+                store.conn(),
+                &super::burden::BurdenQuery {
+                    since,
+                    until,
+                    care_team,
+                    scope: None,
+                },
+            )?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                print!("{}", super::burden::render(&r));
+            }
         }
         AlertsCommand::Resolve { id, by, note } => {
             let tx = store.transaction()?;

@@ -12,9 +12,16 @@
 //!    after measured, or older than the patient's watermark);
 //! 3. per patient: load the enrolment (care plans, overrides), the alert
 //!    states and the watermark, evaluate every measurement, then the
-//!    missing-data rules (so an open "no data" alert resolves promptly);
+//!    missing-data rules (so an open "no data" alert resolves promptly; a
+//!    patient whose input just moved is not judged silent until it settles,
+//!    see `alerting_rules::EngineConfig::settle`);
 //! 4. persist every transition (state, alert row, history, outbox event
 //!    when it notifies), the watermarks and the cursor, and commit.
+//!
+//! "Now" is read inside the transaction, once the write lock is held, and
+//! per alert no time is earlier than the alert's previous history row: an
+//! acknowledgement made while the evaluator waited for the lock is never
+//! followed by a transition stamped before it.
 //!
 //! A crash before the commit leaves nothing, so the batch is evaluated
 //! again after restart; a crash after it leaves everything, and the cursor
@@ -32,7 +39,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use super::alerts::{self, ms};
 use super::clock::Clock;
 use super::history::SqliteHistory;
-use super::missing::{device_offline, gateway_downtime, watched_patients, Downtime};
+use super::missing::{device_offline, gateway_downtime, watched_patients};
 use super::persist::{self, PatientCtx};
 use super::{RulesError, CURSOR};
 use crate::metrics::Metrics;
@@ -174,6 +181,9 @@ pub struct Evaluator {
     /// Data clock only: the time of the last complete missing-data tick
     /// (a tick at the same data time would decide the same).
     ticked_at: Option<DateTime<Utc>>,
+    /// The input has ended (a replay's clean stop): every patient's input
+    /// counts as settled.
+    input_closed: bool,
 }
 
 impl Evaluator {
@@ -202,6 +212,7 @@ impl Evaluator {
             fault: Fault::from_env(),
             clock: Clock::Wall,
             ticked_at: None,
+            input_closed: false,
         }
     }
 
@@ -221,16 +232,6 @@ impl Evaluator {
         Ok(self.clock.now(self.store.conn())?)
     }
 
-    /// The gateway's downtime before `now`, on the wall clock; none on the
-    /// data clock (the replay's time does not pass while the gateway is down).
-    fn downtime(&self, now: DateTime<Utc>) -> Result<Vec<Downtime>, RulesError> {
-        if self.clock.counts_downtime() {
-            Ok(gateway_downtime(self.store.conn(), now)?)
-        } else {
-            Ok(Vec::new())
-        }
-    }
-
     /// Swaps the rule set (SIGHUP reload). Alert state is in the store and
     /// carries over; rules that disappeared simply stop being evaluated.
     pub fn set_engine(&mut self, engine: Arc<Engine>) {
@@ -248,14 +249,11 @@ impl Evaluator {
     }
 
     /// Evaluates every committed reading after the cursor, batch by batch,
-    /// each at "now" on the configured clock.
+    /// each at "now" on the configured clock, read inside its transaction.
     pub fn catch_up(&mut self) -> Result<Report, RulesError> {
         let mut total = Report::default();
         loop {
-            let Some(now) = self.now()? else {
-                return Ok(total);
-            };
-            let r = self.step(now)?;
+            let r = self.run_step(None)?;
             if r.readings == 0 {
                 return Ok(total);
             }
@@ -266,10 +264,29 @@ impl Evaluator {
     /// Evaluates one batch of readings after the cursor at processing time
     /// `now`, in one transaction. Returns what it did (0 readings: caught up).
     pub fn step(&mut self, now: DateTime<Utc>) -> Result<Report, RulesError> {
-        let downtime = self.downtime(now)?;
+        self.run_step(Some(now))
+    }
+
+    /// One batch at `at`, or at "now" on the configured clock.
+    ///
+    /// "Now" is read only once the write lock is held: a reading committed
+    /// while this transaction waited for the lock is in the batch, and a
+    /// time read before the wait would judge it (and stamp what it causes)
+    /// earlier than it arrived. On the wall clock "now" is also never
+    /// earlier than the receipt of any reading in the batch (a clock
+    /// stepped back by NTP does not make an alert precede its evidence).
+    fn run_step(&mut self, at: Option<DateTime<Utc>>) -> Result<Report, RulesError> {
         let engine = self.engine.clone();
         let batch = self.cfg.batch_readings.max(1);
+        let wall = self.clock.counts_downtime();
         let tx = self.store.transaction()?;
+        let now = match at {
+            Some(t) => t,
+            None => match self.clock.now(&tx)? {
+                Some(t) => t,
+                None => return Ok(Report::default()),
+            },
+        };
         let cursor: i64 = tx
             .prepare_cached("SELECT position FROM cursors WHERE name = ?1")?
             .query_row([CURSOR], |r| r.get(0))
@@ -292,6 +309,19 @@ impl Evaluator {
         batch_rows.extend(rest);
         let max_seq = batch_rows.iter().map(|r| r.seq).max().unwrap_or(cursor);
         let newest_commit = batch_rows.iter().map(|r| r.committed_at).max();
+        let newest_receipt = batch_rows
+            .iter()
+            .map(|r| r.received_at.max(r.committed_at))
+            .max();
+        let now = match ms(newest_receipt) {
+            Some(r) if wall => now.max(r),
+            _ => now,
+        };
+        let downtime = if wall {
+            gateway_downtime(&tx, now)?
+        } else {
+            Vec::new()
+        };
         let groups = group(batch_rows);
         let mut report = Report {
             readings: groups.iter().map(|g| g.readings.len()).sum(),
@@ -323,7 +353,11 @@ impl Evaluator {
                     }
                     i += 1;
                 }
-                let r = missing_for(&tx, &engine, &history, &mut ctx, now, &downtime)?;
+                // The patient's input just moved: silence is not judged
+                // until it settles, but an open "no data" alert the new
+                // readings end resolves now.
+                ctx.input_at = Some(ctx.input_at.map_or(now, |t| t.max(now)));
+                let r = missing_for(&tx, &engine, &history, &mut ctx, now, &downtime, false)?;
                 report.merge(r);
                 persist::save_watermark(&tx, &mut ctx)?;
             }
@@ -351,21 +385,58 @@ impl Evaluator {
         if self.clock.is_data() && self.ticked_at.is_some_and(|t| t >= now) {
             return Ok(None);
         }
-        let r = self.tick_missing(now)?;
+        let r = self.tick_pages(None)?;
         if self.clock.is_data() {
             self.ticked_at = Some(now);
         }
         Ok(Some(r))
     }
 
+    /// The last missing-data tick of a stopping gateway on the data clock:
+    /// no more input will come, so every patient's input has settled and is
+    /// judged (a replay that ends with an upload is judged on all of it, as
+    /// `rules test` judges a file that ends). Nothing on the wall clock,
+    /// where time goes on after the stop.
+    pub fn final_tick(&mut self) -> Result<Option<Report>, RulesError> {
+        if !self.clock.is_data() {
+            return Ok(None);
+        }
+        self.input_closed = true;
+        self.ticked_at = None;
+        self.tick()
+    }
+
     /// Evaluates the missing-data rules of every watched patient at `now`.
     pub fn tick_missing(&mut self, now: DateTime<Utc>) -> Result<Report, RulesError> {
-        let downtime = self.downtime(now)?;
+        self.tick_pages(Some(now))
+    }
+
+    /// The timer's pages of patients, each in one transaction, at `at` or
+    /// at "now" on the configured clock read inside each transaction (so a
+    /// reading committed while waiting for the lock is never judged, nor
+    /// resolves an alert, at a time before it arrived).
+    fn tick_pages(&mut self, at: Option<DateTime<Utc>>) -> Result<Report, RulesError> {
         let engine = self.engine.clone();
+        let wall = self.clock.counts_downtime();
         let mut after = String::new();
         let mut total = Report::default();
+        let mut prev: Option<DateTime<Utc>> = None;
         loop {
             let tx = self.store.transaction()?;
+            let now = match at {
+                Some(t) => t,
+                None => match self.clock.now(&tx)? {
+                    Some(t) => t,
+                    None => break,
+                },
+            };
+            let now = prev.map_or(now, |p| p.max(now));
+            prev = Some(now);
+            let downtime = if wall {
+                gateway_downtime(&tx, now)?
+            } else {
+                Vec::new()
+            };
             let ids = watched_patients(&tx, &after, self.cfg.patients_per_tick.max(1))?;
             let Some(last) = ids.last().cloned() else {
                 break;
@@ -374,7 +445,15 @@ impl Evaluator {
                 let history = SqliteHistory::new(&tx);
                 for pid in &ids {
                     let mut ctx = persist::load_patient(&tx, pid)?;
-                    let r = missing_for(&tx, &engine, &history, &mut ctx, now, &downtime)?;
+                    let r = missing_for(
+                        &tx,
+                        &engine,
+                        &history,
+                        &mut ctx,
+                        now,
+                        &downtime,
+                        self.input_closed,
+                    )?;
                     total.merge(r);
                 }
             }
@@ -423,6 +502,7 @@ fn missing_for(
     ctx: &mut PatientCtx,
     now: DateTime<Utc>,
     downtime: &[(DateTime<Utc>, DateTime<Utc>)],
+    input_closed: bool,
 ) -> Result<Report, RulesError> {
     let mut report = Report::default();
     let offline = device_offline(tx, &ctx.patient.id)?;
@@ -433,6 +513,7 @@ fn missing_for(
         now,
         gateway_downtime: downtime,
         device_offline: offline,
+        last_input: if input_closed { None } else { ctx.input_at },
     });
     if let Some(e) = history.take_error() {
         return Err(e.into());

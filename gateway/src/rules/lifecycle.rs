@@ -15,7 +15,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::alerts::{self, AlertRecord};
-use super::persist::{emit, history_len, insert_history};
+use super::persist::{emit, history_len, insert_history, not_before_history};
 use crate::store::outbox::EventType;
 use crate::store::{patients, Store, StoreError};
 
@@ -108,6 +108,9 @@ pub fn acknowledge_in(
     if snooze.is_some_and(|s| s < TimeDelta::zero()) {
         return Err(LifecycleError::NegativeSnooze);
     }
+    // Times within one alert never go back (the rules may run on the data
+    // clock, or the wall clock may have been stepped back).
+    let now = not_before_history(tx, alert_id, now)?;
     let at = now.timestamp_millis();
     // The engine's state: it carries the snooze the evaluator honours.
     let mut snooze_until = alert.snooze_until;
@@ -162,6 +165,7 @@ pub fn resolve_in(
     now: DateTime<Utc>,
 ) -> Result<AlertRecord, LifecycleError> {
     let alert = open_alert(tx, alert_id, by)?;
+    let now = not_before_history(tx, alert_id, now)?;
     let at = now.timestamp_millis();
     if let Some(mut state) = load_state(tx, &alert)? {
         state.open = None;

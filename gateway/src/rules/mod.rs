@@ -18,12 +18,15 @@
 //! - [`lifecycle`]: acknowledge (with snooze) and manual resolve, shared by
 //!   the CLI and the HTTP API;
 //! - [`alerts`]: reading alerts and their history back;
+//! - [`burden`]: the alert-burden report (per care team and rule);
+//! - [`whatif`]: replaying stored readings through a candidate rule set;
 //! - [`task`]: the async task (wake on commit, timers, SIGHUP reload);
 //! - [`cli`]: `rules`, `patients` and `alerts` commands.
 //!
 //! The bundled rule packs are defaults a program can edit, not medical advice.
 
 pub mod alerts;
+pub mod burden;
 pub mod cli;
 pub mod clock;
 pub mod evaluator;
@@ -34,6 +37,7 @@ mod persist;
 pub mod task;
 #[cfg(test)]
 mod tests;
+pub mod whatif;
 
 use std::path::Path;
 
@@ -79,9 +83,10 @@ pub fn engine(cfg: &RulesConfig) -> Result<Engine, LoadErrors> {
 
 /// Engine settings from config.
 pub fn engine_config(cfg: &RulesConfig) -> EngineConfig {
+    let d = EngineConfig::default();
     EngineConfig {
-        late_receipt: chrono::TimeDelta::from_std(cfg.late_receipt)
-            .unwrap_or(EngineConfig::default().late_receipt),
+        late_receipt: chrono::TimeDelta::from_std(cfg.late_receipt).unwrap_or(d.late_receipt),
+        settle: chrono::TimeDelta::from_std(cfg.settle).unwrap_or(d.settle),
     }
 }
 

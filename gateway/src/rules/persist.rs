@@ -39,6 +39,10 @@ pub(crate) struct PatientCtx {
     /// Newest measured time evaluated.
     pub watermark: Option<DateTime<Utc>>,
     stored_watermark: Option<DateTime<Utc>>,
+    /// When the patient's last reading was taken in, on the rule clock
+    /// (missing-data rules wait for this input to settle).
+    pub input_at: Option<DateTime<Utc>>,
+    stored_input_at: Option<DateTime<Utc>>,
 }
 
 fn enc<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
@@ -86,11 +90,13 @@ pub(crate) fn load_patient(conn: &Connection, patient_id: &str) -> Result<Patien
             stored.insert(rule, (json, alert_id));
         }
     }
-    let watermark: Option<i64> = conn
-        .prepare_cached("SELECT watermark FROM patient_watermarks WHERE patient_id = ?1")?
-        .query_row([patient_id], |r| r.get(0))
-        .optional()?;
+    let (watermark, input_at): (Option<i64>, Option<i64>) = conn
+        .prepare_cached("SELECT watermark, input_at FROM patient_watermarks WHERE patient_id = ?1")?
+        .query_row([patient_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .unwrap_or((None, None));
     let watermark = alerts::ms(watermark);
+    let input_at = alerts::ms(input_at);
     Ok(PatientCtx {
         patient: Patient {
             id: patient_id.to_string(),
@@ -103,20 +109,45 @@ pub(crate) fn load_patient(conn: &Connection, patient_id: &str) -> Result<Patien
         stored,
         watermark,
         stored_watermark: watermark,
+        input_at,
+        stored_input_at: input_at,
     })
 }
 
-/// Writes the watermark if it moved.
+/// Writes the watermark and the input time if they moved.
 pub(crate) fn save_watermark(tx: &Transaction<'_>, ctx: &mut PatientCtx) -> Result<(), StoreError> {
-    if let Some(w) = ctx.watermark.filter(|w| Some(*w) != ctx.stored_watermark) {
+    let Some(w) = ctx.watermark else {
+        return Ok(());
+    };
+    if Some(w) != ctx.stored_watermark || ctx.input_at != ctx.stored_input_at {
         tx.prepare_cached(
-            "INSERT INTO patient_watermarks(patient_id, watermark) VALUES (?1, ?2)
-             ON CONFLICT(patient_id) DO UPDATE SET watermark = excluded.watermark",
+            "INSERT INTO patient_watermarks(patient_id, watermark, input_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(patient_id) DO UPDATE SET watermark = excluded.watermark,
+                 input_at = COALESCE(excluded.input_at, input_at)",
         )?
-        .execute(params![ctx.patient.id, w.timestamp_millis()])?;
+        .execute(params![
+            ctx.patient.id,
+            w.timestamp_millis(),
+            ctx.input_at.map(|t| t.timestamp_millis())
+        ])?;
         ctx.stored_watermark = Some(w);
+        ctx.stored_input_at = ctx.input_at;
     }
     Ok(())
+}
+
+/// The time of the alert's newest history row: a transition or an action
+/// on it is never stamped earlier (times within one alert never go back,
+/// whatever the clocks did).
+pub(crate) fn not_before_history(
+    conn: &Connection,
+    alert_id: &str,
+    at: DateTime<Utc>,
+) -> Result<DateTime<Utc>, StoreError> {
+    let last: Option<i64> = conn
+        .prepare_cached("SELECT MAX(at) FROM alert_history WHERE alert_id = ?1")?
+        .query_row([alert_id], |r| r.get(0))?;
+    Ok(alerts::ms(last).map_or(at, |l| l.max(at)))
 }
 
 /// An evidence reading as receivers get it: with unit and LOINC.
@@ -156,12 +187,17 @@ pub(crate) struct Applied {
 pub(crate) fn apply(
     tx: &Transaction<'_>,
     ctx: &mut PatientCtx,
-    t: Transition,
+    mut t: Transition,
     trigger: &str,
 ) -> Result<Applied, StoreError> {
     let rule = t.rule_id.clone();
     let prev_flapping = ctx.states.get(&rule).is_some_and(|s| s.flapping);
     let mut open_id = ctx.stored.get(&rule).and_then(|(_, a)| a.clone());
+    if let (Some(id), false) = (&open_id, t.kind == TransitionKind::Fire) {
+        // An acknowledgement (wall clock) or an earlier transition may be
+        // stamped later than this evaluation's clock: never go back.
+        t.at = not_before_history(tx, id, t.at)?;
+    }
     let at = t.at.timestamp_millis();
     let detail = serde_json::json!({
         "note": t.note,

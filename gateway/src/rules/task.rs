@@ -106,9 +106,20 @@ pub async fn run(
     // Readings committed before the sources stopped are evaluated now
     // rather than after the next start (either is correct: the cursor is durable).
     // On the data clock the missing-data rules are judged too: a replay
-    // that ends is judged at its last reading's time.
+    // that ends is judged at its last reading's time, every patient's input
+    // settled (nothing more will arrive).
     let last_tick = ev.as_ref().is_some_and(Evaluator::uses_data_clock);
-    let _ = work(ev, last_tick, &metrics).await;
+    let ev = work(ev, false, &metrics).await;
+    if last_tick {
+        if let Some(mut e) = ev {
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Err(err) = e.final_tick() {
+                    tracing::error!(error = %err, "missing-data evaluation failed at stop");
+                }
+            })
+            .await;
+        }
+    }
     tracing::info!("rule evaluation stopped");
 }
 

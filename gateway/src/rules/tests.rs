@@ -507,3 +507,176 @@ fn config_patients_do_not_undo_run_time_changes() {
         (&["diabetes".to_string()][..], "config")
     );
 }
+
+/// The evaluation time is read inside the write transaction. Here another
+/// connection holds the write lock while the evaluator waits for it, and
+/// meanwhile commits the readings that resolve an alert and a nurse's
+/// acknowledgement of it: the resolve is stamped after both, so per alert
+/// history times and event timestamps never go backwards and the resolve
+/// never precedes the receipt of the readings that caused it.
+#[test]
+fn evaluation_time_is_taken_inside_the_write_transaction() {
+    let mut w = World::new();
+    w.enrol("p1", &["hypertension"]);
+    let start = Utc::now() - TimeDelta::minutes(10);
+    w.reading(
+        "p1",
+        &[("systolic", 190.0), ("diastolic", 100.0)],
+        start,
+        start,
+    );
+    w.ev.catch_up().unwrap();
+    let id = w.open_alert("htn.crisis").alert_id;
+    let path = w.ev.store().path().to_path_buf();
+    let mut other = Store::open(&path).unwrap();
+    let tx = other.transaction().unwrap();
+    let received = std::thread::scope(|s| {
+        let ev = &mut w.ev;
+        let waiting = s.spawn(move || ev.catch_up().unwrap());
+        // Let the evaluator reach the lock (a time read before it would be
+        // earlier than everything below).
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let received = Utc::now();
+        for (i, (sys, dia)) in [(130.0, 80.0), (128.0, 79.0)].into_iter().enumerate() {
+            let measured = start + TimeDelta::minutes(1 + i as i64);
+            for (metric, v) in [("systolic", sys), ("diastolic", dia)] {
+                let m: device_profiles::Metric = metric.parse().unwrap();
+                tx.execute(
+                    "INSERT INTO readings (reading_id, group_id, patient_id, device_id, metric, value, unit, loinc,
+                         measured_at, received_at, committed_at, source)
+                     VALUES (?1, ?2, 'p1', 'dev', ?3, ?4, ?5, ?6, ?7, ?8, ?8, 'mqtt')",
+                    params![
+                        format!("late{i}-{metric}"),
+                        format!("late{i}"),
+                        metric,
+                        v,
+                        m.canonical_unit().to_string(),
+                        m.loinc(),
+                        measured.timestamp_millis(),
+                        received.timestamp_millis()
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        lifecycle::acknowledge_in(&tx, &id, "nurse-7", None, None, Utc::now()).unwrap();
+        tx.commit().unwrap();
+        let r = waiting.join().unwrap();
+        assert_eq!(r.resolved, 1, "{r:?}");
+        received
+    });
+    let alert = alerts::get(w.ev.store().conn(), &id).unwrap().unwrap();
+    assert_eq!(alert.status, "resolved");
+    let resolved_at = alert.resolved_at.unwrap();
+    assert!(
+        resolved_at >= received,
+        "resolved at {resolved_at}, before its evidence arrived at {received}"
+    );
+    let mut times = |sql: &str| -> Vec<i64> {
+        let conn = w.ev.store().conn();
+        let mut q = conn.prepare(sql).unwrap();
+        q.query_map([&id], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let history = times("SELECT at FROM alert_history WHERE alert_id = ?1 ORDER BY id");
+    assert_eq!(history.len(), 3, "fired, acknowledged, resolved");
+    assert!(history.windows(2).all(|p| p[0] <= p[1]), "{history:?}");
+    let stamps: Vec<String> = {
+        let conn = w.ev.store().conn();
+        let mut q = conn
+            .prepare("SELECT payload FROM outbox WHERE alert_id = ?1 ORDER BY seq")
+            .unwrap();
+        q.query_map([&id], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(|p| {
+                let v: serde_json::Value = serde_json::from_str(&p.unwrap()).unwrap();
+                v["timestamp"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    let parsed: Vec<DateTime<Utc>> = stamps
+        .iter()
+        .map(|s| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc))
+        .collect();
+    assert_eq!(parsed.len(), 3, "{stamps:?}");
+    assert!(parsed.windows(2).all(|p| p[0] <= p[1]), "{stamps:?}");
+}
+
+/// A device back after days offline uploads its memory one message at a
+/// time: after the first old reading the patient looks silent for days.
+/// Nothing is judged until the input settles; then the whole upload shows
+/// no silence. A patient really silent for 3 days gets the alert once.
+#[test]
+fn a_backfill_in_progress_is_not_silence() {
+    let mut w = World::new();
+    w.enrol("back", &["hypertension"]);
+    w.enrol("quiet", &["hypertension"]);
+    let now = Utc::now();
+    let bp = [("systolic", 124.0), ("diastolic", 79.0)];
+    w.reading(
+        "quiet",
+        &bp,
+        now - TimeDelta::hours(73),
+        now - TimeDelta::hours(73),
+    );
+    for i in 0..14 {
+        let measured = now - TimeDelta::days(7) + TimeDelta::hours(12 * i);
+        w.reading("back", &bp, measured, Utc::now());
+        w.ev.catch_up().unwrap();
+    }
+    w.ev.tick_missing(Utc::now()).unwrap();
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM alerts WHERE patient_id = 'back'"),
+        0,
+        "no alert while the upload is in progress"
+    );
+    // Settled (the default: 2 minutes without input).
+    let later = Utc::now() + TimeDelta::minutes(3);
+    w.ev.tick_missing(later).unwrap();
+    w.ev.tick_missing(later + TimeDelta::minutes(1)).unwrap();
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM alerts WHERE patient_id = 'back'"),
+        0
+    );
+    assert_eq!(
+        w.count(
+            "SELECT COUNT(*) FROM outbox WHERE patient_id = 'quiet' AND event_type = 'alert.fired'"
+        ),
+        2,
+        "no-vitals-2d and no-data-3d, once each"
+    );
+}
+
+/// On the data clock the input settles in the data's time; a replay that
+/// stops is judged once more with every patient's input settled, as `rules
+/// test` judges a file that ends.
+#[test]
+fn on_the_data_clock_a_stopping_replay_judges_the_last_upload() {
+    let mut w = World::with_clock(Clock::from(crate::config::RulesClock::Data));
+    w.enrol("busy", &["hypertension"]);
+    w.enrol("late", &["hypertension"]);
+    let t = t0();
+    let bp = [("systolic", 120.0), ("diastolic", 80.0)];
+    for d in 0..=4 {
+        let at = t + TimeDelta::days(d);
+        w.reading("busy", &bp, at, at);
+    }
+    w.ev.catch_up().unwrap();
+    w.ev.tick().unwrap();
+    // The last thing the replay delivers: one old reading of `late`.
+    w.reading("late", &bp, t, t + TimeDelta::days(4));
+    w.ev.catch_up().unwrap();
+    assert!(
+        w.ev.tick().unwrap().is_none(),
+        "the data's time did not move"
+    );
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM alerts WHERE patient_id = 'late'"),
+        0,
+        "still settling"
+    );
+    let r = w.ev.final_tick().unwrap().unwrap();
+    assert_eq!(r.fired, 2, "{r:?}");
+}

@@ -323,6 +323,17 @@ ALTER TABLE devices ADD COLUMN serial_number TEXT;
 ALTER TABLE devices ADD COLUMN firmware TEXT;
 "#,
     ),
+    (
+        7,
+        r#"
+-- rules: when the evaluator last took in a reading of the patient, on the
+-- rule clock. Missing-data rules judge a patient's silence only once this
+-- input has settled (an upload in progress is not silence).
+ALTER TABLE patient_watermarks ADD COLUMN input_at INTEGER;
+-- the alert-burden report reads alerts by firing time.
+CREATE INDEX IF NOT EXISTS alerts_fired_at ON alerts(fired_at);
+"#,
+    ),
 ];
 
 /// Brings the schema up to date. Returns the version now in force.

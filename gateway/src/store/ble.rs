@@ -27,23 +27,8 @@ impl Store {
     /// the larger of its RACP cursor (advanced after each commit, including
     /// records that were quarantined) and the stored readings' sequences.
     pub fn ble_last_sequence(&self, device_id: &str) -> Result<Option<u16>, StoreError> {
-        let cursor: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT position FROM cursors WHERE name = ?1",
-                [racp_cursor(device_id)],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let epoch: i64 = self
-            .conn
-            .query_row(
-                "SELECT position FROM cursors WHERE name = ?1",
-                [racp_epoch(device_id)],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or(0);
+        let cursor = self.cursor_if_set(&racp_cursor(device_id))?;
+        let epoch = self.cursor(&racp_epoch(device_id))?;
         let stored: Option<i64> = self.conn.query_row(
             "SELECT MAX(sequence) FROM readings WHERE device_id = ?1 AND source = 'ble' AND metric = 'blood_glucose' AND sequence IS NOT NULL AND committed_at >= ?2",
             params![device_id, epoch],
@@ -70,15 +55,7 @@ impl Store {
         device_id: &str,
         sequence: u16,
     ) -> Result<Option<i64>, StoreError> {
-        let epoch: i64 = self
-            .conn
-            .query_row(
-                "SELECT position FROM cursors WHERE name = ?1",
-                [racp_epoch(device_id)],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or(0);
+        let epoch = self.cursor(&racp_epoch(device_id))?;
         Ok(self
             .conn
             .query_row(

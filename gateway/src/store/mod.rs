@@ -411,6 +411,11 @@ impl Store {
 
     /// Reads a cursor (0 when new).
     pub fn cursor(&self, name: &str) -> Result<i64, StoreError> {
+        Ok(self.cursor_if_set(name)?.unwrap_or(0))
+    }
+
+    /// Reads a cursor, `None` when it was never set.
+    pub fn cursor_if_set(&self, name: &str) -> Result<Option<i64>, StoreError> {
         Ok(self
             .conn
             .query_row(
@@ -418,8 +423,7 @@ impl Store {
                 [name],
                 |r| r.get(0),
             )
-            .optional()?
-            .unwrap_or(0))
+            .optional()?)
     }
 }
 

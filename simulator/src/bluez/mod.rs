@@ -510,6 +510,22 @@ impl Emulator {
             })
     }
 
+    /// Values just stored in device `i`'s memory: unsent until taken, and
+    /// indicated at once where the gateway is connected and listening.
+    fn stored(&mut self, i: usize, values: Vec<Tagged>) {
+        let d = &mut self.devices[i];
+        d.unsent.extend(values.iter().filter_map(|v| v.2));
+        let live: Vec<Tagged> = if d.connected {
+            values
+                .into_iter()
+                .filter(|v| d.notifying.contains(&v.0))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.schedule(i, live);
+    }
+
     fn schedule(&mut self, i: usize, values: Vec<Tagged>) {
         let base = self
             .scheduled
@@ -755,19 +771,7 @@ fn command(emu: &mut Emulator, c: Command) -> Vec<Message> {
         Command::Store(a, r) => {
             if let Some(i) = idx(emu, &a) {
                 match emu.devices[i].sim.store(*r) {
-                    Ok(values) => {
-                        let d = &mut emu.devices[i];
-                        d.unsent.extend(values.iter().filter_map(|v| v.2));
-                        let live: Vec<Tagged> = if d.connected {
-                            values
-                                .into_iter()
-                                .filter(|v| d.notifying.contains(&v.0))
-                                .collect()
-                        } else {
-                            Vec::new()
-                        };
-                        emu.schedule(i, live);
-                    }
+                    Ok(values) => emu.stored(i, values),
                     Err(e) => emu.event(format!("REFUSED {a} {e}")),
                 }
             }
@@ -805,17 +809,7 @@ fn command(emu: &mut Emulator, c: Command) -> Vec<Message> {
                         values.extend(v);
                     }
                 }
-                let d = &mut emu.devices[i];
-                d.unsent.extend(values.iter().filter_map(|v| v.2));
-                let live: Vec<Tagged> = if d.connected {
-                    values
-                        .into_iter()
-                        .filter(|v| d.notifying.contains(&v.0))
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                emu.schedule(i, live);
+                emu.stored(i, values);
             }
         }
         Command::ResetMeter(a) => {

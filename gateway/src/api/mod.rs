@@ -66,8 +66,8 @@ pub struct ApiState {
     pub ble_configured: bool,
     /// The rule set care plans and overrides are checked against.
     pub rules: Option<Arc<alerting_rules::RuleSet>>,
-    /// Plain-http webhook URLs allowed (`delivery.allow_http`).
-    pub allow_http: bool,
+    /// Webhook URLs allowed (`delivery.allow_http`, `delivery.allow_private_network`).
+    pub url_policy: crate::delivery::endpoints::UrlPolicy,
 }
 
 impl ApiState {
@@ -309,7 +309,7 @@ pub async fn start(
         mqtt_configured: config.sources.mqtt.is_some(),
         ble_configured: config.sources.ble.as_ref().is_some_and(|b| b.enabled),
         rules,
-        allow_http: config.delivery.allow_http,
+        url_policy: config.delivery.url_policy(),
     });
     let listener = TcpListener::bind(cfg.listen)
         .await

@@ -300,6 +300,13 @@ ALTER TABLE devices ADD COLUMN serial_number TEXT;
 ALTER TABLE devices ADD COLUMN firmware TEXT;
 "#,
     ),
+    (
+        8,
+        r#"
+-- webhook endpoints: the SSRF guard is lifted per endpoint, explicitly.
+ALTER TABLE webhook_endpoints ADD COLUMN allow_private_network INTEGER NOT NULL DEFAULT 0;
+"#,
+    ),
 ];
 
 /// Brings the schema up to date. Returns the version now in force.

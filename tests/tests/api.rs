@@ -1318,3 +1318,95 @@ fn readme_walkthrough_runs() {
         assert!(stdout.contains(needle), "`{needle}` not in:\n{stdout}");
     }
 }
+
+/// A raw HTTP/1.1 exchange (requests curl would not send): status and body.
+fn raw(base: &str, request: &[u8]) -> (u16, String, Value) {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(request);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let ct = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type: ")
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    (
+        status,
+        ct,
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+/// Every refusal, including those the HTTP parser makes before any route
+/// is matched, is an RFC 9457 problem document.
+#[test]
+fn every_http_error_is_a_problem_document() {
+    let w = world("");
+    let t = setup(&w);
+    let long = format!(
+        "GET /api/v1/readings?x={} HTTP/1.1\r\nHost: a\r\n\r\n",
+        "a".repeat(100_000)
+    );
+    let mut many = String::from("GET /healthz HTTP/1.1\r\nHost: a\r\n");
+    for i in 0..300 {
+        many.push_str(&format!("x-h{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    for (what, req, statuses) in [
+        (
+            "NUL in the path",
+            b"GET /api/v1/re\0adings HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+            &[400][..],
+        ),
+        ("100 kB URI", long.into_bytes(), &[414, 431][..]),
+        ("300 headers", many.into_bytes(), &[431][..]),
+        (
+            "garbage",
+            b"\x16\x03\x01 not http\r\n\r\n".to_vec(),
+            &[400][..],
+        ),
+    ] {
+        let (status, ct, p) = raw(&w.api.base, &req);
+        assert!(statuses.contains(&status), "{what}: {status} {p}");
+        assert_eq!(ct, "application/problem+json", "{what}");
+        assert_eq!(p["status"], status, "{what}: {p}");
+        assert!(
+            p["type"]
+                .as_str()
+                .unwrap()
+                .starts_with("urn:rpm-gateway:problem:"),
+            "{what}"
+        );
+        assert!(!p["detail"].as_str().unwrap().is_empty(), "{what}");
+    }
+    w.api.get("/api/v1/nothing-here", &t.admin).problem(404);
+    w.api.request("GET", "/nothing", None, None).problem(404);
+    w.api.request("DELETE", "/healthz", None, None).problem(405);
+    w.api
+        .request("PUT", "/api/v1/readings", Some(&t.admin), None)
+        .problem(405);
+    let big = vec![b' '; 20_000];
+    w.api
+        .request(
+            "POST",
+            "/api/v1/readings",
+            Some(&t.ingest),
+            Some(("application/json", &big)),
+        )
+        .problem(413);
+    // The connection-level answers do not disturb the API.
+    w.api.request("GET", "/healthz", None, None).expect(200);
+}

@@ -14,6 +14,7 @@ pub mod audit;
 pub mod auth;
 pub mod db;
 pub mod devices;
+pub mod edge;
 pub mod fhir;
 pub mod health;
 pub mod ingest;

@@ -15,6 +15,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
+use super::edge::ProblemIo;
+
 /// How long requests in flight may take to finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -53,11 +55,25 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             match tls {
-                None => connection(TokioIo::new(stream), app, header_timeout, watcher).await,
+                None => {
+                    connection(
+                        TokioIo::new(ProblemIo::new(stream)),
+                        app,
+                        header_timeout,
+                        watcher,
+                    )
+                    .await
+                }
                 Some(acceptor) => {
                     match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(s)) => {
-                            connection(TokioIo::new(s), app, header_timeout, watcher).await
+                            connection(
+                                TokioIo::new(ProblemIo::new(s)),
+                                app,
+                                header_timeout,
+                                watcher,
+                            )
+                            .await
                         }
                         Ok(Err(e)) => tracing::debug!(error = %e, "api: TLS handshake failed"),
                         Err(_) => tracing::debug!("api: TLS handshake timed out"),

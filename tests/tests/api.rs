@@ -312,9 +312,11 @@ fn authentication_roles_and_care_team_boundaries() {
         .any(|e| e["action"] == "GET /api/v1/patients/{patient_id}"
             && e["patient_id"] == "p-south"
             && e["outcome"] == 404));
-    assert!(entries
-        .iter()
-        .any(|e| e["actor"] == "anonymous" && e["outcome"] == 401));
+    // Anonymous refusals are counted and audited in aggregate (one row per
+    // client address and minute), not one row each.
+    assert!(!entries.iter().any(|e| e["actor"] == "anonymous"));
+    let m = w.api.request("GET", "/metrics", None, None).text();
+    assert!(m.contains("rpm_api_auth_failures_total{reason="), "{m}");
     assert!(entries
         .iter()
         .all(|e| e["actor"] != "" && e["at"].is_string()));
@@ -1409,4 +1411,116 @@ fn every_http_error_is_a_problem_document() {
         .problem(413);
     // The connection-level answers do not disturb the API.
     w.api.request("GET", "/healthz", None, None).expect(200);
+}
+
+/// Rate limits: a token over its rate and a client address guessing tokens
+/// get 429 with `Retry-After` and are served again once it has passed; a
+/// flood of anonymous requests is counted, not audited row by row; idle
+/// connections of one client cannot starve `/healthz`.
+#[test]
+fn rate_limits_answer_429_and_release_and_idle_clients_cannot_starve_healthz() {
+    let w = world(
+        "auth_failures_per_minute = 60\nauth_failure_burst = 3\ntoken_requests_per_second = 2\nmax_connections = 8\nmax_connections_per_client = 4\n",
+    );
+    let admin = http::token(&w.gw, "ops", "admin", &[]);
+    let get = |token: &str| w.api.get("/api/v1/devices", token);
+
+    // Per token: a burst of 4, then 2 a second.
+    let statuses: Vec<u16> = (0..8).map(|_| get(&admin).status).collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let limited = (0..8)
+        .map(|_| get(&admin))
+        .find(|r| r.status == 429)
+        .unwrap();
+    limited.problem(429);
+    let secs: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&secs));
+    std::thread::sleep(Duration::from_secs(secs));
+    get(&admin).expect(200);
+
+    // Per client address: 3 wrong guesses, then 429 for everything, the
+    // right token included (the guess's outcome is hidden), until released.
+    let audit_before = w.gw.count("SELECT COUNT(*) FROM audit_log");
+    for _ in 0..3 {
+        get("wrong").problem(401);
+    }
+    let r = get("wrong");
+    r.problem(429);
+    let secs: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    get(&admin).problem(429);
+    // A flood meanwhile: refused cheaply, and not one audit row each.
+    for _ in 0..100 {
+        let (status, _, _) = raw(
+            &w.api.base,
+            b"GET /api/v1/readings HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(status, 429);
+    }
+    std::thread::sleep(Duration::from_secs(secs));
+    get(&admin).expect(200);
+    for _ in 0..100 {
+        raw(
+            &w.api.base,
+            b"GET /api/v1/readings HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        );
+    }
+    let grown = w.gw.count("SELECT COUNT(*) FROM audit_log") - audit_before;
+    assert!(grown <= 3, "audit log grew by {grown} rows");
+    let m = w.api.request("GET", "/metrics", None, None).text();
+    assert!(
+        m.contains("rpm_api_auth_failures_total{reason=\"invalid\"} 4"),
+        "{m}"
+    );
+    assert!(
+        m.contains("rpm_api_auth_failures_total{reason=\"missing\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("rpm_api_rate_limited_total{limit=\"client\"}"),
+        "{m}"
+    );
+
+    // Eight silent connections from one client (127.0.0.2) against
+    // max_connections = 8: it keeps 4, /healthz still answers at once.
+    let addr: std::net::SocketAddr = w.api.base.trim_start_matches("http://").parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let idle: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| {
+            rt.block_on(async {
+                let s = tokio::net::TcpSocket::new_v4().unwrap();
+                s.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+                s.connect(addr).await.unwrap().into_std().unwrap()
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 200"), "healthz starved: {out:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let closed = idle
+        .iter()
+        .filter(|c| {
+            let mut c = *c;
+            c.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            matches!(c.read(&mut [0u8; 1]), Ok(0) | Err(_)) && {
+                c.set_nonblocking(true).unwrap();
+                matches!(c.read(&mut [0u8; 1]), Ok(0))
+            }
+        })
+        .count();
+    assert_eq!(
+        closed, 4,
+        "the connections over the client's share are closed"
+    );
 }

@@ -1524,3 +1524,57 @@ fn rate_limits_answer_429_and_release_and_idle_clients_cannot_starve_healthz() {
         "the connections over the client's share are closed"
     );
 }
+
+/// An ingest token scoped to devices (or profiles) pushes only for those:
+/// another device's reading is refused (403) and nothing of it is stored.
+#[test]
+fn ingest_tokens_are_scoped_to_their_devices_and_profiles() {
+    let w = world("");
+    let t = setup(&w);
+    let out = w.gw.cli(&[
+        "tokens",
+        "create",
+        "cuff-n-cloud",
+        "--role",
+        "ingest",
+        "--device",
+        "cuff-n",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let scoped = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    push_bp(&w, &scoped, "cuff-n", 7, 141);
+    let before = w.gw.readings();
+    let push = |token: &str, device: &str| {
+        w.api.send(
+            "POST",
+            "/api/v1/readings",
+            token,
+            &json!({"device_id": device, "profile": "acme-bp-cuff", "payload": bp(8, 142)}),
+        )
+    };
+    push(&scoped, "cuff-s").problem(403);
+    push(&scoped, "unknown-cuff").problem(403);
+    assert_eq!(w.gw.readings(), before, "nothing stored for another device");
+    assert_eq!(
+        w.gw.count("SELECT COUNT(*) FROM readings WHERE device_id = 'cuff-s'"),
+        0
+    );
+    let out = w.gw.cli(&[
+        "tokens",
+        "create",
+        "senml-only",
+        "--role",
+        "ingest",
+        "--profile",
+        "senml-generic",
+    ]);
+    let senml = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    push(&senml, "cuff-n").problem(403);
+    // Scopes belong to ingest tokens only.
+    let out = w.gw.cli(&[
+        "tokens", "create", "x", "--role", "admin", "--device", "cuff-n",
+    ]);
+    assert!(!out.status.success());
+    // Unscoped ingest tokens are as before.
+    push(&t.ingest, "cuff-s").expect(200);
+}

@@ -33,6 +33,10 @@ pub struct Principal {
     pub role: Role,
     /// Care teams (role `care_team`).
     pub teams: Vec<String>,
+    /// Devices an ingest token may push for (empty: any).
+    pub devices: Vec<String>,
+    /// Profiles an ingest token may push with (empty: any).
+    pub profiles: Vec<String>,
 }
 
 impl From<TokenRecord> for Principal {
@@ -42,6 +46,8 @@ impl From<TokenRecord> for Principal {
             name: t.name,
             role: t.role,
             teams: t.care_teams,
+            devices: t.devices,
+            profiles: t.profiles,
         }
     }
 }
@@ -87,6 +93,24 @@ impl Principal {
             Role::Admin | Role::Ingest => Ok(()),
             _ => Err(ApiError::Forbidden),
         }
+    }
+
+    /// 403 unless this token may push with `profile` for every device of
+    /// `devices` (`None`: a device the input did not name).
+    pub fn check_ingest_scope<'a>(
+        &self,
+        profile: &str,
+        mut devices: impl Iterator<Item = Option<&'a str>>,
+    ) -> Result<(), ApiError> {
+        if !self.profiles.is_empty() && !self.profiles.iter().any(|p| p == profile) {
+            return Err(ApiError::Forbidden);
+        }
+        if !self.devices.is_empty()
+            && !devices.all(|d| d.is_some_and(|d| self.devices.iter().any(|x| x == d)))
+        {
+            return Err(ApiError::Forbidden);
+        }
+        Ok(())
     }
 
     /// The care teams this token is limited to; `None` = every patient.

@@ -305,6 +305,10 @@ ALTER TABLE devices ADD COLUMN firmware TEXT;
         r#"
 -- webhook endpoints: the SSRF guard is lifted per endpoint, explicitly.
 ALTER TABLE webhook_endpoints ADD COLUMN allow_private_network INTEGER NOT NULL DEFAULT 0;
+-- api tokens: an ingest token may be limited to devices and profiles
+-- (JSON arrays; empty = any).
+ALTER TABLE api_tokens ADD COLUMN devices TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE api_tokens ADD COLUMN profiles TEXT NOT NULL DEFAULT '[]';
 "#,
     ),
 ];

@@ -706,3 +706,60 @@ fn ssrf_guard_refuses_internal_destinations_unless_allowed() {
     log.expect(200);
     assert!(!log.text().contains("rehearsed"), "{}", log.text());
 }
+
+/// Webhook secrets are sealed in the store with a key kept outside it:
+/// neither the database nor its WAL holds a secret's bytes, deliveries
+/// still verify; with a wrong key nothing is sent unsigned and the error
+/// says why.
+#[test]
+fn webhook_secrets_are_sealed_with_a_key_outside_the_store() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rx = Receiver::new(dir.path(), "r", &["--secret", SECRET]);
+    rx.start();
+    let mut gw = Gateway::with_config(dir.path(), &config(""));
+    let out = gw.cli(&["webhooks", "add", "north", &rx.url(), "--secret", SECRET]);
+    assert!(out.status.success(), "{out:?}");
+    start(&mut gw);
+    let first = alert("p-1", 0, "urgent");
+    enqueue_events(&gw.db, std::slice::from_ref(&first));
+    wait_until("the delivery", T, || rx.distinct() == 1);
+    let needle = SECRET.trim_start_matches("whsec_").as_bytes();
+    for f in ["rpm.db", "rpm.db-wal"] {
+        let bytes = std::fs::read(dir.path().join(f)).unwrap_or_default();
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "the secret is in {f}"
+        );
+    }
+    let stored: String = gw
+        .db()
+        .query_row(
+            "SELECT secrets FROM webhook_endpoints WHERE endpoint_id = 'north'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(stored.contains("enc1:"), "{stored}");
+    let key = dir.path().join("rpm.db.key");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(gw.stop().code(), Some(0));
+
+    // The wrong key: refused, clearly, and nothing leaves unsigned.
+    gw.start_until(
+        "webhook dispatcher started",
+        &[("RPM_STORE_KEY", &"ab".repeat(32))],
+    );
+    let second = alert("p-1", 1, "urgent");
+    enqueue_events(&gw.db, std::slice::from_ref(&second));
+    wait_until("the refused attempt", T, || {
+        attempts_of(&gw, "north")
+            .iter()
+            .any(|(_, _, e)| e.as_deref().is_some_and(|e| e.contains("store key")))
+    });
+    assert_eq!(rx.arrivals(&second.id), 0);
+    assert!(gw.log().contains("does not open with this store key"));
+}

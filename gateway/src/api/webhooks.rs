@@ -33,6 +33,10 @@ fn endpoint_error(e: EndpointError) -> ApiError {
         EndpointError::Exists(_) => ApiError::Conflict(e.to_string()),
         EndpointError::Invalid { .. } => ApiError::Unprocessable(e.to_string()),
         EndpointError::Store(s) => s.into(),
+        EndpointError::Secrets(e) => {
+            tracing::error!(error = %e, "api: webhook secrets");
+            ApiError::Internal
+        }
     }
 }
 

@@ -387,8 +387,20 @@ async fn post(shared: &Shared, ep: &Endpoint, event_id: &str, body: String) -> E
         }
         &shared.client
     };
+    let keys = ep.keys();
+    if keys.is_empty() {
+        // Never unsigned: the secrets did not open (wrong store key).
+        return Exchange {
+            status: None,
+            retry_after: None,
+            error: Some(
+                "not sent: no usable signing secret (the store key does not open this endpoint's secrets: check RPM_STORE_KEY, the rpm-store-key credential or store.key_file)".into(),
+            ),
+            latency: Duration::ZERO,
+        };
+    }
     let ts = Utc::now().timestamp();
-    let sig = signature_header(&ep.keys(), event_id, ts, body.as_bytes());
+    let sig = signature_header(&keys, event_id, ts, body.as_bytes());
     let start = Instant::now();
     let res = client
         .post(&ep.url)

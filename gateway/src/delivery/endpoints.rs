@@ -2,10 +2,10 @@
 //! HTTP API change at run time and what the dispatcher reads.
 //!
 //! Every function takes a `&Connection` (a `Transaction` derefs to one), so
-//! callers choose the transaction. Secrets are stored as the `whsec_` text
-//! (the dispatcher must sign with them, so they cannot be hashed) and are
-//! never serialized out of an [`Endpoint`]: it reports only how many are
-//! active.
+//! callers choose the transaction. Secrets are sealed with the store key
+//! (`store::secrets`: the dispatcher must sign with them, so they cannot be
+//! hashed) and are never serialized out of an [`Endpoint`]: it reports only
+//! how many are active.
 
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -14,6 +14,7 @@ use serde::Serialize;
 use super::route::Filter;
 use super::signing::Secret;
 use super::ssrf;
+use crate::store::secrets::{self, SecretsError};
 use crate::store::{now_ms, StoreError};
 
 /// Endpoint management failures.
@@ -28,6 +29,9 @@ pub enum EndpointError {
     /// The id is taken.
     #[error("webhook endpoint `{0}` already exists")]
     Exists(String),
+    /// The store key is unusable.
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
     /// A field is invalid.
     #[error("{field}: {message}")]
     Invalid {
@@ -228,6 +232,56 @@ fn row(r: &Row<'_>) -> rusqlite::Result<Endpoint> {
     })
 }
 
+/// The secrets column for `id`: each secret sealed.
+fn sealed(conn: &Connection, id: &str, plain: &[String]) -> Result<String, EndpointError> {
+    let out = plain
+        .iter()
+        .map(|s| secrets::seal(conn, id, s))
+        .collect::<Result<Vec<_>, _>>()?;
+    json(&out)
+}
+
+/// Opens an endpoint's secrets; those that do not open are left out (and
+/// logged): the dispatcher then refuses to send unsigned.
+fn unseal(conn: &Connection, mut ep: Endpoint) -> Endpoint {
+    let stored = std::mem::take(&mut ep.secrets);
+    for s in stored {
+        match secrets::open(conn, &ep.endpoint_id, &s) {
+            Ok(p) => ep.secrets.push(p),
+            Err(e) => {
+                tracing::error!(endpoint = %ep.endpoint_id, error = %e, "webhook secret unusable")
+            }
+        }
+    }
+    ep
+}
+
+/// Seals secrets stored in plain text (by a gateway before sealing existed,
+/// or written by hand). Returns how many endpoints changed.
+pub fn seal_plaintext(conn: &Connection) -> Result<usize, EndpointError> {
+    let mut n = 0;
+    let raw: Vec<(String, String)> = conn
+        .prepare("SELECT endpoint_id, secrets FROM webhook_endpoints")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (id, text) in raw {
+        let list: Vec<String> = serde_json::from_str(&text).unwrap_or_default();
+        if list.iter().all(|s| s.starts_with(secrets::SEALED)) {
+            continue;
+        }
+        let plain = list
+            .iter()
+            .map(|s| secrets::open(conn, &id, s))
+            .collect::<Result<Vec<_>, _>>()?;
+        conn.execute(
+            "UPDATE webhook_endpoints SET secrets = ?2 WHERE endpoint_id = ?1",
+            params![id, sealed(conn, &id, &plain)?],
+        )?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 fn json<T: Serialize>(v: &T) -> Result<String, EndpointError> {
     serde_json::to_string(v).map_err(|e| EndpointError::Store(StoreError::Encode(e.to_string())))
 }
@@ -238,7 +292,8 @@ pub fn list(conn: &Connection) -> Result<Vec<Endpoint>, EndpointError> {
         "SELECT {COLUMNS} FROM webhook_endpoints ORDER BY endpoint_id"
     ))?;
     let rows = q.query_map([], row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let rows: Vec<Endpoint> = rows.collect::<Result<_, _>>()?;
+    Ok(rows.into_iter().map(|e| unseal(conn, e)).collect())
 }
 
 /// One endpoint.
@@ -249,7 +304,8 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<Endpoint>, EndpointErro
             [id],
             row,
         )
-        .optional()?)
+        .optional()?
+        .map(|e| unseal(conn, e)))
 }
 
 fn must_get(conn: &Connection, id: &str) -> Result<Endpoint, EndpointError> {
@@ -289,7 +345,7 @@ pub fn create(
             new.endpoint_id,
             new.url,
             new.description,
-            json(&[&secret])?,
+            sealed(conn, &new.endpoint_id, std::slice::from_ref(&secret))?,
             new.enabled as i64,
             (!new.enabled).then_some(format!("disabled at creation by {origin}")),
             json(&new.filter)?,
@@ -388,7 +444,7 @@ pub fn rotate_secret(
     secrets.extend(ep.secrets.into_iter().filter(|s| *s != secret).take(1));
     conn.execute(
         "UPDATE webhook_endpoints SET secrets = ?2, updated_at = ?3 WHERE endpoint_id = ?1",
-        params![id, json(&secrets)?, now_ms()],
+        params![id, sealed(conn, id, &secrets)?, now_ms()],
     )?;
     Ok(secret)
 }
@@ -401,7 +457,7 @@ pub fn retire_secrets(conn: &Connection, id: &str) -> Result<usize, EndpointErro
         "UPDATE webhook_endpoints SET secrets = ?2, updated_at = ?3 WHERE endpoint_id = ?1",
         params![
             id,
-            json(&ep.secrets.iter().take(1).collect::<Vec<_>>())?,
+            sealed(conn, id, &ep.secrets[..ep.secrets.len().min(1)])?,
             now_ms()
         ],
     )?;

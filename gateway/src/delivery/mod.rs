@@ -77,5 +77,16 @@ pub fn apply_config_endpoints(store: &mut Store, config: &Config) -> Result<(), 
         tx.commit()
             .map_err(|e| err(endpoints::EndpointError::Store(e.into())))?;
     }
+    // Secrets written in plain text before sealing existed are sealed now.
+    let err = |source| DeliveryError::Endpoint {
+        id: "*".into(),
+        source,
+    };
+    let tx = store
+        .transaction()
+        .map_err(|e| err(endpoints::EndpointError::Store(e)))?;
+    endpoints::seal_plaintext(&tx).map_err(err)?;
+    tx.commit()
+        .map_err(|e| err(endpoints::EndpointError::Store(e.into())))?;
     Ok(())
 }

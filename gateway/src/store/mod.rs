@@ -13,6 +13,7 @@ pub mod patients;
 pub mod queries;
 pub mod registry;
 mod schema;
+pub mod secrets;
 pub mod tokens;
 pub mod writer;
 

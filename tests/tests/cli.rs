@@ -181,3 +181,31 @@ fn store_files_are_owner_only_whatever_the_umask() {
     );
     assert_eq!(mode(&db), 0o644, "not silently changed");
 }
+
+/// An API listening beyond loopback without TLS is warned about at start.
+#[test]
+fn api_beyond_loopback_without_tls_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let mut gw = common::Gateway::store_only(
+        dir.path(),
+        &format!("[api]\nenabled = true\nlisten = \"0.0.0.0:{port}\"\n"),
+    );
+    gw.start_until("api listening", &[]);
+    common::wait_until("the warning", std::time::Duration::from_secs(10), || {
+        gw.log().contains("beyond loopback without TLS")
+    });
+    assert_eq!(gw.stop().code(), Some(0));
+    let sub = dir.path().join("l");
+    std::fs::create_dir(&sub).unwrap();
+    let mut local = common::Gateway::store_only(
+        &sub,
+        &format!(
+            "[api]\nenabled = true\nlisten = \"127.0.0.1:{}\"\n",
+            common::free_port()
+        ),
+    );
+    local.start_until("api listening", &[]);
+    assert_eq!(local.stop().code(), Some(0));
+    assert!(!local.log().contains("without TLS"));
+}

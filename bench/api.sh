@@ -14,7 +14,7 @@ BIN=${RPM_BIN:-$PWD/target/release/rpm-gateway}
 W=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$W"' EXIT
 PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
 API=http://127.0.0.1:$PORT
-printf '[store]\npath = "%s/rpm.db"\n[log]\nlevel = "warn"\n[api]\nenabled = true\nlisten = "127.0.0.1:%s"\n' "$W" "$PORT" > "$W/g.toml"
+printf '[store]\npath = "%s/rpm.db"\n[log]\nlevel = "warn"\n[api]\nenabled = true\nlisten = "127.0.0.1:%s"\n# capacity, not the limits: one token, one client address\ntoken_requests_per_second = 0\nmax_connections_per_client = 256\n' "$W" "$PORT" > "$W/g.toml"
 "$BIN" run -c "$W/g.toml" & 
 until curl -sf "$API/healthz" >/dev/null; do sleep 0.1; done
 TOKEN=$("$BIN" -c "$W/g.toml" tokens create bench --role admin)

@@ -18,7 +18,7 @@ BIN=$PWD/target/release/rpm-gateway
 W=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$W"' EXIT
 PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
 SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
-printf '[store]\npath = "%s/rpm.db"\n[log]\nlevel = "warn"\n[delivery]\npoll_interval = "%s"\n[[webhooks]]\nid = "bench"\nurl = "http://127.0.0.1:%s/hook"\nsecret = "%s"\n' \
+printf '[store]\npath = "%s/rpm.db"\n[log]\nlevel = "warn"\n[delivery]\npoll_interval = "%s"\nallow_private_network = true\n[[webhooks]]\nid = "bench"\nurl = "http://127.0.0.1:%s/hook"\nsecret = "%s"\n' \
   "$W" "$POLL" "$PORT" "$SECRET" > "$W/g.toml"
 python3 - "$N" "$RATE" "$PORT" "$SECRET" "$W" "$BIN" <<'PY'
 import json, sqlite3, subprocess, sys, threading, time, hashlib

@@ -161,10 +161,15 @@ fn load(cli: &Cli) -> Result<Config, ExitCode> {
         let default = PathBuf::from("gateway.toml");
         default.exists().then_some(default)
     });
-    runtime::load_config(path.as_deref()).map_err(|e| {
+    let config = runtime::load_config(path.as_deref()).map_err(|e| {
         eprintln!("{e}");
         ExitCode::from(2)
-    })
+    })?;
+    crate::store::secrets::configure(config.store.key_file.as_deref()).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(2)
+    })?;
+    Ok(config)
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -257,6 +257,8 @@ impl Demo {
                 description: "the demo's in-process webhook receiver".into(),
                 filter: Default::default(),
                 enabled: true,
+                // The receiver is on this machine, in this process.
+                allow_private_network: true,
             }];
         }
 

@@ -192,6 +192,24 @@ impl Metrics {
         );
     }
 
+    /// A request refused for want of a valid token (`missing`, `invalid`).
+    pub fn api_auth_failure(&self, reason: &str) {
+        self.add(
+            "rpm_api_auth_failures_total",
+            format!("reason=\"{reason}\""),
+            1,
+        );
+    }
+
+    /// A request or connection refused by a limit (`client`, `token`, `connections`).
+    pub fn api_rate_limited(&self, limit: &str) {
+        self.add(
+            "rpm_api_rate_limited_total",
+            format!("limit=\"{limit}\""),
+            1,
+        );
+    }
+
     fn gauge(&self, name: &'static str, labels: String, v: f64) {
         if let Ok(mut g) = self.gauges.lock() {
             g.insert((name, labels), v);

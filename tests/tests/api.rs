@@ -312,9 +312,11 @@ fn authentication_roles_and_care_team_boundaries() {
         .any(|e| e["action"] == "GET /api/v1/patients/{patient_id}"
             && e["patient_id"] == "p-south"
             && e["outcome"] == 404));
-    assert!(entries
-        .iter()
-        .any(|e| e["actor"] == "anonymous" && e["outcome"] == 401));
+    // Anonymous refusals are counted and audited in aggregate (one row per
+    // client address and minute), not one row each.
+    assert!(!entries.iter().any(|e| e["actor"] == "anonymous"));
+    let m = w.api.request("GET", "/metrics", None, None).text();
+    assert!(m.contains("rpm_api_auth_failures_total{reason="), "{m}");
     assert!(entries
         .iter()
         .all(|e| e["actor"] != "" && e["at"].is_string()));
@@ -1421,4 +1423,261 @@ fn alert_burden_report_is_care_team_scoped() {
     w.api
         .request("GET", "/api/v1/reports/alert-burden", Some(&t.ingest), None)
         .problem(403);
+
+/// A raw HTTP/1.1 exchange (requests curl would not send): status and body.
+fn raw(base: &str, request: &[u8]) -> (u16, String, Value) {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(request);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let ct = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type: ")
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    (
+        status,
+        ct,
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+/// Every refusal, including those the HTTP parser makes before any route
+/// is matched, is an RFC 9457 problem document.
+#[test]
+fn every_http_error_is_a_problem_document() {
+    let w = world("");
+    let t = setup(&w);
+    let long = format!(
+        "GET /api/v1/readings?x={} HTTP/1.1\r\nHost: a\r\n\r\n",
+        "a".repeat(100_000)
+    );
+    let mut many = String::from("GET /healthz HTTP/1.1\r\nHost: a\r\n");
+    for i in 0..300 {
+        many.push_str(&format!("x-h{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    for (what, req, statuses) in [
+        (
+            "NUL in the path",
+            b"GET /api/v1/re\0adings HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+            &[400][..],
+        ),
+        ("100 kB URI", long.into_bytes(), &[414, 431][..]),
+        ("300 headers", many.into_bytes(), &[431][..]),
+        (
+            "garbage",
+            b"\x16\x03\x01 not http\r\n\r\n".to_vec(),
+            &[400][..],
+        ),
+    ] {
+        let (status, ct, p) = raw(&w.api.base, &req);
+        assert!(statuses.contains(&status), "{what}: {status} {p}");
+        assert_eq!(ct, "application/problem+json", "{what}");
+        assert_eq!(p["status"], status, "{what}: {p}");
+        assert!(
+            p["type"]
+                .as_str()
+                .unwrap()
+                .starts_with("urn:rpm-gateway:problem:"),
+            "{what}"
+        );
+        assert!(!p["detail"].as_str().unwrap().is_empty(), "{what}");
+    }
+    w.api.get("/api/v1/nothing-here", &t.admin).problem(404);
+    w.api.request("GET", "/nothing", None, None).problem(404);
+    w.api.request("DELETE", "/healthz", None, None).problem(405);
+    w.api
+        .request("PUT", "/api/v1/readings", Some(&t.admin), None)
+        .problem(405);
+    let big = vec![b' '; 20_000];
+    w.api
+        .request(
+            "POST",
+            "/api/v1/readings",
+            Some(&t.ingest),
+            Some(("application/json", &big)),
+        )
+        .problem(413);
+    // The connection-level answers do not disturb the API.
+    w.api.request("GET", "/healthz", None, None).expect(200);
+}
+
+/// Rate limits: a token over its rate and a client address guessing tokens
+/// get 429 with `Retry-After` and are served again once it has passed; a
+/// flood of anonymous requests is counted, not audited row by row; idle
+/// connections of one client cannot starve `/healthz`.
+#[test]
+fn rate_limits_answer_429_and_release_and_idle_clients_cannot_starve_healthz() {
+    let w = world(
+        "auth_failures_per_minute = 60\nauth_failure_burst = 3\ntoken_requests_per_second = 2\nmax_connections = 8\nmax_connections_per_client = 4\n",
+    );
+    let admin = http::token(&w.gw, "ops", "admin", &[]);
+    let get = |token: &str| w.api.get("/api/v1/devices", token);
+
+    // Per token: a burst of 4, then 2 a second.
+    let statuses: Vec<u16> = (0..8).map(|_| get(&admin).status).collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let limited = (0..8)
+        .map(|_| get(&admin))
+        .find(|r| r.status == 429)
+        .unwrap();
+    limited.problem(429);
+    let secs: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&secs));
+    std::thread::sleep(Duration::from_secs(secs));
+    get(&admin).expect(200);
+
+    // Per client address: 3 wrong guesses, then 429 for everything, the
+    // right token included (the guess's outcome is hidden), until released.
+    let audit_before = w.gw.count("SELECT COUNT(*) FROM audit_log");
+    for _ in 0..3 {
+        get("wrong").problem(401);
+    }
+    let r = get("wrong");
+    r.problem(429);
+    let secs: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    get(&admin).problem(429);
+    // A flood meanwhile: refused cheaply, and not one audit row each.
+    for _ in 0..100 {
+        let (status, _, _) = raw(
+            &w.api.base,
+            b"GET /api/v1/readings HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(status, 429);
+    }
+    std::thread::sleep(Duration::from_secs(secs));
+    get(&admin).expect(200);
+    for _ in 0..100 {
+        raw(
+            &w.api.base,
+            b"GET /api/v1/readings HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        );
+    }
+    let grown = w.gw.count("SELECT COUNT(*) FROM audit_log") - audit_before;
+    assert!(grown <= 3, "audit log grew by {grown} rows");
+    let m = w.api.request("GET", "/metrics", None, None).text();
+    assert!(
+        m.contains("rpm_api_auth_failures_total{reason=\"invalid\"} 4"),
+        "{m}"
+    );
+    assert!(
+        m.contains("rpm_api_auth_failures_total{reason=\"missing\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("rpm_api_rate_limited_total{limit=\"client\"}"),
+        "{m}"
+    );
+
+    // Eight silent connections from one client (127.0.0.2) against
+    // max_connections = 8: it keeps 4, /healthz still answers at once.
+    let addr: std::net::SocketAddr = w.api.base.trim_start_matches("http://").parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let idle: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| {
+            rt.block_on(async {
+                let s = tokio::net::TcpSocket::new_v4().unwrap();
+                s.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+                s.connect(addr).await.unwrap().into_std().unwrap()
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 200"), "healthz starved: {out:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let closed = idle
+        .iter()
+        .filter(|c| {
+            let mut c = *c;
+            c.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            matches!(c.read(&mut [0u8; 1]), Ok(0) | Err(_)) && {
+                c.set_nonblocking(true).unwrap();
+                matches!(c.read(&mut [0u8; 1]), Ok(0))
+            }
+        })
+        .count();
+    assert_eq!(
+        closed, 4,
+        "the connections over the client's share are closed"
+    );
+}
+
+/// An ingest token scoped to devices (or profiles) pushes only for those:
+/// another device's reading is refused (403) and nothing of it is stored.
+#[test]
+fn ingest_tokens_are_scoped_to_their_devices_and_profiles() {
+    let w = world("");
+    let t = setup(&w);
+    let out = w.gw.cli(&[
+        "tokens",
+        "create",
+        "cuff-n-cloud",
+        "--role",
+        "ingest",
+        "--device",
+        "cuff-n",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let scoped = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    push_bp(&w, &scoped, "cuff-n", 7, 141);
+    let before = w.gw.readings();
+    let push = |token: &str, device: &str| {
+        w.api.send(
+            "POST",
+            "/api/v1/readings",
+            token,
+            &json!({"device_id": device, "profile": "acme-bp-cuff", "payload": bp(8, 142)}),
+        )
+    };
+    push(&scoped, "cuff-s").problem(403);
+    push(&scoped, "unknown-cuff").problem(403);
+    assert_eq!(w.gw.readings(), before, "nothing stored for another device");
+    assert_eq!(
+        w.gw.count("SELECT COUNT(*) FROM readings WHERE device_id = 'cuff-s'"),
+        0
+    );
+    let out = w.gw.cli(&[
+        "tokens",
+        "create",
+        "senml-only",
+        "--role",
+        "ingest",
+        "--profile",
+        "senml-generic",
+    ]);
+    let senml = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    push(&senml, "cuff-n").problem(403);
+    // Scopes belong to ingest tokens only.
+    let out = w.gw.cli(&[
+        "tokens", "create", "x", "--role", "admin", "--device", "cuff-n",
+    ]);
+    assert!(!out.status.success());
+    // Unscoped ingest tokens are as before.
+    push(&t.ingest, "cuff-s").expect(200);
 }

@@ -129,3 +129,83 @@ fn demo_runs_on_embedded_defaults() {
         "adherence judged on the data clock: {stdout}"
     );
 }
+
+/// The store, its WAL and shared memory are owner-only even under umask
+/// 000, in a directory of mode 0700; a store that others can read is refused
+/// with a message that says how to fix it.
+#[test]
+fn store_files_are_owner_only_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data/rpm.db");
+    let cfg = dir.path().join("gateway.toml");
+    std::fs::write(&cfg, format!("[store]\npath = \"{}\"\n", db.display())).unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let wal = db.with_file_name("rpm.db-wal");
+    let shm = db.with_file_name("rpm.db-shm");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "umask 000; exec {BIN} run --config {}",
+            cfg.display()
+        ))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    common::wait_until("the WAL", std::time::Duration::from_secs(20), || {
+        wal.exists() && shm.exists()
+    });
+    let modes = [
+        mode(db.parent().unwrap()),
+        mode(&db),
+        mode(&wal),
+        mode(&shm),
+    ];
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    assert_eq!(modes, [0o700, 0o600, 0o600, 0o600]);
+
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("accessible by other users") && err.contains("chmod 600"),
+        "{err}"
+    );
+    assert_eq!(mode(&db), 0o644, "not silently changed");
+}
+
+/// An API listening beyond loopback without TLS is warned about at start.
+#[test]
+fn api_beyond_loopback_without_tls_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let mut gw = common::Gateway::store_only(
+        dir.path(),
+        &format!("[api]\nenabled = true\nlisten = \"0.0.0.0:{port}\"\n"),
+    );
+    gw.start_until("api listening", &[]);
+    common::wait_until("the warning", std::time::Duration::from_secs(10), || {
+        gw.log().contains("beyond loopback without TLS")
+    });
+    assert_eq!(gw.stop().code(), Some(0));
+    let sub = dir.path().join("l");
+    std::fs::create_dir(&sub).unwrap();
+    let mut local = common::Gateway::store_only(
+        &sub,
+        &format!(
+            "[api]\nenabled = true\nlisten = \"127.0.0.1:{}\"\n",
+            common::free_port()
+        ),
+    );
+    local.start_until("api listening", &[]);
+    assert_eq!(local.stop().code(), Some(0));
+    assert!(!local.log().contains("without TLS"));
+}

@@ -524,7 +524,7 @@ fn an_mqtt_reading_fires_an_alert_that_reaches_the_receiver() {
     let broker = common::Mosquitto::start(dir.path());
     let py = PyReceiver::start(dir.path(), &[("/north", SECRET)]);
     let extra = format!(
-        "[rules]\n\n[[patients]]\nid = \"p-htn\"\ncare_plans = [\"hypertension\"]\ncare_team = \"north\"\n\n[delivery]\npoll_interval = \"50ms\"\n{}",
+        "[rules]\n\n[[patients]]\nid = \"p-htn\"\ncare_plans = [\"hypertension\"]\ncare_team = \"north\"\n\n[delivery]\npoll_interval = \"50ms\"\nallow_private_network = true\n{}",
         webhook(
             "north",
             &py.url("/north"),
@@ -563,4 +563,203 @@ fn an_mqtt_reading_fires_an_alert_that_reaches_the_receiver() {
         .iter()
         .any(|r| r["loinc"] == "8480-6" && r["value"] == 185.0));
     assert_eq!(gw.stop().code(), Some(0));
+}
+
+/// The SSRF guard: loopback, private, link-local, multicast and unspecified
+/// destinations are refused at creation (literal IPv4 and IPv6, IPv4-mapped
+/// IPv6, a DNS name resolving to 127.0.0.1) and again at connect time for
+/// endpoints already stored; an endpoint allowed explicitly is delivered
+/// to; a redirect is neither followed nor its body kept.
+#[test]
+fn ssrf_guard_refuses_internal_destinations_unless_allowed() {
+    use common::api_client::{self as http, Api};
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rx = Receiver::new(dir.path(), "internal", &["--secret", SECRET]);
+    rx.start();
+    let mut moved = Receiver::new(
+        dir.path(),
+        "moved",
+        &[
+            "--secret",
+            SECRET,
+            "--fail-status",
+            "302",
+            "--fail-for",
+            "1h",
+        ],
+    );
+    moved.start();
+    let port = http::api_port();
+    // No delivery.allow_private_network here: the guard is on.
+    let text = format!(
+        "[store]\npath = \"{{db}}\"\n\n[delivery]\npoll_interval = \"50ms\"\nretry_schedule = [\"200ms\"]\nmax_attempts = 50\n\n{}",
+        http::api_config(port, "")
+    );
+    let mut gw = Gateway::with_config(dir.path(), &text);
+    start(&mut gw);
+    wait_until("the API", T, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let api = Api {
+        base: format!("http://127.0.0.1:{port}"),
+        cacert: None,
+    };
+    let admin = http::token(&gw, "ops", "admin", &[]);
+    let p = rx.port;
+    for (url, class) in [
+        (format!("http://127.0.0.1:{p}/hook"), "loopback"),
+        (format!("http://localhost:{p}/hook"), "loopback"),
+        (format!("http://[::1]:{p}/hook"), "loopback"),
+        (format!("http://[::ffff:127.0.0.1]:{p}/hook"), "loopback"),
+        (
+            "https://169.254.169.254/latest/meta-data".into(),
+            "link-local",
+        ),
+        ("https://[fe80::1]/hook".into(), "link-local"),
+        ("https://10.1.2.3/hook".into(), "private"),
+        ("https://192.168.1.20/hook".into(), "private"),
+        ("https://[fd12::1]/hook".into(), "private"),
+        ("https://224.0.0.251/hook".into(), "multicast"),
+        ("https://[ff02::1]/hook".into(), "multicast"),
+        ("https://0.0.0.0/hook".into(), "unspecified"),
+        ("https://[::]/hook".into(), "unspecified"),
+    ] {
+        let detail = api
+            .send(
+                "POST",
+                "/api/v1/webhooks",
+                &admin,
+                &json!({"endpoint_id": "x", "url": url}),
+            )
+            .problem(422);
+        assert!(
+            detail.contains(&format!("is a {class} address")) && detail.contains("SSRF"),
+            "{url}: {detail}"
+        );
+    }
+    let out = gw.cli(&[
+        "webhooks",
+        "add",
+        "c",
+        &format!("http://localhost:{p}/hook"),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback address"));
+
+    // Allowed explicitly, per endpoint.
+    for (id, url) in [("lan", rx.url()), ("moved", moved.url())] {
+        api.send(
+            "POST",
+            "/api/v1/webhooks",
+            &admin,
+            &json!({"endpoint_id": id, "url": url, "secret": SECRET, "allow_private_network": true}),
+        )
+        .expect(201);
+    }
+    // Lifting the allowance again is refused while the URL is internal.
+    api.send(
+        "PATCH",
+        "/api/v1/webhooks/lan",
+        &admin,
+        &json!({"allow_private_network": false}),
+    )
+    .problem(422);
+    // Endpoints already stored whose names now resolve inside (rebinding),
+    // or stored before the guard: refused at connect time.
+    {
+        let c = rusqlite::Connection::open(&gw.db).unwrap();
+        for (id, url) in [
+            ("rebound", format!("http://localhost:{p}/hook")),
+            ("mapped", format!("http://[::ffff:127.0.0.1]:{p}/hook")),
+        ] {
+            c.execute(
+                "INSERT INTO webhook_endpoints (endpoint_id, url, secrets, origin, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, 'api', 0, 0)",
+                rusqlite::params![id, url, format!("[\"{SECRET}\"]")],
+            )
+            .unwrap();
+        }
+    }
+    let ev = alert("p-1", 0, "urgent");
+    enqueue_events(&gw.db, std::slice::from_ref(&ev));
+    let refused = |id: &str| {
+        attempts_of(&gw, id)
+            .iter()
+            .any(|(_, s, e)| s.is_none() && e.as_deref().is_some_and(|e| e.contains("SSRF guard")))
+    };
+    wait_until("delivery and refusals", T, || {
+        rx.distinct() == 1
+            && refused("rebound")
+            && refused("mapped")
+            && !attempts_of(&gw, "moved").is_empty()
+    });
+    assert_eq!(
+        rx.arrivals(&ev.id),
+        1,
+        "only the allowed endpoint was reached"
+    );
+    let (_, status, error) = attempts_of(&gw, "moved").remove(0);
+    assert_eq!(status, Some(302));
+    assert_eq!(error.as_deref(), Some("HTTP 302: redirect not followed"));
+    let log = api.get("/api/v1/webhooks/moved/deliveries", &admin);
+    log.expect(200);
+    assert!(!log.text().contains("rehearsed"), "{}", log.text());
+}
+
+/// Webhook secrets are sealed in the store with a key kept outside it:
+/// neither the database nor its WAL holds a secret's bytes, deliveries
+/// still verify; with a wrong key nothing is sent unsigned and the error
+/// says why.
+#[test]
+fn webhook_secrets_are_sealed_with_a_key_outside_the_store() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rx = Receiver::new(dir.path(), "r", &["--secret", SECRET]);
+    rx.start();
+    let mut gw = Gateway::with_config(dir.path(), &config(""));
+    let out = gw.cli(&["webhooks", "add", "north", &rx.url(), "--secret", SECRET]);
+    assert!(out.status.success(), "{out:?}");
+    start(&mut gw);
+    let first = alert("p-1", 0, "urgent");
+    enqueue_events(&gw.db, std::slice::from_ref(&first));
+    wait_until("the delivery", T, || rx.distinct() == 1);
+    let needle = SECRET.trim_start_matches("whsec_").as_bytes();
+    for f in ["rpm.db", "rpm.db-wal"] {
+        let bytes = std::fs::read(dir.path().join(f)).unwrap_or_default();
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "the secret is in {f}"
+        );
+    }
+    let stored: String = gw
+        .db()
+        .query_row(
+            "SELECT secrets FROM webhook_endpoints WHERE endpoint_id = 'north'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(stored.contains("enc1:"), "{stored}");
+    let key = dir.path().join("rpm.db.key");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(gw.stop().code(), Some(0));
+
+    // The wrong key: refused, clearly, and nothing leaves unsigned.
+    gw.start_until(
+        "webhook dispatcher started",
+        &[("RPM_STORE_KEY", &"ab".repeat(32))],
+    );
+    let second = alert("p-1", 1, "urgent");
+    enqueue_events(&gw.db, std::slice::from_ref(&second));
+    wait_until("the refused attempt", T, || {
+        attempts_of(&gw, "north")
+            .iter()
+            .any(|(_, _, e)| e.as_deref().is_some_and(|e| e.contains("store key")))
+    });
+    assert_eq!(rx.arrivals(&second.id), 0);
+    assert!(gw.log().contains("does not open with this store key"));
 }

@@ -1,6 +1,8 @@
 //! Authentication and authorization: bearer tokens with a role.
 //!
-//! - No token, an unknown one, a revoked one: 401, all with the same body.
+//! - No token, an unknown one, a revoked one: 401, all with the same body;
+//!   counted in metrics and audited in aggregate, and limited per client
+//!   address and per token ([`super::limits`]): 429 with `Retry-After`.
 //! - A role that may not do this kind of request: 403.
 //! - A care-team token asking for a patient outside its teams: 404, exactly
 //!   as for a patient that does not exist, so nothing about other teams'
@@ -15,6 +17,7 @@ use rusqlite::Connection;
 use std::sync::Arc;
 
 use super::audit::AuditPatient;
+use super::limits::{retry_after, ClientAddr};
 use super::problem::ApiError;
 use super::ApiState;
 use crate::store::tokens::{self, Role, TokenRecord};
@@ -30,6 +33,10 @@ pub struct Principal {
     pub role: Role,
     /// Care teams (role `care_team`).
     pub teams: Vec<String>,
+    /// Devices an ingest token may push for (empty: any).
+    pub devices: Vec<String>,
+    /// Profiles an ingest token may push with (empty: any).
+    pub profiles: Vec<String>,
 }
 
 impl From<TokenRecord> for Principal {
@@ -39,6 +46,8 @@ impl From<TokenRecord> for Principal {
             name: t.name,
             role: t.role,
             teams: t.care_teams,
+            devices: t.devices,
+            profiles: t.profiles,
         }
     }
 }
@@ -84,6 +93,24 @@ impl Principal {
             Role::Admin | Role::Ingest => Ok(()),
             _ => Err(ApiError::Forbidden),
         }
+    }
+
+    /// 403 unless this token may push with `profile` for every device of
+    /// `devices` (`None`: a device the input did not name).
+    pub fn check_ingest_scope<'a>(
+        &self,
+        profile: &str,
+        mut devices: impl Iterator<Item = Option<&'a str>>,
+    ) -> Result<(), ApiError> {
+        if !self.profiles.is_empty() && !self.profiles.iter().any(|p| p == profile) {
+            return Err(ApiError::Forbidden);
+        }
+        if !self.devices.is_empty()
+            && !devices.all(|d| d.is_some_and(|d| self.devices.iter().any(|x| x == d)))
+        {
+            return Err(ApiError::Forbidden);
+        }
+        Ok(())
     }
 
     /// The care teams this token is limited to; `None` = every patient.
@@ -186,7 +213,15 @@ pub async fn guard(State(st): State<Arc<ApiState>>, mut req: Request, next: Next
         req = Request::from_parts(parts, body);
         from_path.or(from_query)
     };
-    let principal = match bearer(&req) {
+    let client = req.extensions().get::<ClientAddr>().map(|c| c.0);
+    if let Some(wait) = client.and_then(|ip| st.limits.blocked(ip)) {
+        st.metrics.api_rate_limited("client");
+        st.metrics.api_request(method.as_str(), &route, 429);
+        return ApiError::TooManyRequests(retry_after(wait)).into_response();
+    }
+    let presented = bearer(&req);
+    let had_token = presented.is_some();
+    let principal = match presented {
         None => None,
         Some(token) => match st
             .db
@@ -198,14 +233,27 @@ pub async fn guard(State(st): State<Arc<ApiState>>, mut req: Request, next: Next
         },
     };
     let Some(principal) = principal else {
+        // Counted, and audited in aggregate (see `limits`): not a row each.
+        st.metrics
+            .api_auth_failure(if had_token { "invalid" } else { "missing" });
+        if let Some(wait) = client.and_then(|ip| st.limits.failure(ip)) {
+            st.metrics.api_rate_limited("client");
+            st.metrics.api_request(method.as_str(), &route, 429);
+            return ApiError::TooManyRequests(retry_after(wait)).into_response();
+        }
         st.metrics.api_request(method.as_str(), &route, 401);
-        let _ = st
-            .audit
-            .record("anonymous", &action, &resource, named_patient, 401)
-            .await;
         return ApiError::Unauthorized.into_response();
     };
     let actor = principal.token_id.clone();
+    if let Err(wait) = st.limits.token(&actor) {
+        st.metrics.api_rate_limited("token");
+        st.metrics.api_request(method.as_str(), &route, 429);
+        let _ = st
+            .audit
+            .record(&actor, &action, &resource, named_patient, 429)
+            .await;
+        return ApiError::TooManyRequests(retry_after(wait)).into_response();
+    }
     req.extensions_mut().insert(principal);
     let response = next.run(req).await;
     let status = response.status().as_u16();

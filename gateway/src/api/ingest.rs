@@ -140,6 +140,16 @@ pub async fn push(
             }
             _ => ApiError::BadRequest(e.to_string()),
         })?;
+    // A scoped token pushes only for its own devices, with its profiles:
+    // checked on what the input decoded to (a device named inside the
+    // payload counts), before anything is stored.
+    p.check_ingest_scope(
+        &profile,
+        items.iter().map(|i| match i {
+            Item::Reading { group, .. } => group.readings.first().map(|r| r.device_id.as_str()),
+            Item::Quarantine { device_id, .. } => device_id.as_deref(),
+        }),
+    )?;
     let commit = st.writer.submit(items.clone()).await?;
     let outcomes = match commit.await {
         Ok(Ok(o)) => o,

@@ -15,9 +15,11 @@ pub mod auth;
 pub mod db;
 pub mod degraded;
 pub mod devices;
+pub mod edge;
 pub mod fhir;
 pub mod health;
 pub mod ingest;
+pub mod limits;
 pub mod page;
 pub mod patients;
 pub mod problem;
@@ -62,14 +64,16 @@ pub struct ApiState {
     pub pipeline: Arc<Pipeline>,
     /// Process metrics.
     pub metrics: Arc<Metrics>,
+    /// Rate limits.
+    pub limits: Arc<limits::Limits>,
     /// Whether an MQTT source is configured (readiness).
     pub mqtt_configured: bool,
     /// Whether a BLE source is configured (readiness).
     pub ble_configured: bool,
     /// The rule set care plans and overrides are checked against.
     pub rules: Option<Arc<alerting_rules::RuleSet>>,
-    /// Plain-http webhook URLs allowed (`delivery.allow_http`).
-    pub allow_http: bool,
+    /// Webhook URLs allowed (`delivery.allow_http`, `delivery.allow_private_network`).
+    pub url_policy: crate::delivery::endpoints::UrlPolicy,
 }
 
 impl ApiState {
@@ -308,11 +312,12 @@ pub async fn start(
         audit,
         writer,
         pipeline,
-        metrics,
+        metrics: metrics.clone(),
+        limits: Arc::new(limits::Limits::new(&cfg)),
         mqtt_configured: config.sources.mqtt.is_some(),
         ble_configured: config.sources.ble.as_ref().is_some_and(|b| b.enabled),
         rules,
-        allow_http: config.delivery.allow_http,
+        url_policy: config.delivery.url_policy(),
     });
     let listener = TcpListener::bind(cfg.listen)
         .await
@@ -327,14 +332,43 @@ pub async fn start(
             source,
         })?;
     tracing::info!(addr = %local_addr, tls = tls.is_some(), "api listening");
+    if tls.is_none() && !local_addr.ip().is_loopback() {
+        tracing::warn!(addr = %local_addr, "api listens beyond loopback without TLS: tokens and health data cross the network in clear; set api.tls_cert and api.tls_key");
+    }
+    // Anonymous refusals: one audit row per client address and window.
+    {
+        let (limits, audit) = (state.limits.clone(), state.audit.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(limits::AUDIT_WINDOW);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                for (ip, n) in limits.take_refused() {
+                    let _ = audit
+                        .record(
+                            "anonymous",
+                            "auth.failed",
+                            &format!("client {ip}: {n} request(s) refused without a valid token"),
+                            None,
+                            401,
+                        )
+                        .await;
+                }
+            }
+        });
+    }
     let app = router(state);
     let task = tokio::spawn(async move {
         server::serve(
             listener,
             app,
             tls,
-            cfg.max_connections,
-            cfg.header_timeout,
+            server::Bounds {
+                max_connections: cfg.max_connections,
+                per_client: cfg.max_connections_per_client,
+                header_timeout: cfg.header_timeout,
+            },
+            metrics,
             shutdown,
         )
         .await;

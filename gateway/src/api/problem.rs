@@ -52,6 +52,9 @@ pub enum ApiError {
     /// No such route.
     #[error("no such resource")]
     NoRoute,
+    /// Over a rate limit; retry after this many seconds.
+    #[error("too many requests (or failed authentications) from this client; retry after {0} s")]
+    TooManyRequests(u64),
     /// The request took longer than `api.request_timeout`.
     #[error("the request took too long and was abandoned")]
     Timeout,
@@ -76,6 +79,7 @@ impl ApiError {
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -93,6 +97,7 @@ impl ApiError {
             ApiError::TooLarge => "too-large",
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
             ApiError::MethodNotAllowed => "method-not-allowed",
+            ApiError::TooManyRequests(_) => "rate-limited",
             ApiError::Timeout => "timeout",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal => "internal",
@@ -164,6 +169,10 @@ impl IntoResponse for ApiError {
         let mut resp = (status, body).into_response();
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let ApiError::TooManyRequests(secs) = self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if matches!(self, ApiError::Unauthorized) {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -19,6 +19,12 @@ pub enum TokensCommand {
         /// Care team (role care_team; repeat for several).
         #[arg(long = "team")]
         teams: Vec<String>,
+        /// The only device it may push for (role ingest; repeat for several; default any).
+        #[arg(long = "device")]
+        devices: Vec<String>,
+        /// The only profile it may push with (role ingest; repeat; default any).
+        #[arg(long = "profile")]
+        profiles: Vec<String>,
         /// JSON output.
         #[arg(long)]
         json: bool,
@@ -58,9 +64,12 @@ pub fn run(store: &Store, cmd: TokensCommand) -> Result<(), TokenError> {
             name,
             role,
             teams,
+            devices,
+            profiles,
             json,
         } => {
-            let t = tokens::create(store.conn(), &name, role, &teams)?;
+            let scope = tokens::IngestScope { devices, profiles };
+            let t = tokens::create_scoped(store.conn(), &name, role, &teams, &scope)?;
             audit("token.create", &t.record.token_id);
             if json {
                 let mut v = serde_json::to_value(&t.record)

@@ -18,6 +18,7 @@ use crate::delivery::endpoints::{
     NewEndpoint, Redrive,
 };
 use crate::delivery::route::Filter;
+use crate::delivery::ssrf;
 
 /// The endpoint `id`, or a 404.
 fn endpoint(conn: &rusqlite::Connection, id: &str) -> Result<Endpoint, ApiError> {
@@ -32,6 +33,10 @@ fn endpoint_error(e: EndpointError) -> ApiError {
         EndpointError::Exists(_) => ApiError::Conflict(e.to_string()),
         EndpointError::Invalid { .. } => ApiError::Unprocessable(e.to_string()),
         EndpointError::Store(s) => s.into(),
+        EndpointError::Secrets(e) => {
+            tracing::error!(error = %e, "api: webhook secrets");
+            ApiError::Internal
+        }
     }
 }
 
@@ -70,6 +75,9 @@ pub struct Create {
     filter: Filter,
     #[serde(default = "yes")]
     enabled: bool,
+    /// Lift the SSRF guard for this endpoint.
+    #[serde(default)]
+    allow_private_network: bool,
 }
 
 fn yes() -> bool {
@@ -90,7 +98,12 @@ pub async fn create(
     Json(body): Json<Create>,
 ) -> Result<(StatusCode, Json<WithSecret>), ApiError> {
     p.require_admin()?;
-    let allow_http = st.allow_http;
+    let policy = st.url_policy;
+    guard_url(
+        &body.url,
+        body.allow_private_network || policy.allow_private_network,
+    )
+    .await?;
     let new = NewEndpoint {
         endpoint_id: body.endpoint_id,
         url: body.url,
@@ -98,10 +111,11 @@ pub async fn create(
         secret: body.secret,
         filter: body.filter,
         enabled: body.enabled,
+        allow_private_network: body.allow_private_network,
     };
     let (endpoint, secret) = st
         .db
-        .run(move |s| endpoints::create(s.conn(), &new, "api", allow_http).map_err(endpoint_error))
+        .run(move |s| endpoints::create(s.conn(), &new, "api", policy).map_err(endpoint_error))
         .await?;
     Ok((StatusCode::CREATED, Json(WithSecret { endpoint, secret })))
 }
@@ -114,6 +128,22 @@ pub struct Update {
     description: Option<String>,
     filter: Option<Filter>,
     enabled: Option<bool>,
+    allow_private_network: Option<bool>,
+}
+
+/// The SSRF guard on a URL given to the API: its literal address, or what
+/// its name resolves to now (the dispatcher checks again at every
+/// connection). 422 when refused.
+async fn guard_url(url: &str, allowed: bool) -> Result<(), ApiError> {
+    if allowed {
+        return Ok(());
+    }
+    let Ok(u) = url::Url::parse(url) else {
+        return Ok(()); // the store-side validation words the error
+    };
+    ssrf::check_url(&u, std::time::Duration::from_secs(2))
+        .await
+        .map_err(|e| ApiError::Unprocessable(format!("url: {e}")))
 }
 
 /// `PATCH /api/v1/webhooks/{endpoint_id}` (admin).
@@ -124,17 +154,31 @@ pub async fn update(
     Json(body): Json<Update>,
 ) -> Result<Json<Endpoint>, ApiError> {
     p.require_admin()?;
-    let allow_http = st.allow_http;
+    let policy = st.url_policy;
+    if let Some(url) = &body.url {
+        let allowed = match body.allow_private_network {
+            Some(a) => a,
+            None => {
+                let id = id.clone();
+                st.db
+                    .run(move |s| endpoint(s.conn(), &id))
+                    .await?
+                    .allow_private_network
+            }
+        };
+        guard_url(url, allowed || policy.allow_private_network).await?;
+    }
     let actor = format!("api {}", p.token_id);
     let change = EndpointChange {
         url: body.url,
         description: body.description,
         filter: body.filter,
         enabled: body.enabled,
+        allow_private_network: body.allow_private_network,
     };
     st.db
         .run(move |s| {
-            endpoints::update(s.conn(), &id, &change, &actor, allow_http)
+            endpoints::update(s.conn(), &id, &change, &actor, policy)
                 .map(Json)
                 .map_err(endpoint_error)
         })

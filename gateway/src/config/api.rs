@@ -32,6 +32,17 @@ pub struct ApiConfig {
     pub header_timeout: Duration,
     /// Most connections served at once; more wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Connections one client address may hold at once (of `max_connections`):
+    /// a few idle clients cannot starve the others, nor `/healthz`.
+    pub max_connections_per_client: usize,
+    /// Authentication failures a client address may make per minute (its
+    /// bucket refills at this rate); beyond, 429 with `Retry-After`. 0: no limit.
+    pub auth_failures_per_minute: u32,
+    /// Failures a client address may make at once before the rate applies.
+    pub auth_failure_burst: u32,
+    /// Requests per second one token may make (burst twice that); beyond,
+    /// 429 with `Retry-After`. 0: no limit.
+    pub token_requests_per_second: u32,
     /// Read connections to the store (each request holds one briefly).
     pub read_connections: usize,
     /// Base URL clients reach the API at (`https://rpm.example.org`), for
@@ -53,6 +64,10 @@ impl Default for ApiConfig {
             request_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
             max_connections: 256,
+            max_connections_per_client: 32,
+            auth_failures_per_minute: 30,
+            auth_failure_burst: 10,
+            token_requests_per_second: 100,
             read_connections: 4,
             public_url: None,
         }
@@ -89,6 +104,12 @@ impl ApiConfig {
         }
         if self.max_connections == 0 {
             out.push(("max_connections", "must be greater than 0".into()));
+        }
+        if self.max_connections_per_client == 0 {
+            out.push((
+                "max_connections_per_client",
+                "must be greater than 0".into(),
+            ));
         }
         if self.read_connections == 0 || self.read_connections > 64 {
             out.push(("read_connections", "must be between 1 and 64".into()));

@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::delivery::endpoints::{validate_id, validate_url, NewEndpoint};
+use crate::delivery::endpoints::{
+    validate_destination, validate_id, validate_url, NewEndpoint, UrlPolicy,
+};
 use crate::delivery::retry::Schedule;
 use crate::delivery::route::Filter;
 use crate::delivery::signing::Secret;
@@ -60,6 +62,10 @@ pub struct DeliveryConfig {
     pub ca_file: Option<PathBuf>,
     /// Allow plain http to non-loopback hosts (never in production: alerts carry health data).
     pub allow_http: bool,
+    /// Lift the SSRF guard for every endpoint: webhooks may then reach
+    /// loopback, private and link-local addresses. For tests and demos on
+    /// one machine; in production allow single endpoints instead.
+    pub allow_private_network: bool,
 }
 
 impl Default for DeliveryConfig {
@@ -82,11 +88,20 @@ impl Default for DeliveryConfig {
             breaker_max_cooldown: Duration::from_secs(600),
             ca_file: None,
             allow_http: false,
+            allow_private_network: false,
         }
     }
 }
 
 impl DeliveryConfig {
+    /// What URLs endpoints may have.
+    pub fn url_policy(&self) -> UrlPolicy {
+        UrlPolicy {
+            allow_http: self.allow_http,
+            allow_private_network: self.allow_private_network,
+        }
+    }
+
     /// The retry schedule.
     pub fn schedule(&self) -> Schedule {
         Schedule {
@@ -122,6 +137,10 @@ pub struct WebhookConfig {
     /// `false` disables it.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// May reach loopback, private and link-local addresses (the SSRF guard
+    /// is lifted for this endpoint).
+    #[serde(default)]
+    pub allow_private_network: bool,
 }
 
 fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
@@ -144,6 +163,7 @@ impl std::fmt::Debug for WebhookConfig {
             .field("description", &self.description)
             .field("filter", &self.filter)
             .field("enabled", &self.enabled)
+            .field("allow_private_network", &self.allow_private_network)
             .finish()
     }
 }
@@ -179,6 +199,7 @@ impl WebhookConfig {
             secret: Some(self.secret()?),
             filter: self.filter.clone(),
             enabled: self.enabled,
+            allow_private_network: self.allow_private_network,
         })
     }
 }
@@ -275,7 +296,9 @@ pub fn validate(
                 format!("webhook `{}` is declared more than once", w.id),
             );
         }
-        if let Err(e) = validate_url(&w.url, d.allow_http) {
+        if let Err(e) = validate_url(&w.url, d.allow_http).and_then(|_| {
+            validate_destination(&w.url, w.allow_private_network || d.allow_private_network)
+        }) {
             err("webhooks", i, "url", e.to_string());
         }
         match w.secret() {

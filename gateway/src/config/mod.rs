@@ -87,6 +87,10 @@ pub struct StoreConfig {
     /// within this window, is a redelivery, not a new reading.
     #[serde(with = "humantime_serde")]
     pub dedup_window: Duration,
+    /// Key sealing the secrets kept in the store (64 hex digits, owner-only
+    /// file). `RPM_STORE_KEY` or the systemd credential `rpm-store-key`
+    /// take precedence; without any, `<path>.key` is created next to the store.
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for StoreConfig {
@@ -96,6 +100,7 @@ impl Default for StoreConfig {
             max_batch_items: 4096,
             queue: 4096,
             dedup_window: Duration::from_secs(24 * 3600),
+            key_file: None,
         }
     }
 }
@@ -401,6 +406,9 @@ impl Config {
         }
         if config.store.path.is_relative() && file != Path::new("") {
             config.store.path = base.join(&config.store.path);
+        }
+        if let Some(k) = config.store.key_file.as_mut().filter(|k| k.is_relative()) {
+            *k = base.join(&*k);
         }
         for p in [&mut config.api.tls_cert, &mut config.api.tls_key]
             .into_iter()

@@ -49,6 +49,9 @@ pub enum WebhooksCommand {
         /// Create it disabled.
         #[arg(long)]
         disabled: bool,
+        /// Allow loopback, private and link-local addresses (lifts the SSRF guard for it).
+        #[arg(long)]
+        allow_private_network: bool,
     },
     /// Rotate the signing secret: the new one and the previous one both sign until `retire-secret`.
     RotateSecret {
@@ -195,7 +198,7 @@ pub fn run_receiver(args: &ReceiverArgs) -> anyhow::Result<()> {
 /// Runs a `webhooks` subcommand against the configured store.
 pub fn webhooks(config: &Config, cmd: WebhooksCommand) -> anyhow::Result<()> {
     let mut store = runtime::open_store(config)?;
-    let allow_http = config.delivery.allow_http;
+    let policy = config.delivery.url_policy();
     match cmd {
         WebhooksCommand::List { json } => {
             for e in endpoints::list(store.conn())? {
@@ -229,6 +232,7 @@ pub fn webhooks(config: &Config, cmd: WebhooksCommand) -> anyhow::Result<()> {
             care_plans,
             event_types,
             disabled,
+            allow_private_network,
         } => {
             let new = NewEndpoint {
                 endpoint_id: id.clone(),
@@ -242,9 +246,15 @@ pub fn webhooks(config: &Config, cmd: WebhooksCommand) -> anyhow::Result<()> {
                     event_types,
                 },
                 enabled: !disabled,
+                allow_private_network,
             };
+            if !(allow_private_network || policy.allow_private_network) {
+                if let Ok(u) = url::Url::parse(&new.url) {
+                    super::ssrf::check_url_blocking(&u)?;
+                }
+            }
             let tx = store.transaction()?;
-            let (_, secret) = endpoints::create(&tx, &new, "cli", allow_http)?;
+            let (_, secret) = endpoints::create(&tx, &new, "cli", policy)?;
             tx.commit()?;
             println!("added webhook endpoint {id}");
             println!("signing secret (shown once; give it to the receiver): {secret}");
@@ -285,7 +295,7 @@ pub fn webhooks(config: &Config, cmd: WebhooksCommand) -> anyhow::Result<()> {
                     ..Default::default()
                 },
                 "cli",
-                allow_http,
+                policy,
             )
             .map(|e| e.enabled)?;
             tx.commit()?;

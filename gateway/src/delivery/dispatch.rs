@@ -30,6 +30,7 @@ use super::fanout::fanout;
 use super::ops;
 use super::retry::{Outcome, Schedule};
 use super::signing::{signature_header, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
+use super::ssrf;
 use crate::config::{client_tls_config, DeliveryConfig, TlsError, TlsSettings};
 use crate::metrics::Metrics;
 use crate::store::outbox::EventType;
@@ -46,8 +47,9 @@ pub enum DispatchError {
     Client(String),
 }
 
-/// Response bytes kept in the attempt log.
-const EXCERPT: usize = 512;
+/// Response bytes kept in the attempt log: enough for an error message,
+/// too little to copy out a document the receiver should not have sent.
+const EXCERPT: usize = 200;
 /// Events fanned out per transaction.
 const FANOUT_BATCH: usize = 500;
 /// A worker with nothing due re-reads its queue this often (re-drives and
@@ -56,7 +58,12 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 
 struct Shared {
     db: Mutex<Store>,
+    /// For endpoints under the SSRF guard: its resolver refuses non-public
+    /// addresses at every connection; no system proxy (a proxy would
+    /// resolve and connect where the guard cannot see).
     client: reqwest::Client,
+    /// For endpoints allowed to reach private networks.
+    open_client: reqwest::Client,
     cfg: DeliveryConfig,
     schedule: Schedule,
     metrics: Arc<Metrics>,
@@ -70,13 +77,17 @@ pub struct Dispatcher {
 
 /// The HTTPS client: rustls (ring), system roots plus `ca_file`, connect
 /// and total timeouts, no redirects (a signed POST is not re-sent elsewhere).
-pub fn http_client(cfg: &DeliveryConfig) -> Result<reqwest::Client, DispatchError> {
+/// `guarded`: the SSRF guard's resolver, no proxy.
+pub fn http_client(cfg: &DeliveryConfig, guarded: bool) -> Result<reqwest::Client, DispatchError> {
     let tls = client_tls_config(&TlsSettings {
         ca_file: cfg.ca_file.clone(),
         ..Default::default()
     })?;
-    reqwest::Client::builder()
-        .tls_backend_preconfigured((*tls).clone())
+    let mut b = reqwest::Client::builder();
+    if guarded {
+        b = b.dns_resolver(Arc::new(ssrf::GuardedResolver)).no_proxy();
+    }
+    b.tls_backend_preconfigured((*tls).clone())
         .connect_timeout(cfg.connect_timeout)
         .timeout(cfg.timeout)
         .redirect(reqwest::redirect::Policy::none())
@@ -112,7 +123,8 @@ impl Dispatcher {
         Ok(Dispatcher {
             shared: Arc::new(Shared {
                 db: Mutex::new(store),
-                client: http_client(cfg)?,
+                client: http_client(cfg, true)?,
+                open_client: http_client(cfg, false)?,
                 cfg: cfg.clone(),
                 schedule: cfg.schedule(),
                 metrics,
@@ -356,9 +368,39 @@ struct Exchange {
     latency: Duration,
 }
 
-async fn post(client: &reqwest::Client, ep: &Endpoint, event_id: &str, body: String) -> Exchange {
+async fn post(shared: &Shared, ep: &Endpoint, event_id: &str, body: String) -> Exchange {
+    let client = if ep.allow_private_network || shared.cfg.allow_private_network {
+        &shared.open_client
+    } else {
+        // Literal addresses never reach the resolver: checked here, at
+        // every attempt (the endpoint may predate the guard).
+        let refused = url::Url::parse(&ep.url)
+            .ok()
+            .and_then(|u| ssrf::check_literal(&u).err());
+        if let Some(e) = refused {
+            return Exchange {
+                status: None,
+                retry_after: None,
+                error: Some(format!("refused: {e}")),
+                latency: Duration::ZERO,
+            };
+        }
+        &shared.client
+    };
+    let keys = ep.keys();
+    if keys.is_empty() {
+        // Never unsigned: the secrets did not open (wrong store key).
+        return Exchange {
+            status: None,
+            retry_after: None,
+            error: Some(
+                "not sent: no usable signing secret (the store key does not open this endpoint's secrets: check RPM_STORE_KEY, the rpm-store-key credential or store.key_file)".into(),
+            ),
+            latency: Duration::ZERO,
+        };
+    }
     let ts = Utc::now().timestamp();
-    let sig = signature_header(&ep.keys(), event_id, ts, body.as_bytes());
+    let sig = signature_header(&keys, event_id, ts, body.as_bytes());
     let start = Instant::now();
     let res = client
         .post(&ep.url)
@@ -378,7 +420,11 @@ async fn post(client: &reqwest::Client, ep: &Endpoint, event_id: &str, body: Str
                 .and_then(|v| v.to_str().ok())
                 .map(String::from);
             let mut error = None;
-            if !(200..300).contains(&status) {
+            if (300..400).contains(&status) {
+                // Not followed, and nothing of it kept: a redirect is how a
+                // guarded request would be sent somewhere internal.
+                error = Some(format!("HTTP {status}: redirect not followed"));
+            } else if !(200..300).contains(&status) {
                 let mut buf = Vec::new();
                 while buf.len() < EXCERPT {
                     match resp.chunk().await {
@@ -387,10 +433,11 @@ async fn post(client: &reqwest::Client, ep: &Endpoint, event_id: &str, body: Str
                     }
                 }
                 buf.truncate(EXCERPT);
-                error = Some(format!(
-                    "HTTP {status}: {}",
-                    String::from_utf8_lossy(&buf).trim()
-                ));
+                let text: String = String::from_utf8_lossy(&buf)
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect();
+                error = Some(format!("HTTP {status}: {}", text.trim()));
             }
             Exchange {
                 status: Some(status),
@@ -444,7 +491,7 @@ async fn attempt(shared: Arc<Shared>, ep: Arc<Endpoint>, delivery_id: i64) -> Do
             status: None,
         };
     };
-    let ex = post(&shared.client, &ep, &event_id, body).await;
+    let ex = post(&shared, &ep, &event_id, body).await;
     let outcome = Outcome::classify(ex.status, ex.retry_after.as_deref(), Utc::now());
     let latency = ex.latency;
     let status = ex.status;
@@ -618,9 +665,10 @@ mod tests {
                     ..Default::default()
                 },
                 enabled: true,
+                allow_private_network: true,
                 ..Default::default()
             };
-            endpoints::create(store.conn(), &new, "api", false).unwrap();
+            endpoints::create(store.conn(), &new, "api", Default::default()).unwrap();
         }
         let cfg = DeliveryConfig {
             poll_interval: Duration::from_secs(3600),

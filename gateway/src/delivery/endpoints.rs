@@ -2,10 +2,10 @@
 //! HTTP API change at run time and what the dispatcher reads.
 //!
 //! Every function takes a `&Connection` (a `Transaction` derefs to one), so
-//! callers choose the transaction. Secrets are stored as the `whsec_` text
-//! (the dispatcher must sign with them, so they cannot be hashed) and are
-//! never serialized out of an [`Endpoint`]: it reports only how many are
-//! active.
+//! callers choose the transaction. Secrets are sealed with the store key
+//! (`store::secrets`: the dispatcher must sign with them, so they cannot be
+//! hashed) and are never serialized out of an [`Endpoint`]: it reports only
+//! how many are active.
 
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -13,6 +13,8 @@ use serde::Serialize;
 
 use super::route::Filter;
 use super::signing::Secret;
+use super::ssrf;
+use crate::store::secrets::{self, SecretsError};
 use crate::store::{now_ms, StoreError};
 
 /// Endpoint management failures.
@@ -27,6 +29,9 @@ pub enum EndpointError {
     /// The id is taken.
     #[error("webhook endpoint `{0}` already exists")]
     Exists(String),
+    /// The store key is unusable.
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
     /// A field is invalid.
     #[error("{field}: {message}")]
     Invalid {
@@ -63,6 +68,9 @@ pub struct Endpoint {
     pub disabled_reason: Option<String>,
     /// Which events it receives.
     pub filter: Filter,
+    /// May reach loopback, private and link-local addresses (the SSRF
+    /// guard is off for it).
+    pub allow_private_network: bool,
     /// config | cli | api.
     pub origin: String,
     /// Created.
@@ -97,6 +105,17 @@ pub struct NewEndpoint {
     pub filter: Filter,
     /// Enabled at once.
     pub enabled: bool,
+    /// May reach non-public addresses (see [`ssrf`]).
+    pub allow_private_network: bool,
+}
+
+/// What URLs a gateway accepts for every endpoint (`[delivery]`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UrlPolicy {
+    /// Plain http to non-loopback hosts (`delivery.allow_http`).
+    pub allow_http: bool,
+    /// Non-public addresses for every endpoint (`delivery.allow_private_network`).
+    pub allow_private_network: bool,
 }
 
 /// A change; `None` leaves a field as it is.
@@ -110,6 +129,8 @@ pub struct EndpointChange {
     pub filter: Option<Filter>,
     /// Enable or disable (disabling records `disabled_reason`).
     pub enabled: Option<bool>,
+    /// Allow or forbid non-public addresses.
+    pub allow_private_network: Option<bool>,
 }
 
 /// Checks an endpoint id.
@@ -160,6 +181,23 @@ pub fn validate_url(text: &str, allow_http: bool) -> Result<(), EndpointError> {
     }
 }
 
+/// The SSRF guard's check of a URL's literal address (names are checked
+/// by the caller, which may resolve them, and at every connection), unless
+/// `allowed`.
+pub fn validate_destination(text: &str, allowed: bool) -> Result<(), EndpointError> {
+    if allowed {
+        return Ok(());
+    }
+    let u = url::Url::parse(text).map_err(|e| EndpointError::Invalid {
+        field: "url",
+        message: format!("not a URL: {e}"),
+    })?;
+    ssrf::check_literal(&u).map_err(|e| EndpointError::Invalid {
+        field: "url",
+        message: e.to_string(),
+    })
+}
+
 fn validate_secret(s: &str) -> Result<(), EndpointError> {
     Secret::parse(s)
         .map(|_| ())
@@ -169,7 +207,7 @@ fn validate_secret(s: &str) -> Result<(), EndpointError> {
         })
 }
 
-const COLUMNS: &str = "endpoint_id, url, description, secrets, enabled, disabled_reason, filter, origin, created_at, updated_at";
+const COLUMNS: &str = "endpoint_id, url, description, secrets, enabled, disabled_reason, filter, origin, created_at, updated_at, allow_private_network";
 
 fn time(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
@@ -187,10 +225,61 @@ fn row(r: &Row<'_>) -> rusqlite::Result<Endpoint> {
         enabled: r.get::<_, i64>(4)? != 0,
         disabled_reason: r.get(5)?,
         filter,
+        allow_private_network: r.get::<_, i64>(10)? != 0,
         origin: r.get(7)?,
         created_at: time(r.get(8)?),
         updated_at: time(r.get(9)?),
     })
+}
+
+/// The secrets column for `id`: each secret sealed.
+fn sealed(conn: &Connection, id: &str, plain: &[String]) -> Result<String, EndpointError> {
+    let out = plain
+        .iter()
+        .map(|s| secrets::seal(conn, id, s))
+        .collect::<Result<Vec<_>, _>>()?;
+    json(&out)
+}
+
+/// Opens an endpoint's secrets; those that do not open are left out (and
+/// logged): the dispatcher then refuses to send unsigned.
+fn unseal(conn: &Connection, mut ep: Endpoint) -> Endpoint {
+    let stored = std::mem::take(&mut ep.secrets);
+    for s in stored {
+        match secrets::open(conn, &ep.endpoint_id, &s) {
+            Ok(p) => ep.secrets.push(p),
+            Err(e) => {
+                tracing::error!(endpoint = %ep.endpoint_id, error = %e, "webhook secret unusable")
+            }
+        }
+    }
+    ep
+}
+
+/// Seals secrets stored in plain text (by a gateway before sealing existed,
+/// or written by hand). Returns how many endpoints changed.
+pub fn seal_plaintext(conn: &Connection) -> Result<usize, EndpointError> {
+    let mut n = 0;
+    let raw: Vec<(String, String)> = conn
+        .prepare("SELECT endpoint_id, secrets FROM webhook_endpoints")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (id, text) in raw {
+        let list: Vec<String> = serde_json::from_str(&text).unwrap_or_default();
+        if list.iter().all(|s| s.starts_with(secrets::SEALED)) {
+            continue;
+        }
+        let plain = list
+            .iter()
+            .map(|s| secrets::open(conn, &id, s))
+            .collect::<Result<Vec<_>, _>>()?;
+        conn.execute(
+            "UPDATE webhook_endpoints SET secrets = ?2 WHERE endpoint_id = ?1",
+            params![id, sealed(conn, &id, &plain)?],
+        )?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 fn json<T: Serialize>(v: &T) -> Result<String, EndpointError> {
@@ -203,7 +292,8 @@ pub fn list(conn: &Connection) -> Result<Vec<Endpoint>, EndpointError> {
         "SELECT {COLUMNS} FROM webhook_endpoints ORDER BY endpoint_id"
     ))?;
     let rows = q.query_map([], row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let rows: Vec<Endpoint> = rows.collect::<Result<_, _>>()?;
+    Ok(rows.into_iter().map(|e| unseal(conn, e)).collect())
 }
 
 /// One endpoint.
@@ -214,7 +304,8 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<Endpoint>, EndpointErro
             [id],
             row,
         )
-        .optional()?)
+        .optional()?
+        .map(|e| unseal(conn, e)))
 }
 
 fn must_get(conn: &Connection, id: &str) -> Result<Endpoint, EndpointError> {
@@ -227,10 +318,14 @@ pub fn create(
     conn: &Connection,
     new: &NewEndpoint,
     origin: &str,
-    allow_http: bool,
+    policy: UrlPolicy,
 ) -> Result<(Endpoint, String), EndpointError> {
     validate_id(&new.endpoint_id)?;
-    validate_url(&new.url, allow_http)?;
+    validate_url(&new.url, policy.allow_http)?;
+    validate_destination(
+        &new.url,
+        new.allow_private_network || policy.allow_private_network,
+    )?;
     new.filter
         .validate()
         .map_err(|message| EndpointError::Invalid {
@@ -244,18 +339,19 @@ pub fn create(
     }
     let now = now_ms();
     conn.execute(
-        "INSERT INTO webhook_endpoints (endpoint_id, url, description, secrets, enabled, disabled_reason, filter, origin, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+        "INSERT INTO webhook_endpoints (endpoint_id, url, description, secrets, enabled, disabled_reason, filter, origin, created_at, updated_at, allow_private_network)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)",
         params![
             new.endpoint_id,
             new.url,
             new.description,
-            json(&[&secret])?,
+            sealed(conn, &new.endpoint_id, std::slice::from_ref(&secret))?,
             new.enabled as i64,
             (!new.enabled).then_some(format!("disabled at creation by {origin}")),
             json(&new.filter)?,
             origin,
-            now
+            now,
+            new.allow_private_network as i64
         ],
     )?;
     Ok((must_get(conn, &new.endpoint_id)?, secret))
@@ -267,12 +363,25 @@ pub fn update(
     id: &str,
     change: &EndpointChange,
     actor: &str,
-    allow_http: bool,
+    policy: UrlPolicy,
 ) -> Result<Endpoint, EndpointError> {
-    must_get(conn, id)?;
+    let ep = must_get(conn, id)?;
     let now = now_ms();
+    let allowed = change
+        .allow_private_network
+        .unwrap_or(ep.allow_private_network);
+    validate_destination(
+        change.url.as_deref().unwrap_or(&ep.url),
+        allowed || policy.allow_private_network,
+    )?;
+    if allowed != ep.allow_private_network {
+        conn.execute(
+            "UPDATE webhook_endpoints SET allow_private_network = ?2, updated_at = ?3 WHERE endpoint_id = ?1",
+            params![id, allowed as i64, now],
+        )?;
+    }
     if let Some(url) = &change.url {
-        validate_url(url, allow_http)?;
+        validate_url(url, policy.allow_http)?;
         conn.execute(
             "UPDATE webhook_endpoints SET url = ?2, updated_at = ?3 WHERE endpoint_id = ?1",
             params![id, url, now],
@@ -335,7 +444,7 @@ pub fn rotate_secret(
     secrets.extend(ep.secrets.into_iter().filter(|s| *s != secret).take(1));
     conn.execute(
         "UPDATE webhook_endpoints SET secrets = ?2, updated_at = ?3 WHERE endpoint_id = ?1",
-        params![id, json(&secrets)?, now_ms()],
+        params![id, sealed(conn, id, &secrets)?, now_ms()],
     )?;
     Ok(secret)
 }
@@ -348,7 +457,7 @@ pub fn retire_secrets(conn: &Connection, id: &str) -> Result<usize, EndpointErro
         "UPDATE webhook_endpoints SET secrets = ?2, updated_at = ?3 WHERE endpoint_id = ?1",
         params![
             id,
-            json(&ep.secrets.iter().take(1).collect::<Vec<_>>())?,
+            sealed(conn, id, &ep.secrets[..ep.secrets.len().min(1)])?,
             now_ms()
         ],
     )?;
@@ -364,11 +473,11 @@ pub fn retire_secrets(conn: &Connection, id: &str) -> Result<usize, EndpointErro
 pub fn apply_config(
     conn: &Connection,
     new: &NewEndpoint,
-    allow_http: bool,
+    policy: UrlPolicy,
 ) -> Result<(), EndpointError> {
     match get(conn, &new.endpoint_id)? {
         None => {
-            create(conn, new, "config", allow_http)?;
+            create(conn, new, "config", policy)?;
         }
         Some(ep) if ep.origin == "config" => {
             update(
@@ -379,9 +488,10 @@ pub fn apply_config(
                     description: Some(new.description.clone()),
                     filter: Some(new.filter.clone()),
                     enabled: (!new.enabled).then_some(false),
+                    allow_private_network: Some(new.allow_private_network),
                 },
                 "config",
-                allow_http,
+                policy,
             )?;
             if let Some(s) = &new.secret {
                 if !ep.secrets.contains(s) {
@@ -549,20 +659,26 @@ mod tests {
             secret: None,
             filter: Filter::default(),
             enabled: true,
+            allow_private_network: true,
         }
     }
+
+    const HTTP: UrlPolicy = UrlPolicy {
+        allow_http: true,
+        allow_private_network: false,
+    };
 
     #[test]
     fn create_rotate_retire_disable_and_validate() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.db")).unwrap();
         let c = store.conn();
-        let (ep, secret) = create(c, &new("north"), "cli", false).unwrap();
+        let (ep, secret) = create(c, &new("north"), "cli", UrlPolicy::default()).unwrap();
         assert!(secret.starts_with("whsec_"));
         assert_eq!(ep.active_secrets, 1);
         assert!(!serde_json::to_string(&ep).unwrap().contains("whsec_"));
         assert!(matches!(
-            create(c, &new("north"), "cli", false),
+            create(c, &new("north"), "cli", UrlPolicy::default()),
             Err(EndpointError::Exists(_))
         ));
         let s2 = rotate_secret(c, "north", None).unwrap();
@@ -586,26 +702,26 @@ mod tests {
                 ..Default::default()
             },
             "cli",
-            false,
+            UrlPolicy::default(),
         )
         .unwrap();
         assert!(ep.enabled && ep.disabled_reason.is_none());
         let mut bad = new("x y");
         assert!(matches!(
-            create(c, &bad, "cli", false),
+            create(c, &bad, "cli", UrlPolicy::default()),
             Err(EndpointError::Invalid { field: "id", .. })
         ));
         bad.endpoint_id = "ok".into();
         bad.url = "http://example.org/h".into();
         assert!(matches!(
-            create(c, &bad, "cli", false),
+            create(c, &bad, "cli", UrlPolicy::default()),
             Err(EndpointError::Invalid { field: "url", .. })
         ));
-        assert!(create(c, &bad, "cli", true).is_ok());
+        assert!(create(c, &bad, "cli", HTTP).is_ok());
         bad.endpoint_id = "ok2".into();
         bad.secret = Some("nope".into());
         assert!(matches!(
-            create(c, &bad, "cli", true),
+            create(c, &bad, "cli", HTTP),
             Err(EndpointError::Invalid {
                 field: "secret",
                 ..

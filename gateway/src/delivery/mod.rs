@@ -22,6 +22,7 @@ pub mod receiver;
 pub mod retry;
 pub mod route;
 pub mod signing;
+pub mod ssrf;
 
 use crate::config::Config;
 use crate::store::Store;
@@ -72,9 +73,20 @@ pub fn apply_config_endpoints(store: &mut Store, config: &Config) -> Result<(), 
         let tx = store
             .transaction()
             .map_err(|e| err(endpoints::EndpointError::Store(e)))?;
-        endpoints::apply_config(&tx, &new, config.delivery.allow_http).map_err(err)?;
+        endpoints::apply_config(&tx, &new, config.delivery.url_policy()).map_err(err)?;
         tx.commit()
             .map_err(|e| err(endpoints::EndpointError::Store(e.into())))?;
     }
+    // Secrets written in plain text before sealing existed are sealed now.
+    let err = |source| DeliveryError::Endpoint {
+        id: "*".into(),
+        source,
+    };
+    let tx = store
+        .transaction()
+        .map_err(|e| err(endpoints::EndpointError::Store(e)))?;
+    endpoints::seal_plaintext(&tx).map_err(err)?;
+    tx.commit()
+        .map_err(|e| err(endpoints::EndpointError::Store(e.into())))?;
     Ok(())
 }

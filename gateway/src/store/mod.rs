@@ -6,6 +6,7 @@
 //! acknowledge; everything downstream reads from here after a durable cursor.
 
 pub mod ble;
+pub mod files;
 pub mod inbox;
 pub mod outbox;
 pub mod patients;
@@ -13,6 +14,7 @@ pub(crate) mod quarantine;
 pub mod queries;
 pub mod registry;
 mod schema;
+pub mod secrets;
 pub mod tokens;
 pub mod writer;
 
@@ -48,6 +50,9 @@ pub enum StoreError {
         /// why
         source: rusqlite::Error,
     },
+    /// The store file is not owner-only, or cannot be created so.
+    #[error(transparent)]
+    Files(#[from] files::FileError),
     /// The writer thread has stopped.
     #[error("the store writer has stopped")]
     WriterGone,
@@ -214,9 +219,7 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) and migrates the store.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            let _ = std::fs::create_dir_all(dir);
-        }
+        files::prepare(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;

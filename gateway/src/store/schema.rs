@@ -334,6 +334,17 @@ ALTER TABLE patient_watermarks ADD COLUMN input_at INTEGER;
 CREATE INDEX IF NOT EXISTS alerts_fired_at ON alerts(fired_at);
 "#,
     ),
+    (
+        8,
+        r#"
+-- webhook endpoints: the SSRF guard is lifted per endpoint, explicitly.
+ALTER TABLE webhook_endpoints ADD COLUMN allow_private_network INTEGER NOT NULL DEFAULT 0;
+-- api tokens: an ingest token may be limited to devices and profiles
+-- (JSON arrays; empty = any).
+ALTER TABLE api_tokens ADD COLUMN devices TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE api_tokens ADD COLUMN profiles TEXT NOT NULL DEFAULT '[]';
+"#,
+    ),
 ];
 
 /// Brings the schema up to date. Returns the version now in force.

@@ -66,6 +66,10 @@ pub struct TokenRecord {
     pub role: Role,
     /// Care teams (role `care_team`).
     pub care_teams: Vec<String>,
+    /// The only devices it may push for (role `ingest`; empty: any).
+    pub devices: Vec<String>,
+    /// The only profiles (vendors' formats) it may push with (role `ingest`; empty: any).
+    pub profiles: Vec<String>,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Revoked, if it is.
@@ -118,7 +122,8 @@ fn t(ms: Option<i64>) -> Option<DateTime<Utc>> {
     ms.and_then(|m| Utc.timestamp_millis_opt(m).single())
 }
 
-const COLUMNS: &str = "token_id, name, role, care_teams, created_at, revoked_at, last_used_at";
+const COLUMNS: &str =
+    "token_id, name, role, care_teams, created_at, revoked_at, last_used_at, devices, profiles";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
     let role: String = r.get(2)?;
@@ -131,6 +136,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
         created_at: t(Some(r.get(4)?)).unwrap_or_default(),
         revoked_at: t(r.get(5)?),
         last_used_at: t(r.get(6)?),
+        devices: serde_json::from_str(&r.get::<_, String>(7)?).unwrap_or_default(),
+        profiles: serde_json::from_str(&r.get::<_, String>(8)?).unwrap_or_default(),
     })
 }
 
@@ -142,6 +149,42 @@ pub fn create(
     role: Role,
     teams: &[String],
 ) -> Result<NewToken, TokenError> {
+    create_scoped(conn, name, role, teams, &IngestScope::default())
+}
+
+/// What an ingest token may push: these devices, with these profiles
+/// (empty: any). A vendor cloud's token names its devices or its profile.
+#[derive(Debug, Clone, Default)]
+pub struct IngestScope {
+    /// Device ids.
+    pub devices: Vec<String>,
+    /// Profile names.
+    pub profiles: Vec<String>,
+}
+
+/// [`create`], with an ingest scope (role `ingest` only).
+pub fn create_scoped(
+    conn: &Connection,
+    name: &str,
+    role: Role,
+    teams: &[String],
+    scope: &IngestScope,
+) -> Result<NewToken, TokenError> {
+    if role != Role::Ingest && !(scope.devices.is_empty() && scope.profiles.is_empty()) {
+        return Err(TokenError::Invalid(
+            "--device and --profile apply to ingest tokens only".into(),
+        ));
+    }
+    if scope
+        .devices
+        .iter()
+        .chain(&scope.profiles)
+        .any(|d| d.trim().is_empty())
+    {
+        return Err(TokenError::Invalid(
+            "a device or profile must not be empty".into(),
+        ));
+    }
     if name.trim().is_empty() {
         return Err(TokenError::Invalid("a token needs a name".into()));
     }
@@ -167,14 +210,17 @@ pub fn create(
     let secret = format!("rpmgw_{}", random_hex(32)?);
     let now = now_ms();
     conn.execute(
-        "INSERT INTO api_tokens (token_id, name, token_hash, role, care_teams, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO api_tokens (token_id, name, token_hash, role, care_teams, created_at, devices, profiles) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             token_id,
             name,
             hash(&secret),
             role.name(),
             serde_json::to_string(teams).map_err(|e| StoreError::Encode(e.to_string()))?,
-            now
+            now,
+            serde_json::to_string(&scope.devices).map_err(|e| StoreError::Encode(e.to_string()))?,
+            serde_json::to_string(&scope.profiles)
+                .map_err(|e| StoreError::Encode(e.to_string()))?
         ],
     )?;
     let record =

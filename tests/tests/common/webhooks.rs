@@ -104,7 +104,7 @@ pub fn set_team(db: &Path, patient: &str, team: &str) {
 /// tests, plus `extra` (e.g. `[[webhooks]]`).
 pub fn config(extra: &str) -> String {
     format!(
-        "[store]\npath = \"{{db}}\"\n\n[delivery]\npoll_interval = \"50ms\"\nretry_schedule = [\"200ms\", \"400ms\", \"800ms\"]\njitter = 0.1\nmax_attempts = 50\nbreaker_threshold = 3\nbreaker_cooldown = \"300ms\"\nbreaker_max_cooldown = \"1s\"\n{extra}\n"
+        "[store]\npath = \"{{db}}\"\n\n[delivery]\npoll_interval = \"50ms\"\nretry_schedule = [\"200ms\", \"400ms\", \"800ms\"]\njitter = 0.1\nmax_attempts = 50\nbreaker_threshold = 3\nbreaker_cooldown = \"300ms\"\nbreaker_max_cooldown = \"1s\"\n# Receivers run on this machine.\nallow_private_network = true\n{extra}\n"
     )
 }
 

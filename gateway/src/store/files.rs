@@ -1,0 +1,118 @@
+//! Owner-only files: the store holds health data and secrets.
+//!
+//! The store file is created `0600` (its directory `0700`) whatever the
+//! process umask, before SQLite opens it; SQLite gives the `-wal`, `-shm`
+//! and `-journal` files it creates the mode of the database file, so they
+//! are owner-only too. A store that other users can read or write is
+//! refused with a message that says how to fix it: silently tightening it
+//! would hide that the data was exposed, and opening it would keep it so.
+
+use std::fs::{DirBuilder, OpenOptions, Permissions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Mode of files the gateway creates.
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of directories the gateway creates.
+pub const DIR_MODE: u32 = 0o700;
+
+/// Why a store file is not safe to use.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// Group or others have access.
+    #[error("store file {} is accessible by other users (mode {mode:04o}); it holds health data: `chmod 600 {}` (and its -wal and -shm files), then start again", path.display(), path.display())]
+    Exposed {
+        /// the file
+        path: PathBuf,
+        /// its permission bits
+        mode: u32,
+    },
+    /// The file or its directory could not be created or inspected.
+    #[error("store file {}: {source}", path.display())]
+    Io {
+        /// the file
+        path: PathBuf,
+        /// why
+        source: std::io::Error,
+    },
+}
+
+/// Creates `path` (and missing directories) owner-only if it does not exist;
+/// refuses it, its `-wal` and `-shm`, when others have access.
+pub fn prepare(path: &Path) -> Result<(), FileError> {
+    let io = |source| FileError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(DIR_MODE)
+                .create(dir)
+                .map_err(io)?;
+        }
+    }
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(path)
+    {
+        // The umask may have taken bits away, never added: set exactly.
+        Ok(f) => f
+            .set_permissions(Permissions::from_mode(FILE_MODE))
+            .map_err(io)?,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(e)),
+    }
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let p = PathBuf::from(p);
+        match std::fs::metadata(&p) {
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                return Err(FileError::Exposed {
+                    path: p,
+                    mode: m.permissions().mode() & 0o7777,
+                })
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to a new owner-only file (key files, exports).
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(path)?;
+    f.set_permissions(Permissions::from_mode(FILE_MODE))?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_owner_only_and_exposed_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a/b/s.db");
+        prepare(&db).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&db), 0o600);
+        assert_eq!(mode(db.parent().unwrap()), 0o700);
+        prepare(&db).unwrap();
+        std::fs::set_permissions(&db, Permissions::from_mode(0o640)).unwrap();
+        let e = prepare(&db).unwrap_err().to_string();
+        assert!(e.contains("chmod 600") && e.contains("0640"), "{e}");
+    }
+}

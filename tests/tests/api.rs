@@ -1423,6 +1423,7 @@ fn alert_burden_report_is_care_team_scoped() {
     w.api
         .request("GET", "/api/v1/reports/alert-burden", Some(&t.ingest), None)
         .problem(403);
+}
 
 /// A raw HTTP/1.1 exchange (requests curl would not send): status and body.
 fn raw(base: &str, request: &[u8]) -> (u16, String, Value) {

@@ -111,14 +111,18 @@ async fn serve(
             let why = m.store_unavailable().unwrap_or_default();
             ApiError::Unavailable(format!("{why}; the gateway is waiting for its store"))
         })
-        .with_state(metrics);
+        .with_state(metrics.clone());
     Ok(tokio::spawn(async move {
         server::serve(
             listener,
             app,
             tls,
-            cfg.max_connections,
-            cfg.header_timeout,
+            server::Bounds {
+                max_connections: cfg.max_connections,
+                per_client: cfg.max_connections_per_client,
+                header_timeout: cfg.header_timeout,
+            },
+            metrics,
             async move {
                 let _ = stop.wait_for(|s| *s).await;
             },

@@ -166,7 +166,7 @@ impl HttpTransport {
     }
 
     /// Posts one request; returns the status and the start of the answer.
-    pub async fn post(&self, r: &Request) -> Result<(u16, String), HttpError> {
+    pub async fn post(&self, r: &Request) -> Result<(u16, String, Option<u64>), HttpError> {
         let bytes = &r.body;
         let t = &self.target;
         let path = match (r.query.is_empty(), t.path.contains('?')) {
@@ -196,9 +196,14 @@ impl HttpTransport {
         let answer = tokio::time::timeout(self.timeout, exchange)
             .await
             .map_err(|_| HttpError::Timeout(self.timeout))??;
-        parse_response(&answer)
+        let (status, body) = parse_response(&answer)?;
+        let wait = retry_after(&String::from_utf8_lossy(&answer));
+        Ok((status, body, wait))
     }
 }
+
+/// Most 429 answers taken (and waited out) for one request.
+pub const MAX_RATE_LIMITED: u32 = 120;
 
 /// Status code and (start of) body of a raw HTTP/1.1 response.
 fn parse_response(raw: &[u8]) -> Result<(u16, String), HttpError> {
@@ -215,6 +220,18 @@ fn parse_response(raw: &[u8]) -> Result<(u16, String), HttpError> {
     Ok((status, body))
 }
 
+/// The `Retry-After` of a raw HTTP/1.1 response, in seconds (the
+/// delta-seconds form; a date or no header is `None`).
+fn retry_after(raw_head: &str) -> Option<u64> {
+    raw_head
+        .split("\r\n\r\n")
+        .next()?
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("retry-after"))
+        .and_then(|(_, v)| v.trim().parse().ok())
+}
+
 impl Transport for HttpTransport {
     fn name(&self) -> &'static str {
         "http"
@@ -223,7 +240,9 @@ impl Transport for HttpTransport {
     /// 2xx (stored, duplicate or quarantined: the gateway committed its
     /// decision) and 413 (refused as too large) count as delivered. Other
     /// 4xx are refusals of the request itself (token, route, body form).
-    /// 5xx and I/O errors are retried.
+    /// 5xx and I/O errors are retried; 429 (too many requests) is retried
+    /// after the `Retry-After` the gateway asks for, as often as it asks
+    /// (up to [`MAX_RATE_LIMITED`] times), since it refused nothing.
     async fn send(&mut self, o: &Outgoing) -> Result<(), TransportError> {
         let m = encode(&o.emission, o.format);
         let device_id = m
@@ -234,14 +253,24 @@ impl Transport for HttpTransport {
             .to_string();
         let req = request(&device_id, &m);
         let mut attempt = 0;
+        let mut limited = 0;
         loop {
-            attempt += 1;
             let outcome = self.post(&req).await;
-            let retry = match &outcome {
-                Ok((status, _)) => {
-                    *self.statuses.entry(*status).or_default() += 1;
-                    *status >= 500
+            if let Ok((status, _, _)) = &outcome {
+                *self.statuses.entry(*status).or_default() += 1;
+            }
+            if let Ok((429, _, wait)) = &outcome {
+                limited += 1;
+                if limited <= MAX_RATE_LIMITED {
+                    let wait = Duration::from_secs(wait.unwrap_or(1).clamp(1, 60));
+                    tokio::time::sleep(wait).await;
+                    continue;
                 }
+            }
+            attempt += 1;
+            let outcome = outcome.map(|(status, body, _)| (status, body));
+            let retry = match &outcome {
+                Ok((status, _)) => *status >= 500,
                 Err(_) => true,
             };
             if retry && attempt <= self.retries {
@@ -351,6 +380,24 @@ mod tests {
             serde_json::from_slice::<Value>(&m.payload).unwrap()
         );
         assert_eq!(t.statuses().get(&202), Some(&1));
+    }
+
+    /// A gateway that limits the client's rate refused nothing: the
+    /// request is sent again after the wait it asks for.
+    #[tokio::test]
+    async fn too_many_requests_waits_and_sends_again() {
+        let (port, srv) = server(vec![429, 202]).await;
+        let mut t = HttpTransport::new(&format!("http://127.0.0.1:{port}/r"), None).unwrap();
+        let started = std::time::Instant::now();
+        t.send(&outgoing()).await.unwrap();
+        assert!(started.elapsed() >= Duration::from_secs(1), "waited");
+        assert_eq!(srv.await.unwrap().len(), 2);
+        assert_eq!(t.statuses().get(&429), Some(&1));
+        assert_eq!(
+            retry_after("HTTP/1.1 429 X\r\nretry-after: 7\r\n\r\n{}"),
+            Some(7)
+        );
+        assert_eq!(retry_after("HTTP/1.1 429 X\r\n\r\nRetry-After: 7"), None);
     }
 
     #[tokio::test]

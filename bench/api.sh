@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# HTTP API benchmark (README "Benchmarks"): with the gateway's API on a free
+# HTTP API benchmark (docs/benchmarks.md): with the gateway's API on a free
 # port (no MQTT), curl pushes N readings over HTTP (`POST /api/v1/readings`,
 # each answered only after its commit and its audit record) from C parallel
 # connections, then reads N pages of 100 readings (`GET /api/v1/readings`)

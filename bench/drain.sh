@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Drain-rate benchmark (README "Benchmarks"): with the gateway stopped, queue
+# Drain-rate benchmark (docs/benchmarks.md): with the gateway stopped, queue
 # N QoS 1 SenML readings from D devices for its persistent session on a local
 # Mosquitto (unlimited queue), start it and time until all N are committed.
 # The same backlog is drained by mosquitto_sub on its own persistent session:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Forwarding benchmark (README "InfluxDB forwarding"): a store holding a
+# Forwarding benchmark (docs/influxdb.md): a store holding a
 # backlog of N readings (the same synthetic readings as
 # tests/src/bin/store-fill.rs, inserted directly with sqlite3), drained by the
 # gateway's forwarder into a local VictoriaMetrics (InfluxDB line protocol on

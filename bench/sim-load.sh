@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Load benchmark with the simulator (README "Benchmarks"): `rpm-sim load`
+# Load benchmark with the simulator (docs/benchmarks.md): `rpm-sim load`
 # publishes from DEVICES virtual devices (kits cycling scale, cuff,
 # glucometer, oximeter, thermometer; SenML, QoS 1, over CONNECTIONS shared
 # connections) at RATE readings/s for SECONDS into a gateway on a local

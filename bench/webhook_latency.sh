@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Webhook latency benchmark (README "Webhooks"): alert fired → webhook
+# Webhook latency benchmark (docs/webhooks.md): alert fired → webhook
 # received, on loopback. N alert events are committed into the store's outbox
 # by another connection (as the rule evaluator does) at RATE events/s (well
 # below saturation, so this measures latency, not throughput); a local

@@ -18,7 +18,7 @@ fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
     p.to_str().unwrap().to_string()
 }
 
-/// A vendor's own profile (as the README shows) and a real payload:
+/// A vendor's own profile (as docs/device-vendors.md shows) and a real payload:
 /// accepted, canonical readings printed, exit 0; JSON with `--json`.
 #[test]
 fn check_accepts_a_good_vendor_payload() {

@@ -1270,12 +1270,12 @@ fn openapi_document_matches_the_router() {
     );
 }
 
-/// The README's curl walkthrough runs as written (on a free port instead of
-/// 8080), with the real binary as `rpm-gateway` on PATH.
+/// The curl walkthrough of docs/api.md runs as written (on a free port
+/// instead of 8080), with the real binary as `rpm-gateway` on PATH.
 #[test]
 fn readme_walkthrough_runs() {
     let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api.md")).unwrap();
     let start = readme.find("<!-- walkthrough:start -->").unwrap();
     let end = readme.find("<!-- walkthrough:end -->").unwrap();
     let block = &readme[start..end];

@@ -589,7 +589,7 @@ mod tests {
         assert!(!p.connect);
     }
 
-    /// The example of README "Adding a vendor device".
+    /// The example of docs/device-vendors.md "Adding a vendor Bluetooth device".
     #[test]
     fn readme_example_profile() {
         let mut set = DeviceProfileSet::bundled();

@@ -1,6 +1,6 @@
 //! InfluxDB line protocol for stored readings.
 //!
-//! The schema (documented in README, "InfluxDB forwarding"):
+//! The schema (documented in docs/influxdb.md):
 //!
 //! ```text
 //! rpm_<family>,device_id=…,metric=…,patient_id=…,source=…,unit=… value=<float>[,<annotation>="…"] <measured_at ns>

@@ -4,7 +4,7 @@
 //! `readings(patient_id, metric, measured_at)`: a window (at most 90 days,
 //! enforced by the rule loader) or the last N readings (N ≤ 1000). So the
 //! cost of evaluating one reading depends on the rule windows, never on how
-//! many readings the store holds (see the benchmark in README).
+//! many readings the store holds (see docs/benchmarks.md, "Rule evaluation").
 //!
 //! [`History`] cannot return errors (the engine is pure); a failed query is
 //! remembered and the evaluator checks [`SqliteHistory::take_error`] before

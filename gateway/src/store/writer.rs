@@ -529,7 +529,7 @@ fn commit_with_retry(
 
 /// Crash points for the end-to-end tests (`RPM_FAULT_INJECT`): the process
 /// aborts, as with `kill -9`, at an exact point of the commit protocol. Off
-/// unless the variable is set; documented in README under "Testing".
+/// unless the variable is set; documented in docs/developing.md under "Testing".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FaultInjection {
     None,

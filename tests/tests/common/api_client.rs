@@ -1,5 +1,5 @@
 //! HTTP client helpers for the API tests (`tests/api.rs`): requests go through `curl`, an
-//! independent client (the same one the README walkthrough uses), over
+//! independent client (the same one the walkthrough of docs/api.md uses), over
 //! plain HTTP or HTTPS with a test CA.
 
 use serde_json::Value;

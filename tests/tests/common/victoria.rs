@@ -1,7 +1,7 @@
 //! A VictoriaMetrics of our own: the one InfluxDB-v2-write-compatible server
 //! CI can install from Debian (`victoria-metrics`). Started on a free
 //! loopback port with a temp data dir; read back through its export API.
-//! What it does differently from InfluxDB: `../shared/tsdb.md` and README.
+//! What it does differently from InfluxDB: `../shared/tsdb.md` and docs/influxdb.md.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -18,7 +18,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::problem::ApiError;
@@ -96,13 +95,8 @@ async fn serve(
         (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
         _ => None,
     };
-    let listener = TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|source| ApiStartError::Bind {
-            addr: cfg.listen,
-            source,
-        })?;
-    tracing::info!(addr = %cfg.listen, "api listening (degraded: the store is unavailable)");
+    let (listener, local_addr) = super::listen(&cfg).await?;
+    tracing::info!(addr = %local_addr, "api listening (degraded: the store is unavailable)");
     let app = Router::new()
         .route("/healthz", get(super::health::healthz))
         .route("/readyz", get(readyz))
@@ -128,6 +122,7 @@ async fn serve(
             },
         )
         .await;
+        super::withdraw(&cfg);
     }))
 }
 

@@ -20,6 +20,7 @@ pub mod fhir;
 pub mod health;
 pub mod ingest;
 pub mod limits;
+pub mod listener;
 pub mod page;
 pub mod patients;
 pub mod problem;
@@ -42,7 +43,6 @@ use axum::Router;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 
 use crate::config::{ApiConfig, Config, TlsError};
 use crate::metrics::Metrics;
@@ -283,52 +283,6 @@ pub enum ApiStartError {
     },
 }
 
-/// Binds `api.listen` and, when `api.address_file` is set, writes the bound
-/// address there (`127.0.0.1:41234` and a newline): with port 0 the system
-/// picks a free port, and the file tells which. The file is written whole
-/// (a temporary file, owner-only, renamed over it), so that a reader that
-/// sees it sees the whole address; [`withdraw`] removes it at a clean stop.
-pub(crate) async fn listen(cfg: &ApiConfig) -> Result<(TcpListener, SocketAddr), ApiStartError> {
-    let bind_error = |source| ApiStartError::Bind {
-        addr: cfg.listen,
-        source,
-    };
-    let listener = TcpListener::bind(cfg.listen).await.map_err(bind_error)?;
-    let local_addr = listener.local_addr().map_err(bind_error)?;
-    if let Some(path) = &cfg.address_file {
-        write_address_file(path, local_addr).map_err(|source| ApiStartError::AddressFile {
-            path: path.clone(),
-            source,
-        })?;
-    }
-    Ok((listener, local_addr))
-}
-
-fn write_address_file(path: &std::path::Path, addr: SocketAddr) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    // Left by a process that died between write and rename.
-    if let Err(e) = std::fs::remove_file(&tmp) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            return Err(e);
-        }
-    }
-    crate::store::files::write_private(&tmp, format!("{addr}\n").as_bytes())?;
-    std::fs::rename(&tmp, path)
-}
-
-/// Removes `api.address_file` once the server has stopped listening.
-pub(crate) fn withdraw(cfg: &ApiConfig) {
-    if let Some(path) = &cfg.address_file {
-        if let Err(e) = std::fs::remove_file(path) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(path = %path.display(), error = %e, "api: cannot remove the address file");
-            }
-        }
-    }
-}
-
 /// A running API server.
 pub struct ApiServer {
     /// The address it listens on (the port is known even when 0 was asked).
@@ -337,10 +291,12 @@ pub struct ApiServer {
     pub task: tokio::task::JoinHandle<()>,
 }
 
-/// Binds and starts the API (when `[api] enabled`); the task ends after
-/// `shutdown` resolves and requests in flight are done.
+/// Starts the API (when `[api] enabled`) on `listener`, the degraded
+/// server's (see [`listener`]), or binds `api.listen` when there is none; the
+/// task ends after `shutdown` resolves and requests in flight are done.
 pub async fn start(
     config: &Config,
+    listener: Option<listener::Listener>,
     writer: Writer,
     pipeline: Arc<Pipeline>,
     metrics: Arc<Metrics>,
@@ -373,7 +329,12 @@ pub async fn start(
         rules,
         url_policy: config.delivery.url_policy(),
     });
-    let (listener, local_addr) = listen(&cfg).await?;
+    let listener = match listener {
+        Some(l) => l,
+        None => listener::Listener::bind(&cfg).await?,
+    };
+    let local_addr = listener.addr();
+    let listener = listener.into_tokio()?;
     tracing::info!(addr = %local_addr, tls = tls.is_some(), "api listening");
     if tls.is_none() && !local_addr.ip().is_loopback() {
         tracing::warn!(addr = %local_addr, "api listens beyond loopback without TLS: tokens and health data cross the network in clear; set api.tls_cert and api.tls_key");
@@ -415,49 +376,8 @@ pub async fn start(
             shutdown,
         )
         .await;
-        withdraw(&cfg);
+        listener::withdraw(&cfg);
         tracing::info!("api stopped");
     });
     Ok(ApiServer { local_addr, task })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    #[tokio::test]
-    async fn port_zero_is_announced_in_the_address_file_and_withdrawn() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("api.addr");
-        // A stale temporary file from a crash does not stand in the way.
-        std::fs::write(dir.path().join("api.addr.tmp"), "junk").unwrap();
-        let cfg = ApiConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            address_file: Some(path.clone()),
-            ..ApiConfig::default()
-        };
-        let (listener, addr) = listen(&cfg).await.unwrap();
-        assert_ne!(addr.port(), 0);
-        assert_eq!(listener.local_addr().unwrap(), addr);
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{addr}\n"));
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        assert!(!dir.path().join("api.addr.tmp").exists());
-        withdraw(&cfg);
-        assert!(!path.exists());
-        withdraw(&cfg);
-    }
-
-    #[tokio::test]
-    async fn an_unwritable_address_file_fails_the_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = ApiConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            address_file: Some(dir.path().join("missing/api.addr")),
-            ..ApiConfig::default()
-        };
-        let e = listen(&cfg).await.unwrap_err();
-        assert!(matches!(e, ApiStartError::AddressFile { .. }), "{e}");
-    }
 }

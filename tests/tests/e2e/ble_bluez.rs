@@ -3,7 +3,7 @@
 //! connect, subscribe, receive indications, glucose RACP across a gateway
 //! restart, forced disconnect and reconnect; and no BlueZ at all.
 
-mod common;
+use crate::common;
 
 use common::ble::BluezEmulator;
 use common::{wait_until, Gateway, Mosquitto};

@@ -1,6 +1,6 @@
 //! The binary's commands as a user runs them.
 
-mod common;
+use crate::common;
 
 use common::BIN;
 use std::path::Path;

@@ -1,6 +1,6 @@
 //! End to end: real Mosquitto → the real gateway binary → a real SQLite file.
 
-mod common;
+use crate::common;
 
 use common::{wait_until, Gateway, Mosquitto};
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! against what the store holds, and the scenarios' ground-truth alerts
 //! against the `alerts` table.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -4,7 +4,7 @@
 //! SQLite files, alert events committed into the outbox by another
 //! connection as the rule evaluator does.
 
-mod common;
+use crate::common;
 
 use common::webhooks::*;
 use common::{wait_until, Gateway};

@@ -1,4 +1,4 @@
-//! HTTP client helpers for the API tests (`tests/api.rs`): requests go through `curl`, an
+//! HTTP client helpers for the API tests (`api.rs`): requests go through `curl`, an
 //! independent client (the same one the README walkthrough uses), over
 //! plain HTTP or HTTPS with a test CA.
 

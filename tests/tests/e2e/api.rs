@@ -1,7 +1,7 @@
 //! The HTTP API end to end: the real gateway binary with its API on a free
 //! port, a real Mosquitto, a real SQLite file, and `curl` as the client.
 
-mod common;
+use crate::common;
 
 use chrono::{Duration as Days, SecondsFormat, Utc};
 use common::api_client::{self as http, Api};

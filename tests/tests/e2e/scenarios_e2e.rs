@@ -407,11 +407,11 @@ fn same_seed_same_run() {
 #[test]
 fn every_reading_pushed_over_http_arrives_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let api_port = common::free_port();
-    let (_mosquitto, gw) = start(
+    let (_mosquitto, mut gw) = start(
         dir.path(),
-        &format!("[api]\nenabled = true\nlisten = \"127.0.0.1:{api_port}\"\n"),
+        &format!("[api]\nenabled = true\n{}\n", common::API_LISTEN),
     );
+    let api_port = gw.api_port();
     let out = gw.cli(&["tokens", "create", "sim", "--role", "ingest"]);
     assert!(
         out.status.success(),

@@ -53,23 +53,17 @@ impl Listener {
     /// Another handle on the same socket, for a server that stops before
     /// the socket is handed on (the degraded one).
     pub(crate) fn shared(&self) -> Result<TcpListener, ApiStartError> {
+        let addr = self.addr;
         self.socket
             .try_clone()
             .and_then(TcpListener::from_std)
-            .map_err(|source| self.error(source))
+            .map_err(|source| ApiStartError::Bind { addr, source })
     }
 
     /// The socket, for the server that keeps it.
     pub(crate) fn into_tokio(self) -> Result<TcpListener, ApiStartError> {
         let addr = self.addr;
         TcpListener::from_std(self.socket).map_err(|source| ApiStartError::Bind { addr, source })
-    }
-
-    fn error(&self, source: std::io::Error) -> ApiStartError {
-        ApiStartError::Bind {
-            addr: self.addr,
-            source,
-        }
     }
 }
 

@@ -110,15 +110,16 @@ pub async fn run(
     let metrics = Arc::new(Metrics::default());
     let pipeline = Arc::new(pipeline(&config, metrics.clone())?);
     tokio::pin!(shutdown);
-    let (store, run_id) = match prepare_store(&config, &pipeline) {
-        Ok(s) => s,
+    // The degraded API's socket, handed on to the API proper.
+    let (store, run_id, api_listener) = match prepare_store(&config, &pipeline) {
+        Ok((store, run_id)) => (store, run_id, None),
         Err(e) if is_transient(&e, &config) => {
             match crate::api::degraded::wait_for_store(&config, &metrics, &e, &mut shutdown, || {
                 prepare_store(&config, &pipeline)
             })
             .await?
             {
-                Some(s) => s,
+                Some(((store, run_id), listener)) => (store, run_id, listener),
                 // Stopped before the store came back.
                 None => return Ok(()),
             }
@@ -199,6 +200,7 @@ pub async fn run(
         Some(
             crate::api::start(
                 &config,
+                api_listener,
                 writer.clone(),
                 pipeline.clone(),
                 metrics.clone(),

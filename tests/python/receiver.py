@@ -4,7 +4,8 @@
 Verifies every delivery with the `standardwebhooks` package (PyPI), the
 reference implementation of the Standard Webhooks spec, and validates the
 body against gateway/schema/webhook-event.v1.json with `jsonschema`. Writes
-one JSON line per request to --out.
+one JSON line per request to --out. `--port 0` takes a free port; the first
+line on stdout, `listening on 127.0.0.1:PORT`, names the port.
 
 usage: receiver.py --port N --schema FILE --out FILE --secret /path=whsec_... [--cert PEM --key PEM]
 """
@@ -70,6 +71,6 @@ if args.cert:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(args.cert, args.key)
     server.socket = ctx.wrap_socket(server.socket, server_side=True)
-print("listening", flush=True)
+print(f"listening on 127.0.0.1:{server.server_address[1]}", flush=True)
 sys.stdout.flush()
 server.serve_forever()

@@ -1,1 +1,1 @@
-//! Helpers for the end-to-end tests live in `tests/common/`.
+//! Helpers for the end-to-end tests live in `tests/tests/e2e/common/`.

@@ -18,9 +18,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::listener::Listener;
 use super::problem::ApiError;
 use super::{server, tls, ApiStartError};
 use crate::config::Config;
@@ -31,15 +31,16 @@ use crate::runtime::{is_transient, store_error, RunError};
 pub const MAX_RETRY: Duration = Duration::from_secs(5);
 
 /// Serves the degraded API (when enabled) and retries `attempt` until it
-/// succeeds (`Some`), fails for a reason time will not cure (`Err`), or
-/// `shutdown` resolves (`None`).
+/// succeeds (`Some`, with the API's socket to hand on to [`super::start`]),
+/// fails for a reason time will not cure (`Err`), or `shutdown` resolves
+/// (`None`).
 pub async fn wait_for_store<T, S>(
     config: &Config,
     metrics: &Arc<Metrics>,
     first: &RunError,
     shutdown: &mut Pin<&mut S>,
     mut attempt: impl FnMut() -> Result<T, RunError>,
-) -> Result<Option<T>, RunError>
+) -> Result<Option<(T, Option<Listener>)>, RunError>
 where
     S: Future<Output = ()>,
 {
@@ -52,9 +53,12 @@ where
     metrics.set_store_unavailable(Some(reason(first)));
     tracing::error!(error = %first, "cannot start on this store; waiting in a degraded mode (health and metrics served, readiness 503, nothing ingested or acknowledged) and retrying at growing intervals up to 5 s; logged once");
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = match config.api.enabled {
-        true => Some(serve(config, metrics.clone(), stop_rx).await?),
-        false => None,
+    let (server, listener) = match config.api.enabled {
+        true => {
+            let (task, listener) = serve(config, metrics.clone(), stop_rx).await?;
+            (Some(task), Some(listener))
+        }
+        false => (None, None),
     };
     let mut backoff = Duration::from_millis(500);
     let mut attempts = 0u64;
@@ -78,31 +82,35 @@ where
     if let Some(task) = server {
         let _ = task.await;
     }
-    if let Ok(Some(_)) = &outcome {
-        metrics.set_store_unavailable(None);
-        tracing::info!(attempts, "store available again; starting");
+    match outcome {
+        Ok(Some(t)) => {
+            metrics.set_store_unavailable(None);
+            tracing::info!(attempts, "store available again; starting");
+            Ok(Some((t, listener)))
+        }
+        other => {
+            if listener.is_some() {
+                super::listener::withdraw(&config.api);
+            }
+            other.map(|_| None)
+        }
     }
-    outcome
 }
 
-/// Binds the API address and serves the degraded routes until `stop`.
+/// Binds the API address and serves the degraded routes until `stop`; the
+/// socket stays open for the API proper.
 async fn serve(
     config: &Config,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
-) -> Result<tokio::task::JoinHandle<()>, ApiStartError> {
+) -> Result<(tokio::task::JoinHandle<()>, Listener), ApiStartError> {
     let cfg = config.api.clone();
     let tls = match (&cfg.tls_cert, &cfg.tls_key) {
         (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
         _ => None,
     };
-    let listener = TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|source| ApiStartError::Bind {
-            addr: cfg.listen,
-            source,
-        })?;
-    tracing::info!(addr = %cfg.listen, "api listening (degraded: the store is unavailable)");
+    let listener = Listener::bind(&cfg).await?;
+    tracing::info!(addr = %listener.addr(), "api listening (degraded: the store is unavailable)");
     let app = Router::new()
         .route("/healthz", get(super::health::healthz))
         .route("/readyz", get(readyz))
@@ -112,9 +120,10 @@ async fn serve(
             ApiError::Unavailable(format!("{why}; the gateway is waiting for its store"))
         })
         .with_state(metrics.clone());
-    Ok(tokio::spawn(async move {
+    let shared = listener.shared()?;
+    let task = tokio::spawn(async move {
         server::serve(
-            listener,
+            shared,
             app,
             tls,
             server::Bounds {
@@ -128,7 +137,8 @@ async fn serve(
             },
         )
         .await;
-    }))
+    });
+    Ok((task, listener))
 }
 
 async fn readyz(State(m): State<Arc<Metrics>>) -> Response {

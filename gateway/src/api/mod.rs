@@ -20,6 +20,7 @@ pub mod fhir;
 pub mod health;
 pub mod ingest;
 pub mod limits;
+pub mod listener;
 pub mod page;
 pub mod patients;
 pub mod problem;
@@ -42,7 +43,6 @@ use axum::Router;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 
 use crate::config::{ApiConfig, Config, TlsError};
 use crate::metrics::Metrics;
@@ -273,6 +273,14 @@ pub enum ApiStartError {
     /// The store could not be opened.
     #[error("api: {0}")]
     Store(#[from] StoreError),
+    /// `api.address_file` could not be written.
+    #[error("api: cannot write the address file {}: {source}", path.display())]
+    AddressFile {
+        /// the file
+        path: std::path::PathBuf,
+        /// why
+        source: std::io::Error,
+    },
 }
 
 /// A running API server.
@@ -283,10 +291,12 @@ pub struct ApiServer {
     pub task: tokio::task::JoinHandle<()>,
 }
 
-/// Binds and starts the API (when `[api] enabled`); the task ends after
-/// `shutdown` resolves and requests in flight are done.
+/// Starts the API (when `[api] enabled`) on `listener`, the degraded
+/// server's (see [`listener`]), or binds `api.listen` when there is none; the
+/// task ends after `shutdown` resolves and requests in flight are done.
 pub async fn start(
     config: &Config,
+    listener: Option<listener::Listener>,
     writer: Writer,
     pipeline: Arc<Pipeline>,
     metrics: Arc<Metrics>,
@@ -319,18 +329,12 @@ pub async fn start(
         rules,
         url_policy: config.delivery.url_policy(),
     });
-    let listener = TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|source| ApiStartError::Bind {
-            addr: cfg.listen,
-            source,
-        })?;
-    let local_addr = listener
-        .local_addr()
-        .map_err(|source| ApiStartError::Bind {
-            addr: cfg.listen,
-            source,
-        })?;
+    let listener = match listener {
+        Some(l) => l,
+        None => listener::Listener::bind(&cfg).await?,
+    };
+    let local_addr = listener.addr();
+    let listener = listener.into_tokio()?;
     tracing::info!(addr = %local_addr, tls = tls.is_some(), "api listening");
     if tls.is_none() && !local_addr.ip().is_loopback() {
         tracing::warn!(addr = %local_addr, "api listens beyond loopback without TLS: tokens and health data cross the network in clear; set api.tls_cert and api.tls_key");
@@ -372,6 +376,7 @@ pub async fn start(
             shutdown,
         )
         .await;
+        listener::withdraw(&cfg);
         tracing::info!("api stopped");
     });
     Ok(ApiServer { local_addr, task })

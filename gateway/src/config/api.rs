@@ -12,7 +12,16 @@ pub struct ApiConfig {
     /// Serve the API.
     pub enabled: bool,
     /// Listen address. Loopback by default: expose it deliberately, with TLS.
+    /// Port 0 lets the system pick a free port; `address_file` tells which.
     pub listen: SocketAddr,
+    /// A file the gateway writes the address it listens on to, once it
+    /// listens (`127.0.0.1:41234` and a newline; the degraded API too):
+    /// how a supervisor, a script or a test finds the port chosen for
+    /// `listen = "127.0.0.1:0"` without racing the start. Written whole (a
+    /// temporary file renamed over it), owner-only (0600), removed when the
+    /// API stops cleanly; a reader waits for it to appear. Relative to the
+    /// config file's directory. Default: none.
+    pub address_file: Option<PathBuf>,
     /// TLS certificate chain (PEM). With `tls_key`, the API speaks HTTPS only.
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM).
@@ -56,6 +65,7 @@ impl Default for ApiConfig {
         ApiConfig {
             enabled: false,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            address_file: None,
             tls_cert: None,
             tls_key: None,
             max_body_bytes: 1024 * 1024,

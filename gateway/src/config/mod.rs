@@ -410,9 +410,13 @@ impl Config {
         if let Some(k) = config.store.key_file.as_mut().filter(|k| k.is_relative()) {
             *k = base.join(&*k);
         }
-        for p in [&mut config.api.tls_cert, &mut config.api.tls_key]
-            .into_iter()
-            .flatten()
+        for p in [
+            &mut config.api.tls_cert,
+            &mut config.api.tls_key,
+            &mut config.api.address_file,
+        ]
+        .into_iter()
+        .flatten()
         {
             if p.is_relative() {
                 *p = base.join(&*p);

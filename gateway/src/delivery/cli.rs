@@ -124,7 +124,8 @@ pub enum WebhooksCommand {
 /// `webhook-receiver` arguments.
 #[derive(Debug, Clone, Args)]
 pub struct ReceiverArgs {
-    /// Address to listen on.
+    /// Address to listen on. Port 0: a free port, named by the first line
+    /// on stderr (`webhook-receiver listening on 127.0.0.1:PORT`).
     #[arg(long, default_value = "127.0.0.1:8787")]
     pub listen: SocketAddr,
     /// Secret(s) to verify with (repeatable; env RPM_WEBHOOK_SECRET).

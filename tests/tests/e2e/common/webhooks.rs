@@ -10,11 +10,12 @@ use rpm_gateway::store::outbox::{
 use rpm_gateway::store::patients::PatientChange;
 use rpm_gateway::store::Store;
 use serde_json::Value;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
-use super::{free_port, wait_until, TestCa, BIN};
+use super::{listening, serve, tail, wait_until, PortHold, TestCa, BIN};
 
 /// The Standard Webhooks test-vector secret.
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -114,57 +115,101 @@ pub fn webhook(id: &str, url: &str, secret: &str, filter: &str) -> String {
 }
 
 /// The gateway's own `webhook-receiver`, as a separate process, JSON lines
-/// on stdout into a file.
+/// on stdout into a file. It listens on port 0 the first time and names the
+/// port on stderr; started again, it comes back on that port (the gateway
+/// knows its URL), held for it while it is down.
 pub struct Receiver {
+    /// 0 until first started.
     pub port: u16,
+    /// The port, kept while the receiver is down.
+    hold: Option<PortHold>,
     out: PathBuf,
+    log: PathBuf,
     child: Option<Child>,
     args: Vec<String>,
 }
 
 impl Receiver {
-    /// Picks a port; not started.
+    /// Not started.
     pub fn new(dir: &Path, name: &str, args: &[&str]) -> Receiver {
         Receiver {
-            port: free_port(),
+            port: 0,
+            hold: None,
             out: dir.join(format!("receiver-{name}.jsonl")),
+            log: dir.join(format!("receiver-{name}.log")),
             child: None,
             args: args.iter().map(|s| s.to_string()).collect(),
         }
     }
 
+    /// Down, on a port of its own: started once to learn its port, and
+    /// stopped (the port stays held until [`Receiver::start`]).
+    pub fn down(dir: &Path, name: &str, args: &[&str]) -> Receiver {
+        let mut r = Receiver::new(dir, name, args);
+        r.start();
+        r.stop();
+        r
+    }
+
     pub fn url(&self) -> String {
+        assert_ne!(self.port, 0, "start the receiver first: it picks its port");
         format!("http://127.0.0.1:{}/hook", self.port)
     }
 
     /// Starts it (again), appending to the same output.
     pub fn start(&mut self) {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.out)
-            .unwrap();
-        let child = Command::new(BIN)
-            .arg("webhook-receiver")
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
-            .arg("--json")
-            .args(&self.args)
-            .stdout(out)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let spawn = |port: u16| {
+            let open = |p: &Path| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .unwrap()
+            };
+            Command::new(BIN)
+                .arg("webhook-receiver")
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("--json")
+                .args(&self.args)
+                .stdout(open(&self.out))
+                .stderr(open(&self.log))
+                .spawn()
+                .unwrap()
+        };
+        if self.port != 0 {
+            let (_, child) = serve(
+                "webhook-receiver",
+                Some((self.port, self.hold.take())),
+                spawn,
+                listening,
+                || tail(&self.log),
+            );
+            self.child = Some(child);
+            return;
+        }
+        let before = announced(&self.log).len();
+        let mut child = spawn(0);
+        let log = &self.log;
+        let mut port = None;
+        wait_until(
+            "the receiver to name its port",
+            Duration::from_secs(10),
+            || {
+                port = announced(log).get(before).copied();
+                port.is_some() || child.try_wait().unwrap().is_some()
+            },
+        );
+        self.port = port.unwrap_or_else(|| panic!("webhook-receiver exited: {}", tail(log)));
         self.child = Some(child);
-        let port = self.port;
-        wait_until("receiver to listen", Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
     }
 
+    /// Stops it; its port stays ours for [`Receiver::start`].
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            self.hold = PortHold::on(self.port).ok();
         }
     }
 
@@ -207,8 +252,27 @@ impl Receiver {
 
 impl Drop for Receiver {
     fn drop(&mut self) {
-        self.stop();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
+}
+
+/// Ports named by `... listening on 127.0.0.1:PORT` lines in a log, in order.
+fn announced(log: &Path) -> Vec<u16> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            l.split_once("listening on ")?
+                .1
+                .trim()
+                .parse::<SocketAddr>()
+                .ok()
+        })
+        .map(|a| a.port())
+        .collect()
 }
 
 /// The independent receiver (tests/python/receiver.py): `standardwebhooks`
@@ -239,25 +303,38 @@ impl PyReceiver {
             ok,
             "python3 with the `standardwebhooks` and `jsonschema` packages is needed: run scripts/test (it pip-installs them)"
         );
-        let port = free_port();
         let out = dir.join("py-receiver.jsonl");
+        let log = dir.join("py-receiver.log");
         let mut cmd = Command::new("python3");
         cmd.arg(repo().join("tests/python/receiver.py"))
-            .args(["--port", &port.to_string()])
+            .args(["--port", "0"])
             .arg("--schema")
             .arg(repo().join("gateway/schema/webhook-event.v1.json"))
             .arg("--out")
             .arg(&out)
-            .stdout(Stdio::null());
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(dir.join("py-receiver.err")).unwrap());
         for (p, s) in secrets {
             cmd.arg("--secret").arg(format!("{p}={s}"));
         }
         if let Some(ca) = tls {
             cmd.arg("--cert").arg(&ca.cert).arg("--key").arg(&ca.key);
         }
-        let child = cmd.spawn().unwrap();
-        wait_until("python receiver to listen", Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        let mut child = cmd.spawn().unwrap();
+        let mut port = None;
+        wait_until(
+            "the python receiver to name its port",
+            Duration::from_secs(20),
+            || {
+                port = announced(&log).first().copied();
+                port.is_some() || child.try_wait().unwrap().is_some()
+            },
+        );
+        let port = port.unwrap_or_else(|| {
+            panic!(
+                "python receiver exited: {}",
+                tail(&dir.join("py-receiver.err"))
+            )
         });
         PyReceiver { port, out, child }
     }

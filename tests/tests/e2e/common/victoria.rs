@@ -1,6 +1,7 @@
 //! A VictoriaMetrics of our own: the one InfluxDB-v2-write-compatible server
 //! CI can install from Debian (`victoria-metrics`). Started on a free
-//! loopback port with a temp data dir; read back through its export API.
+//! loopback port (held for it: `super::serve`) with a temp data dir; read
+//! back through its export API.
 //! What it does differently from InfluxDB: `../shared/tsdb.md` and docs/influxdb.md.
 
 use std::collections::BTreeMap;
@@ -9,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::http::request;
-use super::{free_port, wait_until};
+use super::{serve, tail, PortHold};
 
 /// One exported sample.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +26,8 @@ pub struct Sample {
 
 pub struct VictoriaMetrics {
     pub port: u16,
+    /// The port, kept while it is stopped.
+    hold: Option<PortHold>,
     data: PathBuf,
     dedup: bool,
     child: Option<Child>,
@@ -44,7 +47,8 @@ impl VictoriaMetrics {
 
     fn start_with(dir: &Path, dedup: bool) -> VictoriaMetrics {
         let mut vm = VictoriaMetrics {
-            port: free_port(),
+            port: 0,
+            hold: None,
             data: dir.join("vm-data"),
             dedup,
             child: None,
@@ -57,37 +61,53 @@ impl VictoriaMetrics {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Starts it: on a free port the first time, on its port again after
+    /// [`VictoriaMetrics::stop`].
     pub fn restart(&mut self) {
-        let mut cmd = Command::new(super::find("victoria-metrics"));
-        cmd.arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
-            .arg(format!("-storageDataPath={}", self.data.display()))
-            .args([
-                "-retentionPeriod=100y",
-                "-search.latencyOffset=0",
-                "-search.disableCache",
-                "-loggerLevel=ERROR",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if self.dedup {
-            cmd.arg("-dedup.minScrapeInterval=1ms");
-        }
-        self.child = Some(cmd.spawn().expect("start victoria-metrics"));
-        let port = self.port;
-        wait_until(
-            "victoria-metrics to be healthy",
-            Duration::from_secs(20),
-            || request(port, "GET", "/health", b"").is_ok_and(|(s, b)| s == 200 && b == b"OK"),
+        let log = self.data.with_file_name("vm.log");
+        let port = (self.port != 0).then(|| (self.port, self.hold.take()));
+        let (port, child) = serve(
+            "victoria-metrics",
+            port,
+            |port| {
+                let mut cmd = Command::new(super::find("victoria-metrics"));
+                cmd.arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+                    .arg(format!("-storageDataPath={}", self.data.display()))
+                    .args([
+                        "-retentionPeriod=100y",
+                        "-search.latencyOffset=0",
+                        "-search.disableCache",
+                        "-loggerLevel=ERROR",
+                    ])
+                    .stdout(Stdio::null())
+                    .stderr(
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&log)
+                            .unwrap(),
+                    );
+                if self.dedup {
+                    cmd.arg("-dedup.minScrapeInterval=1ms");
+                }
+                cmd.spawn().expect("start victoria-metrics")
+            },
+            |port| request(port, "GET", "/health", b"").is_ok_and(|(s, b)| s == 200 && b == b"OK"),
+            || tail(&log),
         );
+        self.port = port;
+        self.child = Some(child);
     }
 
-    /// SIGTERM and wait (it flushes its data).
+    /// SIGTERM and wait (it flushes its data); its port stays ours for
+    /// [`VictoriaMetrics::restart`].
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &c.id().to_string()])
                 .status();
             let _ = c.wait();
+            self.hold = PortHold::on(self.port).ok();
         }
     }
 

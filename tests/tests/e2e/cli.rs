@@ -1,6 +1,6 @@
 //! The binary's commands as a user runs them.
 
-mod common;
+use crate::common;
 
 use common::BIN;
 use std::path::Path;
@@ -186,10 +186,9 @@ fn store_files_are_owner_only_whatever_the_umask() {
 #[test]
 fn api_beyond_loopback_without_tls_is_warned_about() {
     let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
     let mut gw = common::Gateway::store_only(
         dir.path(),
-        &format!("[api]\nenabled = true\nlisten = \"0.0.0.0:{port}\"\n"),
+        "[api]\nenabled = true\nlisten = \"0.0.0.0:0\"\n",
     );
     gw.start_until("api listening", &[]);
     common::wait_until("the warning", std::time::Duration::from_secs(10), || {
@@ -198,13 +197,8 @@ fn api_beyond_loopback_without_tls_is_warned_about() {
     assert_eq!(gw.stop().code(), Some(0));
     let sub = dir.path().join("l");
     std::fs::create_dir(&sub).unwrap();
-    let mut local = common::Gateway::store_only(
-        &sub,
-        &format!(
-            "[api]\nenabled = true\nlisten = \"127.0.0.1:{}\"\n",
-            common::free_port()
-        ),
-    );
+    let mut local =
+        common::Gateway::store_only(&sub, "[api]\nenabled = true\nlisten = \"127.0.0.1:0\"\n");
     local.start_until("api listening", &[]);
     assert_eq!(local.stop().code(), Some(0));
     assert!(!local.log().contains("without TLS"));

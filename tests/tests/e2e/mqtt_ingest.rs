@@ -1,6 +1,6 @@
 //! End to end: real Mosquitto → the real gateway binary → a real SQLite file.
 
-mod common;
+use crate::common;
 
 use common::{wait_until, Gateway, Mosquitto};
 use std::time::Duration;
@@ -516,12 +516,11 @@ fn an_oversized_message_is_quarantined_and_what_follows_flows() {
 /// and by metrics, although it is "connected" most of the time.
 #[test]
 fn readiness_reports_a_source_reconnecting_in_a_loop() {
-    use common::api_client::{api_config, api_port, start_with_api, Api};
+    use common::api_client::{api_config, start_with_api, Api};
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(dir.path());
-    let port = api_port();
-    let mut gw = Gateway::new(dir.path(), broker.port, &[], &api_config(port, ""));
-    start_with_api(&mut gw, port);
+    let mut gw = Gateway::new(dir.path(), broker.port, &[], &api_config(""));
+    let port = start_with_api(&mut gw);
     let api = Api {
         base: format!("http://127.0.0.1:{port}"),
         cacert: None,
@@ -622,7 +621,7 @@ fn log_lines_since(gw: &Gateway, from: usize) -> Vec<String> {
 /// a degraded mode instead of exiting.
 #[test]
 fn a_full_disk_pauses_ingestion_and_it_resumes_when_space_returns() {
-    use common::api_client::{api_config, api_port, Api};
+    use common::api_client::{api_config, Api};
     let dir = tempfile::tempdir().unwrap();
     let Some(disk) = Tmpfs::mount(&dir.path().join("disk"), "16m") else {
         eprintln!(
@@ -632,11 +631,10 @@ fn a_full_disk_pauses_ingestion_and_it_resumes_when_space_returns() {
         return;
     };
     let broker = Mosquitto::start(dir.path());
-    let port = api_port();
     // A 16 MiB disk is always "low" by the default thresholds (512 MiB, 5 %).
     let extra = format!(
         "{}\n[retention]\nmin_free_bytes = 1\nmin_free_percent = 0.0\n",
-        api_config(port, "")
+        api_config("")
     );
     let mut gw = Gateway::new(dir.path(), broker.port, &[("ox-1", "p1")], &extra);
     let db = disk.0.join("rpm.db");
@@ -645,14 +643,14 @@ fn a_full_disk_pauses_ingestion_and_it_resumes_when_space_returns() {
         .replace(&gw.db.display().to_string(), &db.display().to_string());
     std::fs::write(&gw.config, text).unwrap();
     gw.db = db;
-    let api = Api {
-        base: format!("http://127.0.0.1:{port}"),
-        cacert: None,
-    };
-    let ready = || api.request("GET", "/readyz", None, None);
     let reading =
         |minute: i32| format!(r#"{{"t":"2026-01-31T09:{minute:02}:00Z","spo2":97,"pr":70}}"#);
     gw.start();
+    let api = Api {
+        base: format!("http://127.0.0.1:{}", gw.api_port()),
+        cacert: None,
+    };
+    let ready = || api.request("GET", "/readyz", None, None);
     wait_until("ready", T, || ready().status == 200);
     broker.publish("acme/oximeter/ox-1", reading(0).as_bytes());
     wait_until("the first reading", T, || gw.readings() == 2);
@@ -706,6 +704,13 @@ fn a_full_disk_pauses_ingestion_and_it_resumes_when_space_returns() {
     let filler = disk.fill();
     let from = gw.log().len();
     gw.start_unready(&[]);
+    // Degraded, then serving: one socket, one port.
+    let port = gw.api_port();
+    let api = Api {
+        base: format!("http://127.0.0.1:{port}"),
+        cacert: None,
+    };
+    let ready = || api.request("GET", "/readyz", None, None);
     wait_until("the degraded API", T, || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });

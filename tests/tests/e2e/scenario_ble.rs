@@ -7,7 +7,7 @@
 //! once, under the device's BLE address, with its values in canonical
 //! units, its patient and its measured-at time.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::process::Command;

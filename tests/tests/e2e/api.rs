@@ -1,7 +1,7 @@
 //! The HTTP API end to end: the real gateway binary with its API on a free
 //! port, a real Mosquitto, a real SQLite file, and `curl` as the client.
 
-mod common;
+use crate::common;
 
 use chrono::{Duration as Days, SecondsFormat, Utc};
 use common::api_client::{self as http, Api};
@@ -34,9 +34,8 @@ struct World {
 fn world(extra: &str) -> World {
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(dir.path());
-    let port = http::api_port();
-    let mut gw = Gateway::new(dir.path(), broker.port, &[], &http::api_config(port, extra));
-    http::start_with_api(&mut gw, port);
+    let mut gw = Gateway::new(dir.path(), broker.port, &[], &http::api_config(extra));
+    let port = http::start_with_api(&mut gw);
     World {
         _dir: dir,
         broker,
@@ -1124,21 +1123,17 @@ fn https_with_a_generated_certificate() {
     let ca = common::TestCa::new(dir.path());
     let (cert, key) = (ca.cert.clone(), ca.key.clone());
     let broker = Mosquitto::start(dir.path());
-    let port = http::api_port();
     let mut gw = Gateway::new(
         dir.path(),
         broker.port,
         &[("cuff-n", "p-north")],
-        &http::api_config(
-            port,
-            &format!(
-                "tls_cert = \"{}\"\ntls_key = \"{}\"",
-                cert.display(),
-                key.display()
-            ),
-        ),
+        &http::api_config(&format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"",
+            cert.display(),
+            key.display()
+        )),
     );
-    http::start_with_api(&mut gw, port);
+    let port = http::start_with_api(&mut gw);
     let admin = http::token(&gw, "ops", "admin", &[]);
     let api = Api {
         base: format!("https://localhost:{port}"),
@@ -1185,17 +1180,17 @@ fn ingest_answers_only_after_the_commit() {
     for (fault, stored_after_crash) in [("abort-before-commit", 0), ("abort-after-commit", 4)] {
         let dir = tempfile::tempdir().unwrap();
         let broker = Mosquitto::start(dir.path());
-        let port = http::api_port();
         let mut gw = Gateway::new(
             dir.path(),
             broker.port,
             &[("cuff-n", "p-north")],
-            &http::api_config(port, ""),
+            &http::api_config(""),
         );
-        http::start_with_api(&mut gw, port);
+        http::start_with_api(&mut gw);
         let admin = http::token(&gw, "ops", "admin", &[]);
         gw.stop();
         gw.start_with_env(&[("RPM_FAULT_INJECT", fault)]);
+        let port = gw.api_port();
         wait_until("the API", T, || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
@@ -1222,7 +1217,7 @@ fn ingest_answers_only_after_the_commit() {
         );
         gw.wait_exit(T);
         assert_eq!(gw.readings(), stored_after_crash, "{fault}");
-        http::start_with_api(&mut gw, port);
+        let port = http::start_with_api(&mut gw);
         let api = Api {
             base: format!("http://127.0.0.1:{port}"),
             cacert: None,
@@ -1270,8 +1265,8 @@ fn openapi_document_matches_the_router() {
     );
 }
 
-/// The curl walkthrough of docs/api.md runs as written (on a free port
-/// instead of 8080), with the real binary as `rpm-gateway` on PATH.
+/// The curl walkthrough of docs/api.md runs as written (on a port the
+/// system picks instead of 8080), with the real binary as `rpm-gateway` on PATH.
 #[test]
 fn readme_walkthrough_runs() {
     let readme =
@@ -1288,8 +1283,26 @@ fn readme_walkthrough_runs() {
     let bin = dir.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
     std::os::unix::fs::symlink(common::BIN, bin.join("rpm-gateway")).unwrap();
-    let port = http::api_port();
-    let script = script.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
+    let on_port_zero = [
+        (
+            "listen = \"127.0.0.1:8080\"\n",
+            format!("{}\n", common::API_LISTEN),
+        ),
+        (
+            "API=http://127.0.0.1:8080\n",
+            "until [ -s api.addr ]; do sleep 0.1; done\nAPI=http://$(cat api.addr)\n".to_string(),
+        ),
+    ];
+    let mut script = script.to_string();
+    for (from, to) in on_port_zero {
+        assert_eq!(
+            script.matches(from).count(),
+            1,
+            "`{from}` in the walkthrough"
+        );
+        script = script.replace(from, &to);
+    }
+    assert!(!script.contains(":8080"), "{script}");
     let path = format!(
         "{}:{}",
         bin.display(),

@@ -3,7 +3,7 @@
 //! against what the store holds, and the scenarios' ground-truth alerts
 //! against the `alerts` table.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -407,11 +407,16 @@ fn same_seed_same_run() {
 #[test]
 fn every_reading_pushed_over_http_arrives_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let api_port = common::free_port();
-    let (_mosquitto, gw) = start(
+    // The per-token request limit off: `rpm-sim` pushes as fast as it can
+    // (a 429 is a refusal to it), and this is about exactly-once, not limits.
+    let (_mosquitto, mut gw) = start(
         dir.path(),
-        &format!("[api]\nenabled = true\nlisten = \"127.0.0.1:{api_port}\"\n"),
+        &format!(
+            "[api]\nenabled = true\n{}\ntoken_requests_per_second = 0\n",
+            common::API_LISTEN
+        ),
     );
+    let api_port = gw.api_port();
     let out = gw.cli(&["tokens", "create", "sim", "--role", "ingest"]);
     assert!(
         out.status.success(),

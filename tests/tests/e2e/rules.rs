@@ -1,7 +1,7 @@
 //! End to end: readings over real Mosquitto → the real gateway binary →
 //! alerts, alert history and outbox events in the real SQLite file.
 
-mod common;
+use crate::common;
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use common::{wait_until, Gateway, Mosquitto, BIN};

@@ -1,7 +1,7 @@
 //! The MQTT session under harder conditions: MQTT 5 with a session expiry,
 //! TLS with a private CA, and a store commit that fails.
 
-mod common;
+use crate::common;
 
 use common::{wait_until, Gateway, Mosquitto, TestCa};
 use std::time::Duration;

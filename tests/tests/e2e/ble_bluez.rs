@@ -3,7 +3,7 @@
 //! connect, subscribe, receive indications, glucose RACP across a gateway
 //! restart, forced disconnect and reconnect; and no BlueZ at all.
 
-mod common;
+use crate::common;
 
 use common::ble::BluezEmulator;
 use common::{wait_until, Gateway, Mosquitto};
@@ -407,14 +407,14 @@ fn a_connect_that_times_out_is_torn_down_and_retried() {
 #[test]
 fn a_bluetoothd_restart_is_followed() {
     let dir = tempfile::tempdir().unwrap();
-    let api = common::free_port();
     let (_mqtt, mut emu, mut g) = field(
         dir.path(),
         &[],
         &[&format!("bp,{CUFF},2")],
         &[(CUFF, "p1")],
-        &format!("{BLE}\n[api]\nenabled = true\nlisten = \"127.0.0.1:{api}\"\n"),
+        &format!("{BLE}\n[api]\nenabled = true\n{}\n", common::API_LISTEN),
     );
+    let api = g.api_port();
     let adapter_available = || {
         let (_, body) = common::http::request(api, "GET", "/metrics", b"").unwrap();
         String::from_utf8_lossy(&body).contains("rpm_ble_adapter_available 1")

@@ -1,6 +1,25 @@
 //! Test harness: a real Mosquitto on a free port, the real gateway binary,
 //! real SQLite files. Like ripgrep's `Dir`/`TestCommand`: small helpers,
 //! each test builds its world in a temp dir.
+//!
+//! # Ports
+//!
+//! Many tests run at once, each with its own servers, so no port is picked
+//! by binding, dropping and binding again (another test may take it in
+//! between). Instead:
+//!
+//! - In-process servers (the InfluxDB stand-in, `influx.rs`) bind
+//!   `127.0.0.1:0` and serve on that very listener (mini-redis'
+//!   `start_server`).
+//! - The gateway's API listens on port 0 ([`API_LISTEN`]) and writes the
+//!   port it got to `api.addr` ([`Gateway::api_port`] reads it); the
+//!   gateway's `webhook-receiver` and the Python receiver listen on port 0
+//!   and print the port (`webhooks.rs`).
+//! - Mosquitto and VictoriaMetrics must be told a port ([`serve`]): a free
+//!   one is held for them ([`PortHold`]) while they start, and should one
+//!   fail to listen after all it is started again on another port.
+//! - A server stopped to rehearse an outage comes back on its port (its
+//!   clients are configured with it): the port is held while it is down.
 #![allow(dead_code)]
 
 pub mod api_client;
@@ -11,20 +30,107 @@ pub mod victoria;
 
 use rusqlite::{Connection, OpenFlags};
 use std::io::Write;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod webhooks;
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A loopback port kept ours while no server listens on it: a socket bound
+/// to it with `SO_REUSEADDR`, not listening. A connection to the port is
+/// refused, as with no server; the system hands the port to no one else
+/// (binds to port 0 and outgoing connections skip it), while the server
+/// told this port binds beside the hold (Mosquitto, VictoriaMetrics, tokio
+/// and Python listeners all set `SO_REUSEADDR`).
+pub struct PortHold {
+    pub port: u16,
+    _socket: socket2::Socket,
 }
+
+impl PortHold {
+    /// A free port.
+    pub fn any() -> PortHold {
+        PortHold::on(0).expect("a free loopback port")
+    }
+
+    /// `port`, when nothing else has it.
+    pub fn on(port: u16) -> std::io::Result<PortHold> {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&SocketAddr::from(([127, 0, 0, 1], port)).into())?;
+        let port = socket.local_addr()?.as_socket().map_or(port, |a| a.port());
+        Ok(PortHold {
+            port,
+            _socket: socket,
+        })
+    }
+}
+
+/// Whether something accepts connections on loopback `port`.
+pub fn listening(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// Starts a server that must be told its port: `spawn(port)` starts it,
+/// `ready(port)` says when it serves, `log()` says why it did not. With
+/// `port` None (a first start) it gets a free port, held until it listens,
+/// and should it exit before (the port taken after all) it is started again
+/// on another. With `Some((port, hold))` (a restart: its clients know the
+/// port) it is started on that port again, held meanwhile, and retried
+/// there. Returns the port and the process.
+pub fn serve(
+    what: &str,
+    port: Option<(u16, Option<PortHold>)>,
+    mut spawn: impl FnMut(u16) -> Child,
+    mut ready: impl FnMut(u16) -> bool,
+    log: impl Fn() -> String,
+) -> (u16, Child) {
+    let (fixed, mut hold) = match port {
+        None => (None, Some(PortHold::any())),
+        Some((p, hold)) => (Some(p), hold.or_else(|| PortHold::on(p).ok())),
+    };
+    for attempt in 1..=5 {
+        let port = fixed.or(hold.as_ref().map(|h| h.port)).unwrap();
+        let mut child = spawn(port);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let exited = loop {
+            if ready(port) {
+                return (port, child);
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{what} not serving on port {port} after 20 s: {}", log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        eprintln!(
+            "{what} exited ({exited}) before serving on port {port}, attempt {attempt}: {}",
+            log()
+        );
+        match fixed {
+            None => hold = Some(PortHold::any()),
+            Some(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+    panic!("{what} did not start: {}", log())
+}
+
+/// The tail of a log file, for failure messages.
+pub fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
+}
+
+/// `[api]` keys for a port the system picks, named in `api.addr` beside the
+/// config ([`Gateway::api_port`] reads it).
+pub const API_LISTEN: &str = "listen = \"127.0.0.1:0\"\naddress_file = \"api.addr\"";
 
 pub fn find(bin: &str) -> PathBuf {
     for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
@@ -50,6 +156,8 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
 /// A Mosquitto broker of our own, with persistence, on a free port.
 pub struct Mosquitto {
     pub port: u16,
+    /// The port, kept while the broker is stopped.
+    hold: Option<PortHold>,
     dir: PathBuf,
     child: Option<Child>,
     /// Extra listener lines (TLS).
@@ -145,91 +253,98 @@ impl TestCa {
 
 impl Mosquitto {
     pub fn start(dir: &Path) -> Mosquitto {
-        let port = free_port();
-        let mut m = Mosquitto {
-            port,
-            dir: dir.to_path_buf(),
-            child: None,
-            listener_extra: String::new(),
-            cafile: None,
-            size_limit: Some(1048576),
-        };
-        m.restart();
-        m
+        Mosquitto::launch(dir, String::new(), None, Some(1048576))
     }
 
     /// A broker with Mosquitto's default message size limit (256 MB, what
     /// MQTT allows), as most deployments run it.
     pub fn start_unlimited(dir: &Path) -> Mosquitto {
-        let mut m = Mosquitto {
-            port: free_port(),
-            dir: dir.to_path_buf(),
-            child: None,
-            listener_extra: String::new(),
-            cafile: None,
-            size_limit: None,
-        };
-        m.restart();
-        m
+        Mosquitto::launch(dir, String::new(), None, None)
     }
 
     /// A broker whose only listener speaks TLS with `ca`'s server certificate.
     pub fn start_tls(dir: &Path, ca: &TestCa) -> Mosquitto {
-        let mut m = Mosquitto {
-            port: free_port(),
-            dir: dir.to_path_buf(),
-            child: None,
-            listener_extra: format!(
+        Mosquitto::launch(
+            dir,
+            format!(
                 "cafile {}\ncertfile {}\nkeyfile {}\n",
                 ca.ca.display(),
                 ca.cert.display(),
                 ca.key.display()
             ),
-            cafile: Some(ca.ca.clone()),
-            size_limit: Some(1048576),
+            Some(ca.ca.clone()),
+            Some(1048576),
+        )
+    }
+
+    fn launch(
+        dir: &Path,
+        listener_extra: String,
+        cafile: Option<PathBuf>,
+        size_limit: Option<usize>,
+    ) -> Mosquitto {
+        let mut m = Mosquitto {
+            port: 0,
+            hold: None,
+            dir: dir.to_path_buf(),
+            child: None,
+            listener_extra,
+            cafile,
+            size_limit,
         };
         m.restart();
         m
     }
 
+    /// Starts the broker: on a free port the first time, on its port again
+    /// after [`Mosquitto::stop`].
     pub fn restart(&mut self) {
         let conf = self.dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\n{extra}allow_anonymous true\nuser {user}\npersistence true\npersistence_location {dir}/\n\
-                 max_queued_messages 0\nmax_inflight_messages 20\n{limit}log_dest file {dir}/mosquitto.log\n",
-                port = self.port,
-                limit = self.size_limit.map(|n| format!("message_size_limit {n}\n")).unwrap_or_default(),
-                extra = self.listener_extra,
-                dir = self.dir.display(),
-                // As root, mosquitto would switch to the `mosquitto` user and
-                // fail to write its persistence file into our temp dir.
-                user = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "root".into()),
-            ),
-        )
-        .unwrap();
-        let child = Command::new(find("mosquitto"))
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let log = self.dir.join("mosquitto.log");
+        let port = (self.port != 0).then(|| (self.port, self.hold.take()));
+        let (port, child) = serve(
+            "mosquitto",
+            port,
+            |port| {
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "listener {port} 127.0.0.1\n{extra}allow_anonymous true\nuser {user}\npersistence true\npersistence_location {dir}/\n\
+                         max_queued_messages 0\nmax_inflight_messages 20\n{limit}log_dest file {log}\n",
+                        limit = self.size_limit.map(|n| format!("message_size_limit {n}\n")).unwrap_or_default(),
+                        extra = self.listener_extra,
+                        dir = self.dir.display(),
+                        log = log.display(),
+                        // As root, mosquitto would switch to the `mosquitto` user and
+                        // fail to write its persistence file into our temp dir.
+                        user = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "root".into()),
+                    ),
+                )
+                .unwrap();
+                Command::new(find("mosquitto"))
+                    .arg("-c")
+                    .arg(&conf)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            },
+            listening,
+            || tail(&log),
+        );
+        self.port = port;
         self.child = Some(child);
-        let port = self.port;
-        wait_until("mosquitto to listen", Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
     }
 
-    /// Stops the broker (SIGTERM: it saves its persistent state).
+    /// Stops the broker (SIGTERM: it saves its persistent state); its port
+    /// stays ours for [`Mosquitto::restart`].
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &c.id().to_string()])
                 .status();
             let _ = c.wait();
+            self.hold = PortHold::on(self.port).ok();
         }
     }
 
@@ -403,6 +518,8 @@ impl Gateway {
 
     /// Starts the process without waiting for its broker connection.
     pub fn start_unready(&mut self, env: &[(&str, &str)]) {
+        // Left by a gateway killed before it could remove it.
+        let _ = std::fs::remove_file(self.api_addr_file());
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -419,6 +536,26 @@ impl Gateway {
             cmd.env(k, v);
         }
         self.child = Some(cmd.spawn().unwrap());
+    }
+
+    /// `address_file` of [`API_LISTEN`]: beside the config.
+    fn api_addr_file(&self) -> PathBuf {
+        self.config.with_file_name("api.addr")
+    }
+
+    /// The port the running gateway's API listens on (configured with
+    /// [`API_LISTEN`]): waits for its address file.
+    pub fn api_port(&mut self) -> u16 {
+        let file = self.api_addr_file();
+        let mut addr = None;
+        wait_until("the API's address file", Duration::from_secs(20), || {
+            addr = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|s| s.trim().parse::<SocketAddr>().ok());
+            addr.is_some() || !self.is_running()
+        });
+        addr.unwrap_or_else(|| panic!("the gateway exited:\n{}", self.log()))
+            .port()
     }
 
     /// A downstream cursor (0 when absent).

@@ -4,7 +4,7 @@
 //! InfluxDB 2 stand-in for what VictoriaMetrics does not check (auth, org,
 //! bucket, precision, gzip, whole-request 400s, 401/404/429/503).
 
-mod common;
+use crate::common;
 
 use common::influx::{Answer, InfluxRecorder};
 use common::victoria::{Sample, VictoriaMetrics};

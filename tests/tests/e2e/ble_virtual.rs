@@ -2,7 +2,7 @@
 //! (`rpm_simulator::ble`) → sessions → decode → normalize → a real SQLite
 //! store, the same path as with a radio.
 
-mod common;
+use crate::common;
 
 use common::ble::VirtualGateway;
 use common::wait_until;
@@ -214,7 +214,7 @@ fn a_fast_clock_without_current_time_is_estimated_from_the_burst() {
 
 /// Not a test: the rate of a large glucose transfer through the virtual
 /// transport (RACP → session → decode → normalize → commit). Run with
-/// `cargo test --release -p rpm-e2e --test ble_virtual -- --ignored --nocapture`.
+/// `cargo test --release -p rpm-e2e --test e2e -- ble_virtual:: --ignored --nocapture`.
 #[test]
 #[ignore]
 fn bench_glucose_transfer() {

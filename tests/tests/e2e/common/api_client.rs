@@ -1,4 +1,4 @@
-//! HTTP client helpers for the API tests (`tests/api.rs`): requests go through `curl`, an
+//! HTTP client helpers for the API tests (`api.rs`): requests go through `curl`, an
 //! independent client (the same one the walkthrough of docs/api.md uses), over
 //! plain HTTP or HTTPS with a test CA.
 
@@ -6,9 +6,8 @@ use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use super::{free_port, wait_until, Gateway};
+use super::{Gateway, API_LISTEN};
 
 /// One response.
 #[derive(Debug)]
@@ -163,24 +162,17 @@ fn parse(raw: &[u8]) -> Resp {
     }
 }
 
-/// `[api]` config for a test gateway on a free port.
-pub fn api_config(port: u16, extra: &str) -> String {
+/// `[api]` config for a test gateway, on a port the system picks.
+pub fn api_config(extra: &str) -> String {
     format!(
-        "[api]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\nmax_body_bytes = 8192\ndefault_page_size = 20\nmax_page_size = 50\n{extra}\n"
+        "[api]\nenabled = true\n{API_LISTEN}\nmax_body_bytes = 8192\ndefault_page_size = 20\nmax_page_size = 50\n{extra}\n"
     )
 }
 
-/// Starts the gateway and waits for its API.
-pub fn start_with_api(gw: &mut Gateway, port: u16) {
+/// Starts the gateway; returns its API's port.
+pub fn start_with_api(gw: &mut Gateway) -> u16 {
     gw.start();
-    wait_until("the API to listen", Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-}
-
-/// A free port for the API.
-pub fn api_port() -> u16 {
-    free_port()
+    gw.api_port()
 }
 
 /// Creates a token with the CLI; returns the secret.

@@ -4,7 +4,7 @@
 //! SQLite files, alert events committed into the outbox by another
 //! connection as the rule evaluator does.
 
-mod common;
+use crate::common;
 
 use common::webhooks::*;
 use common::{wait_until, Gateway};
@@ -108,7 +108,7 @@ fn signed_deliveries_verify_with_standardwebhooks_route_by_team_and_match_the_sc
 #[test]
 fn receiver_down_then_back_gets_everything_in_order_per_patient() {
     let dir = tempfile::tempdir().unwrap();
-    let mut rx = Receiver::new(dir.path(), "r", &["--secret", SECRET]);
+    let mut rx = Receiver::down(dir.path(), "r", &["--secret", SECRET]);
     let text = config(&webhook("r", &rx.url(), SECRET, ""));
     let mut gw = Gateway::with_config(dir.path(), &text);
     start(&mut gw);
@@ -226,6 +226,9 @@ fn status_codes_500_429_410_400_and_timeouts() {
         &[&s[..], &["--fail-first", "99", "--fail-status", "400"]].concat(),
     );
     let mut slow = Receiver::new(dir.path(), "slow", &[&s[..], &["--delay", "3s"]].concat());
+    for r in [&mut flaky, &mut limited, &mut gone, &mut refused, &mut slow] {
+        r.start();
+    }
     let mut text = String::new();
     for (id, r) in [
         ("flaky", &flaky),
@@ -239,9 +242,6 @@ fn status_codes_500_429_410_400_and_timeouts() {
     let text = config(&text)
         .replace("max_attempts = 50", "max_attempts = 3")
         .replace("[delivery]\n", "[delivery]\ntimeout = \"1s\"\n");
-    for r in [&mut flaky, &mut limited, &mut gone, &mut refused, &mut slow] {
-        r.start();
-    }
     let mut gw = Gateway::with_config(dir.path(), &text);
     start(&mut gw);
     enqueue_events(&gw.db, &[alert("p1", 0, "critical")]);
@@ -336,7 +336,7 @@ fn kill9_mid_delivery_redelivers_with_the_same_webhook_id() {
 #[test]
 fn dead_letters_are_listed_and_redriven_from_the_cli() {
     let dir = tempfile::tempdir().unwrap();
-    let mut rx = Receiver::new(dir.path(), "r", &["--secret", SECRET, "--fail-for", "4s"]);
+    let mut rx = Receiver::down(dir.path(), "r", &["--secret", SECRET, "--fail-for", "4s"]);
     let text = config(&webhook("r", &rx.url(), SECRET, ""))
         .replace("max_attempts = 50", "max_attempts = 2");
     let mut gw = Gateway::with_config(dir.path(), &text);
@@ -590,14 +590,14 @@ fn ssrf_guard_refuses_internal_destinations_unless_allowed() {
         ],
     );
     moved.start();
-    let port = http::api_port();
     // No delivery.allow_private_network here: the guard is on.
     let text = format!(
         "[store]\npath = \"{{db}}\"\n\n[delivery]\npoll_interval = \"50ms\"\nretry_schedule = [\"200ms\"]\nmax_attempts = 50\n\n{}",
-        http::api_config(port, "")
+        http::api_config("")
     );
     let mut gw = Gateway::with_config(dir.path(), &text);
     start(&mut gw);
+    let port = gw.api_port();
     wait_until("the API", T, || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });

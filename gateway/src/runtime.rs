@@ -8,9 +8,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::config::{Config, ConfigErrors};
-use crate::decode::Decoder;
 use crate::metrics::Metrics;
-use crate::normalize::Normalizer;
+use crate::pipeline::decode::Decoder;
+use crate::pipeline::normalize::Normalizer;
 use crate::pipeline::Pipeline;
 use crate::sources::mqtt::{MqttError, MqttSource};
 use crate::store::writer::{Writer, WriterConfig};
@@ -125,7 +125,6 @@ pub async fn run(
         }
         Err(e) => return Err(e),
     };
-    let evaluator = rules_evaluator(&config, metrics.clone())?;
     // Built before anything starts, so that a TLS or client error stops start-up cleanly.
     let dispatcher = match config.delivery.enabled {
         true => Some(
@@ -138,6 +137,11 @@ pub async fn run(
         ),
         false => None,
     };
+    let evaluator = rules_evaluator(
+        &config,
+        metrics.clone(),
+        dispatcher.as_ref().map(|d| d.waker()),
+    )?;
     tracing::info!(
         store = %config.store.path.display(),
         profiles = pipeline.decoder.profiles().len(),
@@ -260,6 +264,7 @@ pub async fn run(
 fn rules_evaluator(
     config: &Config,
     metrics: Arc<Metrics>,
+    delivery: Option<Arc<tokio::sync::Notify>>,
 ) -> Result<
     Option<(
         crate::rules::evaluator::Evaluator,
@@ -275,9 +280,12 @@ fn rules_evaluator(
         batch_readings: config.rules.batch_readings,
         ..Default::default()
     };
-    let evaluator =
+    let mut evaluator =
         crate::rules::evaluator::Evaluator::open(&config.store.path, engine, cfg, metrics)?
             .with_clock(config.rules.clock.into());
+    if let Some(d) = delivery {
+        evaluator = evaluator.with_delivery_waker(d);
+    }
     if config.rules.clock == crate::config::RulesClock::Data {
         tracing::warn!(
             "rules.clock = \"data\": missing-data rules follow the newest stored reading, not the wall clock (replays, demos and tests only, never live monitoring)"

@@ -23,6 +23,7 @@ use tokio::sync::watch;
 
 use super::problem::ApiError;
 use super::{server, tls, ApiStartError};
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::runtime::{is_transient, store_error, RunError};
@@ -56,12 +57,12 @@ where
         true => Some(serve(config, metrics.clone(), stop_rx).await?),
         false => None,
     };
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = Backoff::new(Duration::from_millis(500), MAX_RETRY);
     let mut attempts = 0u64;
     let outcome = loop {
         tokio::select! {
             _ = shutdown.as_mut() => break Ok(None),
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
         }
         attempts += 1;
         match attempt() {
@@ -69,7 +70,6 @@ where
             Err(e) if is_transient(&e, config) => {
                 tracing::debug!(error = %e, attempts, "store still unavailable");
                 metrics.set_store_unavailable(Some(reason(&e)));
-                backoff = (backoff * 2).min(MAX_RETRY);
             }
             Err(e) => break Err(e),
         }

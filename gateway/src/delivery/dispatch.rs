@@ -188,7 +188,6 @@ impl Dispatcher {
             tokio::select! {
                 _ = &mut stop => break,
                 _ = self.wake.notified() => {}
-                _ = super::wake_signal().notified() => {}
                 _ = tokio::time::sleep(shared.cfg.poll_interval) => {}
             }
         }

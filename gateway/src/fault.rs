@@ -27,10 +27,13 @@ pub enum FaultPoint {
     /// `abort-after-forward`: the forwarder, after the server accepted a
     /// batch and before its cursor moved past it.
     AfterForward,
+    /// `panic-in-rules`: the rule evaluator panics before its first commit
+    /// (a component that dies while the process lives on).
+    RulesPanic,
 }
 
 impl FaultPoint {
-    const NAMES: [(&'static str, FaultPoint); 7] = [
+    const NAMES: [(&'static str, FaultPoint); 8] = [
         ("abort-before-commit", FaultPoint::BeforeCommit),
         ("abort-after-commit", FaultPoint::AfterCommit),
         ("fail-first-commit", FaultPoint::FailFirstCommit),
@@ -38,6 +41,7 @@ impl FaultPoint {
         ("abort-before-rules-commit", FaultPoint::BeforeRulesCommit),
         ("abort-after-rules-commit", FaultPoint::AfterRulesCommit),
         ("abort-after-forward", FaultPoint::AfterForward),
+        ("panic-in-rules", FaultPoint::RulesPanic),
     ];
 
     fn parse(s: &str) -> Option<FaultPoint> {

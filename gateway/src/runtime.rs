@@ -5,7 +5,7 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::{Config, ConfigErrors};
 use crate::metrics::Metrics;
@@ -40,6 +40,38 @@ pub enum RunError {
     /// The InfluxDB forwarder could not start.
     #[error(transparent)]
     Forward(#[from] crate::forward::sink::SinkError),
+    /// A component the gateway cannot work without stopped on its own.
+    #[error("the {0} stopped unexpectedly; the gateway stopped with it (its service manager restarts it whole)")]
+    ComponentStopped(&'static str),
+}
+
+/// Tells the supervisor when a component's task ends, however it ends
+/// (returned, failed or panicked: the guard is dropped while unwinding).
+struct Ended {
+    component: &'static str,
+    to: mpsc::UnboundedSender<&'static str>,
+}
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        let _ = self.to.send(self.component);
+    }
+}
+
+/// Spawns `task` as `component`, watched by the supervisor.
+fn supervised<T: Send + 'static>(
+    component: &'static str,
+    ended: &mpsc::UnboundedSender<&'static str>,
+    task: impl Future<Output = T> + Send + 'static,
+) -> tokio::task::JoinHandle<T> {
+    let guard = Ended {
+        component,
+        to: ended.clone(),
+    };
+    tokio::spawn(async move {
+        let _guard = guard;
+        task.await
+    })
 }
 
 /// Builds the pipeline from config.
@@ -156,6 +188,16 @@ pub async fn run(
         crate::pipeline::inbox::NormalizeStage::new(pipeline.clone(), config.store.dedup_window),
     );
     let (writer, writer_thread) = Writer::start(store, wcfg, metrics.clone(), Some(stage));
+    // The supervisor: the components the gateway cannot work without
+    // (the writer, the MQTT source, the rule evaluator, the webhook
+    // dispatcher) report here when their task ends. One that ends before
+    // shutdown was asked for stops the whole process with an error, so that
+    // the service manager restarts it, instead of running on without it
+    // (acknowledging nothing, or alerting no one, while looking healthy).
+    let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<&'static str>();
+    let writer_thread = supervised("store writer", &ended_tx, async move {
+        let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+    });
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -186,7 +228,9 @@ pub async fn run(
         let filters = pipeline.decoder.profiles().filters();
         let source = MqttSource::new(mqtt, filters, metrics.clone(), writer.clone());
         let stop = stopped();
-        tasks.push(tokio::spawn(async move { source.run(stop).await }));
+        tasks.push(supervised("MQTT source", &ended_tx, async move {
+            source.run(stop).await
+        }));
     }
     let mut ble_task = None;
     if let Some(ble) = config.sources.ble.clone().filter(|b| b.enabled) {
@@ -215,26 +259,44 @@ pub async fn run(
     };
     let rules_task = evaluator.map(|(evaluator, cfg)| {
         let reload = crate::rules::task::reload_signal();
-        tokio::spawn(crate::rules::task::run(
-            cfg,
-            evaluator,
-            writer.committed(),
-            reload,
-            metrics.clone(),
-            stopped(),
-        ))
+        supervised(
+            "rule evaluator",
+            &ended_tx,
+            crate::rules::task::run(
+                cfg,
+                evaluator,
+                writer.committed(),
+                reload,
+                metrics.clone(),
+                stopped(),
+            ),
+        )
     });
-    let dispatcher = dispatcher.map(|d| tokio::spawn(d.run(stopped())));
+    let dispatcher =
+        dispatcher.map(|d| supervised("webhook dispatcher", &ended_tx, d.run(stopped())));
+    drop(ended_tx);
 
-    (&mut shutdown).await;
-    tracing::info!("shutdown requested; draining in-flight work");
+    let unexpected = tokio::select! {
+        _ = &mut shutdown => None,
+        Some(component) = ended_rx.recv() => Some(component),
+    };
+    match unexpected {
+        None => tracing::info!("shutdown requested; draining in-flight work"),
+        Some(component) => tracing::error!(
+            component,
+            "a component stopped unexpectedly; the gateway stops (draining in-flight work) so that its service manager restarts it"
+        ),
+    }
     let _ = stop_tx.send(true);
     if let Some(api) = api {
         // Requests in flight finish (a pushed reading is committed and
         // answered) before the writer is closed.
         let _ = api.task.await;
     }
-    let mut result = Ok(());
+    let mut result = match unexpected {
+        Some(component) => Err(RunError::ComponentStopped(component)),
+        None => Ok(()),
+    };
     for t in tasks {
         if let Ok(Err(e)) = t.await {
             result = Err(RunError::Mqtt(e));
@@ -255,7 +317,7 @@ pub async fn run(
     let _ = heartbeat.await;
     writer.heartbeat(run_id, true).await;
     drop(writer);
-    let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+    let _ = writer_thread.await;
     tracing::info!("gateway stopped");
     result
 }

@@ -351,6 +351,9 @@ impl Evaluator {
         }
         set_cursor(&tx, CURSOR, max_seq)?;
         self.fault.abort_at(FaultPoint::BeforeRulesCommit);
+        if self.fault.is(FaultPoint::RulesPanic) {
+            panic!("fault injection: the rule evaluator panics");
+        }
         tx.commit()?;
         self.fault.abort_at(FaultPoint::AfterRulesCommit);
         self.metrics.rules_evaluated(report.measurements);

@@ -145,7 +145,7 @@ pub enum QuarantineCommand {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    crate::config::install_crypto_provider();
+    crate::tls::install_crypto_provider();
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(code) => code,

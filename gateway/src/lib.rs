@@ -43,3 +43,4 @@ pub mod runtime;
 pub mod sources;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::problem::ApiError;
-use super::{server, tls, ApiStartError};
+use super::{server, ApiStartError};
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -93,7 +93,7 @@ async fn serve(
 ) -> Result<tokio::task::JoinHandle<()>, ApiStartError> {
     let cfg = config.api.clone();
     let tls = match (&cfg.tls_cert, &cfg.tls_key) {
-        (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
+        (Some(c), Some(k)) => Some(crate::tls::acceptor(c, k)?),
         _ => None,
     };
     let listener = TcpListener::bind(cfg.listen)

@@ -14,6 +14,7 @@
 
 pub mod breaker;
 pub mod cli;
+pub mod config;
 pub mod dispatch;
 pub mod endpoints;
 pub mod fanout;

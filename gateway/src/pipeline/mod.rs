@@ -8,6 +8,7 @@ use device_profiles::Source;
 use std::sync::Arc;
 
 pub mod ble;
+pub mod config;
 pub mod decode;
 pub mod inbox;
 pub mod normalize;

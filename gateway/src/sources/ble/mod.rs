@@ -16,6 +16,7 @@
 
 #[cfg(feature = "ble")]
 pub mod btleplug;
+pub mod config;
 #[cfg(feature = "ble")]
 pub mod pairing;
 pub mod session;

@@ -42,6 +42,7 @@
 //!   the writer logs the episode once. Every lost connection is counted,
 //!   and readiness reports a source reconnecting in a loop.
 
+pub mod config;
 mod protocol;
 
 use std::future::Future;
@@ -51,11 +52,12 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::backoff::Backoff;
-use crate::config::{client_tls_config, MqttConfig, TlsError};
+use crate::config::MqttConfig;
 use crate::metrics::Metrics;
 use crate::store::inbox::InboxEntry;
 use crate::store::writer::CommitResult;
 use crate::store::Writer;
+use crate::tls::{client_tls_config, TlsError};
 use device_profiles::Source;
 use protocol::{AckToken, Client, Incoming, Settings};
 

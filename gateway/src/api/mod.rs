@@ -28,7 +28,6 @@ pub mod quarantine;
 pub mod readings;
 pub mod reports;
 pub mod server;
-pub mod tokens_cli;
 pub mod webhooks;
 
 use axum::body::Body;

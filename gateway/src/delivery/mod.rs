@@ -13,7 +13,6 @@
 //! attempted again, with the same `webhook-id`.
 
 pub mod breaker;
-pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod endpoints;

@@ -27,7 +27,6 @@
 
 pub mod alerts;
 pub mod burden;
-pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod evaluator;

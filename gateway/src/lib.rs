@@ -3,29 +3,44 @@
 //! The data flow shows in the module names:
 //!
 //! ```text
-//! sources ──► decode ──► normalize ──► store ──► (rules ──► delivery)
-//!   mqtt       profiles    units, LOINC,   SQLite WAL, group commit,
-//!                          clock, ids      registry, quarantine, cursors
+//!  sources ──────────► store ──────► pipeline ──────► store ──► rules ──► delivery
+//!   mqtt: append to     inbox         decode,          readings   alerts,   webhooks
+//!   the inbox, PUBACK   (durable      normalize        quarantine outbox    (signed)
+//!   after the commit    commit        (on the writer's                  └─► forward
+//!   ble, https: decode  point)        thread)                               (InfluxDB)
+//!   and normalize, then
+//!   commit, then ack
 //! ```
 //!
-//! [`config`] parses and validates the one TOML file; [`runtime`] wires the
-//! components and drains them on shutdown; [`cli`] is the `rpm-gateway`
-//! binary's commands; [`demo`] runs the whole flow with simulated devices.
+//! An MQTT message is appended to the store's inbox ([`store`]) and
+//! acknowledged once that append is committed; the normalize stage
+//! ([`pipeline`], run by the store writer between submissions) decodes and
+//! normalizes inbox entries and commits the readings or quarantine records
+//! together with the removal of the entries. Bluetooth values and HTTPS
+//! pushes go through the same [`pipeline`] in the source and are committed
+//! before the device or client is answered. Everything downstream ([`rules`],
+//! [`delivery`], [`forward`]) reads the store from cursors of its own.
+//!
+//! [`api`] is the HTTP API beside the flow; [`config`] parses and validates
+//! the one TOML file; [`runtime`] wires the components and drains them on
+//! shutdown; [`cli`] is the `rpm-gateway` binary's commands; [`demo`] runs
+//! the whole flow with simulated devices.
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod backoff;
 pub mod cli;
 pub mod config;
-pub mod decode;
 pub mod delivery;
 #[cfg(feature = "embedded-broker")]
 pub mod demo;
+pub mod fault;
 pub mod forward;
 pub mod metrics;
-pub mod normalize;
 pub mod pipeline;
 pub mod rules;
 pub mod runtime;
 pub mod sources;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

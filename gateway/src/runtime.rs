@@ -5,12 +5,12 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::{Config, ConfigErrors};
-use crate::decode::Decoder;
 use crate::metrics::Metrics;
-use crate::normalize::Normalizer;
+use crate::pipeline::decode::Decoder;
+use crate::pipeline::normalize::Normalizer;
 use crate::pipeline::Pipeline;
 use crate::sources::mqtt::{MqttError, MqttSource};
 use crate::store::writer::{Writer, WriterConfig};
@@ -40,6 +40,38 @@ pub enum RunError {
     /// The InfluxDB forwarder could not start.
     #[error(transparent)]
     Forward(#[from] crate::forward::sink::SinkError),
+    /// A component the gateway cannot work without stopped on its own.
+    #[error("the {0} stopped unexpectedly; the gateway stopped with it (its service manager restarts it whole)")]
+    ComponentStopped(&'static str),
+}
+
+/// Tells the supervisor when a component's task ends, however it ends
+/// (returned, failed or panicked: the guard is dropped while unwinding).
+struct Ended {
+    component: &'static str,
+    to: mpsc::UnboundedSender<&'static str>,
+}
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        let _ = self.to.send(self.component);
+    }
+}
+
+/// Spawns `task` as `component`, watched by the supervisor.
+fn supervised<T: Send + 'static>(
+    component: &'static str,
+    ended: &mpsc::UnboundedSender<&'static str>,
+    task: impl Future<Output = T> + Send + 'static,
+) -> tokio::task::JoinHandle<T> {
+    let guard = Ended {
+        component,
+        to: ended.clone(),
+    };
+    tokio::spawn(async move {
+        let _guard = guard;
+        task.await
+    })
 }
 
 /// Builds the pipeline from config.
@@ -126,7 +158,6 @@ pub async fn run(
         }
         Err(e) => return Err(e),
     };
-    let evaluator = rules_evaluator(&config, metrics.clone())?;
     // Built before anything starts, so that a TLS or client error stops start-up cleanly.
     let dispatcher = match config.delivery.enabled {
         true => Some(
@@ -139,6 +170,11 @@ pub async fn run(
         ),
         false => None,
     };
+    let evaluator = rules_evaluator(
+        &config,
+        metrics.clone(),
+        dispatcher.as_ref().map(|d| d.waker()),
+    )?;
     tracing::info!(
         store = %config.store.path.display(),
         profiles = pipeline.decoder.profiles().len(),
@@ -153,6 +189,16 @@ pub async fn run(
         crate::pipeline::inbox::NormalizeStage::new(pipeline.clone(), config.store.dedup_window),
     );
     let (writer, writer_thread) = Writer::start(store, wcfg, metrics.clone(), Some(stage));
+    // The supervisor: the components the gateway cannot work without
+    // (the writer, the MQTT source, the rule evaluator, the webhook
+    // dispatcher) report here when their task ends. One that ends before
+    // shutdown was asked for stops the whole process with an error, so that
+    // the service manager restarts it, instead of running on without it
+    // (acknowledging nothing, or alerting no one, while looking healthy).
+    let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<&'static str>();
+    let writer_thread = supervised("store writer", &ended_tx, async move {
+        let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+    });
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -183,7 +229,9 @@ pub async fn run(
         let filters = pipeline.decoder.profiles().filters();
         let source = MqttSource::new(mqtt, filters, metrics.clone(), writer.clone());
         let stop = stopped();
-        tasks.push(tokio::spawn(async move { source.run(stop).await }));
+        tasks.push(supervised("MQTT source", &ended_tx, async move {
+            source.run(stop).await
+        }));
     }
     let mut ble_task = None;
     if let Some(ble) = config.sources.ble.clone().filter(|b| b.enabled) {
@@ -213,26 +261,44 @@ pub async fn run(
     };
     let rules_task = evaluator.map(|(evaluator, cfg)| {
         let reload = crate::rules::task::reload_signal();
-        tokio::spawn(crate::rules::task::run(
-            cfg,
-            evaluator,
-            writer.committed(),
-            reload,
-            metrics.clone(),
-            stopped(),
-        ))
+        supervised(
+            "rule evaluator",
+            &ended_tx,
+            crate::rules::task::run(
+                cfg,
+                evaluator,
+                writer.committed(),
+                reload,
+                metrics.clone(),
+                stopped(),
+            ),
+        )
     });
-    let dispatcher = dispatcher.map(|d| tokio::spawn(d.run(stopped())));
+    let dispatcher =
+        dispatcher.map(|d| supervised("webhook dispatcher", &ended_tx, d.run(stopped())));
+    drop(ended_tx);
 
-    (&mut shutdown).await;
-    tracing::info!("shutdown requested; draining in-flight work");
+    let unexpected = tokio::select! {
+        _ = &mut shutdown => None,
+        Some(component) = ended_rx.recv() => Some(component),
+    };
+    match unexpected {
+        None => tracing::info!("shutdown requested; draining in-flight work"),
+        Some(component) => tracing::error!(
+            component,
+            "a component stopped unexpectedly; the gateway stops (draining in-flight work) so that its service manager restarts it"
+        ),
+    }
     let _ = stop_tx.send(true);
     if let Some(api) = api {
         // Requests in flight finish (a pushed reading is committed and
         // answered) before the writer is closed.
         let _ = api.task.await;
     }
-    let mut result = Ok(());
+    let mut result = match unexpected {
+        Some(component) => Err(RunError::ComponentStopped(component)),
+        None => Ok(()),
+    };
     for t in tasks {
         if let Ok(Err(e)) = t.await {
             result = Err(RunError::Mqtt(e));
@@ -253,7 +319,7 @@ pub async fn run(
     let _ = heartbeat.await;
     writer.heartbeat(run_id, true).await;
     drop(writer);
-    let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+    let _ = writer_thread.await;
     tracing::info!("gateway stopped");
     result
 }
@@ -262,6 +328,7 @@ pub async fn run(
 fn rules_evaluator(
     config: &Config,
     metrics: Arc<Metrics>,
+    delivery: Option<Arc<tokio::sync::Notify>>,
 ) -> Result<
     Option<(
         crate::rules::evaluator::Evaluator,
@@ -277,9 +344,12 @@ fn rules_evaluator(
         batch_readings: config.rules.batch_readings,
         ..Default::default()
     };
-    let evaluator =
+    let mut evaluator =
         crate::rules::evaluator::Evaluator::open(&config.store.path, engine, cfg, metrics)?
             .with_clock(config.rules.clock.into());
+    if let Some(d) = delivery {
+        evaluator = evaluator.with_delivery_waker(d);
+    }
     if config.rules.clock == crate::config::RulesClock::Data {
         tracing::warn!(
             "rules.clock = \"data\": missing-data rules follow the newest stored reading, not the wall clock (replays, demos and tests only, never live monitoring)"

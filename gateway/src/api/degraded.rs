@@ -22,7 +22,8 @@ use tokio::sync::watch;
 
 use super::listener::Listener;
 use super::problem::ApiError;
-use super::{server, tls, ApiStartError};
+use super::{server, ApiStartError};
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::runtime::{is_transient, store_error, RunError};
@@ -60,12 +61,12 @@ where
         }
         false => (None, None),
     };
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = Backoff::new(Duration::from_millis(500), MAX_RETRY);
     let mut attempts = 0u64;
     let outcome = loop {
         tokio::select! {
             _ = shutdown.as_mut() => break Ok(None),
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
         }
         attempts += 1;
         match attempt() {
@@ -73,7 +74,6 @@ where
             Err(e) if is_transient(&e, config) => {
                 tracing::debug!(error = %e, attempts, "store still unavailable");
                 metrics.set_store_unavailable(Some(reason(&e)));
-                backoff = (backoff * 2).min(MAX_RETRY);
             }
             Err(e) => break Err(e),
         }
@@ -106,7 +106,7 @@ async fn serve(
 ) -> Result<(tokio::task::JoinHandle<()>, Listener), ApiStartError> {
     let cfg = config.api.clone();
     let tls = match (&cfg.tls_cert, &cfg.tls_key) {
-        (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
+        (Some(c), Some(k)) => Some(crate::tls::acceptor(c, k)?),
         _ => None,
     };
     let listener = Listener::bind(&cfg).await?;

@@ -12,6 +12,7 @@
 pub mod alerts;
 pub mod audit;
 pub mod auth;
+pub mod config;
 pub mod db;
 pub mod degraded;
 pub mod devices;
@@ -28,8 +29,6 @@ pub mod quarantine;
 pub mod readings;
 pub mod reports;
 pub mod server;
-pub mod tls;
-pub mod tokens_cli;
 pub mod webhooks;
 
 use axum::body::Body;
@@ -44,10 +43,11 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::config::{ApiConfig, Config, TlsError};
+use crate::config::{ApiConfig, Config};
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::store::{StoreError, Writer};
+use crate::tls::TlsError;
 use problem::{ApiError, Problem, PROBLEM_JSON};
 
 /// What every handler shares.
@@ -304,7 +304,7 @@ pub async fn start(
 ) -> Result<ApiServer, ApiStartError> {
     let cfg = config.api.clone();
     let tls = match (&cfg.tls_cert, &cfg.tls_key) {
-        (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
+        (Some(c), Some(k)) => Some(crate::tls::acceptor(c, k)?),
         _ => None,
     };
     let db = db::Db::open(config.store.path.clone(), cfg.read_connections)?;

@@ -7,25 +7,22 @@
 //! validates without side effects (used by `check-config`); the runtime
 //! builds components from the validated config.
 
-mod api;
-mod delivery;
-mod rules;
-mod tls;
-
-use chrono::FixedOffset;
-use device_profiles::canonical::BadTimePolicy;
 use device_profiles::profile::{line_col, parse_toml, FileError};
-use device_profiles::{ClockPolicy, ProfileSet};
+use device_profiles::ProfileSet;
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use api::ApiConfig;
-pub use delivery::{DeliveryConfig, WebhookConfig};
-pub use rules::{PatientEnrolment, RulesClock, RulesConfig};
-pub use tls::{client_tls_config, install_crypto_provider, TlsError};
-pub(crate) use tls::{read_certs, read_key};
+// Each component owns its section and its checks; the root re-exports
+// them so that `Config`'s fields read as one file.
+pub use crate::api::config::ApiConfig;
+pub use crate::delivery::config::{DeliveryConfig, WebhookConfig};
+pub use crate::pipeline::config::{NormalizeConfig, ProfilesConfig};
+pub use crate::rules::config::{PatientEnrolment, RulesClock, RulesConfig};
+pub use crate::sources::ble::config::{BleConfig, BleDeviceOverride};
+pub use crate::sources::mqtt::config::{MqttConfig, MqttProtocol};
+pub use crate::tls::TlsSettings;
 
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -105,55 +102,6 @@ impl Default for StoreConfig {
     }
 }
 
-/// `[normalize]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct NormalizeConfig {
-    /// A measured-at further ahead of receipt than this is wrong.
-    #[serde(with = "humantime_serde")]
-    pub max_future_skew: Duration,
-    /// A measured-at older than this is wrong (clock reset to 1970/2000).
-    #[serde(with = "humantime_serde")]
-    pub max_age: Duration,
-    /// `correct` (use receipt time, keep the device time, flag) or `quarantine`.
-    pub on_bad_time: BadTimePolicy,
-    /// Offset for device-local wall times without a zone, e.g. `+01:00`.
-    pub device_utc_offset: String,
-    /// Larger payloads are quarantined (first 64 KiB kept).
-    pub max_payload_bytes: usize,
-}
-
-impl Default for NormalizeConfig {
-    fn default() -> Self {
-        NormalizeConfig {
-            max_future_skew: Duration::from_secs(300),
-            max_age: Duration::from_secs(365 * 24 * 3600),
-            on_bad_time: BadTimePolicy::Correct,
-            device_utc_offset: "+00:00".into(),
-            max_payload_bytes: 256 * 1024,
-        }
-    }
-}
-
-/// `[profiles]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProfilesConfig {
-    /// Load the profiles built into the binary.
-    pub bundled: bool,
-    /// More directories of `*.toml` profiles (relative to the config file).
-    pub dirs: Vec<PathBuf>,
-}
-
-impl Default for ProfilesConfig {
-    fn default() -> Self {
-        ProfilesConfig {
-            bundled: true,
-            dirs: Vec::new(),
-        }
-    }
-}
-
 /// `[[devices]]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -172,174 +120,6 @@ pub struct SourcesConfig {
     pub mqtt: Option<MqttConfig>,
     /// The Bluetooth LE source; absent = off.
     pub ble: Option<BleConfig>,
-}
-
-/// `[sources.ble]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BleConfig {
-    /// Off without removing the table.
-    pub enabled: bool,
-    /// Adapter name (`hci0`); default: the first one BlueZ reports.
-    pub adapter: Option<String>,
-    /// Also connect to devices advertising these services (16-bit hex like
-    /// `"fff0"` or 128-bit), beyond the SIG health services and profiles.
-    pub scan_services: Vec<String>,
-    /// Directories of BLE device profiles and byte layouts (relative to
-    /// the config file), in addition to the bundled ones.
-    pub profile_dirs: Vec<PathBuf>,
-    /// Address → profile overrides (a device whose advertisement matches
-    /// nothing, or matches the wrong profile).
-    pub devices: Vec<BleDeviceOverride>,
-    /// Most devices connected at once.
-    pub max_connections: usize,
-    /// First wait before reconnecting to a device that failed.
-    #[serde(with = "humantime_serde")]
-    pub reconnect_min_backoff: Duration,
-    /// Longest wait between attempts (device or adapter).
-    #[serde(with = "humantime_serde")]
-    pub reconnect_max_backoff: Duration,
-    /// Longest time for connect + discovery.
-    #[serde(with = "humantime_serde")]
-    pub connect_timeout: Duration,
-    /// Write the Current Time characteristic on connect where it is writable.
-    pub set_device_clock: bool,
-    /// A device clock (read from Current Time) off by more than this has
-    /// its readings' times corrected, flagged, with the device time kept.
-    #[serde(with = "humantime_serde")]
-    pub clock_offset_threshold: Duration,
-}
-
-impl Default for BleConfig {
-    fn default() -> Self {
-        BleConfig {
-            enabled: true,
-            adapter: None,
-            scan_services: Vec::new(),
-            profile_dirs: Vec::new(),
-            devices: Vec::new(),
-            max_connections: 4,
-            reconnect_min_backoff: Duration::from_secs(1),
-            reconnect_max_backoff: Duration::from_secs(60),
-            connect_timeout: Duration::from_secs(30),
-            set_device_clock: true,
-            clock_offset_threshold: Duration::from_secs(120),
-        }
-    }
-}
-
-/// `[[sources.ble.devices]]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BleDeviceOverride {
-    /// Bluetooth address `AA:BB:CC:DD:EE:FF`.
-    pub address: String,
-    /// Profile name (bundled or from `profile_dirs`); absent = the SIG
-    /// characteristics the device offers.
-    pub profile: Option<String>,
-}
-
-/// `[sources.mqtt]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MqttConfig {
-    /// Broker host.
-    pub host: String,
-    /// Broker port.
-    pub port: u16,
-    /// Fixed client id: required for a persistent session.
-    pub client_id: Option<String>,
-    /// Keep the broker session (and its queued QoS 1 messages) across
-    /// restarts. Default true: readings published while the gateway is down
-    /// are delivered when it returns.
-    pub persistent_session: bool,
-    /// Keep-alive interval.
-    #[serde(with = "humantime_serde")]
-    pub keep_alive: Duration,
-    /// User name (env `RPM_MQTT_USERNAME` overrides).
-    pub username: Option<String>,
-    /// Environment variable holding the password (default `RPM_MQTT_PASSWORD`).
-    pub password_env: Option<String>,
-    /// File holding the password.
-    pub password_file: Option<PathBuf>,
-    /// TLS (rustls); absent = plain TCP.
-    pub tls: Option<TlsSettings>,
-    /// Largest MQTT message ingested. A larger one is acknowledged and
-    /// quarantined as `payload_too_large` with its first 64 KiB (the client
-    /// takes any size MQTT allows, so that no message can break the
-    /// connection and be sent first again for ever; the broker's
-    /// `message_size_limit` bounds the memory one message takes).
-    pub max_packet_bytes: usize,
-    /// Longest wait between reconnection attempts.
-    #[serde(with = "humantime_serde")]
-    pub reconnect_max_backoff: Duration,
-    /// Acknowledgements queued for the MQTT client, and the MQTT 5 Receive
-    /// Maximum (unacknowledged publishes a v5 broker may send at once).
-    pub pipeline_depth: usize,
-    /// MQTT protocol version: `"3.1.1"` (default) or `"5"`.
-    pub protocol: MqttProtocol,
-    /// MQTT 5 only: how long the broker keeps the session (and queues
-    /// readings) while the gateway is away. Sent as the session expiry
-    /// interval; without it a v5 broker drops the session on disconnect.
-    #[serde(with = "humantime_serde")]
-    pub session_expiry: Duration,
-}
-
-/// MQTT protocol version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-pub enum MqttProtocol {
-    /// MQTT 3.1.1.
-    #[default]
-    #[serde(rename = "3.1.1")]
-    V311,
-    /// MQTT 5.
-    #[serde(rename = "5")]
-    V5,
-}
-
-impl MqttProtocol {
-    /// As written in config.
-    pub const fn name(self) -> &'static str {
-        match self {
-            MqttProtocol::V311 => "3.1.1",
-            MqttProtocol::V5 => "5",
-        }
-    }
-}
-
-impl Default for MqttConfig {
-    fn default() -> Self {
-        MqttConfig {
-            host: "127.0.0.1".into(),
-            port: 1883,
-            client_id: None,
-            persistent_session: true,
-            keep_alive: Duration::from_secs(30),
-            username: None,
-            password_env: None,
-            password_file: None,
-            tls: None,
-            max_packet_bytes: 16 * 1024 * 1024,
-            reconnect_max_backoff: Duration::from_secs(30),
-            pipeline_depth: 4096,
-            protocol: MqttProtocol::V311,
-            session_expiry: Duration::from_secs(7 * 24 * 3600),
-        }
-    }
-}
-
-/// `[sources.mqtt.tls]`
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct TlsSettings {
-    /// PEM file of extra CA certificates (in addition to the system roots).
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate chain (mutual TLS).
-    pub client_cert: Option<PathBuf>,
-    /// PEM client private key.
-    pub client_key: Option<PathBuf>,
-    /// Server name to verify (default: host).
-    pub server_name: Option<String>,
 }
 
 /// `[log]`
@@ -438,7 +218,7 @@ impl Config {
             }
         }
         let mut errors = config.validate(text, file);
-        errors.extend(delivery::validate(
+        errors.extend(crate::delivery::config::validate(
             &config.delivery,
             &config.webhooks,
             text,
@@ -470,16 +250,7 @@ impl Config {
                 message,
             });
         };
-        if let Err(e) = self.normalize.utc_offset() {
-            err("normalize", "device_utc_offset", e);
-        }
-        if self.normalize.max_payload_bytes == 0 {
-            err(
-                "normalize",
-                "max_payload_bytes",
-                "must be greater than 0".into(),
-            );
-        }
+        crate::pipeline::config::validate(&self.normalize, &mut err);
         if self.store.max_batch_items == 0 || self.store.queue == 0 {
             err(
                 "store",
@@ -508,141 +279,14 @@ impl Config {
             err("api", key, message);
         }
         if let Some(m) = &self.sources.mqtt {
-            let t = "sources.mqtt";
-            match m.client_id.as_deref() {
-                Some(id) if id.trim().is_empty() => err(t, "client_id", "must not be empty".into()),
-                None if m.persistent_session => err(
-                    t,
-                    "client_id",
-                    "a persistent session needs a fixed client id (a random one would silently lose the messages queued while the gateway is down); set client_id or persistent_session = false".into(),
-                ),
-                _ => {}
-            }
-            if m.host.trim().is_empty() {
-                err(t, "host", "must not be empty".into());
-            }
-            if m.keep_alive < Duration::from_secs(5) {
-                err(t, "keep_alive", "must be at least 5s".into());
-            }
-            if m.max_packet_bytes < self.normalize.max_payload_bytes {
-                err(
-                    t,
-                    "max_packet_bytes",
-                    "must be at least normalize.max_payload_bytes".into(),
-                );
-            }
-            if m.pipeline_depth == 0 {
-                err(t, "pipeline_depth", "must be greater than 0".into());
-            }
-            if m.protocol == MqttProtocol::V5
-                && m.persistent_session
-                && m.session_expiry < Duration::from_secs(60)
-            {
-                err(
-                    t,
-                    "session_expiry",
-                    "MQTT 5 with a persistent session needs a session expiry of at least 60s (with 0 the broker drops queued readings the moment the gateway disconnects)".into(),
-                );
-            }
-            if m.session_expiry.as_secs() > u64::from(u32::MAX) {
-                err(
-                    t,
-                    "session_expiry",
-                    "must be at most 136 years (u32 seconds)".into(),
-                );
-            }
-            if let Some(tls) = &m.tls {
-                if tls.client_cert.is_some() != tls.client_key.is_some() {
-                    err(
-                        "sources.mqtt.tls",
-                        "client_cert",
-                        "client_cert and client_key go together".into(),
-                    );
-                }
-                for (key, p) in [
-                    ("ca_file", &tls.ca_file),
-                    ("client_cert", &tls.client_cert),
-                    ("client_key", &tls.client_key),
-                ] {
-                    if let Some(p) = p {
-                        if !p.exists() {
-                            err(
-                                "sources.mqtt.tls",
-                                key,
-                                format!("file {} does not exist", p.display()),
-                            );
-                        }
-                    }
-                }
-            }
-            if let Some(p) = &m.password_file {
-                if !p.exists() {
-                    err(
-                        t,
-                        "password_file",
-                        format!("file {} does not exist", p.display()),
-                    );
-                }
-            }
+            crate::sources::mqtt::config::validate(m, self.normalize.max_payload_bytes, &mut err);
         }
         crate::forward::config::validate(&self.forward, &self.retention, &mut err);
         if let Some(b) = &self.sources.ble {
-            let t = "sources.ble";
-            if b.max_connections == 0 {
-                err(t, "max_connections", "must be greater than 0".into());
-            }
-            if b.reconnect_min_backoff.is_zero()
-                || b.reconnect_min_backoff > b.reconnect_max_backoff
-            {
-                err(
-                    t,
-                    "reconnect_min_backoff",
-                    "must be greater than 0 and at most reconnect_max_backoff".into(),
-                );
-            }
-            if b.connect_timeout < Duration::from_secs(1) {
-                err(t, "connect_timeout", "must be at least 1s".into());
-            }
-            if let Some(a) = &b.adapter {
-                if !a.starts_with("hci") || a[3..].parse::<u16>().is_err() {
-                    err(
-                        t,
-                        "adapter",
-                        format!("`{a}` is not an adapter name like hci0"),
-                    );
-                }
-            }
-            for s in &b.scan_services {
-                if device_profiles::gatt::device::BleUuid::parse(s).is_none() {
-                    err(t, "scan_services", format!("`{s}` is not a UUID"));
-                }
-            }
-            match self.ble_profiles() {
-                Ok(set) => {
-                    for d in &b.devices {
-                        if device_profiles::gatt::device::normalize_address(&d.address).is_none() {
-                            err(
-                                t,
-                                "devices",
-                                format!("`{}` is not a Bluetooth address", d.address),
-                            );
-                        }
-                        if let Some(p) = &d.profile {
-                            if set.by_name(p).is_none() {
-                                err(t, "devices", format!("profile `{p}` is not known"));
-                            }
-                        }
-                    }
-                }
-                Err(problems) => {
-                    for p in problems {
-                        err(t, "profile_dirs", p);
-                    }
-                }
-            }
+            crate::sources::ble::config::validate(b, self.ble_profiles(), &mut err);
         }
         if self.rules.enabled || !self.patients.is_empty() {
-            rules::validate(&self.rules, &self.patients, text, file, &mut errors);
+            crate::rules::config::validate(&self.rules, &self.patients, text, file, &mut errors);
         }
         errors
     }
@@ -688,49 +332,8 @@ impl Config {
     }
 }
 
-impl NormalizeConfig {
-    /// The configured device-local offset.
-    pub fn utc_offset(&self) -> Result<FixedOffset, String> {
-        self.device_utc_offset
-            .parse::<FixedOffset>()
-            .map_err(|_| format!("`{}` is not an offset like +01:00", self.device_utc_offset))
-    }
-
-    /// The clock policy for canonicalization.
-    pub fn clock_policy(&self) -> ClockPolicy {
-        let to = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
-        ClockPolicy {
-            max_future_skew: to(self.max_future_skew),
-            max_age: to(self.max_age),
-            on_bad_time: self.on_bad_time,
-            local_offset: self
-                .utc_offset()
-                .unwrap_or(ClockPolicy::default().local_offset),
-        }
-    }
-}
-
-impl MqttConfig {
-    /// User name and password, from env, file or config (never logged).
-    pub fn credentials(&self) -> Result<Option<(String, String)>, String> {
-        let user = std::env::var("RPM_MQTT_USERNAME")
-            .ok()
-            .or_else(|| self.username.clone());
-        let Some(user) = user else { return Ok(None) };
-        let var = self.password_env.as_deref().unwrap_or("RPM_MQTT_PASSWORD");
-        let password = match (std::env::var(var).ok(), &self.password_file) {
-            (Some(p), _) => p,
-            (None, Some(f)) => std::fs::read_to_string(f)
-                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-                .map_err(|e| format!("cannot read password file {}: {e}", f.display()))?,
-            (None, None) => String::new(),
-        };
-        Ok(Some((user, password)))
-    }
-}
-
 /// Byte offset of `key` inside `[table]` (or at top level when `table` is empty).
-fn locate(text: &str, table: &str, key: &str) -> Option<usize> {
+pub(crate) fn locate(text: &str, table: &str, key: &str) -> Option<usize> {
     let mut offset = 0;
     let mut current = String::new();
     let mut table_at = None;

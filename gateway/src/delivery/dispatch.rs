@@ -31,10 +31,11 @@ use super::ops;
 use super::retry::{Outcome, Schedule};
 use super::signing::{signature_header, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 use super::ssrf;
-use crate::config::{client_tls_config, DeliveryConfig, TlsError, TlsSettings};
+use crate::config::DeliveryConfig;
 use crate::metrics::Metrics;
 use crate::store::outbox::EventType;
 use crate::store::{now_ms, Store, StoreError};
+use crate::tls::{client_tls_config, TlsError, TlsSettings};
 
 /// Dispatcher start-up failures.
 #[derive(Debug, thiserror::Error)]
@@ -188,7 +189,6 @@ impl Dispatcher {
             tokio::select! {
                 _ = &mut stop => break,
                 _ = self.wake.notified() => {}
-                _ = super::wake_signal().notified() => {}
                 _ = tokio::time::sleep(shared.cfg.poll_interval) => {}
             }
         }

@@ -13,7 +13,7 @@
 //! attempted again, with the same `webhook-id`.
 
 pub mod breaker;
-pub mod cli;
+pub mod config;
 pub mod dispatch;
 pub mod endpoints;
 pub mod fanout;
@@ -26,19 +26,6 @@ pub mod ssrf;
 
 use crate::config::Config;
 use crate::store::Store;
-
-static WAKE: std::sync::OnceLock<tokio::sync::Notify> = std::sync::OnceLock::new();
-
-fn wake_signal() -> &'static tokio::sync::Notify {
-    WAKE.get_or_init(tokio::sync::Notify::new)
-}
-
-/// Wakes this process's webhook dispatcher at once. In-process producers
-/// (the rule evaluator, the API) call it after committing an outbox event;
-/// events committed by other processes are seen at the next poll.
-pub fn wake() {
-    wake_signal().notify_one();
-}
 
 /// Start-up failures of delivery.
 #[derive(Debug, thiserror::Error)]

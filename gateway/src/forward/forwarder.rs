@@ -29,9 +29,13 @@ use rusqlite::params;
 
 use super::line::{self, EncodeError};
 use super::sink::{InfluxSink, WriteError};
+use crate::fault::{Fault, FaultPoint};
 use crate::metrics::Metrics;
 use crate::store::queries::StoredReading;
 use crate::store::{now_ms, set_cursor, Store, StoreError};
+
+/// The first retry of a refused or failed batch waits about this long.
+const FIRST_RETRY: Duration = Duration::from_millis(200);
 
 /// The forwarder's cursor in the `cursors` table.
 pub const CURSOR: &str = "forward.influxdb";
@@ -210,7 +214,7 @@ impl Forwarder {
         let Some(rejected) = self.deliver(&lines, stop).await else {
             return Ok(None);
         };
-        self.fault.maybe_abort();
+        self.fault.abort_at(FaultPoint::AfterForward);
         let accepted = lines.len() - rejected.len();
         refused.extend(rejected.into_iter().map(|r| Refused {
             index: slots[r.index],
@@ -325,7 +329,7 @@ impl Forwarder {
                         );
                     }
                     tracing::debug!(kind, status, %message, "influxdb write failed");
-                    let wait = backoff(attempt, self.cfg.max_backoff);
+                    let wait = crate::backoff::delay(FIRST_RETRY, self.cfg.max_backoff, attempt);
                     attempt = attempt.saturating_add(1);
                     pending.push(range);
                     tokio::select! {
@@ -352,15 +356,6 @@ fn encode_detail(e: &EncodeError) -> String {
     format!("not sent: {e}")
 }
 
-/// Exponential backoff from 200 ms, capped, with jitter (half to all of it)
-/// so that many gateways do not return in step after an outage.
-pub fn backoff(attempt: u32, max: Duration) -> Duration {
-    let base = Duration::from_millis(200).saturating_mul(1u32 << attempt.min(16));
-    let capped = base.min(max);
-    let ms = capped.as_millis() as u64;
-    Duration::from_millis(ms / 2 + fastrand::u64(0..=ms / 2))
-}
-
 /// Quarantines a point the sink refused, keyed by reading so it is kept once.
 fn quarantine_rejected(
     tx: &rusqlite::Transaction<'_>,
@@ -384,46 +379,4 @@ fn quarantine_rejected(
         line.as_bytes(),
     ])?;
     Ok(())
-}
-
-/// Crash point for the end-to-end tests (`RPM_FAULT_INJECT=abort-after-forward`):
-/// the process aborts, as with `kill -9`, after the server accepted a batch
-/// and before the cursor moved past it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fault {
-    None,
-    AfterForward,
-}
-
-impl Fault {
-    fn from_env() -> Fault {
-        match std::env::var("RPM_FAULT_INJECT").as_deref() {
-            Ok("abort-after-forward") => Fault::AfterForward,
-            _ => Fault::None,
-        }
-    }
-
-    fn maybe_abort(self) {
-        if self == Fault::AfterForward {
-            eprintln!("fault injection: aborting after a forwarded batch, before its cursor");
-            std::process::abort();
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_with_jitter_and_is_capped() {
-        let max = Duration::from_secs(5);
-        for attempt in 0..40 {
-            let d = backoff(attempt, max);
-            let full = Duration::from_millis(200)
-                .saturating_mul(1 << attempt.min(16))
-                .min(max);
-            assert!(d >= full / 2 && d <= full, "{attempt}: {d:?}");
-        }
-    }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use device_profiles::{Reject, Source};
 
 use super::Pipeline;
-use crate::normalize::raw_input;
+use crate::pipeline::normalize::raw_input;
 use crate::store::inbox::{self, InboxEntry};
 use crate::store::writer::Stage;
 use crate::store::{Item, Store, StoreError};

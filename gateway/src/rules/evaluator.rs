@@ -42,6 +42,7 @@ use super::history::SqliteHistory;
 use super::missing::{device_offline, gateway_downtime, watched_patients};
 use super::persist::{self, PatientCtx};
 use super::{RulesError, CURSOR};
+use crate::fault::{Fault, FaultPoint};
 use crate::metrics::Metrics;
 use crate::store::{set_cursor, Store};
 
@@ -104,31 +105,6 @@ impl Report {
     }
 }
 
-/// Crash points for the end-to-end tests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fault {
-    None,
-    BeforeCommit,
-    AfterCommit,
-}
-
-impl Fault {
-    fn from_env() -> Self {
-        match std::env::var("RPM_FAULT_INJECT").as_deref() {
-            Ok("abort-before-rules-commit") => Fault::BeforeCommit,
-            Ok("abort-after-rules-commit") => Fault::AfterCommit,
-            _ => Fault::None,
-        }
-    }
-
-    fn maybe_abort(self, at: Fault) {
-        if self != Fault::None && self == at {
-            eprintln!("fault injection: aborting at rules {at:?}");
-            std::process::abort();
-        }
-    }
-}
-
 struct Row {
     seq: i64,
     reading_id: String,
@@ -184,6 +160,9 @@ pub struct Evaluator {
     /// The input has ended (a replay's clean stop): every patient's input
     /// counts as settled.
     input_closed: bool,
+    /// The webhook dispatcher of this process, woken after outbox events
+    /// are committed so they go out now rather than at its next poll.
+    delivery: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Evaluator {
@@ -213,12 +192,20 @@ impl Evaluator {
             clock: Clock::Wall,
             ticked_at: None,
             input_closed: false,
+            delivery: None,
         }
     }
 
     /// Takes "now" from `clock` (`rules.clock`; the wall clock by default).
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Wakes `dispatcher` (see [`crate::delivery::dispatch::Dispatcher::waker`])
+    /// whenever a step commits transitions.
+    pub fn with_delivery_waker(mut self, dispatcher: Arc<tokio::sync::Notify>) -> Self {
+        self.delivery = Some(dispatcher);
         self
     }
 
@@ -363,9 +350,12 @@ impl Evaluator {
             }
         }
         set_cursor(&tx, CURSOR, max_seq)?;
-        self.fault.maybe_abort(Fault::BeforeCommit);
+        self.fault.abort_at(FaultPoint::BeforeRulesCommit);
+        if self.fault.is(FaultPoint::RulesPanic) {
+            panic!("fault injection: the rule evaluator panics");
+        }
         tx.commit()?;
-        self.fault.maybe_abort(Fault::AfterCommit);
+        self.fault.abort_at(FaultPoint::AfterRulesCommit);
         self.metrics.rules_evaluated(report.measurements);
         self.count(&report);
         if let Some(c) = ms(newest_commit) {
@@ -467,7 +457,11 @@ impl Evaluator {
     fn count(&self, r: &Report) {
         // Outbox events were just committed: deliver them now, not at the
         // dispatcher's next poll.
-        crate::delivery::wake();
+        if let Some(d) = &self.delivery {
+            if r.fired + r.updated + r.resolved > 0 {
+                d.notify_one();
+            }
+        }
         for (kind, n) in [
             ("fire", r.fired),
             ("update", r.updated),

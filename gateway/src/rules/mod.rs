@@ -27,8 +27,8 @@
 
 pub mod alerts;
 pub mod burden;
-pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod evaluator;
 pub mod history;
 pub mod lifecycle;

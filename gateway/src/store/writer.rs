@@ -26,6 +26,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::inbox::InboxEntry;
 use super::{Item, Outcome, Store, StoreError};
+use crate::backoff::Backoff;
+use crate::fault::{Fault, FaultPoint};
 use crate::metrics::Metrics;
 
 /// Writer settings.
@@ -161,7 +163,7 @@ fn run(
     mut stage: Option<Box<dyn Stage>>,
 ) {
     let dedup_ms = cfg.dedup_window.as_millis() as i64;
-    let mut fault = FaultInjection::from_env();
+    let mut fault = Fault::from_env();
     let mut episode = Episode::new(metrics.clone(), store.path());
     let mut pending: Option<Job> = None;
     // Work left by a previous run is picked up first.
@@ -216,12 +218,12 @@ fn run(
             continue;
         }
         let started = Instant::now();
-        fault.maybe_abort(FaultInjection::BeforeCommit);
+        fault.abort_at(FaultPoint::BeforeCommit);
         let result = if let Some(why) = episode.paused() {
             Err(StoreError::Paused(why))
         } else {
-            let result = if fault.take_failure() {
-                Err(FaultInjection::io_error())
+            let result = if fault.take(FaultPoint::FailFirstCommit) {
+                Err(injected_io_error())
             } else {
                 commit_with_retry(&mut store, &group, dedup_ms)
             };
@@ -231,7 +233,7 @@ fn run(
             }
             result
         };
-        fault.maybe_abort(FaultInjection::AfterCommit);
+        fault.abort_at(FaultPoint::AfterCommit);
         metrics.store_batch(group.items, started.elapsed());
         if result.is_ok() {
             idle.dirty = true;
@@ -240,7 +242,7 @@ fn run(
             let appended: usize = group.appends.iter().map(|(a, _)| a.len()).sum();
             metrics.inbox_pending(appended as i64);
             idle.more();
-            idle.abort_before_step = fault == FaultInjection::BeforeNormalize;
+            idle.abort_before_step = fault.is(FaultPoint::BeforeNormalize);
         }
         group.settle(result, &commit_tx, &metrics);
     }
@@ -303,7 +305,7 @@ struct Episode {
     metrics: Arc<Metrics>,
     failures: u64,
     retry_at: Option<Instant>,
-    backoff: Duration,
+    backoff: Backoff,
     why: String,
     /// The store's file (its file system's free space explains failures).
     path: std::path::PathBuf,
@@ -321,7 +323,7 @@ impl Episode {
             metrics,
             failures: 0,
             retry_at: None,
-            backoff: Self::FIRST_BACKOFF,
+            backoff: Backoff::new(Self::FIRST_BACKOFF, Self::MAX_BACKOFF),
             why: String::new(),
         }
     }
@@ -342,8 +344,7 @@ impl Episode {
         } else {
             tracing::debug!(error = %e, failures = self.failures, "store commit still failing");
         }
-        self.retry_at = Some(Instant::now() + self.backoff);
-        self.backoff = (self.backoff * 2).min(Self::MAX_BACKOFF);
+        self.retry_at = Some(Instant::now() + self.backoff.next_delay());
     }
 
     /// Tries a small write (the newest run's heartbeat) to learn whether
@@ -365,7 +366,7 @@ impl Episode {
         }
         self.failures = 0;
         self.retry_at = None;
-        self.backoff = Self::FIRST_BACKOFF;
+        self.backoff.reset();
     }
 }
 
@@ -423,7 +424,7 @@ impl IdleWork {
         episode: &mut Episode,
     ) {
         if self.abort_before_step {
-            FaultInjection::BeforeNormalize.maybe_abort(FaultInjection::BeforeNormalize);
+            crate::fault::abort(FaultPoint::BeforeNormalize);
         }
         match stage.step(store) {
             Ok(0) => self.more = false,
@@ -527,52 +528,10 @@ fn commit_with_retry(
     }
 }
 
-/// Crash points for the end-to-end tests (`RPM_FAULT_INJECT`): the process
-/// aborts, as with `kill -9`, at an exact point of the commit protocol. Off
-/// unless the variable is set; documented in docs/developing.md under "Testing".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FaultInjection {
-    None,
-    BeforeCommit,
-    AfterCommit,
-    /// The first commit fails as with a disk I/O error; later ones succeed.
-    FailFirstCommit,
-    /// Input is in the inbox (and perhaps acknowledged), not yet normalized.
-    BeforeNormalize,
-}
-
-impl FaultInjection {
-    fn from_env() -> Self {
-        match std::env::var("RPM_FAULT_INJECT").as_deref() {
-            Ok("abort-before-commit") => FaultInjection::BeforeCommit,
-            Ok("abort-after-commit") => FaultInjection::AfterCommit,
-            Ok("fail-first-commit") => FaultInjection::FailFirstCommit,
-            Ok("abort-before-normalize") => FaultInjection::BeforeNormalize,
-            _ => FaultInjection::None,
-        }
-    }
-
-    /// True once, for `fail-first-commit`.
-    fn take_failure(&mut self) -> bool {
-        let fail = *self == FaultInjection::FailFirstCommit;
-        if fail {
-            eprintln!("fault injection: failing this commit");
-            *self = FaultInjection::None;
-        }
-        fail
-    }
-
-    fn io_error() -> StoreError {
-        StoreError::Sqlite(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
-            Some("fault injection".into()),
-        ))
-    }
-
-    fn maybe_abort(self, at: FaultInjection) {
-        if self != FaultInjection::None && self == at {
-            eprintln!("fault injection: aborting at {at:?}");
-            std::process::abort();
-        }
-    }
+/// The error a `fail-first-commit` fault makes a commit fail with.
+fn injected_io_error() -> StoreError {
+    StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+        Some("fault injection".into()),
+    ))
 }

@@ -227,6 +227,37 @@ care_plans = ["hypertension"]
     assert!(!log.contains("failed"), "{log}");
 }
 
+/// A rule evaluator that dies while the process lives on stops the gateway
+/// with an error (its service manager restarts it) instead of leaving it
+/// ingesting without alerting; after the restart the alert is raised.
+#[test]
+fn a_dead_rule_evaluator_stops_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let extra = "[[patients]]\nid = \"p1\"\ncare_plans = [\"hypertension\"]\n";
+    let mut gw = Gateway::new(dir.path(), broker.port, &[("cuff-1", "p1")], extra);
+    gw.start_with_env(&[("RPM_FAULT_INJECT", "panic-in-rules")]);
+    bp(
+        &broker,
+        "cuff-1",
+        Utc::now() - TimeDelta::minutes(2),
+        190,
+        100,
+    );
+    let status = gw.wait_exit(T);
+    assert!(!status.success(), "the gateway stopped with an error");
+    let log = gw.log();
+    assert!(
+        log.contains("the rule evaluator stopped unexpectedly"),
+        "the gateway says which component stopped: {log}"
+    );
+    assert_eq!(gw.readings(), 3, "the readings were committed");
+    gw.start();
+    wait_until("evaluation caught up", T, || gw.rules_caught_up());
+    assert_eq!(gw.alerts_of("p1"), vec![a("htn.crisis", "firing", false)]);
+    gw.stop();
+}
+
 /// `kill -9` on either side of the rules commit: after restart the alert
 /// exists exactly once, with exactly one `alert.fired` event.
 #[test]

@@ -44,6 +44,7 @@ use super::transport::{
     Advertisement, BoxFuture, CharacteristicInfo, Link, LinkEvent, ScanEvent, Transport,
     TransportError,
 };
+use crate::backoff::Backoff;
 
 /// Open links: the signal that tells each link's forwarder its device is gone.
 type Links = Arc<Mutex<HashMap<PeripheralId, oneshot::Sender<()>>>>;
@@ -341,7 +342,7 @@ impl Transport for BtleplugTransport {
         let links = self.links.clone();
         let max = self.max_backoff;
         tokio::spawn(async move {
-            let mut backoff = Duration::from_secs(1);
+            let mut backoff = Backoff::new(Duration::from_secs(1), max);
             loop {
                 let started = Instant::now();
                 let end = scan_once(name.as_deref(), &slot, &links, &tx, max).await;
@@ -349,13 +350,13 @@ impl Transport for BtleplugTransport {
                 links_gone(&links, None);
                 // A run that worked for a while starts the backoff afresh.
                 if started.elapsed() > max {
-                    backoff = Duration::from_secs(1);
+                    backoff.reset();
                 }
                 let detail = match end {
                     Ok(RunEnd::Closed) => return,
                     Ok(RunEnd::Restarted) => {
                         tracing::info!("bluetoothd restarted (org.bluez changed owner); resuming discovery and reconnecting devices");
-                        backoff = Duration::from_millis(200);
+                        backoff = Backoff::new(Duration::from_millis(200), max);
                         "bluetoothd restarted".to_string()
                     }
                     Err(e) => e.to_string(),
@@ -367,8 +368,7 @@ impl Transport for BtleplugTransport {
                 if tx.send(ev).await.is_err() {
                     return;
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(max);
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         });
         Box::pin(async move { Ok(rx) })

@@ -16,6 +16,7 @@
 
 #[cfg(feature = "ble")]
 pub mod btleplug;
+pub mod config;
 #[cfg(feature = "ble")]
 pub mod pairing;
 pub mod session;
@@ -36,6 +37,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::backoff::Backoff;
 use crate::config::BleConfig;
 use crate::metrics::Metrics;
 use crate::pipeline::{BleInput, Pipeline};
@@ -138,7 +140,7 @@ const PAIRING_RETRY: Duration = Duration::from_secs(10);
 
 /// Per-device scheduling state.
 struct DeviceState {
-    backoff: Duration,
+    backoff: Backoff,
     next_attempt: Instant,
 }
 
@@ -216,7 +218,7 @@ impl BleSource {
 
         // Start scanning; the transport reports adapter trouble as events,
         // but starting itself may fail (no D-Bus at all): retry with backoff.
-        let mut backoff = min;
+        let mut backoff = Backoff::new(min, max);
         let mut scan = loop {
             let attempt = tokio::select! {
                 _ = &mut shutdown => return,
@@ -226,12 +228,12 @@ impl BleSource {
                 Ok(rx) => break rx,
                 Err(e) => {
                     self.shared.metrics().set_ble_adapter(false);
-                    tracing::warn!(error = %e, retry_in_s = backoff.as_secs(), "bluetooth unavailable; the BLE source is idle and retries, other sources keep running");
+                    let wait = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in_s = wait.as_secs(), "bluetooth unavailable; the BLE source is idle and retries, other sources keep running");
                     tokio::select! {
                         _ = &mut shutdown => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(wait) => {}
                     }
-                    backoff = (backoff * 2).min(max);
                 }
             }
         };
@@ -252,14 +254,19 @@ impl BleSource {
                 Some(done) = sessions.join_next(), if !sessions.is_empty() => {
                     if let Ok((address, ok, unpaired)) = done {
                         active.remove(&address);
-                        let st = devices.entry(address).or_insert(DeviceState { backoff: min, next_attempt: Instant::now() });
+                        let st = devices.entry(address).or_insert_with(|| DeviceState { backoff: Backoff::new(min.saturating_mul(2), max), next_attempt: Instant::now() });
                         // A session that worked may reconnect soon; one that
                         // failed waits longer each time. A device waiting to
                         // be paired is tried at least every PAIRING_RETRY, so
                         // that it is taken soon after the installer pairs it.
                         let cap = if unpaired { max.min(PAIRING_RETRY.max(min)) } else { max };
-                        st.backoff = if ok { min } else { (st.backoff * 2).min(cap) };
-                        st.next_attempt = Instant::now() + if ok { min } else { st.backoff };
+                        let wait = if ok {
+                            st.backoff.reset();
+                            min
+                        } else {
+                            st.backoff.next_delay_within(cap)
+                        };
+                        st.next_attempt = Instant::now() + wait;
                     }
                 }
                 ev = scan.recv() => {

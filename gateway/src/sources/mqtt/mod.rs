@@ -42,6 +42,7 @@
 //!   the writer logs the episode once. Every lost connection is counted,
 //!   and readiness reports a source reconnecting in a loop.
 
+pub mod config;
 mod protocol;
 
 use std::future::Future;
@@ -50,11 +51,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use crate::config::{client_tls_config, MqttConfig, TlsError};
+use crate::backoff::Backoff;
+use crate::config::MqttConfig;
 use crate::metrics::Metrics;
 use crate::store::inbox::InboxEntry;
 use crate::store::writer::CommitResult;
 use crate::store::Writer;
+use crate::tls::{client_tls_config, TlsError};
 use device_profiles::Source;
 use protocol::{AckToken, Client, Incoming, Settings};
 
@@ -65,6 +68,8 @@ pub const OVERSIZED_KEEP: usize = crate::store::QUARANTINE_PAYLOAD_LIMIT;
 /// Longest wait between reconnects while store commits keep failing.
 pub const STORE_FAILING_MAX_BACKOFF: Duration = Duration::from_secs(60);
 const STORE_FAILING_FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// First wait before reconnecting after a lost connection.
+const RECONNECT_FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
 /// MQTT source failures (configuration only: network trouble is retried).
 #[derive(Debug, thiserror::Error)]
@@ -148,9 +153,10 @@ impl MqttSource {
             commit_failed.clone(),
         ));
         let metrics = self.metrics.clone();
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::new(RECONNECT_FIRST_BACKOFF, self.cfg.reconnect_max_backoff);
         // Grows while store commits fail; a CONNACK does not reset it.
-        let mut store_backoff = STORE_FAILING_FIRST_BACKOFF;
+        let mut store_backoff =
+            Backoff::new(STORE_FAILING_FIRST_BACKOFF, STORE_FAILING_MAX_BACKOFF);
         let mut store_episode = false;
         tokio::pin!(shutdown);
 
@@ -166,18 +172,18 @@ impl MqttSource {
                     // the store's failure is reported as such.
                     metrics.set_mqtt_connected(false);
                     // Once per episode (the writer logs the store's side).
+                    let wait = store_backoff.next_delay();
                     if store_episode {
-                        tracing::debug!(retry_in_ms = store_backoff.as_millis() as u64, "store commit failed; reconnecting to get the unacknowledged readings redelivered");
+                        tracing::debug!(retry_in_ms = wait.as_millis() as u64, "store commit failed; reconnecting to get the unacknowledged readings redelivered");
                     } else {
                         store_episode = true;
-                        tracing::warn!(retry_in_ms = store_backoff.as_millis() as u64, "store commit failed; reconnecting to get the unacknowledged readings redelivered (at growing intervals while commits fail; logged once)");
+                        tracing::warn!(retry_in_ms = wait.as_millis() as u64, "store commit failed; reconnecting to get the unacknowledged readings redelivered (at growing intervals while commits fail; logged once)");
                     }
                     conn.reconnect();
                     tokio::select! {
                         _ = &mut shutdown => break,
-                        _ = store_recovers(&metrics, store_backoff) => {}
+                        _ = store_recovers(&metrics, wait) => {}
                     }
-                    store_backoff = (store_backoff * 2).min(STORE_FAILING_MAX_BACKOFF);
                     continue;
                 }
                 e = conn.poll() => e,
@@ -187,11 +193,11 @@ impl MqttSource {
                     tracing::error!(%code, "mqtt broker refused the connection");
                 }
                 Ok(Incoming::Connected { session_present }) => {
-                    backoff = Duration::from_millis(200);
+                    backoff.reset();
                     generation.fetch_add(1, Ordering::SeqCst);
                     let store_ok = metrics.store_unavailable().is_none();
                     if store_ok {
-                        store_backoff = STORE_FAILING_FIRST_BACKOFF;
+                        store_backoff.reset();
                         store_episode = false;
                         tracing::info!(
                             session_present,
@@ -273,12 +279,12 @@ impl MqttSource {
                 Err(e) => {
                     metrics.set_mqtt_connected(false);
                     metrics.mqtt_connection_lost();
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "mqtt connection lost");
+                    let wait = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "mqtt connection lost");
                     tokio::select! {
                         _ = &mut shutdown => break,
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(wait) => {}
                     }
-                    backoff = (backoff * 2).min(self.cfg.reconnect_max_backoff);
                 }
             }
         }

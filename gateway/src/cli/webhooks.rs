@@ -6,11 +6,11 @@ use clap::{Args, Subcommand};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::endpoints::{self, DeliveryQuery, EndpointChange, NewEndpoint, Redrive};
-use super::receiver::{self, ReceiverOptions};
-use super::route::Filter;
-use super::signing::Secret;
 use crate::config::Config;
+use crate::delivery::endpoints::{self, DeliveryQuery, EndpointChange, NewEndpoint, Redrive};
+use crate::delivery::receiver::{self, ReceiverOptions};
+use crate::delivery::route::Filter;
+use crate::delivery::signing::Secret;
 use crate::runtime;
 
 /// `webhooks` subcommands.
@@ -251,7 +251,7 @@ pub fn webhooks(config: &Config, cmd: WebhooksCommand) -> anyhow::Result<()> {
             };
             if !(allow_private_network || policy.allow_private_network) {
                 if let Ok(u) = url::Url::parse(&new.url) {
-                    super::ssrf::check_url_blocking(&u)?;
+                    crate::delivery::ssrf::check_url_blocking(&u)?;
                 }
             }
             let tx = store.transaction()?;

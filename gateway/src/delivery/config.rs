@@ -323,13 +323,13 @@ mod tests {
 
     #[test]
     fn webhooks_are_validated_with_line_and_field() {
-        let text = "[delivery]\nmax_attempts = 3\n\n[[webhooks]]\nid = \"a\"\nurl = \"http://127.0.0.1:1/h\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n[webhooks.filter]\ncare_teams = [\"north\"]\n\n[[webhooks]]\nid = \"b\"\nurl = \"http://example.org/h\"\nsecret = \"nope\"\n";
+        let text = "[delivery]\nmax_attempts = 3\n\n[[webhooks]]\nid = \"a\"\nurl = \"http://127.0.0.1:1/h\"\nallow_private_network = true\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n[webhooks.filter]\ncare_teams = [\"north\"]\n\n[[webhooks]]\nid = \"b\"\nurl = \"http://example.org/h\"\nsecret = \"nope\"\n";
         let e = Config::from_toml(text, Path::new("g.toml")).unwrap_err();
         assert_eq!(e.0.len(), 2, "{e}");
-        assert_eq!((e.0[0].line, e.0[0].field.as_str()), (13, "webhooks.url"));
+        assert_eq!((e.0[0].line, e.0[0].field.as_str()), (14, "webhooks.url"));
         assert_eq!(
             (e.0[1].line, e.0[1].field.as_str()),
-            (14, "webhooks.secret")
+            (15, "webhooks.secret")
         );
         assert!(
             !e.to_string().contains("nope"),

@@ -1,6 +1,8 @@
-//! rustls client configuration shared by every outgoing TLS connection
-//! (MQTT broker, webhooks, InfluxDB): system roots, an optional extra CA, an
-//! optional client certificate. One crypto provider (ring), installed at start.
+//! The rustls set-up every TLS connection shares. Outgoing (MQTT broker,
+//! webhooks, InfluxDB): system roots, an optional extra CA, an optional
+//! client certificate. Incoming (the HTTPS API): a server configuration
+//! (TLS 1.2 and 1.3, HTTP/1.1 by ALPN) from the PEM files named in `[api]`.
+//! One crypto provider (ring), installed at start.
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
@@ -8,7 +10,22 @@ use std::io::BufReader;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::TlsSettings;
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// Client TLS settings (`[sources.mqtt.tls]`).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM file of extra CA certificates (in addition to the system roots).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain (mutual TLS).
+    pub client_cert: Option<PathBuf>,
+    /// PEM client private key.
+    pub client_key: Option<PathBuf>,
+    /// Server name to verify (default: host).
+    pub server_name: Option<String>,
+}
 
 /// TLS set-up failures.
 #[derive(Debug, thiserror::Error)]
@@ -96,4 +113,15 @@ pub fn client_tls_config(s: &TlsSettings) -> Result<Arc<ClientConfig>, TlsError>
         _ => builder.with_no_client_auth(),
     };
     Ok(Arc::new(config))
+}
+
+/// The HTTPS API's acceptor, from a certificate chain and its key.
+pub fn acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(read_certs(cert)?, read_key(key)?)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }

@@ -15,10 +15,10 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use rusqlite::{params, Transaction};
 
-use super::alerts::{self, AlertFilter, AlertRecord};
-use super::lifecycle;
-use super::load_rule_set;
 use crate::config::Config;
+use crate::rules::alerts::{self, AlertFilter, AlertRecord};
+use crate::rules::lifecycle;
+use crate::rules::load_rule_set;
 use crate::runtime;
 use crate::store::now_ms;
 use crate::store::patients::{self, PatientChange};
@@ -232,14 +232,16 @@ pub fn rules_on_store(config: &Config, cmd: RulesCommand) -> anyhow::Result<Exit
         }
     };
     let (since, until) = period(args.since.as_deref(), args.until.as_deref())?;
-    let conn = super::whatif::open_read_only(&config.store.path)
+    let conn = crate::rules::whatif::open_read_only(&config.store.path)
         .with_context(|| format!("opening {} read-only", config.store.path.display()))?;
-    let engine =
-        alerting_rules::Engine::with_config(set.clone(), super::engine_config(&config.rules));
-    let report = super::whatif::what_if(
+    let engine = alerting_rules::Engine::with_config(
+        set.clone(),
+        crate::rules::engine_config(&config.rules),
+    );
+    let report = crate::rules::whatif::what_if(
         &conn,
         &engine,
-        &super::whatif::WhatIfQuery {
+        &crate::rules::whatif::WhatIfQuery {
             since,
             until,
             patient: args.patient,
@@ -248,7 +250,7 @@ pub fn rules_on_store(config: &Config, cmd: RulesCommand) -> anyhow::Result<Exit
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        print!("{}", super::whatif::render(&report, &set));
+        print!("{}", crate::rules::whatif::render(&report, &set));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -486,7 +488,7 @@ pub(crate) fn period(
     until: Option<&str>,
 ) -> anyhow::Result<(DateTime<Utc>, DateTime<Utc>)> {
     let parse = |name: &str, v: &str| {
-        super::burden::parse_bound(v)
+        crate::rules::burden::parse_bound(v)
             .with_context(|| format!("--{name} `{v}` is not RFC 3339 or YYYY-MM-DD"))
     };
     let until = match until {
@@ -620,9 +622,9 @@ pub fn alerts_cmd(config: &Config, cmd: AlertsCommand) -> anyhow::Result<ExitCod
             json,
         } => {
             let (since, until) = period(since.as_deref(), until.as_deref())?;
-            let r = super::burden::burden(
+            let r = crate::rules::burden::burden(
                 store.conn(),
-                &super::burden::BurdenQuery {
+                &crate::rules::burden::BurdenQuery {
                     since,
                     until,
                     care_team,
@@ -632,7 +634,7 @@ pub fn alerts_cmd(config: &Config, cmd: AlertsCommand) -> anyhow::Result<ExitCod
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
-                print!("{}", super::burden::render(&r));
+                print!("{}", crate::rules::burden::render(&r));
             }
         }
         AlertsCommand::Resolve { id, by, note } => {

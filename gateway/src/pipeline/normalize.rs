@@ -12,7 +12,7 @@ use device_profiles::canonical::{content_digest, Context};
 use device_profiles::{canonicalize, ClockPolicy, ReadingGroup, Reject, Source};
 use std::sync::Arc;
 
-use crate::decode::{Decoded, Decoder};
+use crate::pipeline::decode::{Decoded, Decoder};
 use crate::store::registry::{QuarantinedInput, Redecoded, Targets};
 use crate::store::{Item, RawInput};
 

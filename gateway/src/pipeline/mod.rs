@@ -1,17 +1,23 @@
-//! The ingest pipeline every source shares: decode → normalize → store items.
+//! The ingest pipeline every source shares: [`decode`] (bytes → measurements,
+//! by device profile) → [`normalize`] (canonical readings or quarantine
+//! items) → store items. [`inbox`] is the stage that runs it over the MQTT
+//! inbox on the store writer's thread; [`ble`] adapts Bluetooth values.
 
 use chrono::{DateTime, Utc};
 use device_profiles::Source;
 use std::sync::Arc;
 
 pub mod ble;
+pub mod config;
+pub mod decode;
 pub mod inbox;
+pub mod normalize;
 
 pub use ble::BleInput;
 
-use crate::decode::Decoder;
 use crate::metrics::Metrics;
-use crate::normalize::{raw_input, Normalizer};
+use crate::pipeline::decode::Decoder;
+use crate::pipeline::normalize::{raw_input, Normalizer};
 use crate::store::registry::QuarantinedInput;
 use crate::store::{Item, Outcome};
 
@@ -162,7 +168,7 @@ impl Pipeline {
             bytes,
             received_at,
         ));
-        let decoded = crate::decode::Decoded {
+        let decoded = crate::pipeline::decode::Decoded {
             profile: Some(profile),
             message,
         };

@@ -121,7 +121,7 @@ fn locate_patient(text: &str, n: usize, key: &str) -> Option<usize> {
 }
 
 /// Validates `[rules]` and `[[patients]]`, loading the rule set.
-pub(super) fn validate(
+pub fn validate(
     rules: &RulesConfig,
     patients: &[PatientEnrolment],
     text: &str,
@@ -131,7 +131,7 @@ pub(super) fn validate(
     let at = |n: Option<usize>, field: &str, key: &str, message: String| {
         let (line, column) = match n {
             Some(n) => locate_patient(text, n, key),
-            None => super::locate(text, "rules", key),
+            None => crate::config::locate(text, "rules", key),
         }
         .map(|o| line_col(text, o))
         .unwrap_or((0, 0));

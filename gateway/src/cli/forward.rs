@@ -1,0 +1,41 @@
+//! `rpm-gateway forward`: the InfluxDB forwarder's state.
+
+use clap::Subcommand;
+
+use crate::config::Config;
+use crate::runtime;
+
+/// `forward` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ForwardCommand {
+    /// Cursor, backlog, refused points and free disk.
+    Status {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs a `forward` command.
+pub fn run(config: &Config, cmd: ForwardCommand) -> anyhow::Result<()> {
+    let ForwardCommand::Status { json } = cmd;
+    let store = runtime::open_store(config)?;
+    let s = crate::forward::status::status(&store, config)?;
+    if json {
+        println!("{}", serde_json::to_string(&s)?);
+    } else {
+        println!(
+            "influxdb forwarding {}; cursor {} of {}; backlog {} reading(s); {} refused point(s) in quarantine; disk {} free{}",
+            if s.enabled { "on" } else { "off" },
+            s.cursor,
+            s.newest_seq,
+            s.backlog,
+            s.rejected,
+            s.disk_free_bytes
+                .map(|b| format!("{} MiB", b / (1024 * 1024)))
+                .unwrap_or_else(|| "unknown".into()),
+            if s.disk_low { " (LOW)" } else { "" }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! The `rpm-gateway` command line, one file per command group. `anyhow`
+//! lives only here, at the edge; the commands call the components' typed
+//! functions.
+
+#[cfg(feature = "ble")]
+mod ble;
+mod devices;
+mod forward;
+mod quarantine;
+mod rules;
+mod tokens;
+mod webhooks;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config::Config;
+use crate::runtime;
+
+/// Remote patient monitoring gateway: device readings in, durable store, alerts out.
+#[derive(Debug, Parser)]
+#[command(name = "rpm-gateway", version, about)]
+pub struct Cli {
+    /// Configuration file (TOML). Without one, documented defaults apply.
+    #[arg(short, long, global = true, env = "RPM_GATEWAY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway until SIGINT/SIGTERM.
+    Run,
+    /// Validate the configuration and the device profiles, then exit.
+    CheckConfig,
+    /// Run a self-contained demo: embedded broker, temporary store, simulated patients.
+    #[cfg(feature = "embedded-broker")]
+    Demo(crate::demo::DemoArgs),
+    /// The device registry: which patient each device belongs to.
+    #[command(subcommand)]
+    Devices(devices::DevicesCommand),
+    /// Inputs that did not become readings.
+    #[command(subcommand)]
+    Quarantine(quarantine::QuarantineCommand),
+    /// API tokens (bearer credentials of the HTTP API).
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
+    /// Rule sets: validate a directory, replay readings offline, what-if on the store.
+    #[command(subcommand)]
+    Rules(rules::RulesCommand),
+    /// Patients: care-plan enrolment, rule overrides, care team.
+    #[command(subcommand)]
+    Patients(rules::PatientsCommand),
+    /// Alerts: list, show, acknowledge, resolve; the alert-burden report.
+    #[command(subcommand)]
+    Alerts(rules::AlertsCommand),
+    /// Webhook endpoints, deliveries, dead letters and re-drive.
+    #[command(subcommand)]
+    Webhooks(webhooks::WebhooksCommand),
+    /// A webhook receiver that verifies signatures and prints alerts (for integrators; can rehearse outages).
+    WebhookReceiver(webhooks::ReceiverArgs),
+    /// Forwarding to InfluxDB and the store's disk.
+    #[command(subcommand)]
+    Forward(forward::ForwardCommand),
+    /// Bluetooth devices: find, pair (bond) and forget (installers).
+    #[cfg(feature = "ble")]
+    #[command(subcommand)]
+    Ble(ble::BleCommand),
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    crate::tls::install_crypto_provider();
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load(cli: &Cli) -> Result<Config, ExitCode> {
+    let path = cli.config.clone().or_else(|| {
+        let default = PathBuf::from("gateway.toml");
+        default.exists().then_some(default)
+    });
+    let config = runtime::load_config(path.as_deref()).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(2)
+    })?;
+    crate::store::secrets::configure(config.store.key_file.as_deref()).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(2)
+    })?;
+    Ok(config)
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let rt = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")
+    };
+    #[cfg(feature = "embedded-broker")]
+    if let Command::Demo(args) = &cli.command {
+        crate::telemetry::init(&crate::config::LogConfig {
+            level: "warn,rumqttd=off".into(),
+            ..Default::default()
+        });
+        rt()?.block_on(crate::demo::run(args.clone()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if matches!(&cli.command, Command::Rules(c) if !c.needs_store()) {
+        if let Command::Rules(cmd) = cli.command {
+            return rules::rules(cmd);
+        }
+    }
+    if let Command::WebhookReceiver(args) = &cli.command {
+        webhooks::run_receiver(args)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let config = match load(&cli) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    match cli.command {
+        Command::Run => {
+            crate::telemetry::init(&config.log);
+            rt()?.block_on(runtime::run(config, runtime::shutdown_signal()))?;
+        }
+        Command::CheckConfig => {
+            let profiles = match config.profile_set() {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            println!(
+                "configuration OK: {} device profile(s), {} configured device(s), {} configured patient(s), store {}",
+                profiles.len(),
+                config.devices.len(),
+                config.patients.len(),
+                config.store.path.display()
+            );
+        }
+        #[cfg(feature = "embedded-broker")]
+        Command::Demo(_) => {}
+        Command::Devices(cmd) => devices::run(&config, cmd)?,
+        #[cfg(feature = "ble")]
+        Command::Ble(cmd) => ble::run(&config, cmd)?,
+        Command::Tokens(cmd) => {
+            let store = runtime::open_store(&config)?;
+            tokens::run(&store, cmd)?;
+        }
+        Command::Rules(cmd) => return rules::rules_on_store(&config, cmd),
+        Command::Patients(cmd) => return rules::patients_cmd(&config, cmd),
+        Command::Alerts(cmd) => return rules::alerts_cmd(&config, cmd),
+        Command::Webhooks(cmd) => webhooks::webhooks(&config, cmd)?,
+        Command::WebhookReceiver(_) => {}
+        Command::Forward(cmd) => forward::run(&config, cmd)?,
+        Command::Quarantine(cmd) => quarantine::run(&config, cmd)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

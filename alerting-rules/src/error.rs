@@ -57,6 +57,20 @@ impl fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
+/// The same place as the file-location error of every other file the
+/// project loads (config, profiles, scenarios).
+impl From<LoadError> for device_profiles::profile::FileError {
+    fn from(e: LoadError) -> Self {
+        device_profiles::profile::FileError {
+            file: e.file.into(),
+            line: e.line,
+            column: e.column,
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
+
 /// Every problem found while loading a rule set.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct LoadErrors {
@@ -75,14 +89,7 @@ impl fmt::Display for LoadErrors {
     }
 }
 
-/// 1-based line and column of byte `offset` in `text`.
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = text.get(..offset).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
-}
+pub use device_profiles::profile::line_col;
 
 #[cfg(test)]
 mod tests {

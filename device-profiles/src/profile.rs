@@ -236,7 +236,7 @@ impl Profile {
     pub fn from_toml(text: &str, file: &Path) -> Result<Profile, FileError> {
         let raw: RawProfile = parse_toml(text, file)?;
         let err = |key: &str, field: &str, message: &str| {
-            FileError::at(file, text, find_key(text, key), field, message.to_string())
+            FileError::at(file, text, locate(text, key), field, message.to_string())
         };
         let format = match (raw.format, raw.senml, raw.json) {
             (FormatKind::Senml, senml, None) => Format::Senml(senml.unwrap_or_default()),
@@ -308,6 +308,18 @@ pub struct FileError {
 }
 
 impl FileError {
+    /// An error at field `path` of `text` (see [`locate`]; dotted, with
+    /// array indices), reported as `field`.
+    pub fn located(
+        file: &Path,
+        text: &str,
+        path: &str,
+        field: impl Into<String>,
+        message: String,
+    ) -> Self {
+        Self::at(file, text, locate(text, path), &field.into(), message)
+    }
+
     fn at(file: &Path, text: &str, offset: Option<usize>, field: &str, message: String) -> Self {
         let (line, column) = offset.map(|o| line_col(text, o)).unwrap_or((0, 0));
         FileError {
@@ -347,24 +359,63 @@ fn toml_error(file: &Path, text: &str, e: toml::de::Error, field: String) -> Fil
     }
 }
 
-/// 1-based line and column of a byte offset.
+/// 1-based line and column (in characters) of a byte offset.
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text.as_bytes()[..offset.min(text.len())];
-    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
-    let column = before.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
 }
 
-fn find_key(text: &str, key: &str) -> Option<usize> {
-    let mut offset = 0;
-    for line in text.split_inclusive('\n') {
-        let t = line.trim_start();
-        if t.starts_with(key) && t[key.len()..].trim_start().starts_with('=') {
-            return Some(offset + (line.len() - t.len()));
+/// Where a field is written in a TOML document, for errors found after
+/// parsing (validation of meaning). `path` is dotted, with array indices:
+/// `sources.mqtt.client_id`, `webhooks[1].url`, `patients[0]`. The byte
+/// offset of the key, or, when the key itself is absent (a missing field),
+/// of the line of the nearest enclosing table or array element that is
+/// there. Uses the
+/// parser's own positions (`toml::Spanned`), so any TOML layout (inline
+/// tables, dotted keys, comments) is located alike.
+pub fn locate(text: &str, path: &str) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let root = DeTable::parse(text).ok()?;
+    let line_start = |at: usize| text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let mut here: &DeValue<'_>;
+    let mut table = root.get_ref();
+    let mut found = None;
+    let mut segments = path.split('.').peekable();
+    while let Some(seg) = segments.next() {
+        let (key, indices) = match seg.find('[') {
+            Some(i) => (&seg[..i], &seg[i..]),
+            None => (seg, ""),
+        };
+        let Some((k, v)) = table.get_key_value(key) else {
+            return found.map(line_start);
+        };
+        found = Some(k.span().start);
+        here = v.get_ref();
+        for ix in indices.split('[').filter(|s| !s.is_empty()) {
+            let n: usize = ix.trim_end_matches(']').parse().ok()?;
+            let DeValue::Array(items) = here else {
+                return found.map(line_start);
+            };
+            let Some(item) = items.get(n) else {
+                return found.map(line_start);
+            };
+            found = Some(item.span().start);
+            here = item.get_ref();
         }
-        offset += line.len();
+        if segments.peek().is_some() {
+            let DeValue::Table(t) = here else {
+                return found.map(line_start);
+            };
+            table = t;
+        }
     }
-    None
+    found
 }
 
 /// All loaded profiles, matched against topics.
@@ -574,5 +625,27 @@ mod bundled_tests {
     fn every_bundled_file_is_compiled_in() {
         let on_disk = super::ProfileSet::load_dir(&super::bundled_dir()).unwrap();
         assert_eq!(super::bundled().len(), on_disk.len());
+    }
+}
+
+#[cfg(test)]
+mod locate_tests {
+    use super::{line_col, locate};
+
+    #[test]
+    fn keys_tables_and_array_elements_are_found_by_the_parser() {
+        let text = "top = 1\n[sources.mqtt]\nhost = \"h\"\n  client_id = \"é\"\n\n[[webhooks]]\nid = \"a\"\n\n[[webhooks]]\nid = \"b\"\nurl = \"u\"\nfilter = { care_teams = [\"x\"] }\n";
+        let at = |p: &str| locate(text, p).map(|o| line_col(text, o));
+        assert_eq!(at("top"), Some((1, 1)));
+        assert_eq!(at("sources.mqtt.client_id"), Some((4, 3)));
+        // A missing key: its table.
+        assert_eq!(at("sources.mqtt.port").map(|p| p.0), Some(2));
+        assert_eq!(at("webhooks[1].url"), Some((11, 1)));
+        assert_eq!(at("webhooks[1].filter.care_teams"), Some((12, 12)));
+        // A missing key of an array element: that element.
+        assert_eq!(at("webhooks[1].secret").map(|p| p.0), Some(9));
+        assert_eq!(at("webhooks[0].url").map(|p| p.0), Some(6));
+        assert_eq!(at("nothing.here"), None);
+        assert_eq!(line_col("aé\nb", 3), (1, 3));
     }
 }

@@ -85,7 +85,7 @@ impl Fault {
     pub fn take(&mut self, at: FaultPoint) -> bool {
         let armed = self.is(at);
         if armed {
-            eprintln!("fault injection: failing at {at:?}");
+            eprintln!("fault injection: failing this commit ({at:?})");
             self.0 = None;
         }
         armed

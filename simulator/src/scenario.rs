@@ -707,39 +707,7 @@ fn path_string(p: &[Seg]) -> String {
 
 /// Start offset of the deepest existing node on `path` in the TOML text.
 fn locate(text: &str, path: &[Seg]) -> Option<usize> {
-    use toml::de::{DeTable, DeValue};
-    let root = DeTable::parse(text).ok()?;
-    let mut offset = None;
-    let mut table: Option<&DeTable> = Some(root.get_ref());
-    let mut array: Option<&[toml::Spanned<DeValue>]> = None;
-    for seg in path {
-        let next = match (seg, table, array) {
-            (Seg::Key(k), Some(t), _) => t
-                .iter()
-                .find(|(key, _)| key.get_ref().as_ref() == k.as_str())
-                .map(|(key, v)| {
-                    // Point at the key for scalars (same line), at the value
-                    // for tables and arrays (their header).
-                    let at = match v.get_ref() {
-                        DeValue::Table(_) | DeValue::Array(_) => v.span().start,
-                        _ => key.span().start,
-                    };
-                    (at, v)
-                }),
-            (Seg::Index(i), _, Some(a)) => a.get(*i).map(|v| (v.span().start, v)),
-            _ => None,
-        };
-        let Some((at, v)) = next else { break };
-        offset = Some(at);
-        table = None;
-        array = None;
-        match v.get_ref() {
-            DeValue::Table(t) => table = Some(t),
-            DeValue::Array(a) => array = Some(a),
-            _ => {}
-        }
-    }
-    offset
+    device_profiles::profile::locate(text, &path_string(path))
 }
 
 /// Validation problems of one file.

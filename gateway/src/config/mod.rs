@@ -7,7 +7,7 @@
 //! validates without side effects (used by `check-config`); the runtime
 //! builds components from the validated config.
 
-use device_profiles::profile::{line_col, parse_toml, FileError};
+use device_profiles::profile::{parse_toml, FileError};
 use device_profiles::ProfileSet;
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -234,21 +234,18 @@ impl Config {
     fn validate(&self, text: &str, file: &Path) -> Vec<FileError> {
         let mut errors = Vec::new();
         let mut err = |table: &str, key: &str, message: String| {
-            let (line, column) = locate(text, table, key)
-                .map(|o| line_col(text, o))
-                .unwrap_or((0, 0));
             let field = if table.is_empty() {
                 key.to_string()
             } else {
                 format!("{table}.{key}")
             };
-            errors.push(FileError {
-                file: file.to_path_buf(),
-                line,
-                column,
-                field,
+            errors.push(FileError::located(
+                file,
+                text,
+                &field,
+                field.clone(),
                 message,
-            });
+            ));
         };
         crate::pipeline::config::validate(&self.normalize, &mut err);
         if self.store.max_batch_items == 0 || self.store.queue == 0 {
@@ -330,29 +327,6 @@ impl Config {
             Err(ConfigErrors(errors))
         }
     }
-}
-
-/// Byte offset of `key` inside `[table]` (or at top level when `table` is empty).
-pub(crate) fn locate(text: &str, table: &str, key: &str) -> Option<usize> {
-    let mut offset = 0;
-    let mut current = String::new();
-    let mut table_at = None;
-    for line in text.split_inclusive('\n') {
-        let t = line.trim();
-        if t.starts_with('[') {
-            current = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
-            if current == table && table_at.is_none() {
-                table_at = Some(offset);
-            }
-        } else if current == table {
-            let k = t.split('=').next().unwrap_or("").trim();
-            if k == key {
-                return Some(offset + (line.len() - line.trim_start().len()));
-            }
-        }
-        offset += line.len();
-    }
-    table_at
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use crate::delivery::endpoints::{
 use crate::delivery::retry::Schedule;
 use crate::delivery::route::Filter;
 use crate::delivery::signing::Secret;
-use device_profiles::profile::{line_col, FileError};
+use device_profiles::profile::FileError;
 
 /// `[delivery]`
 #[derive(Debug, Clone, Deserialize)]
@@ -204,36 +204,6 @@ impl WebhookConfig {
     }
 }
 
-/// Byte offset of `key` in the `n`-th `[[table]]` (or `[table]`) block, or of the block.
-fn locate_nth(text: &str, table: &str, n: usize, key: &str) -> Option<usize> {
-    let mut offset = 0;
-    let mut index: Option<usize> = None;
-    let mut in_table = false;
-    let mut block_at = None;
-    for line in text.split_inclusive('\n') {
-        let t = line.trim();
-        if t.starts_with('[') {
-            let name = t.trim_matches(|c| c == '[' || c == ']').trim();
-            in_table = name == table;
-            if in_table && t.starts_with("[[") {
-                index = Some(index.map_or(0, |i| i + 1));
-            } else if in_table {
-                index = Some(0);
-            }
-            if in_table && index == Some(n) && block_at.is_none() {
-                block_at = Some(offset);
-            }
-        } else if in_table && index == Some(n) {
-            let k = t.split('=').next().unwrap_or("").trim();
-            if k == key {
-                return Some(offset + (line.len() - line.trim_start().len()));
-            }
-        }
-        offset += line.len();
-    }
-    block_at
-}
-
 /// Validates `[delivery]` and `[[webhooks]]`; errors name file, line, field.
 pub fn validate(
     delivery: &DeliveryConfig,
@@ -243,16 +213,17 @@ pub fn validate(
 ) -> Vec<FileError> {
     let mut errors = Vec::new();
     let mut err = |table: &str, n: usize, key: &str, message: String| {
-        let (line, column) = locate_nth(text, table, n, key)
-            .map(|o| line_col(text, o))
-            .unwrap_or((0, 0));
-        errors.push(FileError {
-            file: file.to_path_buf(),
-            line,
-            column,
-            field: format!("{table}.{key}"),
+        let path = match table {
+            "webhooks" => format!("webhooks[{n}].{key}"),
+            _ => format!("{table}.{key}"),
+        };
+        errors.push(FileError::located(
+            file,
+            text,
+            &path,
+            format!("{table}.{key}"),
             message,
-        });
+        ));
     };
     let d = delivery;
     if d.retry_schedule.is_empty() {

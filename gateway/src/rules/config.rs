@@ -4,7 +4,7 @@
 //! broken rule file (with its own file, line and field) and a patient
 //! enrolled on a plan the rule set does not define, all at once.
 
-use device_profiles::profile::{line_col, FileError};
+use device_profiles::profile::FileError;
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -92,34 +92,6 @@ pub struct PatientEnrolment {
     pub care_team: Option<String>,
 }
 
-/// Byte offset of `key` inside the `n`-th `[[patients]]` table (or of the
-/// table header when the key is absent).
-fn locate_patient(text: &str, n: usize, key: &str) -> Option<usize> {
-    let mut offset = 0;
-    let mut seen = 0usize;
-    let mut inside = false;
-    let mut header = None;
-    for line in text.split_inclusive('\n') {
-        let t = line.trim();
-        if t.starts_with('[') {
-            inside = false;
-            if t.trim_start_matches("[[").trim_end_matches("]]").trim() == "patients"
-                && t.starts_with("[[")
-            {
-                if seen == n {
-                    inside = true;
-                    header = Some(offset);
-                }
-                seen += 1;
-            }
-        } else if inside && t.split('=').next().unwrap_or("").trim() == key {
-            return Some(offset + (line.len() - line.trim_start().len()));
-        }
-        offset += line.len();
-    }
-    header
-}
-
 /// Validates `[rules]` and `[[patients]]`, loading the rule set.
 pub fn validate(
     rules: &RulesConfig,
@@ -129,19 +101,11 @@ pub fn validate(
     errors: &mut Vec<FileError>,
 ) {
     let at = |n: Option<usize>, field: &str, key: &str, message: String| {
-        let (line, column) = match n {
-            Some(n) => locate_patient(text, n, key),
-            None => crate::config::locate(text, "rules", key),
-        }
-        .map(|o| line_col(text, o))
-        .unwrap_or((0, 0));
-        FileError {
-            file: file.to_path_buf(),
-            line,
-            column,
-            field: field.to_string(),
-            message,
-        }
+        let path = match n {
+            Some(n) => format!("patients[{n}].{key}"),
+            None => format!("rules.{key}"),
+        };
+        FileError::located(file, text, &path, field, message)
     };
     if rules.missing_interval < Duration::from_millis(100) {
         errors.push(at(
@@ -163,15 +127,7 @@ pub fn validate(
         Ok(s) => Some(s),
         Err(e) => {
             // The rule files' own positions: each error names its file.
-            for le in e.errors {
-                errors.push(FileError {
-                    file: PathBuf::from(le.file),
-                    line: le.line,
-                    column: le.column,
-                    field: le.field,
-                    message: le.message,
-                });
-            }
+            errors.extend(e.errors.into_iter().map(FileError::from));
             None
         }
     };

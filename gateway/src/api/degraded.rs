@@ -20,10 +20,10 @@ use axum::Router;
 use std::sync::Arc;
 use tokio::sync::watch;
 
+use super::config::ApiConfig;
 use super::listener::Listener;
 use super::problem::ApiError;
 use super::{server, ApiStartError};
-use crate::config::ApiConfig;
 use crate::metrics::Metrics;
 
 /// Binds the API address and serves the degraded routes until `stop`; the

@@ -43,11 +43,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::config::{ApiConfig, Config};
+use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::store::{StoreError, Writer};
 use crate::tls::TlsError;
+use config::ApiConfig;
 use problem::{ApiError, Problem, PROBLEM_JSON};
 
 /// What every handler shares.

@@ -25,13 +25,13 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
 use super::breaker::{Breaker, Transition};
+use super::config::DeliveryConfig;
 use super::endpoints::{self, Endpoint, EndpointError};
 use super::fanout::fanout;
 use super::ops;
 use super::retry::{Outcome, Schedule};
 use super::signing::{signature_header, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 use super::ssrf;
-use crate::config::DeliveryConfig;
 use crate::metrics::Metrics;
 use crate::store::outbox::EventType;
 use crate::store::{now_ms, Store, StoreError};

@@ -43,8 +43,8 @@ use std::path::Path;
 
 use alerting_rules::{Engine, EngineConfig, LoadErrors, RuleSet};
 
-use crate::config::RulesConfig;
 use crate::store::{patients, Store, StoreError};
+use config::RulesConfig;
 
 /// Name of the evaluator's durable cursor in `cursors`.
 pub const CURSOR: &str = "rules";

@@ -98,6 +98,24 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// Free space of a file system.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DiskSpace {
+    /// Bytes available to the gateway (unprivileged).
+    pub available: u64,
+    /// Size of the file system.
+    pub total: u64,
+}
+
+/// Free space of the file system holding `path` (`statvfs`).
+pub fn disk_space(path: &Path) -> std::io::Result<DiskSpace> {
+    let s = rustix::fs::statvfs(path)?;
+    Ok(DiskSpace {
+        available: s.f_bavail.saturating_mul(s.f_frsize),
+        total: s.f_blocks.saturating_mul(s.f_frsize),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -125,7 +125,7 @@ impl StoreError {
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        io && crate::forward::retention::disk_space(dir).is_ok_and(|d| d.available < 64 * 1024)
+        io && files::disk_space(dir).is_ok_and(|d| d.available < 64 * 1024)
     }
 }
 
@@ -156,6 +156,28 @@ pub struct RawInput {
     /// Bytes received (more than `payload` holds when only the start of an
     /// oversized message was kept).
     pub size: usize,
+}
+
+impl RawInput {
+    /// Received bytes, whole, with their digest.
+    pub fn new(
+        source: Source,
+        origin: &str,
+        profile: Option<String>,
+        payload: &[u8],
+        received_at: DateTime<Utc>,
+    ) -> RawInput {
+        RawInput {
+            source,
+            origin: origin.to_string(),
+            profile,
+            payload: Arc::from(payload),
+            received_at,
+            digest: device_profiles::canonical::content_digest(payload),
+            facts: None,
+            size: payload.len(),
+        }
+    }
 }
 
 /// Bytes the WAL file is cut back to after a checkpoint.

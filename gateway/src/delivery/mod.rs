@@ -35,9 +35,9 @@ pub enum DeliveryError {
     /// A configured endpoint could not be stored.
     #[error("webhook `{id}`: {source}")]
     Endpoint {
-        /// endpoint id
+        /// The endpoint's id.
         id: String,
-        /// why
+        /// What went wrong storing it.
         source: endpoints::EndpointError,
     },
 }

@@ -30,9 +30,9 @@ pub enum FileError {
     /// The file or its directory could not be created or inspected.
     #[error("store file {}: {source}", path.display())]
     Io {
-        /// the file
+        /// The file or directory.
         path: PathBuf,
-        /// why
+        /// The operation that failed.
         source: std::io::Error,
     },
 }

@@ -45,9 +45,9 @@ pub enum StoreError {
     /// The store could not be created or opened.
     #[error("cannot open store {path}: {source}")]
     Open {
-        /// the file
+        /// The store file.
         path: PathBuf,
-        /// why
+        /// SQLite's refusal.
         source: rusqlite::Error,
     },
     /// The store file is not owner-only, or cannot be created so.
@@ -206,7 +206,7 @@ pub enum Item {
         index: Option<usize>,
         /// device, if known
         device_id: Option<String>,
-        /// why
+        /// The typed reason it cannot be a reading.
         reason: Reject,
     },
 }

@@ -44,7 +44,7 @@ pub use engine::{
 };
 pub use error::{LoadError, LoadErrors};
 pub use history::{History, MemoryHistory, Point};
-pub use load::Source;
+pub use load::SourceFile;
 pub use model::{Evidence, NewReading, Patient};
 pub use overrides::{EffectiveLimit, OverrideError, Overrides, RuleOverride};
 pub use plan::CarePlans;

@@ -37,17 +37,17 @@ pub const MAX_STREAK: usize = 50;
 
 /// A rule or plan file given by name and content.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Source {
+pub struct SourceFile {
     /// Name used in errors (a path or a bare file name).
     pub name: String,
     /// The TOML text.
     pub text: String,
 }
 
-impl Source {
+impl SourceFile {
     /// A source from name and text.
     pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
-        Source {
+        SourceFile {
             name: name.into(),
             text: text.into(),
         }
@@ -129,7 +129,7 @@ fn join_path(prefix: &str, path: &serde_path_to_error::Path) -> String {
 
 /// Parses and validates one pack file. Errors go to `errs`; `None` when the
 /// file could not be read as a pack at all.
-pub(crate) fn load_pack(src: &Source, errs: &mut Vec<LoadError>) -> Option<LoadedPack> {
+pub(crate) fn load_pack(src: &SourceFile, errs: &mut Vec<LoadError>) -> Option<LoadedPack> {
     let mut ctx = Ctx {
         file: &src.name,
         text: &src.text,
@@ -851,7 +851,7 @@ struct RawPlan {
 
 /// Parses `plans.toml` and checks that every pack it names was loaded.
 pub(crate) fn load_plans(
-    src: &Source,
+    src: &SourceFile,
     known_packs: &[String],
     errs: &mut Vec<LoadError>,
 ) -> Option<CarePlans> {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::error::{LoadError, LoadErrors};
-use crate::load::{load_pack, load_plans, PackInfo, Source};
+use crate::load::{load_pack, load_plans, PackInfo, SourceFile};
 use crate::plan::CarePlans;
 use crate::rule::Rule;
 
@@ -44,7 +44,10 @@ pub struct RuleSet {
 impl RuleSet {
     /// Loads packs and, optionally, care plans from in-memory sources.
     /// Returns every error of every file at once.
-    pub fn from_sources(packs: &[Source], plans: Option<&Source>) -> Result<RuleSet, LoadErrors> {
+    pub fn from_sources(
+        packs: &[SourceFile],
+        plans: Option<&SourceFile>,
+    ) -> Result<RuleSet, LoadErrors> {
         let mut errs: Vec<LoadError> = Vec::new();
         let mut set = RuleSet {
             rules: Vec::new(),
@@ -128,7 +131,7 @@ impl RuleSet {
         let mut plans = None;
         for path in paths {
             let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
-            let src = Source::new(path.display().to_string(), text);
+            let src = SourceFile::new(path.display().to_string(), text);
             if path.file_name().is_some_and(|n| n == PLANS_FILE) {
                 plans = Some(src);
             } else {
@@ -140,11 +143,14 @@ impl RuleSet {
 
     /// The packs and plans shipped with the crate.
     pub fn bundled() -> Result<RuleSet, LoadErrors> {
-        let packs: Vec<Source> = BUNDLED_PACKS
+        let packs: Vec<SourceFile> = BUNDLED_PACKS
             .iter()
-            .map(|(n, t)| Source::new(*n, *t))
+            .map(|(n, t)| SourceFile::new(*n, *t))
             .collect();
-        RuleSet::from_sources(&packs, Some(&Source::new(BUNDLED_PLANS.0, BUNDLED_PLANS.1)))
+        RuleSet::from_sources(
+            &packs,
+            Some(&SourceFile::new(BUNDLED_PLANS.0, BUNDLED_PLANS.1)),
+        )
     }
 
     /// All rules, in pack and file order.

@@ -1,12 +1,12 @@
 //! Loading: every bundled pack validates; broken files give file, line and
 //! field; all errors of a rule set come back at once.
 
-use alerting_rules::load::Source;
+use alerting_rules::load::SourceFile;
 use alerting_rules::ruleset::{BUNDLED_PACKS, BUNDLED_PLANS};
 use alerting_rules::{LoadError, RuleSet, Severity};
 
 fn load(files: &[(&str, &str)]) -> Result<RuleSet, Vec<LoadError>> {
-    let srcs: Vec<Source> = files.iter().map(|(n, t)| Source::new(*n, *t)).collect();
+    let srcs: Vec<SourceFile> = files.iter().map(|(n, t)| SourceFile::new(*n, *t)).collect();
     RuleSet::from_sources(&srcs, None).map_err(|e| e.errors)
 }
 

@@ -132,7 +132,8 @@ pub enum Reject {
     /// The decoder says the record is not clinical data.
     #[error("not clinical data: {detail}")]
     NotClinical {
-        /// why
+        /// What the device flagged (a control-solution test, a sensor
+        /// without skin contact, a calibration or demo record).
         detail: String,
     },
     /// The measurement has no components.

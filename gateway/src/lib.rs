@@ -28,13 +28,13 @@
 #![warn(missing_docs)]
 
 pub mod api;
-pub mod backoff;
+mod backoff;
 pub mod cli;
 pub mod config;
 pub mod delivery;
 #[cfg(feature = "embedded-broker")]
-pub mod demo;
-pub mod fault;
+mod demo;
+mod fault;
 pub mod forward;
 pub mod metrics;
 pub mod pipeline;
@@ -42,5 +42,5 @@ pub mod rules;
 pub mod runtime;
 pub mod sources;
 pub mod store;
-pub mod telemetry;
-pub mod tls;
+mod telemetry;
+mod tls;

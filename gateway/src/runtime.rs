@@ -3,14 +3,15 @@
 
 use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
+use crate::api::listener::Listener;
+use crate::backoff::Backoff;
 use crate::config::{Config, ConfigErrors};
 use crate::metrics::Metrics;
-use crate::pipeline::decode::Decoder;
-use crate::pipeline::normalize::Normalizer;
 use crate::pipeline::Pipeline;
 use crate::sources::mqtt::{MqttError, MqttSource};
 use crate::store::writer::{Writer, WriterConfig};
@@ -76,12 +77,11 @@ fn supervised<T: Send + 'static>(
 
 /// Builds the pipeline from config.
 pub fn pipeline(config: &Config, metrics: Arc<Metrics>) -> Result<Pipeline, ConfigErrors> {
-    let profiles = config.profile_set()?;
-    Ok(Pipeline {
-        decoder: Decoder::new(profiles, config.normalize.max_payload_bytes),
-        normalizer: Normalizer::new(config.normalize.clock_policy()),
+    Ok(Pipeline::new(
+        config.profile_set()?,
+        &config.normalize,
         metrics,
-    })
+    ))
 }
 
 /// Applies the config's device assignments. A device registered at run time
@@ -110,8 +110,8 @@ pub fn apply_config_devices(
 pub fn prepare_store(config: &Config, pipeline: &Pipeline) -> Result<(Store, i64), RunError> {
     let mut store = Store::open(&config.store.path)?;
     apply_config_devices(&mut store, config, pipeline)?;
-    crate::rules::apply_config_patients(&mut store, config)?;
-    crate::delivery::apply_config_endpoints(&mut store, config)?;
+    crate::rules::apply_config_patients(&mut store, &config.patients)?;
+    crate::delivery::apply_config_endpoints(&mut store, &config.delivery, &config.webhooks)?;
     let run_id = store.start_run()?;
     Ok((store, run_id))
 }
@@ -146,7 +146,7 @@ pub async fn run(
     let (store, run_id, api_listener) = match prepare_store(&config, &pipeline) {
         Ok((store, run_id)) => (store, run_id, None),
         Err(e) if is_transient(&e, &config) => {
-            match crate::api::degraded::wait_for_store(&config, &metrics, &e, &mut shutdown, || {
+            match wait_for_store(&config, &metrics, &e, &mut shutdown, || {
                 prepare_store(&config, &pipeline)
             })
             .await?
@@ -476,5 +476,77 @@ pub fn load_config(path: Option<&Path>) -> Result<Config, ConfigErrors> {
     match path {
         Some(p) => Config::load(p),
         None => Ok(Config::default()),
+    }
+}
+
+/// Degraded mode (see [`crate::api::degraded`]): the gateway is up, its
+/// store is not (yet) usable.
+/// Longest wait between attempts to open the store.
+const MAX_RETRY: Duration = Duration::from_secs(5);
+
+/// Serves the degraded API (when enabled) and retries `attempt` until it
+/// succeeds (`Some`, with the API's socket to hand on to [`crate::api::start`]),
+/// fails for a reason time will not cure (`Err`), or `shutdown` resolves
+/// (`None`).
+async fn wait_for_store<T, S>(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    first: &RunError,
+    shutdown: &mut Pin<&mut S>,
+    mut attempt: impl FnMut() -> Result<T, RunError>,
+) -> Result<Option<(T, Option<Listener>)>, RunError>
+where
+    S: Future<Output = ()>,
+{
+    let path = &config.store.path;
+    let reason = |e: &RunError| {
+        store_error(e)
+            .map(|s| s.reason_at(path))
+            .unwrap_or_else(|| e.to_string())
+    };
+    metrics.set_store_unavailable(Some(reason(first)));
+    tracing::error!(error = %first, "cannot start on this store; waiting in a degraded mode (health and metrics served, readiness 503, nothing ingested or acknowledged) and retrying at growing intervals up to 5 s; logged once");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (server, listener) = match config.api.enabled {
+        true => {
+            let (task, listener) =
+                crate::api::degraded::serve(&config.api, metrics.clone(), stop_rx).await?;
+            (Some(task), Some(listener))
+        }
+        false => (None, None),
+    };
+    let mut backoff = Backoff::new(Duration::from_millis(500), MAX_RETRY);
+    let mut attempts = 0u64;
+    let outcome = loop {
+        tokio::select! {
+            _ = shutdown.as_mut() => break Ok(None),
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+        attempts += 1;
+        match attempt() {
+            Ok(t) => break Ok(Some(t)),
+            Err(e) if is_transient(&e, config) => {
+                tracing::debug!(error = %e, attempts, "store still unavailable");
+                metrics.set_store_unavailable(Some(reason(&e)));
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    let _ = stop_tx.send(true);
+    if let Some(task) = server {
+        let _ = task.await;
+    }
+    match outcome {
+        Ok(Some(t)) => {
+            metrics.set_store_unavailable(None);
+            tracing::info!(attempts, "store available again; starting");
+            Ok(Some((t, listener)))
+        }
+        other => {
+            if listener.is_some() {
+                crate::api::listener::withdraw(&config.api);
+            }
+            other.map(|_| None)
+        }
     }
 }

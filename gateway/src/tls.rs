@@ -33,9 +33,9 @@ pub enum TlsError {
     /// A PEM file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
-        /// file
+        /// The PEM file.
         path: String,
-        /// why
+        /// The read that failed.
         source: std::io::Error,
     },
     /// A PEM file held nothing usable.

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use alerting_rules::engine::{Input, MissingInput};
-use alerting_rules::load::Source;
+use alerting_rules::load::SourceFile;
 use alerting_rules::{
     AlertState, Engine, MemoryHistory, NewReading, Overrides, Patient, Point, RuleSet, Transition,
     TransitionKind,
@@ -33,7 +33,8 @@ pub fn days(d: i64) -> i64 {
 /// A one-pack rule set from `[[rule]]` entries.
 pub fn rules(body: &str) -> RuleSet {
     let text = format!("pack = \"test\"\nversion = 1\n{body}");
-    RuleSet::from_sources(&[Source::new("test.toml", text)], None).unwrap_or_else(|e| panic!("{e}"))
+    RuleSet::from_sources(&[SourceFile::new("test.toml", text)], None)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A single rule `t` with the given condition lines.

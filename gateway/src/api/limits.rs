@@ -23,7 +23,7 @@ use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::config::ApiConfig;
+use super::config::ApiConfig;
 
 /// The client's address, put on each request by the accept loop.
 #[derive(Debug, Clone, Copy)]

@@ -16,8 +16,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use tokio::net::TcpListener;
 
+use super::config::ApiConfig;
 use super::ApiStartError;
-use crate::config::ApiConfig;
 
 /// The bound API socket.
 #[derive(Debug)]

@@ -43,11 +43,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::config::{ApiConfig, Config};
+use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::store::{StoreError, Writer};
 use crate::tls::TlsError;
+use config::ApiConfig;
 use problem::{ApiError, Problem, PROBLEM_JSON};
 
 /// What every handler shares.
@@ -262,9 +263,9 @@ pub enum ApiStartError {
     /// The listen address is taken or not ours.
     #[error("api: cannot listen on {addr}: {source}")]
     Bind {
-        /// address
+        /// The address asked for.
         addr: SocketAddr,
-        /// why
+        /// The operating system's refusal (taken, not ours).
         source: std::io::Error,
     },
     /// The certificate or key is unusable.
@@ -276,9 +277,9 @@ pub enum ApiStartError {
     /// `api.address_file` could not be written.
     #[error("api: cannot write the address file {}: {source}", path.display())]
     AddressFile {
-        /// the file
+        /// The file.
         path: std::path::PathBuf,
-        /// why
+        /// The write or rename that failed.
         source: std::io::Error,
     },
 }

@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use super::audit::AuditPatient;
 use super::auth::Principal;
+use super::config::ApiConfig;
 use super::db::Db;
 use super::problem::{ApiError, Json};
-use crate::config::ApiConfig;
 
 /// One page.
 #[derive(Debug, Serialize)]

@@ -20,7 +20,7 @@ pub enum ForwardCommand {
 pub fn run(config: &Config, cmd: ForwardCommand) -> anyhow::Result<()> {
     let ForwardCommand::Status { json } = cmd;
     let store = runtime::open_store(config)?;
-    let s = crate::forward::status::status(&store, config)?;
+    let s = crate::forward::status::status(&store, &config.forward, &config.retention)?;
     if json {
         println!("{}", serde_json::to_string(&s)?);
     } else {

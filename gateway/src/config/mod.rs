@@ -22,6 +22,7 @@ pub use crate::pipeline::config::{NormalizeConfig, ProfilesConfig};
 pub use crate::rules::config::{PatientEnrolment, RulesClock, RulesConfig};
 pub use crate::sources::ble::config::{BleConfig, BleDeviceOverride};
 pub use crate::sources::mqtt::config::{MqttConfig, MqttProtocol};
+pub use crate::telemetry::{LogConfig, LogFormat};
 pub use crate::tls::TlsSettings;
 
 /// The whole gateway configuration.
@@ -120,37 +121,6 @@ pub struct SourcesConfig {
     pub mqtt: Option<MqttConfig>,
     /// The Bluetooth LE source; absent = off.
     pub ble: Option<BleConfig>,
-}
-
-/// `[log]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// `human` or `json`.
-    pub format: LogFormat,
-    /// Level filter (`info`, `debug`, or an env-filter directive). At debug,
-    /// logs may carry patient and device identifiers.
-    pub level: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            format: LogFormat::Human,
-            level: "info".into(),
-        }
-    }
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum LogFormat {
-    /// Readable lines.
-    #[default]
-    Human,
-    /// One JSON object per line.
-    Json,
 }
 
 /// Configuration errors: every one found, each with file, line and field.

@@ -22,7 +22,7 @@ pub enum State {
 
 /// What a result changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transition {
+pub enum BreakerChange {
     /// Nothing to report.
     None,
     /// The endpoint just started failing (report it).
@@ -77,32 +77,32 @@ impl Breaker {
     }
 
     /// A delivery succeeded (or the receiver answered in a way that shows it is up).
-    pub fn success(&mut self) -> Transition {
+    pub fn success(&mut self) -> BreakerChange {
         self.failures = 0;
         self.cooldown = self.base_cooldown;
         self.state = State::Closed;
         if std::mem::take(&mut self.tripped) {
-            Transition::Recovered
+            BreakerChange::Recovered
         } else {
-            Transition::None
+            BreakerChange::None
         }
     }
 
     /// A delivery failed in a way that says the endpoint is unwell.
-    pub fn failure(&mut self, now: Instant) -> Transition {
+    pub fn failure(&mut self, now: Instant) -> BreakerChange {
         self.failures += 1;
         match self.state(now) {
             State::HalfOpen => {
                 self.cooldown = (self.cooldown * 2).min(self.max_cooldown);
                 self.state = State::Open(now + self.cooldown);
-                Transition::None
+                BreakerChange::None
             }
             State::Closed if self.failures >= self.threshold => {
                 self.state = State::Open(now + self.cooldown);
                 self.tripped = true;
-                Transition::Opened
+                BreakerChange::Opened
             }
-            _ => Transition::None,
+            _ => BreakerChange::None,
         }
     }
 }
@@ -115,20 +115,20 @@ mod tests {
     fn opens_probes_and_recovers() {
         let t0 = Instant::now();
         let mut b = Breaker::new(3, Duration::from_secs(10), Duration::from_secs(15));
-        assert_eq!(b.failure(t0), Transition::None);
-        assert_eq!(b.failure(t0), Transition::None);
-        assert_eq!(b.failure(t0), Transition::Opened);
+        assert_eq!(b.failure(t0), BreakerChange::None);
+        assert_eq!(b.failure(t0), BreakerChange::None);
+        assert_eq!(b.failure(t0), BreakerChange::Opened);
         assert_eq!(b.allowance(t0, 4), 0);
         let t1 = t0 + Duration::from_secs(10);
         assert_eq!(b.allowance(t1, 4), 1);
-        assert_eq!(b.failure(t1), Transition::None);
+        assert_eq!(b.failure(t1), BreakerChange::None);
         assert_eq!(
             b.state(t1 + Duration::from_secs(14)),
             State::Open(t1 + Duration::from_secs(15))
         );
         assert_eq!(b.allowance(t1 + Duration::from_secs(15), 4), 1);
-        assert_eq!(b.success(), Transition::Recovered);
+        assert_eq!(b.success(), BreakerChange::Recovered);
         assert_eq!(b.allowance(t1, 4), 4);
-        assert_eq!(b.success(), Transition::None);
+        assert_eq!(b.success(), BreakerChange::None);
     }
 }

@@ -24,14 +24,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
-use super::breaker::{Breaker, Transition};
+use super::breaker::{Breaker, BreakerChange};
+use super::config::DeliveryConfig;
 use super::endpoints::{self, Endpoint, EndpointError};
 use super::fanout::fanout;
 use super::ops;
-use super::retry::{Outcome, Schedule};
+use super::retry::{AttemptOutcome, Schedule};
 use super::signing::{signature_header, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 use super::ssrf;
-use crate::config::DeliveryConfig;
 use crate::metrics::Metrics;
 use crate::store::outbox::EventType;
 use crate::store::{now_ms, Store, StoreError};
@@ -227,7 +227,7 @@ fn window(store: &Store, endpoint: &str, limit: usize) -> Result<Vec<Pending>, E
 /// What a finished attempt tells the worker.
 struct Done {
     delivery_id: i64,
-    outcome: Outcome,
+    outcome: AttemptOutcome,
     status: Option<u16>,
 }
 
@@ -323,10 +323,10 @@ async fn on_done(shared: &Arc<Shared>, endpoint_id: &str, breaker: &mut Breaker,
     } else if done.status.is_some() {
         breaker.success()
     } else {
-        Transition::None
+        BreakerChange::None
     };
     match transition {
-        Transition::Opened => {
+        BreakerChange::Opened => {
             shared.metrics.webhook_breaker_opened(endpoint_id);
             tracing::warn!(
                 endpoint = endpoint_id,
@@ -353,10 +353,10 @@ async fn on_done(shared: &Arc<Shared>, endpoint_id: &str, breaker: &mut Breaker,
                 tracing::warn!(error = %e, "cannot record delivery.failing");
             }
         }
-        Transition::Recovered => {
+        BreakerChange::Recovered => {
             tracing::info!(endpoint = endpoint_id, "webhook endpoint recovered")
         }
-        Transition::None => {}
+        BreakerChange::None => {}
     }
 }
 
@@ -487,12 +487,12 @@ async fn attempt(shared: Arc<Shared>, ep: Arc<Endpoint>, delivery_id: i64) -> Do
     let Ok(Some((event_id, body))) = loaded else {
         return Done {
             delivery_id,
-            outcome: Outcome::Successful,
+            outcome: AttemptOutcome::Successful,
             status: None,
         };
     };
     let ex = post(&shared, &ep, &event_id, body).await;
-    let outcome = Outcome::classify(ex.status, ex.retry_after.as_deref(), Utc::now());
+    let outcome = AttemptOutcome::classify(ex.status, ex.retry_after.as_deref(), Utc::now());
     let latency = ex.latency;
     let status = ex.status;
     let endpoint_id = ep.endpoint_id.clone();
@@ -525,7 +525,7 @@ fn record(
     endpoint_id: &str,
     delivery_id: i64,
     ex: &Exchange,
-    outcome: &Outcome,
+    outcome: &AttemptOutcome,
 ) -> Result<&'static str, EndpointError> {
     let tx = store.transaction()?;
     let now = now_ms();
@@ -556,9 +556,9 @@ fn record(
     )?;
     let mut next_at = now;
     let (status, label) = match outcome {
-        Outcome::Successful => ("delivered", "delivered"),
-        Outcome::DontRetry => ("failed", "failed"),
-        Outcome::Disable => {
+        AttemptOutcome::Successful => ("delivered", "delivered"),
+        AttemptOutcome::DontRetry => ("failed", "failed"),
+        AttemptOutcome::Disable => {
             endpoints::set_enabled(&tx, endpoint_id, false, "410 Gone from the receiver")?;
             ops::raise(
                 &tx,
@@ -570,7 +570,7 @@ fn record(
             )?;
             ("pending", "gone")
         }
-        Outcome::Retry { after } => {
+        AttemptOutcome::Retry { after } => {
             let failed = (attempt_no - round_base).max(1) as u32;
             let age = Duration::from_millis((now - since).max(0) as u64);
             match schedule.next_delay(failed, age, *after) {

@@ -35,9 +35,9 @@ pub enum EndpointError {
     /// A field is invalid.
     #[error("{field}: {message}")]
     Invalid {
-        /// which field
+        /// The field at fault.
         field: &'static str,
-        /// why
+        /// What is wrong with it.
         message: String,
     },
 }

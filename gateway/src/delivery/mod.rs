@@ -24,7 +24,6 @@ pub mod route;
 pub mod signing;
 pub mod ssrf;
 
-use crate::config::Config;
 use crate::store::Store;
 
 /// Start-up failures of delivery.
@@ -36,17 +35,21 @@ pub enum DeliveryError {
     /// A configured endpoint could not be stored.
     #[error("webhook `{id}`: {source}")]
     Endpoint {
-        /// endpoint id
+        /// The endpoint's id.
         id: String,
-        /// why
+        /// What went wrong storing it.
         source: endpoints::EndpointError,
     },
 }
 
 /// Brings the `[[webhooks]]` of the config into the store (see
 /// [`endpoints::apply_config`]).
-pub fn apply_config_endpoints(store: &mut Store, config: &Config) -> Result<(), DeliveryError> {
-    for w in &config.webhooks {
+pub fn apply_config_endpoints(
+    store: &mut Store,
+    delivery: &config::DeliveryConfig,
+    webhooks: &[config::WebhookConfig],
+) -> Result<(), DeliveryError> {
+    for w in webhooks {
         let err = |source| DeliveryError::Endpoint {
             id: w.id.clone(),
             source,
@@ -60,7 +63,7 @@ pub fn apply_config_endpoints(store: &mut Store, config: &Config) -> Result<(), 
         let tx = store
             .transaction()
             .map_err(|e| err(endpoints::EndpointError::Store(e)))?;
-        endpoints::apply_config(&tx, &new, config.delivery.url_policy()).map_err(err)?;
+        endpoints::apply_config(&tx, &new, delivery.url_policy()).map_err(err)?;
         tx.commit()
             .map_err(|e| err(endpoints::EndpointError::Store(e.into())))?;
     }

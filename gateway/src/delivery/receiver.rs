@@ -34,9 +34,9 @@ pub enum ReceiverError {
     /// Cannot listen.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
-        /// address
+        /// The address asked for.
         addr: SocketAddr,
-        /// why
+        /// The operating system's refusal (taken, not ours).
         source: std::io::Error,
     },
     /// Accept failed.

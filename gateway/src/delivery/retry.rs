@@ -19,7 +19,7 @@ use std::time::Duration;
 
 /// What to do after an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum AttemptOutcome {
     /// 2xx.
     Successful,
     /// Try again; `after` is the receiver's Retry-After, if it gave one.
@@ -33,20 +33,24 @@ pub enum Outcome {
     Disable,
 }
 
-impl Outcome {
+impl AttemptOutcome {
     /// Classifies a response status (`None`: no response — timeout,
     /// connection refused, TLS failure) and its `Retry-After` header.
-    pub fn classify(status: Option<u16>, retry_after: Option<&str>, now: DateTime<Utc>) -> Outcome {
+    pub fn classify(
+        status: Option<u16>,
+        retry_after: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> AttemptOutcome {
         match status {
-            None => Outcome::Retry { after: None },
-            Some(s) if (200..300).contains(&s) => Outcome::Successful,
-            Some(410) => Outcome::Disable,
-            Some(429) | Some(503) => Outcome::Retry {
+            None => AttemptOutcome::Retry { after: None },
+            Some(s) if (200..300).contains(&s) => AttemptOutcome::Successful,
+            Some(410) => AttemptOutcome::Disable,
+            Some(429) | Some(503) => AttemptOutcome::Retry {
                 after: retry_after.and_then(|h| parse_retry_after(h, now)),
             },
-            Some(408) => Outcome::Retry { after: None },
-            Some(s) if s >= 500 => Outcome::Retry { after: None },
-            Some(_) => Outcome::DontRetry,
+            Some(408) => AttemptOutcome::Retry { after: None },
+            Some(s) if s >= 500 => AttemptOutcome::Retry { after: None },
+            Some(_) => AttemptOutcome::DontRetry,
         }
     }
 
@@ -54,7 +58,7 @@ impl Outcome {
     /// breaker). A 429 is the receiver pacing us, not failing; a 4xx refusal
     /// is about the event.
     pub fn is_endpoint_failure(&self, status: Option<u16>) -> bool {
-        matches!(self, Outcome::Retry { .. }) && status != Some(429)
+        matches!(self, AttemptOutcome::Retry { .. }) && status != Some(429)
     }
 }
 
@@ -136,28 +140,31 @@ mod tests {
     #[test]
     fn classifies_statuses() {
         let now = Utc::now();
-        let c = |s, ra| Outcome::classify(s, ra, now);
-        assert_eq!(c(Some(200), None), Outcome::Successful);
-        assert_eq!(c(Some(204), None), Outcome::Successful);
-        assert_eq!(c(None, None), Outcome::Retry { after: None });
-        assert_eq!(c(Some(500), None), Outcome::Retry { after: None });
-        assert_eq!(c(Some(408), None), Outcome::Retry { after: None });
-        assert_eq!(c(Some(410), None), Outcome::Disable);
-        assert_eq!(c(Some(400), None), Outcome::DontRetry);
-        assert_eq!(c(Some(404), None), Outcome::DontRetry);
-        assert_eq!(c(Some(301), None), Outcome::DontRetry);
+        let c = |s, ra| AttemptOutcome::classify(s, ra, now);
+        assert_eq!(c(Some(200), None), AttemptOutcome::Successful);
+        assert_eq!(c(Some(204), None), AttemptOutcome::Successful);
+        assert_eq!(c(None, None), AttemptOutcome::Retry { after: None });
+        assert_eq!(c(Some(500), None), AttemptOutcome::Retry { after: None });
+        assert_eq!(c(Some(408), None), AttemptOutcome::Retry { after: None });
+        assert_eq!(c(Some(410), None), AttemptOutcome::Disable);
+        assert_eq!(c(Some(400), None), AttemptOutcome::DontRetry);
+        assert_eq!(c(Some(404), None), AttemptOutcome::DontRetry);
+        assert_eq!(c(Some(301), None), AttemptOutcome::DontRetry);
         assert_eq!(
             c(Some(429), Some("7")),
-            Outcome::Retry {
+            AttemptOutcome::Retry {
                 after: Some(Duration::from_secs(7))
             }
         );
         let date = (now + chrono::Duration::seconds(120)).to_rfc2822();
-        let Outcome::Retry { after: Some(d) } = c(Some(503), Some(&date)) else {
+        let AttemptOutcome::Retry { after: Some(d) } = c(Some(503), Some(&date)) else {
             panic!()
         };
         assert!(d > Duration::from_secs(110) && d <= Duration::from_secs(120));
-        assert_eq!(c(Some(503), Some("soon")), Outcome::Retry { after: None });
+        assert_eq!(
+            c(Some(503), Some("soon")),
+            AttemptOutcome::Retry { after: None }
+        );
         assert!(!c(Some(429), None).is_endpoint_failure(Some(429)));
         assert!(c(Some(502), None).is_endpoint_failure(Some(502)));
     }

@@ -32,23 +32,7 @@ pub const RULES_CURSOR: &str = "rules";
 /// Readings deleted per transaction (short write locks: ingestion goes on).
 const CHUNK: i64 = 5000;
 
-/// Free space of a file system.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DiskSpace {
-    /// Bytes available to the gateway (unprivileged).
-    pub available: u64,
-    /// Size of the file system.
-    pub total: u64,
-}
-
-/// Free space of the file system holding `path` (`statvfs`).
-pub fn disk_space(path: &Path) -> std::io::Result<DiskSpace> {
-    let s = rustix::fs::statvfs(path)?;
-    Ok(DiskSpace {
-        available: s.f_bavail.saturating_mul(s.f_frsize),
-        total: s.f_blocks.saturating_mul(s.f_frsize),
-    })
-}
+pub use crate::store::files::{disk_space, DiskSpace};
 
 impl RetentionConfig {
     /// Whether `d` counts as low.

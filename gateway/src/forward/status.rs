@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::forwarder::{CURSOR, REJECTED};
 use super::retention::disk_space;
-use crate::config::Config;
+
 use crate::store::{Store, StoreError};
 
 /// Forwarding and disk status. No PHI.
@@ -34,8 +34,12 @@ pub struct ForwardStatus {
     pub disk_low: bool,
 }
 
-/// Reads the status of `store` under `config`.
-pub fn status(store: &Store, config: &Config) -> Result<ForwardStatus, StoreError> {
+/// Reads the status of `store` under `[forward]` and `[retention]`.
+pub fn status(
+    store: &Store,
+    forward: &super::config::ForwardConfig,
+    retention: &super::config::RetentionConfig,
+) -> Result<ForwardStatus, StoreError> {
     let conn = store.conn();
     let (cursor, updated): (i64, Option<i64>) = conn
         .query_row(
@@ -66,26 +70,28 @@ pub fn status(store: &Store, config: &Config) -> Result<ForwardStatus, StoreErro
         .unwrap_or(std::path::Path::new("."));
     let disk = disk_space(dir).ok();
     Ok(ForwardStatus {
-        enabled: config.forward.influxdb.is_some(),
+        enabled: forward.influxdb.is_some(),
         cursor,
         newest_seq: newest,
         backlog,
         cursor_updated_at: updated,
         rejected,
         disk_free_bytes: disk.map(|d| d.available),
-        disk_low: disk.is_some_and(|d| config.retention.is_low(d)),
+        disk_low: disk.is_some_and(|d| retention.is_low(d)),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     #[test]
     fn backlog_of_a_fresh_store() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.db")).unwrap();
-        let s = status(&store, &Config::default()).unwrap();
+        let c = Config::default();
+        let s = status(&store, &c.forward, &c.retention).unwrap();
         assert_eq!(
             (s.enabled, s.cursor, s.backlog, s.rejected),
             (false, 0, 0, 0)

@@ -113,15 +113,17 @@ impl Stage for NormalizeStage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
     use crate::metrics::Metrics;
     use crate::store::writer::{Writer, WriterConfig};
     use chrono::Utc;
     use std::path::Path;
 
     fn stage(dir: &Path) -> (Store, NormalizeStage) {
-        let config = Config::from_toml("", &dir.join("gateway.toml")).unwrap();
-        let pipeline = Arc::new(crate::runtime::pipeline(&config, Arc::default()).unwrap());
+        let pipeline = Arc::new(Pipeline::new(
+            device_profiles::profile::bundled(),
+            &crate::pipeline::config::NormalizeConfig::default(),
+            Arc::default(),
+        ));
         let mut store = Store::open(&dir.join("s.db")).unwrap();
         store
             .assign_device("ox-1", "p1", "test", |_| unreachable!())

@@ -77,6 +77,19 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// The pipeline over `profiles`, with the `[normalize]` policy.
+    pub fn new(
+        profiles: device_profiles::ProfileSet,
+        normalize: &config::NormalizeConfig,
+        metrics: Arc<Metrics>,
+    ) -> Pipeline {
+        Pipeline {
+            decoder: Decoder::new(profiles, normalize.max_payload_bytes),
+            normalizer: Normalizer::new(normalize.clock_policy()),
+            metrics,
+        }
+    }
+
     /// Prepares the store items for an MQTT message (taken from the inbox
     /// by the normalize stage: the source counted it when it arrived).
     pub fn mqtt(&self, topic: &str, payload: &[u8], received_at: DateTime<Utc>) -> Vec<Item> {

@@ -147,14 +147,5 @@ pub fn raw_input(
     payload: &[u8],
     received_at: DateTime<Utc>,
 ) -> RawInput {
-    RawInput {
-        source,
-        origin: origin.to_string(),
-        profile,
-        payload: Arc::from(payload),
-        received_at,
-        digest: content_digest(payload),
-        facts: None,
-        size: payload.len(),
-    }
+    RawInput::new(source, origin, profile, payload, received_at)
 }

@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection};
 
 use super::alerts::ms;
-use crate::config::RulesClock;
+use super::config::RulesClock;
 use crate::store::StoreError;
 
 /// Where the evaluator takes "now" from.

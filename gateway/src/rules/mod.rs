@@ -43,8 +43,8 @@ use std::path::Path;
 
 use alerting_rules::{Engine, EngineConfig, LoadErrors, RuleSet};
 
-use crate::config::{Config, RulesConfig};
 use crate::store::{patients, Store, StoreError};
+use config::RulesConfig;
 
 /// Name of the evaluator's durable cursor in `cursors`.
 pub const CURSOR: &str = "rules";
@@ -93,8 +93,11 @@ pub fn engine_config(cfg: &RulesConfig) -> EngineConfig {
 /// Applies the config's `[[patients]]`. A patient changed at run time (CLI,
 /// API) keeps those changes: config only creates patients the store does
 /// not know, and updates those it created itself.
-pub fn apply_config_patients(store: &mut Store, config: &Config) -> Result<(), StoreError> {
-    for p in &config.patients {
+pub fn apply_config_patients(
+    store: &mut Store,
+    patients: &[config::PatientEnrolment],
+) -> Result<(), StoreError> {
+    for p in patients {
         let existing = store.patient(&p.id)?;
         if existing.as_ref().is_some_and(|e| e.origin != "config") {
             continue;

@@ -30,9 +30,9 @@ pub enum FileError {
     /// The file or its directory could not be created or inspected.
     #[error("store file {}: {source}", path.display())]
     Io {
-        /// the file
+        /// The file or directory.
         path: PathBuf,
-        /// why
+        /// The operation that failed.
         source: std::io::Error,
     },
 }
@@ -96,6 +96,24 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.set_permissions(Permissions::from_mode(FILE_MODE))?;
     f.write_all(bytes)?;
     f.sync_all()
+}
+
+/// Free space of a file system.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DiskSpace {
+    /// Bytes available to the gateway (unprivileged).
+    pub available: u64,
+    /// Size of the file system.
+    pub total: u64,
+}
+
+/// Free space of the file system holding `path` (`statvfs`).
+pub fn disk_space(path: &Path) -> std::io::Result<DiskSpace> {
+    let s = rustix::fs::statvfs(path)?;
+    Ok(DiskSpace {
+        available: s.f_bavail.saturating_mul(s.f_frsize),
+        total: s.f_blocks.saturating_mul(s.f_frsize),
+    })
 }
 
 #[cfg(test)]

@@ -45,9 +45,9 @@ pub enum StoreError {
     /// The store could not be created or opened.
     #[error("cannot open store {path}: {source}")]
     Open {
-        /// the file
+        /// The store file.
         path: PathBuf,
-        /// why
+        /// SQLite's refusal.
         source: rusqlite::Error,
     },
     /// The store file is not owner-only, or cannot be created so.
@@ -125,7 +125,7 @@ impl StoreError {
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        io && crate::forward::retention::disk_space(dir).is_ok_and(|d| d.available < 64 * 1024)
+        io && files::disk_space(dir).is_ok_and(|d| d.available < 64 * 1024)
     }
 }
 
@@ -158,6 +158,28 @@ pub struct RawInput {
     pub size: usize,
 }
 
+impl RawInput {
+    /// Received bytes, whole, with their digest.
+    pub fn new(
+        source: Source,
+        origin: &str,
+        profile: Option<String>,
+        payload: &[u8],
+        received_at: DateTime<Utc>,
+    ) -> RawInput {
+        RawInput {
+            source,
+            origin: origin.to_string(),
+            profile,
+            payload: Arc::from(payload),
+            received_at,
+            digest: device_profiles::canonical::content_digest(payload),
+            facts: None,
+            size: payload.len(),
+        }
+    }
+}
+
 /// Bytes the WAL file is cut back to after a checkpoint.
 pub const WAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
 
@@ -184,7 +206,7 @@ pub enum Item {
         index: Option<usize>,
         /// device, if known
         device_id: Option<String>,
-        /// why
+        /// The typed reason it cannot be a reading.
         reason: Reject,
     },
 }

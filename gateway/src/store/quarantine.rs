@@ -254,7 +254,7 @@ mod tests {
     use std::sync::Arc;
 
     fn raw(payload: &[u8]) -> Arc<RawInput> {
-        Arc::new(crate::pipeline::normalize::raw_input(
+        Arc::new(RawInput::new(
             Source::Http,
             "rpm/senml/d",
             Some("senml-generic".into()),

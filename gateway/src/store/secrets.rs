@@ -38,9 +38,9 @@ pub enum SecretsError {
     /// The key could not be read or made.
     #[error("store key {}: {message}", path.display())]
     Key {
-        /// where it was looked for
+        /// Where it was looked for.
         path: PathBuf,
-        /// why
+        /// What is wrong with it (unreadable, wrong length, not hex).
         message: String,
     },
     /// A sealed value does not open with this key.

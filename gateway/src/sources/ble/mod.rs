@@ -38,10 +38,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::backoff::Backoff;
-use crate::config::BleConfig;
 use crate::metrics::Metrics;
 use crate::pipeline::{BleInput, Pipeline};
 use crate::store::{Store, Writer};
+use config::BleConfig;
 use transport::{Advertisement, ScanEvent, Transport};
 
 /// What sessions share.

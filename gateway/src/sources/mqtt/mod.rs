@@ -52,12 +52,12 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::backoff::Backoff;
-use crate::config::MqttConfig;
 use crate::metrics::Metrics;
 use crate::store::inbox::InboxEntry;
 use crate::store::writer::CommitResult;
 use crate::store::Writer;
 use crate::tls::{client_tls_config, TlsError};
+use config::MqttConfig;
 use device_profiles::Source;
 use protocol::{AckToken, Client, Incoming, Settings};
 

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use rumqttc::v5;
 use rumqttc::{QoS, SubscribeFilter, Transport};
 
-use crate::config::{MqttConfig, MqttProtocol};
+use super::config::{MqttConfig, MqttProtocol};
 
 /// What the event loop reports, version-independent.
 pub enum Incoming {

@@ -275,7 +275,7 @@ mod tests {
 
     #[test]
     fn facts_accumulate_on_the_input() {
-        let raw = Arc::new(crate::pipeline::normalize::raw_input(
+        let raw = Arc::new(RawInput::new(
             Source::Ble,
             "AA/2a18",
             Some("gatt:2a18".into()),

@@ -13,10 +13,9 @@ use std::sync::Arc;
 use device_profiles::{Reject, Source};
 
 use super::Pipeline;
-use crate::pipeline::normalize::raw_input;
 use crate::store::inbox::{self, InboxEntry};
 use crate::store::writer::Stage;
-use crate::store::{Item, Store, StoreError};
+use crate::store::{Item, RawInput, Store, StoreError};
 
 /// Entries per step: as many as a group commit takes (fewer, larger
 /// transactions write each index page once per step instead of many
@@ -50,7 +49,7 @@ impl NormalizeStage {
     fn items(&self, entry: &InboxEntry) -> Vec<Item> {
         if let Some(size) = entry.truncated_from {
             // Larger than the source takes: only its start was kept.
-            let mut raw = raw_input(
+            let mut raw = RawInput::new(
                 Source::Mqtt,
                 &entry.origin,
                 None,
@@ -77,7 +76,7 @@ impl NormalizeStage {
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "panic".into());
             tracing::error!("decoder failed on an input; quarantined as decoder_failure");
-            let raw = Arc::new(raw_input(
+            let raw = Arc::new(RawInput::new(
                 Source::Mqtt,
                 &entry.origin,
                 None,

@@ -17,9 +17,9 @@ pub use ble::BleInput;
 
 use crate::metrics::Metrics;
 use crate::pipeline::decode::Decoder;
-use crate::pipeline::normalize::{raw_input, Normalizer};
+use crate::pipeline::normalize::Normalizer;
 use crate::store::registry::QuarantinedInput;
-use crate::store::{Item, Outcome};
+use crate::store::{Item, Outcome, RawInput};
 
 /// An HTTP push that cannot even be attempted (the client's mistake, not
 /// the device's: answered 4xx, not quarantined).
@@ -94,7 +94,7 @@ impl Pipeline {
     /// by the normalize stage: the source counted it when it arrived).
     pub fn mqtt(&self, topic: &str, payload: &[u8], received_at: DateTime<Utc>) -> Vec<Item> {
         let decoded = self.decoder.decode_mqtt(topic, payload);
-        let raw = Arc::new(raw_input(
+        let raw = Arc::new(RawInput::new(
             Source::Mqtt,
             topic,
             decoded.profile.clone(),
@@ -124,7 +124,7 @@ impl Pipeline {
         let origin = origin_topic(&p.topic.to_string(), device_id)?;
         self.metrics.received(Source::Http.name());
         let decoded = self.decoder.decode_with(profile, &origin, payload);
-        let raw = Arc::new(raw_input(
+        let raw = Arc::new(RawInput::new(
             Source::Http,
             &origin,
             decoded.profile.clone(),
@@ -174,7 +174,7 @@ impl Pipeline {
             Err(reason) => Err(reason),
         };
         self.metrics.received(Source::Ble.name());
-        let raw = Arc::new(raw_input(
+        let raw = Arc::new(RawInput::new(
             Source::Ble,
             &origin,
             Some(profile.clone()),

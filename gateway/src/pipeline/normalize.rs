@@ -138,14 +138,3 @@ impl Normalizer {
             .collect()
     }
 }
-
-/// Wraps received bytes for the pipeline.
-pub fn raw_input(
-    source: Source,
-    origin: &str,
-    profile: Option<String>,
-    payload: &[u8],
-    received_at: DateTime<Utc>,
-) -> RawInput {
-    RawInput::new(source, origin, profile, payload, received_at)
-}

@@ -339,11 +339,8 @@ impl Mosquitto {
     /// Stops the broker (SIGTERM: it saves its persistent state); its port
     /// stays ours for [`Mosquitto::restart`].
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let _ = c.wait();
+        if let Some(c) = self.child.take() {
+            terminate(c);
             self.hold = PortHold::on(self.port).ok();
         }
     }
@@ -698,4 +695,13 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// SIGTERM to a server of ours, and wait for it to exit (it saves its
+/// state first).
+pub fn terminate(mut c: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &c.id().to_string()])
+        .status();
+    let _ = c.wait();
 }

@@ -102,11 +102,8 @@ impl VictoriaMetrics {
     /// SIGTERM and wait (it flushes its data); its port stays ours for
     /// [`VictoriaMetrics::restart`].
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let _ = c.wait();
+        if let Some(c) = self.child.take() {
+            super::terminate(c);
             self.hold = PortHold::on(self.port).ok();
         }
     }

@@ -53,6 +53,9 @@ pub enum Command {
     Webhooks(crate::delivery::cli::WebhooksCommand),
     /// A webhook receiver that verifies signatures and prints alerts (for integrators; can rehearse outages).
     WebhookReceiver(crate::delivery::cli::ReceiverArgs),
+    /// The store itself: status, encryption at rest, key rotation, read-only queries.
+    #[command(subcommand)]
+    Store(crate::store::cli::StoreCommand),
     /// Forwarding to InfluxDB and the store's disk.
     #[command(subcommand)]
     Forward(ForwardCommand),
@@ -165,10 +168,12 @@ fn load(cli: &Cli) -> Result<Config, ExitCode> {
         eprintln!("{e}");
         ExitCode::from(2)
     })?;
-    crate::store::secrets::configure(config.store.key_file.as_deref()).map_err(|e| {
-        eprintln!("{e}");
-        ExitCode::from(2)
-    })?;
+    crate::store::configure(config.store.key_file.as_deref(), config.store.encryption).map_err(
+        |e| {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        },
+    )?;
     Ok(config)
 }
 
@@ -215,11 +220,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             println!(
-                "configuration OK: {} device profile(s), {} configured device(s), {} configured patient(s), store {}",
+                "configuration OK: {} device profile(s), {} configured device(s), {} configured patient(s), store {}{}",
                 profiles.len(),
                 config.devices.len(),
                 config.patients.len(),
-                config.store.path.display()
+                config.store.path.display(),
+                if config.store.encryption {
+                    " (encrypted at rest)"
+                } else {
+                    ""
+                }
             );
         }
         #[cfg(feature = "embedded-broker")]
@@ -235,6 +245,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Patients(cmd) => return crate::rules::cli::patients_cmd(&config, cmd),
         Command::Alerts(cmd) => return crate::rules::cli::alerts_cmd(&config, cmd),
         Command::Webhooks(cmd) => crate::delivery::cli::webhooks(&config, cmd)?,
+        Command::Store(cmd) => return crate::store::cli::store(&config, cmd),
         Command::WebhookReceiver(_) => {}
         Command::Forward(ForwardCommand::Status { json }) => {
             let store = runtime::open_store(&config)?;

@@ -1,7 +1,6 @@
 //! `rpm-gateway store ...`: the command-line edge of the store's
 //! encryption at rest (`anyhow` lives here, as in `cli.rs`).
 
-use anyhow::Context as _;
 use clap::Subcommand;
 use rusqlite::types::ValueRef;
 use std::path::{Path, PathBuf};
@@ -90,16 +89,16 @@ pub fn store(config: &Config, cmd: StoreCommand) -> anyhow::Result<ExitCode> {
             );
         }
         StoreCommand::Rekey { new_key_file } => {
-            let (key, made) = new_key(&new_key_file)?;
-            if made {
+            let old = secrets::source_for(path);
+            let encrypted = super::cipher::Format::of(path)? == super::cipher::Format::Encrypted;
+            let done = maintenance::rekey(path, &new_key_file)?;
+            if done.key_made {
                 println!(
                     "wrote a new store key to {} (mode 0600)",
                     new_key_file.display()
                 );
             }
-            let old = secrets::source_for(path);
-            let encrypted = super::cipher::Format::of(path)? == super::cipher::Format::Encrypted;
-            let r = maintenance::rekey(path, &key)?;
+            let r = done.rewritten;
             println!(
                 "{} {} under the new key: {}; {} webhook endpoint(s) re-sealed",
                 if encrypted {
@@ -143,17 +142,6 @@ fn kept(r: &Rewritten) -> String {
         "{} reading(s), {} row(s) in {} table(s) kept, {} byte(s)",
         r.readings, r.rows, r.tables, r.bytes
     )
-}
-
-/// The key in `path`, or a new one written there; whether it was made.
-fn new_key(path: &Path) -> anyhow::Result<(secrets::Key, bool)> {
-    if path.exists() {
-        return Ok((secrets::read_key_file(path)?, false));
-    }
-    let key = secrets::random_key()?;
-    super::files::write_private(path, hex::encode(key).as_bytes())
-        .with_context(|| format!("writing the new key to {}", path.display()))?;
-    Ok((key, true))
 }
 
 fn query(path: &Path, sql: &str) -> anyhow::Result<()> {

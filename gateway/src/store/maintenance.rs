@@ -155,25 +155,58 @@ pub fn decrypt(path: &Path) -> Result<Rewritten, StoreError> {
     rewrite(path, &from, &Keying::Plain, None)
 }
 
-/// Puts the store under `new_key`: an encrypted store is re-encrypted
-/// with it, and the sealed webhook secrets are sealed again with it (a
-/// plain store only has those re-sealed). The configuration must then
-/// give the new key.
-pub fn rekey(path: &Path, new_key: &Key) -> Result<Rewritten, StoreError> {
+/// What a rekey did.
+#[derive(Debug, Clone)]
+pub struct Rekeyed {
+    /// The new store.
+    pub rewritten: Rewritten,
+    /// Whether the new key was made (and written to its file) here.
+    pub key_made: bool,
+}
+
+/// Puts the store under the key in `new_key_file` (a new random key is
+/// written there, owner-only, when the file does not exist): an encrypted
+/// store is re-encrypted with it, and the sealed webhook secrets are
+/// sealed again with it (a plain store only has those re-sealed). The
+/// configuration must then give the new key. A key made here is removed
+/// again when the rekey does not happen.
+pub fn rekey(path: &Path, new_key_file: &Path) -> Result<Rekeyed, StoreError> {
     let _lock = files::lock(path, LockMode::Exclusive)?;
     if Format::of(path)? == Format::New {
         return Err(MaintenanceError::NoStore(path.to_path_buf()).into());
     }
     let from = Keying::configured(path)?;
     let (old_key, _) = secrets::store_key(path, false).map_err(cipher::CipherError::from)?;
-    if &old_key == new_key {
-        return Err(MaintenanceError::SameKey.into());
-    }
-    let to = match from {
-        Keying::Plain => Keying::Plain,
-        Keying::Encrypted { .. } => Keying::given(new_key),
+    let (new_key, key_made) = if new_key_file.exists() {
+        let key = secrets::read_key_file(new_key_file).map_err(cipher::CipherError::from)?;
+        (key, false)
+    } else {
+        let key = secrets::random_key().map_err(cipher::CipherError::from)?;
+        files::write_private(new_key_file, hex::encode(key).as_bytes())
+            .map_err(io(new_key_file))?;
+        (key, true)
     };
-    rewrite(path, &from, &to, Some((&old_key, new_key)))
+    let result = if old_key == new_key {
+        Err(MaintenanceError::SameKey.into())
+    } else {
+        let to = match from {
+            Keying::Plain => Keying::Plain,
+            Keying::Encrypted { .. } => Keying::given(&new_key),
+        };
+        rewrite(path, &from, &to, Some((&old_key, &new_key)))
+    };
+    match result {
+        Ok(rewritten) => Ok(Rekeyed {
+            rewritten,
+            key_made,
+        }),
+        Err(e) => {
+            if key_made {
+                let _ = std::fs::remove_file(new_key_file);
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Writes the copy, checks it, and puts it in place of the store.
@@ -541,13 +574,14 @@ mod tests {
     fn maintenance_waits_for_no_one() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("s.db");
-        let k1 = secrets::random_key().unwrap();
         let store = Store::open_with(&db, &Keying::Plain).unwrap();
-        let e = rekey(&db, &k1).unwrap_err().to_string();
+        let new_key = dir.path().join("new.key");
+        let e = rekey(&db, &new_key).unwrap_err().to_string();
         assert!(
             e.contains("in use") && e.contains("stop the gateway"),
             "{e}"
         );
+        assert!(!new_key.exists());
         drop(store);
         let lock = files::lock(&db, LockMode::Exclusive).unwrap();
         let e = Store::open_with(&db, &Keying::Plain)

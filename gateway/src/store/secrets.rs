@@ -308,4 +308,18 @@ mod tests {
             0o600
         );
     }
+
+    /// The derivation docs/security-at-rest.md gives for the `sqlcipher`
+    /// shell (the vector is OpenSSL's `openssl kdf … HKDF`).
+    #[test]
+    fn cipher_key_is_hkdf_sha256_of_the_store_key() {
+        let mut key = [0u8; 32];
+        for (i, b) in key.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        assert_eq!(
+            hex::encode(cipher_key(&key)),
+            "b816070af5f94413717049dfb27a2451bfa5d9c305e9619e57028b5b746c4c1d"
+        );
+    }
 }

@@ -5,9 +5,18 @@
 # The same backlog is drained by mosquitto_sub on its own persistent session:
 # the broker's raw delivery rate, the physical limit here.
 #   bench/drain.sh [N] [DEVICES] [INFLIGHT]
+# ENCRYPT=1: the store encrypted at rest (`[store] encryption = true`, a
+# random RPM_STORE_KEY); the store is then counted with `rpm-gateway store
+# query` (COUNT_WITH_GATEWAY=1 does that for a plain store too, for a
+# like-for-like comparison; the default is the sqlite3 shell).
 set -euo pipefail
 N=${1:-100000}; D=${2:-1000}; INFLIGHT=${3:-20}
 cd "$(dirname "$0")/.."
+if [ -n "${ENCRYPT:-}" ]; then
+  STORE_EXTRA="${STORE_EXTRA:-}encryption = true\n"
+  RPM_STORE_KEY=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n'); export RPM_STORE_KEY
+  COUNT_WITH_GATEWAY=1
+fi
 # RPM_BIN: an already built gateway binary (skips the release build).
 if [ -z "${RPM_BIN:-}" ]; then cargo build --release -q -p rpm-gateway; fi
 BIN=${RPM_BIN:-$PWD/target/release/rpm-gateway}
@@ -53,7 +62,11 @@ raw=$(echo "$(date +%s.%N) - $s" | bc)
 # Gateway drain with durable commits: first until every message is
 # committed (in the inbox or already normalized: one snapshot, so an entry
 # is counted once as it moves), then until every reading is normalized.
-count() { sqlite3 "$W/rpm.db" "$1" 2>/dev/null || echo 0; }
+if [ -n "${COUNT_WITH_GATEWAY:-}" ]; then
+  count() { "$BIN" -c "$W/g.toml" store query "$1" 2>/dev/null || echo 0; }
+else
+  count() { sqlite3 "$W/rpm.db" "$1" 2>/dev/null || echo 0; }
+fi
 s=$(date +%s.%N)
 ${PERF:-} "$BIN" run -c "$W/g.toml" & GW=$!
 until [ "$(count 'SELECT (SELECT COUNT(*) FROM inbox) + (SELECT COUNT(*) FROM readings)')" -ge "$TOTAL" ]; do sleep 0.05; done
@@ -64,7 +77,7 @@ rss=$(awk '/VmHWM/{print $2}' /proc/$GW/status)
 kill -TERM $GW; wait $GW || true
 [ -n "${KEEP_DB:-}" ] && cp "$W/rpm.db" "$KEEP_DB" && cp "$W/rpm.db-wal" "$KEEP_DB-wal" 2>/dev/null; true
 printf 'machine: %s cores, %s\n' "$(nproc)" "$(uname -m)"
-printf 'mosquitto max_inflight_messages=%s, %s messages from %s devices\n' "$INFLIGHT" "$TOTAL" "$D"
+printf 'mosquitto max_inflight_messages=%s, %s messages from %s devices, store %s\n' "$INFLIGHT" "$TOTAL" "$D" "$([ -n "${ENCRYPT:-}" ] && echo encrypted || echo plain)"
 printf 'raw mosquitto_sub: %.2f s = %.0f msg/s\n' "$raw" "$(echo "$TOTAL / $raw" | bc -l)"
 printf 'gateway, all committed and acknowledged: %.2f s = %.0f msg/s (%.0f%% of raw)\n' "$gw" "$(echo "$TOTAL / $gw" | bc -l)" "$(echo "100 * $raw / $gw" | bc -l)"
 printf 'gateway, all normalized into readings:    %.2f s = %.0f msg/s (%.0f%% of raw)\n' "$norm" "$(echo "$TOTAL / $norm" | bc -l)" "$(echo "100 * $raw / $norm" | bc -l)"

@@ -178,8 +178,17 @@ pub async fn run(
     tracing::info!(
         store = %config.store.path.display(),
         profiles = pipeline.decoder.profiles().len(),
+        encrypted = config.store.encryption,
         "gateway starting"
     );
+    if config.store.encryption {
+        let source = crate::store::secrets::source_for(&config.store.path);
+        if matches!(source, crate::store::secrets::KeySource::NextToStore(_)) {
+            tracing::warn!(key = %source, "the store is encrypted with a key kept next to it: that protects copies of the store file, not a stolen disk; give the key from elsewhere (store.key_file on another medium, RPM_STORE_KEY, the systemd credential rpm-store-key)");
+        } else {
+            tracing::info!(key = %source, "the store is encrypted at rest");
+        }
+    }
     let wcfg = WriterConfig {
         max_batch_items: config.store.max_batch_items,
         queue: config.store.queue,

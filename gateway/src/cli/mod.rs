@@ -8,6 +8,7 @@ mod devices;
 mod forward;
 mod quarantine;
 mod rules;
+mod store;
 mod tokens;
 mod webhooks;
 
@@ -64,6 +65,9 @@ pub enum Command {
     Webhooks(webhooks::WebhooksCommand),
     /// A webhook receiver that verifies signatures and prints alerts (for integrators; can rehearse outages).
     WebhookReceiver(webhooks::ReceiverArgs),
+    /// The store itself: status, encryption at rest, key rotation, read-only queries.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     /// Forwarding to InfluxDB and the store's disk.
     #[command(subcommand)]
     Forward(forward::ForwardCommand),
@@ -95,10 +99,12 @@ fn load(cli: &Cli) -> Result<Config, ExitCode> {
         eprintln!("{e}");
         ExitCode::from(2)
     })?;
-    crate::store::secrets::configure(config.store.key_file.as_deref()).map_err(|e| {
-        eprintln!("{e}");
-        ExitCode::from(2)
-    })?;
+    crate::store::configure(config.store.key_file.as_deref(), config.store.encryption).map_err(
+        |e| {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        },
+    )?;
     Ok(config)
 }
 
@@ -145,11 +151,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             println!(
-                "configuration OK: {} device profile(s), {} configured device(s), {} configured patient(s), store {}",
+                "configuration OK: {} device profile(s), {} configured device(s), {} configured patient(s), store {}{}",
                 profiles.len(),
                 config.devices.len(),
                 config.patients.len(),
-                config.store.path.display()
+                config.store.path.display(),
+                if config.store.encryption {
+                    " (encrypted at rest)"
+                } else {
+                    ""
+                }
             );
         }
         #[cfg(feature = "embedded-broker")]
@@ -165,6 +176,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Patients(cmd) => return rules::patients_cmd(&config, cmd),
         Command::Alerts(cmd) => return rules::alerts_cmd(&config, cmd),
         Command::Webhooks(cmd) => webhooks::webhooks(&config, cmd)?,
+        Command::Store(cmd) => return store::store(&config, cmd),
         Command::WebhookReceiver(_) => {}
         Command::Forward(cmd) => forward::run(&config, cmd)?,
         Command::Quarantine(cmd) => quarantine::run(&config, cmd)?,

@@ -89,6 +89,12 @@ pub struct StoreConfig {
     /// file). `RPM_STORE_KEY` or the systemd credential `rpm-store-key`
     /// take precedence; without any, `<path>.key` is created next to the store.
     pub key_file: Option<PathBuf>,
+    /// Encrypt the whole store (database and WAL) with SQLCipher, under
+    /// the store key (see `key_file`). Off by default: a key created next
+    /// to the store would protect copies of the file, not a stolen disk;
+    /// give the key from elsewhere and turn this on (an existing plain
+    /// store: `rpm-gateway store encrypt`). See docs/security-at-rest.md.
+    pub encryption: bool,
 }
 
 impl Default for StoreConfig {
@@ -99,6 +105,7 @@ impl Default for StoreConfig {
             queue: 4096,
             dedup_window: Duration::from_secs(24 * 3600),
             key_file: None,
+            encryption: false,
         }
     }
 }

@@ -30,7 +30,7 @@ use alerting_rules::{
 };
 use chrono::{DateTime, DurationRound, TimeDelta, TimeZone, Utc};
 use device_profiles::Metric;
-use rusqlite::{params, Connection, OpenFlags};
+use rusqlite::{params, Connection};
 use serde::Serialize;
 
 use super::history::MAX_WINDOW_ROWS;
@@ -246,14 +246,10 @@ fn load_patient(conn: &Connection, id: &str) -> Result<Patient, StoreError> {
     })
 }
 
-/// Opens the store read-only: the what-if writes nothing.
-pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    Ok(conn)
+/// Opens the store read-only (with its key when it is encrypted): the
+/// what-if writes nothing.
+pub fn open_read_only(path: &Path) -> Result<crate::store::cipher::ReadOnly, StoreError> {
+    crate::store::cipher::open_read_only(path)
 }
 
 /// Replays the period through `engine` and compares with the store's alerts.

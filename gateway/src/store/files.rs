@@ -27,6 +27,15 @@ pub enum FileError {
         /// its permission bits
         mode: u32,
     },
+    /// The store is in use and a maintenance command wants it alone, or
+    /// the other way round.
+    #[error("{}", busy_message(path, *exclusive))]
+    Busy {
+        /// the store
+        path: PathBuf,
+        /// whether the exclusive lock was asked for
+        exclusive: bool,
+    },
     /// The file or its directory could not be created or inspected.
     #[error("store file {}: {source}", path.display())]
     Io {
@@ -35,6 +44,70 @@ pub enum FileError {
         /// The operation that failed.
         source: std::io::Error,
     },
+}
+
+fn busy_message(path: &Path, exclusive: bool) -> String {
+    if exclusive {
+        format!("the store {} is in use (the gateway, or another rpm-gateway command, has it open): stop the gateway first; this command replaces the store file", path.display())
+    } else {
+        format!("a store maintenance command (store encrypt, decrypt or rekey) is running on {}: start again when it has finished", path.display())
+    }
+}
+
+/// How the store's lock is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// Every connection the gateway opens: many at once.
+    Shared,
+    /// Maintenance that replaces the store file: alone.
+    Exclusive,
+}
+
+/// A hold on the store's lock file, `<store>.lock` (an advisory `flock`,
+/// released when dropped or when the process ends, however it ends).
+#[derive(Debug)]
+pub struct StoreLock {
+    _file: std::fs::File,
+}
+
+/// The lock file of the store at `path`.
+pub fn lock_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".lock");
+    PathBuf::from(p)
+}
+
+/// Takes the store's lock without waiting: [`FileError::Busy`] when a
+/// holder of the other kind (or, for `Exclusive`, any holder) has it.
+pub fn lock(path: &Path, mode: LockMode) -> Result<StoreLock, FileError> {
+    use rustix::fs::{flock, FlockOperation};
+    let lock = lock_path(path);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(&lock)
+        .map_err(|source| FileError::Io {
+            path: lock.clone(),
+            source,
+        })?;
+    let op = match mode {
+        LockMode::Shared => FlockOperation::NonBlockingLockShared,
+        LockMode::Exclusive => FlockOperation::NonBlockingLockExclusive,
+    };
+    match flock(&file, op) {
+        Ok(()) => Ok(StoreLock { _file: file }),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(FileError::Busy {
+            path: path.to_path_buf(),
+            exclusive: mode == LockMode::Exclusive,
+        }),
+        Err(e) => Err(FileError::Io {
+            path: lock,
+            source: e.into(),
+        }),
+    }
 }
 
 /// Creates `path` (and missing directories) owner-only if it does not exist;
@@ -132,5 +205,29 @@ mod tests {
         std::fs::set_permissions(&db, Permissions::from_mode(0o640)).unwrap();
         let e = prepare(&db).unwrap_err().to_string();
         assert!(e.contains("chmod 600") && e.contains("0640"), "{e}");
+    }
+
+    #[test]
+    fn shared_holders_keep_maintenance_out_and_the_other_way_round() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.db");
+        let a = lock(&db, LockMode::Shared).unwrap();
+        let b = lock(&db, LockMode::Shared).unwrap();
+        let e = lock(&db, LockMode::Exclusive).unwrap_err().to_string();
+        assert!(
+            e.contains("in use") && e.contains("stop the gateway"),
+            "{e}"
+        );
+        drop((a, b));
+        let x = lock(&db, LockMode::Exclusive).unwrap();
+        let e = lock(&db, LockMode::Shared).unwrap_err().to_string();
+        assert!(e.contains("maintenance"), "{e}");
+        drop(x);
+        lock(&db, LockMode::Shared).unwrap();
+        let mode = std::fs::metadata(lock_path(&db))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

@@ -6,8 +6,10 @@
 //! acknowledge; everything downstream reads from here after a durable cursor.
 
 pub mod ble;
+pub mod cipher;
 pub mod files;
 pub mod inbox;
+pub mod maintenance;
 pub mod outbox;
 pub mod patients;
 pub(crate) mod quarantine;
@@ -50,9 +52,16 @@ pub enum StoreError {
         /// SQLite's refusal.
         source: rusqlite::Error,
     },
-    /// The store file is not owner-only, or cannot be created so.
+    /// The store file is not owner-only, or cannot be created so, or
+    /// its lock is held.
     #[error(transparent)]
     Files(#[from] files::FileError),
+    /// The store's encryption and the key given do not match.
+    #[error(transparent)]
+    Cipher(#[from] cipher::CipherError),
+    /// Encrypting, decrypting or re-keying the store did not happen.
+    #[error(transparent)]
+    Maintenance(#[from] maintenance::MaintenanceError),
     /// The writer thread has stopped.
     #[error("the store writer has stopped")]
     WriterGone,
@@ -232,24 +241,37 @@ pub enum Outcome {
     },
 }
 
+/// Sets what this process's stores are opened with: the store key (see
+/// [`secrets`]) and whether the store is encrypted (see [`cipher`]).
+pub fn configure(key_file: Option<&Path>, encryption: bool) -> Result<(), StoreError> {
+    secrets::configure(key_file).map_err(cipher::CipherError::from)?;
+    cipher::configure(encryption);
+    Ok(())
+}
+
 /// A connection to the store with the pragmas the gateway relies on.
 pub struct Store {
+    // Dropped after the connection: the lock outlives it.
     conn: Connection,
     path: PathBuf,
+    _lock: files::StoreLock,
 }
 
 impl Store {
-    /// Opens (creating if needed) and migrates the store.
+    /// Opens (creating if needed) and migrates the store, encrypted or
+    /// not as this process is configured (see [`configure`]).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with(path, &cipher::Keying::configured(path)?)
+    }
+
+    /// Opens (creating if needed) and migrates the store with `keying`.
+    pub fn open_with(path: &Path, keying: &cipher::Keying) -> Result<Store, StoreError> {
         files::prepare(path)?;
+        let lock = files::lock(path, files::LockMode::Shared)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let mut conn =
-            Connection::open_with_flags(path, flags).map_err(|source| StoreError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let mut conn = cipher::connect(path, flags, keying)?;
         // WAL: readers (API, CLI) never block the writer. synchronous=FULL:
         // a committed reading survives a power cut, which home boxes get.
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -273,6 +295,7 @@ impl Store {
         Ok(Store {
             conn,
             path: path.to_path_buf(),
+            _lock: lock,
         })
     }
 

@@ -20,4 +20,5 @@ mod mqtt_session;
 mod rules;
 mod scenario_ble;
 mod scenarios_e2e;
+mod store_encryption;
 mod webhooks;

@@ -20,6 +20,9 @@ pub mod secrets;
 pub mod tokens;
 pub mod writer;
 
+#[cfg(test)]
+mod tests;
+
 use chrono::{DateTime, Utc};
 use device_profiles::{ReadingGroup, Reject, Source};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};

@@ -15,6 +15,7 @@ mod ble_bluez;
 mod ble_virtual;
 mod cli;
 mod influx_forward;
+mod lean_build;
 mod mqtt_ingest;
 mod mqtt_session;
 mod rules;

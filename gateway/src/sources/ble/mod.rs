@@ -12,7 +12,9 @@
 //! retrying with backoff, and every other source keeps running.
 //!
 //! The radio is behind [`transport::Transport`]: BlueZ through btleplug
-//! ([`btleplug`], feature `ble`), or the in-process [`virtual_transport`].
+//! ([`btleplug`], feature `ble`) in the product, or, in the tests, an
+//! in-process radio over the simulator's devices (the tests crate's
+//! `virtual_transport`, `tests/src/virtual_transport.rs`).
 
 #[cfg(feature = "ble")]
 pub mod btleplug;
@@ -21,7 +23,6 @@ pub mod config;
 pub mod pairing;
 pub mod session;
 pub mod transport;
-pub mod virtual_transport;
 
 use chrono::FixedOffset;
 use device_profiles::gatt::device::{

@@ -1,10 +1,12 @@
 //! The small interface between the BLE source and a radio.
 //!
-//! Two implementations: [`super::btleplug`] (BlueZ over D-Bus, real devices
-//! or the BlueZ emulator) and [`super::virtual_transport`] (in-process,
-//! fed by a channel: the simulator and tests). Everything above this trait —
-//! device selection, sessions, RACP, decode, normalize, store — is the same
-//! code for both, so the virtual transport tests the real path.
+//! Two implementations: `btleplug` (BlueZ over D-Bus, real devices or the
+//! BlueZ emulator; feature `ble`) and the tests crate's virtual transport
+//! (`tests/src/virtual_transport.rs`: in-process, hosting the simulator's
+//! devices), which is why this trait and its types are public. Everything
+//! above this trait — device selection, sessions, RACP, decode, normalize,
+//! store — is the same code for both, so the virtual transport tests the
+//! real path.
 //!
 //! Object-safe (boxed futures) so the source holds an `Arc<dyn Transport>`.
 

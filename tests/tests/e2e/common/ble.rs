@@ -2,10 +2,10 @@
 //! with a real store file (a runtime of its own, stopped and drained at the
 //! end); and, for the BlueZ tests, a private dbus-daemon and the emulator.
 
+use rpm_e2e::virtual_transport::{virtual_radio, VirtualRadio};
 use rpm_gateway::config::Config;
 use rpm_gateway::metrics::Metrics;
 use rpm_gateway::pipeline::Pipeline;
-use rpm_gateway::sources::ble::virtual_transport::{virtual_radio, VirtualRadio};
 use rpm_gateway::sources::ble::BleSource;
 use rpm_gateway::store::{Store, Writer, WriterConfig};
 use rusqlite::{Connection, OpenFlags};

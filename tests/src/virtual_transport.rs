@@ -1,8 +1,13 @@
-//! An in-process transport hosting simulated devices
+//! An in-process Bluetooth LE radio hosting simulated devices
 //! ([`rpm_simulator::ble::SimDevice`]): advertisements, connections,
 //! subscriptions, writes and reads behave as the devices define, and the
 //! values go through the very same session, decode, normalize and store
-//! path as those of a real radio. Used by the simulator and the tests.
+//! path as those of a real radio.
+//!
+//! It implements the gateway's public
+//! [`Transport`](rpm_gateway::sources::ble::transport::Transport) trait from
+//! outside the gateway: it lives here, with the tests that use it, so that
+//! the shipped binary carries neither it nor the simulator.
 
 use device_profiles::gatt::device::BleUuid;
 use rpm_simulator::ble::SimDevice;
@@ -10,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
-use super::transport::{
+use rpm_gateway::sources::ble::transport::{
     Advertisement, BoxFuture, CharacteristicInfo, Link, LinkEvent, ScanEvent, Transport,
     TransportError,
 };
@@ -29,7 +34,7 @@ pub struct VirtualTransport {
     state: Arc<Mutex<State>>,
 }
 
-/// The control side (keep it in the test or simulator).
+/// The control side (keep it in the test).
 #[derive(Clone)]
 pub struct VirtualRadio {
     state: Arc<Mutex<State>>,

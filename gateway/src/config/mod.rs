@@ -11,8 +11,7 @@ use device_profiles::profile::{parse_toml, FileError};
 use device_profiles::ProfileSet;
 use serde::Deserialize;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
 // Each component owns its section and its checks; the root re-exports
 // them so that `Config`'s fields read as one file.
@@ -22,6 +21,7 @@ pub use crate::pipeline::config::{NormalizeConfig, ProfilesConfig};
 pub use crate::rules::config::{PatientEnrolment, RulesClock, RulesConfig};
 pub use crate::sources::ble::config::{BleConfig, BleDeviceOverride};
 pub use crate::sources::mqtt::config::{MqttConfig, MqttProtocol};
+pub use crate::store::config::StoreConfig;
 pub use crate::telemetry::{LogConfig, LogFormat};
 pub use crate::tls::TlsSettings;
 
@@ -69,45 +69,6 @@ pub struct Config {
     /// Retention of the store and its disk check.
     #[serde(default)]
     pub retention: crate::forward::RetentionConfig,
-}
-
-/// `[store]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StoreConfig {
-    /// SQLite file; created on first start.
-    pub path: PathBuf,
-    /// Most items in one transaction.
-    pub max_batch_items: usize,
-    /// Bounded queue of batches waiting for the writer.
-    pub queue: usize,
-    /// Input without a device time, received again with the same bytes
-    /// within this window, is a redelivery, not a new reading.
-    #[serde(with = "humantime_serde")]
-    pub dedup_window: Duration,
-    /// Key sealing the secrets kept in the store (64 hex digits, owner-only
-    /// file). `RPM_STORE_KEY` or the systemd credential `rpm-store-key`
-    /// take precedence; without any, `<path>.key` is created next to the store.
-    pub key_file: Option<PathBuf>,
-    /// Encrypt the whole store (database and WAL) with SQLCipher, under
-    /// the store key (see `key_file`). Off by default: a key created next
-    /// to the store would protect copies of the file, not a stolen disk;
-    /// give the key from elsewhere and turn this on (an existing plain
-    /// store: `rpm-gateway store encrypt`). See docs/security-at-rest.md.
-    pub encryption: bool,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig {
-            path: PathBuf::from("rpm-gateway.db"),
-            max_batch_items: 4096,
-            queue: 4096,
-            dedup_window: Duration::from_secs(24 * 3600),
-            key_file: None,
-            encryption: false,
-        }
-    }
 }
 
 /// `[[devices]]`
@@ -225,13 +186,7 @@ impl Config {
             ));
         };
         crate::pipeline::config::validate(&self.normalize, &mut err);
-        if self.store.max_batch_items == 0 || self.store.queue == 0 {
-            err(
-                "store",
-                "max_batch_items",
-                "batch size and queue must be greater than 0".into(),
-            );
-        }
+        crate::store::config::validate(&self.store, &mut err);
         let mut seen = BTreeSet::new();
         for d in &self.devices {
             if d.id.trim().is_empty() || d.patient.trim().is_empty() {

@@ -7,6 +7,7 @@
 
 pub mod ble;
 pub mod cipher;
+pub mod config;
 pub mod files;
 pub mod inbox;
 pub mod maintenance;

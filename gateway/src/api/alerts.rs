@@ -296,15 +296,17 @@ fn act_in(
     let before = load(s.conn(), p, alert_id)?;
     let tx = s.transaction()?;
     f(&tx, alert_id, &actor(p)).map_err(lifecycle_error)?;
-    tx.execute(
-        "INSERT INTO audit_log (at, actor, action, resource, patient_id, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, 200, NULL)",
-        rusqlite::params![
-            crate::store::now_ms(),
-            p.token_id,
-            action,
-            alert_id,
-            before.alert.patient_id
-        ],
+    crate::store::audit::append(
+        &tx,
+        &crate::store::audit::AuditEntry {
+            at: crate::store::now_ms(),
+            actor: p.token_id.clone(),
+            action: action.to_string(),
+            resource: alert_id.to_string(),
+            patient_id: Some(before.alert.patient_id.clone()),
+            outcome: 200,
+            detail: None,
+        },
     )?;
     tx.commit()?;
     load(s.conn(), p, alert_id)

@@ -5,6 +5,7 @@
 //! [`writer`], which group-commits them and only then lets the source
 //! acknowledge; everything downstream reads from here after a durable cursor.
 
+pub mod audit;
 pub mod ble;
 pub mod files;
 pub mod inbox;

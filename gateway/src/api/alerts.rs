@@ -187,20 +187,16 @@ pub fn load(
         other => other?,
     };
     p.check_patient(conn, &alert.patient_id, "alert")?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT at, kind, notified, actor, detail FROM alert_history WHERE alert_id = ?1 ORDER BY id",
-    )?;
-    let history = stmt
-        .query_map([alert_id], |r| {
-            Ok(HistoryEntry {
-                at: time(r.get(0)?),
-                kind: r.get(1)?,
-                notified: r.get::<_, i64>(2)? != 0,
-                actor: r.get(3)?,
-                detail: json(r.get(4)?),
-            })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
+    let history = crate::store::alerts::history(conn, alert_id)?
+        .into_iter()
+        .map(|h| HistoryEntry {
+            at: h.at,
+            kind: h.kind,
+            notified: h.notified,
+            actor: h.actor,
+            detail: h.detail,
+        })
+        .collect();
     Ok(AlertDetail { alert, history })
 }
 

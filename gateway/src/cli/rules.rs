@@ -16,10 +16,10 @@ use clap::{Args, Subcommand};
 use rusqlite::Transaction;
 
 use crate::config::Config;
-use crate::rules::alerts::{self, AlertFilter, AlertRecord};
 use crate::rules::lifecycle;
 use crate::rules::load_rule_set;
 use crate::runtime;
+use crate::store::alerts::{self, AlertFilter, AlertRecord};
 use crate::store::patients::{self, PatientChange};
 
 /// `rules` subcommands.

@@ -27,7 +27,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rusqlite::{params, Connection};
 use serde::Serialize;
 
-use super::alerts::ms;
+use crate::store::alerts::ms;
 use crate::store::StoreError;
 
 /// "Resolved without acknowledgement within this long of firing": noise.

@@ -21,8 +21,8 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection};
 
-use super::alerts::ms;
 use super::config::RulesClock;
+use crate::store::alerts::ms;
 use crate::store::StoreError;
 
 /// Where the evaluator takes "now" from.

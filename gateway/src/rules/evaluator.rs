@@ -36,7 +36,6 @@ use chrono::{DateTime, Utc};
 use device_profiles::Metric;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-use super::alerts::{self, ms};
 use super::clock::Clock;
 use super::history::SqliteHistory;
 use super::missing::{device_offline, gateway_downtime, watched_patients};
@@ -44,6 +43,7 @@ use super::persist::{self, PatientCtx};
 use super::{RulesError, CURSOR};
 use crate::fault::{Fault, FaultPoint};
 use crate::metrics::Metrics;
+use crate::store::alerts::{self, ms};
 use crate::store::{set_cursor, Store};
 
 /// Evaluator settings.

@@ -14,8 +14,8 @@ use alerting_rules::{AckError, AlertState};
 use chrono::{DateTime, TimeDelta, Utc};
 use rusqlite::{params, OptionalExtension, Transaction};
 
-use super::alerts::{self, AlertRecord};
 use super::persist::{emit, history_len, insert_history, not_before_history};
+use crate::store::alerts::{self, AlertRecord};
 use crate::store::outbox::EventType;
 use crate::store::{patients, Store, StoreError};
 

@@ -22,7 +22,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use rusqlite::{params, Connection};
 
-use super::alerts::ms;
+use crate::store::alerts::ms;
 use crate::store::StoreError;
 
 /// An interval `(from, to)` during which the gateway was down.

@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use sha2::{Digest, Sha256};
 
-use super::alerts::{self, AlertRecord};
+use crate::store::alerts::{self, AlertRecord};
 use crate::store::outbox::{
     self, AlertData, Event, EventType, EvidenceReading, RuleRef, EVENT_SCHEMA,
 };

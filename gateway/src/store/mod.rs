@@ -5,6 +5,7 @@
 //! [`writer`], which group-commits them and only then lets the source
 //! acknowledge; everything downstream reads from here after a durable cursor.
 
+pub mod alerts;
 pub mod audit;
 pub mod ble;
 pub mod files;
@@ -16,7 +17,9 @@ pub mod queries;
 pub mod registry;
 mod schema;
 pub mod secrets;
+pub mod stats;
 pub mod tokens;
+pub mod webhooks;
 pub mod writer;
 
 use chrono::{DateTime, Utc};

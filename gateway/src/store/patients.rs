@@ -152,6 +152,17 @@ impl Store {
     }
 }
 
+/// Whether `patient_id` exists and is in one of `teams` (a JSON array of
+/// care-team names).
+pub fn in_care_teams(conn: &Connection, patient_id: &str, teams: &str) -> Result<bool, StoreError> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM patients WHERE patient_id = ?1
+                 AND care_team IN (SELECT value FROM json_each(?2)))",
+        params![patient_id, teams],
+        |r| r.get(0),
+    )?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,11 @@
-//! Read queries over the store (CLI, demo view, tests; the API adds its own).
+//! Read queries over readings and quarantine rows (CLI, demo view, the API).
+//!
+//! The column lists and row mappers are shared by every reader so that a
+//! reading or a quarantine row reads back the same wherever it is shown; the
+//! API's keyset-paged listings build on them through its page helper.
 
 use chrono::{DateTime, TimeZone, Utc};
-use rusqlite::params;
+use rusqlite::{params, Connection};
 use serde::Serialize;
 
 use super::{Store, StoreError};
@@ -177,5 +181,66 @@ impl Store {
             .prepare("SELECT reason, COUNT(*) FROM quarantine WHERE status = 'open' GROUP BY reason ORDER BY reason")?;
         let rows = q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// Metrics stored as the parts of one blood-pressure measurement.
+const BP_METRICS: &str = "('systolic', 'diastolic', 'mean_arterial_pressure')";
+
+/// The newest reading of `metric` for a patient (by measurement time, then
+/// commit order).
+pub fn latest_reading(
+    conn: &Connection,
+    patient_id: &str,
+    metric: &str,
+) -> Result<Option<StoredReading>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {READING_COLUMNS} FROM readings WHERE patient_id = ?1 AND metric = ?2
+                 ORDER BY measured_at DESC, seq DESC LIMIT 1"
+    ))?;
+    let mut rows = stmt.query_map(params![patient_id, metric], reading_row)?;
+    Ok(rows.next().transpose()?)
+}
+
+/// The parts of one blood-pressure measurement, in commit order.
+pub fn blood_pressure_group(
+    conn: &Connection,
+    group_id: &str,
+) -> Result<Vec<StoredReading>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {READING_COLUMNS} FROM readings WHERE group_id = ?1
+                     AND metric IN {BP_METRICS} ORDER BY seq"
+    ))?;
+    let rows = stmt.query_map([group_id], reading_row)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// One reading that is not part of a blood-pressure measurement (those are
+/// read together, by group).
+pub fn single_reading(
+    conn: &Connection,
+    reading_id: &str,
+) -> Result<Vec<StoredReading>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {READING_COLUMNS} FROM readings WHERE reading_id = ?1
+                     AND metric NOT IN {BP_METRICS}"
+    ))?;
+    let rows = stmt.query_map([reading_id], reading_row)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// One quarantine row and its payload bytes.
+pub fn quarantine_with_payload(
+    conn: &Connection,
+    id: i64,
+) -> Result<Option<(QuarantineRow, Vec<u8>)>, StoreError> {
+    let found = conn.query_row(
+        &format!("SELECT {QUARANTINE_COLUMNS}, {QUARANTINE_PAYLOAD} FROM quarantine WHERE id = ?1"),
+        [id],
+        |r| Ok((quarantine_row(r)?, r.get::<_, Vec<u8>>(14)?)),
+    );
+    match found {
+        Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+        other => Ok(Some(other?)),
     }
 }

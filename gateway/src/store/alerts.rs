@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
-use crate::store::StoreError;
+use super::StoreError;
 
 /// An alert row.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -445,15 +445,20 @@ impl Store {
 
     /// Reads a cursor, `None` when it was never set.
     pub fn cursor_if_set(&self, name: &str) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT position FROM cursors WHERE name = ?1",
-                [name],
-                |r| r.get(0),
-            )
-            .optional()?)
+        cursor_in(&self.conn, name)
     }
+}
+
+/// Reads a cursor on any connection (inside a transaction: pass `&tx`),
+/// `None` when it was never set.
+pub fn cursor_in(conn: &Connection, name: &str) -> Result<Option<i64>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT position FROM cursors WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .optional()?)
 }
 
 /// Sets a cursor inside a transaction, together with the effect it stands for.

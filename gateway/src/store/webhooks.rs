@@ -5,7 +5,7 @@
 //! owned here, as typed functions over a `&Connection` (a `Transaction`
 //! derefs to one) so that callers choose the transaction.
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::StoreError;
 
@@ -19,4 +19,184 @@ pub fn delivery_status(conn: &Connection, delivery_id: i64) -> Result<Option<Str
             |r| r.get(0),
         )
         .optional()?)
+}
+
+/// Queues a delivery of outbox event `event_seq` to an endpoint; `false`
+/// when it was queued before (the (event, endpoint) key is unique, so a
+/// fan-out redone after a crash adds nothing).
+pub fn queue_delivery(
+    conn: &Connection,
+    event_seq: i64,
+    endpoint_id: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let n = conn.execute(
+        "INSERT INTO deliveries (event_seq, endpoint_id, status, attempts, next_attempt_at, created_at, updated_at)
+                 VALUES (?1, ?2, 'pending', 0, ?3, ?3, ?3) ON CONFLICT(event_seq, endpoint_id) DO NOTHING",
+        params![event_seq, endpoint_id, now],
+    )?;
+    Ok(n == 1)
+}
+
+/// A pending delivery in a dispatcher worker's window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingDelivery {
+    /// The delivery.
+    pub delivery_id: i64,
+    /// Not to be tried before (ms).
+    pub next_attempt_at: i64,
+    /// The event's patient, if any.
+    pub patient_id: Option<String>,
+}
+
+/// Up to `limit` pending deliveries to an endpoint, in event order.
+pub fn pending_window(
+    conn: &Connection,
+    endpoint_id: &str,
+    limit: usize,
+) -> Result<Vec<PendingDelivery>, StoreError> {
+    let mut q = conn.prepare_cached(
+        "SELECT d.delivery_id, d.next_attempt_at, o.patient_id
+         FROM deliveries d JOIN outbox o ON o.seq = d.event_seq
+         WHERE d.endpoint_id = ?1 AND d.status = 'pending' ORDER BY d.event_seq LIMIT ?2",
+    )?;
+    let rows = q.query_map(
+        params![endpoint_id, i64::try_from(limit).unwrap_or(i64::MAX)],
+        |r| {
+            Ok(PendingDelivery {
+                delivery_id: r.get(0)?,
+                next_attempt_at: r.get(1)?,
+                patient_id: r.get(2)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The event id and body of a delivery that is still pending.
+pub fn pending_payload(
+    conn: &Connection,
+    delivery_id: i64,
+) -> Result<Option<(String, String)>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT o.event_id, o.payload FROM deliveries d JOIN outbox o ON o.seq = d.event_seq
+                 WHERE d.delivery_id = ?1 AND d.status = 'pending'",
+            [delivery_id],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+        )
+        .optional()?)
+}
+
+/// What recording an attempt needs to know about a pending delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptState {
+    /// Attempts made so far.
+    pub attempts: i64,
+    /// Attempts before the current round (a re-drive starts a new one).
+    pub round_base: i64,
+    /// Start of the current round (re-drive or creation, ms).
+    pub since: i64,
+    /// The event's id.
+    pub event_id: String,
+    /// The event's type.
+    pub event_type: String,
+}
+
+/// The attempt state of a delivery that is still pending.
+pub fn attempt_state(
+    conn: &Connection,
+    delivery_id: i64,
+) -> Result<Option<AttemptState>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT d.attempts, d.round_base, COALESCE(d.redriven_at, d.created_at), o.event_id, o.event_type
+             FROM deliveries d JOIN outbox o ON o.seq = d.event_seq
+             WHERE d.delivery_id = ?1 AND d.status = 'pending'",
+            [delivery_id],
+            |r| {
+                Ok(AttemptState {
+                    attempts: r.get(0)?,
+                    round_base: r.get(1)?,
+                    since: r.get(2)?,
+                    event_id: r.get(3)?,
+                    event_type: r.get(4)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// One attempt as logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptLog<'a> {
+    /// The delivery.
+    pub delivery_id: i64,
+    /// 1-based attempt number.
+    pub attempt: i64,
+    /// When (ms).
+    pub at: i64,
+    /// The receiver's status, if it answered.
+    pub http_status: Option<u16>,
+    /// Round trip (ms).
+    pub latency_ms: i64,
+    /// Why there was no answer.
+    pub error: Option<&'a str>,
+}
+
+/// Logs one attempt.
+pub fn log_attempt(conn: &Connection, a: &AttemptLog<'_>) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO delivery_attempts (delivery_id, attempt, at, http_status, latency_ms, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            a.delivery_id,
+            a.attempt,
+            a.at,
+            a.http_status,
+            a.latency_ms,
+            a.error
+        ],
+    )?;
+    Ok(())
+}
+
+/// A delivery's state after an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryUpdate<'a> {
+    /// `pending`, `delivered`, `failed` or `dead`.
+    pub status: &'a str,
+    /// Attempts made.
+    pub attempts: i64,
+    /// Not to be tried before (ms).
+    pub next_attempt_at: i64,
+    /// Now (ms).
+    pub updated_at: i64,
+    /// The last answer's status.
+    pub last_status: Option<u16>,
+    /// The last failure without an answer.
+    pub last_error: Option<&'a str>,
+}
+
+/// Records a delivery's state after an attempt.
+pub fn update_delivery(
+    conn: &Connection,
+    delivery_id: i64,
+    u: &DeliveryUpdate<'_>,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, updated_at = ?5,
+                last_status = ?6, last_error = ?7
+         WHERE delivery_id = ?1",
+        params![
+            delivery_id,
+            u.status,
+            u.attempts,
+            u.next_attempt_at,
+            u.updated_at,
+            u.last_status,
+            u.last_error
+        ],
+    )?;
+    Ok(())
 }

@@ -15,7 +15,7 @@ use super::route::Filter;
 use super::signing::Secret;
 use super::ssrf;
 use crate::store::secrets::{self, SecretsError};
-use crate::store::{now_ms, StoreError};
+use crate::store::{now_ms, webhooks, StoreError};
 
 /// Endpoint management failures.
 #[derive(Debug, thiserror::Error)]
@@ -504,146 +504,25 @@ pub fn apply_config(
     Ok(())
 }
 
-/// A delivery (one event to one endpoint).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DeliveryRecord {
-    /// Id.
-    pub delivery_id: i64,
-    /// Outbox sequence of the event.
-    pub event_seq: i64,
-    /// Event id (= `webhook-id`).
-    pub event_id: String,
-    /// Event type.
-    pub event_type: String,
-    /// Endpoint.
-    pub endpoint_id: String,
-    /// pending | delivered | failed | dead.
-    pub status: String,
-    /// Attempts so far (all rounds).
-    pub attempts: i64,
-    /// Next attempt (pending only).
-    pub next_attempt_at: DateTime<Utc>,
-    /// Created.
-    pub created_at: DateTime<Utc>,
-    /// Last change.
-    pub updated_at: DateTime<Utc>,
-    /// Last HTTP status.
-    pub last_status: Option<i64>,
-    /// Last error or response excerpt.
-    pub last_error: Option<String>,
-}
-
-/// One attempt.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AttemptRecord {
-    /// Delivery.
-    pub delivery_id: i64,
-    /// 1, 2, ...
-    pub attempt: i64,
-    /// When.
-    pub at: DateTime<Utc>,
-    /// HTTP status, if a response came.
-    pub http_status: Option<i64>,
-    /// Time to response or failure.
-    pub latency_ms: i64,
-    /// Error or response excerpt.
-    pub error: Option<String>,
-}
-
-/// Which deliveries to list.
-#[derive(Debug, Clone, Default)]
-pub struct DeliveryQuery<'a> {
-    /// Only this endpoint.
-    pub endpoint_id: Option<&'a str>,
-    /// Only this status.
-    pub status: Option<&'a str>,
-    /// Only ids below this (newest first, keyset pagination).
-    pub before: Option<i64>,
-    /// At most this many.
-    pub limit: usize,
-}
+pub use crate::store::webhooks::{AttemptRecord, DeliveryQuery, DeliveryRecord, Redrive};
 
 /// Deliveries, newest first.
 pub fn deliveries(
     conn: &Connection,
     q: &DeliveryQuery<'_>,
 ) -> Result<Vec<DeliveryRecord>, EndpointError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT d.delivery_id, d.event_seq, o.event_id, o.event_type, d.endpoint_id, d.status, d.attempts,
-                d.next_attempt_at, d.created_at, d.updated_at, d.last_status, d.last_error
-         FROM deliveries d JOIN outbox o ON o.seq = d.event_seq
-         WHERE (?1 IS NULL OR d.endpoint_id = ?1) AND (?2 IS NULL OR d.status = ?2)
-           AND (?3 IS NULL OR d.delivery_id < ?3)
-         ORDER BY d.delivery_id DESC LIMIT ?4",
-    )?;
-    let rows = stmt.query_map(
-        params![q.endpoint_id, q.status, q.before, q.limit.max(1) as i64],
-        |r| {
-            Ok(DeliveryRecord {
-                delivery_id: r.get(0)?,
-                event_seq: r.get(1)?,
-                event_id: r.get(2)?,
-                event_type: r.get(3)?,
-                endpoint_id: r.get(4)?,
-                status: r.get(5)?,
-                attempts: r.get(6)?,
-                next_attempt_at: time(r.get(7)?),
-                created_at: time(r.get(8)?),
-                updated_at: time(r.get(9)?),
-                last_status: r.get(10)?,
-                last_error: r.get(11)?,
-            })
-        },
-    )?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    Ok(webhooks::deliveries(conn, q)?)
 }
 
 /// The attempts of one delivery, in order.
 pub fn attempts(conn: &Connection, delivery_id: i64) -> Result<Vec<AttemptRecord>, EndpointError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT delivery_id, attempt, at, http_status, latency_ms, error FROM delivery_attempts
-         WHERE delivery_id = ?1 ORDER BY id",
-    )?;
-    let rows = stmt.query_map([delivery_id], |r| {
-        Ok(AttemptRecord {
-            delivery_id: r.get(0)?,
-            attempt: r.get(1)?,
-            at: time(r.get(2)?),
-            http_status: r.get(3)?,
-            latency_ms: r.get(4)?,
-            error: r.get(5)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-/// What to re-drive.
-#[derive(Debug, Clone, Copy)]
-pub enum Redrive<'a> {
-    /// One delivery (dead or failed).
-    Delivery(i64),
-    /// Every dead or failed delivery of an endpoint.
-    Endpoint(&'a str),
-    /// Every dead or failed delivery.
-    All,
+    Ok(webhooks::attempts(conn, delivery_id)?)
 }
 
 /// Puts dead-lettered (and failed) deliveries back in the queue with a
 /// fresh retry round: same event, same `webhook-id`. Returns how many.
 pub fn redrive(conn: &Connection, which: Redrive<'_>) -> Result<usize, EndpointError> {
-    let (id, endpoint) = match which {
-        Redrive::Delivery(id) => (Some(id), None),
-        Redrive::Endpoint(e) => (None, Some(e)),
-        Redrive::All => (None, None),
-    };
-    let n = conn.execute(
-        "UPDATE deliveries SET status = 'pending', round_base = attempts, redriven_at = ?3,
-                next_attempt_at = ?3, updated_at = ?3
-         WHERE status IN ('dead', 'failed')
-           AND (?1 IS NULL OR delivery_id = ?1) AND (?2 IS NULL OR endpoint_id = ?2)",
-        params![id, endpoint, now_ms()],
-    )?;
-    Ok(n)
+    Ok(webhooks::redrive(conn, which)?)
 }
 
 #[cfg(test)]

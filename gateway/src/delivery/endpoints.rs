@@ -8,14 +8,15 @@
 //! how many are active.
 
 use chrono::{DateTime, TimeZone, Utc};
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::Connection;
 use serde::Serialize;
 
 use super::route::Filter;
 use super::signing::Secret;
 use super::ssrf;
 use crate::store::secrets::{self, SecretsError};
-use crate::store::{now_ms, webhooks, StoreError};
+use crate::store::webhooks::{self, EndpointField};
+use crate::store::{now_ms, StoreError};
 
 /// Endpoint management failures.
 #[derive(Debug, thiserror::Error)]
@@ -207,29 +208,27 @@ fn validate_secret(s: &str) -> Result<(), EndpointError> {
         })
 }
 
-const COLUMNS: &str = "endpoint_id, url, description, secrets, enabled, disabled_reason, filter, origin, created_at, updated_at, allow_private_network";
-
 fn time(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
-fn row(r: &Row<'_>) -> rusqlite::Result<Endpoint> {
-    let secrets: Vec<String> = serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default();
-    let filter: Filter = serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default();
-    Ok(Endpoint {
-        endpoint_id: r.get(0)?,
-        url: r.get(1)?,
-        description: r.get(2)?,
+fn from_row(r: webhooks::EndpointRow) -> Endpoint {
+    let secrets: Vec<String> = serde_json::from_str(&r.secrets).unwrap_or_default();
+    let filter: Filter = serde_json::from_str(&r.filter).unwrap_or_default();
+    Endpoint {
+        endpoint_id: r.endpoint_id,
+        url: r.url,
+        description: r.description,
         active_secrets: secrets.len(),
         secrets,
-        enabled: r.get::<_, i64>(4)? != 0,
-        disabled_reason: r.get(5)?,
+        enabled: r.enabled,
+        disabled_reason: r.disabled_reason,
         filter,
-        allow_private_network: r.get::<_, i64>(10)? != 0,
-        origin: r.get(7)?,
-        created_at: time(r.get(8)?),
-        updated_at: time(r.get(9)?),
-    })
+        allow_private_network: r.allow_private_network,
+        origin: r.origin,
+        created_at: time(r.created_at),
+        updated_at: time(r.updated_at),
+    }
 }
 
 /// The secrets column for `id`: each secret sealed.
@@ -260,10 +259,7 @@ fn unseal(conn: &Connection, mut ep: Endpoint) -> Endpoint {
 /// or written by hand). Returns how many endpoints changed.
 pub fn seal_plaintext(conn: &Connection) -> Result<usize, EndpointError> {
     let mut n = 0;
-    let raw: Vec<(String, String)> = conn
-        .prepare("SELECT endpoint_id, secrets FROM webhook_endpoints")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
+    let raw = webhooks::endpoint_secrets(conn)?;
     for (id, text) in raw {
         let list: Vec<String> = serde_json::from_str(&text).unwrap_or_default();
         if list.iter().all(|s| s.starts_with(secrets::SEALED)) {
@@ -273,10 +269,7 @@ pub fn seal_plaintext(conn: &Connection) -> Result<usize, EndpointError> {
             .iter()
             .map(|s| secrets::open(conn, &id, s))
             .collect::<Result<Vec<_>, _>>()?;
-        conn.execute(
-            "UPDATE webhook_endpoints SET secrets = ?2 WHERE endpoint_id = ?1",
-            params![id, sealed(conn, &id, &plain)?],
-        )?;
+        webhooks::set_endpoint_secrets(conn, &id, &sealed(conn, &id, &plain)?, None)?;
         n += 1;
     }
     Ok(n)
@@ -288,24 +281,15 @@ fn json<T: Serialize>(v: &T) -> Result<String, EndpointError> {
 
 /// All endpoints, by id.
 pub fn list(conn: &Connection) -> Result<Vec<Endpoint>, EndpointError> {
-    let mut q = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM webhook_endpoints ORDER BY endpoint_id"
-    ))?;
-    let rows = q.query_map([], row)?;
-    let rows: Vec<Endpoint> = rows.collect::<Result<_, _>>()?;
-    Ok(rows.into_iter().map(|e| unseal(conn, e)).collect())
+    Ok(webhooks::endpoints(conn)?
+        .into_iter()
+        .map(|r| unseal(conn, from_row(r)))
+        .collect())
 }
 
 /// One endpoint.
 pub fn get(conn: &Connection, id: &str) -> Result<Option<Endpoint>, EndpointError> {
-    Ok(conn
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM webhook_endpoints WHERE endpoint_id = ?1"),
-            [id],
-            row,
-        )
-        .optional()?
-        .map(|e| unseal(conn, e)))
+    Ok(webhooks::endpoint(conn, id)?.map(|r| unseal(conn, from_row(r))))
 }
 
 fn must_get(conn: &Connection, id: &str) -> Result<Endpoint, EndpointError> {
@@ -338,21 +322,21 @@ pub fn create(
         return Err(EndpointError::Exists(new.endpoint_id.clone()));
     }
     let now = now_ms();
-    conn.execute(
-        "INSERT INTO webhook_endpoints (endpoint_id, url, description, secrets, enabled, disabled_reason, filter, origin, created_at, updated_at, allow_private_network)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)",
-        params![
-            new.endpoint_id,
-            new.url,
-            new.description,
-            sealed(conn, &new.endpoint_id, std::slice::from_ref(&secret))?,
-            new.enabled as i64,
-            (!new.enabled).then_some(format!("disabled at creation by {origin}")),
-            json(&new.filter)?,
-            origin,
-            now,
-            new.allow_private_network as i64
-        ],
+    webhooks::insert_endpoint(
+        conn,
+        &webhooks::EndpointRow {
+            endpoint_id: new.endpoint_id.clone(),
+            url: new.url.clone(),
+            description: new.description.clone(),
+            secrets: sealed(conn, &new.endpoint_id, std::slice::from_ref(&secret))?,
+            enabled: new.enabled,
+            disabled_reason: (!new.enabled).then_some(format!("disabled at creation by {origin}")),
+            filter: json(&new.filter)?,
+            origin: origin.to_string(),
+            created_at: now,
+            updated_at: now,
+            allow_private_network: new.allow_private_network,
+        },
     )?;
     Ok((must_get(conn, &new.endpoint_id)?, secret))
 }
@@ -375,33 +359,21 @@ pub fn update(
         allowed || policy.allow_private_network,
     )?;
     if allowed != ep.allow_private_network {
-        conn.execute(
-            "UPDATE webhook_endpoints SET allow_private_network = ?2, updated_at = ?3 WHERE endpoint_id = ?1",
-            params![id, allowed as i64, now],
-        )?;
+        webhooks::set_endpoint_field(conn, id, EndpointField::AllowPrivateNetwork(allowed), now)?;
     }
     if let Some(url) = &change.url {
         validate_url(url, policy.allow_http)?;
-        conn.execute(
-            "UPDATE webhook_endpoints SET url = ?2, updated_at = ?3 WHERE endpoint_id = ?1",
-            params![id, url, now],
-        )?;
+        webhooks::set_endpoint_field(conn, id, EndpointField::Url(url), now)?;
     }
     if let Some(d) = &change.description {
-        conn.execute(
-            "UPDATE webhook_endpoints SET description = ?2, updated_at = ?3 WHERE endpoint_id = ?1",
-            params![id, d, now],
-        )?;
+        webhooks::set_endpoint_field(conn, id, EndpointField::Description(d), now)?;
     }
     if let Some(f) = &change.filter {
         f.validate().map_err(|message| EndpointError::Invalid {
             field: "filter",
             message,
         })?;
-        conn.execute(
-            "UPDATE webhook_endpoints SET filter = ?2, updated_at = ?3 WHERE endpoint_id = ?1",
-            params![id, json(f)?, now],
-        )?;
+        webhooks::set_endpoint_field(conn, id, EndpointField::Filter(&json(f)?), now)?;
     }
     if let Some(enabled) = change.enabled {
         set_enabled(conn, id, enabled, &format!("disabled by {actor}"))?;
@@ -422,10 +394,7 @@ pub fn set_enabled(
     if ep.enabled == enabled {
         return Ok(false);
     }
-    conn.execute(
-        "UPDATE webhook_endpoints SET enabled = ?2, disabled_reason = ?3, updated_at = ?4 WHERE endpoint_id = ?1",
-        params![id, enabled as i64, (!enabled).then_some(reason), now_ms()],
-    )?;
+    webhooks::set_endpoint_enabled(conn, id, enabled, (!enabled).then_some(reason), now_ms())?;
     Ok(true)
 }
 
@@ -442,10 +411,7 @@ pub fn rotate_secret(
     validate_secret(&secret)?;
     let mut secrets = vec![secret.clone()];
     secrets.extend(ep.secrets.into_iter().filter(|s| *s != secret).take(1));
-    conn.execute(
-        "UPDATE webhook_endpoints SET secrets = ?2, updated_at = ?3 WHERE endpoint_id = ?1",
-        params![id, sealed(conn, id, &secrets)?, now_ms()],
-    )?;
+    webhooks::set_endpoint_secrets(conn, id, &sealed(conn, id, &secrets)?, Some(now_ms()))?;
     Ok(secret)
 }
 
@@ -453,13 +419,11 @@ pub fn rotate_secret(
 pub fn retire_secrets(conn: &Connection, id: &str) -> Result<usize, EndpointError> {
     let ep = must_get(conn, id)?;
     let retired = ep.secrets.len().saturating_sub(1);
-    conn.execute(
-        "UPDATE webhook_endpoints SET secrets = ?2, updated_at = ?3 WHERE endpoint_id = ?1",
-        params![
-            id,
-            sealed(conn, id, &ep.secrets[..ep.secrets.len().min(1)])?,
-            now_ms()
-        ],
+    webhooks::set_endpoint_secrets(
+        conn,
+        id,
+        &sealed(conn, id, &ep.secrets[..ep.secrets.len().min(1)])?,
+        Some(now_ms()),
     )?;
     Ok(retired)
 }

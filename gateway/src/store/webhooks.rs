@@ -3,7 +3,10 @@
 //! The delivery component decides what to send where and when (routing,
 //! signing, the SSRF guard, back-off); the rows it reads and writes are
 //! owned here, as typed functions over a `&Connection` (a `Transaction`
-//! derefs to one) so that callers choose the transaction.
+//! derefs to one) so that callers choose the transaction. Endpoint rows
+//! keep their secrets (sealed) and filter as the JSON text the delivery
+//! component writes and parses: the store does not know routing filters or
+//! signing keys, and does not open secrets.
 
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -347,4 +350,176 @@ pub fn redrive(conn: &Connection, which: Redrive<'_>) -> Result<usize, StoreErro
         params![id, endpoint, now_ms()],
     )?;
     Ok(n)
+}
+
+const ENDPOINT_COLUMNS: &str = "endpoint_id, url, description, secrets, enabled, disabled_reason, filter, origin, created_at, updated_at, allow_private_network";
+
+/// A `webhook_endpoints` row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointRow {
+    /// Stable id.
+    pub endpoint_id: String,
+    /// Where deliveries are POSTed.
+    pub url: String,
+    /// Free text for operators.
+    pub description: String,
+    /// The sealed secrets, a JSON array, newest first.
+    pub secrets: String,
+    /// Deliveries are attempted only while enabled.
+    pub enabled: bool,
+    /// Why it was disabled.
+    pub disabled_reason: Option<String>,
+    /// The routing filter (JSON).
+    pub filter: String,
+    /// config | cli | api.
+    pub origin: String,
+    /// Created (ms).
+    pub created_at: i64,
+    /// Last change (ms).
+    pub updated_at: i64,
+    /// The SSRF guard is off for it.
+    pub allow_private_network: bool,
+}
+
+fn endpoint_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EndpointRow> {
+    Ok(EndpointRow {
+        endpoint_id: r.get(0)?,
+        url: r.get(1)?,
+        description: r.get(2)?,
+        secrets: r.get(3)?,
+        enabled: r.get::<_, i64>(4)? != 0,
+        disabled_reason: r.get(5)?,
+        filter: r.get(6)?,
+        origin: r.get(7)?,
+        created_at: r.get(8)?,
+        updated_at: r.get(9)?,
+        allow_private_network: r.get::<_, i64>(10)? != 0,
+    })
+}
+
+/// All endpoint rows, by id.
+pub fn endpoints(conn: &Connection) -> Result<Vec<EndpointRow>, StoreError> {
+    let mut q = conn.prepare_cached(&format!(
+        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints ORDER BY endpoint_id"
+    ))?;
+    let rows = q.query_map([], endpoint_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// One endpoint row.
+pub fn endpoint(conn: &Connection, endpoint_id: &str) -> Result<Option<EndpointRow>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE endpoint_id = ?1"),
+            [endpoint_id],
+            endpoint_row,
+        )
+        .optional()?)
+}
+
+/// Every endpoint's id and secrets column (sealed or, from older gateways
+/// or hand edits, plain).
+pub fn endpoint_secrets(conn: &Connection) -> Result<Vec<(String, String)>, StoreError> {
+    Ok(conn
+        .prepare("SELECT endpoint_id, secrets FROM webhook_endpoints")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?)
+}
+
+/// Replaces an endpoint's secrets column; `updated_at` when the change is
+/// one an operator would see (sealing plain text in place is not).
+pub fn set_endpoint_secrets(
+    conn: &Connection,
+    endpoint_id: &str,
+    secrets: &str,
+    updated_at: Option<i64>,
+) -> Result<(), StoreError> {
+    match updated_at {
+        Some(now) => conn.execute(
+            "UPDATE webhook_endpoints SET secrets = ?2, updated_at = ?3 WHERE endpoint_id = ?1",
+            params![endpoint_id, secrets, now],
+        )?,
+        None => conn.execute(
+            "UPDATE webhook_endpoints SET secrets = ?2 WHERE endpoint_id = ?1",
+            params![endpoint_id, secrets],
+        )?,
+    };
+    Ok(())
+}
+
+/// Inserts an endpoint row (`updated_at` = `created_at`).
+pub fn insert_endpoint(conn: &Connection, e: &EndpointRow) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO webhook_endpoints (endpoint_id, url, description, secrets, enabled, disabled_reason, filter, origin, created_at, updated_at, allow_private_network)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)",
+        params![
+            e.endpoint_id,
+            e.url,
+            e.description,
+            e.secrets,
+            e.enabled as i64,
+            e.disabled_reason,
+            e.filter,
+            e.origin,
+            e.created_at,
+            e.allow_private_network as i64
+        ],
+    )?;
+    Ok(())
+}
+
+/// One operator-changeable field of an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointField<'a> {
+    /// The URL.
+    Url(&'a str),
+    /// The description.
+    Description(&'a str),
+    /// The routing filter (JSON).
+    Filter(&'a str),
+    /// Whether the SSRF guard is off for it.
+    AllowPrivateNetwork(bool),
+}
+
+/// Sets one field and `updated_at`.
+pub fn set_endpoint_field(
+    conn: &Connection,
+    endpoint_id: &str,
+    field: EndpointField<'_>,
+    now: i64,
+) -> Result<(), StoreError> {
+    match field {
+        EndpointField::AllowPrivateNetwork(allowed) => conn.execute(
+            "UPDATE webhook_endpoints SET allow_private_network = ?2, updated_at = ?3 WHERE endpoint_id = ?1",
+            params![endpoint_id, allowed as i64, now],
+        )?,
+        EndpointField::Url(url) => conn.execute(
+            "UPDATE webhook_endpoints SET url = ?2, updated_at = ?3 WHERE endpoint_id = ?1",
+            params![endpoint_id, url, now],
+        )?,
+        EndpointField::Description(d) => conn.execute(
+            "UPDATE webhook_endpoints SET description = ?2, updated_at = ?3 WHERE endpoint_id = ?1",
+            params![endpoint_id, d, now],
+        )?,
+        EndpointField::Filter(f) => conn.execute(
+            "UPDATE webhook_endpoints SET filter = ?2, updated_at = ?3 WHERE endpoint_id = ?1",
+            params![endpoint_id, f, now],
+        )?,
+    };
+    Ok(())
+}
+
+/// Enables (clearing the reason) or disables (recording `reason`).
+pub fn set_endpoint_enabled(
+    conn: &Connection,
+    endpoint_id: &str,
+    enabled: bool,
+    reason: Option<&str>,
+    now: i64,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE webhook_endpoints SET enabled = ?2, disabled_reason = ?3, updated_at = ?4 WHERE endpoint_id = ?1",
+        params![endpoint_id, enabled as i64, reason, now],
+    )?;
+    Ok(())
 }

@@ -3,6 +3,12 @@
 //! Read by the CLI, the HTTP API and the outbox event builder. Every
 //! transition (fired, updated, acknowledged, resolved, note) is a row of
 //! `alert_history` with its time, actor and evidence.
+//!
+//! The rule evaluator's own bookkeeping lives here too: each (patient, rule)
+//! engine state in `alert_state` and each patient's evaluation watermark in
+//! `patient_watermarks`. The rules component decides transitions and
+//! encodes states, limits and evidence as JSON; these functions only move
+//! rows, inside the caller's transaction, so a crash leaves all or none.
 
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -176,4 +182,264 @@ pub fn open_counts(conn: &Connection) -> Result<Vec<(String, i64)>, StoreError> 
     )?;
     let rows = q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A stored engine state: its JSON and the open alert it stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredState {
+    /// Rule id.
+    pub rule_id: String,
+    /// The engine's state (JSON).
+    pub state: String,
+    /// The open alert, if any.
+    pub alert_id: Option<String>,
+}
+
+/// A patient's stored engine states.
+pub fn states(conn: &Connection, patient_id: &str) -> Result<Vec<StoredState>, StoreError> {
+    let mut q = conn
+        .prepare_cached("SELECT rule_id, state, alert_id FROM alert_state WHERE patient_id = ?1")?;
+    let rows = q.query_map([patient_id], |r| {
+        Ok(StoredState {
+            rule_id: r.get(0)?,
+            state: r.get(1)?,
+            alert_id: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Writes (inserts or replaces) one engine state.
+pub fn save_state(
+    conn: &Connection,
+    patient_id: &str,
+    rule_id: &str,
+    state: &str,
+    alert_id: Option<&str>,
+    now: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO alert_state (patient_id, rule_id, state, alert_id, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(patient_id, rule_id) DO UPDATE SET state = excluded.state, alert_id = excluded.alert_id,
+             updated_at = excluded.updated_at",
+    )?
+    .execute(params![patient_id, rule_id, state, alert_id, now])?;
+    Ok(())
+}
+
+/// A patient's watermark and input time (ms), `(None, None)` when never set.
+pub fn watermark(
+    conn: &Connection,
+    patient_id: &str,
+) -> Result<(Option<i64>, Option<i64>), StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT watermark, input_at FROM patient_watermarks WHERE patient_id = ?1")?
+        .query_row([patient_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .unwrap_or((None, None)))
+}
+
+/// Writes a patient's watermark; an absent input time keeps the stored one.
+pub fn save_watermark(
+    conn: &Connection,
+    patient_id: &str,
+    watermark: i64,
+    input_at: Option<i64>,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO patient_watermarks(patient_id, watermark, input_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(patient_id) DO UPDATE SET watermark = excluded.watermark,
+                 input_at = COALESCE(excluded.input_at, input_at)",
+    )?
+    .execute(params![patient_id, watermark, input_at])?;
+    Ok(())
+}
+
+/// The time (ms) of an alert's newest history row.
+pub fn last_history_at(conn: &Connection, alert_id: &str) -> Result<Option<i64>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT MAX(at) FROM alert_history WHERE alert_id = ?1")?
+        .query_row([alert_id], |r| r.get(0))?)
+}
+
+/// Number of history rows of an alert.
+pub fn history_len(conn: &Connection, alert_id: &str) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT COUNT(*) FROM alert_history WHERE alert_id = ?1")?
+        .query_row([alert_id], |r| r.get(0))?)
+}
+
+/// A history row to append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewHistory<'a> {
+    /// The alert.
+    pub alert_id: &'a str,
+    /// When (ms).
+    pub at: i64,
+    /// `fired` | `updated` | `acknowledged` | `resolved` | `note`.
+    pub kind: &'a str,
+    /// Whether an outbox event was written with it.
+    pub notified: bool,
+    /// Who, for actions.
+    pub actor: Option<&'a str>,
+    /// The detail (JSON).
+    pub detail: &'a str,
+}
+
+/// Appends a history row.
+pub fn append_history(conn: &Connection, h: &NewHistory<'_>) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO alert_history (alert_id, at, kind, notified, actor, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![h.alert_id, h.at, h.kind, h.notified, h.actor, h.detail])?;
+    Ok(())
+}
+
+/// Whether an alert id is taken.
+pub fn exists(conn: &Connection, alert_id: &str) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM alerts WHERE alert_id = ?1")?
+        .exists([alert_id])?)
+}
+
+/// A firing alert to insert (`updated_at` = `fired_at`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAlert<'a> {
+    /// Stable id.
+    pub alert_id: &'a str,
+    /// Patient.
+    pub patient_id: &'a str,
+    /// Rule.
+    pub rule_id: &'a str,
+    /// Rule version.
+    pub rule_version: u32,
+    /// Rule pack.
+    pub pack: &'a str,
+    /// Severity name.
+    pub severity: &'a str,
+    /// Message.
+    pub message: &'a str,
+    /// Limits (JSON).
+    pub limits: &'a str,
+    /// Evidence (JSON).
+    pub evidence: &'a str,
+    /// Fired on late data.
+    pub late: bool,
+    /// Flapping.
+    pub flapping: bool,
+    /// Fired (ms).
+    pub fired_at: i64,
+    /// Measurement time (ms).
+    pub measured_at: Option<i64>,
+    /// Snoozed until (ms).
+    pub snooze_until: Option<i64>,
+}
+
+/// Inserts a firing alert.
+pub fn insert(conn: &Connection, a: &NewAlert<'_>) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO alerts (alert_id, patient_id, rule_id, rule_version, pack, severity, status, message, limits,
+             evidence, late, flapping, fired_at, measured_at, updated_at, snooze_until)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'firing', ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?12, ?14)",
+    )?
+    .execute(params![
+        a.alert_id,
+        a.patient_id,
+        a.rule_id,
+        a.rule_version,
+        a.pack,
+        a.severity,
+        a.message,
+        a.limits,
+        a.evidence,
+        a.late,
+        a.flapping,
+        a.fired_at,
+        a.measured_at,
+        a.snooze_until,
+    ])?;
+    Ok(())
+}
+
+/// What an update transition changes on an open alert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertUpdate<'a> {
+    /// Rule version.
+    pub rule_version: u32,
+    /// Severity name.
+    pub severity: &'a str,
+    /// Message.
+    pub message: &'a str,
+    /// Limits (JSON).
+    pub limits: &'a str,
+    /// Evidence (JSON).
+    pub evidence: &'a str,
+    /// On late data.
+    pub late: bool,
+    /// Flapping.
+    pub flapping: bool,
+    /// When (ms).
+    pub updated_at: i64,
+}
+
+/// Applies an update transition.
+pub fn update(conn: &Connection, alert_id: &str, u: &AlertUpdate<'_>) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE alerts SET rule_version = ?2, severity = ?3, message = ?4, limits = ?5, evidence = ?6,
+                             late = ?7, flapping = ?8, updated_at = ?9 WHERE alert_id = ?1",
+    )?
+    .execute(params![
+        alert_id,
+        u.rule_version,
+        u.severity,
+        u.message,
+        u.limits,
+        u.evidence,
+        u.late,
+        u.flapping,
+        u.updated_at
+    ])?;
+    Ok(())
+}
+
+/// Resolves an alert by its rule (no actor), unless already resolved.
+pub fn resolve_by_rule(
+    conn: &Connection,
+    alert_id: &str,
+    at: i64,
+    flapping: bool,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE alerts SET status = 'resolved', resolved_at = ?2, updated_at = ?2, flapping = ?3
+                     WHERE alert_id = ?1 AND status != 'resolved'",
+    )?
+    .execute(params![alert_id, at, flapping])?;
+    Ok(())
+}
+
+/// Sets the flapping flag.
+pub fn set_flapping(
+    conn: &Connection,
+    alert_id: &str,
+    flapping: bool,
+    at: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE alerts SET flapping = ?2, updated_at = ?3 WHERE alert_id = ?1")?
+        .execute(params![alert_id, flapping, at])?;
+    Ok(())
+}
+
+/// Resolves (by `system`) every open alert of a patient's rule.
+pub fn close_open(
+    conn: &Connection,
+    patient_id: &str,
+    rule_id: &str,
+    at: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE alerts SET status = 'resolved', resolved_at = ?3, resolved_by = 'system', updated_at = ?3
+         WHERE patient_id = ?1 AND rule_id = ?2 AND status != 'resolved'",
+    )?
+    .execute(params![patient_id, rule_id, at])?;
+    Ok(())
 }

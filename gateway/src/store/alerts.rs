@@ -443,3 +443,65 @@ pub fn close_open(
     .execute(params![patient_id, rule_id, at])?;
     Ok(())
 }
+
+/// The stored engine state (JSON) of a patient's rule.
+pub fn state(
+    conn: &Connection,
+    patient_id: &str,
+    rule_id: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT state FROM alert_state WHERE patient_id = ?1 AND rule_id = ?2")?
+        .query_row(params![patient_id, rule_id], |r| r.get(0))
+        .optional()?)
+}
+
+/// An acknowledgement to record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acknowledgement<'a> {
+    /// Who.
+    pub by: &'a str,
+    /// When (ms).
+    pub at: i64,
+    /// A note (kept when absent).
+    pub note: Option<&'a str>,
+    /// The first acknowledgement: who and when are recorded (later ones
+    /// keep them).
+    pub first: bool,
+    /// Notifications snoozed until (ms).
+    pub snooze_until: Option<i64>,
+}
+
+/// Marks an alert acknowledged.
+pub fn acknowledge(
+    conn: &Connection,
+    alert_id: &str,
+    a: &Acknowledgement<'_>,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE alerts SET status = 'acknowledged',
+             acknowledged_by = CASE WHEN ?5 THEN ?2 ELSE acknowledged_by END,
+             acknowledged_at = CASE WHEN ?5 THEN ?3 ELSE acknowledged_at END,
+             ack_note = COALESCE(?4, ack_note), snooze_until = ?6, updated_at = ?3
+         WHERE alert_id = ?1",
+    )?
+    .execute(params![
+        alert_id,
+        a.by,
+        a.at,
+        a.note,
+        a.first,
+        a.snooze_until
+    ])?;
+    Ok(())
+}
+
+/// Resolves an alert by hand.
+pub fn resolve_by(conn: &Connection, alert_id: &str, at: i64, by: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE alerts SET status = 'resolved', resolved_at = ?2, resolved_by = ?3, updated_at = ?2
+         WHERE alert_id = ?1",
+    )?
+    .execute(params![alert_id, at, by])?;
+    Ok(())
+}

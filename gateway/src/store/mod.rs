@@ -15,6 +15,7 @@ pub mod patients;
 pub(crate) mod quarantine;
 pub mod queries;
 pub mod registry;
+pub mod runs;
 mod schema;
 pub mod secrets;
 pub mod stats;

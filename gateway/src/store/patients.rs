@@ -163,6 +163,26 @@ pub fn in_care_teams(conn: &Connection, patient_id: &str, teams: &str) -> Result
     )?)
 }
 
+/// Patients after `after` in id order: everyone enrolled and everyone ever
+/// evaluated (with a watermark), at most `limit`.
+pub fn enrolled_or_evaluated(
+    conn: &Connection,
+    after: &str,
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    let mut q = conn.prepare_cached(
+        "SELECT patient_id FROM patients WHERE patient_id > ?1
+         UNION
+         SELECT patient_id FROM patient_watermarks WHERE patient_id > ?1
+         ORDER BY 1 LIMIT ?2",
+    )?;
+    let rows = q.query_map(
+        params![after, i64::try_from(limit).unwrap_or(i64::MAX)],
+        |r| r.get(0),
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

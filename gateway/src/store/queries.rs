@@ -244,3 +244,78 @@ pub fn quarantine_with_payload(
         other => Ok(Some(other?)),
     }
 }
+
+/// A committed reading as the rule evaluator reads it (times in ms).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommittedReading {
+    /// Commit order.
+    pub seq: i64,
+    /// Stable id.
+    pub reading_id: String,
+    /// Measurement id.
+    pub group_id: String,
+    /// Patient.
+    pub patient_id: String,
+    /// Metric name.
+    pub metric: String,
+    /// Value.
+    pub value: f64,
+    /// Corrected measurement time.
+    pub measured_at: i64,
+    /// Receipt time.
+    pub received_at: i64,
+    /// Commit time.
+    pub committed_at: i64,
+}
+
+const COMMITTED: &str = "SELECT seq, reading_id, group_id, patient_id, metric, value, measured_at, received_at, committed_at
+                      FROM readings";
+
+fn committed(
+    conn: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+) -> Result<Vec<CommittedReading>, StoreError> {
+    let mut q = conn.prepare_cached(sql)?;
+    let rows = q.query_map(p, |r| {
+        Ok(CommittedReading {
+            seq: r.get(0)?,
+            reading_id: r.get(1)?,
+            group_id: r.get(2)?,
+            patient_id: r.get(3)?,
+            metric: r.get(4)?,
+            value: r.get(5)?,
+            measured_at: r.get(6)?,
+            received_at: r.get(7)?,
+            committed_at: r.get(8)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Up to `limit` readings committed after `after_seq`, in commit order.
+pub fn committed_after(
+    conn: &Connection,
+    after_seq: i64,
+    limit: usize,
+) -> Result<Vec<CommittedReading>, StoreError> {
+    committed(
+        conn,
+        &format!("{COMMITTED} WHERE seq > ?1 ORDER BY seq LIMIT ?2"),
+        params![after_seq, i64::try_from(limit).unwrap_or(i64::MAX)],
+    )
+}
+
+/// The readings of a measurement committed after `after_seq` (the rest of
+/// a measurement a batch limit cut), in commit order.
+pub fn committed_in_group_after(
+    conn: &Connection,
+    group_id: &str,
+    after_seq: i64,
+) -> Result<Vec<CommittedReading>, StoreError> {
+    committed(
+        conn,
+        &format!("{COMMITTED} WHERE group_id = ?1 AND seq > ?2 ORDER BY seq"),
+        params![group_id, after_seq],
+    )
+}

@@ -319,3 +319,14 @@ pub fn committed_in_group_after(
         params![group_id, after_seq],
     )
 }
+
+/// The highest sequence and measured-at (ms) of readings committed after
+/// `after_seq`; `(None, None)` when there are none.
+pub fn newest_after(
+    conn: &Connection,
+    after_seq: i64,
+) -> Result<(Option<i64>, Option<i64>), StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT MAX(seq), MAX(measured_at) FROM readings WHERE seq > ?1")?
+        .query_row(params![after_seq], |r| Ok((r.get(0)?, r.get(1)?)))?)
+}

@@ -354,10 +354,7 @@ fn change_patient(
     let mut store = runtime::open_store(config)?;
     let tx = store.transaction()?;
     patients::upsert(&tx, patient, "cli", change)?;
-    tx.execute(
-        "UPDATE patients SET origin = 'cli' WHERE patient_id = ?1 AND origin = 'config'",
-        [patient],
-    )?;
+    patients::claim_from_config(&tx, patient, "cli")?;
     audit(&tx, action, &format!("patients/{patient}"), Some(patient))?;
     let p = patients::get(&tx, patient)?.context("patient vanished")?;
     tx.commit()?;

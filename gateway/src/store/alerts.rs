@@ -505,3 +505,56 @@ pub fn resolve_by(conn: &Connection, alert_id: &str, at: i64, by: &str) -> Resul
     .execute(params![alert_id, at, by])?;
     Ok(())
 }
+
+/// An alert fired in a period, summarised for the alert-burden report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FiredSummary {
+    /// Rule.
+    pub rule_id: String,
+    /// The patient's care team.
+    pub care_team: Option<String>,
+    /// Fired (ms).
+    pub fired_at: i64,
+    /// Acknowledged (ms).
+    pub acknowledged_at: Option<i64>,
+    /// Resolved (ms).
+    pub resolved_at: Option<i64>,
+    /// Flapping now.
+    pub flapping: bool,
+    /// Whether firing notified (`None`: no `fired` history row).
+    pub fire_notified: Option<bool>,
+    /// Notified updates.
+    pub renotified: i64,
+    /// History rows that recorded flapping.
+    pub flapped: i64,
+}
+
+/// The alerts fired in `[since, until)` (ms), summarised.
+pub fn fired_between(
+    conn: &Connection,
+    since: i64,
+    until: i64,
+) -> Result<Vec<FiredSummary>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT a.rule_id, p.care_team, a.fired_at, a.acknowledged_at, a.resolved_at, a.flapping,
+             (SELECT h.notified FROM alert_history h WHERE h.alert_id = a.alert_id AND h.kind = 'fired' ORDER BY h.id LIMIT 1),
+             (SELECT COUNT(*) FROM alert_history h WHERE h.alert_id = a.alert_id AND h.kind = 'updated' AND h.notified = 1),
+             (SELECT COUNT(*) FROM alert_history h WHERE h.alert_id = a.alert_id AND json_extract(h.detail, '$.flapping') = 1)
+         FROM alerts a LEFT JOIN patients p ON p.patient_id = a.patient_id
+         WHERE a.fired_at >= ?1 AND a.fired_at < ?2",
+    )?;
+    let rows = st.query_map(params![since, until], |r| {
+        Ok(FiredSummary {
+            rule_id: r.get(0)?,
+            care_team: r.get(1)?,
+            fired_at: r.get(2)?,
+            acknowledged_at: r.get(3)?,
+            resolved_at: r.get(4)?,
+            flapping: r.get(5)?,
+            fire_notified: r.get(6)?,
+            renotified: r.get(7)?,
+            flapped: r.get(8)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -183,6 +183,29 @@ pub fn enrolled_or_evaluated(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Every patient's care team and enrolment time (ms).
+pub fn enrolments(conn: &Connection) -> Result<Vec<(Option<String>, i64)>, StoreError> {
+    let mut st = conn.prepare_cached("SELECT care_team, enrolled_at FROM patients")?;
+    let rows = st.query_map([], |r| {
+        Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Marks a patient enrolled from config as changed at run time (origin
+/// `cli`), so that config no longer undoes the change.
+pub fn claim_from_config(
+    conn: &Connection,
+    patient_id: &str,
+    origin: &str,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE patients SET origin = ?2 WHERE patient_id = ?1 AND origin = 'config'",
+        params![patient_id, origin],
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

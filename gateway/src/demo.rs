@@ -372,9 +372,9 @@ impl Demo {
             println!("  quarantined           {n} × {reason}");
         }
         println!();
-        let mut raised = crate::rules::alerts::list(
+        let mut raised = crate::store::alerts::list(
             store.conn(),
-            &crate::rules::alerts::AlertFilter {
+            &crate::store::alerts::AlertFilter {
                 status: None,
                 patient_id: None,
                 limit: 1000,

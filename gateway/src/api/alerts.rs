@@ -187,20 +187,16 @@ pub fn load(
         other => other?,
     };
     p.check_patient(conn, &alert.patient_id, "alert")?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT at, kind, notified, actor, detail FROM alert_history WHERE alert_id = ?1 ORDER BY id",
-    )?;
-    let history = stmt
-        .query_map([alert_id], |r| {
-            Ok(HistoryEntry {
-                at: time(r.get(0)?),
-                kind: r.get(1)?,
-                notified: r.get::<_, i64>(2)? != 0,
-                actor: r.get(3)?,
-                detail: json(r.get(4)?),
-            })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
+    let history = crate::store::alerts::history(conn, alert_id)?
+        .into_iter()
+        .map(|h| HistoryEntry {
+            at: h.at,
+            kind: h.kind,
+            notified: h.notified,
+            actor: h.actor,
+            detail: h.detail,
+        })
+        .collect();
     Ok(AlertDetail { alert, history })
 }
 
@@ -296,15 +292,17 @@ fn act_in(
     let before = load(s.conn(), p, alert_id)?;
     let tx = s.transaction()?;
     f(&tx, alert_id, &actor(p)).map_err(lifecycle_error)?;
-    tx.execute(
-        "INSERT INTO audit_log (at, actor, action, resource, patient_id, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, 200, NULL)",
-        rusqlite::params![
-            crate::store::now_ms(),
-            p.token_id,
-            action,
-            alert_id,
-            before.alert.patient_id
-        ],
+    crate::store::audit::append(
+        &tx,
+        &crate::store::audit::AuditEntry {
+            at: crate::store::now_ms(),
+            actor: p.token_id.clone(),
+            action: action.to_string(),
+            resource: alert_id.to_string(),
+            patient_id: Some(before.alert.patient_id.clone()),
+            outcome: 200,
+            detail: None,
+        },
     )?;
     tx.commit()?;
     load(s.conn(), p, alert_id)

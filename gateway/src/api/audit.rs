@@ -15,7 +15,7 @@ use super::auth::Principal;
 use super::page::Page;
 use super::problem::{ApiError, Json, Query};
 use super::ApiState;
-use crate::store::{now_ms, Store, StoreError};
+use crate::store::{audit, now_ms, Store, StoreError};
 
 /// Set by a handler on its response: the patient the request concerned.
 #[derive(Debug, Clone)]
@@ -29,17 +29,7 @@ impl IntoResponseParts for AuditPatient {
     }
 }
 
-/// One record to write.
-struct Record {
-    at: i64,
-    actor: String,
-    action: String,
-    resource: String,
-    patient: Option<String>,
-    outcome: u16,
-}
-
-type Job = (Record, oneshot::Sender<bool>);
+type Job = (audit::AuditEntry, oneshot::Sender<bool>);
 
 /// The audit writer: records are group-committed on a thread of their own
 /// (one transaction, one fsync, for all the requests that arrived while the
@@ -72,13 +62,14 @@ impl AuditLog {
         patient: Option<String>,
         outcome: u16,
     ) -> Result<(), ApiError> {
-        let rec = Record {
+        let rec = audit::AuditEntry {
             at: now_ms(),
             actor: actor.to_string(),
             action: action.to_string(),
             resource: resource.to_string(),
-            patient,
-            outcome,
+            patient_id: patient,
+            outcome: i64::from(outcome),
+            detail: None,
         };
         let (done, rx) = oneshot::channel();
         let unavailable = || ApiError::Unavailable("the audit log cannot be written".into());
@@ -114,15 +105,8 @@ fn run(mut store: Store, mut rx: mpsc::Receiver<Job>) {
 
 fn write(store: &mut Store, batch: &[Job]) -> Result<(), StoreError> {
     let tx = store.transaction()?;
-    {
-        let mut q = tx.prepare_cached(
-            "INSERT INTO audit_log (at, actor, action, resource, patient_id, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
-        for (r, _) in batch {
-            q.execute(rusqlite::params![
-                r.at, r.actor, r.action, r.resource, r.patient, r.outcome
-            ])?;
-        }
+    for (r, _) in batch {
+        audit::append(&tx, r)?;
     }
     tx.commit()?;
     Ok(())
@@ -167,26 +151,23 @@ pub async fn list(
     let rows = st
         .db
         .run(move |s| {
-            let mut stmt = s.conn().prepare(
-                "SELECT id, at, actor, action, resource, patient_id, outcome FROM audit_log
-                 WHERE id < ?1 AND (?2 IS NULL OR actor = ?2) AND (?3 IS NULL OR patient_id = ?3)
-                 ORDER BY id DESC LIMIT ?4",
-            )?;
-            let rows = stmt.query_map(
-                rusqlite::params![before, q.actor, q.patient, limit as i64 + 1],
-                |r| {
-                    Ok(AuditEntry {
-                        id: r.get(0)?,
-                        at: super::page::time(r.get(1)?),
-                        actor: r.get(2)?,
-                        action: r.get(3)?,
-                        resource: r.get(4)?,
-                        patient_id: r.get(5)?,
-                        outcome: r.get(6)?,
-                    })
-                },
-            )?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            let filter = audit::AuditFilter {
+                actor: q.actor.as_deref(),
+                patient_id: q.patient.as_deref(),
+            };
+            let rows = audit::list(s.conn(), before, &filter, limit + 1)?;
+            Ok(rows
+                .into_iter()
+                .map(|r| AuditEntry {
+                    id: r.id,
+                    at: super::page::time(r.entry.at),
+                    actor: r.entry.actor,
+                    action: r.entry.action,
+                    resource: r.entry.resource,
+                    patient_id: r.entry.patient_id,
+                    outcome: r.entry.outcome,
+                })
+                .collect::<Vec<_>>())
         })
         .await?;
     Ok(Json(Page::new(rows, limit, |e| e.id.to_string())))

@@ -129,11 +129,8 @@ impl Principal {
         let Some(teams) = self.scope_json() else {
             return Ok(true);
         };
-        Ok(conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM patients WHERE patient_id = ?1
-                 AND care_team IN (SELECT value FROM json_each(?2)))",
-            rusqlite::params![patient_id, teams],
-            |r| r.get(0),
+        Ok(crate::store::patients::in_care_teams(
+            conn, patient_id, &teams,
         )?)
     }
 

@@ -30,7 +30,7 @@ use super::auth::Principal;
 use super::page::{self, Filter};
 use super::problem::{ApiError, Path, Query};
 use super::ApiState;
-use crate::store::queries::{reading_row, StoredReading, READING_COLUMNS};
+use crate::store::queries::{self, reading_row, StoredReading, READING_COLUMNS};
 
 /// Content type of FHIR responses.
 pub const FHIR_JSON: &str = "application/fhir+json";
@@ -503,19 +503,9 @@ pub async fn read(
         .db
         .run(move |s| {
             let rows = if let Some(group_id) = id.strip_prefix("bp-") {
-                let mut stmt = s.conn().prepare(&format!(
-                    "SELECT {READING_COLUMNS} FROM readings WHERE group_id = ?1
-                     AND metric IN ('systolic', 'diastolic', 'mean_arterial_pressure') ORDER BY seq"
-                ))?;
-                let rows = stmt.query_map([group_id], reading_row)?;
-                rows.collect::<Result<Vec<_>, _>>()?
+                queries::blood_pressure_group(s.conn(), group_id)?
             } else {
-                let mut stmt = s.conn().prepare(&format!(
-                    "SELECT {READING_COLUMNS} FROM readings WHERE reading_id = ?1
-                     AND metric NOT IN ('systolic', 'diastolic', 'mean_arterial_pressure')"
-                ))?;
-                let rows = stmt.query_map([&id], reading_row)?;
-                rows.collect::<Result<Vec<_>, _>>()?
+                queries::single_reading(s.conn(), &id)?
             };
             let first = rows.first().ok_or(ApiError::NotFound("Observation"))?;
             p.check_patient(s.conn(), &first.patient_id, "Observation")?;

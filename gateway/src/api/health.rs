@@ -4,65 +4,21 @@
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::problem::ApiError;
 use super::ApiState;
-use crate::store::Store;
+use crate::store::{stats, Store};
 
 /// `GET /healthz`: the process is alive and serving.
 pub async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
-/// Sizes of the queues downstream of the store.
-#[derive(Debug, Serialize, Default)]
-pub struct Backlog {
-    /// Highest committed reading sequence.
-    readings_last_seq: i64,
-    /// Highest outbox sequence.
-    outbox_last_seq: i64,
-    /// Durable cursor positions of downstream consumers (rules, delivery,
-    /// forwarder) by name; compare with the sequences above.
-    cursors: BTreeMap<String, i64>,
-    /// Webhook deliveries by status (pending, failed, dead, delivered).
-    deliveries: BTreeMap<String, i64>,
-    /// Open quarantine entries.
-    quarantine_open: i64,
-}
-
-fn backlog(s: &Store) -> Result<Backlog, ApiError> {
-    let c = s.conn();
-    let mut b = Backlog {
-        readings_last_seq: c.query_row("SELECT COALESCE(MAX(seq), 0) FROM readings", [], |r| {
-            r.get(0)
-        })?,
-        outbox_last_seq: c
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM outbox", [], |r| r.get(0))?,
-        quarantine_open: c.query_row(
-            "SELECT COUNT(*) FROM quarantine WHERE status = 'open'",
-            [],
-            |r| r.get(0),
-        )?,
-        ..Default::default()
-    };
-    let mut q = c.prepare_cached("SELECT name, position FROM cursors ORDER BY name")?;
-    for row in q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))? {
-        let (k, v) = row?;
-        b.cursors.insert(k, v);
-    }
-    let mut q = c.prepare_cached(
-        "SELECT status, COUNT(*) FROM deliveries GROUP BY status ORDER BY status",
-    )?;
-    for row in q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))? {
-        let (k, v) = row?;
-        b.deliveries.insert(k, v);
-    }
-    Ok(b)
+fn backlog(s: &Store) -> Result<stats::Backlog, ApiError> {
+    Ok(stats::backlog(s.conn())?)
 }
 
 /// Whether a write transaction can be started now (the file is writable
@@ -140,94 +96,31 @@ pub async fn readyz(State(st): State<Arc<ApiState>>) -> Response {
 
 /// Gauges computed from the store at scrape time.
 fn store_gauges(s: &Store) -> Result<String, ApiError> {
-    let c = s.conn();
     let mut out = String::new();
-    let mut family =
-        |name: &str, kind: &str, help: &str, sql: &str, labels: &[&str]| -> Result<(), ApiError> {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            let mut q = c.prepare_cached(sql)?;
-            let n = labels.len();
-            let mut rows = q.query([])?;
-            while let Some(r) = rows.next()? {
-                let mut ls = Vec::new();
-                for (i, l) in labels.iter().enumerate() {
-                    let v: Option<String> = r.get(i)?;
-                    ls.push(format!(
+    for f in stats::gauges(s.conn())? {
+        let name = f.name;
+        let _ = writeln!(out, "# HELP {name} {}", f.help);
+        let _ = writeln!(out, "# TYPE {name} {}", f.kind);
+        for (values, v) in f.samples {
+            let ls: Vec<String> = f
+                .labels
+                .iter()
+                .zip(values)
+                .map(|(l, v)| {
+                    format!(
                         "{l}=\"{}\"",
                         v.unwrap_or_else(|| "none".into())
                             .replace(['"', '\\', '\n'], "_")
-                    ));
-                }
-                let v: f64 = r.get::<_, Option<f64>>(n)?.unwrap_or(0.0);
-                if ls.is_empty() {
-                    let _ = writeln!(out, "{name} {v}");
-                } else {
-                    let _ = writeln!(out, "{name}{{{}}} {v}", ls.join(","));
-                }
+                    )
+                })
+                .collect();
+            if ls.is_empty() {
+                let _ = writeln!(out, "{name} {v}");
+            } else {
+                let _ = writeln!(out, "{name}{{{}}} {v}", ls.join(","));
             }
-            Ok(())
-        };
-    family(
-        "rpm_alerts",
-        "gauge",
-        "Alerts by status and severity.",
-        "SELECT status, severity, COUNT(*) FROM alerts GROUP BY status, severity ORDER BY 1, 2",
-        &["status", "severity"],
-    )?;
-    family(
-        "rpm_deliveries",
-        "gauge",
-        "Webhook deliveries by status (pending and failed are the backlog).",
-        "SELECT status, COUNT(*) FROM deliveries GROUP BY status ORDER BY 1",
-        &["status"],
-    )?;
-    family("rpm_delivery_attempts_total", "counter", "Webhook delivery attempts by outcome.",
-        "SELECT CASE WHEN error IS NULL AND http_status BETWEEN 200 AND 299 THEN 'success' ELSE 'failure' END AS o, COUNT(*) FROM delivery_attempts GROUP BY o ORDER BY o", &["outcome"])?;
-    family(
-        "rpm_delivery_attempt_latency_seconds_sum",
-        "counter",
-        "Total latency of webhook delivery attempts.",
-        "SELECT SUM(latency_ms) / 1000.0 FROM delivery_attempts",
-        &[],
-    )?;
-    family(
-        "rpm_outbox_last_seq",
-        "gauge",
-        "Highest outbox sequence.",
-        "SELECT COALESCE(MAX(seq), 0) FROM outbox",
-        &[],
-    )?;
-    family(
-        "rpm_readings_last_seq",
-        "gauge",
-        "Highest committed reading sequence.",
-        "SELECT COALESCE(MAX(seq), 0) FROM readings",
-        &[],
-    )?;
-    family(
-        "rpm_cursor_position",
-        "gauge",
-        "Durable position of each downstream consumer.",
-        "SELECT name, position FROM cursors ORDER BY name",
-        &["cursor"],
-    )?;
-    family(
-        "rpm_quarantine_open",
-        "gauge",
-        "Open quarantine entries by reason.",
-        "SELECT reason, COUNT(*) FROM quarantine WHERE status = 'open' GROUP BY reason ORDER BY 1",
-        &["reason"],
-    )?;
-    family(
-        "rpm_devices",
-        "gauge",
-        "Registered devices by connection state (BLE: connected/disconnected).",
-        "SELECT COALESCE(connection, 'none'), COUNT(*) FROM devices GROUP BY 1 ORDER BY 1",
-        &["connection"],
-    )?;
-    family("rpm_webhook_endpoints", "gauge", "Webhook endpoints by state.",
-        "SELECT CASE WHEN enabled = 1 THEN 'enabled' ELSE 'disabled' END, COUNT(*) FROM webhook_endpoints GROUP BY 1 ORDER BY 1", &["state"])?;
+        }
+    }
     Ok(out)
 }
 

@@ -11,9 +11,7 @@ use super::auth::Principal;
 use super::page::{self, Filter, Keyed, Listing, Page};
 use super::problem::{ApiError, Json, Path, Query};
 use super::ApiState;
-use crate::store::queries::{
-    quarantine_row, QuarantineRow, QUARANTINE_COLUMNS, QUARANTINE_PAYLOAD,
-};
+use crate::store::queries::{self, quarantine_row, QuarantineRow, QUARANTINE_COLUMNS};
 use crate::store::registry::ReprocessResult;
 
 /// The list is by entry id; the cursor names it.
@@ -98,18 +96,8 @@ pub async fn get(
     p.require_operator_read()?;
     st.db
         .run(move |s| {
-            let found = s.conn().query_row(
-                &format!(
-                    "SELECT {QUARANTINE_COLUMNS}, {QUARANTINE_PAYLOAD} FROM quarantine WHERE id = ?1"
-                ),
-                [id],
-                |r| Ok((quarantine_row(r)?, r.get::<_, Vec<u8>>(14)?)),
-            );
-            let (row, payload) = match found {
-                Err(rusqlite::Error::QueryReturnedNoRows) => {
-                    return Err(ApiError::NotFound("quarantine entry"))
-                }
-                other => other?,
+            let Some((row, payload)) = queries::quarantine_with_payload(s.conn(), id)? else {
+                return Err(ApiError::NotFound("quarantine entry"));
             };
             let (payload_text, payload_hex) = match String::from_utf8(payload) {
                 Ok(t) => (Some(t), None),

@@ -12,7 +12,7 @@ use super::auth::Principal;
 use super::page::{self, Filter, Keyed, Listing, Page};
 use super::problem::{ApiError, Json, Path, Query};
 use super::ApiState;
-use crate::store::queries::{reading_row, StoredReading, READING_COLUMNS};
+use crate::store::queries::{self, reading_row, StoredReading, READING_COLUMNS};
 
 /// The list is by (measured_at, seq); the cursor names both.
 impl Keyed for StoredReading {
@@ -97,15 +97,10 @@ pub async fn latest(
         .db
         .run(move |s| {
             p.check_patient(s.conn(), &id, "patient")?;
-            let mut stmt = s.conn().prepare_cached(&format!(
-                "SELECT {READING_COLUMNS} FROM readings WHERE patient_id = ?1 AND metric = ?2
-                 ORDER BY measured_at DESC, seq DESC LIMIT 1"
-            ))?;
             let mut out = BTreeMap::new();
             for m in Metric::ALL {
-                let mut rows = stmt.query_map(rusqlite::params![id, m.name()], reading_row)?;
-                if let Some(r) = rows.next() {
-                    out.insert(m.name(), r?);
+                if let Some(r) = queries::latest_reading(s.conn(), &id, m.name())? {
+                    out.insert(m.name(), r);
                 }
             }
             Ok(out)

@@ -373,18 +373,7 @@ pub async fn redrive_delivery(
     p.require_admin()?;
     st.db
         .run(move |s| {
-            let status: Option<String> = s
-                .conn()
-                .query_row(
-                    "SELECT status FROM deliveries WHERE delivery_id = ?1",
-                    [id],
-                    |r| r.get(0),
-                )
-                .map(Some)
-                .or_else(|e| match e {
-                    rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                    e => Err(e),
-                })?;
+            let status = crate::store::webhooks::delivery_status(s.conn(), id)?;
             match status.as_deref() {
                 None => Err(ApiError::NotFound("delivery")),
                 Some("dead" | "failed") => {

@@ -13,14 +13,13 @@ use alerting_rules::{replay_with, Overrides, ReplayOptions, RuleDuration, RuleSe
 use anyhow::{bail, Context as _};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
-use rusqlite::{params, Transaction};
+use rusqlite::Transaction;
 
 use crate::config::Config;
-use crate::rules::alerts::{self, AlertFilter, AlertRecord};
 use crate::rules::lifecycle;
 use crate::rules::load_rule_set;
 use crate::runtime;
-use crate::store::now_ms;
+use crate::store::alerts::{self, AlertFilter, AlertRecord};
 use crate::store::patients::{self, PatientChange};
 
 /// `rules` subcommands.
@@ -338,9 +337,9 @@ fn audit(
     resource: &str,
     patient: Option<&str>,
 ) -> anyhow::Result<()> {
-    tx.execute(
-        "INSERT INTO audit_log (at, actor, action, resource, patient_id, outcome) VALUES (?1, 'cli', ?2, ?3, ?4, 0)",
-        params![now_ms(), action, resource, patient],
+    crate::store::audit::append(
+        tx,
+        &crate::store::audit::AuditEntry::cli(action, resource, patient),
     )?;
     Ok(())
 }
@@ -355,10 +354,7 @@ fn change_patient(
     let mut store = runtime::open_store(config)?;
     let tx = store.transaction()?;
     patients::upsert(&tx, patient, "cli", change)?;
-    tx.execute(
-        "UPDATE patients SET origin = 'cli' WHERE patient_id = ?1 AND origin = 'config'",
-        [patient],
-    )?;
+    patients::claim_from_config(&tx, patient, "cli")?;
     audit(&tx, action, &format!("patients/{patient}"), Some(patient))?;
     let p = patients::get(&tx, patient)?.context("patient vanished")?;
     tx.commit()?;

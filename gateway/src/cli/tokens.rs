@@ -54,9 +54,9 @@ impl clap::ValueEnum for Role {
 /// Runs a `tokens` command; the CLI's changes are audited with actor `cli`.
 pub fn run(store: &Store, cmd: TokensCommand) -> Result<(), TokenError> {
     let audit = |action: &str, resource: &str| {
-        let _ = store.conn().execute(
-            "INSERT INTO audit_log (at, actor, action, resource, outcome) VALUES (?1, 'cli', ?2, ?3, 0)",
-            rusqlite::params![crate::store::now_ms(), action, resource],
+        let _ = crate::store::audit::append(
+            store.conn(),
+            &crate::store::audit::AuditEntry::cli(action, resource, None),
         );
     };
     match cmd {

@@ -16,7 +16,6 @@
 //!   same `webhook-id`.
 
 use chrono::Utc;
-use rusqlite::{params, OptionalExtension};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -34,6 +33,7 @@ use super::signing::{signature_header, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMES
 use super::ssrf;
 use crate::metrics::Metrics;
 use crate::store::outbox::EventType;
+use crate::store::webhooks::{self, AttemptLog, AttemptState, DeliveryUpdate, PendingDelivery};
 use crate::store::{now_ms, Store, StoreError};
 use crate::tls::{client_tls_config, TlsError, TlsSettings};
 
@@ -201,27 +201,12 @@ impl Dispatcher {
     }
 }
 
-/// A pending delivery in a worker's window.
-struct Pending {
-    delivery_id: i64,
-    next_attempt_at: i64,
-    patient_id: Option<String>,
-}
-
-fn window(store: &Store, endpoint: &str, limit: usize) -> Result<Vec<Pending>, EndpointError> {
-    let mut q = store.conn().prepare_cached(
-        "SELECT d.delivery_id, d.next_attempt_at, o.patient_id
-         FROM deliveries d JOIN outbox o ON o.seq = d.event_seq
-         WHERE d.endpoint_id = ?1 AND d.status = 'pending' ORDER BY d.event_seq LIMIT ?2",
-    )?;
-    let rows = q.query_map(params![endpoint, limit as i64], |r| {
-        Ok(Pending {
-            delivery_id: r.get(0)?,
-            next_attempt_at: r.get(1)?,
-            patient_id: r.get(2)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+fn window(
+    store: &Store,
+    endpoint: &str,
+    limit: usize,
+) -> Result<Vec<PendingDelivery>, EndpointError> {
+    Ok(webhooks::pending_window(store.conn(), endpoint, limit)?)
 }
 
 /// What a finished attempt tells the worker.
@@ -474,14 +459,7 @@ async fn post(shared: &Shared, ep: &Endpoint, event_id: &str, body: String) -> E
 
 async fn attempt(shared: Arc<Shared>, ep: Arc<Endpoint>, delivery_id: i64) -> Done {
     let loaded = db(&shared, move |s| {
-        Ok(s.conn()
-            .query_row(
-                "SELECT o.event_id, o.payload FROM deliveries d JOIN outbox o ON o.seq = d.event_seq
-                 WHERE d.delivery_id = ?1 AND d.status = 'pending'",
-                [delivery_id],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
-            )
-            .optional()?)
+        Ok(webhooks::pending_payload(s.conn(), delivery_id)?)
     })
     .await;
     let Ok(Some((event_id, body))) = loaded else {
@@ -529,30 +507,27 @@ fn record(
 ) -> Result<&'static str, EndpointError> {
     let tx = store.transaction()?;
     let now = now_ms();
-    let row: Option<(i64, i64, i64, String, String)> = tx
-        .query_row(
-            "SELECT d.attempts, d.round_base, COALESCE(d.redriven_at, d.created_at), o.event_id, o.event_type
-             FROM deliveries d JOIN outbox o ON o.seq = d.event_seq
-             WHERE d.delivery_id = ?1 AND d.status = 'pending'",
-            [delivery_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-        )
-        .optional()?;
-    let Some((attempts, round_base, since, event_id, event_type)) = row else {
+    let Some(AttemptState {
+        attempts,
+        round_base,
+        since,
+        event_id,
+        event_type,
+    }) = webhooks::attempt_state(&tx, delivery_id)?
+    else {
         return Ok("stale");
     };
     let attempt_no = attempts + 1;
-    tx.execute(
-        "INSERT INTO delivery_attempts (delivery_id, attempt, at, http_status, latency_ms, error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
+    webhooks::log_attempt(
+        &tx,
+        &AttemptLog {
             delivery_id,
-            attempt_no,
-            now,
-            ex.status,
-            ex.latency.as_millis() as i64,
-            ex.error
-        ],
+            attempt: attempt_no,
+            at: now,
+            http_status: ex.status,
+            latency_ms: ex.latency.as_millis() as i64,
+            error: ex.error.as_deref(),
+        },
     )?;
     let mut next_at = now;
     let (status, label) = match outcome {
@@ -606,19 +581,17 @@ fn record(
             }
         }
     };
-    tx.execute(
-        "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, updated_at = ?5,
-                last_status = ?6, last_error = ?7
-         WHERE delivery_id = ?1",
-        params![
-            delivery_id,
+    webhooks::update_delivery(
+        &tx,
+        delivery_id,
+        &DeliveryUpdate {
             status,
-            attempt_no,
-            next_at,
-            now,
-            ex.status,
-            ex.error
-        ],
+            attempts: attempt_no,
+            next_attempt_at: next_at,
+            updated_at: now,
+            last_status: ex.status,
+            last_error: ex.error.as_deref(),
+        },
     )?;
     tx.commit().map_err(StoreError::from)?;
     Ok(label)

@@ -8,13 +8,14 @@
 //! how many are active.
 
 use chrono::{DateTime, TimeZone, Utc};
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::Connection;
 use serde::Serialize;
 
 use super::route::Filter;
 use super::signing::Secret;
 use super::ssrf;
 use crate::store::secrets::{self, SecretsError};
+use crate::store::webhooks::{self, EndpointField};
 use crate::store::{now_ms, StoreError};
 
 /// Endpoint management failures.
@@ -207,29 +208,27 @@ fn validate_secret(s: &str) -> Result<(), EndpointError> {
         })
 }
 
-const COLUMNS: &str = "endpoint_id, url, description, secrets, enabled, disabled_reason, filter, origin, created_at, updated_at, allow_private_network";
-
 fn time(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
-fn row(r: &Row<'_>) -> rusqlite::Result<Endpoint> {
-    let secrets: Vec<String> = serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default();
-    let filter: Filter = serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default();
-    Ok(Endpoint {
-        endpoint_id: r.get(0)?,
-        url: r.get(1)?,
-        description: r.get(2)?,
+fn from_row(r: webhooks::EndpointRow) -> Endpoint {
+    let secrets: Vec<String> = serde_json::from_str(&r.secrets).unwrap_or_default();
+    let filter: Filter = serde_json::from_str(&r.filter).unwrap_or_default();
+    Endpoint {
+        endpoint_id: r.endpoint_id,
+        url: r.url,
+        description: r.description,
         active_secrets: secrets.len(),
         secrets,
-        enabled: r.get::<_, i64>(4)? != 0,
-        disabled_reason: r.get(5)?,
+        enabled: r.enabled,
+        disabled_reason: r.disabled_reason,
         filter,
-        allow_private_network: r.get::<_, i64>(10)? != 0,
-        origin: r.get(7)?,
-        created_at: time(r.get(8)?),
-        updated_at: time(r.get(9)?),
-    })
+        allow_private_network: r.allow_private_network,
+        origin: r.origin,
+        created_at: time(r.created_at),
+        updated_at: time(r.updated_at),
+    }
 }
 
 /// The secrets column for `id`: each secret sealed.
@@ -260,10 +259,7 @@ fn unseal(conn: &Connection, mut ep: Endpoint) -> Endpoint {
 /// or written by hand). Returns how many endpoints changed.
 pub fn seal_plaintext(conn: &Connection) -> Result<usize, EndpointError> {
     let mut n = 0;
-    let raw: Vec<(String, String)> = conn
-        .prepare("SELECT endpoint_id, secrets FROM webhook_endpoints")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
+    let raw = webhooks::endpoint_secrets(conn)?;
     for (id, text) in raw {
         let list: Vec<String> = serde_json::from_str(&text).unwrap_or_default();
         if list.iter().all(|s| s.starts_with(secrets::SEALED)) {
@@ -273,10 +269,7 @@ pub fn seal_plaintext(conn: &Connection) -> Result<usize, EndpointError> {
             .iter()
             .map(|s| secrets::open(conn, &id, s))
             .collect::<Result<Vec<_>, _>>()?;
-        conn.execute(
-            "UPDATE webhook_endpoints SET secrets = ?2 WHERE endpoint_id = ?1",
-            params![id, sealed(conn, &id, &plain)?],
-        )?;
+        webhooks::set_endpoint_secrets(conn, &id, &sealed(conn, &id, &plain)?, None)?;
         n += 1;
     }
     Ok(n)
@@ -288,24 +281,15 @@ fn json<T: Serialize>(v: &T) -> Result<String, EndpointError> {
 
 /// All endpoints, by id.
 pub fn list(conn: &Connection) -> Result<Vec<Endpoint>, EndpointError> {
-    let mut q = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM webhook_endpoints ORDER BY endpoint_id"
-    ))?;
-    let rows = q.query_map([], row)?;
-    let rows: Vec<Endpoint> = rows.collect::<Result<_, _>>()?;
-    Ok(rows.into_iter().map(|e| unseal(conn, e)).collect())
+    Ok(webhooks::endpoints(conn)?
+        .into_iter()
+        .map(|r| unseal(conn, from_row(r)))
+        .collect())
 }
 
 /// One endpoint.
 pub fn get(conn: &Connection, id: &str) -> Result<Option<Endpoint>, EndpointError> {
-    Ok(conn
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM webhook_endpoints WHERE endpoint_id = ?1"),
-            [id],
-            row,
-        )
-        .optional()?
-        .map(|e| unseal(conn, e)))
+    Ok(webhooks::endpoint(conn, id)?.map(|r| unseal(conn, from_row(r))))
 }
 
 fn must_get(conn: &Connection, id: &str) -> Result<Endpoint, EndpointError> {
@@ -338,21 +322,21 @@ pub fn create(
         return Err(EndpointError::Exists(new.endpoint_id.clone()));
     }
     let now = now_ms();
-    conn.execute(
-        "INSERT INTO webhook_endpoints (endpoint_id, url, description, secrets, enabled, disabled_reason, filter, origin, created_at, updated_at, allow_private_network)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)",
-        params![
-            new.endpoint_id,
-            new.url,
-            new.description,
-            sealed(conn, &new.endpoint_id, std::slice::from_ref(&secret))?,
-            new.enabled as i64,
-            (!new.enabled).then_some(format!("disabled at creation by {origin}")),
-            json(&new.filter)?,
-            origin,
-            now,
-            new.allow_private_network as i64
-        ],
+    webhooks::insert_endpoint(
+        conn,
+        &webhooks::EndpointRow {
+            endpoint_id: new.endpoint_id.clone(),
+            url: new.url.clone(),
+            description: new.description.clone(),
+            secrets: sealed(conn, &new.endpoint_id, std::slice::from_ref(&secret))?,
+            enabled: new.enabled,
+            disabled_reason: (!new.enabled).then_some(format!("disabled at creation by {origin}")),
+            filter: json(&new.filter)?,
+            origin: origin.to_string(),
+            created_at: now,
+            updated_at: now,
+            allow_private_network: new.allow_private_network,
+        },
     )?;
     Ok((must_get(conn, &new.endpoint_id)?, secret))
 }
@@ -375,33 +359,21 @@ pub fn update(
         allowed || policy.allow_private_network,
     )?;
     if allowed != ep.allow_private_network {
-        conn.execute(
-            "UPDATE webhook_endpoints SET allow_private_network = ?2, updated_at = ?3 WHERE endpoint_id = ?1",
-            params![id, allowed as i64, now],
-        )?;
+        webhooks::set_endpoint_field(conn, id, EndpointField::AllowPrivateNetwork(allowed), now)?;
     }
     if let Some(url) = &change.url {
         validate_url(url, policy.allow_http)?;
-        conn.execute(
-            "UPDATE webhook_endpoints SET url = ?2, updated_at = ?3 WHERE endpoint_id = ?1",
-            params![id, url, now],
-        )?;
+        webhooks::set_endpoint_field(conn, id, EndpointField::Url(url), now)?;
     }
     if let Some(d) = &change.description {
-        conn.execute(
-            "UPDATE webhook_endpoints SET description = ?2, updated_at = ?3 WHERE endpoint_id = ?1",
-            params![id, d, now],
-        )?;
+        webhooks::set_endpoint_field(conn, id, EndpointField::Description(d), now)?;
     }
     if let Some(f) = &change.filter {
         f.validate().map_err(|message| EndpointError::Invalid {
             field: "filter",
             message,
         })?;
-        conn.execute(
-            "UPDATE webhook_endpoints SET filter = ?2, updated_at = ?3 WHERE endpoint_id = ?1",
-            params![id, json(f)?, now],
-        )?;
+        webhooks::set_endpoint_field(conn, id, EndpointField::Filter(&json(f)?), now)?;
     }
     if let Some(enabled) = change.enabled {
         set_enabled(conn, id, enabled, &format!("disabled by {actor}"))?;
@@ -422,10 +394,7 @@ pub fn set_enabled(
     if ep.enabled == enabled {
         return Ok(false);
     }
-    conn.execute(
-        "UPDATE webhook_endpoints SET enabled = ?2, disabled_reason = ?3, updated_at = ?4 WHERE endpoint_id = ?1",
-        params![id, enabled as i64, (!enabled).then_some(reason), now_ms()],
-    )?;
+    webhooks::set_endpoint_enabled(conn, id, enabled, (!enabled).then_some(reason), now_ms())?;
     Ok(true)
 }
 
@@ -442,10 +411,7 @@ pub fn rotate_secret(
     validate_secret(&secret)?;
     let mut secrets = vec![secret.clone()];
     secrets.extend(ep.secrets.into_iter().filter(|s| *s != secret).take(1));
-    conn.execute(
-        "UPDATE webhook_endpoints SET secrets = ?2, updated_at = ?3 WHERE endpoint_id = ?1",
-        params![id, sealed(conn, id, &secrets)?, now_ms()],
-    )?;
+    webhooks::set_endpoint_secrets(conn, id, &sealed(conn, id, &secrets)?, Some(now_ms()))?;
     Ok(secret)
 }
 
@@ -453,13 +419,11 @@ pub fn rotate_secret(
 pub fn retire_secrets(conn: &Connection, id: &str) -> Result<usize, EndpointError> {
     let ep = must_get(conn, id)?;
     let retired = ep.secrets.len().saturating_sub(1);
-    conn.execute(
-        "UPDATE webhook_endpoints SET secrets = ?2, updated_at = ?3 WHERE endpoint_id = ?1",
-        params![
-            id,
-            sealed(conn, id, &ep.secrets[..ep.secrets.len().min(1)])?,
-            now_ms()
-        ],
+    webhooks::set_endpoint_secrets(
+        conn,
+        id,
+        &sealed(conn, id, &ep.secrets[..ep.secrets.len().min(1)])?,
+        Some(now_ms()),
     )?;
     Ok(retired)
 }
@@ -504,146 +468,25 @@ pub fn apply_config(
     Ok(())
 }
 
-/// A delivery (one event to one endpoint).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DeliveryRecord {
-    /// Id.
-    pub delivery_id: i64,
-    /// Outbox sequence of the event.
-    pub event_seq: i64,
-    /// Event id (= `webhook-id`).
-    pub event_id: String,
-    /// Event type.
-    pub event_type: String,
-    /// Endpoint.
-    pub endpoint_id: String,
-    /// pending | delivered | failed | dead.
-    pub status: String,
-    /// Attempts so far (all rounds).
-    pub attempts: i64,
-    /// Next attempt (pending only).
-    pub next_attempt_at: DateTime<Utc>,
-    /// Created.
-    pub created_at: DateTime<Utc>,
-    /// Last change.
-    pub updated_at: DateTime<Utc>,
-    /// Last HTTP status.
-    pub last_status: Option<i64>,
-    /// Last error or response excerpt.
-    pub last_error: Option<String>,
-}
-
-/// One attempt.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AttemptRecord {
-    /// Delivery.
-    pub delivery_id: i64,
-    /// 1, 2, ...
-    pub attempt: i64,
-    /// When.
-    pub at: DateTime<Utc>,
-    /// HTTP status, if a response came.
-    pub http_status: Option<i64>,
-    /// Time to response or failure.
-    pub latency_ms: i64,
-    /// Error or response excerpt.
-    pub error: Option<String>,
-}
-
-/// Which deliveries to list.
-#[derive(Debug, Clone, Default)]
-pub struct DeliveryQuery<'a> {
-    /// Only this endpoint.
-    pub endpoint_id: Option<&'a str>,
-    /// Only this status.
-    pub status: Option<&'a str>,
-    /// Only ids below this (newest first, keyset pagination).
-    pub before: Option<i64>,
-    /// At most this many.
-    pub limit: usize,
-}
+pub use crate::store::webhooks::{AttemptRecord, DeliveryQuery, DeliveryRecord, Redrive};
 
 /// Deliveries, newest first.
 pub fn deliveries(
     conn: &Connection,
     q: &DeliveryQuery<'_>,
 ) -> Result<Vec<DeliveryRecord>, EndpointError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT d.delivery_id, d.event_seq, o.event_id, o.event_type, d.endpoint_id, d.status, d.attempts,
-                d.next_attempt_at, d.created_at, d.updated_at, d.last_status, d.last_error
-         FROM deliveries d JOIN outbox o ON o.seq = d.event_seq
-         WHERE (?1 IS NULL OR d.endpoint_id = ?1) AND (?2 IS NULL OR d.status = ?2)
-           AND (?3 IS NULL OR d.delivery_id < ?3)
-         ORDER BY d.delivery_id DESC LIMIT ?4",
-    )?;
-    let rows = stmt.query_map(
-        params![q.endpoint_id, q.status, q.before, q.limit.max(1) as i64],
-        |r| {
-            Ok(DeliveryRecord {
-                delivery_id: r.get(0)?,
-                event_seq: r.get(1)?,
-                event_id: r.get(2)?,
-                event_type: r.get(3)?,
-                endpoint_id: r.get(4)?,
-                status: r.get(5)?,
-                attempts: r.get(6)?,
-                next_attempt_at: time(r.get(7)?),
-                created_at: time(r.get(8)?),
-                updated_at: time(r.get(9)?),
-                last_status: r.get(10)?,
-                last_error: r.get(11)?,
-            })
-        },
-    )?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    Ok(webhooks::deliveries(conn, q)?)
 }
 
 /// The attempts of one delivery, in order.
 pub fn attempts(conn: &Connection, delivery_id: i64) -> Result<Vec<AttemptRecord>, EndpointError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT delivery_id, attempt, at, http_status, latency_ms, error FROM delivery_attempts
-         WHERE delivery_id = ?1 ORDER BY id",
-    )?;
-    let rows = stmt.query_map([delivery_id], |r| {
-        Ok(AttemptRecord {
-            delivery_id: r.get(0)?,
-            attempt: r.get(1)?,
-            at: time(r.get(2)?),
-            http_status: r.get(3)?,
-            latency_ms: r.get(4)?,
-            error: r.get(5)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-/// What to re-drive.
-#[derive(Debug, Clone, Copy)]
-pub enum Redrive<'a> {
-    /// One delivery (dead or failed).
-    Delivery(i64),
-    /// Every dead or failed delivery of an endpoint.
-    Endpoint(&'a str),
-    /// Every dead or failed delivery.
-    All,
+    Ok(webhooks::attempts(conn, delivery_id)?)
 }
 
 /// Puts dead-lettered (and failed) deliveries back in the queue with a
 /// fresh retry round: same event, same `webhook-id`. Returns how many.
 pub fn redrive(conn: &Connection, which: Redrive<'_>) -> Result<usize, EndpointError> {
-    let (id, endpoint) = match which {
-        Redrive::Delivery(id) => (Some(id), None),
-        Redrive::Endpoint(e) => (None, Some(e)),
-        Redrive::All => (None, None),
-    };
-    let n = conn.execute(
-        "UPDATE deliveries SET status = 'pending', round_base = attempts, redriven_at = ?3,
-                next_attempt_at = ?3, updated_at = ?3
-         WHERE status IN ('dead', 'failed')
-           AND (?1 IS NULL OR delivery_id = ?1) AND (?2 IS NULL OR endpoint_id = ?2)",
-        params![id, endpoint, now_ms()],
-    )?;
-    Ok(n)
+    Ok(webhooks::redrive(conn, which)?)
 }
 
 #[cfg(test)]

@@ -3,15 +3,12 @@
 //! durable cursor `delivery.fanout`. A crash before the commit redoes the
 //! batch; the unique (event, endpoint) key makes that harmless.
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::Transaction;
 use std::collections::BTreeSet;
 
 use super::endpoints::{self, EndpointError};
 use super::route::{matches, RouteInfo};
-use crate::store::{now_ms, set_cursor, Store};
-
-/// seq, event_type, patient_id, severity, payload.
-type OutboxRow = (i64, String, Option<String>, Option<String>, String);
+use crate::store::{cursor_in, now_ms, outbox, set_cursor, webhooks, Store};
 
 /// The durable cursor over `outbox.seq`.
 pub const CURSOR: &str = "delivery.fanout";
@@ -21,33 +18,14 @@ pub const CURSOR: &str = "delivery.fanout";
 pub fn fanout(store: &mut Store, batch: usize) -> Result<(BTreeSet<String>, usize), EndpointError> {
     // A read first: the write lock is taken only when there is work, so
     // polling does not contend with the reading writer.
-    let pending: bool = store.conn().query_row(
-        "SELECT EXISTS(SELECT 1 FROM outbox WHERE seq > COALESCE((SELECT position FROM cursors WHERE name = ?1), 0))",
-        [CURSOR],
-        |r| r.get(0),
-    )?;
+    let pending = outbox::has_events_after_cursor(store.conn(), CURSOR)?;
     if !pending {
         return Ok((BTreeSet::new(), 0));
     }
     let tx = store.transaction()?;
-    let cursor: i64 = tx
-        .query_row(
-            "SELECT position FROM cursors WHERE name = ?1",
-            [CURSOR],
-            |r| r.get(0),
-        )
-        .optional()?
-        .unwrap_or(0);
-    let events: Vec<OutboxRow> = {
-        let mut q = tx.prepare_cached(
-            "SELECT seq, event_type, patient_id, severity, payload FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-        )?;
-        let rows = q.query_map(params![cursor, batch as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })?;
-        rows.collect::<Result<_, _>>()?
-    };
-    let Some(last) = events.last().map(|e| e.0) else {
+    let cursor = cursor_in(&tx, CURSOR)?.unwrap_or(0);
+    let events = outbox::events_after(&tx, cursor, batch)?;
+    let Some(last) = events.last().map(|e| e.seq) else {
         return Ok((BTreeSet::new(), 0));
     };
     let targets: Vec<_> = endpoints::list(&tx)?
@@ -57,18 +35,19 @@ pub fn fanout(store: &mut Store, batch: usize) -> Result<(BTreeSet<String>, usiz
     let now = now_ms();
     let mut touched = BTreeSet::new();
     let mut queued = 0;
-    for (seq, event_type, patient_id, severity, payload) in events {
-        let info = route_info(&tx, &event_type, patient_id.as_deref(), severity, &payload)?;
+    for e in events {
+        let info = route_info(
+            &tx,
+            &e.event_type,
+            e.patient_id.as_deref(),
+            e.severity,
+            &e.payload,
+        )?;
         for ep in &targets {
             if !matches(&ep.endpoint_id, &ep.filter, &info) {
                 continue;
             }
-            let n = tx.execute(
-                "INSERT INTO deliveries (event_seq, endpoint_id, status, attempts, next_attempt_at, created_at, updated_at)
-                 VALUES (?1, ?2, 'pending', 0, ?3, ?3, ?3) ON CONFLICT(event_seq, endpoint_id) DO NOTHING",
-                params![seq, ep.endpoint_id, now],
-            )?;
-            if n == 1 {
+            if webhooks::queue_delivery(&tx, e.seq, &ep.endpoint_id, now)? {
                 queued += 1;
                 touched.insert(ep.endpoint_id.clone());
             }

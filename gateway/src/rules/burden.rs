@@ -24,11 +24,11 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use rusqlite::{params, Connection};
+use rusqlite::Connection;
 use serde::Serialize;
 
-use super::alerts::ms;
-use crate::store::StoreError;
+use crate::store::alerts::{self, ms};
+use crate::store::{patients, StoreError};
 
 /// "Resolved without acknowledgement within this long of firing": noise.
 pub const NOISE_WITHIN: TimeDelta = TimeDelta::hours(1);
@@ -176,47 +176,29 @@ pub fn burden(conn: &Connection, q: &BurdenQuery) -> Result<BurdenReport, StoreE
     // the period's end (or now, if sooner).
     let end = until.min(Utc::now().timestamp_millis());
     let mut days: BTreeMap<Option<String>, (u64, f64)> = BTreeMap::new();
-    {
-        let mut st = conn.prepare_cached("SELECT care_team, enrolled_at FROM patients")?;
-        let rows = st.query_map([], |r| {
-            Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?))
-        })?;
-        for row in rows {
-            let (team, enrolled) = row?;
-            if !in_scope(q, &team) {
-                continue;
-            }
-            let from = enrolled.max(since);
-            let d = (end - from).max(0) as f64 / 86_400_000.0;
-            let e = days.entry(team).or_default();
-            e.0 += 1;
-            e.1 += d;
+    for (team, enrolled) in patients::enrolments(conn)? {
+        if !in_scope(q, &team) {
+            continue;
         }
+        let from = enrolled.max(since);
+        let d = (end - from).max(0) as f64 / 86_400_000.0;
+        let e = days.entry(team).or_default();
+        e.0 += 1;
+        e.1 += d;
     }
     let mut acc: BTreeMap<Option<String>, BTreeMap<String, Acc>> = BTreeMap::new();
-    let mut st = conn.prepare_cached(
-        "SELECT a.rule_id, p.care_team, a.fired_at, a.acknowledged_at, a.resolved_at, a.flapping,
-             (SELECT h.notified FROM alert_history h WHERE h.alert_id = a.alert_id AND h.kind = 'fired' ORDER BY h.id LIMIT 1),
-             (SELECT COUNT(*) FROM alert_history h WHERE h.alert_id = a.alert_id AND h.kind = 'updated' AND h.notified = 1),
-             (SELECT COUNT(*) FROM alert_history h WHERE h.alert_id = a.alert_id AND json_extract(h.detail, '$.flapping') = 1)
-         FROM alerts a LEFT JOIN patients p ON p.patient_id = a.patient_id
-         WHERE a.fired_at >= ?1 AND a.fired_at < ?2",
-    )?;
-    let rows = st.query_map(params![since, until], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, Option<String>>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, Option<i64>>(3)?,
-            r.get::<_, Option<i64>>(4)?,
-            r.get::<_, bool>(5)?,
-            r.get::<_, Option<bool>>(6)?,
-            r.get::<_, i64>(7)?,
-            r.get::<_, i64>(8)?,
-        ))
-    })?;
-    for row in rows {
-        let (rule, team, fired, acked, resolved, flapping, notified, renotified, flapped) = row?;
+    for f in alerts::fired_between(conn, since, until)? {
+        let alerts::FiredSummary {
+            rule_id: rule,
+            care_team: team,
+            fired_at: fired,
+            acknowledged_at: acked,
+            resolved_at: resolved,
+            flapping,
+            fire_notified: notified,
+            renotified,
+            flapped,
+        } = f;
         if !in_scope(q, &team) {
             continue;
         }

@@ -19,10 +19,10 @@
 //! gateway is down), so it is ignored.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection};
+use rusqlite::Connection;
 
-use super::alerts::ms;
 use super::config::RulesClock;
+use crate::store::alerts::ms;
 use crate::store::StoreError;
 
 /// Where the evaluator takes "now" from.
@@ -79,9 +79,7 @@ impl DataClock {
     /// Looks at the readings committed since the last call and returns the
     /// newest measured-at seen so far.
     pub fn advance(&mut self, conn: &Connection) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let (seq, newest): (Option<i64>, Option<i64>) = conn
-            .prepare_cached("SELECT MAX(seq), MAX(measured_at) FROM readings WHERE seq > ?1")?
-            .query_row(params![self.seen], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let (seq, newest) = crate::store::queries::newest_after(conn, self.seen)?;
         if let Some(s) = seq {
             self.seen = self.seen.max(s);
         }
@@ -102,6 +100,7 @@ mod tests {
     use super::*;
     use crate::store::Store;
     use chrono::{TimeDelta, TimeZone};
+    use rusqlite::params;
 
     fn insert(store: &Store, n: i64, measured_at: DateTime<Utc>) {
         store

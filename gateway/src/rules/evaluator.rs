@@ -34,9 +34,8 @@ use std::sync::Arc;
 use alerting_rules::{Engine, Input, MissingInput, NewReading, TransitionKind};
 use chrono::{DateTime, Utc};
 use device_profiles::Metric;
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::Transaction;
 
-use super::alerts::{self, ms};
 use super::clock::Clock;
 use super::history::SqliteHistory;
 use super::missing::{device_offline, gateway_downtime, watched_patients};
@@ -44,6 +43,7 @@ use super::persist::{self, PatientCtx};
 use super::{RulesError, CURSOR};
 use crate::fault::{Fault, FaultPoint};
 use crate::metrics::Metrics;
+use crate::store::alerts::{self, ms};
 use crate::store::{set_cursor, Store};
 
 /// Evaluator settings.
@@ -105,17 +105,7 @@ impl Report {
     }
 }
 
-struct Row {
-    seq: i64,
-    reading_id: String,
-    group_id: String,
-    patient_id: String,
-    metric: String,
-    value: f64,
-    measured_at: i64,
-    received_at: i64,
-    committed_at: i64,
-}
+use crate::store::queries::{self, CommittedReading as Row};
 
 struct Group {
     group_id: String,
@@ -123,27 +113,6 @@ struct Group {
     first_seq: i64,
     measured_at: DateTime<Utc>,
     readings: Vec<NewReading>,
-}
-
-const SELECT: &str = "SELECT seq, reading_id, group_id, patient_id, metric, value, measured_at, received_at, committed_at
-                      FROM readings";
-
-fn rows(conn: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<Vec<Row>> {
-    let mut q = conn.prepare_cached(sql)?;
-    let rows = q.query_map(p, |r| {
-        Ok(Row {
-            seq: r.get(0)?,
-            reading_id: r.get(1)?,
-            group_id: r.get(2)?,
-            patient_id: r.get(3)?,
-            metric: r.get(4)?,
-            value: r.get(5)?,
-            measured_at: r.get(6)?,
-            received_at: r.get(7)?,
-            committed_at: r.get(8)?,
-        })
-    })?;
-    rows.collect()
 }
 
 /// The rule evaluator over its own store connection.
@@ -274,25 +243,13 @@ impl Evaluator {
                 None => return Ok(Report::default()),
             },
         };
-        let cursor: i64 = tx
-            .prepare_cached("SELECT position FROM cursors WHERE name = ?1")?
-            .query_row([CURSOR], |r| r.get(0))
-            .optional()?
-            .unwrap_or(0);
-        let mut batch_rows = rows(
-            &tx,
-            &format!("{SELECT} WHERE seq > ?1 ORDER BY seq LIMIT ?2"),
-            params![cursor, batch as i64],
-        )?;
+        let cursor = crate::store::cursor_in(&tx, CURSOR)?.unwrap_or(0);
+        let mut batch_rows = queries::committed_after(&tx, cursor, batch)?;
         let Some(last) = batch_rows.last() else {
             return Ok(Report::default());
         };
         // Never split a measurement across transactions.
-        let rest = rows(
-            &tx,
-            &format!("{SELECT} WHERE group_id = ?1 AND seq > ?2 ORDER BY seq"),
-            params![last.group_id, last.seq],
-        )?;
+        let rest = queries::committed_in_group_after(&tx, &last.group_id, last.seq)?;
         batch_rows.extend(rest);
         let max_seq = batch_rows.iter().map(|r| r.seq).max().unwrap_or(cursor);
         let newest_commit = batch_rows.iter().map(|r| r.committed_at).max();

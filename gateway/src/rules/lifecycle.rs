@@ -12,10 +12,10 @@
 
 use alerting_rules::{AckError, AlertState};
 use chrono::{DateTime, TimeDelta, Utc};
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::Transaction;
 
-use super::alerts::{self, AlertRecord};
 use super::persist::{emit, history_len, insert_history, not_before_history};
+use crate::store::alerts::{self, AlertRecord};
 use crate::store::outbox::EventType;
 use crate::store::{patients, Store, StoreError};
 
@@ -62,10 +62,7 @@ fn open_alert(
 }
 
 fn load_state(tx: &Transaction<'_>, alert: &AlertRecord) -> Result<Option<AlertState>, StoreError> {
-    let json: Option<String> = tx
-        .prepare_cached("SELECT state FROM alert_state WHERE patient_id = ?1 AND rule_id = ?2")?
-        .query_row(params![alert.patient_id, alert.rule_id], |r| r.get(0))
-        .optional()?;
+    let json = alerts::state(tx, &alert.patient_id, &alert.rule_id)?;
     Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
 }
 
@@ -77,19 +74,14 @@ fn save_state(
     now: i64,
 ) -> Result<(), StoreError> {
     let json = serde_json::to_string(state).map_err(|e| StoreError::Encode(e.to_string()))?;
-    tx.prepare_cached(
-        "INSERT INTO alert_state (patient_id, rule_id, state, alert_id, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT(patient_id, rule_id) DO UPDATE SET state = excluded.state, alert_id = excluded.alert_id,
-             updated_at = excluded.updated_at",
-    )?
-    .execute(params![
-        alert.patient_id,
-        alert.rule_id,
-        json,
+    alerts::save_state(
+        tx,
+        &alert.patient_id,
+        &alert.rule_id,
+        &json,
         open.then_some(alert.alert_id.as_str()),
-        now
-    ])?;
-    Ok(())
+        now,
+    )
 }
 
 /// Acknowledges an open alert inside `tx`, optionally snoozing its
@@ -129,21 +121,17 @@ pub fn acknowledge_in(
         snooze_until = Some(now + s);
     }
     let first = alert.status != "acknowledged";
-    tx.prepare_cached(
-        "UPDATE alerts SET status = 'acknowledged',
-             acknowledged_by = CASE WHEN ?5 THEN ?2 ELSE acknowledged_by END,
-             acknowledged_at = CASE WHEN ?5 THEN ?3 ELSE acknowledged_at END,
-             ack_note = COALESCE(?4, ack_note), snooze_until = ?6, updated_at = ?3
-         WHERE alert_id = ?1",
-    )?
-    .execute(params![
+    alerts::acknowledge(
+        tx,
         alert_id,
-        by,
-        at,
-        note,
-        first,
-        snooze_until.map(|s| s.timestamp_millis())
-    ])?;
+        &alerts::Acknowledgement {
+            by,
+            at,
+            note,
+            first,
+            snooze_until: snooze_until.map(|s| s.timestamp_millis()),
+        },
+    )?;
     let n = history_len(tx, alert_id)?;
     let detail = serde_json::json!({ "note": note, "snooze_until": snooze_until });
     insert_history(tx, alert_id, at, "acknowledged", true, Some(by), &detail)?;
@@ -172,11 +160,7 @@ pub fn resolve_in(
         state.clear_streak = 0;
         save_state(tx, &alert, &state, false, at)?;
     }
-    tx.prepare_cached(
-        "UPDATE alerts SET status = 'resolved', resolved_at = ?2, resolved_by = ?3, updated_at = ?2
-         WHERE alert_id = ?1",
-    )?
-    .execute(params![alert_id, at, by])?;
+    alerts::resolve_by(tx, alert_id, at, by)?;
     let n = history_len(tx, alert_id)?;
     let detail = serde_json::json!({ "note": note, "manual": true });
     insert_history(tx, alert_id, at, "resolved", true, Some(by), &detail)?;

@@ -20,10 +20,10 @@
 //! (`NULL`) and are never considered offline.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use rusqlite::{params, Connection};
+use rusqlite::Connection;
 
-use super::alerts::ms;
-use crate::store::StoreError;
+use crate::store::alerts::ms;
+use crate::store::{patients, registry, runs, StoreError};
 
 /// An interval `(from, to)` during which the gateway was down.
 pub type Downtime = (DateTime<Utc>, DateTime<Utc>);
@@ -38,18 +38,11 @@ pub fn gateway_downtime(
     now: DateTime<Utc>,
 ) -> Result<Vec<Downtime>, StoreError> {
     let since = (now - DOWNTIME_HORIZON).timestamp_millis();
-    let mut q = conn.prepare_cached(
-        "SELECT started_at, heartbeat_at, stopped_at FROM runs
-         WHERE run_id >= COALESCE((SELECT MAX(run_id) FROM runs WHERE started_at < ?1), 0)
-         ORDER BY run_id",
-    )?;
-    let runs: Vec<(i64, i64, Option<i64>)> = q
-        .query_map(params![since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<Result<_, _>>()?;
+    let runs = runs::runs_since(conn, since)?;
     let mut out = Vec::new();
     for pair in runs.windows(2) {
-        let (_, heartbeat, stopped) = pair[0];
-        let (next_start, _, _) = pair[1];
+        let (heartbeat, stopped) = (pair[0].heartbeat_at, pair[0].stopped_at);
+        let next_start = pair[1].started_at;
         let end = stopped.unwrap_or(heartbeat).max(heartbeat);
         if let (Some(a), Some(b)) = (ms(Some(end)), ms(Some(next_start))) {
             if a < b {
@@ -63,12 +56,7 @@ pub fn gateway_downtime(
 /// Whether one of the patient's devices is known offline (disconnected,
 /// waiting to be paired, or battery empty).
 pub fn device_offline(conn: &Connection, patient_id: &str) -> Result<bool, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT 1 FROM devices WHERE patient_id = ?1
-               AND (connection IN ('disconnected', 'pairing_required') OR battery_pct = 0) LIMIT 1",
-        )?
-        .exists([patient_id])?)
+    registry::patient_device_offline(conn, patient_id)
 }
 
 /// The patients the timer watches, after `after` in id order: everyone
@@ -79,14 +67,7 @@ pub fn watched_patients(
     after: &str,
     limit: usize,
 ) -> Result<Vec<String>, StoreError> {
-    let mut q = conn.prepare_cached(
-        "SELECT patient_id FROM patients WHERE patient_id > ?1
-         UNION
-         SELECT patient_id FROM patient_watermarks WHERE patient_id > ?1
-         ORDER BY 1 LIMIT ?2",
-    )?;
-    let rows = q.query_map(params![after, limit as i64], |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    patients::enrolled_or_evaluated(conn, after, limit)
 }
 
 #[cfg(test)]
@@ -94,6 +75,7 @@ mod tests {
     use super::*;
     use crate::store::Store;
     use chrono::TimeZone;
+    use rusqlite::params;
 
     #[test]
     fn downtime_is_the_gap_between_runs() {

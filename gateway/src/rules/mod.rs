@@ -25,7 +25,6 @@
 //!
 //! The bundled rule packs are defaults a program can edit, not medical advice.
 
-pub mod alerts;
 pub mod burden;
 pub mod clock;
 pub mod config;

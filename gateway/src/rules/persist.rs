@@ -17,10 +17,10 @@ use std::collections::BTreeMap;
 
 use alerting_rules::{AlertState, Evidence, Overrides, Patient, Transition, TransitionKind};
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{Connection, Transaction};
 use sha2::{Digest, Sha256};
 
-use super::alerts::{self, AlertRecord};
+use crate::store::alerts::{self, AlertRecord, AlertUpdate, NewAlert, NewHistory};
 use crate::store::outbox::{
     self, AlertData, Event, EventType, EvidenceReading, RuleRef, EVENT_SCHEMA,
 };
@@ -67,18 +67,8 @@ pub(crate) fn load_patient(conn: &Connection, patient_id: &str) -> Result<Patien
     let mut states = BTreeMap::new();
     let mut stored = BTreeMap::new();
     {
-        let mut q = conn.prepare_cached(
-            "SELECT rule_id, state, alert_id FROM alert_state WHERE patient_id = ?1",
-        )?;
-        let rows = q.query_map([patient_id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<String>>(2)?,
-            ))
-        })?;
-        for row in rows {
-            let (rule, json, alert_id) = row?;
+        for row in alerts::states(conn, patient_id)? {
+            let (rule, json, alert_id) = (row.rule_id, row.state, row.alert_id);
             match serde_json::from_str::<AlertState>(&json) {
                 Ok(s) => {
                     states.insert(rule.clone(), s);
@@ -90,11 +80,7 @@ pub(crate) fn load_patient(conn: &Connection, patient_id: &str) -> Result<Patien
             stored.insert(rule, (json, alert_id));
         }
     }
-    let (watermark, input_at): (Option<i64>, Option<i64>) = conn
-        .prepare_cached("SELECT watermark, input_at FROM patient_watermarks WHERE patient_id = ?1")?
-        .query_row([patient_id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?
-        .unwrap_or((None, None));
+    let (watermark, input_at) = alerts::watermark(conn, patient_id)?;
     let watermark = alerts::ms(watermark);
     let input_at = alerts::ms(input_at);
     Ok(PatientCtx {
@@ -120,16 +106,12 @@ pub(crate) fn save_watermark(tx: &Transaction<'_>, ctx: &mut PatientCtx) -> Resu
         return Ok(());
     };
     if Some(w) != ctx.stored_watermark || ctx.input_at != ctx.stored_input_at {
-        tx.prepare_cached(
-            "INSERT INTO patient_watermarks(patient_id, watermark, input_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT(patient_id) DO UPDATE SET watermark = excluded.watermark,
-                 input_at = COALESCE(excluded.input_at, input_at)",
-        )?
-        .execute(params![
-            ctx.patient.id,
+        alerts::save_watermark(
+            tx,
+            &ctx.patient.id,
             w.timestamp_millis(),
-            ctx.input_at.map(|t| t.timestamp_millis())
-        ])?;
+            ctx.input_at.map(|t| t.timestamp_millis()),
+        )?;
         ctx.stored_watermark = Some(w);
         ctx.stored_input_at = ctx.input_at;
     }
@@ -144,9 +126,7 @@ pub(crate) fn not_before_history(
     alert_id: &str,
     at: DateTime<Utc>,
 ) -> Result<DateTime<Utc>, StoreError> {
-    let last: Option<i64> = conn
-        .prepare_cached("SELECT MAX(at) FROM alert_history WHERE alert_id = ?1")?
-        .query_row([alert_id], |r| r.get(0))?;
+    let last = alerts::last_history_at(conn, alert_id)?;
     Ok(alerts::ms(last).map_or(at, |l| l.max(at)))
 }
 
@@ -222,21 +202,20 @@ pub(crate) fn apply(
         TransitionKind::Update => {
             let id = match open_id.clone() {
                 Some(id) if alerts::get(tx, &id)?.is_some_and(|a| a.status != "resolved") => {
-                    tx.prepare_cached(
-                        "UPDATE alerts SET rule_version = ?2, severity = ?3, message = ?4, limits = ?5, evidence = ?6,
-                             late = ?7, flapping = ?8, updated_at = ?9 WHERE alert_id = ?1",
-                    )?
-                    .execute(params![
-                        id,
-                        t.rule_version,
-                        t.severity.name(),
-                        t.message,
-                        enc(&t.limits)?,
-                        enc(&evidence(&t.evidence))?,
-                        t.late,
-                        t.flapping,
-                        at
-                    ])?;
+                    alerts::update(
+                        tx,
+                        &id,
+                        &AlertUpdate {
+                            rule_version: t.rule_version,
+                            severity: t.severity.name(),
+                            message: &t.message,
+                            limits: &enc(&t.limits)?,
+                            evidence: &enc(&evidence(&t.evidence))?,
+                            late: t.late,
+                            flapping: t.flapping,
+                            updated_at: at,
+                        },
+                    )?;
                     id
                 }
                 // The state says open but the row is gone (a manual
@@ -249,21 +228,14 @@ pub(crate) fn apply(
         }
         TransitionKind::Resolve => {
             if let Some(id) = &open_id {
-                tx.prepare_cached(
-                    "UPDATE alerts SET status = 'resolved', resolved_at = ?2, updated_at = ?2, flapping = ?3
-                     WHERE alert_id = ?1 AND status != 'resolved'",
-                )?
-                .execute(params![id, at, t.flapping])?;
+                alerts::resolve_by_rule(tx, id, at, t.flapping)?;
                 history_kind = Some("resolved");
                 event = Some(EventType::AlertResolved);
             }
         }
         TransitionKind::NoChange => {
             if let Some(id) = open_id.as_ref().filter(|_| prev_flapping != t.flapping) {
-                tx.prepare_cached(
-                    "UPDATE alerts SET flapping = ?2, updated_at = ?3 WHERE alert_id = ?1",
-                )?
-                .execute(params![id, t.flapping, at])?;
+                alerts::set_flapping(tx, id, t.flapping, at)?;
                 history_kind = Some("note");
             }
         }
@@ -298,47 +270,39 @@ fn insert_alert(
     let at = t.at.timestamp_millis();
     // One open alert per (patient, rule): an open row the state no longer
     // knows about (unreadable state) is closed rather than left dangling.
-    tx.prepare_cached(
-        "UPDATE alerts SET status = 'resolved', resolved_at = ?3, resolved_by = 'system', updated_at = ?3
-         WHERE patient_id = ?1 AND rule_id = ?2 AND status != 'resolved'",
-    )?
-    .execute(params![patient, t.rule_id, at])?;
+    alerts::close_open(tx, patient, &t.rule_id, at)?;
     let mut n = 0;
     let id = loop {
         let id = alert_id(patient, &t.rule_id, trigger, n);
-        let exists = tx
-            .prepare_cached("SELECT 1 FROM alerts WHERE alert_id = ?1")?
-            .exists([&id])?;
-        if !exists {
+        if !alerts::exists(tx, &id)? {
             break id;
         }
         n += 1;
     };
-    tx.prepare_cached(
-        "INSERT INTO alerts (alert_id, patient_id, rule_id, rule_version, pack, severity, status, message, limits,
-             evidence, late, flapping, fired_at, measured_at, updated_at, snooze_until)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'firing', ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?12, ?14)",
-    )?
-    .execute(params![
-        id,
-        patient,
-        t.rule_id,
-        t.rule_version,
-        t.pack,
-        t.severity.name(),
-        t.message,
-        enc(&t.limits)?,
-        enc(&evidence(&t.evidence))?,
-        t.late,
-        t.flapping,
-        at,
-        t.measured_at.map(|m| m.timestamp_millis()),
-        // A re-fire during a snooze set on an earlier alert is silent: show why.
-        t.state
-            .snooze_until
-            .filter(|s| *s > t.at)
-            .map(|s| s.timestamp_millis()),
-    ])?;
+    alerts::insert(
+        tx,
+        &NewAlert {
+            alert_id: &id,
+            patient_id: patient,
+            rule_id: &t.rule_id,
+            rule_version: t.rule_version,
+            pack: &t.pack,
+            severity: t.severity.name(),
+            message: &t.message,
+            limits: &enc(&t.limits)?,
+            evidence: &enc(&evidence(&t.evidence))?,
+            late: t.late,
+            flapping: t.flapping,
+            fired_at: at,
+            measured_at: t.measured_at.map(|m| m.timestamp_millis()),
+            // A re-fire during a snooze set on an earlier alert is silent: show why.
+            snooze_until: t
+                .state
+                .snooze_until
+                .filter(|s| *s > t.at)
+                .map(|s| s.timestamp_millis()),
+        },
+    )?;
     Ok(id)
 }
 
@@ -358,18 +322,14 @@ fn save_state(
     if unchanged {
         return Ok(());
     }
-    tx.prepare_cached(
-        "INSERT INTO alert_state (patient_id, rule_id, state, alert_id, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT(patient_id, rule_id) DO UPDATE SET state = excluded.state, alert_id = excluded.alert_id,
-             updated_at = excluded.updated_at",
-    )?
-    .execute(params![
-        ctx.patient.id,
+    alerts::save_state(
+        tx,
+        &ctx.patient.id,
         rule,
-        json,
-        alert_id,
-        crate::store::now_ms()
-    ])?;
+        &json,
+        alert_id.as_deref(),
+        crate::store::now_ms(),
+    )?;
     ctx.stored.insert(rule.to_string(), (json, alert_id));
     Ok(())
 }
@@ -377,9 +337,7 @@ fn save_state(
 /// Number of history rows of an alert: the position of the next one, used
 /// in event ids.
 pub(crate) fn history_len(conn: &Connection, alert_id: &str) -> Result<i64, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT COUNT(*) FROM alert_history WHERE alert_id = ?1")?
-        .query_row([alert_id], |r| r.get(0))?)
+    alerts::history_len(conn, alert_id)
 }
 
 /// Appends a history row.
@@ -392,11 +350,17 @@ pub(crate) fn insert_history(
     actor: Option<&str>,
     detail: &serde_json::Value,
 ) -> Result<(), StoreError> {
-    tx.prepare_cached(
-        "INSERT INTO alert_history (alert_id, at, kind, notified, actor, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![alert_id, at, kind, notified, actor, enc(detail)?])?;
-    Ok(())
+    alerts::append_history(
+        tx,
+        &NewHistory {
+            alert_id,
+            at,
+            kind,
+            notified,
+            actor,
+            detail: &enc(detail)?,
+        },
+    )
 }
 
 /// The routing context of an event: care team and plans.

@@ -9,7 +9,8 @@ use rusqlite::params;
 
 use super::clock::Clock;
 use super::evaluator::{Evaluator, EvaluatorConfig};
-use super::{alerts, lifecycle};
+use super::lifecycle;
+use crate::store::alerts;
 use crate::store::patients::PatientChange;
 use crate::store::Store;
 

@@ -5,6 +5,8 @@
 //! [`writer`], which group-commits them and only then lets the source
 //! acknowledge; everything downstream reads from here after a durable cursor.
 
+pub mod alerts;
+pub mod audit;
 pub mod ble;
 pub mod cipher;
 pub mod config;
@@ -16,9 +18,12 @@ pub mod patients;
 pub(crate) mod quarantine;
 pub mod queries;
 pub mod registry;
+pub mod runs;
 mod schema;
 pub mod secrets;
+pub mod stats;
 pub mod tokens;
+pub mod webhooks;
 pub mod writer;
 
 #[cfg(test)]
@@ -468,15 +473,20 @@ impl Store {
 
     /// Reads a cursor, `None` when it was never set.
     pub fn cursor_if_set(&self, name: &str) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT position FROM cursors WHERE name = ?1",
-                [name],
-                |r| r.get(0),
-            )
-            .optional()?)
+        cursor_in(&self.conn, name)
     }
+}
+
+/// Reads a cursor on any connection (inside a transaction: pass `&tx`),
+/// `None` when it was never set.
+pub fn cursor_in(conn: &Connection, name: &str) -> Result<Option<i64>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT position FROM cursors WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .optional()?)
 }
 
 /// Sets a cursor inside a transaction, together with the effect it stands for.

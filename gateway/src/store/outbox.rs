@@ -12,7 +12,7 @@
 //! `gateway/schema/webhook-event.v1.json` is its JSON Schema.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use rusqlite::{params, Transaction};
+use rusqlite::{params, Connection, Transaction};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -220,6 +220,55 @@ pub fn enqueue<D: Serialize>(
 /// RFC 3339 with milliseconds and `Z`, as every time in event bodies.
 pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// An outbox event as fan-out reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    /// Outbox sequence.
+    pub seq: i64,
+    /// `alert.fired`, `store.disk_low`, ...
+    pub event_type: String,
+    /// The patient, for alert events.
+    pub patient_id: Option<String>,
+    /// The severity, for alert events.
+    pub severity: Option<String>,
+    /// The event body (JSON).
+    pub payload: String,
+}
+
+/// Whether there are events after the position of cursor `cursor`
+/// (a read that takes no write lock).
+pub fn has_events_after_cursor(conn: &Connection, cursor: &str) -> Result<bool, StoreError> {
+    Ok(conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM outbox WHERE seq > COALESCE((SELECT position FROM cursors WHERE name = ?1), 0))",
+        [cursor],
+        |r| r.get(0),
+    )?)
+}
+
+/// Up to `limit` events after `after_seq`, in order.
+pub fn events_after(
+    conn: &Connection,
+    after_seq: i64,
+    limit: usize,
+) -> Result<Vec<OutboxRow>, StoreError> {
+    let mut q = conn.prepare_cached(
+        "SELECT seq, event_type, patient_id, severity, payload FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    let rows = q.query_map(
+        params![after_seq, i64::try_from(limit).unwrap_or(i64::MAX)],
+        |r| {
+            Ok(OutboxRow {
+                seq: r.get(0)?,
+                event_type: r.get(1)?,
+                patient_id: r.get(2)?,
+                severity: r.get(3)?,
+                payload: r.get(4)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 #[cfg(test)]

@@ -152,6 +152,60 @@ impl Store {
     }
 }
 
+/// Whether `patient_id` exists and is in one of `teams` (a JSON array of
+/// care-team names).
+pub fn in_care_teams(conn: &Connection, patient_id: &str, teams: &str) -> Result<bool, StoreError> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM patients WHERE patient_id = ?1
+                 AND care_team IN (SELECT value FROM json_each(?2)))",
+        params![patient_id, teams],
+        |r| r.get(0),
+    )?)
+}
+
+/// Patients after `after` in id order: everyone enrolled and everyone ever
+/// evaluated (with a watermark), at most `limit`.
+pub fn enrolled_or_evaluated(
+    conn: &Connection,
+    after: &str,
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    let mut q = conn.prepare_cached(
+        "SELECT patient_id FROM patients WHERE patient_id > ?1
+         UNION
+         SELECT patient_id FROM patient_watermarks WHERE patient_id > ?1
+         ORDER BY 1 LIMIT ?2",
+    )?;
+    let rows = q.query_map(
+        params![after, i64::try_from(limit).unwrap_or(i64::MAX)],
+        |r| r.get(0),
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Every patient's care team and enrolment time (ms).
+pub fn enrolments(conn: &Connection) -> Result<Vec<(Option<String>, i64)>, StoreError> {
+    let mut st = conn.prepare_cached("SELECT care_team, enrolled_at FROM patients")?;
+    let rows = st.query_map([], |r| {
+        Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Marks a patient enrolled from config as changed at run time (origin
+/// `cli`), so that config no longer undoes the change.
+pub fn claim_from_config(
+    conn: &Connection,
+    patient_id: &str,
+    origin: &str,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE patients SET origin = ?2 WHERE patient_id = ?1 AND origin = 'config'",
+        params![patient_id, origin],
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

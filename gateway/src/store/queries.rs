@@ -1,7 +1,11 @@
-//! Read queries over the store (CLI, demo view, tests; the API adds its own).
+//! Read queries over readings and quarantine rows (CLI, demo view, the API).
+//!
+//! The column lists and row mappers are shared by every reader so that a
+//! reading or a quarantine row reads back the same wherever it is shown; the
+//! API's keyset-paged listings build on them through its page helper.
 
 use chrono::{DateTime, TimeZone, Utc};
-use rusqlite::params;
+use rusqlite::{params, Connection};
 use serde::Serialize;
 
 use super::{Store, StoreError};
@@ -178,4 +182,151 @@ impl Store {
         let rows = q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// Metrics stored as the parts of one blood-pressure measurement.
+const BP_METRICS: &str = "('systolic', 'diastolic', 'mean_arterial_pressure')";
+
+/// The newest reading of `metric` for a patient (by measurement time, then
+/// commit order).
+pub fn latest_reading(
+    conn: &Connection,
+    patient_id: &str,
+    metric: &str,
+) -> Result<Option<StoredReading>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {READING_COLUMNS} FROM readings WHERE patient_id = ?1 AND metric = ?2
+                 ORDER BY measured_at DESC, seq DESC LIMIT 1"
+    ))?;
+    let mut rows = stmt.query_map(params![patient_id, metric], reading_row)?;
+    Ok(rows.next().transpose()?)
+}
+
+/// The parts of one blood-pressure measurement, in commit order.
+pub fn blood_pressure_group(
+    conn: &Connection,
+    group_id: &str,
+) -> Result<Vec<StoredReading>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {READING_COLUMNS} FROM readings WHERE group_id = ?1
+                     AND metric IN {BP_METRICS} ORDER BY seq"
+    ))?;
+    let rows = stmt.query_map([group_id], reading_row)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// One reading that is not part of a blood-pressure measurement (those are
+/// read together, by group).
+pub fn single_reading(
+    conn: &Connection,
+    reading_id: &str,
+) -> Result<Vec<StoredReading>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {READING_COLUMNS} FROM readings WHERE reading_id = ?1
+                     AND metric NOT IN {BP_METRICS}"
+    ))?;
+    let rows = stmt.query_map([reading_id], reading_row)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// One quarantine row and its payload bytes.
+pub fn quarantine_with_payload(
+    conn: &Connection,
+    id: i64,
+) -> Result<Option<(QuarantineRow, Vec<u8>)>, StoreError> {
+    let found = conn.query_row(
+        &format!("SELECT {QUARANTINE_COLUMNS}, {QUARANTINE_PAYLOAD} FROM quarantine WHERE id = ?1"),
+        [id],
+        |r| Ok((quarantine_row(r)?, r.get::<_, Vec<u8>>(14)?)),
+    );
+    match found {
+        Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+        other => Ok(Some(other?)),
+    }
+}
+
+/// A committed reading as the rule evaluator reads it (times in ms).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommittedReading {
+    /// Commit order.
+    pub seq: i64,
+    /// Stable id.
+    pub reading_id: String,
+    /// Measurement id.
+    pub group_id: String,
+    /// Patient.
+    pub patient_id: String,
+    /// Metric name.
+    pub metric: String,
+    /// Value.
+    pub value: f64,
+    /// Corrected measurement time.
+    pub measured_at: i64,
+    /// Receipt time.
+    pub received_at: i64,
+    /// Commit time.
+    pub committed_at: i64,
+}
+
+const COMMITTED: &str = "SELECT seq, reading_id, group_id, patient_id, metric, value, measured_at, received_at, committed_at
+                      FROM readings";
+
+fn committed(
+    conn: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+) -> Result<Vec<CommittedReading>, StoreError> {
+    let mut q = conn.prepare_cached(sql)?;
+    let rows = q.query_map(p, |r| {
+        Ok(CommittedReading {
+            seq: r.get(0)?,
+            reading_id: r.get(1)?,
+            group_id: r.get(2)?,
+            patient_id: r.get(3)?,
+            metric: r.get(4)?,
+            value: r.get(5)?,
+            measured_at: r.get(6)?,
+            received_at: r.get(7)?,
+            committed_at: r.get(8)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Up to `limit` readings committed after `after_seq`, in commit order.
+pub fn committed_after(
+    conn: &Connection,
+    after_seq: i64,
+    limit: usize,
+) -> Result<Vec<CommittedReading>, StoreError> {
+    committed(
+        conn,
+        &format!("{COMMITTED} WHERE seq > ?1 ORDER BY seq LIMIT ?2"),
+        params![after_seq, i64::try_from(limit).unwrap_or(i64::MAX)],
+    )
+}
+
+/// The readings of a measurement committed after `after_seq` (the rest of
+/// a measurement a batch limit cut), in commit order.
+pub fn committed_in_group_after(
+    conn: &Connection,
+    group_id: &str,
+    after_seq: i64,
+) -> Result<Vec<CommittedReading>, StoreError> {
+    committed(
+        conn,
+        &format!("{COMMITTED} WHERE group_id = ?1 AND seq > ?2 ORDER BY seq"),
+        params![group_id, after_seq],
+    )
+}
+
+/// The highest sequence and measured-at (ms) of readings committed after
+/// `after_seq`; `(None, None)` when there are none.
+pub fn newest_after(
+    conn: &Connection,
+    after_seq: i64,
+) -> Result<(Option<i64>, Option<i64>), StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT MAX(seq), MAX(measured_at) FROM readings WHERE seq > ?1")?
+        .query_row(params![after_seq], |r| Ok((r.get(0)?, r.get(1)?)))?)
 }

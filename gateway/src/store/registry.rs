@@ -464,3 +464,16 @@ fn reprocess_one(
     }
     Ok(out)
 }
+/// Whether one of the patient's devices is known offline (disconnected,
+/// waiting to be paired, or battery empty).
+pub fn patient_device_offline(
+    conn: &rusqlite::Connection,
+    patient_id: &str,
+) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM devices WHERE patient_id = ?1
+               AND (connection IN ('disconnected', 'pairing_required') OR battery_pct = 0) LIMIT 1",
+        )?
+        .exists([patient_id])?)
+}

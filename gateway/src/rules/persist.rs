@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Transaction};
 use sha2::{Digest, Sha256};
 
-use crate::store::alerts::{self, AlertRecord, AlertUpdate, NewAlert, NewHistory};
+use crate::store::alerts::{self, AlertContent, AlertRecord, NewAlert, NewHistory};
 use crate::store::outbox::{
     self, AlertData, Event, EventType, EvidenceReading, RuleRef, EVENT_SCHEMA,
 };
@@ -202,20 +202,8 @@ pub(crate) fn apply(
         TransitionKind::Update => {
             let id = match open_id.clone() {
                 Some(id) if alerts::get(tx, &id)?.is_some_and(|a| a.status != "resolved") => {
-                    alerts::update(
-                        tx,
-                        &id,
-                        &AlertUpdate {
-                            rule_version: t.rule_version,
-                            severity: t.severity.name(),
-                            message: &t.message,
-                            limits: &enc(&t.limits)?,
-                            evidence: &enc(&evidence(&t.evidence))?,
-                            late: t.late,
-                            flapping: t.flapping,
-                            updated_at: at,
-                        },
-                    )?;
+                    let (limits, evidence) = encoded(&t)?;
+                    alerts::update(tx, &id, &content(&t, &limits, &evidence), at)?;
                     id
                 }
                 // The state says open but the row is gone (a manual
@@ -279,20 +267,15 @@ fn insert_alert(
         }
         n += 1;
     };
+    let (limits, evidence) = encoded(t)?;
     alerts::insert(
         tx,
         &NewAlert {
             alert_id: &id,
             patient_id: patient,
             rule_id: &t.rule_id,
-            rule_version: t.rule_version,
             pack: &t.pack,
-            severity: t.severity.name(),
-            message: &t.message,
-            limits: &enc(&t.limits)?,
-            evidence: &enc(&evidence(&t.evidence))?,
-            late: t.late,
-            flapping: t.flapping,
+            content: content(t, &limits, &evidence),
             fired_at: at,
             measured_at: t.measured_at.map(|m| m.timestamp_millis()),
             // A re-fire during a snooze set on an earlier alert is silent: show why.
@@ -304,6 +287,24 @@ fn insert_alert(
         },
     )?;
     Ok(id)
+}
+
+/// A transition's limits and evidence, as stored (JSON).
+fn encoded(t: &Transition) -> Result<(String, String), StoreError> {
+    Ok((enc(&t.limits)?, enc(&evidence(&t.evidence))?))
+}
+
+/// What `t` says of its alert, with its encoded limits and evidence.
+fn content<'a>(t: &'a Transition, limits: &'a str, evidence: &'a str) -> AlertContent<'a> {
+    AlertContent {
+        rule_version: t.rule_version,
+        severity: t.severity.name(),
+        message: &t.message,
+        limits,
+        evidence,
+        late: t.late,
+        flapping: t.flapping,
+    }
 }
 
 fn save_state(

@@ -302,68 +302,10 @@ pub fn exists(conn: &Connection, alert_id: &str) -> Result<bool, StoreError> {
         .exists([alert_id])?)
 }
 
-/// A firing alert to insert (`updated_at` = `fired_at`).
+/// What a rule's transition says of an alert: written when it fires and
+/// again at each update.
 #[derive(Debug, Clone, PartialEq)]
-pub struct NewAlert<'a> {
-    /// Stable id.
-    pub alert_id: &'a str,
-    /// Patient.
-    pub patient_id: &'a str,
-    /// Rule.
-    pub rule_id: &'a str,
-    /// Rule version.
-    pub rule_version: u32,
-    /// Rule pack.
-    pub pack: &'a str,
-    /// Severity name.
-    pub severity: &'a str,
-    /// Message.
-    pub message: &'a str,
-    /// Limits (JSON).
-    pub limits: &'a str,
-    /// Evidence (JSON).
-    pub evidence: &'a str,
-    /// Fired on late data.
-    pub late: bool,
-    /// Flapping.
-    pub flapping: bool,
-    /// Fired (ms).
-    pub fired_at: i64,
-    /// Measurement time (ms).
-    pub measured_at: Option<i64>,
-    /// Snoozed until (ms).
-    pub snooze_until: Option<i64>,
-}
-
-/// Inserts a firing alert.
-pub fn insert(conn: &Connection, a: &NewAlert<'_>) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO alerts (alert_id, patient_id, rule_id, rule_version, pack, severity, status, message, limits,
-             evidence, late, flapping, fired_at, measured_at, updated_at, snooze_until)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'firing', ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?12, ?14)",
-    )?
-    .execute(params![
-        a.alert_id,
-        a.patient_id,
-        a.rule_id,
-        a.rule_version,
-        a.pack,
-        a.severity,
-        a.message,
-        a.limits,
-        a.evidence,
-        a.late,
-        a.flapping,
-        a.fired_at,
-        a.measured_at,
-        a.snooze_until,
-    ])?;
-    Ok(())
-}
-
-/// What an update transition changes on an open alert.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AlertUpdate<'a> {
+pub struct AlertContent<'a> {
     /// Rule version.
     pub rule_version: u32,
     /// Severity name.
@@ -378,26 +320,77 @@ pub struct AlertUpdate<'a> {
     pub late: bool,
     /// Flapping.
     pub flapping: bool,
-    /// When (ms).
-    pub updated_at: i64,
 }
 
-/// Applies an update transition.
-pub fn update(conn: &Connection, alert_id: &str, u: &AlertUpdate<'_>) -> Result<(), StoreError> {
+/// A firing alert to insert (`updated_at` = `fired_at`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAlert<'a> {
+    /// Stable id.
+    pub alert_id: &'a str,
+    /// Patient.
+    pub patient_id: &'a str,
+    /// Rule.
+    pub rule_id: &'a str,
+    /// Rule pack.
+    pub pack: &'a str,
+    /// What the transition says.
+    pub content: AlertContent<'a>,
+    /// Fired (ms).
+    pub fired_at: i64,
+    /// Measurement time (ms).
+    pub measured_at: Option<i64>,
+    /// Snoozed until (ms).
+    pub snooze_until: Option<i64>,
+}
+
+/// Inserts a firing alert.
+pub fn insert(conn: &Connection, a: &NewAlert<'_>) -> Result<(), StoreError> {
+    let c = &a.content;
+    conn.prepare_cached(
+        "INSERT INTO alerts (alert_id, patient_id, rule_id, rule_version, pack, severity, status, message, limits,
+             evidence, late, flapping, fired_at, measured_at, updated_at, snooze_until)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'firing', ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?12, ?14)",
+    )?
+    .execute(params![
+        a.alert_id,
+        a.patient_id,
+        a.rule_id,
+        c.rule_version,
+        a.pack,
+        c.severity,
+        c.message,
+        c.limits,
+        c.evidence,
+        c.late,
+        c.flapping,
+        a.fired_at,
+        a.measured_at,
+        a.snooze_until,
+    ])?;
+    Ok(())
+}
+
+/// Applies an update transition at `updated_at` (ms).
+pub fn update(
+    conn: &Connection,
+    alert_id: &str,
+    c: &AlertContent<'_>,
+    updated_at: i64,
+) -> Result<(), StoreError> {
     conn.prepare_cached(
         "UPDATE alerts SET rule_version = ?2, severity = ?3, message = ?4, limits = ?5, evidence = ?6,
                              late = ?7, flapping = ?8, updated_at = ?9 WHERE alert_id = ?1",
     )?
     .execute(params![
         alert_id,
-        u.rule_version,
-        u.severity,
-        u.message,
-        u.limits,
-        u.evidence,
-        u.late,
-        u.flapping,
-        u.updated_at
+        c.rule_version,
+        c.severity,
+        c.message,
+        c.limits,
+        c.evidence,
+        c.late,
+        c.flapping,
+        updated_at
     ])?;
     Ok(())
 }

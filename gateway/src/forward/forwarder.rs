@@ -25,8 +25,6 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::params;
-
 use super::line::{self, EncodeError};
 use super::sink::{InfluxSink, WriteError};
 use crate::fault::{Fault, FaultPoint};
@@ -169,10 +167,8 @@ impl Forwarder {
             .with_store(move |s| {
                 let cursor = s.cursor(CURSOR)?;
                 let batch = s.readings_after(cursor, batch_size)?;
-                let max: Option<i64> =
-                    s.conn()
-                        .query_row("SELECT MAX(seq) FROM readings", [], |r| r.get(0))?;
-                Ok((cursor, batch, max.unwrap_or(0)))
+                let max = crate::store::queries::newest_seq(s.conn())?;
+                Ok((cursor, batch, max))
             })
             .await?;
         self.metrics.set_forward_backlog((max_seq - cursor).max(0));
@@ -363,20 +359,16 @@ fn quarantine_rejected(
     line: &str,
     detail: &str,
 ) -> Result<(), StoreError> {
-    tx.prepare_cached(
-        "INSERT INTO quarantine (dedup_key, received_at, source, origin, profile, device_id, measurement_index, reason, detail, payload)
-         VALUES (?1, ?2, ?3, ?4, NULL, ?5, NULL, ?6, ?7, ?8)
-         ON CONFLICT(dedup_key) DO NOTHING",
-    )?
-    .execute(params![
-        format!("{SINK}|{}", r.reading_id),
+    crate::store::quarantine::insert_sink_refusal(
+        tx,
+        &crate::store::quarantine::SinkRefusal {
+            sink: SINK,
+            reading_id: &r.reading_id,
+            device_id: &r.device_id,
+            reason: REJECTED,
+            detail,
+            payload: line.as_bytes(),
+        },
         now_ms(),
-        SINK,
-        SINK,
-        r.device_id,
-        REJECTED,
-        detail,
-        line.as_bytes(),
-    ])?;
-    Ok(())
+    )
 }

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use rusqlite::{params, OptionalExtension};
 
 use super::config::RetentionConfig;
 use super::forwarder::CURSOR as FORWARD_CURSOR;
@@ -52,14 +51,7 @@ pub fn prune_limit(store: &Store, forwarding: bool) -> Result<i64, StoreError> {
     if forwarding {
         limit = limit.min(store.cursor(FORWARD_CURSOR)?);
     }
-    let rules: Option<i64> = store
-        .conn()
-        .query_row(
-            "SELECT position FROM cursors WHERE name = ?1",
-            [RULES_CURSOR],
-            |r| r.get(0),
-        )
-        .optional()?;
+    let rules = store.cursor_if_set(RULES_CURSOR)?;
     if let Some(r) = rules {
         limit = limit.min(r);
     }
@@ -72,13 +64,7 @@ pub fn prune(store: &mut Store, limit: i64, cutoff_ms: i64) -> Result<usize, Sto
     let mut total = 0;
     loop {
         let tx = store.transaction()?;
-        let n = tx.execute(
-            "DELETE FROM readings WHERE seq IN (
-                 SELECT seq FROM readings
-                 WHERE seq <= ?1 AND measured_at < ?2 AND committed_at < ?2
-                 ORDER BY seq LIMIT ?3)",
-            params![limit, cutoff_ms, CHUNK],
-        )?;
+        let n = crate::store::queries::delete_old(&tx, limit, cutoff_ms, CHUNK)?;
         tx.commit()?;
         total += n;
         if (n as i64) < CHUNK {
@@ -252,7 +238,7 @@ mod tests {
                 "INSERT INTO readings (reading_id, group_id, patient_id, device_id, metric, value, unit, loinc,
                      measured_at, received_at, committed_at, source)
                  VALUES (?1, ?1, 'p', 'd', 'spo2', 97, '%', '59408-5', ?2, ?3, ?3, 'mqtt')",
-                params![format!("r{measured_ms}-{i}"), measured_ms + i, committed_ms],
+                rusqlite::params![format!("r{measured_ms}-{i}"), measured_ms + i, committed_ms],
             )
             .unwrap();
         }

@@ -5,7 +5,6 @@
 //!
 //! [`Metrics`]: crate::metrics::Metrics
 
-use rusqlite::OptionalExtension;
 use serde::Serialize;
 
 use super::forwarder::{CURSOR, REJECTED};
@@ -41,28 +40,12 @@ pub fn status(
     retention: &super::config::RetentionConfig,
 ) -> Result<ForwardStatus, StoreError> {
     let conn = store.conn();
-    let (cursor, updated): (i64, Option<i64>) = conn
-        .query_row(
-            "SELECT position, updated_at FROM cursors WHERE name = ?1",
-            [CURSOR],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?
+    let (cursor, updated) = crate::store::cursor_with_time(conn, CURSOR)?
         .map(|(c, u)| (c, Some(u)))
         .unwrap_or((0, None));
-    let newest: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM readings", [], |r| {
-        r.get(0)
-    })?;
-    let backlog: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM readings WHERE seq > ?1",
-        [cursor],
-        |r| r.get(0),
-    )?;
-    let rejected: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM quarantine WHERE reason = ?1 AND status = 'open'",
-        [REJECTED],
-        |r| r.get(0),
-    )?;
+    let newest = crate::store::queries::newest_seq(conn)?;
+    let backlog = crate::store::queries::count_after(conn, cursor)?;
+    let rejected = crate::store::quarantine::count_open(conn, REJECTED)?;
     let dir = store
         .path()
         .parent()

@@ -489,6 +489,14 @@ pub fn cursor_in(conn: &Connection, name: &str) -> Result<Option<i64>, StoreErro
         .optional()?)
 }
 
+/// A cursor's position and when it last moved (ms), if set.
+pub fn cursor_with_time(conn: &Connection, name: &str) -> Result<Option<(i64, i64)>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT position, updated_at FROM cursors WHERE name = ?1")?
+        .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
 /// Sets a cursor inside a transaction, together with the effect it stands for.
 pub fn set_cursor(tx: &Transaction<'_>, name: &str, position: i64) -> Result<(), StoreError> {
     tx.execute(

@@ -246,6 +246,55 @@ pub(crate) fn parse_ranges(text: &str, limit: usize) -> Option<Vec<usize>> {
     Some(out)
 }
 
+/// A point a downstream sink (`sink`, e.g. `influxdb`) refused: kept once per
+/// reading (`<sink>|<reading id>`) with the line that was refused as its
+/// payload, for an operator to see and re-drive.
+pub struct SinkRefusal<'a> {
+    /// The sink, also the record's source and origin.
+    pub sink: &'a str,
+    /// The reading refused.
+    pub reading_id: &'a str,
+    /// Its device.
+    pub device_id: &'a str,
+    /// The reason code.
+    pub reason: &'a str,
+    /// What the sink said.
+    pub detail: &'a str,
+    /// What was sent.
+    pub payload: &'a [u8],
+}
+
+/// Records a sink's refusal (once per reading).
+pub fn insert_sink_refusal(
+    tx: &Transaction<'_>,
+    r: &SinkRefusal<'_>,
+    at_ms: i64,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO quarantine (dedup_key, received_at, source, origin, profile, device_id, measurement_index, reason, detail, payload)
+         VALUES (?1, ?2, ?3, ?4, NULL, ?5, NULL, ?6, ?7, ?8)
+         ON CONFLICT(dedup_key) DO NOTHING",
+    )?
+    .execute(params![
+        format!("{}|{}", r.sink, r.reading_id),
+        at_ms,
+        r.sink,
+        r.sink,
+        r.device_id,
+        r.reason,
+        r.detail,
+        r.payload,
+    ])?;
+    Ok(())
+}
+
+/// Open quarantine records of `reason`.
+pub fn count_open(conn: &rusqlite::Connection, reason: &str) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT COUNT(*) FROM quarantine WHERE reason = ?1 AND status = 'open'")?
+        .query_row([reason], |r| r.get(0))?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

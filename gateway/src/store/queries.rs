@@ -330,3 +330,34 @@ pub fn newest_after(
         .prepare_cached("SELECT MAX(seq), MAX(measured_at) FROM readings WHERE seq > ?1")?
         .query_row(params![after_seq], |r| Ok((r.get(0)?, r.get(1)?)))?)
 }
+
+/// The newest reading's sequence number (0 in an empty store).
+pub fn newest_seq(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM readings")?
+        .query_row([], |r| r.get(0))?)
+}
+
+/// Readings committed after `seq`.
+pub fn count_after(conn: &Connection, seq: i64) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT COUNT(*) FROM readings WHERE seq > ?1")?
+        .query_row([seq], |r| r.get(0))?)
+}
+
+/// Deletes at most `chunk` readings at or below `limit` measured and
+/// committed before `cutoff_ms` (retention; one short transaction each).
+pub fn delete_old(
+    conn: &Connection,
+    limit: i64,
+    cutoff_ms: i64,
+    chunk: i64,
+) -> Result<usize, StoreError> {
+    Ok(conn.execute(
+        "DELETE FROM readings WHERE seq IN (
+             SELECT seq FROM readings
+             WHERE seq <= ?1 AND measured_at < ?2 AND committed_at < ?2
+             ORDER BY seq LIMIT ?3)",
+        params![limit, cutoff_ms, chunk],
+    )?)
+}

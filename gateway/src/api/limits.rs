@@ -121,3 +121,58 @@ impl Limits {
 pub fn retry_after(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(failures_per_minute: u32, burst: u32, token_rps: u32) -> ApiConfig {
+        ApiConfig {
+            auth_failures_per_minute: failures_per_minute,
+            auth_failure_burst: burst,
+            token_requests_per_second: token_rps,
+            ..ApiConfig::default()
+        }
+    }
+
+    /// A client's failed authentications are allowed up to the burst; the
+    /// next one blocks it for a while, other clients are not affected, and
+    /// every failure is counted for the aggregated audit row.
+    #[test]
+    fn failures_block_one_client_after_its_burst() {
+        let l = Limits::new(&cfg(6, 3, 0));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        for _ in 0..3 {
+            assert_eq!(l.failure(a), None);
+        }
+        let wait = l.failure(a).expect("blocked after the burst");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(10),
+            "{wait:?}"
+        );
+        assert!(l.blocked(a).is_some());
+        assert!(l.blocked(b).is_none());
+        assert_eq!(l.failure(b), None);
+        let mut refused = l.take_refused();
+        refused.sort();
+        assert_eq!(refused, vec![(a, 4), (b, 1)]);
+        assert!(l.take_refused().is_empty(), "counted once");
+    }
+
+    /// A token may burst to twice its rate per second, then waits; a rate
+    /// of 0 turns the limit off.
+    #[test]
+    fn tokens_burst_then_wait_and_zero_is_off() {
+        let l = Limits::new(&cfg(0, 0, 2));
+        assert!((0..4).all(|_| l.token("t1").is_ok()));
+        let wait = l.token("t1").unwrap_err();
+        assert!(wait <= Duration::from_secs(1));
+        assert!(l.token("t2").is_ok(), "per token");
+        let off = Limits::new(&cfg(0, 0, 0));
+        assert!((0..1000).all(|_| off.token("t").is_ok()));
+        assert!((0..1000).all(|_| off.failure("192.0.2.9".parse().unwrap()).is_none()));
+        assert_eq!(retry_after(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after(Duration::from_secs(2)), 2);
+    }
+}

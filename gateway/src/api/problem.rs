@@ -282,3 +282,119 @@ pub fn optional_json<T: DeserializeOwned + Default>(
     }
     serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("body: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+
+    async fn answer(e: ApiError) -> (StatusCode, axum::http::HeaderMap, Problem) {
+        let r = e.into_response();
+        let (parts, body) = r.into_parts();
+        let bytes = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let p: Problem = serde_json::from_slice(&bytes).expect("a problem document");
+        (parts.status, parts.headers, p)
+    }
+
+    /// Every refusal is a problem document whose status matches the
+    /// answer's, with a stable type; a 429 says when to retry, a 401 how to
+    /// authenticate.
+    #[tokio::test]
+    async fn every_refusal_is_a_problem_document() {
+        let all = [
+            ApiError::BadRequest("x".into()),
+            ApiError::Unauthorized,
+            ApiError::Forbidden,
+            ApiError::NotFound("patient"),
+            ApiError::Conflict("x".into()),
+            ApiError::Unprocessable("x".into()),
+            ApiError::TooLarge,
+            ApiError::UnsupportedMediaType("x".into()),
+            ApiError::MethodNotAllowed,
+            ApiError::NoRoute,
+            ApiError::TooManyRequests(7),
+            ApiError::Timeout,
+            ApiError::Unavailable("x".into()),
+            ApiError::Internal,
+        ];
+        for e in all {
+            let (slug, status) = (e.slug(), e.status());
+            let (got, headers, p) = answer(e).await;
+            assert_eq!(got, status);
+            assert_eq!(p.status, status.as_u16());
+            assert_eq!(p.kind, format!("urn:rpm-gateway:problem:{slug}"));
+            assert_eq!(headers[header::CONTENT_TYPE], PROBLEM_JSON);
+            match status {
+                StatusCode::TOO_MANY_REQUESTS => assert_eq!(headers[header::RETRY_AFTER], "7"),
+                StatusCode::UNAUTHORIZED => {
+                    assert!(headers.contains_key(header::WWW_AUTHENTICATE))
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A store failure never reaches the client as text (it could name a
+    /// patient or a file); a busy or paused store is a 503 to retry.
+    #[tokio::test]
+    async fn store_failures_are_unavailable_or_internal_without_their_text() {
+        let busy = StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            Some("database is locked".into()),
+        ));
+        assert_eq!(
+            ApiError::from(busy).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            ApiError::from(StoreError::WriterGone).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let secret = StoreError::Encode("patient p-4711 in /var/lib/rpm".into());
+        let (status, _, p) = answer(ApiError::from(secret)).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!p.detail.contains("p-4711") && !p.detail.contains("/var/lib"));
+    }
+
+    /// Bad query strings and bodies are 4xx problems, never a 500.
+    #[tokio::test]
+    async fn extractors_refuse_bad_input_as_problems() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Q {
+            #[allow(dead_code)]
+            limit: usize,
+        }
+        let req = axum::http::Request::get("/x?limit=many")
+            .body(Body::empty())
+            .unwrap();
+        let (mut parts, _) = req.into_parts();
+        let e = Query::<Q>::from_request_parts(&mut parts, &())
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+
+        let req = axum::http::Request::post("/x")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from("{\"limit\":"))
+            .unwrap();
+        let e = Json::<Q>::from_request(req, &()).await.unwrap_err();
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+
+        let req = axum::http::Request::post("/x")
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(Body::from("{}"))
+            .unwrap();
+        let e = Json::<Q>::from_request(req, &()).await.unwrap_err();
+        assert_eq!(e.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+        let h = axum::http::HeaderMap::new();
+        let d: Vec<u8> = optional_json(&h, b"").unwrap();
+        assert!(d.is_empty());
+        assert!(optional_json::<Vec<u8>>(&h, b"[1]").is_err());
+    }
+}

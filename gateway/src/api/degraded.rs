@@ -55,11 +55,7 @@ pub async fn serve(
             shared,
             app,
             tls,
-            server::Bounds {
-                max_connections: cfg.max_connections,
-                per_client: cfg.max_connections_per_client,
-                header_timeout: cfg.header_timeout,
-            },
+            server::Bounds::from(&cfg),
             metrics,
             async move {
                 let _ = stop.wait_for(|s| *s).await;

@@ -368,11 +368,7 @@ pub async fn start(
             listener,
             app,
             tls,
-            server::Bounds {
-                max_connections: cfg.max_connections,
-                per_client: cfg.max_connections_per_client,
-                header_timeout: cfg.header_timeout,
-            },
+            server::Bounds::from(&cfg),
             metrics,
             shutdown,
         )

@@ -71,6 +71,16 @@ pub struct Bounds {
     pub header_timeout: Duration,
 }
 
+impl From<&super::config::ApiConfig> for Bounds {
+    fn from(cfg: &super::config::ApiConfig) -> Self {
+        Bounds {
+            max_connections: cfg.max_connections,
+            per_client: cfg.max_connections_per_client,
+            header_timeout: cfg.header_timeout,
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,

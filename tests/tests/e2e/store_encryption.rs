@@ -505,19 +505,7 @@ fn the_store_opens_in_an_independent_sqlcipher_with_the_documented_key() {
     gw.stop();
 
     let python = |script: &str, args: &[&str], stdin: &[u8]| -> String {
-        use std::io::Write as _;
-        let mut child = Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .args(args)
-            .env("PYTHONPATH", &deps)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("python3 is needed");
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = crate::common::python(script, args, &deps, stdin);
         assert!(
             out.status.success(),
             "{}",

@@ -201,17 +201,7 @@ pub fn python_fhir(script: &str, stdin: &[u8]) -> String {
         "{} missing: run scripts/test (it pip-installs fhir.resources 6.2 there)",
         deps.display()
     );
-    let mut child = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .env("PYTHONPATH", &deps)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 is needed");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = super::python(script, &[], &deps, stdin);
     assert!(
         out.status.success(),
         "FHIR validation failed:\n{}",

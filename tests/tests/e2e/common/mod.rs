@@ -705,3 +705,23 @@ pub fn terminate(mut c: Child) {
         .status();
     let _ = c.wait();
 }
+
+/// Runs a Python `script` (an independent peer: a FHIR or SQLCipher
+/// library) with `args`, its packages from `pythonpath`, `stdin` fed in.
+pub fn python(script: &str, args: &[&str], pythonpath: &Path, stdin: &[u8]) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .env("PYTHONPATH", pythonpath)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 is needed");
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(stdin).expect("python3 reads its input");
+    }
+    child.wait_with_output().expect("python3 ran")
+}

@@ -29,6 +29,7 @@
 
 pub mod api;
 mod backoff;
+pub mod care;
 pub mod cli;
 pub mod config;
 pub mod delivery;

@@ -16,6 +16,7 @@ use std::path::Path;
 // Each component owns its section and its checks; the root re-exports
 // them so that `Config`'s fields read as one file.
 pub use crate::api::config::ApiConfig;
+pub use crate::care::config::{CareConfig, TeamConfig};
 pub use crate::delivery::config::{DeliveryConfig, WebhookConfig};
 pub use crate::pipeline::config::{NormalizeConfig, ProfilesConfig};
 pub use crate::rules::config::{PatientEnrolment, RulesClock, RulesConfig};
@@ -69,6 +70,9 @@ pub struct Config {
     /// Retention of the store and its disk check.
     #[serde(default)]
     pub retention: crate::forward::RetentionConfig,
+    /// The care loop: care teams' calendars, follow-up policy.
+    #[serde(default)]
+    pub care: CareConfig,
 }
 
 /// `[[devices]]`
@@ -211,6 +215,7 @@ impl Config {
             crate::sources::mqtt::config::validate(m, self.normalize.max_payload_bytes, &mut err);
         }
         crate::forward::config::validate(&self.forward, &self.retention, &mut err);
+        crate::care::config::validate(&self.care, &mut err);
         if let Some(b) = &self.sources.ble {
             crate::sources::ble::config::validate(b, self.ble_profiles(), &mut err);
         }

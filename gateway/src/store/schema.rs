@@ -345,6 +345,61 @@ ALTER TABLE api_tokens ADD COLUMN devices TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE api_tokens ADD COLUMN profiles TEXT NOT NULL DEFAULT '[]';
 "#,
     ),
+    (
+        9,
+        r#"
+-- care: follow-up tasks (see care/tasks.rs). A notified alert opens a task
+-- or joins the patient's open task for the same problem: at most one task
+-- not done per (patient, problem). Deadlines come from the follow-up
+-- policy in the care team's calendar; the escalator visits a task when
+-- `next_check_at` has passed and writes its overdue and escalation events
+-- in the same transaction as the tier it reached.
+CREATE TABLE tasks (
+    task_id             TEXT PRIMARY KEY,
+    patient_id          TEXT NOT NULL,
+    care_team           TEXT,
+    problem             TEXT NOT NULL,                    -- policy problem, e.g. blood-pressure
+    pathway             TEXT NOT NULL,                    -- the care pathway whose policy applied
+    priority            TEXT NOT NULL,                    -- most severe alert joined: info | warning | urgent | critical
+    status              TEXT NOT NULL,                    -- open | claimed | done
+    opened_at           INTEGER NOT NULL,
+    claim_due_at        INTEGER,                          -- to be claimed by (NULL: no claim deadline)
+    due_at              INTEGER NOT NULL,                 -- to be done by
+    claimed_by          TEXT,
+    claimed_at          INTEGER,
+    done_by             TEXT,
+    done_at             INTEGER,
+    outcome             TEXT,                             -- reached_patient | advice_given | ... (care/tasks.rs)
+    note                TEXT,
+    overdue_at          INTEGER,                          -- when a deadline was first missed
+    escalation_tier     INTEGER NOT NULL DEFAULT 0,       -- tiers reached (0: none)
+    next_check_at       INTEGER,                          -- when the escalator looks next (NULL: nothing left to escalate)
+    updated_at          INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX tasks_one_open ON tasks(patient_id, problem) WHERE status != 'done';
+CREATE INDEX tasks_check ON tasks(next_check_at) WHERE next_check_at IS NOT NULL;
+CREATE INDEX tasks_team ON tasks(care_team, status, due_at);
+CREATE INDEX tasks_patient ON tasks(patient_id, opened_at);
+-- The alerts a task follows up (the first opened it, later ones joined).
+CREATE TABLE task_alerts (
+    task_id             TEXT NOT NULL,
+    alert_id            TEXT NOT NULL,
+    joined_at           INTEGER NOT NULL,
+    PRIMARY KEY (task_id, alert_id)
+);
+CREATE INDEX task_alerts_alert ON task_alerts(alert_id);
+-- Every change of a task: who, when, what.
+CREATE TABLE task_history (
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id             TEXT NOT NULL,
+    at                  INTEGER NOT NULL,
+    kind                TEXT NOT NULL,                    -- opened | joined | claimed | released | done | overdue | escalated
+    actor               TEXT,                             -- token id, `cli`, or NULL (the gateway)
+    detail              TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX task_history_task ON task_history(task_id, id);
+"#,
+    ),
 ];
 
 /// Brings the schema up to date. Returns the version now in force.

@@ -1,0 +1,17 @@
+//! The care loop: what happens after an alert, until someone has followed
+//! up and the program can show it.
+//!
+//! Alerts ([`crate::rules`]) say that a patient needs attention; this module
+//! makes sure somebody gives it, in time, and keeps the record:
+//!
+//! - [`config`]: `[care]`, the care teams' time zones and working calendars
+//!   and where the follow-up policy lives.
+//!
+//! Everything here is driven from the store, like alerts: a task, an
+//! escalation or a tier change is written in one transaction with the
+//! outbox event that reports it, so `kill -9` at any point loses nothing
+//! and repeats nothing.
+
+pub mod config;
+
+pub use config::{CareConfig, TeamConfig};

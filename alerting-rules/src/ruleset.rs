@@ -29,8 +29,16 @@ pub const BUNDLED_PACKS: &[(&str, &str)] = &[
 /// The bundled `plans.toml`.
 pub const BUNDLED_PLANS: (&str, &str) = ("plans.toml", include_str!("../rules/plans.toml"));
 
+/// The bundled follow-up policy (file name, text), read by the gateway.
+pub const BUNDLED_FOLLOW_UP: (&str, &str) =
+    (FOLLOW_UP_FILE, include_str!("../rules/follow-up.toml"));
+
 /// Name of the care-plan file in a rules directory.
 pub const PLANS_FILE: &str = "plans.toml";
+
+/// The care team's follow-up policy beside the packs (read by the gateway's
+/// care loop, not a rule pack).
+pub const FOLLOW_UP_FILE: &str = "follow-up.toml";
 
 /// Every rule of every loaded pack, with the care plans.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,6 +140,9 @@ impl RuleSet {
         for path in paths {
             let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
             let src = SourceFile::new(path.display().to_string(), text);
+            if path.file_name().is_some_and(|n| n == FOLLOW_UP_FILE) {
+                continue;
+            }
             if path.file_name().is_some_and(|n| n == PLANS_FILE) {
                 plans = Some(src);
             } else {

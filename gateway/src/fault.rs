@@ -30,10 +30,15 @@ pub enum FaultPoint {
     /// `panic-in-rules`: the rule evaluator panics before its first commit
     /// (a component that dies while the process lives on).
     RulesPanic,
+    /// `abort-before-escalation-commit`: the follow-up escalator, before
+    /// it commits overdue marks and escalations.
+    BeforeEscalationCommit,
+    /// `abort-after-escalation-commit`: the escalator, after that commit.
+    AfterEscalationCommit,
 }
 
 impl FaultPoint {
-    const NAMES: [(&'static str, FaultPoint); 8] = [
+    const NAMES: [(&'static str, FaultPoint); 10] = [
         ("abort-before-commit", FaultPoint::BeforeCommit),
         ("abort-after-commit", FaultPoint::AfterCommit),
         ("fail-first-commit", FaultPoint::FailFirstCommit),
@@ -42,6 +47,14 @@ impl FaultPoint {
         ("abort-after-rules-commit", FaultPoint::AfterRulesCommit),
         ("abort-after-forward", FaultPoint::AfterForward),
         ("panic-in-rules", FaultPoint::RulesPanic),
+        (
+            "abort-before-escalation-commit",
+            FaultPoint::BeforeEscalationCommit,
+        ),
+        (
+            "abort-after-escalation-commit",
+            FaultPoint::AfterEscalationCommit,
+        ),
     ];
 
     fn parse(s: &str) -> Option<FaultPoint> {

@@ -170,11 +170,27 @@ pub async fn run(
         ),
         false => None,
     };
+    let follow_up = follow_up(&config)?;
     let evaluator = rules_evaluator(
         &config,
         metrics.clone(),
         dispatcher.as_ref().map(|d| d.waker()),
+        follow_up.clone(),
     )?;
+    let escalator = match &follow_up {
+        Some(f) => {
+            let mut e = crate::care::escalation::Escalator::open(
+                &config.store.path,
+                f.clone(),
+                config.rules.clock.into(),
+            )?;
+            if let Some(d) = &dispatcher {
+                e = e.with_delivery_waker(d.waker());
+            }
+            Some(e)
+        }
+        None => None,
+    };
     tracing::info!(
         store = %config.store.path.display(),
         profiles = pipeline.decoder.profiles().len(),
@@ -283,6 +299,13 @@ pub async fn run(
             ),
         )
     });
+    let escalator = escalator.map(|e| {
+        supervised(
+            "follow-up escalator",
+            &ended_tx,
+            crate::care::escalation::run(e, config.care.check_interval, stopped()),
+        )
+    });
     let dispatcher =
         dispatcher.map(|d| supervised("webhook dispatcher", &ended_tx, d.run(stopped())));
     drop(ended_tx);
@@ -316,6 +339,9 @@ pub async fn run(
     if let Some(t) = rules_task {
         let _ = t.await;
     }
+    if let Some(e) = escalator {
+        let _ = e.await;
+    }
     if let Some(d) = dispatcher {
         let _ = d.await;
     }
@@ -333,11 +359,27 @@ pub async fn run(
     result
 }
 
+/// The care loop's policy and calendars, when the care loop and the rules
+/// are on (tasks open from alerts).
+fn follow_up(config: &Config) -> Result<Option<Arc<crate::care::FollowUp>>, RunError> {
+    if !(config.care.enabled && config.rules.enabled) {
+        return Ok(None);
+    }
+    let policy =
+        crate::care::Policy::load(config.care.policy.as_deref(), config.rules.dir.as_deref())
+            .map_err(|e| RunError::Config(crate::config::ConfigErrors(e)))?;
+    Ok(Some(Arc::new(crate::care::FollowUp {
+        policy,
+        care: config.care.clone(),
+    })))
+}
+
 /// The rule evaluator on its own store connection, when rules are enabled.
 fn rules_evaluator(
     config: &Config,
     metrics: Arc<Metrics>,
     delivery: Option<Arc<tokio::sync::Notify>>,
+    follow_up: Option<Arc<crate::care::FollowUp>>,
 ) -> Result<
     Option<(
         crate::rules::evaluator::Evaluator,
@@ -358,6 +400,9 @@ fn rules_evaluator(
             .with_clock(config.rules.clock.into());
     if let Some(d) = delivery {
         evaluator = evaluator.with_delivery_waker(d);
+    }
+    if let Some(f) = follow_up {
+        evaluator = evaluator.with_follow_up(f);
     }
     if config.rules.clock == crate::config::RulesClock::Data {
         tracing::warn!(

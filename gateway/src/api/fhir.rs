@@ -480,7 +480,26 @@ pub async fn search(
     Ok((patient.map(AuditPatient), Fhir(bundle)))
 }
 
-fn urlencode(s: &str) -> String {
+/// The id of the Observation that carries stored reading `reading_id`
+/// (a blood-pressure component lives in its panel), if the reading exists.
+pub(super) fn observation_id(
+    conn: &rusqlite::Connection,
+    reading_id: &str,
+) -> Result<Option<String>, crate::store::StoreError> {
+    Ok(queries::single_reading(conn, reading_id)?
+        .first()
+        .map(|r| match is_bp(&r.metric) {
+            true => format!("bp-{}", r.group_id),
+            false => r.reading_id.clone(),
+        }))
+}
+
+/// A FHIR `instant`/`dateTime` in UTC.
+pub(super) fn fhir_instant(t: DateTime<Utc>) -> String {
+    fhir_time(t)
+}
+
+pub(super) fn urlencode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/' | b':') {

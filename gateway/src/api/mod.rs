@@ -18,6 +18,7 @@ pub mod degraded;
 pub mod devices;
 pub mod edge;
 pub mod fhir;
+pub mod fhir_tasks;
 pub mod health;
 pub mod ingest;
 pub mod limits;
@@ -29,6 +30,7 @@ pub mod quarantine;
 pub mod readings;
 pub mod reports;
 pub mod server;
+pub mod tasks;
 pub mod webhooks;
 
 use axum::body::Body;
@@ -184,8 +186,15 @@ fn guarded_routes() -> Routes {
         POST   "/api/v1/deliveries/{delivery_id}/redrive"      => webhooks::redrive_delivery,
         GET    "/api/v1/audit"                                 => audit::list,
         GET    "/api/v1/reports/alert-burden"                  => reports::alert_burden,
+        GET    "/api/v1/tasks"                                 => tasks::list,
+        GET    "/api/v1/tasks/{task_id}"                       => tasks::get,
+        POST   "/api/v1/tasks/{task_id}/claim"                 => tasks::claim,
+        POST   "/api/v1/tasks/{task_id}/release"               => tasks::release,
+        POST   "/api/v1/tasks/{task_id}/complete"              => tasks::complete,
         GET    "/fhir/Observation"                             => fhir::search,
         GET    "/fhir/Observation/{id}"                        => fhir::read,
+        GET    "/fhir/Task"                                    => fhir_tasks::search,
+        GET    "/fhir/Task/{id}"                               => fhir_tasks::read,
     }
 }
 

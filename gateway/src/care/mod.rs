@@ -5,13 +5,25 @@
 //! makes sure somebody gives it, in time, and keeps the record:
 //!
 //! - [`config`]: `[care]`, the care teams' time zones and working calendars
-//!   and where the follow-up policy lives.
+//!   and where the follow-up policy lives;
+//! - [`policy`]: the follow-up policy file beside the rule packs: which
+//!   alerts open tasks, their deadlines, the escalation tiers;
+//! - [`calendar`]: deadlines in working time, DST-correct;
+//! - [`tasks`]: follow-up tasks, opened by notified alerts (in the rule
+//!   evaluator's transaction), claimed and completed by care managers;
+//! - [`escalation`]: the stage that notices missed deadlines and escalates.
 //!
 //! Everything here is driven from the store, like alerts: a task, an
 //! escalation or a tier change is written in one transaction with the
 //! outbox event that reports it, so `kill -9` at any point loses nothing
 //! and repeats nothing.
 
+pub mod calendar;
 pub mod config;
+pub mod escalation;
+pub mod policy;
+pub mod tasks;
 
 pub use config::{CareConfig, TeamConfig};
+pub use policy::Policy;
+pub use tasks::{AlertChange, FollowUp, TaskError, TaskOutcome};

@@ -9,6 +9,7 @@ mod forward;
 mod quarantine;
 mod rules;
 mod store;
+mod tasks;
 mod tokens;
 mod webhooks;
 
@@ -60,6 +61,9 @@ pub enum Command {
     /// Alerts: list, show, acknowledge, resolve; the alert-burden report.
     #[command(subcommand)]
     Alerts(rules::AlertsCommand),
+    /// Follow-up tasks: list, show, claim, release, complete.
+    #[command(subcommand)]
+    Tasks(tasks::TasksCommand),
     /// Webhook endpoints, deliveries, dead letters and re-drive.
     #[command(subcommand)]
     Webhooks(webhooks::WebhooksCommand),
@@ -175,6 +179,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rules(cmd) => return rules::rules_on_store(&config, cmd),
         Command::Patients(cmd) => return rules::patients_cmd(&config, cmd),
         Command::Alerts(cmd) => return rules::alerts_cmd(&config, cmd),
+        Command::Tasks(cmd) => return tasks::run(&config, cmd),
         Command::Webhooks(cmd) => webhooks::webhooks(&config, cmd)?,
         Command::Store(cmd) => return store::store(&config, cmd),
         Command::WebhookReceiver(_) => {}

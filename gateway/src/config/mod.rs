@@ -147,6 +147,9 @@ impl Config {
         if let Some(d) = config.rules.dir.as_mut().filter(|d| d.is_relative()) {
             *d = base.join(&*d);
         }
+        if let Some(p) = config.care.policy.as_mut().filter(|p| p.is_relative()) {
+            *p = base.join(&*p);
+        }
         if let Some(ca) = config.delivery.ca_file.as_mut() {
             if ca.is_relative() {
                 *ca = base.join(&*ca);
@@ -221,6 +224,14 @@ impl Config {
         }
         if self.rules.enabled || !self.patients.is_empty() {
             crate::rules::config::validate(&self.rules, &self.patients, text, file, &mut errors);
+        }
+        if self.care.enabled && self.rules.enabled {
+            // The follow-up policy file, with its own file and lines.
+            if let Err(e) =
+                crate::care::Policy::load(self.care.policy.as_deref(), self.rules.dir.as_deref())
+            {
+                errors.extend(e);
+            }
         }
         errors
     }

@@ -100,7 +100,10 @@ pub struct RouteInfo {
 
 /// Whether `endpoint_id` with `filter` receives the event.
 pub fn matches(endpoint_id: &str, filter: &Filter, ev: &RouteInfo) -> bool {
-    let is_alert = ev.event_type.starts_with("alert.");
+    // Patient events (alerts, follow-up tasks) are routed by severity,
+    // care plan and care team; without an event-type filter an endpoint
+    // receives them all.
+    let is_alert = ev.event_type.starts_with("alert.") || ev.event_type.starts_with("task.");
     let type_ok = if filter.event_types.is_empty() {
         is_alert
     } else {

@@ -132,6 +132,8 @@ pub struct Evaluator {
     /// The webhook dispatcher of this process, woken after outbox events
     /// are committed so they go out now rather than at its next poll.
     delivery: Option<Arc<tokio::sync::Notify>>,
+    /// The care loop: notified alerts open follow-up tasks.
+    follow_up: Option<Arc<crate::care::FollowUp>>,
 }
 
 impl Evaluator {
@@ -162,6 +164,7 @@ impl Evaluator {
             ticked_at: None,
             input_closed: false,
             delivery: None,
+            follow_up: None,
         }
     }
 
@@ -175,6 +178,12 @@ impl Evaluator {
     /// whenever a step commits transitions.
     pub fn with_delivery_waker(mut self, dispatcher: Arc<tokio::sync::Notify>) -> Self {
         self.delivery = Some(dispatcher);
+        self
+    }
+
+    /// Opens follow-up tasks for notified alerts ([`crate::care`]).
+    pub fn with_follow_up(mut self, follow_up: Arc<crate::care::FollowUp>) -> Self {
+        self.follow_up = Some(follow_up);
         self
     }
 
@@ -278,6 +287,7 @@ impl Evaluator {
             while i < groups.len() {
                 let pid = groups[i].patient_id.clone();
                 let mut ctx = persist::load_patient(&tx, &pid)?;
+                ctx.follow_up = self.follow_up.clone();
                 while let Some(g) = groups.get(i).filter(|g| g.patient_id == pid) {
                     let eval = engine.evaluate(&Input {
                         patient: &ctx.patient,
@@ -392,6 +402,7 @@ impl Evaluator {
                 let history = SqliteHistory::new(&tx);
                 for pid in &ids {
                     let mut ctx = persist::load_patient(&tx, pid)?;
+                    ctx.follow_up = self.follow_up.clone();
                     let r = missing_for(
                         &tx,
                         &engine,

@@ -43,6 +43,8 @@ pub(crate) struct PatientCtx {
     /// (missing-data rules wait for this input to settle).
     pub input_at: Option<DateTime<Utc>>,
     stored_input_at: Option<DateTime<Utc>>,
+    /// The care loop: notified alerts open follow-up tasks (`None`: off).
+    pub follow_up: Option<std::sync::Arc<crate::care::FollowUp>>,
 }
 
 fn enc<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
@@ -97,6 +99,7 @@ pub(crate) fn load_patient(conn: &Connection, patient_id: &str) -> Result<Patien
         stored_watermark: watermark,
         input_at,
         stored_input_at: input_at,
+        follow_up: None,
     })
 }
 
@@ -238,7 +241,25 @@ pub(crate) fn apply(
             }
         }
     }
-    if t.kind == TransitionKind::Resolve {
+    let resolved = t.kind == TransitionKind::Resolve;
+    if let (Some(care), Some(id)) = (ctx.follow_up.clone(), open_id.as_deref()) {
+        if notified || resolved {
+            if let Some(alert) = alerts::get(tx, id)? {
+                care.on_alert(
+                    tx,
+                    &crate::care::AlertChange {
+                        alert: &alert,
+                        care_plans: &ctx.patient.care_plans,
+                        care_team: ctx.care_team.as_deref(),
+                        notified,
+                        resolved,
+                        at: t.at,
+                    },
+                )?;
+            }
+        }
+    }
+    if resolved {
         open_id = None;
     }
     save_state(tx, ctx, &rule, &t.state, open_id)?;

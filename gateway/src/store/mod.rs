@@ -22,6 +22,7 @@ pub mod runs;
 mod schema;
 pub mod secrets;
 pub mod stats;
+pub mod tasks;
 pub mod tokens;
 pub mod webhooks;
 pub mod writer;

@@ -49,6 +49,12 @@ pub enum EventType {
     /// The store's disk is running low.
     #[serde(rename = "store.disk_low")]
     StoreDiskLow,
+    /// A follow-up task missed its deadline (to be claimed, or done).
+    #[serde(rename = "task.overdue")]
+    TaskOverdue,
+    /// An overdue task reached an escalation tier.
+    #[serde(rename = "task.escalated")]
+    TaskEscalated,
 }
 
 impl EventType {
@@ -63,6 +69,8 @@ impl EventType {
             EventType::DeliveryDeadLettered => "delivery.dead_lettered",
             EventType::EndpointDisabled => "endpoint.disabled",
             EventType::StoreDiskLow => "store.disk_low",
+            EventType::TaskOverdue => "task.overdue",
+            EventType::TaskEscalated => "task.escalated",
         }
     }
 
@@ -146,6 +154,54 @@ pub struct AlertData {
     /// Link to the alert in the API (`/api/v1/alerts/{id}`, relative unless
     /// `api.public_url` is set).
     pub link: String,
+}
+
+/// `data` of a follow-up task event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskData {
+    /// Task id.
+    pub task_id: String,
+    /// Patient id (pseudonymous).
+    pub patient_id: String,
+    /// The patient's care team, if any.
+    pub care_team: Option<String>,
+    /// The patient's care plans.
+    pub care_plans: Vec<String>,
+    /// The problem followed up (`blood-pressure`, ...).
+    pub problem: String,
+    /// The care pathway whose policy set the deadlines.
+    pub pathway: String,
+    /// The most severe alert the task follows up.
+    pub priority: String,
+    /// `open` | `claimed`.
+    pub status: String,
+    /// Which deadline was missed: `claim` or `done`.
+    pub missed: String,
+    /// When it opened.
+    pub opened_at: DateTime<Utc>,
+    /// To be claimed by.
+    pub claim_due_at: Option<DateTime<Utc>>,
+    /// To be done by.
+    pub due_at: DateTime<Utc>,
+    /// Who claimed it.
+    pub claimed_by: Option<String>,
+    /// When the first deadline was missed.
+    pub overdue_at: Option<DateTime<Utc>>,
+    /// `task.escalated`: the tier reached (1 = first) and who is told.
+    pub escalation: Option<EscalationRef>,
+    /// The alerts followed up.
+    pub alert_ids: Vec<String>,
+    /// Link to the task in the API.
+    pub link: String,
+}
+
+/// The escalation tier a `task.escalated` event reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscalationRef {
+    /// 1 for the first tier.
+    pub tier: u32,
+    /// Who is told (`charge-nurse`, `physician`, ... as the policy names them).
+    pub to: String,
 }
 
 /// `data` of an operational event. Never carries PHI.

@@ -486,12 +486,12 @@ pub(super) fn observation_id(
     conn: &rusqlite::Connection,
     reading_id: &str,
 ) -> Result<Option<String>, crate::store::StoreError> {
-    Ok(queries::single_reading(conn, reading_id)?
-        .first()
-        .map(|r| match is_bp(&r.metric) {
-            true => format!("bp-{}", r.group_id),
-            false => r.reading_id.clone(),
-        }))
+    Ok(
+        queries::reading_group(conn, reading_id)?.map(|(metric, group)| match is_bp(&metric) {
+            true => format!("bp-{group}"),
+            false => reading_id.to_string(),
+        }),
+    )
 }
 
 /// A FHIR `instant`/`dateTime` in UTC.

@@ -39,7 +39,7 @@ fn evidence(conn: &rusqlite::Connection, t: &TaskView) -> Result<Vec<String>, St
         let mut cited: Vec<EvidenceReading> =
             serde_json::from_value(alert.evidence.clone()).unwrap_or_default();
         // Newest first: the reading that tipped the rule.
-        cited.sort_by(|a, b| b.measured_at.cmp(&a.measured_at));
+        cited.sort_by_key(|e| std::cmp::Reverse(e.measured_at));
         for e in cited {
             if let Some(id) = observation_id(conn, &e.reading_id)? {
                 if !ids.contains(&id) {

@@ -27,3 +27,6 @@ pub mod tasks;
 pub use config::{CareConfig, TeamConfig};
 pub use policy::Policy;
 pub use tasks::{AlertChange, FollowUp, TaskError, TaskOutcome};
+
+#[cfg(test)]
+mod tests;

@@ -142,7 +142,7 @@ fn task_id(alert_id: &str, problem: &str) -> String {
         h.update(p.as_bytes());
         h.update([0x1f]);
     }
-    format!("tsk_{}", &hex::encode(h.finalize())[..24])
+    format!("tsk-{}", &hex::encode(h.finalize())[..24])
 }
 
 fn detail(v: serde_json::Value) -> String {

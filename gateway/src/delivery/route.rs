@@ -19,19 +19,10 @@ use crate::store::outbox::EventType;
 /// Severities an alert can have, lowest first.
 pub const SEVERITIES: &[&str] = &["info", "warning", "urgent", "critical"];
 
-const EVENT_TYPES: &[EventType] = &[
-    EventType::AlertFired,
-    EventType::AlertUpdated,
-    EventType::AlertAcknowledged,
-    EventType::AlertResolved,
-    EventType::DeliveryFailing,
-    EventType::DeliveryDeadLettered,
-    EventType::EndpointDisabled,
-    EventType::StoreDiskLow,
-];
+const EVENT_TYPES: &[EventType] = &EventType::ALL;
 
 /// What an endpoint receives. Empty lists mean "any"; `event_types` empty
-/// means the four alert events.
+/// means the patient events (`alert.*` and `task.*`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Filter {
@@ -60,7 +51,7 @@ impl Filter {
         for t in &self.event_types {
             if !EVENT_TYPES.iter().any(|e| pattern_matches(t, e.name())) {
                 return Err(format!(
-                    "unknown event type `{t}` (e.g. alert.fired, alert.*, delivery.*, endpoint.disabled, *)"
+                    "unknown event type `{t}` (e.g. alert.fired, alert.*, task.*, delivery.*, endpoint.disabled, *)"
                 ));
             }
         }

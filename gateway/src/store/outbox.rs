@@ -58,6 +58,20 @@ pub enum EventType {
 }
 
 impl EventType {
+    /// Every event type.
+    pub const ALL: [EventType; 10] = [
+        EventType::AlertFired,
+        EventType::AlertUpdated,
+        EventType::AlertAcknowledged,
+        EventType::AlertResolved,
+        EventType::DeliveryFailing,
+        EventType::DeliveryDeadLettered,
+        EventType::EndpointDisabled,
+        EventType::StoreDiskLow,
+        EventType::TaskOverdue,
+        EventType::TaskEscalated,
+    ];
+
     /// The wire name (`alert.fired`, ...).
     pub const fn name(self) -> &'static str {
         match self {

@@ -5,7 +5,7 @@
 //! API's keyset-paged listings build on them through its page helper.
 
 use chrono::{DateTime, TimeZone, Utc};
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use super::{Store, StoreError};
@@ -227,6 +227,20 @@ pub fn single_reading(
     ))?;
     let rows = stmt.query_map([reading_id], reading_row)?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The metric and measurement group of a stored reading, if it exists.
+pub fn reading_group(
+    conn: &Connection,
+    reading_id: &str,
+) -> Result<Option<(String, String)>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT metric, group_id FROM readings WHERE reading_id = ?1",
+            [reading_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
 }
 
 /// One quarantine row and its payload bytes.

@@ -13,7 +13,7 @@ use super::StoreError;
 /// A task as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskRecord {
-    /// `tsk_...`
+    /// `tsk-...` (a valid FHIR id)
     pub task_id: String,
     /// The patient followed up.
     pub patient_id: String,

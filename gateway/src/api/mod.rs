@@ -77,9 +77,29 @@ pub struct ApiState {
     pub rules: Option<Arc<alerting_rules::RuleSet>>,
     /// Webhook URLs allowed (`delivery.allow_http`, `delivery.allow_private_network`).
     pub url_policy: crate::delivery::endpoints::UrlPolicy,
+    /// `rules.clock`: care actions are stamped on the clock the deadlines
+    /// are counted on.
+    pub clock: crate::config::RulesClock,
 }
 
 impl ApiState {
+    /// Now for a care action: the wall clock, or on the data clock
+    /// (`rules.clock = "data"`: replays, demos, tests) the newest measured
+    /// time in the store, the clock the follow-up deadlines run on.
+    pub fn now(
+        &self,
+        conn: &rusqlite::Connection,
+    ) -> Result<chrono::DateTime<chrono::Utc>, StoreError> {
+        if self.clock == crate::config::RulesClock::Data {
+            if let (_, Some(ms)) = crate::store::queries::newest_after(conn, 0)? {
+                if let Some(t) = chrono::DateTime::from_timestamp_millis(ms) {
+                    return Ok(t);
+                }
+            }
+        }
+        Ok(chrono::Utc::now())
+    }
+
     /// Base URL for absolute links: `api.public_url`, or scheme and Host of
     /// the request.
     pub fn base_url(&self, headers: &HeaderMap) -> String {
@@ -338,6 +358,7 @@ pub async fn start(
         ble_configured: config.sources.ble.as_ref().is_some_and(|b| b.enabled),
         rules,
         url_policy: config.delivery.url_policy(),
+        clock: config.rules.clock,
     });
     let listener = match listener {
         Some(l) => l,

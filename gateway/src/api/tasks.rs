@@ -9,7 +9,6 @@
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use chrono::Utc;
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -209,19 +208,20 @@ fn actor(p: &Principal) -> String {
 }
 
 async fn act(
-    st: &ApiState,
+    st: &Arc<ApiState>,
     p: Principal,
     task_id: String,
     action: &'static str,
     change: Change,
 ) -> Result<(AuditPatient, Json<TaskView>), ApiError> {
+    let state = st.clone();
     let view = st
         .db
         .run(move |s| {
             let before = load(s.conn(), &p, &task_id)?;
+            let now = state.now(s.conn())?;
             let tx = s.transaction()?;
-            care_tasks::change(&tx, &task_id, &actor(&p), change, Utc::now())
-                .map_err(task_error)?;
+            care_tasks::change(&tx, &task_id, &actor(&p), change, now).map_err(task_error)?;
             crate::store::audit::append(
                 &tx,
                 &crate::store::audit::AuditEntry {

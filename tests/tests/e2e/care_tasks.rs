@@ -330,3 +330,208 @@ fn kill9_around_the_escalation_commit_loses_and_doubles_nothing() {
         drop(w.rx);
     }
 }
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+/// The escalation history of `patient`'s task: (kind, tier, due), with the
+/// due time of each tier as recorded.
+fn escalations(gw: &Gateway, patient: &str) -> Vec<(String, i64, String)> {
+    let conn = gw.db();
+    let mut q = conn
+        .prepare(
+            "SELECT h.kind, h.detail FROM task_history h JOIN tasks t ON t.task_id = h.task_id
+             WHERE t.patient_id = ?1 AND h.kind IN ('overdue', 'escalated') ORDER BY h.id",
+        )
+        .unwrap();
+    q.query_map([patient], |r| {
+        let kind: String = r.get(0)?;
+        let d: Value = serde_json::from_str(&r.get::<_, String>(1)?).unwrap();
+        let due = d["due"].as_i64().or(d["deadline"].as_i64()).unwrap();
+        let due = DateTime::from_timestamp_millis(due)
+            .unwrap()
+            .to_rfc3339_opts(SecondsFormat::Secs, true);
+        Ok((kind, d["tier"].as_i64().unwrap_or(0), due))
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+/// A care team's weeks in data time, against ground truth worked out by
+/// hand on a calendar: the bundled follow-up policy, a team in Los Angeles
+/// (08:00-17:00 Monday to Friday, Thanksgiving a holiday), the clocks going
+/// back on 1 November, readings replayed on the data clock (`rules.clock =
+/// "data"`) and care actions stamped on it.
+///
+/// - p-dst: low blood pressure (warning) on Friday 30 October 16:00 PDT, due
+///   by the end of the next working day, Monday 2 November 17:00 PST;
+///   nobody acts: overdue then, the charge nurse at once, the physician two
+///   working hours later, Tuesday 10:00 PST.
+/// - p-fri: a hypertensive crisis (critical) on Friday 20 November 16:30
+///   PST, to be claimed within 15 minutes; nobody does: overdue at 16:45,
+///   the charge nurse at once, the physician two working hours later —
+///   15 minutes on Friday and 1 h 45 on Monday: 09:45 PST.
+/// - p-holiday: low blood pressure on Wednesday 25 November 16:30 PST, the
+///   eve of Thanksgiving: due by the end of Friday 27 November; a nurse
+///   claims it on Friday at 09:00 and completes it at 10:00: no escalation.
+#[test]
+fn a_care_teams_weeks_in_data_time_match_their_ground_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../alerting-rules/rules");
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    for f in ["hypertension.toml", "follow-up.toml"] {
+        std::fs::copy(repo.join(f), rules.join(f)).unwrap();
+    }
+    std::fs::write(
+        rules.join("plans.toml"),
+        "[plan.hypertension]\npacks = [\"hypertension\"]\n",
+    )
+    .unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let mut rx = Receiver::new(dir.path(), "care", &["--secret", SECRET]);
+    rx.start();
+    let mut extra = format!(
+        "[rules]\ndir = \"rules\"\nclock = \"data\"\n\n[care]\ncheck_interval = \"100ms\"\n\n[care.teams.north]\ntime_zone = \"America/Los_Angeles\"\nholidays = [\"2026-11-26\"]\n\n[delivery]\npoll_interval = \"50ms\"\nallow_private_network = true\n{}{}",
+        webhook("care", &rx.url(), SECRET, "[webhooks.filter]\nevent_types = [\"task.*\"]"),
+        http::api_config("")
+    );
+    for p in ["p-dst", "p-fri", "p-holiday"] {
+        extra.push_str(&format!(
+            "\n[[patients]]\nid = \"{p}\"\ncare_plans = [\"hypertension\"]\ncare_team = \"north\"\n"
+        ));
+    }
+    let mut gw = Gateway::new(
+        dir.path(),
+        broker.port,
+        &[
+            ("cuff-dst", "p-dst"),
+            ("cuff-fri", "p-fri"),
+            ("cuff-hol", "p-holiday"),
+            ("cuff-clock", "clock"),
+        ],
+        &extra,
+    );
+    let port = http::start_with_api(&mut gw);
+    let api = Api {
+        base: format!("http://127.0.0.1:{port}"),
+        cacert: None,
+    };
+    let nurse = http::token(&gw, "nurse-a", "care_team", &["north"]);
+    // Moves the data clock: a normal reading of a patient nobody follows.
+    let tick = |t: &str| {
+        bp(&broker, "cuff-clock", at(t), 118, 76);
+        wait_until("the tick to be evaluated", T, || {
+            gw.rules_caught_up()
+                && gw.count(&format!(
+                    "SELECT COUNT(*) FROM readings WHERE measured_at = {}",
+                    at(t).timestamp_millis()
+                )) > 0
+        });
+        // Two escalator passes on the new data time.
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let task_of = |p: &str| -> Value {
+        let id = open_task(&gw, p).unwrap();
+        api.get(&format!("/api/v1/tasks/{id}"), &nurse).json()
+    };
+    let opened = |p: &str| wait_until("the task to open", T, || open_task(&gw, p).is_some());
+
+    // p-dst, across the change of clocks.
+    bp(&broker, "cuff-dst", at("2026-10-30T23:00:00Z"), 85, 55);
+    opened("p-dst");
+    assert_eq!(task_of("p-dst")["due_at"], "2026-11-03T01:00:00Z");
+    tick("2026-11-03T00:30:00Z");
+    assert!(escalations(&gw, "p-dst").is_empty(), "not due yet");
+    tick("2026-11-03T01:10:00Z");
+    tick("2026-11-03T17:50:00Z");
+    assert_eq!(
+        escalations(&gw, "p-dst").len(),
+        2,
+        "overdue and the first tier only"
+    );
+    tick("2026-11-03T18:05:00Z");
+    assert_eq!(
+        escalations(&gw, "p-dst"),
+        [
+            ("overdue".into(), 0, "2026-11-03T01:00:00Z".into()),
+            ("escalated".into(), 1, "2026-11-03T01:00:00Z".into()),
+            ("escalated".into(), 2, "2026-11-03T18:00:00Z".into()),
+        ]
+    );
+
+    // p-fri, over a weekend.
+    bp(&broker, "cuff-fri", at("2026-11-21T00:30:00Z"), 190, 100);
+    opened("p-fri");
+    let t = task_of("p-fri");
+    assert_eq!(
+        (t["claim_due_at"].as_str(), t["due_at"].as_str()),
+        (Some("2026-11-21T00:45:00Z"), Some("2026-11-21T01:30:00Z"))
+    );
+    assert_eq!(t["priority"], "critical");
+    tick("2026-11-21T00:40:00Z");
+    assert!(escalations(&gw, "p-fri").is_empty());
+    tick("2026-11-21T00:50:00Z");
+    tick("2026-11-23T17:40:00Z");
+    assert_eq!(escalations(&gw, "p-fri").len(), 2);
+    tick("2026-11-23T17:50:00Z");
+    assert_eq!(
+        escalations(&gw, "p-fri"),
+        [
+            ("overdue".into(), 0, "2026-11-21T00:45:00Z".into()),
+            ("escalated".into(), 1, "2026-11-21T00:45:00Z".into()),
+            ("escalated".into(), 2, "2026-11-23T17:45:00Z".into()),
+        ]
+    );
+
+    // p-holiday: Thanksgiving is not a working day; done in time.
+    bp(&broker, "cuff-hol", at("2026-11-26T00:30:00Z"), 85, 55);
+    opened("p-holiday");
+    let id = open_task(&gw, "p-holiday").unwrap();
+    assert_eq!(task_of("p-holiday")["due_at"], "2026-11-28T01:00:00Z");
+    tick("2026-11-27T17:00:00Z");
+    let claimed = api.send(
+        "POST",
+        &format!("/api/v1/tasks/{id}/claim"),
+        &nurse,
+        &json!({}),
+    );
+    assert_eq!(
+        claimed.json()["claimed_at"],
+        "2026-11-27T17:00:00Z",
+        "stamped on the data clock"
+    );
+    tick("2026-11-27T18:00:00Z");
+    api.send(
+        "POST",
+        &format!("/api/v1/tasks/{id}/complete"),
+        &nurse,
+        &json!({"outcome": "advice_given"}),
+    )
+    .expect(200);
+    tick("2026-11-28T02:00:00Z");
+    assert!(escalations(&gw, "p-holiday").is_empty());
+
+    // Every event went out once, in order.
+    wait_until("the events to be delivered", T, || {
+        task_events(&rx).len() >= 6
+    });
+    let kinds: Vec<(String, u64)> = task_events(&rx)
+        .into_iter()
+        .map(|(k, _, n)| (k, n))
+        .collect();
+    let want = [
+        ("task.overdue", 0),
+        ("task.escalated", 1),
+        ("task.escalated", 2),
+    ];
+    let want: Vec<(String, u64)> = want
+        .iter()
+        .chain(want.iter())
+        .map(|(k, n)| (k.to_string(), *n))
+        .collect();
+    assert_eq!(kinds, want);
+    gw.stop();
+}

@@ -404,6 +404,40 @@ impl Demo {
             );
         }
         println!();
+        let tasks = crate::store::tasks::list(
+            store.conn(),
+            &crate::store::tasks::TaskQuery {
+                statuses: vec!["open".into(), "claimed".into(), "done".into()],
+                limit: 1000,
+                ..Default::default()
+            },
+        )?;
+        println!(
+            "follow-up tasks opened ({}); nobody in the demo takes them, so they escalate:",
+            tasks.len()
+        );
+        let at = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(ms)
+                .unwrap_or_default()
+                .format("%a %d %b %H:%M")
+                .to_string()
+        };
+        for t in &tasks {
+            let status = match &t.outcome {
+                Some(o) => format!("done: {o}"),
+                None => t.status.clone(),
+            };
+            println!(
+                "  {:<16} {:<10} {:<8} opened {}  due {}  escalation tier {}  {status}",
+                t.problem,
+                t.patient_id,
+                t.priority,
+                at(t.opened_at),
+                at(t.due_at),
+                t.escalation_tier
+            );
+        }
+        println!();
         let w = &self.webhooks;
         let kinds: Vec<String> = w.by_type.iter().map(|(t, n)| format!("{n} {t}")).collect();
         println!(

@@ -261,17 +261,24 @@ fn emit(
     Ok(())
 }
 
-/// Runs the escalator every `interval` until `stop` resolves. Store errors
-/// are logged and the pass retried at the next tick (nothing was
-/// committed, so nothing is skipped).
+/// Runs the escalator every `interval` until `stop` resolves, then once
+/// more (a replay's last data time is judged too). On the data clock
+/// (replays, demos, tests) days pass in seconds, so it looks every 200 ms
+/// at most. Store errors are logged and the pass retried at the next tick
+/// (nothing was committed, so nothing is skipped).
 pub async fn run(mut escalator: Escalator, interval: Duration, stop: impl Future<Output = ()>) {
     tokio::pin!(stop);
+    let interval = match escalator.clock.is_data() {
+        true => interval.min(Duration::from_millis(200)),
+        false => interval,
+    };
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!("follow-up escalation started");
-    loop {
+    let mut stopping = false;
+    while !stopping {
         tokio::select! {
-            _ = &mut stop => break,
+            _ = &mut stop => stopping = true,
             _ = tick.tick() => {}
         }
         let result = tokio::task::spawn_blocking(move || {

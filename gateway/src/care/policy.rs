@@ -315,8 +315,10 @@ mod tests {
         let d = p
             .decide(&[], "adherence.no-data-3d", "adherence", Severity::Urgent)
             .unwrap();
-        // Urgent comes first: a 3-day silence is followed up within 4 working hours.
-        assert_eq!(d.rule.deadline, Deadline::Working(TimeDelta::hours(4)));
+        // Data gaps come first: followed up by the next working day, and
+        // closed when the data comes back.
+        assert_eq!(d.rule.deadline, Deadline::EndOfWorkingDay(1));
+        assert!(d.rule.close_when_resolved);
         assert_eq!(d.problem, "data-gaps");
         let d = p.decide(&[], "fever", "fever", Severity::Info).unwrap();
         assert!(!d.rule.open);

@@ -13,11 +13,12 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::care::{Acted, CareApi};
 use crate::emission::Fault;
 use crate::plan::Planned;
 use crate::quirks::QuirkKind;
 use crate::report::SentReport;
-use crate::scenario::{RuleId, Scenario};
+use crate::scenario::{ExpectedTask, RuleId, Scenario};
 use crate::schedule::{BadSpeed, Schedule};
 use crate::transport::{play, Transport};
 
@@ -139,6 +140,12 @@ pub struct RunReport {
     /// Device id → BLE address, the device id the gateway stores (BLE runs).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ble_addresses: BTreeMap<String, String>,
+    /// What the scenario's care team did (runs given a care API).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub care_actions: Vec<Acted>,
+    /// The scenario's ground truth of follow-up tasks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expected_tasks: Vec<ExpectedTask>,
 }
 
 impl RunReport {
@@ -175,16 +182,19 @@ pub async fn run<T: Transport>(
     transport: T,
     close_timeout: Duration,
 ) -> Result<RunReport, BadSpeed> {
-    run_only(s, speed, transport, close_timeout, |_| true).await
+    run_only(s, speed, transport, close_timeout, None, |_| true).await
 }
 
 /// [`run`], playing only the readings `carries` accepts (a transport's
-/// kinds); the others are counted in [`RunReport::skipped`].
+/// kinds); the others are counted in [`RunReport::skipped`]. With `care`,
+/// the scenario's care team acts on follow-up tasks through that API on
+/// the same schedule ([`crate::care`]).
 pub async fn run_only<T: Transport>(
     s: &Scenario,
     speed: Option<f64>,
     mut transport: T,
     close_timeout: Duration,
+    care: Option<&CareApi>,
     carries: impl Fn(&Planned) -> bool,
 ) -> Result<RunReport, BadSpeed> {
     let schedule = match speed {
@@ -203,7 +213,14 @@ pub async fn run_only<T: Transport>(
     let mut sent = SentReport::new();
     let name = transport.name().to_string();
     let t0 = std::time::Instant::now();
-    play(&plan, &schedule, &mut transport, &mut sent).await;
+    let started = tokio::time::Instant::now();
+    let team = async {
+        match care {
+            Some(api) => crate::care::act(s, &schedule, api, started).await,
+            None => Vec::new(),
+        }
+    };
+    let ((), care_actions) = tokio::join!(play(&plan, &schedule, &mut transport, &mut sent), team);
     let unacknowledged = transport
         .close(close_timeout)
         .await
@@ -227,6 +244,8 @@ pub async fn run_only<T: Transport>(
         sent,
         skipped,
         ble_addresses: BTreeMap::new(),
+        care_actions,
+        expected_tasks: s.expect_tasks.clone(),
     })
 }
 

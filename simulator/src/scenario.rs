@@ -236,6 +236,59 @@ pub struct ExpectedAlert {
     pub note: String,
 }
 
+/// What the scenario's care team does about a patient's follow-up task,
+/// and when (`[[care]]`): it claims or completes the patient's open task
+/// through the gateway's API at that simulated moment. A patient no action
+/// names is left alone, so their task goes overdue and escalates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CareAction {
+    /// Whose task.
+    pub patient: String,
+    /// Day (0-based).
+    pub day: u32,
+    /// Time of day (UTC, like every scenario time).
+    pub at: TimeOfDay,
+    /// `claim` or `complete`.
+    pub action: CareVerb,
+    /// The care manager.
+    pub by: String,
+    /// `complete`: the outcome (`reached_patient`, `advice_given`, ...).
+    #[serde(default)]
+    pub outcome: Option<String>,
+}
+
+/// A care team's action on a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CareVerb {
+    /// Take the task.
+    Claim,
+    /// Record it done with an outcome.
+    Complete,
+}
+
+/// Ground truth of the care loop (`[[expect_task]]`): the follow-up task a
+/// correct gateway opens for a patient's problem (with the bundled
+/// follow-up policy and the team in UTC), the escalation tiers it reaches
+/// by the end of the run, and its outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedTask {
+    /// The patient.
+    pub patient: String,
+    /// The policy's problem (`blood-pressure`, ...).
+    pub problem: String,
+    /// Escalation tiers reached.
+    pub tiers: u32,
+    /// The outcome recorded; absent: not done.
+    #[serde(default)]
+    pub outcome: Option<String>,
+    /// Why (for the reader of a failing test).
+    #[serde(default)]
+    pub note: String,
+}
+
 impl ExpectedAlert {
     /// Last acceptable day.
     pub fn last_day(&self) -> u32 {
@@ -591,6 +644,10 @@ struct RawScenario {
     events: Events,
     #[serde(default)]
     expect: Vec<ExpectedAlert>,
+    #[serde(default)]
+    care: Vec<CareAction>,
+    #[serde(default)]
+    expect_task: Vec<ExpectedTask>,
 }
 
 /// A scenario that could not be loaded.
@@ -665,6 +722,10 @@ pub struct Scenario {
     pub events: Events,
     /// Ground truth: the alerts a correct gateway raises.
     pub expect: Vec<ExpectedAlert>,
+    /// The care team's actions on follow-up tasks.
+    pub care: Vec<CareAction>,
+    /// Ground truth of the care loop: the follow-up tasks.
+    pub expect_tasks: Vec<ExpectedTask>,
 }
 
 /// One step of a field path (`events.fever[0].patient`).
@@ -869,12 +930,17 @@ impl Scenario {
 
     /// The first `days` days only (at least 1): later events are dropped and
     /// expectations are cut to the shorter run (an alert expected after the
-    /// end is no longer expected).
+    /// end is no longer expected; the tasks' ground truth, which depends on
+    /// the whole run, is dropped).
     pub fn truncated(&self, days: u32) -> Scenario {
         let days = days.clamp(1, self.days);
         let mut s = self.clone();
         s.days = days;
         s.events.fault.retain(|f| f.day < days);
+        s.care.retain(|c| c.day < days);
+        if days < self.days {
+            s.expect_tasks.clear();
+        }
         s.expect = self
             .expect
             .iter()
@@ -1379,6 +1445,38 @@ impl Scenario {
             }
         }
 
+        for (k, c) in raw.care.iter().enumerate() {
+            if !patients.iter().any(|x| x.id == c.patient) {
+                p.add(
+                    path!["care", k, "patient"],
+                    format!("no patient `{}`", c.patient),
+                );
+            }
+            if c.day >= days {
+                p.add(
+                    path!["care", k, "day"],
+                    format!("day {} is past the scenario's {days} days", c.day),
+                );
+            }
+            if c.by.trim().is_empty() {
+                p.add(path!["care", k, "by"], "must name the care manager");
+            }
+            if (c.action == CareVerb::Complete) != c.outcome.is_some() {
+                p.add(
+                    path!["care", k, "outcome"],
+                    "a `complete` names its outcome, a `claim` none",
+                );
+            }
+        }
+        for (k, t) in raw.expect_task.iter().enumerate() {
+            if !patients.iter().any(|x| x.id == t.patient) {
+                p.add(
+                    path!["expect_task", k, "patient"],
+                    format!("no patient `{}`", t.patient),
+                );
+            }
+        }
+
         Scenario {
             name: raw.name,
             description: raw.description,
@@ -1390,6 +1488,8 @@ impl Scenario {
             patients,
             events: raw.events,
             expect: raw.expect,
+            care: raw.care,
+            expect_tasks: raw.expect_task,
         }
     }
 }

@@ -54,7 +54,15 @@ pub(super) async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         addresses.len(),
         s.plan().readings.iter().filter(|p| carries(p)).count()
     );
-    let mut r = run_only(&s, a.speed, transport, Duration::from_secs(30), carries).await?;
+    let mut r = run_only(
+        &s,
+        a.speed,
+        transport,
+        Duration::from_secs(30),
+        None,
+        carries,
+    )
+    .await?;
     r.ble_addresses = addresses;
     drop(bus);
     super::run::finish(&[r], a.report.as_deref())

@@ -115,6 +115,13 @@ pub struct RunArgs {
     /// Bearer token for HTTP ingest.
     #[arg(long, env = "RPM_SIM_HTTP_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// The gateway's API (`http://HOST:PORT`): the scenario's care team
+    /// (`[[care]]`) claims and completes follow-up tasks there.
+    #[arg(long, value_name = "URL")]
+    care_api: Option<String>,
+    /// Bearer token of the care team (admin or care_team role).
+    #[arg(long, env = "RPM_SIM_CARE_TOKEN", hide_env_values = true)]
+    care_token: Option<String>,
     /// Simulated seconds per wall second (10080 = a week per minute; the scenario's own by default).
     #[arg(long)]
     speed: Option<f64>,

@@ -151,6 +151,16 @@ pub(super) async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let mqtt = a.mqtt.as_deref().map(parse_addr).transpose()?;
     let now = Utc::now();
     let close = Duration::from_secs(30);
+    let care = match &a.care_api {
+        Some(url) => Some(crate::care::CareApi {
+            base: crate::transport::http::Target::parse(url)?,
+            token: a
+                .care_token
+                .clone()
+                .context("--care-api needs --care-token (or RPM_SIM_CARE_TOKEN)")?,
+        }),
+        None => None,
+    };
     let mut tasks = Vec::new();
     for s in &list {
         let s = prepare(s, &o, now);
@@ -166,14 +176,20 @@ pub(super) async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         let task = if let Some((host, port)) = &mqtt {
             let id = format!("rpm-sim-{}-{}", s.name, std::process::id());
             let t = Publisher::connect(host, *port, &id);
-            tokio::spawn(async move { crate::run::run(&s, speed, t, close).await })
+            let care = care.clone();
+            tokio::spawn(async move {
+                crate::run::run_only(&s, speed, t, close, care.as_ref(), |_| true).await
+            })
         } else {
             let url = a
                 .http
                 .as_deref()
                 .context("give --mqtt HOST:PORT or --http URL")?;
             let t = HttpTransport::new(url, a.token.clone())?;
-            tokio::spawn(async move { crate::run::run(&s, speed, t, close).await })
+            let care = care.clone();
+            tokio::spawn(async move {
+                crate::run::run_only(&s, speed, t, close, care.as_ref(), |_| true).await
+            })
         };
         tasks.push(task);
     }

@@ -12,6 +12,7 @@
 pub mod alerts;
 pub mod audit;
 pub mod auth;
+pub mod care_time;
 pub mod config;
 pub mod db;
 pub mod degraded;
@@ -75,6 +76,8 @@ pub struct ApiState {
     pub rules: Option<Arc<alerting_rules::RuleSet>>,
     /// Webhook URLs allowed (`delivery.allow_http`, `delivery.allow_private_network`).
     pub url_policy: crate::delivery::endpoints::UrlPolicy,
+    /// `[care]`: the care teams' time zones (the RPM report).
+    pub care: Arc<crate::care::CareConfig>,
 }
 
 impl ApiState {
@@ -171,6 +174,8 @@ fn guarded_routes() -> Routes {
         GET    "/api/v1/patients/{patient_id}"                 => patients::get,
         PUT    "/api/v1/patients/{patient_id}"                 => patients::put,
         GET    "/api/v1/patients/{patient_id}/readings/latest" => readings::latest,
+        GET    "/api/v1/patients/{patient_id}/care-time"       => care_time::list,
+        POST   "/api/v1/patients/{patient_id}/care-time"       => care_time::log,
         GET    "/api/v1/webhooks"                              => webhooks::list,
         POST   "/api/v1/webhooks"                              => webhooks::create,
         GET    "/api/v1/webhooks/{endpoint_id}"                => webhooks::get,
@@ -184,6 +189,7 @@ fn guarded_routes() -> Routes {
         POST   "/api/v1/deliveries/{delivery_id}/redrive"      => webhooks::redrive_delivery,
         GET    "/api/v1/audit"                                 => audit::list,
         GET    "/api/v1/reports/alert-burden"                  => reports::alert_burden,
+        GET    "/api/v1/reports/rpm"                           => reports::rpm,
         GET    "/fhir/Observation"                             => fhir::search,
         GET    "/fhir/Observation/{id}"                        => fhir::read,
     }
@@ -329,6 +335,7 @@ pub async fn start(
         ble_configured: config.sources.ble.as_ref().is_some_and(|b| b.enabled),
         rules,
         url_policy: config.delivery.url_policy(),
+        care: Arc::new(config.care.clone()),
     });
     let listener = match listener {
         Some(l) => l,

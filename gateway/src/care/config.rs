@@ -154,7 +154,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.team(None).time_zone, chrono_tz::America::New_York);
-        assert_eq!(c.team(Some("nobody")).time_zone, chrono_tz::America::New_York);
+        assert_eq!(
+            c.team(Some("nobody")).time_zone,
+            chrono_tz::America::New_York
+        );
         let a = c.team(Some("auckland"));
         assert_eq!(a.time_zone, chrono_tz::Pacific::Auckland);
         assert_eq!(a.working_days, vec![Weekday::Mon, Weekday::Tue]);

@@ -6,6 +6,10 @@
 //!
 //! - [`config`]: `[care]`, the care teams' time zones and working calendars
 //!   and where the follow-up policy lives.
+//! - [`time_log`]: the care-time log (minutes per patient, append-only,
+//!   corrections supersede).
+//! - [`report`]: the RPM program report (data days per 30-day period,
+//!   care minutes per month, the CPT codes they support).
 //!
 //! Everything here is driven from the store, like alerts: a task, an
 //! escalation or a tier change is written in one transaction with the
@@ -13,5 +17,7 @@
 //! and repeats nothing.
 
 pub mod config;
+pub mod report;
+pub mod time_log;
 
 pub use config::{CareConfig, TeamConfig};

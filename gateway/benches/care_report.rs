@@ -95,6 +95,9 @@ fn main() {
     );
 }
 
+/// A care-time row: (id suffix, activity, seconds, performed at, interactive, corrects).
+type Entry = (&'static str, &'static str, i64, i64, bool, Option<String>);
+
 /// Patients, readings and care time; returns (readings, entries).
 fn fill(store: &mut Store, patients: usize) -> (usize, usize) {
     for p in 0..patients {
@@ -211,8 +214,9 @@ fn fill(store: &mut Store, patients: usize) -> (usize, usize) {
             .unwrap();
         for p in 0..patients {
             let patient = format!("p{p:05}");
-            let at = |d: i64| (month + TimeDelta::days(d) + TimeDelta::hours(17)).timestamp_millis();
-            let rows: [(&str, &str, i64, i64, bool, Option<String>); 3] = [
+            let at =
+                |d: i64| (month + TimeDelta::days(d) + TimeDelta::hours(17)).timestamp_millis();
+            let rows: [Entry; 3] = [
                 ("call", "patient_call", 12 * 60, at(4), true, None),
                 ("review", "data_review", 10 * 60, at(9), false, None),
                 (

@@ -15,6 +15,15 @@ use crate::metric::{Metric, Panel};
 use crate::reject::Reject;
 use crate::units::to_canonical;
 
+/// The annotation that says how a measurement was entered.
+pub const ENTRY_ANNOTATION: &str = "entry";
+
+/// [`ENTRY_ANNOTATION`]'s value for a measurement a person typed in (into
+/// an app, a vendor portal): it is stored and alerted on like any other,
+/// but it is not automatically transmitted device data, so it never counts
+/// as a device data day in the RPM program report.
+pub const MANUAL_ENTRY: &str = "manual";
+
 /// Where a reading came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -92,6 +101,15 @@ pub struct Reading {
     /// Digest of the input message, used to deduplicate redelivered input
     /// that carries no device time.
     pub content_digest: Option<String>,
+}
+
+impl Reading {
+    /// Whether a person typed this in (annotation `entry = "manual"`).
+    pub fn is_manual(&self) -> bool {
+        self.annotations
+            .get(ENTRY_ANNOTATION)
+            .is_some_and(|v| v == MANUAL_ENTRY)
+    }
 }
 
 /// The readings of one measurement, kept together.

@@ -41,6 +41,8 @@ struct RawProfile {
     #[serde(default)]
     device_id_from: DeviceIdFrom,
     format: FormatKind,
+    #[serde(default)]
+    manual_entry: bool,
     senml: Option<SenmlMapping>,
     json: Option<JsonMapping>,
 }
@@ -66,6 +68,11 @@ pub struct Profile {
     pub device_id_from: DeviceIdFrom,
     /// Payload format and its mapping.
     pub format: Format,
+    /// Every measurement of this profile was typed in by a person (an app
+    /// or portal that relays manual entries): each is annotated
+    /// `entry = "manual"` and never counts as automatically transmitted
+    /// device data.
+    pub manual_entry: bool,
     /// Where the profile was loaded from.
     pub file: PathBuf,
 }
@@ -208,6 +215,14 @@ impl Profile {
             Format::Senml(senml) => senml.decode(&self.name, payload)?,
             Format::Json(json) => json.decode(&self.name, payload)?,
         };
+        if self.manual_entry {
+            for m in measurements.iter_mut().flatten() {
+                m.annotations.insert(
+                    crate::canonical::ENTRY_ANNOTATION.into(),
+                    crate::canonical::MANUAL_ENTRY.into(),
+                );
+            }
+        }
         let device_id = match self.device_id_from {
             DeviceIdFrom::Topic => {
                 // The topic names the device: it wins over anything in the payload.
@@ -285,6 +300,7 @@ impl Profile {
             topic: raw.topic,
             device_id_from: raw.device_id_from,
             format,
+            manual_entry: raw.manual_entry,
             file: file.to_path_buf(),
         })
     }
@@ -580,6 +596,48 @@ mod tests {
     fn bundled_profiles_load() {
         let set = ProfileSet::load_dir(&bundled_dir()).unwrap();
         assert!(set.len() >= 5);
+    }
+
+    /// Manual entry is said by the payload (the generic SenML `entry`
+    /// record, a vendor JSON field mapped to the `entry` annotation) or
+    /// by a profile that only relays typed-in values.
+    #[test]
+    fn manual_entries_are_annotated() {
+        let set = bundled();
+        let entry = |profile: &str, topic: &str, payload: &str| {
+            let m = set
+                .by_name(profile)
+                .unwrap()
+                .decode(topic, payload.as_bytes())
+                .unwrap();
+            m.measurements[0]
+                .as_ref()
+                .unwrap()
+                .annotations
+                .get("entry")
+                .cloned()
+        };
+        let senml = r#"[{"bt":1790000000,"n":"body_weight","u":"kg","v":81.5},{"n":"entry","vs":"manual"}]"#;
+        assert_eq!(
+            entry("senml-generic", "rpm/senml/scale-1", senml).as_deref(),
+            Some("manual")
+        );
+        let device = r#"[{"bt":1790000000,"n":"body_weight","u":"kg","v":81.5}]"#;
+        assert_eq!(entry("senml-generic", "rpm/senml/scale-1", device), None);
+        let typed = r#"{"measured_at":"2026-11-02T08:00:00Z","sys":132,"dia":84,"unit":"mmHg","entry":"manual"}"#;
+        assert_eq!(
+            entry("acme-bp-cuff", "acme/bp/cuff-1", typed).as_deref(),
+            Some("manual")
+        );
+
+        let text = "name = \"portal\"\ntopic = \"portal/{device_id}\"\nformat = \"senml\"\nmanual_entry = true\n";
+        let p = Profile::from_toml(text, Path::new("portal.toml")).unwrap();
+        assert!(p.manual_entry);
+        let m = p.decode("portal/app-1", device.as_bytes()).unwrap();
+        assert_eq!(
+            m.measurements[0].as_ref().unwrap().annotations["entry"],
+            "manual"
+        );
     }
 }
 

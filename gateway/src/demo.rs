@@ -238,6 +238,8 @@ impl Demo {
                     .map(String::from)
                     .collect(),
                 care_team: None,
+                time_zone: None,
+                monitoring_start: None,
             })
             .collect();
         // Days of readings arrive in seconds: without this every alert

@@ -12,6 +12,7 @@
 pub mod alerts;
 pub mod audit;
 pub mod auth;
+pub mod care_time;
 pub mod config;
 pub mod db;
 pub mod degraded;
@@ -80,6 +81,8 @@ pub struct ApiState {
     /// `rules.clock`: care actions are stamped on the clock the deadlines
     /// are counted on.
     pub clock: crate::config::RulesClock,
+    /// `[care]`: the care teams' time zones (the RPM report).
+    pub care: Arc<crate::care::CareConfig>,
 }
 
 impl ApiState {
@@ -193,6 +196,8 @@ fn guarded_routes() -> Routes {
         GET    "/api/v1/patients/{patient_id}"                 => patients::get,
         PUT    "/api/v1/patients/{patient_id}"                 => patients::put,
         GET    "/api/v1/patients/{patient_id}/readings/latest" => readings::latest,
+        GET    "/api/v1/patients/{patient_id}/care-time"       => care_time::list,
+        POST   "/api/v1/patients/{patient_id}/care-time"       => care_time::log,
         GET    "/api/v1/webhooks"                              => webhooks::list,
         POST   "/api/v1/webhooks"                              => webhooks::create,
         GET    "/api/v1/webhooks/{endpoint_id}"                => webhooks::get,
@@ -211,6 +216,7 @@ fn guarded_routes() -> Routes {
         POST   "/api/v1/tasks/{task_id}/claim"                 => tasks::claim,
         POST   "/api/v1/tasks/{task_id}/release"               => tasks::release,
         POST   "/api/v1/tasks/{task_id}/complete"              => tasks::complete,
+        GET    "/api/v1/reports/rpm"                           => reports::rpm,
         GET    "/fhir/Observation"                             => fhir::search,
         GET    "/fhir/Observation/{id}"                        => fhir::read,
         GET    "/fhir/Task"                                    => fhir_tasks::search,
@@ -359,6 +365,7 @@ pub async fn start(
         rules,
         url_policy: config.delivery.url_policy(),
         clock: config.rules.clock,
+        care: Arc::new(config.care.clone()),
     });
     let listener = match listener {
         Some(l) => l,

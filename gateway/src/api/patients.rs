@@ -106,6 +106,13 @@ pub struct PatientBody {
     /// Care team; `null` removes it.
     #[serde(default, deserialize_with = "double_option")]
     care_team: Option<Option<String>>,
+    /// IANA time zone; `null` falls back to the care team's.
+    #[serde(default, deserialize_with = "double_option")]
+    time_zone: Option<Option<String>>,
+    /// Local date (`YYYY-MM-DD`) the 30-day device periods count from;
+    /// `null`: the local date of the first automatically transmitted reading.
+    #[serde(default, deserialize_with = "double_option")]
+    monitoring_start: Option<Option<String>>,
 }
 
 /// `PUT /api/v1/patients/{patient_id}` (admin): enrols (201) or changes (200).
@@ -154,10 +161,27 @@ pub async fn put(
             ));
         }
     }
+    if let Some(Some(zone)) = &body.time_zone {
+        crate::care::config::parse_time_zone(zone)
+            .map_err(|e| ApiError::Unprocessable(format!("time_zone: {e}")))?;
+    }
+    let monitoring_start = match body.monitoring_start {
+        Some(Some(d)) => Some(Some(
+            chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d").map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "monitoring_start: `{d}` is not a local date like 2026-10-15 (or null)"
+                ))
+            })?,
+        )),
+        Some(None) => Some(None),
+        None => None,
+    };
     let change = PatientChange {
         care_plans: body.care_plans,
         overrides: body.overrides,
         care_team: body.care_team,
+        time_zone: body.time_zone,
+        monitoring_start,
     };
     let id = patient_id.clone();
     let (created, rec) = st

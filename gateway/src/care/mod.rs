@@ -11,7 +11,11 @@
 //! - [`calendar`]: deadlines in working time, DST-correct;
 //! - [`tasks`]: follow-up tasks, opened by notified alerts (in the rule
 //!   evaluator's transaction), claimed and completed by care managers;
-//! - [`escalation`]: the stage that notices missed deadlines and escalates.
+//! - [`escalation`]: the stage that notices missed deadlines and escalates;
+//! - [`time_log`]: the care-time log (minutes per patient, append-only,
+//!   corrections supersede);
+//! - [`report`]: the RPM program report (data days per 30-day period,
+//!   care minutes per month, the CPT codes they support).
 //!
 //! Everything here is driven from the store, like alerts: a task, an
 //! escalation or a tier change is written in one transaction with the
@@ -23,6 +27,8 @@ pub mod config;
 pub mod escalation;
 pub mod policy;
 pub mod tasks;
+pub mod report;
+pub mod time_log;
 
 pub use config::{CareConfig, TeamConfig};
 pub use policy::Policy;

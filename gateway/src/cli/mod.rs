@@ -4,9 +4,11 @@
 
 #[cfg(feature = "ble")]
 mod ble;
+mod care_time;
 mod devices;
 mod forward;
 mod quarantine;
+mod report;
 mod rules;
 mod store;
 mod tasks;
@@ -64,6 +66,12 @@ pub enum Command {
     /// Follow-up tasks: list, show, claim, release, complete.
     #[command(subcommand)]
     Tasks(tasks::TasksCommand),
+    /// The care-time log: minutes spent on a patient (never edited; corrections supersede).
+    #[command(subcommand)]
+    CareTime(care_time::CareTimeCommand),
+    /// Program reports: the RPM report (data days, care minutes, CPT codes supported).
+    #[command(subcommand)]
+    Report(report::ReportCommand),
     /// Webhook endpoints, deliveries, dead letters and re-drive.
     #[command(subcommand)]
     Webhooks(webhooks::WebhooksCommand),
@@ -181,6 +189,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Alerts(cmd) => return rules::alerts_cmd(&config, cmd),
         Command::Tasks(cmd) => return tasks::run(&config, cmd),
         Command::Webhooks(cmd) => webhooks::webhooks(&config, cmd)?,
+        Command::CareTime(cmd) => care_time::run(&config, cmd)?,
+        Command::Report(cmd) => report::run(&config, cmd)?,
         Command::Store(cmd) => return store::store(&config, cmd),
         Command::WebhookReceiver(_) => {}
         Command::Forward(cmd) => forward::run(&config, cmd)?,

@@ -113,6 +113,20 @@ pub enum PatientsCommand {
         /// Care team.
         team: Option<String>,
     },
+    /// Set (or, without ZONE, clear) a patient's IANA time zone; without one the care team's applies.
+    SetTimeZone {
+        /// Patient id.
+        patient: String,
+        /// IANA time zone, e.g. America/Los_Angeles.
+        zone: Option<String>,
+    },
+    /// Set (or, without DATE, clear) the local date the patient's 30-day device periods count from.
+    SetMonitoringStart {
+        /// Patient id.
+        patient: String,
+        /// Local date, YYYY-MM-DD (without: the date of the first automatically transmitted reading).
+        date: Option<String>,
+    },
     /// List patients.
     List {
         /// JSON lines output.
@@ -384,8 +398,8 @@ pub fn patients_cmd(config: &Config, cmd: PatientsCommand) -> anyhow::Result<Exi
             }
             let change = PatientChange {
                 care_plans: Some(plans),
-                overrides: None,
                 care_team: team.map(Some),
+                ..Default::default()
             };
             let p = change_patient(config, &patient, &change, "patient.enrol")?;
             println!("enrolled {} on [{}]", p.patient_id, p.care_plans.join(", "));
@@ -422,6 +436,40 @@ pub fn patients_cmd(config: &Config, cmd: PatientsCommand) -> anyhow::Result<Exi
             match team {
                 Some(t) => println!("care team of {patient}: {t}"),
                 None => println!("care team of {patient} cleared"),
+            }
+        }
+        PatientsCommand::SetTimeZone { patient, zone } => {
+            if let Some(z) = &zone {
+                crate::care::config::parse_time_zone(z).map_err(|e| anyhow::anyhow!(e))?;
+            }
+            let change = PatientChange {
+                time_zone: Some(zone.clone()),
+                ..Default::default()
+            };
+            change_patient(config, &patient, &change, "patient.set_time_zone")?;
+            match zone {
+                Some(z) => println!("time zone of {patient}: {z}"),
+                None => println!("time zone of {patient} cleared (the care team's applies)"),
+            }
+        }
+        PatientsCommand::SetMonitoringStart { patient, date } => {
+            let parsed = date
+                .as_deref()
+                .map(|d| {
+                    chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                        .with_context(|| format!("`{d}` is not a local date like 2026-10-15"))
+                })
+                .transpose()?;
+            let change = PatientChange {
+                monitoring_start: Some(parsed),
+                ..Default::default()
+            };
+            change_patient(config, &patient, &change, "patient.set_monitoring_start")?;
+            match parsed {
+                Some(d) => println!("monitoring start of {patient}: {d}"),
+                None => println!(
+                    "monitoring start of {patient} cleared (the first automatically transmitted reading's date applies)"
+                ),
             }
         }
         PatientsCommand::List { json } => {

@@ -90,6 +90,51 @@ pub struct PatientEnrolment {
     /// Care team (webhook routing, API scopes).
     #[serde(default)]
     pub care_team: Option<String>,
+    /// The patient's IANA time zone (`America/Los_Angeles`); absent: the
+    /// care team's (`[care]`).
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// The local date the 30-day device periods count from
+    /// (`2026-10-15`, quoted or not); absent: the local date of the first
+    /// automatically transmitted reading.
+    #[serde(default)]
+    pub monitoring_start: Option<LocalDate>,
+}
+
+/// A local date as TOML writes it: a bare date (`2026-10-15`) or a string.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum LocalDate {
+    /// A TOML date.
+    Toml(toml::value::Datetime),
+    /// A string, `YYYY-MM-DD`.
+    Text(String),
+}
+
+impl LocalDate {
+    /// The date, if it is one (a TOML date without time or offset, or a
+    /// `YYYY-MM-DD` string).
+    pub fn date(&self) -> Option<chrono::NaiveDate> {
+        match self {
+            LocalDate::Toml(d) if d.time.is_none() && d.offset.is_none() => {
+                let d = d.date?;
+                chrono::NaiveDate::from_ymd_opt(
+                    i32::from(d.year),
+                    u32::from(d.month),
+                    u32::from(d.day),
+                )
+            }
+            LocalDate::Toml(_) => None,
+            LocalDate::Text(s) => chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok(),
+        }
+    }
+}
+
+impl PatientEnrolment {
+    /// The monitoring start, when given and valid.
+    pub fn monitoring_start_date(&self) -> Option<chrono::NaiveDate> {
+        self.monitoring_start.as_ref().and_then(LocalDate::date)
+    }
 }
 
 /// Validates `[rules]` and `[[patients]]`, loading the rule set.
@@ -149,6 +194,24 @@ pub fn validate(
                 format!("patient `{}` is listed more than once", p.id),
             ));
         }
+        if let Some(zone) = &p.time_zone {
+            if let Err(e) = crate::care::config::parse_time_zone(zone) {
+                errors.push(at(
+                    Some(n),
+                    &format!("patients[{n}].time_zone"),
+                    "time_zone",
+                    e,
+                ));
+            }
+        }
+        if p.monitoring_start.is_some() && p.monitoring_start_date().is_none() {
+            errors.push(at(
+                Some(n),
+                &format!("patients[{n}].monitoring_start"),
+                "monitoring_start",
+                "must be a local date like 2026-10-15".into(),
+            ));
+        }
         if let Some(plans) = set.as_ref().and_then(|s| s.plans()) {
             for plan in &p.care_plans {
                 if !plans.is_known(plan) {
@@ -187,6 +250,23 @@ mod tests {
         let e = Config::from_toml("[rules]\ndir = \"no-such-dir\"\n", Path::new("/tmp/g.toml"))
             .unwrap_err();
         assert!(e.to_string().contains("no-such-dir"), "{e}");
+    }
+
+    #[test]
+    fn patient_clocks_are_checked() {
+        let text = "[[patients]]\nid = \"p1\"\ntime_zone = \"Pacific/Auckland\"\nmonitoring_start = 2026-10-15\n\n[[patients]]\nid = \"p2\"\nmonitoring_start = \"2026-11-02\"\n";
+        let c = Config::from_toml(text, Path::new("g.toml")).unwrap();
+        let d = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        assert_eq!(c.patients[0].monitoring_start_date(), Some(d("2026-10-15")));
+        assert_eq!(c.patients[1].monitoring_start_date(), Some(d("2026-11-02")));
+        assert_eq!(c.patients[0].time_zone.as_deref(), Some("Pacific/Auckland"));
+
+        let bad = "[[patients]]\nid = \"p1\"\ntime_zone = \"Mars/Olympus\"\nmonitoring_start = \"15/10/2026\"\n";
+        let e = Config::from_toml(bad, Path::new("g.toml")).unwrap_err();
+        assert_eq!(e.0.len(), 2, "{e}");
+        assert_eq!(e.0[0].field, "patients[0].time_zone");
+        assert_eq!(e.0[0].line, 3, "{e}");
+        assert_eq!(e.0[1].field, "patients[0].monitoring_start");
     }
 
     #[test]

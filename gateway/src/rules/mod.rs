@@ -101,13 +101,19 @@ pub fn apply_config_patients(
         if existing.as_ref().is_some_and(|e| e.origin != "config") {
             continue;
         }
+        let start = p.monitoring_start_date();
         let change = patients::PatientChange {
             care_plans: Some(p.care_plans.clone()),
             overrides: None,
             care_team: Some(p.care_team.clone()),
+            time_zone: Some(p.time_zone.clone()),
+            monitoring_start: Some(start),
         };
         let same = existing.as_ref().is_some_and(|e| {
-            e.care_plans == p.care_plans && e.care_team.as_deref() == p.care_team.as_deref()
+            e.care_plans == p.care_plans
+                && e.care_team.as_deref() == p.care_team.as_deref()
+                && e.time_zone.as_deref() == p.time_zone.as_deref()
+                && e.monitoring_start == start
         });
         if !same {
             store.upsert_patient(&p.id, "config", &change)?;

@@ -8,6 +8,7 @@
 pub mod alerts;
 pub mod audit;
 pub mod ble;
+pub mod care_time;
 pub mod cipher;
 pub mod config;
 pub mod files;

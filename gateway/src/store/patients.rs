@@ -7,7 +7,7 @@
 //! store does not know the rules), and the engine skips an entry that no
 //! longer validates rather than stop alerting.
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
@@ -30,6 +30,11 @@ pub struct PatientRecord {
     pub updated_at: DateTime<Utc>,
     /// Who created it: config, cli, api.
     pub origin: String,
+    /// The patient's IANA time zone (`None`: the care team's, from `[care]`).
+    pub time_zone: Option<String>,
+    /// The local date the patient's 30-day device periods count from
+    /// (`None`: the local date of the first automatically transmitted reading).
+    pub monitoring_start: Option<NaiveDate>,
 }
 
 /// A change to a patient; `None` fields are left as they are.
@@ -41,6 +46,10 @@ pub struct PatientChange {
     pub overrides: Option<serde_json::Value>,
     /// Set (`Some(Some)`) or clear (`Some(None)`) the care team.
     pub care_team: Option<Option<String>>,
+    /// Set or clear the time zone (an IANA name, validated by the caller).
+    pub time_zone: Option<Option<String>>,
+    /// Set or clear the monitoring start date.
+    pub monitoring_start: Option<Option<NaiveDate>>,
 }
 
 fn t(ms: i64) -> DateTime<Utc> {
@@ -57,11 +66,19 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PatientRecord> {
         enrolled_at: t(r.get(4)?),
         updated_at: t(r.get(5)?),
         origin: r.get(6)?,
+        time_zone: r.get(7)?,
+        monitoring_start: date(r.get(8)?),
     })
 }
 
+/// A stored `YYYY-MM-DD` (the store holds only dates written through
+/// [`upsert`]; anything else reads as unset).
+fn date(s: Option<String>) -> Option<NaiveDate> {
+    s.and_then(|s| NaiveDate::parse_from_str(&s, "%Y-%m-%d").ok())
+}
+
 const COLUMNS: &str =
-    "patient_id, care_plans, overrides, care_team, enrolled_at, updated_at, origin";
+    "patient_id, care_plans, overrides, care_team, enrolled_at, updated_at, origin, time_zone, monitoring_start";
 
 /// Reads one patient (usable inside a transaction: pass `&tx`).
 pub fn get(conn: &Connection, patient_id: &str) -> Result<Option<PatientRecord>, StoreError> {
@@ -103,6 +120,22 @@ pub fn upsert(
         conn.execute(
             "UPDATE patients SET care_team = ?2, updated_at = ?3 WHERE patient_id = ?1",
             params![patient_id, team, now],
+        )?;
+    }
+    if let Some(zone) = &change.time_zone {
+        conn.execute(
+            "UPDATE patients SET time_zone = ?2, updated_at = ?3 WHERE patient_id = ?1",
+            params![patient_id, zone, now],
+        )?;
+    }
+    if let Some(start) = &change.monitoring_start {
+        conn.execute(
+            "UPDATE patients SET monitoring_start = ?2, updated_at = ?3 WHERE patient_id = ?1",
+            params![
+                patient_id,
+                start.map(|d| d.format("%Y-%m-%d").to_string()),
+                now
+            ],
         )?;
     }
     get(conn, patient_id)?.ok_or_else(|| StoreError::Encode("patient vanished".into()))
@@ -188,6 +221,42 @@ pub fn enrolments(conn: &Connection) -> Result<Vec<(Option<String>, i64)>, Store
     let mut st = conn.prepare_cached("SELECT care_team, enrolled_at FROM patients")?;
     let rows = st.query_map([], |r| {
         Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A patient as the RPM report needs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportPatient {
+    /// Patient id.
+    pub patient_id: String,
+    /// Care team, if any.
+    pub care_team: Option<String>,
+    /// Own time zone, if set.
+    pub time_zone: Option<String>,
+    /// Monitoring start, if set.
+    pub monitoring_start: Option<NaiveDate>,
+}
+
+/// Every patient the RPM report covers, in id order: the enrolled ones,
+/// and those a device is assigned to without an enrolment (no team, no
+/// zone of their own).
+pub fn report_patients(conn: &Connection) -> Result<Vec<ReportPatient>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT patient_id, care_team, time_zone, monitoring_start FROM patients
+         UNION ALL
+         SELECT DISTINCT d.patient_id, NULL, NULL, NULL FROM devices d
+          WHERE d.patient_id IS NOT NULL
+            AND NOT EXISTS (SELECT 1 FROM patients p WHERE p.patient_id = d.patient_id)
+         ORDER BY 1",
+    )?;
+    let rows = st.query_map([], |r| {
+        Ok(ReportPatient {
+            patient_id: r.get(0)?,
+            care_team: r.get(1)?,
+            time_zone: r.get(2)?,
+            monitoring_start: date(r.get(3)?),
+        })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }

@@ -375,3 +375,48 @@ pub fn delete_old(
         params![limit, cutoff_ms, chunk],
     )?)
 }
+
+/// Whether a row of `readings` was typed in by a person (annotation
+/// `entry = "manual"`, see `device_profiles::canonical::MANUAL_ENTRY`).
+/// Most rows have no annotations, and skip the JSON parse.
+const MANUAL: &str = "(annotations != '{}' AND json_extract(annotations, '$.entry') IS 'manual')";
+
+/// When `patient_id`'s first automatically transmitted reading (not typed
+/// in by hand) was measured (ms), if any.
+pub fn first_automatic_reading(
+    conn: &Connection,
+    patient_id: &str,
+) -> Result<Option<i64>, StoreError> {
+    use rusqlite::OptionalExtension as _;
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT measured_at FROM readings INDEXED BY readings_patient_time
+             WHERE patient_id = ?1 AND NOT {MANUAL} ORDER BY measured_at LIMIT 1"
+        ))?
+        .query_row([patient_id], |r| r.get(0))
+        .optional()?)
+}
+
+/// Streams `patient_id`'s readings measured in `[from, to)` (ms) in time
+/// order to `each(measured_at, manual)` until it returns false: one
+/// ordered range scan of the `readings_patient_time` index.
+pub fn each_reading_time(
+    conn: &Connection,
+    patient_id: &str,
+    from: i64,
+    to: i64,
+    mut each: impl FnMut(i64, bool) -> bool,
+) -> Result<(), StoreError> {
+    let mut q = conn.prepare_cached(&format!(
+        "SELECT measured_at, {MANUAL} FROM readings INDEXED BY readings_patient_time
+         WHERE patient_id = ?1 AND measured_at >= ?2 AND measured_at < ?3
+         ORDER BY measured_at"
+    ))?;
+    let mut rows = q.query(params![patient_id, from, to])?;
+    while let Some(r) = rows.next()? {
+        if !each(r.get(0)?, r.get::<_, bool>(1)?) {
+            break;
+        }
+    }
+    Ok(())
+}

@@ -400,6 +400,41 @@ CREATE TABLE task_history (
 CREATE INDEX task_history_task ON task_history(task_id, id);
 "#,
     ),
+    (
+        10,
+        r#"
+-- care: the patient's own clock. `time_zone` is an IANA name (NULL: the
+-- care team's, from [care]); `monitoring_start` is the local date the
+-- patient's 30-day device periods count from (NULL: the local date of the
+-- first automatically transmitted reading). See care/report.rs.
+ALTER TABLE patients ADD COLUMN time_zone TEXT;
+ALTER TABLE patients ADD COLUMN monitoring_start TEXT;  -- YYYY-MM-DD
+-- care time (see care/time_log.rs): minutes care managers spent on a
+-- patient. Append-only: an entry is never changed or deleted; a correction
+-- is a new entry naming the one it corrects (`corrects`), which it
+-- supersedes in every total. An entry is corrected at most once (a
+-- correction of the correction supersedes that one in turn).
+CREATE TABLE care_time (
+    seq                 INTEGER PRIMARY KEY AUTOINCREMENT, -- recording order
+    entry_id            TEXT NOT NULL UNIQUE,             -- client's, or derived from Idempotency-Key, or random
+    patient_id          TEXT NOT NULL,
+    activity            TEXT NOT NULL,                    -- data_review | patient_call | care_coordination | medication_management | education | other
+    seconds             INTEGER NOT NULL,                 -- time spent (0: a correction that voids the entry it corrects)
+    performed_at        INTEGER NOT NULL,                 -- when the work started
+    ended_at            INTEGER,                          -- when it stopped (entries given as start/stop)
+    interactive         INTEGER NOT NULL,                 -- 1: real-time interactive communication with the patient (at least two-way audio)
+    note                TEXT,
+    recorded_by         TEXT NOT NULL,                    -- token id or `cli`
+    recorded_at         INTEGER NOT NULL,
+    corrects            TEXT,                             -- entry_id this entry replaces
+    request_digest      TEXT NOT NULL                     -- what was asked: a retry must ask the same
+);
+CREATE INDEX care_time_patient ON care_time(patient_id, performed_at);
+CREATE UNIQUE INDEX care_time_corrected_once ON care_time(corrects) WHERE corrects IS NOT NULL;
+-- the RPM report: a patient's readings in time order (distinct local days).
+CREATE INDEX readings_patient_time ON readings(patient_id, measured_at);
+"#,
+    ),
 ];
 
 /// Brings the schema up to date. Returns the version now in force.

@@ -14,6 +14,7 @@ mod api;
 mod ble_bluez;
 mod ble_virtual;
 mod care_tasks;
+mod care_report;
 mod cli;
 mod influx_forward;
 mod lean_build;

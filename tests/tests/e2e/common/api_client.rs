@@ -86,6 +86,18 @@ impl Api {
         token: Option<&str>,
         body: Option<(&str, &[u8])>,
     ) -> Resp {
+        self.request_with(method, path, token, &[], body)
+    }
+
+    /// [`Api::request`] with more headers (`Accept`, `Idempotency-Key`).
+    pub fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<(&str, &[u8])>,
+    ) -> Resp {
         let mut cmd = Command::new("curl");
         cmd.args([
             "-sS",
@@ -102,6 +114,9 @@ impl Api {
         }
         if let Some(t) = token {
             cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        for (k, v) in headers {
+            cmd.args(["-H", &format!("{k}: {v}")]);
         }
         if let Some((ct, _)) = body {
             cmd.args(["-H", &format!("Content-Type: {ct}"), "--data-binary", "@-"]);

@@ -26,8 +26,8 @@ pub mod calendar;
 pub mod config;
 pub mod escalation;
 pub mod policy;
-pub mod tasks;
 pub mod report;
+pub mod tasks;
 pub mod time_log;
 
 pub use config::{CareConfig, TeamConfig};

@@ -725,11 +725,18 @@ pub fn rpm_report(
 /// The CSV columns.
 pub const CSV_HEADER: &str = "period,patient_id,care_team,time_zone,line,number,start,end,complete,data_days,manual_only_days,care_minutes,interactive_minutes,interactive_contacts,99453,99445,99454,99470,99457,99458,warnings";
 
+/// One CSV cell. Text a spreadsheet would take for a formula (a care
+/// team or patient id starting with `=`, `+`, `-`, `@`, tab or CR) is
+/// prefixed with `'` (the OWASP advice against CSV injection).
 fn csv_field(s: &str) -> String {
+    let s = match s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        true => format!("'{s}"),
+        false => s.to_string(),
+    };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
-        s.to_string()
+        s
     }
 }
 

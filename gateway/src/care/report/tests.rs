@@ -455,3 +455,14 @@ fn setup_is_once_per_episode_and_scope_limits_patients() {
     );
     assert!(render(&r).contains("not billing advice") || render(&r).contains("Not billing advice"));
 }
+
+#[test]
+fn csv_cells_never_read_as_formulas() {
+    assert_eq!(super::csv_field("north"), "north");
+    assert_eq!(
+        super::csv_field("=HYPERLINK(\"x\")"),
+        "\"'=HYPERLINK(\"\"x\"\")\""
+    );
+    assert_eq!(super::csv_field("+1"), "'+1");
+    assert_eq!(super::csv_field("a,b"), "\"a,b\"");
+}

@@ -38,6 +38,9 @@ pub enum RunError {
     /// Webhook delivery could not start.
     #[error(transparent)]
     Delivery(#[from] crate::delivery::DeliveryError),
+    /// The risk stage could not start.
+    #[error(transparent)]
+    Risk(#[from] crate::care::risk::RiskError),
     /// The InfluxDB forwarder could not start.
     #[error(transparent)]
     Forward(#[from] crate::forward::sink::SinkError),
@@ -175,6 +178,7 @@ pub async fn run(
         metrics.clone(),
         dispatcher.as_ref().map(|d| d.waker()),
     )?;
+    let risk = risk_stage(&config)?;
     tracing::info!(
         store = %config.store.path.display(),
         profiles = pipeline.decoder.profiles().len(),
@@ -285,6 +289,7 @@ pub async fn run(
     });
     let dispatcher =
         dispatcher.map(|d| supervised("webhook dispatcher", &ended_tx, d.run(stopped())));
+    let risk_task = risk.map(|s| supervised("risk stage", &ended_tx, s.run(stopped())));
     drop(ended_tx);
 
     let unexpected = tokio::select! {
@@ -318,6 +323,9 @@ pub async fn run(
     }
     if let Some(d) = dispatcher {
         let _ = d.await;
+    }
+    if let Some(t) = risk_task {
+        let _ = t.await;
     }
     for t in downstream {
         let _ = t.await;
@@ -370,6 +378,21 @@ fn rules_evaluator(
         missing_interval: config.rules.missing_interval,
     };
     Ok(Some((evaluator, task)))
+}
+
+/// The risk stage (risk tiers) on its own store connection, when enabled.
+fn risk_stage(
+    config: &Config,
+) -> Result<Option<crate::care::risk::RiskStage>, crate::care::risk::RiskError> {
+    if !config.care.risk.enabled {
+        return Ok(None);
+    }
+    let rules = Arc::new(crate::rules::load_rule_set(config.rules.dir.as_deref())?);
+    Ok(Some(crate::care::risk::RiskStage::open(
+        &config.store.path,
+        rules,
+        config.care.clone(),
+    )?))
 }
 
 /// Starts the InfluxDB forwarder (when configured) and the retention and

@@ -28,8 +28,10 @@ pub mod problem;
 pub mod quarantine;
 pub mod readings;
 pub mod reports;
+pub mod risk;
 pub mod server;
 pub mod webhooks;
+pub mod worklist;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -75,6 +77,8 @@ pub struct ApiState {
     pub rules: Option<Arc<alerting_rules::RuleSet>>,
     /// Webhook URLs allowed (`delivery.allow_http`, `delivery.allow_private_network`).
     pub url_policy: crate::delivery::endpoints::UrlPolicy,
+    /// `[care]` (the worklist's thresholds).
+    pub care: crate::care::CareConfig,
 }
 
 impl ApiState {
@@ -171,6 +175,8 @@ fn guarded_routes() -> Routes {
         GET    "/api/v1/patients/{patient_id}"                 => patients::get,
         PUT    "/api/v1/patients/{patient_id}"                 => patients::put,
         GET    "/api/v1/patients/{patient_id}/readings/latest" => readings::latest,
+        GET    "/api/v1/patients/{patient_id}/risk"            => risk::get,
+        GET    "/api/v1/worklist"                              => worklist::list,
         GET    "/api/v1/webhooks"                              => webhooks::list,
         POST   "/api/v1/webhooks"                              => webhooks::create,
         GET    "/api/v1/webhooks/{endpoint_id}"                => webhooks::get,
@@ -186,6 +192,8 @@ fn guarded_routes() -> Routes {
         GET    "/api/v1/reports/alert-burden"                  => reports::alert_burden,
         GET    "/fhir/Observation"                             => fhir::search,
         GET    "/fhir/Observation/{id}"                        => fhir::read,
+        GET    "/fhir/RiskAssessment"                          => risk::search,
+        GET    "/fhir/RiskAssessment/{id}"                     => risk::read,
     }
 }
 
@@ -329,6 +337,7 @@ pub async fn start(
         ble_configured: config.sources.ble.as_ref().is_some_and(|b| b.enabled),
         rules,
         url_policy: config.delivery.url_policy(),
+        care: config.care.clone(),
     });
     let listener = match listener {
         Some(l) => l,

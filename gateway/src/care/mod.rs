@@ -5,7 +5,12 @@
 //! makes sure somebody gives it, in time, and keeps the record:
 //!
 //! - [`config`]: `[care]`, the care teams' time zones and working calendars
-//!   and where the follow-up policy lives.
+//!   and where the follow-up policy lives;
+//! - [`risk`]: every enrolled patient's risk tier (high, rising, stable,
+//!   unknown) from the tier rules, with reasons, history and `risk.changed`
+//!   events;
+//! - [`worklist`]: a care team's patients ranked by who needs attention
+//!   now, each row saying why.
 //!
 //! Everything here is driven from the store, like alerts: a task, an
 //! escalation or a tier change is written in one transaction with the
@@ -13,5 +18,7 @@
 //! and repeats nothing.
 
 pub mod config;
+pub mod risk;
+pub mod worklist;
 
 pub use config::{CareConfig, TeamConfig};

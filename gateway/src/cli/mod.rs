@@ -7,10 +7,12 @@ mod ble;
 mod devices;
 mod forward;
 mod quarantine;
+mod risk;
 mod rules;
 mod store;
 mod tokens;
 mod webhooks;
+mod worklist;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -60,6 +62,11 @@ pub enum Command {
     /// Alerts: list, show, acknowledge, resolve; the alert-burden report.
     #[command(subcommand)]
     Alerts(rules::AlertsCommand),
+    /// Risk tiers: a patient's tier, its reasons and history.
+    #[command(subcommand)]
+    Risk(risk::RiskCommand),
+    /// The care team's patients ranked by who needs attention now, each with why.
+    Worklist(worklist::WorklistArgs),
     /// Webhook endpoints, deliveries, dead letters and re-drive.
     #[command(subcommand)]
     Webhooks(webhooks::WebhooksCommand),
@@ -175,6 +182,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rules(cmd) => return rules::rules_on_store(&config, cmd),
         Command::Patients(cmd) => return rules::patients_cmd(&config, cmd),
         Command::Alerts(cmd) => return rules::alerts_cmd(&config, cmd),
+        Command::Risk(cmd) => return risk::run(&config, cmd),
+        Command::Worklist(args) => return worklist::run(&config, args),
         Command::Webhooks(cmd) => webhooks::webhooks(&config, cmd)?,
         Command::Store(cmd) => return store::store(&config, cmd),
         Command::WebhookReceiver(_) => {}

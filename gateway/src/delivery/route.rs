@@ -28,6 +28,7 @@ const EVENT_TYPES: &[EventType] = &[
     EventType::DeliveryDeadLettered,
     EventType::EndpointDisabled,
     EventType::StoreDiskLow,
+    EventType::RiskChanged,
 ];
 
 /// What an endpoint receives. Empty lists mean "any"; `event_types` empty
@@ -98,9 +99,13 @@ pub struct RouteInfo {
     pub about_endpoint: Option<String>,
 }
 
-/// Whether `endpoint_id` with `filter` receives the event.
+/// Whether `endpoint_id` with `filter` receives the event. Risk events
+/// (`risk.changed`) are patient events like alerts (care-team and plan
+/// filters apply) but have no severity, and go only to endpoints that
+/// name them.
 pub fn matches(endpoint_id: &str, filter: &Filter, ev: &RouteInfo) -> bool {
     let is_alert = ev.event_type.starts_with("alert.");
+    let is_patient = is_alert || ev.event_type.starts_with("risk.");
     let type_ok = if filter.event_types.is_empty() {
         is_alert
     } else {
@@ -112,10 +117,11 @@ pub fn matches(endpoint_id: &str, filter: &Filter, ev: &RouteInfo) -> bool {
     if !type_ok {
         return false;
     }
-    if !is_alert {
+    if !is_patient {
         return ev.about_endpoint.as_deref() != Some(endpoint_id);
     }
-    let severity_ok = filter.severities.is_empty()
+    let severity_ok = !is_alert
+        || filter.severities.is_empty()
         || ev
             .severity
             .as_ref()

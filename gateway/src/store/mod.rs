@@ -18,12 +18,14 @@ pub mod patients;
 pub(crate) mod quarantine;
 pub mod queries;
 pub mod registry;
+pub mod risk;
 pub mod runs;
 mod schema;
 pub mod secrets;
 pub mod stats;
 pub mod tokens;
 pub mod webhooks;
+pub mod worklist;
 pub mod writer;
 
 #[cfg(test)]

@@ -49,6 +49,9 @@ pub enum EventType {
     /// The store's disk is running low.
     #[serde(rename = "store.disk_low")]
     StoreDiskLow,
+    /// A patient's risk tier changed (carries [`RiskData`]).
+    #[serde(rename = "risk.changed")]
+    RiskChanged,
 }
 
 impl EventType {
@@ -63,6 +66,7 @@ impl EventType {
             EventType::DeliveryDeadLettered => "delivery.dead_lettered",
             EventType::EndpointDisabled => "endpoint.disabled",
             EventType::StoreDiskLow => "store.disk_low",
+            EventType::RiskChanged => "risk.changed",
         }
     }
 
@@ -145,6 +149,40 @@ pub struct AlertData {
     pub resolved_at: Option<DateTime<Utc>>,
     /// Link to the alert in the API (`/api/v1/alerts/{id}`, relative unless
     /// `api.public_url` is set).
+    pub link: String,
+}
+
+/// The tier rule behind a tier, in a `risk.changed` event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TierRuleRef {
+    /// Tier rule id.
+    pub id: String,
+    /// Its version.
+    pub version: u32,
+    /// Its pack.
+    pub pack: String,
+}
+
+/// `data` of a `risk.changed` event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RiskData {
+    /// Patient id (pseudonymous).
+    pub patient_id: String,
+    /// The patient's care team, if any.
+    pub care_team: Option<String>,
+    /// The patient's care plans.
+    pub care_plans: Vec<String>,
+    /// `high` | `rising` | `stable` | `unknown`.
+    pub tier: String,
+    /// The tier before (`None`: first placement).
+    pub previous_tier: Option<String>,
+    /// The tier rule that gave it (`None`: `unknown`, no rule matched).
+    pub rule: Option<TierRuleRef>,
+    /// The facts: which condition, what was found, alert and task ids.
+    pub reasons: serde_json::Value,
+    /// When the tier changed.
+    pub changed_at: DateTime<Utc>,
+    /// Link to the patient's risk in the API (`/api/v1/patients/{id}/risk`).
     pub link: String,
 }
 

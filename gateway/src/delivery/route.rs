@@ -216,4 +216,29 @@ mod tests {
         };
         assert!(bad.validate().is_err());
     }
+
+    #[test]
+    fn risk_events_go_only_to_endpoints_naming_them_by_team_without_severity() {
+        let risk = RouteInfo {
+            event_type: "risk.changed".into(),
+            severity: None,
+            care_team: Some("north".into()),
+            care_plans: vec!["hypertension".into()],
+            about_endpoint: None,
+        };
+        assert!(!matches("e", &Filter::default(), &risk));
+        let named = Filter {
+            event_types: vec!["risk.*".into()],
+            care_teams: vec!["north".into()],
+            severities: vec!["critical".into()],
+            ..Default::default()
+        };
+        assert!(named.validate().is_ok());
+        assert!(matches("e", &named, &risk));
+        let south = Filter {
+            care_teams: vec!["south".into()],
+            ..named
+        };
+        assert!(!matches("e", &south, &risk));
+    }
 }

@@ -13,6 +13,7 @@ mod common;
 mod api;
 mod ble_bluez;
 mod ble_virtual;
+mod care_worklist;
 mod cli;
 mod influx_forward;
 mod lean_build;

@@ -30,10 +30,16 @@ pub enum FaultPoint {
     /// `panic-in-rules`: the rule evaluator panics before its first commit
     /// (a component that dies while the process lives on).
     RulesPanic,
+    /// `abort-before-risk-commit`: the risk stage, before committing a
+    /// batch that reports a tier change.
+    BeforeRiskCommit,
+    /// `abort-after-risk-commit`: the risk stage, after committing a batch
+    /// that reports a tier change.
+    AfterRiskCommit,
 }
 
 impl FaultPoint {
-    const NAMES: [(&'static str, FaultPoint); 8] = [
+    const NAMES: [(&'static str, FaultPoint); 10] = [
         ("abort-before-commit", FaultPoint::BeforeCommit),
         ("abort-after-commit", FaultPoint::AfterCommit),
         ("fail-first-commit", FaultPoint::FailFirstCommit),
@@ -42,6 +48,8 @@ impl FaultPoint {
         ("abort-after-rules-commit", FaultPoint::AfterRulesCommit),
         ("abort-after-forward", FaultPoint::AfterForward),
         ("panic-in-rules", FaultPoint::RulesPanic),
+        ("abort-before-risk-commit", FaultPoint::BeforeRiskCommit),
+        ("abort-after-risk-commit", FaultPoint::AfterRiskCommit),
     ];
 
     fn parse(s: &str) -> Option<FaultPoint> {

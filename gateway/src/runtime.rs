@@ -204,7 +204,7 @@ pub async fn run(
     let (writer, writer_thread) = Writer::start(store, wcfg, metrics.clone(), Some(stage));
     // The supervisor: the components the gateway cannot work without
     // (the writer, the MQTT source, the rule evaluator, the webhook
-    // dispatcher) report here when their task ends. One that ends before
+    // dispatcher, the risk stage) report here when their task ends. One that ends before
     // shutdown was asked for stops the whole process with an error, so that
     // the service manager restarts it, instead of running on without it
     // (acknowledging nothing, or alerting no one, while looking healthy).
@@ -289,7 +289,13 @@ pub async fn run(
     });
     let dispatcher =
         dispatcher.map(|d| supervised("webhook dispatcher", &ended_tx, d.run(stopped())));
-    let risk_task = risk.map(|s| supervised("risk stage", &ended_tx, s.run(stopped())));
+    let risk_task = risk.map(|s| {
+        supervised(
+            "risk stage",
+            &ended_tx,
+            s.run(config.rules.dir.clone(), stopped()),
+        )
+    });
     drop(ended_tx);
 
     let unexpected = tokio::select! {

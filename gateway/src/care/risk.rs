@@ -34,6 +34,7 @@ use rusqlite::Transaction;
 use serde::Deserialize;
 
 use super::config::CareConfig;
+use crate::fault::{Fault, FaultPoint};
 use crate::store::outbox::{self, Event, EventType, RiskData, TierRuleRef, EVENT_SCHEMA};
 use crate::store::risk::{self as table, RiskChange, RiskRow};
 use crate::store::{cursor_in, patients, set_cursor, Store, StoreError};
@@ -135,6 +136,7 @@ pub struct RiskStage {
     store: Store,
     rules: Arc<RuleSet>,
     care: CareConfig,
+    fault: Fault,
 }
 
 impl RiskStage {
@@ -144,12 +146,18 @@ impl RiskStage {
             store: Store::open(path)?,
             rules,
             care,
+            fault: Fault::from_env(),
         })
     }
 
     /// The stage over an open store (tests, benchmarks, the CLI).
     pub fn with_store(store: Store, rules: Arc<RuleSet>, care: CareConfig) -> Self {
-        RiskStage { store, rules, care }
+        RiskStage {
+            store,
+            rules,
+            care,
+            fault: Fault::default(),
+        }
     }
 
     /// The store (read access for tests and tools).
@@ -181,6 +189,7 @@ impl RiskStage {
         let care = self.care.clone();
         let tx = self.store.transaction()?;
         let mut report = StepReport::default();
+        let mut events = 0usize;
         let mut touched: BTreeSet<String> = BTreeSet::new();
         let mut newest: BTreeMap<String, i64> = BTreeMap::new();
         let mut teams: BTreeMap<String, Option<Option<String>>> = BTreeMap::new();
@@ -245,17 +254,29 @@ impl RiskStage {
                 continue;
             };
             let tz = care.team(record.care_team.as_deref()).time_zone;
-            let changed = recompute(&tx, &rules, &record, tz, now, newest.get(p).copied())?;
+            let (changed, event) =
+                recompute(&tx, &rules, &record, tz, now, newest.get(p).copied())?;
             report.recomputed += 1;
             report.changed += usize::from(changed);
+            events += usize::from(event);
+        }
+        if events > 0 {
+            self.fault.abort_at(FaultPoint::BeforeRiskCommit);
         }
         tx.commit()?;
+        if events > 0 {
+            self.fault.abort_at(FaultPoint::AfterRiskCommit);
+        }
         Ok(report)
     }
 
-    /// Runs until `stop` resolves, waking every `poll_interval`.
-    pub async fn run(self, stop: impl Future<Output = ()>) {
+    /// Runs until `stop` resolves, waking every `poll_interval`. On SIGHUP
+    /// the tier rules are reloaded from `rules_dir` (`None`: the bundled
+    /// packs) like the alert rules: a set that does not load is refused and
+    /// the previous one stays.
+    pub async fn run(self, rules_dir: Option<std::path::PathBuf>, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
+        let mut reload = crate::rules::task::reload_signal();
         let mut tick = tokio::time::interval(self.care.risk.poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stage = Some(self);
@@ -267,6 +288,19 @@ impl RiskStage {
             tokio::select! {
                 _ = &mut stop => break,
                 _ = tick.tick() => {}
+                Some(()) = reload.recv() => {
+                    let dir = rules_dir.clone();
+                    match tokio::task::spawn_blocking(move || crate::rules::load_rule_set(dir.as_deref())).await {
+                        Ok(Ok(rules)) => {
+                            if let Some(s) = stage.as_mut() {
+                                s.rules = Arc::new(rules);
+                                tracing::info!(tier_rules = s.rules.tiers().rules().len(), "tier rules reloaded");
+                            }
+                        }
+                        Ok(Err(errors)) => tracing::error!(errors = %errors, "new tier rules refused; the previous ones stay active"),
+                        Err(e) => tracing::error!(error = %e, "tier rule reload failed; the previous ones stay active"),
+                    }
+                }
             }
             let Some(mut s) = stage.take() else {
                 return;
@@ -364,7 +398,8 @@ pub fn assess(
 }
 
 /// Recomputes one patient's tier and writes the row, and on a change the
-/// history row and the `risk.changed` event. Returns whether it changed.
+/// history row and the `risk.changed` event. Returns whether it changed
+/// and whether an event was written.
 fn recompute(
     tx: &Transaction<'_>,
     rules: &RuleSet,
@@ -372,7 +407,7 @@ fn recompute(
     tz: Tz,
     now: DateTime<Utc>,
     newest: Option<i64>,
-) -> Result<bool, StoreError> {
+) -> Result<(bool, bool), StoreError> {
     let (f, last7, last30) = facts(tx, rules, record, tz, now)?;
     let outcome = rules.tiers().evaluate(&f);
     let prev = table::get(tx, &record.patient_id)?;
@@ -399,6 +434,7 @@ fn recompute(
         data_days_30: last30,
     };
     let changed = prev.as_ref().is_none_or(|r| r.tier != tier);
+    let mut evented = false;
     if changed {
         let n = row.changes;
         let from = prev.as_ref().map(|r| r.tier.clone());
@@ -427,6 +463,7 @@ fn recompute(
             },
         )?;
         if let Some(id) = event_id {
+            evented = true;
             let event = Event {
                 schema: EVENT_SCHEMA.to_string(),
                 id,
@@ -455,7 +492,7 @@ fn recompute(
         row.changes = n + 1;
     }
     table::save(tx, &row)?;
-    Ok(changed)
+    Ok((changed, evented))
 }
 
 #[cfg(test)]

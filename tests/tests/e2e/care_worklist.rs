@@ -337,3 +337,81 @@ fn tiers_change_with_alerts_reach_webhooks_and_rank_the_worklist_per_team() {
     );
     assert_eq!(gw.stop().code(), Some(0));
 }
+
+/// A crash just before or just after the risk stage commits a tier change
+/// loses no change and sends none twice.
+#[test]
+fn a_crash_around_the_risk_commit_neither_loses_nor_repeats_a_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[store]\npath = \"{{db}}\"\n\n[care.risk]\npoll_interval = \"100ms\"\n{}",
+        http::api_config("")
+    );
+    let mut gw = Gateway::with_config(dir.path(), &text);
+    let start = |gw: &mut Gateway, fault: Option<&str>| -> Api {
+        let env: Vec<(&str, &str)> = fault.map(|f| ("RPM_FAULT_INJECT", f)).into_iter().collect();
+        gw.start_until("risk tiers started", &env);
+        Api {
+            base: format!("http://127.0.0.1:{}", gw.api_port()),
+            cacert: None,
+        }
+    };
+    let api = start(&mut gw, None);
+    let admin = http::token(&gw, "ops", "admin", &[]);
+    let ingest = http::token(&gw, "vendor", "ingest", &[]);
+    for p in ["k1", "k2"] {
+        api.send(
+            "PUT",
+            &format!("/api/v1/patients/{p}"),
+            &admin,
+            &json!({"care_plans": ["hypertension"], "care_team": "north"}),
+        )
+        .expect(201);
+        api.send(
+            "POST",
+            "/api/v1/devices",
+            &admin,
+            &json!({"device_id": format!("cuff-{p}"), "patient_id": p}),
+        )
+        .expect(201);
+    }
+    wait_until("both placed", T, || {
+        gw.count("SELECT COUNT(*) FROM risk_tiers") == 2
+    });
+    assert_eq!(gw.stop().code(), Some(0));
+    let events = |gw: &Gateway, p: &str| {
+        gw.count(&format!(
+            "SELECT COUNT(*) FROM outbox WHERE event_type = 'risk.changed' AND patient_id = '{p}'"
+        ))
+    };
+    for (fault, p) in [
+        ("abort-before-risk-commit", "k1"),
+        ("abort-after-risk-commit", "k2"),
+    ] {
+        let api = start(&mut gw, Some(fault));
+        // The reading is committed before its alert can fire and the tier
+        // change follow, but the crash may beat the HTTP answer.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            push(&api, &ingest, &format!("cuff-{p}"), bp(0, 186))
+        }));
+        let status = gw.wait_exit(T);
+        assert!(
+            !status.success(),
+            "{fault}: the gateway should have aborted"
+        );
+        let api = start(&mut gw, None);
+        wait_until(&format!("{p} high after {fault}"), T, || {
+            tier_of(&api, &admin, p)["tier"] == "high"
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(events(&gw, p), 1, "{fault}");
+        assert_eq!(
+            gw.count(&format!(
+                "SELECT COUNT(*) FROM risk_history WHERE patient_id = '{p}'"
+            )),
+            2,
+            "{fault}"
+        );
+        assert_eq!(gw.stop().code(), Some(0));
+    }
+}

@@ -12,7 +12,9 @@
 //! - [`history`], [`condition`]: evaluating a condition on bounded windows;
 //! - [`engine`], [`state`], [`missing`]: transitions, hysteresis, flapping,
 //!   snooze, missing data with gateway downtime;
-//! - [`mod@replay`], [`input`]: the offline `rules test` tool.
+//! - [`mod@replay`], [`input`]: the offline `rules test` tool;
+//! - [`tier`]: risk tiers (`[[tier]]` entries) from alerts, data days and
+//!   follow-up tasks, with their reasons.
 //!
 //! The bundled packs are defaults a program edits, not medical advice.
 #![warn(missing_docs)]
@@ -35,6 +37,7 @@ pub mod replay;
 pub mod rule;
 pub mod ruleset;
 pub mod state;
+pub mod tier;
 
 pub use condition::{LeafOutcome, Status};
 pub use duration::RuleDuration;
@@ -53,3 +56,4 @@ pub use replay::{replay, replay_with, AlertEvent, ReplayOptions, ReplayReading};
 pub use rule::{Rule, Severity};
 pub use ruleset::RuleSet;
 pub use state::{acknowledge, AckError, AlertState, AlertStatus, OpenAlert};
+pub use tier::{Tier, TierFacts, TierOutcome, TierSet};

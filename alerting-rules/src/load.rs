@@ -22,10 +22,13 @@ use crate::error::LoadError;
 use crate::message::Template;
 use crate::plan::{CarePlans, Plan};
 use crate::quantity::{convert_difference, Quantity};
-use crate::raw::{RawAverage, RawDelta, RawKinds, RawMissing, RawRule, RawSlope, RawThreshold};
+use crate::raw::{
+    RawAverage, RawDelta, RawKinds, RawMissing, RawRule, RawSlope, RawThreshold, RawTier,
+};
 use crate::rule::{
     param_key, ClearPolicy, Condition, Count, FlapPolicy, Leaf, LeafKind, Param, Rule, Scope,
 };
+use crate::tier::{compile_tier, RuleMention, TierRule};
 
 /// Longest window a rule may look back. Bounded so that the cost of one
 /// evaluation never depends on how long a patient has been enrolled.
@@ -70,17 +73,28 @@ pub struct PackInfo {
 pub(crate) struct LoadedPack {
     pub info: PackInfo,
     pub rules: Vec<(Rule, (usize, usize))>,
+    /// `[[tier]]` entries, with the position of each id.
+    pub tiers: Vec<(TierRule, (usize, usize))>,
+    /// Rule ids the pack's tier part names (`trend_rules`, `alerts.rules`).
+    pub mentions: Vec<RuleMention>,
+    /// `trend_rules = [...]`.
+    pub trend_rules: Vec<String>,
 }
 
 /// Error sink bound to one file.
-struct Ctx<'a> {
-    file: &'a str,
-    text: &'a str,
-    errs: &'a mut Vec<LoadError>,
+pub(crate) struct Ctx<'a> {
+    pub file: &'a str,
+    pub text: &'a str,
+    pub errs: &'a mut Vec<LoadError>,
 }
 
 impl Ctx<'_> {
-    fn err(&mut self, span: Option<Range<usize>>, field: impl Into<String>, msg: impl ToString) {
+    pub(crate) fn err(
+        &mut self,
+        span: Option<Range<usize>>,
+        field: impl Into<String>,
+        msg: impl ToString,
+    ) {
         self.errs.push(LoadError::at(
             self.file,
             self.text,
@@ -92,7 +106,11 @@ impl Ctx<'_> {
 
     /// Deserializes one spanned value, reporting the serde field path under
     /// `prefix` and the toml span as line and column.
-    fn de<T: DeserializeOwned>(&mut self, value: Spanned<DeValue<'_>>, prefix: &str) -> Option<T> {
+    pub(crate) fn de<T: DeserializeOwned>(
+        &mut self,
+        value: Spanned<DeValue<'_>>,
+        prefix: &str,
+    ) -> Option<T> {
         let span = value.span();
         match serde_path_to_error::deserialize::<_, T>(ValueDeserializer::from(value)) {
             Ok(v) => Some(v),
@@ -145,6 +163,9 @@ pub(crate) fn load_pack(src: &SourceFile, errs: &mut Vec<LoadError>) -> Option<L
     let mut pack: Option<Spanned<String>> = None;
     let mut version: Option<u32> = None;
     let mut rules = Vec::new();
+    let mut tiers = Vec::new();
+    let mut mentions = Vec::new();
+    let mut trend_rules = Vec::new();
     let mut saw_rule_key = false;
     for (key, value) in root.into_inner() {
         let key_span = key.span();
@@ -169,15 +190,51 @@ pub(crate) fn load_pack(src: &SourceFile, errs: &mut Vec<LoadError>) -> Option<L
                     _ => ctx.err(Some(span), "rule", "expected [[rule]] entries"),
                 }
             }
+            "tier" => {
+                saw_rule_key = true;
+                let span = value.span();
+                match value.into_inner() {
+                    DeValue::Array(items) => {
+                        for (i, item) in items.into_iter().enumerate() {
+                            let path = format!("tier[{i}]");
+                            let item_span = item.span();
+                            if let Some(raw) = ctx.de::<RawTier>(item, &path) {
+                                if let Some(t) =
+                                    compile_tier(&mut ctx, raw, item_span, &path, &mut mentions)
+                                {
+                                    tiers.push(t);
+                                }
+                            }
+                        }
+                    }
+                    _ => ctx.err(Some(span), "tier", "expected [[tier]] entries"),
+                }
+            }
+            "trend_rules" => {
+                if let Some(list) = ctx.de::<Vec<Spanned<String>>>(value, "trend_rules") {
+                    for r in list {
+                        let (line, column) = crate::error::line_col(ctx.text, r.span().start);
+                        mentions.push(RuleMention {
+                            rule_id: r.get_ref().clone(),
+                            line,
+                            column,
+                            field: "trend_rules".into(),
+                        });
+                        trend_rules.push(r.into_inner());
+                    }
+                }
+            }
             other => ctx.err(
                 Some(key_span),
                 other.to_string(),
-                format!("unknown key `{other}` (expected pack, version, [[rule]])"),
+                format!(
+                    "unknown key `{other}` (expected pack, version, trend_rules, [[rule]], [[tier]])"
+                ),
             ),
         }
     }
     if !saw_rule_key {
-        ctx.err(None, "rule", "the pack has no [[rule]] entry");
+        ctx.err(None, "rule", "the pack has no [[rule]] or [[tier]] entry");
     }
     let (Some(pack), Some(version)) = (pack, version) else {
         if version.is_none()
@@ -212,6 +269,13 @@ pub(crate) fn load_pack(src: &SourceFile, errs: &mut Vec<LoadError>) -> Option<L
             (r, pos)
         })
         .collect();
+    let tiers = tiers
+        .into_iter()
+        .map(|(mut t, pos): (TierRule, (usize, usize))| {
+            t.pack = name.clone();
+            (t, pos)
+        })
+        .collect();
     Some(LoadedPack {
         info: PackInfo {
             name,
@@ -219,6 +283,9 @@ pub(crate) fn load_pack(src: &SourceFile, errs: &mut Vec<LoadError>) -> Option<L
             file: src.name.clone(),
         },
         rules,
+        tiers,
+        mentions,
+        trend_rules,
     })
 }
 

@@ -188,3 +188,78 @@ pub(crate) struct RawFlap {
     pub max_changes: Spanned<usize>,
     pub window: Spanned<RuleDuration>,
 }
+
+/// One `[[tier]]` entry of a tier pack (see `tier.rs`). Every condition key
+/// given must hold for the tier rule to match.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTier {
+    pub id: Spanned<String>,
+    pub version: Spanned<u32>,
+    pub tier: Spanned<String>,
+    pub description: Spanned<String>,
+    pub source: Spanned<String>,
+    #[serde(default)]
+    pub alerts: Option<Spanned<RawTierAlerts>>,
+    #[serde(default)]
+    pub data_days: Option<Spanned<RawTierDataDays>>,
+    #[serde(default)]
+    pub tasks: Option<Spanned<RawTierTasks>>,
+    #[serde(default)]
+    pub enrolled: Option<Spanned<RawTierEnrolled>>,
+}
+
+/// `alerts = { ... }`: alerts counted by severity, kind and time.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTierAlerts {
+    #[serde(default)]
+    pub min_severity: Option<Severity>,
+    #[serde(default)]
+    pub open: bool,
+    #[serde(default)]
+    pub within: Option<Spanned<RuleDuration>>,
+    #[serde(default)]
+    pub kind: Option<Spanned<String>>,
+    #[serde(default)]
+    pub rules: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub at_least: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub fewer_than: Option<Spanned<u32>>,
+}
+
+/// `data_days = { within = "7d", at_least | fewer_than = N }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTierDataDays {
+    pub within: Spanned<RuleDuration>,
+    #[serde(default)]
+    pub at_least: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub fewer_than: Option<Spanned<u32>>,
+}
+
+/// `tasks = { overdue = true, min_priority = "urgent", at_least = 1 }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTierTasks {
+    #[serde(default)]
+    pub overdue: bool,
+    #[serde(default)]
+    pub min_priority: Option<Severity>,
+    #[serde(default)]
+    pub at_least: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub fewer_than: Option<Spanned<u32>>,
+}
+
+/// `enrolled = { for_at_least = "7d" }` or `{ for_less_than = "7d" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTierEnrolled {
+    #[serde(default)]
+    pub for_at_least: Option<Spanned<RuleDuration>>,
+    #[serde(default)]
+    pub for_less_than: Option<Spanned<RuleDuration>>,
+}

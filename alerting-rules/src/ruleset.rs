@@ -7,6 +7,7 @@ use crate::error::{LoadError, LoadErrors};
 use crate::load::{load_pack, load_plans, PackInfo, SourceFile};
 use crate::plan::CarePlans;
 use crate::rule::Rule;
+use crate::tier::{RuleMention, TierRule, TierSet};
 
 /// The packs shipped with the crate, as (file name, text). They are defaults
 /// a program edits, not medical advice.
@@ -24,6 +25,7 @@ pub const BUNDLED_PACKS: &[(&str, &str)] = &[
     ("oxygen.toml", include_str!("../rules/oxygen.toml")),
     ("fever.toml", include_str!("../rules/fever.toml")),
     ("adherence.toml", include_str!("../rules/adherence.toml")),
+    ("risk-tiers.toml", include_str!("../rules/risk-tiers.toml")),
 ];
 
 /// The bundled `plans.toml`.
@@ -47,6 +49,7 @@ pub struct RuleSet {
     index: BTreeMap<String, usize>,
     packs: Vec<PackInfo>,
     plans: Option<CarePlans>,
+    tiers: TierSet,
 }
 
 impl RuleSet {
@@ -62,8 +65,13 @@ impl RuleSet {
             index: BTreeMap::new(),
             packs: Vec::new(),
             plans: None,
+            tiers: TierSet::default(),
         };
         let mut first_seen: BTreeMap<String, (String, usize)> = BTreeMap::new();
+        let mut tier_seen: BTreeMap<String, (String, usize)> = BTreeMap::new();
+        let mut tiers: Vec<TierRule> = Vec::new();
+        let mut trend_rules = std::collections::BTreeSet::new();
+        let mut mentions: Vec<(String, RuleMention)> = Vec::new();
         for src in packs {
             let Some(pack) = load_pack(src, &mut errs) else {
                 continue;
@@ -99,8 +107,40 @@ impl RuleSet {
                 set.index.insert(rule.id.clone(), set.rules.len());
                 set.rules.push(rule);
             }
+            for (tier, (line, column)) in pack.tiers {
+                if let Some((file, first_line)) = tier_seen.get(&tier.id) {
+                    errs.push(LoadError {
+                        file: src.name.clone(),
+                        line,
+                        column,
+                        field: "id".to_string(),
+                        message: format!(
+                            "duplicate tier rule id `{}` (first defined in {file}:{first_line})",
+                            tier.id
+                        ),
+                    });
+                    continue;
+                }
+                tier_seen.insert(tier.id.clone(), (src.name.clone(), line));
+                tiers.push(tier);
+            }
+            trend_rules.extend(pack.trend_rules);
+            mentions.extend(pack.mentions.into_iter().map(|m| (src.name.clone(), m)));
             set.packs.push(pack.info);
         }
+        // Tier packs may name rules of any pack: checked once all are read.
+        for (file, m) in mentions {
+            if !set.index.contains_key(&m.rule_id) {
+                errs.push(LoadError {
+                    file,
+                    line: m.line,
+                    column: m.column,
+                    field: m.field,
+                    message: format!("unknown rule `{}`", m.rule_id),
+                });
+            }
+        }
+        set.tiers = TierSet::new(tiers, trend_rules);
         if let Some(p) = plans {
             let names: Vec<String> = set.packs.iter().map(|p| p.name.clone()).collect();
             set.plans = load_plans(p, &names, &mut errs);
@@ -177,6 +217,24 @@ impl RuleSet {
     /// The packs loaded.
     pub fn packs(&self) -> &[PackInfo] {
         &self.packs
+    }
+
+    /// The risk-tier rules of every pack (see [`crate::tier`]).
+    pub fn tiers(&self) -> &TierSet {
+        &self.tiers
+    }
+
+    /// Whether `rule_id` is a missing-data rule.
+    pub fn is_missing_data_rule(&self, rule_id: &str) -> bool {
+        self.get(rule_id).is_some_and(|r| {
+            matches!(
+                &r.condition,
+                crate::rule::Condition::Leaf(crate::rule::Leaf {
+                    kind: crate::rule::LeafKind::Missing { .. },
+                    ..
+                })
+            )
+        })
     }
 
     /// The care plans, when a plans file was loaded.

@@ -35,10 +35,16 @@ pub enum FaultPoint {
     BeforeEscalationCommit,
     /// `abort-after-escalation-commit`: the escalator, after that commit.
     AfterEscalationCommit,
+    /// `abort-before-risk-commit`: the risk stage, before committing a
+    /// batch that reports a tier change.
+    BeforeRiskCommit,
+    /// `abort-after-risk-commit`: the risk stage, after committing a batch
+    /// that reports a tier change.
+    AfterRiskCommit,
 }
 
 impl FaultPoint {
-    const NAMES: [(&'static str, FaultPoint); 10] = [
+    const NAMES: [(&'static str, FaultPoint); 12] = [
         ("abort-before-commit", FaultPoint::BeforeCommit),
         ("abort-after-commit", FaultPoint::AfterCommit),
         ("fail-first-commit", FaultPoint::FailFirstCommit),
@@ -55,6 +61,8 @@ impl FaultPoint {
             "abort-after-escalation-commit",
             FaultPoint::AfterEscalationCommit,
         ),
+        ("abort-before-risk-commit", FaultPoint::BeforeRiskCommit),
+        ("abort-after-risk-commit", FaultPoint::AfterRiskCommit),
     ];
 
     fn parse(s: &str) -> Option<FaultPoint> {

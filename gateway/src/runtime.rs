@@ -38,6 +38,9 @@ pub enum RunError {
     /// Webhook delivery could not start.
     #[error(transparent)]
     Delivery(#[from] crate::delivery::DeliveryError),
+    /// The risk stage could not start.
+    #[error(transparent)]
+    Risk(#[from] crate::care::risk::RiskError),
     /// The InfluxDB forwarder could not start.
     #[error(transparent)]
     Forward(#[from] crate::forward::sink::SinkError),
@@ -191,6 +194,7 @@ pub async fn run(
         }
         None => None,
     };
+    let risk = risk_stage(&config)?;
     tracing::info!(
         store = %config.store.path.display(),
         profiles = pipeline.decoder.profiles().len(),
@@ -216,7 +220,7 @@ pub async fn run(
     let (writer, writer_thread) = Writer::start(store, wcfg, metrics.clone(), Some(stage));
     // The supervisor: the components the gateway cannot work without
     // (the writer, the MQTT source, the rule evaluator, the webhook
-    // dispatcher) report here when their task ends. One that ends before
+    // dispatcher, the risk stage) report here when their task ends. One that ends before
     // shutdown was asked for stops the whole process with an error, so that
     // the service manager restarts it, instead of running on without it
     // (acknowledging nothing, or alerting no one, while looking healthy).
@@ -308,6 +312,13 @@ pub async fn run(
     });
     let dispatcher =
         dispatcher.map(|d| supervised("webhook dispatcher", &ended_tx, d.run(stopped())));
+    let risk_task = risk.map(|s| {
+        supervised(
+            "risk stage",
+            &ended_tx,
+            s.run(config.rules.dir.clone(), stopped()),
+        )
+    });
     drop(ended_tx);
 
     let unexpected = tokio::select! {
@@ -344,6 +355,9 @@ pub async fn run(
     }
     if let Some(d) = dispatcher {
         let _ = d.await;
+    }
+    if let Some(t) = risk_task {
+        let _ = t.await;
     }
     for t in downstream {
         let _ = t.await;
@@ -415,6 +429,21 @@ fn rules_evaluator(
         missing_interval: config.rules.missing_interval,
     };
     Ok(Some((evaluator, task)))
+}
+
+/// The risk stage (risk tiers) on its own store connection, when enabled.
+fn risk_stage(
+    config: &Config,
+) -> Result<Option<crate::care::risk::RiskStage>, crate::care::risk::RiskError> {
+    if !config.care.risk.enabled {
+        return Ok(None);
+    }
+    let rules = Arc::new(crate::rules::load_rule_set(config.rules.dir.as_deref())?);
+    Ok(Some(crate::care::risk::RiskStage::open(
+        &config.store.path,
+        rules,
+        config.care.clone(),
+    )?))
 }
 
 /// Starts the InfluxDB forwarder (when configured) and the retention and

@@ -30,9 +30,11 @@ pub mod problem;
 pub mod quarantine;
 pub mod readings;
 pub mod reports;
+pub mod risk;
 pub mod server;
 pub mod tasks;
 pub mod webhooks;
+pub mod worklist;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -198,6 +200,8 @@ fn guarded_routes() -> Routes {
         GET    "/api/v1/patients/{patient_id}/readings/latest" => readings::latest,
         GET    "/api/v1/patients/{patient_id}/care-time"       => care_time::list,
         POST   "/api/v1/patients/{patient_id}/care-time"       => care_time::log,
+        GET    "/api/v1/patients/{patient_id}/risk"            => risk::get,
+        GET    "/api/v1/worklist"                              => worklist::list,
         GET    "/api/v1/webhooks"                              => webhooks::list,
         POST   "/api/v1/webhooks"                              => webhooks::create,
         GET    "/api/v1/webhooks/{endpoint_id}"                => webhooks::get,
@@ -221,6 +225,8 @@ fn guarded_routes() -> Routes {
         GET    "/fhir/Observation/{id}"                        => fhir::read,
         GET    "/fhir/Task"                                    => fhir_tasks::search,
         GET    "/fhir/Task/{id}"                               => fhir_tasks::read,
+        GET    "/fhir/RiskAssessment"                          => risk::search,
+        GET    "/fhir/RiskAssessment/{id}"                     => risk::read,
     }
 }
 

@@ -33,6 +33,10 @@ pub struct CareConfig {
     pub default_team: TeamConfig,
     /// Care teams by name, as patients and tokens name them.
     pub teams: BTreeMap<String, TeamConfig>,
+    /// `[care.risk]`: risk tiers (see `care/risk.rs`).
+    pub risk: super::risk::RiskConfig,
+    /// `[care.worklist]`: the worklist's silence and data-day thresholds.
+    pub worklist: super::worklist::WorklistConfig,
 }
 
 impl Default for CareConfig {
@@ -43,6 +47,8 @@ impl Default for CareConfig {
             check_interval: Duration::from_secs(30),
             default_team: TeamConfig::default(),
             teams: BTreeMap::new(),
+            risk: Default::default(),
+            worklist: Default::default(),
         }
     }
 }
@@ -138,6 +144,8 @@ pub fn validate(care: &CareConfig, err: &mut dyn FnMut(&str, &str, String)) {
             err(&table, "working_days", "must name at least one day".into());
         }
     }
+    super::risk::validate(&care.risk, err);
+    super::worklist::validate(&care.worklist, err);
     if care.check_interval < Duration::from_millis(100) {
         err("care", "check_interval", "must be at least 100ms".into());
     }

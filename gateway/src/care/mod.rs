@@ -16,6 +16,11 @@
 //!   corrections supersede);
 //! - [`report`]: the RPM program report (data days per 30-day period,
 //!   care minutes per month, the CPT codes they support).
+//! - [`risk`]: every enrolled patient's risk tier (high, rising, stable,
+//!   unknown) from the tier rules, with reasons, history and `risk.changed`
+//!   events;
+//! - [`worklist`]: a care team's patients ranked by who needs attention
+//!   now, each row saying why.
 //!
 //! Everything here is driven from the store, like alerts: a task, an
 //! escalation or a tier change is written in one transaction with the
@@ -27,8 +32,10 @@ pub mod config;
 pub mod escalation;
 pub mod policy;
 pub mod report;
+pub mod risk;
 pub mod tasks;
 pub mod time_log;
+pub mod worklist;
 
 pub use config::{CareConfig, TeamConfig};
 pub use policy::Policy;

@@ -9,11 +9,13 @@ mod devices;
 mod forward;
 mod quarantine;
 mod report;
+mod risk;
 mod rules;
 mod store;
 mod tasks;
 mod tokens;
 mod webhooks;
+mod worklist;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -72,6 +74,11 @@ pub enum Command {
     /// Program reports: the RPM report (data days, care minutes, CPT codes supported).
     #[command(subcommand)]
     Report(report::ReportCommand),
+    /// Risk tiers: a patient's tier, its reasons and history.
+    #[command(subcommand)]
+    Risk(risk::RiskCommand),
+    /// The care team's patients ranked by who needs attention now, each with why.
+    Worklist(worklist::WorklistArgs),
     /// Webhook endpoints, deliveries, dead letters and re-drive.
     #[command(subcommand)]
     Webhooks(webhooks::WebhooksCommand),
@@ -188,6 +195,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Patients(cmd) => return rules::patients_cmd(&config, cmd),
         Command::Alerts(cmd) => return rules::alerts_cmd(&config, cmd),
         Command::Tasks(cmd) => return tasks::run(&config, cmd),
+        Command::Risk(cmd) => return risk::run(&config, cmd),
+        Command::Worklist(args) => return worklist::run(&config, args),
         Command::Webhooks(cmd) => webhooks::webhooks(&config, cmd)?,
         Command::CareTime(cmd) => care_time::run(&config, cmd)?,
         Command::Report(cmd) => report::run(&config, cmd)?,

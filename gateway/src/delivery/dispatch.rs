@@ -555,7 +555,7 @@ fn record(
                 }
                 None => {
                     // A dead operational event raises nothing more: no loop.
-                    if event_type.starts_with("alert.") {
+                    if event_type.starts_with("alert.") || event_type.starts_with("risk.") {
                         ops::raise(
                             &tx,
                             EventType::DeliveryDeadLettered,

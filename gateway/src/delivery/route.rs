@@ -89,12 +89,16 @@ pub struct RouteInfo {
     pub about_endpoint: Option<String>,
 }
 
-/// Whether `endpoint_id` with `filter` receives the event.
+/// Whether `endpoint_id` with `filter` receives the event. Risk events
+/// (`risk.changed`) are patient events like alerts (care-team and plan
+/// filters apply) but have no severity, and go only to endpoints that
+/// name them.
 pub fn matches(endpoint_id: &str, filter: &Filter, ev: &RouteInfo) -> bool {
-    // Patient events (alerts, follow-up tasks) are routed by severity,
-    // care plan and care team; without an event-type filter an endpoint
-    // receives them all.
+    // Alert and follow-up task events are routed by severity (a task's is
+    // its priority), care plan and care team; without an event-type filter
+    // an endpoint receives them all.
     let is_alert = ev.event_type.starts_with("alert.") || ev.event_type.starts_with("task.");
+    let is_patient = is_alert || ev.event_type.starts_with("risk.");
     let type_ok = if filter.event_types.is_empty() {
         is_alert
     } else {
@@ -106,10 +110,11 @@ pub fn matches(endpoint_id: &str, filter: &Filter, ev: &RouteInfo) -> bool {
     if !type_ok {
         return false;
     }
-    if !is_alert {
+    if !is_patient {
         return ev.about_endpoint.as_deref() != Some(endpoint_id);
     }
-    let severity_ok = filter.severities.is_empty()
+    let severity_ok = !is_alert
+        || filter.severities.is_empty()
         || ev
             .severity
             .as_ref()
@@ -203,5 +208,30 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn risk_events_go_only_to_endpoints_naming_them_by_team_without_severity() {
+        let risk = RouteInfo {
+            event_type: "risk.changed".into(),
+            severity: None,
+            care_team: Some("north".into()),
+            care_plans: vec!["hypertension".into()],
+            about_endpoint: None,
+        };
+        assert!(!matches("e", &Filter::default(), &risk));
+        let named = Filter {
+            event_types: vec!["risk.*".into()],
+            care_teams: vec!["north".into()],
+            severities: vec!["critical".into()],
+            ..Default::default()
+        };
+        assert!(named.validate().is_ok());
+        assert!(matches("e", &named, &risk));
+        let south = Filter {
+            care_teams: vec!["south".into()],
+            ..named
+        };
+        assert!(!matches("e", &south, &risk));
     }
 }

@@ -19,6 +19,7 @@ pub mod patients;
 pub(crate) mod quarantine;
 pub mod queries;
 pub mod registry;
+pub mod risk;
 pub mod runs;
 mod schema;
 pub mod secrets;
@@ -26,6 +27,7 @@ pub mod stats;
 pub mod tasks;
 pub mod tokens;
 pub mod webhooks;
+pub mod worklist;
 pub mod writer;
 
 #[cfg(test)]

@@ -55,11 +55,14 @@ pub enum EventType {
     /// An overdue task reached an escalation tier.
     #[serde(rename = "task.escalated")]
     TaskEscalated,
+    /// A patient's risk tier changed (carries [`RiskData`]).
+    #[serde(rename = "risk.changed")]
+    RiskChanged,
 }
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 10] = [
+    pub const ALL: [EventType; 11] = [
         EventType::AlertFired,
         EventType::AlertUpdated,
         EventType::AlertAcknowledged,
@@ -70,6 +73,7 @@ impl EventType {
         EventType::StoreDiskLow,
         EventType::TaskOverdue,
         EventType::TaskEscalated,
+        EventType::RiskChanged,
     ];
 
     /// The wire name (`alert.fired`, ...).
@@ -85,6 +89,7 @@ impl EventType {
             EventType::StoreDiskLow => "store.disk_low",
             EventType::TaskOverdue => "task.overdue",
             EventType::TaskEscalated => "task.escalated",
+            EventType::RiskChanged => "risk.changed",
         }
     }
 
@@ -167,6 +172,40 @@ pub struct AlertData {
     pub resolved_at: Option<DateTime<Utc>>,
     /// Link to the alert in the API (`/api/v1/alerts/{id}`, relative unless
     /// `api.public_url` is set).
+    pub link: String,
+}
+
+/// The tier rule behind a tier, in a `risk.changed` event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TierRuleRef {
+    /// Tier rule id.
+    pub id: String,
+    /// Its version.
+    pub version: u32,
+    /// Its pack.
+    pub pack: String,
+}
+
+/// `data` of a `risk.changed` event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RiskData {
+    /// Patient id (pseudonymous).
+    pub patient_id: String,
+    /// The patient's care team, if any.
+    pub care_team: Option<String>,
+    /// The patient's care plans.
+    pub care_plans: Vec<String>,
+    /// `high` | `rising` | `stable` | `unknown`.
+    pub tier: String,
+    /// The tier before (`None`: first placement).
+    pub previous_tier: Option<String>,
+    /// The tier rule that gave it (`None`: `unknown`, no rule matched).
+    pub rule: Option<TierRuleRef>,
+    /// The facts: which condition, what was found, alert and task ids.
+    pub reasons: serde_json::Value,
+    /// When the tier changed.
+    pub changed_at: DateTime<Utc>,
+    /// Link to the patient's risk in the API (`/api/v1/patients/{id}/risk`).
     pub link: String,
 }
 

@@ -435,6 +435,53 @@ CREATE UNIQUE INDEX care_time_corrected_once ON care_time(corrects) WHERE correc
 CREATE INDEX readings_patient_time ON readings(patient_id, measured_at);
 "#,
     ),
+    (
+        11,
+        r#"
+-- care: risk tiers (see care/risk.rs). One row per enrolled patient: the
+-- tier, the tier rule that gave it and its reasons (JSON: alert ids, task
+-- ids, counts), and the activity summary the worklist ranks by. Written by
+-- the risk stage with its cursors, in one transaction.
+CREATE TABLE risk_tiers (
+    patient_id          TEXT PRIMARY KEY,
+    tier                TEXT NOT NULL,                    -- high | rising | stable | unknown
+    rule_id             TEXT,                             -- NULL: unknown, no tier rule matched
+    rule_version        INTEGER,
+    pack                TEXT,
+    reasons             TEXT NOT NULL DEFAULT '[]',       -- JSON alerting_rules::tier::TierReason list
+    since               INTEGER NOT NULL,                 -- when the patient entered this tier
+    computed_at         INTEGER NOT NULL,
+    changes             INTEGER NOT NULL DEFAULT 0,       -- history rows written (the next one's position)
+    last_reading_at     INTEGER,                          -- newest measured time seen
+    data_days_7         INTEGER NOT NULL DEFAULT 0,       -- local days with data, last 7 (at computed_at)
+    data_days_30        INTEGER NOT NULL DEFAULT 0        -- local days with data, last 30 (at computed_at)
+);
+CREATE INDEX risk_tiers_computed ON risk_tiers(computed_at);
+-- Every tier change: from, to, why; `event_id` is the risk.changed event.
+CREATE TABLE risk_history (
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    patient_id          TEXT NOT NULL,
+    n                   INTEGER NOT NULL,                 -- position in the patient's history
+    at                  INTEGER NOT NULL,
+    from_tier           TEXT,                             -- NULL: first placement
+    tier                TEXT NOT NULL,
+    rule_id             TEXT,
+    rule_version        INTEGER,
+    pack                TEXT,
+    reasons             TEXT NOT NULL DEFAULT '[]',
+    event_id            TEXT,                             -- NULL: no event (first placement as unknown)
+    UNIQUE (patient_id, n)
+);
+-- Local days with data per patient (the care team's time zone when the
+-- reading was taken in), from the risk stage's cursor over readings.
+CREATE TABLE risk_days (
+    patient_id          TEXT NOT NULL,
+    day                 INTEGER NOT NULL,                 -- local date as days since 1970-01-01
+    readings            INTEGER NOT NULL,
+    PRIMARY KEY (patient_id, day)
+) WITHOUT ROWID;
+"#,
+    ),
 ];
 
 /// Brings the schema up to date. Returns the version now in force.

@@ -15,6 +15,7 @@ mod ble_bluez;
 mod ble_virtual;
 mod care_report;
 mod care_tasks;
+mod care_worklist;
 mod cli;
 mod influx_forward;
 mod lean_build;

@@ -169,7 +169,7 @@ care_plans = ["hypertension"]
     let body: String = gw
         .db()
         .query_row(
-            "SELECT payload FROM outbox WHERE patient_id = 'p-hf'",
+            "SELECT payload FROM outbox WHERE patient_id = 'p-hf' AND event_type LIKE 'alert.%'",
             [],
             |r| r.get(0),
         )

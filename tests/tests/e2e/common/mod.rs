@@ -644,11 +644,11 @@ impl Gateway {
             .unwrap()
     }
 
-    /// Outbox event types of a patient, in outbox order.
+    /// Alert event types (`alert.*`) of a patient in the outbox, in outbox order.
     pub fn events_of(&self, patient: &str) -> Vec<String> {
         let db = self.db();
         let mut q = db
-            .prepare("SELECT event_type FROM outbox WHERE patient_id = ?1 ORDER BY seq")
+            .prepare("SELECT event_type FROM outbox WHERE patient_id = ?1 AND event_type LIKE 'alert.%' ORDER BY seq")
             .unwrap();
         q.query_map([patient], |r| r.get(0))
             .unwrap()

@@ -13,6 +13,7 @@ use super::auth::Principal;
 use super::config::ApiConfig;
 use super::db::Db;
 use super::problem::{ApiError, Json};
+pub use crate::store::listing::Filter;
 
 /// One page.
 #[derive(Debug, Serialize)]
@@ -95,83 +96,6 @@ pub fn parse_time(name: &str, value: &str) -> Result<i64, ApiError> {
                 "{name}: `{value}` is not an RFC 3339 time like 2026-01-31T07:42:10Z"
             ))
         })
-}
-
-/// SQL parameters built alongside a dynamic WHERE clause.
-#[derive(Default)]
-pub struct Filter {
-    clauses: Vec<String>,
-    /// The parameters, in `?n` order.
-    pub params: Vec<rusqlite::types::Value>,
-}
-
-impl Filter {
-    /// Adds a clause whose single parameter is written `?` in `sql`.
-    pub fn add(&mut self, sql: &str, value: impl Into<rusqlite::types::Value>) {
-        self.params.push(value.into());
-        let n = self.params.len();
-        self.clauses.push(sql.replace('?', &format!("?{n}")));
-    }
-
-    /// Adds a clause with two parameters written `?a` and `?b`.
-    pub fn add2(
-        &mut self,
-        sql: &str,
-        a: impl Into<rusqlite::types::Value>,
-        b: impl Into<rusqlite::types::Value>,
-    ) {
-        self.params.push(a.into());
-        let na = self.params.len();
-        self.params.push(b.into());
-        let nb = self.params.len();
-        self.clauses.push(
-            sql.replace("?a", &format!("?{na}"))
-                .replace("?b", &format!("?{nb}")),
-        );
-    }
-
-    /// Limits `column` to the patients of a care-team scope (if any).
-    pub fn scope(&mut self, column: &str, scope_json: Option<String>) {
-        if let Some(teams) = scope_json {
-            self.add(
-                &format!("{column} IN (SELECT patient_id FROM patients WHERE care_team IN (SELECT value FROM json_each(?)))"),
-                teams,
-            );
-        }
-    }
-
-    /// `WHERE ...` (or nothing).
-    pub fn sql(&self) -> String {
-        if self.clauses.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", self.clauses.join(" AND "))
-        }
-    }
-
-    /// Runs `SELECT {head} {WHERE ...} ORDER BY {order} LIMIT {limit}` with
-    /// this filter's parameters and maps every row.
-    pub fn query<T>(
-        &self,
-        conn: &rusqlite::Connection,
-        head: &str,
-        order: &str,
-        limit: usize,
-        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-    ) -> rusqlite::Result<Vec<T>> {
-        let sql = format!(
-            "SELECT {head} {} ORDER BY {order} LIMIT {limit}",
-            self.sql()
-        );
-        let mut stmt = conn.prepare(&sql)?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(self.params.iter()), row)?;
-        rows.collect()
-    }
-
-    /// The next free parameter number.
-    pub fn next(&self) -> usize {
-        self.params.len() + 1
-    }
 }
 
 /// An item of a keyset-paged list.

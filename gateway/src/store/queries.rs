@@ -293,6 +293,15 @@ fn committed(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// The committed readings `tail` (`WHERE ... ORDER BY ...`) selects.
+pub(super) fn committed_where(
+    conn: &Connection,
+    tail: &str,
+    p: impl rusqlite::Params,
+) -> Result<Vec<CommittedReading>, StoreError> {
+    committed(conn, &format!("{COMMITTED} {tail}"), p)
+}
+
 /// Up to `limit` readings committed after `after_seq`, in commit order.
 pub fn committed_after(
     conn: &Connection,

@@ -18,7 +18,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 use crate::duration::RuleDuration;
-use crate::error::LoadError;
+use crate::error::FileError;
 use crate::message::Template;
 use crate::plan::{CarePlans, Plan};
 use crate::quantity::{convert_difference, Quantity};
@@ -76,12 +76,12 @@ pub(crate) struct LoadedPack {
 struct Ctx<'a> {
     file: &'a str,
     text: &'a str,
-    errs: &'a mut Vec<LoadError>,
+    errs: &'a mut Vec<FileError>,
 }
 
 impl Ctx<'_> {
     fn err(&mut self, span: Option<Range<usize>>, field: impl Into<String>, msg: impl ToString) {
-        self.errs.push(LoadError::at(
+        self.errs.push(FileError::spanned(
             self.file,
             self.text,
             span,
@@ -129,7 +129,7 @@ fn join_path(prefix: &str, path: &serde_path_to_error::Path) -> String {
 
 /// Parses and validates one pack file. Errors go to `errs`; `None` when the
 /// file could not be read as a pack at all.
-pub(crate) fn load_pack(src: &SourceFile, errs: &mut Vec<LoadError>) -> Option<LoadedPack> {
+pub(crate) fn load_pack(src: &SourceFile, errs: &mut Vec<FileError>) -> Option<LoadedPack> {
     let mut ctx = Ctx {
         file: &src.name,
         text: &src.text,
@@ -184,7 +184,7 @@ pub(crate) fn load_pack(src: &SourceFile, errs: &mut Vec<LoadError>) -> Option<L
             && !ctx
                 .errs
                 .iter()
-                .any(|e| e.file == src.name && e.field == "version")
+                .any(|e| e.file == std::path::Path::new(&src.name) && e.field == "version")
         {
             ctx.err(None, "version", "missing `version = N`");
         }
@@ -853,7 +853,7 @@ struct RawPlan {
 pub(crate) fn load_plans(
     src: &SourceFile,
     known_packs: &[String],
-    errs: &mut Vec<LoadError>,
+    errs: &mut Vec<FileError>,
 ) -> Option<CarePlans> {
     let mut ctx = Ctx {
         file: &src.name,

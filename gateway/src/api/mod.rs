@@ -29,6 +29,8 @@ pub mod quarantine;
 pub mod readings;
 pub mod reports;
 pub mod server;
+#[cfg(test)]
+mod tests;
 pub mod webhooks;
 
 use axum::body::Body;

@@ -288,8 +288,6 @@ pub enum ApiStartError {
 
 /// A running API server.
 pub struct ApiServer {
-    /// The address it listens on (the port is known even when 0 was asked).
-    pub local_addr: SocketAddr,
     /// The serving task; ends after `shutdown` and the drain.
     pub task: tokio::task::JoinHandle<()>,
 }
@@ -378,5 +376,5 @@ pub async fn start(
         listener::withdraw(&cfg);
         tracing::info!("api stopped");
     });
-    Ok(ApiServer { local_addr, task })
+    Ok(ApiServer { task })
 }

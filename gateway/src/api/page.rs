@@ -82,11 +82,6 @@ pub fn time(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
-/// Optional Unix milliseconds as a time.
-pub fn time_opt(ms: Option<i64>) -> Option<DateTime<Utc>> {
-    ms.map(time)
-}
-
 /// Parses an RFC 3339 time parameter to Unix milliseconds.
 pub fn parse_time(name: &str, value: &str) -> Result<i64, ApiError> {
     DateTime::parse_from_rfc3339(value)

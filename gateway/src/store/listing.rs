@@ -79,9 +79,4 @@ impl Filter {
         let rows = stmt.query_map(rusqlite::params_from_iter(self.params.iter()), row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
-
-    /// The next free parameter number.
-    pub fn next(&self) -> usize {
-        self.params.len() + 1
-    }
 }

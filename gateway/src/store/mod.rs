@@ -38,7 +38,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use schema::latest_version;
 pub use writer::{Writer, WriterConfig};
 
 /// Store failures. Input problems are never store errors: they are quarantined.

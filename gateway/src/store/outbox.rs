@@ -11,7 +11,7 @@
 //! The body is versioned: [`EVENT_SCHEMA`] names it, and
 //! `gateway/schema/webhook-event.v1.json` is its JSON Schema.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, Transaction};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -215,11 +215,6 @@ pub fn enqueue<D: Serialize>(
         ],
     )?;
     Ok((n == 1).then(|| tx.last_insert_rowid()))
-}
-
-/// RFC 3339 with milliseconds and `Z`, as every time in event bodies.
-pub fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// An outbox event as fan-out reads it.

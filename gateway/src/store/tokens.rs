@@ -143,6 +143,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
 
 /// Creates a token. A `care_team` token needs at least one team; other
 /// roles take none.
+#[cfg(test)]
 pub fn create(
     conn: &Connection,
     name: &str,

@@ -89,9 +89,7 @@ pub struct AlertsQuery {
     status: Option<String>,
     /// `info` | `warning` | `urgent` | `critical`.
     severity: Option<String>,
-    /// Patient id.
     patient: Option<String>,
-    /// Care team.
     care_team: Option<String>,
     /// From `next_cursor`.
     cursor: Option<String>,

@@ -29,7 +29,6 @@ pub struct QuarantineQuery {
     pub status: Option<String>,
     /// Reason code.
     pub reason: Option<String>,
-    /// Device id.
     pub device: Option<String>,
     /// `mqtt` | `ble` | `http`.
     pub source: Option<String>,

@@ -25,11 +25,9 @@ impl Keyed for StoredReading {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReadingsQuery {
-    /// Patient id.
     pub patient: Option<String>,
     /// Metric name (`systolic`, `body_weight`, ...).
     pub metric: Option<String>,
-    /// Device id.
     pub device: Option<String>,
     /// Measured at or after (RFC 3339).
     pub since: Option<String>,

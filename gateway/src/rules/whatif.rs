@@ -53,7 +53,6 @@ pub struct WhatIfQuery {
 /// One rule's counts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RuleCount {
-    /// Rule id.
     pub rule_id: String,
     /// Alerts raised in the period (the store).
     pub raised: u64,
@@ -66,9 +65,7 @@ pub struct RuleCount {
 /// A patient whose alerts change under the candidate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChangedPatient {
-    /// Patient id.
     pub patient_id: String,
-    /// Rule id.
     pub rule_id: String,
     /// Alerts raised.
     pub raised: u64,

@@ -269,7 +269,6 @@ pub fn open_counts(conn: &Connection) -> Result<Vec<(String, i64)>, StoreError> 
 /// A stored engine state: its JSON and the open alert it stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredState {
-    /// Rule id.
     pub rule_id: String,
     /// The engine's state (JSON).
     pub state: String,

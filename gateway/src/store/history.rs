@@ -17,7 +17,6 @@
 //! into "no data".
 
 use std::cell::RefCell;
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use alerting_rules::{History, Point};
@@ -101,24 +100,24 @@ impl<'c> SqliteHistory<'c> {
         }
     }
 
+    /// Runs `f` on the statement of `sql`, prepared at its first use.
     fn with_stmt<T>(
         &self,
-        sql: String,
+        sql: &str,
         f: impl FnOnce(&mut Statement<'c>) -> rusqlite::Result<T>,
     ) -> rusqlite::Result<T> {
         let mut stmts = self.stmts.borrow_mut();
-        let stmt = match stmts.entry(sql) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(v) => {
-                let s = self.conn.prepare(v.key())?;
-                v.insert(s)
-            }
-        };
-        f(stmt)
+        if let Some(stmt) = stmts.get_mut(sql) {
+            return f(stmt);
+        }
+        let mut stmt = self.conn.prepare(sql)?;
+        let r = f(&mut stmt);
+        stmts.insert(sql.to_string(), stmt);
+        r
     }
 
     fn points(&self, sql: String, p: impl rusqlite::Params) -> Vec<Point> {
-        let r = self.with_stmt(sql, |q| {
+        let r = self.with_stmt(&sql, |q| {
             q.query_map(p, |r| {
                 Ok(Point {
                     reading_id: r.get(0)?,
@@ -185,7 +184,7 @@ impl History for SqliteHistory<'_> {
         );
         let mut newest: Option<i64> = None;
         for m in metrics {
-            let r = self.with_stmt(sql.clone(), |q| match self.bound {
+            let r = self.with_stmt(&sql, |q| match self.bound {
                 Some(seq) => q.query_row(params![patient, m.name(), seq], |r| r.get(0)),
                 None => q.query_row(params![patient, m.name()], |r| r.get(0)),
             });

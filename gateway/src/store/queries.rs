@@ -19,9 +19,7 @@ pub struct StoredReading {
     pub reading_id: String,
     /// Measurement id.
     pub group_id: String,
-    /// Patient.
     pub patient_id: String,
-    /// Device.
     pub device_id: String,
     /// Metric name.
     pub metric: String,
@@ -254,11 +252,9 @@ pub struct CommittedReading {
     pub reading_id: String,
     /// Measurement id.
     pub group_id: String,
-    /// Patient.
     pub patient_id: String,
     /// Metric name.
     pub metric: String,
-    /// Value.
     pub value: f64,
     /// Corrected measurement time.
     pub measured_at: i64,

@@ -15,7 +15,6 @@ use super::{insert_group, now_ms, Store, StoreError};
 /// A device as the registry knows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Device {
-    /// Device id.
     pub device_id: String,
     /// Assigned patient, if any.
     pub patient_id: Option<String>,
@@ -68,7 +67,6 @@ pub struct QuarantinedInput {
     pub origin: String,
     /// Profile that decoded it.
     pub profile: Option<String>,
-    /// Device id.
     pub device_id: Option<String>,
     /// Measurement index within the message (the first, for a row that
     /// stands for several).

@@ -157,7 +157,6 @@ pub fn create(
 /// (empty: any). A vendor cloud's token names its devices or its profile.
 #[derive(Debug, Clone, Default)]
 pub struct IngestScope {
-    /// Device ids.
     pub devices: Vec<String>,
     /// Profile names.
     pub profiles: Vec<String>,

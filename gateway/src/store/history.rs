@@ -91,12 +91,14 @@ impl<'c> SqliteHistory<'c> {
         }
     }
 
-    /// `AND seq <= ?{n}` when bounded. The unbounded queries carry no such
-    /// clause, so the evaluator's plans are exactly the index lookups.
-    fn bound_sql(&self, n: usize) -> String {
-        match self.bound {
-            Some(_) => format!(" AND seq <= ?{n}"),
-            None => String::new(),
+    /// `clause` (`AND seq <= ?n`) when bounded, nothing otherwise: the
+    /// unbounded queries carry no such clause, so the evaluator's plans
+    /// are exactly the index lookups.
+    fn bounded(&self, clause: &'static str) -> &'static str {
+        if self.bound.is_some() {
+            clause
+        } else {
+            ""
         }
     }
 
@@ -146,7 +148,7 @@ impl History for SqliteHistory<'_> {
             "SELECT reading_id, measured_at, value FROM readings
                  WHERE patient_id = ?1 AND metric = ?2 AND measured_at >= ?3 AND measured_at <= ?4{}
                  ORDER BY measured_at, reading_id LIMIT {MAX_WINDOW_ROWS}",
-            self.bound_sql(5)
+            self.bounded(" AND seq <= ?5")
         );
         let (from, to) = (from.timestamp_millis(), to.timestamp_millis());
         match self.bound {
@@ -160,7 +162,7 @@ impl History for SqliteHistory<'_> {
             "SELECT reading_id, measured_at, value FROM readings
              WHERE patient_id = ?1 AND metric = ?2 AND measured_at <= ?3{}
              ORDER BY measured_at DESC, reading_id DESC LIMIT {n}",
-            self.bound_sql(4)
+            self.bounded(" AND seq <= ?4")
         );
         let at = at.timestamp_millis();
         let mut v = match self.bound {
@@ -180,7 +182,7 @@ impl History for SqliteHistory<'_> {
         };
         let sql = format!(
             "SELECT MAX(measured_at) FROM readings WHERE patient_id = ?1 AND metric = ?2{}",
-            self.bound_sql(3)
+            self.bounded(" AND seq <= ?3")
         );
         let mut newest: Option<i64> = None;
         for m in metrics {

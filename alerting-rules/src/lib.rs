@@ -45,7 +45,7 @@ pub use engine::{
     Engine, EngineConfig, Evaluation, Input, MissingInput, Note, Transition, TransitionKind,
     DEFAULT_SETTLE,
 };
-pub use error::{LoadError, LoadErrors};
+pub use error::{FileError, LoadErrors};
 pub use history::{History, MemoryHistory, Point};
 pub use load::SourceFile;
 pub use model::{Evidence, NewReading, Patient};

@@ -18,7 +18,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 use crate::duration::RuleDuration;
-use crate::error::LoadError;
+use crate::error::FileError;
 use crate::message::Template;
 use crate::plan::{CarePlans, Plan};
 use crate::quantity::{convert_difference, Quantity};
@@ -85,7 +85,7 @@ pub(crate) struct LoadedPack {
 pub(crate) struct Ctx<'a> {
     pub file: &'a str,
     pub text: &'a str,
-    pub errs: &'a mut Vec<LoadError>,
+    pub errs: &'a mut Vec<FileError>,
 }
 
 impl Ctx<'_> {
@@ -95,7 +95,7 @@ impl Ctx<'_> {
         field: impl Into<String>,
         msg: impl ToString,
     ) {
-        self.errs.push(LoadError::at(
+        self.errs.push(FileError::spanned(
             self.file,
             self.text,
             span,
@@ -147,7 +147,7 @@ fn join_path(prefix: &str, path: &serde_path_to_error::Path) -> String {
 
 /// Parses and validates one pack file. Errors go to `errs`; `None` when the
 /// file could not be read as a pack at all.
-pub(crate) fn load_pack(src: &SourceFile, errs: &mut Vec<LoadError>) -> Option<LoadedPack> {
+pub(crate) fn load_pack(src: &SourceFile, errs: &mut Vec<FileError>) -> Option<LoadedPack> {
     let mut ctx = Ctx {
         file: &src.name,
         text: &src.text,
@@ -241,7 +241,7 @@ pub(crate) fn load_pack(src: &SourceFile, errs: &mut Vec<LoadError>) -> Option<L
             && !ctx
                 .errs
                 .iter()
-                .any(|e| e.file == src.name && e.field == "version")
+                .any(|e| e.file == std::path::Path::new(&src.name) && e.field == "version")
         {
             ctx.err(None, "version", "missing `version = N`");
         }
@@ -920,7 +920,7 @@ struct RawPlan {
 pub(crate) fn load_plans(
     src: &SourceFile,
     known_packs: &[String],
-    errs: &mut Vec<LoadError>,
+    errs: &mut Vec<FileError>,
 ) -> Option<CarePlans> {
     let mut ctx = Ctx {
         file: &src.name,

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::error::{LoadError, LoadErrors};
+use crate::error::{FileError, LoadErrors};
 use crate::load::{load_pack, load_plans, PackInfo, SourceFile};
 use crate::plan::CarePlans;
 use crate::rule::Rule;
@@ -59,7 +59,7 @@ impl RuleSet {
         packs: &[SourceFile],
         plans: Option<&SourceFile>,
     ) -> Result<RuleSet, LoadErrors> {
-        let mut errs: Vec<LoadError> = Vec::new();
+        let mut errs: Vec<FileError> = Vec::new();
         let mut set = RuleSet {
             rules: Vec::new(),
             index: BTreeMap::new(),
@@ -77,29 +77,29 @@ impl RuleSet {
                 continue;
             };
             if let Some(other) = set.packs.iter().find(|p| p.name == pack.info.name) {
-                errs.push(LoadError {
-                    file: src.name.clone(),
-                    line: 0,
-                    column: 0,
-                    field: "pack".to_string(),
-                    message: format!(
+                errs.push(FileError::whole(
+                    &src.name,
+                    "pack",
+                    format!(
                         "pack `{}` is also defined in {}",
                         pack.info.name, other.file
                     ),
-                });
+                ));
                 continue;
             }
             for (rule, (line, column)) in pack.rules {
                 if let Some((file, first_line)) = first_seen.get(&rule.id) {
-                    errs.push(LoadError {
-                        file: src.name.clone(),
+                    errs.push(FileError {
                         line,
                         column,
-                        field: "id".to_string(),
-                        message: format!(
-                            "duplicate rule id `{}` (first defined in {file}:{first_line})",
-                            rule.id
-                        ),
+                        ..FileError::whole(
+                            &src.name,
+                            "id",
+                            format!(
+                                "duplicate rule id `{}` (first defined in {file}:{first_line})",
+                                rule.id
+                            ),
+                        )
                     });
                     continue;
                 }
@@ -109,15 +109,17 @@ impl RuleSet {
             }
             for (tier, (line, column)) in pack.tiers {
                 if let Some((file, first_line)) = tier_seen.get(&tier.id) {
-                    errs.push(LoadError {
-                        file: src.name.clone(),
+                    errs.push(FileError {
                         line,
                         column,
-                        field: "id".to_string(),
-                        message: format!(
-                            "duplicate tier rule id `{}` (first defined in {file}:{first_line})",
-                            tier.id
-                        ),
+                        ..FileError::whole(
+                            &src.name,
+                            "id",
+                            format!(
+                                "duplicate tier rule id `{}` (first defined in {file}:{first_line})",
+                                tier.id
+                            ),
+                        )
                     });
                     continue;
                 }
@@ -131,12 +133,10 @@ impl RuleSet {
         // Tier packs may name rules of any pack: checked once all are read.
         for (file, m) in mentions {
             if !set.index.contains_key(&m.rule_id) {
-                errs.push(LoadError {
-                    file,
+                errs.push(FileError {
                     line: m.line,
                     column: m.column,
-                    field: m.field,
-                    message: format!("unknown rule `{}`", m.rule_id),
+                    ..FileError::whole(&file, m.field, format!("unknown rule `{}`", m.rule_id))
                 });
             }
         }
@@ -158,13 +158,7 @@ impl RuleSet {
     /// patient.
     pub fn load_dir(dir: &Path) -> Result<RuleSet, LoadErrors> {
         let io = |file: &Path, e: std::io::Error| LoadErrors {
-            errors: vec![LoadError {
-                file: file.display().to_string(),
-                line: 0,
-                column: 0,
-                field: String::new(),
-                message: e.to_string(),
-            }],
+            errors: vec![FileError::whole(file, "", e.to_string())],
         };
         let entries = std::fs::read_dir(dir).map_err(|e| io(dir, e))?;
         let mut paths = Vec::new();

@@ -3,9 +3,9 @@
 
 use alerting_rules::load::SourceFile;
 use alerting_rules::ruleset::{BUNDLED_PACKS, BUNDLED_PLANS};
-use alerting_rules::{LoadError, RuleSet, Severity};
+use alerting_rules::{FileError, RuleSet, Severity};
 
-fn load(files: &[(&str, &str)]) -> Result<RuleSet, Vec<LoadError>> {
+fn load(files: &[(&str, &str)]) -> Result<RuleSet, Vec<FileError>> {
     let srcs: Vec<SourceFile> = files.iter().map(|(n, t)| SourceFile::new(*n, *t)).collect();
     RuleSet::from_sources(&srcs, None).map_err(|e| e.errors)
 }
@@ -138,7 +138,7 @@ fn broken_file_reports_file_line_and_field_for_every_error() {
 
     let unit = find("rule[1].threshold.limit");
     assert_eq!(
-        (unit.file.as_str(), unit.line),
+        (unit.file.to_str().unwrap_or_default(), unit.line),
         ("broken.toml", 18),
         "{unit}"
     );
@@ -192,7 +192,11 @@ fn duplicate_ids_across_packs_are_an_error() {
     let errs = load(&[("one.toml", &one()), ("two.toml", &two())]).unwrap_err();
     assert_eq!(errs.len(), 1);
     assert_eq!(
-        (errs[0].file.as_str(), errs[0].line, errs[0].field.as_str()),
+        (
+            errs[0].file.to_str().unwrap_or_default(),
+            errs[0].line,
+            errs[0].field.as_str()
+        ),
         ("two.toml", 5, "id")
     );
     assert!(errs[0].message.contains("one.toml:5"), "{}", errs[0]);
@@ -206,7 +210,10 @@ fn errors_of_several_files_come_back_together() {
         ("b.toml", &two().replace("\"90 %\"", "\"ninety\"")),
     ])
     .unwrap_err();
-    let files: Vec<&str> = errs.iter().map(|e| e.file.as_str()).collect();
+    let files: Vec<&str> = errs
+        .iter()
+        .map(|e| e.file.to_str().unwrap_or_default())
+        .collect();
     assert_eq!(files, vec!["a.toml", "b.toml"], "{errs:?}");
 }
 

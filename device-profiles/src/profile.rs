@@ -306,10 +306,11 @@ impl Profile {
     }
 }
 
-/// A TOML file (profile, config, scenario) that could not be loaded, with
-/// the place and field at fault.
+/// A file the project loads (config, profile, scenario, rule pack) that
+/// could not be loaded, with the place and field at fault: one type for
+/// every such file, so that every error reads the same and a rule pack's
+/// errors join the config's as they are.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}:{column}: field `{field}`: {message}", file = file.display())]
 pub struct FileError {
     /// The file.
     pub file: PathBuf,
@@ -323,7 +324,54 @@ pub struct FileError {
     pub message: String,
 }
 
+/// `file:line:column: field `f`: message`, without the parts that are not
+/// known (line 0: the whole file; no field).
+impl fmt::Display for FileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ": field `{}`", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
 impl FileError {
+    /// An error about the whole file (no line, no field), such as one that
+    /// cannot be read.
+    pub fn whole(
+        file: impl Into<PathBuf>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        FileError {
+            file: file.into(),
+            line: 0,
+            column: 0,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// An error at a byte span of `text` (`None`: the whole file).
+    pub fn spanned(
+        file: impl Into<PathBuf>,
+        text: &str,
+        span: Option<std::ops::Range<usize>>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        let (line, column) = span.map_or((0, 0), |s| line_col(text, s.start));
+        FileError {
+            line,
+            column,
+            ..FileError::whole(file, field, message)
+        }
+    }
+
     /// An error at field `path` of `text` (see [`locate`]; dotted, with
     /// array indices), reported as `field`.
     pub fn located(

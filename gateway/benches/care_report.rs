@@ -19,8 +19,7 @@ use std::time::Instant;
 use chrono::{TimeDelta, TimeZone, Utc};
 use rpm_gateway::care::report::{self, RpmQuery};
 use rpm_gateway::care::CareConfig;
-use rpm_gateway::store::patients::PatientChange;
-use rpm_gateway::store::Store;
+use rpm_gateway::{PatientChange, Store};
 use rusqlite::params;
 
 const TEAMS: [&str; 4] = ["west", "east", "central", "auckland"];

@@ -18,9 +18,7 @@ use std::time::Instant;
 
 use alerting_rules::{Engine, RuleSet};
 use chrono::{TimeDelta, TimeZone, Utc};
-use rpm_gateway::rules::evaluator::{Evaluator, EvaluatorConfig};
-use rpm_gateway::store::patients::PatientChange;
-use rpm_gateway::store::{set_cursor, Store};
+use rpm_gateway::{set_cursor, Evaluator, EvaluatorConfig, PatientChange, Store};
 use rusqlite::params;
 
 const PATIENTS: usize = 100;
@@ -174,12 +172,12 @@ fn measure(store: Store, slots: usize, now: chrono::DateTime<Utc>, new_readings:
     let tick = t.elapsed();
     let per = took.as_secs_f64() * 1e6 / new_readings as f64;
     let path = ev.store().path().to_path_buf();
-    let conn = rpm_gateway::rules::whatif::open_read_only(&path).unwrap();
+    let conn = rpm_gateway::open_read_only(&path).unwrap();
     let t = Instant::now();
-    let r = rpm_gateway::rules::whatif::what_if(
+    let r = rpm_gateway::what_if(
         &conn,
         &Engine::new(RuleSet::bundled().unwrap()),
-        &rpm_gateway::rules::whatif::WhatIfQuery {
+        &rpm_gateway::WhatIfQuery {
             since: Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).unwrap(),
             until: now + TimeDelta::days(2),
             patient: None,

@@ -16,8 +16,7 @@ use chrono::{TimeDelta, Utc};
 use rpm_gateway::care::risk::RiskStage;
 use rpm_gateway::care::worklist::{self, parse_cursor_key};
 use rpm_gateway::care::CareConfig;
-use rpm_gateway::store::patients::PatientChange;
-use rpm_gateway::store::Store;
+use rpm_gateway::{PatientChange, Store};
 use rusqlite::params;
 
 fn main() {

@@ -452,17 +452,11 @@ impl Demo {
             },
             raised.len()
         );
-        let deliveries: Vec<String> = store
-            .conn()
-            .prepare("SELECT status, COUNT(*) FROM deliveries GROUP BY status ORDER BY status")?
-            .query_map([], |r| {
-                Ok(format!(
-                    "{} {}",
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(0)?
-                ))
-            })?
-            .collect::<Result<_, _>>()?;
+        let deliveries: Vec<String> = crate::store::stats::backlog(store.conn())?
+            .deliveries
+            .into_iter()
+            .map(|(status, n)| format!("{n} {status}"))
+            .collect();
         println!(
             "webhook deliveries    {}{}",
             if deliveries.is_empty() {
@@ -534,15 +528,13 @@ impl Progress {
 }
 
 fn progress(store: &Store) -> Result<Progress, crate::store::StoreError> {
-    let q = |sql: &str| -> Result<i64, crate::store::StoreError> {
-        Ok(store.conn().query_row(sql, [], |r| r.get(0))?)
-    };
+    let b = crate::store::stats::backlog(store.conn())?;
     Ok(Progress(
-        q("SELECT COALESCE(MAX(seq), 0) FROM readings")?,
+        b.readings_last_seq,
         store.cursor(crate::rules::CURSOR)?,
-        q("SELECT COALESCE(MAX(seq), 0) FROM outbox")?,
+        b.outbox_last_seq,
         store.cursor(crate::delivery::fanout::CURSOR)?,
-        q("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")?,
+        b.deliveries.get("pending").copied().unwrap_or(0),
     ))
 }
 

@@ -1,4 +1,4 @@
 //! The `rpm-gateway` binary: a thin shell over the library (see `cli`).
 fn main() -> std::process::ExitCode {
-    rpm_gateway::cli::main()
+    rpm_gateway::main()
 }

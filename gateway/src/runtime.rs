@@ -289,11 +289,11 @@ pub async fn run(
         None
     };
     let rules_task = evaluator.map(|(evaluator, cfg)| {
-        let reload = crate::rules::task::reload_signal();
+        let reload = crate::rules::worker::reload_signal();
         supervised(
             "rule evaluator",
             &ended_tx,
-            crate::rules::task::run(
+            crate::rules::worker::run(
                 cfg,
                 evaluator,
                 writer.committed(),
@@ -397,7 +397,7 @@ fn rules_evaluator(
 ) -> Result<
     Option<(
         crate::rules::evaluator::Evaluator,
-        crate::rules::task::TaskConfig,
+        crate::rules::worker::WorkerConfig,
     )>,
     crate::rules::RulesError,
 > {
@@ -423,12 +423,12 @@ fn rules_evaluator(
             "rules.clock = \"data\": missing-data rules follow the newest stored reading, not the wall clock (replays, demos and tests only, never live monitoring)"
         );
     }
-    let task = crate::rules::task::TaskConfig {
+    let worker = crate::rules::worker::WorkerConfig {
         rules_dir: config.rules.dir.clone(),
         engine: crate::rules::engine_config(&config.rules),
         missing_interval: config.rules.missing_interval,
     };
-    Ok(Some((evaluator, task)))
+    Ok(Some((evaluator, worker)))
 }
 
 /// The risk stage (risk tiers) on its own store connection, when enabled.

@@ -104,7 +104,7 @@ pub struct AlertWindow {
     pub from: DateTime<Utc>,
     /// Window end (exclusive).
     pub until: DateTime<Utc>,
-    /// Why.
+    /// Why the scenario expects this alert, for the reader of a failed check.
     pub note: String,
 }
 

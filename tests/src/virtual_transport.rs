@@ -5,7 +5,7 @@
 //! path as those of a real radio.
 //!
 //! It implements the gateway's public
-//! [`Transport`](rpm_gateway::sources::ble::transport::Transport) trait from
+//! [`Transport`](rpm_gateway::ble::transport::Transport) trait from
 //! outside the gateway: it lives here, with the tests that use it, so that
 //! the shipped binary carries neither it nor the simulator.
 
@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
-use rpm_gateway::sources::ble::transport::{
+use rpm_gateway::ble::transport::{
     Advertisement, BoxFuture, CharacteristicInfo, Link, LinkEvent, ScanEvent, Transport,
     TransportError,
 };

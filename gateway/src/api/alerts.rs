@@ -1,6 +1,6 @@
-//! Alerts: list and filter, and one alert with its evidence and history.
-//! Read straight from the `alerts` and `alert_history` tables (schema v2);
-//! care-team tokens see only their teams' patients.
+//! Alerts: list and filter, and one alert with its evidence and history,
+//! read through the store's `alerts` module; care-team tokens see only
+//! their teams' patients.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -11,10 +11,11 @@ use std::sync::Arc;
 
 use super::audit::AuditPatient;
 use super::auth::Principal;
-use super::page::{self, time, time_opt, Filter, Keyed, Listing, Page};
+use super::page::{self, Keyed, Page};
 use super::problem::{ApiError, Json, Path, Query};
 use super::ApiState;
 use crate::rules::lifecycle::{self, LifecycleError};
+use crate::store::alerts::{AlertPage, TeamAlert};
 
 /// An alert as the API shows it.
 #[derive(Debug, Serialize)]
@@ -43,39 +44,34 @@ pub struct Alert {
     resolved_by: Option<String>,
 }
 
-const COLUMNS: &str = "a.alert_id, a.patient_id, p.care_team, a.rule_id, a.rule_version, a.pack, a.severity, a.status, a.message,
-     a.limits, a.evidence, a.late, a.flapping, a.fired_at, a.measured_at, a.updated_at, a.acknowledged_by,
-     a.acknowledged_at, a.ack_note, a.snooze_until, a.resolved_at, a.resolved_by";
-
-fn json(s: String) -> serde_json::Value {
-    serde_json::from_str(&s).unwrap_or(serde_json::Value::Null)
-}
-
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Alert> {
-    Ok(Alert {
-        alert_id: r.get(0)?,
-        patient_id: r.get(1)?,
-        care_team: r.get(2)?,
-        rule_id: r.get(3)?,
-        rule_version: r.get(4)?,
-        pack: r.get(5)?,
-        severity: r.get(6)?,
-        status: r.get(7)?,
-        message: r.get(8)?,
-        limits: json(r.get(9)?),
-        evidence: json(r.get(10)?),
-        late: r.get::<_, i64>(11)? != 0,
-        flapping: r.get::<_, i64>(12)? != 0,
-        fired_at: time(r.get(13)?),
-        measured_at: time_opt(r.get(14)?),
-        updated_at: time(r.get(15)?),
-        acknowledged_by: r.get(16)?,
-        acknowledged_at: time_opt(r.get(17)?),
-        ack_note: r.get(18)?,
-        snooze_until: time_opt(r.get(19)?),
-        resolved_at: time_opt(r.get(20)?),
-        resolved_by: r.get(21)?,
-    })
+impl From<TeamAlert> for Alert {
+    fn from(t: TeamAlert) -> Alert {
+        let a = t.alert;
+        Alert {
+            alert_id: a.alert_id,
+            patient_id: a.patient_id,
+            care_team: t.care_team,
+            rule_id: a.rule_id,
+            rule_version: i64::from(a.rule_version),
+            pack: a.pack,
+            severity: a.severity,
+            status: a.status,
+            message: a.message,
+            limits: a.limits,
+            evidence: a.evidence,
+            late: a.late,
+            flapping: a.flapping,
+            fired_at: a.fired_at,
+            measured_at: a.measured_at,
+            updated_at: a.updated_at,
+            acknowledged_by: a.acknowledged_by,
+            acknowledged_at: a.acknowledged_at,
+            ack_note: a.ack_note,
+            snooze_until: a.snooze_until,
+            resolved_at: a.resolved_at,
+            resolved_by: a.resolved_by,
+        }
+    }
 }
 
 /// The list is newest first by (fired_at, alert_id); the cursor names both.
@@ -93,9 +89,7 @@ pub struct AlertsQuery {
     status: Option<String>,
     /// `info` | `warning` | `urgent` | `critical`.
     severity: Option<String>,
-    /// Patient id.
     patient: Option<String>,
-    /// Care team.
     care_team: Option<String>,
     /// From `next_cursor`.
     cursor: Option<String>,
@@ -111,11 +105,8 @@ pub async fn list(
 ) -> Result<(Option<AuditPatient>, Json<Page<Alert>>), ApiError> {
     p.require_read()?;
     let limit = page::limit(&st.cfg, q.limit)?;
-    let mut f = Filter::default();
     match q.status.as_deref() {
-        None => {}
-        Some("open") => f.add("a.status != ?", "resolved".to_string()),
-        Some(s @ ("firing" | "acknowledged" | "resolved")) => f.add("a.status = ?", s.to_string()),
+        None | Some("open" | "firing" | "acknowledged" | "resolved") => {}
         Some(_) => {
             return Err(ApiError::BadRequest(
                 "status: one of firing, acknowledged, resolved, open".into(),
@@ -123,35 +114,43 @@ pub async fn list(
         }
     }
     match q.severity.as_deref() {
-        None => {}
-        Some(s @ ("info" | "warning" | "urgent" | "critical")) => {
-            f.add("a.severity = ?", s.to_string())
-        }
+        None | Some("info" | "warning" | "urgent" | "critical") => {}
         Some(_) => {
             return Err(ApiError::BadRequest(
                 "severity: one of info, warning, urgent, critical".into(),
             ))
         }
     }
-    if let Some(t) = &q.care_team {
-        f.add("p.care_team = ?", t.clone());
-    }
-    if let Some(c) = &q.cursor {
-        let key = page::decode_cursor(c)?;
-        let (t, id) = key
-            .split_once('.')
-            .and_then(|(t, id)| Some((t.parse::<i64>().ok()?, id.to_string())))
-            .ok_or_else(|| ApiError::BadRequest("invalid cursor".into()))?;
-        f.add2("(a.fired_at, a.alert_id) < (?a, ?b)", t, id);
-    }
-    let head =
-        format!("{COLUMNS} FROM alerts a LEFT JOIN patients p ON p.patient_id = a.patient_id");
-    Listing::new(f, head, "a.fired_at DESC, a.alert_id DESC", limit)
-        .scoped_page(&st.db, p, q.patient, "a.patient_id", row)
-        .await
+    let before = match &q.cursor {
+        None => None,
+        Some(c) => {
+            let key = page::decode_cursor(c)?;
+            Some(
+                key.split_once('.')
+                    .and_then(|(t, id)| Some((t.parse::<i64>().ok()?, id.to_string())))
+                    .ok_or_else(|| ApiError::BadRequest("invalid cursor".into()))?,
+            )
+        }
+    };
+    let mut select = AlertPage {
+        status: q.status,
+        severity: q.severity,
+        patient_id: q.patient.clone(),
+        care_team: q.care_team,
+        scope_teams: None,
+        before,
+        limit: limit + 1,
+    };
+    page::scoped(&st.db, p, q.patient, limit, move |conn, scope| {
+        select.scope_teams = scope;
+        let rows = crate::store::alerts::page(conn, &select)?;
+        Ok(rows.into_iter().map(Alert::from).collect())
+    })
+    .await
 }
 
-/// One transition of an alert.
+/// One entry of an alert's history: a rule's transition or a person's
+/// action.
 #[derive(Debug, Serialize)]
 pub struct HistoryEntry {
     at: DateTime<Utc>,
@@ -175,17 +174,9 @@ pub fn load(
     p: &Principal,
     alert_id: &str,
 ) -> Result<AlertDetail, ApiError> {
-    let alert = conn.query_row(
-        &format!(
-            "SELECT {COLUMNS} FROM alerts a LEFT JOIN patients p ON p.patient_id = a.patient_id WHERE a.alert_id = ?1"
-        ),
-        [alert_id],
-        row,
-    );
-    let alert = match alert {
-        Err(rusqlite::Error::QueryReturnedNoRows) => return Err(ApiError::NotFound("alert")),
-        other => other?,
-    };
+    let alert: Alert = crate::store::alerts::get_with_team(conn, alert_id)?
+        .ok_or(ApiError::NotFound("alert"))?
+        .into();
     p.check_patient(conn, &alert.patient_id, "alert")?;
     let history = crate::store::alerts::history(conn, alert_id)?
         .into_iter()

@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use super::audit::AuditPatient;
 use super::auth::Principal;
-use super::page::{self, Filter, Keyed, Listing, Page};
+use super::page::{self, Keyed, Page};
 use super::problem::{ApiError, Json, Path, Query};
 use super::ApiState;
 use crate::pipeline::valid_device_id;
-use crate::store::registry::{device_row, Device, Reprocessed, DEVICE_COLUMNS};
+use crate::store::registry::{Device, DevicePage, Reprocessed};
 
 /// The list is by device id; the cursor names it.
 impl Keyed for Device {
@@ -44,19 +44,18 @@ pub async fn list(
 ) -> Result<(Option<AuditPatient>, Json<Page<Device>>), ApiError> {
     p.require_read()?;
     let limit = page::limit(&st.cfg, q.limit)?;
-    let mut f = Filter::default();
-    if let Some(c) = &q.cursor {
-        f.add("device_id > ?", page::decode_cursor(c)?);
-    }
-    match q.assigned {
-        Some(true) => f.add("patient_id IS NOT ?", rusqlite::types::Value::Null),
-        Some(false) => f.add("patient_id IS ?", rusqlite::types::Value::Null),
-        None => {}
-    }
-    let head = format!("{DEVICE_COLUMNS} FROM devices");
-    Listing::new(f, head, "device_id", limit)
-        .scoped_page(&st.db, p, q.patient, "patient_id", device_row)
-        .await
+    let mut select = DevicePage {
+        after: q.cursor.as_deref().map(page::decode_cursor).transpose()?,
+        assigned: q.assigned,
+        patient_id: q.patient.clone(),
+        scope_teams: None,
+        limit: limit + 1,
+    };
+    page::scoped(&st.db, p, q.patient, limit, move |conn, scope| {
+        select.scope_teams = scope;
+        crate::store::registry::devices_page(conn, &select)
+    })
+    .await
 }
 
 fn visible_device(

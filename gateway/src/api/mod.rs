@@ -33,6 +33,8 @@ pub mod reports;
 pub mod risk;
 pub mod server;
 pub mod tasks;
+#[cfg(test)]
+mod tests;
 pub mod webhooks;
 pub mod worklist;
 
@@ -327,8 +329,6 @@ pub enum ApiStartError {
 
 /// A running API server.
 pub struct ApiServer {
-    /// The address it listens on (the port is known even when 0 was asked).
-    pub local_addr: SocketAddr,
     /// The serving task; ends after `shutdown` and the drain.
     pub task: tokio::task::JoinHandle<()>,
 }
@@ -419,5 +419,5 @@ pub async fn start(
         listener::withdraw(&cfg);
         tracing::info!("api stopped");
     });
-    Ok(ApiServer { local_addr, task })
+    Ok(ApiServer { task })
 }

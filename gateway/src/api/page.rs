@@ -13,6 +13,8 @@ use super::auth::Principal;
 use super::config::ApiConfig;
 use super::db::Db;
 use super::problem::{ApiError, Json};
+pub use crate::store::listing::Filter;
+use crate::store::StoreError;
 
 /// One page.
 #[derive(Debug, Serialize)]
@@ -97,179 +99,42 @@ pub fn parse_time(name: &str, value: &str) -> Result<i64, ApiError> {
         })
 }
 
-/// SQL parameters built alongside a dynamic WHERE clause.
-#[derive(Default)]
-pub struct Filter {
-    clauses: Vec<String>,
-    /// The parameters, in `?n` order.
-    pub params: Vec<rusqlite::types::Value>,
-}
-
-impl Filter {
-    /// Adds a clause whose single parameter is written `?` in `sql`.
-    pub fn add(&mut self, sql: &str, value: impl Into<rusqlite::types::Value>) {
-        self.params.push(value.into());
-        let n = self.params.len();
-        self.clauses.push(sql.replace('?', &format!("?{n}")));
-    }
-
-    /// Adds a clause with two parameters written `?a` and `?b`.
-    pub fn add2(
-        &mut self,
-        sql: &str,
-        a: impl Into<rusqlite::types::Value>,
-        b: impl Into<rusqlite::types::Value>,
-    ) {
-        self.params.push(a.into());
-        let na = self.params.len();
-        self.params.push(b.into());
-        let nb = self.params.len();
-        self.clauses.push(
-            sql.replace("?a", &format!("?{na}"))
-                .replace("?b", &format!("?{nb}")),
-        );
-    }
-
-    /// Limits `column` to the patients of a care-team scope (if any).
-    pub fn scope(&mut self, column: &str, scope_json: Option<String>) {
-        if let Some(teams) = scope_json {
-            self.add(
-                &format!("{column} IN (SELECT patient_id FROM patients WHERE care_team IN (SELECT value FROM json_each(?)))"),
-                teams,
-            );
-        }
-    }
-
-    /// `WHERE ...` (or nothing).
-    pub fn sql(&self) -> String {
-        if self.clauses.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", self.clauses.join(" AND "))
-        }
-    }
-
-    /// Runs `SELECT {head} {WHERE ...} ORDER BY {order} LIMIT {limit}` with
-    /// this filter's parameters and maps every row.
-    pub fn query<T>(
-        &self,
-        conn: &rusqlite::Connection,
-        head: &str,
-        order: &str,
-        limit: usize,
-        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-    ) -> rusqlite::Result<Vec<T>> {
-        let sql = format!(
-            "SELECT {head} {} ORDER BY {order} LIMIT {limit}",
-            self.sql()
-        );
-        let mut stmt = conn.prepare(&sql)?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(self.params.iter()), row)?;
-        rows.collect()
-    }
-
-    /// The next free parameter number.
-    pub fn next(&self) -> usize {
-        self.params.len() + 1
-    }
-}
-
 /// An item of a keyset-paged list.
 pub trait Keyed {
     /// The item's sort key, which the cursor after it names.
     fn key(&self) -> String;
 }
 
-/// One list endpoint's query: `SELECT {head} {filter} ORDER BY {order}`,
-/// fetched a page at a time. The list handlers differ only in their
-/// filters; reading the page, and the care-team rules of patient-scoped
-/// lists, live here once.
-pub struct Listing {
-    filter: Filter,
-    head: String,
-    order: &'static str,
+/// Reads one page of a patient-scoped list with `read`, which gets the
+/// connection and the token's care-team scope (a JSON array, `None`: every
+/// patient) and selects `limit + 1` rows of the patient asked for, if any.
+/// Asking for a patient the token may not see is a 404 like the patient's
+/// own routes, not an empty page; the patient asked for is the one the
+/// request is audited under.
+pub async fn scoped<T, R>(
+    db: &Arc<Db>,
+    p: Principal,
+    patient: Option<String>,
     limit: usize,
-}
-
-impl Listing {
-    /// `filter` holds the WHERE clauses built from the query parameters and
-    /// the cursor; `head` is `columns FROM table ...`; `order` is the keyset
-    /// order the cursor follows ([`Keyed::key`]).
-    pub fn new(filter: Filter, head: String, order: &'static str, limit: usize) -> Listing {
-        Listing {
-            filter,
-            head,
-            order,
-            limit,
-        }
-    }
-
-    /// Reads one page.
-    pub async fn page<T, R>(self, db: &Arc<Db>, row: R) -> Result<Page<T>, ApiError>
-    where
-        T: Keyed + Send + 'static,
-        R: FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T> + Send + 'static,
-    {
-        self.page_checked(db, |_| Ok(()), row).await
-    }
-
-    /// Reads one page of a patient-scoped list: rows whose `patient_column`
-    /// is a patient of the token's care teams, and only `patient`'s rows
-    /// when one is asked for. Asking for a patient the token may not see is
-    /// a 404 like the patient's own routes, not an empty page. The patient
-    /// asked for is the one the request is audited under.
-    pub async fn scoped_page<T, R>(
-        mut self,
-        db: &Arc<Db>,
-        p: Principal,
-        patient: Option<String>,
-        patient_column: &str,
-        row: R,
-    ) -> Result<(Option<AuditPatient>, Json<Page<T>>), ApiError>
-    where
-        T: Keyed + Send + 'static,
-        R: FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T> + Send + 'static,
-    {
-        if let Some(pt) = &patient {
-            self.filter
-                .add(&format!("{patient_column} = ?"), pt.clone());
-        }
-        self.filter.scope(patient_column, p.scope_json());
-        let asked = patient.clone();
-        let check = move |conn: &rusqlite::Connection| match &asked {
-            Some(pt) => p.check_patient(conn, pt, "patient"),
-            None => Ok(()),
-        };
-        let page = self.page_checked(db, check, row).await?;
-        Ok((patient.map(AuditPatient), Json(page)))
-    }
-
-    /// Runs `check` and then the query, on one connection.
-    async fn page_checked<T, C, R>(
-        self,
-        db: &Arc<Db>,
-        check: C,
-        row: R,
-    ) -> Result<Page<T>, ApiError>
-    where
-        T: Keyed + Send + 'static,
-        C: FnOnce(&rusqlite::Connection) -> Result<(), ApiError> + Send + 'static,
-        R: FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T> + Send + 'static,
-    {
-        let Listing {
-            filter,
-            head,
-            order,
-            limit,
-        } = self;
-        let rows = db
-            .run(move |s| {
-                check(s.conn())?;
-                Ok(filter.query(s.conn(), &head, order, limit + 1, row)?)
-            })
-            .await?;
-        Ok(Page::new(rows, limit, T::key))
-    }
+    read: R,
+) -> Result<(Option<AuditPatient>, Json<Page<T>>), ApiError>
+where
+    T: Keyed + Send + 'static,
+    R: FnOnce(&rusqlite::Connection, Option<String>) -> Result<Vec<T>, StoreError> + Send + 'static,
+{
+    let asked = patient.clone();
+    let rows = db
+        .run(move |s| {
+            if let Some(pt) = &asked {
+                p.check_patient(s.conn(), pt, "patient")?;
+            }
+            Ok(read(s.conn(), p.scope_json())?)
+        })
+        .await?;
+    Ok((
+        patient.map(AuditPatient),
+        Json(Page::new(rows, limit, Keyed::key)),
+    ))
 }
 
 #[cfg(test)]

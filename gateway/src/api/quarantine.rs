@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use super::auth::Principal;
-use super::page::{self, Filter, Keyed, Listing, Page};
+use super::page::{self, Keyed, Page};
 use super::problem::{ApiError, Json, Path, Query};
 use super::ApiState;
-use crate::store::queries::{self, quarantine_row, QuarantineRow, QUARANTINE_COLUMNS};
+use crate::store::queries::{self, QuarantinePage, QuarantineRow};
 use crate::store::registry::ReprocessResult;
 
 /// The list is by entry id; the cursor names it.
@@ -29,7 +29,6 @@ pub struct QuarantineQuery {
     pub status: Option<String>,
     /// Reason code.
     pub reason: Option<String>,
-    /// Device id.
     pub device: Option<String>,
     /// `mqtt` | `ble` | `http`.
     pub source: Option<String>,
@@ -47,33 +46,34 @@ pub async fn list(
 ) -> Result<Json<Page<QuarantineRow>>, ApiError> {
     p.require_operator_read()?;
     let limit = page::limit(&st.cfg, q.limit)?;
-    let mut f = Filter::default();
-    if let Some(s) = q.status {
+    if let Some(s) = &q.status {
         if !matches!(s.as_str(), "open" | "reprocessed" | "discarded") {
             return Err(ApiError::BadRequest(
                 "status: one of open, reprocessed, discarded".into(),
             ));
         }
-        f.add("status = ?", s);
     }
-    if let Some(r) = q.reason {
-        f.add("reason = ?", r);
-    }
-    if let Some(d) = q.device {
-        f.add("device_id = ?", d);
-    }
-    if let Some(s) = q.source {
-        f.add("source = ?", s);
-    }
-    if let Some(c) = &q.cursor {
-        let id: i64 = page::decode_cursor(c)?
-            .parse()
-            .map_err(|_| ApiError::BadRequest("invalid cursor".into()))?;
-        f.add("id > ?", id);
-    }
-    let head = format!("{QUARANTINE_COLUMNS} FROM quarantine");
-    let listing = Listing::new(f, head, "id", limit);
-    Ok(Json(listing.page(&st.db, quarantine_row).await?))
+    let after = match &q.cursor {
+        None => None,
+        Some(c) => Some(
+            page::decode_cursor(c)?
+                .parse::<i64>()
+                .map_err(|_| ApiError::BadRequest("invalid cursor".into()))?,
+        ),
+    };
+    let select = QuarantinePage {
+        status: q.status,
+        reason: q.reason,
+        device_id: q.device,
+        source: q.source,
+        after,
+        limit: limit + 1,
+    };
+    let rows = st
+        .db
+        .run(move |s| Ok(queries::quarantine_page(s.conn(), &select)?))
+        .await?;
+    Ok(Json(Page::new(rows, limit, Keyed::key)))
 }
 
 /// One quarantined input with its payload.

@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use super::audit::AuditPatient;
 use super::auth::Principal;
-use super::page::{self, Filter, Keyed, Listing, Page};
+use super::page::{self, Keyed, Page};
 use super::problem::{ApiError, Json, Path, Query};
 use super::ApiState;
-use crate::store::queries::{self, reading_row, StoredReading, READING_COLUMNS};
+use crate::store::queries::{self, ReadingPage, StoredReading};
 
 /// The list is by (measured_at, seq); the cursor names both.
 impl Keyed for StoredReading {
@@ -25,11 +25,9 @@ impl Keyed for StoredReading {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReadingsQuery {
-    /// Patient id.
     pub patient: Option<String>,
     /// Metric name (`systolic`, `body_weight`, ...).
     pub metric: Option<String>,
-    /// Device id.
     pub device: Option<String>,
     /// Measured at or after (RFC 3339).
     pub since: Option<String>,
@@ -55,27 +53,33 @@ pub async fn list(
 ) -> Result<(Option<AuditPatient>, Json<Page<StoredReading>>), ApiError> {
     p.require_read()?;
     let limit = page::limit(&st.cfg, q.limit)?;
-    let mut f = Filter::default();
-    if let Some(m) = &q.metric {
-        f.add("metric = ?", metric(m)?.name().to_string());
-    }
-    if let Some(s) = &q.since {
-        f.add("measured_at >= ?", page::parse_time("since", s)?);
-    }
-    if let Some(u) = &q.until {
-        f.add("measured_at < ?", page::parse_time("until", u)?);
-    }
-    if let Some(c) = &q.cursor {
-        let (t, seq) = page::decode_pair(c)?;
-        f.add2("(measured_at, seq) > (?a, ?b)", t, seq);
-    }
-    if let Some(d) = &q.device {
-        f.add("device_id = ?", d.clone());
-    }
-    let head = format!("{READING_COLUMNS} FROM readings");
-    Listing::new(f, head, "measured_at, seq", limit)
-        .scoped_page(&st.db, p, q.patient, "patient_id", reading_row)
-        .await
+    let mut select = ReadingPage {
+        metric: q
+            .metric
+            .as_deref()
+            .map(|m| metric(m).map(|m| m.name().to_string()))
+            .transpose()?,
+        since: q
+            .since
+            .as_deref()
+            .map(|s| page::parse_time("since", s))
+            .transpose()?,
+        until: q
+            .until
+            .as_deref()
+            .map(|u| page::parse_time("until", u))
+            .transpose()?,
+        after: q.cursor.as_deref().map(page::decode_pair).transpose()?,
+        device_id: q.device,
+        patient_id: q.patient.clone(),
+        scope_teams: None,
+        limit: limit + 1,
+    };
+    page::scoped(&st.db, p, q.patient, limit, move |conn, scope| {
+        select.scope_teams = scope;
+        queries::readings_page(conn, &select)
+    })
+    .await
 }
 
 /// The latest reading of each metric of a patient.

@@ -276,7 +276,7 @@ impl RiskStage {
     /// the previous one stays.
     pub async fn run(self, rules_dir: Option<std::path::PathBuf>, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
-        let mut reload = crate::rules::task::reload_signal();
+        let mut reload = crate::rules::worker::reload_signal();
         let mut tick = tokio::time::interval(self.care.risk.poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stage = Some(self);

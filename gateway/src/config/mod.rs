@@ -16,15 +16,14 @@ use std::path::Path;
 // Each component owns its section and its checks; the root re-exports
 // them so that `Config`'s fields read as one file.
 pub use crate::api::config::ApiConfig;
-pub use crate::care::config::{CareConfig, TeamConfig};
+pub use crate::care::config::CareConfig;
 pub use crate::delivery::config::{DeliveryConfig, WebhookConfig};
 pub use crate::pipeline::config::{NormalizeConfig, ProfilesConfig};
 pub use crate::rules::config::{PatientEnrolment, RulesClock, RulesConfig};
-pub use crate::sources::ble::config::{BleConfig, BleDeviceOverride};
-pub use crate::sources::mqtt::config::{MqttConfig, MqttProtocol};
+pub use crate::sources::ble::config::BleConfig;
+pub use crate::sources::mqtt::config::MqttConfig;
 pub use crate::store::config::StoreConfig;
-pub use crate::telemetry::{LogConfig, LogFormat};
-pub use crate::tls::TlsSettings;
+pub use crate::telemetry::LogConfig;
 
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -303,14 +303,14 @@ async fn worker(
 }
 
 async fn on_done(shared: &Arc<Shared>, endpoint_id: &str, breaker: &mut Breaker, done: &Done) {
-    let transition = if done.outcome.is_endpoint_failure(done.status) {
+    let breaker_change = if done.outcome.is_endpoint_failure(done.status) {
         breaker.failure(Instant::now())
     } else if done.status.is_some() {
         breaker.success()
     } else {
         BreakerChange::None
     };
-    match transition {
+    match breaker_change {
         BreakerChange::Opened => {
             shared.metrics.webhook_breaker_opened(endpoint_id);
             tracing::warn!(

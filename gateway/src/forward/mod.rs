@@ -15,7 +15,7 @@ pub mod retention;
 pub mod sink;
 pub mod status;
 
-pub use config::{ForwardConfig, InfluxConfig, RetentionConfig};
+pub use config::{ForwardConfig, RetentionConfig};
 pub use forwarder::{Forwarder, ForwarderConfig};
 pub use retention::Retention;
 pub use sink::InfluxSink;

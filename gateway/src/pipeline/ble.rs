@@ -95,11 +95,9 @@ pub enum BleInput<'a> {
     },
     /// Bytes described by a vendor layout.
     Layout {
-        /// the layout
         layout: &'a Layout,
         /// where the bytes came from (`adv/181d`, `fff1`), for the origin
         key: &'a str,
-        /// the bytes
         bytes: &'a [u8],
     },
 }

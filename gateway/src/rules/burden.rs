@@ -74,7 +74,6 @@ pub struct Stats {
 /// One rule's figures.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RuleBurden {
-    /// Rule id.
     pub rule_id: String,
     /// Figures.
     #[serde(flatten)]

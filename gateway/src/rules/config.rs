@@ -172,7 +172,7 @@ pub fn validate(
         Ok(s) => Some(s),
         Err(e) => {
             // The rule files' own positions: each error names its file.
-            errors.extend(e.errors.into_iter().map(FileError::from));
+            errors.extend(e.errors);
             None
         }
     };

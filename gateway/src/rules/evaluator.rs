@@ -37,13 +37,13 @@ use device_profiles::Metric;
 use rusqlite::Transaction;
 
 use super::clock::Clock;
-use super::history::SqliteHistory;
 use super::missing::{device_offline, gateway_downtime, watched_patients};
 use super::persist::{self, PatientCtx};
 use super::{RulesError, CURSOR};
 use crate::fault::{Fault, FaultPoint};
 use crate::metrics::Metrics;
 use crate::store::alerts::{self, ms};
+use crate::store::history::SqliteHistory;
 use crate::store::{set_cursor, Store};
 
 /// Evaluator settings.

@@ -17,7 +17,7 @@ use rusqlite::Transaction;
 use super::persist::{emit, history_len, insert_history, not_before_history};
 use crate::store::alerts::{self, AlertRecord};
 use crate::store::outbox::EventType;
-use crate::store::{patients, Store, StoreError};
+use crate::store::{patients, StoreError};
 
 /// Why an action was refused.
 #[derive(Debug, thiserror::Error)]
@@ -172,8 +172,9 @@ pub fn resolve_in(
 }
 
 /// [`acknowledge_in`] in its own transaction, at the current time.
+#[cfg(test)]
 pub fn acknowledge(
-    store: &mut Store,
+    store: &mut crate::store::Store,
     alert_id: &str,
     by: &str,
     note: Option<&str>,
@@ -186,8 +187,9 @@ pub fn acknowledge(
 }
 
 /// [`resolve_in`] in its own transaction, at the current time.
+#[cfg(test)]
 pub fn resolve(
-    store: &mut Store,
+    store: &mut crate::store::Store,
     alert_id: &str,
     by: &str,
     note: Option<&str>,

@@ -13,15 +13,16 @@
 //!   (from the `runs` heartbeats) and device-offline inhibition;
 //! - [`clock`]: what "now" is: the wall clock, or the data's own time for
 //!   accelerated replays (`rules.clock`);
-//! - [`history`]: the engine's view of stored readings as bounded, indexed
-//!   queries, so the cost of a reading does not grow with the record;
+//! - the engine's view of stored readings (bounded, indexed queries, so the
+//!   cost of a reading does not grow with the record) is the store's
+//!   [`crate::store::history`];
 //! - [`lifecycle`]: acknowledge (with snooze) and manual resolve, shared by
 //!   the CLI and the HTTP API;
-//! - [`alerts`]: reading alerts and their history back;
 //! - [`burden`]: the alert-burden report (per care team and rule);
 //! - [`whatif`]: replaying stored readings through a candidate rule set;
-//! - [`task`]: the async task (wake on commit, timers, SIGHUP reload);
-//! - [`cli`]: `rules`, `patients` and `alerts` commands.
+//! - [`worker`]: the rule stage's run loop (wake on commit, timers, SIGHUP
+//!   reload);
+//! - the `rules`, `patients` and `alerts` commands are in `crate::cli`.
 //!
 //! The bundled rule packs are defaults a program can edit, not medical advice.
 
@@ -29,14 +30,13 @@ pub mod burden;
 pub mod clock;
 pub mod config;
 pub mod evaluator;
-pub mod history;
 pub mod lifecycle;
 pub mod missing;
 mod persist;
-pub mod task;
 #[cfg(test)]
 mod tests;
 pub mod whatif;
+pub mod worker;
 
 use std::path::Path;
 

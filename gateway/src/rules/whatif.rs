@@ -20,7 +20,6 @@
 //! page its own short read, and only per-patient state (alert states,
 //! newest measured time per metric) stays in memory.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -30,11 +29,11 @@ use alerting_rules::{
 };
 use chrono::{DateTime, DurationRound, TimeDelta, TimeZone, Utc};
 use device_profiles::Metric;
-use rusqlite::{params, Connection};
+use rusqlite::Connection;
 use serde::Serialize;
 
-use super::history::MAX_WINDOW_ROWS;
 use super::missing::gateway_downtime;
+use crate::store::history::{self, SqliteHistory};
 use crate::store::StoreError;
 
 /// Rows read per page.
@@ -54,7 +53,6 @@ pub struct WhatIfQuery {
 /// One rule's counts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RuleCount {
-    /// Rule id.
     pub rule_id: String,
     /// Alerts raised in the period (the store).
     pub raised: u64,
@@ -66,10 +64,8 @@ pub struct RuleCount {
 
 /// A patient whose alerts change under the candidate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PatientChange {
-    /// Patient id.
+pub struct ChangedPatient {
     pub patient_id: String,
-    /// Rule id.
     pub rule_id: String,
     /// Alerts raised.
     pub raised: u64,
@@ -93,56 +89,21 @@ pub struct WhatIfReport {
     /// Per rule (every rule of either set that raised or would raise).
     pub rules: Vec<RuleCount>,
     /// Patients with more alerts of a rule under the candidate.
-    pub gained: Vec<PatientChange>,
+    pub gained: Vec<ChangedPatient>,
     /// Patients with fewer alerts of a rule under the candidate.
-    pub lost: Vec<PatientChange>,
+    pub lost: Vec<ChangedPatient>,
 }
 
 fn t(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
-/// The store as of one commit position: readings with a larger `seq` are
-/// invisible. `last_seen` is served from memory (it is asked for every
+/// The store as of one commit position: the store's history bounded by
+/// `seq`, with `last_seen` served from memory (it is asked for every
 /// patient at every missing-data tick).
 struct AsOf<'c> {
-    conn: &'c Connection,
-    seq: i64,
+    readings: SqliteHistory<'c>,
     last_seen: HashMap<String, HashMap<Metric, DateTime<Utc>>>,
-    error: RefCell<Option<rusqlite::Error>>,
-    /// Statements kept prepared here rather than in rusqlite's cache, which
-    /// clears their bindings on return: SQLite then prepares them again at
-    /// the next step (a third of the replay's time).
-    stmts: RefCell<HashMap<String, rusqlite::Statement<'c>>>,
-}
-
-impl AsOf<'_> {
-    fn points(&self, sql: &str, p: impl rusqlite::Params) -> Vec<Point> {
-        let mut stmts = self.stmts.borrow_mut();
-        let stmt = match stmts.entry(sql.to_string()) {
-            std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                self.conn.prepare(sql).map(|s| v.insert(s))
-            }
-        };
-        let r = stmt.and_then(|q| {
-            q.query_map(p, |r| {
-                Ok(Point {
-                    reading_id: r.get(0)?,
-                    measured_at: t(r.get(1)?),
-                    value: r.get(2)?,
-                })
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()
-        });
-        match r {
-            Ok(v) => v,
-            Err(e) => {
-                self.error.borrow_mut().get_or_insert(e);
-                Vec::new()
-            }
-        }
-    }
 }
 
 impl History for AsOf<'_> {
@@ -153,35 +114,11 @@ impl History for AsOf<'_> {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Vec<Point> {
-        // Limits are literals: SQLite plans `ORDER BY ... LIMIT ?` by the
-        // bound value and prepares the statement again at each new binding.
-        self.points(
-            &format!(
-                "SELECT reading_id, measured_at, value FROM readings
-                 WHERE patient_id = ?1 AND metric = ?2 AND measured_at >= ?3 AND measured_at <= ?4 AND seq <= ?5
-                 ORDER BY measured_at, reading_id LIMIT {MAX_WINDOW_ROWS}"
-            ),
-            params![
-                patient,
-                metric.name(),
-                from.timestamp_millis(),
-                to.timestamp_millis(),
-                self.seq
-            ],
-        )
+        self.readings.window(patient, metric, from, to)
     }
 
     fn last_n(&self, patient: &str, metric: Metric, at: DateTime<Utc>, n: usize) -> Vec<Point> {
-        let mut v = self.points(
-            &format!(
-                "SELECT reading_id, measured_at, value FROM readings
-                 WHERE patient_id = ?1 AND metric = ?2 AND measured_at <= ?3 AND seq <= ?4
-                 ORDER BY measured_at DESC, reading_id DESC LIMIT {n}"
-            ),
-            params![patient, metric.name(), at.timestamp_millis(), self.seq],
-        );
-        v.reverse();
-        v
+        self.readings.last_n(patient, metric, at, n)
     }
 
     fn last_seen(&self, patient: &str, metric: Option<Metric>) -> Option<DateTime<Utc>> {
@@ -262,51 +199,28 @@ pub fn what_if(
     let until = q.until.timestamp_millis();
     let downtime = gateway_downtime(conn, q.until)?;
     let mut hist = AsOf {
-        conn,
-        seq: 0,
+        readings: SqliteHistory::as_of(conn, 0),
         last_seen: HashMap::new(),
-        error: RefCell::new(None),
-        stmts: RefCell::new(HashMap::new()),
     };
     // Newest measured time per (patient, metric) before the period.
-    {
-        let mut st = conn.prepare(
-            "SELECT patient_id, metric, MAX(measured_at) FROM readings
-             WHERE received_at < ?1 AND (?2 IS NULL OR patient_id = ?2) GROUP BY patient_id, metric",
-        )?;
-        let rows = st.query_map(params![since, q.patient], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })?;
-        for row in rows {
-            let (p, m, at) = row?;
-            if let Ok(m) = m.parse::<Metric>() {
-                hist.last_seen.entry(p).or_default().insert(m, t(at));
-            }
+    for (p, m, at) in history::newest_measured_before(conn, since, q.patient.as_deref())? {
+        if let Ok(m) = m.parse::<Metric>() {
+            hist.last_seen.entry(p).or_default().insert(m, t(at));
         }
     }
     let mut runs: BTreeMap<String, Run> = BTreeMap::new();
     // Everyone enrolled is watched (a patient who never sends is silent).
-    {
-        let ids: Vec<String> = conn
-            .prepare("SELECT patient_id FROM patients WHERE (?1 IS NULL OR patient_id = ?1)")?
-            .query_map(params![q.patient], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        for id in ids {
-            let patient = load_patient(conn, &id)?;
-            runs.insert(
-                id,
-                Run {
-                    patient,
-                    states: BTreeMap::new(),
-                    watermark: None,
-                    last_input: None,
-                },
-            );
-        }
+    for id in crate::store::patients::ids(conn, q.patient.as_deref())? {
+        let patient = load_patient(conn, &id)?;
+        runs.insert(
+            id,
+            Run {
+                patient,
+                states: BTreeMap::new(),
+                watermark: None,
+                last_input: None,
+            },
+        );
     }
     let mut rp = Replay {
         engine,
@@ -325,35 +239,24 @@ pub fn what_if(
         // One read transaction per page: the engine's queries for it share
         // one snapshot and one lock (and a live gateway's checkpoints wait
         // for one page at most).
-        conn.execute_batch("BEGIN")?;
-        let page: Vec<Pending> = conn
-            .prepare_cached(
-                "SELECT seq, group_id, patient_id, metric, value, measured_at, received_at, committed_at, reading_id
-                 FROM readings WHERE seq > ?1 AND received_at >= ?2 AND received_at < ?3
-                   AND (?4 IS NULL OR patient_id = ?4)
-                 ORDER BY seq LIMIT ?5",
-            )?
-            .query_map(params![after, since, until, q.patient, PAGE], |r| {
-                let metric: String = r.get(3)?;
-                let received: i64 = r.get(6)?;
-                let committed: i64 = r.get(7)?;
-                Ok(Pending {
-                    seq: r.get(0)?,
-                    group: r.get(1)?,
-                    patient: r.get(2)?,
-                    committed: t(committed.max(received)),
-                    reading: metric.parse::<Metric>().ok().map(|metric| {
-                        Ok::<_, rusqlite::Error>(NewReading {
-                            id: r.get(8)?,
-                            metric,
-                            value: r.get(4)?,
-                            measured_at: t(r.get(5)?),
-                            received_at: t(received),
-                        })
-                    }).transpose()?,
+        let tx = conn.unchecked_transaction()?;
+        let page: Vec<Pending> =
+            history::received_page(conn, after, since, until, q.patient.as_deref(), PAGE)?
+                .into_iter()
+                .map(|r| Pending {
+                    seq: r.seq,
+                    group: r.group_id,
+                    patient: r.patient_id,
+                    committed: t(r.committed_at.max(r.received_at)),
+                    reading: r.metric.parse::<Metric>().ok().map(|metric| NewReading {
+                        id: r.reading_id,
+                        metric,
+                        value: r.value,
+                        measured_at: t(r.measured_at),
+                        received_at: t(r.received_at),
+                    }),
                 })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
+                .collect();
         let last_page = (page.len() as i64) < PAGE;
         for row in page {
             after = row.seq;
@@ -370,12 +273,12 @@ pub fn what_if(
             }
             pending.push(row);
         }
-        conn.execute_batch("COMMIT")?;
+        tx.commit()?;
         if last_page {
             break;
         }
     }
-    conn.execute_batch("BEGIN")?;
+    let tx = conn.unchecked_transaction()?;
     if !pending.is_empty() {
         measurements += 1;
         rp.measurement(pending)?;
@@ -384,34 +287,21 @@ pub fn what_if(
         rp.next_tick = Some(hour_after(q.since));
     }
     rp.ticks_until(q.until, false);
-    conn.execute_batch("COMMIT")?;
+    tx.commit()?;
     let Replay {
         hist,
         runs,
         mut counts,
         ..
     } = rp;
-    if let Some(e) = hist.error.borrow_mut().take() {
+    if let Some(e) = hist.readings.take_error() {
         return Err(e.into());
     }
     // What was raised.
+    for (p, rule, n) in
+        crate::store::alerts::fired_counts(conn, since, until, q.patient.as_deref())?
     {
-        let mut st = conn.prepare(
-            "SELECT patient_id, rule_id, COUNT(*) FROM alerts
-             WHERE fired_at >= ?1 AND fired_at < ?2 AND (?3 IS NULL OR patient_id = ?3)
-             GROUP BY patient_id, rule_id",
-        )?;
-        let rows = st.query_map(params![since, until, q.patient], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })?;
-        for row in rows {
-            let (p, rule, n) = row?;
-            counts.by.entry((p, rule)).or_default().0 += n.max(0) as u64;
-        }
+        counts.by.entry((p, rule)).or_default().0 += n.max(0) as u64;
     }
     let mut rules: BTreeMap<String, RuleCount> = BTreeMap::new();
     let mut gained = Vec::new();
@@ -424,7 +314,7 @@ pub fn what_if(
         r.raised += raised;
         r.candidate += cand;
         r.candidate_notified += notified;
-        let change = PatientChange {
+        let change = ChangedPatient {
             patient_id: p.clone(),
             rule_id: rule.clone(),
             raised: *raised,
@@ -521,7 +411,7 @@ impl Replay<'_, '_> {
             .max()
             .unwrap_or(first.committed);
         self.ticks_until(now, true);
-        self.hist.seq = seq;
+        self.hist.readings.advance_to(seq);
         let readings: Vec<NewReading> = group.into_iter().filter_map(|g| g.reading).collect();
         let seen = self.hist.last_seen.entry(patient.clone()).or_default();
         for r in &readings {

@@ -1,7 +1,8 @@
 //! Alerts as stored: one row from fire to resolve, and its history.
 //!
 //! Read by the CLI, the HTTP API and the outbox event builder. Every
-//! transition (fired, updated, acknowledged, resolved, note) is a row of
+//! change of an alert (fired, updated and resolved as the rules decide,
+//! acknowledged, resolved and noted by a person) is a row of
 //! `alert_history` with its time, actor and evidence.
 //!
 //! The rule evaluator's own bookkeeping lives here too: each (patient, rule)
@@ -21,9 +22,9 @@ use super::StoreError;
 pub struct AlertRecord {
     /// Stable alert id.
     pub alert_id: String,
-    /// Patient.
+    /// Whose alert it is: what care-team scoping and audit rows go by.
     pub patient_id: String,
-    /// Rule id.
+    /// The rule that fired it (one open alert per patient and rule).
     pub rule_id: String,
     /// Rule version that fired it (updated with later notifications).
     pub rule_version: u32,
@@ -41,7 +42,7 @@ pub struct AlertRecord {
     pub evidence: serde_json::Value,
     /// Fired by back-filled or delayed data.
     pub late: bool,
-    /// Flapping.
+    /// Firing and clearing too often: notifications are held back.
     pub flapping: bool,
     /// When it fired (processing time).
     pub fired_at: DateTime<Utc>,
@@ -63,7 +64,8 @@ pub struct AlertRecord {
     pub resolved_by: Option<String>,
 }
 
-/// One transition of an alert.
+/// One entry of an alert's history: a rule's transition or a person's
+/// action.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HistoryEntry {
     /// Row id (order).
@@ -157,6 +159,86 @@ pub fn list(conn: &Connection, filter: &AlertFilter) -> Result<Vec<AlertRecord>,
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// An alert with its patient's care team, as the API lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TeamAlert {
+    /// The alert row.
+    pub alert: AlertRecord,
+    /// The patient's care team now (`None`: none, or not enrolled).
+    pub care_team: Option<String>,
+}
+
+/// One page of alerts, newest first by (`fired_at`, `alert_id`).
+#[derive(Debug, Clone, Default)]
+pub struct AlertPage {
+    /// `firing`, `acknowledged`, `resolved`, or `open` (not resolved);
+    /// the caller checks the word.
+    pub status: Option<String>,
+    /// `info`, `warning`, `urgent` or `critical`.
+    pub severity: Option<String>,
+    /// Only this patient.
+    pub patient_id: Option<String>,
+    /// Only patients of this care team.
+    pub care_team: Option<String>,
+    /// Only patients of these care teams (a JSON array: a care-team
+    /// token's scope).
+    pub scope_teams: Option<String>,
+    /// After this (`fired_at` ms, `alert_id`): the keyset cursor.
+    pub before: Option<(i64, String)>,
+    /// Most rows.
+    pub limit: usize,
+}
+
+const TEAM_HEAD: &str = "a.alert_id, a.patient_id, a.rule_id, a.rule_version, a.pack, a.severity, a.status, a.message,
+     a.limits, a.evidence, a.late, a.flapping, a.fired_at, a.measured_at, a.updated_at, a.acknowledged_by,
+     a.acknowledged_at, a.ack_note, a.snooze_until, a.resolved_at, a.resolved_by, p.care_team
+     FROM alerts a LEFT JOIN patients p ON p.patient_id = a.patient_id";
+
+fn team_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TeamAlert> {
+    Ok(TeamAlert {
+        alert: row(r)?,
+        care_team: r.get(21)?,
+    })
+}
+
+/// One alert with its patient's care team.
+pub fn get_with_team(conn: &Connection, alert_id: &str) -> Result<Option<TeamAlert>, StoreError> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {TEAM_HEAD} WHERE a.alert_id = ?1"))?
+        .query_row([alert_id], team_row)
+        .optional()?)
+}
+
+/// The page of alerts `q` selects.
+pub fn page(conn: &Connection, q: &AlertPage) -> Result<Vec<TeamAlert>, StoreError> {
+    let mut f = super::listing::Filter::default();
+    match q.status.as_deref() {
+        None => {}
+        Some("open") => f.add("a.status != ?", "resolved".to_string()),
+        Some(s) => f.add("a.status = ?", s.to_string()),
+    }
+    if let Some(s) = &q.severity {
+        f.add("a.severity = ?", s.clone());
+    }
+    if let Some(t) = &q.care_team {
+        f.add("p.care_team = ?", t.clone());
+    }
+    if let Some((t, id)) = &q.before {
+        f.add2("(a.fired_at, a.alert_id) < (?a, ?b)", *t, id.clone());
+    }
+    if let Some(pt) = &q.patient_id {
+        f.add("a.patient_id = ?", pt.clone());
+    }
+    f.scope("a.patient_id", q.scope_teams.clone());
+    f.query(
+        conn,
+        TEAM_HEAD,
+        "a.fired_at DESC, a.alert_id DESC",
+        q.limit,
+        team_row,
+    )
+}
+
 /// The history of one alert, oldest first.
 pub fn history(conn: &Connection, alert_id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
     let mut q = conn.prepare_cached(
@@ -187,7 +269,6 @@ pub fn open_counts(conn: &Connection) -> Result<Vec<(String, i64)>, StoreError> 
 /// A stored engine state: its JSON and the open alert it stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredState {
-    /// Rule id.
     pub rule_id: String,
     /// The engine's state (JSON).
     pub state: String,
@@ -272,7 +353,7 @@ pub fn history_len(conn: &Connection, alert_id: &str) -> Result<i64, StoreError>
 /// A history row to append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NewHistory<'a> {
-    /// The alert.
+    /// The alert whose history grows.
     pub alert_id: &'a str,
     /// When (ms).
     pub at: i64,
@@ -306,11 +387,12 @@ pub fn exists(conn: &Connection, alert_id: &str) -> Result<bool, StoreError> {
 /// again at each update.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlertContent<'a> {
-    /// Rule version.
+    /// The version of the rule that decided it, so that a later edit of
+    /// the rule does not rewrite what the alert said.
     pub rule_version: u32,
     /// Severity name.
     pub severity: &'a str,
-    /// Message.
+    /// The rendered message, as notified.
     pub message: &'a str,
     /// Limits (JSON).
     pub limits: &'a str,
@@ -318,7 +400,7 @@ pub struct AlertContent<'a> {
     pub evidence: &'a str,
     /// On late data.
     pub late: bool,
-    /// Flapping.
+    /// Firing and clearing too often: notifications are held back.
     pub flapping: bool,
 }
 
@@ -327,13 +409,13 @@ pub struct AlertContent<'a> {
 pub struct NewAlert<'a> {
     /// Stable id.
     pub alert_id: &'a str,
-    /// Patient.
+    /// Whose alert it is.
     pub patient_id: &'a str,
-    /// Rule.
+    /// The rule that fired it.
     pub rule_id: &'a str,
     /// Rule pack.
     pub pack: &'a str,
-    /// What the transition says.
+    /// What the rule's transition says.
     pub content: AlertContent<'a>,
     /// Fired (ms).
     pub fired_at: i64,
@@ -499,10 +581,29 @@ pub fn resolve_by(conn: &Connection, alert_id: &str, at: i64, by: &str) -> Resul
     Ok(())
 }
 
+/// The number of alerts fired in `[since, until)` (ms) per (patient, rule),
+/// of one patient or all.
+pub fn fired_counts(
+    conn: &Connection,
+    since: i64,
+    until: i64,
+    patient: Option<&str>,
+) -> Result<Vec<(String, String, i64)>, StoreError> {
+    let mut st = conn.prepare(
+        "SELECT patient_id, rule_id, COUNT(*) FROM alerts
+         WHERE fired_at >= ?1 AND fired_at < ?2 AND (?3 IS NULL OR patient_id = ?3)
+         GROUP BY patient_id, rule_id",
+    )?;
+    let rows = st.query_map(params![since, until, patient], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// An alert fired in a period, summarised for the alert-burden report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FiredSummary {
-    /// Rule.
+    /// The rule that fired it (the report counts per rule).
     pub rule_id: String,
     /// The patient's care team.
     pub care_team: Option<String>,

@@ -52,11 +52,12 @@ pub enum MaintenanceError {
         "the copy of table `{table}` holds {copied} row(s), the store {rows}: nothing was replaced"
     )]
     Lost {
-        /// the table
+        /// The table whose copy came out short, named so that the
+        /// operator can look at it before retrying.
         table: String,
-        /// rows in the store
+        /// Rows the store holds.
         rows: i64,
-        /// rows in the copy
+        /// Rows the copy holds.
         copied: i64,
     },
     /// SQLite's check of the copy failed.
@@ -65,9 +66,9 @@ pub enum MaintenanceError {
     /// The copy could not be written, synced or put in place.
     #[error("{}: {source}", path.display())]
     Io {
-        /// the file
+        /// The copy, or the store it was to replace.
         path: PathBuf,
-        /// why
+        /// The operating system's refusal (a full disk, permissions).
         source: std::io::Error,
     },
 }

@@ -12,7 +12,9 @@ pub mod care_time;
 pub mod cipher;
 pub mod config;
 pub mod files;
+pub mod history;
 pub mod inbox;
+pub mod listing;
 pub mod maintenance;
 pub mod outbox;
 pub mod patients;
@@ -40,7 +42,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use schema::latest_version;
 pub use writer::{Writer, WriterConfig};
 
 /// Store failures. Input problems are never store errors: they are quarantined.

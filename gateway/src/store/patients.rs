@@ -13,6 +13,14 @@ use serde::Serialize;
 
 use super::{now_ms, Store, StoreError};
 
+/// The ids of every enrolled patient, or of `only` if enrolled.
+pub fn ids(conn: &Connection, only: Option<&str>) -> Result<Vec<String>, StoreError> {
+    let mut st =
+        conn.prepare("SELECT patient_id FROM patients WHERE (?1 IS NULL OR patient_id = ?1)")?;
+    let rows = st.query_map(params![only], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// A patient as the store knows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PatientRecord {

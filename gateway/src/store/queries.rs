@@ -19,9 +19,7 @@ pub struct StoredReading {
     pub reading_id: String,
     /// Measurement id.
     pub group_id: String,
-    /// Patient.
     pub patient_id: String,
-    /// Device.
     pub device_id: String,
     /// Metric name.
     pub metric: String,
@@ -259,6 +257,106 @@ pub fn quarantine_with_payload(
     }
 }
 
+/// One page of readings, in measured-time order (`measured_at`, `seq`).
+#[derive(Debug, Clone, Default)]
+pub struct ReadingPage {
+    /// Only this metric (canonical name).
+    pub metric: Option<String>,
+    /// Measured at or after (ms).
+    pub since: Option<i64>,
+    /// Measured before (ms).
+    pub until: Option<i64>,
+    /// After this (`measured_at` ms, `seq`): the keyset cursor.
+    pub after: Option<(i64, i64)>,
+    /// Only this device.
+    pub device_id: Option<String>,
+    /// Only this patient.
+    pub patient_id: Option<String>,
+    /// Only patients of these care teams (a JSON array: a care-team
+    /// token's scope).
+    pub scope_teams: Option<String>,
+    /// Most rows.
+    pub limit: usize,
+}
+
+/// The page of readings `q` selects.
+pub fn readings_page(conn: &Connection, q: &ReadingPage) -> Result<Vec<StoredReading>, StoreError> {
+    let mut f = super::listing::Filter::default();
+    if let Some(m) = &q.metric {
+        f.add("metric = ?", m.clone());
+    }
+    if let Some(s) = q.since {
+        f.add("measured_at >= ?", s);
+    }
+    if let Some(u) = q.until {
+        f.add("measured_at < ?", u);
+    }
+    if let Some((t, seq)) = q.after {
+        f.add2("(measured_at, seq) > (?a, ?b)", t, seq);
+    }
+    if let Some(d) = &q.device_id {
+        f.add("device_id = ?", d.clone());
+    }
+    if let Some(p) = &q.patient_id {
+        f.add("patient_id = ?", p.clone());
+    }
+    f.scope("patient_id", q.scope_teams.clone());
+    f.query(
+        conn,
+        &format!("{READING_COLUMNS} FROM readings"),
+        "measured_at, seq",
+        q.limit,
+        reading_row,
+    )
+}
+
+/// One page of quarantine rows, oldest first (`id`).
+#[derive(Debug, Clone, Default)]
+pub struct QuarantinePage {
+    /// `open`, `reprocessed` or `discarded` (the caller checks the word).
+    pub status: Option<String>,
+    /// Only this reason code.
+    pub reason: Option<String>,
+    /// Only this device.
+    pub device_id: Option<String>,
+    /// Only this source (`mqtt`, `ble`, `https`).
+    pub source: Option<String>,
+    /// After this id: the keyset cursor.
+    pub after: Option<i64>,
+    /// Most rows.
+    pub limit: usize,
+}
+
+/// The page of quarantine rows `q` selects.
+pub fn quarantine_page(
+    conn: &Connection,
+    q: &QuarantinePage,
+) -> Result<Vec<QuarantineRow>, StoreError> {
+    let mut f = super::listing::Filter::default();
+    if let Some(s) = &q.status {
+        f.add("status = ?", s.clone());
+    }
+    if let Some(r) = &q.reason {
+        f.add("reason = ?", r.clone());
+    }
+    if let Some(d) = &q.device_id {
+        f.add("device_id = ?", d.clone());
+    }
+    if let Some(s) = &q.source {
+        f.add("source = ?", s.clone());
+    }
+    if let Some(id) = q.after {
+        f.add("id > ?", id);
+    }
+    f.query(
+        conn,
+        &format!("{QUARANTINE_COLUMNS} FROM quarantine"),
+        "id",
+        q.limit,
+        quarantine_row,
+    )
+}
+
 /// A committed reading as the rule evaluator reads it (times in ms).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CommittedReading {
@@ -268,11 +366,9 @@ pub struct CommittedReading {
     pub reading_id: String,
     /// Measurement id.
     pub group_id: String,
-    /// Patient.
     pub patient_id: String,
     /// Metric name.
     pub metric: String,
-    /// Value.
     pub value: f64,
     /// Corrected measurement time.
     pub measured_at: i64,
@@ -305,6 +401,15 @@ fn committed(
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The committed readings `tail` (`WHERE ... ORDER BY ...`) selects.
+pub(super) fn committed_where(
+    conn: &Connection,
+    tail: &str,
+    p: impl rusqlite::Params,
+) -> Result<Vec<CommittedReading>, StoreError> {
+    committed(conn, &format!("{COMMITTED} {tail}"), p)
 }
 
 /// Up to `limit` readings committed after `after_seq`, in commit order.

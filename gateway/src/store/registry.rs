@@ -15,7 +15,6 @@ use super::{insert_group, now_ms, Store, StoreError};
 /// A device as the registry knows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Device {
-    /// Device id.
     pub device_id: String,
     /// Assigned patient, if any.
     pub patient_id: Option<String>,
@@ -68,7 +67,6 @@ pub struct QuarantinedInput {
     pub origin: String,
     /// Profile that decoded it.
     pub profile: Option<String>,
-    /// Device id.
     pub device_id: Option<String>,
     /// Measurement index within the message (the first, for a row that
     /// stands for several).
@@ -282,6 +280,49 @@ impl Store {
             )
             .optional()?)
     }
+}
+
+/// One page of devices, by device id.
+#[derive(Debug, Clone, Default)]
+pub struct DevicePage {
+    /// After this device id: the keyset cursor.
+    pub after: Option<String>,
+    /// Only assigned (`true`) or unassigned (`false`) devices.
+    pub assigned: Option<bool>,
+    /// Only this patient's devices.
+    pub patient_id: Option<String>,
+    /// Only devices of patients of these care teams (a JSON array: a
+    /// care-team token's scope).
+    pub scope_teams: Option<String>,
+    /// Most rows.
+    pub limit: usize,
+}
+
+/// The page of devices `q` selects.
+pub fn devices_page(
+    conn: &rusqlite::Connection,
+    q: &DevicePage,
+) -> Result<Vec<Device>, StoreError> {
+    let mut f = super::listing::Filter::default();
+    if let Some(c) = &q.after {
+        f.add("device_id > ?", c.clone());
+    }
+    match q.assigned {
+        Some(true) => f.add("patient_id IS NOT ?", rusqlite::types::Value::Null),
+        Some(false) => f.add("patient_id IS ?", rusqlite::types::Value::Null),
+        None => {}
+    }
+    if let Some(p) = &q.patient_id {
+        f.add("patient_id = ?", p.clone());
+    }
+    f.scope("patient_id", q.scope_teams.clone());
+    f.query(
+        conn,
+        &format!("{DEVICE_COLUMNS} FROM devices"),
+        "device_id",
+        q.limit,
+        device_row,
+    )
 }
 
 /// Columns read by [`device_row`], in its order.

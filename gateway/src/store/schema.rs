@@ -512,8 +512,3 @@ pub fn migrate(conn: &mut Connection) -> Result<i64, StoreError> {
     }
     Ok(newest)
 }
-
-/// The newest schema version this build knows.
-pub fn latest_version() -> i64 {
-    MIGRATIONS.last().map(|m| m.0).unwrap_or(0)
-}

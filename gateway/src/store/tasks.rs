@@ -240,15 +240,6 @@ pub fn due_for_check(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// The earliest check still to come (for the escalator's sleep).
-pub fn next_check(conn: &Connection) -> Result<Option<i64>, StoreError> {
-    Ok(conn.query_row(
-        "SELECT MIN(next_check_at) FROM tasks WHERE next_check_at IS NOT NULL",
-        [],
-        |r| r.get(0),
-    )?)
-}
-
 /// A task history row as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskHistoryRow {

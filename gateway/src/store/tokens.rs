@@ -143,6 +143,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
 
 /// Creates a token. A `care_team` token needs at least one team; other
 /// roles take none.
+#[cfg(test)]
 pub fn create(
     conn: &Connection,
     name: &str,
@@ -156,7 +157,6 @@ pub fn create(
 /// (empty: any). A vendor cloud's token names its devices or its profile.
 #[derive(Debug, Clone, Default)]
 pub struct IngestScope {
-    /// Device ids.
     pub devices: Vec<String>,
     /// Profile names.
     pub profiles: Vec<String>,

@@ -46,7 +46,6 @@ pub fn queue_delivery(
 /// A pending delivery in a dispatcher worker's window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingDelivery {
-    /// The delivery.
     pub delivery_id: i64,
     /// Not to be tried before (ms).
     pub next_attempt_at: i64,
@@ -135,7 +134,6 @@ pub fn attempt_state(
 /// One attempt as logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptLog<'a> {
-    /// The delivery.
     pub delivery_id: i64,
     /// 1-based attempt number.
     pub attempt: i64,
@@ -219,9 +217,7 @@ pub struct DeliveryRecord {
     pub event_seq: i64,
     /// Event id (= `webhook-id`).
     pub event_id: String,
-    /// Event type.
     pub event_type: String,
-    /// Endpoint.
     pub endpoint_id: String,
     /// pending | delivered | failed | dead.
     pub status: String,
@@ -242,7 +238,6 @@ pub struct DeliveryRecord {
 /// One attempt.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AttemptRecord {
-    /// Delivery.
     pub delivery_id: i64,
     /// 1, 2, ...
     pub attempt: i64,

@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    rpm_gateway::cli::main()
+    rpm_gateway::main()
 }

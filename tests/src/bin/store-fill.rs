@@ -6,7 +6,7 @@
 //!   rpm-store-fill DB --cursor NAME   print a cursor's position
 //!   rpm-store-fill DB --max-seq       print the newest reading's seq
 
-use rpm_gateway::store::Store;
+use rpm_gateway::Store;
 use rusqlite::params;
 use std::path::Path;
 use std::process::ExitCode;
@@ -61,14 +61,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn fill(store: &mut Store, n: u64) -> Result<(), rpm_gateway::store::StoreError> {
+fn fill(store: &mut Store, n: u64) -> Result<(), rpm_gateway::StoreError> {
     let first: i64 =
         store
             .conn()
             .query_row("SELECT COALESCE(MAX(seq), 0) FROM readings", [], |r| {
                 r.get(0)
             })?;
-    let now = rpm_gateway::store::now_ms();
+    let now = rpm_gateway::now_ms();
     // Measured times: one a minute per device and metric, ending now.
     let base = now - (n as i64 / 1000 + 1) * 60_000;
     let tx = store.transaction()?;

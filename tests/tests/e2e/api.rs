@@ -1256,7 +1256,7 @@ fn openapi_document_matches_the_router() {
             }
         }
     }
-    let served: BTreeSet<(String, String)> = rpm_gateway::api::route_list().into_iter().collect();
+    let served: BTreeSet<(String, String)> = rpm_gateway::route_list().into_iter().collect();
     let undocumented: Vec<_> = served.difference(&documented).collect();
     let unserved: Vec<_> = documented.difference(&served).collect();
     assert!(

@@ -5,9 +5,9 @@
 
 use crate::common::webhooks::{alert, Receiver, SECRET};
 use crate::common::{fill_store, wait_until, Gateway, Mosquitto, BIN};
-use rpm_gateway::store::cipher::{self, Keying};
-use rpm_gateway::store::outbox::enqueue;
-use rpm_gateway::store::Store;
+use rpm_gateway::encryption::{self as cipher, Keying};
+use rpm_gateway::webhooks::enqueue;
+use rpm_gateway::Store;
 use rusqlite::{Connection, OpenFlags};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -23,7 +23,7 @@ const VALUE: &str = "73.9137";
 const SECRET_BODY: &str = "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 fn new_key() -> String {
-    hex::encode(rpm_gateway::store::secrets::random_key().unwrap())
+    hex::encode(rpm_gateway::encryption::random_key().unwrap())
 }
 
 /// A config with (`mqtt`: a broker port) or without a source, `[store]`

@@ -3,11 +3,8 @@
 //! end); and, for the BlueZ tests, a private dbus-daemon and the emulator.
 
 use rpm_e2e::virtual_transport::{virtual_radio, VirtualRadio};
-use rpm_gateway::config::Config;
-use rpm_gateway::metrics::Metrics;
-use rpm_gateway::pipeline::Pipeline;
-use rpm_gateway::sources::ble::BleSource;
-use rpm_gateway::store::{Store, Writer, WriterConfig};
+use rpm_gateway::ble::BleSource;
+use rpm_gateway::{Config, Metrics, Pipeline, Store, Writer, WriterConfig};
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,9 +36,9 @@ impl VirtualGateway {
         }
         let config = Config::from_toml(&text, Path::new("")).unwrap();
         let metrics = Arc::new(Metrics::default());
-        let pipeline = Arc::new(rpm_gateway::runtime::pipeline(&config, metrics.clone()).unwrap());
+        let pipeline = Arc::new(rpm_gateway::pipeline(&config, metrics.clone()).unwrap());
         let mut store = Store::open(&db).unwrap();
-        rpm_gateway::runtime::apply_config_devices(&mut store, &config, &pipeline).unwrap();
+        rpm_gateway::apply_config_devices(&mut store, &config, &pipeline).unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -4,11 +4,10 @@
 //! receiver that verifies with the `standardwebhooks` package.
 
 use chrono::{Duration as CDuration, Utc};
-use rpm_gateway::store::outbox::{
+use rpm_gateway::webhooks::{
     enqueue, event_id, AlertData, Event, EventType, EvidenceReading, RuleRef, EVENT_SCHEMA,
 };
-use rpm_gateway::store::patients::PatientChange;
-use rpm_gateway::store::Store;
+use rpm_gateway::{PatientChange, Store};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,7 +21,7 @@ pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// A second secret (rotation).
 pub fn new_secret() -> String {
-    rpm_gateway::delivery::signing::Secret::generate()
+    rpm_gateway::webhooks::Secret::generate()
 }
 
 /// An `alert.fired` event for `patient`, numbered `n`.

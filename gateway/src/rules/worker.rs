@@ -1,4 +1,4 @@
-//! The rule stage as an async task.
+//! The rule stage's worker: the async loop that drives the evaluator.
 //!
 //! Wakes on every ingest commit (`Writer::committed`), on a one-second poll
 //! (readings committed by another process, such as a CLI assignment that
@@ -23,9 +23,9 @@ use super::evaluator::Evaluator;
 use super::load_rule_set;
 use crate::metrics::Metrics;
 
-/// Task settings.
+/// What the worker needs beyond the evaluator: where to reload rules from, and how often silence is judged.
 #[derive(Debug, Clone)]
-pub struct TaskConfig {
+pub struct WorkerConfig {
     /// Rule directory (`None`: bundled packs), re-read on reload.
     pub rules_dir: Option<PathBuf>,
     /// Engine settings.
@@ -59,7 +59,7 @@ pub fn reload_signal() -> mpsc::Receiver<()> {
 
 /// Runs the evaluator until `stop` resolves, then evaluates what is left.
 pub async fn run(
-    cfg: TaskConfig,
+    cfg: WorkerConfig,
     evaluator: Evaluator,
     mut committed: watch::Receiver<u64>,
     mut reload: mpsc::Receiver<()>,
@@ -154,7 +154,7 @@ async fn work(
     }
 }
 
-async fn reload_rules(cfg: &TaskConfig, ev: &mut Evaluator, metrics: &Metrics) {
+async fn reload_rules(cfg: &WorkerConfig, ev: &mut Evaluator, metrics: &Metrics) {
     let dir = cfg.rules_dir.clone();
     let loaded = tokio::task::spawn_blocking(move || load_rule_set(dir.as_deref())).await;
     match loaded {

@@ -973,11 +973,11 @@ mod tests {
         .unwrap_err();
         let text = e.to_string();
         assert!(
-            text.contains("t.toml:7:8: tier[0].tier: unknown tier `urgent`"),
+            text.contains("t.toml:7:8: field `tier[0].tier`: unknown tier `urgent`"),
             "{text}"
         );
         assert!(
-            text.contains("t.toml:10:10: tier[0].alerts: needs `at_least = N`"),
+            text.contains("t.toml:10:10: field `tier[0].alerts`: needs `at_least = N`"),
             "{text}"
         );
         assert!(text.contains("tier[1].bogus"), "{text}");
@@ -986,20 +986,22 @@ mod tests {
         ))
         .unwrap_err()
         .to_string();
-        assert!(e.contains("tier[0].source: say where"), "{e}");
+        assert!(e.contains("field `tier[0].source`: say where"), "{e}");
         assert!(
-            e.contains("tier[0].data_days.within: data days are counted in whole local days"),
+            e.contains(
+                "field `tier[0].data_days.within`: data days are counted in whole local days"
+            ),
             "{e}"
         );
         let e = set("pack = \"t\"\nversion = 1\ntrend_rules = [\"no.such\"]\n[[tier]]\nid = \"z\"\nversion = 1\ntier = \"high\"\ndescription = \"d\"\nsource = \"s\"\nalerts = { rules = [\"nope\"], open = true, at_least = 1 }\n")
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("t.toml:3:16: trend_rules: unknown rule `no.such`"),
+            e.contains("t.toml:3:16: field `trend_rules`: unknown rule `no.such`"),
             "{e}"
         );
         assert!(
-            e.contains("tier[0].alerts.rules: unknown rule `nope`"),
+            e.contains("field `tier[0].alerts.rules`: unknown rule `nope`"),
             "{e}"
         );
     }

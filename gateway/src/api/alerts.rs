@@ -121,17 +121,7 @@ pub async fn list(
             ))
         }
     }
-    let before = match &q.cursor {
-        None => None,
-        Some(c) => {
-            let key = page::decode_cursor(c)?;
-            Some(
-                key.split_once('.')
-                    .and_then(|(t, id)| Some((t.parse::<i64>().ok()?, id.to_string())))
-                    .ok_or_else(|| ApiError::BadRequest("invalid cursor".into()))?,
-            )
-        }
-    };
+    let before = page::decode_time_id(q.cursor.as_deref())?;
     let mut select = AlertPage {
         status: q.status,
         severity: q.severity,

@@ -339,6 +339,38 @@ fn period(v: &str) -> Option<(i64, i64)> {
     }
 }
 
+/// A search's `patient`/`subject` parameter (`p1` or `Patient/p1`) into
+/// `patient`; one patient per search.
+pub(super) fn patient_param(
+    patient: &mut Option<String>,
+    k: &str,
+    v: &str,
+) -> Result<(), ApiError> {
+    let id = v.strip_prefix("Patient/").unwrap_or(v);
+    if id.is_empty() || id.contains('/') {
+        return Err(ApiError::BadRequest(format!(
+            "{k}: `{v}` is not a patient reference"
+        )));
+    }
+    if patient.replace(id.to_string()).is_some() {
+        return Err(ApiError::BadRequest(format!("{k}: give one patient")));
+    }
+    Ok(())
+}
+
+/// A search's `_count`, within `api.max_page_size`.
+pub(super) fn count_param(v: &str, max: usize) -> Result<usize, ApiError> {
+    v.parse()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| ApiError::BadRequest(format!("_count must be 1 to {max}")))
+}
+
+/// Whether `_format=v` asks for the JSON every answer is in.
+pub(super) fn json_format(v: &str) -> bool {
+    matches!(v, "json" | "application/fhir+json" | "application/json")
+}
+
 /// `GET /fhir/Observation`.
 pub async fn search(
     State(st): State<Arc<ApiState>>,
@@ -353,17 +385,7 @@ pub async fn search(
     let mut metrics: Option<Vec<Metric>> = None;
     for (k, v) in &params {
         match k.as_str() {
-            "patient" | "subject" => {
-                let id = v.strip_prefix("Patient/").unwrap_or(v);
-                if id.is_empty() || id.contains('/') {
-                    return Err(ApiError::BadRequest(format!(
-                        "{k}: `{v}` is not a patient reference"
-                    )));
-                }
-                if patient.replace(id.to_string()).is_some() {
-                    return Err(ApiError::BadRequest(format!("{k}: give one patient")));
-                }
-            }
+            "patient" | "subject" => patient_param(&mut patient, k, v)?,
             "code" => {
                 let mut set = Vec::new();
                 for token in v.split(',') {
@@ -376,27 +398,12 @@ pub async fn search(
                 });
             }
             "date" => date_filter(&mut f, v)?,
-            "_count" => {
-                count = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=st.cfg.max_page_size).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::BadRequest(format!(
-                            "_count must be 1 to {}",
-                            st.cfg.max_page_size
-                        ))
-                    })?;
-            }
+            "_count" => count = count_param(v, st.cfg.max_page_size)?,
             "_cursor" => {
                 let (t, seq) = page::decode_pair(v)?;
                 f.add2("(measured_at, seq) > (?a, ?b)", t, seq);
             }
-            "_format"
-                if matches!(
-                    v.as_str(),
-                    "json" | "application/fhir+json" | "application/json"
-                ) => {}
+            "_format" if json_format(v) => {}
             other => {
                 return Err(ApiError::BadRequest(format!(
                     "search parameter `{other}` is not supported (patient, code, date, _count)"

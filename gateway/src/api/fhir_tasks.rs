@@ -154,15 +154,7 @@ pub async fn search(
     };
     for (k, v) in &params {
         match k.as_str() {
-            "patient" | "subject" | "for" => {
-                let id = v.strip_prefix("Patient/").unwrap_or(v);
-                if id.is_empty() || id.contains('/') {
-                    return Err(ApiError::BadRequest(format!(
-                        "{k}: `{v}` is not a patient reference"
-                    )));
-                }
-                q.patient_id = Some(id.to_string());
-            }
+            "patient" | "subject" | "for" => super::fhir::patient_param(&mut q.patient_id, k, v)?,
             "status" => {
                 q.statuses = v
                     .split(',')
@@ -176,23 +168,8 @@ pub async fn search(
                     })
                     .collect::<Result<_, _>>()?;
             }
-            "_count" => {
-                q.limit = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=st.cfg.max_page_size).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::BadRequest(format!(
-                            "_count must be 1 to {}",
-                            st.cfg.max_page_size
-                        ))
-                    })?;
-            }
-            "_format"
-                if matches!(
-                    v.as_str(),
-                    "json" | "application/fhir+json" | "application/json"
-                ) => {}
+            "_count" => q.limit = super::fhir::count_param(v, st.cfg.max_page_size)?,
+            "_format" if super::fhir::json_format(v) => {}
             other => {
                 return Err(ApiError::BadRequest(format!(
                     "search parameter `{other}` is not supported (patient, status, _count)"

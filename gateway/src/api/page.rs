@@ -70,6 +70,18 @@ pub fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::BadRequest("invalid cursor".into()))
 }
 
+/// A cursor made of a time and an id (`<ms>.<id>`), optional.
+pub fn decode_time_id(cursor: Option<&str>) -> Result<Option<(i64, String)>, ApiError> {
+    let Some(cursor) = cursor else {
+        return Ok(None);
+    };
+    let key = decode_cursor(cursor)?;
+    key.split_once('.')
+        .and_then(|(t, id)| Some((t.parse::<i64>().ok()?, id.to_string())))
+        .map(Some)
+        .ok_or_else(|| ApiError::BadRequest("invalid cursor".into()))
+}
+
 /// A cursor made of two integers (time, sequence).
 pub fn decode_pair(cursor: &str) -> Result<(i64, i64), ApiError> {
     let key = decode_cursor(cursor)?;

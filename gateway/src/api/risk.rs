@@ -259,22 +259,8 @@ pub async fn search(
     let mut patient: Option<String> = None;
     for (k, v) in &params {
         match k.as_str() {
-            "subject" | "patient" => {
-                let id = v.strip_prefix("Patient/").unwrap_or(v);
-                if id.is_empty() || id.contains('/') {
-                    return Err(ApiError::BadRequest(format!(
-                        "{k}: `{v}` is not a patient reference"
-                    )));
-                }
-                if patient.replace(id.to_string()).is_some() {
-                    return Err(ApiError::BadRequest(format!("{k}: give one patient")));
-                }
-            }
-            "_format"
-                if matches!(
-                    v.as_str(),
-                    "json" | "application/fhir+json" | "application/json"
-                ) => {}
+            "subject" | "patient" => super::fhir::patient_param(&mut patient, k, v)?,
+            "_format" if super::fhir::json_format(v) => {}
             other => {
                 return Err(ApiError::BadRequest(format!(
                     "search parameter `{other}` is not supported (subject, patient)"

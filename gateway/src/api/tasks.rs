@@ -59,17 +59,7 @@ pub async fn list(
             })
             .collect::<Result<_, _>>()?,
     };
-    let after = match &q.cursor {
-        None => None,
-        Some(c) => {
-            let key = page::decode_cursor(c)?;
-            Some(
-                key.split_once('.')
-                    .and_then(|(t, id)| Some((t.parse::<i64>().ok()?, id.to_string())))
-                    .ok_or_else(|| ApiError::BadRequest("invalid cursor".into()))?,
-            )
-        }
-    };
+    let after = page::decode_time_id(q.cursor.as_deref())?;
     let audit = q.patient.clone().map(AuditPatient);
     let query = TaskQuery {
         scope_json: p.scope_json(),

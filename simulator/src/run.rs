@@ -18,7 +18,7 @@ use crate::emission::Fault;
 use crate::plan::Planned;
 use crate::quirks::QuirkKind;
 use crate::report::SentReport;
-use crate::scenario::{ExpectedTask, RuleId, Scenario};
+use crate::scenario::{ExpectedReport, ExpectedTask, RuleId, Scenario};
 use crate::schedule::{BadSpeed, Schedule};
 use crate::transport::{play, Transport};
 
@@ -146,6 +146,9 @@ pub struct RunReport {
     /// The scenario's ground truth of follow-up tasks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub expected_tasks: Vec<ExpectedTask>,
+    /// The scenario's ground truth of the RPM program report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expected_reports: Vec<ExpectedReport>,
 }
 
 impl RunReport {
@@ -246,6 +249,7 @@ pub async fn run_only<T: Transport>(
         ble_addresses: BTreeMap::new(),
         care_actions,
         expected_tasks: s.expect_tasks.clone(),
+        expected_reports: s.expect_reports.clone(),
     })
 }
 

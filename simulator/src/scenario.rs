@@ -289,6 +289,27 @@ pub struct ExpectedTask {
     pub note: String,
 }
 
+/// Ground truth of the RPM program report (`[[expect_report]]`): for a
+/// patient and calendar month (`YYYY-MM`, the scenario's own dates), the
+/// 30-day device periods ending in that month with their days of
+/// automatically transmitted data, and the CPT codes the month supports
+/// (`99453`, `99445`, ...; see the gateway's care loop chapter).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedReport {
+    /// The patient.
+    pub patient: String,
+    /// The calendar month, `YYYY-MM`.
+    pub period: String,
+    /// Data days of each 30-day period ending in the month, in order.
+    pub data_days: Vec<u32>,
+    /// Every code the month's report supports for the patient, sorted.
+    pub codes: Vec<String>,
+    /// Why (for the reader of a failing test).
+    #[serde(default)]
+    pub note: String,
+}
+
 impl ExpectedAlert {
     /// Last acceptable day.
     pub fn last_day(&self) -> u32 {
@@ -648,6 +669,8 @@ struct RawScenario {
     care: Vec<CareAction>,
     #[serde(default)]
     expect_task: Vec<ExpectedTask>,
+    #[serde(default)]
+    expect_report: Vec<ExpectedReport>,
 }
 
 /// A scenario that could not be loaded.
@@ -726,6 +749,8 @@ pub struct Scenario {
     pub care: Vec<CareAction>,
     /// Ground truth of the care loop: the follow-up tasks.
     pub expect_tasks: Vec<ExpectedTask>,
+    /// Ground truth of the RPM program report.
+    pub expect_reports: Vec<ExpectedReport>,
 }
 
 /// One step of a field path (`events.fever[0].patient`).
@@ -940,6 +965,7 @@ impl Scenario {
         s.care.retain(|c| c.day < days);
         if days < self.days {
             s.expect_tasks.clear();
+            s.expect_reports.clear();
         }
         s.expect = self
             .expect
@@ -1468,6 +1494,17 @@ impl Scenario {
                 );
             }
         }
+        for (k, r) in raw.expect_report.iter().enumerate() {
+            if !patients.iter().any(|x| x.id == r.patient) {
+                p.add(
+                    path!["expect_report", k, "patient"],
+                    format!("no patient `{}`", r.patient),
+                );
+            }
+            if chrono::NaiveDate::parse_from_str(&format!("{}-01", r.period), "%Y-%m-%d").is_err() {
+                p.add(path!["expect_report", k, "period"], "a month like 2026-03");
+            }
+        }
         for (k, t) in raw.expect_task.iter().enumerate() {
             if !patients.iter().any(|x| x.id == t.patient) {
                 p.add(
@@ -1490,6 +1527,7 @@ impl Scenario {
             expect: raw.expect,
             care: raw.care,
             expect_tasks: raw.expect_task,
+            expect_reports: raw.expect_report,
         }
     }
 }

@@ -554,7 +554,8 @@ fn rules_test_replay_raises_every_scenario_expected_alerts() {
 /// scenario's ground truth (`[[expect_task]]`) says: which tasks exist,
 /// the escalation tier each reached, and each outcome. The scenario runs
 /// on its own dates (day 0 a Monday) so working hours fall where the
-/// ground truth was worked out.
+/// ground truth was worked out. The month's RPM report is then held to the
+/// scenario's `[[expect_report]]`: data days per 30-day period and codes.
 #[test]
 fn the_care_teams_follow_ups_match_the_scenarios_ground_truth() {
     use common::api_client as http;
@@ -624,5 +625,45 @@ fn the_care_teams_follow_ups_match_the_scenarios_ground_truth() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(got(), want, "notes: {:#?}", run.expected_tasks);
+
+    // The month's RPM report against the scenario's ground truth.
+    let api = http::Api {
+        base: format!("http://127.0.0.1:{port}"),
+        cacert: None,
+    };
+    for e in &run.expected_reports {
+        let r = api
+            .get(&format!("/api/v1/reports/rpm?period={}", e.period), &token)
+            .json();
+        let p = r["patients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["patient_id"] == e.patient.as_str())
+            .unwrap_or_else(|| panic!("{} not in the report: {r}", e.patient));
+        let days: Vec<u64> = p["periods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["data_days"].as_u64().unwrap())
+            .collect();
+        let mut codes: Vec<String> = p["periods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|x| x["codes"].as_array().unwrap().clone())
+            .chain(p["month"]["codes"].as_array().unwrap().clone())
+            .map(|c| c["code"].as_str().unwrap().to_string())
+            .collect();
+        codes.sort();
+        codes.dedup();
+        let want_days: Vec<u64> = e.data_days.iter().map(|d| u64::from(*d)).collect();
+        assert_eq!(
+            (days, codes),
+            (want_days, e.codes.clone()),
+            "{}: {p}",
+            e.patient
+        );
+    }
     assert!(gw.stop().success());
 }

@@ -27,10 +27,10 @@ use std::sync::Arc;
 
 use super::audit::AuditPatient;
 use super::auth::Principal;
-use super::page::{self, Filter};
+use super::page;
 use super::problem::{ApiError, Path, Query};
 use super::ApiState;
-use crate::store::queries::{self, reading_row, StoredReading, READING_COLUMNS};
+use crate::store::queries::{self, ReadingSearch, StoredReading};
 
 /// Content type of FHIR responses.
 pub const FHIR_JSON: &str = "application/fhir+json";
@@ -272,8 +272,9 @@ fn metrics_for(token: &str) -> Result<Vec<Metric>, ApiError> {
     Ok(found)
 }
 
-/// Adds the condition of one `date` parameter on `measured_at`.
-fn date_filter(f: &mut Filter, value: &str) -> Result<(), ApiError> {
+/// Narrows `[from, before)` by one `date` parameter on the measured time
+/// (repeated parameters are ANDed: the window only ever shrinks).
+fn date_filter(window: &mut (Option<i64>, Option<i64>), value: &str) -> Result<(), ApiError> {
     let (prefix, v) = match value.get(..2) {
         Some(p) if p.chars().all(|c| c.is_ascii_lowercase()) => (p, &value[2..]),
         _ => ("eq", value),
@@ -283,17 +284,23 @@ fn date_filter(f: &mut Filter, value: &str) -> Result<(), ApiError> {
             "date: `{value}` is not [eq|ge|gt|le|lt|sa|eb]YYYY[-MM[-DD[Thh:mm:ssZ]]]"
         ))
     })?;
-    match prefix {
-        "ge" => f.add("measured_at >= ?", start),
-        "gt" | "sa" => f.add("measured_at >= ?", end),
-        "lt" | "eb" => f.add("measured_at < ?", start),
-        "le" => f.add("measured_at < ?", end),
-        "eq" => f.add2("measured_at >= ?a AND measured_at < ?b", start, end),
+    let (from, before) = match prefix {
+        "ge" => (Some(start), None),
+        "gt" | "sa" => (Some(end), None),
+        "lt" | "eb" => (None, Some(start)),
+        "le" => (None, Some(end)),
+        "eq" => (Some(start), Some(end)),
         other => {
             return Err(ApiError::BadRequest(format!(
                 "date: prefix `{other}` is not supported (eq, ge, gt, le, lt, sa, eb)"
             )))
         }
+    };
+    if let Some(f) = from {
+        window.0 = Some(window.0.map_or(f, |w| w.max(f)));
+    }
+    if let Some(b) = before {
+        window.1 = Some(window.1.map_or(b, |w| w.min(b)));
     }
     Ok(())
 }
@@ -379,7 +386,8 @@ pub async fn search(
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<(Option<AuditPatient>, Fhir), ApiError> {
     p.require_read()?;
-    let mut f = Filter::default();
+    let mut window = (None, None);
+    let mut after = None;
     let mut patient = None;
     let mut count = st.cfg.default_page_size.min(100);
     let mut metrics: Option<Vec<Metric>> = None;
@@ -397,12 +405,9 @@ pub async fn search(
                     None => set,
                 });
             }
-            "date" => date_filter(&mut f, v)?,
+            "date" => date_filter(&mut window, v)?,
             "_count" => count = count_param(v, st.cfg.max_page_size)?,
-            "_cursor" => {
-                let (t, seq) = page::decode_pair(v)?;
-                f.add2("(measured_at, seq) > (?a, ?b)", t, seq);
-            }
+            "_cursor" => after = Some(page::decode_pair(v)?),
             "_format" if json_format(v) => {}
             other => {
                 return Err(ApiError::BadRequest(format!(
@@ -411,29 +416,19 @@ pub async fn search(
             }
         }
     }
-    if let Some(ms) = &metrics {
-        let names: Vec<&str> = ms.iter().map(|m| m.name()).collect();
-        f.add(
-            "metric IN (SELECT value FROM json_each(?))",
-            serde_json::to_string(&names).unwrap_or_else(|_| "[]".into()),
-        );
-    }
-    if let Some(pt) = &patient {
-        f.add("patient_id = ?", pt.clone());
-    }
-    f.scope("patient_id", p.scope_json());
-    let window = count * 4 + 8;
+    let search = ReadingSearch {
+        patient_id: patient.clone(),
+        metrics: metrics.map(|ms| ms.iter().map(|m| m.name().to_string()).collect()),
+        from: window.0,
+        before: window.1,
+        after,
+        scope_json: p.scope_json(),
+        // Room for whole blood-pressure panels around the page's edge.
+        limit: count * 4 + 8,
+    };
     let rows = st
         .db
-        .run(move |s| {
-            Ok(f.query(
-                s.conn(),
-                &format!("{READING_COLUMNS} FROM readings"),
-                "measured_at, seq",
-                window,
-                reading_row,
-            )?)
-        })
+        .run(move |s| Ok(queries::search_readings(s.conn(), &search)?))
         .await?;
     let mut groups = group(rows);
     let more = groups.len() > count;
@@ -556,12 +551,15 @@ mod tests {
         assert!(period("2026-13").is_none());
         assert!(period("2026-01-31T07:42:10Z").is_some());
         assert!(period("yesterday").is_none());
-        let mut f = Filter::default();
-        date_filter(&mut f, "ge2026-01-31").unwrap();
-        date_filter(&mut f, "2026-01-31").unwrap();
-        assert_eq!(f.params.len(), 3);
-        assert!(date_filter(&mut f, "ne2026-01-31").is_err());
-        assert!(date_filter(&mut f, "ge2026-1-31").is_err());
+        let mut w = (None, None);
+        date_filter(&mut w, "ge2026-01-30").unwrap();
+        date_filter(&mut w, "2026-01-31").unwrap();
+        let (day, end) = period("2026-01-31").unwrap();
+        assert_eq!(w, (Some(day), Some(end)), "the window only shrinks");
+        date_filter(&mut w, "lt2026-02-05").unwrap();
+        assert_eq!(w, (Some(day), Some(end)));
+        assert!(date_filter(&mut w, "ne2026-01-31").is_err());
+        assert!(date_filter(&mut w, "ge2026-1-31").is_err());
     }
 
     #[test]

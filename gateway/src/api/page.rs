@@ -13,7 +13,6 @@ use super::auth::Principal;
 use super::config::ApiConfig;
 use super::db::Db;
 use super::problem::{ApiError, Json};
-pub use crate::store::listing::Filter;
 use crate::store::StoreError;
 
 /// One page.
@@ -152,6 +151,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::listing::Filter;
 
     #[test]
     fn pages_and_cursors() {

@@ -525,3 +525,56 @@ pub fn each_reading_time(
     }
     Ok(())
 }
+
+/// Which readings a FHIR Observation search wants (every condition ANDed).
+#[derive(Debug, Clone, Default)]
+pub struct ReadingSearch {
+    /// Only this patient.
+    pub patient_id: Option<String>,
+    /// Only these metrics (by name); `None`: any.
+    pub metrics: Option<Vec<String>>,
+    /// Measured at or after (Unix ms).
+    pub from: Option<i64>,
+    /// Measured before (Unix ms).
+    pub before: Option<i64>,
+    /// After this (measured_at, seq): the previous page's last.
+    pub after: Option<(i64, i64)>,
+    /// Only patients of these care teams (JSON array); `None`: every patient.
+    pub scope_json: Option<String>,
+    /// Most rows.
+    pub limit: usize,
+}
+
+/// Readings in (measured time, commit) order for a FHIR search.
+pub fn search_readings(
+    conn: &Connection,
+    q: &ReadingSearch,
+) -> Result<Vec<StoredReading>, StoreError> {
+    let mut f = super::listing::Filter::default();
+    if let Some(ms) = &q.metrics {
+        f.add(
+            "metric IN (SELECT value FROM json_each(?))",
+            serde_json::to_string(ms).unwrap_or_else(|_| "[]".into()),
+        );
+    }
+    if let Some(p) = &q.patient_id {
+        f.add("patient_id = ?", p.clone());
+    }
+    if let Some(t) = q.from {
+        f.add("measured_at >= ?", t);
+    }
+    if let Some(t) = q.before {
+        f.add("measured_at < ?", t);
+    }
+    if let Some((t, seq)) = q.after {
+        f.add2("(measured_at, seq) > (?a, ?b)", t, seq);
+    }
+    f.scope("patient_id", q.scope_json.clone());
+    f.query(
+        conn,
+        &format!("{READING_COLUMNS} FROM readings"),
+        "measured_at, seq",
+        q.limit,
+        reading_row,
+    )
+}

@@ -39,7 +39,7 @@ pub mod worklist;
 
 pub use config::{CareConfig, TeamConfig};
 pub use policy::Policy;
-pub use tasks::{AlertChange, FollowUp, TaskError, TaskOutcome};
+pub use tasks::{FollowUp, TaskError, TaskOutcome};
 
 #[cfg(test)]
 mod tests;

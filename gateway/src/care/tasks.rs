@@ -23,7 +23,7 @@ use std::str::FromStr;
 use super::calendar::Calendar;
 use super::config::CareConfig;
 use super::policy::Policy;
-use crate::store::alerts::AlertRecord;
+use crate::rules::{AlertChange, AlertHook};
 use crate::store::tasks::{self, TaskRecord};
 use crate::store::StoreError;
 
@@ -111,22 +111,6 @@ pub struct FollowUp {
     pub care: CareConfig,
 }
 
-/// What the evaluator tells the care loop about one alert transition.
-pub struct AlertChange<'a> {
-    /// The alert as it now stands.
-    pub alert: &'a AlertRecord,
-    /// The patient's care plans.
-    pub care_plans: &'a [String],
-    /// The patient's care team.
-    pub care_team: Option<&'a str>,
-    /// The transition notified (fire or update).
-    pub notified: bool,
-    /// It resolved the alert (by itself: the evaluator's resolve).
-    pub resolved: bool,
-    /// When (the evaluation's clock).
-    pub at: DateTime<Utc>,
-}
-
 fn severity(name: &str) -> Severity {
     match name {
         "critical" => Severity::Critical,
@@ -165,10 +149,10 @@ pub fn first_deadline(t: &TaskRecord) -> i64 {
     }
 }
 
-impl FollowUp {
+impl AlertHook for FollowUp {
     /// Opens, joins or closes the follow-up task an alert transition
     /// calls for, inside the evaluator's transaction.
-    pub fn on_alert(&self, tx: &Transaction<'_>, c: &AlertChange<'_>) -> Result<(), StoreError> {
+    fn on_alert(&self, tx: &Transaction<'_>, c: &AlertChange<'_>) -> Result<(), StoreError> {
         let a = c.alert;
         let sev = severity(&a.severity);
         let Some(decision) = self.policy.decide(c.care_plans, &a.rule_id, &a.pack, sev) else {

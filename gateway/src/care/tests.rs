@@ -5,8 +5,9 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use std::path::Path;
 
 use super::escalation::visit;
-use super::tasks::{change, AlertChange, Change, FollowUp, TaskOutcome};
+use super::tasks::{change, Change, FollowUp, TaskOutcome};
 use super::{CareConfig, Policy};
+use crate::rules::{AlertChange, AlertHook};
 use crate::store::alerts::{self, AlertContent, NewAlert};
 use crate::store::tasks;
 use crate::store::Store;

@@ -195,12 +195,12 @@ pub fn validate(
             ));
         }
         if let Some(zone) = &p.time_zone {
-            if let Err(e) = crate::care::config::parse_time_zone(zone) {
+            if zone.parse::<chrono_tz::Tz>().is_err() {
                 errors.push(at(
                     Some(n),
                     &format!("patients[{n}].time_zone"),
                     "time_zone",
-                    e,
+                    format!("`{zone}` is not an IANA time zone name like America/Los_Angeles or Pacific/Auckland"),
                 ));
             }
         }

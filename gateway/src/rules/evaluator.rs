@@ -133,7 +133,7 @@ pub struct Evaluator {
     /// are committed so they go out now rather than at its next poll.
     delivery: Option<Arc<tokio::sync::Notify>>,
     /// The care loop: notified alerts open follow-up tasks.
-    follow_up: Option<Arc<crate::care::FollowUp>>,
+    follow_up: Option<Arc<dyn super::persist::AlertHook>>,
 }
 
 impl Evaluator {
@@ -181,8 +181,9 @@ impl Evaluator {
         self
     }
 
-    /// Opens follow-up tasks for notified alerts ([`crate::care`]).
-    pub fn with_follow_up(mut self, follow_up: Arc<crate::care::FollowUp>) -> Self {
+    /// Drives `hook` (the care loop's follow-up tasks) from every notified
+    /// or resolving transition, in the same transaction.
+    pub fn with_follow_up(mut self, follow_up: Arc<dyn super::persist::AlertHook>) -> Self {
         self.follow_up = Some(follow_up);
         self
     }

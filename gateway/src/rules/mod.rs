@@ -33,6 +33,7 @@ pub mod evaluator;
 pub mod lifecycle;
 pub mod missing;
 mod persist;
+pub use persist::{AlertChange, AlertHook};
 #[cfg(test)]
 mod tests;
 pub mod whatif;

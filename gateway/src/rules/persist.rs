@@ -26,6 +26,31 @@ use crate::store::outbox::{
 };
 use crate::store::{patients, StoreError};
 
+/// An alert transition as the stages after the rules see it (the care
+/// loop opens, joins and closes follow-up tasks from it).
+pub struct AlertChange<'a> {
+    /// The alert as it now stands.
+    pub alert: &'a AlertRecord,
+    /// The patient's care plans.
+    pub care_plans: &'a [String],
+    /// The patient's care team.
+    pub care_team: Option<&'a str>,
+    /// The transition notified (fire or update).
+    pub notified: bool,
+    /// It resolved the alert (by itself: the evaluator's resolve).
+    pub resolved: bool,
+    /// When (the evaluation's clock).
+    pub at: DateTime<Utc>,
+}
+
+/// Work an alert transition drives inside the evaluator's transaction,
+/// handed to the evaluator at wiring (the rules know nothing of who does
+/// it): a notified alert and its follow-up task commit together.
+pub trait AlertHook: Send + Sync {
+    /// Called for every notified or resolving transition.
+    fn on_alert(&self, tx: &Transaction<'_>, change: &AlertChange<'_>) -> Result<(), StoreError>;
+}
+
 /// A patient as the evaluator holds it during a transaction.
 pub(crate) struct PatientCtx {
     /// The engine's view (plans, overrides, enrolment).
@@ -43,8 +68,9 @@ pub(crate) struct PatientCtx {
     /// (missing-data rules wait for this input to settle).
     pub input_at: Option<DateTime<Utc>>,
     stored_input_at: Option<DateTime<Utc>>,
-    /// The care loop: notified alerts open follow-up tasks (`None`: off).
-    pub follow_up: Option<std::sync::Arc<crate::care::FollowUp>>,
+    /// What else an alert transition drives in the same transaction (the
+    /// care loop's follow-up tasks); `None`: nothing.
+    pub follow_up: Option<std::sync::Arc<dyn AlertHook>>,
 }
 
 fn enc<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
@@ -247,7 +273,7 @@ pub(crate) fn apply(
             if let Some(alert) = alerts::get(tx, id)? {
                 care.on_alert(
                     tx,
-                    &crate::care::AlertChange {
+                    &AlertChange {
                         alert: &alert,
                         care_plans: &ctx.patient.care_plans,
                         care_team: ctx.care_team.as_deref(),

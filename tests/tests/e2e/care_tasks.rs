@@ -535,3 +535,42 @@ fn a_care_teams_weeks_in_data_time_match_their_ground_truth() {
     assert_eq!(kinds, want);
     gw.stop();
 }
+
+/// `kill -9` on either side of the rule evaluator's commit, which carries
+/// the alert and the task it opens: after a restart there is one task with
+/// one `opened` entry, following the one alert.
+#[test]
+fn kill9_around_the_task_opening_commit_loses_and_doubles_nothing() {
+    for fault in ["abort-before-rules-commit", "abort-after-rules-commit"] {
+        let mut w = world();
+        w.gw.start_with_env(&[("RPM_FAULT_INJECT", fault)]);
+        bp(
+            &w.broker,
+            "cuff-n",
+            Utc::now() - TimeDelta::minutes(2),
+            192,
+            101,
+        );
+        let status = w.gw.wait_exit(T);
+        assert!(!status.success(), "{fault}: the gateway aborted");
+        let before = w.gw.count("SELECT COUNT(*) FROM tasks");
+        assert_eq!(
+            before,
+            w.gw.count("SELECT COUNT(*) FROM alerts"),
+            "{fault}: a task exists exactly when its alert does"
+        );
+        w.gw.start();
+        wait_until("the task to open", T, || {
+            open_task(&w.gw, "p-north").is_some()
+        });
+        wait_until("evaluation caught up", T, || w.gw.rules_caught_up());
+        assert_eq!(w.gw.count("SELECT COUNT(*) FROM tasks"), 1, "{fault}");
+        assert_eq!(w.gw.count("SELECT COUNT(*) FROM task_alerts"), 1, "{fault}");
+        assert_eq!(
+            w.gw.count("SELECT COUNT(*) FROM task_history WHERE kind = 'opened'"),
+            1,
+            "{fault}"
+        );
+        assert_eq!(w.gw.stop().code(), Some(0));
+    }
+}

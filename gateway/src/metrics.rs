@@ -323,7 +323,11 @@ impl Metrics {
     pub fn set_sink_up(&self, sink: &'static str, up: bool) {
         match sink {
             "influxdb" => self.set_forward_up(up),
-            _ => self.gauge(sink_gauge(sink, "up"), String::new(), f64::from(u8::from(up))),
+            _ => self.gauge(
+                sink_gauge(sink, "up"),
+                String::new(),
+                f64::from(u8::from(up)),
+            ),
         }
     }
 

@@ -505,8 +505,12 @@ fn spawn_forwarder<K: crate::forward::forwarder::Sink>(
     metrics: &Arc<Metrics>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<tokio::task::JoinHandle<()>, RunError> {
-    let forwarder =
-        crate::forward::Forwarder::new(Store::open(&config.store.path)?, sink, fcfg, metrics.clone());
+    let forwarder = crate::forward::Forwarder::new(
+        Store::open(&config.store.path)?,
+        sink,
+        fcfg,
+        metrics.clone(),
+    );
     Ok(tokio::spawn(async move {
         if let Err(e) = forwarder.run(stop).await {
             tracing::error!(error = %e, sink = K::NAME, "forwarder stopped on a store error");

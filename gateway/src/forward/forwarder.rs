@@ -306,7 +306,10 @@ impl<S: Sink> Forwarder<S> {
                         self.failing = false;
                         self.refused = false;
                         self.metrics.set_sink_refused(S::NAME, None);
-                        tracing::info!(sink = S::NAME, "the sink accepts writes again; catching up");
+                        tracing::info!(
+                            sink = S::NAME,
+                            "the sink accepts writes again; catching up"
+                        );
                     }
                     self.metrics.set_sink_up(S::NAME, true);
                 }

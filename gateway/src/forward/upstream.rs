@@ -412,6 +412,9 @@ mod tests {
             serde_json::from_str(&serde_json::to_string(&w).unwrap()).unwrap();
         assert_eq!(back, w);
         assert_eq!(back.panel.as_deref(), Some("blood_pressure"));
-        assert_eq!(back.annotations.get("ihb").map(String::as_str), Some("true"));
+        assert_eq!(
+            back.annotations.get("ihb").map(String::as_str),
+            Some("true")
+        );
     }
 }

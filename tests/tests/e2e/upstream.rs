@@ -230,3 +230,62 @@ fn a_box_token_pushes_only_for_its_own_devices() {
     );
     drop(hold);
 }
+
+/// A hub that refuses the box's batch (a device the token does not name)
+/// does not make the box skip it: the box holds it, says so on `/readyz`
+/// and in its metrics, and sends it once the hub accepts it.
+#[test]
+fn a_refused_batch_is_held_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hub_dir, box_dir) = (dir.path().join("hub"), dir.path().join("box"));
+    std::fs::create_dir_all(&hub_dir).unwrap();
+    std::fs::create_dir_all(&box_dir).unwrap();
+    let hold = PortHold::any();
+    let port = hold.port;
+    let mut hubgw = hub(&hub_dir, port);
+    let token = box_token(&hubgw, "box-2", &["scale-1"]);
+    hubgw.start_unready(&[]);
+    hubgw.api_port();
+    let broker = Mosquitto::start(&box_dir);
+    let mut boxgw = Gateway::new(
+        &box_dir,
+        broker.port,
+        &[("scale-2", "p2")],
+        &format!(
+            "{}\n{}",
+            upstream_section(port, &token),
+            common::api_client::api_config("")
+        ),
+    );
+    boxgw.start();
+    let box_api = Api {
+        base: format!("http://127.0.0.1:{}", boxgw.api_port()),
+        cacert: None,
+    };
+    broker.publish_lines("acme/scale/scale-2", &weights(0, 3));
+    wait_until("3 readings at the box", T, || boxgw.readings() == 3);
+    wait_until("the box to report the refusal", T, || {
+        box_api.request("GET", "/readyz", None, None).status == 503
+    });
+    let ready = box_api.request("GET", "/readyz", None, None).json();
+    assert_eq!(ready["upstream"]["refused"], true, "{ready}");
+    let metrics = box_api.request("GET", "/metrics", None, None).text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("rpm_upstream_refused") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    assert_eq!(boxgw.cursor(CURSOR), 0, "nothing skipped");
+    assert_eq!(hubgw.readings(), 0);
+    // The hub's operator issues the box a token naming its device.
+    let fixed = box_token(&hubgw, "box-2b", &["scale-2"]);
+    assert_eq!(boxgw.stop().code(), Some(0));
+    let text = std::fs::read_to_string(&boxgw.config)
+        .unwrap()
+        .replace(&token, &fixed);
+    std::fs::write(&boxgw.config, text).unwrap();
+    boxgw.start();
+    converged(&boxgw, &hubgw, 3);
+    drop(hold);
+}

@@ -169,7 +169,7 @@ impl<S: Sink> Forwarder<S> {
                 Ok(Step::CaughtUp) => Some(self.cfg.flush_interval),
                 Err(ForwardError::Task(e)) => return Err(ForwardError::Task(e)),
                 Err(e) => {
-                    tracing::error!(error = %e, sink = S::NAME, "forwarder: store error; retrying");
+                    tracing::error!(error = %e, "{} forwarder: store error; retrying", S::NAME);
                     Some(self.cfg.max_backoff)
                 }
             };
@@ -182,7 +182,7 @@ impl<S: Sink> Forwarder<S> {
                 },
             }
         }
-        tracing::info!(sink = S::NAME, "forwarder stopped");
+        tracing::info!("{} forwarder stopped", S::NAME);
         Ok(())
     }
 
@@ -275,8 +275,8 @@ impl<S: Sink> Forwarder<S> {
         if n_quarantined > 0 {
             tracing::warn!(
                 points = n_quarantined,
-                sink = S::NAME,
-                "the sink refused points; quarantined as {REJECTED} (see `rpm-gateway quarantine list`)"
+                "{} refused points; quarantined as {REJECTED} (see `rpm-gateway quarantine list`)",
+                S::NAME
             );
         }
         Ok(Some(()))
@@ -306,10 +306,7 @@ impl<S: Sink> Forwarder<S> {
                         self.failing = false;
                         self.refused = false;
                         self.metrics.set_sink_refused(S::NAME, None);
-                        tracing::info!(
-                            sink = S::NAME,
-                            "the sink accepts writes again; catching up"
-                        );
+                        tracing::info!("{} accepts writes again; catching up", S::NAME);
                     }
                     self.metrics.set_sink_up(S::NAME, true);
                 }
@@ -321,10 +318,9 @@ impl<S: Sink> Forwarder<S> {
                         self.refused = true;
                         // The hub's problem title names no reading.
                         tracing::error!(
-                            sink = S::NAME,
                             status,
                             %message,
-                            "the sink refuses this batch; holding it (nothing skipped) and retrying every max_backoff"
+                            "{} refuses this batch; holding it (nothing skipped) and retrying every max_backoff", S::NAME
                         );
                     }
                     self.metrics
@@ -339,7 +335,7 @@ impl<S: Sink> Forwarder<S> {
                     attempt = 0;
                     self.metrics.set_sink_up(S::NAME, true);
                     self.metrics.forward_failure(S::NAME, "rejected");
-                    tracing::debug!(status, %message, points = range.len(), sink = S::NAME, "the sink rejected a batch");
+                    tracing::debug!(status, %message, points = range.len(), "{} rejected a batch", S::NAME);
                     let detail = format!("HTTP {status}: {message}");
                     if range.len() == 1 {
                         refused.push(Refused {
@@ -375,13 +371,13 @@ impl<S: Sink> Forwarder<S> {
                         self.failing = true;
                         // The message may quote data: debug only.
                         tracing::warn!(
-                            sink = S::NAME,
                             kind,
                             status,
-                            "write to the sink failed; readings stay in the store and are retried"
+                            "{} write failed; readings stay in the store and are retried",
+                            S::NAME
                         );
                     }
-                    tracing::debug!(sink = S::NAME, kind, status, %message, "write to the sink failed");
+                    tracing::debug!(kind, status, %message, "{} write failed", S::NAME);
                     let wait = crate::backoff::delay(FIRST_RETRY, self.cfg.max_backoff, attempt);
                     attempt = attempt.saturating_add(1);
                     pending.push(range);

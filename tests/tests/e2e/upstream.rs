@@ -122,7 +122,7 @@ fn readings_reach_the_hub_once_through_an_outage_and_a_crash() {
         25,
         "nothing can arrive while the hub is down"
     );
-    assert!(boxgw.log().contains("write to the sink failed"));
+    assert!(boxgw.log().contains("upstream write failed"));
     hubgw.start_unready(&[]);
     assert_eq!(hubgw.api_port(), port);
     converged(&boxgw, &hubgw, 50);

@@ -277,6 +277,9 @@ mod tests {
         tx.commit().unwrap();
         let limit = prune_limit(&store, &[FORWARD_CURSOR]).unwrap();
         assert_eq!(limit, 10_500);
+        // A box's upstream link that has not sent anything holds everything.
+        let both = [FORWARD_CURSOR, crate::forward::upstream::CURSOR];
+        assert_eq!(prune_limit(&store, &both).unwrap(), 0);
         assert_eq!(prune(&mut store, limit, cutoff).unwrap(), 10_500);
         assert_eq!(seqs(&store), (1510, 10_501, 12_010));
 

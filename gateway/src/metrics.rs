@@ -42,6 +42,8 @@ struct Health {
     /// not be opened at start); None when it can.
     store_unavailable: Mutex<Option<String>>,
     store_failure_episodes: AtomicU64,
+    /// Why the upstream hub refuses this box's batches, while it does.
+    upstream_refused: Mutex<Option<String>>,
 }
 
 /// Gauges of the forwarder and the store's disk (issue 8).
@@ -51,6 +53,18 @@ struct ForwardGauges {
     up: AtomicI64,
     disk_free_bytes: AtomicI64,
     disk_low: AtomicI64,
+}
+
+/// `rpm_<sink>_<what>` for the sinks the forwarder knows.
+fn sink_gauge(sink: &str, what: &str) -> &'static str {
+    match (sink, what) {
+        ("upstream", "backlog") => "rpm_upstream_backlog",
+        ("upstream", "up") => "rpm_upstream_up",
+        ("upstream", _) => "rpm_upstream_refused",
+        (_, "refused") => "rpm_forward_refused",
+        (_, "up") => "rpm_forward_up",
+        _ => "rpm_forward_backlog",
+    }
 }
 
 impl Metrics {
@@ -294,6 +308,51 @@ impl Metrics {
     /// Whether the last write to the sink succeeded.
     pub fn set_forward_up(&self, up: bool) {
         self.forward.up.store(up as i64, Ordering::Relaxed);
+    }
+
+    /// Readings committed but not yet accepted by `sink` (`influxdb` keeps
+    /// its unlabelled `rpm_forward_backlog`; others get `rpm_<sink>_backlog`).
+    pub fn set_sink_backlog(&self, sink: &'static str, readings: i64) {
+        match sink {
+            "influxdb" => self.set_forward_backlog(readings),
+            _ => self.gauge(sink_gauge(sink, "backlog"), String::new(), readings as f64),
+        }
+    }
+
+    /// Whether the last write to `sink` got an answer.
+    pub fn set_sink_up(&self, sink: &'static str, up: bool) {
+        match sink {
+            "influxdb" => self.set_forward_up(up),
+            _ => self.gauge(
+                sink_gauge(sink, "up"),
+                String::new(),
+                f64::from(u8::from(up)),
+            ),
+        }
+    }
+
+    /// Why `sink` refuses the batch it holds (`None`: it does not).
+    /// The upstream hub's refusal makes the box not ready.
+    pub fn set_sink_refused(&self, sink: &'static str, why: Option<String>) {
+        self.gauge(
+            sink_gauge(sink, "refused"),
+            String::new(),
+            f64::from(u8::from(why.is_some())),
+        );
+        if sink == "upstream" {
+            if let Ok(mut r) = self.health.upstream_refused.lock() {
+                *r = why;
+            }
+        }
+    }
+
+    /// Why the upstream hub refuses this box's readings, while it does.
+    pub fn upstream_refused(&self) -> Option<String> {
+        self.health
+            .upstream_refused
+            .lock()
+            .ok()
+            .and_then(|r| r.clone())
     }
 
     /// Readings removed by the retention policy.

@@ -44,6 +44,9 @@ pub enum RunError {
     /// The InfluxDB forwarder could not start.
     #[error(transparent)]
     Forward(#[from] crate::forward::sink::SinkError),
+    /// The upstream link could not be set up.
+    #[error(transparent)]
+    Upstream(#[from] crate::forward::upstream::UpstreamError),
     /// A component the gateway cannot work without stopped on its own.
     #[error("the {0} stopped unexpectedly; the gateway stopped with it (its service manager restarts it whole)")]
     ComponentStopped(&'static str),
@@ -446,8 +449,8 @@ fn risk_stage(
     )?))
 }
 
-/// Starts the InfluxDB forwarder (when configured) and the retention and
-/// disk task, each on its own store connection.
+/// Starts the InfluxDB and upstream forwarders (when configured) and the
+/// retention and disk task, each on its own store connection.
 fn spawn_forwarding<S, F>(
     config: &Config,
     metrics: &Arc<Metrics>,
@@ -457,38 +460,62 @@ where
     S: Fn() -> F,
     F: Future<Output = ()> + Send + 'static,
 {
-    use crate::forward::{Forwarder, ForwarderConfig, InfluxSink, Retention};
+    use crate::forward::forwarder::Sink;
+    use crate::forward::{ForwarderConfig, InfluxSink, Retention, UpstreamSink};
     let mut tasks = Vec::new();
-    let influx = config.forward.influxdb.as_ref();
-    if let Some(cfg) = influx {
+    let mut cursors = Vec::new();
+    if let Some(cfg) = &config.forward.influxdb {
         let sink = InfluxSink::new(cfg)?;
         let fcfg = ForwarderConfig {
             batch_size: cfg.batch_size,
             flush_interval: cfg.flush_interval,
             max_backoff: cfg.max_backoff,
         };
-        let forwarder = Forwarder::new(
-            Store::open(&config.store.path)?,
-            sink,
-            fcfg,
-            metrics.clone(),
-        );
-        let stop = stopped();
         tracing::info!(batch_size = cfg.batch_size, "forwarding to influxdb");
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = forwarder.run(stop).await {
-                tracing::error!(error = %e, "influxdb forwarder stopped on a store error");
-            }
-        }));
+        cursors.push(InfluxSink::CURSOR);
+        tasks.push(spawn_forwarder(config, sink, fcfg, metrics, stopped())?);
+    }
+    if let Some(cfg) = &config.forward.upstream {
+        let sink = UpstreamSink::new(cfg)?;
+        let fcfg = ForwarderConfig {
+            batch_size: cfg.batch_size,
+            flush_interval: cfg.flush_interval,
+            max_backoff: cfg.max_backoff,
+        };
+        // The URL names the hub, not a patient; the token is never logged.
+        tracing::info!(batch_size = cfg.batch_size, hub = %cfg.url, "forwarding to the upstream hub");
+        cursors.push(UpstreamSink::CURSOR);
+        tasks.push(spawn_forwarder(config, sink, fcfg, metrics, stopped())?);
     }
     let retention = Retention::new(
         Store::open(&config.store.path)?,
         config.retention.clone(),
-        influx.is_some(),
+        cursors,
         metrics.clone(),
     );
     tasks.push(tokio::spawn(retention.run(stopped())));
     Ok(tasks)
+}
+
+/// Runs a forwarder to `sink` on its own store connection until `stop`.
+fn spawn_forwarder<K: crate::forward::forwarder::Sink>(
+    config: &Config,
+    sink: K,
+    fcfg: crate::forward::ForwarderConfig,
+    metrics: &Arc<Metrics>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<()>, RunError> {
+    let forwarder = crate::forward::Forwarder::new(
+        Store::open(&config.store.path)?,
+        sink,
+        fcfg,
+        metrics.clone(),
+    );
+    Ok(tokio::spawn(async move {
+        if let Err(e) = forwarder.run(stop).await {
+            tracing::error!(error = %e, sink = K::NAME, "forwarder stopped on a store error");
+        }
+    }))
 }
 
 /// The BLE source on the real radio (btleplug on BlueZ), or `None` (with a

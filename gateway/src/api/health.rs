@@ -48,8 +48,14 @@ pub async fn readyz(State(st): State<Arc<ApiState>>) -> Response {
     let disk_low = st.metrics.store_disk_low();
     let reconnect_loop = st.mqtt_configured && st.metrics.mqtt_reconnect_loop();
     let unavailable = st.metrics.store_unavailable();
-    let ready =
-        writable && writer && mqtt_ok && !disk_low && !reconnect_loop && unavailable.is_none();
+    let upstream_refused = st.metrics.upstream_refused();
+    let ready = writable
+        && writer
+        && mqtt_ok
+        && !disk_low
+        && !reconnect_loop
+        && unavailable.is_none()
+        && upstream_refused.is_none();
     let mut reasons = Vec::new();
     if let Some(why) = &unavailable {
         reasons.push(why.clone());
@@ -71,6 +77,11 @@ pub async fn readyz(State(st): State<Arc<ApiState>>) -> Response {
     } else if !mqtt_ok {
         reasons.push("mqtt: not connected".into());
     }
+    if let Some(why) = &upstream_refused {
+        reasons.push(format!(
+            "upstream: the hub refuses this box's readings ({why}); they are held, not skipped"
+        ));
+    }
     let ble_state = match (st.ble_configured, st.metrics.ble_adapter_available()) {
         (false, _) => "not_configured",
         (true, true) => "adapter_available",
@@ -85,6 +96,7 @@ pub async fn readyz(State(st): State<Arc<ApiState>>) -> Response {
                  "reconnect_loop": reconnect_loop},
         "ble": {"state": ble_state, "connected_devices": st.metrics.ble_connected_devices()},
         "backlog": backlog,
+        "upstream": {"refused": upstream_refused.is_some()},
     });
     let status = if ready {
         StatusCode::OK

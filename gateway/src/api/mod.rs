@@ -35,6 +35,7 @@ pub mod server;
 pub mod tasks;
 #[cfg(test)]
 mod tests;
+pub mod upstream;
 pub mod webhooks;
 pub mod worklist;
 
@@ -184,6 +185,7 @@ fn guarded_routes() -> Routes {
     routes! {
         GET    "/api/v1/readings"                              => readings::list,
         POST   "/api/v1/readings"                              => ingest::push,
+        POST   "/api/v1/upstream/readings"                     => upstream::push,
         GET    "/api/v1/quarantine"                            => quarantine::list,
         GET    "/api/v1/quarantine/{id}"                       => quarantine::get,
         POST   "/api/v1/quarantine/{id}/reprocess"             => quarantine::reprocess,

@@ -20,6 +20,9 @@ pub const DEFAULT_TOKEN_ENV: &str = "RPM_INFLUXDB_TOKEN";
 pub struct ForwardConfig {
     /// `[forward.influxdb]`; absent = no forwarding.
     pub influxdb: Option<InfluxConfig>,
+    /// `[forward.upstream]`: this gateway is a home box sending its
+    /// readings to the program hub; absent = it is not.
+    pub upstream: Option<super::upstream::UpstreamConfig>,
 }
 
 /// `[forward.influxdb]`
@@ -164,6 +167,9 @@ pub fn validate(
         if f.token.is_some() && (f.token_env.is_some() || f.token_file.is_some()) {
             err(t, "token", "set one of token, token_env, token_file".into());
         }
+    }
+    if let Some(u) = &forward.upstream {
+        super::upstream::validate(u, err);
     }
     if retention
         .keep

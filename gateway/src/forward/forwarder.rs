@@ -1,24 +1,34 @@
-//! The InfluxDB forwarder: store-and-forward from the embedded store.
+//! The forwarder: store-and-forward from the embedded store to a sink.
 //!
-//! It reads committed readings after its durable cursor (`forward.influxdb`
-//! in the `cursors` table) in commit order, writes them in batches, and
-//! moves the cursor only once the server has accepted the batch. A crash
-//! between the write and the cursor commit re-sends that batch on restart;
-//! that is harmless because a point's identity (measurement, tags,
-//! timestamp) makes the write idempotent (see [`super::line`]).
+//! One loop serves every sink ([`Sink`]: InfluxDB, the upstream hub). It
+//! reads committed readings after the sink's durable cursor (`forward.influxdb`,
+//! `forward.upstream` in the `cursors` table) in commit order, writes them in
+//! batches, and moves the cursor only once the sink has accepted the batch.
+//! A crash between the write and the cursor commit re-sends that batch on
+//! restart; that is harmless because both sinks are idempotent: an InfluxDB
+//! point's identity (measurement, tags, timestamp) makes the write
+//! idempotent (see [`super::line`]), and the hub keeps a reading once by
+//! its `reading_id`.
 //!
-//! While the server is unreachable, slow or answers 5xx/429 (or refuses us
-//! with 401/403/404, a configuration problem) the forwarder backs off with
-//! jitter up to `max_backoff` and retries the same batch; ingestion goes on
-//! into the store meanwhile, and once the server answers again the backlog
-//! drains in full batches back to back.
+//! While the sink is unreachable, slow or answers 5xx/429 (or InfluxDB
+//! refuses us with 401/403/404, a configuration problem) the forwarder backs
+//! off with jitter up to `max_backoff` and retries the same batch; ingestion
+//! goes on into the store meanwhile, and once the sink answers again the
+//! backlog drains in full batches back to back.
 //!
-//! A 400/413/422 means some point in the batch is bad (real InfluxDB refuses
-//! the whole request for one bad line): the batch is bisected until the bad
-//! point is alone — or picked out directly when the server's message quotes
-//! exactly one line — and that point is quarantined (`rejected_by_sink`,
-//! with the server's message and the line) in the same transaction that
-//! moves the cursor past it. It is not sent again; the rest proceeds.
+//! A 400/413/422 from InfluxDB means some point in the batch is bad (real
+//! InfluxDB refuses the whole request for one bad line): the batch is
+//! bisected until the bad point is alone — or picked out directly when the
+//! server's message quotes exactly one line — and that point is quarantined
+//! (`rejected_by_sink`, with the server's message and the line) in the same
+//! transaction that moves the cursor past it. It is not sent again; the
+//! rest proceeds.
+//!
+//! A *refusal* ([`WriteError::Refused`]: the hub answers a 4xx other than
+//! 408/429, e.g. a token that does not name the device) is not the data's
+//! fault and nothing is skipped: the batch is held, the refusal is logged,
+//! counted (`kind="refused"`) and reported (readiness, gauge), and the same
+//! batch is tried again every `max_backoff` until the hub takes it.
 
 use std::future::Future;
 use std::ops::Range;
@@ -35,10 +45,8 @@ use crate::store::{now_ms, set_cursor, Store, StoreError};
 /// The first retry of a refused or failed batch waits about this long.
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 
-/// The forwarder's cursor in the `cursors` table.
+/// The InfluxDB forwarder's cursor in the `cursors` table.
 pub const CURSOR: &str = "forward.influxdb";
-/// Metric label of this sink.
-const SINK: &str = "influxdb";
 /// Quarantine reason of points the sink refused.
 pub const REJECTED: &str = "rejected_by_sink";
 
@@ -64,6 +72,30 @@ pub struct ForwarderConfig {
     pub max_backoff: Duration,
 }
 
+/// Where the forwarder sends readings.
+pub trait Sink: Send + 'static {
+    /// Metric label and name in logs (`influxdb`, `upstream`).
+    const NAME: &'static str;
+    /// The sink's cursor in the `cursors` table.
+    const CURSOR: &'static str;
+    /// Appends the wire form of `r` to `out`; an error is the reason it
+    /// cannot be sent (the reading is quarantined, never sent).
+    fn encode(&self, r: &StoredReading, out: &mut String) -> Result<(), String>;
+    /// Sends encoded readings (concatenated) in one request.
+    fn write(&self, body: String) -> impl Future<Output = Result<(), WriteError>> + Send;
+}
+
+impl Sink for InfluxSink {
+    const NAME: &'static str = "influxdb";
+    const CURSOR: &'static str = CURSOR;
+    fn encode(&self, r: &StoredReading, out: &mut String) -> Result<(), String> {
+        line::encode(r, out).map_err(|e| encode_detail(&e))
+    }
+    fn write(&self, body: String) -> impl Future<Output = Result<(), WriteError>> + Send {
+        InfluxSink::write(self, body)
+    }
+}
+
 /// What a step did.
 enum Step {
     /// A full batch went: there may be more.
@@ -81,23 +113,19 @@ struct Refused {
 }
 
 /// The forwarder task.
-pub struct Forwarder {
+pub struct Forwarder<S: Sink> {
     store: Option<Store>,
-    sink: InfluxSink,
+    sink: S,
     cfg: ForwarderConfig,
     metrics: Arc<Metrics>,
     fault: Fault,
     failing: bool,
+    refused: bool,
 }
 
-impl Forwarder {
+impl<S: Sink> Forwarder<S> {
     /// A forwarder with its own store connection.
-    pub fn new(
-        store: Store,
-        sink: InfluxSink,
-        cfg: ForwarderConfig,
-        metrics: Arc<Metrics>,
-    ) -> Forwarder {
+    pub fn new(store: Store, sink: S, cfg: ForwarderConfig, metrics: Arc<Metrics>) -> Forwarder<S> {
         Forwarder {
             store: Some(store),
             sink,
@@ -105,6 +133,7 @@ impl Forwarder {
             metrics,
             fault: Fault::from_env(),
             failing: false,
+            refused: false,
         }
     }
 
@@ -140,7 +169,7 @@ impl Forwarder {
                 Ok(Step::CaughtUp) => Some(self.cfg.flush_interval),
                 Err(ForwardError::Task(e)) => return Err(ForwardError::Task(e)),
                 Err(e) => {
-                    tracing::error!(error = %e, "influxdb forwarder: store error; retrying");
+                    tracing::error!(error = %e, "{} forwarder: store error; retrying", S::NAME);
                     Some(self.cfg.max_backoff)
                 }
             };
@@ -153,7 +182,7 @@ impl Forwarder {
                 },
             }
         }
-        tracing::info!("influxdb forwarder stopped");
+        tracing::info!("{} forwarder stopped", S::NAME);
         Ok(())
     }
 
@@ -165,13 +194,14 @@ impl Forwarder {
         let batch_size = self.cfg.batch_size;
         let (cursor, batch, max_seq) = self
             .with_store(move |s| {
-                let cursor = s.cursor(CURSOR)?;
+                let cursor = s.cursor(S::CURSOR)?;
                 let batch = s.readings_after(cursor, batch_size)?;
                 let max = crate::store::queries::newest_seq(s.conn())?;
                 Ok((cursor, batch, max))
             })
             .await?;
-        self.metrics.set_forward_backlog((max_seq - cursor).max(0));
+        self.metrics
+            .set_sink_backlog(S::NAME, (max_seq - cursor).max(0));
         let full = batch.len() >= batch_size;
         if batch.is_empty() {
             return Ok(Step::CaughtUp);
@@ -180,7 +210,8 @@ impl Forwarder {
         if self.forward(batch, stop).await?.is_none() {
             return Ok(Step::Stopped);
         }
-        self.metrics.set_forward_backlog((max_seq - last).max(0));
+        self.metrics
+            .set_sink_backlog(S::NAME, (max_seq - last).max(0));
         Ok(if full { Step::Full } else { Step::CaughtUp })
     }
 
@@ -196,15 +227,12 @@ impl Forwarder {
         let mut slots = Vec::with_capacity(batch.len());
         for (i, r) in batch.iter().enumerate() {
             let mut l = String::with_capacity(160);
-            match line::encode(r, &mut l) {
+            match self.sink.encode(r, &mut l) {
                 Ok(()) => {
                     lines.push(l);
                     slots.push(i);
                 }
-                Err(e) => refused.push(Refused {
-                    index: i,
-                    detail: encode_detail(&e),
-                }),
+                Err(detail) => refused.push(Refused { index: i, detail }),
             }
         }
         let Some(rejected) = self.deliver(&lines, stop).await else {
@@ -222,7 +250,7 @@ impl Forwarder {
             .map(|r| {
                 let reading = batch[r.index].clone();
                 let mut l = String::new();
-                if line::encode(&reading, &mut l).is_err() {
+                if self.sink.encode(&reading, &mut l).is_err() {
                     // Not encodable: keep the reading itself.
                     l = serde_json::to_string(&reading).unwrap_or_default();
                 }
@@ -233,21 +261,22 @@ impl Forwarder {
         self.with_store(move |s| {
             let tx = s.transaction()?;
             for (r, l, detail) in &quarantine {
-                quarantine_rejected(&tx, r, l, detail)?;
+                quarantine_rejected(&tx, S::NAME, r, l, detail)?;
             }
-            set_cursor(&tx, CURSOR, last)?;
+            set_cursor(&tx, S::CURSOR, last)?;
             tx.commit()?;
             Ok(())
         })
         .await?;
-        self.metrics.forwarded(SINK, accepted);
+        self.metrics.forwarded(S::NAME, accepted);
         for _ in 0..n_quarantined {
-            self.metrics.quarantined(SINK, REJECTED);
+            self.metrics.quarantined(S::NAME, REJECTED);
         }
         if n_quarantined > 0 {
             tracing::warn!(
                 points = n_quarantined,
-                "influxdb refused points; quarantined as {REJECTED} (see `rpm-gateway quarantine list`)"
+                "{} refused points; quarantined as {REJECTED} (see `rpm-gateway quarantine list`)",
+                S::NAME
             );
         }
         Ok(Some(()))
@@ -273,17 +302,40 @@ impl Forwarder {
             match self.sink.write(body).await {
                 Ok(()) => {
                     attempt = 0;
-                    if self.failing {
+                    if self.failing || self.refused {
                         self.failing = false;
-                        tracing::info!("influxdb accepts writes again; catching up");
+                        self.refused = false;
+                        self.metrics.set_sink_refused(S::NAME, None);
+                        tracing::info!("{} accepts writes again; catching up", S::NAME);
                     }
-                    self.metrics.set_forward_up(true);
+                    self.metrics.set_sink_up(S::NAME, true);
+                }
+                Err(WriteError::Refused { status, message }) => {
+                    attempt = 0;
+                    self.metrics.set_sink_up(S::NAME, true);
+                    self.metrics.forward_failure(S::NAME, "refused");
+                    if !self.refused {
+                        self.refused = true;
+                        // The hub's problem title names no reading.
+                        tracing::error!(
+                            status,
+                            %message,
+                            "{} refuses this batch; holding it (nothing skipped) and retrying every max_backoff", S::NAME
+                        );
+                    }
+                    self.metrics
+                        .set_sink_refused(S::NAME, Some(format!("HTTP {status}: {message}")));
+                    pending.push(range);
+                    tokio::select! {
+                        _ = &mut *stop => return None,
+                        _ = tokio::time::sleep(self.cfg.max_backoff) => {}
+                    }
                 }
                 Err(WriteError::Rejected { status, message }) => {
                     attempt = 0;
-                    self.metrics.set_forward_up(true);
-                    self.metrics.forward_failure(SINK, "rejected");
-                    tracing::debug!(status, %message, points = range.len(), "influxdb rejected a batch");
+                    self.metrics.set_sink_up(S::NAME, true);
+                    self.metrics.forward_failure(S::NAME, "rejected");
+                    tracing::debug!(status, %message, points = range.len(), "{} rejected a batch", S::NAME);
                     let detail = format!("HTTP {status}: {message}");
                     if range.len() == 1 {
                         refused.push(Refused {
@@ -313,18 +365,19 @@ impl Forwarder {
                     status,
                     message,
                 }) => {
-                    self.metrics.forward_failure(SINK, &kind);
-                    self.metrics.set_forward_up(false);
+                    self.metrics.forward_failure(S::NAME, &kind);
+                    self.metrics.set_sink_up(S::NAME, false);
                     if !self.failing {
                         self.failing = true;
                         // The message may quote data: debug only.
                         tracing::warn!(
                             kind,
                             status,
-                            "influxdb write failed; readings stay in the store and are retried"
+                            "{} write failed; readings stay in the store and are retried",
+                            S::NAME
                         );
                     }
-                    tracing::debug!(kind, status, %message, "influxdb write failed");
+                    tracing::debug!(kind, status, %message, "{} write failed", S::NAME);
                     let wait = crate::backoff::delay(FIRST_RETRY, self.cfg.max_backoff, attempt);
                     attempt = attempt.saturating_add(1);
                     pending.push(range);
@@ -355,6 +408,7 @@ fn encode_detail(e: &EncodeError) -> String {
 /// Quarantines a point the sink refused, keyed by reading so it is kept once.
 fn quarantine_rejected(
     tx: &rusqlite::Transaction<'_>,
+    sink: &str,
     r: &StoredReading,
     line: &str,
     detail: &str,
@@ -362,7 +416,7 @@ fn quarantine_rejected(
     crate::store::quarantine::insert_sink_refusal(
         tx,
         &crate::store::quarantine::SinkRefusal {
-            sink: SINK,
+            sink,
             reading_id: &r.reading_id,
             device_id: &r.device_id,
             reason: REJECTED,

@@ -209,6 +209,8 @@ pub(crate) mod tests {
             source: "mqtt".into(),
             sequence: None,
             annotations: serde_json::json!({}),
+            panel: None,
+            content_digest: None,
         }
     }
 

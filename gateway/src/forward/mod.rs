@@ -1,4 +1,5 @@
-//! Forwarding to InfluxDB 2, and retention of the embedded store.
+//! Forwarding to InfluxDB 2 and to the program hub, and retention of the
+//! embedded store.
 //!
 //! The embedded store is the system of record on the gateway; the forwarder
 //! follows it after a durable cursor ([`forwarder`]), so the database being
@@ -6,7 +7,8 @@
 //! store meanwhile. [`retention`] prunes only what every consumer is past,
 //! and reports a low disk. [`line`] is the line-protocol schema; [`sink`]
 //! the HTTP write through the `influxdb2` crate; [`config`] their sections;
-//! [`status`] where it all stands (CLI, API).
+//! [`status`] where it all stands (CLI, API); [`upstream`] the home box's
+//! link to the program hub, on the same forwarder loop.
 
 pub mod config;
 pub mod forwarder;
@@ -14,8 +16,10 @@ pub mod line;
 pub mod retention;
 pub mod sink;
 pub mod status;
+pub mod upstream;
 
 pub use config::{ForwardConfig, RetentionConfig};
 pub use forwarder::{Forwarder, ForwarderConfig};
 pub use retention::Retention;
 pub use sink::InfluxSink;
+pub use upstream::UpstreamSink;

@@ -3,7 +3,7 @@
 //! Retention is a policy, never a side effect of pressure: readings are
 //! pruned only when they are older than `retention.keep` (both measured and
 //! stored that long ago) **and** every downstream consumer is past them —
-//! the InfluxDB forwarder's cursor when forwarding is on, and the rule
+//! each forwarder's cursor (InfluxDB, the upstream hub) when it is on, and the rule
 //! evaluator's cursor (`rules`) when it exists. Unforwarded readings are
 //! never removed, whatever the disk says.
 //!
@@ -21,7 +21,6 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::config::RetentionConfig;
-use super::forwarder::CURSOR as FORWARD_CURSOR;
 use crate::metrics::Metrics;
 use crate::store::outbox::{self, Event, EventType, OperationalData, EVENT_SCHEMA};
 use crate::store::{now_ms, Store, StoreError};
@@ -46,10 +45,10 @@ impl RetentionConfig {
 }
 
 /// The highest `seq` that may be pruned, given the consumers' cursors.
-pub fn prune_limit(store: &Store, forwarding: bool) -> Result<i64, StoreError> {
+pub fn prune_limit(store: &Store, forwarding: &[&str]) -> Result<i64, StoreError> {
     let mut limit = i64::MAX;
-    if forwarding {
-        limit = limit.min(store.cursor(FORWARD_CURSOR)?);
+    for cursor in forwarding {
+        limit = limit.min(store.cursor(cursor)?);
     }
     let rules = store.cursor_if_set(RULES_CURSOR)?;
     if let Some(r) = rules {
@@ -81,11 +80,11 @@ pub struct Retention {
 
 impl Retention {
     /// A retention task with its own store connection. `forwarding`: the
-    /// InfluxDB forwarder is on, so its cursor bounds pruning.
+    /// cursors of the forwarders that are on, which bound pruning.
     pub fn new(
         store: Store,
         cfg: RetentionConfig,
-        forwarding: bool,
+        forwarding: Vec<&'static str>,
         metrics: Arc<Metrics>,
     ) -> Retention {
         let dir = store
@@ -139,7 +138,7 @@ impl Retention {
 struct TickState {
     store: Store,
     cfg: RetentionConfig,
-    forwarding: bool,
+    forwarding: Vec<&'static str>,
     metrics: Arc<Metrics>,
     dir: PathBuf,
     /// In a low-disk episode (already reported).
@@ -156,7 +155,7 @@ impl TickState {
         }
         if let Some(keep) = self.cfg.keep {
             let cutoff = now_ms() - i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
-            let result = prune_limit(&self.store, self.forwarding)
+            let result = prune_limit(&self.store, &self.forwarding)
                 .and_then(|limit| prune(&mut self.store, limit, cutoff));
             match result {
                 Ok(0) => {}
@@ -229,6 +228,7 @@ impl TickState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::forward::forwarder::CURSOR as FORWARD_CURSOR;
     use crate::store::set_cursor;
 
     fn fill(store: &mut Store, n: i64, measured_ms: i64, committed_ms: i64) {
@@ -267,7 +267,7 @@ mod tests {
         let cutoff = now_ms() - 30 * day;
 
         // Forwarding on, nothing forwarded: nothing goes.
-        assert_eq!(prune_limit(&store, true).unwrap(), 0);
+        assert_eq!(prune_limit(&store, &[FORWARD_CURSOR]).unwrap(), 0);
         assert_eq!(prune(&mut store, 0, cutoff).unwrap(), 0);
 
         // Forwarded up to 11000, the rule evaluator up to 10500.
@@ -275,8 +275,11 @@ mod tests {
         set_cursor(&tx, FORWARD_CURSOR, 11_000).unwrap();
         set_cursor(&tx, RULES_CURSOR, 10_500).unwrap();
         tx.commit().unwrap();
-        let limit = prune_limit(&store, true).unwrap();
+        let limit = prune_limit(&store, &[FORWARD_CURSOR]).unwrap();
         assert_eq!(limit, 10_500);
+        // A box's upstream link that has not sent anything holds everything.
+        let both = [FORWARD_CURSOR, crate::forward::upstream::CURSOR];
+        assert_eq!(prune_limit(&store, &both).unwrap(), 0);
         assert_eq!(prune(&mut store, limit, cutoff).unwrap(), 10_500);
         assert_eq!(seqs(&store), (1510, 10_501, 12_010));
 
@@ -285,7 +288,7 @@ mod tests {
         set_cursor(&tx, FORWARD_CURSOR, 12_010).unwrap();
         set_cursor(&tx, RULES_CURSOR, 12_010).unwrap();
         tx.commit().unwrap();
-        let limit = prune_limit(&store, true).unwrap();
+        let limit = prune_limit(&store, &[FORWARD_CURSOR]).unwrap();
         assert_eq!(prune(&mut store, limit, cutoff).unwrap(), 1500);
         assert_eq!(seqs(&store), (10, 12_001, 12_010));
     }
@@ -299,7 +302,7 @@ mod tests {
             min_free_bytes: u64::MAX,
             ..RetentionConfig::default()
         };
-        let mut t = Retention::new(store, cfg, false, metrics.clone())
+        let mut t = Retention::new(store, cfg, Vec::new(), metrics.clone())
             .state
             .unwrap();
         for _ in 0..3 {

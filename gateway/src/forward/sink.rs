@@ -31,6 +31,15 @@ pub enum WriteError {
         /// the server's message
         message: String,
     },
+    /// The sink refuses us, not a point (the hub answers 401/403/404 or
+    /// another 4xx): hold the batch, report it, try again every
+    /// `max_backoff`; never skipped, never quarantined.
+    Refused {
+        /// HTTP status
+        status: u16,
+        /// the sink's message (no reading data)
+        message: String,
+    },
     /// Try again later: the server is away, slow, overloaded, or refuses us
     /// (401, 403, 404: configuration, not data — never quarantined).
     Retry {

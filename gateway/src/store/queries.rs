@@ -41,6 +41,14 @@ pub struct StoredReading {
     pub sequence: Option<i64>,
     /// Annotations (JSON object).
     pub annotations: serde_json::Value,
+    /// Panel of the measurement (`blood_pressure`), if any: read for the
+    /// upstream link, not shown by the API.
+    #[serde(skip)]
+    pub panel: Option<String>,
+    /// Digest of the input, kept for readings without device time (their
+    /// identity across redeliveries): read for the upstream link only.
+    #[serde(skip)]
+    pub content_digest: Option<String>,
 }
 
 /// A quarantine row as read back.
@@ -84,7 +92,8 @@ fn t(ms: i64) -> DateTime<Utc> {
 /// Columns read by [`reading_row`], in its order.
 pub const READING_COLUMNS: &str =
     "seq, reading_id, group_id, patient_id, device_id, metric, value, unit, loinc, \
-     device_measured_at, measured_at, received_at, source, sequence, annotations";
+     device_measured_at, measured_at, received_at, source, sequence, annotations, \
+     panel, content_digest";
 
 /// Maps a row selected with [`READING_COLUMNS`].
 pub fn reading_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReading> {
@@ -104,6 +113,8 @@ pub fn reading_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReading> {
         source: r.get(12)?,
         sequence: r.get(13)?,
         annotations: serde_json::from_str(&r.get::<_, String>(14)?).unwrap_or_default(),
+        panel: r.get(15)?,
+        content_digest: r.get(16)?,
     })
 }
 

@@ -25,4 +25,5 @@ mod rules;
 mod scenario_ble;
 mod scenarios_e2e;
 mod store_encryption;
+mod upstream;
 mod webhooks;

@@ -1,0 +1,307 @@
+//! `POST /api/v1/upstream/readings`: the program hub's intake of readings
+//! that home boxes send up (`[forward.upstream]` at the box, see
+//! `forward::upstream`).
+//!
+//! A box already decoded, normalized and stored its readings: the hub takes
+//! them as canonical readings, as they are, through the shared writer, and
+//! answers **only once committed** (a 2xx means durable; the box moves its
+//! cursor only then). A re-sent batch (the box crashed before moving its
+//! cursor) is harmless: the readings table keeps a reading once by its
+//! `reading_id`, and the duplicates are counted in the answer.
+//!
+//! Only an `ingest` token that names devices may push here — the token the
+//! hub issued to that box — and only for those devices: one reading for
+//! another device and the whole batch is refused (403, nothing stored).
+//! Each reading keeps its `source` and gets the annotation
+//! `via = "upstream:<token name>"`, so the hub knows which box sent it. The
+//! hub binds a reading to a patient through its own registry, like any
+//! ingest: a device the hub does not know is quarantined (`unknown_device`).
+//!
+//! Bodies are JSON lines (`application/x-ndjson`), gzip-compressed or not;
+//! `api.max_body_bytes` bounds the body both as sent and once decompressed
+//! (413), so a small compressed bomb is refused after reading that much.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use device_profiles::canonical::{Reading, ReadingGroup};
+use device_profiles::{Metric, Panel, Source};
+use serde::Serialize;
+use std::io::Read;
+use std::sync::Arc;
+
+use super::audit::AuditPatient;
+use super::auth::Principal;
+use super::problem::{ApiError, Json};
+use super::ApiState;
+use crate::forward::upstream::{UpstreamReading, MEDIA_TYPE};
+use crate::store::tokens::Role;
+use crate::store::{Item, Outcome, RawInput};
+
+/// Annotation naming the box a reading came up from.
+pub const VIA_ANNOTATION: &str = "via";
+
+/// The answer: committed, with counts.
+#[derive(Debug, Serialize)]
+pub struct UpstreamResponse {
+    /// Always true: a response is sent only after the commit.
+    committed: bool,
+    /// Readings in the request.
+    received: usize,
+    /// Readings newly stored.
+    stored: usize,
+    /// Readings the hub already had.
+    duplicates: usize,
+    /// Readings quarantined at the hub (a device it does not know).
+    quarantined: usize,
+}
+
+/// `POST /api/v1/upstream/readings` (ingest tokens that name devices).
+pub async fn push(
+    State(st): State<Arc<ApiState>>,
+    p: Principal,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(Option<AuditPatient>, Json<UpstreamResponse>), ApiError> {
+    // A box's credential: an ingest token limited to its devices.
+    if p.role != Role::Ingest || p.devices.is_empty() {
+        return Err(ApiError::Forbidden);
+    }
+    let body = body.map_err(|r| {
+        if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge
+        } else {
+            ApiError::BadRequest(r.body_text())
+        }
+    })?;
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim);
+    if !media.is_some_and(|m| m.eq_ignore_ascii_case(MEDIA_TYPE)) {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "expected Content-Type: {MEDIA_TYPE}"
+        )));
+    }
+    let text = decode_body(&headers, &body, st.cfg.max_body_bytes)?;
+    let via = format!("upstream:{}", p.name);
+    let received_at = chrono::Utc::now();
+    let mut items = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        // Serde's message may quote a value: name the line only.
+        let wire: UpstreamReading = serde_json::from_str(line).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "line {}: not a reading (column {})",
+                n + 1,
+                e.column()
+            ))
+        })?;
+        let (reading, panel) = canonical(wire, &via)
+            .map_err(|e| ApiError::BadRequest(format!("line {}: {e}", n + 1)))?;
+        let raw = Arc::new(RawInput::new(
+            Source::Http,
+            &via,
+            None,
+            line.as_bytes(),
+            received_at,
+        ));
+        items.push(Item::Reading {
+            raw,
+            index: items.len(),
+            group: ReadingGroup {
+                group_id: reading.group_id.clone(),
+                panel,
+                readings: vec![reading],
+            },
+        });
+    }
+    // Every reading must be for a device the token names, before anything
+    // is stored.
+    let foreign = items.iter().any(|i| match i {
+        Item::Reading { group, .. } => group
+            .readings
+            .iter()
+            .any(|r| !p.devices.iter().any(|d| d == &r.device_id)),
+        Item::Quarantine { .. } => true,
+    });
+    if foreign {
+        return Err(ApiError::Forbidden);
+    }
+    let received = items.len();
+    let outcomes = if items.is_empty() {
+        Vec::new()
+    } else {
+        let commit = st.writer.submit(items).await?;
+        match commit.await {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "api: upstream readings not committed; answering 503");
+                return Err(ApiError::Unavailable(
+                    "not stored; retry the request".into(),
+                ));
+            }
+            Err(_) => return Err(ApiError::Unavailable("the gateway is shutting down".into())),
+        }
+    };
+    let (mut stored, mut duplicates, mut quarantined) = (0, 0, 0);
+    let mut patient = None;
+    for o in &outcomes {
+        match o {
+            Outcome::Stored {
+                stored: s,
+                duplicates: d,
+                patient_id,
+            } => {
+                stored += s;
+                duplicates += d;
+                patient.get_or_insert_with(|| AuditPatient(patient_id.clone()));
+            }
+            Outcome::Quarantined { .. } => quarantined += 1,
+        }
+    }
+    st.metrics.stored("upstream", stored);
+    if duplicates > 0 {
+        st.metrics.duplicates("upstream", duplicates);
+    }
+    Ok((
+        patient,
+        Json(UpstreamResponse {
+            committed: true,
+            received,
+            stored,
+            duplicates,
+            quarantined,
+        }),
+    ))
+}
+
+/// The body as text: gunzipped when `Content-Encoding: gzip`, and never
+/// more than `max` bytes once decompressed (413).
+fn decode_body(headers: &HeaderMap, body: &[u8], max: usize) -> Result<String, ApiError> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase());
+    let bytes = match encoding.as_deref() {
+        None | Some("identity") => body.to_vec(),
+        Some("gzip") => {
+            let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(max));
+            let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+            flate2::read::GzDecoder::new(body)
+                .take(limit)
+                .read_to_end(&mut out)
+                .map_err(|e| ApiError::BadRequest(format!("gzip body: {e}")))?;
+            if out.len() > max {
+                return Err(ApiError::TooLarge);
+            }
+            out
+        }
+        Some(other) => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "Content-Encoding {other}: only gzip is accepted"
+            )))
+        }
+    };
+    String::from_utf8(bytes).map_err(|_| ApiError::BadRequest("the body is not UTF-8".into()))
+}
+
+/// The wire form back to a canonical reading, marked as come upstream.
+fn canonical(w: UpstreamReading, via: &str) -> Result<(Reading, Option<Panel>), String> {
+    let metric: Metric = w
+        .metric
+        .parse()
+        .map_err(|_| format!("unknown metric `{}`", w.metric))?;
+    let source: Source = w
+        .source
+        .parse()
+        .map_err(|_| format!("unknown source `{}`", w.source))?;
+    let panel = match &w.panel {
+        None => None,
+        Some(p) => Some(
+            serde_json::from_value::<Panel>(serde_json::Value::String(p.clone()))
+                .map_err(|_| format!("unknown panel `{p}`"))?,
+        ),
+    };
+    if !w.value.is_finite() {
+        return Err("value is not a number".into());
+    }
+    if w.reading_id.is_empty() || w.device_id.is_empty() {
+        return Err("reading_id and device_id must not be empty".into());
+    }
+    let mut annotations = w.annotations;
+    annotations.insert(VIA_ANNOTATION.into(), via.to_string());
+    Ok((
+        Reading {
+            reading_id: w.reading_id,
+            group_id: w.group_id,
+            patient_id: w.patient_id,
+            device_id: w.device_id,
+            metric,
+            value: w.value,
+            unit: w.unit,
+            loinc: w.loinc,
+            device_measured_at: w.device_measured_at,
+            measured_at: w.measured_at,
+            received_at: w.received_at,
+            source,
+            sequence: w.sequence.and_then(|s| u64::try_from(s).ok()),
+            annotations,
+            content_digest: w.content_digest,
+        },
+        panel,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gz(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn gzip_bodies_are_bounded_after_decompression() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_ENCODING, "gzip".parse().unwrap());
+        assert_eq!(decode_body(&h, &gz(b"abc\n"), 1024).unwrap(), "abc\n");
+        // A megabyte of zeros compresses to about a kilobyte.
+        let bomb = gz(&vec![b'0'; 1 << 20]);
+        assert!(bomb.len() < 4096);
+        assert!(matches!(
+            decode_body(&h, &bomb, 64 * 1024),
+            Err(ApiError::TooLarge)
+        ));
+        h.insert(header::CONTENT_ENCODING, "br".parse().unwrap());
+        assert!(matches!(
+            decode_body(&h, b"x", 1024),
+            Err(ApiError::UnsupportedMediaType(_))
+        ));
+    }
+
+    #[test]
+    fn wire_readings_become_canonical_and_marked() {
+        let mut r = crate::forward::line::tests::reading("cuff-1", "p-1", 120.0);
+        r.panel = Some("blood_pressure".into());
+        let w = UpstreamReading::from(&r);
+        let (reading, panel) = canonical(w.clone(), "upstream:box-1").unwrap();
+        assert_eq!(panel, Some(Panel::BloodPressure));
+        assert_eq!(reading.metric, Metric::Systolic);
+        assert_eq!(reading.source, Source::Mqtt);
+        assert_eq!(
+            reading.annotations.get(VIA_ANNOTATION).map(String::as_str),
+            Some("upstream:box-1")
+        );
+        let mut bad = w;
+        bad.metric = "mood".into();
+        assert!(canonical(bad, "x").is_err());
+    }
+}

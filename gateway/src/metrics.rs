@@ -46,7 +46,7 @@ struct Health {
     upstream_refused: Mutex<Option<String>>,
 }
 
-/// Gauges of the forwarder and the store's disk (issue 8).
+/// Gauges of the forwarders and the store's disk.
 #[derive(Default)]
 struct ForwardGauges {
     backlog: AtomicI64,

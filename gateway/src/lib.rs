@@ -66,10 +66,10 @@ pub mod ble {
     pub use crate::sources::ble::{transport, BleSource};
 }
 
-/// Webhook events as the gateway queues them, and the secrets that sign
-/// them: for tests that queue events of their own.
+/// Webhook events as the gateway queues them, the secrets that sign them,
+/// and the check a receiver written in Rust makes.
 pub mod webhooks {
-    pub use crate::delivery::signing::Secret;
+    pub use crate::delivery::signing::{verify, Secret};
     pub use crate::store::outbox::{
         enqueue, event_id, AlertData, Event, EventType, EvidenceReading, RuleRef, EVENT_SCHEMA,
     };

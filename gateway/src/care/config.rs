@@ -16,7 +16,7 @@ use std::time::Duration;
 
 /// `[care]`
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(try_from = "RawCare")]
 pub struct CareConfig {
     /// Open follow-up tasks from notified alerts and escalate them.
     pub enabled: bool,
@@ -28,10 +28,10 @@ pub struct CareConfig {
     #[serde(with = "humantime_serde")]
     pub check_interval: Duration,
     /// The calendar of a team without its own section (and of patients
-    /// without a team).
-    #[serde(flatten)]
+    /// without a team); a team's section starts from it.
     pub default_team: TeamConfig,
-    /// Care teams by name, as patients and tokens name them.
+    /// Care teams by name, as patients and tokens name them: each the
+    /// `[care]` calendar with the keys its section sets.
     pub teams: BTreeMap<String, TeamConfig>,
     /// `[care.risk]`: risk tiers (see `care/risk.rs`).
     pub risk: super::risk::RiskConfig,
@@ -50,6 +50,63 @@ impl Default for CareConfig {
             risk: Default::default(),
             worklist: Default::default(),
         }
+    }
+}
+
+/// `[care]` as written: the calendar keys beside the others, and each
+/// team's section as the keys it sets (it inherits the rest).
+#[derive(Deserialize)]
+#[serde(default)]
+struct RawCare {
+    enabled: bool,
+    policy: Option<PathBuf>,
+    #[serde(with = "humantime_serde")]
+    check_interval: Duration,
+    teams: BTreeMap<String, toml::Table>,
+    risk: super::risk::RiskConfig,
+    worklist: super::worklist::WorklistConfig,
+    /// The calendar keys (and, to be refused, any unknown key).
+    #[serde(flatten)]
+    calendar: toml::Table,
+}
+
+impl Default for RawCare {
+    fn default() -> Self {
+        let d = CareConfig::default();
+        RawCare {
+            enabled: d.enabled,
+            policy: d.policy,
+            check_interval: d.check_interval,
+            teams: BTreeMap::new(),
+            risk: d.risk,
+            worklist: d.worklist,
+            calendar: toml::Table::new(),
+        }
+    }
+}
+
+impl TryFrom<RawCare> for CareConfig {
+    type Error = String;
+    fn try_from(raw: RawCare) -> Result<Self, String> {
+        let calendar = |t: toml::Table, at: &str| {
+            TeamConfig::deserialize(t).map_err(|e| format!("{at}{}", e.message()))
+        };
+        let default_team = calendar(raw.calendar.clone(), "")?;
+        let mut teams = BTreeMap::new();
+        for (name, own) in raw.teams {
+            let mut merged = raw.calendar.clone();
+            merged.extend(own);
+            teams.insert(name.clone(), calendar(merged, &format!("teams.{name}: "))?);
+        }
+        Ok(CareConfig {
+            enabled: raw.enabled,
+            policy: raw.policy,
+            check_interval: raw.check_interval,
+            default_team,
+            teams,
+            risk: raw.risk,
+            worklist: raw.worklist,
+        })
     }
 }
 
@@ -156,9 +213,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn teams_have_their_own_calendar_and_fall_back_to_the_defaults() {
+    fn teams_inherit_the_care_calendar_and_set_their_own_keys() {
         let c: CareConfig = toml::from_str(
-            "time_zone = \"America/New_York\"\n[teams.auckland]\ntime_zone = \"Pacific/Auckland\"\nworking_days = [\"mon\", \"tue\"]\nday_start = \"09:00\"\nholidays = [\"2026-12-25\"]\n",
+            "time_zone = \"America/New_York\"\nday_end = \"18:00\"\nholidays = [\"2026-11-26\"]\n[teams.auckland]\ntime_zone = \"Pacific/Auckland\"\nworking_days = [\"mon\", \"tue\"]\nday_start = \"09:00\"\nholidays = [\"2026-12-25\"]\n[teams.boston]\n",
         )
         .unwrap();
         assert_eq!(c.team(None).time_zone, chrono_tz::America::New_York);
@@ -170,8 +227,15 @@ mod tests {
         assert_eq!(a.time_zone, chrono_tz::Pacific::Auckland);
         assert_eq!(a.working_days, vec![Weekday::Mon, Weekday::Tue]);
         assert_eq!(a.day_start, NaiveTime::from_hms_opt(9, 0, 0).unwrap());
-        assert_eq!(a.day_end, NaiveTime::from_hms_opt(17, 0, 0).unwrap());
+        // Keys a team does not set come from [care]; those it sets replace them.
+        assert_eq!(a.day_end, NaiveTime::from_hms_opt(18, 0, 0).unwrap());
+        assert_eq!(a.holidays, vec!["2026-12-25".parse().unwrap()]);
+        assert_eq!(c.team(Some("boston")), c.team(None));
         let e = toml::from_str::<CareConfig>("time_zone = \"Mars/Olympus\"\n").unwrap_err();
         assert!(e.to_string().contains("IANA"), "{e}");
+        let e = toml::from_str::<CareConfig>("bogus = 1\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field `bogus`"), "{e}");
+        let e = toml::from_str::<CareConfig>("[teams.x]\nday_start = \"8\"\n").unwrap_err();
+        assert!(e.to_string().contains("teams.x: "), "{e}");
     }
 }

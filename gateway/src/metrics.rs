@@ -248,6 +248,17 @@ impl Metrics {
         );
     }
 
+    /// Follow-up tasks that went overdue, and escalation tiers reached.
+    pub fn follow_ups_escalated(&self, overdue: usize, escalated: usize) {
+        self.add("rpm_tasks_overdue_total", String::new(), overdue as u64);
+        self.add("rpm_tasks_escalated_total", String::new(), escalated as u64);
+    }
+
+    /// An escalation pass failed and will be retried.
+    pub fn escalation_failure(&self) {
+        self.add("rpm_escalation_failures_total", String::new(), 1);
+    }
+
     /// A rule evaluation (or missing-data tick) failed and will be retried.
     pub fn rules_failure(&self) {
         self.add("rpm_rules_failures_total", String::new(), 1);

@@ -310,7 +310,7 @@ pub async fn run(
         supervised(
             "follow-up escalator",
             &ended_tx,
-            crate::care::escalation::run(e, config.care.check_interval, stopped()),
+            crate::care::escalation::run(e, config.care.check_interval, metrics.clone(), stopped()),
         )
     });
     let dispatcher =

@@ -261,12 +261,17 @@ fn emit(
     Ok(())
 }
 
-/// Runs the escalator every `interval` until `stop` resolves, then once
+/// Runs the escalator every `interval` (counting in `metrics`) until `stop` resolves, then once
 /// more (a replay's last data time is judged too). On the data clock
 /// (replays, demos, tests) days pass in seconds, so it looks every 200 ms
 /// at most. Store errors are logged and the pass retried at the next tick
 /// (nothing was committed, so nothing is skipped).
-pub async fn run(mut escalator: Escalator, interval: Duration, stop: impl Future<Output = ()>) {
+pub async fn run(
+    mut escalator: Escalator,
+    interval: Duration,
+    metrics: Arc<crate::metrics::Metrics>,
+    stop: impl Future<Output = ()>,
+) {
     tokio::pin!(stop);
     let interval = match escalator.clock.is_data() {
         true => interval.min(Duration::from_millis(200)),
@@ -290,13 +295,17 @@ pub async fn run(mut escalator: Escalator, interval: Duration, stop: impl Future
             Ok((e, r)) => {
                 escalator = e;
                 match r {
-                    Ok(p) if p != Pass::default() => tracing::info!(
-                        overdue = p.overdue,
-                        escalated = p.escalated,
-                        "follow-up tasks past their deadlines"
-                    ),
+                    Ok(p) if p != Pass::default() => {
+                        metrics.follow_ups_escalated(p.overdue, p.escalated);
+                        tracing::info!(
+                            overdue = p.overdue,
+                            escalated = p.escalated,
+                            "follow-up tasks past their deadlines"
+                        )
+                    }
                     Ok(_) => {}
                     Err(e) => {
+                        metrics.escalation_failure();
                         tracing::warn!(error = %e, "follow-up escalation pass failed; retrying")
                     }
                 }

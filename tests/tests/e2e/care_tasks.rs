@@ -198,6 +198,10 @@ fn follow_up_tasks_open_escalate_and_complete_with_care_teams_apart() {
         ],
         "each event once, in order, none for the task done in time"
     );
+    let metrics = api.get("/metrics", "").text();
+    for line in ["rpm_tasks_overdue_total 1", "rpm_tasks_escalated_total 2"] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
     let escalated = &w.rx.accepted()[2]["event"]["data"];
     assert_eq!(escalated["escalation"]["to"], "physician");
     assert_eq!(escalated["missed"], "claim");

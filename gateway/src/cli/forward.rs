@@ -1,4 +1,4 @@
-//! `rpm-gateway forward`: the InfluxDB forwarder's state.
+//! `rpm-gateway forward`: the forwarders' state (InfluxDB, the program hub).
 
 use clap::Subcommand;
 
@@ -36,6 +36,18 @@ pub fn run(config: &Config, cmd: ForwardCommand) -> anyhow::Result<()> {
                 .unwrap_or_else(|| "unknown".into()),
             if s.disk_low { " (LOW)" } else { "" }
         );
+        if let Some(u) = &s.upstream {
+            println!(
+                "upstream to the hub: cursor {} of {}; backlog {} reading(s); last taken {}",
+                u.cursor,
+                s.newest_seq,
+                u.backlog,
+                u.cursor_updated_at
+                    .and_then(chrono::DateTime::from_timestamp_millis)
+                    .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+                    .unwrap_or_else(|| "never".into())
+            );
+        }
     }
     Ok(())
 }

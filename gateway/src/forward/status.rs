@@ -31,6 +31,21 @@ pub struct ForwardStatus {
     pub disk_free_bytes: Option<u64>,
     /// Below `retention.min_free_bytes` / `min_free_percent`.
     pub disk_low: bool,
+    /// The home box's link to the program hub, when `[forward.upstream]`
+    /// is configured.
+    pub upstream: Option<UpstreamStatus>,
+}
+
+/// Where the upstream forwarder (home box → hub) stands. No PHI.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UpstreamStatus {
+    /// Readings up to this `seq` were taken by the hub.
+    pub cursor: i64,
+    /// Readings after the cursor (not yet at the hub).
+    pub backlog: i64,
+    /// When the cursor last moved (Unix ms), if ever: the box's last
+    /// successful contact with the hub.
+    pub cursor_updated_at: Option<i64>,
 }
 
 /// Reads the status of `store` under `[forward]` and `[retention]`.
@@ -52,6 +67,19 @@ pub fn status(
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
     let disk = disk_space(dir).ok();
+    let upstream = match forward.upstream {
+        None => None,
+        Some(_) => {
+            let (cursor, updated) = crate::store::cursor_with_time(conn, super::upstream::CURSOR)?
+                .map(|(c, u)| (c, Some(u)))
+                .unwrap_or((0, None));
+            Some(UpstreamStatus {
+                cursor,
+                backlog: crate::store::queries::count_after(conn, cursor)?,
+                cursor_updated_at: updated,
+            })
+        }
+    };
     Ok(ForwardStatus {
         enabled: forward.influxdb.is_some(),
         cursor,
@@ -61,6 +89,7 @@ pub fn status(
         rejected,
         disk_free_bytes: disk.map(|d| d.available),
         disk_low: disk.is_some_and(|d| retention.is_low(d)),
+        upstream,
     })
 }
 
@@ -75,6 +104,7 @@ mod tests {
         let store = Store::open(&dir.path().join("s.db")).unwrap();
         let c = Config::default();
         let s = status(&store, &c.forward, &c.retention).unwrap();
+        assert_eq!(s.upstream, None);
         assert_eq!(
             (s.enabled, s.cursor, s.backlog, s.rejected),
             (false, 0, 0, 0)

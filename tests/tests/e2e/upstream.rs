@@ -177,6 +177,16 @@ fn readings_reach_the_hub_once_through_an_outage_and_a_crash() {
             .unwrap()
     };
     assert_eq!(rows(&hubgw), rows(&boxgw), "every column arrives as stored");
+    // The box's operator sees the link caught up.
+    let out = boxgw.cli(&["forward", "status", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["upstream"]["backlog"], 0, "{status}");
+    assert!(status["upstream"]["cursor_updated_at"].is_i64(), "{status}");
     drop(hold);
 }
 

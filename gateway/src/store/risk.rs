@@ -198,15 +198,13 @@ pub fn alert_changes_after(
     after: i64,
     limit: usize,
 ) -> Result<Vec<(i64, String)>, StoreError> {
-    let mut q = conn.prepare_cached(
+    changes_after(
+        conn,
         "SELECT h.id, a.patient_id FROM alert_history h JOIN alerts a ON a.alert_id = h.alert_id
          WHERE h.id > ?1 ORDER BY h.id LIMIT ?2",
-    )?;
-    let rows = q.query_map(
-        params![after, i64::try_from(limit).unwrap_or(i64::MAX)],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        after,
+        limit,
+    )
 }
 
 /// Task-history rows after `after` with their patient: (id, patient).
@@ -215,10 +213,23 @@ pub fn task_changes_after(
     after: i64,
     limit: usize,
 ) -> Result<Vec<(i64, String)>, StoreError> {
-    let mut q = conn.prepare_cached(
+    changes_after(
+        conn,
         "SELECT h.id, t.patient_id FROM task_history h JOIN tasks t ON t.task_id = h.task_id
          WHERE h.id > ?1 ORDER BY h.id LIMIT ?2",
-    )?;
+        after,
+        limit,
+    )
+}
+
+/// (history id, patient) rows of a history table after `after`.
+fn changes_after(
+    conn: &Connection,
+    sql: &str,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<(i64, String)>, StoreError> {
+    let mut q = conn.prepare_cached(sql)?;
     let rows = q.query_map(
         params![after, i64::try_from(limit).unwrap_or(i64::MAX)],
         |r| Ok((r.get(0)?, r.get(1)?)),

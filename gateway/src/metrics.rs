@@ -441,6 +441,14 @@ impl Metrics {
 
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
+        /// One sample line; an empty label set is written without braces.
+        fn sample(out: &mut String, name: &str, labels: &str, v: impl std::fmt::Display) {
+            if labels.is_empty() {
+                let _ = writeln!(out, "{name} {v}");
+            } else {
+                let _ = writeln!(out, "{name}{{{labels}}} {v}");
+            }
+        }
         let mut out = String::new();
         let mut last = "";
         if let Ok(c) = self.counters.lock() {
@@ -449,11 +457,7 @@ impl Metrics {
                     let _ = writeln!(out, "# TYPE {name} counter");
                     last = name;
                 }
-                if labels.is_empty() {
-                    let _ = writeln!(out, "{name} {v}");
-                } else {
-                    let _ = writeln!(out, "{name}{{{labels}}} {v}");
-                }
+                sample(&mut out, name, labels, v);
             }
         }
         if let Ok(g) = self.gauges.lock() {
@@ -463,7 +467,7 @@ impl Metrics {
                     let _ = writeln!(out, "# TYPE {name} gauge");
                     last = *name;
                 }
-                let _ = writeln!(out, "{name}{{{labels}}} {v}");
+                sample(&mut out, name, labels, v);
             }
         }
         let secs = self.batch_micros.load(Ordering::Relaxed) as f64 / 1e6;

@@ -403,6 +403,16 @@ impl Metrics {
         }
     }
 
+    /// A sink's backlog as last set (`None`: not set yet).
+    pub fn sink_backlog(&self, sink: &'static str) -> Option<i64> {
+        if sink == "influxdb" {
+            return Some(self.forward_backlog());
+        }
+        let g = self.gauges.lock().ok()?;
+        g.get(&(sink_gauge(sink, "backlog"), String::new()))
+            .map(|v| *v as i64)
+    }
+
     /// BLE adapter state: usable or not (no D-Bus, no BlueZ, no adapter).
     pub fn set_ble_adapter(&self, up: bool) {
         self.ble_adapter.store(up as i64, Ordering::Relaxed);

@@ -413,6 +413,14 @@ impl Metrics {
             .map(|v| *v as i64)
     }
 
+    /// Whether the last write to the upstream hub got an answer (`None`:
+    /// none tried yet, or no upstream).
+    pub fn upstream_up(&self) -> Option<bool> {
+        let g = self.gauges.lock().ok()?;
+        g.get(&(sink_gauge("upstream", "up"), String::new()))
+            .map(|v| *v >= 1.0)
+    }
+
     /// BLE adapter state: usable or not (no D-Bus, no BlueZ, no adapter).
     pub fn set_ble_adapter(&self, up: bool) {
         self.ble_adapter.store(up as i64, Ordering::Relaxed);

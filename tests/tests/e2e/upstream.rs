@@ -232,6 +232,46 @@ fn a_box_token_pushes_only_for_its_own_devices() {
     r.expect(200);
     assert_eq!(r.json()["duplicates"], 1);
     assert_eq!(hubgw.readings(), 1);
+    // Quarantine records: only for its own devices too.
+    let record = |device: &str| {
+        format!(
+            r#"{{"id":1,"received_at":"2026-01-31T07:00:01Z","source":"mqtt","origin":"acme/scale/{device}","profile":null,"device_id":"{device}","measurement_index":0,"count":1,"measurement_indexes":null,"reason":"unknown_device","detail":"not assigned","status":"open","payload":"e30=","facts":null}}"#
+        )
+    };
+    let push_q = |token: &str, body: String| {
+        api.request(
+            "POST",
+            "/api/v1/upstream/quarantine",
+            Some(token),
+            Some(("application/x-ndjson", body.as_bytes())),
+        )
+    };
+    push_q(&token, format!("{}\n", record("scale-2"))).problem(403);
+    let r = push_q(&token, format!("{}\n", record("scale-1")));
+    r.expect(200);
+    assert_eq!(r.json()["stored"], 1);
+    assert_eq!(
+        push_q(&token, format!("{}\n", record("scale-1"))).json()["duplicates"],
+        1
+    );
+    // Its share names only its devices, and an unchanged share is a 304.
+    let share = api.request("GET", "/api/v1/upstream/share", Some(&token), None);
+    share.expect(200);
+    assert_eq!(
+        share.json(),
+        serde_json::json!({"devices": [{"device_id": "scale-1", "patient_id": "p1"}], "patients": []})
+    );
+    let etag = share.header("etag").unwrap().to_string();
+    api.request_with(
+        "GET",
+        "/api/v1/upstream/share",
+        Some(&token),
+        &[("If-None-Match", &etag)],
+        None,
+    )
+    .expect(304);
+    api.request("GET", "/api/v1/upstream/share", Some(&any_device), None)
+        .problem(403);
     // The refusals and the pushes are in the audit log.
     assert!(
         hubgw.count(

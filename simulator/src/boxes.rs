@@ -13,8 +13,8 @@
 //! reconnecting after a hub outage); `concurrency` bounds the requests in
 //! flight, as the hub's per-client connection limit would.
 //!
-//! Reading ids are derived from (device, metric, device time, sequence), so
-//! a run played twice sends the same readings and the hub keeps them once.
+//! Reading ids are derived from (device, metric, device time, sequence), as
+//! a box's are, so a batch sent again after a lost answer is kept once.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -631,3 +631,60 @@ fn mqtt_and_ble_readings_reach_the_hub_once_through_kills_and_a_week_offline() {
     drop(emu);
     drop(hold);
 }
+
+/// `rpm-sim boxes` plays boxes against a real hub: every box's day arrives
+/// once, each second share pull is a 304, and the hub knows every box.
+#[test]
+fn rpm_sim_boxes_play_many_boxes_against_a_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    let hold = PortHold::any();
+    let port = hold.port;
+    let mut devices = String::new();
+    let mut lines = String::new();
+    let mut hubgw = share_hub(dir.path(), port, "");
+    for i in 0..5 {
+        devices.push_str(&format!(
+            "[[devices]]\nid = \"cuff-{i}\"\npatient = \"p{i}\"\n\n[[devices]]\nid = \"scale-{i}\"\npatient = \"p{i}\"\n\n"
+        ));
+    }
+    let text = std::fs::read_to_string(&hubgw.config).unwrap() + &devices;
+    std::fs::write(&hubgw.config, text).unwrap();
+    for i in 0..5 {
+        let cuff = format!("cuff-{i}");
+        let scale = format!("scale-{i}");
+        let t = box_token(&hubgw, &format!("box-{i}"), &[&cuff, &scale]);
+        lines.push_str(&format!("box-{i} {t} {cuff},{scale}\n"));
+    }
+    let tokens = dir.path().join("boxes.txt");
+    std::fs::write(&tokens, lines).unwrap();
+    hubgw.start_unready(&[]);
+    assert_eq!(hubgw.api_port(), port);
+    let hub = format!("http://127.0.0.1:{port}");
+    let args = [
+        "boxes",
+        "--hub",
+        &hub,
+        "--tokens",
+        tokens.to_str().unwrap(),
+        "--offline",
+        "24h",
+        "--per-day",
+        "4",
+        "--batch",
+        "5",
+        "--json",
+    ];
+    let run =
+        || -> serde_json::Value { serde_json::from_slice(&common::rpm_sim(&args).stdout).unwrap() };
+    let first = run();
+    // 5 boxes × (4 BP measurements × 3 readings + 4 weights).
+    assert_eq!(first["readings_sent"], 80, "{first}");
+    assert_eq!(first["stored"], 80);
+    assert_eq!(first["shares_304"], 5);
+    assert_eq!(hubgw.readings(), 80);
+    assert_eq!(
+        hubgw.count("SELECT COUNT(*) FROM boxes WHERE version = 'sim'"),
+        5
+    );
+    drop(hold);
+}

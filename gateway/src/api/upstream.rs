@@ -17,6 +17,13 @@
 //! hub binds a reading to a patient through its own registry, like any
 //! ingest: a device the hub does not know is quarantined (`unknown_device`).
 //!
+//! The same token also pulls the box's share of the hub's registry
+//! (`GET /api/v1/upstream/share`, see `store::share`) and pushes the box's
+//! quarantine records (`POST /api/v1/upstream/quarantine`, kept once per
+//! box and record, re-processed here when the hub assigns the device).
+//! Every one of these requests records the box's contact and the health its
+//! headers carry (`store::boxes`), which is what `box.silent` is judged by.
+//!
 //! Bodies are JSON lines (`application/x-ndjson`), gzip-compressed or not;
 //! `api.max_body_bytes` bounds the body both as sent and once decompressed
 //! (413), so a small compressed bomb is refused after reading that much.
@@ -475,6 +482,25 @@ mod tests {
             decode_body(&h, b"x", 1024),
             Err(ApiError::UnsupportedMediaType(_))
         ));
+    }
+
+    #[test]
+    fn health_headers_are_read_and_bad_ones_left_out() {
+        let mut h = HeaderMap::new();
+        h.insert(HEADER_BACKLOG, "42".parse().unwrap());
+        h.insert(HEADER_CLOCK, "2026-12-05T03:00:00.500Z".parse().unwrap());
+        h.insert(HEADER_BLE, "available".parse().unwrap());
+        h.insert(HEADER_VERSION, "1.2.3".parse().unwrap());
+        let got = health(&h);
+        assert_eq!(got.backlog, Some(42));
+        assert_eq!(got.clock_ms, Some(1_796_439_600_500));
+        assert_eq!(got.ble_state.as_deref(), Some("available"));
+        assert_eq!(got.version.as_deref(), Some("1.2.3"));
+        h.insert(HEADER_BACKLOG, "-1".parse().unwrap());
+        h.insert(HEADER_CLOCK, "yesterday".parse().unwrap());
+        h.insert(HEADER_BLE, "<script>".parse().unwrap());
+        h.insert(HEADER_VERSION, "1 2".parse().unwrap());
+        assert_eq!(health(&h), BoxHealth::default());
     }
 
     #[test]

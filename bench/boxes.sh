@@ -13,10 +13,11 @@
 # the rules have evaluated every reading and every alert's webhook is
 # delivered (a local receiver), worklist p99 (admin, 100 calls, after the
 # phase), hub peak RSS, store size. RPM_BIN / SIM_BIN use existing binaries;
-# CONCURRENCY (default 32) bounds the requests in flight.
+# CONCURRENCY (default 32) bounds the requests in flight; RECONNECT_OFFLINE
+# (default 24h) is how long the reconnecting boxes were away.
 set -euo pipefail
 PATIENTS=${1:-10000}; RECONNECT=${2:-1000}; PER_DAY=${3:-4}; CRISIS=${4:-20}
-CONCURRENCY=${CONCURRENCY:-32}
+CONCURRENCY=${CONCURRENCY:-32}; RECONNECT_OFFLINE=${RECONNECT_OFFLINE:-24h}
 cd "$(dirname "$0")/.."
 if [ -z "${RPM_BIN:-}" ] || [ -z "${SIM_BIN:-}" ]; then
   cargo build --release -q -p rpm-gateway -p rpm-simulator
@@ -113,10 +114,10 @@ lat.sort()
 print(f"worklist p50 {lat[49]:.1f} ms, p99 {lat[98]:.1f} ms")
 PY
 }
-phase() {  # name, boxes
+phase() {  # name, boxes, offline
   local t0 t1
   t0=$(date +%s.%N)
-  "$SIM" boxes --hub "http://127.0.0.1:$API" --tokens "$W/boxes.txt" --boxes "$2" --offline 24h \
+  "$SIM" boxes --hub "http://127.0.0.1:$API" --tokens "$W/boxes.txt" --boxes "$2" --offline "$3" \
     --per-day "$PER_DAY" --concurrency "$CONCURRENCY" --crisis-every "$CRISIS"
   t1=$(date +%s.%N)
   echo "$1: boxes done in $(echo "$t1 - $t0" | bc) s"
@@ -125,6 +126,6 @@ phase() {  # name, boxes
   worklist_p99
   echo "$1: hub peak RSS $(( $(cat "$W/rss") / 1024 )) MB, store $(du -sm "$W"/hub.db* | awk '{s+=$1} END {print s}') MB"
 }
-phase "a day, all boxes" "$PATIENTS"
-phase "reconnect after a day offline" "$RECONNECT"
+phase "a day, all boxes" "$PATIENTS" 24h
+phase "reconnect after $RECONNECT_OFFLINE offline" "$RECONNECT" "$RECONNECT_OFFLINE"
 kill $HUB; wait $HUB 2>/dev/null || true

@@ -269,7 +269,7 @@ async fn play_box(
     gate: Arc<tokio::sync::Semaphore>,
     start: Instant,
 ) -> Result<BoxResult, String> {
-    let crisis = plan.crisis_every > 0 && index % plan.crisis_every == 0;
+    let crisis = plan.crisis_every > 0 && index.is_multiple_of(plan.crisis_every);
     let lines = readings(&b, &plan, crisis, chrono::Utc::now().timestamp_millis());
     let mut r = BoxResult::default();
     let auth = format!("Bearer {}", b.token);

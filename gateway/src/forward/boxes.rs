@@ -50,11 +50,12 @@ impl Default for IntakeConfig {
 
 /// Checks `[upstream_intake]`; `err(table, key, message)` records an error.
 pub fn validate(c: &IntakeConfig, err: &mut dyn FnMut(&str, &str, String)) {
-    if c.silent_after < Duration::from_secs(1) {
+    // Contacts are recorded to half a second (store::boxes).
+    if c.silent_after < Duration::from_secs(2) {
         err(
             "upstream_intake",
             "silent_after",
-            "must be at least 1s".into(),
+            "must be at least 2s".into(),
         );
     }
     if c.check_interval < Duration::from_millis(50) {

@@ -91,9 +91,14 @@ pub fn list(conn: &Connection) -> Result<Vec<BoxRow>, StoreError> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// How fresh a box's row is kept: contacts of one kind (push, pull) closer
+/// together than this (a box's requests come in bursts) are written once.
+pub const CONTACT_RESOLUTION_MS: i64 = 500;
+
 /// Records a contact of `box_id` at hub time `now` (ms) with its health,
 /// and raises `box.back` in the same transaction if the box was silent.
-/// Returns whether `box.back` was raised.
+/// A contact within [`CONTACT_RESOLUTION_MS`] of the last one of its kind
+/// changes nothing. Returns whether `box.back` was raised.
 pub fn record_contact(
     tx: &Transaction<'_>,
     box_id: &str,
@@ -107,13 +112,26 @@ pub fn record_contact(
         Contact::Push => (Some(now), None),
         Contact::Pull => (None, Some(now)),
     };
-    let was: Option<(bool, i64, Option<i64>)> = tx
+    let was: Option<(bool, i64, Option<i64>, Option<i64>)> = tx
         .query_row(
-            "SELECT silent, events, silent_since FROM boxes WHERE box_id = ?1",
+            &format!(
+                "SELECT silent, events, silent_since, {} FROM boxes WHERE box_id = ?1",
+                match kind {
+                    Contact::Push => "last_push_at",
+                    Contact::Pull => "last_pull_at",
+                }
+            ),
             [box_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()?;
+    // The same kind of contact moments ago: the row is fresh enough, and a
+    // write per request would cost the hub a commit as dear as the readings'.
+    if let Some((false, _, _, Some(last))) = was {
+        if (0..CONTACT_RESOLUTION_MS).contains(&(now - last)) {
+            return Ok(false);
+        }
+    }
     tx.execute(
         "INSERT INTO boxes (box_id, token_id, first_contact_at, last_contact_at, last_push_at, last_pull_at,
                             backlog, clock_offset_ms, ble_state, version)
@@ -139,7 +157,7 @@ pub fn record_contact(
             health.version
         ],
     )?;
-    let Some((true, events, since)) = was else {
+    let Some((true, events, since, _)) = was else {
         return Ok(false);
     };
     let n = events + 1;
@@ -277,7 +295,9 @@ mod tests {
         assert!(!record_contact(&tx, "box-1", "tok", Contact::Pull, &pull, 50_001).unwrap());
         tx.commit().unwrap();
         assert_eq!(events(s.conn(), "box.back"), 1);
+        // A burst is written once: the contact 1 ms later changed nothing.
         let b = list(s.conn()).unwrap().remove(0);
+        assert_eq!(b.last_contact_at.timestamp_millis(), 50_000);
         assert!(!b.silent);
         assert_eq!(
             b.backlog,

@@ -403,6 +403,24 @@ impl Metrics {
         }
     }
 
+    /// A sink's backlog as last set (`None`: not set yet).
+    pub fn sink_backlog(&self, sink: &'static str) -> Option<i64> {
+        if sink == "influxdb" {
+            return Some(self.forward_backlog());
+        }
+        let g = self.gauges.lock().ok()?;
+        g.get(&(sink_gauge(sink, "backlog"), String::new()))
+            .map(|v| *v as i64)
+    }
+
+    /// Whether the last write to the upstream hub got an answer (`None`:
+    /// none tried yet, or no upstream).
+    pub fn upstream_up(&self) -> Option<bool> {
+        let g = self.gauges.lock().ok()?;
+        g.get(&(sink_gauge("upstream", "up"), String::new()))
+            .map(|v| *v >= 1.0)
+    }
+
     /// BLE adapter state: usable or not (no D-Bus, no BlueZ, no adapter).
     pub fn set_ble_adapter(&self, up: bool) {
         self.ble_adapter.store(up as i64, Ordering::Relaxed);

@@ -198,6 +198,21 @@ pub async fn run(
         None => None,
     };
     let risk = risk_stage(&config)?;
+    // The hub's watch on the home boxes that push to it (boxes appear
+    // only once one has pushed or pulled; without any, it only looks).
+    let box_watch = match config.api.enabled {
+        true => {
+            let mut w = crate::forward::boxes::BoxWatch::open(
+                &config.store.path,
+                config.upstream_intake.clone(),
+            )?;
+            if let Some(d) = &dispatcher {
+                w = w.with_delivery_waker(d.waker());
+            }
+            Some(w)
+        }
+        false => None,
+    };
     tracing::info!(
         store = %config.store.path.display(),
         profiles = pipeline.decoder.profiles().len(),
@@ -254,7 +269,7 @@ pub async fn run(
         })
     };
 
-    let downstream = spawn_forwarding(&config, &metrics, &stopped)?;
+    let downstream = spawn_forwarding(&config, &metrics, &pipeline, &stopped)?;
 
     let mut tasks = Vec::new();
     if let Some(mqtt) = config.sources.mqtt.clone() {
@@ -315,6 +330,13 @@ pub async fn run(
     });
     let dispatcher =
         dispatcher.map(|d| supervised("webhook dispatcher", &ended_tx, d.run(stopped())));
+    let box_watch = box_watch.map(|w| {
+        supervised(
+            "box watch",
+            &ended_tx,
+            crate::forward::boxes::run(w, stopped()),
+        )
+    });
     let risk_task = risk.map(|s| {
         supervised(
             "risk stage",
@@ -360,6 +382,9 @@ pub async fn run(
         let _ = d.await;
     }
     if let Some(t) = risk_task {
+        let _ = t.await;
+    }
+    if let Some(t) = box_watch {
         let _ = t.await;
     }
     for t in downstream {
@@ -454,6 +479,7 @@ fn risk_stage(
 fn spawn_forwarding<S, F>(
     config: &Config,
     metrics: &Arc<Metrics>,
+    pipeline: &Arc<Pipeline>,
     stopped: &S,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, RunError>
 where
@@ -476,7 +502,11 @@ where
         tasks.push(spawn_forwarder(config, sink, fcfg, metrics, stopped())?);
     }
     if let Some(cfg) = &config.forward.upstream {
-        let sink = UpstreamSink::new(cfg)?;
+        let health = crate::forward::upstream::HealthHeaders {
+            metrics: metrics.clone(),
+            ble: config.sources.ble.as_ref().is_some_and(|b| b.enabled),
+        };
+        let sink = UpstreamSink::new(cfg, health.clone())?;
         let fcfg = ForwarderConfig {
             batch_size: cfg.batch_size,
             flush_interval: cfg.flush_interval,
@@ -486,6 +516,34 @@ where
         tracing::info!(batch_size = cfg.batch_size, hub = %cfg.url, "forwarding to the upstream hub");
         cursors.push(UpstreamSink::CURSOR);
         tasks.push(spawn_forwarder(config, sink, fcfg, metrics, stopped())?);
+        let link = Arc::new(crate::forward::hub::HubLink::new(cfg, health)?);
+        if cfg.share {
+            let (store, pipeline, stop) = (
+                Store::open(&config.store.path)?,
+                pipeline.clone(),
+                stopped(),
+            );
+            let link = link.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = crate::forward::hub::run_share(link, store, pipeline, stop).await {
+                    tracing::error!(error = %e, "the hub share link stopped on a store error");
+                }
+            }));
+        }
+        if cfg.quarantine {
+            let (store, metrics, stop) =
+                (Store::open(&config.store.path)?, metrics.clone(), stopped());
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) =
+                    crate::forward::hub::run_quarantine(link, store, metrics, stop).await
+                {
+                    tracing::error!(error = %e, "the hub quarantine link stopped on a store error");
+                }
+            }));
+        }
+        if config.rules.enabled {
+            tracing::warn!("rules are enabled on a home box: its alerts are not reconciled with the hub's (the hub runs the rules for every patient; see docs/home-boxes.md)");
+        }
     }
     let retention = Retention::new(
         Store::open(&config.store.path)?,

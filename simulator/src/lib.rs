@@ -21,6 +21,7 @@
 pub mod ble;
 #[cfg(feature = "bluez")]
 pub mod bluez;
+pub mod boxes;
 pub mod care;
 pub mod check;
 pub mod cli;

@@ -74,6 +74,19 @@ fn visible_device(
     Ok(d)
 }
 
+/// 409 for a device whose assignment this home box takes from the
+/// program hub's share: it is changed at the hub.
+fn refuse_hub_owned(s: &crate::store::Store, device_id: &str) -> Result<(), ApiError> {
+    if crate::store::share::is_hub_owned_device(s.conn(), device_id)? {
+        return Err(ApiError::Conflict(HUB_OWNED.into()));
+    }
+    Ok(())
+}
+
+/// Why a home box refuses a local edit of what its hub owns.
+pub const HUB_OWNED: &str =
+    "the program hub owns this (this gateway is a home box applying the hub's share): change it at the hub";
+
 /// `GET /api/v1/devices/{device_id}`.
 pub async fn get(
     State(st): State<Arc<ApiState>>,
@@ -131,6 +144,7 @@ pub async fn register(
     let out = st
         .db
         .run(move |s| {
+            refuse_hub_owned(s, &body.device_id)?;
             if !s.register_device(&body.device_id, "api")? {
                 return Err(ApiError::Conflict(
                     "device is already registered; assign it with PUT /api/v1/devices/{device_id}/patient".into(),
@@ -176,6 +190,7 @@ pub async fn assign(
     let out = st
         .db
         .run(move |s| {
+            refuse_hub_owned(s, &device_id)?;
             let r = s.assign_device(&device_id, &body.patient_id, "api", |q| {
                 pipeline.reprocess(q)
             })?;
@@ -201,6 +216,7 @@ pub async fn unassign(
         .db
         .run(move |s| {
             let before = s.device(&device_id)?.ok_or(ApiError::NotFound("device"))?;
+            refuse_hub_owned(s, &device_id)?;
             s.unassign_device(&device_id)?;
             let d = s.device(&device_id)?.ok_or(ApiError::NotFound("device"))?;
             Ok((before, d))

@@ -96,7 +96,9 @@ pub async fn readyz(State(st): State<Arc<ApiState>>) -> Response {
                  "reconnect_loop": reconnect_loop},
         "ble": {"state": ble_state, "connected_devices": st.metrics.ble_connected_devices()},
         "backlog": backlog,
-        "upstream": {"refused": upstream_refused.is_some()},
+        // A box works on while its hub is away (no effect on readiness):
+        // `reachable` says whether the last write reached it.
+        "upstream": {"refused": upstream_refused.is_some(), "reachable": st.metrics.upstream_up()},
     });
     let status = if ready {
         StatusCode::OK

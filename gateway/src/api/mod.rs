@@ -12,6 +12,7 @@
 pub mod alerts;
 pub mod audit;
 pub mod auth;
+pub mod boxes;
 pub mod care_time;
 pub mod config;
 pub mod db;
@@ -186,6 +187,9 @@ fn guarded_routes() -> Routes {
         GET    "/api/v1/readings"                              => readings::list,
         POST   "/api/v1/readings"                              => ingest::push,
         POST   "/api/v1/upstream/readings"                     => upstream::push,
+        POST   "/api/v1/upstream/quarantine"                   => upstream::quarantine,
+        GET    "/api/v1/upstream/share"                        => upstream::share,
+        GET    "/api/v1/boxes"                                 => boxes::list,
         GET    "/api/v1/quarantine"                            => quarantine::list,
         GET    "/api/v1/quarantine/{id}"                       => quarantine::get,
         POST   "/api/v1/quarantine/{id}/reprocess"             => quarantine::reprocess,

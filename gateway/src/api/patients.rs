@@ -187,6 +187,9 @@ pub async fn put(
     let (created, rec) = st
         .db
         .run(move |s| {
+            if crate::store::share::is_hub_owned_patient(s.conn(), &id)? {
+                return Err(ApiError::Conflict(super::devices::HUB_OWNED.into()));
+            }
             let tx = s.transaction()?;
             let existed = patients::get(&tx, &id)?.is_some();
             let rec = patients::upsert(&tx, &id, "api", &change)?;

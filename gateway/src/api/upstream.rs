@@ -17,6 +17,13 @@
 //! hub binds a reading to a patient through its own registry, like any
 //! ingest: a device the hub does not know is quarantined (`unknown_device`).
 //!
+//! The same token also pulls the box's share of the hub's registry
+//! (`GET /api/v1/upstream/share`, see `store::share`) and pushes the box's
+//! quarantine records (`POST /api/v1/upstream/quarantine`, kept once per
+//! box and record, re-processed here when the hub assigns the device).
+//! Every one of these requests records the box's contact and the health its
+//! headers carry (`store::boxes`), which is what `box.silent` is judged by.
+//!
 //! Bodies are JSON lines (`application/x-ndjson`), gzip-compressed or not;
 //! `api.max_body_bytes` bounds the body both as sent and once decompressed
 //! (413), so a small compressed bomb is refused after reading that much.
@@ -24,7 +31,8 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use device_profiles::canonical::{Reading, ReadingGroup};
 use device_profiles::{Metric, Panel, Source};
 use serde::Serialize;
@@ -35,7 +43,11 @@ use super::audit::AuditPatient;
 use super::auth::Principal;
 use super::problem::{ApiError, Json};
 use super::ApiState;
-use crate::forward::upstream::{UpstreamReading, MEDIA_TYPE};
+use crate::forward::upstream::{
+    UpstreamReading, HEADER_BACKLOG, HEADER_BLE, HEADER_CLOCK, HEADER_VERSION, MEDIA_TYPE,
+};
+use crate::store::boxes::{self, BoxHealth, Contact};
+use crate::store::quarantine::{insert_from_box, QuarantineRecord};
 use crate::store::tokens::Role;
 use crate::store::{Item, Outcome, RawInput};
 
@@ -64,10 +76,8 @@ pub async fn push(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(Option<AuditPatient>, Json<UpstreamResponse>), ApiError> {
-    // A box's credential: an ingest token limited to its devices.
-    if p.role != Role::Ingest || p.devices.is_empty() {
-        return Err(ApiError::Forbidden);
-    }
+    require_box(&p)?;
+    record_contact(&st, &p, &headers, Contact::Push).await?;
     let body = body.map_err(|r| {
         if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge
@@ -86,7 +96,7 @@ pub async fn push(
         )));
     }
     let text = decode_body(&headers, &body, st.cfg.max_body_bytes)?;
-    let via = format!("upstream:{}", p.name);
+    let via = via(&p);
     let received_at = chrono::Utc::now();
     let mut items = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -178,6 +188,193 @@ pub async fn push(
             quarantined,
         }),
     ))
+}
+
+/// A box's credential: an ingest token limited to its devices.
+fn require_box(p: &Principal) -> Result<(), ApiError> {
+    if p.role != Role::Ingest || p.devices.is_empty() {
+        return Err(ApiError::Forbidden);
+    }
+    Ok(())
+}
+
+/// What the hub marks a box's data with: `upstream:<token name>`.
+fn via(p: &Principal) -> String {
+    format!("upstream:{}", p.name)
+}
+
+/// The health a box's request carries (headers; absent or unreadable ones
+/// are left out, never refused: health is advisory).
+fn health(headers: &HeaderMap) -> BoxHealth {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty() && v.len() <= 64)
+    };
+    BoxHealth {
+        backlog: text(HEADER_BACKLOG)
+            .and_then(|v| v.parse::<i64>().ok())
+            .filter(|b| *b >= 0),
+        clock_ms: text(HEADER_CLOCK)
+            .and_then(|v| chrono::DateTime::parse_from_rfc3339(&v).ok())
+            .map(|t| t.timestamp_millis()),
+        ble_state: text(HEADER_BLE).filter(|v| v == "available" || v == "unavailable"),
+        version: text(HEADER_VERSION).filter(|v| {
+            v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-+_".contains(c))
+        }),
+    }
+}
+
+/// Records the box's contact and health (and `box.back` if it was silent).
+async fn record_contact(
+    st: &Arc<ApiState>,
+    p: &Principal,
+    headers: &HeaderMap,
+    kind: Contact,
+) -> Result<(), ApiError> {
+    let h = health(headers);
+    let (name, token) = (p.name.clone(), p.token_id.clone());
+    let back = st
+        .db
+        .run(move |s| {
+            let tx = s.transaction()?;
+            let back = boxes::record_contact(&tx, &name, &token, kind, &h, crate::store::now_ms())?;
+            tx.commit()?;
+            Ok(back)
+        })
+        .await?;
+    if back {
+        tracing::info!(box_id = %p.name, "home box in contact again: box.back raised");
+    }
+    Ok(())
+}
+
+/// `GET /api/v1/upstream/share` (a box's token): the box's devices, their
+/// assignments and patients, with an ETag; `If-None-Match` with the
+/// current one is a 304.
+pub async fn share(
+    State(st): State<Arc<ApiState>>,
+    p: Principal,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    require_box(&p)?;
+    record_contact(&st, &p, &headers, Contact::Pull).await?;
+    let devices = p.devices.clone();
+    let share = st
+        .db
+        .run(move |s| Ok(crate::store::share::share_for(s.conn(), &devices)?))
+        .await?;
+    let body = serde_json::to_vec(&share).map_err(|_| ApiError::Internal)?;
+    let etag = {
+        use sha2::{Digest, Sha256};
+        format!("\"{}\"", &hex::encode(Sha256::digest(&body))[..32])
+    };
+    let unchanged = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().trim_start_matches("W/") == etag)
+        });
+    if unchanged {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    Ok((
+        StatusCode::OK,
+        [
+            (header::ETAG, etag),
+            (header::CONTENT_TYPE, "application/json".to_string()),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// The answer to a quarantine push, once committed.
+#[derive(Debug, Serialize)]
+pub struct QuarantineResponse {
+    committed: bool,
+    received: usize,
+    /// Records the hub did not have.
+    stored: usize,
+    /// Records it had already (a batch sent again).
+    duplicates: usize,
+}
+
+/// `POST /api/v1/upstream/quarantine` (a box's token): the box's quarantine
+/// records, JSON lines, gzip or not; kept once per (box, record id), with
+/// `via` in their facts. A record for a device the token does not name
+/// refuses the whole batch (403).
+pub async fn quarantine(
+    State(st): State<Arc<ApiState>>,
+    p: Principal,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<QuarantineResponse>, ApiError> {
+    require_box(&p)?;
+    record_contact(&st, &p, &headers, Contact::Push).await?;
+    let body = body.map_err(|r| {
+        if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge
+        } else {
+            ApiError::BadRequest(r.body_text())
+        }
+    })?;
+    let text = decode_body(&headers, &body, st.cfg.max_body_bytes)?;
+    let mut records = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let r: QuarantineRecord = serde_json::from_str(line).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "line {}: not a quarantine record (column {})",
+                n + 1,
+                e.column()
+            ))
+        })?;
+        if r.source.len() > 32 || r.reason.len() > 64 || r.origin.len() > 1024 {
+            return Err(ApiError::BadRequest(format!(
+                "line {}: field too long",
+                n + 1
+            )));
+        }
+        records.push(r);
+    }
+    // A record naming a device must name one of the box's.
+    let foreign = records.iter().any(|r| {
+        r.device_id
+            .as_deref()
+            .is_some_and(|d| !p.devices.iter().any(|x| x == d))
+    });
+    if foreign {
+        return Err(ApiError::Forbidden);
+    }
+    let via = via(&p);
+    let received = records.len();
+    let stored = st
+        .db
+        .run(move |s| {
+            let tx = s.transaction()?;
+            let mut stored = 0;
+            for r in &records {
+                if insert_from_box(&tx, r, &via)? {
+                    stored += 1;
+                }
+            }
+            tx.commit()?;
+            Ok(stored)
+        })
+        .await?;
+    Ok(Json(QuarantineResponse {
+        committed: true,
+        received,
+        stored,
+        duplicates: received - stored,
+    }))
 }
 
 /// The body as text: gunzipped when `Content-Encoding: gzip`, and never
@@ -285,6 +482,25 @@ mod tests {
             decode_body(&h, b"x", 1024),
             Err(ApiError::UnsupportedMediaType(_))
         ));
+    }
+
+    #[test]
+    fn health_headers_are_read_and_bad_ones_left_out() {
+        let mut h = HeaderMap::new();
+        h.insert(HEADER_BACKLOG, "42".parse().unwrap());
+        h.insert(HEADER_CLOCK, "2026-12-05T03:00:00.500Z".parse().unwrap());
+        h.insert(HEADER_BLE, "available".parse().unwrap());
+        h.insert(HEADER_VERSION, "1.2.3".parse().unwrap());
+        let got = health(&h);
+        assert_eq!(got.backlog, Some(42));
+        assert_eq!(got.clock_ms, Some(1_796_439_600_500));
+        assert_eq!(got.ble_state.as_deref(), Some("available"));
+        assert_eq!(got.version.as_deref(), Some("1.2.3"));
+        h.insert(HEADER_BACKLOG, "-1".parse().unwrap());
+        h.insert(HEADER_CLOCK, "yesterday".parse().unwrap());
+        h.insert(HEADER_BLE, "<script>".parse().unwrap());
+        h.insert(HEADER_VERSION, "1 2".parse().unwrap());
+        assert_eq!(health(&h), BoxHealth::default());
     }
 
     #[test]

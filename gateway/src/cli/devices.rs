@@ -31,6 +31,11 @@ pub enum DevicesCommand {
 /// Runs a `devices` command.
 pub fn run(config: &Config, cmd: DevicesCommand) -> anyhow::Result<()> {
     let mut store = runtime::open_store(config)?;
+    if let DevicesCommand::Assign { device, .. } | DevicesCommand::Unassign { device } = &cmd {
+        if crate::store::share::is_hub_owned_device(store.conn(), device)? {
+            anyhow::bail!("device `{device}`: the program hub owns its assignment (this gateway is a home box applying the hub's share); change it at the hub");
+        }
+    }
     match cmd {
         DevicesCommand::Assign { device, patient } => {
             let pipeline = runtime::pipeline(config, Default::default())?;

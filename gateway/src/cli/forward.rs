@@ -47,6 +47,19 @@ pub fn run(config: &Config, cmd: ForwardCommand) -> anyhow::Result<()> {
                     .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
                     .unwrap_or_else(|| "never".into())
             );
+            println!(
+                "share from the hub: {}; quarantine cursor {}",
+                match (&u.share_version, u.share_applied_at) {
+                    (Some(v), Some(at)) => format!(
+                        "version {v} applied {}",
+                        chrono::DateTime::from_timestamp_millis(at)
+                            .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+                            .unwrap_or_default()
+                    ),
+                    _ => "never applied".into(),
+                },
+                u.quarantine_cursor
+            );
         }
     }
     Ok(())

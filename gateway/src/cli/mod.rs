@@ -4,6 +4,7 @@
 
 #[cfg(feature = "ble")]
 mod ble;
+mod boxes;
 mod care_time;
 mod devices;
 mod forward;
@@ -90,6 +91,8 @@ pub enum Command {
     /// Forwarding to InfluxDB and the store's disk.
     #[command(subcommand)]
     Forward(forward::ForwardCommand),
+    /// The home boxes that push to this hub: last contact, backlog, clock offset, BLE, silent.
+    Boxes(boxes::BoxesArgs),
     /// Bluetooth devices: find, pair (bond) and forget (installers).
     #[cfg(feature = "ble")]
     #[command(subcommand)]
@@ -203,6 +206,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Store(cmd) => return store::store(&config, cmd),
         Command::WebhookReceiver(_) => {}
         Command::Forward(cmd) => forward::run(&config, cmd)?,
+        Command::Boxes(args) => boxes::run(&config, args)?,
         Command::Quarantine(cmd) => quarantine::run(&config, cmd)?,
     }
     Ok(ExitCode::SUCCESS)

@@ -366,6 +366,9 @@ fn change_patient(
     action: &str,
 ) -> anyhow::Result<patients::PatientRecord> {
     let mut store = runtime::open_store(config)?;
+    if crate::store::share::is_hub_owned_patient(store.conn(), patient)? {
+        anyhow::bail!("patient `{patient}`: the program hub owns it (this gateway is a home box applying the hub's share); change it at the hub");
+    }
     let tx = store.transaction()?;
     patients::upsert(&tx, patient, "cli", change)?;
     patients::claim_from_config(&tx, patient, "cli")?;

@@ -72,6 +72,9 @@ pub struct Config {
     /// The care loop: care teams' calendars, follow-up policy.
     #[serde(default)]
     pub care: CareConfig,
+    /// The program hub's watch on the home boxes that push to it.
+    #[serde(default)]
+    pub upstream_intake: crate::forward::boxes::IntakeConfig,
 }
 
 /// `[[devices]]`
@@ -217,6 +220,7 @@ impl Config {
             crate::sources::mqtt::config::validate(m, self.normalize.max_payload_bytes, &mut err);
         }
         crate::forward::config::validate(&self.forward, &self.retention, &mut err);
+        crate::forward::boxes::validate(&self.upstream_intake, &mut err);
         crate::care::config::validate(&self.care, &mut err);
         if let Some(b) = &self.sources.ble {
             crate::sources::ble::config::validate(b, self.ble_profiles(), &mut err);

@@ -183,6 +183,21 @@ mod tests {
     }
 
     #[test]
+    fn box_events_are_operational_and_opt_in() {
+        let silent = RouteInfo {
+            event_type: "box.silent".into(),
+            ..Default::default()
+        };
+        assert!(!matches("a", &Filter::default(), &silent));
+        let ops = Filter {
+            event_types: vec!["box.*".into()],
+            ..Default::default()
+        };
+        assert!(ops.validate().is_ok());
+        assert!(matches("a", &ops, &silent));
+    }
+
+    #[test]
     fn operational_events_opt_in_and_never_to_the_endpoint_concerned() {
         let failing = RouteInfo {
             event_type: "delivery.failing".into(),

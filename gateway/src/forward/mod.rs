@@ -8,10 +8,13 @@
 //! and reports a low disk. [`line`] is the line-protocol schema; [`sink`]
 //! the HTTP write through the `influxdb2` crate; [`config`] their sections;
 //! [`status`] where it all stands (CLI, API); [`upstream`] the home box's
-//! link to the program hub, on the same forwarder loop.
+//! link to the program hub, on the same forwarder loop; [`hub`] the box's
+//! share pull and quarantine push; [`boxes`] the hub's watch on its boxes.
 
+pub mod boxes;
 pub mod config;
 pub mod forwarder;
+pub mod hub;
 pub mod line;
 pub mod retention;
 pub mod sink;

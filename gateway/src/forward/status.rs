@@ -46,6 +46,11 @@ pub struct UpstreamStatus {
     /// When the cursor last moved (Unix ms), if ever: the box's last
     /// successful contact with the hub.
     pub cursor_updated_at: Option<i64>,
+    /// The hub's share applied last: its version and when (Unix ms).
+    pub share_version: Option<String>,
+    pub share_applied_at: Option<i64>,
+    /// Quarantine rows up to this id were taken by the hub.
+    pub quarantine_cursor: i64,
 }
 
 /// Reads the status of `store` under `[forward]` and `[retention]`.
@@ -73,10 +78,14 @@ pub fn status(
             let (cursor, updated) = crate::store::cursor_with_time(conn, super::upstream::CURSOR)?
                 .map(|(c, u)| (c, Some(u)))
                 .unwrap_or((0, None));
+            let share = crate::store::share::applied(conn)?;
             Some(UpstreamStatus {
                 cursor,
                 backlog: crate::store::queries::count_after(conn, cursor)?,
                 cursor_updated_at: updated,
+                share_version: share.as_ref().map(|s| s.0.clone()),
+                share_applied_at: share.map(|s| s.1),
+                quarantine_cursor: store.cursor(super::hub::QUARANTINE_CURSOR)?,
             })
         }
     };

@@ -23,6 +23,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use super::forwarder::Sink;
 use super::sink::WriteError;
+use crate::metrics::Metrics;
 use crate::store::queries::StoredReading;
 
 /// The hub's intake route, under the hub's API base URL.
@@ -38,6 +40,15 @@ pub const PATH: &str = "/api/v1/upstream/readings";
 pub const CURSOR: &str = "forward.upstream";
 /// Media type of the request body: one JSON reading per line.
 pub const MEDIA_TYPE: &str = "application/x-ndjson";
+/// Header: readings at the box the hub has not taken yet.
+pub const HEADER_BACKLOG: &str = "rpm-box-backlog";
+/// Header: the box's clock when it sent the request (RFC 3339).
+pub const HEADER_CLOCK: &str = "rpm-box-clock";
+/// Header: the box's BLE adapter, `available` | `unavailable` (sent only
+/// when the box has a BLE source).
+pub const HEADER_BLE: &str = "rpm-box-ble";
+/// Header: the box's gateway version.
+pub const HEADER_VERSION: &str = "rpm-box-version";
 
 /// `[forward.upstream]`
 #[derive(Debug, Clone, Deserialize)]
@@ -67,6 +78,14 @@ pub struct UpstreamConfig {
     /// attempts while it refuses a batch).
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
+    /// How often the box asks the hub for its share (devices, assignments,
+    /// patients); while the hub is away, it asks again every `max_backoff`.
+    #[serde(with = "humantime_serde")]
+    pub share_interval: Duration,
+    /// Pull the share from the hub (the hub owns patients and assignments).
+    pub share: bool,
+    /// Send quarantine records up to the hub.
+    pub quarantine: bool,
 }
 
 impl Default for UpstreamConfig {
@@ -82,6 +101,9 @@ impl Default for UpstreamConfig {
             gzip: true,
             timeout: Duration::from_secs(30),
             max_backoff: Duration::from_secs(60),
+            share_interval: Duration::from_secs(60),
+            share: true,
+            quarantine: true,
         }
     }
 }
@@ -137,6 +159,9 @@ pub fn validate(c: &UpstreamConfig, err: &mut dyn FnMut(&str, &str, String)) {
     }
     if c.max_backoff < Duration::from_millis(100) {
         err(t, "max_backoff", "must be at least 100ms".into());
+    }
+    if c.share_interval < Duration::from_millis(100) {
+        err(t, "share_interval", "must be at least 100ms".into());
     }
 }
 
@@ -225,63 +250,85 @@ pub enum UpstreamError {
     Client(String),
 }
 
+/// What the box tells the hub about itself with every request.
+#[derive(Clone)]
+pub struct HealthHeaders {
+    /// The backlog gauge (`rpm_upstream_backlog`) and the BLE adapter state.
+    pub metrics: Arc<Metrics>,
+    /// Whether the box has a BLE source.
+    pub ble: bool,
+}
+
+impl HealthHeaders {
+    /// `req` with the box's health headers.
+    pub fn apply(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let mut req = req
+            .header(
+                HEADER_CLOCK,
+                Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            )
+            .header(HEADER_VERSION, env!("CARGO_PKG_VERSION"));
+        if let Some(b) = self.metrics.sink_backlog("upstream") {
+            req = req.header(HEADER_BACKLOG, b.to_string());
+        }
+        if self.ble {
+            let state = match self.metrics.ble_adapter_available() {
+                true => "available",
+                false => "unavailable",
+            };
+            req = req.header(HEADER_BLE, state);
+        }
+        req
+    }
+}
+
+/// The HTTP client for the hub (TLS with `ca_file`, no redirects).
+pub fn client(cfg: &UpstreamConfig) -> Result<reqwest::Client, UpstreamError> {
+    let tls = crate::tls::client_tls_config(&crate::tls::TlsSettings {
+        ca_file: cfg.ca_file.clone(),
+        ..Default::default()
+    })
+    .map_err(|e| UpstreamError::Client(e.to_string()))?;
+    reqwest::Client::builder()
+        .tls_backend_preconfigured((*tls).clone())
+        .connect_timeout(cfg.timeout)
+        .timeout(cfg.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("rpm-gateway/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| UpstreamError::Client(e.to_string()))
+}
+
 /// The hub's intake, as a forwarder sink.
 pub struct UpstreamSink {
     client: reqwest::Client,
     endpoint: String,
     token: String,
     gzip: bool,
+    health: HealthHeaders,
 }
 
 impl UpstreamSink {
     /// A client for `cfg` (validated at config load).
-    pub fn new(cfg: &UpstreamConfig) -> Result<UpstreamSink, UpstreamError> {
+    pub fn new(cfg: &UpstreamConfig, health: HealthHeaders) -> Result<UpstreamSink, UpstreamError> {
         let token = cfg.token().map_err(UpstreamError::Token)?;
-        let tls = crate::tls::client_tls_config(&crate::tls::TlsSettings {
-            ca_file: cfg.ca_file.clone(),
-            ..Default::default()
-        })
-        .map_err(|e| UpstreamError::Client(e.to_string()))?;
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured((*tls).clone())
-            .connect_timeout(cfg.timeout)
-            .timeout(cfg.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("rpm-gateway/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| UpstreamError::Client(e.to_string()))?;
         Ok(UpstreamSink {
-            client,
+            client: client(cfg)?,
             endpoint: format!("{}{PATH}", cfg.url.trim_end_matches('/')),
             token,
             gzip: cfg.gzip,
+            health,
         })
     }
 
     async fn post(&self, body: String) -> Result<(), WriteError> {
-        let mut req = self
-            .client
-            .post(&self.endpoint)
-            .bearer_auth(&self.token)
-            .header(reqwest::header::CONTENT_TYPE, MEDIA_TYPE);
-        req = if self.gzip {
-            let mut gz = flate2::write::GzEncoder::new(
-                Vec::with_capacity(body.len() / 4),
-                flate2::Compression::fast(),
-            );
-            let bytes = gz
-                .write_all(body.as_bytes())
-                .and_then(|()| gz.finish())
-                .map_err(|e| WriteError::Retry {
-                    kind: "encode".into(),
-                    status: None,
-                    message: e.to_string(),
-                })?;
-            req.header(reqwest::header::CONTENT_ENCODING, "gzip")
-                .body(bytes)
-        } else {
-            req.body(body)
-        };
+        let req = self.health.apply(
+            self.client
+                .post(&self.endpoint)
+                .bearer_auth(&self.token)
+                .header(reqwest::header::CONTENT_TYPE, MEDIA_TYPE),
+        );
+        let req = with_body(req, body, self.gzip)?;
         let resp = req.send().await.map_err(|e| WriteError::Retry {
             kind: if e.is_timeout() {
                 "timeout"
@@ -299,6 +346,32 @@ impl UpstreamSink {
         let text = resp.text().await.unwrap_or_default();
         Err(classify_status(status, &text))
     }
+}
+
+/// `req` with an NDJSON `body`, gzip-compressed when `gzip`.
+pub fn with_body(
+    req: reqwest::RequestBuilder,
+    body: String,
+    gzip: bool,
+) -> Result<reqwest::RequestBuilder, WriteError> {
+    if !gzip {
+        return Ok(req.body(body));
+    }
+    let mut gz = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::fast(),
+    );
+    let bytes = gz
+        .write_all(body.as_bytes())
+        .and_then(|()| gz.finish())
+        .map_err(|e| WriteError::Retry {
+            kind: "encode".into(),
+            status: None,
+            message: e.to_string(),
+        })?;
+    Ok(req
+        .header(reqwest::header::CONTENT_ENCODING, "gzip")
+        .body(bytes))
 }
 
 /// A non-2xx answer of the hub to what the forwarder does next.

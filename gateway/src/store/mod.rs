@@ -8,6 +8,7 @@
 pub mod alerts;
 pub mod audit;
 pub mod ble;
+pub mod boxes;
 pub mod care_time;
 pub mod cipher;
 pub mod config;
@@ -25,6 +26,7 @@ pub mod risk;
 pub mod runs;
 mod schema;
 pub mod secrets;
+pub mod share;
 pub mod stats;
 pub mod tasks;
 pub mod tokens;

@@ -58,11 +58,18 @@ pub enum EventType {
     /// A patient's risk tier changed (carries [`RiskData`]).
     #[serde(rename = "risk.changed")]
     RiskChanged,
+    /// A home box has not been in contact with the hub for longer than
+    /// `[upstream_intake] silent_after`.
+    #[serde(rename = "box.silent")]
+    BoxSilent,
+    /// A home box reported silent is in contact again.
+    #[serde(rename = "box.back")]
+    BoxBack,
 }
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 11] = [
+    pub const ALL: [EventType; 13] = [
         EventType::AlertFired,
         EventType::AlertUpdated,
         EventType::AlertAcknowledged,
@@ -74,6 +81,8 @@ impl EventType {
         EventType::TaskOverdue,
         EventType::TaskEscalated,
         EventType::RiskChanged,
+        EventType::BoxSilent,
+        EventType::BoxBack,
     ];
 
     /// The wire name (`alert.fired`, ...).
@@ -90,6 +99,8 @@ impl EventType {
             EventType::TaskOverdue => "task.overdue",
             EventType::TaskEscalated => "task.escalated",
             EventType::RiskChanged => "risk.changed",
+            EventType::BoxSilent => "box.silent",
+            EventType::BoxBack => "box.back",
         }
     }
 

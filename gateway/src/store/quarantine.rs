@@ -288,6 +288,131 @@ pub fn insert_sink_refusal(
     Ok(())
 }
 
+/// A quarantine record as a home box sends it to the program hub
+/// (`POST /api/v1/upstream/quarantine`): everything re-processing needs,
+/// the raw bytes base64-encoded.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct QuarantineRecord {
+    /// The row's id at the box: with the box's name, its identity at the hub.
+    pub id: i64,
+    pub received_at: chrono::DateTime<chrono::Utc>,
+    pub source: String,
+    pub origin: String,
+    pub profile: Option<String>,
+    pub device_id: Option<String>,
+    pub measurement_index: Option<i64>,
+    pub count: i64,
+    pub measurement_indexes: Option<String>,
+    pub reason: String,
+    pub detail: String,
+    /// `open` | `reprocessed` | `discarded`, at the box when sent.
+    pub status: String,
+    #[serde(with = "b64")]
+    pub payload: Vec<u8>,
+    pub facts: Option<String>,
+}
+
+mod b64 {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let t = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(t.as_bytes())
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Quarantine records after row `after`, in id order, at most `limit`:
+/// input the box refused, not a sink's refusal of its own forwarding.
+/// Returns them and the id of the last row looked at (the next cursor).
+pub fn records_after(
+    conn: &rusqlite::Connection,
+    after: i64,
+    limit: usize,
+) -> Result<(Vec<QuarantineRecord>, i64), StoreError> {
+    let mut q = conn.prepare_cached(
+        "SELECT id, received_at, source, origin, profile, device_id, measurement_index, count,
+                measurement_indexes, reason, detail, status,
+                COALESCE((SELECT p.payload FROM quarantine_payloads p WHERE p.digest = quarantine.payload_digest), payload),
+                facts
+         FROM quarantine WHERE id > ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let rows: Vec<QuarantineRecord> = q
+        .query_map(params![after, limit as i64], |r| {
+            Ok(QuarantineRecord {
+                id: r.get(0)?,
+                received_at: chrono::DateTime::from_timestamp_millis(r.get(1)?).unwrap_or_default(),
+                source: r.get(2)?,
+                origin: r.get(3)?,
+                profile: r.get(4)?,
+                device_id: r.get(5)?,
+                measurement_index: r.get(6)?,
+                count: r.get(7)?,
+                measurement_indexes: r.get(8)?,
+                reason: r.get(9)?,
+                detail: r.get(10)?,
+                status: r.get(11)?,
+                payload: r.get(12)?,
+                facts: r.get(13)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let last = rows.last().map_or(after, |r| r.id);
+    let sent = rows
+        .into_iter()
+        .filter(|r| r.reason != SINK_REFUSAL_REASON)
+        .collect();
+    Ok((sent, last))
+}
+
+/// The reason code of a sink's refusal (`forward::forwarder::REJECTED`).
+const SINK_REFUSAL_REASON: &str = "rejected_by_sink";
+
+/// Stores a box's quarantine record at the hub, once per (box, row id),
+/// with `via` in its facts. Returns whether it is new.
+pub fn insert_from_box(
+    tx: &Transaction<'_>,
+    r: &QuarantineRecord,
+    via: &str,
+) -> Result<bool, StoreError> {
+    let mut facts = r
+        .facts
+        .as_deref()
+        .and_then(|f| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(f).ok())
+        .unwrap_or_default();
+    facts.insert("via".into(), serde_json::Value::String(via.to_string()));
+    let facts = serde_json::Value::Object(facts).to_string();
+    let payload = &r.payload[..r.payload.len().min(QUARANTINE_PAYLOAD_LIMIT)];
+    let n = tx
+        .prepare_cached(
+            "INSERT INTO quarantine (dedup_key, received_at, source, origin, profile, device_id, measurement_index,
+                                     count, measurement_indexes, reason, detail, payload, status, facts)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+             ON CONFLICT(dedup_key) DO NOTHING",
+        )?
+        .execute(params![
+            format!("{via}|{}", r.id),
+            r.received_at.timestamp_millis(),
+            r.source,
+            r.origin,
+            r.profile,
+            r.device_id,
+            r.measurement_index,
+            r.count.max(1),
+            r.measurement_indexes,
+            r.reason,
+            r.detail,
+            payload,
+            r.status,
+            facts,
+        ])?;
+    Ok(n == 1)
+}
+
 /// Open quarantine records of `reason`.
 pub fn count_open(conn: &rusqlite::Connection, reason: &str) -> Result<i64, StoreError> {
     Ok(conn

@@ -137,25 +137,7 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let now = now_ms();
-        tx.execute(
-            "INSERT INTO devices(device_id, patient_id, origin, registered_at, assigned_at) VALUES (?1, ?2, ?3, ?4, ?4)
-             ON CONFLICT(device_id) DO UPDATE SET patient_id = excluded.patient_id, assigned_at = excluded.assigned_at,
-                 origin = excluded.origin
-             WHERE devices.patient_id IS NOT excluded.patient_id",
-            params![device_id, patient_id, origin, now],
-        )?;
-        let waiting = load_quarantined(
-            &tx,
-            "device_id = ?1 AND reason = 'unknown_device' AND status = 'open'",
-            device_id,
-        )?;
-        let mut result = Reprocessed::default();
-        for input in waiting {
-            let done = reprocess_one(&tx, &input, now, &decode)?;
-            result.recovered += done.recovered.len();
-            result.still_refused += done.refused;
-        }
+        let result = assign_in(&tx, device_id, patient_id, origin, now_ms(), &decode)?;
         tx.commit()?;
         Ok(result)
     }
@@ -378,6 +360,36 @@ pub enum ReprocessResult {
         /// its status
         status: String,
     },
+}
+
+/// [`Store::assign_device`] inside the caller's transaction.
+pub(super) fn assign_in(
+    tx: &Transaction<'_>,
+    device_id: &str,
+    patient_id: &str,
+    origin: &str,
+    now: i64,
+    decode: &impl Fn(&QuarantinedInput) -> Redecoded,
+) -> Result<Reprocessed, StoreError> {
+    tx.execute(
+        "INSERT INTO devices(device_id, patient_id, origin, registered_at, assigned_at) VALUES (?1, ?2, ?3, ?4, ?4)
+         ON CONFLICT(device_id) DO UPDATE SET patient_id = excluded.patient_id, assigned_at = excluded.assigned_at,
+             origin = excluded.origin
+         WHERE devices.patient_id IS NOT excluded.patient_id",
+        params![device_id, patient_id, origin, now],
+    )?;
+    let waiting = load_quarantined(
+        tx,
+        "device_id = ?1 AND reason = 'unknown_device' AND status = 'open'",
+        device_id,
+    )?;
+    let mut result = Reprocessed::default();
+    for input in waiting {
+        let done = reprocess_one(tx, &input, now, decode)?;
+        result.recovered += done.recovered.len();
+        result.still_refused += done.refused;
+    }
+    Ok(result)
 }
 
 /// Quarantined inputs matching `filter` (one `?1` parameter), in id order.

@@ -482,6 +482,40 @@ CREATE TABLE risk_days (
 ) WITHOUT ROWID;
 "#,
     ),
+    (
+        13,
+        r#"
+-- the program hub: one row per home box (its ingest token's name), kept
+-- from the health every push and pull carries (see store/boxes.rs). The
+-- box watch raises box.silent once a box has been silent longer than
+-- [upstream_intake] silent_after, and box.back when it is heard again,
+-- each in the same transaction as `silent` changes.
+CREATE TABLE boxes (
+    box_id              TEXT PRIMARY KEY,                 -- the token's name
+    token_id            TEXT NOT NULL,
+    first_contact_at    INTEGER NOT NULL,
+    last_contact_at     INTEGER NOT NULL,                 -- hub clock
+    last_push_at        INTEGER,                          -- last readings or quarantine push
+    last_pull_at        INTEGER,                          -- last share pull
+    backlog             INTEGER,                          -- readings not yet at the hub, as the box said
+    clock_offset_ms     INTEGER,                          -- box clock minus hub clock at the last contact
+    ble_state           TEXT,                             -- available | unavailable | NULL (no BLE source)
+    version             TEXT,                             -- the box's gateway version
+    silent              INTEGER NOT NULL DEFAULT 0,       -- 1: box.silent raised, box.back not yet
+    silent_since        INTEGER,
+    events              INTEGER NOT NULL DEFAULT 0        -- box.silent/box.back events written (their ids)
+);
+CREATE INDEX boxes_watch ON boxes(silent, last_contact_at);
+-- a home box: the share of the hub it applied last (one row).
+CREATE TABLE hub_share (
+    id                  INTEGER PRIMARY KEY CHECK (id = 1),
+    version             TEXT NOT NULL,                    -- the hub's ETag
+    applied_at          INTEGER NOT NULL,
+    devices             INTEGER NOT NULL,
+    patients            INTEGER NOT NULL
+);
+"#,
+    ),
 ];
 
 /// Brings the schema up to date. Returns the version now in force.

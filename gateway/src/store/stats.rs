@@ -109,6 +109,20 @@ const FAMILIES: &[(&str, &str, &str, &str, &[&str])] = &[
         &[],
     ),
     (
+        "rpm_boxes",
+        "gauge",
+        "Home boxes that push to this hub, silent (box.silent raised) or in contact.",
+        "SELECT CASE WHEN silent = 1 THEN 'silent' ELSE 'in_contact' END AS st, COUNT(*) FROM boxes GROUP BY st ORDER BY st",
+        &["state"],
+    ),
+    (
+        "rpm_boxes_backlog_readings",
+        "gauge",
+        "Readings the home boxes hold that this hub has not taken, as they last reported.",
+        "SELECT COALESCE(SUM(backlog), 0) FROM boxes",
+        &[],
+    ),
+    (
         "rpm_readings_last_seq",
         "gauge",
         "Highest committed reading sequence.",

@@ -48,6 +48,9 @@ enum Command {
     Run(RunArgs),
     /// Publish from many devices at a target rate (benchmarks).
     Load(LoadArgs),
+    /// Play N home boxes against a program hub at once: each pulls its
+    /// share and sends the readings of its time offline upstream.
+    Boxes(BoxesArgs),
     /// The BlueZ D-Bus emulator: the arguments of `rpm-bluez-emulator`
     /// (`--private-bus DIR`, `--adapter hci0`, `--device KIND,ADDRESS[,N]`).
     #[cfg(feature = "bluez")]
@@ -155,6 +158,40 @@ pub struct RunArgs {
     private_bus: Option<PathBuf>,
 }
 
+/// `rpm-sim boxes`.
+#[derive(Debug, Args)]
+pub struct BoxesArgs {
+    /// The hub's API base, `http://HOST:PORT`.
+    #[arg(long)]
+    hub: String,
+    /// The boxes: a file with one `NAME TOKEN DEVICE[,DEVICE]` a line (the
+    /// first device a BP cuff, the second a scale).
+    #[arg(long)]
+    tokens: std::path::PathBuf,
+    /// Play only the first N boxes of the file.
+    #[arg(long)]
+    boxes: Option<usize>,
+    /// How long the boxes were offline (their readings span it, up to now).
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    offline: std::time::Duration,
+    /// Measurements per device per day.
+    #[arg(long, default_value_t = 4)]
+    per_day: u32,
+    /// Readings per request.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// Requests in flight at once over all boxes.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Every this many boxes, the last BP measurement is a hypertensive
+    /// crisis (alerts for the hub); 0: none.
+    #[arg(long, default_value_t = 0)]
+    crisis_every: usize,
+    /// JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
 /// `rpm-sim load`.
 #[derive(Debug, Args)]
 pub struct LoadArgs {
@@ -217,6 +254,34 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(a) if a.ble => runtime()?.block_on(ble::run(a)),
         Command::Run(a) => runtime()?.block_on(run::run(a)),
         Command::Load(a) => runtime()?.block_on(run::load(a)),
+        Command::Boxes(a) => {
+            let text = std::fs::read_to_string(&a.tokens)?;
+            let mut boxes = crate::boxes::parse_boxes(&text).map_err(anyhow::Error::msg)?;
+            if let Some(n) = a.boxes {
+                boxes.truncate(n);
+            }
+            let plan = crate::boxes::BoxesPlan {
+                hub: a.hub,
+                offline: a.offline,
+                per_day: a.per_day,
+                batch: a.batch,
+                concurrency: a.concurrency,
+                crisis_every: a.crisis_every,
+            };
+            let r = runtime()?
+                .block_on(crate::boxes::run(boxes, plan))
+                .map_err(anyhow::Error::msg)?;
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "{} boxes: {} readings sent ({} stored, {} duplicates) in {:.2} s = {:.0} readings/s; {} requests ({} retried), p50 {:.1} ms, p99 {:.1} ms; {} unchanged shares (304); last box done at {:.2} s",
+                    r.boxes, r.readings_sent, r.stored, r.duplicates, r.elapsed_s, r.readings_per_s,
+                    r.requests, r.retries, r.request_p50_ms, r.request_p99_ms, r.shares_304, r.last_box_done_s
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         #[cfg(feature = "bluez")]
         Command::Bluez { args } => Ok(crate::bluez::cli::main_with_args(args)),
     }

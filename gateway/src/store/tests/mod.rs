@@ -22,7 +22,7 @@ use super::inbox::InboxEntry;
 use super::{Item, RawInput, Store};
 
 /// A store in a fresh temp dir (the dir lives as long as the first value).
-fn open() -> (TempDir, Store) {
+pub(crate) fn open() -> (TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("s.db")).unwrap();
     (dir, store)

@@ -379,6 +379,7 @@ fn an_assignment_at_the_hub_takes_effect_at_the_box_and_box_health_is_kept() {
     let token = box_token(&hubgw, "box-1", &["scale-1"]);
     let hub_admin = common::api_client::token(&hubgw, "ops", "admin", &[]);
     let hub_team = common::api_client::token(&hubgw, "nurse", "care_team", &["north"]);
+    let other_team = common::api_client::token(&hubgw, "other", "care_team", &["south"]);
     hubgw.start_unready(&[]);
     assert_eq!(hubgw.api_port(), port);
     let hub_api = Api {
@@ -483,9 +484,15 @@ fn an_assignment_at_the_hub_takes_effect_at_the_box_and_box_health_is_kept() {
     assert_eq!(b["version"], env!("CARGO_PKG_VERSION"));
     assert!(b["last_pull_at"].is_string() && b["last_push_at"].is_string());
     assert_eq!(b["ble_state"], serde_json::Value::Null, "no BLE source");
-    hub_api
+    // A care team sees its patients' boxes, and no other.
+    let seen = hub_api
         .request("GET", "/api/v1/boxes", Some(&hub_team), None)
-        .problem(403);
+        .json();
+    assert_eq!(seen["items"].as_array().unwrap().len(), 1, "{seen}");
+    let seen = hub_api
+        .request("GET", "/api/v1/boxes", Some(&other_team), None)
+        .json();
+    assert_eq!(seen["items"], serde_json::json!([]), "{seen}");
     let out = hubgw.cli(&["boxes", "--json"]);
     assert!(out.status.success());
     let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -469,6 +469,13 @@ fn an_assignment_at_the_hub_takes_effect_at_the_box_and_box_health_is_kept() {
     // New readings flow as usual.
     broker.publish_lines("acme/scale/scale-1", &weights(3, 2));
     converged(&boxgw, &hubgw, 5);
+    assert_eq!(
+        hubgw.count(
+            "SELECT COUNT(*) FROM readings WHERE json_extract(annotations, '$.via') = 'upstream:box-1'"
+        ),
+        5,
+        "readings re-processed at the hub from the box's quarantine say where they came from"
+    );
 
     // Box health at the hub: API (operators only) and CLI.
     wait_until("the box reports an empty backlog", T, || {

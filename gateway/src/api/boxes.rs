@@ -2,10 +2,10 @@
 //! health each reported last (last contact, backlog, clock offset, BLE
 //! adapter state, version) and whether it is silent.
 //!
-//! Boxes are operational, not clinical, and a box is not tied to one care
-//! team (its devices may be, one day, several patients'): the list is for
-//! operators (admin and read-only tokens), like the quarantine and the
-//! webhooks; care-team tokens get 403.
+//! Admin and read-only tokens see every box. A care-team token sees the
+//! boxes of its own patients (a box whose token names a device assigned to
+//! one of them), so a nurse can tell a silent box from a silent patient;
+//! other boxes are not listed, as other teams' patients are not.
 
 use axum::extract::State;
 use serde::Serialize;
@@ -23,12 +23,13 @@ pub struct Boxes {
     pub items: Vec<BoxRow>,
 }
 
-/// `GET /api/v1/boxes` (admin, read-only).
+/// `GET /api/v1/boxes` (admin, read-only; care teams: their patients' boxes).
 pub async fn list(State(st): State<Arc<ApiState>>, p: Principal) -> Result<Json<Boxes>, ApiError> {
-    p.require_operator_read()?;
+    p.require_read()?;
+    let scope = p.scope_json();
     let items = st
         .db
-        .run(|s| Ok(crate::store::boxes::list(s.conn())?))
+        .run(move |s| Ok(crate::store::boxes::list(s.conn(), scope.as_deref())?))
         .await?;
     Ok(Json(Boxes { items }))
 }

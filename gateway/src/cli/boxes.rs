@@ -18,7 +18,7 @@ pub struct BoxesArgs {
 /// Lists the boxes.
 pub fn run(config: &Config, args: BoxesArgs) -> anyhow::Result<()> {
     let store = runtime::open_store(config)?;
-    let boxes = crate::store::boxes::list(store.conn())?;
+    let boxes = crate::store::boxes::list(store.conn(), None)?;
     let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
     for b in boxes {
         if args.json {

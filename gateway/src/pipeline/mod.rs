@@ -206,12 +206,30 @@ impl Pipeline {
         items
     }
 
-    /// Re-decodes a quarantined input (see [`Normalizer::reprocess`]).
+    /// Re-decodes a quarantined input (see [`Normalizer::reprocess`]). An
+    /// input a home box sent up (`via` in its facts) keeps saying so: its
+    /// readings are annotated `via`, as the box's pushed readings are.
     pub fn reprocess(&self, q: &QuarantinedInput) -> crate::store::registry::Redecoded {
-        if q.source == Source::Ble.name() {
-            return vec![(q.index.unwrap_or(0), ble::reprocess(self, q))];
+        let mut out = if q.source == Source::Ble.name() {
+            vec![(q.index.unwrap_or(0), ble::reprocess(self, q))]
+        } else {
+            self.normalizer.reprocess(&self.decoder, q)
+        };
+        let via = q
+            .facts
+            .as_deref()
+            .and_then(|f| serde_json::from_str::<serde_json::Value>(f).ok())
+            .and_then(|v| v.get("via")?.as_str().map(String::from));
+        if let Some(via) = via {
+            for (_, group) in &mut out {
+                if let Ok(g) = group {
+                    for r in &mut g.readings {
+                        r.annotations.insert("via".into(), via.clone());
+                    }
+                }
+            }
         }
-        self.normalizer.reprocess(&self.decoder, q)
+        out
     }
 
     /// Counts the outcomes of a committed batch.

@@ -84,10 +84,18 @@ const COLUMNS: &str =
     "box_id, first_contact_at, last_contact_at, last_push_at, last_pull_at, backlog, \
      clock_offset_ms, ble_state, version, silent, silent_since";
 
-/// Every box, by id.
-pub fn list(conn: &Connection) -> Result<Vec<BoxRow>, StoreError> {
-    let mut q = conn.prepare(&format!("SELECT {COLUMNS} FROM boxes ORDER BY box_id"))?;
-    let rows = q.query_map([], row)?;
+/// Every box, by id; with `teams` (a JSON array of care teams), only the
+/// boxes whose token names a device of one of those teams' patients.
+pub fn list(conn: &Connection, teams: Option<&str>) -> Result<Vec<BoxRow>, StoreError> {
+    let mut q = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM boxes b WHERE ?1 IS NULL OR EXISTS (
+             SELECT 1 FROM api_tokens t, json_each(t.devices) d
+             JOIN devices v ON v.device_id = d.value
+             JOIN patients p ON p.patient_id = v.patient_id
+             WHERE t.token_id = b.token_id AND p.care_team IN (SELECT value FROM json_each(?1)))
+         ORDER BY box_id"
+    ))?;
+    let rows = q.query_map([teams], row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -278,7 +286,7 @@ mod tests {
         let tx = s.transaction().unwrap();
         assert!(!record_contact(&tx, "box-1", "tok", Contact::Push, &h, 10_000).unwrap());
         tx.commit().unwrap();
-        let b = list(s.conn()).unwrap().remove(0);
+        let b = list(s.conn(), None).unwrap().remove(0);
         assert_eq!((b.backlog, b.clock_offset_ms), (Some(3), Some(500)));
         assert_eq!(b.last_pull_at, None);
         assert!(silent_due(s.conn(), 10_000).unwrap().is_empty());
@@ -296,7 +304,7 @@ mod tests {
         tx.commit().unwrap();
         assert_eq!(events(s.conn(), "box.back"), 1);
         // A burst is written once: the contact 1 ms later changed nothing.
-        let b = list(s.conn()).unwrap().remove(0);
+        let b = list(s.conn(), None).unwrap().remove(0);
         assert_eq!(b.last_contact_at.timestamp_millis(), 50_000);
         assert!(!b.silent);
         assert_eq!(
@@ -310,5 +318,16 @@ mod tests {
         assert!(mark_silent(&tx, "box-1", 60_000, 5, 60_000).unwrap());
         tx.commit().unwrap();
         assert_eq!(events(s.conn(), "box.silent"), 2);
+        // A care team sees the boxes of its patients only.
+        s.conn()
+            .execute_batch(
+                "INSERT INTO api_tokens (token_id, name, token_hash, role, created_at, devices)
+                     VALUES ('tok', 'box-1', 'h', 'ingest', 0, '[\"cuff-1\"]');
+                 INSERT INTO devices (device_id, patient_id, origin, registered_at) VALUES ('cuff-1', 'p1', 'cli', 0);
+                 INSERT INTO patients (patient_id, care_team, enrolled_at, updated_at) VALUES ('p1', 'north', 0, 0);",
+            )
+            .unwrap();
+        assert_eq!(list(s.conn(), Some(r#"["north"]"#)).unwrap().len(), 1);
+        assert!(list(s.conn(), Some(r#"["south"]"#)).unwrap().is_empty());
     }
 }

@@ -379,6 +379,7 @@ fn an_assignment_at_the_hub_takes_effect_at_the_box_and_box_health_is_kept() {
     let token = box_token(&hubgw, "box-1", &["scale-1"]);
     let hub_admin = common::api_client::token(&hubgw, "ops", "admin", &[]);
     let hub_team = common::api_client::token(&hubgw, "nurse", "care_team", &["north"]);
+    let other_team = common::api_client::token(&hubgw, "other", "care_team", &["south"]);
     hubgw.start_unready(&[]);
     assert_eq!(hubgw.api_port(), port);
     let hub_api = Api {
@@ -468,6 +469,13 @@ fn an_assignment_at_the_hub_takes_effect_at_the_box_and_box_health_is_kept() {
     // New readings flow as usual.
     broker.publish_lines("acme/scale/scale-1", &weights(3, 2));
     converged(&boxgw, &hubgw, 5);
+    assert_eq!(
+        hubgw.count(
+            "SELECT COUNT(*) FROM readings WHERE json_extract(annotations, '$.via') = 'upstream:box-1'"
+        ),
+        5,
+        "readings re-processed at the hub from the box's quarantine say where they came from"
+    );
 
     // Box health at the hub: API (operators only) and CLI.
     wait_until("the box reports an empty backlog", T, || {
@@ -483,9 +491,15 @@ fn an_assignment_at_the_hub_takes_effect_at_the_box_and_box_health_is_kept() {
     assert_eq!(b["version"], env!("CARGO_PKG_VERSION"));
     assert!(b["last_pull_at"].is_string() && b["last_push_at"].is_string());
     assert_eq!(b["ble_state"], serde_json::Value::Null, "no BLE source");
-    hub_api
+    // A care team sees its patients' boxes, and no other.
+    let seen = hub_api
         .request("GET", "/api/v1/boxes", Some(&hub_team), None)
-        .problem(403);
+        .json();
+    assert_eq!(seen["items"].as_array().unwrap().len(), 1, "{seen}");
+    let seen = hub_api
+        .request("GET", "/api/v1/boxes", Some(&other_team), None)
+        .json();
+    assert_eq!(seen["items"], serde_json::json!([]), "{seen}");
     let out = hubgw.cli(&["boxes", "--json"]);
     assert!(out.status.success());
     let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

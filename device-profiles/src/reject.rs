@@ -165,6 +165,50 @@ pub enum Reject {
         /// what failed
         detail: String,
     },
+    /// A questionnaire response names a questionnaire that is not loaded.
+    #[error("unknown questionnaire `{url}`")]
+    UnknownQuestionnaire {
+        /// canonical URL as sent
+        url: String,
+    },
+    /// A questionnaire response names a version that is not loaded.
+    #[error("questionnaire `{url}` version `{version}` is not loaded (loaded: {loaded})")]
+    QuestionnaireVersion {
+        /// canonical URL
+        url: String,
+        /// version as sent
+        version: String,
+        /// the version that is loaded
+        loaded: String,
+    },
+    /// An answer to a question the questionnaire does not ask.
+    #[error("questionnaire `{questionnaire}` has no item `{link_id}`")]
+    UnknownItem {
+        /// questionnaire name
+        questionnaire: String,
+        /// linkId as sent
+        link_id: String,
+    },
+    /// An answer that is not one of the item's options, or not of its type.
+    #[error("item `{link_id}`: {detail}")]
+    InvalidAnswer {
+        /// linkId
+        link_id: String,
+        /// what was wrong
+        detail: String,
+    },
+    /// A required item is not answered.
+    #[error("required item `{link_id}` is not answered")]
+    MissingAnswer {
+        /// linkId
+        link_id: String,
+    },
+    /// The response names no patient or device, or a patient not enrolled.
+    #[error("unknown patient `{patient_id}`")]
+    UnknownPatient {
+        /// the patient id as sent
+        patient_id: String,
+    },
 }
 
 impl Reject {
@@ -191,6 +235,12 @@ impl Reject {
             Reject::DecoderFailure { .. } => "decoder_failure",
             Reject::AmbiguousPayload { .. } => "ambiguous_payload",
             Reject::NumericOverflow { .. } => "numeric_overflow",
+            Reject::UnknownQuestionnaire { .. } => "unknown_questionnaire",
+            Reject::QuestionnaireVersion { .. } => "questionnaire_version",
+            Reject::UnknownItem { .. } => "unknown_item",
+            Reject::InvalidAnswer { .. } => "invalid_answer",
+            Reject::MissingAnswer { .. } => "missing_answer",
+            Reject::UnknownPatient { .. } => "unknown_patient",
         }
     }
 

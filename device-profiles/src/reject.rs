@@ -203,12 +203,9 @@ pub enum Reject {
         /// linkId
         link_id: String,
     },
-    /// The response names no patient or device, or a patient not enrolled.
-    #[error("unknown patient `{patient_id}`")]
-    UnknownPatient {
-        /// the patient id as sent
-        patient_id: String,
-    },
+    /// The patient a questionnaire response names is not enrolled.
+    #[error("the response's patient is not enrolled")]
+    UnknownPatient,
 }
 
 impl Reject {
@@ -240,7 +237,7 @@ impl Reject {
             Reject::UnknownItem { .. } => "unknown_item",
             Reject::InvalidAnswer { .. } => "invalid_answer",
             Reject::MissingAnswer { .. } => "missing_answer",
-            Reject::UnknownPatient { .. } => "unknown_patient",
+            Reject::UnknownPatient => "unknown_patient",
         }
     }
 

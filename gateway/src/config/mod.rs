@@ -38,6 +38,9 @@ pub struct Config {
     /// Device profiles.
     #[serde(default)]
     pub profiles: ProfilesConfig,
+    /// Questionnaire definitions (patient-reported outcomes).
+    #[serde(default)]
+    pub questionnaires: crate::pipeline::config::QuestionnairesConfig,
     /// Device → patient assignments loaded at start (the registry keeps
     /// run-time changes made with `rpm-gateway devices assign`).
     #[serde(default)]
@@ -122,6 +125,12 @@ impl Config {
             f.token_file = f.token_file.as_ref().map(|p| base.join(p));
         }
         config.profiles.dirs = config.profiles.dirs.iter().map(|d| base.join(d)).collect();
+        config.questionnaires.dirs = config
+            .questionnaires
+            .dirs
+            .iter()
+            .map(|d| base.join(d))
+            .collect();
         if let Some(b) = &mut config.sources.ble {
             b.profile_dirs = b.profile_dirs.iter().map(|d| base.join(d)).collect();
         }
@@ -193,6 +202,7 @@ impl Config {
         };
         crate::pipeline::config::validate(&self.normalize, &mut err);
         crate::store::config::validate(&self.store, &mut err);
+
         let mut seen = BTreeSet::new();
         for d in &self.devices {
             if d.id.trim().is_empty() || d.patient.trim().is_empty() {
@@ -220,6 +230,9 @@ impl Config {
         crate::care::config::validate(&self.care, &mut err);
         if let Some(b) = &self.sources.ble {
             crate::sources::ble::config::validate(b, self.ble_profiles(), &mut err);
+        }
+        if let Err(e) = self.questionnaires.load() {
+            errors.extend(e);
         }
         if self.rules.enabled || !self.patients.is_empty() {
             crate::rules::config::validate(&self.rules, &self.patients, text, file, &mut errors);

@@ -15,6 +15,9 @@ pub mod normalize;
 
 pub use ble::BleInput;
 
+use device_profiles::questionnaire::response::TimeLimits;
+use device_profiles::questionnaire::{QuestionnaireSet, ResponseInput};
+
 use crate::metrics::Metrics;
 use crate::pipeline::decode::Decoder;
 use crate::pipeline::normalize::Normalizer;
@@ -66,6 +69,19 @@ fn origin_topic(pattern: &str, device_id: Option<&str>) -> Result<String, HttpIn
     Ok(levels?.join("/"))
 }
 
+/// The profile name questionnaire responses are quarantined under (they
+/// are read by their questionnaire, not by a device profile).
+pub const RESPONSE_PROFILE: &str = "questionnaire-response";
+
+/// The two forms a questionnaire response arrives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseForm {
+    /// A FHIR R4 `QuestionnaireResponse` (JSON).
+    Fhir,
+    /// The plain JSON form of `POST /api/v1/responses`.
+    Plain,
+}
+
 /// Decode and normalize, shared by all sources.
 pub struct Pipeline {
     /// Profile-driven decoder.
@@ -74,6 +90,8 @@ pub struct Pipeline {
     pub normalizer: Normalizer,
     /// Process metrics.
     pub metrics: Arc<Metrics>,
+    /// Questionnaire definitions responses are validated and scored by.
+    pub questionnaires: Arc<QuestionnaireSet>,
 }
 
 impl Pipeline {
@@ -87,6 +105,59 @@ impl Pipeline {
             decoder: Decoder::new(profiles, normalize.max_payload_bytes),
             normalizer: Normalizer::new(normalize.clock_policy()),
             metrics,
+            questionnaires: Arc::new(device_profiles::questionnaire::bundled()),
+        }
+    }
+
+    /// The same pipeline with these questionnaire definitions.
+    pub fn with_questionnaires(mut self, set: QuestionnaireSet) -> Pipeline {
+        self.questionnaires = Arc::new(set);
+        self
+    }
+
+    /// Prepares the store item for a questionnaire response: validated
+    /// against its definition and scored, or quarantined with the reason
+    /// and the bytes as received. `origin` is the route or topic.
+    pub fn response(
+        &self,
+        source: Source,
+        origin: &str,
+        form: ResponseForm,
+        payload: &[u8],
+        received_at: DateTime<Utc>,
+    ) -> Item {
+        self.metrics.received(source.name());
+        let raw = Arc::new(RawInput::new(
+            source,
+            origin,
+            Some(RESPONSE_PROFILE.to_string()),
+            payload,
+            received_at,
+        ));
+        let clock = &self.normalizer.clock;
+        let limits = TimeLimits {
+            max_future: clock.max_future_skew,
+            max_age: clock.max_age,
+        };
+        let input = match form {
+            ResponseForm::Fhir => ResponseInput::from_fhir(payload),
+            ResponseForm::Plain => ResponseInput::from_plain(payload),
+        };
+        let device_id = input
+            .as_ref()
+            .ok()
+            .and_then(|i| i.subject.device_id.clone());
+        match input.and_then(|i| self.questionnaires.accept(&i, received_at, limits)) {
+            Ok(a) => Item::Response {
+                raw,
+                response: Arc::new(a),
+            },
+            Err(reason) => Item::Quarantine {
+                raw,
+                index: None,
+                device_id,
+                reason,
+            },
         }
     }
 
@@ -208,6 +279,11 @@ impl Pipeline {
 
     /// Re-decodes a quarantined input (see [`Normalizer::reprocess`]).
     pub fn reprocess(&self, q: &QuarantinedInput) -> crate::store::registry::Redecoded {
+        if q.profile.as_deref() == Some(RESPONSE_PROFILE) {
+            // A response is stored whole with its scores, which re-processing
+            // (readings only) cannot do: it stays quarantined, to be sent again.
+            return vec![(0, Err(device_profiles::Reject::UnknownDevice))];
+        }
         if q.source == Source::Ble.name() {
             return vec![(q.index.unwrap_or(0), ble::reprocess(self, q))];
         }

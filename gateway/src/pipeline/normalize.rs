@@ -19,7 +19,7 @@ use crate::store::{Item, RawInput};
 /// The normalization stage.
 #[derive(Debug, Clone)]
 pub struct Normalizer {
-    clock: ClockPolicy,
+    pub(crate) clock: ClockPolicy,
 }
 
 /// Patient id placeholder before binding at commit.

@@ -21,6 +21,7 @@ pub mod patients;
 pub(crate) mod quarantine;
 pub mod queries;
 pub mod registry;
+pub mod responses;
 pub mod risk;
 pub mod runs;
 mod schema;
@@ -232,6 +233,25 @@ pub enum Item {
         /// The typed reason it cannot be a reading.
         reason: Reject,
     },
+    /// A validated questionnaire response: stored whole, its scores and
+    /// marked answers as readings, in one transaction.
+    Response {
+        /// origin
+        raw: Arc<RawInput>,
+        /// the response, validated and scored
+        response: Arc<device_profiles::questionnaire::Accepted>,
+    },
+}
+
+impl Item {
+    /// The input the item came from.
+    pub fn raw(&self) -> &Arc<RawInput> {
+        match self {
+            Item::Reading { raw, .. } | Item::Quarantine { raw, .. } | Item::Response { raw, .. } => {
+                raw
+            }
+        }
+    }
 }
 
 /// What became of an item.
@@ -568,6 +588,7 @@ enum Applied<'a> {
 }
 
 static UNKNOWN_DEVICE: Reject = Reject::UnknownDevice;
+static UNKNOWN_PATIENT: Reject = Reject::UnknownPatient;
 
 fn apply<'a>(
     tx: &Transaction<'_>,
@@ -597,6 +618,47 @@ fn apply<'a>(
                 });
             };
             insert_group(tx, group, &patient_id, now, dedup_window_ms).map(Applied::Done)
+        }
+        Item::Response { raw, response } => {
+            let device_id = response.subject.device_id.as_deref();
+            // The patient the response names (enrolled), else the one its
+            // device is assigned to, read inside the transaction as for readings.
+            let patient_id = match (&response.subject.patient_id, device_id) {
+                (Some(p), _) => responses::patient_enrolled(tx, p)?.then(|| p.clone()),
+                (None, Some(d)) => seen.patient(tx, d)?,
+                (None, None) => None,
+            };
+            let Some(patient_id) = patient_id else {
+                let reason = match response.subject.patient_id {
+                    Some(_) => &UNKNOWN_PATIENT,
+                    None => &UNKNOWN_DEVICE,
+                };
+                return Ok(Applied::Refused {
+                    raw,
+                    refusal: quarantine::Refusal {
+                        index: None,
+                        device_id,
+                        reason,
+                    },
+                });
+            };
+            let received_at = raw.received_at;
+            let group = response.readings(&patient_id, received_at, raw.source);
+            if !responses::insert(
+                tx,
+                response,
+                &patient_id,
+                received_at.timestamp_millis(),
+                now,
+                raw.source.name(),
+            )? {
+                return Ok(Applied::Done(Outcome::Stored {
+                    stored: 0,
+                    duplicates: group.readings.len().max(1),
+                    patient_id,
+                }));
+            }
+            insert_group(tx, &group, &patient_id, now, dedup_window_ms).map(Applied::Done)
         }
         Item::Quarantine {
             raw,

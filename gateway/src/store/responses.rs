@@ -20,20 +20,8 @@ pub struct StoredResponse {
     pub response_id: String,
     /// The patient.
     pub patient_id: String,
-    /// The device it came through, if named.
-    pub device_id: Option<String>,
-    /// Canonical URL of the questionnaire.
-    pub questionnaire: String,
-    /// Its version.
-    pub version: String,
-    /// When answered (ms).
-    pub authored_at: i64,
-    /// When committed (ms).
-    pub committed_at: i64,
     /// The FHIR resource as stored (without subject).
     pub resource: Value,
-    /// Scores: `[{metric, value, missing}]`.
-    pub scores: Value,
 }
 
 impl StoredResponse {
@@ -82,23 +70,14 @@ pub fn insert(
     Ok(n == 1)
 }
 
-const COLUMNS: &str = "response_id, patient_id, device_id, questionnaire, version, authored_at, committed_at, resource, scores";
+const COLUMNS: &str = "response_id, patient_id, resource";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredResponse> {
-    let text = |i: usize| -> rusqlite::Result<Value> {
-        let s: String = r.get(i)?;
-        Ok(serde_json::from_str(&s).unwrap_or(Value::Null))
-    };
+    let resource: String = r.get(2)?;
     Ok(StoredResponse {
         response_id: r.get(0)?,
         patient_id: r.get(1)?,
-        device_id: r.get(2)?,
-        questionnaire: r.get(3)?,
-        version: r.get(4)?,
-        authored_at: r.get(5)?,
-        committed_at: r.get(6)?,
-        resource: text(7)?,
-        scores: text(8)?,
+        resource: serde_json::from_str(&resource).unwrap_or(Value::Null),
     })
 }
 

@@ -214,7 +214,8 @@ fn observation(readings: &[StoredReading]) -> Option<(String, Value)> {
         let metric: Metric = first.metric.parse().ok()?;
         let (extra, cat, profile) = vital(metric);
         let (system, code) = metric.coding();
-        let mut codings = vec![json!({"system": system, "code": code, "display": metric.display()})];
+        let mut codings =
+            vec![json!({"system": system, "code": code, "display": metric.display()})];
         codings.extend(extra.iter().map(|(c, d)| coding(c, d)));
         let mut o = base(
             &first.reading_id,
@@ -226,8 +227,7 @@ fn observation(readings: &[StoredReading]) -> Option<(String, Value)> {
         // A questionnaire's score or answer: derived from the response,
         // and reported by the patient, not measured by a device.
         if let Some(response) = first.annotations.get("response_id").and_then(Value::as_str) {
-            o["derivedFrom"] =
-                json!([{"reference": format!("QuestionnaireResponse/{response}")}]);
+            o["derivedFrom"] = json!([{"reference": format!("QuestionnaireResponse/{response}")}]);
             o["performer"] = json!([{"reference": format!("Patient/{}", first.patient_id)}]);
             if first.device_id == device_profiles::questionnaire::response::SELF_REPORT_DEVICE {
                 if let Some(map) = o.as_object_mut() {

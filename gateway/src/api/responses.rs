@@ -52,13 +52,9 @@ async fn submit(
             ApiError::BadRequest(r.body_text())
         }
     })?;
-    let item = st.pipeline.response(
-        Source::Http,
-        route,
-        form,
-        &body,
-        chrono::Utc::now(),
-    );
+    let item = st
+        .pipeline
+        .response(Source::Http, route, form, &body, chrono::Utc::now());
     // A token scoped to devices submits only for them (a response naming
     // only a patient is not one of its devices).
     let device = match &item {
@@ -73,35 +69,39 @@ async fn submit(
         Ok(Ok(o)) => o,
         Ok(Err(e)) => {
             tracing::error!(error = %e, "api: questionnaire response not committed; answering 503");
-            return Err(ApiError::Unavailable("not stored; retry the request".into()));
+            return Err(ApiError::Unavailable(
+                "not stored; retry the request".into(),
+            ));
         }
         Err(_) => return Err(ApiError::Unavailable("the gateway is shutting down".into())),
     };
     st.pipeline.record(Source::Http, &outcomes);
-    Ok(match (items.into_iter().next(), outcomes.into_iter().next()) {
-        // A response already stored counts all its readings (at least one)
-        // as duplicates; a new one none.
-        (
-            Some(Item::Response { response, .. }),
-            Some(Outcome::Stored {
-                duplicates,
+    Ok(
+        match (items.into_iter().next(), outcomes.into_iter().next()) {
+            // A response already stored counts all its readings (at least one)
+            // as duplicates; a new one none.
+            (
+                Some(Item::Response { response, .. }),
+                Some(Outcome::Stored {
+                    duplicates,
+                    patient_id,
+                    ..
+                }),
+            ) => Submitted::Stored {
+                new: duplicates == 0,
                 patient_id,
-                ..
-            }),
-        ) => Submitted::Stored {
-            new: duplicates == 0,
-            patient_id,
-            response,
+                response,
+            },
+            (Some(Item::Quarantine { reason, .. }), _) => Submitted::Quarantined(reason),
+            (Some(Item::Response { .. }), Some(Outcome::Quarantined { reason, .. })) => {
+                Submitted::Quarantined(match reason {
+                    "unknown_patient" => Reject::UnknownPatient,
+                    _ => Reject::UnknownDevice,
+                })
+            }
+            _ => return Err(ApiError::Internal),
         },
-        (Some(Item::Quarantine { reason, .. }), _) => Submitted::Quarantined(reason),
-        (Some(Item::Response { .. }), Some(Outcome::Quarantined { reason, .. })) => {
-            Submitted::Quarantined(match reason {
-                "unknown_patient" => Reject::UnknownPatient,
-                _ => Reject::UnknownDevice,
-            })
-        }
-        _ => return Err(ApiError::Internal),
-    })
+    )
 }
 
 fn scores_json(a: &device_profiles::questionnaire::Accepted) -> Vec<Value> {
@@ -121,42 +121,48 @@ pub async fn submit_plain(
     p: Principal,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(Option<AuditPatient>, Response), ApiError> {
-    Ok(match submit(&st, &p, ResponseForm::Plain, "/api/v1/responses", body).await? {
-        Submitted::Stored {
-            new,
-            patient_id,
-            response,
-        } => {
-            let body = json!({
-                "committed": true,
-                "outcome": if new { "stored" } else { "duplicate" },
-                "response_id": response.response_id,
-                "patient_id": patient_id,
-                "questionnaire": response.questionnaire.url,
-                "version": response.questionnaire.version,
-                "scores": scores_json(&response),
-                "readings": response.values.iter().map(|(m, v)| json!({"metric": m.name(), "value": v})).collect::<Vec<_>>(),
-            });
-            let status = if new { StatusCode::CREATED } else { StatusCode::OK };
-            (
-                Some(AuditPatient(patient_id)),
-                (status, axum::Json(body)).into_response(),
-            )
-        }
-        Submitted::Quarantined(reason) => (
-            None,
-            (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                axum::Json(json!({
+    Ok(
+        match submit(&st, &p, ResponseForm::Plain, "/api/v1/responses", body).await? {
+            Submitted::Stored {
+                new,
+                patient_id,
+                response,
+            } => {
+                let body = json!({
                     "committed": true,
-                    "outcome": "quarantined",
-                    "reason": reason.code(),
-                    "detail": reason.to_string(),
-                })),
-            )
-                .into_response(),
-        ),
-    })
+                    "outcome": if new { "stored" } else { "duplicate" },
+                    "response_id": response.response_id,
+                    "patient_id": patient_id,
+                    "questionnaire": response.questionnaire.url,
+                    "version": response.questionnaire.version,
+                    "scores": scores_json(&response),
+                    "readings": response.values.iter().map(|(m, v)| json!({"metric": m.name(), "value": v})).collect::<Vec<_>>(),
+                });
+                let status = if new {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                };
+                (
+                    Some(AuditPatient(patient_id)),
+                    (status, axum::Json(body)).into_response(),
+                )
+            }
+            Submitted::Quarantined(reason) => (
+                None,
+                (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    axum::Json(json!({
+                        "committed": true,
+                        "outcome": "quarantined",
+                        "reason": reason.code(),
+                        "detail": reason.to_string(),
+                    })),
+                )
+                    .into_response(),
+            ),
+        },
+    )
 }
 
 /// `POST /fhir/QuestionnaireResponse` (admin or ingest tokens).
@@ -167,7 +173,15 @@ pub async fn submit_fhir(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(Option<AuditPatient>, Response), ApiError> {
     Ok(
-        match submit(&st, &p, ResponseForm::Fhir, "/fhir/QuestionnaireResponse", body).await? {
+        match submit(
+            &st,
+            &p,
+            ResponseForm::Fhir,
+            "/fhir/QuestionnaireResponse",
+            body,
+        )
+        .await?
+        {
             Submitted::Stored {
                 new,
                 patient_id,
@@ -180,7 +194,11 @@ pub async fn submit_fhir(
                     st.base_url(&headers),
                     response.response_id
                 );
-                let status = if new { StatusCode::CREATED } else { StatusCode::OK };
+                let status = if new {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                };
                 let mut resp = (status, Fhir(r)).into_response();
                 if let Ok(v) = location.parse() {
                     resp.headers_mut().insert(axum::http::header::LOCATION, v);
@@ -188,10 +206,8 @@ pub async fn submit_fhir(
                 (Some(AuditPatient(patient_id)), resp)
             }
             Submitted::Quarantined(reason) => {
-                let mut oo = operation_outcome(
-                    422,
-                    &format!("quarantined ({}): {reason}", reason.code()),
-                );
+                let mut oo =
+                    operation_outcome(422, &format!("quarantined ({}): {reason}", reason.code()));
                 oo["issue"][0]["code"] = json!("invalid");
                 (
                     None,
@@ -212,7 +228,8 @@ pub async fn read(
     let r = st
         .db
         .run(move |s| {
-            let r = responses::get(s.conn(), &id)?.ok_or(ApiError::NotFound("QuestionnaireResponse"))?;
+            let r = responses::get(s.conn(), &id)?
+                .ok_or(ApiError::NotFound("QuestionnaireResponse"))?;
             p.check_patient(s.conn(), &r.patient_id, "QuestionnaireResponse")?;
             Ok(r)
         })
@@ -299,7 +316,11 @@ pub async fn questionnaires(
         .questionnaires
         .iter()
         .map(|q| {
-            let id = q.resource.get("id").and_then(Value::as_str).unwrap_or(&q.name);
+            let id = q
+                .resource
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or(&q.name);
             json!({"fullUrl": format!("{base}/fhir/Questionnaire/{id}"), "resource": q.resource,
                    "search": {"mode": "match"}})
         })

@@ -247,9 +247,9 @@ impl Item {
     /// The input the item came from.
     pub fn raw(&self) -> &Arc<RawInput> {
         match self {
-            Item::Reading { raw, .. } | Item::Quarantine { raw, .. } | Item::Response { raw, .. } => {
-                raw
-            }
+            Item::Reading { raw, .. }
+            | Item::Quarantine { raw, .. }
+            | Item::Response { raw, .. } => raw,
         }
     }
 }

@@ -110,7 +110,12 @@ pub fn list(
          ORDER BY r.authored_at DESC, r.seq DESC LIMIT ?4"
     ))?;
     let rows = stmt.query_map(
-        params![patient_id, teams, questionnaire, i64::try_from(limit).unwrap_or(i64::MAX)],
+        params![
+            patient_id,
+            teams,
+            questionnaire,
+            i64::try_from(limit).unwrap_or(i64::MAX)
+        ],
         row,
     )?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)

@@ -1,0 +1,357 @@
+//! Patient-reported outcomes end to end: questionnaire responses over HTTP
+//! (plain JSON and FHIR), committed before the answer, scored into
+//! readings, read back as FHIR and validated by an independent FHIR R4
+//! library (`fhir.resources`), every bad-input class quarantined with its
+//! reason, care-team isolation, and the alerts the scores raise.
+
+use crate::common;
+
+use chrono::{Duration as Days, SecondsFormat, Utc};
+use common::api_client::{self as http, Api};
+use common::{wait_until, Gateway, Mosquitto};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(20);
+const Q: &str = "https://rpm-gateway.dev/fhir/Questionnaire/";
+
+struct World {
+    _dir: tempfile::TempDir,
+    _broker: Mosquitto,
+    gw: Gateway,
+    api: Api,
+    admin: String,
+    north: String,
+    south: String,
+    ingest: String,
+}
+
+fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let extra = r#"
+[rules]
+settle = "200ms"
+
+[[patients]]
+id = "p-north"
+care_plans = ["heart-failure"]
+care_team = "north"
+
+[[patients]]
+id = "p-south"
+care_plans = ["copd"]
+care_team = "south"
+"#;
+    let mut gw = Gateway::new(
+        dir.path(),
+        broker.port,
+        &[("tab-n", "p-north"), ("scale-n", "p-north")],
+        &http::api_config(extra),
+    );
+    let port = http::start_with_api(&mut gw);
+    World {
+        admin: http::token(&gw, "ops", "admin", &[]),
+        north: http::token(&gw, "nurse-north", "care_team", &["north"]),
+        south: http::token(&gw, "nurse-south", "care_team", &["south"]),
+        ingest: http::token(&gw, "app", "ingest", &[]),
+        _dir: dir,
+        _broker: broker,
+        gw,
+        api: Api {
+            base: format!("http://127.0.0.1:{port}"),
+            cacert: None,
+        },
+    }
+}
+
+fn ago(hours: i64) -> String {
+    (Utc::now() - Days::hours(hours)).to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn post(w: &World, path: &str, body: &Value) -> http::Resp {
+    let media = if path.starts_with("/fhir") {
+        "application/fhir+json"
+    } else {
+        "application/json"
+    };
+    w.api.request(
+        "POST",
+        path,
+        Some(&w.ingest),
+        Some((media, body.to_string().as_bytes())),
+    )
+}
+
+fn hf_checkin(authored: &str, breathing: &str, chest_pain: &str) -> Value {
+    let answer = |l: &str, c: &str| json!({"linkId": l, "answer": [{"valueCoding": {"code": c}}]});
+    json!({
+        "resourceType": "QuestionnaireResponse",
+        "questionnaire": format!("{Q}hf-daily-checkin|1.0.0"),
+        "status": "completed",
+        "author": {"reference": "Device/tab-n"},
+        "authored": authored,
+        "item": [
+            answer("breathing", breathing), answer("swelling", "none"), answer("sleep", "no"),
+            answer("tired", "no"), answer("cough", "no"), answer("dizzy", "no"),
+            answer("chest-pain", chest_pain), answer("confusion", "no"),
+        ]
+    })
+}
+
+const VALIDATE: &str = r#"
+import json, sys
+from fhir.resources.bundle import Bundle
+from fhir.resources.questionnaire import Questionnaire
+from fhir.resources.questionnaireresponse import QuestionnaireResponse
+from fhir.resources.observation import Observation
+doc = json.load(sys.stdin)
+out = {}
+qs = Bundle.parse_obj(doc["questionnaires"])
+out["questionnaires"] = sorted(Questionnaire.parse_obj(e["resource"]).name for e in doc["questionnaires"]["entry"])
+r = QuestionnaireResponse.parse_obj(doc["response"])
+out["response"] = [r.subject.reference, r.questionnaire, len(r.item)]
+Bundle.parse_obj(doc["responses"])
+out["responses"] = len(doc["responses"]["entry"])
+obs = Bundle.parse_obj(doc["observations"])
+out["observations"] = sorted(
+    (o.code.coding[0].system, o.code.coding[0].code, o.valueQuantity.code, o.category[0].coding[0].code,
+     o.derivedFrom[0].reference.split("/")[0])
+    for o in (Observation.parse_obj(e["resource"]) for e in doc["observations"]["entry"]))
+print(json.dumps(out))
+"#;
+
+/// Both forms stored and scored, deduplicated, readable as FHIR that an
+/// independent library accepts, isolated by care team; alerts raised.
+#[test]
+fn responses_over_http_are_scored_stored_and_served_as_fhir() {
+    let w = world();
+    // Plain form: a PHQ-9 for p-north (12 points, item 9 = 1).
+    let codes = ["LA6568-5", "LA6569-3", "LA6570-1", "LA6571-9"];
+    let mut answers = serde_json::Map::new();
+    for i in 1..=8 {
+        answers.insert(format!("phq9-{i}"), json!(codes[(i - 1) % 4]));
+    }
+    answers.insert("phq9-9".into(), json!(codes[1]));
+    let phq9 = json!({"questionnaire": format!("{Q}phq-9"), "patient_id": "p-north",
+                      "authored": ago(2), "answers": answers});
+    let r = post(&w, "/api/v1/responses", &phq9);
+    r.expect(201);
+    let body = r.json();
+    assert_eq!(body["outcome"], "stored");
+    assert_eq!(body["scores"][0]["metric"], "phq9_total");
+    assert_eq!(body["scores"][0]["value"], 13.0); // 0+1+2+3+0+1+2+3 + 1
+    assert_eq!(body["scores"][0]["code"]["code"], "44261-6");
+    let phq_id = body["response_id"].as_str().unwrap().to_string();
+    // The same response again: a duplicate, nothing added.
+    let r = post(&w, "/api/v1/responses", &phq9);
+    r.expect(200);
+    assert_eq!(r.json()["outcome"], "duplicate");
+    assert_eq!(w.gw.count("SELECT COUNT(*) FROM responses"), 1);
+    assert_eq!(
+        w.gw.count(
+            "SELECT COUNT(*) FROM readings WHERE metric IN ('phq9_total', 'phq9_self_harm')"
+        ),
+        2
+    );
+
+    // FHIR form through the patient's tablet: a yellow day, then a red one.
+    post(
+        &w,
+        "/fhir/QuestionnaireResponse",
+        &hf_checkin(&ago(26), "worse", "no"),
+    )
+    .expect(201);
+    let r = post(
+        &w,
+        "/fhir/QuestionnaireResponse",
+        &hf_checkin(&ago(1), "worse", "yes"),
+    );
+    r.expect(201);
+    let qr = r.json();
+    assert_eq!(qr["subject"]["reference"], "Patient/p-north");
+    let hf_id = qr["id"].as_str().unwrap().to_string();
+    assert!(r.header("location").is_some_and(|l| l.ends_with(&hf_id)));
+    assert_eq!(
+        w.gw.count(&format!(
+            "SELECT COUNT(*) FROM readings WHERE group_id = '{hf_id}' AND unit = '{{score}}'"
+        )),
+        3, // zone, breathlessness, swelling
+    );
+
+    // Alerts: the red zone, the yellow zone twice in a row, PHQ-9 item 9.
+    wait_until("alerts of the scores", T, || {
+        let a = w.gw.alerts_of("p-north");
+        [
+            "hf.symptoms-red-zone",
+            "hf.symptoms-yellow-zone",
+            "mood.phq9-self-harm",
+            "mood.phq9-moderate",
+        ]
+        .iter()
+        .all(|id| a.iter().any(|(r, _, _)| r == id))
+    });
+
+    // Reads, with care-team isolation.
+    w.api
+        .get(&format!("/fhir/QuestionnaireResponse/{hf_id}"), &w.north)
+        .expect(200);
+    w.api
+        .get(&format!("/fhir/QuestionnaireResponse/{hf_id}"), &w.south)
+        .expect(404);
+    let south = w
+        .api
+        .get("/fhir/QuestionnaireResponse?patient=p-north", &w.south);
+    south.expect(200);
+    assert_eq!(south.json()["entry"].as_array().map(Vec::len), Some(0));
+    let response = w
+        .api
+        .get(&format!("/fhir/QuestionnaireResponse/{phq_id}"), &w.north)
+        .json();
+    let responses = w
+        .api
+        .get("/fhir/QuestionnaireResponse?patient=p-north", &w.north)
+        .json();
+    assert_eq!(responses["entry"].as_array().map(Vec::len), Some(3));
+    let questionnaires = w.api.get("/fhir/Questionnaire", &w.north).json();
+    let observations = w
+        .api
+        .get(
+            "/fhir/Observation?patient=p-north&code=http://loinc.org|44261-6,https://rpm-gateway.dev/fhir/CodeSystem/metric|hf_symptom_zone",
+            &w.north,
+        )
+        .json();
+    let out = http::python_fhir(
+        VALIDATE,
+        json!({"questionnaires": questionnaires, "response": response, "responses": responses,
+               "observations": observations})
+        .to_string()
+        .as_bytes(),
+    );
+    let out: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        out["questionnaires"],
+        json!([
+            "COPDDailyDiary",
+            "GAD7",
+            "HFDailyCheckin",
+            "MMRC",
+            "PHQ2",
+            "PHQ9"
+        ])
+    );
+    assert_eq!(
+        out["response"],
+        json!(["Patient/p-north", format!("{Q}phq-9|1.0.0"), 9])
+    );
+    assert_eq!(out["responses"], 3);
+    assert_eq!(
+        out["observations"],
+        json!([
+            [
+                "http://loinc.org",
+                "44261-6",
+                "{score}",
+                "survey",
+                "QuestionnaireResponse"
+            ],
+            [
+                "https://rpm-gateway.dev/fhir/CodeSystem/metric",
+                "hf_symptom_zone",
+                "{score}",
+                "survey",
+                "QuestionnaireResponse"
+            ],
+            [
+                "https://rpm-gateway.dev/fhir/CodeSystem/metric",
+                "hf_symptom_zone",
+                "{score}",
+                "survey",
+                "QuestionnaireResponse"
+            ],
+        ])
+    );
+    // Every read of a patient's response is audited.
+    assert!(w.gw.count("SELECT COUNT(*) FROM audit_log WHERE patient_id = 'p-north'") > 0);
+    let _ = &w.admin;
+}
+
+/// Every bad-input class is answered 422 once the input is committed to
+/// quarantine, with its reason code and the bytes as received.
+#[test]
+fn every_bad_response_is_quarantined_with_its_reason() {
+    let w = world();
+    let ok = json!({"questionnaire": format!("{Q}mmrc"), "patient_id": "p-south",
+                    "authored": ago(1), "answers": {"mmrc": "grade-2"}});
+    post(&w, "/api/v1/responses", &ok).expect(201);
+    let with = |k: &str, v: Value| {
+        let mut b = ok.clone();
+        b[k] = v;
+        b
+    };
+    let cases: Vec<(&str, Value)> = vec![
+        (
+            "unknown_questionnaire",
+            with(
+                "questionnaire",
+                json!("https://example.org/Questionnaire/kccq-12"),
+            ),
+        ),
+        ("questionnaire_version", with("version", json!("0.1"))),
+        (
+            "unknown_item",
+            with("answers", json!({"mmrc": "grade-1", "mood": "fine"})),
+        ),
+        (
+            "invalid_answer",
+            with("answers", json!({"mmrc": "grade-9"})),
+        ),
+        ("missing_answer", with("answers", json!({}))),
+        ("invalid_timestamp", with("authored", json!("yesterday"))),
+        ("future_timestamp", with("authored", json!(ago(-3)))),
+        ("unknown_patient", with("patient_id", json!("p-nobody"))),
+        ("unknown_device", {
+            let mut b = with("device_id", json!("tab-unassigned"));
+            b.as_object_mut().unwrap().remove("patient_id");
+            b
+        }),
+    ];
+    for (reason, body) in &cases {
+        let r = post(&w, "/api/v1/responses", body);
+        r.expect(422);
+        assert_eq!(r.json()["reason"], *reason, "{body}");
+        assert_eq!(w.gw.quarantined(reason), 1, "{reason}");
+    }
+    // Not JSON at all: quarantined too, bytes kept as sent.
+    let raw = b"{\"questionnaire\": ";
+    let r = w.api.request(
+        "POST",
+        "/fhir/QuestionnaireResponse",
+        Some(&w.ingest),
+        Some(("application/fhir+json", raw)),
+    );
+    r.expect(422);
+    assert_eq!(r.json()["resourceType"], "OperationOutcome");
+    assert_eq!(w.gw.quarantined("malformed_payload"), 1);
+    let kept: Vec<u8> = w
+        .gw
+        .db()
+        .query_row(
+            "SELECT p.payload FROM quarantine q JOIN quarantine_payloads p ON p.digest = q.payload_digest WHERE q.reason = 'malformed_payload'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(kept, raw);
+    // Nothing of the refused responses became a response or a reading.
+    assert_eq!(w.gw.count("SELECT COUNT(*) FROM responses"), 1);
+    assert_eq!(w.gw.count("SELECT COUNT(*) FROM readings"), 1);
+    // A care-team token cannot submit.
+    let r = w.api.request(
+        "POST",
+        "/api/v1/responses",
+        Some(&w.north),
+        Some(("application/json", ok.to_string().as_bytes())),
+    );
+    r.expect(403);
+}

@@ -28,6 +28,15 @@ use crate::reject::Reject;
 /// patient answering in an app or a portal).
 pub const SELF_REPORT_DEVICE: &str = "self-report";
 
+/// The two forms a response arrives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFormat {
+    /// A FHIR R4 `QuestionnaireResponse` (JSON).
+    Fhir,
+    /// The plain JSON form (see [`ResponseInput::from_plain`]).
+    Plain,
+}
+
 /// One answer as sent.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Answer {
@@ -148,6 +157,14 @@ fn reference(v: &Value, key: &str, kind: &str) -> Option<String> {
 }
 
 impl ResponseInput {
+    /// Reads a response in `format`.
+    pub fn parse(format: ResponseFormat, bytes: &[u8]) -> Result<ResponseInput, Reject> {
+        match format {
+            ResponseFormat::Fhir => Self::from_fhir(bytes),
+            ResponseFormat::Plain => Self::from_plain(bytes),
+        }
+    }
+
     /// Reads a FHIR R4 `QuestionnaireResponse` (JSON). The patient is
     /// `subject` (`Patient/{id}`); the device it came through, if any, is
     /// `author` or `source` (`Device/{id}`).

@@ -52,9 +52,10 @@ async fn submit(
             ApiError::BadRequest(r.body_text())
         }
     })?;
+    st.pipeline.metrics.received(Source::Http.name());
     let item = st
         .pipeline
-        .response(Source::Http, route, form, &body, chrono::Utc::now());
+        .response(Source::Http, route, None, form, &body, chrono::Utc::now());
     // A token scoped to devices submits only for them (a response naming
     // only a patient is not one of its devices).
     let device = match &item {

@@ -73,14 +73,7 @@ fn origin_topic(pattern: &str, device_id: Option<&str>) -> Result<String, HttpIn
 /// are read by their questionnaire, not by a device profile).
 pub const RESPONSE_PROFILE: &str = "questionnaire-response";
 
-/// The two forms a questionnaire response arrives in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResponseForm {
-    /// A FHIR R4 `QuestionnaireResponse` (JSON).
-    Fhir,
-    /// The plain JSON form of `POST /api/v1/responses`.
-    Plain,
-}
+pub use device_profiles::questionnaire::response::ResponseFormat as ResponseForm;
 
 /// Decode and normalize, shared by all sources.
 pub struct Pipeline {
@@ -117,16 +110,17 @@ impl Pipeline {
 
     /// Prepares the store item for a questionnaire response: validated
     /// against its definition and scored, or quarantined with the reason
-    /// and the bytes as received. `origin` is the route or topic.
+    /// and the bytes as received. `origin` is the route or topic; `device`
+    /// the device the topic names (a response naming another is refused).
     pub fn response(
         &self,
         source: Source,
         origin: &str,
+        device: Option<&str>,
         form: ResponseForm,
         payload: &[u8],
         received_at: DateTime<Utc>,
     ) -> Item {
-        self.metrics.received(source.name());
         let raw = Arc::new(RawInput::new(
             source,
             origin,
@@ -139,10 +133,20 @@ impl Pipeline {
             max_future: clock.max_future_skew,
             max_age: clock.max_age,
         };
-        let input = match form {
-            ResponseForm::Fhir => ResponseInput::from_fhir(payload),
-            ResponseForm::Plain => ResponseInput::from_plain(payload),
-        };
+        let input = ResponseInput::parse(form, payload).and_then(|mut i| {
+            if let Some(d) = device {
+                match &i.subject.device_id {
+                    Some(named) if named != d => {
+                        return Err(device_profiles::Reject::SchemaMismatch {
+                            profile: RESPONSE_PROFILE.into(),
+                            detail: format!("the response names device `{named}`, the topic `{d}`"),
+                        })
+                    }
+                    _ => i.subject.device_id = Some(d.to_string()),
+                }
+            }
+            Ok(i)
+        });
         let device_id = input
             .as_ref()
             .ok()
@@ -164,6 +168,19 @@ impl Pipeline {
     /// Prepares the store items for an MQTT message (taken from the inbox
     /// by the normalize stage: the source counted it when it arrived).
     pub fn mqtt(&self, topic: &str, payload: &[u8], received_at: DateTime<Utc>) -> Vec<Item> {
+        if let Some(p) = self.decoder.profiles().for_topic(topic) {
+            if let device_profiles::profile::Format::QuestionnaireResponse(form) = p.format {
+                let device = p.topic.matches(topic).flatten();
+                return vec![self.response(
+                    Source::Mqtt,
+                    topic,
+                    device,
+                    form,
+                    payload,
+                    received_at,
+                )];
+            }
+        }
         let decoded = self.decoder.decode_mqtt(topic, payload);
         let raw = Arc::new(RawInput::new(
             Source::Mqtt,

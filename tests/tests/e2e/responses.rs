@@ -355,3 +355,80 @@ fn every_bad_response_is_quarantined_with_its_reason() {
     );
     r.expect(403);
 }
+
+/// A tablet publishes check-ins over MQTT through the bundled profiles
+/// (FHIR and plain): acknowledged once in the inbox, scored into readings,
+/// the bad one quarantined, and the alert the answers call for raised.
+#[test]
+fn tablet_check_ins_over_mqtt_are_scored_and_alert() {
+    let w = world();
+    // Weight first, then a check-in "more short of breath" a day later
+    // with +1.2 kg: breathlessness with weight gain.
+    let senml = |kg: f64, hours: i64| {
+        format!(
+            r#"[{{"bt":{},"n":"weight","u":"kg","v":{kg}}}]"#,
+            (Utc::now() - Days::hours(hours)).timestamp()
+        )
+    };
+    w._broker
+        .publish("rpm/senml/scale-n", senml(80.0, 30).as_bytes());
+    w._broker
+        .publish("rpm/senml/scale-n", senml(81.2, 2).as_bytes());
+    let checkin = hf_checkin(&ago(1), "worse", "no");
+    let mut from_tablet = checkin.clone();
+    from_tablet.as_object_mut().unwrap().remove("author");
+    w._broker.publish(
+        "rpm/questionnaire-response/tab-n",
+        from_tablet.to_string().as_bytes(),
+    );
+    // Plain form, an mMRC grade, and one with an answer not offered.
+    let mmrc = |grade: &str| {
+        json!({"questionnaire": format!("{Q}mmrc"), "authored": ago(1), "answers": {"mmrc": grade}})
+            .to_string()
+    };
+    w._broker.publish(
+        "rpm/questionnaire-answers/tab-n",
+        mmrc("grade-3").as_bytes(),
+    );
+    w._broker.publish(
+        "rpm/questionnaire-answers/tab-n",
+        mmrc("grade-5").as_bytes(),
+    );
+    // A response naming another device than its topic's.
+    w._broker.publish(
+        "rpm/questionnaire-response/tab-n",
+        hf_checkin(&ago(3), "usual", "no")
+            .to_string()
+            .replace("Device/tab-n", "Device/tab-x")
+            .as_bytes(),
+    );
+    wait_until("responses stored and refused", T, || {
+        w.gw.count("SELECT COUNT(*) FROM responses") == 2
+            && w.gw.quarantined("invalid_answer") == 1
+            && w.gw.quarantined("schema_mismatch") == 1
+    });
+    let (device, patient): (String, String) = w
+        .gw
+        .db()
+        .query_row(
+            "SELECT device_id, patient_id FROM responses WHERE questionnaire LIKE '%hf-daily-checkin'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((device.as_str(), patient.as_str()), ("tab-n", "p-north"));
+    assert_eq!(
+        w.gw.count("SELECT COUNT(*) FROM readings WHERE metric = 'mmrc_grade' AND source = 'mqtt' AND device_id = 'tab-n'"),
+        1
+    );
+    wait_until("breathless with weight gain", T, || {
+        w.gw.alerts_of("p-north")
+            .iter()
+            .any(|(r, _, _)| r == "hf.breathless-with-weight-gain")
+    });
+    // Patient-reported readings are never device data in the RPM report.
+    assert_eq!(
+        w.gw.count("SELECT COUNT(*) FROM readings WHERE unit = '{score}' AND json_extract(annotations, '$.entry') = 'manual'"),
+        w.gw.count("SELECT COUNT(*) FROM readings WHERE unit = '{score}'"),
+    );
+}

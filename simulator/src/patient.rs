@@ -525,9 +525,12 @@ impl VirtualPatient {
                 (Metric::CopdMajorSymptoms, second, Unit::Score),
             ]
         } else {
+            // The zone the gateway scores (the worst answer; the other
+            // answers follow these two), sent for the ground truth.
             vec![
                 (Metric::HfBreathlessness, breathing, Unit::Score),
                 (Metric::HfSwelling, second, Unit::Score),
+                (Metric::HfSymptomZone, breathing.max(second), Unit::Score),
             ]
         }
     }

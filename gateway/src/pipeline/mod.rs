@@ -133,7 +133,16 @@ impl Pipeline {
             max_future: clock.max_future_skew,
             max_age: clock.max_age,
         };
-        let input = ResponseInput::parse(form, payload).and_then(|mut i| {
+        let limit = self.decoder.max_payload();
+        let input = if payload.len() > limit {
+            Err(device_profiles::Reject::PayloadTooLarge {
+                size: payload.len(),
+                limit,
+            })
+        } else {
+            ResponseInput::parse(form, payload)
+        };
+        let input = input.and_then(|mut i| {
             if let Some(d) = device {
                 match &i.subject.device_id {
                     Some(named) if named != d => {
@@ -211,6 +220,17 @@ impl Pipeline {
             .ok_or_else(|| HttpInputError::UnknownProfile(profile.to_string()))?;
         let origin = origin_topic(&p.topic.to_string(), device_id)?;
         self.metrics.received(Source::Http.name());
+        if let device_profiles::profile::Format::QuestionnaireResponse(form) = p.format {
+            // A check-in pushed with its profile, as a tablet would publish it.
+            return Ok(vec![self.response(
+                Source::Http,
+                &origin,
+                device_id,
+                form,
+                payload,
+                received_at,
+            )]);
+        }
         let decoded = self.decoder.decode_with(profile, &origin, payload);
         let raw = Arc::new(RawInput::new(
             Source::Http,

@@ -243,17 +243,6 @@ pub enum Item {
     },
 }
 
-impl Item {
-    /// The input the item came from.
-    pub fn raw(&self) -> &Arc<RawInput> {
-        match self {
-            Item::Reading { raw, .. }
-            | Item::Quarantine { raw, .. }
-            | Item::Response { raw, .. } => raw,
-        }
-    }
-}
-
 /// What became of an item.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {

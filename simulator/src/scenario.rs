@@ -135,11 +135,14 @@ pub enum RuleId {
     /// COPD diary: two or more major symptoms on two days in a row.
     #[serde(rename = "copd-exacerbation-symptoms")]
     CopdExacerbationSymptoms,
+    /// COPD diary: more breathless, with SpO2 3 points below its 48 h high.
+    #[serde(rename = "copd-breathless-spo2-drop")]
+    CopdBreathlessSpo2Drop,
 }
 
 impl RuleId {
     /// Every rule id.
-    pub const ALL: [RuleId; 18] = [
+    pub const ALL: [RuleId; 19] = [
         RuleId::HtnCrisis,
         RuleId::Htn7dMeanHigh,
         RuleId::Hypotension,
@@ -158,6 +161,7 @@ impl RuleId {
         RuleId::HfSymptomsRed,
         RuleId::HfBreathlessWeightGain,
         RuleId::CopdExacerbationSymptoms,
+        RuleId::CopdBreathlessSpo2Drop,
     ];
 
     /// The rule's id string.
@@ -181,6 +185,7 @@ impl RuleId {
             RuleId::HfSymptomsRed => "hf-symptoms-red",
             RuleId::HfBreathlessWeightGain => "hf-breathless-weight-gain",
             RuleId::CopdExacerbationSymptoms => "copd-exacerbation-symptoms",
+            RuleId::CopdBreathlessSpo2Drop => "copd-breathless-spo2-drop",
         }
     }
 }
@@ -209,6 +214,7 @@ impl RuleId {
             RuleId::HfSymptomsRed => "hf.symptoms-red-zone",
             RuleId::HfBreathlessWeightGain => "hf.breathless-with-weight-gain",
             RuleId::CopdExacerbationSymptoms => "copd.exacerbation-symptoms",
+            RuleId::CopdBreathlessSpo2Drop => "copd.breathless-with-spo2-drop",
         })
     }
 }

@@ -432,3 +432,67 @@ fn tablet_check_ins_over_mqtt_are_scored_and_alert() {
         w.gw.count("SELECT COUNT(*) FROM readings WHERE unit = '{score}'"),
     );
 }
+
+/// A response is answered 2xx only once committed with its scores: a crash
+/// before the commit answers nothing and stores nothing; a crash after it
+/// stores the response and its readings, and the app's retry is a duplicate.
+#[test]
+fn responses_are_answered_only_after_the_commit() {
+    for (fault, stored_after_crash) in [("abort-before-commit", 0), ("abort-after-commit", 1)] {
+        let mut w = world();
+        let phq2 = json!({"questionnaire": format!("{Q}phq-2"), "patient_id": "p-north",
+                          "authored": ago(1), "answers": {"phq2-1": "LA6570-1", "phq2-2": "LA6570-1"}});
+        w.gw.stop();
+        w.gw.start_with_env(&[("RPM_FAULT_INJECT", fault)]);
+        let port = w.gw.api_port();
+        wait_until("the API", T, || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+            .args([
+                "-H",
+                &format!("Authorization: Bearer {}", w.ingest),
+                "-H",
+                "Content-Type: application/json",
+            ])
+            .args(["--data-binary", &phq2.to_string()])
+            .arg(format!("http://127.0.0.1:{port}/api/v1/responses"))
+            .output()
+            .unwrap();
+        let code = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            !code.starts_with('2'),
+            "{fault}: answered {code} before the commit was safe"
+        );
+        w.gw.wait_exit(T);
+        assert_eq!(
+            w.gw.count("SELECT COUNT(*) FROM responses"),
+            stored_after_crash,
+            "{fault}"
+        );
+        assert_eq!(
+            w.gw.count("SELECT COUNT(*) FROM readings WHERE metric = 'phq2_total'"),
+            stored_after_crash,
+            "{fault}: the score is committed with its response"
+        );
+        let port = http::start_with_api(&mut w.gw);
+        w.api = Api {
+            base: format!("http://127.0.0.1:{port}"),
+            cacert: None,
+        };
+        let r = post(&w, "/api/v1/responses", &phq2);
+        let expected = if stored_after_crash == 0 {
+            ("stored", 201)
+        } else {
+            ("duplicate", 200)
+        };
+        r.expect(expected.1);
+        assert_eq!(r.json()["outcome"], expected.0, "{fault}");
+        assert_eq!(w.gw.count("SELECT COUNT(*) FROM responses"), 1);
+        assert_eq!(
+            w.gw.count("SELECT COUNT(*) FROM readings WHERE metric = 'phq2_total'"),
+            1
+        );
+    }
+}

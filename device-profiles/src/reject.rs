@@ -206,6 +206,10 @@ pub enum Reject {
     /// The patient a questionnaire response names is not enrolled.
     #[error("the response's patient is not enrolled")]
     UnknownPatient,
+    /// A questionnaire response names a patient other than the one its
+    /// device is assigned to (a tablet answers for its own patient only).
+    #[error("the response's device is not assigned to the patient it names")]
+    PatientMismatch,
 }
 
 impl Reject {
@@ -238,6 +242,7 @@ impl Reject {
             Reject::InvalidAnswer { .. } => "invalid_answer",
             Reject::MissingAnswer { .. } => "missing_answer",
             Reject::UnknownPatient => "unknown_patient",
+            Reject::PatientMismatch => "patient_mismatch",
         }
     }
 

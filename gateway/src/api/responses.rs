@@ -97,6 +97,7 @@ async fn submit(
             (Some(Item::Response { .. }), Some(Outcome::Quarantined { reason, .. })) => {
                 Submitted::Quarantined(match reason {
                     "unknown_patient" => Reject::UnknownPatient,
+                    "patient_mismatch" => Reject::PatientMismatch,
                     _ => Reject::UnknownDevice,
                 })
             }

@@ -578,6 +578,7 @@ enum Applied<'a> {
 
 static UNKNOWN_DEVICE: Reject = Reject::UnknownDevice;
 static UNKNOWN_PATIENT: Reject = Reject::UnknownPatient;
+static PATIENT_MISMATCH: Reject = Reject::PatientMismatch;
 
 fn apply<'a>(
     tx: &Transaction<'_>,
@@ -617,6 +618,19 @@ fn apply<'a>(
                 (None, Some(d)) => seen.patient(tx, d)?,
                 (None, None) => None,
             };
+            // A device answers for its own patient only.
+            if let (Some(p), Some(d)) = (&patient_id, device_id) {
+                if seen.patient(tx, d)?.as_ref() != Some(p) {
+                    return Ok(Applied::Refused {
+                        raw,
+                        refusal: quarantine::Refusal {
+                            index: None,
+                            device_id,
+                            reason: &PATIENT_MISMATCH,
+                        },
+                    });
+                }
+            }
             let Some(patient_id) = patient_id else {
                 let reason = match response.subject.patient_id {
                     Some(_) => &UNKNOWN_PATIENT,

@@ -310,6 +310,8 @@ fn every_bad_response_is_quarantined_with_its_reason() {
         ("invalid_timestamp", with("authored", json!("yesterday"))),
         ("future_timestamp", with("authored", json!(ago(-3)))),
         ("unknown_patient", with("patient_id", json!("p-nobody"))),
+        // p-north's tablet answering for p-south.
+        ("patient_mismatch", with("device_id", json!("tab-n"))),
         ("unknown_device", {
             let mut b = with("device_id", json!("tab-unassigned"));
             b.as_object_mut().unwrap().remove("patient_id");

@@ -20,7 +20,7 @@ mod model;
 pub mod response;
 pub mod scoring;
 
-pub use load::{bundled, QuestionnaireSet};
+pub use load::{bundled, bundled_dir, QuestionnaireSet};
 pub use model::{AnswerOption, Item, ItemKind, Method, Questionnaire, ScoreDef};
 pub use response::{Accepted, Answer, ResponseInput, Subject};
 

@@ -293,6 +293,30 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// A program's own questionnaire directory, relative to the config
+    /// file: loaded beside the bundled ones, a broken file refused with its
+    /// place.
+    #[test]
+    fn questionnaire_dirs_are_loaded_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let qdir = dir.path().join("questionnaires.d");
+        std::fs::create_dir(&qdir).unwrap();
+        let mmrc = std::fs::read_to_string(
+            device_profiles::questionnaire::bundled_dir().join("mmrc.json"),
+        )
+        .unwrap();
+        let own = mmrc.replace("/Questionnaire/mmrc\"", "/Questionnaire/breathless\"");
+        std::fs::write(qdir.join("own.json"), &own).unwrap();
+        let file = dir.path().join("gateway.toml");
+        let text = "[questionnaires]\ndirs = [\"questionnaires.d\"]\n";
+        let c = Config::from_toml(text, &file).unwrap();
+        assert_eq!(c.questionnaires.load().unwrap().len(), 7);
+        std::fs::write(qdir.join("own.json"), own.replace("\"max\"", "\"median\"")).unwrap();
+        let e = Config::from_toml(text, &file).unwrap_err();
+        assert!(e.0[0].to_string().contains("own.json:"), "{}", e.0[0]);
+        assert!(e.0[0].message.contains("median"), "{}", e.0[0]);
+    }
+
     #[test]
     fn defaults_are_valid() {
         let c = Config::from_toml("", Path::new("gateway.toml")).unwrap();

@@ -165,9 +165,12 @@ impl Pipeline {
                 raw,
                 response: Arc::new(a),
             },
+            // Position 0: a response is one measurement of its message, and
+            // a refusal at a position keeps its device (re-processed when
+            // the device is assigned).
             Err(reason) => Item::Quarantine {
                 raw,
-                index: None,
+                index: Some(0),
                 device_id,
                 reason,
             },
@@ -317,14 +320,53 @@ impl Pipeline {
     /// Re-decodes a quarantined input (see [`Normalizer::reprocess`]).
     pub fn reprocess(&self, q: &QuarantinedInput) -> crate::store::registry::Redecoded {
         if q.profile.as_deref() == Some(RESPONSE_PROFILE) {
-            // A response is stored whole with its scores, which re-processing
-            // (readings only) cannot do: it stays quarantined, to be sent again.
-            return vec![(0, Err(device_profiles::Reject::UnknownDevice))];
+            return vec![(0, self.reprocess_response(q))];
         }
         if q.source == Source::Ble.name() {
-            return vec![(q.index.unwrap_or(0), ble::reprocess(self, q))];
+            return vec![(
+                q.index.unwrap_or(0),
+                ble::reprocess(self, q).map(Into::into),
+            )];
         }
         self.normalizer.reprocess(&self.decoder, q)
+    }
+
+    /// Validates and scores a quarantined questionnaire response again (a
+    /// device assigned since, a definition loaded since): its form and
+    /// device come from where it arrived (the route, or the topic's profile).
+    fn reprocess_response(
+        &self,
+        q: &QuarantinedInput,
+    ) -> Result<crate::store::registry::Recovered, device_profiles::Reject> {
+        let source: Source = q.source.parse().unwrap_or(Source::Http);
+        let (form, device) = match q.origin.as_str() {
+            "/api/v1/responses" => (ResponseForm::Plain, None),
+            "/fhir/QuestionnaireResponse" => (ResponseForm::Fhir, None),
+            topic => match self.decoder.profiles().for_topic(topic) {
+                Some(p) => match p.format {
+                    device_profiles::profile::Format::QuestionnaireResponse(form) => {
+                        (form, p.topic.matches(topic).flatten())
+                    }
+                    _ => {
+                        return Err(device_profiles::Reject::NoProfile {
+                            topic: topic.to_string(),
+                        })
+                    }
+                },
+                None => {
+                    return Err(device_profiles::Reject::NoProfile {
+                        topic: topic.to_string(),
+                    })
+                }
+            },
+        };
+        match self.response(source, &q.origin, device, form, &q.payload, q.received_at) {
+            Item::Response { response, .. } => Ok(crate::store::registry::Recovered::Response(
+                response, source,
+            )),
+            Item::Quarantine { reason, .. } => Err(reason),
+            Item::Reading { .. } => Err(device_profiles::Reject::Empty),
+        }
     }
 
     /// Counts the outcomes of a committed batch.

@@ -133,7 +133,7 @@ impl Normalizer {
                     let device = m.device_id.clone().unwrap_or_else(|| device_id.clone());
                     self.canonical(&m, &device, source, q.received_at, &digest, index)
                 });
-                (index, group)
+                (index, group.map(Into::into))
             })
             .collect()
     }

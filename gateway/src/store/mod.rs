@@ -624,7 +624,7 @@ fn apply<'a>(
                     return Ok(Applied::Refused {
                         raw,
                         refusal: quarantine::Refusal {
-                            index: None,
+                            index: Some(0),
                             device_id,
                             reason: &PATIENT_MISMATCH,
                         },
@@ -639,7 +639,7 @@ fn apply<'a>(
                 return Ok(Applied::Refused {
                     raw,
                     refusal: quarantine::Refusal {
-                        index: None,
+                        index: Some(0),
                         device_id,
                         reason,
                     },

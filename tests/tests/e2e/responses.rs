@@ -428,6 +428,37 @@ fn tablet_check_ins_over_mqtt_are_scored_and_alert() {
             .iter()
             .any(|(r, _, _)| r == "hf.breathless-with-weight-gain")
     });
+    // A tablet not yet assigned: its check-in waits in quarantine, and is
+    // stored with its scores once the tablet is assigned.
+    w._broker.publish(
+        "rpm/questionnaire-answers/tab-new",
+        mmrc("grade-1").as_bytes(),
+    );
+    wait_until("the new tablet's check-in quarantined", T, || {
+        w.gw.quarantined("unknown_device") == 1
+    });
+    let r = w.api.send(
+        "PUT",
+        "/api/v1/devices/tab-new/patient",
+        &w.admin,
+        &json!({"patient_id": "p-north"}),
+    );
+    r.expect(200);
+    assert_eq!(r.json()["reprocessed"]["recovered"], 1, "{}", r.json());
+    assert_eq!(
+        w.gw.count(
+            "SELECT COUNT(*) FROM responses WHERE device_id = 'tab-new' AND patient_id = 'p-north'"
+        ),
+        1
+    );
+    assert_eq!(
+        w.gw.count("SELECT COUNT(*) FROM readings WHERE device_id = 'tab-new' AND metric = 'mmrc_grade' AND value = 1"),
+        1
+    );
+    assert_eq!(
+        w.gw.count("SELECT COUNT(*) FROM quarantine WHERE reason = 'unknown_device' AND status = 'reprocessed'"),
+        1
+    );
     // Patient-reported readings are never device data in the RPM report.
     assert_eq!(
         w.gw.count("SELECT COUNT(*) FROM readings WHERE unit = '{score}' AND json_extract(annotations, '$.entry') = 'manual'"),

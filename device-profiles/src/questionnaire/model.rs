@@ -505,7 +505,7 @@ fn score_def(
         .unwrap_or_default();
     let method = Method::parse(method_code).ok_or_else(|| {
         err(
-            at,
+            Some(method_code).filter(|m| !m.is_empty()).or(at),
             &format!("{field}.method"),
             format!("method `{method_code}` is not one of sum, mean, max, scaled, count"),
         )

@@ -529,3 +529,79 @@ fn responses_are_answered_only_after_the_commit() {
         );
     }
 }
+
+/// A program checks its own (licensed) definitions before deploying them:
+/// `questionnaires check` names the file, line and field of a mistake, and
+/// a gateway configured with the directory loads them beside the bundled ones.
+#[test]
+fn a_programs_own_questionnaire_is_checked_and_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let own = dir.path().join("questionnaires.d");
+    std::fs::create_dir(&own).unwrap();
+    let mmrc =
+        std::fs::read_to_string(device_profiles::questionnaire::bundled_dir().join("mmrc.json"))
+            .unwrap();
+    let cmd = |args: &[&str]| {
+        std::process::Command::new(common::BIN)
+            .arg("questionnaires")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let list = cmd(&["list"]);
+    assert!(list.status.success());
+    assert!(String::from_utf8_lossy(&list.stdout).contains("phq9_total (http://loinc.org|44261-6)"));
+    // A scale of the program's own under its URL, with a typo in the method.
+    let scale = mmrc
+        .replace(
+            &format!("{Q}mmrc\""),
+            "https://program.example/Questionnaire/breath\"",
+        )
+        .replace("\"max\"", "\"maximum\"");
+    std::fs::write(own.join("breath.json"), &scale).unwrap();
+    let out = cmd(&["check", own.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("breath.json:14:") && err.contains("extension[score 0].method"),
+        "{err}"
+    );
+    std::fs::write(
+        own.join("breath.json"),
+        scale.replace("\"maximum\"", "\"max\""),
+    )
+    .unwrap();
+    let out = cmd(&["check", own.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Loaded by a gateway: served, and responses to it are scored.
+    let broker = Mosquitto::start(dir.path());
+    let mut gw = Gateway::new(
+        dir.path(),
+        broker.port,
+        &[],
+        &http::api_config(
+            "[questionnaires]\ndirs = [\"questionnaires.d\"]\n\n[[patients]]\nid = \"p1\"\ncare_plans = [\"copd\"]\n",
+        ),
+    );
+    let port = http::start_with_api(&mut gw);
+    let api = Api {
+        base: format!("http://127.0.0.1:{port}"),
+        cacert: None,
+    };
+    let admin = http::token(&gw, "ops", "admin", &[]);
+    let all = api.get("/fhir/Questionnaire", &admin).json();
+    assert_eq!(all["total"], 7);
+    let r = api.send(
+        "POST",
+        "/api/v1/responses",
+        &admin,
+        &json!({"questionnaire": "https://program.example/Questionnaire/breath", "patient_id": "p1",
+                "authored": ago(1), "answers": {"mmrc": "grade-3"}}),
+    );
+    r.expect(201);
+    assert_eq!(r.json()["scores"][0]["value"], 3.0);
+}

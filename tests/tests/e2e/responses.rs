@@ -204,6 +204,21 @@ fn responses_over_http_are_scored_stored_and_served_as_fhir() {
         .get("/fhir/QuestionnaireResponse?patient=p-north", &w.south);
     south.expect(200);
     assert_eq!(south.json()["entry"].as_array().map(Vec::len), Some(0));
+    // Without a patient, a care team's search sees its own teams' patients only.
+    let all_south = w.api.get("/fhir/QuestionnaireResponse", &w.south).json();
+    assert_eq!(all_south["entry"].as_array().map(Vec::len), Some(0));
+    let all_north = w.api.get("/fhir/QuestionnaireResponse", &w.north).json();
+    assert_eq!(all_north["entry"].as_array().map(Vec::len), Some(3));
+    // Scores are readings in the JSON API too.
+    let scores = w
+        .api
+        .get(
+            "/api/v1/readings?patient=p-north&metric=phq9_total",
+            &w.north,
+        )
+        .json();
+    assert_eq!(scores["items"][0]["value"], 13.0);
+    assert_eq!(scores["items"][0]["unit"], "{score}");
     let response = w
         .api
         .get(&format!("/fhir/QuestionnaireResponse/{phq_id}"), &w.north)

@@ -85,7 +85,11 @@ impl Quantity {
                 unit,
                 canonical,
             }),
-            None if matches!(canonical, Unit::Percent | Unit::PerMin | Unit::KgPerM2) => {
+            None if matches!(
+                canonical,
+                Unit::Percent | Unit::PerMin | Unit::KgPerM2 | Unit::Score
+            ) =>
+            {
                 Ok(canonical)
             }
             None => Err(QuantityError::MissingUnit {

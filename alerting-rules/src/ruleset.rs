@@ -25,6 +25,7 @@ pub const BUNDLED_PACKS: &[(&str, &str)] = &[
     ("oxygen.toml", include_str!("../rules/oxygen.toml")),
     ("fever.toml", include_str!("../rules/fever.toml")),
     ("adherence.toml", include_str!("../rules/adherence.toml")),
+    ("mood.toml", include_str!("../rules/mood.toml")),
     ("risk-tiers.toml", include_str!("../rules/risk-tiers.toml")),
 ];
 

@@ -432,3 +432,59 @@ fn home_bp_mean_follows_the_monitoring_protocol() {
     assert_eq!(get(&ts, MEAN).status, Breach);
     assert_eq!(get(&ts, MEAN).leaves[0].count, 23);
 }
+
+/// The patient-reported rules of the bundled packs: a red-zone check-in,
+/// yellow on two check-ins in a row, breathlessness with weight gain, the
+/// COPD diary's exacerbation definition, PHQ-9 item 9 and a 5-point rise.
+#[test]
+fn patient_reported_scores_drive_the_bundled_packs() {
+    let fired = |ts: &[alerting_rules::Transition]| -> Vec<String> {
+        ts.iter()
+            .filter(|t| t.kind == Fire)
+            .map(|t| t.rule_id.clone())
+            .collect()
+    };
+    let mut s = Sim::bundled(&["heart-failure"]);
+    assert!(fired(&s.one(Metric::HfSymptomZone, 1.0, at(0))).is_empty());
+    let ts = s.one(Metric::HfSymptomZone, 1.0, at(days(1)));
+    assert_eq!(fired(&ts), ["hf.symptoms-yellow-zone"]);
+    let ts = s.one(Metric::HfSymptomZone, 2.0, at(days(2)));
+    assert_eq!(kind_of(&ts, "hf.symptoms-red-zone"), Some(Fire));
+
+    // Breathless (a single answer) with +1 kg in 72 h.
+    let mut s = Sim::bundled(&["heart-failure"]);
+    s.one(Metric::BodyWeight, 80.0, at(0));
+    let ts = s.one(Metric::HfBreathlessness, 1.0, at(days(1)));
+    assert_eq!(
+        kind_of(&ts, "hf.breathless-with-weight-gain"),
+        Some(NoChange)
+    );
+    let ts = s.one(Metric::BodyWeight, 81.0, at(days(1) + 30));
+    assert!(
+        fired(&ts).contains(&"hf.breathless-with-weight-gain".to_string()),
+        "{ts:#?}"
+    );
+
+    let mut s = Sim::bundled(&["copd"]);
+    assert!(fired(&s.one(Metric::CopdMajorSymptoms, 2.0, at(0))).is_empty());
+    let ts = s.one(Metric::CopdMajorSymptoms, 3.0, at(days(1)));
+    assert_eq!(fired(&ts), ["copd.exacerbation-symptoms"]);
+    s.one(Metric::MmrcGrade, 1.0, at(days(2)));
+    let ts = s.one(Metric::MmrcGrade, 2.0, at(days(30)));
+    assert_eq!(kind_of(&ts, "copd.mmrc-worse"), Some(Fire));
+
+    // Mood applies to every plan.
+    let mut s = Sim::bundled(&["hypertension"]);
+    let ts = s.one(Metric::Phq9SelfHarm, 1.0, at(0));
+    assert_eq!(
+        format!("{:?}", get(&ts, "mood.phq9-self-harm").severity),
+        "Critical"
+    );
+    s.one(Metric::Phq9Total, 6.0, at(days(1)));
+    let ts = s.one(Metric::Phq9Total, 11.0, at(days(15)));
+    let f = fired(&ts);
+    assert!(
+        f.contains(&"mood.phq9-worse".to_string()) && f.contains(&"mood.phq9-moderate".to_string()),
+        "{f:?}"
+    );
+}

@@ -184,7 +184,7 @@ pub fn content_digest(bytes: &[u8]) -> String {
     hex::encode(&Sha256::digest(bytes)[..16])
 }
 
-fn stable_id(parts: &[&str]) -> String {
+pub(crate) fn stable_id(parts: &[&str]) -> String {
     let mut h = Sha256::new();
     h.update(b"rpm-reading-v1");
     for p in parts {

@@ -10,6 +10,8 @@
 //!   the payload formats they describe;
 //! - [`gatt`]: Bluetooth SIG GATT health characteristics;
 //! - [`canonical`]: the canonical reading and the rules that make one;
+//! - [`questionnaire`]: patient-reported outcome definitions (FHIR
+//!   `Questionnaire`), response validation and scoring;
 //! - [`reject`]: why an input did not become a reading.
 #![warn(missing_docs)]
 
@@ -19,6 +21,7 @@ pub mod gatt;
 pub mod json;
 pub mod metric;
 pub mod profile;
+pub mod questionnaire;
 pub mod reject;
 pub mod senml;
 pub mod units;

@@ -44,7 +44,45 @@ pub enum Metric {
     BodyTemperature,
     /// Respiratory rate.
     RespiratoryRate,
+    /// PHQ-2 total score (0–6), depression screen.
+    Phq2Total,
+    /// PHQ-9 total score (0–27), depression severity.
+    Phq9Total,
+    /// PHQ-9 item 9 (thoughts of being better off dead or of self-harm,
+    /// 0–3): any answer above 0 needs a clinician whatever the total.
+    Phq9SelfHarm,
+    /// GAD-7 total score (0–21), anxiety severity.
+    Gad7Total,
+    /// mMRC dyspnoea grade (0–4).
+    MmrcGrade,
+    /// Heart-failure daily check-in zone: 0 green, 1 yellow, 2 red.
+    HfSymptomZone,
+    /// Heart-failure check-in: breathing compared with usual (0 as usual,
+    /// 1 more short of breath with activity, 2 short of breath at rest).
+    HfBreathlessness,
+    /// Heart-failure check-in: swelling compared with usual (0 none or as
+    /// usual, 1 more swelling).
+    HfSwelling,
+    /// COPD daily diary: how many of the three major exacerbation symptoms
+    /// (more breathless, more sputum, sputum colour changed) are present (0–3).
+    CopdMajorSymptoms,
+    /// COPD daily diary: breathlessness compared with usual (0 as usual,
+    /// 1 worse, 2 much worse).
+    CopdBreathlessness,
+    /// KCCQ-12 overall summary score (0–100), from a definition the
+    /// program licenses and loads itself.
+    Kccq12Summary,
+    /// COPD Assessment Test total (0–40), from a definition the program
+    /// licenses and loads itself.
+    CatTotal,
 }
+
+/// The code system of metrics that have no LOINC code (instrument answers
+/// and scores LOINC does not name): the metric's own name is the code.
+pub const METRIC_CODE_SYSTEM: &str = "https://rpm-gateway.dev/fhir/CodeSystem/metric";
+
+/// The LOINC code system.
+pub const LOINC_SYSTEM: &str = "http://loinc.org";
 
 /// One row of the terminology table.
 struct MetricInfo {
@@ -158,6 +196,94 @@ const fn info(metric: Metric) -> MetricInfo {
             Unit::PerMin,
             (2.0, 80.0),
         ),
+        // Questionnaire scores: the range is the instrument's own; a value
+        // outside it is a scoring or mapping error. LOINC codes where LOINC
+        // names the score (see device-profiles/questionnaires/*.json),
+        // none (our own code system) where it does not.
+        Phq2Total => (
+            "phq2_total",
+            "Patient Health Questionnaire-2 (PHQ-2) total score [Reported]",
+            "55758-7",
+            Unit::Score,
+            (0.0, 6.0),
+        ),
+        Phq9Total => (
+            "phq9_total",
+            "Patient Health Questionnaire 9 item (PHQ-9) total score [Reported]",
+            "44261-6",
+            Unit::Score,
+            (0.0, 27.0),
+        ),
+        Phq9SelfHarm => (
+            "phq9_self_harm",
+            "Thoughts that you would be better off dead, or of hurting yourself in some way in the last 2 weeks",
+            "44260-8",
+            Unit::Score,
+            (0.0, 3.0),
+        ),
+        Gad7Total => (
+            "gad7_total",
+            "Generalized anxiety disorder 7 item (GAD-7) total score [Reported.PHQ]",
+            "70274-6",
+            Unit::Score,
+            (0.0, 21.0),
+        ),
+        MmrcGrade => (
+            "mmrc_grade",
+            "Modified Medical Research Council dyspnoea grade",
+            "",
+            Unit::Score,
+            (0.0, 4.0),
+        ),
+        HfSymptomZone => (
+            "hf_symptom_zone",
+            "Heart failure symptom check-in zone (0 green, 1 yellow, 2 red)",
+            "",
+            Unit::Score,
+            (0.0, 2.0),
+        ),
+        HfBreathlessness => (
+            "hf_breathlessness",
+            "Heart failure check-in: shortness of breath compared with usual",
+            "",
+            Unit::Score,
+            (0.0, 2.0),
+        ),
+        HfSwelling => (
+            "hf_swelling",
+            "Heart failure check-in: swelling compared with usual",
+            "",
+            Unit::Score,
+            (0.0, 1.0),
+        ),
+        CopdMajorSymptoms => (
+            "copd_major_symptoms",
+            "COPD diary: major exacerbation symptoms present (Anthonisen)",
+            "",
+            Unit::Score,
+            (0.0, 3.0),
+        ),
+        CopdBreathlessness => (
+            "copd_breathlessness",
+            "COPD diary: breathlessness compared with usual",
+            "",
+            Unit::Score,
+            (0.0, 2.0),
+        ),
+        Kccq12Summary => (
+            "kccq12_summary",
+            "KCCQ-12 overall summary score",
+            "",
+            Unit::Score,
+            (0.0, 100.0),
+        ),
+        CatTotal => (
+            "cat_total",
+            "COPD Assessment Test total score",
+            "",
+            Unit::Score,
+            (0.0, 40.0),
+        ),
     };
     MetricInfo {
         name,
@@ -170,7 +296,7 @@ const fn info(metric: Metric) -> MetricInfo {
 
 impl Metric {
     /// Every metric, in a stable order.
-    pub const ALL: [Metric; 14] = [
+    pub const ALL: [Metric; 26] = [
         Metric::Systolic,
         Metric::Diastolic,
         Metric::MeanArterialPressure,
@@ -185,6 +311,18 @@ impl Metric {
         Metric::Spo2,
         Metric::BodyTemperature,
         Metric::RespiratoryRate,
+        Metric::Phq2Total,
+        Metric::Phq9Total,
+        Metric::Phq9SelfHarm,
+        Metric::Gad7Total,
+        Metric::MmrcGrade,
+        Metric::HfSymptomZone,
+        Metric::HfBreathlessness,
+        Metric::HfSwelling,
+        Metric::CopdMajorSymptoms,
+        Metric::CopdBreathlessness,
+        Metric::Kccq12Summary,
+        Metric::CatTotal,
     ];
 
     /// The snake_case name used in profiles, rules, the store and the API.
@@ -197,9 +335,27 @@ impl Metric {
         info(self).display
     }
 
-    /// The LOINC code for this metric.
+    /// The LOINC code for this metric; empty for the questionnaire answers
+    /// and scores LOINC has no code for (see [`Metric::coding`]).
     pub const fn loinc(self) -> &'static str {
         info(self).loinc
+    }
+
+    /// (system, code) that names this metric in FHIR: LOINC where it has a
+    /// code, else [`METRIC_CODE_SYSTEM`] with the metric's name.
+    pub const fn coding(self) -> (&'static str, &'static str) {
+        let i = info(self);
+        if i.loinc.is_empty() {
+            (METRIC_CODE_SYSTEM, i.name)
+        } else {
+            (LOINC_SYSTEM, i.loinc)
+        }
+    }
+
+    /// Whether this metric is a patient-reported answer or score, not a
+    /// device measurement.
+    pub const fn is_reported(self) -> bool {
+        matches!(info(self).unit, Unit::Score)
     }
 
     /// The one canonical unit readings of this metric are stored in.
@@ -271,7 +427,8 @@ mod tests {
             assert_eq!(m.name().parse::<Metric>().unwrap(), m);
             let (lo, hi) = m.plausible_range();
             assert!(lo < hi, "{m}");
-            assert!(!m.loinc().is_empty());
+            assert!(!m.loinc().is_empty() || m.is_reported(), "{m}");
+            assert!(!m.coding().1.is_empty());
         }
         assert!("weight".parse::<Metric>().is_err());
     }

@@ -52,6 +52,8 @@ struct RawProfile {
 enum FormatKind {
     Senml,
     Json,
+    FhirQuestionnaireResponse,
+    QuestionnaireResponse,
 }
 
 /// A loaded, validated profile.
@@ -95,6 +97,11 @@ pub enum Format {
     Senml(SenmlMapping),
     /// Vendor JSON mapped by field paths (`[json]`).
     Json(JsonMapping),
+    /// Questionnaire responses from a tablet or hub (`fhir_questionnaire_response`:
+    /// a FHIR `QuestionnaireResponse`; `questionnaire_response`: the plain
+    /// JSON form of the API). They are validated and scored by their
+    /// questionnaire (see [`crate::questionnaire`]), not decoded here.
+    QuestionnaireResponse(crate::questionnaire::response::ResponseFormat),
 }
 
 /// A validated MQTT topic pattern.
@@ -214,6 +221,12 @@ impl Profile {
         let mut measurements = match &self.format {
             Format::Senml(senml) => senml.decode(&self.name, payload)?,
             Format::Json(json) => json.decode(&self.name, payload)?,
+            Format::QuestionnaireResponse(_) => return Err(Reject::SchemaMismatch {
+                profile: self.name.clone(),
+                detail:
+                    "questionnaire responses are read by their questionnaire, not as measurements"
+                        .into(),
+            }),
         };
         if self.manual_entry {
             for m in measurements.iter_mut().flatten() {
@@ -254,6 +267,24 @@ impl Profile {
             FileError::at(file, text, locate(text, key), field, message.to_string())
         };
         let format = match (raw.format, raw.senml, raw.json) {
+            (
+                FormatKind::FhirQuestionnaireResponse | FormatKind::QuestionnaireResponse,
+                None,
+                None,
+            ) => {
+                use crate::questionnaire::response::ResponseFormat;
+                Format::QuestionnaireResponse(match raw.format {
+                    FormatKind::FhirQuestionnaireResponse => ResponseFormat::Fhir,
+                    _ => ResponseFormat::Plain,
+                })
+            }
+            (FormatKind::FhirQuestionnaireResponse | FormatKind::QuestionnaireResponse, _, _) => {
+                return Err(err(
+                    "format",
+                    "format",
+                    "questionnaire responses take no [senml] or [json] table",
+                ))
+            }
             (FormatKind::Senml, senml, None) => Format::Senml(senml.unwrap_or_default()),
             (FormatKind::Json, None, Some(json)) => Format::Json(json),
             (FormatKind::Json, _, None) => {
@@ -712,6 +743,14 @@ pub fn bundled() -> ProfileSet {
         (
             "senml-generic.toml",
             include_str!("../profiles/senml-generic.toml"),
+        ),
+        (
+            "questionnaire-response.toml",
+            include_str!("../profiles/questionnaire-response.toml"),
+        ),
+        (
+            "questionnaire-answers.toml",
+            include_str!("../profiles/questionnaire-answers.toml"),
         ),
     ];
     let mut set = ProfileSet::default();

@@ -165,6 +165,51 @@ pub enum Reject {
         /// what failed
         detail: String,
     },
+    /// A questionnaire response names a questionnaire that is not loaded.
+    #[error("unknown questionnaire `{url}`")]
+    UnknownQuestionnaire {
+        /// canonical URL as sent
+        url: String,
+    },
+    /// A questionnaire response names a version that is not loaded.
+    #[error("questionnaire `{url}` version `{version}` is not loaded (loaded: {loaded})")]
+    QuestionnaireVersion {
+        /// canonical URL
+        url: String,
+        /// version as sent
+        version: String,
+        /// the version that is loaded
+        loaded: String,
+    },
+    /// An answer to a question the questionnaire does not ask.
+    #[error("questionnaire `{questionnaire}` has no item `{link_id}`")]
+    UnknownItem {
+        /// questionnaire name
+        questionnaire: String,
+        /// linkId as sent
+        link_id: String,
+    },
+    /// An answer that is not one of the item's options, or not of its type.
+    #[error("item `{link_id}`: {detail}")]
+    InvalidAnswer {
+        /// linkId
+        link_id: String,
+        /// what was wrong
+        detail: String,
+    },
+    /// A required item is not answered.
+    #[error("required item `{link_id}` is not answered")]
+    MissingAnswer {
+        /// linkId
+        link_id: String,
+    },
+    /// The patient a questionnaire response names is not enrolled.
+    #[error("the response's patient is not enrolled")]
+    UnknownPatient,
+    /// A questionnaire response names a patient other than the one its
+    /// device is assigned to (a tablet answers for its own patient only).
+    #[error("the response's device is not assigned to the patient it names")]
+    PatientMismatch,
 }
 
 impl Reject {
@@ -191,6 +236,13 @@ impl Reject {
             Reject::DecoderFailure { .. } => "decoder_failure",
             Reject::AmbiguousPayload { .. } => "ambiguous_payload",
             Reject::NumericOverflow { .. } => "numeric_overflow",
+            Reject::UnknownQuestionnaire { .. } => "unknown_questionnaire",
+            Reject::QuestionnaireVersion { .. } => "questionnaire_version",
+            Reject::UnknownItem { .. } => "unknown_item",
+            Reject::InvalidAnswer { .. } => "invalid_answer",
+            Reject::MissingAnswer { .. } => "missing_answer",
+            Reject::UnknownPatient => "unknown_patient",
+            Reject::PatientMismatch => "patient_mismatch",
         }
     }
 

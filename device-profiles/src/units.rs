@@ -52,6 +52,8 @@ pub enum Unit {
     Inch,
     /// kilogram per square metre (BMI)
     KgPerM2,
+    /// a questionnaire score (UCUM annotation `{score}`: dimensionless)
+    Score,
 }
 
 /// What a unit measures; a conversion is only possible inside one dimension.
@@ -73,6 +75,8 @@ pub enum Dimension {
     Length,
     /// mass per area
     MassPerArea,
+    /// a questionnaire's score: converts to nothing else
+    Score,
 }
 
 impl Unit {
@@ -94,6 +98,7 @@ impl Unit {
             Unit::M => "m",
             Unit::Inch => "[in_i]",
             Unit::KgPerM2 => "kg/m2",
+            Unit::Score => "{score}",
         }
     }
 
@@ -108,6 +113,7 @@ impl Unit {
             Unit::PerMin => Dimension::Rate,
             Unit::Cm | Unit::M | Unit::Inch => Dimension::Length,
             Unit::KgPerM2 => Dimension::MassPerArea,
+            Unit::Score => Dimension::Score,
         }
     }
 
@@ -139,7 +145,7 @@ impl Unit {
             Unit::KPa => MMHG_PER_KPA,
             Unit::MgPerDl => 1.0,
             Unit::MmolPerL => GLUCOSE_MGDL_PER_MMOLL,
-            Unit::Percent | Unit::PerMin | Unit::KgPerM2 => 1.0,
+            Unit::Percent | Unit::PerMin | Unit::KgPerM2 | Unit::Score => 1.0,
             Unit::Cm => 1.0,
             Unit::M => 100.0,
             Unit::Inch => 2.54,
@@ -199,6 +205,7 @@ const ALIASES: &[(&str, Unit)] = &[
     ("in", Unit::Inch),
     ("kg/m2", Unit::KgPerM2),
     ("kg/m^2", Unit::KgPerM2),
+    ("{score}", Unit::Score),
 ];
 
 impl FromStr for Unit {
@@ -267,7 +274,10 @@ pub fn to_canonical(metric: Metric, value: f64, unit: Option<&str>) -> Result<f6
 }
 
 fn unit_is_implied(unit: Unit) -> bool {
-    matches!(unit, Unit::Percent | Unit::PerMin | Unit::KgPerM2)
+    matches!(
+        unit,
+        Unit::Percent | Unit::PerMin | Unit::KgPerM2 | Unit::Score
+    )
 }
 
 #[cfg(test)]

@@ -83,11 +83,11 @@ fn supervised<T: Send + 'static>(
 
 /// Builds the pipeline from config.
 pub fn pipeline(config: &Config, metrics: Arc<Metrics>) -> Result<Pipeline, ConfigErrors> {
-    Ok(Pipeline::new(
-        config.profile_set()?,
-        &config.normalize,
-        metrics,
-    ))
+    let questionnaires = config.questionnaires.load().map_err(ConfigErrors)?;
+    Ok(
+        Pipeline::new(config.profile_set()?, &config.normalize, metrics)
+            .with_questionnaires(questionnaires),
+    )
 }
 
 /// Applies the config's device assignments. A device registered at run time

@@ -62,6 +62,7 @@ pub const fn kind_name(k: DeviceKind) -> &'static str {
         DeviceKind::Glucometer => "glucometer",
         DeviceKind::PulseOximeter => "pulse_oximeter",
         DeviceKind::Thermometer => "thermometer",
+        DeviceKind::Tablet => "tablet",
     }
 }
 
@@ -81,6 +82,8 @@ fn gatt_of(k: DeviceKind) -> (u16, u16) {
             uuid::SERVICE_HEALTH_THERMOMETER,
             uuid::TEMPERATURE_MEASUREMENT,
         ),
+        // Not a Bluetooth health device (MQTT or HTTPS only).
+        DeviceKind::Tablet => (0, 0),
     }
 }
 

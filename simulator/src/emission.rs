@@ -20,6 +20,11 @@ pub enum DeviceKind {
     PulseOximeter,
     /// Thermometer.
     Thermometer,
+    /// A tablet on which the patient answers a daily symptom check-in (the
+    /// heart-failure check-in, or the COPD diary for a COPD patient): its
+    /// values are the answers' scores (unit `{score}`), published as a
+    /// questionnaire response.
+    Tablet,
 }
 
 /// A fault injected on purpose, to test the gateway's refusals.
@@ -40,6 +45,9 @@ pub enum Fault {
     Implausible,
     /// A payload larger than any device sends.
     Oversized,
+    /// A check-in answer that is not one of the question's options (a
+    /// tablet app out of step with the questionnaire).
+    InvalidAnswer,
 }
 
 /// One measurement of one virtual device.

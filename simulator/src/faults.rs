@@ -13,7 +13,7 @@ use crate::physiology::derive_seed;
 use crate::scenario::{FaultEvent, Scenario};
 
 /// Every fault kind.
-pub const ALL: [Fault; 7] = [
+pub const ALL: [Fault; 8] = [
     Fault::Malformed,
     Fault::Truncated,
     Fault::NanValue,
@@ -21,6 +21,7 @@ pub const ALL: [Fault; 7] = [
     Fault::UnknownDevice,
     Fault::Implausible,
     Fault::Oversized,
+    Fault::InvalidAnswer,
 ];
 
 /// Command-line name of a fault.
@@ -33,6 +34,7 @@ pub const fn name(f: Fault) -> &'static str {
         Fault::UnknownDevice => "unknown-device",
         Fault::Implausible => "implausible",
         Fault::Oversized => "oversized",
+        Fault::InvalidAnswer => "invalid-answer",
     }
 }
 
@@ -45,6 +47,7 @@ pub const fn expected_reject(f: Fault) -> &'static str {
         Fault::UnknownDevice => "unknown_device",
         Fault::Implausible => "implausible_value",
         Fault::Oversized => "payload_too_large",
+        Fault::InvalidAnswer => "invalid_answer",
     }
 }
 
@@ -79,7 +82,14 @@ pub fn parse_list(s: &str) -> Result<Vec<Fault>, String> {
 /// Whether a device kind's payload carries a unit the fault can corrupt
 /// (an oximeter's SpO2 and pulse are unitless in its profile).
 fn can_carry(kind: DeviceKind, f: Fault) -> bool {
-    !(f == Fault::UnknownUnit && kind == DeviceKind::PulseOximeter)
+    match (kind, f) {
+        // A check-in has answers, not measured values with units.
+        (DeviceKind::Tablet, Fault::NanValue | Fault::UnknownUnit | Fault::Implausible) => false,
+        (DeviceKind::Tablet, _) => true,
+        (_, Fault::InvalidAnswer) => false,
+        (DeviceKind::PulseOximeter, Fault::UnknownUnit) => false,
+        _ => true,
+    }
 }
 
 /// The scenario with one message of each fault in `faults`, each from a
@@ -208,7 +218,17 @@ mod tests {
             seen.push(f);
         }
         seen.sort_by_key(|f| name(*f));
-        let mut want = ALL.to_vec();
+        // Every fault some device of the scenario can carry (the demo has
+        // no tablet, so no invalid check-in answer).
+        let kinds: Vec<DeviceKind> = s
+            .patients
+            .iter()
+            .flat_map(|p| p.devices.iter().map(|d| d.kind))
+            .collect();
+        let mut want: Vec<Fault> = ALL
+            .into_iter()
+            .filter(|f| kinds.iter().any(|k| can_carry(*k, *f)))
+            .collect();
         want.sort_by_key(|f| name(*f));
         // demo.toml has its own malformed and unknown-device faults too.
         seen.dedup();

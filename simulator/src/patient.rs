@@ -134,6 +134,7 @@ pub const fn default_unit(kind: DeviceKind) -> Unit {
         DeviceKind::Glucometer => Unit::MgPerDl,
         DeviceKind::PulseOximeter => Unit::Percent,
         DeviceKind::Thermometer => Unit::Celsius,
+        DeviceKind::Tablet => Unit::Score,
     }
 }
 
@@ -146,6 +147,7 @@ pub fn allowed_units(kind: DeviceKind) -> &'static [Unit] {
         DeviceKind::Glucometer => &[Unit::MgPerDl, Unit::MmolPerL],
         DeviceKind::PulseOximeter => &[Unit::Percent],
         DeviceKind::Thermometer => &[Unit::Celsius, Unit::Fahrenheit],
+        DeviceKind::Tablet => &[Unit::Score],
     }
 }
 
@@ -164,6 +166,8 @@ pub fn default_times(kind: DeviceKind, condition: Condition) -> Vec<TimeOfDay> {
         },
         DeviceKind::PulseOximeter => vec![t(8, 30), t(20, 30)],
         DeviceKind::Thermometer => vec![t(8, 0)],
+        // The daily check-in, after breakfast.
+        DeviceKind::Tablet => vec![t(9, 0)],
     }
 }
 
@@ -464,6 +468,73 @@ impl VirtualPatient {
         })
     }
 
+    /// The answers of a daily check-in at `t`, as scores: the COPD diary
+    /// for a COPD patient (`copd_breathlessness`, `copd_major_symptoms`),
+    /// the heart-failure check-in otherwise (`hf_breathlessness`,
+    /// `hf_swelling`). Symptoms come **ahead** of the measurable signs, as
+    /// patients report: in a decompensation, breathing is worse with
+    /// activity from two days before the weight starts to rise, ankles
+    /// swell from its onset, and breathlessness at rest (red zone) from two
+    /// days after it; in a desaturation (exacerbation), the diary shows more
+    /// breathlessness a day before the SpO2 falls, more sputum from its
+    /// onset and purulent sputum (three major symptoms) a day after, and
+    /// breathlessness "much worse" from the end of the ramp.
+    fn checkin(&self, t: DateTime<Utc>) -> Vec<(Metric, f64, Unit)> {
+        let day = TimeDelta::days(1);
+        let copd = self.spec.condition == Condition::Copd;
+        let (mut breathing, mut second) = (0.0f64, 0.0f64);
+        for e in &self.episodes {
+            match *e {
+                Episode::Decompensation { from, .. } if !copd => {
+                    if t >= from - day * 2 {
+                        breathing = breathing.max(1.0);
+                    }
+                    if t >= from {
+                        second = 1.0; // swelling
+                    }
+                    if t >= from + day * 2 {
+                        breathing = 2.0;
+                    }
+                }
+                Episode::Desaturation {
+                    from,
+                    until,
+                    ramp_hours,
+                    ..
+                } if copd && t < until => {
+                    if t >= from - day {
+                        breathing = breathing.max(1.0);
+                        second = second.max(1.0);
+                    }
+                    if t >= from {
+                        second = second.max(2.0); // + more sputum
+                    }
+                    if t >= from + day {
+                        second = 3.0; // + purulent sputum
+                    }
+                    if t >= from + TimeDelta::minutes((ramp_hours * 60.0) as i64) {
+                        breathing = 2.0;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if copd {
+            vec![
+                (Metric::CopdBreathlessness, breathing, Unit::Score),
+                (Metric::CopdMajorSymptoms, second, Unit::Score),
+            ]
+        } else {
+            // The zone the gateway scores (the worst answer; the other
+            // answers follow these two), sent for the ground truth.
+            vec![
+                (Metric::HfBreathlessness, breathing, Unit::Score),
+                (Metric::HfSwelling, second, Unit::Score),
+                (Metric::HfSymptomZone, breathing.max(second), Unit::Score),
+            ]
+        }
+    }
+
     /// Whether the patient is febrile at `t` (they then check more often).
     fn febrile(&self, t: DateTime<Utc>) -> bool {
         self.episodes
@@ -546,12 +617,16 @@ impl VirtualPatient {
             }
             _ => {}
         }
+        let values = match device.kind {
+            DeviceKind::Tablet => self.checkin(at),
+            _ => device_values(device.kind, device.unit, &v),
+        };
         Emission {
             at,
             patient_id: self.spec.id.clone(),
             device_id: device.id.clone(),
             device: device.kind,
-            values: device_values(device.kind, device.unit, &v),
+            values,
             annotations,
             sequence: None,
             fault: None,
@@ -692,6 +767,12 @@ pub fn device_values(kind: DeviceKind, unit: Unit, v: &Vitals) -> Vec<(Metric, f
             (Metric::OximetryPulseRate, v.pulse.round(), Unit::PerMin),
         ],
         DeviceKind::Thermometer => vec![conv(Metric::BodyTemperature, v.temperature_c, 0.1)],
+        // A well patient's check-in; a patient's own come from
+        // `Patient::checkin`, which knows their episodes.
+        DeviceKind::Tablet => vec![
+            (Metric::HfBreathlessness, 0.0, Unit::Score),
+            (Metric::HfSwelling, 0.0, Unit::Score),
+        ],
     }
 }
 

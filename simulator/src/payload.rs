@@ -41,9 +41,10 @@ pub fn encode(e: &Emission, format: WireFormat) -> Message {
         Some(Fault::UnknownDevice) => format!("{UNKNOWN_DEVICE_PREFIX}{}", e.device_id),
         _ => e.device_id.clone(),
     };
-    let (topic, mut body) = match format {
-        WireFormat::Senml => (format!("rpm/senml/{device_id}"), senml(e)),
-        WireFormat::Vendor => (vendor_topic(e.device, &device_id), vendor(e)),
+    let (topic, mut body) = match (e.device, format) {
+        (DeviceKind::Tablet, _) => (format!("rpm/questionnaire-answers/{device_id}"), checkin(e)),
+        (_, WireFormat::Senml) => (format!("rpm/senml/{device_id}"), senml(e)),
+        (_, WireFormat::Vendor) => (vendor_topic(e.device, &device_id), vendor(e)),
     };
     let profile = profile_name(e.device, format);
     let payload = match e.fault {
@@ -80,6 +81,7 @@ pub fn encode(e: &Emission, format: WireFormat) -> Message {
 /// The bundled profile a kind speaks in a wire format.
 pub fn profile_name(kind: DeviceKind, format: WireFormat) -> &'static str {
     match (format, kind) {
+        (_, DeviceKind::Tablet) => "questionnaire-answers",
         (WireFormat::Senml, _) | (_, DeviceKind::Thermometer) => "senml-generic",
         (WireFormat::Vendor, DeviceKind::Scale) => "acme-scale",
         (WireFormat::Vendor, DeviceKind::BpCuff) => "acme-bp-cuff",
@@ -97,6 +99,7 @@ pub fn vendor_topic(kind: DeviceKind, device_id: &str) -> String {
         DeviceKind::PulseOximeter => "oximeter",
         // No vendor thermometer profile: thermometers speak SenML.
         DeviceKind::Thermometer => return format!("rpm/senml/{device_id}"),
+        DeviceKind::Tablet => return format!("rpm/questionnaire-answers/{device_id}"),
     };
     format!("acme/{level}/{device_id}")
 }
@@ -186,9 +189,65 @@ fn vendor(e: &Emission) -> Value {
                 o.insert("pr".into(), v);
             }
         }
-        DeviceKind::Thermometer => {}
+        DeviceKind::Thermometer | DeviceKind::Tablet => {}
     }
     Value::Object(o)
+}
+
+/// Canonical URL of the bundled heart-failure check-in.
+pub const HF_CHECKIN: &str = "https://rpm-gateway.dev/fhir/Questionnaire/hf-daily-checkin";
+/// Canonical URL of the bundled COPD diary.
+pub const COPD_DIARY: &str = "https://rpm-gateway.dev/fhir/Questionnaire/copd-daily-diary";
+
+/// A tablet's daily check-in in the plain JSON form of the bundled
+/// questionnaires (`questionnaire-answers` profile): the answers whose
+/// scores are the emission's values. The device clock gives `authored`.
+fn checkin(e: &Emission) -> Value {
+    let score = |m: Metric| {
+        e.values
+            .iter()
+            .find(|(x, _, _)| *x == m)
+            .map_or(0.0, |(_, v, _)| *v)
+    };
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    let (url, mut answers) = if e
+        .values
+        .iter()
+        .any(|(m, _, _)| *m == Metric::CopdMajorSymptoms)
+    {
+        let major = score(Metric::CopdMajorSymptoms);
+        let breathless = ["usual", "worse", "much-worse"]
+            [score(Metric::CopdBreathlessness).clamp(0.0, 2.0) as usize];
+        (
+            COPD_DIARY,
+            json!({"breathless": breathless, "sputum-amount": yes(major >= 2.0),
+                   "sputum-colour": yes(major >= 3.0), "cough": yes(major >= 2.0), "wheeze": "no",
+                   "cold": "no", "reliever": yes(major >= 2.0)}),
+        )
+    } else {
+        let breathing =
+            ["usual", "worse", "at-rest"][score(Metric::HfBreathlessness).clamp(0.0, 2.0) as usize];
+        let swelling = if score(Metric::HfSwelling) >= 1.0 {
+            "more"
+        } else {
+            "none"
+        };
+        (
+            HF_CHECKIN,
+            json!({"breathing": breathing, "swelling": swelling, "sleep": yes(score(Metric::HfBreathlessness) >= 2.0),
+                   "tired": yes(score(Metric::HfSwelling) >= 1.0), "cough": "no", "dizzy": "no",
+                   "chest-pain": "no", "confusion": "no"}),
+        )
+    };
+    if e.fault == Some(Fault::InvalidAnswer) {
+        let first = if url == HF_CHECKIN {
+            "breathing"
+        } else {
+            "breathless"
+        };
+        answers[first] = json!("not-sure");
+    }
+    json!({"questionnaire": url, "authored": e.at.to_rfc3339(), "answers": answers})
 }
 
 /// Whole seconds as an integer (what most devices send), a fraction with
@@ -240,6 +299,80 @@ mod tests {
             annotations: Default::default(),
             sequence: Some(4),
             fault: None,
+        }
+    }
+
+    /// A tablet's check-in is a response the bundled questionnaires accept,
+    /// scored as the emission's values say; an invalid answer is refused.
+    #[test]
+    fn checkins_are_scored_by_the_bundled_questionnaires() {
+        use device_profiles::questionnaire::response::{ResponseInput, TimeLimits};
+        let set = ProfileSet::load_dir(&bundled_dir()).unwrap();
+        let questionnaires = device_profiles::questionnaire::bundled();
+        let limits = TimeLimits {
+            max_future: chrono::Duration::minutes(5),
+            max_age: chrono::Duration::days(365),
+        };
+        let cases = [
+            (
+                Metric::HfBreathlessness,
+                1.0,
+                Metric::HfSwelling,
+                1.0,
+                Metric::HfSymptomZone,
+                1.0,
+            ),
+            (
+                Metric::HfBreathlessness,
+                2.0,
+                Metric::HfSwelling,
+                0.0,
+                Metric::HfSymptomZone,
+                2.0,
+            ),
+            (
+                Metric::CopdBreathlessness,
+                1.0,
+                Metric::CopdMajorSymptoms,
+                3.0,
+                Metric::CopdMajorSymptoms,
+                3.0,
+            ),
+            (
+                Metric::CopdBreathlessness,
+                0.0,
+                Metric::CopdMajorSymptoms,
+                0.0,
+                Metric::CopdMajorSymptoms,
+                0.0,
+            ),
+        ];
+        for (m1, v1, m2, v2, total, want) in cases {
+            let mut e = emission(
+                DeviceKind::Tablet,
+                vec![(m1, v1, Unit::Score), (m2, v2, Unit::Score)],
+            );
+            let m = encode(&e, WireFormat::Vendor);
+            assert_eq!(set.for_topic(&m.topic).unwrap().name, m.profile);
+            // The gateway takes the device from the topic.
+            let mut input = ResponseInput::from_plain(&m.payload).unwrap();
+            input.subject.device_id = Some("d1".into());
+            let a = questionnaires.accept(&input, e.at, limits).unwrap();
+            let got = |metric: Metric| a.values.iter().find(|(x, _)| *x == metric).map(|(_, v)| *v);
+            assert_eq!(got(m1), Some(v1));
+            assert_eq!(got(m2), Some(v2));
+            assert_eq!(got(total), Some(want));
+            e.fault = Some(Fault::InvalidAnswer);
+            let mut input =
+                ResponseInput::from_plain(&encode(&e, WireFormat::Vendor).payload).unwrap();
+            input.subject.device_id = Some("d1".into());
+            assert_eq!(
+                questionnaires
+                    .accept(&input, e.at, limits)
+                    .unwrap_err()
+                    .code(),
+                crate::faults::expected_reject(Fault::InvalidAnswer)
+            );
         }
     }
 

@@ -123,11 +123,26 @@ pub enum RuleId {
     /// No data from the patient for 3 days.
     #[serde(rename = "adherence-no-data-3d")]
     AdherenceNoData3d,
+    /// Heart-failure check-in in the yellow zone twice in a row.
+    #[serde(rename = "hf-symptoms-yellow")]
+    HfSymptomsYellow,
+    /// Heart-failure check-in in the red zone.
+    #[serde(rename = "hf-symptoms-red")]
+    HfSymptomsRed,
+    /// More short of breath (check-in) with weight gain.
+    #[serde(rename = "hf-breathless-weight-gain")]
+    HfBreathlessWeightGain,
+    /// COPD diary: two or more major symptoms on two days in a row.
+    #[serde(rename = "copd-exacerbation-symptoms")]
+    CopdExacerbationSymptoms,
+    /// COPD diary: more breathless, with SpO2 3 points below its 48 h high.
+    #[serde(rename = "copd-breathless-spo2-drop")]
+    CopdBreathlessSpo2Drop,
 }
 
 impl RuleId {
     /// Every rule id.
-    pub const ALL: [RuleId; 14] = [
+    pub const ALL: [RuleId; 19] = [
         RuleId::HtnCrisis,
         RuleId::Htn7dMeanHigh,
         RuleId::Hypotension,
@@ -142,6 +157,11 @@ impl RuleId {
         RuleId::Fever,
         RuleId::AdherenceNoReadings2d,
         RuleId::AdherenceNoData3d,
+        RuleId::HfSymptomsYellow,
+        RuleId::HfSymptomsRed,
+        RuleId::HfBreathlessWeightGain,
+        RuleId::CopdExacerbationSymptoms,
+        RuleId::CopdBreathlessSpo2Drop,
     ];
 
     /// The rule's id string.
@@ -161,6 +181,11 @@ impl RuleId {
             RuleId::Fever => "fever",
             RuleId::AdherenceNoReadings2d => "adherence-no-readings-2d",
             RuleId::AdherenceNoData3d => "adherence-no-data-3d",
+            RuleId::HfSymptomsYellow => "hf-symptoms-yellow",
+            RuleId::HfSymptomsRed => "hf-symptoms-red",
+            RuleId::HfBreathlessWeightGain => "hf-breathless-weight-gain",
+            RuleId::CopdExacerbationSymptoms => "copd-exacerbation-symptoms",
+            RuleId::CopdBreathlessSpo2Drop => "copd-breathless-spo2-drop",
         }
     }
 }
@@ -185,6 +210,11 @@ impl RuleId {
             RuleId::Fever => "fever",
             RuleId::AdherenceNoReadings2d => "adherence.no-vitals-2d",
             RuleId::AdherenceNoData3d => "adherence.no-data-3d",
+            RuleId::HfSymptomsYellow => "hf.symptoms-yellow-zone",
+            RuleId::HfSymptomsRed => "hf.symptoms-red-zone",
+            RuleId::HfBreathlessWeightGain => "hf.breathless-with-weight-gain",
+            RuleId::CopdExacerbationSymptoms => "copd.exacerbation-symptoms",
+            RuleId::CopdBreathlessSpo2Drop => "copd.breathless-with-spo2-drop",
         })
     }
 }
@@ -831,6 +861,7 @@ fn kind_name(kind: DeviceKind) -> &'static str {
         DeviceKind::Glucometer => "glucometer",
         DeviceKind::PulseOximeter => "pulse_oximeter",
         DeviceKind::Thermometer => "thermometer",
+        DeviceKind::Tablet => "tablet",
     }
 }
 

@@ -633,6 +633,7 @@ fn demo_covers_every_rule_pack_quirk_and_the_two_faults() {
 #[test]
 fn every_emission_decodes_with_the_bundled_profiles() {
     let profiles = ProfileSet::load_dir(&device_profiles::profile::bundled_dir()).unwrap();
+    let questionnaires = device_profiles::questionnaire::bundled();
     for s in all() {
         let plan = s.plan();
         for o in plan
@@ -644,6 +645,20 @@ fn every_emission_decodes_with_the_bundled_profiles() {
             let profile = profiles
                 .for_topic(&m.topic)
                 .unwrap_or_else(|| panic!("no profile for {}", m.topic));
+            if o.emission.device == DeviceKind::Tablet {
+                // A check-in: validated and scored by its questionnaire.
+                let mut input =
+                    device_profiles::questionnaire::ResponseInput::from_plain(&m.payload).unwrap();
+                input.subject.device_id = Some(o.emission.device_id.clone());
+                let limits = device_profiles::questionnaire::response::TimeLimits {
+                    max_future: TimeDelta::minutes(5),
+                    max_age: TimeDelta::days(365),
+                };
+                questionnaires
+                    .accept(&input, o.emission.at, limits)
+                    .unwrap_or_else(|e| panic!("{}: {e:?}", m.topic));
+                continue;
+            }
             let d = profile
                 .decode(&m.topic, &m.payload)
                 .unwrap_or_else(|e| panic!("{}: {e:?}", m.topic));

@@ -21,6 +21,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, SecondsFormat, TimeZone, Utc};
+use device_profiles::metric::METRIC_CODE_SYSTEM;
 use device_profiles::Metric;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -135,6 +136,7 @@ fn vital(
             Some("http://hl7.org/fhir/StructureDefinition/resprate"),
         ),
         BloodGlucose => (vec![], "laboratory", None),
+        m if m.is_reported() => (vec![], "survey", None),
         _ => (vec![], "exam", None),
     }
 }
@@ -162,6 +164,7 @@ fn category(code: &str) -> Value {
     let display = match code {
         "vital-signs" => "Vital Signs",
         "laboratory" => "Laboratory",
+        "survey" => "Survey",
         _ => "Exam",
     };
     json!([{"coding": [{
@@ -210,7 +213,9 @@ fn observation(readings: &[StoredReading]) -> Option<(String, Value)> {
     } else {
         let metric: Metric = first.metric.parse().ok()?;
         let (extra, cat, profile) = vital(metric);
-        let mut codings = vec![coding(metric.loinc(), metric.display())];
+        let (system, code) = metric.coding();
+        let mut codings =
+            vec![json!({"system": system, "code": code, "display": metric.display()})];
         codings.extend(extra.iter().map(|(c, d)| coding(c, d)));
         let mut o = base(
             &first.reading_id,
@@ -219,6 +224,17 @@ fn observation(readings: &[StoredReading]) -> Option<(String, Value)> {
             profile,
         );
         o["valueQuantity"] = quantity(first);
+        // A questionnaire's score or answer: derived from the response,
+        // and reported by the patient, not measured by a device.
+        if let Some(response) = first.annotations.get("response_id").and_then(Value::as_str) {
+            o["derivedFrom"] = json!([{"reference": format!("QuestionnaireResponse/{response}")}]);
+            o["performer"] = json!([{"reference": format!("Patient/{}", first.patient_id)}]);
+            if first.device_id == device_profiles::questionnaire::response::SELF_REPORT_DEVICE {
+                if let Some(map) = o.as_object_mut() {
+                    map.remove("device");
+                }
+            }
+        }
         Some((first.reading_id.clone(), o))
     }
 }
@@ -241,6 +257,14 @@ fn group(rows: Vec<StoredReading>) -> Vec<Vec<StoredReading>> {
 
 /// Metrics matching one `code` token.
 fn metrics_for(token: &str) -> Result<Vec<Metric>, ApiError> {
+    if let Some(name) = token.strip_prefix(&format!("{METRIC_CODE_SYSTEM}|")) {
+        return match name.parse::<Metric>() {
+            Ok(m) if m.loinc().is_empty() => Ok(vec![m]),
+            _ => Err(ApiError::BadRequest(format!(
+                "code: `{name}` is not a code of {METRIC_CODE_SYSTEM}"
+            ))),
+        };
+    }
     let code = match token.split_once('|') {
         Some((system, code)) if system.is_empty() || system == LOINC => code,
         Some((system, _)) => {
@@ -255,7 +279,10 @@ fn metrics_for(token: &str) -> Result<Vec<Metric>, ApiError> {
     }
     let found: Vec<Metric> = Metric::ALL
         .into_iter()
-        .filter(|m| m.loinc() == code || vital(*m).0.iter().any(|(c, _)| *c == code))
+        .filter(|m| {
+            (!m.loinc().is_empty() && m.loinc() == code)
+                || vital(*m).0.iter().any(|(c, _)| *c == code)
+        })
         .flat_map(|m| {
             if is_bp(m.name()) {
                 BP_METRICS.to_vec()

@@ -148,6 +148,7 @@ pub async fn push(
         items.iter().map(|i| match i {
             Item::Reading { group, .. } => group.readings.first().map(|r| r.device_id.as_str()),
             Item::Quarantine { device_id, .. } => device_id.as_deref(),
+            Item::Response { response, .. } => response.subject.device_id.as_deref(),
         }),
     )?;
     let commit = st.writer.submit(items.clone()).await?;
@@ -193,6 +194,7 @@ fn describe(item: &Item, outcome: &Outcome) -> MeasurementOutcome {
             None,
         ),
         Item::Quarantine { index, reason, .. } => (*index, Vec::new(), Some(reason)),
+        Item::Response { .. } => (None, Vec::new(), None),
     };
     match outcome {
         Outcome::Stored { stored, .. } => MeasurementOutcome {

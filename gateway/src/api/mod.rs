@@ -31,6 +31,7 @@ pub mod problem;
 pub mod quarantine;
 pub mod readings;
 pub mod reports;
+pub mod responses;
 pub mod risk;
 pub mod server;
 pub mod tasks;
@@ -186,6 +187,7 @@ fn guarded_routes() -> Routes {
     routes! {
         GET    "/api/v1/readings"                              => readings::list,
         POST   "/api/v1/readings"                              => ingest::push,
+        POST   "/api/v1/responses"                             => responses::submit_plain,
         POST   "/api/v1/upstream/readings"                     => upstream::push,
         POST   "/api/v1/upstream/quarantine"                   => upstream::quarantine,
         GET    "/api/v1/upstream/share"                        => upstream::share,
@@ -231,6 +233,11 @@ fn guarded_routes() -> Routes {
         GET    "/api/v1/reports/rpm"                           => reports::rpm,
         GET    "/fhir/Observation"                             => fhir::search,
         GET    "/fhir/Observation/{id}"                        => fhir::read,
+        GET    "/fhir/Questionnaire"                           => responses::questionnaires,
+        GET    "/fhir/Questionnaire/{id}"                      => responses::questionnaire,
+        GET    "/fhir/QuestionnaireResponse"                   => responses::search,
+        POST   "/fhir/QuestionnaireResponse"                   => responses::submit_fhir,
+        GET    "/fhir/QuestionnaireResponse/{id}"              => responses::read,
         GET    "/fhir/Task"                                    => fhir_tasks::search,
         GET    "/fhir/Task/{id}"                               => fhir_tasks::read,
         GET    "/fhir/RiskAssessment"                          => risk::search,

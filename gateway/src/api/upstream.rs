@@ -137,7 +137,7 @@ pub async fn push(
             .readings
             .iter()
             .any(|r| !p.devices.iter().any(|d| d == &r.device_id)),
-        Item::Quarantine { .. } => true,
+        Item::Quarantine { .. } | Item::Response { .. } => true,
     });
     if foreign {
         return Err(ApiError::Forbidden);

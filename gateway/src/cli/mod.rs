@@ -9,6 +9,7 @@ mod care_time;
 mod devices;
 mod forward;
 mod quarantine;
+mod questionnaires;
 mod report;
 mod risk;
 mod rules;
@@ -60,6 +61,9 @@ pub enum Command {
     /// Rule sets: validate a directory, replay readings offline, what-if on the store.
     #[command(subcommand)]
     Rules(rules::RulesCommand),
+    /// Questionnaire definitions: validate a program's own, list the bundled ones.
+    #[command(subcommand)]
+    Questionnaires(questionnaires::QuestionnairesCommand),
     /// Patients: care-plan enrolment, rule overrides, care team.
     #[command(subcommand)]
     Patients(rules::PatientsCommand),
@@ -151,6 +155,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             return rules::rules(cmd);
         }
     }
+    if let Command::Questionnaires(cmd) = cli.command {
+        return questionnaires::run(cmd);
+    }
     if let Command::WebhookReceiver(args) = &cli.command {
         webhooks::run_receiver(args)?;
         return Ok(ExitCode::SUCCESS);
@@ -204,7 +211,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::CareTime(cmd) => care_time::run(&config, cmd)?,
         Command::Report(cmd) => report::run(&config, cmd)?,
         Command::Store(cmd) => return store::store(&config, cmd),
-        Command::WebhookReceiver(_) => {}
+        Command::WebhookReceiver(_) | Command::Questionnaires(_) => {}
         Command::Forward(cmd) => forward::run(&config, cmd)?,
         Command::Boxes(args) => boxes::run(&config, args)?,
         Command::Quarantine(cmd) => quarantine::run(&config, cmd)?,

@@ -38,6 +38,9 @@ pub struct Config {
     /// Device profiles.
     #[serde(default)]
     pub profiles: ProfilesConfig,
+    /// Questionnaire definitions (patient-reported outcomes).
+    #[serde(default)]
+    pub questionnaires: crate::pipeline::config::QuestionnairesConfig,
     /// Device → patient assignments loaded at start (the registry keeps
     /// run-time changes made with `rpm-gateway devices assign`).
     #[serde(default)]
@@ -125,6 +128,12 @@ impl Config {
             f.token_file = f.token_file.as_ref().map(|p| base.join(p));
         }
         config.profiles.dirs = config.profiles.dirs.iter().map(|d| base.join(d)).collect();
+        config.questionnaires.dirs = config
+            .questionnaires
+            .dirs
+            .iter()
+            .map(|d| base.join(d))
+            .collect();
         if let Some(b) = &mut config.sources.ble {
             b.profile_dirs = b.profile_dirs.iter().map(|d| base.join(d)).collect();
         }
@@ -196,6 +205,7 @@ impl Config {
         };
         crate::pipeline::config::validate(&self.normalize, &mut err);
         crate::store::config::validate(&self.store, &mut err);
+
         let mut seen = BTreeSet::new();
         for d in &self.devices {
             if d.id.trim().is_empty() || d.patient.trim().is_empty() {
@@ -224,6 +234,9 @@ impl Config {
         crate::care::config::validate(&self.care, &mut err);
         if let Some(b) = &self.sources.ble {
             crate::sources::ble::config::validate(b, self.ble_profiles(), &mut err);
+        }
+        if let Err(e) = self.questionnaires.load() {
+            errors.extend(e);
         }
         if self.rules.enabled || !self.patients.is_empty() {
             crate::rules::config::validate(&self.rules, &self.patients, text, file, &mut errors);
@@ -283,6 +296,30 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A program's own questionnaire directory, relative to the config
+    /// file: loaded beside the bundled ones, a broken file refused with its
+    /// place.
+    #[test]
+    fn questionnaire_dirs_are_loaded_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let qdir = dir.path().join("questionnaires.d");
+        std::fs::create_dir(&qdir).unwrap();
+        let mmrc = std::fs::read_to_string(
+            device_profiles::questionnaire::bundled_dir().join("mmrc.json"),
+        )
+        .unwrap();
+        let own = mmrc.replace("/Questionnaire/mmrc\"", "/Questionnaire/breathless\"");
+        std::fs::write(qdir.join("own.json"), &own).unwrap();
+        let file = dir.path().join("gateway.toml");
+        let text = "[questionnaires]\ndirs = [\"questionnaires.d\"]\n";
+        let c = Config::from_toml(text, &file).unwrap();
+        assert_eq!(c.questionnaires.load().unwrap().len(), 7);
+        std::fs::write(qdir.join("own.json"), own.replace("\"max\"", "\"median\"")).unwrap();
+        let e = Config::from_toml(text, &file).unwrap_err();
+        assert!(e.0[0].to_string().contains("own.json:"), "{}", e.0[0]);
+        assert!(e.0[0].message.contains("median"), "{}", e.0[0]);
+    }
 
     #[test]
     fn defaults_are_valid() {

@@ -50,6 +50,13 @@ pub fn measurement(metric: &str) -> &'static str {
         "blood_glucose" => "rpm_glucose",
         "body_temperature" => "rpm_temperature",
         "heart_rate" | "respiratory_rate" => "rpm_vitals",
+        // Questionnaire scores and answers (unit `{score}`).
+        m if m
+            .parse::<device_profiles::Metric>()
+            .is_ok_and(|m| m.is_reported()) =>
+        {
+            "rpm_patient_reported"
+        }
         _ => "rpm_other",
     }
 }
@@ -225,6 +232,14 @@ pub(crate) mod tests {
             "rpm_blood_pressure,device_id=cuff\\ 1,metric=systolic,patient_id=p\\,1,source=mqtt,unit=mm[Hg] \
              value=120,ihb=\"true\",note=\"say \\\"hi\\\"\",annotation_value=\"x\" 1769845330123000000\n"
         );
+    }
+
+    #[test]
+    fn questionnaire_scores_have_a_measurement_of_their_own() {
+        assert_eq!(measurement("phq9_total"), "rpm_patient_reported");
+        assert_eq!(measurement("hf_symptom_zone"), "rpm_patient_reported");
+        assert_eq!(measurement("spo2"), "rpm_oximetry");
+        assert_eq!(measurement("something_else"), "rpm_other");
     }
 
     #[test]

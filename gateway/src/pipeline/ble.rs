@@ -74,7 +74,9 @@ impl BleFacts {
 pub fn stamp_facts(items: &mut [Item], facts: &BleFacts) {
     for item in items {
         let raw = match item {
-            Item::Reading { raw, .. } | Item::Quarantine { raw, .. } => raw,
+            Item::Reading { raw, .. }
+            | Item::Quarantine { raw, .. }
+            | Item::Response { raw, .. } => raw,
         };
         *raw = Arc::new(facts.merge_into(raw));
     }

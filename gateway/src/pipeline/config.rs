@@ -1,5 +1,6 @@
-//! `[normalize]` and `[profiles]`: the device profiles the pipeline decodes
-//! with, and the clock and size policy of normalization.
+//! `[normalize]`, `[profiles]` and `[questionnaires]`: the device profiles
+//! and questionnaire definitions the pipeline decodes with, and the clock
+//! and size policy of normalization.
 
 use chrono::FixedOffset;
 use device_profiles::canonical::BadTimePolicy;
@@ -53,6 +54,53 @@ impl Default for ProfilesConfig {
         ProfilesConfig {
             bundled: true,
             dirs: Vec::new(),
+        }
+    }
+}
+
+/// `[questionnaires]`: the patient-reported outcome definitions responses
+/// are validated and scored by.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuestionnairesConfig {
+    /// Load the definitions built into the binary (PHQ-2, PHQ-9, GAD-7,
+    /// mMRC, the heart-failure check-in and the COPD diary).
+    pub bundled: bool,
+    /// More directories of FHIR `Questionnaire` JSON files (relative to the
+    /// config file): a program's own and licensed instruments.
+    pub dirs: Vec<PathBuf>,
+}
+
+impl Default for QuestionnairesConfig {
+    fn default() -> Self {
+        QuestionnairesConfig {
+            bundled: true,
+            dirs: Vec::new(),
+        }
+    }
+}
+
+impl QuestionnairesConfig {
+    /// Loads the definitions; every broken file's error.
+    pub fn load(
+        &self,
+    ) -> Result<device_profiles::questionnaire::QuestionnaireSet, Vec<device_profiles::FileError>>
+    {
+        let mut set = if self.bundled {
+            device_profiles::questionnaire::bundled()
+        } else {
+            Default::default()
+        };
+        let mut errors = Vec::new();
+        for dir in &self.dirs {
+            if let Err(mut e) = set.add_dir(dir) {
+                errors.append(&mut e);
+            }
+        }
+        if errors.is_empty() {
+            Ok(set)
+        } else {
+            Err(errors)
         }
     }
 }

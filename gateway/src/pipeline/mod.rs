@@ -15,6 +15,9 @@ pub mod normalize;
 
 pub use ble::BleInput;
 
+use device_profiles::questionnaire::response::TimeLimits;
+use device_profiles::questionnaire::{QuestionnaireSet, ResponseInput};
+
 use crate::metrics::Metrics;
 use crate::pipeline::decode::Decoder;
 use crate::pipeline::normalize::Normalizer;
@@ -66,6 +69,12 @@ fn origin_topic(pattern: &str, device_id: Option<&str>) -> Result<String, HttpIn
     Ok(levels?.join("/"))
 }
 
+/// The profile name questionnaire responses are quarantined under (they
+/// are read by their questionnaire, not by a device profile).
+pub const RESPONSE_PROFILE: &str = "questionnaire-response";
+
+pub use device_profiles::questionnaire::response::ResponseFormat as ResponseForm;
+
 /// Decode and normalize, shared by all sources.
 pub struct Pipeline {
     /// Profile-driven decoder.
@@ -74,6 +83,8 @@ pub struct Pipeline {
     pub normalizer: Normalizer,
     /// Process metrics.
     pub metrics: Arc<Metrics>,
+    /// Questionnaire definitions responses are validated and scored by.
+    pub questionnaires: Arc<QuestionnaireSet>,
 }
 
 impl Pipeline {
@@ -87,12 +98,101 @@ impl Pipeline {
             decoder: Decoder::new(profiles, normalize.max_payload_bytes),
             normalizer: Normalizer::new(normalize.clock_policy()),
             metrics,
+            questionnaires: Arc::new(device_profiles::questionnaire::bundled()),
+        }
+    }
+
+    /// The same pipeline with these questionnaire definitions.
+    pub fn with_questionnaires(mut self, set: QuestionnaireSet) -> Pipeline {
+        self.questionnaires = Arc::new(set);
+        self
+    }
+
+    /// Prepares the store item for a questionnaire response: validated
+    /// against its definition and scored, or quarantined with the reason
+    /// and the bytes as received. `origin` is the route or topic; `device`
+    /// the device the topic names (a response naming another is refused).
+    pub fn response(
+        &self,
+        source: Source,
+        origin: &str,
+        device: Option<&str>,
+        form: ResponseForm,
+        payload: &[u8],
+        received_at: DateTime<Utc>,
+    ) -> Item {
+        let raw = Arc::new(RawInput::new(
+            source,
+            origin,
+            Some(RESPONSE_PROFILE.to_string()),
+            payload,
+            received_at,
+        ));
+        let clock = &self.normalizer.clock;
+        let limits = TimeLimits {
+            max_future: clock.max_future_skew,
+            max_age: clock.max_age,
+        };
+        let limit = self.decoder.max_payload();
+        let input = if payload.len() > limit {
+            Err(device_profiles::Reject::PayloadTooLarge {
+                size: payload.len(),
+                limit,
+            })
+        } else {
+            ResponseInput::parse(form, payload)
+        };
+        let input = input.and_then(|mut i| {
+            if let Some(d) = device {
+                match &i.subject.device_id {
+                    Some(named) if named != d => {
+                        return Err(device_profiles::Reject::SchemaMismatch {
+                            profile: RESPONSE_PROFILE.into(),
+                            detail: format!("the response names device `{named}`, the topic `{d}`"),
+                        })
+                    }
+                    _ => i.subject.device_id = Some(d.to_string()),
+                }
+            }
+            Ok(i)
+        });
+        let device_id = input
+            .as_ref()
+            .ok()
+            .and_then(|i| i.subject.device_id.clone());
+        match input.and_then(|i| self.questionnaires.accept(&i, received_at, limits)) {
+            Ok(a) => Item::Response {
+                raw,
+                response: Arc::new(a),
+            },
+            // Position 0: a response is one measurement of its message, and
+            // a refusal at a position keeps its device (re-processed when
+            // the device is assigned).
+            Err(reason) => Item::Quarantine {
+                raw,
+                index: Some(0),
+                device_id,
+                reason,
+            },
         }
     }
 
     /// Prepares the store items for an MQTT message (taken from the inbox
     /// by the normalize stage: the source counted it when it arrived).
     pub fn mqtt(&self, topic: &str, payload: &[u8], received_at: DateTime<Utc>) -> Vec<Item> {
+        if let Some(p) = self.decoder.profiles().for_topic(topic) {
+            if let device_profiles::profile::Format::QuestionnaireResponse(form) = p.format {
+                let device = p.topic.matches(topic).flatten();
+                return vec![self.response(
+                    Source::Mqtt,
+                    topic,
+                    device,
+                    form,
+                    payload,
+                    received_at,
+                )];
+            }
+        }
         let decoded = self.decoder.decode_mqtt(topic, payload);
         let raw = Arc::new(RawInput::new(
             Source::Mqtt,
@@ -123,6 +223,17 @@ impl Pipeline {
             .ok_or_else(|| HttpInputError::UnknownProfile(profile.to_string()))?;
         let origin = origin_topic(&p.topic.to_string(), device_id)?;
         self.metrics.received(Source::Http.name());
+        if let device_profiles::profile::Format::QuestionnaireResponse(form) = p.format {
+            // A check-in pushed with its profile, as a tablet would publish it.
+            return Ok(vec![self.response(
+                Source::Http,
+                &origin,
+                device_id,
+                form,
+                payload,
+                received_at,
+            )]);
+        }
         let decoded = self.decoder.decode_with(profile, &origin, payload);
         let raw = Arc::new(RawInput::new(
             Source::Http,
@@ -210,8 +321,14 @@ impl Pipeline {
     /// input a home box sent up (`via` in its facts) keeps saying so: its
     /// readings are annotated `via`, as the box's pushed readings are.
     pub fn reprocess(&self, q: &QuarantinedInput) -> crate::store::registry::Redecoded {
+        if q.profile.as_deref() == Some(RESPONSE_PROFILE) {
+            return vec![(0, self.reprocess_response(q))];
+        }
         let mut out = if q.source == Source::Ble.name() {
-            vec![(q.index.unwrap_or(0), ble::reprocess(self, q))]
+            vec![(
+                q.index.unwrap_or(0),
+                ble::reprocess(self, q).map(Into::into),
+            )]
         } else {
             self.normalizer.reprocess(&self.decoder, q)
         };
@@ -222,7 +339,7 @@ impl Pipeline {
             .and_then(|v| v.get("via")?.as_str().map(String::from));
         if let Some(via) = via {
             for (_, group) in &mut out {
-                if let Ok(g) = group {
+                if let Ok(crate::store::registry::Recovered::Group(g)) = group {
                     for r in &mut g.readings {
                         r.annotations.insert("via".into(), via.clone());
                     }
@@ -230,6 +347,44 @@ impl Pipeline {
             }
         }
         out
+    }
+
+    /// Validates and scores a quarantined questionnaire response again (a
+    /// device assigned since, a definition loaded since): its form and
+    /// device come from where it arrived (the route, or the topic's profile).
+    fn reprocess_response(
+        &self,
+        q: &QuarantinedInput,
+    ) -> Result<crate::store::registry::Recovered, device_profiles::Reject> {
+        let source: Source = q.source.parse().unwrap_or(Source::Http);
+        let (form, device) = match q.origin.as_str() {
+            "/api/v1/responses" => (ResponseForm::Plain, None),
+            "/fhir/QuestionnaireResponse" => (ResponseForm::Fhir, None),
+            topic => match self.decoder.profiles().for_topic(topic) {
+                Some(p) => match p.format {
+                    device_profiles::profile::Format::QuestionnaireResponse(form) => {
+                        (form, p.topic.matches(topic).flatten())
+                    }
+                    _ => {
+                        return Err(device_profiles::Reject::NoProfile {
+                            topic: topic.to_string(),
+                        })
+                    }
+                },
+                None => {
+                    return Err(device_profiles::Reject::NoProfile {
+                        topic: topic.to_string(),
+                    })
+                }
+            },
+        };
+        match self.response(source, &q.origin, device, form, &q.payload, q.received_at) {
+            Item::Response { response, .. } => Ok(crate::store::registry::Recovered::Response(
+                response, source,
+            )),
+            Item::Quarantine { reason, .. } => Err(reason),
+            Item::Reading { .. } => Err(device_profiles::Reject::Empty),
+        }
     }
 
     /// Counts the outcomes of a committed batch.

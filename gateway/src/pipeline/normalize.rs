@@ -19,7 +19,7 @@ use crate::store::{Item, RawInput};
 /// The normalization stage.
 #[derive(Debug, Clone)]
 pub struct Normalizer {
-    clock: ClockPolicy,
+    pub(crate) clock: ClockPolicy,
 }
 
 /// Patient id placeholder before binding at commit.
@@ -133,7 +133,7 @@ impl Normalizer {
                     let device = m.device_id.clone().unwrap_or_else(|| device_id.clone());
                     self.canonical(&m, &device, source, q.received_at, &digest, index)
                 });
-                (index, group)
+                (index, group.map(Into::into))
             })
             .collect()
     }

@@ -22,6 +22,7 @@ pub mod patients;
 pub(crate) mod quarantine;
 pub mod queries;
 pub mod registry;
+pub mod responses;
 pub mod risk;
 pub mod runs;
 mod schema;
@@ -233,6 +234,14 @@ pub enum Item {
         device_id: Option<String>,
         /// The typed reason it cannot be a reading.
         reason: Reject,
+    },
+    /// A validated questionnaire response: stored whole, its scores and
+    /// marked answers as readings, in one transaction.
+    Response {
+        /// origin
+        raw: Arc<RawInput>,
+        /// the response, validated and scored
+        response: Arc<device_profiles::questionnaire::Accepted>,
     },
 }
 
@@ -570,6 +579,8 @@ enum Applied<'a> {
 }
 
 static UNKNOWN_DEVICE: Reject = Reject::UnknownDevice;
+static UNKNOWN_PATIENT: Reject = Reject::UnknownPatient;
+static PATIENT_MISMATCH: Reject = Reject::PatientMismatch;
 
 fn apply<'a>(
     tx: &Transaction<'_>,
@@ -599,6 +610,60 @@ fn apply<'a>(
                 });
             };
             insert_group(tx, group, &patient_id, now, dedup_window_ms).map(Applied::Done)
+        }
+        Item::Response { raw, response } => {
+            let device_id = response.subject.device_id.as_deref();
+            // The patient the response names (enrolled), else the one its
+            // device is assigned to, read inside the transaction as for readings.
+            let patient_id = match (&response.subject.patient_id, device_id) {
+                (Some(p), _) => responses::patient_enrolled(tx, p)?.then(|| p.clone()),
+                (None, Some(d)) => seen.patient(tx, d)?,
+                (None, None) => None,
+            };
+            // A device answers for its own patient only.
+            if let (Some(p), Some(d)) = (&patient_id, device_id) {
+                if seen.patient(tx, d)?.as_ref() != Some(p) {
+                    return Ok(Applied::Refused {
+                        raw,
+                        refusal: quarantine::Refusal {
+                            index: Some(0),
+                            device_id,
+                            reason: &PATIENT_MISMATCH,
+                        },
+                    });
+                }
+            }
+            let Some(patient_id) = patient_id else {
+                let reason = match response.subject.patient_id {
+                    Some(_) => &UNKNOWN_PATIENT,
+                    None => &UNKNOWN_DEVICE,
+                };
+                return Ok(Applied::Refused {
+                    raw,
+                    refusal: quarantine::Refusal {
+                        index: Some(0),
+                        device_id,
+                        reason,
+                    },
+                });
+            };
+            let received_at = raw.received_at;
+            let group = response.readings(&patient_id, received_at, raw.source);
+            if !responses::insert(
+                tx,
+                response,
+                &patient_id,
+                received_at.timestamp_millis(),
+                now,
+                raw.source.name(),
+            )? {
+                return Ok(Applied::Done(Outcome::Stored {
+                    stored: 0,
+                    duplicates: group.readings.len().max(1),
+                    patient_id,
+                }));
+            }
+            insert_group(tx, &group, &patient_id, now, dedup_window_ms).map(Applied::Done)
         }
         Item::Quarantine {
             raw,

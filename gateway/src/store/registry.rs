@@ -6,7 +6,7 @@
 //! processed twice.
 
 use chrono::{DateTime, TimeZone, Utc};
-use device_profiles::{ReadingGroup, Reject};
+use device_profiles::{ReadingGroup, Reject, Source};
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::Serialize;
 
@@ -107,8 +107,27 @@ impl QuarantinedInput {
 }
 
 /// What re-decoding a quarantined input gives: per measurement position,
-/// its readings or why it is still refused.
-pub type Redecoded = Vec<(usize, Result<ReadingGroup, Reject>)>;
+/// its readings (or a validated questionnaire response) or why it is still
+/// refused.
+pub type Redecoded = Vec<(usize, Result<Recovered, Reject>)>;
+
+/// What a quarantined input became on re-decoding.
+#[derive(Debug, Clone)]
+pub enum Recovered {
+    /// A measurement's readings.
+    Group(ReadingGroup),
+    /// A questionnaire response, stored whole with its score readings.
+    Response(
+        std::sync::Arc<device_profiles::questionnaire::Accepted>,
+        Source,
+    ),
+}
+
+impl From<ReadingGroup> for Recovered {
+    fn from(g: ReadingGroup) -> Self {
+        Recovered::Group(g)
+    }
+}
 
 /// Result of an assignment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -455,7 +474,46 @@ fn reprocess_one(
     let mut still: Vec<usize> = Vec::new();
     for (index, decoded) in decode(input) {
         let bound = match decoded {
-            Ok(mut group) => {
+            Ok(Recovered::Response(response, source)) => {
+                let device = response.subject.device_id.clone();
+                let named = response.subject.patient_id.clone();
+                let of_device = match &device {
+                    Some(d) => super::patient_of(tx, d)?,
+                    None => None,
+                };
+                // As at ingest: a device answers for its own patient only.
+                let patient = match (named, of_device) {
+                    (Some(p), Some(q)) if p == q => Ok(p),
+                    (Some(_), _) if device.is_some() => Err(Reject::PatientMismatch),
+                    (Some(p), _) => match super::responses::patient_enrolled(tx, &p)? {
+                        true => Ok(p),
+                        false => Err(Reject::UnknownPatient),
+                    },
+                    (None, Some(q)) => Ok(q),
+                    (None, None) => Err(Reject::UnknownDevice),
+                };
+                match patient {
+                    Ok(patient_id) => {
+                        let group = response.readings(&patient_id, input.received_at, source);
+                        if super::responses::insert(
+                            tx,
+                            &response,
+                            &patient_id,
+                            input.received_at.timestamp_millis(),
+                            now,
+                            source.name(),
+                        )? {
+                            Ok((group, patient_id))
+                        } else {
+                            // Stored meanwhile (sent again): nothing to add.
+                            out.recovered.push(group);
+                            continue;
+                        }
+                    }
+                    Err(r) => Err(r),
+                }
+            }
+            Ok(Recovered::Group(mut group)) => {
                 let device = group
                     .readings
                     .first()

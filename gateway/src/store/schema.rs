@@ -516,6 +516,30 @@ CREATE TABLE hub_share (
 );
 "#,
     ),
+    (
+        14,
+        r#"
+-- questionnaire responses (see store/responses.rs): the whole response as
+-- a FHIR QuestionnaireResponse, kept beside the readings its scores became
+-- (written in the same transaction). Identity: the response's identifier,
+-- or a digest of questionnaire, subject and authored time.
+CREATE TABLE responses (
+    seq                 INTEGER PRIMARY KEY AUTOINCREMENT,
+    response_id         TEXT NOT NULL UNIQUE,
+    patient_id          TEXT NOT NULL,
+    device_id           TEXT,                             -- the tablet or hub it came through, if named
+    questionnaire       TEXT NOT NULL,                    -- canonical URL
+    version             TEXT NOT NULL,
+    authored_at         INTEGER NOT NULL,
+    received_at         INTEGER NOT NULL,
+    committed_at        INTEGER NOT NULL,
+    source              TEXT NOT NULL,
+    resource            TEXT NOT NULL,                    -- FHIR QuestionnaireResponse JSON (subject added when read)
+    scores              TEXT NOT NULL DEFAULT '[]'        -- JSON [{metric, value (null: not scored), missing}]
+);
+CREATE INDEX responses_patient ON responses(patient_id, authored_at);
+"#,
+    ),
 ];
 
 /// Brings the schema up to date. Returns the version now in force.

@@ -58,7 +58,7 @@ pub fn ble_kind(kind: DeviceKind) -> Option<EmptyKind> {
         DeviceKind::BpCuff => Some(EmptyKind::BpCuff),
         DeviceKind::Scale => Some(EmptyKind::Scale),
         DeviceKind::Glucometer => Some(EmptyKind::Glucometer),
-        DeviceKind::PulseOximeter | DeviceKind::Thermometer => None,
+        DeviceKind::PulseOximeter | DeviceKind::Thermometer | DeviceKind::Tablet => None,
     }
 }
 
@@ -185,7 +185,7 @@ pub fn record_of(e: &Emission, tag: u64) -> Result<StoredRecord, BleError> {
                 tag,
             }))
         }
-        DeviceKind::PulseOximeter | DeviceKind::Thermometer => {
+        DeviceKind::PulseOximeter | DeviceKind::Thermometer | DeviceKind::Tablet => {
             Err(unsupported(e, "no simulated BLE device of this kind"))
         }
     }

@@ -21,6 +21,7 @@ mod influx_forward;
 mod lean_build;
 mod mqtt_ingest;
 mod mqtt_session;
+mod responses;
 mod rules;
 mod scenario_ble;
 mod scenarios_e2e;

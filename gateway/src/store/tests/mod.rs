@@ -11,6 +11,7 @@ mod cursors;
 mod inbox;
 mod quarantine;
 mod registry;
+mod responses;
 mod writer;
 
 use chrono::{DateTime, TimeZone, Utc};

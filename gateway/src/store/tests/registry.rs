@@ -17,7 +17,7 @@ fn redecode(calls: &Cell<usize>) -> impl Fn(&QuarantinedInput) -> Redecoded + '_
         calls.set(calls.get() + 1);
         let id = String::from_utf8(q.payload.clone()).unwrap();
         let device = q.device_id.clone().unwrap();
-        vec![(q.index.unwrap_or(0), Ok(group(&device, &id, 97.0)))]
+        vec![(q.index.unwrap_or(0), Ok(group(&device, &id, 97.0).into()))]
     }
 }
 

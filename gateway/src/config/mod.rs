@@ -72,6 +72,9 @@ pub struct Config {
     /// The care loop: care teams' calendars, follow-up policy.
     #[serde(default)]
     pub care: CareConfig,
+    /// The web console (served by the API's listener).
+    #[serde(default)]
+    pub console: crate::console::ConsoleConfig,
 }
 
 /// `[[devices]]`
@@ -218,6 +221,7 @@ impl Config {
         }
         crate::forward::config::validate(&self.forward, &self.retention, &mut err);
         crate::care::config::validate(&self.care, &mut err);
+        crate::console::config::validate(&self.console, &mut err);
         if let Some(b) = &self.sources.ble {
             crate::sources::ble::config::validate(b, self.ble_profiles(), &mut err);
         }

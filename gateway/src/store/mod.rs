@@ -28,6 +28,7 @@ pub mod secrets;
 pub mod stats;
 pub mod tasks;
 pub mod tokens;
+pub mod users;
 pub mod webhooks;
 pub mod worklist;
 pub mod writer;

@@ -22,6 +22,7 @@
 pub mod auth;
 pub mod chart;
 pub mod config;
+mod devices;
 mod pages;
 
 use axum::body::Body;
@@ -84,6 +85,17 @@ pub fn router(state: Arc<ApiState>) -> Router<Arc<ApiState>> {
         .route("/console/tasks/{task_id}", get(pages::task))
         .route("/console/tasks/{task_id}/claim", post(pages::claim))
         .route("/console/tasks/{task_id}/complete", post(pages::complete))
+        .route("/console/devices", get(devices::devices))
+        .route("/console/devices/assign", post(devices::assign))
+        .route(
+            "/console/devices/{device_id}/unassign",
+            post(devices::unassign),
+        )
+        .route("/console/quarantine/{id}", get(devices::quarantine_entry))
+        .route(
+            "/console/quarantine/{id}/reprocess",
+            post(devices::reprocess),
+        )
         .route("/console/signout", post(pages::signout))
         .route("/console/{*rest}", get(pages::not_found))
         .route_layer(middleware::from_fn_with_state(state.clone(), session));
@@ -124,7 +136,10 @@ async fn headers(req: Request, next: Next) -> Response {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        // Not `no-referrer`: with it browsers send `Origin: null` on the
+        // console's own form posts, and the origin check could not tell
+        // them from a forged one. Other sites still get no referrer.
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,

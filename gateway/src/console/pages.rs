@@ -45,7 +45,7 @@ pub struct Layout {
 }
 
 impl Layout {
-    fn new(title: impl Into<String>, signed: Option<&Signed>) -> Layout {
+    pub(super) fn new(title: impl Into<String>, signed: Option<&Signed>) -> Layout {
         Layout {
             title: title.into(),
             style: style_path(),
@@ -61,7 +61,7 @@ impl Layout {
     }
 }
 
-fn render(t: &impl Template, status: StatusCode) -> Response {
+pub(super) fn render(t: &impl Template, status: StatusCode) -> Response {
     match t.render() {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {
@@ -71,11 +71,11 @@ fn render(t: &impl Template, status: StatusCode) -> Response {
     }
 }
 
-fn when(t: DateTime<Utc>) -> String {
+pub(super) fn when(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
-fn when_opt(t: Option<DateTime<Utc>>) -> String {
+pub(super) fn when_opt(t: Option<DateTime<Utc>>) -> String {
     t.map(when).unwrap_or_else(|| "—".into())
 }
 
@@ -834,7 +834,7 @@ pub async fn log_care_time(
     }
 }
 
-fn urlencode(s: &str) -> String {
+pub(super) fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
@@ -1002,7 +1002,7 @@ pub struct ResolveForm {
     note: String,
 }
 
-fn nonempty(s: String) -> Option<String> {
+pub(super) fn nonempty(s: String) -> Option<String> {
     Some(s).filter(|s| !s.trim().is_empty())
 }
 

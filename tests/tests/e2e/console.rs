@@ -156,12 +156,39 @@ async fn screenshot(c: &Client, name: &str) {
 }
 
 async fn text(c: &Client, css: &str) -> String {
+    match c.find(Locator::Css(css)).await {
+        Ok(e) => e.text().await.unwrap(),
+        Err(e) => panic!(
+            "{css}: {e} on {}:\n{}",
+            c.current_url().await.unwrap(),
+            c.source().await.unwrap_or_default()
+        ),
+    }
+}
+
+/// Clicks `css` (a submit button or a link) and waits until the browser
+/// has left the page (the old document's root goes stale).
+async fn click_and_wait(c: &Client, css: &str) {
+    let old = c.find(Locator::Css("html")).await.unwrap();
     c.find(Locator::Css(css))
         .await
         .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .text()
+        .click()
         .await
-        .unwrap()
+        .unwrap();
+    let deadline = std::time::Instant::now() + T;
+    while old.tag_name().await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "{css}: no new page");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The new document has loaded once it can be found.
+    while c.find(Locator::Css("main")).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{css}: the new page did not load"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn sign_in(c: &Client, base: &str, user: &str, password: &str) {
@@ -178,12 +205,7 @@ async fn sign_in(c: &Client, base: &str, user: &str, password: &str) {
         .send_keys(password)
         .await
         .unwrap();
-    c.find(Locator::Css("form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_and_wait(c, "main form button[type=submit]").await;
 }
 
 /// One request on a fresh connection with extra headers.
@@ -230,6 +252,7 @@ fn console_pages_in_a_real_browser() {
         &extra,
     );
     add_user(&gw, "nurse", "care_team", &["north"], NURSE_PASSWORD);
+    add_user(&gw, "installer", "admin", &[], NURSE_PASSWORD);
     let port = http::start_with_api(&mut gw);
     let base = format!("http://127.0.0.1:{port}");
 
@@ -252,8 +275,11 @@ fn console_pages_in_a_real_browser() {
     bp(&broker, "cuff-n", now - TimeDelta::minutes(3), 192, 101);
     bp(&broker, "cuff-s", now - TimeDelta::minutes(3), 190, 100);
     north_points += 1;
+    // A cuff nobody assigned yet: quarantined until the installer does.
+    bp(&broker, "cuff-x", now - TimeDelta::minutes(30), 131, 84);
     wait_until("the crisis alerts and their tasks", T, || {
         gw.count("SELECT COUNT(*) FROM tasks WHERE patient_id IN ('p-north','p-south')") == 2
+            && gw.quarantined("unknown_device") == 1
     });
     let north_alert: String = gw
         .db()
@@ -315,7 +341,7 @@ fn console_pages_in_a_real_browser() {
 
         // One click to the patient: the systolic chart draws every stored
         // point, with the limit lines of the patient's rules.
-        rows[0].click().await.unwrap();
+        click_and_wait(&c, "#worklist tbody a.patient").await;
         assert_eq!(
             c.current_url().await.unwrap().path(),
             "/console/patients/p-north"
@@ -366,7 +392,10 @@ fn console_pages_in_a_real_browser() {
             .await
             .unwrap();
         assert_eq!(values.len(), north_points);
+        // The whole page, chart included, for the documentation.
+        c.set_window_size(1280, 2000).await.unwrap();
         screenshot(&c, "patient").await;
+        c.set_window_size(1280, 1000).await.unwrap();
 
         // The alert: evidence, then acknowledged with a note and a snooze.
         c.goto(&format!("{base}/console/alerts/{north_alert}"))
@@ -390,12 +419,7 @@ fn console_pages_in_a_real_browser() {
             .select_by_value("2h")
             .await
             .unwrap();
-        c.find(Locator::Css("#acknowledge"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click_and_wait(&c, "#acknowledge").await;
         assert_eq!(text(&c, "#alert-status").await, "acknowledged");
         let ack = text(&c, "#alert-ack").await;
         assert!(
@@ -416,12 +440,7 @@ fn console_pages_in_a_real_browser() {
         c.goto(&format!("{base}/console/tasks/{task}"))
             .await
             .unwrap();
-        c.find(Locator::Css("#claim"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click_and_wait(&c, "#claim").await;
         assert!(text(&c, "#task-status").await.starts_with("claimed"));
         c.find(Locator::Css("#outcome"))
             .await
@@ -436,12 +455,7 @@ fn console_pages_in_a_real_browser() {
             .await
             .unwrap();
         screenshot(&c, "task").await;
-        c.find(Locator::Css("#complete"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click_and_wait(&c, "#complete").await;
         assert!(text(&c, "#task-status").await.starts_with("done"));
         assert_eq!(text(&c, "#task-outcome").await, "advice_given");
 
@@ -466,16 +480,74 @@ fn console_pages_in_a_real_browser() {
         screenshot(&c, "patient-phone").await;
         c.set_window_size(1280, 1000).await.unwrap();
 
+        // A care-team user sees its patients' devices and no quarantine.
+        c.goto(&format!("{base}/console/devices")).await.unwrap();
+        let page = c.source().await.unwrap();
+        assert!(page.contains("cuff-n") && !page.contains("cuff-s") && !page.contains("cuff-x"));
+        assert!(c.find(Locator::Css("#quarantine")).await.is_err());
         let cookie = c
             .get_named_cookie(gateway_cookie())
             .await
             .unwrap()
             .value()
             .to_string();
+
+        // The installer: the quarantined cuff, its raw payload, then
+        // assigned, which turns what it sent into readings.
+        // (The nurse's session stays valid on the server for the CSRF
+        // checks below; this browser forgets it.)
+        c.delete_all_cookies().await.unwrap();
+        sign_in(&c, &base, "installer", NURSE_PASSWORD).await;
+        c.goto(&format!("{base}/console/devices")).await.unwrap();
+        let reason = text(&c, "#quarantine tbody td:nth-of-type(4)").await;
+        assert_eq!(reason, "unknown_device");
+        click_and_wait(&c, "#quarantine tbody a").await;
+        let payload = text(&c, "pre.payload").await;
+        assert!(payload.contains("\"sys\":131"), "{payload}");
+        c.goto(&format!("{base}/console/devices")).await.unwrap();
+        screenshot(&c, "devices").await;
+        c.find(Locator::Css("#device_id"))
+            .await
+            .unwrap()
+            .send_keys("cuff-x")
+            .await
+            .unwrap();
+        c.find(Locator::Css("#patient_id"))
+            .await
+            .unwrap()
+            .send_keys("p-calm")
+            .await
+            .unwrap();
+        click_and_wait(&c, "#assign").await;
+        let notice = text(&c, "#notice").await;
+        assert!(
+            notice.contains("1 quarantined measurement(s) became readings"),
+            "{notice}"
+        );
+        assert!(
+            c.find(Locator::Css("#quarantine")).await.is_err()
+                || !c.source().await.unwrap().contains("unknown_device")
+        );
+        click_and_wait(&c, "header form button[type=submit]").await;
+        assert!(text(&c, "#notice").await.contains("You are signed out"));
+        c.goto(&format!("{base}/console/")).await.unwrap();
+        assert!(c
+            .current_url()
+            .await
+            .unwrap()
+            .path()
+            .ends_with("/console/signin"));
         c.close().await.unwrap();
         cookie
     });
 
+    assert_eq!(
+        gw.count(
+            "SELECT COUNT(*) FROM readings WHERE device_id = 'cuff-x' AND patient_id = 'p-calm'"
+        ),
+        3,
+        "systolic, diastolic and pulse of the re-processed cuff"
+    );
     // The acknowledgement is the API's: the same alert, by the user.
     let by: String = gw
         .db()
@@ -502,7 +574,7 @@ fn console_pages_in_a_real_browser() {
     );
     assert_eq!(page.header("x-frame-options"), Some("DENY"));
     assert_eq!(page.header("cache-control"), Some("no-store"));
-    assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
+    assert_eq!(page.header("referrer-policy"), Some("same-origin"));
     let south_task: String = gw
         .db()
         .query_row(

@@ -19,6 +19,7 @@
 //! audited as `user:NAME` like a token's. Sign-in failures lock a username
 //! out with exponential back-off ([`auth::Lockout`]).
 
+mod admin;
 pub mod auth;
 pub mod chart;
 pub mod config;
@@ -95,6 +96,11 @@ pub fn router(state: Arc<ApiState>) -> Router<Arc<ApiState>> {
         .route(
             "/console/quarantine/{id}/reprocess",
             post(devices::reprocess),
+        )
+        .route("/console/admin", get(admin::admin))
+        .route(
+            "/console/admin/webhooks/{endpoint_id}/redrive",
+            post(admin::redrive),
         )
         .route("/console/signout", post(pages::signout))
         .route("/console/{*rest}", get(pages::not_found))
@@ -340,4 +346,35 @@ async fn refused(
     let mut resp = pages::error_page(ApiError::Forbidden, None);
     *resp.status_mut() = StatusCode::FORBIDDEN;
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_well_formed_session_cookie_is_taken() {
+        let mut h = HeaderMap::new();
+        let id = "ab".repeat(32);
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("other=1; {COOKIE}={id}; x=y")).unwrap(),
+        );
+        assert_eq!(cookie(&h), Some(id));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("rpm_console=not-hex"),
+        );
+        assert_eq!(cookie(&h), None);
+        h.insert(header::COOKIE, HeaderValue::from_static("rpm_console_x=ab"));
+        assert_eq!(cookie(&h), None);
+        assert_eq!(cookie(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn the_stylesheet_is_served_under_its_hash() {
+        let p = style_path();
+        assert!(p.starts_with("/console/static/console-") && p.ends_with(".css"));
+        assert_eq!(p.len(), "/console/static/console-".len() + 12 + 4);
+    }
 }

@@ -42,6 +42,8 @@ pub struct Layout {
     pub csrf: String,
     /// Whether the user may act on alerts and tasks.
     pub can_write: bool,
+    /// Whether the user may read operational data (the admin page).
+    pub operator: bool,
 }
 
 impl Layout {
@@ -51,6 +53,12 @@ impl Layout {
             style: style_path(),
             user: signed.map(|s| s.user.username.clone()),
             csrf: signed.map(|s| s.csrf.clone()).unwrap_or_default(),
+            operator: signed.is_some_and(|s| {
+                matches!(
+                    s.user.role,
+                    crate::store::tokens::Role::Admin | crate::store::tokens::Role::ReadOnly
+                )
+            }),
             can_write: signed.is_some_and(|s| {
                 matches!(
                     s.user.role,
@@ -175,11 +183,23 @@ enum SigninOutcome {
 /// success starts a session and sets its cookie.
 pub async fn signin(
     State(st): State<Arc<ApiState>>,
+    client: Option<Extension<crate::api::limits::ClientAddr>>,
     headers: HeaderMap,
     Form(form): Form<SigninForm>,
 ) -> Response {
     if !super::same_origin(&st, &headers) {
         return error_page(ApiError::Forbidden, None);
+    }
+    // Failures count against the client address too, as the API's
+    // authentication failures do: many usernames tried from one address
+    // are slowed down as well.
+    let ip = client.map(|c| c.0 .0);
+    if let Some(wait) = ip.and_then(|ip| st.limits.blocked(ip)) {
+        st.metrics.api_rate_limited("client");
+        return error_page(
+            ApiError::TooManyRequests(crate::api::limits::retry_after(wait)),
+            None,
+        );
     }
     let username = form.username.trim().to_string();
     let password = form.password;
@@ -273,10 +293,15 @@ pub async fn signin(
                 .insert(header::SET_COOKIE, super::set_cookie(&st, Some(&secret)));
             resp
         }
-        Ok(SigninOutcome::Wrong) => page(
-            "Wrong username or password.".into(),
-            StatusCode::UNAUTHORIZED,
-        ),
+        Ok(SigninOutcome::Wrong) => {
+            if let Some(ip) = ip {
+                st.limits.failure(ip);
+            }
+            page(
+                "Wrong username or password.".into(),
+                StatusCode::UNAUTHORIZED,
+            )
+        }
         Ok(SigninOutcome::Locked { minutes }) => page(
             format!(
                 "Too many failed sign-ins for this username. Try again in {minutes} minute(s)."

@@ -237,8 +237,16 @@ fn status(m: &Message) -> u16 {
 fn console_pages_in_a_real_browser() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(dir.path());
+    // A webhook receiver that is never there: its deliveries fail.
+    let nobody = common::PortHold::any();
     let extra = format!(
-        "[[patients]]\nid = \"p-north\"\ncare_plans = [\"hypertension\"]\ncare_team = \"north\"\n\n[[patients]]\nid = \"p-calm\"\ncare_plans = [\"hypertension\"]\ncare_team = \"north\"\n\n[[patients]]\nid = \"p-south\"\ncare_plans = [\"hypertension\"]\ncare_team = \"south\"\n{}",
+        "[delivery]\npoll_interval = \"50ms\"\nallow_private_network = true\nmax_attempts = 1\n{}\n[[patients]]\nid = \"p-north\"\ncare_plans = [\"hypertension\"]\ncare_team = \"north\"\n\n[[patients]]\nid = \"p-calm\"\ncare_plans = [\"hypertension\"]\ncare_team = \"north\"\n\n[[patients]]\nid = \"p-south\"\ncare_plans = [\"hypertension\"]\ncare_team = \"south\"\n{}",
+        common::webhooks::webhook(
+            "dead-end",
+            &format!("http://127.0.0.1:{}/hook", nobody.port),
+            common::webhooks::SECRET,
+            "allow_private_network = true"
+        ),
         http::api_config("")
     );
     let mut gw = Gateway::new(
@@ -280,6 +288,7 @@ fn console_pages_in_a_real_browser() {
     wait_until("the crisis alerts and their tasks", T, || {
         gw.count("SELECT COUNT(*) FROM tasks WHERE patient_id IN ('p-north','p-south')") == 2
             && gw.quarantined("unknown_device") == 1
+            && gw.count("SELECT COUNT(*) FROM deliveries WHERE status IN ('failed', 'dead')") > 0
     });
     let north_alert: String = gw
         .db()
@@ -485,6 +494,12 @@ fn console_pages_in_a_real_browser() {
         let page = c.source().await.unwrap();
         assert!(page.contains("cuff-n") && !page.contains("cuff-s") && !page.contains("cuff-x"));
         assert!(c.find(Locator::Css("#quarantine")).await.is_err());
+        c.goto(&format!("{base}/console/admin")).await.unwrap();
+        assert_eq!(
+            text(&c, "main h1").await,
+            "403",
+            "the admin page is not a care team's"
+        );
         let cookie = c
             .get_named_cookie(gateway_cookie())
             .await
@@ -528,6 +543,27 @@ fn console_pages_in_a_real_browser() {
             c.find(Locator::Css("#quarantine")).await.is_err()
                 || !c.source().await.unwrap().contains("unknown_device")
         );
+        // The admin page: delivery health with re-drive, users, the audit log.
+        c.goto(&format!("{base}/console/admin")).await.unwrap();
+        let page = c.source().await.unwrap();
+        assert!(page.contains("dead-end") && page.contains("installer") && page.contains("nurse"));
+        let audit = text(&c, "#audit").await;
+        assert!(audit.contains("console.signin"), "{audit}");
+        screenshot(&c, "admin").await;
+        click_and_wait(&c, "#webhooks form button").await;
+        assert!(text(&c, "#notice")
+            .await
+            .contains("deliveries queued again"));
+        c.goto(&format!("{base}/console/admin?actor=user:nurse"))
+            .await
+            .unwrap();
+        let audit = text(&c, "#audit").await;
+        assert!(
+            audit.contains("POST /console/alerts/{alert_id}/acknowledge"),
+            "{audit}"
+        );
+        assert!(!audit.contains("user:installer"), "{audit}");
+
         click_and_wait(&c, "header form button[type=submit]").await;
         assert!(text(&c, "#notice").await.contains("You are signed out"));
         c.goto(&format!("{base}/console/")).await.unwrap();

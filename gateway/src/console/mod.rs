@@ -254,7 +254,12 @@ async fn session(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> R
                 tx.commit()?;
                 return Ok(Err(Some(why)));
             }
-            users::session_touch(s.conn(), &id_hash, now)?;
+            // Best effort: a store busy with a long write must not fail
+            // the page (the session then counts idle from its previous
+            // request, which errs on the safe side).
+            if let Err(e) = users::session_touch(s.conn(), &id_hash, now) {
+                tracing::warn!(error = %e, "console: session activity not recorded");
+            }
             Ok(Ok((sess, user)))
         })
         .await;

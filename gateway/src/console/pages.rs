@@ -574,9 +574,11 @@ async fn patient_view(
             let from = now - TimeDelta::days(days);
             // Latest values.
             let mut latest = Vec::new();
+            let mut units: BTreeMap<&'static str, String> = BTreeMap::new();
             for m in Metric::ALL {
                 if let Some(r) = crate::store::queries::latest_reading(conn, &patient_id, m.name())?
                 {
+                    units.insert(m.name(), r.unit.clone());
                     latest.push(LatestRow {
                         metric: m.display().to_string(),
                         value: num(r.value),
@@ -646,22 +648,23 @@ async fn patient_view(
             // Charts.
             let mut charts = Vec::new();
             for m in Metric::ALL {
-                let readings = crate::store::queries::readings_page(
+                // A metric never measured has no chart.
+                let Some(unit) = units.get(m.name()).cloned() else {
+                    continue;
+                };
+                let points: Vec<(DateTime<Utc>, f64)> = crate::store::queries::series(
                     conn,
-                    &crate::store::queries::ReadingPage {
-                        metric: Some(m.name().to_string()),
-                        since: Some(from.timestamp_millis()),
-                        until: Some(now.timestamp_millis() + 1),
-                        patient_id: Some(patient_id.clone()),
-                        limit: 200_000,
-                        ..Default::default()
-                    },
-                )?;
-                if readings.is_empty() {
+                    &patient_id,
+                    m.name(),
+                    from.timestamp_millis(),
+                    now.timestamp_millis() + 1,
+                )?
+                .into_iter()
+                .filter_map(|(t, v)| Some((DateTime::from_timestamp_millis(t)?, v)))
+                .collect();
+                if points.is_empty() {
                     continue;
                 }
-                let points: Vec<(DateTime<Utc>, f64)> =
-                    readings.iter().map(|r| (r.measured_at, r.value)).collect();
                 let marks: Vec<AlertAt> = alerts
                     .iter()
                     .filter(|a| rule_metric.get(&a.alert.rule_id) == Some(&m.name()))
@@ -680,14 +683,13 @@ async fn patient_view(
                     limits.get(m.name()).map(Vec::as_slice).unwrap_or(&[]),
                     &marks,
                 );
-                let unit = readings[0].unit.clone();
-                let rows = readings
+                let rows = points
                     .iter()
                     .rev()
                     .take(TABLE_ROWS)
-                    .map(|r| ValueRow {
-                        at: when(r.measured_at),
-                        value: num(r.value),
+                    .map(|(t, v)| ValueRow {
+                        at: when(*t),
+                        value: num(*v),
                     })
                     .collect();
                 charts.push(ChartView {
@@ -696,7 +698,7 @@ async fn patient_view(
                     unit,
                     chart,
                     rows,
-                    more: readings.len().saturating_sub(TABLE_ROWS),
+                    more: points.len().saturating_sub(TABLE_ROWS),
                 });
             }
             let devices = crate::store::registry::devices_page(

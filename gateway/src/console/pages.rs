@@ -528,10 +528,7 @@ pub async fn patient(
     axum::extract::Path(patient_id): axum::extract::Path<String>,
     Query(q): Query<PatientQuery>,
 ) -> Response {
-    let days = match q.days {
-        Some(d @ (7 | 30 | 90)) => d,
-        _ => 7,
-    };
+    let days = q.days.filter(|d| [7, 30, 90].contains(d)).unwrap_or(7);
     let notice = match q.notice.as_deref() {
         Some("care-time") => "Care time logged.".to_string(),
         _ => String::new(),

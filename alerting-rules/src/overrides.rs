@@ -100,6 +100,16 @@ impl Overrides {
     }
 }
 
+/// The limits `rule` uses for a patient with overrides `ov` (entries that
+/// cannot be applied fall back to the rule's defaults, as in evaluation):
+/// what a chart draws as the patient's limit lines.
+pub fn effective_limits(
+    rule: &Rule,
+    ov: Option<&RuleOverride>,
+) -> BTreeMap<String, EffectiveLimit> {
+    resolve(rule, ov).1
+}
+
 /// Effective parameter values of `rule` for a patient: canonical numbers
 /// for evaluation, the record for outcomes, and the entries that were
 /// skipped.

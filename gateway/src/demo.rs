@@ -48,6 +48,10 @@ pub struct DemoArgs {
     /// Keep the store in this directory instead of a temporary one.
     #[arg(long)]
     pub keep: Option<PathBuf>,
+    /// Do not wait at the end for the console to be looked at (the demo
+    /// waits for Enter only when run in a terminal).
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -114,6 +118,8 @@ struct Demo {
     receiver: Option<Running<Result<(), receiver::ReceiverError>>>,
     /// What the live view saw arrive.
     webhooks: Webhooks,
+    /// The console's address, once the API listens.
+    console: Option<String>,
 }
 
 /// Verified webhook deliveries seen by the live view.
@@ -140,6 +146,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     demo.start_live_view();
     demo.play_devices().await?;
     demo.settle().await;
+    demo.wait_for_browser().await;
     demo.stop().await?;
     demo.summary()
 }
@@ -173,6 +180,7 @@ impl Demo {
             webhook: None,
             received: None,
             receiver: None,
+            console: None,
             webhooks: Webhooks::default(),
         })
     }
@@ -264,6 +272,15 @@ impl Demo {
             }];
         }
 
+        // The web console, on a loopback port of the system's choosing,
+        // with a demo user whose password is made for this run.
+        let addr_file = self.store_path.with_file_name("api.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        config.api.enabled = true;
+        config.api.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        config.api.address_file = Some(addr_file.clone());
+        let password = demo_user(&self.store_path)?;
+
         println!("rpm-gateway demo");
         println!("  embedded MQTT broker  127.0.0.1:{}", self.port);
         if let Some((url, _)) = &self.webhook {
@@ -295,7 +312,39 @@ impl Demo {
         self.gateway = Some((stop_tx, gateway));
         // Let the gateway connect and subscribe before devices publish.
         tokio::time::sleep(Duration::from_millis(800)).await;
+        for _ in 0..50 {
+            if let Ok(a) = std::fs::read_to_string(&addr_file) {
+                if a.ends_with('\n') {
+                    self.console = Some(format!("http://{}/console/", a.trim()));
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if let Some(url) = &self.console {
+            println!("  web console           {url}");
+            println!("  console sign-in       user `{DEMO_USER}`, password `{password}` (made for this run)");
+            println!();
+        }
         Ok(())
+    }
+
+    /// In a terminal, keeps the gateway and its console up until Enter,
+    /// so the week can be looked at in a browser.
+    async fn wait_for_browser(&self) {
+        use std::io::IsTerminal;
+        let Some(url) = &self.console else { return };
+        if self.args.no_wait || !std::io::stdin().is_terminal() {
+            return;
+        }
+        println!();
+        println!("The week is in the console: {url}");
+        println!("Press Enter to stop the demo and see the summary.");
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+        })
+        .await;
     }
 
     fn start_live_view(&mut self) {
@@ -495,6 +544,32 @@ impl Demo {
         }
         Ok(())
     }
+}
+
+/// The console user the demo signs in with.
+const DEMO_USER: &str = "demo";
+
+/// Creates the demo's console user (admin: the demo patients have no care
+/// team) with a random password, or gives a kept store's one a new
+/// password; returns the password.
+fn demo_user(store_path: &std::path::Path) -> anyhow::Result<String> {
+    let store = Store::open(store_path)?;
+    let password = crate::console::auth::random_token()
+        .map_err(|e| anyhow::anyhow!("no system randomness: {e}"))?[..20]
+        .to_string();
+    let hash = crate::console::auth::hash_password(&password)?;
+    if crate::store::users::get(store.conn(), DEMO_USER)?.is_some() {
+        crate::store::users::set_password(store.conn(), DEMO_USER, &hash)?;
+    } else {
+        crate::store::users::create(
+            store.conn(),
+            DEMO_USER,
+            crate::store::tokens::Role::Admin,
+            &[],
+            &hash,
+        )?;
+    }
+    Ok(password)
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {

@@ -35,6 +35,7 @@ mod backoff;
 pub mod care;
 mod cli;
 mod config;
+mod console;
 mod delivery;
 #[cfg(feature = "embedded-broker")]
 mod demo;

@@ -20,28 +20,28 @@ use crate::store::alerts::{AlertPage, TeamAlert};
 /// An alert as the API shows it.
 #[derive(Debug, Serialize)]
 pub struct Alert {
-    alert_id: String,
-    patient_id: String,
-    care_team: Option<String>,
-    rule_id: String,
-    rule_version: i64,
-    pack: String,
-    severity: String,
-    status: String,
-    message: String,
-    limits: serde_json::Value,
-    evidence: serde_json::Value,
-    late: bool,
-    flapping: bool,
-    fired_at: DateTime<Utc>,
-    measured_at: Option<DateTime<Utc>>,
-    updated_at: DateTime<Utc>,
-    acknowledged_by: Option<String>,
-    acknowledged_at: Option<DateTime<Utc>>,
-    ack_note: Option<String>,
-    snooze_until: Option<DateTime<Utc>>,
-    resolved_at: Option<DateTime<Utc>>,
-    resolved_by: Option<String>,
+    pub alert_id: String,
+    pub patient_id: String,
+    pub care_team: Option<String>,
+    pub rule_id: String,
+    pub rule_version: i64,
+    pub pack: String,
+    pub severity: String,
+    pub status: String,
+    pub message: String,
+    pub limits: serde_json::Value,
+    pub evidence: serde_json::Value,
+    pub late: bool,
+    pub flapping: bool,
+    pub fired_at: DateTime<Utc>,
+    pub measured_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+    pub acknowledged_by: Option<String>,
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    pub ack_note: Option<String>,
+    pub snooze_until: Option<DateTime<Utc>>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub resolved_by: Option<String>,
 }
 
 impl From<TeamAlert> for Alert {
@@ -143,19 +143,19 @@ pub async fn list(
 /// action.
 #[derive(Debug, Serialize)]
 pub struct HistoryEntry {
-    at: DateTime<Utc>,
-    kind: String,
-    notified: bool,
-    actor: Option<String>,
-    detail: serde_json::Value,
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    pub notified: bool,
+    pub actor: Option<String>,
+    pub detail: serde_json::Value,
 }
 
 /// An alert with its history.
 #[derive(Debug, Serialize)]
 pub struct AlertDetail {
     #[serde(flatten)]
-    alert: Alert,
-    history: Vec<HistoryEntry>,
+    pub alert: Alert,
+    pub history: Vec<HistoryEntry>,
 }
 
 /// Reads one alert with its history, if this token may see it.
@@ -250,17 +250,15 @@ async fn act<F>(
     alert_id: String,
     action: &'static str,
     f: F,
-) -> Result<(AuditPatient, Json<AlertDetail>), ApiError>
+) -> Result<AlertDetail, ApiError>
 where
     F: FnOnce(&rusqlite::Transaction<'_>, &str, &str) -> Result<(), LifecycleError>
         + Send
         + 'static,
 {
-    let detail = st
-        .db
+    st.db
         .run(move |s| act_in(s, &p, &alert_id, action, f))
-        .await?;
-    Ok(audited(detail))
+        .await
 }
 
 fn act_in(
@@ -301,8 +299,23 @@ pub async fn acknowledge(
 ) -> Result<(AuditPatient, Json<AlertDetail>), ApiError> {
     p.require_clinical_write()?;
     let body: AckBody = super::problem::optional_json(&headers, &body)?;
-    check_note(&body.note)?;
-    let snooze = match &body.snooze {
+    let detail = acknowledge_as(&st, p, alert_id, body.note, body.snooze).await?;
+    Ok(audited(detail))
+}
+
+/// Acknowledges an alert as `p` (admin, care team of the patient), with a
+/// note and a snooze (`30m`, `2h`; at most 7 days): the API's and the
+/// console's one way to do it.
+pub async fn acknowledge_as(
+    st: &ApiState,
+    p: Principal,
+    alert_id: String,
+    note: Option<String>,
+    snooze: Option<String>,
+) -> Result<AlertDetail, ApiError> {
+    p.require_clinical_write()?;
+    check_note(&note)?;
+    let snooze = match snooze.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         None => None,
         Some(text) => {
             let d = humantime::parse_duration(text).map_err(|_| {
@@ -317,8 +330,8 @@ pub async fn acknowledge(
             )
         }
     };
-    act(&st, p, alert_id, "alert.acknowledge", move |tx, id, by| {
-        lifecycle::acknowledge_in(tx, id, by, body.note.as_deref(), snooze, Utc::now()).map(|_| ())
+    act(st, p, alert_id, "alert.acknowledge", move |tx, id, by| {
+        lifecycle::acknowledge_in(tx, id, by, note.as_deref(), snooze, Utc::now()).map(|_| ())
     })
     .await
 }
@@ -335,9 +348,22 @@ pub async fn resolve(
 ) -> Result<(AuditPatient, Json<AlertDetail>), ApiError> {
     p.require_clinical_write()?;
     let body: ResolveBody = super::problem::optional_json(&headers, &body)?;
-    check_note(&body.note)?;
-    act(&st, p, alert_id, "alert.resolve", move |tx, id, by| {
-        lifecycle::resolve_in(tx, id, by, body.note.as_deref(), Utc::now()).map(|_| ())
+    let detail = resolve_as(&st, p, alert_id, body.note).await?;
+    Ok(audited(detail))
+}
+
+/// Resolves an alert by hand as `p` (admin, care team of the patient):
+/// the API's and the console's one way to do it. 409 when already resolved.
+pub async fn resolve_as(
+    st: &ApiState,
+    p: Principal,
+    alert_id: String,
+    note: Option<String>,
+) -> Result<AlertDetail, ApiError> {
+    p.require_clinical_write()?;
+    check_note(&note)?;
+    act(st, p, alert_id, "alert.resolve", move |tx, id, by| {
+        lifecycle::resolve_in(tx, id, by, note.as_deref(), Utc::now()).map(|_| ())
     })
     .await
 }

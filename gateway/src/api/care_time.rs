@@ -54,15 +54,33 @@ pub async fn log(
                 .to_string(),
         ),
     };
-    let id = patient_id.clone();
-    let logged = st
-        .db
+    let logged = log_as(&st, p, patient_id.clone(), body, key).await?;
+    let status = if logged.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, AuditPatient(patient_id), Json(logged.entry)))
+}
+
+/// Logs care time on a patient as `p` (admin, the patient's care team):
+/// the API's and the console's one way to do it.
+pub async fn log_as(
+    st: &ApiState,
+    p: Principal,
+    patient_id: String,
+    body: NewEntry,
+    key: Option<String>,
+) -> Result<time_log::Logged, ApiError> {
+    p.require_clinical_write()?;
+    check_patient_id(&patient_id)?;
+    st.db
         .run(move |s| {
-            p.check_patient(s.conn(), &id, "patient")?;
+            p.check_patient(s.conn(), &patient_id, "patient")?;
             let tx = s.transaction()?;
             let logged = time_log::log(
                 &tx,
-                &id,
+                &patient_id,
                 &body,
                 key.as_deref(),
                 &p.token_id,
@@ -73,13 +91,7 @@ pub async fn log(
             tx.commit()?;
             Ok(logged)
         })
-        .await?;
-    let status = if logged.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, AuditPatient(patient_id), Json(logged.entry)))
+        .await
 }
 
 /// `GET /api/v1/patients/{patient_id}/care-time` parameters.

@@ -113,9 +113,9 @@ pub struct Register {
 /// `POST /api/v1/devices` result.
 #[derive(Debug, Serialize)]
 pub struct Registered {
-    device: Device,
+    pub device: Device,
     /// Quarantined input re-processed by the assignment, if one was made.
-    reprocessed: Option<Reprocessed>,
+    pub reprocessed: Option<Reprocessed>,
 }
 
 fn check_ids(device_id: &str, patient_id: Option<&str>) -> Result<(), ApiError> {
@@ -183,25 +183,34 @@ pub async fn assign(
     Path(device_id): Path<String>,
     Json(body): Json<Assign>,
 ) -> Result<(AuditPatient, Json<Registered>), ApiError> {
-    p.require_admin()?;
-    check_ids(&device_id, Some(&body.patient_id))?;
-    let pipeline = st.pipeline.clone();
     let patient = body.patient_id.clone();
-    let out = st
-        .db
+    let out = assign_as(&st, p, device_id, body.patient_id).await?;
+    Ok((AuditPatient(patient), Json(out)))
+}
+
+/// Assigns a device to a patient as `p` (admin), registering it if new,
+/// and re-processes its quarantined input in the same transaction: the
+/// API's and the console's one way to do it.
+pub async fn assign_as(
+    st: &ApiState,
+    p: Principal,
+    device_id: String,
+    patient_id: String,
+) -> Result<Registered, ApiError> {
+    p.require_admin()?;
+    check_ids(&device_id, Some(&patient_id))?;
+    let pipeline = st.pipeline.clone();
+    st.db
         .run(move |s| {
             refuse_hub_owned(s, &device_id)?;
-            let r = s.assign_device(&device_id, &body.patient_id, "api", |q| {
-                pipeline.reprocess(q)
-            })?;
+            let r = s.assign_device(&device_id, &patient_id, "api", |q| pipeline.reprocess(q))?;
             let device = s.device(&device_id)?.ok_or(ApiError::NotFound("device"))?;
             Ok(Registered {
                 device,
                 reprocessed: Some(r),
             })
         })
-        .await?;
-    Ok((AuditPatient(patient), Json(out)))
+        .await
 }
 
 /// `DELETE /api/v1/devices/{device_id}/patient` (admin): later readings of
@@ -211,9 +220,20 @@ pub async fn unassign(
     p: Principal,
     Path(device_id): Path<String>,
 ) -> Result<(Option<AuditPatient>, Json<Device>), ApiError> {
+    let (before, d) = unassign_as(&st, p, device_id).await?;
+    Ok((before.patient_id.map(AuditPatient), Json(d)))
+}
+
+/// Unassigns a device as `p` (admin): later readings of the device are
+/// quarantined until it is assigned again. Returns the device before and
+/// after.
+pub async fn unassign_as(
+    st: &ApiState,
+    p: Principal,
+    device_id: String,
+) -> Result<(Device, Device), ApiError> {
     p.require_admin()?;
-    let (before, d) = st
-        .db
+    st.db
         .run(move |s| {
             let before = s.device(&device_id)?.ok_or(ApiError::NotFound("device"))?;
             refuse_hub_owned(s, &device_id)?;
@@ -221,6 +241,5 @@ pub async fn unassign(
             let d = s.device(&device_id)?.ok_or(ApiError::NotFound("device"))?;
             Ok((before, d))
         })
-        .await?;
-    Ok((before.patient_id.map(AuditPatient), Json(d)))
+        .await
 }

@@ -90,6 +90,8 @@ pub struct ApiState {
     pub clock: crate::config::RulesClock,
     /// `[care]`: the care teams' time zones (the RPM report).
     pub care: Arc<crate::care::CareConfig>,
+    /// `[console]`: whether the web console is served, its sessions.
+    pub console: Arc<crate::console::ConsoleConfig>,
 }
 
 impl ApiState {
@@ -257,10 +259,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
     let guarded = guarded_routes()
         .router
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::guard));
-    public_routes()
-        .router
-        .merge(guarded)
-        .fallback(|| async { ApiError::NoRoute })
+    let mut app = public_routes().router.merge(guarded);
+    if state.console.enabled {
+        app = app.merge(crate::console::router(state.clone()));
+    }
+    app.fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.cfg.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), finish))
@@ -279,7 +282,9 @@ async fn finish(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Re
         resp = to_operation_outcome(resp).await;
     }
     let h = resp.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -385,6 +390,7 @@ pub async fn start(
         url_policy: config.delivery.url_policy(),
         clock: config.rules.clock,
         care: Arc::new(config.care.clone()),
+        console: Arc::new(config.console.clone()),
     });
     let listener = match listener {
         Some(l) => l,

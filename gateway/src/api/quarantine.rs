@@ -80,11 +80,32 @@ pub async fn list(
 #[derive(Debug, Serialize)]
 pub struct QuarantineDetail {
     #[serde(flatten)]
-    row: QuarantineRow,
+    pub row: QuarantineRow,
     /// The payload as text, when it is UTF-8.
-    payload_text: Option<String>,
+    pub payload_text: Option<String>,
     /// The payload as hex, when it is not.
-    payload_hex: Option<String>,
+    pub payload_hex: Option<String>,
+}
+
+/// One quarantined input with its payload (operator roles).
+pub fn load(
+    conn: &rusqlite::Connection,
+    p: &Principal,
+    id: i64,
+) -> Result<QuarantineDetail, ApiError> {
+    p.require_operator_read()?;
+    let Some((row, payload)) = queries::quarantine_with_payload(conn, id)? else {
+        return Err(ApiError::NotFound("quarantine entry"));
+    };
+    let (payload_text, payload_hex) = match String::from_utf8(payload) {
+        Ok(t) => (Some(t), None),
+        Err(e) => (None, Some(hex::encode(e.into_bytes()))),
+    };
+    Ok(QuarantineDetail {
+        row,
+        payload_text,
+        payload_hex,
+    })
 }
 
 /// `GET /api/v1/quarantine/{id}`.
@@ -94,22 +115,7 @@ pub async fn get(
     Path(id): Path<i64>,
 ) -> Result<Json<QuarantineDetail>, ApiError> {
     p.require_operator_read()?;
-    st.db
-        .run(move |s| {
-            let Some((row, payload)) = queries::quarantine_with_payload(s.conn(), id)? else {
-                return Err(ApiError::NotFound("quarantine entry"));
-            };
-            let (payload_text, payload_hex) = match String::from_utf8(payload) {
-                Ok(t) => (Some(t), None),
-                Err(e) => (None, Some(hex::encode(e.into_bytes()))),
-            };
-            Ok(Json(QuarantineDetail {
-                row,
-                payload_text,
-                payload_hex,
-            }))
-        })
-        .await
+    st.db.run(move |s| load(s.conn(), &p, id).map(Json)).await
 }
 
 /// `POST /api/v1/quarantine/{id}/reprocess` (admin): decodes the input
@@ -120,6 +126,16 @@ pub async fn reprocess(
     p: Principal,
     Path(id): Path<i64>,
 ) -> Result<Json<ReprocessResult>, ApiError> {
+    reprocess_as(&st, p, id).await.map(Json)
+}
+
+/// Re-processes a quarantined input as `p` (admin): the API's and the
+/// console's one way to do it. 409 when the entry is not open.
+pub async fn reprocess_as(
+    st: &ApiState,
+    p: Principal,
+    id: i64,
+) -> Result<ReprocessResult, ApiError> {
     p.require_admin()?;
     let pipeline = st.pipeline.clone();
     let result = st
@@ -131,6 +147,6 @@ pub async fn reprocess(
         Some(ReprocessResult::NotOpen { status }) => Err(ApiError::Conflict(format!(
             "quarantine entry is {status}, not open"
         ))),
-        Some(r) => Ok(Json(r)),
+        Some(r) => Ok(r),
     }
 }

@@ -88,7 +88,11 @@ pub async fn list(
 }
 
 /// One task with its history, if this token may see it.
-fn load(conn: &rusqlite::Connection, p: &Principal, task_id: &str) -> Result<TaskView, ApiError> {
+pub fn load(
+    conn: &rusqlite::Connection,
+    p: &Principal,
+    task_id: &str,
+) -> Result<TaskView, ApiError> {
     let t = tasks::get(conn, task_id)?.ok_or(ApiError::NotFound("task"))?;
     p.check_patient(conn, &t.patient_id, "task")?;
     Ok(care_tasks::view(conn, t, true)?)
@@ -135,23 +139,8 @@ pub async fn claim(
 ) -> Result<(AuditPatient, Json<TaskView>), ApiError> {
     p.require_clinical_write()?;
     let body: ClaimBody = super::problem::optional_json(&headers, &body)?;
-    if body
-        .assignee
-        .as_ref()
-        .is_some_and(|a| a.trim().is_empty() || a.len() > 200)
-    {
-        return Err(ApiError::BadRequest("assignee: 1 to 200 bytes".into()));
-    }
-    act(
-        &st,
-        p,
-        task_id,
-        "task.claim",
-        Change::Claim {
-            assignee: body.assignee,
-        },
-    )
-    .await
+    let view = claim_as(&st, p, task_id, body.assignee).await?;
+    Ok((AuditPatient(view.patient_id.clone()), Json(view)))
 }
 
 /// `POST /api/v1/tasks/{task_id}/release`: back to the team.
@@ -161,7 +150,8 @@ pub async fn release(
     Path(task_id): Path<String>,
 ) -> Result<(AuditPatient, Json<TaskView>), ApiError> {
     p.require_clinical_write()?;
-    act(&st, p, task_id, "task.release", Change::Release).await
+    let view = act(&st, p, task_id, "task.release", Change::Release).await?;
+    Ok((AuditPatient(view.patient_id.clone()), Json(view)))
 }
 
 /// `POST /api/v1/tasks/{task_id}/complete`: done, with an outcome.
@@ -172,24 +162,52 @@ pub async fn complete(
     Json(body): Json<CompleteBody>,
 ) -> Result<(AuditPatient, Json<TaskView>), ApiError> {
     p.require_clinical_write()?;
-    let outcome: TaskOutcome = body
-        .outcome
+    let view = complete_as(&st, p, task_id, &body.outcome, body.note).await?;
+    Ok((AuditPatient(view.patient_id.clone()), Json(view)))
+}
+
+/// Completes a task as `p` with an outcome (see [`TaskOutcome`]) and a
+/// note: the API's and the console's one way to do it.
+pub async fn complete_as(
+    st: &Arc<ApiState>,
+    p: Principal,
+    task_id: String,
+    outcome: &str,
+    note: Option<String>,
+) -> Result<TaskView, ApiError> {
+    p.require_clinical_write()?;
+    let outcome: TaskOutcome = outcome
         .parse()
         .map_err(|e: String| ApiError::BadRequest(format!("outcome: {e}")))?;
-    if body.note.as_ref().is_some_and(|n| n.len() > 4000) {
+    if note.as_ref().is_some_and(|n| n.len() > 4000) {
         return Err(ApiError::BadRequest("note: at most 4000 bytes".into()));
     }
     act(
-        &st,
+        st,
         p,
         task_id,
         "task.complete",
-        Change::Complete {
-            outcome,
-            note: body.note,
-        },
+        Change::Complete { outcome, note },
     )
     .await
+}
+
+/// Claims a task as `p` (for `assignee`, default `p`): the API's and the
+/// console's one way to do it. 409 when someone else holds it.
+pub async fn claim_as(
+    st: &Arc<ApiState>,
+    p: Principal,
+    task_id: String,
+    assignee: Option<String>,
+) -> Result<TaskView, ApiError> {
+    p.require_clinical_write()?;
+    if assignee
+        .as_ref()
+        .is_some_and(|a| a.trim().is_empty() || a.len() > 200)
+    {
+        return Err(ApiError::BadRequest("assignee: 1 to 200 bytes".into()));
+    }
+    act(st, p, task_id, "task.claim", Change::Claim { assignee }).await
 }
 
 /// Who acted, as recorded on the task: the token's name and id.
@@ -203,10 +221,9 @@ async fn act(
     task_id: String,
     action: &'static str,
     change: Change,
-) -> Result<(AuditPatient, Json<TaskView>), ApiError> {
+) -> Result<TaskView, ApiError> {
     let state = st.clone();
-    let view = st
-        .db
+    st.db
         .run(move |s| {
             let before = load(s.conn(), &p, &task_id)?;
             let now = state.now(s.conn())?;
@@ -227,8 +244,7 @@ async fn act(
             tx.commit()?;
             load(s.conn(), &p, &task_id)
         })
-        .await?;
-    Ok((AuditPatient(view.patient_id.clone()), Json(view)))
+        .await
 }
 
 fn task_error(e: TaskError) -> ApiError {

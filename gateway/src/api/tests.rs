@@ -96,6 +96,7 @@ fn api() -> Api {
         },
         clock: config.rules.clock,
         care: Arc::new(config.care.clone()),
+        console: Arc::new(config.console.clone()),
     });
     Api {
         _dir: dir,

@@ -27,7 +27,7 @@ fn endpoint(conn: &rusqlite::Connection, id: &str) -> Result<Endpoint, ApiError>
         .ok_or(ApiError::NotFound("webhook endpoint"))
 }
 
-fn endpoint_error(e: EndpointError) -> ApiError {
+pub fn endpoint_error(e: EndpointError) -> ApiError {
     match e {
         EndpointError::NotFound(_) => ApiError::NotFound("webhook endpoint"),
         EndpointError::Exists(_) => ApiError::Conflict(e.to_string()),
@@ -353,12 +353,24 @@ pub async fn redrive_endpoint(
     p: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<Redriven>, ApiError> {
+    redrive_endpoint_as(&st, p, id)
+        .await
+        .map(|n| Json(Redriven { redriven: n }))
+}
+
+/// Gives every dead or failed delivery of an endpoint a fresh retry round,
+/// as `p` (admin): the API's and the console's one way to do it. Returns
+/// how many.
+pub async fn redrive_endpoint_as(
+    st: &ApiState,
+    p: Principal,
+    id: String,
+) -> Result<usize, ApiError> {
     p.require_admin()?;
     st.db
         .run(move |s| {
             endpoint(s.conn(), &id)?;
-            let n = endpoints::redrive(s.conn(), Redrive::Endpoint(&id)).map_err(endpoint_error)?;
-            Ok(Json(Redriven { redriven: n }))
+            endpoints::redrive(s.conn(), Redrive::Endpoint(&id)).map_err(endpoint_error)
         })
         .await
 }

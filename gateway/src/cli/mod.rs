@@ -16,6 +16,7 @@ mod rules;
 mod store;
 mod tasks;
 mod tokens;
+mod users;
 mod webhooks;
 mod worklist;
 
@@ -58,6 +59,9 @@ pub enum Command {
     /// API tokens (bearer credentials of the HTTP API).
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
+    /// Web console users: add, list, disable, set a password.
+    #[command(subcommand)]
+    Users(users::UsersCommand),
     /// Rule sets: validate a directory, replay readings offline, what-if on the store.
     #[command(subcommand)]
     Rules(rules::RulesCommand),
@@ -200,6 +204,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tokens(cmd) => {
             let store = runtime::open_store(&config)?;
             tokens::run(&store, cmd)?;
+        }
+        Command::Users(cmd) => {
+            let store = runtime::open_store(&config)?;
+            users::run(&store, cmd)?;
         }
         Command::Rules(cmd) => return rules::rules_on_store(&config, cmd),
         Command::Patients(cmd) => return rules::patients_cmd(&config, cmd),

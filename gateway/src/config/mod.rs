@@ -78,6 +78,9 @@ pub struct Config {
     /// The program hub's watch on the home boxes that push to it.
     #[serde(default)]
     pub upstream_intake: crate::forward::boxes::IntakeConfig,
+    /// The web console (served by the API's listener).
+    #[serde(default)]
+    pub console: crate::console::ConsoleConfig,
 }
 
 /// `[[devices]]`
@@ -232,6 +235,7 @@ impl Config {
         crate::forward::config::validate(&self.forward, &self.retention, &mut err);
         crate::forward::boxes::validate(&self.upstream_intake, &mut err);
         crate::care::config::validate(&self.care, &mut err);
+        crate::console::config::validate(&self.console, &mut err);
         if let Some(b) = &self.sources.ble {
             crate::sources::ble::config::validate(b, self.ble_profiles(), &mut err);
         }

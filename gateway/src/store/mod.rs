@@ -31,6 +31,7 @@ pub mod share;
 pub mod stats;
 pub mod tasks;
 pub mod tokens;
+pub mod users;
 pub mod webhooks;
 pub mod worklist;
 pub mod writer;

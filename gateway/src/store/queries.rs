@@ -290,6 +290,27 @@ pub struct ReadingPage {
     pub limit: usize,
 }
 
+/// A patient's values of one metric measured in `[from, to)` (ms), in
+/// time order, as (measured at ms, value): what a chart draws, without the
+/// rest of each reading.
+pub fn series(
+    conn: &Connection,
+    patient_id: &str,
+    metric: &str,
+    from: i64,
+    to: i64,
+) -> Result<Vec<(i64, f64)>, StoreError> {
+    let mut q = conn.prepare_cached(
+        "SELECT measured_at, value FROM readings
+         WHERE patient_id = ?1 AND metric = ?2 AND measured_at >= ?3 AND measured_at < ?4
+         ORDER BY measured_at, seq",
+    )?;
+    let rows = q.query_map(rusqlite::params![patient_id, metric, from, to], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// The page of readings `q` selects.
 pub fn readings_page(conn: &Connection, q: &ReadingPage) -> Result<Vec<StoredReading>, StoreError> {
     let mut f = super::listing::Filter::default();

@@ -483,6 +483,40 @@ CREATE TABLE risk_days (
 "#,
     ),
     (
+        12,
+        r#"
+-- console: people who sign in to the web console (see console/). The
+-- password is an Argon2id PHC string; role and care teams mean what they
+-- mean for API tokens. A user is disabled, never deleted (the audit log
+-- names them).
+CREATE TABLE console_users (
+    username            TEXT PRIMARY KEY,
+    password_hash       TEXT NOT NULL,                    -- Argon2id PHC string
+    role                TEXT NOT NULL,                    -- admin | read_only | care_team
+    care_teams          TEXT NOT NULL DEFAULT '[]',       -- JSON array (role care_team)
+    created_at          INTEGER NOT NULL,
+    disabled_at         INTEGER
+);
+-- Signed-in browsers. The cookie holds 256 random bits; only their SHA-256
+-- is stored. `csrf` is the token every form of the session carries.
+CREATE TABLE console_sessions (
+    id_hash             TEXT PRIMARY KEY,
+    username            TEXT NOT NULL,
+    created_at          INTEGER NOT NULL,
+    last_seen           INTEGER NOT NULL,
+    csrf                TEXT NOT NULL
+);
+CREATE INDEX console_sessions_user ON console_sessions(username);
+-- Failed sign-ins per username (known or not), for the lock-out back-off;
+-- cleared by a successful sign-in.
+CREATE TABLE console_login_failures (
+    username            TEXT PRIMARY KEY,
+    failures            INTEGER NOT NULL,
+    last_failure_at     INTEGER NOT NULL
+);
+"#,
+    ),
+    (
         13,
         r#"
 -- the program hub: one row per home box (its ingest token's name), kept

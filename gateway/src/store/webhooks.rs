@@ -264,6 +264,19 @@ pub struct DeliveryQuery<'a> {
     pub limit: usize,
 }
 
+/// Deliveries per endpoint and status: (endpoint id, status, count), the
+/// delivery health an operator looks at first. A pending delivery that
+/// has failed before counts as `retrying`.
+pub fn delivery_counts(conn: &Connection) -> Result<Vec<(String, String, i64)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT endpoint_id, CASE WHEN status = 'pending' AND attempts > 0 THEN 'retrying' ELSE status END AS s,
+                COUNT(*)
+         FROM deliveries GROUP BY endpoint_id, s",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Deliveries, newest first.
 pub fn deliveries(
     conn: &Connection,

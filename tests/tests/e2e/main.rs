@@ -17,6 +17,7 @@ mod care_report;
 mod care_tasks;
 mod care_worklist;
 mod cli;
+mod console;
 mod influx_forward;
 mod lean_build;
 mod mqtt_ingest;

@@ -3,6 +3,10 @@
 //! re-processes the device's quarantined input, as the API and the CLI
 //! do), the quarantine with reasons and raw payloads, and re-processing.
 //!
+//! On a program hub, the home boxes that push to it (last contact, backlog,
+//! clock offset, Bluetooth adapter, silent) are listed too: a silent box is
+//! the installer's to visit, not the care team's patient to call.
+//!
 //! Scoped like the API: a care-team user sees its patients' devices only
 //! and no quarantine (raw payloads are operator data); changes are the
 //! admin's.
@@ -20,6 +24,7 @@ use super::Signed;
 use crate::api::audit::AuditPatient;
 use crate::api::auth::Principal;
 use crate::api::ApiState;
+use crate::store::boxes::BoxRow;
 use crate::store::queries::{QuarantinePage, QuarantineRow};
 use crate::store::registry::{DevicePage, ReprocessResult};
 
@@ -45,11 +50,40 @@ struct QuarantineItem {
     count: i64,
 }
 
+struct BoxItem {
+    box_id: String,
+    last_contact: String,
+    backlog: String,
+    clock_offset: String,
+    ble: String,
+    version: String,
+    silent: bool,
+}
+
+impl From<BoxRow> for BoxItem {
+    fn from(b: BoxRow) -> Self {
+        let dash = || "—".to_string();
+        BoxItem {
+            last_contact: when(b.last_contact_at),
+            backlog: b.backlog.map(|n| n.to_string()).unwrap_or_else(dash),
+            clock_offset: b
+                .clock_offset_ms
+                .map(|ms| format!("{:+.1} s", ms as f64 / 1000.0))
+                .unwrap_or_else(dash),
+            ble: b.ble_state.unwrap_or_else(dash),
+            version: b.version.unwrap_or_else(dash),
+            silent: b.silent,
+            box_id: b.box_id,
+        }
+    }
+}
+
 #[derive(Template)]
 #[template(path = "console/devices.html")]
 struct DevicesPage {
     layout: Layout,
     devices: Vec<DeviceRow>,
+    boxes: Vec<BoxItem>,
     quarantine: Vec<QuarantineItem>,
     operator: bool,
     admin: bool,
@@ -79,6 +113,7 @@ pub async fn devices(
         let scope = p.scope_json();
         st.db
             .run(move |s| {
+                let boxes = crate::store::boxes::list(s.conn(), scope.as_deref())?;
                 let devices = crate::store::registry::devices_page(
                     s.conn(),
                     &DevicePage {
@@ -99,12 +134,12 @@ pub async fn devices(
                 } else {
                     Vec::new()
                 };
-                Ok((devices, quarantine))
+                Ok((devices, boxes, quarantine))
             })
             .await
     }
     .await;
-    let (devices, quarantine) = match loaded {
+    let (devices, boxes, quarantine) = match loaded {
         Ok(x) => x,
         Err(e) => return error_page(e, Some(&signed)),
     };
@@ -131,6 +166,7 @@ pub async fn devices(
                 device_id: d.device_id,
             })
             .collect(),
+        boxes: boxes.into_iter().map(BoxItem::from).collect(),
         quarantine: quarantine
             .into_iter()
             .map(|r| QuarantineItem {

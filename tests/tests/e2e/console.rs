@@ -17,7 +17,7 @@ use crate::common;
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use common::api_client as http;
-use common::http::{read_message, Message};
+use common::console::{add_user, raw, status};
 use common::{wait_until, Gateway, Mosquitto};
 use fantoccini::{Client, ClientBuilder, Locator};
 use std::io::{BufReader, Write};
@@ -37,43 +37,6 @@ fn bp(broker: &Mosquitto, device: &str, at: DateTime<Utc>, sys: u32, dia: u32) {
             at.to_rfc3339_opts(SecondsFormat::Secs, true)
         )
         .as_bytes(),
-    );
-}
-
-/// `rpm-gateway users add` with the password on standard input.
-fn add_user(gw: &Gateway, name: &str, role: &str, teams: &[&str], password: &str) {
-    let mut args = vec![
-        "--config".to_string(),
-        gw.config.display().to_string(),
-        "users".into(),
-        "add".into(),
-        name.into(),
-        "--role".into(),
-        role.into(),
-        "--password-stdin".into(),
-    ];
-    for t in teams {
-        args.push("--team".into());
-        args.push((*t).into());
-    }
-    let mut child = Command::new(common::BIN)
-        .args(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
 }
 
@@ -206,31 +169,6 @@ async fn sign_in(c: &Client, base: &str, user: &str, password: &str) {
         .await
         .unwrap();
     click_and_wait(c, "main form button[type=submit]").await;
-}
-
-/// One request on a fresh connection with extra headers.
-fn raw(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Message {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body.as_bytes()).unwrap();
-    read_message(&mut BufReader::new(s), true).unwrap().unwrap()
-}
-
-fn status(m: &Message) -> u16 {
-    m.start
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
 }
 
 #[test]

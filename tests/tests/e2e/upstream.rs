@@ -504,6 +504,18 @@ fn an_assignment_at_the_hub_takes_effect_at_the_box_and_box_health_is_kept() {
     assert!(out.status.success());
     let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(line["box_id"], "box-1");
+    // The installer's page of the hub's console lists the box.
+    common::console::add_user(&hubgw, "installer", "admin", &[], "installer password 1");
+    let port = hubgw.api_port();
+    let session = common::console::sign_in(port, "installer", "installer password 1");
+    let page = common::console::raw(port, "GET", "/console/devices", &[("Cookie", &session)], "");
+    assert_eq!(common::console::status(&page), 200);
+    let html = String::from_utf8_lossy(&page.body);
+    assert!(
+        html.contains("Home boxes") && html.contains("box-1"),
+        "{html}"
+    );
+    assert!(html.contains("in contact"), "{html}");
 
     // The box goes quiet: box.silent once; it returns: box.back once.
     assert_eq!(outbox(&hubgw, "box.silent"), 0);

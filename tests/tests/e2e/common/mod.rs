@@ -24,6 +24,7 @@
 
 pub mod api_client;
 pub mod ble;
+pub mod console;
 pub mod http;
 pub mod influx;
 pub mod victoria;

@@ -20,8 +20,6 @@ use common::api_client as http;
 use common::console::{add_user, raw, status};
 use common::{wait_until, Gateway, Mosquitto};
 use fantoccini::{Client, ClientBuilder, Locator};
-use std::io::{BufReader, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

@@ -81,6 +81,9 @@ pub struct ApiState {
     pub mqtt_configured: bool,
     /// Whether a BLE source is configured (readiness).
     pub ble_configured: bool,
+    /// The BLE source's adapter (`hci0` when unset), for the console's
+    /// scan and pairing.
+    pub ble_adapter: Option<String>,
     /// The rule set care plans and overrides are checked against.
     pub rules: Option<Arc<alerting_rules::RuleSet>>,
     /// Webhook URLs allowed (`delivery.allow_http`, `delivery.allow_private_network`).
@@ -386,6 +389,7 @@ pub async fn start(
         limits: Arc::new(limits::Limits::new(&cfg)),
         mqtt_configured: config.sources.mqtt.is_some(),
         ble_configured: config.sources.ble.as_ref().is_some_and(|b| b.enabled),
+        ble_adapter: config.sources.ble.as_ref().and_then(|b| b.adapter.clone()),
         rules,
         url_policy: config.delivery.url_policy(),
         clock: config.rules.clock,

@@ -86,6 +86,7 @@ fn api() -> Api {
         limits: Arc::new(Limits::new(&cfg)),
         mqtt_configured: false,
         ble_configured: false,
+        ble_adapter: None,
         rules: Some(Arc::new(
             crate::rules::load_rule_set(None).expect("bundled rules"),
         )),

@@ -84,6 +84,8 @@ struct DevicesPage {
     layout: Layout,
     devices: Vec<DeviceRow>,
     boxes: Vec<BoxItem>,
+    /// Link the Bluetooth page (the BLE source is on, an operator role).
+    ble: bool,
     quarantine: Vec<QuarantineItem>,
     operator: bool,
     admin: bool,
@@ -167,6 +169,7 @@ pub async fn devices(
             })
             .collect(),
         boxes: boxes.into_iter().map(BoxItem::from).collect(),
+        ble: operator && st.ble_configured,
         quarantine: quarantine
             .into_iter()
             .map(|r| QuarantineItem {

@@ -21,6 +21,7 @@
 
 mod admin;
 pub mod auth;
+mod ble;
 pub mod chart;
 pub mod config;
 mod devices;
@@ -97,6 +98,9 @@ pub fn router(state: Arc<ApiState>) -> Router<Arc<ApiState>> {
             "/console/quarantine/{id}/reprocess",
             post(devices::reprocess),
         )
+        .route("/console/ble", get(ble::page))
+        .route("/console/ble/scan", post(ble::scan))
+        .route("/console/ble/pair", post(ble::pair))
         .route("/console/admin", get(admin::admin))
         .route(
             "/console/admin/webhooks/{endpoint_id}/redrive",

@@ -684,3 +684,113 @@ fn a_cuffs_memory_dump_on_connect_raises_no_missing_data_alert() {
     emu.send(&format!("disconnect {CUFF}"));
     assert!(g.stop().success());
 }
+
+/// The installer does the same from the console's Bluetooth page: a scan
+/// lists the cuff (registered), pairing without the passkey is refused with
+/// the reason on the page, with it the cuff is bonded and assigned, and its
+/// readings arrive. A care-team user may not scan; a form without its CSRF
+/// token changes nothing.
+#[test]
+fn the_console_scans_and_pairs_a_bonded_cuff() {
+    use common::console::{add_user, raw, sign_in, status};
+    const OMRON: &str = "AA:00:00:00:00:24";
+    let dir = tempfile::tempdir().unwrap();
+    let with_api = format!("{BLE}\n[api]\nenabled = true\n{}\n", common::API_LISTEN);
+    let (_mqtt, mut emu, mut g) = field(
+        dir.path(),
+        &[],
+        &[&format!("bp,{OMRON},2,bond=passkey:123456")],
+        &[(OMRON, "p1")],
+        &with_api,
+    );
+    let port = g.api_port();
+    add_user(&g, "installer", "admin", &[], "installer password 1");
+    add_user(
+        &g,
+        "nurse",
+        "care_team",
+        &["north"],
+        "north nurse password 1",
+    );
+    let admin = sign_in(port, "installer", "installer password 1");
+    let nurse = sign_in(port, "nurse", "north nurse password 1");
+    // The form's CSRF token, from the page itself.
+    let page = raw(port, "GET", "/console/ble", &[("Cookie", &admin)], "");
+    assert_eq!(status(&page), 200);
+    let html = String::from_utf8_lossy(&page.body).to_string();
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_string();
+
+    let r = raw(port, "GET", "/console/ble", &[("Cookie", &nurse)], "");
+    assert_eq!(status(&r), 403);
+    let r = raw(
+        port,
+        "POST",
+        "/console/ble/pair",
+        &[("Cookie", &admin)],
+        &format!("address={OMRON}&passkey=123456"),
+    );
+    assert_eq!(status(&r), 403, "no CSRF token");
+
+    emu.wait_for(&format!("AUTH-REQUIRED {OMRON}"), 1);
+    let r = raw(
+        port,
+        "POST",
+        "/console/ble/scan",
+        &[("Cookie", &admin)],
+        &format!("csrf={csrf}&seconds=1"),
+    );
+    let html = String::from_utf8_lossy(&r.body).to_string();
+    assert_eq!(status(&r), 200, "{html}");
+    assert!(
+        html.contains(OMRON) && html.contains("0x1810") && html.contains("registered"),
+        "{html}"
+    );
+
+    emu.send(&format!("pairing-mode {OMRON} on"));
+    let r = raw(
+        port,
+        "POST",
+        "/console/ble/pair",
+        &[("Cookie", &admin)],
+        &format!("csrf={csrf}&address={OMRON}&passkey=&patient_id=p1"),
+    );
+    let html = String::from_utf8_lossy(&r.body).to_string();
+    assert_eq!(status(&r), 422, "{html}");
+    assert!(html.contains("asks for a passkey"), "{html}");
+    let r = raw(
+        port,
+        "POST",
+        "/console/ble/pair",
+        &[("Cookie", &admin)],
+        &format!("csrf={csrf}&address={OMRON}&passkey=123456&patient_id=p1"),
+    );
+    let html = String::from_utf8_lossy(&r.body).to_string();
+    assert_eq!(status(&r), 200, "{html}");
+    assert!(
+        html.contains("Paired and trusted") && html.contains("assigned to p1"),
+        "{html}"
+    );
+    emu.wait_for(&format!("PAIRED {OMRON}"), 1);
+    wait_until("the bonded cuff's readings", T, || {
+        count(&g, "systolic", OMRON) == 2
+    });
+    assert_eq!(
+        g.count(&format!(
+            "SELECT COUNT(*) FROM devices WHERE device_id = '{OMRON}' AND bonded = 1 AND model = 'HEM-7361T' AND patient_id = 'p1'"
+        )),
+        1
+    );
+    wait_until(
+        "the scan, both pairings and the refused form audited",
+        T,
+        || {
+            g.count("SELECT COUNT(*) FROM audit_log WHERE actor = 'user:installer' AND action LIKE 'POST /console/ble/%'") == 4
+        },
+    );
+    assert!(g.stop().success());
+}

@@ -78,6 +78,9 @@ pub struct Config {
     /// The program hub's watch on the home boxes that push to it.
     #[serde(default)]
     pub upstream_intake: crate::forward::boxes::IntakeConfig,
+    /// Vendor clouds that push to `/api/v1/integrations/NAME`.
+    #[serde(default)]
+    pub integrations: crate::api::integrations::config::IntegrationsConfig,
 }
 
 /// `[[devices]]`
@@ -166,6 +169,7 @@ impl Config {
                 *ca = base.join(&*ca);
             }
         }
+        crate::api::integrations::config::resolve_paths(&mut config.integrations, base);
         for w in &mut config.webhooks {
             if let Some(f) = w.secret_file.as_mut() {
                 if f.is_relative() {
@@ -232,6 +236,11 @@ impl Config {
         crate::forward::config::validate(&self.forward, &self.retention, &mut err);
         crate::forward::boxes::validate(&self.upstream_intake, &mut err);
         crate::care::config::validate(&self.care, &mut err);
+        crate::api::integrations::config::validate(
+            &self.integrations,
+            self.profile_set().ok().as_ref(),
+            &mut err,
+        );
         if let Some(b) = &self.sources.ble {
             crate::sources::ble::config::validate(b, self.ble_profiles(), &mut err);
         }

@@ -27,4 +27,5 @@ mod scenario_ble;
 mod scenarios_e2e;
 mod store_encryption;
 mod upstream;
+mod vendor_clouds;
 mod webhooks;

@@ -43,6 +43,7 @@ const PUSH_ACTION: &str = "POST /api/v1/integrations/{name}";
 #[derive(Default)]
 pub struct Integrations {
     by_name: BTreeMap<String, Integration>,
+    cfg: IntegrationsConfig,
 }
 
 impl Integrations {
@@ -52,7 +53,10 @@ impl Integrations {
         for (name, c) in cfg {
             by_name.insert(name.clone(), Integration::new(name, c)?);
         }
-        Ok(Integrations { by_name })
+        Ok(Integrations {
+            by_name,
+            cfg: cfg.clone(),
+        })
     }
 }
 
@@ -297,39 +301,47 @@ fn split_batch(body: &[u8]) -> Vec<Vec<u8>> {
 /// One integration as listed.
 #[derive(Debug, Serialize)]
 pub struct IntegrationView {
-    name: String,
-    profile: String,
-    auth: config::AuthKind,
-    devices: usize,
+    /// `[integrations.NAME]`.
+    pub name: String,
+    /// Profile its pushes are decoded with.
+    pub profile: String,
+    /// How the vendor authenticates.
+    pub auth: config::AuthKind,
+    /// Devices it may push for.
+    pub devices: usize,
     /// `ok`, `stale` (no accepted push for `stale_after`) or `never` (none yet).
-    state: &'static str,
+    pub state: &'static str,
+    /// Silence after which it is stale.
     #[serde(with = "humantime_serde")]
-    stale_after: std::time::Duration,
-    last_delivery_at: Option<chrono::DateTime<chrono::Utc>>,
-    last_refused_at: Option<chrono::DateTime<chrono::Utc>>,
-    last_refusal: Option<String>,
-    days: Vec<health::Day>,
+    pub stale_after: std::time::Duration,
+    /// Last accepted push.
+    pub last_delivery_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Last refused push.
+    pub last_refused_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Reason code of the last refusal.
+    pub last_refusal: Option<String>,
+    /// Counts of the most recent days with traffic, newest first.
+    pub days: Vec<health::Day>,
 }
 
 /// The health of every integration, from the store (`now` decides staleness).
 pub fn views(
     conn: &rusqlite::Connection,
-    integrations: &Integrations,
+    integrations: &IntegrationsConfig,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<IntegrationView>, crate::store::StoreError> {
     let time = |ms: Option<i64>| ms.and_then(chrono::DateTime::from_timestamp_millis);
     integrations
-        .by_name
-        .values()
-        .map(|i| {
-            let h = health::health(conn, &i.name, 14)?;
+        .iter()
+        .map(|(name, i)| {
+            let h = health::health(conn, name, 14)?;
             let state = match time(h.last_delivery_at) {
                 None => "never",
                 Some(t) if (now - t).to_std().unwrap_or_default() > i.stale_after => "stale",
                 Some(_) => "ok",
             };
             Ok(IntegrationView {
-                name: i.name.clone(),
+                name: name.clone(),
                 profile: i.profile.clone(),
                 auth: i.auth,
                 devices: i.devices.len(),
@@ -353,7 +365,7 @@ pub async fn list(
     let st2 = st.clone();
     let views = st
         .db
-        .run(move |s| Ok(views(s.conn(), &st2.integrations, chrono::Utc::now())?))
+        .run(move |s| Ok(views(s.conn(), &st2.integrations.cfg, chrono::Utc::now())?))
         .await?;
     Ok(Json(views))
 }

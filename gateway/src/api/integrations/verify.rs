@@ -9,7 +9,6 @@ use axum::http::{header, HeaderMap};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use std::fmt;
-use std::time::Duration;
 
 use super::config::{AuthKind, IntegrationConfig};
 
@@ -31,8 +30,6 @@ pub struct Integration {
     pub devices: Vec<String>,
     /// How the vendor authenticates.
     pub auth: AuthKind,
-    /// Silence after which the link is stale.
-    pub stale_after: Duration,
     username: Option<String>,
     header: Option<String>,
     secret: String,
@@ -60,7 +57,6 @@ impl Integration {
             profile: c.profile.clone(),
             devices: c.devices.clone(),
             auth: c.auth,
-            stale_after: c.stale_after,
             username: c.username.clone(),
             header: c.header_name(),
             secret,

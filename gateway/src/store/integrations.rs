@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
+use super::outbox::{self, Event, EventType, OperationalData, EVENT_SCHEMA};
 use super::StoreError;
 
 /// What became of one push.
@@ -126,6 +127,107 @@ pub fn health(conn: &Connection, name: &str, days: usize) -> Result<Health, Stor
     })
 }
 
+/// Last accepted push of `name` (Unix ms).
+pub fn last_delivery(conn: &Connection, name: &str) -> Result<Option<i64>, StoreError> {
+    Ok(conn.query_row(
+        "SELECT MAX(last_delivery_at) FROM integration_days WHERE name = ?1",
+        [name],
+        |r| r.get(0),
+    )?)
+}
+
+fn t(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// What [`watch`] did for one integration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Nothing to say.
+    None,
+    /// `integration.stale` written.
+    Stale,
+    /// `integration.back` written.
+    Back,
+}
+
+/// Looks at `name` at `now` (ms), in one transaction: an integration that
+/// delivered once but not for `stale_after_ms` raises `integration.stale`
+/// once; a stale one that delivered since raises `integration.back` once.
+/// One that never delivered is not stale (it is being set up).
+pub fn watch(
+    tx: &rusqlite::Transaction<'_>,
+    name: &str,
+    stale_after_ms: i64,
+    now: i64,
+) -> Result<Change, StoreError> {
+    let Some(last) = last_delivery(tx, name)? else {
+        return Ok(Change::None);
+    };
+    let (stale, since, events): (bool, Option<i64>, i64) = tx
+        .query_row(
+            "SELECT stale, stale_since, events FROM integration_state WHERE name = ?1",
+            [name],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?
+        .unwrap_or((false, None, 0));
+    let n = events + 1;
+    let (kind, stale_now, message, detail, severity) =
+        if !stale && now.saturating_sub(last) > stale_after_ms {
+            (
+                EventType::IntegrationStale,
+                true,
+                format!(
+                    "integration {name} has delivered nothing for more than {} s",
+                    stale_after_ms / 1000
+                ),
+                serde_json::json!({
+                    "integration": name,
+                    "last_delivery_at": outbox::rfc3339(t(last)),
+                    "stale_after_seconds": stale_after_ms / 1000,
+                }),
+                "warning",
+            )
+        } else if stale && since.is_some_and(|s| last > s) {
+            (
+                EventType::IntegrationBack,
+                false,
+                format!("integration {name} delivers again"),
+                serde_json::json!({
+                    "integration": name,
+                    "stale_since": since.map(|s| outbox::rfc3339(t(s))),
+                    "delivered_at": outbox::rfc3339(t(last)),
+                }),
+                "info",
+            )
+        } else {
+            return Ok(Change::None);
+        };
+    tx.execute(
+        "INSERT INTO integration_state (name, stale, stale_since, events) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (name) DO UPDATE SET stale = ?2, stale_since = ?3, events = ?4",
+        params![name, stale_now, stale_now.then_some(last), n],
+    )?;
+    let event = Event {
+        schema: EVENT_SCHEMA.into(),
+        id: outbox::event_id(&[kind.name(), name, &n.to_string()]),
+        event_type: kind,
+        timestamp: t(now),
+        data: OperationalData {
+            endpoint_id: None,
+            message,
+            detail,
+        },
+    };
+    outbox::enqueue(tx, &event, None, None, Some(severity))?;
+    Ok(if stale_now {
+        Change::Stale
+    } else {
+        Change::Back
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +271,46 @@ mod tests {
             }
         );
         assert!(health(c, "nobody", 7).unwrap().days.is_empty());
+    }
+
+    #[test]
+    fn stale_once_and_back_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = crate::store::Store::open(&dir.path().join("s.db")).unwrap();
+        let hour = 3_600_000;
+        let at = |ms: i64| DateTime::from_timestamp_millis(ms).unwrap();
+        let ok = Push::Delivered {
+            measurements: 1,
+            quarantined: 0,
+        };
+        let mut look = |store: &mut crate::store::Store, now: i64| {
+            let tx = store.transaction().unwrap();
+            let c = watch(&tx, "telli", 24 * hour, now).unwrap();
+            tx.commit().unwrap();
+            c
+        };
+        let t0 = 1_790_000_000_000;
+        assert_eq!(
+            look(&mut store, t0),
+            Change::None,
+            "never delivered: not stale"
+        );
+        record(store.conn(), "telli", at(t0), ok).unwrap();
+        assert_eq!(look(&mut store, t0 + 23 * hour), Change::None);
+        assert_eq!(look(&mut store, t0 + 25 * hour), Change::Stale);
+        assert_eq!(look(&mut store, t0 + 26 * hour), Change::None, "once");
+        record(store.conn(), "telli", at(t0 + 27 * hour), ok).unwrap();
+        assert_eq!(look(&mut store, t0 + 27 * hour + 1), Change::Back);
+        assert_eq!(look(&mut store, t0 + 28 * hour), Change::None);
+        assert_eq!(look(&mut store, t0 + 52 * hour), Change::Stale, "again");
+        let n: i64 = store
+            .conn()
+            .query_row(
+                "SELECT COUNT(*) FROM outbox WHERE event_type LIKE 'integration.%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 3);
     }
 }

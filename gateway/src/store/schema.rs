@@ -558,6 +558,13 @@ CREATE TABLE integration_days (
     last_refusal        TEXT,                             -- reason code of the last refusal
     PRIMARY KEY (name, day)
 );
+-- an integration raised stale (integration.stale written, integration.back not yet).
+CREATE TABLE integration_state (
+    name                TEXT PRIMARY KEY,
+    stale               INTEGER NOT NULL DEFAULT 0,
+    stale_since         INTEGER,                          -- its last delivery when raised
+    events              INTEGER NOT NULL DEFAULT 0        -- events written (their ids)
+);
 "#,
     ),
 ];

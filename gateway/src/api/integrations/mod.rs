@@ -14,6 +14,7 @@
 
 pub mod config;
 mod verify;
+pub mod watch;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;

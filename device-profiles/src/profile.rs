@@ -91,6 +91,8 @@ pub enum DeviceIdFrom {
 }
 
 /// Payload format with its mapping.
+// A profile is loaded once and held for the process: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Format {
     /// SenML JSON (RFC 8428); the `[senml]` table is optional.
@@ -840,11 +842,8 @@ mod vendor_cloud_tests {
         assert_eq!(m.device_id.as_deref(), Some("HWI-1001"));
         let r = m.measurements[0].as_ref().unwrap();
         assert_eq!(r.time, Some(utc("2026-01-31T12:42:10Z")));
-        let got: Vec<(Metric, RawValue)> = r
-            .components
-            .iter()
-            .map(|c| (c.metric, c.value.clone()))
-            .collect();
+        let got: Vec<(Metric, RawValue)> =
+            r.components.iter().map(|c| (c.metric, c.value)).collect();
         assert_eq!(
             got,
             vec![

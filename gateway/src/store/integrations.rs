@@ -283,7 +283,7 @@ mod tests {
             measurements: 1,
             quarantined: 0,
         };
-        let mut look = |store: &mut crate::store::Store, now: i64| {
+        let look = |store: &mut crate::store::Store, now: i64| {
             let tx = store.transaction().unwrap();
             let c = watch(&tx, "telli", 24 * hour, now).unwrap();
             tx.commit().unwrap();

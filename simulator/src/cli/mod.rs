@@ -23,6 +23,8 @@ pub struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Decode a device's payload (or GATT bytes) with the gateway's own

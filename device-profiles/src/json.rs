@@ -144,6 +144,10 @@ pub struct AnnotationMap {
     pub name: String,
     /// Field to copy.
     pub path: FieldPath,
+    /// The field is a flag written as 0/1 (or a boolean): copied as
+    /// `true`/`false`, the way other profiles' flags read.
+    #[serde(default)]
+    pub flag: bool,
 }
 
 /// A parsed field path.
@@ -497,7 +501,21 @@ impl JsonMapping {
         }
         for a in &self.annotations {
             if let Some(v) = a.path.get(r).filter(|v| !v.is_null()) {
-                m.annotations.insert(a.name.clone(), annotation_text(v));
+                let text = match (a.flag, v) {
+                    (true, Value::Bool(b)) => b.to_string(),
+                    (true, Value::Number(n)) if n.as_f64() == Some(0.0) => "false".into(),
+                    (true, Value::Number(n)) if n.as_f64() == Some(1.0) => "true".into(),
+                    (true, other) => {
+                        return Err(format!(
+                            "`{}` ({}) must be 0, 1 or a boolean, found {}",
+                            a.path,
+                            a.name,
+                            kind(other)
+                        ))
+                    }
+                    (false, v) => annotation_text(v),
+                };
+                m.annotations.insert(a.name.clone(), text);
             }
         }
         Ok(m)

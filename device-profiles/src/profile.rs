@@ -914,7 +914,7 @@ mod vendor_cloud_tests {
         assert_eq!(r.time, Some(utc("2026-01-31T07:42:10Z")));
         assert_eq!(r.components.len(), 3);
         assert_eq!(r.components[2].metric, Metric::PulseRate);
-        assert_eq!(r.annotations["irregular_pulse"], "1");
+        assert_eq!(r.annotations["irregular_pulse"], "true");
         let w = decode(
             "telli",
             r#"{"deviceId":"TL-88002","readingType":"weight","time":"1769845330000","data":{"weight":176.4,"unit":"lbs"}}"#,

@@ -4,6 +4,12 @@
 //! When `records` names an array, each element is one measurement and the
 //! `time`, `sequence`, `values` and `annotations` paths are relative to the
 //! element; `device_id` is always read from the document root.
+//!
+//! Vendor clouds send one shape for every kind of measurement and say which
+//! kind it is in a field (Tenovi's `metric`, Telli's `readingType`): `select`
+//! names that field and a value mapping's `when` the kind it applies to, so
+//! such a format stays data rather than code. A record of a kind no mapping
+//! names is refused (quarantined with the reason), never guessed at.
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use serde::Deserialize;
@@ -28,8 +34,18 @@ pub struct JsonMapping {
     /// How the time is written.
     #[serde(default)]
     pub time_format: TimeFormat,
+    /// Path of the field giving the device's UTC offset in hours (Tenovi's
+    /// `timezone_offset`): a `local` time without an offset is placed with it.
+    pub time_offset: Option<FieldPath>,
     /// Path of the device's record sequence number.
     pub sequence: Option<FieldPath>,
+    /// Path of the field that says which kind of measurement a record is;
+    /// value mappings with `when` apply only to records of that kind.
+    pub select: Option<FieldPath>,
+    /// Values may be written as numeric strings (`"120"`), as some vendor
+    /// clouds do.
+    #[serde(default)]
+    pub numeric_strings: bool,
     /// Values: at least one.
     pub values: Vec<ValueMap>,
     /// Annotations (qualifiers) copied from fields.
@@ -64,6 +80,8 @@ pub struct ValueMap {
     pub unit: UnitSource,
     /// A missing field is not an error (the record simply lacks that value).
     pub optional: bool,
+    /// Applies only to records whose `select` field has this value.
+    pub when: Option<String>,
 }
 
 /// Where a value's unit comes from.
@@ -86,6 +104,7 @@ struct RawValueMap {
     unit_path: Option<FieldPath>,
     #[serde(default)]
     optional: bool,
+    when: Option<String>,
 }
 
 impl TryFrom<RawValueMap> for ValueMap {
@@ -112,6 +131,7 @@ impl TryFrom<RawValueMap> for ValueMap {
             path: r.path,
             unit,
             optional: r.optional,
+            when: r.when,
         })
     }
 }
@@ -124,6 +144,10 @@ pub struct AnnotationMap {
     pub name: String,
     /// Field to copy.
     pub path: FieldPath,
+    /// The field is a flag written as 0/1 (or a boolean): copied as
+    /// `true`/`false`, the way other profiles' flags read.
+    #[serde(default)]
+    pub flag: bool,
 }
 
 /// A parsed field path.
@@ -337,6 +361,16 @@ fn annotation_text(v: &Value) -> String {
 }
 
 impl JsonMapping {
+    /// The device id of a payload that parses, whatever its records hold.
+    pub fn device_id_of(&self, payload: &[u8]) -> Option<String> {
+        let doc = parse_payload(payload).ok()?;
+        match self.device_id.as_ref()?.get(&doc)? {
+            Value::String(s) if !s.is_empty() => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
     /// Decodes one payload into measurements.
     pub fn decode(
         &self,
@@ -391,8 +425,9 @@ impl JsonMapping {
             match p.get(r) {
                 None | Some(Value::Null) => {}
                 Some(v) => {
-                    m.time =
-                        Some(parse_time(v, self.time_format).map_err(|e| format!("`{p}`: {e}"))?)
+                    let time =
+                        parse_time(v, self.time_format).map_err(|e| format!("`{p}`: {e}"))?;
+                    m.time = Some(self.place(time, r)?);
                 }
             }
         }
@@ -409,14 +444,41 @@ impl JsonMapping {
                 }
             }
         }
+        let kind_of_record = match &self.select {
+            None => None,
+            Some(p) => match p.get(r) {
+                Some(Value::String(s)) => Some(s.as_str()),
+                Some(other) => {
+                    return Err(format!("`{p}` must be a string, found {}", kind(other)))
+                }
+                None => return Err(format!("`{p}` (kind of measurement) is missing")),
+            },
+        };
+        if let (Some(k), Some(p)) = (kind_of_record, &self.select) {
+            if !self.values.iter().any(|m| m.when.as_deref() == Some(k)) {
+                let shown: String = k.chars().take(64).collect();
+                return Err(format!(
+                    "`{p}` = `{shown}` is not a kind of measurement this profile reads"
+                ));
+            }
+        }
         for map in &self.values {
+            if map.when.is_some() && map.when.as_deref() != kind_of_record {
+                continue;
+            }
             let Some(v) = map.path.get(r).filter(|v| !v.is_null()) else {
                 if map.optional {
                     continue;
                 }
                 return Err(format!("`{}` ({}) is missing", map.path, map.metric));
             };
-            let value = raw_value(v).map_err(|e| format!("`{}`: {e}", map.path))?;
+            let value = match v {
+                Value::String(s) if self.numeric_strings => match s.trim().parse::<f64>() {
+                    Ok(n) if n.is_finite() => RawValue::Number(n),
+                    _ => raw_value(v).map_err(|e| format!("`{}`: {e}", map.path))?,
+                },
+                _ => raw_value(v).map_err(|e| format!("`{}`: {e}", map.path))?,
+            };
             let unit = match &map.unit {
                 UnitSource::Fixed(u) => Some(u.clone()),
                 UnitSource::Implied => None,
@@ -439,23 +501,101 @@ impl JsonMapping {
         }
         for a in &self.annotations {
             if let Some(v) = a.path.get(r).filter(|v| !v.is_null()) {
-                m.annotations.insert(a.name.clone(), annotation_text(v));
+                let text = match (a.flag, v) {
+                    (true, Value::Bool(b)) => b.to_string(),
+                    (true, Value::Number(n)) if n.as_f64() == Some(0.0) => "false".into(),
+                    (true, Value::Number(n)) if n.as_f64() == Some(1.0) => "true".into(),
+                    (true, other) => {
+                        return Err(format!(
+                            "`{}` ({}) must be 0, 1 or a boolean, found {}",
+                            a.path,
+                            a.name,
+                            kind(other)
+                        ))
+                    }
+                    (false, v) => annotation_text(v),
+                };
+                m.annotations.insert(a.name.clone(), text);
             }
         }
         Ok(m)
     }
+
+    /// Places a device-local time with the record's `time_offset` (hours
+    /// east of UTC), when the profile names one and the record has it.
+    fn place(&self, time: DeviceTime, r: &Value) -> Result<DeviceTime, String> {
+        let (DeviceTime::Local(local), Some(p)) = (&time, &self.time_offset) else {
+            return Ok(time);
+        };
+        let hours = match p.get(r) {
+            None | Some(Value::Null) => return Ok(time),
+            Some(Value::Number(n)) => n.as_f64(),
+            Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+            Some(other) => {
+                return Err(format!(
+                    "`{p}` (UTC offset) must be a number of hours, found {}",
+                    kind(other)
+                ))
+            }
+        }
+        .filter(|h| h.is_finite() && h.abs() <= 14.0)
+        .ok_or_else(|| format!("`{p}` (UTC offset) must be hours between -14 and 14"))?;
+        let secs = (hours * 3600.0).round() as i32;
+        let offset = chrono::FixedOffset::east_opt(secs)
+            .ok_or_else(|| format!("`{p}` (UTC offset) out of range"))?;
+        offset
+            .from_local_datetime(local)
+            .single()
+            .map(|t| DeviceTime::Utc(t.with_timezone(&Utc)))
+            .ok_or_else(|| format!("`{p}`: the local time does not exist at that offset"))
+    }
+}
+
+/// A number written as a string (`"1767225600000"`), as some vendor clouds
+/// send epoch times.
+fn numeric_string(s: &str) -> Option<serde_json::Number> {
+    let t = s.trim();
+    if t.is_empty()
+        || !t
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
+    {
+        return None;
+    }
+    t.parse::<i64>()
+        .map(serde_json::Number::from)
+        .ok()
+        .or_else(|| t.parse::<f64>().ok().and_then(serde_json::Number::from_f64))
 }
 
 /// Parses a time field.
 pub fn parse_time(v: &Value, format: TimeFormat) -> Result<DeviceTime, String> {
     let out_of_range = || "time out of range".to_string();
+    // Epoch times sent as strings of digits read as the numbers they are.
+    let converted;
+    let v = match (format, v) {
+        (TimeFormat::UnixS | TimeFormat::UnixMs, Value::String(s)) => match numeric_string(s) {
+            Some(n) => {
+                converted = Value::Number(n);
+                &converted
+            }
+            None => v,
+        },
+        _ => v,
+    };
     match (format, v) {
         (TimeFormat::Rfc3339, Value::String(s)) => DateTime::parse_from_rfc3339(s)
             .map(|t| DeviceTime::Utc(t.with_timezone(&Utc)))
             .map_err(|e| format!("not an RFC 3339 time with offset: {e}")),
+        // A local time that does state its offset is not ambiguous.
+        (TimeFormat::Local, Value::String(s)) if DateTime::parse_from_rfc3339(s).is_ok() => {
+            DateTime::parse_from_rfc3339(s)
+                .map(|t| DeviceTime::Utc(t.with_timezone(&Utc)))
+                .map_err(|e| e.to_string())
+        }
         (TimeFormat::Local, Value::String(s)) => {
-            NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S")
-                .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S"))
+            NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+                .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f"))
                 .map(DeviceTime::Local)
                 .map_err(|e| format!("not a local time YYYY-MM-DDTHH:MM:SS: {e}"))
         }

@@ -91,6 +91,8 @@ pub enum DeviceIdFrom {
 }
 
 /// Payload format with its mapping.
+// A profile is loaded once and held for the process: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Format {
     /// SenML JSON (RFC 8428); the `[senml]` table is optional.
@@ -246,7 +248,13 @@ impl Profile {
             }
             DeviceIdFrom::Payload => measurements
                 .iter()
-                .find_map(|m| m.as_ref().ok().and_then(|m| m.device_id.clone())),
+                .find_map(|m| m.as_ref().ok().and_then(|m| m.device_id.clone()))
+                .or_else(|| match &self.format {
+                    // Every record refused: the device still said who it is,
+                    // so its refusals are filed under it.
+                    Format::Json(json) => json.device_id_of(payload),
+                    _ => None,
+                }),
         };
         if device_id.is_none() {
             return Err(Reject::SchemaMismatch {
@@ -315,6 +323,15 @@ impl Profile {
                 "topic",
                 "device_id_from = \"topic\" (the default) needs a `{device_id}` level in the topic",
             ));
+        }
+        if let Format::Json(json) = &format {
+            if json.select.is_none() && json.values.iter().any(|v| v.when.is_some()) {
+                return Err(err(
+                    "json",
+                    "json.select",
+                    "a value's `when` needs `json.select` (the field naming the kind of measurement)",
+                ));
+            }
         }
         if let (DeviceIdFrom::Payload, Format::Json(json)) = (raw.device_id_from, &format) {
             if json.device_id.is_none() {
@@ -740,6 +757,8 @@ pub fn bundled() -> ProfileSet {
             "acme-scale.toml",
             include_str!("../profiles/acme-scale.toml"),
         ),
+        ("tenovi.toml", include_str!("../profiles/tenovi.toml")),
+        ("telli.toml", include_str!("../profiles/telli.toml")),
         (
             "senml-generic.toml",
             include_str!("../profiles/senml-generic.toml"),
@@ -792,5 +811,132 @@ mod locate_tests {
         assert_eq!(at("webhooks[0].url").map(|p| p.0), Some(6));
         assert_eq!(at("nothing.here"), None);
         assert_eq!(line_col("aé\nb", 3), (1, 3));
+    }
+}
+
+/// The cellular vendor clouds' push formats, on vectors written from their
+/// published field lists.
+#[cfg(test)]
+mod vendor_cloud_tests {
+    use crate::decoded::{DeviceTime, RawValue};
+    use crate::metric::Metric;
+
+    fn decode(profile: &str, payload: &str) -> super::DecodedMessage {
+        super::bundled()
+            .by_name(profile)
+            .unwrap()
+            .decode(&format!("vendor/{profile}/http"), payload.as_bytes())
+            .unwrap()
+    }
+
+    fn utc(text: &str) -> DeviceTime {
+        DeviceTime::Utc(chrono::DateTime::parse_from_rfc3339(text).unwrap().into())
+    }
+
+    #[test]
+    fn tenovi_blood_pressure_with_offset_and_hub() {
+        let m = decode(
+            "tenovi",
+            r#"{"metric":"blood_pressure","device_name":"Tenovi BPM","hwi_device_id":"HWI-1001","patient_id":"p-17","hardware_uuid":"GW-7F3A","sensor_code":"BPM-L","value_1":"132","value_2":84,"created":"2026-01-31T12:42:15Z","timestamp":"2026-01-31T07:42:10","timezone_offset":-5,"estimated_timestamp":false}"#,
+        );
+        assert_eq!(m.device_id.as_deref(), Some("HWI-1001"));
+        let r = m.measurements[0].as_ref().unwrap();
+        assert_eq!(r.time, Some(utc("2026-01-31T12:42:10Z")));
+        let got: Vec<(Metric, RawValue)> =
+            r.components.iter().map(|c| (c.metric, c.value)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (Metric::Systolic, RawValue::Number(132.0)),
+                (Metric::Diastolic, RawValue::Number(84.0))
+            ]
+        );
+        assert_eq!(r.annotations["vendor_hub"], "GW-7F3A");
+        assert_eq!(r.annotations["time_estimated"], "false");
+    }
+
+    #[test]
+    fn tenovi_other_metrics_and_refusals() {
+        let one = |metric: &str, v1: &str, v2: &str| {
+            decode(
+                "tenovi",
+                &format!(r#"{{"metric":"{metric}","hwi_device_id":"HWI-9","hardware_uuid":"GW-1","value_1":{v1},"value_2":{v2},"timestamp":"2026-01-31T07:42:10Z","timezone_offset":-5}}"#),
+            )
+            .measurements
+            .remove(0)
+        };
+        let w = one("weight", "176.4", "null").unwrap();
+        assert_eq!(w.components[0].metric, Metric::BodyWeight);
+        assert_eq!(w.components[0].unit.as_deref(), Some("lb"));
+        // A time with its own offset is taken as it is.
+        assert_eq!(w.time, Some(utc("2026-01-31T07:42:10Z")));
+        let g = one("glucose", "\"104\"", "null").unwrap();
+        assert_eq!(g.components[0].metric, Metric::BloodGlucose);
+        let o = one("spO2", "97", "66").unwrap();
+        assert_eq!(o.components.len(), 2);
+        assert_eq!(o.components[0].metric, Metric::Spo2);
+        let p = one("pulse", "71", "null").unwrap();
+        assert_eq!(p.components[0].metric, Metric::PulseRate);
+        // Unknown kinds and missing or non-numeric values are refused.
+        assert_eq!(
+            one("peak_flow", "300", "null").unwrap_err().code(),
+            "schema_mismatch"
+        );
+        assert_eq!(
+            one("blood_pressure", "120", "null").unwrap_err().code(),
+            "schema_mismatch"
+        );
+        assert_eq!(
+            one("weight", "\"heavy\"", "null").unwrap_err().code(),
+            "schema_mismatch"
+        );
+        // Without the device id the message is refused whole (the hub id never stands in).
+        let set = super::bundled();
+        let e = set
+            .by_name("tenovi")
+            .unwrap()
+            .decode(
+                "vendor/tenovi/http",
+                br#"{"metric":"pulse","hardware_uuid":"GW-1","value_1":70,"timestamp":"2026-01-31T07:42:10Z"}"#,
+            )
+            .unwrap_err();
+        assert_eq!(e.code(), "schema_mismatch");
+    }
+
+    #[test]
+    fn telli_readings() {
+        let m = decode(
+            "telli",
+            r#"{"deviceId":"TL-88001","readingType":"blood_pressure","time":"1769845330000","data":{"systolic":128,"diastolic":79,"pulse":66,"arrhythmia":1}}"#,
+        );
+        assert_eq!(m.device_id.as_deref(), Some("TL-88001"));
+        let r = m.measurements[0].as_ref().unwrap();
+        assert_eq!(r.time, Some(utc("2026-01-31T07:42:10Z")));
+        assert_eq!(r.components.len(), 3);
+        assert_eq!(r.components[2].metric, Metric::PulseRate);
+        assert_eq!(r.annotations["irregular_pulse"], "true");
+        let w = decode(
+            "telli",
+            r#"{"deviceId":"TL-88002","readingType":"weight","time":"1769845330000","data":{"weight":176.4,"unit":"lbs"}}"#,
+        );
+        let w = w.measurements[0].as_ref().unwrap();
+        assert_eq!(w.components[0].unit.as_deref(), Some("lbs"));
+        let bad = decode(
+            "telli",
+            r#"{"deviceId":"TL-88002","readingType":"ecg","time":"1769845330000","data":{}}"#,
+        );
+        assert!(bad.measurements[0].is_err());
+        let bad_time = decode(
+            "telli",
+            r#"{"deviceId":"TL-88002","readingType":"weight","time":"yesterday","data":{"weight":80,"unit":"kg"}}"#,
+        );
+        assert!(bad_time.measurements[0].is_err());
+    }
+
+    #[test]
+    fn when_needs_select() {
+        let text = "name = \"x\"\ntopic = \"a/{device_id}\"\nformat = \"json\"\n[json]\n[[json.values]]\nmetric = \"spo2\"\npath = \"s\"\nwhen = \"o\"\n";
+        let e = super::Profile::from_toml(text, std::path::Path::new("x.toml")).unwrap_err();
+        assert_eq!(e.field, "json.select", "{e}");
     }
 }

@@ -213,6 +213,20 @@ pub async fn run(
         }
         false => None,
     };
+    // Vendor-cloud integrations that fall silent (integration.stale).
+    let integration_watch = match config.api.enabled && !config.integrations.is_empty() {
+        true => {
+            let mut w = crate::api::integrations::watch::IntegrationWatch::open(
+                &config.store.path,
+                config.integrations.clone(),
+            )?;
+            if let Some(d) = &dispatcher {
+                w = w.with_delivery_waker(d.waker());
+            }
+            Some(w)
+        }
+        false => None,
+    };
     tracing::info!(
         store = %config.store.path.display(),
         profiles = pipeline.decoder.profiles().len(),
@@ -337,6 +351,13 @@ pub async fn run(
             crate::forward::boxes::run(w, stopped()),
         )
     });
+    let integration_watch = integration_watch.map(|w| {
+        supervised(
+            "integration watch",
+            &ended_tx,
+            crate::api::integrations::watch::run(w, stopped()),
+        )
+    });
     let risk_task = risk.map(|s| {
         supervised(
             "risk stage",
@@ -385,6 +406,9 @@ pub async fn run(
         let _ = t.await;
     }
     if let Some(t) = box_watch {
+        let _ = t.await;
+    }
+    if let Some(t) = integration_watch {
         let _ = t.await;
     }
     for t in downstream {

@@ -182,7 +182,7 @@ pub async fn push(
     ))
 }
 
-fn describe(item: &Item, outcome: &Outcome) -> MeasurementOutcome {
+pub(super) fn describe(item: &Item, outcome: &Outcome) -> MeasurementOutcome {
     let (index, reading_ids, refusal) = match item {
         Item::Reading { index, group, .. } => (
             Some(*index),

@@ -23,6 +23,7 @@ pub mod fhir;
 pub mod fhir_tasks;
 pub mod health;
 pub mod ingest;
+pub mod integrations;
 pub mod limits;
 pub mod listener;
 pub mod page;
@@ -95,6 +96,8 @@ pub struct ApiState {
     pub care: Arc<crate::care::CareConfig>,
     /// `[console]`: whether the web console is served, its sessions.
     pub console: Arc<crate::console::ConsoleConfig>,
+    /// `[integrations]`: vendor clouds, with their secrets.
+    pub integrations: Arc<integrations::Integrations>,
 }
 
 impl ApiState {
@@ -184,6 +187,7 @@ fn public_routes() -> Routes {
         GET    "/healthz"                                      => health::healthz,
         GET    "/readyz"                                       => health::readyz,
         GET    "/metrics"                                      => health::metrics,
+        POST   "/api/v1/integrations/{name}"                   => integrations::push,
     }
 }
 
@@ -196,6 +200,7 @@ fn guarded_routes() -> Routes {
         POST   "/api/v1/upstream/readings"                     => upstream::push,
         POST   "/api/v1/upstream/quarantine"                   => upstream::quarantine,
         GET    "/api/v1/upstream/share"                        => upstream::share,
+        GET    "/api/v1/integrations"                          => integrations::list,
         GET    "/api/v1/boxes"                                 => boxes::list,
         GET    "/api/v1/quarantine"                            => quarantine::list,
         GET    "/api/v1/quarantine/{id}"                       => quarantine::get,
@@ -338,6 +343,9 @@ pub enum ApiStartError {
     /// The store could not be opened.
     #[error("api: {0}")]
     Store(#[from] StoreError),
+    /// An integration's secret cannot be read.
+    #[error("api: {0}")]
+    Integration(#[from] integrations::IntegrationError),
     /// `api.address_file` could not be written.
     #[error("api: cannot write the address file {}: {source}", path.display())]
     AddressFile {
@@ -395,6 +403,7 @@ pub async fn start(
         clock: config.rules.clock,
         care: Arc::new(config.care.clone()),
         console: Arc::new(config.console.clone()),
+        integrations: Arc::new(integrations::Integrations::load(&config.integrations)?),
     });
     let listener = match listener {
         Some(l) => l,

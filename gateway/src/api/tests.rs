@@ -98,6 +98,10 @@ fn api() -> Api {
         clock: config.rules.clock,
         care: Arc::new(config.care.clone()),
         console: Arc::new(config.console.clone()),
+        integrations: Arc::new(
+            crate::api::integrations::Integrations::load(&config.integrations)
+                .expect("integrations"),
+        ),
     });
     Api {
         _dir: dir,

@@ -8,6 +8,7 @@ mod boxes;
 mod care_time;
 mod devices;
 mod forward;
+mod integrations;
 mod quarantine;
 mod questionnaires;
 mod report;
@@ -101,6 +102,8 @@ pub enum Command {
     Forward(forward::ForwardCommand),
     /// The home boxes that push to this hub: last contact, backlog, clock offset, BLE, silent.
     Boxes(boxes::BoxesArgs),
+    /// Vendor-cloud integrations and their link health (deliveries per day, refusals, staleness).
+    Integrations(integrations::IntegrationsArgs),
     /// Bluetooth devices: find, pair (bond) and forget (installers).
     #[cfg(feature = "ble")]
     #[command(subcommand)]
@@ -222,6 +225,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::WebhookReceiver(_) | Command::Questionnaires(_) => {}
         Command::Forward(cmd) => forward::run(&config, cmd)?,
         Command::Boxes(args) => boxes::run(&config, args)?,
+        Command::Integrations(args) => integrations::run(&config, args)?,
         Command::Quarantine(cmd) => quarantine::run(&config, cmd)?,
     }
     Ok(ExitCode::SUCCESS)

@@ -81,6 +81,9 @@ pub struct Config {
     /// The web console (served by the API's listener).
     #[serde(default)]
     pub console: crate::console::ConsoleConfig,
+    /// Vendor clouds that push to `/api/v1/integrations/NAME`.
+    #[serde(default)]
+    pub integrations: crate::api::integrations::config::IntegrationsConfig,
 }
 
 /// `[[devices]]`
@@ -169,6 +172,7 @@ impl Config {
                 *ca = base.join(&*ca);
             }
         }
+        crate::api::integrations::config::resolve_paths(&mut config.integrations, base);
         for w in &mut config.webhooks {
             if let Some(f) = w.secret_file.as_mut() {
                 if f.is_relative() {
@@ -236,6 +240,11 @@ impl Config {
         crate::forward::boxes::validate(&self.upstream_intake, &mut err);
         crate::care::config::validate(&self.care, &mut err);
         crate::console::config::validate(&self.console, &mut err);
+        crate::api::integrations::config::validate(
+            &self.integrations,
+            self.profile_set().ok().as_ref(),
+            &mut err,
+        );
         if let Some(b) = &self.sources.ble {
             crate::sources::ble::config::validate(b, self.ble_profiles(), &mut err);
         }

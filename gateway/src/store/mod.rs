@@ -15,6 +15,7 @@ pub mod config;
 pub mod files;
 pub mod history;
 pub mod inbox;
+pub mod integrations;
 pub mod listing;
 pub mod maintenance;
 pub mod outbox;

@@ -65,11 +65,18 @@ pub enum EventType {
     /// A home box reported silent is in contact again.
     #[serde(rename = "box.back")]
     BoxBack,
+    /// A vendor-cloud integration accepted no push for longer than its
+    /// `stale_after`.
+    #[serde(rename = "integration.stale")]
+    IntegrationStale,
+    /// A stale integration accepted a push again.
+    #[serde(rename = "integration.back")]
+    IntegrationBack,
 }
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 13] = [
+    pub const ALL: [EventType; 15] = [
         EventType::AlertFired,
         EventType::AlertUpdated,
         EventType::AlertAcknowledged,
@@ -83,6 +90,8 @@ impl EventType {
         EventType::RiskChanged,
         EventType::BoxSilent,
         EventType::BoxBack,
+        EventType::IntegrationStale,
+        EventType::IntegrationBack,
     ];
 
     /// The wire name (`alert.fired`, ...).
@@ -101,6 +110,8 @@ impl EventType {
             EventType::RiskChanged => "risk.changed",
             EventType::BoxSilent => "box.silent",
             EventType::BoxBack => "box.back",
+            EventType::IntegrationStale => "integration.stale",
+            EventType::IntegrationBack => "integration.back",
         }
     }
 

@@ -574,6 +574,33 @@ CREATE TABLE responses (
 CREATE INDEX responses_patient ON responses(patient_id, authored_at);
 "#,
     ),
+    (
+        15,
+        r#"
+-- link health of vendor-cloud integrations (see store/integrations.rs): one
+-- row per integration and UTC day, counts only (no payloads, no ids of
+-- patients).
+CREATE TABLE integration_days (
+    name                TEXT NOT NULL,                    -- [integrations.NAME]
+    day                 TEXT NOT NULL,                    -- YYYY-MM-DD, UTC
+    deliveries          INTEGER NOT NULL DEFAULT 0,       -- pushes accepted and committed
+    measurements        INTEGER NOT NULL DEFAULT 0,       -- measurements in them (stored, duplicate or quarantined)
+    quarantined         INTEGER NOT NULL DEFAULT 0,       -- of which quarantined
+    refused             INTEGER NOT NULL DEFAULT 0,       -- pushes refused (401, 403, 400): nothing stored
+    last_delivery_at    INTEGER,
+    last_refused_at     INTEGER,
+    last_refusal        TEXT,                             -- reason code of the last refusal
+    PRIMARY KEY (name, day)
+);
+-- an integration raised stale (integration.stale written, integration.back not yet).
+CREATE TABLE integration_state (
+    name                TEXT PRIMARY KEY,
+    stale               INTEGER NOT NULL DEFAULT 0,
+    stale_since         INTEGER,                          -- its last delivery when raised
+    events              INTEGER NOT NULL DEFAULT 0        -- events written (their ids)
+);
+"#,
+    ),
 ];
 
 /// Brings the schema up to date. Returns the version now in force.

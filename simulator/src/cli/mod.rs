@@ -23,6 +23,8 @@ pub struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Decode a device's payload (or GATT bytes) with the gateway's own
@@ -118,6 +120,34 @@ pub struct RunArgs {
     /// Bearer token for HTTP ingest.
     #[arg(long, env = "RPM_SIM_HTTP_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Push as a cellular vendor cloud (`tenovi` or `telli`) in its own
+    /// format to --http (the gateway's `/api/v1/integrations/NAME`); kinds
+    /// the vendor does not carry are skipped.
+    #[arg(
+        long = "as",
+        value_name = "VENDOR",
+        requires = "http",
+        conflicts_with = "token"
+    )]
+    as_vendor: Option<crate::transport::vendor::Vendor>,
+    /// The vendor's secret: Tenovi's Basic password, Telli's API key, or the
+    /// HMAC secret with --vendor-hmac.
+    #[arg(
+        long,
+        env = "RPM_SIM_VENDOR_SECRET",
+        hide_env_values = true,
+        requires = "as_vendor"
+    )]
+    vendor_secret: Option<String>,
+    /// Basic user name (Tenovi; default `tenovi`).
+    #[arg(long, requires = "as_vendor")]
+    vendor_user: Option<String>,
+    /// Header of the API key (default `x-api-key`) or signature (default `x-signature`).
+    #[arg(long, requires = "as_vendor")]
+    vendor_header: Option<String>,
+    /// Sign each push with HMAC-SHA256 of the body instead.
+    #[arg(long, requires = "as_vendor")]
+    vendor_hmac: bool,
     /// The gateway's API (`http://HOST:PORT`): the scenario's care team
     /// (`[[care]]`) claims and completes follow-up tasks there.
     #[arg(long, value_name = "URL")]

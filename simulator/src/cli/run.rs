@@ -185,10 +185,17 @@ pub(super) async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 .http
                 .as_deref()
                 .context("give --mqtt HOST:PORT or --http URL")?;
-            let t = HttpTransport::new(url, a.token.clone())?;
+            let mut t = HttpTransport::new(url, a.token.clone())?;
+            let vendor = a.as_vendor;
+            if let Some(v) = vendor {
+                t = t.as_vendor(v, vendor_auth(&a, v)?);
+            }
             let care = care.clone();
             tokio::spawn(async move {
-                crate::run::run_only(&s, speed, t, close, care.as_ref(), |_| true).await
+                crate::run::run_only(&s, speed, t, close, care.as_ref(), |p| {
+                    vendor.is_none_or(|v| crate::transport::vendor::carries(v, p.emission.device))
+                })
+                .await
             })
         };
         tasks.push(task);
@@ -198,6 +205,38 @@ pub(super) async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         reports.push(t.await.context("scenario task")??);
     }
     finish(&reports, a.report.as_deref())
+}
+
+/// The authentication of `--as VENDOR`.
+fn vendor_auth(
+    a: &RunArgs,
+    v: crate::transport::vendor::Vendor,
+) -> anyhow::Result<crate::transport::vendor::VendorAuth> {
+    use crate::transport::vendor::{Vendor, VendorAuth};
+    let secret = a
+        .vendor_secret
+        .clone()
+        .context("--as needs --vendor-secret (or RPM_SIM_VENDOR_SECRET)")?;
+    Ok(match (a.vendor_hmac, v) {
+        (true, _) => VendorAuth::Hmac {
+            header: a
+                .vendor_header
+                .clone()
+                .unwrap_or_else(|| "x-signature".into()),
+            secret,
+        },
+        (false, Vendor::Tenovi) => VendorAuth::Basic {
+            user: a.vendor_user.clone().unwrap_or_else(|| "tenovi".into()),
+            password: secret,
+        },
+        (false, Vendor::Telli) => VendorAuth::ApiKey {
+            header: a
+                .vendor_header
+                .clone()
+                .unwrap_or_else(|| "x-api-key".into()),
+            key: secret,
+        },
+    })
 }
 
 /// Prints each run's tally, writes the sent-report, and says whether every

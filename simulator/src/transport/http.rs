@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::vendor::{Vendor, VendorAuth};
 use super::{Transport, TransportError};
 use crate::payload::{encode, Message};
 use crate::plan::Outgoing;
@@ -99,6 +100,8 @@ pub struct Request {
     pub content_type: &'static str,
     /// Body bytes.
     pub body: Vec<u8>,
+    /// Further headers (a vendor's authentication).
+    pub headers: Vec<(String, String)>,
 }
 
 /// Percent-encodes a query value (unreserved characters kept).
@@ -124,6 +127,7 @@ pub fn request(device_id: &str, m: &Message) -> Request {
                 &json!({"device_id": device_id, "profile": m.profile, "payload": payload}),
             )
             .unwrap_or_default(),
+            headers: Vec::new(),
         },
         Err(_) => Request {
             query: format!(
@@ -133,6 +137,7 @@ pub fn request(device_id: &str, m: &Message) -> Request {
             ),
             content_type: "application/senml+json",
             body: m.payload.clone(),
+            headers: Vec::new(),
         },
     }
 }
@@ -146,6 +151,8 @@ pub struct HttpTransport {
     retries: u32,
     /// Answers by status code.
     statuses: std::collections::BTreeMap<u16, u64>,
+    /// Playing a vendor cloud: its push format and authentication.
+    vendor: Option<(Vendor, VendorAuth)>,
 }
 
 impl HttpTransport {
@@ -157,7 +164,15 @@ impl HttpTransport {
             timeout: Duration::from_secs(10),
             retries: 3,
             statuses: Default::default(),
+            vendor: None,
         })
+    }
+
+    /// Pushes as `vendor`'s cloud (to its integration URL), authenticated
+    /// with `auth`, instead of the ingest envelope.
+    pub fn as_vendor(mut self, vendor: Vendor, auth: VendorAuth) -> Self {
+        self.vendor = Some((vendor, auth));
+        self
     }
 
     /// Answers received, by HTTP status.
@@ -183,6 +198,9 @@ impl HttpTransport {
         );
         if let Some(token) = &self.token {
             req.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        for (name, value) in &r.headers {
+            req.push_str(&format!("{name}: {value}\r\n"));
         }
         req.push_str("\r\n");
         let exchange = async {
@@ -244,14 +262,29 @@ impl Transport for HttpTransport {
     /// after the `Retry-After` the gateway asks for, as often as it asks
     /// (up to [`MAX_RATE_LIMITED`] times), since it refused nothing.
     async fn send(&mut self, o: &Outgoing) -> Result<(), TransportError> {
-        let m = encode(&o.emission, o.format);
-        let device_id = m
-            .topic
-            .rsplit('/')
-            .next()
-            .unwrap_or(&o.emission.device_id)
-            .to_string();
-        let req = request(&device_id, &m);
+        let req = match &self.vendor {
+            Some((vendor, auth)) => {
+                let Some(body) = super::vendor::body(*vendor, &o.emission) else {
+                    return Ok(());
+                };
+                Request {
+                    query: String::new(),
+                    content_type: "application/json",
+                    headers: auth.headers(&body),
+                    body,
+                }
+            }
+            None => {
+                let m = encode(&o.emission, o.format);
+                let device_id = m
+                    .topic
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or(&o.emission.device_id)
+                    .to_string();
+                request(&device_id, &m)
+            }
+        };
         let mut attempt = 0;
         let mut limited = 0;
         loop {

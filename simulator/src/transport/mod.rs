@@ -13,6 +13,7 @@
 pub mod ble;
 pub mod http;
 pub mod mqtt;
+pub mod vendor;
 
 use std::future::Future;
 use std::time::Duration;

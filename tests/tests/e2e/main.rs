@@ -28,4 +28,5 @@ mod scenario_ble;
 mod scenarios_e2e;
 mod store_encryption;
 mod upstream;
+mod vendor_clouds;
 mod webhooks;

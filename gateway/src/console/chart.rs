@@ -111,6 +111,21 @@ fn f(v: f64) -> String {
     format!("{v:.1}")
 }
 
+/// The tick step nearest above `raw` among 1, 2, 2.5 and 5 times a power
+/// of ten.
+fn nice_step(raw: f64) -> f64 {
+    if !raw.is_finite() || raw <= 0.0 {
+        return 1.0;
+    }
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let m = raw / magnitude;
+    let nice = [1.0, 2.0, 2.5, 5.0, 10.0]
+        .into_iter()
+        .find(|&n| m <= n + 1e-9)
+        .unwrap_or(10.0);
+    nice * magnitude
+}
+
 /// Draws `points` (time, value; in time order) over `from..to`, with
 /// `limits` and `alerts`.
 pub fn draw(
@@ -138,8 +153,17 @@ pub fn draw(
     if !lo.is_finite() || !hi.is_finite() {
         (lo, hi) = (0.0, 1.0);
     }
-    let pad = ((hi - lo) * 0.08).max(0.5);
-    let (lo, hi) = (lo - pad, hi + pad);
+    // A margin, at least 5 % of the values' size so that a flat series
+    // is not drawn as noise; then round to a tick step a reader can count
+    // in (1, 2, 2.5 or 5 times a power of ten).
+    let pad = ((hi - lo) * 0.08)
+        .max(lo.abs().max(hi.abs()) * 0.05)
+        .max(0.5);
+    let step = nice_step((hi - lo + 2.0 * pad) / 4.0);
+    let (lo, hi) = (
+        ((lo - pad) / step).floor() * step,
+        ((hi + pad) / step).ceil() * step,
+    );
     let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = HEIGHT - TOP - BOTTOM;
     let x = |ms: f64| LEFT + (ms - t0) / span_t * plot_w;
@@ -220,12 +244,20 @@ pub fn draw(
             })
         })
         .collect();
-    let y_ticks = (0..=4)
+    let decimals = if step >= 1.0 {
+        0
+    } else if step >= 0.1 {
+        1
+    } else {
+        2
+    };
+    let n = ((hi - lo) / step).round() as i64;
+    let y_ticks = (0..=n.clamp(1, 12))
         .map(|k| {
-            let v = lo + (hi - lo) * f64::from(k) / 4.0;
+            let v = lo + step * k as f64;
             Tick {
                 at: f(y(v)),
-                text: format!("{v:.1}"),
+                text: format!("{v:.decimals$}"),
             }
         })
         .collect();
@@ -322,7 +354,24 @@ mod tests {
             .split(' ')
             .map(|p| p.split(',').nth(1).unwrap().parse::<f64>().unwrap())
             .fold(f64::INFINITY, f64::min);
-        assert!(min_y < TOP + 20.0, "the spike is drawn at the top: {min_y}");
+        // 400 on an axis from 0 to 500, the rest at 100.
+        let plot_h = HEIGHT - TOP - BOTTOM;
+        assert!(
+            (min_y - (TOP + plot_h * 0.2)).abs() < 1.0,
+            "the spike is drawn: {min_y}"
+        );
+    }
+
+    #[test]
+    fn the_value_axis_counts_in_round_steps() {
+        assert_eq!(nice_step(7.3), 10.0);
+        assert_eq!(nice_step(1.75), 2.0);
+        assert_eq!(nice_step(0.22), 0.25);
+        assert_eq!(nice_step(30.0), 50.0);
+        let flat: Vec<_> = (0..5).map(|h| (at(h), 70.0)).collect();
+        let c = draw(&flat, at(0), at(5), &[], &[]);
+        let texts: Vec<&str> = c.y_ticks.iter().map(|t| t.text.as_str()).collect();
+        assert_eq!(texts, ["66", "68", "70", "72", "74"]);
     }
 
     #[test]

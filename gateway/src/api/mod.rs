@@ -84,6 +84,7 @@ pub struct ApiState {
     pub ble_configured: bool,
     /// The BLE source's adapter (`hci0` when unset), for the console's
     /// scan and pairing.
+    #[cfg_attr(not(feature = "ble"), allow(dead_code))]
     pub ble_adapter: Option<String>,
     /// The rule set care plans and overrides are checked against.
     pub rules: Option<Arc<alerting_rules::RuleSet>>,

@@ -169,7 +169,7 @@ pub async fn devices(
             })
             .collect(),
         boxes: boxes.into_iter().map(BoxItem::from).collect(),
-        ble: operator && st.ble_configured,
+        ble: cfg!(feature = "ble") && operator && st.ble_configured,
         quarantine: quarantine
             .into_iter()
             .map(|r| QuarantineItem {

@@ -21,6 +21,7 @@
 
 mod admin;
 pub mod auth;
+#[cfg(feature = "ble")]
 mod ble;
 pub mod chart;
 pub mod config;
@@ -98,15 +99,18 @@ pub fn router(state: Arc<ApiState>) -> Router<Arc<ApiState>> {
             "/console/quarantine/{id}/reprocess",
             post(devices::reprocess),
         )
-        .route("/console/ble", get(ble::page))
-        .route("/console/ble/scan", post(ble::scan))
-        .route("/console/ble/pair", post(ble::pair))
         .route("/console/admin", get(admin::admin))
         .route(
             "/console/admin/webhooks/{endpoint_id}/redrive",
             post(admin::redrive),
         )
-        .route("/console/signout", post(pages::signout))
+        .route("/console/signout", post(pages::signout));
+    #[cfg(feature = "ble")]
+    let signed_in = signed_in
+        .route("/console/ble", get(ble::page))
+        .route("/console/ble/scan", post(ble::scan))
+        .route("/console/ble/pair", post(ble::pair));
+    let signed_in = signed_in
         .route("/console/{*rest}", get(pages::not_found))
         .route_layer(middleware::from_fn_with_state(state.clone(), session));
     Router::new()

@@ -99,20 +99,9 @@ pub async fn push(
     let via = via(&p);
     let received_at = chrono::Utc::now();
     let mut items = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        // Serde's message may quote a value: name the line only.
-        let wire: UpstreamReading = serde_json::from_str(line).map_err(|e| {
-            ApiError::BadRequest(format!(
-                "line {}: not a reading (column {})",
-                n + 1,
-                e.column()
-            ))
-        })?;
-        let (reading, panel) = canonical(wire, &via)
-            .map_err(|e| ApiError::BadRequest(format!("line {}: {e}", n + 1)))?;
+    for (n, line, wire) in json_lines::<UpstreamReading>(&text, "a reading")? {
+        let (reading, panel) =
+            canonical(wire, &via).map_err(|e| ApiError::BadRequest(format!("line {n}: {e}")))?;
         let raw = Arc::new(RawInput::new(
             Source::Http,
             &via,
@@ -325,22 +314,9 @@ pub async fn quarantine(
     })?;
     let text = decode_body(&headers, &body, st.cfg.max_body_bytes)?;
     let mut records = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let r: QuarantineRecord = serde_json::from_str(line).map_err(|e| {
-            ApiError::BadRequest(format!(
-                "line {}: not a quarantine record (column {})",
-                n + 1,
-                e.column()
-            ))
-        })?;
+    for (n, _, r) in json_lines::<QuarantineRecord>(&text, "a quarantine record")? {
         if r.source.len() > 32 || r.reason.len() > 64 || r.origin.len() > 1024 {
-            return Err(ApiError::BadRequest(format!(
-                "line {}: field too long",
-                n + 1
-            )));
+            return Err(ApiError::BadRequest(format!("line {n}: field too long")));
         }
         records.push(r);
     }
@@ -375,6 +351,29 @@ pub async fn quarantine(
         stored,
         duplicates: received - stored,
     }))
+}
+
+/// The non-empty lines of a JSON-lines body, each parsed as `T`, with its
+/// line number (from 1) and text. Serde's message may quote a value, so a
+/// refusal names the line and column only.
+fn json_lines<'a, T: serde::de::DeserializeOwned>(
+    text: &'a str,
+    what: &str,
+) -> Result<Vec<(usize, &'a str, T)>, ApiError> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(n, line)| {
+            let v = serde_json::from_str(line).map_err(|e| {
+                ApiError::BadRequest(format!(
+                    "line {}: not {what} (column {})",
+                    n + 1,
+                    e.column()
+                ))
+            })?;
+            Ok((n + 1, line, v))
+        })
+        .collect()
 }
 
 /// The body as text: gunzipped when `Content-Encoding: gzip`, and never

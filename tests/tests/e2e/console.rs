@@ -127,6 +127,16 @@ async fn text(c: &Client, css: &str) -> String {
     }
 }
 
+/// Types `keys` into the field `css`.
+async fn fill(c: &Client, css: &str, keys: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .send_keys(keys)
+        .await
+        .unwrap();
+}
+
 /// Clicks `css` (a submit button or a link) and waits until the browser
 /// has left the page (the old document's root goes stale).
 async fn click_and_wait(c: &Client, css: &str) {
@@ -154,18 +164,8 @@ async fn click_and_wait(c: &Client, css: &str) {
 
 async fn sign_in(c: &Client, base: &str, user: &str, password: &str) {
     c.goto(&format!("{base}/console/signin")).await.unwrap();
-    c.find(Locator::Css("#username"))
-        .await
-        .unwrap()
-        .send_keys(user)
-        .await
-        .unwrap();
-    c.find(Locator::Css("#password"))
-        .await
-        .unwrap()
-        .send_keys(password)
-        .await
-        .unwrap();
+    fill(c, "#username", user).await;
+    fill(c, "#password", password).await;
     click_and_wait(c, "main form button[type=submit]").await;
 }
 
@@ -352,12 +352,7 @@ fn console_pages_in_a_real_browser() {
             page.contains("8480-6") && page.contains("mm[Hg]"),
             "LOINC and UCUM of the evidence"
         );
-        c.find(Locator::Css("#ack-note"))
-            .await
-            .unwrap()
-            .send_keys("called the patient")
-            .await
-            .unwrap();
+        fill(&c, "#ack-note", "called the patient").await;
         c.find(Locator::Css("#snooze"))
             .await
             .unwrap()
@@ -393,12 +388,7 @@ fn console_pages_in_a_real_browser() {
             .select_by_value("advice_given")
             .await
             .unwrap();
-        c.find(Locator::Css("#task-note"))
-            .await
-            .unwrap()
-            .send_keys("advised to rest and re-measure")
-            .await
-            .unwrap();
+        fill(&c, "#task-note", "advised to rest and re-measure").await;
         screenshot(&c, "task").await;
         click_and_wait(&c, "#complete").await;
         assert!(text(&c, "#task-status").await.starts_with("done"));
@@ -457,18 +447,8 @@ fn console_pages_in_a_real_browser() {
         assert!(payload.contains("\"sys\":131"), "{payload}");
         c.goto(&format!("{base}/console/devices")).await.unwrap();
         screenshot(&c, "devices").await;
-        c.find(Locator::Css("#device_id"))
-            .await
-            .unwrap()
-            .send_keys("cuff-x")
-            .await
-            .unwrap();
-        c.find(Locator::Css("#patient_id"))
-            .await
-            .unwrap()
-            .send_keys("p-calm")
-            .await
-            .unwrap();
+        fill(&c, "#device_id", "cuff-x").await;
+        fill(&c, "#patient_id", "p-calm").await;
         click_and_wait(&c, "#assign").await;
         let notice = text(&c, "#notice").await;
         assert!(

@@ -21,7 +21,8 @@
 //! before the device or client is answered. Everything downstream (`rules`,
 //! `delivery`, `forward`) reads the store from cursors of its own.
 //!
-//! `api` is the HTTP API beside the flow; `config` parses and validates
+//! `api` is the HTTP API beside the flow (`fhir` its FHIR mapping, shared
+//! with the FHIR push); `config` parses and validates
 //! the one TOML file; `runtime` wires the components and drains them on
 //! shutdown; `cli` is the `rpm-gateway` binary's commands; `demo` runs
 //! the whole flow with simulated devices.
@@ -40,6 +41,7 @@ mod delivery;
 #[cfg(feature = "embedded-broker")]
 mod demo;
 mod fault;
+mod fhir;
 mod forward;
 mod metrics;
 mod pipeline;

@@ -3,13 +3,8 @@
 //! - `GET /fhir/Observation?patient=&code=&date=` → a `searchset` Bundle;
 //! - `GET /fhir/Observation/{id}` → one Observation.
 //!
-//! A blood-pressure measurement is one panel Observation (LOINC 85354-9)
-//! with systolic, diastolic and mean-pressure components; every other
-//! reading is its own Observation. Units are UCUM, codes LOINC (plus the
-//! codes the FHIR vital-signs profiles require, e.g. 2708-6 for SpO2),
-//! `effectiveDateTime` is the corrected measurement time and `device`
-//! references the device. Ids: `bp-<group id>` for panels, the reading id
-//! otherwise. Errors are OperationOutcomes (see `super::fhir_errors`).
+//! The mapping of readings to Observations is [`crate::fhir::observation`].
+//! Errors are OperationOutcomes (see `super::fhir_errors`).
 //!
 //! Search parameters: `patient` (`p1` or `Patient/p1`), `code` (comma
 //! list, `[http://loinc.org|]code`; a BP component code matches the panel),
@@ -20,7 +15,7 @@
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, NaiveDate, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use device_profiles::metric::METRIC_CODE_SYSTEM;
 use device_profiles::Metric;
 use serde_json::{json, Value};
@@ -31,18 +26,12 @@ use super::auth::Principal;
 use super::page;
 use super::problem::{ApiError, Path, Query};
 use super::ApiState;
-use crate::store::queries::{self, ReadingSearch, StoredReading};
+use crate::fhir::instant;
+use crate::fhir::observation::{group, is_bp, observation, vital, BP_METRICS, BP_PANEL, LOINC};
+use crate::store::queries::{self, ReadingSearch};
 
 /// Content type of FHIR responses.
 pub const FHIR_JSON: &str = "application/fhir+json";
-const LOINC: &str = "http://loinc.org";
-const UCUM: &str = "http://unitsofmeasure.org";
-const BP_PANEL: &str = "85354-9";
-const BP_METRICS: [Metric; 3] = [
-    Metric::Systolic,
-    Metric::Diastolic,
-    Metric::MeanArterialPressure,
-];
 
 /// A FHIR JSON response.
 pub struct Fhir(pub Value);
@@ -74,185 +63,6 @@ pub fn operation_outcome(status: u16, detail: &str) -> Value {
         "resourceType": "OperationOutcome",
         "issue": [{"severity": "error", "code": code, "diagnostics": detail}]
     })
-}
-
-fn is_bp(metric: &str) -> bool {
-    BP_METRICS.iter().any(|m| m.name() == metric)
-}
-
-fn fhir_time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// Extra codings and category of a metric for the FHIR vital-signs profiles.
-fn vital(
-    metric: Metric,
-) -> (
-    Vec<(&'static str, &'static str)>,
-    &'static str,
-    Option<&'static str>,
-) {
-    use Metric::*;
-    // (extra codings, category, vital-signs profile)
-    match metric {
-        Spo2 => (
-            vec![("2708-6", "Oxygen saturation in Arterial blood")],
-            "vital-signs",
-            Some("http://hl7.org/fhir/StructureDefinition/oxygensat"),
-        ),
-        OximetryPulseRate => (
-            vec![("8867-4", "Heart rate")],
-            "vital-signs",
-            Some("http://hl7.org/fhir/StructureDefinition/heartrate"),
-        ),
-        PulseRate | HeartRate => (
-            vec![],
-            "vital-signs",
-            Some("http://hl7.org/fhir/StructureDefinition/heartrate"),
-        ),
-        BodyWeight => (
-            vec![],
-            "vital-signs",
-            Some("http://hl7.org/fhir/StructureDefinition/bodyweight"),
-        ),
-        BodyHeight => (
-            vec![],
-            "vital-signs",
-            Some("http://hl7.org/fhir/StructureDefinition/bodyheight"),
-        ),
-        Bmi => (
-            vec![],
-            "vital-signs",
-            Some("http://hl7.org/fhir/StructureDefinition/bmi"),
-        ),
-        BodyTemperature => (
-            vec![],
-            "vital-signs",
-            Some("http://hl7.org/fhir/StructureDefinition/bodytemp"),
-        ),
-        RespiratoryRate => (
-            vec![],
-            "vital-signs",
-            Some("http://hl7.org/fhir/StructureDefinition/resprate"),
-        ),
-        BloodGlucose => (vec![], "laboratory", None),
-        m if m.is_reported() => (vec![], "survey", None),
-        _ => (vec![], "exam", None),
-    }
-}
-
-/// Human unit for a UCUM code.
-fn unit_text(ucum: &str) -> &str {
-    match ucum {
-        "mm[Hg]" => "mmHg",
-        "/min" => "/min",
-        "Cel" => "°C",
-        "kg/m2" => "kg/m2",
-        other => other,
-    }
-}
-
-fn quantity(r: &StoredReading) -> Value {
-    json!({"value": r.value, "unit": unit_text(&r.unit), "system": UCUM, "code": r.unit})
-}
-
-fn coding(code: &str, display: &str) -> Value {
-    json!({"system": LOINC, "code": code, "display": display})
-}
-
-fn category(code: &str) -> Value {
-    let display = match code {
-        "vital-signs" => "Vital Signs",
-        "laboratory" => "Laboratory",
-        "survey" => "Survey",
-        _ => "Exam",
-    };
-    json!([{"coding": [{
-        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-        "code": code, "display": display
-    }]}])
-}
-
-/// One Observation from the readings of one measurement (a BP panel) or
-/// from one reading.
-fn observation(readings: &[StoredReading]) -> Option<(String, Value)> {
-    let first = readings.first()?;
-    let base = |id: &str, code: Value, cat: &str, profile: Option<&str>| {
-        let mut o = json!({
-            "resourceType": "Observation",
-            "id": id,
-            "identifier": readings.iter().map(|r| json!({"system": "urn:rpm-gateway:reading", "value": r.reading_id})).collect::<Vec<_>>(),
-            "status": "final",
-            "category": category(cat),
-            "code": code,
-            "subject": {"reference": format!("Patient/{}", first.patient_id)},
-            "effectiveDateTime": fhir_time(first.measured_at),
-            "issued": fhir_time(first.received_at),
-            "device": {"reference": format!("Device/{}", first.device_id)},
-        });
-        if let Some(p) = profile {
-            o["meta"] = json!({"profile": [p]});
-        }
-        o
-    };
-    if is_bp(&first.metric) {
-        let id = format!("bp-{}", first.group_id);
-        let components: Vec<Value> = BP_METRICS
-            .iter()
-            .filter_map(|m| readings.iter().find(|r| r.metric == m.name()).map(|r| (m, r)))
-            .map(|(m, r)| json!({"code": {"coding": [coding(m.loinc(), m.display())]}, "valueQuantity": quantity(r)}))
-            .collect();
-        let mut o = base(
-            &id,
-            json!({"coding": [coding(BP_PANEL, "Blood pressure panel with all children optional")], "text": "Blood pressure"}),
-            "vital-signs",
-            Some("http://hl7.org/fhir/StructureDefinition/bp"),
-        );
-        o["component"] = Value::Array(components);
-        Some((id, o))
-    } else {
-        let metric: Metric = first.metric.parse().ok()?;
-        let (extra, cat, profile) = vital(metric);
-        let (system, code) = metric.coding();
-        let mut codings =
-            vec![json!({"system": system, "code": code, "display": metric.display()})];
-        codings.extend(extra.iter().map(|(c, d)| coding(c, d)));
-        let mut o = base(
-            &first.reading_id,
-            json!({"coding": codings, "text": metric.display()}),
-            cat,
-            profile,
-        );
-        o["valueQuantity"] = quantity(first);
-        // A questionnaire's score or answer: derived from the response,
-        // and reported by the patient, not measured by a device.
-        if let Some(response) = first.annotations.get("response_id").and_then(Value::as_str) {
-            o["derivedFrom"] = json!([{"reference": format!("QuestionnaireResponse/{response}")}]);
-            o["performer"] = json!([{"reference": format!("Patient/{}", first.patient_id)}]);
-            if first.device_id == device_profiles::questionnaire::response::SELF_REPORT_DEVICE {
-                if let Some(map) = o.as_object_mut() {
-                    map.remove("device");
-                }
-            }
-        }
-        Some((first.reading_id.clone(), o))
-    }
-}
-
-/// Splits readings (ordered by time, then commit order) into observations:
-/// a BP panel's components are consecutive rows of one group.
-fn group(rows: Vec<StoredReading>) -> Vec<Vec<StoredReading>> {
-    let mut out: Vec<Vec<StoredReading>> = Vec::new();
-    for r in rows {
-        let joins = out.last().and_then(|g| g.last()).is_some_and(|last| {
-            is_bp(&r.metric) && is_bp(&last.metric) && last.group_id == r.group_id
-        });
-        match out.last_mut() {
-            Some(g) if joins => g.push(r),
-            _ => out.push(vec![r]),
-        }
-    }
-    out
 }
 
 /// Metrics matching one `code` token.
@@ -502,30 +312,11 @@ pub async fn search(
     let bundle = json!({
         "resourceType": "Bundle",
         "type": "searchset",
-        "timestamp": fhir_time(Utc::now()),
+        "timestamp": instant(Utc::now()),
         "link": links,
         "entry": entries,
     });
     Ok((patient.map(AuditPatient), Fhir(bundle)))
-}
-
-/// The id of the Observation that carries stored reading `reading_id`
-/// (a blood-pressure component lives in its panel), if the reading exists.
-pub(super) fn observation_id(
-    conn: &rusqlite::Connection,
-    reading_id: &str,
-) -> Result<Option<String>, crate::store::StoreError> {
-    Ok(
-        queries::reading_group(conn, reading_id)?.map(|(metric, group)| match is_bp(&metric) {
-            true => format!("bp-{group}"),
-            false => reading_id.to_string(),
-        }),
-    )
-}
-
-/// A FHIR `instant`/`dateTime` in UTC.
-pub(super) fn fhir_instant(t: DateTime<Utc>) -> String {
-    fhir_time(t)
 }
 
 pub(super) fn urlencode(s: &str) -> String {

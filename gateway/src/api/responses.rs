@@ -20,9 +20,10 @@ use std::sync::Arc;
 
 use super::audit::AuditPatient;
 use super::auth::Principal;
-use super::fhir::{count_param, fhir_instant, json_format, operation_outcome, patient_param, Fhir};
+use super::fhir::{count_param, json_format, operation_outcome, patient_param, Fhir};
 use super::problem::{ApiError, Path, Query};
 use super::ApiState;
+use crate::fhir::instant as fhir_instant;
 use crate::pipeline::{ResponseForm, RESPONSE_PROFILE};
 use crate::store::responses::{self, StoredResponse};
 use crate::store::{Item, Outcome};

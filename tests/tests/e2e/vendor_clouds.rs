@@ -3,13 +3,16 @@
 //! to `/api/v1/integrations/NAME` with the vendor's own authentication.
 //! Both vendors' readings are stored with the right metrics and times; a bad
 //! credential gets 401, a device of another vendor 403 (nothing stored), a
-//! malformed payload is quarantined; the link health says so.
+//! malformed payload is quarantined; the link health says so, and a link
+//! that falls silent raises `integration.stale` (and `.back`) once, signed
+//! and delivered to an operations webhook route.
 
 use rpm_simulator::run::RunReport;
 use serde_json::Value;
 
 use crate::common::api_client::{api_config, token, Api};
-use crate::common::{rpm_sim, Gateway};
+use crate::common::webhooks::{new_secret, webhook, Receiver};
+use crate::common::{rpm_sim, wait_until, Gateway};
 
 const TENOVI_SCENARIO: &str = r#"
 name = "tenovi-kit"
@@ -52,11 +55,15 @@ kind = "glucometer"
 id = "tl-gm-2"
 "#;
 
-fn config() -> String {
+fn config(hooks: &str) -> String {
     format!(
         r#"[store]
 path = "{{db}}"
 
+[delivery]
+poll_interval = "50ms"
+allow_private_network = true
+{hooks}
 {}
 [[devices]]
 id = "hwi-cuff-1"
@@ -69,6 +76,9 @@ id = "tl-cuff-2"
 patient = "v-bob"
 [[devices]]
 id = "tl-gm-2"
+patient = "v-bob"
+[[devices]]
+id = "tl-cuff-3"
 patient = "v-bob"
 
 [integrations.tenovi]
@@ -83,6 +93,14 @@ profile = "telli"
 devices = ["tl-cuff-2", "tl-gm-2"]
 auth = "api_key"
 secret_env = "TELLI_KEY"
+
+# A second Telli account whose link the test lets fall silent.
+[integrations.telli-clinic]
+profile = "telli"
+devices = ["tl-cuff-3"]
+auth = "api_key"
+secret_env = "TELLI_KEY"
+stale_after = "2s"
 "#,
         api_config("")
     )
@@ -114,7 +132,16 @@ fn assert_stored(gw: &Gateway, r: &RunReport, metric_of: impl Fn(&str) -> &'stat
 fn both_vendors_push_with_their_own_auth_and_scope() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("tenovi.secret"), "tenovi-pw\n").unwrap();
-    let mut gw = Gateway::with_config(dir.path(), &config());
+    let secret = new_secret();
+    let mut rx = Receiver::new(dir.path(), "ops", &["--secret", &secret]);
+    rx.start();
+    let hooks = webhook(
+        "ops",
+        &rx.url(),
+        &secret,
+        "[webhooks.filter]\nevent_types = [\"integration.*\"]",
+    );
+    let mut gw = Gateway::with_config(dir.path(), &config(&hooks));
     gw.start_until("api listening", &[("TELLI_KEY", "telli-key-1")]);
     let port = gw.api_port();
     let base = format!("http://127.0.0.1:{port}");
@@ -284,5 +311,42 @@ fn both_vendors_push_with_their_own_auth_and_scope() {
     assert!(text.contains("telli") && text.contains("tenovi"), "{text}");
     let log = gw.log();
     assert!(!log.contains("tenovi-pw") && !log.contains("telli-key-1"));
+
+    // A link that delivered and then fell silent for its `stale_after`:
+    // `integration.stale` once, signed and delivered to the operations
+    // route; its next push: `integration.back` once.
+    let clinic = |kind: &str| {
+        rx.accepted()
+            .iter()
+            .filter(|l| {
+                l["event"]["type"] == kind
+                    && l["event"]["data"]["detail"]["integration"] == "telli-clinic"
+            })
+            .count()
+    };
+    push(
+        "telli-clinic",
+        &[("x-api-key", "telli-key-1")],
+        &telli_bp("tl-cuff-3"),
+    )
+    .expect(200);
+    wait_until(
+        "integration.stale delivered",
+        std::time::Duration::from_secs(15),
+        || clinic("integration.stale") == 1,
+    );
+    assert_eq!(clinic("integration.back"), 0);
+    push(
+        "telli-clinic",
+        &[("x-api-key", "telli-key-1")],
+        &telli_bp("tl-cuff-3"),
+    )
+    .expect(200);
+    wait_until(
+        "integration.back delivered",
+        std::time::Duration::from_secs(15),
+        || clinic("integration.back") == 1,
+    );
+    assert_eq!(clinic("integration.stale"), 1, "raised once");
     gw.stop();
 }

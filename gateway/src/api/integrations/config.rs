@@ -15,6 +15,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The shortest `stale_after` (the watch looks at half of it).
+pub const MIN_STALE_AFTER: Duration = Duration::from_secs(2);
+
 /// The default silence after which an integration counts as stale.
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(24 * 3600);
 
@@ -233,8 +236,8 @@ pub fn validate(
                 "give only one of secret, secret_env, secret_file".into(),
             );
         }
-        if i.stale_after < Duration::from_secs(60) {
-            err(&t, "stale_after", "must be at least 1m".into());
+        if i.stale_after < MIN_STALE_AFTER {
+            err(&t, "stale_after", "must be at least 2s".into());
         }
     }
 }

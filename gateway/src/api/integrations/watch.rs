@@ -15,7 +15,9 @@ use super::config::IntegrationsConfig;
 use crate::store::integrations::{watch, Change};
 use crate::store::{now_ms, Store, StoreError};
 
-/// The longest wait between two looks.
+/// The longest wait between two looks (shorter when an integration's
+/// `stale_after` is: the watch looks at half the shortest, so a link is
+/// reported at most half its `stale_after` late).
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The watch on its own store connection.
@@ -29,11 +31,15 @@ pub struct IntegrationWatch {
 impl IntegrationWatch {
     /// A watch of `cfg`'s integrations on the store at `path`.
     pub fn open(path: &Path, cfg: IntegrationsConfig) -> Result<IntegrationWatch, StoreError> {
+        let interval = cfg
+            .values()
+            .map(|c| c.stale_after / 2)
+            .fold(CHECK_INTERVAL, Duration::min);
         Ok(IntegrationWatch {
             store: Store::open(path)?,
             cfg,
             waker: None,
-            interval: CHECK_INTERVAL,
+            interval,
         })
     }
 

@@ -147,9 +147,11 @@ pub async fn search(
             "_count" => count = count_param(v, st.cfg.max_page_size)?,
             "_cursor" => after = Some(page::decode_cursor(v)?),
             "_format" if json_format(v) => {}
-            other => return Err(ApiError::BadRequest(format!(
+            other => {
+                return Err(ApiError::BadRequest(format!(
                 "search parameter `{other}` is not supported (patient, identifier, type, _count)"
-            ))),
+            )))
+            }
         }
     }
     let fhir_cfg = st.fhir.clone();

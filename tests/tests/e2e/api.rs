@@ -1365,7 +1365,10 @@ fn fhir_follows_the_personal_health_device_ig() {
         1
     );
 
-    let audit = w.api.get("/api/v1/audit?limit=100", &t.admin).json();
+    let audit = w
+        .api
+        .get("/api/v1/audit?patient=p-south&limit=50", &t.admin)
+        .json();
     assert!(audit["items"]
         .as_array()
         .unwrap()

@@ -9,8 +9,10 @@
 //! Search parameters: `patient` (`p1` or `Patient/p1`), `code` (comma
 //! list, `[http://loinc.org|]code`; a BP component code matches the panel),
 //! `date` (repeatable, prefixes `eq ge gt le lt sa eb`, precision year to
-//! seconds, UTC), `_count`, and `_cursor` (from the `next` link). A
-//! care-team token's search only ever matches its own patients.
+//! seconds, UTC), `_count`, `_cursor` (from the `next` link) and
+//! `_include=Observation:device` (the page's PhdDevices and the gateway's
+//! PhgDevice, `search.mode` `include`). A care-team token's search only
+//! ever matches its own patients.
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
@@ -26,8 +28,9 @@ use super::auth::Principal;
 use super::page;
 use super::problem::{ApiError, Path, Query};
 use super::ApiState;
-use crate::fhir::instant;
 use crate::fhir::observation::{group, is_bp, observation, vital, BP_METRICS, BP_PANEL, LOINC};
+use crate::fhir::PhdContext;
+use crate::fhir::{instant, urlencode};
 use crate::store::queries::{self, ReadingSearch};
 
 /// Content type of FHIR responses.
@@ -228,6 +231,7 @@ pub async fn search(
     let mut patient = None;
     let mut count = st.cfg.default_page_size.min(100);
     let mut metrics: Option<Vec<Metric>> = None;
+    let mut include_devices = false;
     for (k, v) in &params {
         match k.as_str() {
             "patient" | "subject" => patient_param(&mut patient, k, v)?,
@@ -246,9 +250,15 @@ pub async fn search(
             "_count" => count = count_param(v, st.cfg.max_page_size)?,
             "_cursor" => after = Some(page::decode_pair(v)?),
             "_format" if json_format(v) => {}
+            "_include" if v == "Observation:device" => include_devices = true,
+            "_include" => {
+                return Err(ApiError::BadRequest(format!(
+                    "_include: only Observation:device is supported, not `{v}`"
+                )))
+            }
             other => {
                 return Err(ApiError::BadRequest(format!(
-                    "search parameter `{other}` is not supported (patient, code, date, _count)"
+                    "search parameter `{other}` is not supported (patient, code, date, _count, _include)"
                 )))
             }
         }
@@ -263,9 +273,14 @@ pub async fn search(
         // Room for whole blood-pressure panels around the page's edge.
         limit: count * 4 + 8,
     };
-    let rows = st
+    let fhir_cfg = st.fhir.clone();
+    let (rows, ctx) = st
         .db
-        .run(move |s| Ok(queries::search_readings(s.conn(), &search)?))
+        .run(move |s| {
+            let rows = queries::search_readings(s.conn(), &search)?;
+            let ctx = PhdContext::for_readings(s.conn(), &fhir_cfg, &rows)?;
+            Ok((rows, ctx))
+        })
         .await?;
     let mut groups = group(rows);
     let more = groups.len() > count;
@@ -302,13 +317,23 @@ pub async fn search(
             links.push(json!({"relation": "next", "url": link(Some(("_cursor", cursor)))}));
         }
     }
-    let entries: Vec<Value> = groups
+    let mut entries: Vec<Value> = groups
         .iter()
-        .filter_map(|g| observation(g))
+        .filter_map(|g| observation(g, &ctx))
         .map(|(id, o)| {
             json!({"fullUrl": format!("{base}/fhir/Observation/{id}"), "resource": o, "search": {"mode": "match"}})
         })
         .collect();
+    if include_devices {
+        // The page's devices (those the token sees, being its patients'),
+        // and the gateway their Observations name.
+        let mut devices = crate::fhir::device::phd_devices(&ctx);
+        devices.extend(ctx.gateway.as_ref().map(crate::fhir::device::phg_device));
+        entries.extend(devices.into_iter().map(|d| {
+            let id = d["id"].as_str().unwrap_or_default().to_string();
+            json!({"fullUrl": format!("{base}/fhir/Device/{id}"), "resource": d, "search": {"mode": "include"}})
+        }));
+    }
     let bundle = json!({
         "resourceType": "Bundle",
         "type": "searchset",
@@ -319,18 +344,6 @@ pub async fn search(
     Ok((patient.map(AuditPatient), Fhir(bundle)))
 }
 
-pub(super) fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/' | b':') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// `GET /fhir/Observation/{id}`.
 pub async fn read(
     State(st): State<Arc<ApiState>>,
@@ -338,21 +351,69 @@ pub async fn read(
     Path(id): Path<String>,
 ) -> Result<(AuditPatient, Fhir), ApiError> {
     p.require_read()?;
-    let rows = st
+    let fhir_cfg = st.fhir.clone();
+    if let Some(qid) = id.strip_prefix("absent-") {
+        return absent(st, p, qid.to_string(), fhir_cfg).await;
+    }
+    let coincident = id.starts_with("coin-");
+    let (rows, ctx) = st
         .db
         .run(move |s| {
             let rows = if let Some(group_id) = id.strip_prefix("bp-") {
                 queries::blood_pressure_group(s.conn(), group_id)?
+            } else if let Some(group_id) = id.strip_prefix("coin-") {
+                queries::group_readings(s.conn(), group_id)?
             } else {
                 queries::single_reading(s.conn(), &id)?
             };
             let first = rows.first().ok_or(ApiError::NotFound("Observation"))?;
             p.check_patient(s.conn(), &first.patient_id, "Observation")?;
-            Ok(rows)
+            let ctx = PhdContext::for_readings(s.conn(), &fhir_cfg, &rows)?;
+            Ok((rows, ctx))
         })
         .await?;
     let patient = rows[0].patient_id.clone();
-    let (_, o) = observation(&rows).ok_or(ApiError::NotFound("Observation"))?;
+    let o = if coincident {
+        // The coincident time stamp of a measurement whose device clock
+        // the gateway corrected.
+        crate::fhir::phd::coincident_observation(&rows[0], &ctx).map(|(_, o)| o)
+    } else {
+        observation(&rows, &ctx).map(|(_, o)| o)
+    };
+    let o = o.ok_or(ApiError::NotFound("Observation"))?;
+    Ok((AuditPatient(patient), Fhir(o)))
+}
+
+/// `GET /fhir/Observation/absent-{quarantine id}`: a measurement the
+/// device sent a special value for (see [`crate::fhir::phd::absent_observation`]),
+/// visible like the readings of the device's patient.
+async fn absent(
+    st: Arc<ApiState>,
+    p: Principal,
+    qid: String,
+    fhir_cfg: Arc<crate::fhir::FhirConfig>,
+) -> Result<(AuditPatient, Fhir), ApiError> {
+    let qid: i64 = qid.parse().map_err(|_| ApiError::NotFound("Observation"))?;
+    let (patient, o) = st
+        .db
+        .run(move |s| {
+            let (q, _) = queries::quarantine_with_payload(s.conn(), qid)?
+                .ok_or(ApiError::NotFound("Observation"))?;
+            let device_id = q
+                .device_id
+                .clone()
+                .ok_or(ApiError::NotFound("Observation"))?;
+            let patient = s
+                .device(&device_id)?
+                .and_then(|d| d.patient_id)
+                .ok_or(ApiError::NotFound("Observation"))?;
+            p.check_patient(s.conn(), &patient, "Observation")?;
+            let ctx = PhdContext::load(s.conn(), &fhir_cfg, [device_id.as_str()])?;
+            let (_, o) = crate::fhir::phd::absent_observation(&q, &patient, &ctx)
+                .ok_or(ApiError::NotFound("Observation"))?;
+            Ok((patient, o))
+        })
+        .await?;
     Ok((AuditPatient(patient), Fhir(o)))
 }
 

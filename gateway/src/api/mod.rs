@@ -20,6 +20,7 @@ pub mod degraded;
 pub mod devices;
 pub mod edge;
 pub mod fhir;
+pub mod fhir_devices;
 pub mod fhir_tasks;
 pub mod health;
 pub mod ingest;
@@ -99,6 +100,8 @@ pub struct ApiState {
     pub console: Arc<crate::console::ConsoleConfig>,
     /// `[integrations]`: vendor clouds, with their secrets.
     pub integrations: Arc<integrations::Integrations>,
+    /// `[fhir]`: which data is test data (the FHIR resources' labels).
+    pub fhir: Arc<crate::fhir::FhirConfig>,
 }
 
 impl ApiState {
@@ -244,6 +247,8 @@ fn guarded_routes() -> Routes {
         GET    "/api/v1/reports/rpm"                           => reports::rpm,
         GET    "/fhir/Observation"                             => fhir::search,
         GET    "/fhir/Observation/{id}"                        => fhir::read,
+        GET    "/fhir/Device"                                  => fhir_devices::search,
+        GET    "/fhir/Device/{id}"                             => fhir_devices::read,
         GET    "/fhir/Questionnaire"                           => responses::questionnaires,
         GET    "/fhir/Questionnaire/{id}"                      => responses::questionnaire,
         GET    "/fhir/QuestionnaireResponse"                   => responses::search,
@@ -405,6 +410,7 @@ pub async fn start(
         care: Arc::new(config.care.clone()),
         console: Arc::new(config.console.clone()),
         integrations: Arc::new(integrations::Integrations::load(&config.integrations)?),
+        fhir: Arc::new(config.fhir.clone()),
     });
     let listener = match listener {
         Some(l) => l,

@@ -516,3 +516,76 @@ pub fn status(store: &Store) -> Result<FhirStatus, StoreError> {
         rejected,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Readings: a BP panel (3), a weight, a BP panel (3), a weight.
+    fn store_with_panels() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let rows = [
+            ("g1", "systolic"),
+            ("g1", "diastolic"),
+            ("g1", "mean_arterial_pressure"),
+            ("g2", "body_weight"),
+            ("g3", "systolic"),
+            ("g3", "diastolic"),
+            ("g3", "mean_arterial_pressure"),
+            ("g4", "body_weight"),
+        ];
+        for (i, (g, m)) in rows.iter().enumerate() {
+            store
+                .conn()
+                .execute(
+                    "INSERT INTO readings (reading_id, group_id, patient_id, device_id, metric, value, unit, loinc, measured_at, received_at, committed_at, source)
+                     VALUES (?1, ?2, 'p1', 'd1', ?3, 100, 'mm[Hg]', '8480-6', 1000, 1000, 1000, 'mqtt')",
+                    rusqlite::params![format!("r{i}"), g, m],
+                )
+                .unwrap();
+        }
+        (dir, store)
+    }
+
+    #[test]
+    fn panels_are_never_cut_and_every_reading_is_taken_once() {
+        let (_dir, store) = store_with_panels();
+        for size in 1..=9 {
+            let mut cursor = 0;
+            let mut seen: Vec<String> = Vec::new();
+            let mut units = 0;
+            for _ in 0..20 {
+                let b = readings_batch(&store, cursor, size, "urn:p").unwrap();
+                if b.cursor_to == cursor {
+                    break;
+                }
+                for u in &b.units {
+                    let Subject::Readings(rs) = &u.subject else {
+                        panic!()
+                    };
+                    let groups: std::collections::BTreeSet<&str> =
+                        rs.iter().map(|r| r.group_id.as_str()).collect();
+                    assert_eq!(groups.len(), 1);
+                    if rs[0].metric == "systolic" {
+                        assert_eq!(rs.len(), 3, "size {size}: a panel was cut");
+                    }
+                    seen.extend(rs.iter().map(|r| r.reading_id.clone()));
+                }
+                units += b.units.len();
+                cursor = b.cursor_to;
+            }
+            let want: Vec<String> = (0..8).map(|i| format!("r{i}")).collect();
+            assert_eq!(seen, want, "size {size}");
+            assert_eq!(units, 4, "size {size}");
+        }
+    }
+
+    #[test]
+    fn a_fresh_store_has_no_backlog() {
+        let (_dir, store) = store_with_panels();
+        let s = status(&store).unwrap();
+        assert_eq!((s.cursor, s.backlog, s.rejected), (0, 8, 0));
+        assert_eq!((s.alerts_backlog, s.tasks_backlog), (0, 0));
+    }
+}

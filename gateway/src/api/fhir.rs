@@ -26,8 +26,9 @@ use super::auth::Principal;
 use super::page;
 use super::problem::{ApiError, Path, Query};
 use super::ApiState;
-use crate::fhir::instant;
 use crate::fhir::observation::{group, is_bp, observation, vital, BP_METRICS, BP_PANEL, LOINC};
+use crate::fhir::PhdContext;
+use crate::fhir::{instant, urlencode};
 use crate::store::queries::{self, ReadingSearch};
 
 /// Content type of FHIR responses.
@@ -263,9 +264,14 @@ pub async fn search(
         // Room for whole blood-pressure panels around the page's edge.
         limit: count * 4 + 8,
     };
-    let rows = st
+    let fhir_cfg = st.fhir.clone();
+    let (rows, ctx) = st
         .db
-        .run(move |s| Ok(queries::search_readings(s.conn(), &search)?))
+        .run(move |s| {
+            let rows = queries::search_readings(s.conn(), &search)?;
+            let ctx = PhdContext::for_readings(s.conn(), &fhir_cfg, &rows)?;
+            Ok((rows, ctx))
+        })
         .await?;
     let mut groups = group(rows);
     let more = groups.len() > count;
@@ -304,7 +310,7 @@ pub async fn search(
     }
     let entries: Vec<Value> = groups
         .iter()
-        .filter_map(|g| observation(g))
+        .filter_map(|g| observation(g, &ctx))
         .map(|(id, o)| {
             json!({"fullUrl": format!("{base}/fhir/Observation/{id}"), "resource": o, "search": {"mode": "match"}})
         })
@@ -319,18 +325,6 @@ pub async fn search(
     Ok((patient.map(AuditPatient), Fhir(bundle)))
 }
 
-pub(super) fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/' | b':') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// `GET /fhir/Observation/{id}`.
 pub async fn read(
     State(st): State<Arc<ApiState>>,
@@ -338,21 +332,33 @@ pub async fn read(
     Path(id): Path<String>,
 ) -> Result<(AuditPatient, Fhir), ApiError> {
     p.require_read()?;
-    let rows = st
+    let fhir_cfg = st.fhir.clone();
+    let coincident = id.starts_with("coin-");
+    let (rows, ctx) = st
         .db
         .run(move |s| {
             let rows = if let Some(group_id) = id.strip_prefix("bp-") {
                 queries::blood_pressure_group(s.conn(), group_id)?
+            } else if let Some(group_id) = id.strip_prefix("coin-") {
+                queries::group_readings(s.conn(), group_id)?
             } else {
                 queries::single_reading(s.conn(), &id)?
             };
             let first = rows.first().ok_or(ApiError::NotFound("Observation"))?;
             p.check_patient(s.conn(), &first.patient_id, "Observation")?;
-            Ok(rows)
+            let ctx = PhdContext::for_readings(s.conn(), &fhir_cfg, &rows)?;
+            Ok((rows, ctx))
         })
         .await?;
     let patient = rows[0].patient_id.clone();
-    let (_, o) = observation(&rows).ok_or(ApiError::NotFound("Observation"))?;
+    let o = if coincident {
+        // The coincident time stamp of a measurement whose device clock
+        // the gateway corrected.
+        crate::fhir::phd::coincident_observation(&rows[0], &ctx).map(|(_, o)| o)
+    } else {
+        observation(&rows, &ctx).map(|(_, o)| o)
+    };
+    let o = o.ok_or(ApiError::NotFound("Observation"))?;
     Ok((AuditPatient(patient), Fhir(o)))
 }
 

@@ -99,6 +99,8 @@ pub struct ApiState {
     pub console: Arc<crate::console::ConsoleConfig>,
     /// `[integrations]`: vendor clouds, with their secrets.
     pub integrations: Arc<integrations::Integrations>,
+    /// `[fhir]`: which data is test data (the FHIR resources' labels).
+    pub fhir: Arc<crate::fhir::FhirConfig>,
 }
 
 impl ApiState {
@@ -405,6 +407,7 @@ pub async fn start(
         care: Arc::new(config.care.clone()),
         console: Arc::new(config.console.clone()),
         integrations: Arc::new(integrations::Integrations::load(&config.integrations)?),
+        fhir: Arc::new(config.fhir.clone()),
     });
     let listener = match listener {
         Some(l) => l,

@@ -102,6 +102,7 @@ fn api() -> Api {
             crate::api::integrations::Integrations::load(&config.integrations)
                 .expect("integrations"),
         ),
+        fhir: Arc::new(config.fhir.clone()),
     });
     Api {
         _dir: dir,

@@ -84,6 +84,9 @@ pub struct Config {
     /// Vendor clouds that push to `/api/v1/integrations/NAME`.
     #[serde(default)]
     pub integrations: crate::api::integrations::config::IntegrationsConfig,
+    /// The FHIR mapping (the API's `/fhir` and the FHIR push): test data.
+    #[serde(default)]
+    pub fhir: crate::fhir::FhirConfig,
 }
 
 /// `[[devices]]`

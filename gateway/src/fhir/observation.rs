@@ -3,18 +3,22 @@
 //! A blood-pressure measurement is one panel Observation (LOINC 85354-9)
 //! with systolic, diastolic and mean-pressure components; every other
 //! reading is its own Observation. Units are UCUM, codes LOINC (plus the
-//! codes the FHIR vital-signs profiles require, e.g. 2708-6 for SpO2),
-//! `effectiveDateTime` is the corrected measurement time and `device`
-//! references the device. Ids: `bp-<group id>` for panels, the reading id
-//! otherwise.
+//! codes the FHIR vital-signs profiles require, e.g. 2708-6 for SpO2) and
+//! the device's MDC code, `effectiveDateTime` is the corrected measurement
+//! time, `device` the measuring device and the gateway extension this
+//! gateway (the PHD IG, [`super::phd`]). Ids: `bp-<group id>` for panels,
+//! the reading id otherwise.
 
 use device_profiles::Metric;
 use serde_json::{json, Value};
 
 use super::instant;
+use super::phd::{self, PhdContext};
 use crate::store::queries::{self, StoredReading};
 use crate::store::StoreError;
 
+/// The gateway's own reading ids (the Observation's second identifier).
+pub const READING_ID_SYSTEM: &str = "urn:rpm-gateway:reading";
 /// LOINC's system URI.
 pub const LOINC: &str = "http://loinc.org";
 const UCUM: &str = "http://unitsofmeasure.org";
@@ -122,24 +126,53 @@ fn category(code: &str) -> Value {
 }
 
 /// One Observation from the readings of one measurement (a BP panel) or
-/// from one reading.
-pub fn observation(readings: &[StoredReading]) -> Option<(String, Value)> {
+/// from one reading, as the PHD IG has it (see [`super::phd`]): MDC beside
+/// LOINC, the device and the gateway, the IG's identifier first (the
+/// conditional-create key; the gateway's reading ids follow), status bits
+/// as `interpretation`, test data labelled `HTEST`, and a corrected device
+/// clock's coincident time stamp in `derivedFrom`.
+pub fn observation(readings: &[StoredReading], ctx: &PhdContext) -> Option<(String, Value)> {
     let first = readings.first()?;
-    let base = |id: &str, code: Value, cat: &str, profile: Option<&str>| {
+    let mut identifiers: Vec<Value> = Vec::new();
+    if let Some(id) = phd::observation_identifier(readings) {
+        identifiers.push(id.to_fhir());
+    }
+    identifiers.extend(
+        readings
+            .iter()
+            .map(|r| json!({"system": READING_ID_SYSTEM, "value": r.reading_id})),
+    );
+    let base = |id: &str, code: Value, cat: &str, profiles: Vec<&str>| {
+        let mut categories = category(cat);
+        if let Some(list) = categories.as_array_mut() {
+            list.push(json!({"coding": [{"system": phd::PHD_CATEGORY_SYSTEM, "code": "phd-observation"}]}));
+        }
         let mut o = json!({
             "resourceType": "Observation",
             "id": id,
-            "identifier": readings.iter().map(|r| json!({"system": "urn:rpm-gateway:reading", "value": r.reading_id})).collect::<Vec<_>>(),
+            "meta": {"profile": profiles},
+            "identifier": identifiers,
             "status": "final",
-            "category": category(cat),
+            "category": categories,
             "code": code,
-            "subject": {"reference": format!("Patient/{}", first.patient_id)},
+            "subject": phd::patient_reference(&first.patient_id),
             "effectiveDateTime": instant(first.measured_at),
             "issued": instant(first.received_at),
-            "device": {"reference": format!("Device/{}", first.device_id)},
+            "device": phd::device_reference(&first.device_id),
         });
-        if let Some(p) = profile {
-            o["meta"] = json!({"profile": [p]});
+        if let Some(g) = &ctx.gateway {
+            o["extension"] =
+                json!([{"url": phd::GATEWAY_EXTENSION, "valueReference": g.reference()}]);
+        }
+        if readings.iter().any(|r| ctx.is_test(r)) {
+            o["meta"]["security"] = json!([phd::htest()]);
+        }
+        if let Some(coin) = phd::coincident_id(first) {
+            o["derivedFrom"] = json!([{"reference": format!("Observation/{coin}")}]);
+        }
+        let interpretations: Vec<Value> = phd::interpretations(first);
+        if !interpretations.is_empty() {
+            o["interpretation"] = Value::Array(interpretations);
         }
         o
     };
@@ -148,13 +181,25 @@ pub fn observation(readings: &[StoredReading]) -> Option<(String, Value)> {
         let components: Vec<Value> = BP_METRICS
             .iter()
             .filter_map(|m| readings.iter().find(|r| r.metric == m.name()).map(|r| (m, r)))
-            .map(|(m, r)| json!({"code": {"coding": [coding(m.loinc(), m.display())]}, "valueQuantity": quantity(r)}))
+            .map(|(m, r)| {
+                let mut codings = vec![coding(m.loinc(), m.display())];
+                if let Some((code, refid)) = phd::mdc(*m, &r.annotations) {
+                    codings.push(phd::mdc_coding(code, refid));
+                }
+                json!({"code": {"coding": codings, "text": m.display()}, "valueQuantity": quantity(r)})
+            })
             .collect();
         let mut o = base(
             &id,
-            json!({"coding": [coding(BP_PANEL, "Blood pressure panel with all children optional")], "text": "Blood pressure"}),
+            json!({"coding": [
+                coding(BP_PANEL, "Blood pressure panel with all children optional"),
+                phd::mdc_coding(phd::MDC_BP.0, phd::MDC_BP.1),
+            ], "text": "Blood pressure"}),
             "vital-signs",
-            Some("http://hl7.org/fhir/StructureDefinition/bp"),
+            vec![
+                phd::PROFILE_COMPOUND,
+                "http://hl7.org/fhir/StructureDefinition/bp",
+            ],
         );
         o["component"] = Value::Array(components);
         Some((id, o))
@@ -162,14 +207,26 @@ pub fn observation(readings: &[StoredReading]) -> Option<(String, Value)> {
         let metric: Metric = first.metric.parse().ok()?;
         let (extra, cat, profile) = vital(metric);
         let (system, code) = metric.coding();
+        // LOINC first (what readers of earlier versions took), MDC after.
         let mut codings =
             vec![json!({"system": system, "code": code, "display": metric.display()})];
         codings.extend(extra.iter().map(|(c, d)| coding(c, d)));
+        let mdc = phd::mdc(metric, &first.annotations);
+        if let Some((code, refid)) = mdc {
+            codings.push(phd::mdc_coding(code, refid));
+        }
+        // A device measurement follows the IG's numeric profile; a
+        // patient's questionnaire answer is no device's measurement.
+        let mut profiles: Vec<&str> = Vec::new();
+        if mdc.is_some() {
+            profiles.push(phd::PROFILE_NUMERIC);
+        }
+        profiles.extend(profile);
         let mut o = base(
             &first.reading_id,
             json!({"coding": codings, "text": metric.display()}),
             cat,
-            profile,
+            profiles,
         );
         o["valueQuantity"] = quantity(first);
         // A questionnaire's score or answer: derived from the response,
@@ -180,6 +237,17 @@ pub fn observation(readings: &[StoredReading]) -> Option<(String, Value)> {
             if first.device_id == device_profiles::questionnaire::response::SELF_REPORT_DEVICE {
                 if let Some(map) = o.as_object_mut() {
                     map.remove("device");
+                    map.remove("extension");
+                }
+            }
+        }
+        if o["meta"]["profile"].as_array().is_some_and(Vec::is_empty) {
+            if let Some(meta) = o["meta"].as_object_mut() {
+                meta.remove("profile");
+            }
+            if o["meta"].as_object().is_some_and(|m| m.is_empty()) {
+                if let Some(map) = o.as_object_mut() {
+                    map.remove("meta");
                 }
             }
         }

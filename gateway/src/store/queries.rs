@@ -224,6 +224,15 @@ pub fn blood_pressure_group(
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// All readings of one measurement, in commit order.
+pub fn group_readings(conn: &Connection, group_id: &str) -> Result<Vec<StoredReading>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {READING_COLUMNS} FROM readings WHERE group_id = ?1 ORDER BY seq"
+    ))?;
+    let rows = stmt.query_map([group_id], reading_row)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
 /// One reading that is not part of a blood-pressure measurement (those are
 /// read together, by group).
 pub fn single_reading(

@@ -588,3 +588,13 @@ pub fn patient_device_offline(
         )?
         .exists([patient_id])?)
 }
+
+/// This gateway's IEEE EUI-64 system id (16 hex digits), made once by the
+/// store's migration: the identity of the gateway as a FHIR PhgDevice.
+pub fn gateway_system_id(conn: &rusqlite::Connection) -> Result<String, StoreError> {
+    Ok(conn.query_row(
+        "SELECT system_id FROM gateway_identity WHERE id = 1",
+        [],
+        |r| r.get(0),
+    )?)
+}

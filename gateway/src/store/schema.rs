@@ -601,6 +601,24 @@ CREATE TABLE integration_state (
 );
 "#,
     ),
+    (
+        16,
+        r#"
+-- the gateway's own identity as a FHIR PhgDevice: an EUI-64 made once, when
+-- the store is created or upgraded (random, locally administered unicast:
+-- first octet xxxxxx10), so every resource this gateway ever sends names the
+-- same gateway.
+CREATE TABLE gateway_identity (
+    id                  INTEGER PRIMARY KEY CHECK (id = 1),
+    system_id           TEXT NOT NULL,                    -- 16 lower-case hex digits
+    created_at          INTEGER NOT NULL
+);
+INSERT INTO gateway_identity (id, system_id, created_at)
+VALUES (1,
+        printf('%02x', ((abs(random()) % 256) & 252) | 2) || lower(hex(randomblob(7))),
+        CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));
+"#,
+    ),
 ];
 
 /// Brings the schema up to date. Returns the version now in force.

@@ -583,6 +583,7 @@ where
             Store::open(&config.store.path)?,
             client,
             cfg.clone(),
+            config.fhir.clone(),
             metrics.clone(),
         );
         // The base URL names the EHR, not a patient.

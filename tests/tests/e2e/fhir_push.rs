@@ -219,11 +219,23 @@ fn readings_alerts_and_tasks_reach_the_ehr_once() {
     });
     let obs = ehr.resources("Observation");
     assert_eq!(identifiers_once(&obs).len() as i64, want);
-    assert_eq!(ehr.resources("Device").len(), 1);
+    // The cuff (PhdDevice) and this gateway (PhgDevice), each once.
+    let devices = ehr.resources("Device");
+    assert_eq!(devices.len(), 2, "{devices:#?}");
     assert_eq!(ehr.resources("Patient").len(), 1);
     let patient = &ehr.resources("Patient")[0];
-    let device = &ehr.resources("Device")[0];
+    let profile = |d: &Value| d["meta"]["profile"][0].as_str().unwrap_or("").to_string();
+    let device = devices.iter().find(|d| profile(d).ends_with("PhdDevice")).unwrap();
+    let phg = devices.iter().find(|d| profile(d).ends_with("PhgDevice")).unwrap();
+    assert_eq!(
+        device["patient"]["reference"],
+        format!("Patient/{}", patient["id"].as_str().unwrap())
+    );
     for o in &obs {
+        assert_eq!(
+            o["extension"][0]["valueReference"]["reference"],
+            format!("Device/{}", phg["id"].as_str().unwrap())
+        );
         assert_eq!(
             o["subject"]["reference"],
             format!("Patient/{}", patient["id"].as_str().unwrap())
@@ -254,6 +266,7 @@ fn readings_alerts_and_tasks_reach_the_ehr_once() {
     });
     assert_eq!(ehr.resources("Observation").len() as i64, want, "no duplicate");
     assert_eq!(ehr.resources("Patient").len(), 1);
+    assert_eq!(ehr.resources("Device").len(), 2);
 
     // 4. An outage: the server answers 503; readings wait in the store.
     ehr.call("POST", "/control/fail", &json!({"status": 503}));

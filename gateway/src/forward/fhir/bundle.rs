@@ -22,10 +22,10 @@
 use serde_json::{json, Value};
 use sha2::Digest;
 
+use crate::fhir::{phd, PhdContext};
 use crate::store::queries::StoredReading;
+use device_profiles::Metric;
 
-/// Identifier system of devices (until the PHD device mapping gives one).
-pub const DEVICE_SYSTEM: &str = "urn:rpm-gateway:device";
 /// Identifier system of alerts pushed as Flags.
 pub const ALERT_SYSTEM: &str = "https://rpm-gateway.dev/fhir/alert-id";
 /// Identifier system of records the EHR only knows by reference.
@@ -89,37 +89,36 @@ pub fn first_identifier(o: &Value) -> Option<(String, String)> {
     ))
 }
 
-/// The Device entry of a device we only know by id.
-fn device_entry(device_id: &str) -> Value {
-    let resource = json!({
-        "resourceType": "Device",
-        "identifier": [{"system": DEVICE_SYSTEM, "value": device_id}],
-        "status": "active",
-    });
-    create_entry(&urn("Device", device_id), resource, DEVICE_SYSTEM, device_id)
+/// What rewriting references needs to know.
+pub struct Refs<'a> {
+    /// The identifier system the EHR knows patients by.
+    pub patient_system: &'a str,
+    /// The gateway and the registry's devices (PHD IG).
+    pub phd: &'a PhdContext,
+    /// What the record's device measured (its PhdDevice's specialisations).
+    pub metrics: Vec<Metric>,
 }
 
-/// The Patient entry: created only if the EHR has no patient with this
-/// identifier (it normally has: then it is only looked up).
-fn patient_entry(system: &str, patient_id: &str) -> Value {
-    let resource = json!({
-        "resourceType": "Patient",
-        "identifier": [{"system": system, "value": patient_id}],
-    });
-    create_entry(&urn("Patient", patient_id), resource, system, patient_id)
-}
+/// Turns `Observation/<our id>` into the identifier the EHR knows it by.
+type ObservationIds<'a> = &'a dyn Fn(&str) -> Option<Value>;
 
-fn create_entry(full_url: &str, resource: Value, system: &str, value: &str) -> Value {
+fn create_entry(full_url: &str, mut resource: Value, if_none_exist: String) -> Value {
     let kind = resource["resourceType"].as_str().unwrap_or_default().to_string();
+    if let Some(map) = resource.as_object_mut() {
+        map.remove("id");
+    }
     json!({
         "fullUrl": full_url,
         "resource": resource,
-        "request": {"method": "POST", "url": kind, "ifNoneExist": identifier_query(system, value)},
+        "request": {"method": "POST", "url": kind, "ifNoneExist": if_none_exist},
     })
 }
 
-fn update_entry(full_url: &str, resource: Value, system: &str, value: &str) -> Value {
+fn update_entry(full_url: &str, mut resource: Value, system: &str, value: &str) -> Value {
     let kind = resource["resourceType"].as_str().unwrap_or_default().to_string();
+    if let Some(map) = resource.as_object_mut() {
+        map.remove("id");
+    }
     json!({
         "fullUrl": full_url,
         "resource": resource,
@@ -127,82 +126,123 @@ fn update_entry(full_url: &str, resource: Value, system: &str, value: &str) -> V
     })
 }
 
+/// The entry a `Device/<id>` reference needs: the gateway's PhgDevice or a
+/// measuring device's PhdDevice (from the registry when it knows the
+/// device), created on its identifier. `(key, placeholder, resource, ifNoneExist)`.
+fn device_need(id: &str, refs: &Refs<'_>) -> (String, String, Value, String) {
+    if let Some(g) = refs.phd.gateway.as_ref().filter(|g| g.resource_id() == id) {
+        return (
+            format!("Device|{id}"),
+            urn("Device", id),
+            crate::fhir::device::phg_device(g),
+            identifier_query(phd::SYSTEM_ID_SYSTEM, &g.eui64()),
+        );
+    }
+    let device_id = phd::device_id_of(id).unwrap_or_else(|| id.to_string());
+    let resource = match refs.phd.devices.get(&device_id) {
+        Some(d) => crate::fhir::device::phd_device(d, &refs.metrics, refs.phd),
+        None => json!({
+            "resourceType": "Device",
+            "meta": {"profile": [phd::PROFILE_PHD_DEVICE]},
+            "identifier": crate::fhir::device::phd_identifiers(&device_id),
+            "status": "active",
+        }),
+    };
+    (
+        format!("Device|{id}"),
+        urn("Device", id),
+        resource,
+        identifier_query(phd::DEVICE_ID_SYSTEM, &device_id),
+    )
+}
+
 /// Rewrites the references of `resource` for the EHR: our Patients and
-/// Devices to entries of the Bundle (added to `needs`), Observations to
-/// logical references by identifier (`obs` gives it), anything else to
-/// a logical reference under `urn:rpm-gateway:<type>`.
-fn rewrite_refs(
-    v: &mut Value,
-    patient_system: &str,
-    obs: &dyn Fn(&str) -> Option<(String, String)>,
-    needs: &mut Vec<(String, Value)>,
-) {
+/// Devices to entries of the Bundle (added to `needs`, their own
+/// references rewritten in turn), Observations to logical references by
+/// identifier (`obs` gives it), anything else to a logical reference
+/// under `urn:rpm-gateway:<type>`.
+fn rewrite_refs(v: &mut Value, refs: &Refs<'_>, obs: ObservationIds<'_>, needs: &mut Vec<(String, Value)>) {
     match v {
         Value::Object(map) => {
-            if let Some(Value::String(r)) = map.get("reference").cloned().as_ref() {
-                if let Some((kind, id)) = r.split_once('/') {
-                    match kind {
-                        "Patient" => {
-                            map.insert("reference".into(), urn("Patient", id).into());
-                            push_need(needs, format!("Patient|{id}"), || {
-                                patient_entry(patient_system, id)
+            let target = map
+                .get("reference")
+                .and_then(Value::as_str)
+                .and_then(|r| r.split_once('/'))
+                .map(|(k, i)| (k.to_string(), i.to_string()));
+            if let Some((kind, id)) = target {
+                match kind.as_str() {
+                    "Patient" => {
+                        map.insert("reference".into(), urn("Patient", &id).into());
+                        map.insert(
+                            "identifier".into(),
+                            json!({"system": refs.patient_system, "value": id}),
+                        );
+                        let key = format!("Patient|{id}");
+                        if !needs.iter().any(|(k, _)| *k == key) {
+                            let resource = json!({
+                                "resourceType": "Patient",
+                                "identifier": [{"system": refs.patient_system, "value": id}],
                             });
-                        }
-                        "Device" => {
-                            map.insert("reference".into(), urn("Device", id).into());
-                            push_need(needs, format!("Device|{id}"), || device_entry(id));
-                        }
-                        _ => {
-                            let (system, value) = match kind {
-                                "Observation" => obs(id).unwrap_or_else(|| {
-                                    (format!("{OTHER_SYSTEM}observation"), id.to_string())
-                                }),
-                                k => (
-                                    format!("{OTHER_SYSTEM}{}", k.to_ascii_lowercase()),
-                                    id.to_string(),
-                                ),
-                            };
-                            map.remove("reference");
-                            map.insert("type".into(), kind.into());
-                            map.insert(
-                                "identifier".into(),
-                                json!({"system": system, "value": value}),
-                            );
+                            let q = identifier_query(refs.patient_system, &id);
+                            needs.push((key, create_entry(&urn("Patient", &id), resource, q)));
                         }
                     }
-                    return;
+                    "Device" => {
+                        let (key, placeholder, mut resource, q) = device_need(&id, refs);
+                        map.insert("reference".into(), placeholder.clone().into());
+                        if !needs.iter().any(|(k, _)| *k == key) {
+                            rewrite_refs(&mut resource, refs, obs, needs);
+                            needs.push((key, create_entry(&placeholder, resource, q)));
+                        }
+                    }
+                    _ => {
+                        let identifier = match kind.as_str() {
+                            "Observation" => obs(&id).unwrap_or_else(|| {
+                                json!({"system": format!("{OTHER_SYSTEM}observation"), "value": id})
+                            }),
+                            k => json!({
+                                "system": format!("{OTHER_SYSTEM}{}", k.to_ascii_lowercase()),
+                                "value": id,
+                            }),
+                        };
+                        map.remove("reference");
+                        map.insert("type".into(), kind.clone().into());
+                        map.insert("identifier".into(), identifier);
+                    }
                 }
+                return;
             }
             for (_, child) in map.iter_mut() {
-                rewrite_refs(child, patient_system, obs, needs);
+                rewrite_refs(child, refs, obs, needs);
             }
         }
         Value::Array(items) => {
             for child in items {
-                rewrite_refs(child, patient_system, obs, needs);
+                rewrite_refs(child, refs, obs, needs);
             }
         }
         _ => {}
     }
 }
 
-fn push_need(needs: &mut Vec<(String, Value)>, key: String, entry: impl FnOnce() -> Value) {
-    if !needs.iter().any(|(k, _)| *k == key) {
-        needs.push((key, entry()));
-    }
-}
-
 /// The unit of one Observation (its readings as `fhir::observation` groups
-/// them), or `None` if the mapping has no Observation for them.
-pub fn observation_unit(readings: Vec<StoredReading>, patient_system: &str) -> Option<Unit> {
-    let (id, mut o) = crate::fhir::observation::observation(&readings)?;
-    let (system, value) = first_identifier(&o)?;
-    if let Some(map) = o.as_object_mut() {
-        map.remove("id");
-    }
+/// them), created on the PHD IG's Observation identifier; `None` if the
+/// mapping has no Observation for them.
+pub fn observation_unit(
+    readings: Vec<StoredReading>,
+    phd_ctx: &PhdContext,
+    patient_system: &str,
+) -> Option<Unit> {
+    let (id, mut o) = crate::fhir::observation::observation(&readings, phd_ctx)?;
+    let identifier = phd::observation_identifier(&readings)?;
+    let refs = Refs {
+        patient_system,
+        phd: phd_ctx,
+        metrics: readings.iter().filter_map(|r| r.metric.parse().ok()).collect(),
+    };
     let mut needs = Vec::new();
-    rewrite_refs(&mut o, patient_system, &|_| None, &mut needs);
-    let entry = create_entry(&urn("Observation", &id), o, &system, &value);
+    rewrite_refs(&mut o, &refs, &|_| None, &mut needs);
+    let entry = create_entry(&urn("Observation", &id), o, identifier.if_none_exist());
     Some(Unit {
         subject: Subject::Readings(readings),
         entry,
@@ -252,7 +292,13 @@ pub fn flag_unit(a: &crate::store::alerts::AlertRecord, patient_system: &str) ->
         }],
     });
     let mut needs = Vec::new();
-    rewrite_refs(&mut flag, patient_system, &|_| None, &mut needs);
+    let phd_ctx = PhdContext::default();
+    let refs = Refs {
+        patient_system,
+        phd: &phd_ctx,
+        metrics: Vec::new(),
+    };
+    rewrite_refs(&mut flag, &refs, &|_| None, &mut needs);
     Unit {
         subject: Subject::Alert(a.alert_id.clone()),
         entry: update_entry(
@@ -273,14 +319,17 @@ pub fn task_unit(
     patient_system: &str,
 ) -> Result<Unit, crate::store::StoreError> {
     let mut r = crate::fhir::task::task(conn, t)?;
-    if let Some(map) = r.as_object_mut() {
-        map.remove("id");
-    }
     let (system, value) = first_identifier(&r)
         .unwrap_or_else(|| ("https://rpm-gateway.dev/fhir/task-id".into(), t.task_id.clone()));
     let obs = |id: &str| observation_identity(conn, id);
     let mut needs = Vec::new();
-    rewrite_refs(&mut r, patient_system, &obs, &mut needs);
+    let phd_ctx = PhdContext::default();
+    let refs = Refs {
+        patient_system,
+        phd: &phd_ctx,
+        metrics: Vec::new(),
+    };
+    rewrite_refs(&mut r, &refs, &obs, &mut needs);
     Ok(Unit {
         subject: Subject::Task(t.task_id.clone()),
         entry: update_entry(&urn("Task", &t.task_id), r, &system, &value),
@@ -288,8 +337,9 @@ pub fn task_unit(
     })
 }
 
-/// The identifier the Observation with our id `id` was created on.
-fn observation_identity(conn: &rusqlite::Connection, id: &str) -> Option<(String, String)> {
+/// The identifier the Observation with our id `id` was created on (the
+/// PHD IG's), as a FHIR Identifier.
+fn observation_identity(conn: &rusqlite::Connection, id: &str) -> Option<Value> {
     let cols = crate::store::queries::READING_COLUMNS;
     let rows: Vec<StoredReading> = match id.strip_prefix("bp-") {
         Some(group) => conn
@@ -312,8 +362,7 @@ fn observation_identity(conn: &rusqlite::Connection, id: &str) -> Option<(String
             .filter_map(Result::ok)
             .collect(),
     };
-    let (_, o) = crate::fhir::observation::observation(&rows)?;
-    first_identifier(&o)
+    Some(phd::observation_identifier(&rows)?.to_fhir())
 }
 
 /// A transaction Bundle of `units`: each needed entry once, first; and
@@ -363,15 +412,17 @@ mod tests {
             "performer": [{"reference": "Patient/p1"}],
         });
         let mut needs = Vec::new();
-        rewrite_refs(
-            &mut v,
-            "urn:mrn",
-            &|id| Some(("urn:rpm-gateway:reading".into(), id.into())),
-            &mut needs,
-        );
+        let phd_ctx = PhdContext::default();
+        let refs = Refs {
+            patient_system: "urn:mrn",
+            phd: &phd_ctx,
+            metrics: Vec::new(),
+        };
+        rewrite_refs(&mut v, &refs, &|id| Some(json!({"value": id})), &mut needs);
         assert_eq!(v["subject"]["reference"], urn("Patient", "p1"));
         assert_eq!(v["device"]["reference"], urn("Device", "d1"));
-        assert_eq!(v["focus"]["identifier"]["value"], "r9");
+        assert_eq!(v["focus"]["identifier"], json!({"value": "r9"}));
+        assert_eq!(v["subject"]["identifier"]["system"], "urn:mrn");
         assert_eq!(v["focus"]["type"], "Observation");
         assert_eq!(v["derivedFrom"][0]["identifier"]["system"], "urn:rpm-gateway:questionnaireresponse");
         let keys: Vec<&str> = needs.iter().map(|n| n.0.as_str()).collect();

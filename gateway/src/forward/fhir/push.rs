@@ -77,6 +77,7 @@ pub struct FhirPush {
     store: Option<Store>,
     client: FhirClient,
     cfg: FhirPushConfig,
+    mapping: crate::fhir::FhirConfig,
     metrics: Arc<Metrics>,
     fault: Fault,
     failing: bool,
@@ -84,17 +85,19 @@ pub struct FhirPush {
 }
 
 impl FhirPush {
-    /// A push with its own store connection.
+    /// A push with its own store connection; `mapping` is `[fhir]`.
     pub fn new(
         store: Store,
         client: FhirClient,
         cfg: FhirPushConfig,
+        mapping: crate::fhir::FhirConfig,
         metrics: Arc<Metrics>,
     ) -> FhirPush {
         FhirPush {
             store: Some(store),
             client,
             cfg,
+            mapping,
             metrics,
             fault: Fault::from_env(),
             failing: false,
@@ -167,6 +170,7 @@ impl FhirPush {
         stop: &mut (impl Future<Output = ()> + Unpin),
     ) -> Result<Option<bool>, PushError> {
         let (size, system) = (self.cfg.batch_size, self.cfg.patient_system.clone());
+        let mapping = self.mapping.clone();
         let (cursor_name, cursor, batch) = self
             .with_store(move |s| {
                 let name = match stream {
@@ -176,7 +180,7 @@ impl FhirPush {
                 };
                 let cursor = s.cursor(name)?;
                 let batch = match stream {
-                    Push::Readings => readings_batch(s, cursor, size, &system)?,
+                    Push::Readings => readings_batch(s, cursor, size, &system, &mapping)?,
                     Push::Alerts => history_batch(s.conn(), "alert", cursor, size, &system)?,
                     Push::Tasks => history_batch(s.conn(), "task", cursor, size, &system)?,
                 };
@@ -349,9 +353,11 @@ fn readings_batch(
     cursor: i64,
     size: usize,
     system: &str,
+    mapping: &crate::fhir::FhirConfig,
 ) -> Result<Batch, StoreError> {
     let limit = size + crate::fhir::observation::BP_METRICS.len();
     let rows = s.readings_after(cursor, limit)?;
+    let ctx = crate::fhir::PhdContext::for_readings(s.conn(), mapping, &rows)?;
     let more = rows.len() >= limit;
     let groups = crate::fhir::observation::group(rows);
     let n_groups = groups.len();
@@ -373,7 +379,7 @@ fn readings_batch(
         .unwrap_or(cursor);
     let units = taken
         .into_iter()
-        .filter_map(|g| bundle::observation_unit(g, system))
+        .filter_map(|g| bundle::observation_unit(g, &ctx, system))
         .collect();
     Ok(Batch {
         units,
@@ -556,7 +562,7 @@ mod tests {
             let mut seen: Vec<String> = Vec::new();
             let mut units = 0;
             for _ in 0..20 {
-                let b = readings_batch(&store, cursor, size, "urn:p").unwrap();
+                let b = readings_batch(&store, cursor, size, "urn:p", &Default::default()).unwrap();
                 if b.cursor_to == cursor {
                     break;
                 }

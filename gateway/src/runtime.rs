@@ -577,8 +577,9 @@ where
     }
     if let Some(cfg) = &config.forward.fhir {
         let auth = crate::forward::fhir::auth::Auth::from_config(&cfg.auth)?;
-        let client = crate::forward::fhir::client::FhirClient::new(&cfg.base_url, auth, cfg.timeout)
-            .map_err(RunError::FhirClient)?;
+        let client =
+            crate::forward::fhir::client::FhirClient::new(&cfg.base_url, auth, cfg.timeout)
+                .map_err(RunError::FhirClient)?;
         let push = crate::forward::fhir::FhirPush::new(
             Store::open(&config.store.path)?,
             client,

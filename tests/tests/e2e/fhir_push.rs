@@ -82,7 +82,11 @@ impl FhirServer {
             .arg(self.url(path))
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
@@ -175,7 +179,11 @@ fn readings_alerts_and_tasks_reach_the_ehr_once() {
         &config(dir.path(), broker.port, 9),
     );
     let out = gw.cli(&["forward", "fhir-key"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let key: PathBuf = dir.path().join("fhir-client.pk8");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
@@ -188,7 +196,10 @@ fn readings_alerts_and_tasks_reach_the_ehr_once() {
         serde_json::from_slice::<Value>(&printed.stdout).unwrap(),
         jwks
     );
-    assert!(!gw.cli(&["forward", "fhir-key"]).status.success(), "a key is never overwritten");
+    assert!(
+        !gw.cli(&["forward", "fhir-key"]).status.success(),
+        "a key is never overwritten"
+    );
     let jwks_file = dir.path().join("jwks.json");
     std::fs::write(&jwks_file, jwks.to_string()).unwrap();
     let ehr = FhirServer::start(&jwks_file);
@@ -225,8 +236,14 @@ fn readings_alerts_and_tasks_reach_the_ehr_once() {
     assert_eq!(ehr.resources("Patient").len(), 1);
     let patient = &ehr.resources("Patient")[0];
     let profile = |d: &Value| d["meta"]["profile"][0].as_str().unwrap_or("").to_string();
-    let device = devices.iter().find(|d| profile(d).ends_with("PhdDevice")).unwrap();
-    let phg = devices.iter().find(|d| profile(d).ends_with("PhgDevice")).unwrap();
+    let device = devices
+        .iter()
+        .find(|d| profile(d).ends_with("PhdDevice"))
+        .unwrap();
+    let phg = devices
+        .iter()
+        .find(|d| profile(d).ends_with("PhgDevice"))
+        .unwrap();
     assert_eq!(
         device["patient"]["reference"],
         format!("Patient/{}", patient["id"].as_str().unwrap())
@@ -248,7 +265,10 @@ fn readings_alerts_and_tasks_reach_the_ehr_once() {
 
     // 2. The token endpoint verified our client assertion with jose.
     let stats = ehr.stats();
-    assert!(stats["assertions_verified"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(
+        stats["assertions_verified"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
     assert_eq!(stats["assertion_failures"], json!([]), "{stats}");
     assert_eq!(stats["last_alg"], "ES384");
     assert_eq!(stats["last_kid"], jwks["keys"][0]["kid"]);
@@ -256,15 +276,22 @@ fn readings_alerts_and_tasks_reach_the_ehr_once() {
     // 3. A deliberate re-send of everything: conditional create holds.
     gw.stop();
     let db = rusqlite::Connection::open(&gw.db).unwrap();
-    db.execute("UPDATE cursors SET position = 0 WHERE name = 'forward.fhir'", [])
-        .unwrap();
+    db.execute(
+        "UPDATE cursors SET position = 0 WHERE name = 'forward.fhir'",
+        [],
+    )
+    .unwrap();
     drop(db);
     let bundles = ehr.stats()["bundles"].as_u64().unwrap();
     gw.start();
     wait_until("the re-send", T, || {
         caught_up(&gw) && ehr.stats()["bundles"].as_u64().unwrap() >= bundles + 3
     });
-    assert_eq!(ehr.resources("Observation").len() as i64, want, "no duplicate");
+    assert_eq!(
+        ehr.resources("Observation").len() as i64,
+        want,
+        "no duplicate"
+    );
     assert_eq!(ehr.resources("Patient").len(), 1);
     assert_eq!(ehr.resources("Device").len(), 2);
 
@@ -276,9 +303,14 @@ fn readings_alerts_and_tasks_reach_the_ehr_once() {
     });
     assert!(!caught_up(&gw));
     ehr.call("POST", "/control/ok", &json!({}));
-    wait_until("the push to catch up after the outage", T, || caught_up(&gw));
+    wait_until("the push to catch up after the outage", T, || {
+        caught_up(&gw)
+    });
     let want = expected_observations(&gw);
-    assert_eq!(identifiers_once(&ehr.resources("Observation")).len() as i64, want);
+    assert_eq!(
+        identifiers_once(&ehr.resources("Observation")).len() as i64,
+        want
+    );
 
     // 5. A refused Observation (pulse 57: the EHR's business rule) is
     // quarantined with the OperationOutcome; the rest goes on.
@@ -301,10 +333,17 @@ fn readings_alerts_and_tasks_reach_the_ehr_once() {
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert_eq!(refused[0].0, "fhir");
     assert!(refused[0].1.contains("business-rule"), "{}", refused[0].1);
-    assert!(refused[0].1.contains("\"resourceType\":\"OperationOutcome\""));
+    assert!(refused[0]
+        .1
+        .contains("\"resourceType\":\"OperationOutcome\""));
     let obs = ehr.resources("Observation");
-    assert_eq!(identifiers_once(&obs).len() as i64, expected_observations(&gw) - 1);
-    assert!(obs.iter().all(|o| o["valueQuantity"]["value"] != json!(57.0)));
+    assert_eq!(
+        identifiers_once(&obs).len() as i64,
+        expected_observations(&gw) - 1
+    );
+    assert!(obs
+        .iter()
+        .all(|o| o["valueQuantity"]["value"] != json!(57.0)));
     ehr.call("POST", "/control/refuse", &json!({}));
 
     // 6. A hypertensive crisis: the alert arrives as a Flag, its follow-up
@@ -315,10 +354,17 @@ fn readings_alerts_and_tasks_reach_the_ehr_once() {
     });
     let alert_ids: Vec<String> = {
         let db = gw.db();
-        let mut q = db.prepare("SELECT alert_id FROM alerts ORDER BY alert_id").unwrap();
-        q.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+        let mut q = db
+            .prepare("SELECT alert_id FROM alerts ORDER BY alert_id")
+            .unwrap();
+        q.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
     };
-    wait_until("a Flag per alert", T, || ehr.resources("Flag").len() >= alert_ids.len());
+    wait_until("a Flag per alert", T, || {
+        ehr.resources("Flag").len() >= alert_ids.len()
+    });
     let flags = ehr.resources("Flag");
     assert_eq!(identifiers_once(&flags), alert_ids);
     assert!(flags.iter().all(|f| f["status"] == "active"), "{flags:#?}");
@@ -332,7 +378,11 @@ fn readings_alerts_and_tasks_reach_the_ehr_once() {
     assert_eq!(tasks[0]["priority"], "stat");
     assert_eq!(tasks[0]["focus"]["type"], "Observation");
     let out = gw.cli(&["tasks", "claim", &task_id, "--by", "nurse-a"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_until("the Task to be in progress", T, || {
         ehr.resources("Task")
             .first()

@@ -39,7 +39,9 @@ const ASSERTION_LIFETIME: i64 = 240;
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// The key file is missing or unreadable.
-    #[error("forward.fhir.auth.key_file {path}: {why} (make one with `rpm-gateway forward fhir-key`)")]
+    #[error(
+        "forward.fhir.auth.key_file {path}: {why} (make one with `rpm-gateway forward fhir-key`)"
+    )]
     KeyFile {
         /// the file
         path: String,
@@ -353,7 +355,10 @@ mod tests {
         assert_eq!(key.kid(), again.kid());
         let jwks = key.jwks();
         let jwk = &jwks["keys"][0];
-        assert_eq!((jwk["crv"].as_str(), jwk["alg"].as_str()), (Some("P-384"), Some("ES384")));
+        assert_eq!(
+            (jwk["crv"].as_str(), jwk["alg"].as_str()),
+            (Some("P-384"), Some("ES384"))
+        );
 
         let jwt = key.assertion("gw-1", "https://ehr/token").unwrap();
         let dk = jsonwebtoken::DecodingKey::from_ec_components(
@@ -370,7 +375,8 @@ mod tests {
         let exp = got.claims["exp"].as_i64().unwrap() - got.claims["iat"].as_i64().unwrap();
         assert!(exp <= 300);
         let other = key.assertion("gw-1", "https://ehr/token").unwrap();
-        let jti = |t: &str| jsonwebtoken::decode::<Value>(t, &dk, &v).unwrap().claims["jti"].clone();
+        let jti =
+            |t: &str| jsonwebtoken::decode::<Value>(t, &dk, &v).unwrap().claims["jti"].clone();
         assert_ne!(jti(&jwt), jti(&other));
     }
 }

@@ -103,7 +103,10 @@ pub struct Refs<'a> {
 type ObservationIds<'a> = &'a dyn Fn(&str) -> Option<Value>;
 
 fn create_entry(full_url: &str, mut resource: Value, if_none_exist: String) -> Value {
-    let kind = resource["resourceType"].as_str().unwrap_or_default().to_string();
+    let kind = resource["resourceType"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     if let Some(map) = resource.as_object_mut() {
         map.remove("id");
     }
@@ -115,7 +118,10 @@ fn create_entry(full_url: &str, mut resource: Value, if_none_exist: String) -> V
 }
 
 fn update_entry(full_url: &str, mut resource: Value, system: &str, value: &str) -> Value {
-    let kind = resource["resourceType"].as_str().unwrap_or_default().to_string();
+    let kind = resource["resourceType"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     if let Some(map) = resource.as_object_mut() {
         map.remove("id");
     }
@@ -161,7 +167,12 @@ fn device_need(id: &str, refs: &Refs<'_>) -> (String, String, Value, String) {
 /// references rewritten in turn), Observations to logical references by
 /// identifier (`obs` gives it), anything else to a logical reference
 /// under `urn:rpm-gateway:<type>`.
-fn rewrite_refs(v: &mut Value, refs: &Refs<'_>, obs: ObservationIds<'_>, needs: &mut Vec<(String, Value)>) {
+fn rewrite_refs(
+    v: &mut Value,
+    refs: &Refs<'_>,
+    obs: ObservationIds<'_>,
+    needs: &mut Vec<(String, Value)>,
+) {
     match v {
         Value::Object(map) => {
             let target = map
@@ -238,7 +249,10 @@ pub fn observation_unit(
     let refs = Refs {
         patient_system,
         phd: phd_ctx,
-        metrics: readings.iter().filter_map(|r| r.metric.parse().ok()).collect(),
+        metrics: readings
+            .iter()
+            .filter_map(|r| r.metric.parse().ok())
+            .collect(),
     };
     let mut needs = Vec::new();
     rewrite_refs(&mut o, &refs, &|_| None, &mut needs);
@@ -301,12 +315,7 @@ pub fn flag_unit(a: &crate::store::alerts::AlertRecord, patient_system: &str) ->
     rewrite_refs(&mut flag, &refs, &|_| None, &mut needs);
     Unit {
         subject: Subject::Alert(a.alert_id.clone()),
-        entry: update_entry(
-            &urn("Flag", &a.alert_id),
-            flag,
-            ALERT_SYSTEM,
-            &a.alert_id,
-        ),
+        entry: update_entry(&urn("Flag", &a.alert_id), flag, ALERT_SYSTEM, &a.alert_id),
         needs,
     }
 }
@@ -319,8 +328,12 @@ pub fn task_unit(
     patient_system: &str,
 ) -> Result<Unit, crate::store::StoreError> {
     let mut r = crate::fhir::task::task(conn, t)?;
-    let (system, value) = first_identifier(&r)
-        .unwrap_or_else(|| ("https://rpm-gateway.dev/fhir/task-id".into(), t.task_id.clone()));
+    let (system, value) = first_identifier(&r).unwrap_or_else(|| {
+        (
+            "https://rpm-gateway.dev/fhir/task-id".into(),
+            t.task_id.clone(),
+        )
+    });
     let obs = |id: &str| observation_identity(conn, id);
     let mut needs = Vec::new();
     let phd_ctx = PhdContext::default();
@@ -399,7 +412,9 @@ mod tests {
         assert_ne!(a, urn("Patient", "bp-1"));
         let re = a.strip_prefix("urn:uuid:").unwrap();
         assert_eq!(re.len(), 36);
-        assert!(re.chars().all(|c| c == '-' || c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(re
+            .chars()
+            .all(|c| c == '-' || c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
     }
 
     #[test]
@@ -424,7 +439,10 @@ mod tests {
         assert_eq!(v["focus"]["identifier"], json!({"value": "r9"}));
         assert_eq!(v["subject"]["identifier"]["system"], "urn:mrn");
         assert_eq!(v["focus"]["type"], "Observation");
-        assert_eq!(v["derivedFrom"][0]["identifier"]["system"], "urn:rpm-gateway:questionnaireresponse");
+        assert_eq!(
+            v["derivedFrom"][0]["identifier"]["system"],
+            "urn:rpm-gateway:questionnaireresponse"
+        );
         let keys: Vec<&str> = needs.iter().map(|n| n.0.as_str()).collect();
         assert_eq!(keys, ["Patient|p1", "Device|d1"]);
         assert_eq!(

@@ -137,8 +137,7 @@ pub fn classify(status: u16, body: &str) -> Result<EntryRefusals, PostError> {
         429 => Err(retry("throttled")),
         400..=499 => Err(PostError::Rejected {
             status,
-            outcome: if v.get("resourceType").and_then(Value::as_str) == Some("OperationOutcome")
-            {
+            outcome: if v.get("resourceType").and_then(Value::as_str) == Some("OperationOutcome") {
                 v
             } else {
                 serde_json::json!({"resourceType": "OperationOutcome", "issue": [{

@@ -152,7 +152,11 @@ pub fn validate(c: &FhirPushConfig, err: &mut dyn FnMut(&str, &str, String)) {
         err(t, "max_backoff", "must be at least 100ms".into());
     }
     if c.push.is_empty() {
-        err(t, "push", "name at least one of readings, alerts, tasks".into());
+        err(
+            t,
+            "push",
+            "name at least one of readings, alerts, tasks".into(),
+        );
     }
     if c.patient_system.trim().is_empty() || c.patient_system.contains('|') {
         err(t, "patient_system", "must be a URI without `|`".into());

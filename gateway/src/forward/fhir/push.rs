@@ -245,7 +245,9 @@ impl FhirPush {
         stop: &mut (impl Future<Output = ()> + Unpin),
     ) -> Option<Vec<(usize, Value)>> {
         let mut refused = Vec::new();
-        let mut pending: Vec<Range<usize>> = vec![0..units.len()];
+        // Ranges of `units` still to send (a stack: bisection pushes halves).
+        let mut pending: Vec<Range<usize>> = Vec::with_capacity(16);
+        pending.push(0..units.len());
         let mut attempt = 0u32;
         while let Some(range) = pending.pop() {
             if range.is_empty() {

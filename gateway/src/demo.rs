@@ -217,6 +217,8 @@ impl Demo {
     async fn start_gateway(&mut self) -> anyhow::Result<()> {
         let mut config = Config::default();
         config.store.path = self.store_path.clone();
+        // Simulated patients: their FHIR resources are labelled test data.
+        config.fhir.test_data = true;
         config.sources.mqtt = Some(MqttConfig {
             port: self.port,
             client_id: Some("rpm-gateway-demo".into()),

@@ -9,8 +9,10 @@
 //! Search parameters: `patient` (`p1` or `Patient/p1`), `code` (comma
 //! list, `[http://loinc.org|]code`; a BP component code matches the panel),
 //! `date` (repeatable, prefixes `eq ge gt le lt sa eb`, precision year to
-//! seconds, UTC), `_count`, and `_cursor` (from the `next` link). A
-//! care-team token's search only ever matches its own patients.
+//! seconds, UTC), `_count`, `_cursor` (from the `next` link) and
+//! `_include=Observation:device` (the page's PhdDevices and the gateway's
+//! PhgDevice, `search.mode` `include`). A care-team token's search only
+//! ever matches its own patients.
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
@@ -229,6 +231,7 @@ pub async fn search(
     let mut patient = None;
     let mut count = st.cfg.default_page_size.min(100);
     let mut metrics: Option<Vec<Metric>> = None;
+    let mut include_devices = false;
     for (k, v) in &params {
         match k.as_str() {
             "patient" | "subject" => patient_param(&mut patient, k, v)?,
@@ -247,9 +250,15 @@ pub async fn search(
             "_count" => count = count_param(v, st.cfg.max_page_size)?,
             "_cursor" => after = Some(page::decode_pair(v)?),
             "_format" if json_format(v) => {}
+            "_include" if v == "Observation:device" => include_devices = true,
+            "_include" => {
+                return Err(ApiError::BadRequest(format!(
+                    "_include: only Observation:device is supported, not `{v}`"
+                )))
+            }
             other => {
                 return Err(ApiError::BadRequest(format!(
-                    "search parameter `{other}` is not supported (patient, code, date, _count)"
+                    "search parameter `{other}` is not supported (patient, code, date, _count, _include)"
                 )))
             }
         }
@@ -308,13 +317,23 @@ pub async fn search(
             links.push(json!({"relation": "next", "url": link(Some(("_cursor", cursor)))}));
         }
     }
-    let entries: Vec<Value> = groups
+    let mut entries: Vec<Value> = groups
         .iter()
         .filter_map(|g| observation(g, &ctx))
         .map(|(id, o)| {
             json!({"fullUrl": format!("{base}/fhir/Observation/{id}"), "resource": o, "search": {"mode": "match"}})
         })
         .collect();
+    if include_devices {
+        // The page's devices (those the token sees, being its patients'),
+        // and the gateway their Observations name.
+        let mut devices = crate::fhir::device::phd_devices(&ctx);
+        devices.extend(ctx.gateway.as_ref().map(crate::fhir::device::phg_device));
+        entries.extend(devices.into_iter().map(|d| {
+            let id = d["id"].as_str().unwrap_or_default().to_string();
+            json!({"fullUrl": format!("{base}/fhir/Device/{id}"), "resource": d, "search": {"mode": "include"}})
+        }));
+    }
     let bundle = json!({
         "resourceType": "Bundle",
         "type": "searchset",
@@ -333,6 +352,9 @@ pub async fn read(
 ) -> Result<(AuditPatient, Fhir), ApiError> {
     p.require_read()?;
     let fhir_cfg = st.fhir.clone();
+    if let Some(qid) = id.strip_prefix("absent-") {
+        return absent(st, p, qid.to_string(), fhir_cfg).await;
+    }
     let coincident = id.starts_with("coin-");
     let (rows, ctx) = st
         .db
@@ -359,6 +381,39 @@ pub async fn read(
         observation(&rows, &ctx).map(|(_, o)| o)
     };
     let o = o.ok_or(ApiError::NotFound("Observation"))?;
+    Ok((AuditPatient(patient), Fhir(o)))
+}
+
+/// `GET /fhir/Observation/absent-{quarantine id}`: a measurement the
+/// device sent a special value for (see [`crate::fhir::phd::absent_observation`]),
+/// visible like the readings of the device's patient.
+async fn absent(
+    st: Arc<ApiState>,
+    p: Principal,
+    qid: String,
+    fhir_cfg: Arc<crate::fhir::FhirConfig>,
+) -> Result<(AuditPatient, Fhir), ApiError> {
+    let qid: i64 = qid.parse().map_err(|_| ApiError::NotFound("Observation"))?;
+    let (patient, o) = st
+        .db
+        .run(move |s| {
+            let (q, _) = queries::quarantine_with_payload(s.conn(), qid)?
+                .ok_or(ApiError::NotFound("Observation"))?;
+            let device_id = q
+                .device_id
+                .clone()
+                .ok_or(ApiError::NotFound("Observation"))?;
+            let patient = s
+                .device(&device_id)?
+                .and_then(|d| d.patient_id)
+                .ok_or(ApiError::NotFound("Observation"))?;
+            p.check_patient(s.conn(), &patient, "Observation")?;
+            let ctx = PhdContext::load(s.conn(), &fhir_cfg, [device_id.as_str()])?;
+            let (_, o) = crate::fhir::phd::absent_observation(&q, &patient, &ctx)
+                .ok_or(ApiError::NotFound("Observation"))?;
+            Ok((patient, o))
+        })
+        .await?;
     Ok((AuditPatient(patient), Fhir(o)))
 }
 

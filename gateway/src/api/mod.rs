@@ -20,6 +20,7 @@ pub mod degraded;
 pub mod devices;
 pub mod edge;
 pub mod fhir;
+pub mod fhir_devices;
 pub mod fhir_tasks;
 pub mod health;
 pub mod ingest;
@@ -246,6 +247,8 @@ fn guarded_routes() -> Routes {
         GET    "/api/v1/reports/rpm"                           => reports::rpm,
         GET    "/fhir/Observation"                             => fhir::search,
         GET    "/fhir/Observation/{id}"                        => fhir::read,
+        GET    "/fhir/Device"                                  => fhir_devices::search,
+        GET    "/fhir/Device/{id}"                             => fhir_devices::read,
         GET    "/fhir/Questionnaire"                           => responses::questionnaires,
         GET    "/fhir/Questionnaire/{id}"                      => responses::questionnaire,
         GET    "/fhir/QuestionnaireResponse"                   => responses::search,

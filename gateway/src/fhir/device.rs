@@ -121,6 +121,19 @@ pub fn phd_device(device: &Device, metrics: &[Metric], ctx: &PhdContext) -> Valu
     d
 }
 
+/// The PhdDevices of every registered device of `ctx` (those its
+/// Observations reference), by device id: what a push sends beside them.
+pub fn phd_devices(ctx: &PhdContext) -> Vec<Value> {
+    let mut ids: Vec<&String> = ctx.devices.keys().collect();
+    ids.sort();
+    ids.into_iter()
+        .map(|id| {
+            let metrics = ctx.metrics.get(id).map(Vec::as_slice).unwrap_or_default();
+            phd_device(&ctx.devices[id], metrics, ctx)
+        })
+        .collect()
+}
+
 /// The PhgDevice: this gateway.
 pub fn phg_device(gateway: &Gateway) -> Value {
     let supported: Vec<Value> = Metric::ALL

@@ -284,3 +284,168 @@ pub fn observation_id(
         }),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fhir::phd::{Gateway, GATEWAY_EXTENSION, MDC};
+    use crate::fhir::FhirConfig;
+    use chrono::{TimeZone, Utc};
+
+    fn reading(id: &str, metric: Metric, value: f64) -> StoredReading {
+        StoredReading {
+            seq: 1,
+            reading_id: id.into(),
+            group_id: "g1".into(),
+            patient_id: "p1".into(),
+            device_id: "AA:BB:CC:DD:EE:01".into(),
+            metric: metric.name().into(),
+            value,
+            unit: metric.canonical_unit().ucum().into(),
+            loinc: metric.loinc().into(),
+            device_measured_at: Some(Utc.timestamp_millis_opt(1_769_845_330_120).unwrap()),
+            measured_at: Utc.timestamp_millis_opt(1_769_845_390_120).unwrap(),
+            received_at: Utc.timestamp_millis_opt(1_769_845_400_000).unwrap(),
+            source: "ble".into(),
+            sequence: None,
+            annotations: json!({}),
+            panel: None,
+            content_digest: None,
+        }
+    }
+
+    fn ctx() -> PhdContext {
+        PhdContext {
+            gateway: Some(Gateway {
+                system_id: "ecde3d4e58532d31".into(),
+            }),
+            ..PhdContext::default()
+        }
+    }
+
+    fn codes(v: &Value) -> Vec<(String, String)> {
+        v["coding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["system"].as_str().unwrap().to_string(),
+                    c["code"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn blood_pressure_is_a_phd_compound_with_mdc_and_loinc() {
+        let bp = vec![
+            reading("s", Metric::Systolic, 128.0),
+            reading("d", Metric::Diastolic, 82.0),
+            reading("m", Metric::MeanArterialPressure, 97.0),
+        ];
+        let (id, o) = observation(&bp, &ctx()).unwrap();
+        assert_eq!(id, "bp-g1");
+        let code = codes(&o["code"]);
+        assert_eq!(
+            code[0],
+            (LOINC.into(), BP_PANEL.into()),
+            "LOINC stays first"
+        );
+        assert!(code.contains(&(MDC.into(), "150020".into())));
+        let components: Vec<Vec<(String, String)>> = o["component"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| codes(&c["code"]))
+            .collect();
+        assert!(components[0].contains(&(MDC.into(), "150021".into())));
+        assert!(components[1].contains(&(MDC.into(), "150022".into())));
+        assert!(components[2].contains(&(MDC.into(), "150023".into())));
+        assert_eq!(o["meta"]["profile"][0], phd::PROFILE_COMPOUND);
+        assert_eq!(o["extension"][0]["url"], GATEWAY_EXTENSION);
+        assert_eq!(
+            o["extension"][0]["valueReference"]["reference"],
+            "Device/phg-ecde3d4e58532d31"
+        );
+        assert_eq!(
+            o["device"]["reference"],
+            format!("Device/{}", phd::device_resource_id("AA:BB:CC:DD:EE:01"))
+        );
+        assert_eq!(o["device"]["identifier"]["value"], "AA:BB:CC:DD:EE:01");
+        assert_eq!(o["subject"]["identifier"]["system"], phd::PATIENT_ID_SYSTEM);
+        // The IG's identifier: device (its Bluetooth address), patient, MDC
+        // type, values, unit and the device's own time stamp.
+        assert_eq!(
+            o["identifier"][0]["value"],
+            "AABBCCDDEE01-p1-150020-128-82-97-mm[Hg]-20260131074210.12"
+        );
+        assert!(o["identifier"][0].get("system").is_none());
+        assert_eq!(o["identifier"][1]["system"], READING_ID_SYSTEM);
+        assert!(o.get("derivedFrom").is_none() && o["meta"].get("security").is_none());
+    }
+
+    #[test]
+    fn identifier_ignores_the_gateways_clock_correction() {
+        let a = reading("w", Metric::BodyWeight, 81.5);
+        let mut b = a.clone();
+        b.measured_at = b.measured_at + chrono::Duration::hours(3);
+        b.received_at = b.received_at + chrono::Duration::days(1);
+        b.reading_id = "w2".into();
+        let ia = phd::observation_identifier(&[a]).unwrap();
+        let ib = phd::observation_identifier(&[b]).unwrap();
+        assert_eq!(ia, ib);
+        assert_eq!(
+            ia.if_none_exist(),
+            "identifier=AABBCCDDEE01-p1-188736-81.5-kg-20260131074210.12"
+        );
+    }
+
+    #[test]
+    fn status_bits_test_data_and_corrected_clocks() {
+        let mut r = reading("o", Metric::Spo2, 93.0);
+        r.annotations = json!({
+            "measurement_status": "questionable_measurement_detected,validated_data",
+            "clock_corrected": "device_offset",
+            "clock_offset_s": "-90",
+        });
+        let mut c = ctx();
+        c.config = FhirConfig {
+            test_devices: vec![r.device_id.clone()],
+            ..FhirConfig::default()
+        };
+        let (_, o) = observation(std::slice::from_ref(&r), &c).unwrap();
+        let interp: Vec<&str> = o["interpretation"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["coding"][0]["code"].as_str().unwrap())
+            .collect();
+        assert_eq!(interp, ["questionable", "validated-data"]);
+        assert_eq!(o["meta"]["security"][0]["code"], "HTEST");
+        assert_eq!(o["derivedFrom"][0]["reference"], "Observation/coin-g1");
+        assert!(o["meta"]["profile"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(phd::PROFILE_NUMERIC)));
+        let (id, coin) = phd::coincident_observation(&r, &c).unwrap();
+        assert_eq!(id, "coin-g1");
+        assert_eq!(coin["effectiveDateTime"], "2026-01-31T07:43:20.000Z");
+        assert_eq!(coin["valueDateTime"], "2026-01-31T07:41:50.000Z");
+        assert_eq!(coin["meta"]["security"][0]["code"], "HTEST");
+        // Not corrected: no coincident time stamp.
+        let plain = reading("o2", Metric::Spo2, 95.0);
+        assert!(phd::coincident_observation(&plain, &c).is_none());
+    }
+
+    #[test]
+    fn questionnaire_answers_are_not_phd_measurements() {
+        let mut r = reading("q", Metric::Phq9Total, 7.0);
+        r.device_id = device_profiles::questionnaire::response::SELF_REPORT_DEVICE.into();
+        r.annotations = json!({"response_id": "resp-1"});
+        let (_, o) = observation(&[r], &ctx()).unwrap();
+        assert!(o.get("device").is_none() && o.get("extension").is_none());
+        assert!(o.get("meta").is_none(), "{o}");
+        assert!(codes(&o["code"]).iter().all(|(s, _)| s != MDC));
+    }
+}

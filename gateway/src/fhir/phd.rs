@@ -19,13 +19,13 @@
 //! data is test data. Callers load it once per batch ([`PhdContext::load`]).
 
 use chrono::{DateTime, Utc};
-use device_profiles::Metric;
+use device_profiles::{Metric, SpecialValue};
 use rusqlite::OptionalExtension;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
 use super::FhirConfig;
-use crate::store::queries::StoredReading;
+use crate::store::queries::{QuarantineRow, StoredReading};
 use crate::store::registry::{self, Device, DEVICE_COLUMNS};
 use crate::store::StoreError;
 
@@ -55,6 +55,8 @@ pub const DEVICE_ID_TYPE_SYSTEM: &str =
     "http://hl7.org/fhir/uv/phd/CodeSystem/ContinuaDeviceIdentifiers";
 /// The device ids of this gateway's registry (what readings name).
 pub const DEVICE_ID_SYSTEM: &str = "urn:rpm-gateway:device";
+/// The quarantine records of this gateway (special-value Observations).
+pub const QUARANTINE_ID_SYSTEM: &str = "urn:rpm-gateway:quarantine";
 /// The patient ids of this gateway (what care programs enrol).
 pub const PATIENT_ID_SYSTEM: &str = "urn:rpm-gateway:patient";
 /// The IG's measurement-status interpretations (from the PoCD IG).
@@ -151,8 +153,11 @@ pub struct PhdContext {
     /// This gateway; `None` leaves out the gateway extension.
     pub gateway: Option<Gateway>,
     /// The registry's record of each device, by device id (a device not
-    /// here is known by its id only).
+    /// here is known by its id only): the PhdDevices a push sends along
+    /// ([`super::device::phd_devices`]).
     pub devices: HashMap<String, Device>,
+    /// The metrics each device measured in the batch (its specialisations).
+    pub metrics: HashMap<String, Vec<Metric>>,
     /// Which readings are test or demonstration data.
     pub config: FhirConfig,
 }
@@ -183,6 +188,7 @@ impl PhdContext {
             gateway,
             devices,
             config: config.clone(),
+            metrics: HashMap::new(),
         })
     }
 
@@ -192,7 +198,16 @@ impl PhdContext {
         config: &FhirConfig,
         readings: &[StoredReading],
     ) -> Result<Self, StoreError> {
-        Self::load(conn, config, readings.iter().map(|r| r.device_id.as_str()))
+        let mut ctx = Self::load(conn, config, readings.iter().map(|r| r.device_id.as_str()))?;
+        for r in readings {
+            if let Ok(m) = r.metric.parse::<Metric>() {
+                let seen = ctx.metrics.entry(r.device_id.clone()).or_default();
+                if !seen.contains(&m) {
+                    seen.push(m);
+                }
+            }
+        }
+        Ok(ctx)
     }
 
     /// Whether `r` is test or demonstration data: the gateway or the
@@ -289,6 +304,7 @@ impl ObservationIdentifier {
     }
 
     /// The search a conditional create names (`Bundle.entry.request.ifNoneExist`).
+    #[allow(dead_code)] // the FHIR push's conditional create
     pub fn if_none_exist(&self) -> String {
         format!("identifier={}", super::urlencode(&self.value))
     }
@@ -416,6 +432,105 @@ pub fn coincident_observation(r: &StoredReading, ctx: &PhdContext) -> Option<(St
     Some((id, o))
 }
 
+/// The IG's `dataAbsentReason` for an IEEE 11073 special value: NaN,
+/// ±INFINITY have their own codes, NRes and the reserved value are errors.
+pub fn data_absent_reason(v: SpecialValue) -> Value {
+    let (code, display) = match v {
+        SpecialValue::NaN => ("not-a-number", "Not a Number (NaN)"),
+        SpecialValue::PositiveInfinity => ("positive-infinity", "Positive Infinity (PINF)"),
+        SpecialValue::NegativeInfinity => ("negative-infinity", "Negative Infinity (NINF)"),
+        SpecialValue::NRes | SpecialValue::Reserved => ("error", "Error"),
+    };
+    json!({"coding": [{"system": DATA_ABSENT_SYSTEM, "code": code, "display": display}], "text": v.to_string()})
+}
+
+/// The metric and special value a `special_value` quarantine record
+/// stands for (its detail is the refusal's text, `<metric> is <value>, not
+/// a number`); `None` for any other record.
+pub fn special_value_of(q: &QuarantineRow) -> Option<(Metric, SpecialValue)> {
+    if q.reason != "special_value" {
+        return None;
+    }
+    let (metric, rest) = q.detail.split_once(" is ")?;
+    let value = match rest.strip_suffix(", not a number")? {
+        "NaN" => SpecialValue::NaN,
+        "NRes" => SpecialValue::NRes,
+        "+INFINITY" => SpecialValue::PositiveInfinity,
+        "-INFINITY" => SpecialValue::NegativeInfinity,
+        "reserved value" => SpecialValue::Reserved,
+        _ => return None,
+    };
+    Some((metric.parse().ok()?, value))
+}
+
+/// The id of the Observation of a special-value record.
+pub fn absent_id(quarantine_id: i64) -> String {
+    format!("absent-{quarantine_id}")
+}
+
+/// A measurement a device sent a special value for (NaN, NRes, ±INFINITY),
+/// as the IG has it: an Observation with `dataAbsentReason` and no value.
+/// Such a measurement is never a reading (the rules, InfluxDB and the
+/// console never see it); its quarantine record is what this is made
+/// from. A blood-pressure component makes the whole panel absent (the
+/// record does not keep the other components). Time: the receipt (the
+/// record keeps no device time), as the IG says for a measurement without one.
+pub fn absent_observation(
+    q: &QuarantineRow,
+    patient_id: &str,
+    ctx: &PhdContext,
+) -> Option<(String, Value)> {
+    let (metric, value) = special_value_of(q)?;
+    let device_id = q.device_id.as_deref()?;
+    let id = absent_id(q.id);
+    let bp = metric.panel().is_some();
+    let (codings, text, profile) = if bp {
+        (
+            vec![
+                super::observation::coding(
+                    super::observation::BP_PANEL,
+                    "Blood pressure panel with all children optional",
+                ),
+                mdc_coding(MDC_BP.0, MDC_BP.1),
+            ],
+            "Blood pressure",
+            PROFILE_COMPOUND,
+        )
+    } else {
+        let (system, code) = metric.coding();
+        let mut c = vec![json!({"system": system, "code": code, "display": metric.display()})];
+        if let Some((code, refid)) = mdc(metric, &Value::Null) {
+            c.push(mdc_coding(code, refid));
+        }
+        (c, metric.display(), PROFILE_NUMERIC)
+    };
+    let (_, category, _) = super::observation::vital(metric);
+    let mut o = json!({
+        "resourceType": "Observation",
+        "id": id,
+        "meta": {"profile": [profile]},
+        "identifier": [{"system": QUARANTINE_ID_SYSTEM, "value": q.id.to_string()}],
+        "status": "final",
+        "category": [{"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+            "code": category,
+        }]}, {"coding": [{"system": PHD_CATEGORY_SYSTEM, "code": "phd-observation"}]}],
+        "code": {"coding": codings, "text": text},
+        "subject": patient_reference(patient_id),
+        "effectiveDateTime": super::instant(q.received_at),
+        "issued": super::instant(q.received_at),
+        "device": device_reference(device_id),
+        "dataAbsentReason": data_absent_reason(value),
+    });
+    if let Some(g) = &ctx.gateway {
+        o["extension"] = json!([{"url": GATEWAY_EXTENSION, "valueReference": g.reference()}]);
+    }
+    if ctx.config.is_test_device(device_id) {
+        o["meta"]["security"] = json!([htest()]);
+    }
+    Some((id, o))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,6 +555,64 @@ mod tests {
         assert_eq!(device_resource_id("cuff-1"), "cuff-1");
         assert_eq!(device_id_of("phg-0011"), None);
         assert_eq!(device_id_of("x-zz"), None);
+    }
+
+    fn quarantined(detail: &str) -> QuarantineRow {
+        QuarantineRow {
+            id: 7,
+            received_at: chrono::TimeZone::timestamp_millis_opt(&Utc, 1_769_845_400_000).unwrap(),
+            source: "ble".into(),
+            origin: "AA:BB:CC:DD:EE:01/2a35".into(),
+            profile: Some("gatt-bpm".into()),
+            device_id: Some("cuff-1".into()),
+            reason: "special_value".into(),
+            detail: detail.into(),
+            status: "open".into(),
+            payload_len: 7,
+            count: 1,
+            measurement_indexes: None,
+            measurement_index: Some(0),
+            payload_size: Some(7),
+        }
+    }
+
+    #[test]
+    fn special_values_become_absent_observations() {
+        // The refusal's own text, as the pipeline writes it.
+        let text = device_profiles::Reject::SpecialValue {
+            metric: Metric::Systolic,
+            value: SpecialValue::NaN,
+        }
+        .to_string();
+        let q = quarantined(&text);
+        assert_eq!(
+            special_value_of(&q),
+            Some((Metric::Systolic, SpecialValue::NaN))
+        );
+        let (id, o) = absent_observation(&q, "p1", &PhdContext::default()).unwrap();
+        assert_eq!(id, "absent-7");
+        assert_eq!(o["dataAbsentReason"]["coding"][0]["code"], "not-a-number");
+        assert!(o.get("valueQuantity").is_none());
+        assert_eq!(o["code"]["coding"][1]["code"], "150020");
+        for (v, code) in [
+            (SpecialValue::NRes, "error"),
+            (SpecialValue::PositiveInfinity, "positive-infinity"),
+            (SpecialValue::NegativeInfinity, "negative-infinity"),
+            (SpecialValue::Reserved, "error"),
+        ] {
+            let text = device_profiles::Reject::SpecialValue {
+                metric: Metric::BodyWeight,
+                value: v,
+            }
+            .to_string();
+            let (_, o) =
+                absent_observation(&quarantined(&text), "p1", &PhdContext::default()).unwrap();
+            assert_eq!(o["dataAbsentReason"]["coding"][0]["code"], code, "{v}");
+            assert_eq!(o["code"]["coding"][1]["code"], "188736");
+        }
+        let mut other = quarantined("weight is 900 kg");
+        other.reason = "implausible_value".into();
+        assert!(absent_observation(&other, "p1", &PhdContext::default()).is_none());
     }
 
     #[test]

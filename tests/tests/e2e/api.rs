@@ -1115,6 +1115,269 @@ fn fhir_bundle_is_valid_r4_by_an_independent_library() {
     w.api.get("/fhir/Observation/bp-0000", &t.admin).expect(404);
 }
 
+/// Checks written from the HL7 Personal Health Device IG (STU 2) for what
+/// `fhir.resources` does not know: every resource parses as R4, device
+/// Observations carry an MDC coding (in the compound's components too) and
+/// a PHD profile, the gateway extension and `device` resolve to included
+/// Devices with the PhgDevice / PhdDevice profile, the PhgDevice has an
+/// EUI-64 system id, the IG's identifier is present, of its form, and
+/// unique, and `HTEST` marks exactly the test data.
+const VALIDATE_PHD: &str = r#"
+import json, re, sys
+from fhir.resources.bundle import Bundle
+from fhir.resources.device import Device
+from fhir.resources.observation import Observation
+MDC = "urn:iso:std:iso:11073:10101"
+PHD = "http://hl7.org/fhir/uv/phd/StructureDefinition/"
+doc = json.load(sys.stdin)
+Bundle.parse_obj(doc)
+devices = {}
+for e in doc.get("entry", []):
+    r = e["resource"]
+    if r["resourceType"] == "Device":
+        d = Device.parse_obj(r)
+        assert e["search"]["mode"] == "include", e
+        devices["Device/" + d.id] = d
+obs, keys = [], set()
+for e in doc.get("entry", []):
+    r = e["resource"]
+    if r["resourceType"] != "Observation":
+        continue
+    o = Observation.parse_obj(r)
+    profiles = [str(p) for p in o.meta.profile]
+    assert any(p in (PHD + "PhdNumericObservation", PHD + "PhdCompoundNumericObservation") for p in profiles), profiles
+    assert any(c.system == MDC for c in o.code.coding), o.code
+    for c in o.component or []:
+        assert any(x.system == MDC for x in c.code.coding), c.code
+    gw = [x for x in o.extension or [] if x.url == "http://hl7.org/fhir/StructureDefinition/observation-gatewayDevice"]
+    assert len(gw) == 1, o.extension
+    phg = devices[gw[0].valueReference.reference]
+    assert PHD + "PhgDevice" in [str(p) for p in phg.meta.profile]
+    sysid = [i for i in phg.identifier if i.system == "urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680"]
+    assert len(sysid) == 1 and re.fullmatch(r"([0-9A-F]{2}-){7}[0-9A-F]{2}", sysid[0].value), phg.identifier
+    assert sysid[0].type.coding[0].code == "SYSID"
+    assert phg.type.coding[0].system == MDC and phg.type.coding[0].code == "531981"
+    phd = devices[o.device.reference]
+    assert PHD + "PhdDevice" in [str(p) for p in phd.meta.profile]
+    assert phd.type.coding[0].code == "65573"
+    assert phd.patient.reference == o.subject.reference
+    key = o.identifier[0]
+    assert key.system is None
+    patient = o.subject.reference.split("/")[1]
+    assert re.fullmatch(r".+-" + re.escape(patient) + r"-\d+-[-0-9.]+-\S+-\d{14}\.\d{2}", key.value), key.value
+    assert key.value not in keys, key.value
+    keys.add(key.value)
+    test = any(s.code == "HTEST" for s in (o.meta.security or []))
+    obs.append({"id": o.id, "key": key.value, "test": test, "device": o.device.reference,
+                "specializations": sorted(s.systemType.coding[0].code for s in phd.specialization or [])})
+print(json.dumps({"observations": obs, "devices": sorted(devices)}))
+"#;
+
+/// FHIR as the Personal Health Device IG has it: Observations with MDC
+/// codes, the gateway and the IG's identifier; `_include` brings their
+/// PhdDevices and the PhgDevice; `/fhir/Device` searches and reads are
+/// care-team scoped and audited; a device configured as test data is
+/// labelled `HTEST`. Checked by `fhir.resources` and by rules of the IG.
+#[test]
+fn fhir_follows_the_personal_health_device_ig() {
+    let w = world("[fhir]\ntest_devices = [\"cuff-s\"]");
+    let t = setup(&w);
+    push_bp(&w, &t.ingest, "cuff-n", 50, 150);
+    push_bp(&w, &t.ingest, "cuff-s", 40, 151);
+    let senml = format!(
+        r#"[{{"bt":{},"n":"spo2","u":"%","v":96}},{{"n":"weight","u":"kg","v":81.5}}]"#,
+        (Utc::now() - Days::minutes(30)).timestamp()
+    );
+    w.api
+        .request(
+            "POST",
+            "/api/v1/readings?device_id=cuff-n",
+            Some(&t.ingest),
+            Some(("application/senml+json", senml.as_bytes())),
+        )
+        .expect(200);
+
+    let north = w.api.get(
+        "/fhir/Observation?patient=p-north&_include=Observation:device",
+        &t.north,
+    );
+    north.expect(200);
+    let checked: Value =
+        serde_json::from_str(&http::python_fhir(VALIDATE_PHD, &north.body)).unwrap();
+    let obs = checked["observations"].as_array().unwrap();
+    // BP panel, pulse, SpO2, weight.
+    assert_eq!(obs.len(), 4, "{checked}");
+    assert!(obs
+        .iter()
+        .all(|o| o["test"] == false && o["device"] == "Device/cuff-n"));
+    // The cuff's specialisations: what it measured.
+    assert_eq!(
+        obs[0]["specializations"],
+        json!(["528388", "528391", "528399"]),
+        "{checked}"
+    );
+    assert_eq!(checked["devices"].as_array().unwrap().len(), 2, "{checked}");
+    // The same read again: the same identifiers (the conditional-create key).
+    let again = w.api.get(
+        "/fhir/Observation?patient=p-north&_include=Observation:device",
+        &t.north,
+    );
+    let again: Value = serde_json::from_str(&http::python_fhir(VALIDATE_PHD, &again.body)).unwrap();
+    assert_eq!(again["observations"], checked["observations"]);
+
+    // cuff-s is a test device: its Observations are HTEST.
+    let south = w.api.get(
+        "/fhir/Observation?patient=p-south&_include=Observation:device",
+        &t.south,
+    );
+    let south: Value = serde_json::from_str(&http::python_fhir(VALIDATE_PHD, &south.body)).unwrap();
+    let south_obs = south["observations"].as_array().unwrap();
+    assert!(
+        !south_obs.is_empty() && south_obs.iter().all(|o| o["test"] == true),
+        "{south}"
+    );
+    w.api
+        .get(
+            "/fhir/Observation?patient=p-north&_include=Observation:subject",
+            &t.admin,
+        )
+        .expect(400);
+
+    // Device search: a care team sees the gateway and its own patients' devices.
+    let devices_of = |path: &str, token: &str| -> Vec<String> {
+        let r = w.api.get(path, token);
+        r.expect(200);
+        assert_eq!(r.header("content-type"), Some("application/fhir+json"));
+        http::python_fhir(
+            "import json, sys\nfrom fhir.resources.bundle import Bundle\nb = Bundle.parse_raw(sys.stdin.read())\nprint(json.dumps([e.resource.id for e in b.entry or []]))",
+            &r.body,
+        );
+        r.json()["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let seen = devices_of("/fhir/Device", &t.north);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(
+        seen[0].starts_with("phg-") && seen[1] == "cuff-n",
+        "{seen:?}"
+    );
+    let phg = seen[0].clone();
+    assert_eq!(devices_of("/fhir/Device", &t.admin).len(), 3);
+    assert_eq!(
+        devices_of("/fhir/Device?patient=p-south", &t.admin),
+        ["cuff-s"]
+    );
+    assert_eq!(
+        devices_of(
+            "/fhir/Device?identifier=urn:rpm-gateway:device|cuff-s",
+            &t.north
+        ),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        devices_of(
+            "/fhir/Device?identifier=urn:rpm-gateway:device|cuff-s",
+            &t.admin
+        ),
+        ["cuff-s"]
+    );
+    assert_eq!(
+        devices_of(
+            "/fhir/Device?type=urn:iso:std:iso:11073:10101|531981",
+            &t.north
+        ),
+        [phg.clone()]
+    );
+    let sysid = phg.trim_start_matches("phg-").to_ascii_uppercase();
+    let dashed: Vec<&str> = (0..8).map(|i| &sysid[i * 2..i * 2 + 2]).collect();
+    assert_eq!(
+        devices_of(
+            &format!(
+                "/fhir/Device?identifier=urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680|{}",
+                dashed.join("-")
+            ),
+            &t.north
+        ),
+        [phg.clone()]
+    );
+    w.api.get("/fhir/Device?model=x", &t.admin).expect(400);
+    w.api.get("/fhir/Device?type=123", &t.admin).expect(400);
+    w.api
+        .get("/fhir/Device?patient=p-south", &t.north)
+        .expect(404);
+
+    // Reads: scoped like the search, and audited under the device's patient.
+    w.api.get("/fhir/Device/cuff-s", &t.north).expect(404);
+    let one = w.api.get("/fhir/Device/cuff-s", &t.admin);
+    one.expect(200);
+    let out = http::python_fhir(
+        "import sys\nfrom fhir.resources.device import Device\nd = Device.parse_raw(sys.stdin.read())\nprint(d.patient.reference, d.meta.profile[0])",
+        &one.body,
+    );
+    assert_eq!(
+        out.trim(),
+        "Patient/p-south http://hl7.org/fhir/uv/phd/StructureDefinition/PhdDevice"
+    );
+    let gw_dev = w.api.get(&format!("/fhir/Device/{phg}"), &t.north);
+    gw_dev.expect(200);
+    assert_eq!(gw_dev.json()["identifier"][0]["value"], dashed.join("-"));
+    w.api.get("/fhir/Device/nope", &t.admin).expect(404);
+    w.api
+        .get("/fhir/Device/phg-0000000000000000", &t.admin)
+        .expect(404);
+
+    // A measurement the cuff sent NaN for: quarantined, never a reading (no
+    // rule sees it), and an Observation with dataAbsentReason.
+    let r = w.api.send(
+        "POST",
+        "/api/v1/readings",
+        &t.ingest,
+        &json!({"device_id": "cuff-n", "profile": "acme-bp-cuff", "payload": {"measured_at": ago(20), "sys": "NaN", "dia": 84, "map": 100, "pulse": 71, "unit": "mmHg"}}),
+    );
+    r.expect(200);
+    let q = w
+        .api
+        .get("/api/v1/quarantine?reason=special_value", &t.admin)
+        .json();
+    let qid = q["items"][0]["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{q}"));
+    let absent = w
+        .api
+        .get(&format!("/fhir/Observation/absent-{qid}"), &t.north);
+    absent.expect(200);
+    let out = http::python_fhir(
+        "import sys\nfrom fhir.resources.observation import Observation\no = Observation.parse_raw(sys.stdin.read())\nprint(o.dataAbsentReason.coding[0].code, o.valueQuantity is None, o.device.reference)",
+        &absent.body,
+    );
+    assert_eq!(out.trim(), "not-a-number True Device/cuff-n");
+    w.api
+        .get(&format!("/fhir/Observation/absent-{qid}"), &t.south)
+        .expect(404);
+    assert_eq!(
+        w.gw.count(
+            "SELECT COUNT(*) FROM readings WHERE device_id = 'cuff-n' AND metric = 'systolic'"
+        ),
+        1
+    );
+
+    let audit = w
+        .api
+        .get("/api/v1/audit?patient=p-south&limit=50", &t.admin)
+        .json();
+    assert!(audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "GET /fhir/Device/{id}"
+            && e["patient_id"] == "p-south"
+            && e["outcome"] == 200));
+}
+
 /// HTTPS with a certificate made for the test: curl verifies it against
 /// the test CA; plain HTTP to the TLS port gets nothing.
 #[test]

@@ -173,3 +173,23 @@ fn input_refused_again_keeps_its_new_reason_and_is_not_retried_by_assignment() {
     assert_eq!(calls.get(), 1);
     assert_eq!(count(&store, "SELECT COUNT(*) FROM readings"), 0);
 }
+
+/// The gateway's EUI-64 system id (its FHIR PhgDevice identity) is made
+/// once, is a locally administered unicast id, and survives reopening.
+#[test]
+fn the_gateway_system_id_is_made_once_and_kept() {
+    let (dir, store) = open();
+    let id = crate::store::registry::gateway_system_id(store.conn()).unwrap();
+    assert_eq!(id.len(), 16);
+    assert!(id
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    let first = u8::from_str_radix(&id[..2], 16).unwrap();
+    assert_eq!(first & 0b11, 0b10, "locally administered, unicast: {id}");
+    drop(store);
+    let again = Store::open(&dir.path().join("s.db")).unwrap();
+    assert_eq!(
+        crate::store::registry::gateway_system_id(again.conn()).unwrap(),
+        id
+    );
+}

@@ -373,7 +373,7 @@ fn readings_alerts_and_tasks_reach_the_ehr_once() {
         .query_row("SELECT task_id FROM tasks", [], |r| r.get(0))
         .unwrap();
     let tasks = ehr.resources("Task");
-    assert_eq!(identifiers_once(&tasks), [task_id.clone()]);
+    assert_eq!(identifiers_once(&tasks), std::slice::from_ref(&task_id));
     assert_eq!(tasks[0]["status"], "ready");
     assert_eq!(tasks[0]["priority"], "stat");
     assert_eq!(tasks[0]["focus"]["type"], "Observation");

@@ -443,10 +443,12 @@ mod tests {
             v["derivedFrom"][0]["identifier"]["system"],
             "urn:rpm-gateway:questionnaireresponse"
         );
-        let keys: Vec<&str> = needs.iter().map(|n| n.0.as_str()).collect();
-        assert_eq!(keys, ["Patient|p1", "Device|d1"]);
+        let mut keys: Vec<&str> = needs.iter().map(|n| n.0.as_str()).collect();
+        keys.sort();
+        assert_eq!(keys, ["Device|d1", "Patient|p1"], "each once");
+        let patient = needs.iter().find(|n| n.0 == "Patient|p1").unwrap();
         assert_eq!(
-            needs[0].1["request"]["ifNoneExist"],
+            patient.1["request"]["ifNoneExist"],
             "identifier=urn%3Amrn|p1"
         );
     }

@@ -44,6 +44,8 @@ struct Health {
     store_failure_episodes: AtomicU64,
     /// Why the upstream hub refuses this box's batches, while it does.
     upstream_refused: Mutex<Option<String>>,
+    /// Why the EHR (its token endpoint) refuses the FHIR push, while it does.
+    fhir_refused: Mutex<Option<String>>,
 }
 
 /// Gauges of the forwarders and the store's disk.
@@ -346,18 +348,33 @@ impl Metrics {
     }
 
     /// Why `sink` refuses the batch it holds (`None`: it does not).
-    /// The upstream hub's refusal makes the box not ready.
+    /// The upstream hub's and the EHR's refusals make the gateway not ready.
     pub fn set_sink_refused(&self, sink: &'static str, why: Option<String>) {
         self.gauge(
             sink_gauge(sink, "refused"),
             String::new(),
             f64::from(u8::from(why.is_some())),
         );
-        if sink == "upstream" {
-            if let Ok(mut r) = self.health.upstream_refused.lock() {
-                *r = why;
-            }
+        let held = match sink {
+            "upstream" => &self.health.upstream_refused,
+            "fhir" => &self.health.fhir_refused,
+            _ => return,
+        };
+        if let Ok(mut r) = held.lock() {
+            *r = why;
         }
+    }
+
+    /// Why the EHR refuses the FHIR push, while it does.
+    pub fn fhir_refused(&self) -> Option<String> {
+        self.health.fhir_refused.lock().ok().and_then(|r| r.clone())
+    }
+
+    /// Whether the FHIR push's last request got an answer (`None`: none yet).
+    pub fn fhir_up(&self) -> Option<bool> {
+        let g = self.gauges.lock().ok()?;
+        g.get(&(sink_gauge("fhir", "up"), String::new()))
+            .map(|v| *v >= 1.0)
     }
 
     /// Why the upstream hub refuses this box's readings, while it does.

@@ -15,6 +15,8 @@
 //   POST /control/ok                       answer normally again
 //   POST /control/refuse {"value": 777}    refuse (422, OperationOutcome) a Bundle holding
 //                                          an Observation with that value: an EHR business rule
+//   POST /control/tokens {"refuse": true}  revoke every token and refuse new ones (400 invalid_client),
+//                                          as an EHR does when a client's registration is withdrawn
 //   GET  /control/stats                    counters (token requests, assertions verified, ...)
 //   GET  /control/resources/<Type>         every stored resource of a type
 
@@ -50,6 +52,7 @@ const seenJti = new Set();
 const stats = { token_requests: 0, assertions_verified: 0, assertion_failures: [], fhir_requests: 0, unauthorized: 0, failed: 0, refused: 0, bundles: 0 };
 let failStatus = null;
 let refuseValue = null;
+let refuseTokens = false;
 let port = 0;
 
 const outcome = (code, diagnostics) => ({
@@ -75,6 +78,7 @@ async function token(req, res) {
     stats.assertion_failures.push(why);
     send(res, 400, { error: 'invalid_client', error_description: why }, 'application/json');
   };
+  if (refuseTokens) return fail('the client registration is withdrawn');
   if (form.get('grant_type') !== 'client_credentials') return fail('grant_type must be client_credentials');
   if (form.get('client_assertion_type') !== 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer') {
     return fail('client_assertion_type must be jwt-bearer');
@@ -177,6 +181,11 @@ const server = http.createServer(async (req, res) => {
     if (u.pathname === '/control/refuse') {
       refuseValue = JSON.parse((await readBody(req)) || '{}').value ?? null;
       return send(res, 200, { refuseValue }, 'application/json');
+    }
+    if (u.pathname === '/control/tokens') {
+      refuseTokens = Boolean(JSON.parse((await readBody(req)) || '{}').refuse);
+      if (refuseTokens) tokens.clear();
+      return send(res, 200, { refuseTokens }, 'application/json');
     }
     if (u.pathname === '/control/stats') return send(res, 200, stats, 'application/json');
     if (u.pathname.startsWith('/control/resources/')) {

@@ -161,8 +161,9 @@ fn config(dir: &Path, broker: u16, fhir: u16) -> String {
         "[care]\npolicy = \"follow-up.toml\"\ncheck_interval = \"200ms\"\n\n[[patients]]\nid = \"p-1\"\ncare_plans = [\"hypertension\"]\ncare_team = \"north\"\n\n\
          [forward.fhir]\nbase_url = \"http://127.0.0.1:{fhir}/fhir/R4\"\nbatch_size = 2\nflush_interval = \"100ms\"\nmax_backoff = \"1s\"\ntimeout = \"5s\"\n\
          [forward.fhir.auth]\nkind = \"smart\"\nclient_id = \"{CLIENT_ID}\"\ntoken_url = \"http://127.0.0.1:{fhir}/auth/token\"\nkey_file = \"{}\"\n\
-         # broker {broker}\n",
-        dir.join("fhir-client.pk8").display()
+         # broker {broker}\n{}",
+        dir.join("fhir-client.pk8").display(),
+        common::api_client::api_config("")
     )
 }
 
@@ -396,6 +397,43 @@ fn readings_alerts_and_tasks_reach_the_ehr_once() {
         let s: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         s["fhir"]["backlog"] == 0 && s["fhir"]["tasks_backlog"] == 0 && s["fhir"]["rejected"] == 1
     });
+
+    // 8. The EHR withdraws the gateway's registration: its token is
+    // revoked and no new one granted. Records are held, the gateway is not
+    // ready and says why; once registered again it catches up.
+    let api = gw.api_port();
+    let readyz = || -> Value {
+        let out = Command::new("curl")
+            .args(["-sS", &format!("http://127.0.0.1:{api}/readyz")])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    };
+    assert_eq!(readyz()["ready"], true, "{}", readyz());
+    ehr.call("POST", "/control/tokens", &json!({"refuse": true}));
+    bp(&broker, t0 + TimeDelta::minutes(50), 116, 74, 62);
+    wait_until("readiness to report the refusal", T, || {
+        let r = readyz();
+        r["ready"] == false && r["fhir"]["refused"] == true
+    });
+    let r = readyz();
+    assert!(
+        r["reasons"]
+            .to_string()
+            .contains("the client registration is withdrawn"),
+        "{r}"
+    );
+    assert!(!caught_up(&gw), "held, not skipped");
+    ehr.call("POST", "/control/tokens", &json!({"refuse": false}));
+    wait_until("the push to catch up once registered again", T, || {
+        caught_up(&gw) && readyz()["ready"] == true
+    });
+    assert_eq!(
+        identifiers_once(&ehr.resources("Observation")).len() as i64,
+        expected_observations(&gw) - 1,
+        "everything but the refused pulse, once"
+    );
+
     let log = gw.log();
     assert!(!log.contains(&jwks["keys"][0]["x"].as_str().unwrap()[..20]));
     assert!(!log.contains("access_token"));

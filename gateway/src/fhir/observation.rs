@@ -389,8 +389,8 @@ mod tests {
     fn identifier_ignores_the_gateways_clock_correction() {
         let a = reading("w", Metric::BodyWeight, 81.5);
         let mut b = a.clone();
-        b.measured_at = b.measured_at + chrono::Duration::hours(3);
-        b.received_at = b.received_at + chrono::Duration::days(1);
+        b.measured_at += chrono::Duration::hours(3);
+        b.received_at += chrono::Duration::days(1);
         b.reading_id = "w2".into();
         let ia = phd::observation_identifier(&[a]).unwrap();
         let ib = phd::observation_identifier(&[b]).unwrap();

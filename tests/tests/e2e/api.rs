@@ -1290,7 +1290,7 @@ fn fhir_follows_the_personal_health_device_ig() {
             "/fhir/Device?type=urn:iso:std:iso:11073:10101|531981",
             &t.north
         ),
-        [phg.clone()]
+        std::slice::from_ref(&phg)
     );
     let sysid = phg.trim_start_matches("phg-").to_ascii_uppercase();
     let dashed: Vec<&str> = (0..8).map(|i| &sysid[i * 2..i * 2 + 2]).collect();
@@ -1302,7 +1302,7 @@ fn fhir_follows_the_personal_health_device_ig() {
             ),
             &t.north
         ),
-        [phg.clone()]
+        std::slice::from_ref(&phg)
     );
     w.api.get("/fhir/Device?model=x", &t.admin).expect(400);
     w.api.get("/fhir/Device?type=123", &t.admin).expect(400);

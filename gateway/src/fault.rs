@@ -24,7 +24,7 @@ pub enum FaultPoint {
     BeforeRulesCommit,
     /// `abort-after-rules-commit`: the rule evaluator, after its commit.
     AfterRulesCommit,
-    /// `abort-after-forward`: a forwarder (InfluxDB, upstream), after the sink accepted a
+    /// `abort-after-forward`: a forwarder (InfluxDB, upstream) or the FHIR push, after the sink accepted a
     /// batch and before its cursor moved past it.
     AfterForward,
     /// `panic-in-rules`: the rule evaluator panics before its first commit

@@ -44,6 +44,8 @@ struct Health {
     store_failure_episodes: AtomicU64,
     /// Why the upstream hub refuses this box's batches, while it does.
     upstream_refused: Mutex<Option<String>>,
+    /// Why the EHR (its token endpoint) refuses the FHIR push, while it does.
+    fhir_refused: Mutex<Option<String>>,
 }
 
 /// Gauges of the forwarders and the store's disk.
@@ -61,6 +63,9 @@ fn sink_gauge(sink: &str, what: &str) -> &'static str {
         ("upstream", "backlog") => "rpm_upstream_backlog",
         ("upstream", "up") => "rpm_upstream_up",
         ("upstream", _) => "rpm_upstream_refused",
+        ("fhir", "backlog") => "rpm_fhir_backlog",
+        ("fhir", "up") => "rpm_fhir_up",
+        ("fhir", _) => "rpm_fhir_refused",
         (_, "refused") => "rpm_forward_refused",
         (_, "up") => "rpm_forward_up",
         _ => "rpm_forward_backlog",
@@ -343,18 +348,33 @@ impl Metrics {
     }
 
     /// Why `sink` refuses the batch it holds (`None`: it does not).
-    /// The upstream hub's refusal makes the box not ready.
+    /// The upstream hub's and the EHR's refusals make the gateway not ready.
     pub fn set_sink_refused(&self, sink: &'static str, why: Option<String>) {
         self.gauge(
             sink_gauge(sink, "refused"),
             String::new(),
             f64::from(u8::from(why.is_some())),
         );
-        if sink == "upstream" {
-            if let Ok(mut r) = self.health.upstream_refused.lock() {
-                *r = why;
-            }
+        let held = match sink {
+            "upstream" => &self.health.upstream_refused,
+            "fhir" => &self.health.fhir_refused,
+            _ => return,
+        };
+        if let Ok(mut r) = held.lock() {
+            *r = why;
         }
+    }
+
+    /// Why the EHR refuses the FHIR push, while it does.
+    pub fn fhir_refused(&self) -> Option<String> {
+        self.health.fhir_refused.lock().ok().and_then(|r| r.clone())
+    }
+
+    /// Whether the FHIR push's last request got an answer (`None`: none yet).
+    pub fn fhir_up(&self) -> Option<bool> {
+        let g = self.gauges.lock().ok()?;
+        g.get(&(sink_gauge("fhir", "up"), String::new()))
+            .map(|v| *v >= 1.0)
     }
 
     /// Why the upstream hub refuses this box's readings, while it does.

@@ -47,6 +47,12 @@ pub enum RunError {
     /// The upstream link could not be set up.
     #[error(transparent)]
     Upstream(#[from] crate::forward::upstream::UpstreamError),
+    /// The FHIR push could not start (its key, token or URL).
+    #[error(transparent)]
+    FhirAuth(#[from] crate::forward::fhir::auth::AuthError),
+    /// The FHIR push's HTTP client could not be built.
+    #[error("forward.fhir: {0}")]
+    FhirClient(String),
     /// A component the gateway cannot work without stopped on its own.
     #[error("the {0} stopped unexpectedly; the gateway stopped with it (its service manager restarts it whole)")]
     ComponentStopped(&'static str),
@@ -568,6 +574,30 @@ where
         if config.rules.enabled {
             tracing::warn!("rules are enabled on a home box: its alerts are not reconciled with the hub's (the hub runs the rules for every patient; see docs/home-boxes.md)");
         }
+    }
+    if let Some(cfg) = &config.forward.fhir {
+        let auth = crate::forward::fhir::auth::Auth::from_config(&cfg.auth)?;
+        let client =
+            crate::forward::fhir::client::FhirClient::new(&cfg.base_url, auth, cfg.timeout)
+                .map_err(RunError::FhirClient)?;
+        let push = crate::forward::fhir::FhirPush::new(
+            Store::open(&config.store.path)?,
+            client,
+            cfg.clone(),
+            config.fhir.clone(),
+            metrics.clone(),
+        );
+        // The base URL names the EHR, not a patient.
+        tracing::info!(batch_size = cfg.batch_size, base_url = %cfg.base_url, "pushing to the FHIR server");
+        if cfg.pushes(crate::forward::fhir::config::Push::Readings) {
+            cursors.push(crate::forward::fhir::push::CURSOR);
+        }
+        let stop = stopped();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = push.run(stop).await {
+                tracing::error!(error = %e, "the FHIR push stopped on a store error");
+            }
+        }));
     }
     let retention = Retention::new(
         Store::open(&config.store.path)?,

@@ -49,13 +49,15 @@ pub async fn readyz(State(st): State<Arc<ApiState>>) -> Response {
     let reconnect_loop = st.mqtt_configured && st.metrics.mqtt_reconnect_loop();
     let unavailable = st.metrics.store_unavailable();
     let upstream_refused = st.metrics.upstream_refused();
+    let fhir_refused = st.metrics.fhir_refused();
     let ready = writable
         && writer
         && mqtt_ok
         && !disk_low
         && !reconnect_loop
         && unavailable.is_none()
-        && upstream_refused.is_none();
+        && upstream_refused.is_none()
+        && fhir_refused.is_none();
     let mut reasons = Vec::new();
     if let Some(why) = &unavailable {
         reasons.push(why.clone());
@@ -82,6 +84,11 @@ pub async fn readyz(State(st): State<Arc<ApiState>>) -> Response {
             "upstream: the hub refuses this box's readings ({why}); they are held, not skipped"
         ));
     }
+    if let Some(why) = &fhir_refused {
+        reasons.push(format!(
+            "fhir: the EHR refuses the gateway's push ({why}); records are held, not skipped"
+        ));
+    }
     let ble_state = match (st.ble_configured, st.metrics.ble_adapter_available()) {
         (false, _) => "not_configured",
         (true, true) => "adapter_available",
@@ -99,6 +106,8 @@ pub async fn readyz(State(st): State<Arc<ApiState>>) -> Response {
         // A box works on while its hub is away (no effect on readiness):
         // `reachable` says whether the last write reached it.
         "upstream": {"refused": upstream_refused.is_some(), "reachable": st.metrics.upstream_up()},
+        // Like the hub: an EHR that is away costs delay only (no effect on readiness).
+        "fhir": {"refused": fhir_refused.is_some(), "reachable": st.metrics.fhir_up()},
     });
     let status = if ready {
         StatusCode::OK

@@ -1,4 +1,5 @@
-//! `rpm-gateway forward`: the forwarders' state (InfluxDB, the program hub).
+//! `rpm-gateway forward`: the forwarders' state (InfluxDB, the program hub,
+//! the FHIR push), and the FHIR push's client key.
 
 use clap::Subcommand;
 
@@ -14,15 +15,52 @@ pub enum ForwardCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Makes the FHIR push's private key (`[forward.fhir.auth] key_file`,
+    /// owner-only) and prints its JWKS; never overwrites a key.
+    FhirKey,
+    /// Prints the public JWKS of the FHIR push's key, to register with the EHR.
+    FhirJwks,
+}
+
+/// The SMART key file of `[forward.fhir.auth]`.
+fn key_file(config: &Config) -> anyhow::Result<&std::path::Path> {
+    match config.forward.fhir.as_ref().map(|f| &f.auth) {
+        Some(crate::forward::fhir::config::AuthConfig::Smart { key_file, .. }) => Ok(key_file),
+        _ => anyhow::bail!("[forward.fhir.auth] is not kind = \"smart\": no key to make or print"),
+    }
 }
 
 /// Runs a `forward` command.
 pub fn run(config: &Config, cmd: ForwardCommand) -> anyhow::Result<()> {
-    let ForwardCommand::Status { json } = cmd;
+    use crate::forward::fhir::auth::ClientKey;
+    let json = match cmd {
+        ForwardCommand::Status { json } => json,
+        ForwardCommand::FhirKey => {
+            let path = key_file(config)?;
+            let key = ClientKey::generate(path)?;
+            eprintln!(
+                "wrote {} (owner-only); register this JWKS with the EHR:",
+                path.display()
+            );
+            println!("{}", serde_json::to_string_pretty(&key.jwks())?);
+            return Ok(());
+        }
+        ForwardCommand::FhirJwks => {
+            let key = ClientKey::load(key_file(config)?)?;
+            println!("{}", serde_json::to_string_pretty(&key.jwks())?);
+            return Ok(());
+        }
+    };
     let store = runtime::open_store(config)?;
     let s = crate::forward::status::status(&store, &config.forward, &config.retention)?;
+    let fhir = match config.forward.fhir {
+        Some(_) => Some(crate::forward::fhir::push::status(&store)?),
+        None => None,
+    };
     if json {
-        println!("{}", serde_json::to_string(&s)?);
+        let mut v = serde_json::to_value(&s)?;
+        v["fhir"] = serde_json::to_value(&fhir)?;
+        println!("{v}");
     } else {
         println!(
             "influxdb forwarding {}; cursor {} of {}; backlog {} reading(s); {} refused point(s) in quarantine; disk {} free{}",
@@ -59,6 +97,12 @@ pub fn run(config: &Config, cmd: ForwardCommand) -> anyhow::Result<()> {
                     _ => "never applied".into(),
                 },
                 u.quarantine_cursor
+            );
+        }
+        if let Some(f) = &fhir {
+            println!(
+                "fhir push: readings cursor {} of {}; backlog {} reading(s), {} alert change(s), {} task change(s); {} refused record(s) in quarantine",
+                f.cursor, s.newest_seq, f.backlog, f.alerts_backlog, f.tasks_backlog, f.rejected
             );
         }
     }

@@ -97,7 +97,7 @@ pub enum Command {
     /// The store itself: status, encryption at rest, key rotation, read-only queries.
     #[command(subcommand)]
     Store(store::StoreCommand),
-    /// Forwarding to InfluxDB and the store's disk.
+    /// Forwarding (InfluxDB, the hub, the FHIR push) and the store's disk; the FHIR push's key.
     #[command(subcommand)]
     Forward(forward::ForwardCommand),
     /// The home boxes that push to this hub: last contact, backlog, clock offset, BLE, silent.

@@ -23,6 +23,9 @@ pub struct ForwardConfig {
     /// `[forward.upstream]`: this gateway is a home box sending its
     /// readings to the program hub; absent = it is not.
     pub upstream: Option<super::upstream::UpstreamConfig>,
+    /// `[forward.fhir]`: push readings, alerts and tasks into the care
+    /// team's FHIR server; absent = no push.
+    pub fhir: Option<super::fhir::FhirPushConfig>,
 }
 
 /// `[forward.influxdb]`
@@ -170,6 +173,9 @@ pub fn validate(
     }
     if let Some(u) = &forward.upstream {
         super::upstream::validate(u, err);
+    }
+    if let Some(f) = &forward.fhir {
+        super::fhir::config::validate(f, err);
     }
     if retention
         .keep

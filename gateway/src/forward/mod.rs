@@ -9,10 +9,12 @@
 //! the HTTP write through the `influxdb2` crate; [`config`] their sections;
 //! [`status`] where it all stands (CLI, API); [`upstream`] the home box's
 //! link to the program hub, on the same forwarder loop; [`hub`] the box's
-//! share pull and quarantine push; [`boxes`] the hub's watch on its boxes.
+//! share pull and quarantine push; [`boxes`] the hub's watch on its boxes;
+//! [`fhir`] the push into the care team's EHR.
 
 pub mod boxes;
 pub mod config;
+pub mod fhir;
 pub mod forwarder;
 pub mod hub;
 pub mod line;

@@ -18,6 +18,7 @@ mod care_tasks;
 mod care_worklist;
 mod cli;
 mod console;
+mod fhir_push;
 mod influx_forward;
 mod lean_build;
 mod mqtt_ingest;

@@ -67,7 +67,7 @@ until curl -sf "http://127.0.0.1:$VM/health" >/dev/null; do sleep 0.1; done
 # The three persistent sessions with their subscriptions, then stopped.
 sed 's/^level = .*/level = "info"/' "$W/g.toml" > "$W/g0.toml"
 "$BIN" run -c "$W/g0.toml" 2> "$W/g0.log" & GW=$!
-until grep -q "mqtt subscribed" "$W/g0.log"; do sleep 0.1; done
+until grep -qs "mqtt subscribed" "$W/g0.log"; do sleep 0.1; done
 kill -TERM $GW; wait $GW || true
 rm -f "$W/rpm.db" "$W/rpm.db-wal" "$W/rpm.db-shm"
 for id in bench-raw bench-peer; do timeout 1 mosquitto_sub -p "$PORT" -c -i $id -q 1 -t 'rpm/senml/#' >/dev/null || true; done

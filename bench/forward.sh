@@ -50,7 +50,7 @@ run() { # batch gzip
     "$W" "$P" "$B" "$GZ" > "$W/g.toml"
   local s; s=$(date +%s.%N)
   "$BIN" run -c "$W/g.toml" 2>>"$W/gw.log" & local GW=$!
-  while [ "$(sqlite3 "$W/run.db" "SELECT COALESCE((SELECT position FROM cursors WHERE name = 'forward.influxdb'), 0)")" -lt "$N" ]; do sleep 0.1; done
+  while [ "$(sqlite3 -cmd ".timeout 2000" "$W/run.db" "SELECT COALESCE((SELECT position FROM cursors WHERE name = 'forward.influxdb'), 0)")" -lt "$N" ]; do sleep 0.1; done
   local t; t=$(echo "$(date +%s.%N) - $s" | bc)
   local rss; rss=$(awk '/VmHWM/{print $2}' /proc/$GW/status)
   kill -TERM $GW; wait $GW || true

@@ -19,7 +19,7 @@ if [ -n "${ENCRYPT:-}" ]; then
 fi
 # RPM_BIN: an already built gateway binary (skips the release build).
 if [ -z "${RPM_BIN:-}" ]; then cargo build --release -q -p rpm-gateway; fi
-BIN=${RPM_BIN:-$PWD/target/release/rpm-gateway}
+BIN=${RPM_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/release/rpm-gateway}
 W=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$W"' EXIT
 PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
 cat > "$W/m.conf" <<C

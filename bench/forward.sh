@@ -6,13 +6,17 @@
 # /api/v2/write), once per batch size; prints points/s and checks the count
 # that arrived.
 #   bench/forward.sh [N] [BATCH ...]        defaults: 1000000, 1000 5000 10000
+# Before and after the gateway's runs, the server's own ingest rate: the same
+# points written straight to a fresh VictoriaMetrics (bench/lp_write.py).
+# RPM_BIN: an existing gateway binary. NO_GZIP=1: skip the gzip run.
 # Needs victoria-metrics and sqlite3 (Debian packages).
 set -euo pipefail
 N=${1:-1000000}; shift || true
 BATCHES=${*:-"1000 5000 10000"}
 cd "$(dirname "$0")/.."
-cargo build --release -q -p rpm-gateway --no-default-features
-BIN=$PWD/target/release/rpm-gateway
+# RPM_BIN: an existing gateway binary (else a lean release build).
+if [ -z "${RPM_BIN:-}" ]; then cargo build --release -q -p rpm-gateway --no-default-features; fi
+BIN=${RPM_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/release/rpm-gateway}
 W=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"' EXIT
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 
@@ -46,7 +50,7 @@ run() { # batch gzip
     "$W" "$P" "$B" "$GZ" > "$W/g.toml"
   local s; s=$(date +%s.%N)
   "$BIN" run -c "$W/g.toml" 2>>"$W/gw.log" & local GW=$!
-  while [ "$(sqlite3 "$W/run.db" "SELECT COALESCE((SELECT position FROM cursors WHERE name = 'forward.influxdb'), 0)")" -lt "$N" ]; do sleep 0.1; done
+  while [ "$(sqlite3 -cmd ".timeout 2000" "$W/run.db" "SELECT COALESCE((SELECT position FROM cursors WHERE name = 'forward.influxdb'), 0)")" -lt "$N" ]; do sleep 0.1; done
   local t; t=$(echo "$(date +%s.%N) - $s" | bc)
   local rss; rss=$(awk '/VmHWM/{print $2}' /proc/$GW/status)
   kill -TERM $GW; wait $GW || true
@@ -57,5 +61,25 @@ run() { # batch gzip
   printf 'batch_size=%-6s gzip=%-5s %8.2f s  %8.0f points/s  gateway peak RSS %s kB  arrived %s/%s\n' \
     "$B" "$GZ" "$t" "$(echo "$N / $t" | bc -l)" "$rss" "$got" "$N"
 }
+# The server's own ingest: the same points as line protocol (built by
+# sqlite3), written to a fresh VictoriaMetrics in requests of 5000 lines.
+sqlite3 "$W/base.db" > "$W/lines.txt" <<'SQL'
+SELECT CASE metric WHEN 'systolic' THEN 'rpm_blood_pressure' WHEN 'diastolic' THEN 'rpm_blood_pressure'
+         WHEN 'spo2' THEN 'rpm_oximetry' WHEN 'body_weight' THEN 'rpm_body_composition' ELSE 'rpm_glucose' END
+  || ',device_id=' || device_id || ',metric=' || metric || ',patient_id=' || patient_id || ',source=' || source
+  || ',unit=' || unit || ' value=' || value
+  || CASE WHEN annotations = '{}' THEN '' ELSE ',note="synthetic"' END
+  || ' ' || measured_at || '000000' FROM readings ORDER BY seq;
+SQL
+server() {
+  local P D; P=$(free_port); D="$W/vm-server"
+  victoria-metrics -httpListenAddr=127.0.0.1:$P -storageDataPath="$D" -retentionPeriod=100y -loggerLevel=ERROR >/dev/null 2>&1 & local VM=$!
+  until curl -sf "http://127.0.0.1:$P/health" >/dev/null; do sleep 0.1; done
+  local t; t=$(python3 bench/lp_write.py "$W/lines.txt" "$P" 5000)
+  kill -TERM $VM; wait $VM || true; rm -rf "$D"
+  printf 'server alone (VictoriaMetrics, 5000 lines a request) %8.2f s  %8.0f points/s\n' "$t" "$(echo "$N / $t" | bc -l)"
+}
+server
 for B in $BATCHES; do run "$B" false; done
-run 5000 true
+[ -n "${NO_GZIP:-}" ] || run 5000 true
+server

@@ -24,6 +24,15 @@
 //! transaction that moves the cursor past it. It is not sent again; the
 //! rest proceeds.
 //!
+//! **Pipelined.** While a batch is in flight, the next one is read from the
+//! store (on a blocking thread, with the cursor commit of the batch before):
+//! a backlog drains at the rate of the requests, not of requests plus reads
+//! plus fsyncs. The cursor still moves only in order and only past batches
+//! the sink accepted (their refused points quarantined in the same
+//! transaction); a batch accepted but not yet committed is committed before
+//! the forwarder waits (caught up, stopped, or a store error), and at worst
+//! a crash re-sends the last two batches, which is harmless (idempotent).
+//!
 //! A *refusal* ([`WriteError::Refused`]: the hub answers a 4xx other than
 //! 408/429, e.g. a token that does not name the device) is not the data's
 //! fault and nothing is skipped: the batch is held, the refusal is logged,
@@ -112,6 +121,28 @@ struct Refused {
     detail: String,
 }
 
+/// A batch the sink took whose cursor move (and the quarantine of its
+/// refused points) is not committed yet.
+struct Accepted {
+    last: i64,
+    quarantine: Vec<(StoredReading, String, String)>,
+    accepted: usize,
+}
+
+/// The next batch, read while the previous one was in flight.
+struct Ahead {
+    after: i64,
+    batch: Vec<StoredReading>,
+    newest: i64,
+}
+
+/// What a store job gives back: the batches it could not commit (to try
+/// again) with the error, and the batch read ahead.
+struct JobResult {
+    unsaved: Result<(), (Vec<Accepted>, StoreError)>,
+    ahead: Option<Result<Ahead, StoreError>>,
+}
+
 /// The forwarder task.
 pub struct Forwarder<S: Sink> {
     store: Option<Store>,
@@ -121,6 +152,10 @@ pub struct Forwarder<S: Sink> {
     fault: Fault,
     failing: bool,
     refused: bool,
+    /// Accepted batches whose cursor is not committed yet, oldest first.
+    unsaved: Vec<Accepted>,
+    /// The batch after the one just sent.
+    ahead: Option<Ahead>,
 }
 
 impl<S: Sink> Forwarder<S> {
@@ -134,7 +169,94 @@ impl<S: Sink> Forwarder<S> {
             fault: Fault::from_env(),
             failing: false,
             refused: false,
+            unsaved: Vec::new(),
+            ahead: None,
         }
+    }
+
+    /// Starts a store job on a blocking thread: commits the accepted
+    /// batches' cursor (and their quarantined points), then reads the batch
+    /// after `read_after`. The store connection is the job's until
+    /// [`Forwarder::finish_job`].
+    fn start_job(
+        &mut self,
+        read_after: Option<i64>,
+    ) -> Result<tokio::task::JoinHandle<(Store, JobResult)>, ForwardError> {
+        let mut store = self
+            .store
+            .take()
+            .ok_or_else(|| ForwardError::Task("store connection lost".into()))?;
+        let unsaved = std::mem::take(&mut self.unsaved);
+        let batch_size = self.cfg.batch_size;
+        Ok(tokio::task::spawn_blocking(move || {
+            let unsaved = if unsaved.is_empty() {
+                Ok(())
+            } else {
+                save::<S>(&mut store, &unsaved).map_err(|e| (unsaved, e))
+            };
+            let ahead = read_after.map(|after| {
+                let batch = store.readings_after(after, batch_size)?;
+                let newest = crate::store::queries::newest_seq(store.conn())?;
+                Ok(Ahead {
+                    after,
+                    batch,
+                    newest,
+                })
+            });
+            (store, JobResult { unsaved, ahead })
+        }))
+    }
+
+    /// Takes the store connection back from a job; counts what it
+    /// committed, keeps what it could not commit, returns the read-ahead.
+    async fn finish_job(
+        &mut self,
+        job: tokio::task::JoinHandle<(Store, JobResult)>,
+        committing: usize,
+        quarantining: usize,
+    ) -> Result<Option<Ahead>, ForwardError> {
+        let (store, result) = job.await.map_err(|e| ForwardError::Task(e.to_string()))?;
+        self.store = Some(store);
+        match result.unsaved {
+            Ok(()) => {
+                self.metrics.forwarded(S::NAME, committing);
+                for _ in 0..quarantining {
+                    self.metrics.quarantined(S::NAME, REJECTED);
+                }
+                if quarantining > 0 {
+                    tracing::warn!(
+                        points = quarantining,
+                        "{} refused points; quarantined as {REJECTED} (see `rpm-gateway quarantine list`)",
+                        S::NAME
+                    );
+                }
+            }
+            Err((mut failed, e)) => {
+                // Oldest first: they go before anything accepted since.
+                failed.append(&mut self.unsaved);
+                self.unsaved = failed;
+                return Err(e.into());
+            }
+        }
+        Ok(match result.ahead {
+            Some(Ok(a)) => Some(a),
+            // Read again by the next step.
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "{} forwarder: read-ahead failed", S::NAME);
+                None
+            }
+            None => None,
+        })
+    }
+
+    /// Commits the cursor of every accepted batch (before waiting).
+    async fn save_unsaved(&mut self) -> Result<(), ForwardError> {
+        if self.unsaved.is_empty() {
+            return Ok(());
+        }
+        let (n, q) = counts(&self.unsaved);
+        let job = self.start_job(None)?;
+        self.finish_job(job, n, q).await.map(|_| ())
     }
 
     /// Runs a blocking store operation off the async threads.
@@ -163,7 +285,14 @@ impl<S: Sink> Forwarder<S> {
     pub async fn run(mut self, stop: impl Future<Output = ()>) -> Result<(), ForwardError> {
         tokio::pin!(stop);
         loop {
-            let wait = match self.step(&mut stop).await {
+            let step = self.step(&mut stop).await;
+            if !matches!(step, Ok(Step::Full)) {
+                // Before waiting (or stopping) the cursor is where the sink is.
+                if let Err(e) = self.save_unsaved().await {
+                    tracing::error!(error = %e, "{} forwarder: cannot commit the cursor; retrying", S::NAME);
+                }
+            }
+            let wait = match step {
                 Ok(Step::Stopped) => break,
                 Ok(Step::Full) => None,
                 Ok(Step::CaughtUp) => Some(self.cfg.flush_interval),
@@ -186,20 +315,35 @@ impl<S: Sink> Forwarder<S> {
         Ok(())
     }
 
-    /// Reads the next batch after the cursor and forwards it.
+    /// Forwards the next batch after the cursor (read ahead while the
+    /// previous one was in flight, or read now).
     async fn step(
         &mut self,
         stop: &mut (impl Future<Output = ()> + Unpin),
     ) -> Result<Step, ForwardError> {
         let batch_size = self.cfg.batch_size;
-        let (cursor, batch, max_seq) = self
-            .with_store(move |s| {
-                let cursor = s.cursor(S::CURSOR)?;
-                let batch = s.readings_after(cursor, batch_size)?;
-                let max = crate::store::queries::newest_seq(s.conn())?;
-                Ok((cursor, batch, max))
-            })
-            .await?;
+        let ahead = match self.ahead.take() {
+            Some(a) => a,
+            None => {
+                self.save_unsaved().await?;
+                self.with_store(move |s| {
+                    let after = s.cursor(S::CURSOR)?;
+                    let batch = s.readings_after(after, batch_size)?;
+                    let newest = crate::store::queries::newest_seq(s.conn())?;
+                    Ok(Ahead {
+                        after,
+                        batch,
+                        newest,
+                    })
+                })
+                .await?
+            }
+        };
+        let Ahead {
+            after: cursor,
+            batch,
+            newest: max_seq,
+        } = ahead;
         self.metrics
             .set_sink_backlog(S::NAME, (max_seq - cursor).max(0));
         let full = batch.len() >= batch_size;
@@ -207,7 +351,7 @@ impl<S: Sink> Forwarder<S> {
             return Ok(Step::CaughtUp);
         }
         let last = batch.last().map(|r| r.seq).unwrap_or(cursor);
-        if self.forward(batch, stop).await?.is_none() {
+        if self.forward(batch, full, stop).await?.is_none() {
             return Ok(Step::Stopped);
         }
         self.metrics
@@ -215,10 +359,14 @@ impl<S: Sink> Forwarder<S> {
         Ok(if full { Step::Full } else { Step::CaughtUp })
     }
 
-    /// Sends one batch and commits its cursor. `None`: stopped while waiting.
+    /// Sends one batch while the store commits the previous batches' cursor
+    /// and (if this one is full) reads the next; the batch is then accepted,
+    /// its cursor committed by the next store job. `None`: stopped while
+    /// waiting for the server.
     async fn forward(
         &mut self,
         batch: Vec<StoredReading>,
+        full: bool,
         stop: &mut (impl Future<Output = ()> + Unpin),
     ) -> Result<Option<()>, ForwardError> {
         let mut lines = Vec::with_capacity(batch.len());
@@ -235,7 +383,13 @@ impl<S: Sink> Forwarder<S> {
                 Err(detail) => refused.push(Refused { index: i, detail }),
             }
         }
-        let Some(rejected) = self.deliver(&lines, stop).await else {
+        let last = batch.last().map(|r| r.seq).unwrap_or(0);
+        let (n, q) = counts(&self.unsaved);
+        let job = self.start_job(full.then_some(last))?;
+        let delivered = self.deliver(&lines, stop).await;
+        self.ahead = self.finish_job(job, n, q).await?;
+        let Some(rejected) = delivered else {
+            self.ahead = None;
             return Ok(None);
         };
         self.fault.abort_at(FaultPoint::AfterForward);
@@ -244,7 +398,6 @@ impl<S: Sink> Forwarder<S> {
             index: slots[r.index],
             detail: r.detail,
         }));
-        let last = batch.last().map(|r| r.seq).unwrap_or(0);
         let quarantine: Vec<(StoredReading, String, String)> = refused
             .iter()
             .map(|r| {
@@ -257,28 +410,11 @@ impl<S: Sink> Forwarder<S> {
                 (reading, l, r.detail.clone())
             })
             .collect();
-        let n_quarantined = quarantine.len();
-        self.with_store(move |s| {
-            let tx = s.transaction()?;
-            for (r, l, detail) in &quarantine {
-                quarantine_rejected(&tx, S::NAME, r, l, detail)?;
-            }
-            set_cursor(&tx, S::CURSOR, last)?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await?;
-        self.metrics.forwarded(S::NAME, accepted);
-        for _ in 0..n_quarantined {
-            self.metrics.quarantined(S::NAME, REJECTED);
-        }
-        if n_quarantined > 0 {
-            tracing::warn!(
-                points = n_quarantined,
-                "{} refused points; quarantined as {REJECTED} (see `rpm-gateway quarantine list`)",
-                S::NAME
-            );
-        }
+        self.unsaved.push(Accepted {
+            last,
+            quarantine,
+            accepted,
+        });
         Ok(Some(()))
     }
 
@@ -403,6 +539,28 @@ async fn poll_once(stop: &mut (impl Future<Output = ()> + Unpin)) -> bool {
 
 fn encode_detail(e: &EncodeError) -> String {
     format!("not sent: {e}")
+}
+
+/// Points accepted and quarantined in these batches.
+fn counts(batches: &[Accepted]) -> (usize, usize) {
+    batches
+        .iter()
+        .fold((0, 0), |(n, q), b| (n + b.accepted, q + b.quarantine.len()))
+}
+
+/// Commits accepted batches: their refused points quarantined and the
+/// cursor past the newest, in one transaction.
+fn save<S: Sink>(store: &mut Store, batches: &[Accepted]) -> Result<(), StoreError> {
+    let Some(last) = batches.last().map(|b| b.last) else {
+        return Ok(());
+    };
+    let tx = store.transaction()?;
+    for (r, l, detail) in batches.iter().flat_map(|b| &b.quarantine) {
+        quarantine_rejected(&tx, S::NAME, r, l, detail)?;
+    }
+    set_cursor(&tx, S::CURSOR, last)?;
+    tx.commit()?;
+    Ok(())
 }
 
 /// Quarantines a point the sink refused, keyed by reading so it is kept once.

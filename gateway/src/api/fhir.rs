@@ -308,7 +308,7 @@ pub async fn search(
         .await?;
     // Both sources in one order: (time, kind, id), kind 0 a reading group
     // (its last reading), 1 an absent measurement.
-    let mut items: Vec<((i64, i64, i64), String, Value)> = group(rows)
+    let mut items: Vec<Matched> = group(rows)
         .iter()
         .filter_map(|g| {
             let last = g.last()?;
@@ -391,6 +391,10 @@ fn decode_merged(v: &str) -> Result<(i64, i64, i64), ApiError> {
     parsed.ok_or_else(|| ApiError::BadRequest("invalid cursor".into()))
 }
 
+/// A search's match: its sort key `(time, kind, id)`, Observation id and
+/// Observation.
+type Matched = ((i64, i64, i64), String, Value);
+
 /// What a search asks of the absent measurements.
 struct AbsentWindow {
     from: Option<i64>,
@@ -407,7 +411,7 @@ fn absent_observations(
     fhir_cfg: &crate::fhir::FhirConfig,
     patient: &str,
     w: &AbsentWindow,
-) -> Result<Vec<((i64, i64, i64), String, Value)>, ApiError> {
+) -> Result<Vec<Matched>, ApiError> {
     let cols = queries::QUARANTINE_COLUMNS;
     let (t, kind, id) = w.after.unwrap_or((i64::MIN, 0, 0));
     // A later time, or the same time after a reading or an earlier record.
@@ -556,6 +560,21 @@ mod tests {
         assert_eq!(w, (Some(day), Some(end)));
         assert!(date_filter(&mut w, "ne2026-01-31").is_err());
         assert!(date_filter(&mut w, "ge2026-1-31").is_err());
+    }
+
+    #[test]
+    fn cursors_name_time_kind_and_id() {
+        let c = |k: &str| decode_merged(&page::encode_cursor(k));
+        assert_eq!(c("1700.1.42").unwrap(), (1700, 1, 42));
+        assert_eq!(c("1700.0.7").unwrap(), (1700, 0, 7));
+        assert_eq!(
+            c("1700.7").unwrap(),
+            (1700, 0, 7),
+            "an earlier page's cursor"
+        );
+        for bad in ["1700.2.1", "1700", "a.b", "1.0.1.1", ""] {
+            assert!(c(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

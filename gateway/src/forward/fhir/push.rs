@@ -613,6 +613,10 @@ pub struct FhirStatus {
     pub tasks_cursor: i64,
     /// Task history rows not yet pushed.
     pub tasks_backlog: i64,
+    /// Special-value records pushed (a quarantine id).
+    pub absent_cursor: i64,
+    /// Special-value records not yet pushed.
+    pub absent_backlog: i64,
     /// Open quarantine rows the FHIR server refused.
     pub rejected: i64,
 }
@@ -630,6 +634,12 @@ pub fn status(store: &Store) -> Result<FhirStatus, StoreError> {
     };
     let alerts_cursor = store.cursor(ALERTS_CURSOR)?;
     let tasks_cursor = store.cursor(TASKS_CURSOR)?;
+    let absent_cursor = store.cursor(ABSENT_CURSOR)?;
+    let absent_backlog: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM quarantine WHERE reason = 'special_value' AND id > ?1",
+        )?
+        .query_row([absent_cursor], |r| r.get(0))?;
     let rejected: i64 = conn
         .prepare_cached(
             "SELECT COUNT(*) FROM quarantine WHERE source = ?1 AND reason = ?2 AND status = 'open'",
@@ -643,6 +653,8 @@ pub fn status(store: &Store) -> Result<FhirStatus, StoreError> {
         alerts_backlog: after("alert_history", alerts_cursor)?,
         tasks_cursor,
         tasks_backlog: after("task_history", tasks_cursor)?,
+        absent_cursor,
+        absent_backlog,
         rejected,
     })
 }
@@ -742,6 +754,8 @@ mod tests {
             )
             .unwrap();
         }
+        let s = status(&store).unwrap();
+        assert_eq!((s.absent_cursor, s.absent_backlog), (0, 3));
         let b = absent_batch(c, 0, 2, "urn:p", &Default::default()).unwrap();
         // Ids 1 and 3 (2 is no special value); 3's device has no patient.
         assert_eq!((b.cursor_to, b.full, b.units.len()), (3, true, 1));

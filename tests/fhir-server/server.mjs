@@ -17,6 +17,7 @@
 //                                          an Observation with that value: an EHR business rule
 //   POST /control/tokens {"refuse": true}  revoke every token and refuse new ones (400 invalid_client),
 //                                          as an EHR does when a client's registration is withdrawn
+//   POST /control/static-token {"token": "..."}  accept this bearer token, issued out of band
 //   GET  /control/stats                    counters (token requests, assertions verified, ...)
 //   GET  /control/resources/<Type>         every stored resource of a type
 
@@ -49,10 +50,11 @@ const router = new FhirRouter();
 const repo = new MemoryRepository();
 const tokens = new Map(); // token -> expiry (ms)
 const seenJti = new Set();
-const stats = { token_requests: 0, assertions_verified: 0, assertion_failures: [], fhir_requests: 0, unauthorized: 0, failed: 0, refused: 0, bundles: 0 };
+const stats = { token_requests: 0, assertions_verified: 0, assertion_failures: [], fhir_requests: 0, unauthorized: 0, failed: 0, refused: 0, bundles: 0, static_token_requests: 0 };
 let failStatus = null;
 let refuseValue = null;
 let refuseTokens = false;
+let staticToken = null;
 let port = 0;
 
 const outcome = (code, diagnostics) => ({
@@ -136,6 +138,7 @@ async function fhir(req, res, rel, search) {
     stats.unauthorized++;
     return send(res, 401, outcome('login', 'a valid access token is required'));
   }
+  if (staticToken && t === staticToken) stats.static_token_requests++;
   if (failStatus) {
     stats.failed++;
     return send(res, failStatus, outcome('transient', 'the server is unavailable'));
@@ -186,6 +189,12 @@ const server = http.createServer(async (req, res) => {
       refuseTokens = Boolean(JSON.parse((await readBody(req)) || '{}').refuse);
       if (refuseTokens) tokens.clear();
       return send(res, 200, { refuseTokens }, 'application/json');
+    }
+    if (u.pathname === '/control/static-token') {
+      // A token issued out of band (the gateway's `kind = "bearer"`): valid until the server stops.
+      staticToken = JSON.parse((await readBody(req)) || '{}').token ?? null;
+      if (staticToken) tokens.set(staticToken, Infinity);
+      return send(res, 200, {}, 'application/json');
     }
     if (u.pathname === '/control/stats') return send(res, 200, stats, 'application/json');
     if (u.pathname.startsWith('/control/resources/')) {

@@ -13,6 +13,12 @@
 //! `_include=Observation:device` (the page's PhdDevices and the gateway's
 //! PhgDevice, `search.mode` `include`). A care-team token's search only
 //! ever matches its own patients.
+//!
+//! A search for one patient also matches the measurements its devices
+//! sent a special value for (`absent-<quarantine id>`, `dataAbsentReason`,
+//! their time the receipt), merged into measured-time order: the page's
+//! cursor is `time.kind.id` (kind 0 a reading's `seq`, 1 a quarantine id),
+//! so paging stays exact across both sources.
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
@@ -248,7 +254,7 @@ pub async fn search(
             }
             "date" => date_filter(&mut window, v)?,
             "_count" => count = count_param(v, st.cfg.max_page_size)?,
-            "_cursor" => after = Some(page::decode_pair(v)?),
+            "_cursor" => after = Some(decode_merged(v)?),
             "_format" if json_format(v) => {}
             "_include" if v == "Observation:device" => include_devices = true,
             "_include" => {
@@ -263,28 +269,57 @@ pub async fn search(
             }
         }
     }
+    let absent_metrics = metrics.clone();
     let search = ReadingSearch {
         patient_id: patient.clone(),
         metrics: metrics.map(|ms| ms.iter().map(|m| m.name().to_string()).collect()),
         from: window.0,
         before: window.1,
-        after,
+        // After an absent measurement: the readings of a later time.
+        after: after.map(|(t, kind, id)| (t, if kind == 0 { id } else { i64::MAX })),
         scope_json: p.scope_json(),
         // Room for whole blood-pressure panels around the page's edge.
         limit: count * 4 + 8,
     };
     let fhir_cfg = st.fhir.clone();
-    let (rows, ctx) = st
+    let absent_patient = patient.clone();
+    let (rows, ctx, absent) = st
         .db
         .run(move |s| {
             let rows = queries::search_readings(s.conn(), &search)?;
             let ctx = PhdContext::for_readings(s.conn(), &fhir_cfg, &rows)?;
-            Ok((rows, ctx))
+            let absent = match absent_patient {
+                // The same scope as the readings: a patient the token
+                // may not see has none.
+                Some(pid) if p.check_patient(s.conn(), &pid, "Observation").is_ok() => {
+                    let window = AbsentWindow {
+                        from: window.0,
+                        before: window.1,
+                        after,
+                        metrics: absent_metrics,
+                        limit: count + 1,
+                    };
+                    absent_observations(s.conn(), &fhir_cfg, &pid, &window)?
+                }
+                _ => Vec::new(),
+            };
+            Ok((rows, ctx, absent))
         })
         .await?;
-    let mut groups = group(rows);
-    let more = groups.len() > count;
-    groups.truncate(count);
+    // Both sources in one order: (time, kind, id), kind 0 a reading group
+    // (its last reading), 1 an absent measurement.
+    let mut items: Vec<Matched> = group(rows)
+        .iter()
+        .filter_map(|g| {
+            let last = g.last()?;
+            let key = (last.measured_at.timestamp_millis(), 0, last.seq);
+            observation(g, &ctx).map(|(id, o)| (key, id, o))
+        })
+        .collect();
+    items.extend(absent);
+    items.sort_by_key(|i| i.0);
+    let more = items.len() > count;
+    items.truncate(count);
     let base = st.base_url(&headers);
     let self_query: Vec<(String, String)> = params
         .iter()
@@ -308,19 +343,14 @@ pub async fn search(
     };
     let mut links = vec![json!({"relation": "self", "url": link(None)})];
     if more {
-        if let Some(last) = groups.last().and_then(|g| g.last()) {
-            let cursor = page::encode_cursor(&format!(
-                "{}.{}",
-                last.measured_at.timestamp_millis(),
-                last.seq
-            ));
+        if let Some(((t, kind, id), _, _)) = items.last() {
+            let cursor = page::encode_cursor(&format!("{t}.{kind}.{id}"));
             links.push(json!({"relation": "next", "url": link(Some(("_cursor", cursor)))}));
         }
     }
-    let mut entries: Vec<Value> = groups
-        .iter()
-        .filter_map(|g| observation(g, &ctx))
-        .map(|(id, o)| {
+    let mut entries: Vec<Value> = items
+        .into_iter()
+        .map(|(_, id, o)| {
             json!({"fullUrl": format!("{base}/fhir/Observation/{id}"), "resource": o, "search": {"mode": "match"}})
         })
         .collect();
@@ -342,6 +372,97 @@ pub async fn search(
         "entry": entries,
     });
     Ok((patient.map(AuditPatient), Fhir(bundle)))
+}
+
+/// A search's `_cursor`: `time.kind.id` (see the module doc), or the
+/// readings-only `time.seq` of earlier pages (kind 0).
+fn decode_merged(v: &str) -> Result<(i64, i64, i64), ApiError> {
+    let key = page::decode_cursor(v)?;
+    let parts: Vec<&str> = key.split('.').collect();
+    let num = |s: &str| s.parse::<i64>().ok();
+    let parsed = match parts.as_slice() {
+        [t, seq] => num(t).zip(num(seq)).map(|(t, seq)| (t, 0, seq)),
+        [t, k, id] => match (num(t), num(k), num(id)) {
+            (Some(t), Some(k @ (0 | 1)), Some(id)) => Some((t, k, id)),
+            _ => None,
+        },
+        _ => None,
+    };
+    parsed.ok_or_else(|| ApiError::BadRequest("invalid cursor".into()))
+}
+
+/// A search's match: its sort key `(time, kind, id)`, Observation id and
+/// Observation.
+type Matched = ((i64, i64, i64), String, Value);
+
+/// What a search asks of the absent measurements.
+struct AbsentWindow {
+    from: Option<i64>,
+    before: Option<i64>,
+    after: Option<(i64, i64, i64)>,
+    metrics: Option<Vec<Metric>>,
+    limit: usize,
+}
+
+/// The patient's absent measurements in the window, after the cursor, as
+/// `((time, 1, quarantine id), id, Observation)`, at most `limit`.
+fn absent_observations(
+    conn: &rusqlite::Connection,
+    fhir_cfg: &crate::fhir::FhirConfig,
+    patient: &str,
+    w: &AbsentWindow,
+) -> Result<Vec<Matched>, ApiError> {
+    let cols = queries::QUARANTINE_COLUMNS;
+    let (t, kind, id) = w.after.unwrap_or((i64::MIN, 0, 0));
+    // A later time, or the same time after a reading or an earlier record.
+    let after_id = if kind == 0 { i64::MIN } else { id };
+    let mut out = Vec::new();
+    let mut last = (t, after_id);
+    // Records whose metric the search leaves out are skipped, so read on
+    // until `limit` match or none are left.
+    loop {
+        let rows: Vec<queries::QuarantineRow> = conn
+            .prepare_cached(&format!(
+                "SELECT {cols} FROM quarantine WHERE reason = 'special_value' \
+                 AND device_id IN (SELECT device_id FROM devices WHERE patient_id = ?1) \
+                 AND received_at >= ?2 AND received_at < ?3 \
+                 AND (received_at > ?4 OR (received_at = ?4 AND id > ?5)) \
+                 ORDER BY received_at, id LIMIT ?6"
+            ))?
+            .query_map(
+                rusqlite::params![
+                    patient,
+                    w.from.unwrap_or(i64::MIN),
+                    w.before.unwrap_or(i64::MAX),
+                    last.0,
+                    last.1,
+                    w.limit as i64
+                ],
+                queries::quarantine_row,
+            )?
+            .collect::<Result<_, _>>()?;
+        let n = rows.len();
+        let ctx = PhdContext::load(
+            conn,
+            fhir_cfg,
+            rows.iter().filter_map(|q| q.device_id.as_deref()),
+        )?;
+        for q in &rows {
+            last = (q.received_at.timestamp_millis(), q.id);
+            let wanted = crate::fhir::phd::special_value_of(q)
+                .is_some_and(|(m, _)| w.metrics.as_ref().is_none_or(|ms| ms.contains(&m)));
+            if !wanted {
+                continue;
+            }
+            if let Some((oid, o)) = crate::fhir::phd::absent_observation(q, patient, &ctx) {
+                out.push(((last.0, 1, q.id), oid, o));
+            }
+        }
+        if n < w.limit || out.len() >= w.limit {
+            out.truncate(w.limit);
+            return Ok(out);
+        }
+    }
 }
 
 /// `GET /fhir/Observation/{id}`.
@@ -439,6 +560,21 @@ mod tests {
         assert_eq!(w, (Some(day), Some(end)));
         assert!(date_filter(&mut w, "ne2026-01-31").is_err());
         assert!(date_filter(&mut w, "ge2026-1-31").is_err());
+    }
+
+    #[test]
+    fn cursors_name_time_kind_and_id() {
+        let c = |k: &str| decode_merged(&page::encode_cursor(k));
+        assert_eq!(c("1700.1.42").unwrap(), (1700, 1, 42));
+        assert_eq!(c("1700.0.7").unwrap(), (1700, 0, 7));
+        assert_eq!(
+            c("1700.7").unwrap(),
+            (1700, 0, 7),
+            "an earlier page's cursor"
+        );
+        for bad in ["1700.2.1", "1700", "a.b", "1.0.1.1", ""] {
+            assert!(c(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -432,6 +432,11 @@ mod tests {
         assert_eq!(id, "coin-g1");
         assert_eq!(coin["effectiveDateTime"], "2026-01-31T07:43:20.000Z");
         assert_eq!(coin["valueDateTime"], "2026-01-31T07:41:50.000Z");
+        assert_eq!(
+            coin["identifier"][0]["value"],
+            "AABBCCDDEE01-67975-20260131074150.00-20260131074320.00",
+            "the device, absolute time, its clock and the receipt"
+        );
         assert_eq!(coin["meta"]["security"][0]["code"], "HTEST");
         // Not corrected: no coincident time stamp.
         let plain = reading("o2", Metric::Spo2, 95.0);

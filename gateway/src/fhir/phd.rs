@@ -404,6 +404,33 @@ fn clock_offset(r: &StoredReading) -> Option<i64> {
         .and_then(|s| s.parse().ok())
 }
 
+/// The identifier of a coincident time stamp Observation, in the manner of
+/// the IG's measurement identifiers: the device, the MDC code of absolute
+/// time, what the device's clock read and when the gateway read it. The
+/// same correction gets the same identifier from every push, so the
+/// push's conditional create makes it once however many measurements
+/// refer to it.
+pub fn coincident_identifier(
+    r: &StoredReading,
+    device_time: DateTime<Utc>,
+) -> ObservationIdentifier {
+    let dtm = |t: DateTime<Utc>| {
+        format!(
+            "{}.{:02}",
+            t.format("%Y%m%d%H%M%S"),
+            t.timestamp_subsec_millis() / 10
+        )
+    };
+    ObservationIdentifier {
+        value: format!(
+            "{}-67975-{}-{}",
+            device_key(&r.device_id),
+            dtm(device_time),
+            dtm(r.received_at)
+        ),
+    }
+}
+
 /// The PhdCoincidentTimeStampObservation for a measurement whose device
 /// clock the gateway corrected: at the gateway's time of receipt
 /// (`effectiveDateTime`) the device's clock read `valueDateTime`, so a
@@ -416,6 +443,7 @@ pub fn coincident_observation(r: &StoredReading, ctx: &PhdContext) -> Option<(St
         "resourceType": "Observation",
         "id": id,
         "meta": {"profile": [PROFILE_COINCIDENT]},
+        "identifier": [coincident_identifier(r, device_time).to_fhir()],
         "status": "final",
         "code": {"coding": [mdc_coding("67975", "MDC_ATTR_TIME_ABS")], "text": "Absolute time"},
         "subject": device_reference(&r.device_id),

@@ -1358,6 +1358,73 @@ fn fhir_follows_the_personal_health_device_ig() {
     w.api
         .get(&format!("/fhir/Observation/absent-{qid}"), &t.south)
         .expect(404);
+    // ... and in the patient's search, in time order with the readings,
+    // page after page (one entry a page) exactly as in one page.
+    let ids_of = |b: &Value| -> Vec<(String, String)> {
+        b["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let o = &e["resource"];
+                (
+                    o["effectiveDateTime"].as_str().unwrap().to_string(),
+                    o["id"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let whole = w
+        .api
+        .get("/fhir/Observation?patient=p-north&_count=50", &t.north);
+    whole.expect(200);
+    let whole = ids_of(&whole.json());
+    let absent_id = format!("absent-{qid}");
+    assert!(whole.iter().any(|(_, id)| *id == absent_id), "{whole:?}");
+    let mut times: Vec<&String> = whole.iter().map(|(t, _)| t).collect();
+    times.sort();
+    assert_eq!(
+        times,
+        whole.iter().map(|(t, _)| t).collect::<Vec<_>>(),
+        "time order"
+    );
+    let mut paged = Vec::new();
+    let mut next = Some("/fhir/Observation?patient=p-north&_count=1".to_string());
+    while let Some(path) = next.take() {
+        let r = w.api.get(&path, &t.north);
+        r.expect(200);
+        let b = r.json();
+        paged.extend(ids_of(&b));
+        next = b["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .and_then(|l| l["url"].as_str())
+            .map(|u| u[u.find("/fhir/").unwrap()..].to_string());
+        assert!(paged.len() <= whole.len(), "{paged:?}");
+    }
+    assert_eq!(paged, whole);
+    let panel = ids_of(
+        &w.api
+            .get("/fhir/Observation?patient=p-north&code=85354-9", &t.north)
+            .json(),
+    );
+    assert!(panel.iter().any(|(_, id)| *id == absent_id), "{panel:?}");
+    let pulse = ids_of(
+        &w.api
+            .get("/fhir/Observation?patient=p-north&code=8867-4", &t.north)
+            .json(),
+    );
+    assert!(!pulse.iter().any(|(_, id)| *id == absent_id), "{pulse:?}");
+    w.api
+        .get("/fhir/Observation?patient=p-north", &t.south)
+        .json()["entry"]
+        .as_array()
+        .map_or(0, |e| e.len())
+        .eq(&0)
+        .then_some(())
+        .expect("another team's patient: nothing");
     assert_eq!(
         w.gw.count(
             "SELECT COUNT(*) FROM readings WHERE device_id = 'cuff-n' AND metric = 'systolic'"

@@ -434,7 +434,124 @@ fn readings_alerts_and_tasks_reach_the_ehr_once() {
         "everything but the refused pulse, once"
     );
 
+    // 9. A measurement the cuff sent NaN for is no reading: it reaches the
+    // EHR as an Observation with dataAbsentReason, once.
+    broker.publish(
+        "acme/bp/cuff-1",
+        format!(
+            r#"{{"measured_at":"{}","sys":"NaN","dia":84,"pulse":71,"unit":"mmHg"}}"#,
+            (t0 + TimeDelta::minutes(55)).to_rfc3339_opts(SecondsFormat::Secs, true)
+        )
+        .as_bytes(),
+    );
+    wait_until("the special value pushed", T, || {
+        let qid =
+            gw.count("SELECT COALESCE(MAX(id), 0) FROM quarantine WHERE reason = 'special_value'");
+        qid > 0 && gw.cursor("forward.fhir.absent") == qid
+    });
+    let obs = ehr.resources("Observation");
+    let absent: Vec<&Value> = obs
+        .iter()
+        .filter(|o| o.get("dataAbsentReason").is_some())
+        .collect();
+    assert_eq!(absent.len(), 1, "{absent:#?}");
+    assert_eq!(
+        absent[0]["dataAbsentReason"]["coding"][0]["code"],
+        "not-a-number"
+    );
+    assert!(absent[0].get("valueQuantity").is_none());
+    let patient_ref = format!("Patient/{}", patient["id"].as_str().unwrap());
+    assert_eq!(absent[0]["subject"]["reference"], patient_ref);
+    identifiers_once(&obs);
+
+    // 10. A measurement whose device clock the gateway corrected (as the
+    // Bluetooth pipeline stores one: the offset in its annotations) brings
+    // its coincident time stamp along; derivedFrom resolves in the EHR.
+    gw.stop();
+    rusqlite::Connection::open(&gw.db)
+        .unwrap()
+        .execute(
+            "INSERT INTO readings (reading_id, group_id, patient_id, device_id, metric, value, unit, loinc, device_measured_at, measured_at, received_at, committed_at, source, annotations)
+             SELECT 'clock-1', 'clock-g1', patient_id, device_id, metric, 66, unit, loinc, measured_at + 10800000, measured_at + 60000, received_at, committed_at, source,
+                    '{\"clock_corrected\":\"device_offset\",\"clock_offset_s\":\"10800\"}'
+             FROM readings WHERE metric = 'pulse_rate' ORDER BY seq DESC LIMIT 1",
+            [],
+        )
+        .unwrap();
+    gw.start();
+    wait_until("the corrected measurement pushed", T, || caught_up(&gw));
+    let obs = ehr.resources("Observation");
+    identifiers_once(&obs);
+    let profile_of = |o: &Value| o["meta"]["profile"][0].as_str().unwrap_or("").to_string();
+    let coin: Vec<&Value> = obs
+        .iter()
+        .filter(|o| profile_of(o).ends_with("PhdCoincidentTimeStampObservation"))
+        .collect();
+    assert_eq!(coin.len(), 1, "{coin:#?}");
+    let corrected: Vec<&Value> = obs
+        .iter()
+        .filter(|o| o.get("derivedFrom").is_some())
+        .collect();
+    assert_eq!(corrected.len(), 1, "{corrected:#?}");
+    assert_eq!(
+        corrected[0]["derivedFrom"][0]["reference"],
+        format!("Observation/{}", coin[0]["id"].as_str().unwrap())
+    );
+    assert_eq!(
+        coin[0]["subject"]["reference"],
+        format!("Device/{}", device["id"].as_str().unwrap())
+    );
+
+    // 11. Every Bundle the EHR accepted is audited under its patient, in
+    // the transaction that moved the cursor.
+    let audited = |resource: &str| {
+        gw.count(&format!(
+            "SELECT COUNT(*) FROM audit_log WHERE actor = 'forward:fhir' AND action = 'fhir.push' AND patient_id = 'p-1' AND outcome = 200 AND resource = '{resource}'"
+        ))
+    };
+    assert!(audited("Observation") >= 10, "{}", audited("Observation"));
+    assert!(audited("Flag") >= 1 && audited("Task") >= 1);
+    assert_eq!(
+        gw.count(
+            "SELECT COUNT(*) FROM audit_log WHERE actor = 'forward:fhir' AND patient_id IS NULL"
+        ),
+        0
+    );
+
+    // 12. A static bearer token (`kind = "bearer"`, issued out of band):
+    // sent on every request, never logged.
+    gw.stop();
+    let token = "static-3f9c1d7e5b2a4c6e8f0a1b2c3d4e5f60";
+    let token_file = dir.path().join("fhir-token");
+    std::fs::write(&token_file, token).unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    ehr.call("POST", "/control/static-token", &json!({"token": token}));
+    let smart = config(dir.path(), broker.port, ehr.port);
+    let auth_at = smart.find("[forward.fhir.auth]").unwrap();
+    let auth_end = auth_at + smart[auth_at..].find("# broker").unwrap();
+    let bearer = format!(
+        "{}[forward.fhir.auth]\nkind = \"bearer\"\ntoken_file = \"{}\"\n{}",
+        &smart[..auth_at],
+        token_file.display(),
+        &smart[auth_end..]
+    );
+    gw = Gateway::new(dir.path(), broker.port, &[("cuff-1", "p-1")], &bearer);
+    let before = ehr.stats()["static_token_requests"].as_u64().unwrap();
+    gw.start();
+    let groups = gw.count("SELECT COUNT(DISTINCT group_id) FROM readings");
+    bp(&broker, t0 + TimeDelta::minutes(58), 115, 73, 61);
+    wait_until("the push with the static token", T, || {
+        gw.count("SELECT COUNT(DISTINCT group_id) FROM readings") > groups && caught_up(&gw)
+    });
+    assert!(ehr.stats()["static_token_requests"].as_u64().unwrap() > before);
+    assert_eq!(
+        identifiers_once(&ehr.resources("Observation")).len() as i64,
+        expected_observations(&gw) + 1,
+        "the refused pulse missing; the special value and the coincident time stamp"
+    );
+
     let log = gw.log();
     assert!(!log.contains(&jwks["keys"][0]["x"].as_str().unwrap()[..20]));
     assert!(!log.contains("access_token"));
+    assert!(!log.contains(token));
 }

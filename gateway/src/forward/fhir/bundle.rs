@@ -13,7 +13,10 @@
 //! conditional create resolved to (the FHIR transaction rules), so an
 //! Observation points at the Device the EHR already had. References to
 //! records that are not in the Bundle (a Task's evidence Observations)
-//! become logical references by identifier.
+//! become logical references by identifier. A measurement whose device
+//! clock the gateway corrected brings its coincident time stamp
+//! Observation along (created on its identifier like the measurement), so
+//! `derivedFrom` resolves in the EHR.
 //!
 //! A [`Unit`] is what is isolated when the server refuses something: one
 //! Observation (one reading, or a blood-pressure panel), one Flag, one
@@ -36,6 +39,9 @@ const OTHER_SYSTEM: &str = "urn:rpm-gateway:";
 pub enum Subject {
     /// An Observation of these readings (one, or a BP panel's components).
     Readings(Vec<StoredReading>),
+    /// A measurement the device sent a special value for: its quarantine
+    /// record's id and the device.
+    Absent(i64, String),
     /// An alert's Flag.
     Alert(String),
     /// A follow-up task's Task.
@@ -255,6 +261,22 @@ pub fn observation_unit(
             .collect(),
     };
     let mut needs = Vec::new();
+    if let Some((coin_id, mut coin)) = readings
+        .first()
+        .and_then(|r| phd::coincident_observation(r, phd_ctx))
+    {
+        // The coincident time stamp travels with the measurement: the
+        // EHR gets no reference to something it never received.
+        let placeholder = urn("Observation", &coin_id);
+        o["derivedFrom"] = json!([{"reference": placeholder}]);
+        rewrite_refs(&mut coin, &refs, &|_| None, &mut needs);
+        let key = format!("Observation|{coin_id}");
+        let q = coin["identifier"][0]["value"]
+            .as_str()
+            .map(|v| format!("identifier={}", crate::fhir::urlencode(v)))
+            .unwrap_or_default();
+        needs.push((key, create_entry(&placeholder, coin, q)));
+    }
     rewrite_refs(&mut o, &refs, &|_| None, &mut needs);
     let entry = create_entry(&urn("Observation", &id), o, identifier.if_none_exist());
     Some(Unit {
@@ -262,6 +284,49 @@ pub fn observation_unit(
         entry,
         needs,
     })
+}
+
+/// The unit of a measurement the device sent a special value for (NaN,
+/// NRes, ±INFINITY: `phd::absent_observation`, `dataAbsentReason` and no
+/// value), created on its quarantine record's identifier; `None` when the
+/// record is no special value or its device has no patient.
+pub fn absent_unit(
+    q: &crate::store::queries::QuarantineRow,
+    phd_ctx: &PhdContext,
+    patient_system: &str,
+) -> Option<Unit> {
+    let device_id = q.device_id.clone()?;
+    let patient = phd_ctx.devices.get(&device_id)?.patient_id.clone()?;
+    let (id, mut o) = phd::absent_observation(q, &patient, phd_ctx)?;
+    let (system, value) = first_identifier(&o)?;
+    let refs = Refs {
+        patient_system,
+        phd: phd_ctx,
+        metrics: phd::special_value_of(q)
+            .map(|(m, _)| m)
+            .into_iter()
+            .collect(),
+    };
+    let mut needs = Vec::new();
+    rewrite_refs(&mut o, &refs, &|_| None, &mut needs);
+    let entry = create_entry(
+        &urn("Observation", &id),
+        o,
+        identifier_query(&system, &value),
+    );
+    Some(Unit {
+        subject: Subject::Absent(q.id, device_id),
+        entry,
+        needs,
+    })
+}
+
+/// The patients a unit concerns (the Patient entries it needs): whom the
+/// push's audit rows name.
+pub fn patients(unit: &Unit) -> impl Iterator<Item = &str> {
+    unit.needs
+        .iter()
+        .filter_map(|(k, _)| k.strip_prefix("Patient|"))
 }
 
 /// The Flag of an alert: active while it is firing or acknowledged,
@@ -415,6 +480,64 @@ mod tests {
         assert!(re
             .chars()
             .all(|c| c == '-' || c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    }
+
+    #[test]
+    fn a_corrected_clock_brings_its_coincident_time_stamp() {
+        let at = |ms| chrono::TimeZone::timestamp_millis_opt(&chrono::Utc, ms).unwrap();
+        let r = StoredReading {
+            seq: 1,
+            reading_id: "r1".into(),
+            group_id: "g1".into(),
+            patient_id: "p1".into(),
+            device_id: "scale-1".into(),
+            metric: "body_weight".into(),
+            value: 70.5,
+            unit: "kg".into(),
+            loinc: "29463-7".into(),
+            device_measured_at: Some(at(1_769_845_330_000)),
+            measured_at: at(1_769_845_390_000),
+            received_at: at(1_769_845_400_000),
+            source: "ble".into(),
+            sequence: None,
+            annotations: json!({"clock_corrected": "device_offset", "clock_offset_s": "-60"}),
+            panel: None,
+            content_digest: None,
+        };
+        let u = observation_unit(vec![r.clone()], &PhdContext::default(), "urn:mrn").unwrap();
+        let coin = &u
+            .needs
+            .iter()
+            .find(|n| n.0 == "Observation|coin-g1")
+            .unwrap()
+            .1;
+        let placeholder = urn("Observation", "coin-g1");
+        assert_eq!(coin["fullUrl"], placeholder);
+        assert_eq!(
+            u.entry["resource"]["derivedFrom"][0]["reference"],
+            placeholder
+        );
+        let value = coin["resource"]["identifier"][0]["value"].as_str().unwrap();
+        assert_eq!(
+            coin["request"]["ifNoneExist"],
+            format!("identifier={}", crate::fhir::urlencode(value))
+        );
+        assert_eq!(
+            coin["resource"]["subject"]["reference"],
+            urn("Device", "scale-1")
+        );
+        assert!(u.needs.iter().any(|n| n.0 == "Device|scale-1"));
+        // The same correction, the same entry: a Bundle holds it once.
+        let (bundle, n) = transaction(&[&u, &u]);
+        assert_eq!(n, u.needs.len());
+        assert_eq!(bundle["entry"].as_array().unwrap().len(), n + 2);
+        // Not corrected: nothing more.
+        let mut plain = r;
+        plain.annotations = json!({});
+        let u = observation_unit(vec![plain], &PhdContext::default(), "urn:mrn").unwrap();
+        assert!(u.needs.iter().all(|n| !n.0.starts_with("Observation|")));
+        assert!(u.entry["resource"].get("derivedFrom").is_none());
+        assert_eq!(patients(&u).collect::<Vec<_>>(), ["p1"]);
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //!
 //! - readings after `forward.fhir` (their commit order, like the InfluxDB
 //!   forwarder), as Observations;
+//! - with the readings, measurements a device sent a special value for
+//!   (NaN, NRes, ±INFINITY: never readings, kept as `special_value`
+//!   quarantine records) after `forward.fhir.absent`, a quarantine id, as
+//!   Observations with `dataAbsentReason`;
 //! - alerts after `forward.fhir.alerts`, a position in `alert_history`
 //!   (every transition of an alert is a row there): each alert changed
 //!   since is pushed in its *current* state as a Flag;
@@ -13,7 +17,10 @@
 //!   likewise, as Tasks.
 //!
 //! A cursor moves only in the transaction that also quarantines what the
-//! server refused, after the server accepted the rest. A crash between the
+//! server refused, after the server accepted the rest, and that writes the
+//! audit rows of what the EHR received (actor `forward:fhir`, one row per
+//! patient per batch, outcome 200: every disclosure of health data is
+//! audited, the push's like the API's). A crash between the
 //! server's answer and that commit re-sends the batch on restart, which is
 //! harmless: Observations, Devices and Patients are created conditionally
 //! on their identifiers and Flags and Tasks updated conditionally (see
@@ -47,6 +54,12 @@ pub const CURSOR: &str = "forward.fhir";
 pub const ALERTS_CURSOR: &str = "forward.fhir.alerts";
 /// The tasks cursor: a position in `task_history`.
 pub const TASKS_CURSOR: &str = "forward.fhir.tasks";
+/// The special values cursor: a quarantine id.
+pub const ABSENT_CURSOR: &str = "forward.fhir.absent";
+/// Who the push's audit rows name.
+pub const AUDIT_ACTOR: &str = "forward:fhir";
+/// The action of the push's audit rows.
+pub const AUDIT_ACTION: &str = "fhir.push";
 /// Metric label, quarantine source.
 pub const SINK: &str = "fhir";
 /// Quarantine reason of records the server refused (as for InfluxDB).
@@ -63,6 +76,35 @@ pub enum PushError {
     /// A blocking store task died.
     #[error("the FHIR push's store task failed: {0}")]
     Task(String),
+}
+
+/// What one step reads: a configured push, the readings' in two streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Readings,
+    Absent,
+    Alerts,
+    Tasks,
+}
+
+impl Stream {
+    fn cursor(self) -> &'static str {
+        match self {
+            Stream::Readings => CURSOR,
+            Stream::Absent => ABSENT_CURSOR,
+            Stream::Alerts => ALERTS_CURSOR,
+            Stream::Tasks => TASKS_CURSOR,
+        }
+    }
+
+    /// The resource type the audit rows name.
+    fn resource(self) -> &'static str {
+        match self {
+            Stream::Readings | Stream::Absent => "Observation",
+            Stream::Alerts => "Flag",
+            Stream::Tasks => "Task",
+        }
+    }
 }
 
 /// A batch read from the store: what to send and where the cursor goes.
@@ -127,9 +169,14 @@ impl FhirPush {
     /// cursor committed; a wait for the server is abandoned.
     pub async fn run(mut self, stop: impl Future<Output = ()>) -> Result<(), PushError> {
         tokio::pin!(stop);
-        let streams: Vec<Push> = [Push::Readings, Push::Alerts, Push::Tasks]
+        let streams: Vec<Stream> = [Push::Readings, Push::Alerts, Push::Tasks]
             .into_iter()
             .filter(|p| self.cfg.pushes(*p))
+            .flat_map(|p| match p {
+                Push::Readings => vec![Stream::Readings, Stream::Absent],
+                Push::Alerts => vec![Stream::Alerts],
+                Push::Tasks => vec![Stream::Tasks],
+            })
             .collect();
         'outer: loop {
             let mut more = false;
@@ -166,25 +213,22 @@ impl FhirPush {
     /// waiting when full); `None`: stopped while waiting for the server.
     async fn step(
         &mut self,
-        stream: Push,
+        stream: Stream,
         stop: &mut (impl Future<Output = ()> + Unpin),
     ) -> Result<Option<bool>, PushError> {
         let (size, system) = (self.cfg.batch_size, self.cfg.patient_system.clone());
         let mapping = self.mapping.clone();
         let (cursor_name, cursor, batch) = self
             .with_store(move |s| {
-                let name = match stream {
-                    Push::Readings => CURSOR,
-                    Push::Alerts => ALERTS_CURSOR,
-                    Push::Tasks => TASKS_CURSOR,
-                };
+                let name = stream.cursor();
                 let cursor = s.cursor(name)?;
                 let batch = match stream {
-                    Push::Readings => readings_batch(s, cursor, size, &system, &mapping)?,
-                    Push::Alerts => history_batch(s.conn(), "alert", cursor, size, &system)?,
-                    Push::Tasks => history_batch(s.conn(), "task", cursor, size, &system)?,
+                    Stream::Readings => readings_batch(s, cursor, size, &system, &mapping)?,
+                    Stream::Absent => absent_batch(s.conn(), cursor, size, &system, &mapping)?,
+                    Stream::Alerts => history_batch(s.conn(), "alert", cursor, size, &system)?,
+                    Stream::Tasks => history_batch(s.conn(), "task", cursor, size, &system)?,
                 };
-                if stream == Push::Readings {
+                if stream == Stream::Readings {
                     let newest = crate::store::queries::newest_seq(s.conn())?;
                     return Ok((name, cursor, (batch, Some(newest))));
                 }
@@ -209,10 +253,14 @@ impl FhirPush {
             .collect();
         let n_quarantined = quarantine.len();
         let to = batch.cursor_to;
+        let audit = audit_rows(&batch.units, &quarantine, stream.resource());
         self.with_store(move |s| {
             let tx = s.transaction()?;
             for (unit, oo) in &quarantine {
                 quarantine_refused(&tx, unit, oo)?;
+            }
+            for e in &audit {
+                crate::store::audit::append(&tx, e)?;
             }
             set_cursor(&tx, cursor_name, to)?;
             tx.commit()?;
@@ -230,7 +278,7 @@ impl FhirPush {
             );
         }
         if let Some(n) = newest {
-            if stream == Push::Readings {
+            if stream == Stream::Readings {
                 self.metrics.set_sink_backlog(SINK, (n - to).max(0));
             }
         }
@@ -390,6 +438,79 @@ fn readings_batch(
     })
 }
 
+/// Special-value quarantine records after quarantine id `cursor`, as
+/// Observations with `dataAbsentReason`. A record whose device has no
+/// patient is passed over (it concerns nobody's chart).
+fn absent_batch(
+    conn: &rusqlite::Connection,
+    cursor: i64,
+    size: usize,
+    system: &str,
+    mapping: &crate::fhir::FhirConfig,
+) -> Result<Batch, StoreError> {
+    let cols = crate::store::queries::QUARANTINE_COLUMNS;
+    let rows: Vec<crate::store::queries::QuarantineRow> = conn
+        .prepare_cached(&format!(
+            "SELECT {cols} FROM quarantine WHERE id > ?1 AND reason = 'special_value' ORDER BY id LIMIT ?2"
+        ))?
+        .query_map(
+            rusqlite::params![cursor, size as i64],
+            crate::store::queries::quarantine_row,
+        )?
+        .collect::<Result<_, _>>()?;
+    let full = rows.len() >= size;
+    let cursor_to = rows.last().map(|q| q.id).unwrap_or(cursor);
+    let ctx = crate::fhir::PhdContext::load(
+        conn,
+        mapping,
+        rows.iter().filter_map(|q| q.device_id.as_deref()),
+    )?;
+    let units = rows
+        .iter()
+        .filter_map(|q| bundle::absent_unit(q, &ctx, system))
+        .collect();
+    Ok(Batch {
+        units,
+        cursor_to,
+        full,
+    })
+}
+
+/// The audit rows of a batch the EHR received: per patient, how many
+/// `resource`s it accepted (refused ones are quarantined, not disclosed).
+fn audit_rows(
+    units: &[Unit],
+    refused: &[(Unit, Value)],
+    resource: &str,
+) -> Vec<crate::store::audit::AuditEntry> {
+    let refused_entries: Vec<&Value> = refused.iter().map(|(u, _)| &u.entry).collect();
+    let mut per_patient: Vec<(&str, usize)> = Vec::new();
+    for u in units
+        .iter()
+        .filter(|u| !refused_entries.contains(&&u.entry))
+    {
+        for p in bundle::patients(u) {
+            match per_patient.iter_mut().find(|(q, _)| *q == p) {
+                Some((_, n)) => *n += 1,
+                None => per_patient.push((p, 1)),
+            }
+        }
+    }
+    let at = now_ms();
+    per_patient
+        .into_iter()
+        .map(|(patient, n)| crate::store::audit::AuditEntry {
+            at,
+            actor: AUDIT_ACTOR.into(),
+            action: AUDIT_ACTION.into(),
+            resource: resource.into(),
+            patient_id: Some(patient.to_string()),
+            outcome: 200,
+            detail: Some(format!("{n} sent to the EHR")),
+        })
+        .collect()
+}
+
 /// Alerts or tasks changed after history position `cursor`, in their
 /// current state, as Flag or Task units.
 fn history_batch(
@@ -468,6 +589,7 @@ fn quarantine_refused(
                 put(&r.reading_id, &r.device_id)?;
             }
         }
+        Subject::Absent(id, device) => put(&format!("Observation/absent-{id}"), device)?,
         Subject::Alert(id) => put(&format!("Flag/{id}"), "")?,
         Subject::Task(id) => put(&format!("Task/{id}"), "")?,
     }
@@ -491,6 +613,10 @@ pub struct FhirStatus {
     pub tasks_cursor: i64,
     /// Task history rows not yet pushed.
     pub tasks_backlog: i64,
+    /// Special-value records pushed (a quarantine id).
+    pub absent_cursor: i64,
+    /// Special-value records not yet pushed.
+    pub absent_backlog: i64,
     /// Open quarantine rows the FHIR server refused.
     pub rejected: i64,
 }
@@ -508,6 +634,12 @@ pub fn status(store: &Store) -> Result<FhirStatus, StoreError> {
     };
     let alerts_cursor = store.cursor(ALERTS_CURSOR)?;
     let tasks_cursor = store.cursor(TASKS_CURSOR)?;
+    let absent_cursor = store.cursor(ABSENT_CURSOR)?;
+    let absent_backlog: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM quarantine WHERE reason = 'special_value' AND id > ?1",
+        )?
+        .query_row([absent_cursor], |r| r.get(0))?;
     let rejected: i64 = conn
         .prepare_cached(
             "SELECT COUNT(*) FROM quarantine WHERE source = ?1 AND reason = ?2 AND status = 'open'",
@@ -521,6 +653,8 @@ pub fn status(store: &Store) -> Result<FhirStatus, StoreError> {
         alerts_backlog: after("alert_history", alerts_cursor)?,
         tasks_cursor,
         tasks_backlog: after("task_history", tasks_cursor)?,
+        absent_cursor,
+        absent_backlog,
         rejected,
     })
 }
@@ -587,6 +721,73 @@ mod tests {
             assert_eq!(seen, want, "size {size}");
             assert_eq!(units, 4, "size {size}");
         }
+    }
+
+    #[test]
+    fn special_values_are_a_stream_of_their_own_and_audited_per_patient() {
+        let (_dir, store) = store_with_panels();
+        let c = store.conn();
+        c.execute(
+            "INSERT INTO devices (device_id, patient_id, origin, registered_at) VALUES ('d1', 'p1', 'config', 0), ('d2', NULL, 'config', 0)",
+            [],
+        )
+        .unwrap();
+        for (key, device, reason, detail) in [
+            ("k1", "d1", "special_value", "systolic is NaN, not a number"),
+            ("k2", "d1", "bad_json", "not JSON"),
+            (
+                "k3",
+                "d2",
+                "special_value",
+                "body_weight is NRes, not a number",
+            ),
+            (
+                "k4",
+                "d1",
+                "special_value",
+                "body_weight is +INFINITY, not a number",
+            ),
+        ] {
+            c.execute(
+                "INSERT INTO quarantine (dedup_key, received_at, source, origin, device_id, reason, detail, payload) VALUES (?1, 1000, 'mqtt', 't', ?2, ?3, ?4, x'00')",
+                rusqlite::params![key, device, reason, detail],
+            )
+            .unwrap();
+        }
+        let s = status(&store).unwrap();
+        assert_eq!((s.absent_cursor, s.absent_backlog), (0, 3));
+        let b = absent_batch(c, 0, 2, "urn:p", &Default::default()).unwrap();
+        // Ids 1 and 3 (2 is no special value); 3's device has no patient.
+        assert_eq!((b.cursor_to, b.full, b.units.len()), (3, true, 1));
+        assert_eq!(b.units[0].subject, Subject::Absent(1, "d1".into()));
+        let o = &b.units[0].entry;
+        assert_eq!(
+            o["request"]["ifNoneExist"],
+            "identifier=urn%3Arpm-gateway%3Aquarantine|1"
+        );
+        assert_eq!(
+            o["resource"]["dataAbsentReason"]["coding"][0]["code"],
+            "not-a-number"
+        );
+        let b2 = absent_batch(c, 3, 2, "urn:p", &Default::default()).unwrap();
+        assert_eq!((b2.cursor_to, b2.full, b2.units.len()), (4, false, 1));
+        let after = absent_batch(c, 4, 2, "urn:p", &Default::default()).unwrap();
+        assert_eq!((after.cursor_to, after.units.len()), (4, 0));
+
+        // Two Observations of p1, one refused: one audit row, one sent.
+        let units = vec![b.units[0].clone(), b2.units[0].clone()];
+        let rows = audit_rows(&units, &[], "Observation");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].patient_id.as_deref(), Some("p1"));
+        assert_eq!(
+            (rows[0].actor.as_str(), rows[0].outcome),
+            (AUDIT_ACTOR, 200)
+        );
+        assert_eq!(rows[0].detail.as_deref(), Some("2 sent to the EHR"));
+        let refused = vec![(units[1].clone(), Value::Null)];
+        let rows = audit_rows(&units, &refused, "Observation");
+        assert_eq!(rows[0].detail.as_deref(), Some("1 sent to the EHR"));
+        assert!(audit_rows(&units[1..], &refused, "Observation").is_empty());
     }
 
     #[test]

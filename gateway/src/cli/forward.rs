@@ -101,8 +101,8 @@ pub fn run(config: &Config, cmd: ForwardCommand) -> anyhow::Result<()> {
         }
         if let Some(f) = &fhir {
             println!(
-                "fhir push: readings cursor {} of {}; backlog {} reading(s), {} alert change(s), {} task change(s); {} refused record(s) in quarantine",
-                f.cursor, s.newest_seq, f.backlog, f.alerts_backlog, f.tasks_backlog, f.rejected
+                "fhir push: readings cursor {} of {}; backlog {} reading(s), {} special value(s), {} alert change(s), {} task change(s); {} refused record(s) in quarantine",
+                f.cursor, s.newest_seq, f.backlog, f.absent_backlog, f.alerts_backlog, f.tasks_backlog, f.rejected
             );
         }
     }

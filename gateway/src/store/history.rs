@@ -81,6 +81,11 @@ impl<'c> SqliteHistory<'c> {
         self.error.borrow_mut().take()
     }
 
+    /// Whether a query failed since the last [`SqliteHistory::take_error`].
+    pub fn failed(&self) -> bool {
+        self.error.borrow().is_some()
+    }
+
     fn fail<T: Default>(&self, r: rusqlite::Result<T>) -> T {
         match r {
             Ok(v) => v,

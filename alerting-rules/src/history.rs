@@ -5,7 +5,9 @@
 //! [`crate::load::MAX_LAST`] — so the cost of evaluating a reading does not
 //! grow with the length of a patient's record. The gateway implements
 //! [`History`] over its SQLite store with an index on
-//! `(patient, metric, measured_at)`.
+//! `(patient, metric, measured_at)`, and in front of it keeps each series'
+//! recent readings in memory as far back as the rule set reaches
+//! ([`Needs`]).
 
 use std::collections::BTreeMap;
 

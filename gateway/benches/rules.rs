@@ -218,11 +218,12 @@ fn measure(
     );
     let per_cold = cold.as_secs_f64() * 1e6 / new_readings as f64;
     println!(
-        "| {} | {} days | {new_readings} + {new_readings} | {per_cold:.0} / {per:.0} | {:.0} | {:.1} % | {:.1} | {:.1} |",
+        "| {} | {} days | {new_readings} + {new_readings} | {per_cold:.0} / {per:.0} | {:.0} | {:.1} % ({} readings held) | {:.1} | {:.1} |",
         slots * PATIENTS * PER_SLOT,
         slots as i64 * STEP_HOURS / 24,
         1e6 / per,
         hits as f64 * 100.0 / asked.max(1) as f64,
+        after.held,
         tick.as_secs_f64() * 1e3,
         what_if.as_secs_f64()
     );

@@ -52,6 +52,8 @@ pub struct WindowStats {
     pub loads: u64,
     /// Patients dropped to stay within the bound.
     pub evictions: u64,
+    /// Readings (and series, counted as one each) held now.
+    pub held: usize,
 }
 
 /// One series: every stored reading measured at or after `floor` is in
@@ -130,8 +132,11 @@ impl Series {
     }
 
     /// Adds a reading just committed (ignored below the floor: the store
-    /// answers there). Returns the change in readings held.
-    fn insert(&mut self, p: Point, reach: Reach) -> isize {
+    /// answers there). Returns the change in readings held. Trimming waits
+    /// for the batch's end: the batch's earlier measurements are evaluated
+    /// after its later ones are folded in, and look back from their own
+    /// time.
+    fn insert(&mut self, p: Point) -> isize {
         if p.measured_at < self.floor {
             return 0;
         }
@@ -146,7 +151,7 @@ impl Series {
         // A duplicate id with another time is not a stored reading; the
         // store's `reading_id` is unique, so this only guards the order.
         self.points.insert(at, p);
-        1 - self.trim(reach) as isize
+        1
     }
 
     /// Drops what the reach no longer needs: readings older than both the
@@ -227,6 +232,8 @@ pub struct Windows {
     /// Every series reflects the store as of this commit position.
     seq: i64,
     batch: u64,
+    /// Series that grew in this batch, trimmed at its end.
+    grown: Vec<(String, Metric)>,
     stats: WindowStats,
 }
 
@@ -241,23 +248,23 @@ impl Windows {
             held: 0,
             seq: 0,
             batch: 0,
+            grown: Vec::new(),
             stats: WindowStats::default(),
         }
     }
 
     /// How the windows answered so far.
     pub fn stats(&self) -> WindowStats {
-        self.stats
-    }
-
-    /// Readings (and series) held now.
-    pub fn held(&self) -> usize {
-        self.held
+        WindowStats {
+            held: self.held,
+            ..self.stats
+        }
     }
 
     /// Forgets everything (the next questions read the store again).
     pub fn clear(&mut self) {
         self.patients.clear();
+        self.grown.clear();
         self.held = 0;
         self.seq = 0;
     }
@@ -289,20 +296,32 @@ impl Windows {
     /// position given to [`Windows::begin`]). Series not held yet ignore
     /// it: they are read from the store, with it, when first asked for.
     pub fn fold(&mut self, patient: &str, metric: Metric, point: Point) {
-        let reach = self.needs.reach(metric);
         if let Some(s) = self
             .patients
             .get_mut(patient)
             .and_then(|p| p.series.get_mut(&metric))
         {
-            let d = s.insert(point, reach);
+            let d = s.insert(point);
+            if d > 0 {
+                self.grown.push((patient.to_string(), metric));
+            }
             self.held = self.held.saturating_add_signed(d);
         }
     }
 
-    /// Ends the batch: drops the least recently used patients while more
-    /// than the bound is held.
+    /// Ends the batch: trims the series that grew to their reach, and drops
+    /// the least recently used patients while more than the bound is held.
     pub fn end(&mut self) {
+        for (patient, metric) in std::mem::take(&mut self.grown) {
+            let reach = self.needs.reach(metric);
+            if let Some(s) = self
+                .patients
+                .get_mut(&patient)
+                .and_then(|p| p.series.get_mut(&metric))
+            {
+                self.held = self.held.saturating_sub(s.trim(reach));
+            }
+        }
         if self.held <= self.max_points {
             return;
         }
@@ -580,7 +599,7 @@ mod tests {
                 }
                 compare(&store, &mut windows, seq, &ats);
                 windows.end();
-                prop_assert!(windows.held() <= max_points);
+                prop_assert!(windows.stats().held <= max_points);
             }
             let s = windows.stats();
             prop_assert!(s.hits > 0);

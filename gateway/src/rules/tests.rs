@@ -763,9 +763,11 @@ proptest::proptest! {
     /// history as of each reading) raises what was raised.
     #[test]
     fn windows_decide_as_the_store_and_the_what_if_replay_do(ms in measurements()) {
-        let mut cfg = EvaluatorConfig::default();
         // One measurement per transaction, as the replay sees them.
-        cfg.batch_readings = 1;
+        let cfg = EvaluatorConfig {
+            batch_readings: 1,
+            ..Default::default()
+        };
         let mut incremental = World::new();
         incremental.ev = rebuilt(&mut incremental, cfg);
         let mut queried = World::new();

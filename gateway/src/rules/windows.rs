@@ -370,13 +370,16 @@ impl Windows {
         }
         let p = self.patients.get_mut(patient)?;
         p.used = batch;
-        if !p.series.contains_key(&metric) {
-            let s = Series::load(store, patient, metric, reach)?;
-            self.held += s.points.len() + 1;
-            self.stats.loads += 1;
-            p.series.insert(metric, s);
+        match p.series.entry(metric) {
+            std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let s = Series::load(store, patient, metric, reach)?;
+                self.held += s.points.len() + 1;
+                self.stats.loads += 1;
+                Some(e.insert(s))
+            }
         }
-        p.series.get(&metric)
+        .map(|s| &*s)
     }
 }
 

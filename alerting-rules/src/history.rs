@@ -5,13 +5,18 @@
 //! [`crate::load::MAX_LAST`] — so the cost of evaluating a reading does not
 //! grow with the length of a patient's record. The gateway implements
 //! [`History`] over its SQLite store with an index on
-//! `(patient, metric, measured_at)`.
+//! `(patient, metric, measured_at)`, and in front of it keeps each series'
+//! recent readings in memory as far back as the rule set reaches
+//! ([`Needs`]).
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use device_profiles::Metric;
 use serde::{Deserialize, Serialize};
+
+use crate::rule::{LeafKind, Scope};
+use crate::ruleset::RuleSet;
 
 /// One stored reading of one metric, in the metric's canonical unit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +49,69 @@ pub trait History {
     /// When the newest reading of `metric` (of any metric when `None`) was
     /// measured.
     fn last_seen(&self, patient: &str, metric: Option<Metric>) -> Option<DateTime<Utc>>;
+}
+
+/// How far back a rule set looks, per metric: the longest window any of its
+/// leaves asks for and the most readings any asks for by count.
+///
+/// A cache of recent readings that keeps, per series, the readings measured
+/// within `window` before the newest and at least the last `last` ones,
+/// answers every query the engine makes for a reading measured no earlier
+/// than the newest one; older (late) readings reach further back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reach {
+    /// Longest look-back window (zero when only counts are asked).
+    pub window: TimeDelta,
+    /// Most readings asked for by count (at least 1: `last_seen`).
+    pub last: usize,
+}
+
+impl Default for Reach {
+    fn default() -> Self {
+        Reach {
+            window: TimeDelta::zero(),
+            last: 1,
+        }
+    }
+}
+
+/// The [`Reach`] of a rule set per metric; metrics no rule tests get the
+/// default (the newest reading only).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Needs {
+    by_metric: BTreeMap<Metric, Reach>,
+}
+
+impl Needs {
+    /// What the rules of `rules` ask of a history.
+    pub fn of(rules: &RuleSet) -> Needs {
+        let mut by_metric: BTreeMap<Metric, Reach> = BTreeMap::new();
+        for rule in rules.rules() {
+            for leaf in rule.condition.leaves() {
+                let (metric, window, last) = match &leaf.kind {
+                    LeafKind::Threshold { metric, count, .. } => {
+                        (*metric, TimeDelta::zero(), count.readings())
+                    }
+                    LeafKind::Delta { metric, window, .. }
+                    | LeafKind::Slope { metric, window, .. } => (*metric, window.delta(), 1),
+                    LeafKind::Average { metric, scope, .. } => match scope {
+                        Scope::Window(w) => (*metric, w.delta(), 1),
+                        Scope::Last(n) => (*metric, TimeDelta::zero(), *n),
+                    },
+                    LeafKind::Missing { .. } => continue,
+                };
+                let r = by_metric.entry(metric).or_default();
+                r.window = r.window.max(window);
+                r.last = r.last.max(last);
+            }
+        }
+        Needs { by_metric }
+    }
+
+    /// The reach of `metric`'s series.
+    pub fn reach(&self, metric: Metric) -> Reach {
+        self.by_metric.get(&metric).copied().unwrap_or_default()
+    }
 }
 
 /// Readings in memory, for tests and the offline replay tool.

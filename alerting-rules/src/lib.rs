@@ -46,7 +46,7 @@ pub use engine::{
     DEFAULT_SETTLE,
 };
 pub use error::{FileError, LoadErrors};
-pub use history::{History, MemoryHistory, Point};
+pub use history::{History, MemoryHistory, Needs, Point, Reach};
 pub use load::SourceFile;
 pub use model::{Evidence, NewReading, Patient};
 pub use overrides::{EffectiveLimit, OverrideError, Overrides, RuleOverride};

@@ -465,6 +465,7 @@ fn rules_evaluator(
     let engine = Arc::new(crate::rules::engine(&config.rules)?);
     let cfg = crate::rules::evaluator::EvaluatorConfig {
         batch_readings: config.rules.batch_readings,
+        retention_keep: config.retention.keep,
         ..Default::default()
     };
     let mut evaluator =

@@ -10,12 +10,15 @@
 //!    (patient, measured time) — a scale uploading a week at once is
 //!    evaluated day by day, and the engine flags it late (received long
 //!    after measured, or older than the patient's watermark);
-//! 3. per patient: load the enrolment (care plans, overrides), the alert
+//! 3. fold the batch's readings into the in-memory windows
+//!    ([`super::windows`]), which answer the engine's history questions
+//!    as the store would as of the batch's last commit position;
+//! 4. per patient: load the enrolment (care plans, overrides), the alert
 //!    states and the watermark, evaluate every measurement, then the
 //!    missing-data rules (so an open "no data" alert resolves promptly; a
 //!    patient whose input just moved is not judged silent until it settles,
 //!    see `alerting_rules::EngineConfig::settle`);
-//! 4. persist every transition (state, alert row, history, outbox event
+//! 5. persist every transition (state, alert row, history, outbox event
 //!    when it notifies), the watermarks and the cursor, and commit.
 //!
 //! "Now" is read inside the transaction, once the write lock is held, and
@@ -31,14 +34,17 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use alerting_rules::{Engine, Input, MissingInput, NewReading, TransitionKind};
-use chrono::{DateTime, Utc};
+use alerting_rules::{
+    Engine, History, Input, MissingInput, Needs, NewReading, Point, TransitionKind,
+};
+use chrono::{DateTime, TimeDelta, Utc};
 use device_profiles::Metric;
 use rusqlite::Transaction;
 
 use super::clock::Clock;
 use super::missing::{device_offline, gateway_downtime, watched_patients};
 use super::persist::{self, PatientCtx};
+use super::windows::{WindowStats, Windows, DEFAULT_MAX_POINTS};
 use super::{RulesError, CURSOR};
 use crate::fault::{Fault, FaultPoint};
 use crate::metrics::Metrics;
@@ -54,6 +60,12 @@ pub struct EvaluatorConfig {
     pub batch_readings: usize,
     /// Most patients per missing-data transaction.
     pub patients_per_tick: usize,
+    /// Most readings the in-memory windows hold (least recently evaluated
+    /// patients are dropped beyond it).
+    pub window_points: usize,
+    /// `retention.keep`: readings measured longer ago may be pruned from
+    /// the store, so the windows do not answer with them.
+    pub retention_keep: Option<std::time::Duration>,
 }
 
 impl Default for EvaluatorConfig {
@@ -61,6 +73,8 @@ impl Default for EvaluatorConfig {
         EvaluatorConfig {
             batch_readings: 500,
             patients_per_tick: 200,
+            window_points: DEFAULT_MAX_POINTS,
+            retention_keep: None,
         }
     }
 }
@@ -134,6 +148,8 @@ pub struct Evaluator {
     delivery: Option<Arc<tokio::sync::Notify>>,
     /// The care loop: notified alerts open follow-up tasks.
     follow_up: Option<Arc<dyn super::persist::AlertHook>>,
+    /// Recent readings per patient, as of the last evaluated batch.
+    windows: Windows,
 }
 
 impl Evaluator {
@@ -155,6 +171,7 @@ impl Evaluator {
         metrics: Arc<Metrics>,
     ) -> Self {
         Evaluator {
+            windows: Windows::new(Needs::of(engine.rules()), cfg.window_points),
             store,
             engine,
             cfg,
@@ -201,7 +218,18 @@ impl Evaluator {
     /// Swaps the rule set (SIGHUP reload). Alert state is in the store and
     /// carries over; rules that disappeared simply stop being evaluated.
     pub fn set_engine(&mut self, engine: Arc<Engine>) {
+        self.windows = Windows::new(Needs::of(engine.rules()), self.cfg.window_points);
         self.engine = engine;
+    }
+
+    /// How the in-memory windows answered so far.
+    pub fn window_stats(&self) -> WindowStats {
+        self.windows.stats()
+    }
+
+    /// Forgets the in-memory windows, as a restart does.
+    pub fn forget_windows(&mut self) {
+        self.windows.clear();
     }
 
     /// The engine in use.
@@ -282,8 +310,28 @@ impl Evaluator {
             measurements: groups.len(),
             ..Report::default()
         };
+        let prunable_before = self
+            .cfg
+            .retention_keep
+            .and_then(|k| TimeDelta::from_std(k).ok())
+            .map(|k| Utc::now() - k + TimeDelta::minutes(1));
+        self.windows.begin(max_seq, prunable_before);
+        for g in &groups {
+            for r in &g.readings {
+                self.windows.fold(
+                    &g.patient_id,
+                    r.metric,
+                    Point {
+                        reading_id: r.id.clone(),
+                        measured_at: r.measured_at,
+                        value: r.value,
+                    },
+                );
+            }
+        }
         {
-            let history = SqliteHistory::new(&tx);
+            let store = SqliteHistory::as_of(&tx, max_seq);
+            let history = self.windows.view(&store);
             let mut i = 0;
             while i < groups.len() {
                 let pid = groups[i].patient_id.clone();
@@ -312,11 +360,20 @@ impl Evaluator {
                 // until it settles, but an open "no data" alert the new
                 // readings end resolves now.
                 ctx.input_at = Some(ctx.input_at.map_or(now, |t| t.max(now)));
-                let r = missing_for(&tx, &engine, &history, &mut ctx, now, &downtime, false)?;
+                let r = missing_for(
+                    &tx,
+                    &engine,
+                    (&history, &store),
+                    &mut ctx,
+                    now,
+                    &downtime,
+                    false,
+                )?;
                 report.merge(r);
                 persist::save_watermark(&tx, &mut ctx)?;
             }
         }
+        self.windows.end();
         set_cursor(&tx, CURSOR, max_seq)?;
         self.fault.abort_at(FaultPoint::BeforeRulesCommit);
         if self.fault.is(FaultPoint::RulesPanic) {
@@ -407,7 +464,7 @@ impl Evaluator {
                     let r = missing_for(
                         &tx,
                         &engine,
-                        &history,
+                        (&history, &history),
                         &mut ctx,
                         now,
                         &downtime,
@@ -458,10 +515,12 @@ impl Evaluator {
     }
 }
 
+/// `history`: the readings as the engine sees them, and the store behind
+/// them (whose errors abort the batch).
 fn missing_for(
     tx: &Transaction<'_>,
     engine: &Engine,
-    history: &SqliteHistory<'_>,
+    (history, store): (&dyn History, &SqliteHistory<'_>),
     ctx: &mut PatientCtx,
     now: DateTime<Utc>,
     downtime: &[(DateTime<Utc>, DateTime<Utc>)],
@@ -478,7 +537,7 @@ fn missing_for(
         device_offline: offline,
         last_input: if input_closed { None } else { ctx.input_at },
     });
-    if let Some(e) = history.take_error() {
+    if let Some(e) = store.take_error() {
         return Err(e.into());
     }
     let trigger = format!("missing@{}", now.timestamp_millis());

@@ -13,9 +13,11 @@
 //!   (from the `runs` heartbeats) and device-offline inhibition;
 //! - [`clock`]: what "now" is: the wall clock, or the data's own time for
 //!   accelerated replays (`rules.clock`);
-//! - the engine's view of stored readings (bounded, indexed queries, so the
-//!   cost of a reading does not grow with the record) is the store's
-//!   [`crate::store::history`];
+//! - [`windows`]: each patient's recent readings in memory, following the
+//!   evaluated readings, so a reading costs no range query per rule; below
+//!   their floors (late readings) the store's [`crate::store::history`]
+//!   answers (bounded, indexed queries, so the cost of a reading does not
+//!   grow with the record);
 //! - [`lifecycle`]: acknowledge (with snooze) and manual resolve, shared by
 //!   the CLI and the HTTP API;
 //! - [`burden`]: the alert-burden report (per care team and rule);
@@ -37,6 +39,7 @@ pub use persist::{AlertChange, AlertHook};
 #[cfg(test)]
 mod tests;
 pub mod whatif;
+pub mod windows;
 pub mod worker;
 
 use std::path::Path;

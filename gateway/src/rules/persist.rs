@@ -208,17 +208,6 @@ pub(crate) fn apply(
         t.at = not_before_history(tx, id, t.at)?;
     }
     let at = t.at.timestamp_millis();
-    let detail = serde_json::json!({
-        "note": t.note,
-        "message": t.message,
-        "rule_version": t.rule_version,
-        "measured_at": t.measured_at,
-        "evidence": evidence(&t.evidence),
-        "limits": t.limits,
-        "leaves": t.leaves,
-        "late": t.late,
-        "flapping": t.flapping,
-    });
     let mut event = None;
     let mut history_kind = None;
     match t.kind {
@@ -259,6 +248,18 @@ pub(crate) fn apply(
     }
     let notified = t.notify && event.is_some();
     if let (Some(kind), Some(id)) = (history_kind, open_id.as_deref()) {
+        // Built only for a history row: most evaluations change nothing.
+        let detail = serde_json::json!({
+            "note": t.note,
+            "message": t.message,
+            "rule_version": t.rule_version,
+            "measured_at": t.measured_at,
+            "evidence": evidence(&t.evidence),
+            "limits": t.limits,
+            "leaves": t.leaves,
+            "late": t.late,
+            "flapping": t.flapping,
+        });
         let n = history_len(tx, id)?;
         insert_history(tx, id, at, kind, notified, None, &detail)?;
         if let (true, Some(ev)) = (notified, event) {

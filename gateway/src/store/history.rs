@@ -6,10 +6,14 @@
 //! cost of evaluating one reading depends on the rule windows, never on how
 //! many readings the store holds (see docs/benchmarks.md, "Rule evaluation").
 //!
-//! The evaluator sees every committed reading; the what-if replay sees the
-//! store as of one commit position (a back-filled reading is invisible
-//! before it arrived): the same queries with a `seq <= ?` bound
-//! ([`SqliteHistory::as_of`]), one implementation for both.
+//! The evaluator asks through its in-memory windows
+//! (`crate::rules::windows`), which read each series here once and then
+//! only questions reaching below what they hold (late readings); it sees
+//! the store as of its batch's last commit position. The what-if replay
+//! asks every question here, as of each reading's commit position (a
+//! back-filled reading is invisible before it arrived). Both are these
+//! queries with a `seq <= ?` bound ([`SqliteHistory::as_of`]), one
+//! implementation for both.
 //!
 //! [`History`] cannot return errors (the engine is pure); a failed query is
 //! remembered and the caller checks [`SqliteHistory::take_error`] before
@@ -79,6 +83,11 @@ impl<'c> SqliteHistory<'c> {
     /// The first query error since the last call, if any.
     pub fn take_error(&self) -> Option<rusqlite::Error> {
         self.error.borrow_mut().take()
+    }
+
+    /// Whether a query failed since the last [`SqliteHistory::take_error`].
+    pub fn failed(&self) -> bool {
+        self.error.borrow().is_some()
     }
 
     fn fail<T: Default>(&self, r: rusqlite::Result<T>) -> T {

@@ -1,0 +1,635 @@
+//! The evaluator's windows: each patient's recent readings kept in memory
+//! and updated as readings are evaluated, instead of range queries on the
+//! store for every reading and rule.
+//!
+//! A rule looks back a bounded way (its window, or its last N readings:
+//! [`alerting_rules::Needs`]), and readings arrive roughly in time order, so
+//! the readings a new one is judged against are almost always the ones the
+//! previous evaluations already read. Asking SQLite for them again per rule
+//! and reading was most of the evaluator's time. Here each series (patient,
+//! metric) is read from the store once, when first asked for, and then
+//! follows the readings the evaluator folds in batch by batch.
+//!
+//! The store stays the source of truth, and every answer equals the store's
+//! as of the batch's last commit position ([`SqliteHistory::as_of`]): a
+//! series claims completeness only from its `floor` on (every stored reading
+//! measured at or after it is in memory), and a question reaching below the
+//! floor (a late reading's window, a count the series does not hold) is
+//! asked of the store. Nothing here is durable: after a restart the series
+//! are read again, and a cursor moved back (the store re-evaluated) or a
+//! new rule set empties them.
+//!
+//! Memory is bounded twice: a series keeps the readings within its metric's
+//! longest window before its newest reading plus its longest count (older
+//! readings are trimmed as new ones arrive), and all series together hold
+//! at most `max_points` readings: past that, the least recently evaluated
+//! patients are dropped (and read again if they come back). Readings that
+//! retention may have pruned (measured more than `retention.keep` ago) are
+//! dropped too, so the memory never answers with a reading the store no
+//! longer has.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use alerting_rules::{History, Needs, Point, Reach};
+use chrono::{DateTime, TimeDelta, Utc};
+use device_profiles::Metric;
+
+use crate::store::history::{SqliteHistory, MAX_WINDOW_ROWS};
+
+/// Readings held by default (about 90 bytes each with their id).
+pub const DEFAULT_MAX_POINTS: usize = 500_000;
+
+/// How the windows answered (for benchmarks and tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WindowStats {
+    /// Questions answered from memory.
+    pub hits: u64,
+    /// Questions asked of the store (below a floor, or a series the store
+    /// could not give whole).
+    pub fallbacks: u64,
+    /// Series read from the store.
+    pub loads: u64,
+    /// Patients dropped to stay within the bound.
+    pub evictions: u64,
+    /// Readings (and series, counted as one each) held now.
+    pub held: usize,
+}
+
+/// One series: every stored reading measured at or after `floor` is in
+/// `points`, ordered by (measured time, reading id).
+#[derive(Debug, Clone)]
+struct Series {
+    floor: DateTime<Utc>,
+    points: Vec<Point>,
+}
+
+/// The floor of a series that claims nothing (the store could not give it
+/// whole): every question goes to the store.
+const NOTHING: DateTime<Utc> = DateTime::<Utc>::MAX_UTC;
+/// The floor of a series held whole.
+const ALL: DateTime<Utc> = DateTime::<Utc>::MIN_UTC;
+
+fn key(p: &Point) -> (DateTime<Utc>, &str) {
+    (p.measured_at, p.reading_id.as_str())
+}
+
+impl Series {
+    /// Reads the series from the store: the last `reach.last` readings and
+    /// those within `reach.window` before the newest. `None` when the store
+    /// failed (the error stays in `store` for the caller).
+    fn load(
+        store: &SqliteHistory<'_>,
+        patient: &str,
+        metric: Metric,
+        reach: Reach,
+    ) -> Option<Self> {
+        let last = reach.last.max(1);
+        let tail = store.last_n(patient, metric, DateTime::<Utc>::MAX_UTC, last);
+        if store.failed() {
+            return None;
+        }
+        let Some(newest) = tail.last().map(|p| p.measured_at) else {
+            return Some(Series {
+                floor: ALL,
+                points: Vec::new(),
+            });
+        };
+        if tail.len() < last {
+            return Some(Series {
+                floor: ALL,
+                points: tail,
+            });
+        }
+        // Every reading measured after the oldest of the tail is in it
+        // (ties at the oldest time may not be).
+        let tail_floor = tail[0].measured_at + TimeDelta::milliseconds(1);
+        let cut = newest - reach.window;
+        if tail_floor <= cut {
+            let points: Vec<Point> = tail
+                .into_iter()
+                .filter(|p| p.measured_at >= tail_floor)
+                .collect();
+            return Some(Series {
+                floor: tail_floor,
+                points,
+            });
+        }
+        let window = store.window(patient, metric, cut, newest);
+        if store.failed() {
+            return None;
+        }
+        if window.len() as i64 >= MAX_WINDOW_ROWS {
+            return Some(Series {
+                floor: NOTHING,
+                points: Vec::new(),
+            });
+        }
+        Some(Series {
+            floor: cut,
+            points: window,
+        })
+    }
+
+    /// Adds a reading just committed (ignored below the floor: the store
+    /// answers there). Returns the change in readings held. Trimming waits
+    /// for the batch's end: the batch's earlier measurements are evaluated
+    /// after its later ones are folded in, and look back from their own
+    /// time.
+    fn insert(&mut self, p: Point) -> isize {
+        if p.measured_at < self.floor {
+            return 0;
+        }
+        let at = self.points.partition_point(|q| key(q) < key(&p));
+        if self
+            .points
+            .get(at)
+            .is_some_and(|q| q.reading_id == p.reading_id)
+        {
+            return 0;
+        }
+        // A duplicate id with another time is not a stored reading; the
+        // store's `reading_id` is unique, so this only guards the order.
+        self.points.insert(at, p);
+        1
+    }
+
+    /// Drops what the reach no longer needs: readings older than both the
+    /// window before the newest and the last `reach.last`.
+    fn trim(&mut self, reach: Reach) -> usize {
+        let last = reach.last.max(1);
+        let n = self.points.len();
+        if n <= last {
+            return 0;
+        }
+        let Some(newest) = self.points.last().map(|p| p.measured_at) else {
+            return 0;
+        };
+        let target = (newest - reach.window).min(self.points[n - last].measured_at);
+        self.raise_floor(target)
+    }
+
+    /// Claims nothing below `floor` any more. Returns the readings dropped.
+    fn raise_floor(&mut self, floor: DateTime<Utc>) -> usize {
+        if floor <= self.floor {
+            return 0;
+        }
+        self.floor = floor;
+        let k = self.points.partition_point(|p| p.measured_at < floor);
+        self.points.drain(..k);
+        k
+    }
+
+    fn window(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Option<Vec<Point>> {
+        if from < self.floor {
+            return None;
+        }
+        let start = self.points.partition_point(|p| p.measured_at < from);
+        let end = self.points.partition_point(|p| p.measured_at <= to);
+        Some(
+            self.points
+                .get(start..end.max(start))
+                .unwrap_or(&[])
+                .to_vec(),
+        )
+    }
+
+    fn last_n(&self, at: DateTime<Utc>, n: usize) -> Option<Vec<Point>> {
+        let end = self.points.partition_point(|p| p.measured_at <= at);
+        if end >= n {
+            Some(self.points[end - n..end].to_vec())
+        } else if self.floor == ALL {
+            Some(self.points[..end].to_vec())
+        } else {
+            None
+        }
+    }
+
+    fn last_seen(&self) -> Option<Option<DateTime<Utc>>> {
+        match self.points.last() {
+            Some(p) => Some(Some(p.measured_at)),
+            None if self.floor == ALL => Some(None),
+            None => None,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct PatientSeries {
+    /// The batch that last asked for this patient.
+    used: u64,
+    series: HashMap<Metric, Series>,
+}
+
+/// Every patient's recent readings, as of commit position [`Windows::seq`].
+#[derive(Debug)]
+pub struct Windows {
+    needs: Needs,
+    max_points: usize,
+    patients: HashMap<String, PatientSeries>,
+    /// Readings (and series, counted as one each) held.
+    held: usize,
+    /// Every series reflects the store as of this commit position.
+    seq: i64,
+    batch: u64,
+    /// Series that grew in this batch, trimmed at its end.
+    grown: Vec<(String, Metric)>,
+    stats: WindowStats,
+}
+
+impl Windows {
+    /// Empty windows for a rule set's needs, holding at most `max_points`
+    /// readings.
+    pub fn new(needs: Needs, max_points: usize) -> Self {
+        Windows {
+            needs,
+            max_points: max_points.max(1),
+            patients: HashMap::new(),
+            held: 0,
+            seq: 0,
+            batch: 0,
+            grown: Vec::new(),
+            stats: WindowStats::default(),
+        }
+    }
+
+    /// How the windows answered so far.
+    pub fn stats(&self) -> WindowStats {
+        WindowStats {
+            held: self.held,
+            ..self.stats
+        }
+    }
+
+    /// Forgets everything (the next questions read the store again).
+    pub fn clear(&mut self) {
+        self.patients.clear();
+        self.grown.clear();
+        self.held = 0;
+        self.seq = 0;
+    }
+
+    /// Starts a batch that ends at commit position `seq` and whose readings
+    /// are folded in next. A position behind the windows' (the cursor was
+    /// moved back) empties them; readings measured before `prunable_before`
+    /// (retention may have deleted them) are dropped.
+    pub fn begin(&mut self, seq: i64, prunable_before: Option<DateTime<Utc>>) {
+        if seq < self.seq {
+            self.clear();
+        }
+        self.seq = seq;
+        self.batch += 1;
+        if let Some(cut) = prunable_before {
+            let mut dropped = 0;
+            for p in self.patients.values_mut() {
+                for s in p.series.values_mut() {
+                    if s.floor < cut {
+                        dropped += s.raise_floor(cut);
+                    }
+                }
+            }
+            self.held -= dropped;
+        }
+    }
+
+    /// Folds in a reading of the batch (committed at or before the
+    /// position given to [`Windows::begin`]). Series not held yet ignore
+    /// it: they are read from the store, with it, when first asked for.
+    pub fn fold(&mut self, patient: &str, metric: Metric, point: Point) {
+        if let Some(s) = self
+            .patients
+            .get_mut(patient)
+            .and_then(|p| p.series.get_mut(&metric))
+        {
+            let d = s.insert(point);
+            if d > 0 {
+                self.grown.push((patient.to_string(), metric));
+            }
+            self.held = self.held.saturating_add_signed(d);
+        }
+    }
+
+    /// Ends the batch: trims the series that grew to their reach, and drops
+    /// the least recently used patients while more than the bound is held.
+    pub fn end(&mut self) {
+        for (patient, metric) in std::mem::take(&mut self.grown) {
+            let reach = self.needs.reach(metric);
+            if let Some(s) = self
+                .patients
+                .get_mut(&patient)
+                .and_then(|p| p.series.get_mut(&metric))
+            {
+                self.held = self.held.saturating_sub(s.trim(reach));
+            }
+        }
+        if self.held <= self.max_points {
+            return;
+        }
+        let mut by_use: Vec<(u64, String)> = self
+            .patients
+            .iter()
+            .map(|(id, p)| (p.used, id.clone()))
+            .collect();
+        by_use.sort_unstable();
+        // Down to 90 %, so that a full cache does not evict at every batch.
+        let target = self.max_points / 10 * 9;
+        for (_, id) in by_use {
+            if self.held <= target {
+                break;
+            }
+            if let Some(p) = self.patients.remove(&id) {
+                let n: usize = p.series.values().map(|s| s.points.len() + 1).sum();
+                self.held = self.held.saturating_sub(n);
+                self.stats.evictions += 1;
+            }
+        }
+    }
+
+    /// The engine's [`History`] for this batch: memory first, `store` (as
+    /// of the batch's position) below the floors.
+    pub fn view<'a, 'c>(&'a mut self, store: &'a SqliteHistory<'c>) -> WindowView<'a, 'c> {
+        WindowView {
+            windows: RefCell::new(self),
+            store,
+        }
+    }
+
+    /// The series of (patient, metric), read from `store` if not held
+    /// (`None`: the store failed).
+    fn series(
+        &mut self,
+        store: &SqliteHistory<'_>,
+        patient: &str,
+        metric: Metric,
+    ) -> Option<&Series> {
+        let batch = self.batch;
+        let reach = self.needs.reach(metric);
+        if !self.patients.contains_key(patient) {
+            self.patients
+                .insert(patient.to_string(), PatientSeries::default());
+        }
+        let p = self.patients.get_mut(patient)?;
+        p.used = batch;
+        match p.series.entry(metric) {
+            std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let s = Series::load(store, patient, metric, reach)?;
+                self.held += s.points.len() + 1;
+                self.stats.loads += 1;
+                Some(e.insert(s))
+            }
+        }
+        .map(|s| &*s)
+    }
+}
+
+/// [`History`] over the windows and, below their floors, the store.
+pub struct WindowView<'a, 'c> {
+    windows: RefCell<&'a mut Windows>,
+    store: &'a SqliteHistory<'c>,
+}
+
+impl WindowView<'_, '_> {
+    /// The first store error since the last call (see
+    /// [`SqliteHistory::take_error`]).
+    pub fn take_error(&self) -> Option<rusqlite::Error> {
+        self.store.take_error()
+    }
+
+    fn answer<T>(
+        &self,
+        patient: &str,
+        metric: Metric,
+        from_memory: impl FnOnce(&Series) -> Option<T>,
+        from_store: impl FnOnce() -> T,
+    ) -> T {
+        let mut w = self.windows.borrow_mut();
+        let hit = w.series(self.store, patient, metric).and_then(from_memory);
+        match hit {
+            Some(v) => {
+                w.stats.hits += 1;
+                v
+            }
+            None => {
+                w.stats.fallbacks += 1;
+                drop(w);
+                from_store()
+            }
+        }
+    }
+}
+
+impl History for WindowView<'_, '_> {
+    fn window(
+        &self,
+        patient: &str,
+        metric: Metric,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Vec<Point> {
+        self.answer(
+            patient,
+            metric,
+            |s| s.window(from, to),
+            || self.store.window(patient, metric, from, to),
+        )
+    }
+
+    fn last_n(&self, patient: &str, metric: Metric, at: DateTime<Utc>, n: usize) -> Vec<Point> {
+        self.answer(
+            patient,
+            metric,
+            |s| s.last_n(at, n),
+            || self.store.last_n(patient, metric, at, n),
+        )
+    }
+
+    fn last_seen(&self, patient: &str, metric: Option<Metric>) -> Option<DateTime<Utc>> {
+        let metrics: Vec<Metric> = match metric {
+            Some(m) => vec![m],
+            None => Metric::ALL.to_vec(),
+        };
+        metrics
+            .into_iter()
+            .filter_map(|m| {
+                self.answer(
+                    patient,
+                    m,
+                    |s| s.last_seen(),
+                    || self.store.last_seen(patient, Some(m)),
+                )
+            })
+            .max()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use alerting_rules::RuleSet;
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+    use rusqlite::params;
+
+    const PATIENTS: [&str; 2] = ["p1", "p2"];
+    /// Bundled reaches: 7 days (systolic, weight), 48 h (SpO2).
+    const METRICS: [Metric; 3] = [Metric::Systolic, Metric::BodyWeight, Metric::Spo2];
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap()
+    }
+
+    /// One stored reading: patient, metric, measured hours after `t0`.
+    type Op = (usize, usize, i64);
+
+    /// Readings mostly in time order, some late (up to 20 days back), some
+    /// at the same time as the one before.
+    fn ops() -> impl Strategy<Value = Vec<Op>> {
+        prop::collection::vec((0..2usize, 0..3usize, -480..30i64), 1..120).prop_map(|steps| {
+            let mut clock = 0i64;
+            steps
+                .into_iter()
+                .map(|(p, m, dt)| {
+                    let at = if dt >= 0 {
+                        clock += dt;
+                        clock
+                    } else if dt > -20 {
+                        clock
+                    } else {
+                        clock + dt
+                    };
+                    (p, m, at)
+                })
+                .collect()
+        })
+    }
+
+    fn store_all(store: &Store, ops: &[Op]) {
+        for (i, (p, m, h)) in ops.iter().enumerate() {
+            let metric = METRICS[*m];
+            let at = (t0() + TimeDelta::hours(*h)).timestamp_millis();
+            store
+                .conn()
+                .execute(
+                    "INSERT INTO readings (reading_id, group_id, patient_id, device_id, metric, value, unit, loinc,
+                         measured_at, received_at, committed_at, source)
+                     VALUES (?1, ?1, ?2, 'd', ?3, ?4, ?5, ?6, ?7, ?7, ?7, 'mqtt')",
+                    params![
+                        format!("r{i:04}"),
+                        PATIENTS[*p],
+                        metric.name(),
+                        i as f64,
+                        metric.canonical_unit().to_string(),
+                        metric.loinc(),
+                        at
+                    ],
+                )
+                .unwrap();
+        }
+    }
+
+    /// Every question the engine may ask, from memory and from the store
+    /// as of `seq`, at the times of `ats`.
+    fn compare(store: &Store, windows: &mut Windows, seq: i64, ats: &[DateTime<Utc>]) {
+        let sql = SqliteHistory::as_of(store.conn(), seq);
+        let fallback = SqliteHistory::as_of(store.conn(), seq);
+        let view = windows.view(&fallback);
+        for p in PATIENTS {
+            assert_eq!(view.last_seen(p, None), sql.last_seen(p, None), "{p} any");
+            for m in METRICS {
+                assert_eq!(view.last_seen(p, Some(m)), sql.last_seen(p, Some(m)));
+                for &at in ats {
+                    for back in [
+                        TimeDelta::hours(1),
+                        TimeDelta::hours(48),
+                        TimeDelta::days(7),
+                    ] {
+                        assert_eq!(
+                            view.window(p, m, at - back, at),
+                            sql.window(p, m, at - back, at),
+                            "{p} {m:?} window {back} before {at}"
+                        );
+                    }
+                    for n in [1, 2, 3, 12] {
+                        assert_eq!(
+                            view.last_n(p, m, at, n),
+                            sql.last_n(p, m, at, n),
+                            "{p} {m:?} last {n} at {at}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(view.take_error().is_none());
+        assert!(sql.take_error().is_none());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// The windows, fed batch by batch (with restarts and a small
+        /// bound that evicts), answer exactly as the store as of each
+        /// batch's position, for on-time and late readings alike.
+        #[test]
+        fn windows_answer_as_the_store_does(
+            ops in ops(),
+            batch in 1..9usize,
+            max_points in prop::sample::select(vec![8usize, 60, 100_000]),
+            restart in 0..12usize,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(&dir.path().join("s.db")).unwrap();
+            store_all(&store, &ops);
+            let needs = Needs::of(&RuleSet::bundled().unwrap());
+            let mut windows = Windows::new(needs, max_points);
+            for (k, chunk) in ops.chunks(batch).enumerate() {
+                let seq = (k * batch + chunk.len()) as i64;
+                if k > 0 && k % 12 == restart {
+                    windows.clear();
+                }
+                windows.begin(seq, None);
+                let first = k * batch;
+                let mut ats = vec![t0() + TimeDelta::days(400)];
+                for (j, (p, m, h)) in chunk.iter().enumerate() {
+                    let at = t0() + TimeDelta::hours(*h);
+                    ats.push(at);
+                    windows.fold(PATIENTS[*p], METRICS[*m], Point {
+                        reading_id: format!("r{:04}", first + j),
+                        measured_at: at,
+                        value: (first + j) as f64,
+                    });
+                }
+                compare(&store, &mut windows, seq, &ats);
+                windows.end();
+                prop_assert!(windows.stats().held <= max_points);
+            }
+            let s = windows.stats();
+            prop_assert!(s.hits > 0);
+        }
+    }
+
+    /// Readings retention may have pruned are never answered from memory.
+    #[test]
+    fn readings_retention_may_prune_are_asked_of_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let ops: Vec<Op> = (0..20).map(|i| (0, 0, i * 6)).collect();
+        store_all(&store, &ops);
+        let mut windows = Windows::new(Needs::of(&RuleSet::bundled().unwrap()), 1000);
+        windows.begin(20, None);
+        compare(&store, &mut windows, 20, &[t0() + TimeDelta::hours(114)]);
+        windows.end();
+        // Retention deletes the first day.
+        store
+            .conn()
+            .execute(
+                "DELETE FROM readings WHERE measured_at < ?1",
+                [(t0() + TimeDelta::hours(24)).timestamp_millis()],
+            )
+            .unwrap();
+        windows.begin(20, Some(t0() + TimeDelta::hours(24)));
+        compare(&store, &mut windows, 20, &[t0() + TimeDelta::hours(114)]);
+        windows.end();
+    }
+}

@@ -38,7 +38,7 @@ use device_profiles::Metric;
 use crate::store::history::{SqliteHistory, MAX_WINDOW_ROWS};
 
 /// Readings held by default (about 90 bytes each with their id).
-pub const DEFAULT_MAX_POINTS: usize = 500_000;
+pub const DEFAULT_MAX_POINTS: usize = 200_000;
 
 /// How the windows answered (for benchmarks and tests).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

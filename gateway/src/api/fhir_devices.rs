@@ -107,21 +107,30 @@ fn type_param(q: &mut DeviceSearch, v: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The metrics a device has sent for its patient (its specialisations).
+/// The metrics a device has sent for its patient (its specialisations),
+/// noting in `ctx` whether it stamped any with its own clock.
 fn device_metrics(
     conn: &rusqlite::Connection,
     d: &Device,
+    ctx: &mut PhdContext,
 ) -> Result<Vec<Metric>, crate::store::StoreError> {
     let Some(patient) = &d.patient_id else {
         return Ok(Vec::new());
     };
     let mut q = conn.prepare_cached(
-        "SELECT DISTINCT metric FROM readings WHERE patient_id = ?1 AND device_id = ?2",
+        "SELECT metric, MAX(device_measured_at IS NOT NULL) FROM readings
+          WHERE patient_id = ?1 AND device_id = ?2 GROUP BY metric",
     )?;
-    let names = q.query_map([patient, &d.device_id], |r| r.get::<_, String>(0))?;
+    let rows = q.query_map([patient, &d.device_id], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?))
+    })?;
     let mut out = Vec::new();
-    for n in names {
-        if let Ok(m) = n?.parse() {
+    for row in rows {
+        let (name, stamped) = row?;
+        if stamped {
+            ctx.stamping.insert(d.device_id.clone());
+        }
+        if let Ok(m) = name.parse() {
             out.push(m);
         }
     }
@@ -207,13 +216,13 @@ pub async fn search(
                 };
                 more = rows.len() > count;
                 rows.truncate(count);
-                let ctx = PhdContext {
+                let mut ctx = PhdContext {
                     gateway: Some(gateway.clone()),
                     config: (*fhir_cfg).clone(),
                     ..PhdContext::default()
                 };
                 for d in rows {
-                    let metrics = device_metrics(conn, &d)?;
+                    let metrics = device_metrics(conn, &d, &mut ctx)?;
                     devices.push((d.device_id.clone(), phd_device(&d, &metrics, &ctx)));
                 }
             }
@@ -295,12 +304,12 @@ pub async fn read(
                     None => return Err(ApiError::NotFound("Device")),
                 }
             }
-            let ctx = PhdContext {
+            let mut ctx = PhdContext {
                 gateway: Some(gateway),
                 config: (*fhir_cfg).clone(),
                 ..PhdContext::default()
             };
-            let metrics = device_metrics(conn, &d)?;
+            let metrics = device_metrics(conn, &d, &mut ctx)?;
             Ok((d.patient_id.clone(), phd_device(&d, &metrics, &ctx)))
         })
         .await?;

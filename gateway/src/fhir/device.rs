@@ -6,7 +6,9 @@
 //! id is one, the gateway's own device id as a second identifier (what
 //! readings and the push's conditional references name), the kinds of
 //! device it is (the IEEE 11073 specialisations of the metrics it sent),
-//! and the patient it is assigned to. The gateway is one PhgDevice,
+//! its time capabilities as far as the gateway has seen them (a device that
+//! stamps its measurements has a real-time clock), and the patient it is
+//! assigned to. The gateway is one PhgDevice,
 //! identified by the EUI-64 system id its store made once: every
 //! Observation names it in the `observation-gatewayDevice` extension.
 
@@ -110,6 +112,20 @@ pub fn phd_device(device: &Device, metrics: &[Metric], ctx: &PhdContext) -> Valu
             })
             .collect();
     }
+    if ctx.stamping.contains(&device.device_id) {
+        // MDC_TIME_CAP_STATE, the bits the gateway has seen to hold: the
+        // device stamps its measurements with an absolute time, so it has
+        // a real-time clock. Whether it lets a gateway set that clock is
+        // not recorded, so no other bit is claimed.
+        d["property"] = json!([{
+            "type": {"coding": [phd::mdc_coding("68219", "MDC_TIME_CAP_STATE")], "text": "Time capabilities"},
+            "valueCode": [{"coding": [{
+                "system": phd::ASN1_TO_HL7_SYSTEM,
+                "code": "68219.0",
+                "display": "mds-time-capab-real-time-clock",
+            }]}],
+        }]);
+    }
     if let Some(p) = &device.patient_id {
         d["patient"] = phd::patient_reference(p);
     }
@@ -179,4 +195,47 @@ pub fn phg_device(gateway: &Gateway) -> Value {
             "valueCode": [{"coding": [{"system": MDC, "code": "532226", "display": "MDC_TIME_SYNC_NTPV4"}]}],
         }],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::registry::DeviceInformation;
+
+    fn cuff() -> Device {
+        Device {
+            device_id: "AA:BB:CC:DD:EE:01".into(),
+            patient_id: Some("p1".into()),
+            origin: "ble".into(),
+            assigned_at: None,
+            last_seen_at: None,
+            registered_at: None,
+            battery_pct: None,
+            connection: None,
+            source: None,
+            bonded: true,
+            information: DeviceInformation {
+                manufacturer: Some("A&D".into()),
+                ..DeviceInformation::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_device_that_stamps_its_measurements_has_a_real_time_clock() {
+        let mut ctx = PhdContext::default();
+        let d = phd_device(&cuff(), &[Metric::Systolic], &ctx);
+        assert!(d.get("property").is_none(), "nothing claimed unseen");
+        assert_eq!(d["identifier"][0]["value"], "AA-BB-CC-DD-EE-01");
+        assert_eq!(
+            d["specialization"][0]["systemType"]["coding"][0]["code"],
+            "528391"
+        );
+        ctx.stamping.insert("AA:BB:CC:DD:EE:01".into());
+        let d = phd_device(&cuff(), &[Metric::Systolic], &ctx);
+        assert_eq!(d["property"][0]["type"]["coding"][0]["code"], "68219");
+        let bits = d["property"][0]["valueCode"].as_array().unwrap();
+        assert_eq!(bits.len(), 1);
+        assert_eq!(bits[0]["coding"][0]["code"], "68219.0");
+    }
 }

@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use device_profiles::{Metric, SpecialValue};
 use rusqlite::OptionalExtension;
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::FhirConfig;
 use crate::store::queries::{QuarantineRow, StoredReading};
@@ -64,6 +64,8 @@ pub const MEASUREMENT_STATUS_SYSTEM: &str =
     "http://hl7.org/fhir/uv/pocd/CodeSystem/measurement-status";
 /// `HTEST` lives here.
 pub const ACT_REASON_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/v3-ActReason";
+/// The IG's code system for the bits of IEEE 11073 bit strings.
+pub const ASN1_TO_HL7_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/ASN1ToHL7";
 /// `dataAbsentReason` codes.
 pub const DATA_ABSENT_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/data-absent-reason";
 
@@ -158,6 +160,9 @@ pub struct PhdContext {
     pub devices: HashMap<String, Device>,
     /// The metrics each device measured in the batch (its specialisations).
     pub metrics: HashMap<String, Vec<Metric>>,
+    /// Devices seen giving their own absolute time stamps: they have a
+    /// real-time clock (their PhdDevice's time capabilities say so).
+    pub stamping: HashSet<String>,
     /// Which readings are test or demonstration data.
     pub config: FhirConfig,
 }
@@ -189,6 +194,7 @@ impl PhdContext {
             devices,
             config: config.clone(),
             metrics: HashMap::new(),
+            stamping: HashSet::new(),
         })
     }
 
@@ -200,6 +206,9 @@ impl PhdContext {
     ) -> Result<Self, StoreError> {
         let mut ctx = Self::load(conn, config, readings.iter().map(|r| r.device_id.as_str()))?;
         for r in readings {
+            if r.device_measured_at.is_some() {
+                ctx.stamping.insert(r.device_id.clone());
+            }
             if let Ok(m) = r.metric.parse::<Metric>() {
                 let seen = ctx.metrics.entry(r.device_id.clone()).or_default();
                 if !seen.contains(&m) {

@@ -19,11 +19,20 @@
 //! with errors that say what to do. Whether a file is encrypted is read
 //! from its first bytes: a plain SQLite file starts with its magic string,
 //! an encrypted one with a random salt.
+//!
+//! Those bytes are read through a descriptor this process keeps open for
+//! as long as the file exists ([`Format::of`]), never one opened and closed
+//! per connection: closing *any* descriptor of a file drops every POSIX
+//! lock the process holds on it, SQLite's included. Another process (a CLI
+//! command, a backup, the `sqlite3` shell) would then take itself for the
+//! store's last user and delete the WAL when it closes, and every commit
+//! after that would go to an unlinked file, lost at the next crash.
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
-use std::io::Read as _;
+use std::fs::File;
+use std::os::unix::fs::{FileExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use super::files;
 use super::secrets::{self, Key, KeySource, SecretsError};
@@ -91,23 +100,66 @@ pub enum Format {
     Encrypted,
 }
 
+/// A store file's descriptor, kept open while the file is the store.
+struct Kept {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    file: File,
+}
+
+/// The descriptors [`Format::of`] reads through.
+static KEPT: Mutex<Vec<Kept>> = Mutex::new(Vec::new());
+
 impl Format {
-    /// Reads the start of the file at `path`.
+    /// Reads the start of the file at `path`, through the descriptor kept
+    /// for it (see the module's documentation).
     pub fn of(path: &Path) -> Result<Format, StoreError> {
         let io = |source| files::FileError::Io {
             path: path.to_path_buf(),
             source,
         };
-        let mut f = match std::fs::File::open(path) {
-            Ok(f) => f,
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Format::New),
             Err(e) => return Err(io(e).into()),
         };
-        let mut head = Vec::with_capacity(16);
-        f.by_ref().take(16).read_to_end(&mut head).map_err(io)?;
-        Ok(match head.len() {
-            0 => Format::New,
-            _ if head == SQLITE_MAGIC => Format::Plain,
+        let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+        // Files gone (or replaced by a new one) are let go: no connection
+        // of this process can use them any more.
+        kept.retain(|k| {
+            std::fs::metadata(&k.path).is_ok_and(|m| (m.dev(), m.ino()) == (k.dev, k.ino))
+        });
+        let i = match kept.iter().position(|k| k.path == path) {
+            Some(i) => i,
+            None => {
+                let file = match File::open(path) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Format::New),
+                    Err(e) => return Err(io(e).into()),
+                };
+                kept.push(Kept {
+                    path: path.to_path_buf(),
+                    dev: meta.dev(),
+                    ino: meta.ino(),
+                    file,
+                });
+                kept.len() - 1
+            }
+        };
+        let mut head = [0u8; 16];
+        let mut len = 0;
+        while len < head.len() {
+            match kept[i].file.read_at(&mut head[len..], len as u64) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io(e).into()),
+            }
+        }
+        Ok(match &head[..len] {
+            [] => Format::New,
+            h if h == SQLITE_MAGIC => Format::Plain,
             _ => Format::Encrypted,
         })
     }

@@ -236,6 +236,55 @@ fn kill_9_around_the_commit_loses_and_duplicates_nothing() {
     }
 }
 
+/// Another process using the store beside the running gateway (a CLI
+/// command, this test's own queries, the `sqlite3` shell) must never take
+/// itself for the store's last user: it would delete the WAL on closing,
+/// the gateway would go on committing into an unlinked file, and a
+/// `kill -9` would lose every reading acknowledged since.
+#[test]
+fn readings_committed_after_a_command_beside_the_gateway_survive_kill_9() {
+    let (dir, broker, mut gw) = world(&[("ox-1", "p1")]);
+    gw.start();
+    let wal = dir.path().join("rpm.db-wal");
+    for (i, t) in ["08:46", "08:47", "08:48"].iter().enumerate() {
+        broker.publish(
+            "acme/oximeter/ox-1",
+            format!(r#"{{"t":"2026-01-31T{t}:00Z","spo2":97,"pr":70}}"#).as_bytes(),
+        );
+        let want = 2 * (i as i64 + 1);
+        wait_until("the reading", T, || gw.readings() == want);
+        // A command of the gateway's own, and another program (Python's
+        // sqlite3, read-write, as the `sqlite3` shell or a backup script
+        // would open it), each opening and closing the store.
+        let out = gw.cli(&["forward", "status"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('SELECT COUNT(*) FROM readings').fetchone(); c.close()",
+            ])
+            .arg(dir.path().join("rpm.db"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            wal.exists(),
+            "the WAL was taken from under the running gateway"
+        );
+    }
+    gw.kill9();
+    assert_eq!(gw.readings(), 6, "every committed reading survives kill -9");
+    drop(broker);
+}
+
 /// Messages published while the gateway is down arrive after it restarts,
 /// and a duplicate publish is stored once.
 #[test]

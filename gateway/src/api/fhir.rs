@@ -224,6 +224,37 @@ pub(super) fn json_format(v: &str) -> bool {
     matches!(v, "json" | "application/fhir+json" | "application/json")
 }
 
+/// A search Bundle's links: `self` (the query without `_cursor`) and, when
+/// there is a next page, `next` (the same query with its `_cursor`).
+pub(super) fn search_links(
+    base: &str,
+    resource: &str,
+    params: &[(String, String)],
+    next_cursor: Option<String>,
+) -> Vec<Value> {
+    let query: Vec<(&str, &str)> = params
+        .iter()
+        .filter(|(k, _)| k != "_cursor")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let link = |cursor: Option<&str>| {
+        let qs = query
+            .iter()
+            .copied()
+            .chain(cursor.map(|c| ("_cursor", c)))
+            .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let sep = if qs.is_empty() { "" } else { "?" };
+        format!("{base}/fhir/{resource}{sep}{qs}")
+    };
+    let mut links = vec![json!({"relation": "self", "url": link(None)})];
+    if let Some(c) = next_cursor {
+        links.push(json!({"relation": "next", "url": link(Some(&c))}));
+    }
+    links
+}
+
 /// `GET /fhir/Observation`.
 pub async fn search(
     State(st): State<Arc<ApiState>>,
@@ -321,33 +352,11 @@ pub async fn search(
     let more = items.len() > count;
     items.truncate(count);
     let base = st.base_url(&headers);
-    let self_query: Vec<(String, String)> = params
-        .iter()
-        .filter(|(k, _)| k != "_cursor")
-        .cloned()
-        .collect();
-    let link = |extra: Option<(&str, String)>| {
-        let mut q = self_query.clone();
-        if let Some((k, v)) = extra {
-            q.push((k.to_string(), v));
-        }
-        let qs = q
-            .iter()
-            .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
-        format!(
-            "{base}/fhir/Observation{}{qs}",
-            if qs.is_empty() { "" } else { "?" }
-        )
-    };
-    let mut links = vec![json!({"relation": "self", "url": link(None)})];
-    if more {
-        if let Some(((t, kind, id), _, _)) = items.last() {
-            let cursor = page::encode_cursor(&format!("{t}.{kind}.{id}"));
-            links.push(json!({"relation": "next", "url": link(Some(("_cursor", cursor)))}));
-        }
-    }
+    let next = items
+        .last()
+        .filter(|_| more)
+        .map(|((t, kind, id), _, _)| page::encode_cursor(&format!("{t}.{kind}.{id}")));
+    let links = search_links(&base, "Observation", &params, next);
     let mut entries: Vec<Value> = items
         .into_iter()
         .map(|(_, id, o)| {

@@ -21,13 +21,13 @@ use std::sync::Arc;
 
 use super::audit::AuditPatient;
 use super::auth::Principal;
-use super::fhir::{count_param, json_format, patient_param, Fhir};
+use super::fhir::{count_param, json_format, patient_param, search_links, Fhir};
 use super::page;
 use super::problem::{ApiError, Path, Query};
 use super::ApiState;
 use crate::fhir::device::{phd_device, phg_device};
+use crate::fhir::instant;
 use crate::fhir::phd::{self, Gateway, PhdContext, MDC};
-use crate::fhir::{instant, urlencode};
 use crate::store::registry::{self, Device, DevicePage};
 
 /// MDC device type of a personal health device.
@@ -230,34 +230,11 @@ pub async fn search(
         })
         .await?;
     let base = st.base_url(&headers);
-    let self_query: Vec<(String, String)> = params
-        .iter()
-        .filter(|(k, _)| k != "_cursor")
-        .cloned()
-        .collect();
-    let link = |extra: Option<(&str, String)>| {
-        let mut q = self_query.clone();
-        if let Some((k, v)) = extra {
-            q.push((k.to_string(), v));
-        }
-        let qs = q
-            .iter()
-            .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
-        format!(
-            "{base}/fhir/Device{}{qs}",
-            if qs.is_empty() { "" } else { "?" }
-        )
-    };
-    let mut links = vec![json!({"relation": "self", "url": link(None)})];
-    if more {
-        if let Some((last, _)) = devices.last() {
-            links.push(
-                json!({"relation": "next", "url": link(Some(("_cursor", page::encode_cursor(last))))}),
-            );
-        }
-    }
+    let next = devices
+        .last()
+        .filter(|_| more)
+        .map(|(last, _)| page::encode_cursor(last));
+    let links = search_links(&base, "Device", &params, next);
     let entry = |r: Value| {
         let id = r["id"].as_str().unwrap_or_default().to_string();
         json!({"fullUrl": format!("{base}/fhir/Device/{id}"), "resource": r, "search": {"mode": "match"}})

@@ -264,18 +264,9 @@ impl<S: Sink> Forwarder<S> {
         &mut self,
         f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, ForwardError> {
-        let mut store = self
-            .store
-            .take()
-            .ok_or_else(|| ForwardError::Task("store connection lost".into()))?;
-        let (store, result) = tokio::task::spawn_blocking(move || {
-            let r = f(&mut store);
-            (store, r)
-        })
-        .await
-        .map_err(|e| ForwardError::Task(e.to_string()))?;
-        self.store = Some(store);
-        Ok(result?)
+        Ok(crate::forward::on_store(&mut self.store, f)
+            .await
+            .map_err(ForwardError::Task)??)
     }
 
     /// Forwards until `stop` resolves. The batch in flight when it does is

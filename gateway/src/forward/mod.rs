@@ -28,3 +28,23 @@ pub use forwarder::{Forwarder, ForwarderConfig};
 pub use retention::Retention;
 pub use sink::InfluxSink;
 pub use upstream::UpstreamSink;
+
+/// Runs a blocking store operation on the connection in `slot`, off the
+/// async threads, and puts the connection back: what every forwarding loop
+/// does with its own connection. `Err` is the blocking task's failure (or
+/// the connection lost with an earlier one); the inner result is the
+/// store's.
+pub(crate) async fn on_store<T: Send + 'static>(
+    slot: &mut Option<crate::store::Store>,
+    f: impl FnOnce(&mut crate::store::Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<Result<T, crate::store::StoreError>, String> {
+    let mut store = slot.take().ok_or("store connection lost")?;
+    let (store, result) = tokio::task::spawn_blocking(move || {
+        let r = f(&mut store);
+        (store, r)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    *slot = Some(store);
+    Ok(result)
+}

@@ -151,18 +151,9 @@ impl FhirPush {
         &mut self,
         f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, PushError> {
-        let mut store = self
-            .store
-            .take()
-            .ok_or_else(|| PushError::Task("store connection lost".into()))?;
-        let (store, result) = tokio::task::spawn_blocking(move || {
-            let r = f(&mut store);
-            (store, r)
-        })
-        .await
-        .map_err(|e| PushError::Task(e.to_string()))?;
-        self.store = Some(store);
-        Ok(result?)
+        Ok(crate::forward::on_store(&mut self.store, f)
+            .await
+            .map_err(PushError::Task)??)
     }
 
     /// Pushes until `stop` resolves. A Bundle in flight is finished and its

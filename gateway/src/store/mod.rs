@@ -698,12 +698,15 @@ pub(crate) fn insert_group(
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
     });
-    let mut insert = tx.prepare_cached(
+    // A reading is stored once: its id is checked in this transaction (the
+    // writer's), found through the id's indexed prefix (see the schema).
+    let mut insert = tx.prepare_cached(&format!(
         "INSERT INTO readings (reading_id, group_id, panel, patient_id, device_id, metric, value, unit, loinc,
              device_measured_at, measured_at, received_at, committed_at, source, sequence, annotations, content_digest)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
-         ON CONFLICT(reading_id) DO NOTHING",
-    )?;
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17
+         WHERE NOT EXISTS (SELECT 1 FROM readings WHERE {})",
+        queries::BY_ID
+    ))?;
     let mut seen = tx.prepare_cached(
         "SELECT 1 FROM readings WHERE device_id = ?1 AND content_digest = ?2 AND metric = ?3 AND received_at >= ?4 LIMIT 1",
     )?;

@@ -89,6 +89,14 @@ fn t(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
+/// Finds readings by reading id `?1`. Ids are indexed by an 8-character
+/// prefix (`reading_key`, see the schema): the prefix finds the few
+/// candidates, the full id picks the reading.
+pub const BY_ID: &str = "reading_key = substr(?1, 1, 8) AND reading_id = ?1";
+
+/// Finds the readings of measurement `?1`, as [`BY_ID`] does for readings.
+pub const BY_GROUP: &str = "group_key = substr(?1, 1, 8) AND group_id = ?1";
+
 /// Columns read by [`reading_row`], in its order.
 pub const READING_COLUMNS: &str =
     "seq, reading_id, group_id, patient_id, device_id, metric, value, unit, loinc, \
@@ -217,7 +225,7 @@ pub fn blood_pressure_group(
     group_id: &str,
 ) -> Result<Vec<StoredReading>, StoreError> {
     let mut stmt = conn.prepare(&format!(
-        "SELECT {READING_COLUMNS} FROM readings WHERE group_id = ?1
+        "SELECT {READING_COLUMNS} FROM readings WHERE {BY_GROUP}
                      AND metric IN {BP_METRICS} ORDER BY seq"
     ))?;
     let rows = stmt.query_map([group_id], reading_row)?;
@@ -227,7 +235,7 @@ pub fn blood_pressure_group(
 /// All readings of one measurement, in commit order.
 pub fn group_readings(conn: &Connection, group_id: &str) -> Result<Vec<StoredReading>, StoreError> {
     let mut stmt = conn.prepare(&format!(
-        "SELECT {READING_COLUMNS} FROM readings WHERE group_id = ?1 ORDER BY seq"
+        "SELECT {READING_COLUMNS} FROM readings WHERE {BY_GROUP} ORDER BY seq"
     ))?;
     let rows = stmt.query_map([group_id], reading_row)?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -240,7 +248,7 @@ pub fn single_reading(
     reading_id: &str,
 ) -> Result<Vec<StoredReading>, StoreError> {
     let mut stmt = conn.prepare(&format!(
-        "SELECT {READING_COLUMNS} FROM readings WHERE reading_id = ?1
+        "SELECT {READING_COLUMNS} FROM readings WHERE {BY_ID}
                      AND metric NOT IN {BP_METRICS}"
     ))?;
     let rows = stmt.query_map([reading_id], reading_row)?;
@@ -254,7 +262,7 @@ pub fn reading_group(
 ) -> Result<Option<(String, String)>, StoreError> {
     Ok(conn
         .query_row(
-            "SELECT metric, group_id FROM readings WHERE reading_id = ?1",
+            &format!("SELECT metric, group_id FROM readings WHERE {BY_ID}"),
             [reading_id],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
@@ -475,7 +483,7 @@ pub fn committed_in_group_after(
 ) -> Result<Vec<CommittedReading>, StoreError> {
     committed(
         conn,
-        &format!("{COMMITTED} WHERE group_id = ?1 AND seq > ?2 ORDER BY seq"),
+        &format!("{COMMITTED} WHERE {BY_GROUP} AND seq > ?2 ORDER BY seq"),
         params![group_id, after_seq],
     )
 }

@@ -373,8 +373,10 @@ pub fn evidence_observations(
 ) -> Result<Vec<String>, StoreError> {
     let mut out: Vec<String> = Vec::new();
     let mut ev = conn.prepare_cached("SELECT evidence FROM alerts WHERE alert_id = ?1")?;
-    let mut reading =
-        conn.prepare_cached("SELECT group_id, metric FROM readings WHERE reading_id = ?1")?;
+    let mut reading = conn.prepare_cached(&format!(
+        "SELECT group_id, metric FROM readings WHERE {}",
+        super::queries::BY_ID
+    ))?;
     for id in alert_ids {
         let Some(json) = ev.query_row([id], |r| r.get::<_, String>(0)).optional()? else {
             continue;

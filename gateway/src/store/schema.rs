@@ -619,10 +619,74 @@ VALUES (1,
         CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));
 "#,
     ),
+    (
+        17,
+        r#"
+-- Readings keyed for fast indexing. Reading and measurement ids are 128-bit
+-- hashes in hex: indexed whole, each new reading dirtied a random page of
+-- two large text indexes (most of a reading's write volume). They are now
+-- found through 8-character prefixes (generated columns, computed by SQLite
+-- itself, so every writer and the sqlite3 tool keep them right), and a
+-- reading's identity is checked against the full id by the writer inside its
+-- transaction instead of by a UNIQUE constraint, which SQLite cannot drop
+-- without rebuilding the table. The rebuild keeps every row, its sequence
+-- number and the sequence's high-water mark (cursors follow it).
+DROP VIEW readings_view;
+CREATE TABLE readings_new (
+    seq                 INTEGER PRIMARY KEY AUTOINCREMENT, -- commit order: downstream cursors follow it
+    reading_id          TEXT NOT NULL,                    -- stable identity: re-sent data is stored once (the writer checks)
+    group_id            TEXT NOT NULL,                    -- one measurement (a BP panel shares it)
+    panel               TEXT,
+    patient_id          TEXT NOT NULL,
+    device_id           TEXT NOT NULL,
+    metric              TEXT NOT NULL,
+    value               REAL NOT NULL,
+    unit                TEXT NOT NULL,                    -- UCUM, canonical per metric
+    loinc               TEXT NOT NULL,
+    device_measured_at  INTEGER,                          -- as the device said it
+    measured_at         INTEGER NOT NULL,                 -- corrected
+    received_at         INTEGER NOT NULL,
+    committed_at        INTEGER NOT NULL,
+    source              TEXT NOT NULL,
+    sequence            INTEGER,
+    annotations         TEXT NOT NULL DEFAULT '{}',
+    content_digest      TEXT,                             -- set only for readings without device time
+    reading_key         TEXT GENERATED ALWAYS AS (substr(reading_id, 1, 8)) VIRTUAL,
+    group_key           TEXT GENERATED ALWAYS AS (substr(group_id, 1, 8)) VIRTUAL
+);
+INSERT INTO readings_new (seq, reading_id, group_id, panel, patient_id, device_id, metric, value, unit, loinc,
+    device_measured_at, measured_at, received_at, committed_at, source, sequence, annotations, content_digest)
+SELECT seq, reading_id, group_id, panel, patient_id, device_id, metric, value, unit, loinc,
+    device_measured_at, measured_at, received_at, committed_at, source, sequence, annotations, content_digest
+FROM readings ORDER BY seq;
+DELETE FROM sqlite_sequence WHERE name = 'readings_new';
+INSERT INTO sqlite_sequence (name, seq) SELECT 'readings_new', seq FROM sqlite_sequence WHERE name = 'readings';
+DROP TABLE readings;
+ALTER TABLE readings_new RENAME TO readings;
+CREATE INDEX readings_key ON readings(reading_key);
+CREATE INDEX readings_group ON readings(group_key);
+CREATE INDEX readings_patient_metric_time ON readings(patient_id, metric, measured_at);
+CREATE INDEX readings_device_digest ON readings(device_id, content_digest) WHERE content_digest IS NOT NULL;
+CREATE INDEX readings_device_sequence ON readings(device_id, sequence) WHERE sequence IS NOT NULL;
+CREATE INDEX readings_patient_time ON readings(patient_id, measured_at);
+CREATE VIEW readings_view AS
+SELECT seq, patient_id, device_id, metric, value, unit, loinc,
+       strftime('%Y-%m-%dT%H:%M:%fZ', measured_at / 1000.0, 'unixepoch') AS measured_at,
+       strftime('%Y-%m-%dT%H:%M:%fZ', received_at / 1000.0, 'unixepoch') AS received_at,
+       source, annotations
+FROM readings;
+"#,
+    ),
 ];
 
 /// Brings the schema up to date. Returns the version now in force.
 pub fn migrate(conn: &mut Connection) -> Result<i64, StoreError> {
+    migrate_to(conn, MIGRATIONS.last().map(|m| m.0).unwrap_or(0))
+}
+
+/// Applies the migrations up to `target` (the newest, except in the tests
+/// of an upgrade).
+fn migrate_to(conn: &mut Connection, target: i64) -> Result<i64, StoreError> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL);",
     )?;
@@ -638,7 +702,10 @@ pub fn migrate(conn: &mut Connection) -> Result<i64, StoreError> {
             supported: newest,
         });
     }
-    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+    for (version, sql) in MIGRATIONS
+        .iter()
+        .filter(|(v, _)| *v > current && *v <= target)
+    {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.execute(
@@ -647,5 +714,78 @@ pub fn migrate(conn: &mut Connection) -> Result<i64, StoreError> {
         )?;
         tx.commit()?;
     }
-    Ok(newest)
+    Ok(target.min(newest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn insert(conn: &Connection, id: &str, group: &str, metric: &str) {
+        conn.execute(
+            "INSERT INTO readings (reading_id, group_id, patient_id, device_id, metric, value, unit, loinc,
+                 measured_at, received_at, committed_at, source)
+             VALUES (?1, ?2, 'p1', 'd1', ?3, 120, 'mm[Hg]', '8480-6', 1, 1, 1, 'mqtt')",
+            params![id, group, metric],
+        )
+        .unwrap();
+    }
+
+    /// The rebuild that drops the unique reading id keeps every row, its
+    /// sequence number and the sequence's high-water mark (a cursor past a
+    /// deleted reading must never see its number again), and readings are
+    /// then found through the indexed id prefixes.
+    #[test]
+    fn keyed_readings_keep_rows_and_the_sequence_high_water_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("s.db")).unwrap();
+        migrate_to(&mut conn, 16).unwrap();
+        insert(&conn, "aaaaaaaa01", "gggggggg01", "systolic");
+        insert(&conn, "aaaaaaaa02", "gggggggg01", "diastolic");
+        insert(&conn, "bbbbbbbb01", "hhhhhhhh01", "body_weight");
+        conn.execute("DELETE FROM readings WHERE seq = 3", [])
+            .unwrap();
+        assert_eq!(migrate(&mut conn).unwrap(), MIGRATIONS.last().unwrap().0);
+
+        let ids: Vec<(i64, String)> = conn
+            .prepare("SELECT seq, reading_id FROM readings ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            ids,
+            [(1, "aaaaaaaa01".to_string()), (2, "aaaaaaaa02".to_string())]
+        );
+        insert(&conn, "cccccccc01", "iiiiiiii01", "body_weight");
+        let seq: i64 = conn
+            .query_row("SELECT MAX(seq) FROM readings", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(seq, 4, "the sequence goes on after the deleted reading");
+
+        // Two ids sharing a prefix are told apart by the full id.
+        let group = crate::store::queries::group_readings(&conn, "gggggggg01").unwrap();
+        assert_eq!(group.len(), 2);
+        assert!(crate::store::queries::group_readings(&conn, "gggggggg02")
+            .unwrap()
+            .is_empty());
+        for (query, index) in [
+            (crate::store::queries::BY_ID, "readings_key"),
+            (crate::store::queries::BY_GROUP, "readings_group"),
+        ] {
+            let plan: String = conn
+                .query_row(
+                    &format!("EXPLAIN QUERY PLAN SELECT seq FROM readings WHERE {query}"),
+                    ["aaaaaaaa01"],
+                    |r| r.get(3),
+                )
+                .unwrap();
+            assert!(plan.contains(index), "{plan}");
+        }
+        let view: i64 = conn
+            .query_row("SELECT COUNT(*) FROM readings_view", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(view, 3);
+    }
 }

@@ -418,28 +418,11 @@ pub fn task_unit(
 /// The identifier the Observation with our id `id` was created on (the
 /// PHD IG's), as a FHIR Identifier.
 fn observation_identity(conn: &rusqlite::Connection, id: &str) -> Option<Value> {
-    let cols = crate::store::queries::READING_COLUMNS;
-    let rows: Vec<StoredReading> = match id.strip_prefix("bp-") {
-        Some(group) => conn
-            .prepare(&format!(
-                "SELECT {cols} FROM readings WHERE group_id = ?1 ORDER BY seq"
-            ))
-            .ok()?
-            .query_map([group], crate::store::queries::reading_row)
-            .ok()?
-            .filter_map(Result::ok)
-            .filter(|r| crate::fhir::observation::is_bp(&r.metric))
-            .collect(),
-        None => conn
-            .prepare(&format!(
-                "SELECT {cols} FROM readings WHERE reading_id = ?1"
-            ))
-            .ok()?
-            .query_map([id], crate::store::queries::reading_row)
-            .ok()?
-            .filter_map(Result::ok)
-            .collect(),
-    };
+    let rows = match id.strip_prefix("bp-") {
+        Some(group) => crate::store::queries::blood_pressure_group(conn, group),
+        None => crate::store::queries::single_reading(conn, id),
+    }
+    .ok()?;
     Some(phd::observation_identifier(&rows)?.to_fhir())
 }
 

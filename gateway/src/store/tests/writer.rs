@@ -209,6 +209,27 @@ fn the_same_reading_id_twice_is_one_row_answered_duplicate() {
     assert_eq!(reading_ids(&store), ["r1"]);
 }
 
+/// Ids are indexed by their first 8 characters: ids that share them are
+/// still different readings, and each is still stored once.
+#[test]
+fn reading_ids_sharing_their_indexed_prefix_are_told_apart() {
+    let (_dir, mut store) = open();
+    assign(&mut store, "ox-1", "p1");
+    let (a, b) = ("0123456789abcdef", "0123456789abcdee");
+    let out = store
+        .commit(
+            &[reading("ox-1", a), reading("ox-1", b), reading("ox-1", a)],
+            0,
+        )
+        .unwrap();
+    assert_eq!(out, [stored(1), stored(1), duplicate()]);
+    assert_eq!(
+        store.commit(&[reading("ox-1", b)], 0).unwrap(),
+        [duplicate()]
+    );
+    assert_eq!(reading_ids(&store), [a, b]);
+}
+
 /// Input without a device time has no natural identity: the same content
 /// from the same device within the dedup window is a duplicate even under
 /// another reading id; outside the window it is a new reading.

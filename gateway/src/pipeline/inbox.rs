@@ -6,6 +6,12 @@
 //! and commits the result together with the removal of those entries: an
 //! entry is either still in the inbox or has become what it decodes to,
 //! never both and never neither, whatever the moment of a crash.
+//!
+//! While a step commits, the entries of the next one (when a backlog waits)
+//! are already decoded on another thread: decoding is a third of a step's
+//! work and needs no store, so a drain uses a second core for it. Decoding
+//! depends only on the entry, never on what earlier steps stored, and the
+//! steps still commit strictly in the inbox's order.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -31,6 +37,17 @@ pub struct NormalizeStage {
     pipeline: Arc<Pipeline>,
     dedup_window_ms: i64,
     step_entries: usize,
+    /// The next step's entries, being decoded on another thread.
+    ahead: Option<Ahead>,
+}
+
+/// Entries read for the next step (first and last sequence, count) and the
+/// thread decoding them.
+struct Ahead {
+    first: i64,
+    through: i64,
+    count: usize,
+    items: std::thread::JoinHandle<Vec<Vec<Item>>>,
 }
 
 impl NormalizeStage {
@@ -40,72 +57,123 @@ impl NormalizeStage {
             pipeline,
             dedup_window_ms: dedup_window.as_millis() as i64,
             step_entries: STEP_ENTRIES,
+            ahead: None,
         }
     }
 
-    /// The items an entry becomes. A decoder that panics on some input is a
-    /// bug; the input is quarantined (`decoder_failure`) so that it does
-    /// not stop the inbox behind it, and can be re-processed once fixed.
-    fn items(&self, entry: &InboxEntry) -> Vec<Item> {
-        if let Some(size) = entry.truncated_from {
-            // Larger than the source takes: only its start was kept.
-            let mut raw = RawInput::new(
-                Source::Mqtt,
-                &entry.origin,
-                None,
-                &entry.payload,
-                entry.received_at,
-            );
-            raw.size = size;
-            let limit = self.pipeline.decoder.max_payload();
-            return vec![Item::Quarantine {
-                raw: Arc::new(raw),
-                index: None,
-                device_id: None,
-                reason: Reject::PayloadTooLarge { size, limit },
-            }];
+    /// The next step's entries and their items, decoded ahead when they
+    /// still are the oldest in the inbox (nothing else removes entries, so
+    /// they are unless the stage was interrupted), else read and decoded now.
+    fn next_items(&mut self, store: &Store) -> Result<(usize, i64, Vec<Vec<Item>>), StoreError> {
+        if let Some(ahead) = self.ahead.take() {
+            let oldest: Option<i64> =
+                store
+                    .conn()
+                    .query_row("SELECT MIN(seq) FROM inbox", [], |r| r.get(0))?;
+            if oldest == Some(ahead.first) {
+                if let Ok(items) = ahead.items.join() {
+                    return Ok((ahead.count, ahead.through, items));
+                }
+            }
         }
-        let decode = || {
-            self.pipeline
-                .mqtt(&entry.origin, &entry.payload, entry.received_at)
-        };
-        catch_unwind(AssertUnwindSafe(decode)).unwrap_or_else(|panic| {
-            let detail = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "panic".into());
-            tracing::error!("decoder failed on an input; quarantined as decoder_failure");
-            let raw = Arc::new(RawInput::new(
-                Source::Mqtt,
-                &entry.origin,
-                None,
-                &entry.payload,
-                entry.received_at,
-            ));
-            vec![Item::Quarantine {
-                raw,
-                index: None,
-                device_id: None,
-                reason: Reject::DecoderFailure { detail },
-            }]
-        })
+        let entries = inbox::oldest(store.conn(), self.step_entries, STEP_BYTES)?;
+        let through = entries.last().map_or(0, |(seq, _)| *seq);
+        let items = entries
+            .iter()
+            .map(|(_, e)| items(&self.pipeline, e))
+            .collect();
+        Ok((entries.len(), through, items))
     }
+
+    /// Starts decoding the entries after `through`, if any wait.
+    fn decode_ahead(&mut self, store: &Store, through: i64) -> Result<(), StoreError> {
+        let entries = inbox::oldest_after(store.conn(), through, self.step_entries, STEP_BYTES)?;
+        let (Some((first, _)), Some((last, _))) = (entries.first(), entries.last()) else {
+            return Ok(());
+        };
+        let (first, last, count) = (*first, *last, entries.len());
+        let pipeline = self.pipeline.clone();
+        let decode = move || {
+            entries
+                .iter()
+                .map(|(_, e)| items(&pipeline, e))
+                .collect::<Vec<_>>()
+        };
+        // Without a thread (none can be made now) the step decodes them itself.
+        if let Ok(handle) = std::thread::Builder::new()
+            .name("normalize-ahead".into())
+            .spawn(decode)
+        {
+            self.ahead = Some(Ahead {
+                first,
+                through: last,
+                count,
+                items: handle,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The items an entry becomes. A decoder that panics on some input is a
+/// bug; the input is quarantined (`decoder_failure`) so that it does not
+/// stop the inbox behind it, and can be re-processed once fixed.
+fn items(pipeline: &Pipeline, entry: &InboxEntry) -> Vec<Item> {
+    if let Some(size) = entry.truncated_from {
+        // Larger than the source takes: only its start was kept.
+        let mut raw = RawInput::new(
+            Source::Mqtt,
+            &entry.origin,
+            None,
+            &entry.payload,
+            entry.received_at,
+        );
+        raw.size = size;
+        let limit = pipeline.decoder.max_payload();
+        return vec![Item::Quarantine {
+            raw: Arc::new(raw),
+            index: None,
+            device_id: None,
+            reason: Reject::PayloadTooLarge { size, limit },
+        }];
+    }
+    let decode = || pipeline.mqtt(&entry.origin, &entry.payload, entry.received_at);
+    catch_unwind(AssertUnwindSafe(decode)).unwrap_or_else(|panic| {
+        let detail = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".into());
+        tracing::error!("decoder failed on an input; quarantined as decoder_failure");
+        let raw = Arc::new(RawInput::new(
+            Source::Mqtt,
+            &entry.origin,
+            None,
+            &entry.payload,
+            entry.received_at,
+        ));
+        vec![Item::Quarantine {
+            raw,
+            index: None,
+            device_id: None,
+            reason: Reject::DecoderFailure { detail },
+        }]
+    })
 }
 
 impl Stage for NormalizeStage {
     fn step(&mut self, store: &mut Store) -> Result<usize, StoreError> {
-        let entries = inbox::oldest(store.conn(), self.step_entries, STEP_BYTES)?;
-        let Some(through) = entries.last().map(|(seq, _)| *seq) else {
+        let (count, through, items) = self.next_items(store)?;
+        if count == 0 {
             return Ok(0);
-        };
-        let items: Vec<Vec<Item>> = entries.iter().map(|(_, e)| self.items(e)).collect();
+        }
+        self.decode_ahead(store, through)?;
         let batches: Vec<&[Item]> = items.iter().map(Vec::as_slice).collect();
         let outcomes = store.commit_inbox(&batches, through, self.dedup_window_ms)?;
         for o in &outcomes {
             self.pipeline.record(Source::Mqtt, o);
         }
-        Ok(entries.len())
+        Ok(count)
     }
 }
 
@@ -169,6 +237,32 @@ mod tests {
         assert_eq!(stage.step(&mut store).unwrap(), 0);
         assert_eq!(count(&store, "readings"), 2);
         assert_eq!(inbox::depth(store.conn()).unwrap(), 0);
+    }
+
+    /// Entries decoded ahead are used only while they still are the oldest
+    /// in the inbox: removed meanwhile, they are not stored.
+    #[test]
+    fn entries_decoded_ahead_are_used_only_while_still_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, mut stage) = stage(dir.path());
+        let at = |m: u32| {
+            entry(&format!(
+                r#"{{"t":"2026-01-31T08:{m:02}:00Z","spo2":97,"pr":70}}"#
+            ))
+        };
+        store
+            .commit_group(&[], &[&[at(1), at(2), at(3), at(4)]], 0)
+            .unwrap();
+        stage.step_entries = 2;
+        assert_eq!(stage.step(&mut store).unwrap(), 2);
+        assert!(stage.ahead.is_some(), "the next two are decoded ahead");
+        store
+            .conn()
+            .execute("DELETE FROM inbox WHERE seq = 3", [])
+            .unwrap();
+        assert_eq!(stage.step(&mut store).unwrap(), 1);
+        assert_eq!(stage.step(&mut store).unwrap(), 0);
+        assert_eq!(count(&store, "readings"), 6);
     }
 
     /// The writer acknowledges an append once it is committed, and its

@@ -60,10 +60,20 @@ pub fn oldest(
     limit: usize,
     max_bytes: usize,
 ) -> Result<Vec<(i64, InboxEntry)>, StoreError> {
+    oldest_after(conn, 0, limit, max_bytes)
+}
+
+/// The oldest entries after sequence `after`, as [`oldest`].
+pub fn oldest_after(
+    conn: &Connection,
+    after: i64,
+    limit: usize,
+    max_bytes: usize,
+) -> Result<Vec<(i64, InboxEntry)>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT seq, origin, payload, received_at, size FROM inbox ORDER BY seq LIMIT ?1",
+        "SELECT seq, origin, payload, received_at, size FROM inbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
     )?;
-    let mut rows = stmt.query([limit as i64])?;
+    let mut rows = stmt.query([after, limit as i64])?;
     let mut out = Vec::new();
     let mut bytes = 0usize;
     while let Some(r) = rows.next()? {

@@ -276,6 +276,27 @@ pub fn configure(key_file: Option<&Path>, encryption: bool) -> Result<(), StoreE
     Ok(())
 }
 
+/// Makes `conn` wait up to about 10 s for another connection's lock.
+///
+/// SQLite's own `busy_timeout` sleeps in steps growing to 100 ms, so a
+/// writer that finds the lock taken by a stage's short commit (the rules,
+/// a forwarder's cursor) often sleeps for far longer than the commit held
+/// it; at a backlog's rates that idles the writer for seconds. This waits
+/// in steps of at most 1 ms instead.
+pub(crate) fn wait_for_locks(conn: &mut Connection) -> rusqlite::Result<()> {
+    fn busy(attempt: i32) -> bool {
+        // 25 µs doubling to 1 ms, then 1 ms steps: ~10 s in all.
+        let attempt = u32::try_from(attempt).unwrap_or(0);
+        if attempt > 10_000 {
+            return false;
+        }
+        let micros = (25u64 << attempt.min(6)).min(1_000);
+        std::thread::sleep(Duration::from_micros(micros));
+        true
+    }
+    conn.busy_handler(Some(busy))
+}
+
 /// A connection to the store with the pragmas the gateway relies on.
 pub struct Store {
     // Dropped after the connection: the lock outlives it.
@@ -304,10 +325,10 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        // 8 MiB of page cache (SQLite's default is 2 MiB), taken only as
-        // used: a group commit of a backlog touches index pages all over
-        // the random-keyed reading-id index.
-        conn.pragma_update(None, "cache_size", -8192)?;
+        // 2 MiB of page cache (SQLite's default), taken only as used: the
+        // gateway holds a connection per stage (rules, delivery, forwarders,
+        // API), and their caches add up. The writer takes more (writer.rs).
+        conn.pragma_update(None, "cache_size", -2048)?;
         // Checkpoint every ~16 MiB of WAL instead of SQLite's ~4 MiB: a
         // large group commit would otherwise checkpoint (copy its pages into
         // the database and sync it) after nearly every transaction.
@@ -317,7 +338,7 @@ impl Store {
         // an operator frees on a full disk is not taken again by a WAL that
         // once grew. The writer also truncates it when idle (see writer.rs).
         conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
-        conn.busy_timeout(Duration::from_secs(10))?;
+        wait_for_locks(&mut conn)?;
         schema::migrate(&mut conn)?;
         Ok(Store {
             conn,
@@ -438,14 +459,14 @@ impl Store {
 
     /// Checkpoints the WAL and truncates it to zero bytes, if no reader
     /// or writer is in the way right now (it is skipped otherwise).
-    pub fn truncate_wal(&self) -> Result<(), StoreError> {
+    pub fn truncate_wal(&mut self) -> Result<(), StoreError> {
         self.conn.busy_timeout(Duration::ZERO)?;
         let r = self
             .conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
                 r.get::<_, i64>(0)
             });
-        self.conn.busy_timeout(Duration::from_secs(10))?;
+        wait_for_locks(&mut self.conn)?;
         match r {
             Ok(_) => Ok(()),
             Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => Ok(()),
@@ -698,15 +719,17 @@ pub(crate) fn insert_group(
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
     });
-    // A reading is stored once: its id is checked in this transaction (the
-    // writer's), found through the id's indexed prefix (see the schema).
-    let mut insert = tx.prepare_cached(&format!(
+    // A reading is stored once: its id is looked up in this transaction
+    // (the writer's) through the id's indexed prefix (see the schema). Two
+    // statements, not an INSERT … SELECT: a one-row INSERT … VALUES needs
+    // no statement journal.
+    let mut stored_already =
+        tx.prepare_cached(&format!("SELECT 1 FROM readings WHERE {}", queries::BY_ID))?;
+    let mut insert = tx.prepare_cached(
         "INSERT INTO readings (reading_id, group_id, panel, patient_id, device_id, metric, value, unit, loinc,
              device_measured_at, measured_at, received_at, committed_at, source, sequence, annotations, content_digest)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17
-         WHERE NOT EXISTS (SELECT 1 FROM readings WHERE {})",
-        queries::BY_ID
-    ))?;
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+    )?;
     let mut seen = tx.prepare_cached(
         "SELECT 1 FROM readings WHERE device_id = ?1 AND content_digest = ?2 AND metric = ?3 AND received_at >= ?4 LIMIT 1",
     )?;
@@ -720,8 +743,12 @@ pub(crate) fn insert_group(
                 continue;
             }
         }
+        if stored_already.exists([&r.reading_id])? {
+            duplicates += 1;
+            continue;
+        }
         let annotations = serde_json::to_string(&r.annotations).unwrap_or_else(|_| "{}".into());
-        let n = insert.execute(params![
+        insert.execute(params![
             r.reading_id,
             r.group_id,
             panel.clone().flatten(),
@@ -740,11 +767,7 @@ pub(crate) fn insert_group(
             annotations,
             r.content_digest,
         ])?;
-        if n == 1 {
-            stored += 1;
-        } else {
-            duplicates += 1;
-        }
+        stored += 1;
     }
     Ok(Outcome::Stored {
         stored,

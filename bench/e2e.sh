@@ -23,6 +23,9 @@
 # paho-mqtt 2.x into target/pydeps/paho-mqtt for the peer; standardwebhooks
 # as scripts/test does).
 set -euo pipefail
+for tool in mosquitto_sub victoria-metrics python3 curl; do
+  command -v "$tool" >/dev/null || { echo "bench/e2e.sh needs $tool (apt-get install -y mosquitto mosquitto-clients victoria-metrics python3 curl)" >&2; exit 2; }
+done
 N=${1:-100000}; M=${2:-1000}
 cd "$(dirname "$0")/.."
 ROOT=$PWD

@@ -11,6 +11,9 @@
 # RPM_BIN: an existing gateway binary. NO_GZIP=1: skip the gzip run.
 # Needs victoria-metrics and sqlite3 (Debian packages).
 set -euo pipefail
+for tool in victoria-metrics sqlite3; do
+  command -v "$tool" >/dev/null || { echo "bench/forward.sh needs $tool (apt-get install -y victoria-metrics sqlite3)" >&2; exit 2; }
+done
 N=${1:-1000000}; shift || true
 BATCHES=${*:-"1000 5000 10000"}
 cd "$(dirname "$0")/.."

@@ -9,7 +9,7 @@
 //! Why a separate step: an append is sequential (the table is keyed by an
 //! increasing sequence, no other index), so a backlog flushed by the broker
 //! after an outage is taken off its hands at close to the rate it can send,
-//! while the readings table (random-keyed reading ids, per-patient indexes)
+//! while the readings table (several indexes, per patient and by id)
 //! catches up behind. Nothing is lost in between: the entry is durable
 //! before the PUBACK, and it leaves the inbox only in the transaction that
 //! stores what it became. A redelivery (a crash between commit and PUBACK)

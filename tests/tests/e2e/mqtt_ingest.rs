@@ -627,21 +627,54 @@ impl Tmpfs {
         ok.then(|| Tmpfs(at.to_path_buf()))
     }
 
-    /// Writes (appends to) a file until the file system is full; returns it.
-    fn fill(&self) -> std::path::PathBuf {
-        use std::io::Write;
+    /// Keeps the file system full until [`KeepFull::stop`]: tops it up
+    /// every 20 ms, since the gateway gives space back when it can (its
+    /// WAL is checkpointed and cut back when the writer is idle).
+    fn keep_full(&self) -> KeepFull {
         let path = self.0.join("filler");
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .unwrap();
-        let chunk = vec![0u8; 64 * 1024];
-        while f.write_all(&chunk).is_ok() {}
-        let _ = f.write_all(&[0u8; 512]);
-        while f.write_all(&[0u8; 1]).is_ok() {}
-        path
+        fill(&path);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let (path, stop) = (path.clone(), stop.clone());
+            move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    fill(&path);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        });
+        KeepFull { path, stop, thread }
     }
+}
+
+/// A file system kept full by [`Tmpfs::keep_full`].
+struct KeepFull {
+    path: std::path::PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl KeepFull {
+    /// Stops topping up and gives the space back.
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap();
+        std::fs::remove_file(&self.path).unwrap();
+    }
+}
+
+/// Writes (appends to) `path` until the file system is full.
+fn fill(path: &std::path::Path) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.write_all(&[0u8; 512]);
+    while f.write_all(&[0u8; 1]).is_ok() {}
 }
 
 impl Drop for Tmpfs {
@@ -705,14 +738,12 @@ fn a_full_disk_pauses_ingestion_and_it_resumes_when_space_returns() {
     wait_until("the first reading", T, || gw.readings() == 2);
     std::thread::sleep(Duration::from_millis(300));
 
-    // The disk fills while running. (Topped up while waiting: the gateway
-    // may give back some WAL space when it goes idle.)
-    let mut filler = disk.fill();
+    // The disk fills while running.
+    let full = disk.keep_full();
     let started = std::time::Instant::now();
     let from = gw.log().len();
     let mut published = 0;
     wait_until("readyz to report the full disk", T, || {
-        filler = disk.fill();
         published += 1;
         broker.publish("acme/oximeter/ox-1", reading(published).as_bytes());
         let r = ready();
@@ -740,7 +771,7 @@ fn a_full_disk_pauses_ingestion_and_it_resumes_when_space_returns() {
     let m = api.request("GET", "/metrics", None, None).text();
     assert!(m.contains("rpm_store_unavailable 1"), "{m}");
     assert!(m.contains("rpm_store_failure_episodes_total 1"), "{m}");
-    std::fs::remove_file(&filler).unwrap();
+    full.stop();
     let freed = std::time::Instant::now();
     let all = 2 + 2 * published as i64;
     wait_until("the readings queued meanwhile", T, || gw.readings() == all);
@@ -750,7 +781,7 @@ fn a_full_disk_pauses_ingestion_and_it_resumes_when_space_returns() {
     assert_eq!(gw.stop().code(), Some(0));
 
     // Started on a full disk: up, not ready, nothing ingested; then resumes.
-    let filler = disk.fill();
+    let full = disk.keep_full();
     let from = gw.log().len();
     gw.start_unready(&[]);
     // Degraded, then serving: one socket, one port.
@@ -784,7 +815,7 @@ fn a_full_disk_pauses_ingestion_and_it_resumes_when_space_returns() {
         lines.len(),
         lines.join("\n")
     );
-    std::fs::remove_file(&filler).unwrap();
+    full.stop();
     let freed = std::time::Instant::now();
     wait_until("the readings queued at the broker", T, || {
         gw.readings() == all + 6

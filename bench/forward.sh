@@ -9,6 +9,7 @@
 # Before and after the gateway's runs, the server's own ingest rate: the same
 # points written straight to a fresh VictoriaMetrics (bench/lp_write.py).
 # RPM_BIN: an existing gateway binary. NO_GZIP=1: skip the gzip run.
+# EXTRA: more config lines (e.g. EXTRA='[rules]\nenabled = false\n').
 # Needs victoria-metrics and sqlite3 (Debian packages).
 set -euo pipefail
 for tool in victoria-metrics sqlite3; do
@@ -49,8 +50,8 @@ run() { # batch gzip
     -search.latencyOffset=0 -search.disableCache -loggerLevel=ERROR >/dev/null 2>&1 & local VM=$!
   until curl -sf "http://127.0.0.1:$P/health" >/dev/null; do sleep 0.1; done
   cp "$W/base.db" "$W/run.db"
-  printf '[store]\npath = "%s/run.db"\n[log]\nlevel = "warn"\n[forward.influxdb]\nurl = "http://127.0.0.1:%s"\norg = "bench"\nbucket = "bench"\nbatch_size = %s\ngzip = %s\nflush_interval = "100ms"\n' \
-    "$W" "$P" "$B" "$GZ" > "$W/g.toml"
+  printf '[store]\npath = "%s/run.db"\n[log]\nlevel = "warn"\n[forward.influxdb]\nurl = "http://127.0.0.1:%s"\norg = "bench"\nbucket = "bench"\nbatch_size = %s\ngzip = %s\nflush_interval = "100ms"\n%b' \
+    "$W" "$P" "$B" "$GZ" "${EXTRA:-}" > "$W/g.toml"
   local s; s=$(date +%s.%N)
   "$BIN" run -c "$W/g.toml" 2>>"$W/gw.log" & local GW=$!
   while [ "$(sqlite3 -cmd ".timeout 2000" "$W/run.db" "SELECT COALESCE((SELECT position FROM cursors WHERE name = 'forward.influxdb'), 0)")" -lt "$N" ]; do sleep 0.1; done

@@ -226,6 +226,27 @@ pub(super) fn json_format(v: &str) -> bool {
 
 /// A search Bundle's links: `self` (the query without `_cursor`) and, when
 /// there is a next page, `next` (the same query with its `_cursor`).
+/// A search's answer: a `searchset` Bundle of `entries`, with its paging
+/// `links` (left out when there are none: FHIR allows no empty arrays).
+pub(super) fn searchset(links: Vec<Value>, entries: Vec<Value>) -> Value {
+    let mut bundle = json!({
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "timestamp": instant(Utc::now()),
+        "entry": entries,
+    });
+    if !links.is_empty() {
+        bundle["link"] = Value::Array(links);
+    }
+    bundle
+}
+
+/// A Device in a search's Bundle: `match`ed by the search or `include`d.
+pub(super) fn device_entry(base: &str, device: Value, mode: &str) -> Value {
+    let id = device["id"].as_str().unwrap_or_default().to_string();
+    json!({"fullUrl": format!("{base}/fhir/Device/{id}"), "resource": device, "search": {"mode": mode}})
+}
+
 pub(super) fn search_links(
     base: &str,
     resource: &str,
@@ -368,19 +389,13 @@ pub async fn search(
         // and the gateway their Observations name.
         let mut devices = crate::fhir::device::phd_devices(&ctx);
         devices.extend(ctx.gateway.as_ref().map(crate::fhir::device::phg_device));
-        entries.extend(devices.into_iter().map(|d| {
-            let id = d["id"].as_str().unwrap_or_default().to_string();
-            json!({"fullUrl": format!("{base}/fhir/Device/{id}"), "resource": d, "search": {"mode": "include"}})
-        }));
+        entries.extend(
+            devices
+                .into_iter()
+                .map(|d| device_entry(&base, d, "include")),
+        );
     }
-    let bundle = json!({
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "timestamp": instant(Utc::now()),
-        "link": links,
-        "entry": entries,
-    });
-    Ok((patient.map(AuditPatient), Fhir(bundle)))
+    Ok((patient.map(AuditPatient), Fhir(searchset(links, entries))))
 }
 
 /// A search's `_cursor`: `time.kind.id` (see the module doc), or the

@@ -14,19 +14,19 @@
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use chrono::Utc;
 use device_profiles::Metric;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::sync::Arc;
 
 use super::audit::AuditPatient;
 use super::auth::Principal;
-use super::fhir::{count_param, json_format, patient_param, search_links, Fhir};
+use super::fhir::{
+    count_param, device_entry, json_format, patient_param, search_links, searchset, Fhir,
+};
 use super::page;
 use super::problem::{ApiError, Path, Query};
 use super::ApiState;
 use crate::fhir::device::{phd_device, phg_device};
-use crate::fhir::instant;
 use crate::fhir::phd::{self, Gateway, PhdContext, MDC};
 use crate::store::registry::{self, Device, DevicePage};
 
@@ -235,23 +235,13 @@ pub async fn search(
         .filter(|_| more)
         .map(|(last, _)| page::encode_cursor(last));
     let links = search_links(&base, "Device", &params, next);
-    let entry = |r: Value| {
-        let id = r["id"].as_str().unwrap_or_default().to_string();
-        json!({"fullUrl": format!("{base}/fhir/Device/{id}"), "resource": r, "search": {"mode": "match"}})
-    };
+    let entry = |r: Value| device_entry(&base, r, "match");
     let mut entries: Vec<Value> = Vec::new();
     if let Some(g) = gateway {
         entries.push(entry(phg_device(&g)));
     }
     entries.extend(devices.into_iter().map(|(_, d)| entry(d)));
-    let bundle = json!({
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "timestamp": instant(Utc::now()),
-        "link": links,
-        "entry": entries,
-    });
-    Ok((asked.map(AuditPatient), Fhir(bundle)))
+    Ok((asked.map(AuditPatient), Fhir(searchset(links, entries))))
 }
 
 /// `GET /fhir/Device/{id}`.

@@ -4,7 +4,6 @@
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use chrono::Utc;
 use serde_json::json;
 use std::sync::Arc;
 
@@ -92,11 +91,8 @@ pub async fn search(
             Ok(out)
         })
         .await?;
-    let bundle = json!({
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "timestamp": crate::fhir::instant(Utc::now()),
-        "entry": entries,
-    });
-    Ok((patient.map(AuditPatient), Fhir(bundle)))
+    Ok((
+        patient.map(AuditPatient),
+        Fhir(super::fhir::searchset(Vec::new(), entries)),
+    ))
 }

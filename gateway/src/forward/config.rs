@@ -149,15 +149,7 @@ pub fn validate(
         if f.batch_size == 0 || f.batch_size > 100_000 {
             err(t, "batch_size", "must be between 1 and 100000".into());
         }
-        if f.timeout < Duration::from_millis(100) {
-            err(t, "timeout", "must be at least 100ms".into());
-        }
-        if f.flush_interval < Duration::from_millis(10) {
-            err(t, "flush_interval", "must be at least 10ms".into());
-        }
-        if f.max_backoff < Duration::from_millis(100) {
-            err(t, "max_backoff", "must be at least 100ms".into());
-        }
+        check_timing(t, f.timeout, f.flush_interval, f.max_backoff, err);
         if let Some(p) = &f.token_file {
             if !p.exists() {
                 err(
@@ -192,6 +184,27 @@ pub fn validate(
             "min_free_percent",
             "must be at least 0 and below 100".into(),
         );
+    }
+}
+
+/// The timing limits every sink's section shares (`[forward.influxdb]`,
+/// `[forward.fhir]`, `[upstream]`): a request timeout, the wait when caught
+/// up, and the longest backoff.
+pub(crate) fn check_timing(
+    t: &str,
+    timeout: Duration,
+    flush_interval: Duration,
+    max_backoff: Duration,
+    err: &mut dyn FnMut(&str, &str, String),
+) {
+    if timeout < Duration::from_millis(100) {
+        err(t, "timeout", "must be at least 100ms".into());
+    }
+    if flush_interval < Duration::from_millis(10) {
+        err(t, "flush_interval", "must be at least 10ms".into());
+    }
+    if max_backoff < Duration::from_millis(100) {
+        err(t, "max_backoff", "must be at least 100ms".into());
     }
 }
 

@@ -76,16 +76,11 @@ impl FhirServer {
     }
 
     fn call(&self, method: &str, path: &str, body: &Value) -> Value {
-        let out = Command::new("curl")
-            .args(["-sS", "-X", method, "-H", "content-type: application/json"])
-            .args(["--data-binary", &body.to_string()])
-            .arg(self.url(path))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = common::succeeded(
+            Command::new("curl")
+                .args(["-sS", "-X", method, "-H", "content-type: application/json"])
+                .args(["--data-binary", &body.to_string()])
+                .arg(self.url(path)),
         );
         serde_json::from_slice(&out.stdout).unwrap()
     }

@@ -262,18 +262,13 @@ fn readings_committed_after_a_command_beside_the_gateway_survive_kill_9() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let out = std::process::Command::new("python3")
-            .args([
-                "-c",
-                "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('SELECT COUNT(*) FROM readings').fetchone(); c.close()",
-            ])
-            .arg(dir.path().join("rpm.db"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        common::succeeded(
+            std::process::Command::new("python3")
+                .args([
+                    "-c",
+                    "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('SELECT COUNT(*) FROM readings').fetchone(); c.close()",
+                ])
+                .arg(dir.path().join("rpm.db")),
         );
         assert!(
             wal.exists(),

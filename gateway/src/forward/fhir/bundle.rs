@@ -108,22 +108,25 @@ pub struct Refs<'a> {
 /// Turns `Observation/<our id>` into the identifier the EHR knows it by.
 type ObservationIds<'a> = &'a dyn Fn(&str) -> Option<Value>;
 
-fn create_entry(full_url: &str, mut resource: Value, if_none_exist: String) -> Value {
-    let kind = resource["resourceType"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    if let Some(map) = resource.as_object_mut() {
-        map.remove("id");
-    }
-    json!({
-        "fullUrl": full_url,
-        "resource": resource,
-        "request": {"method": "POST", "url": kind, "ifNoneExist": if_none_exist},
-    })
+fn create_entry(full_url: &str, resource: Value, if_none_exist: String) -> Value {
+    entry(
+        full_url,
+        resource,
+        |kind| json!({"method": "POST", "url": kind, "ifNoneExist": if_none_exist}),
+    )
 }
 
-fn update_entry(full_url: &str, mut resource: Value, system: &str, value: &str) -> Value {
+fn update_entry(full_url: &str, resource: Value, system: &str, value: &str) -> Value {
+    entry(
+        full_url,
+        resource,
+        |kind| json!({"method": "PUT", "url": format!("{kind}?{}", identifier_query(system, value))}),
+    )
+}
+
+/// A transaction entry for `resource` without our id (the server keeps its
+/// own), its request made from the resource type.
+fn entry(full_url: &str, mut resource: Value, request: impl FnOnce(&str) -> Value) -> Value {
     let kind = resource["resourceType"]
         .as_str()
         .unwrap_or_default()
@@ -131,11 +134,7 @@ fn update_entry(full_url: &str, mut resource: Value, system: &str, value: &str) 
     if let Some(map) = resource.as_object_mut() {
         map.remove("id");
     }
-    json!({
-        "fullUrl": full_url,
-        "resource": resource,
-        "request": {"method": "PUT", "url": format!("{kind}?{}", identifier_query(system, value))},
-    })
+    json!({"fullUrl": full_url, "resource": resource, "request": request(&kind)})
 }
 
 /// The entry a `Device/<id>` reference needs: the gateway's PhgDevice or a

@@ -142,15 +142,7 @@ pub fn validate(c: &FhirPushConfig, err: &mut dyn FnMut(&str, &str, String)) {
     if c.batch_size == 0 || c.batch_size > 1000 {
         err(t, "batch_size", "must be between 1 and 1000".into());
     }
-    if c.timeout < Duration::from_millis(100) {
-        err(t, "timeout", "must be at least 100ms".into());
-    }
-    if c.flush_interval < Duration::from_millis(10) {
-        err(t, "flush_interval", "must be at least 10ms".into());
-    }
-    if c.max_backoff < Duration::from_millis(100) {
-        err(t, "max_backoff", "must be at least 100ms".into());
-    }
+    crate::forward::config::check_timing(t, c.timeout, c.flush_interval, c.max_backoff, err);
     if c.push.is_empty() {
         err(
             t,

@@ -680,16 +680,23 @@ impl Gateway {
 /// reading i has patient `p-{i%200}`, device `d-{i%1000}`, one of five
 /// metrics, and a distinct measured-at per device and metric.
 pub fn fill_store(db: &Path, n: u64) {
-    let out = Command::new(env!("CARGO_BIN_EXE_rpm-store-fill"))
-        .arg(db)
-        .arg(n.to_string())
-        .output()
-        .unwrap();
+    succeeded(
+        Command::new(env!("CARGO_BIN_EXE_rpm-store-fill"))
+            .arg(db)
+            .arg(n.to_string()),
+    );
+}
+
+/// Runs `cmd` to its end and asserts it succeeded (else fails with its
+/// standard error); returns what it printed.
+pub fn succeeded(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out
 }
 
 impl Drop for Gateway {

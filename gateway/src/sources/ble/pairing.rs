@@ -386,9 +386,39 @@ impl Bluez {
         Err(PairingError::NotInPairingMode("no answer in 60 s".into()))
     }
 
+    /// Reads Device Information over a link of its own. The gateway may
+    /// connect to the freshly bonded device at the same moment, take its
+    /// memory and disconnect, and in BlueZ a disconnect drops the link for
+    /// every client: a read that finds the characteristics gone connects
+    /// again (three tries). The link is dropped afterwards only when this
+    /// call opened it, so the gateway's own session is left alone.
     fn device_information(&self, path: &str) -> Result<DeviceInformation, PairingError> {
-        let m = self.call(path, DEVICE1, "Connect")?;
-        self.send(m, Duration::from_secs(30))?;
+        let connected = |b: &Self| -> Result<bool, PairingError> {
+            Ok(b.devices()?
+                .iter()
+                .any(|(p, d)| p == path && prop_bool(d, "Connected")))
+        };
+        let was_connected = connected(self)?;
+        let mut info = DeviceInformation::default();
+        for _ in 0..3 {
+            let m = self.call(path, DEVICE1, "Connect")?;
+            self.send(m, Duration::from_secs(30))?;
+            info = self.read_device_information(path)?;
+            if info != DeviceInformation::default() || connected(self)? {
+                break;
+            }
+        }
+        if !was_connected {
+            // Hand the device back: it reconnects to the gateway
+            // (encrypted, bonded) and sends its memory there.
+            if let Ok(m) = self.call(path, DEVICE1, "Disconnect") {
+                let _ = self.send(m, Duration::from_secs(5));
+            }
+        }
+        Ok(info)
+    }
+
+    fn read_device_information(&self, path: &str) -> Result<DeviceInformation, PairingError> {
         // Services are resolved shortly after the connect.
         let until = Instant::now() + Duration::from_secs(10);
         let mut chars: Vec<(String, String)> = Vec::new();
@@ -423,18 +453,12 @@ impl Bluez {
                 .to_string();
             (!s.is_empty()).then_some(s)
         };
-        let info = DeviceInformation {
+        Ok(DeviceInformation {
             manufacturer: read("2a29"),
             model: read("2a24"),
             serial_number: read("2a25"),
             firmware: read("2a26"),
-        };
-        // Hand the device back: it reconnects to the gateway (encrypted,
-        // bonded) and sends its memory there.
-        if let Ok(m) = self.call(path, DEVICE1, "Disconnect") {
-            let _ = self.send(m, Duration::from_secs(5));
-        }
-        Ok(info)
+        })
     }
 
     /// Removes the bond (BlueZ forgets the device; pair it again to use it).

@@ -244,6 +244,12 @@ impl Metrics {
         );
     }
 
+    /// A rule batch evaluated again inside its write transaction because
+    /// an enrolment or alert state changed after its snapshot.
+    pub fn rules_reevaluated(&self) {
+        self.add("rpm_rules_reevaluations_total", String::new(), 1);
+    }
+
     /// Alert transitions by kind (`fire`, `update`, `resolve`).
     pub fn rules_transitions(&self, kind: &str, n: usize) {
         self.add(

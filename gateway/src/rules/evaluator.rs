@@ -1,7 +1,9 @@
 //! The evaluator: committed readings → alert transitions, exactly once.
 //!
-//! Each [`Evaluator::step`] is one `BEGIN IMMEDIATE` transaction on the
-//! evaluator's own connection (WAL: the ingest writer keeps its own):
+//! Each [`Evaluator::step`] evaluates a batch on a read snapshot of the
+//! evaluator's own connection (WAL: the ingest writer keeps its own, and
+//! goes on committing meanwhile), then writes the outcome in one short
+//! `BEGIN IMMEDIATE` transaction:
 //!
 //! 1. read up to `batch` readings after the cursor `rules`, in commit
 //!    (`seq`) order, completing the last measurement so that a blood
@@ -18,13 +20,18 @@
 //!    missing-data rules (so an open "no data" alert resolves promptly; a
 //!    patient whose input just moved is not judged silent until it settles,
 //!    see `alerting_rules::EngineConfig::settle`);
-//! 5. persist every transition (state, alert row, history, outbox event
-//!    when it notifies), the watermarks and the cursor, and commit.
+//! 5. in the write transaction: if an enrolment or alert state changed
+//!    since the snapshot (triggers count such changes), evaluate again
+//!    there; persist every transition (state, alert row, history, outbox
+//!    event when it notifies), the watermarks and the cursor, and commit.
 //!
-//! "Now" is read inside the transaction, once the write lock is held, and
-//! per alert no time is earlier than the alert's previous history row: an
-//! acknowledgement made while the evaluator waited for the lock is never
-//! followed by a transition stamped before it.
+//! The write lock is held only for step 5: evaluating outside it is what
+//! lets the writer index while the rules catch up.
+//!
+//! "Now" is read on the snapshot, and again in the write transaction when
+//! an input moved; per alert no time is earlier than the alert's previous
+//! history row: an acknowledgement made meanwhile is never followed by a
+//! transition stamped before it, nor by one decided without it.
 //!
 //! A crash before the commit leaves nothing, so the batch is evaluated
 //! again after restart; a crash after it leaves everything, and the cursor
@@ -35,11 +42,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use alerting_rules::{
-    Engine, History, Input, MissingInput, Needs, NewReading, Point, TransitionKind,
+    Engine, History, Input, MissingInput, Needs, NewReading, Point, Transition, TransitionKind,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use device_profiles::Metric;
-use rusqlite::Transaction;
+use rusqlite::{Connection, Transaction};
 
 use super::clock::Clock;
 use super::missing::{device_offline, gateway_downtime, watched_patients};
@@ -150,6 +157,9 @@ pub struct Evaluator {
     follow_up: Option<Arc<dyn super::persist::AlertHook>>,
     /// Recent readings per patient, as of the last evaluated batch.
     windows: Windows,
+    /// Tests: run between a step's snapshot and its write transaction.
+    #[cfg(test)]
+    pub(crate) between: Option<Box<dyn FnMut() + Send>>,
 }
 
 impl Evaluator {
@@ -182,6 +192,8 @@ impl Evaluator {
             input_closed: false,
             delivery: None,
             follow_up: None,
+            #[cfg(test)]
+            between: None,
         }
     }
 
@@ -263,53 +275,47 @@ impl Evaluator {
 
     /// One batch at `at`, or at "now" on the configured clock.
     ///
-    /// "Now" is read only once the write lock is held: a reading committed
-    /// while this transaction waited for the lock is in the batch, and a
-    /// time read before the wait would judge it (and stamp what it causes)
-    /// earlier than it arrived. On the wall clock "now" is also never
-    /// earlier than the receipt of any reading in the batch (a clock
-    /// stepped back by NTP does not make an alert precede its evidence).
+    /// The batch is evaluated on a read snapshot, outside the store's one
+    /// write lock (the writer and the other stages go on committing), and
+    /// what it decided is written in a short write transaction — if none
+    /// of its other inputs (enrolment, overrides, alert states: counted by
+    /// triggers, see [`alerts::rule_input_version`]) changed meanwhile.
+    /// If one did (an acknowledgement, a snooze, a manual resolve), the
+    /// batch is evaluated again inside the write transaction, at a "now"
+    /// read there: a transition never follows an action it did not see.
+    /// On the wall clock "now" is also never earlier than the receipt of
+    /// any reading in the batch (a clock stepped back by NTP does not make
+    /// an alert precede its evidence).
     fn run_step(&mut self, at: Option<DateTime<Utc>>) -> Result<Report, RulesError> {
         let engine = self.engine.clone();
         let batch = self.cfg.batch_readings.max(1);
         let wall = self.clock.counts_downtime();
-        let tx = self.store.transaction()?;
+        let snap = self.store.snapshot()?;
+        let inputs = alerts::rule_input_version(&snap)?;
         let now = match at {
             Some(t) => t,
-            None => match self.clock.now(&tx)? {
+            None => match self.clock.now(&snap)? {
                 Some(t) => t,
                 None => return Ok(Report::default()),
             },
         };
-        let cursor = crate::store::cursor_in(&tx, CURSOR)?.unwrap_or(0);
-        let mut batch_rows = queries::committed_after(&tx, cursor, batch)?;
+        let cursor = crate::store::cursor_in(&snap, CURSOR)?.unwrap_or(0);
+        let mut batch_rows = queries::committed_after(&snap, cursor, batch)?;
         let Some(last) = batch_rows.last() else {
             return Ok(Report::default());
         };
         // Never split a measurement across transactions.
-        let rest = queries::committed_in_group_after(&tx, &last.group_id, last.seq)?;
+        let rest = queries::committed_in_group_after(&snap, &last.group_id, last.seq)?;
         batch_rows.extend(rest);
         let max_seq = batch_rows.iter().map(|r| r.seq).max().unwrap_or(cursor);
         let newest_commit = batch_rows.iter().map(|r| r.committed_at).max();
-        let newest_receipt = batch_rows
+        let newest_receipt = ms(batch_rows
             .iter()
             .map(|r| r.received_at.max(r.committed_at))
-            .max();
-        let now = match ms(newest_receipt) {
-            Some(r) if wall => now.max(r),
-            _ => now,
-        };
-        let downtime = if wall {
-            gateway_downtime(&tx, now)?
-        } else {
-            Vec::new()
-        };
+            .max())
+        .filter(|_| wall);
+        let now = newest_receipt.map_or(now, |r| now.max(r));
         let groups = group(batch_rows);
-        let mut report = Report {
-            readings: groups.iter().map(|g| g.readings.len()).sum(),
-            measurements: groups.len(),
-            ..Report::default()
-        };
         let prunable_before = self
             .cfg
             .retention_keep
@@ -329,51 +335,52 @@ impl Evaluator {
                 );
             }
         }
-        {
-            let store = SqliteHistory::as_of(&tx, max_seq);
-            let history = self.windows.view(&store);
-            let mut i = 0;
-            while i < groups.len() {
-                let pid = groups[i].patient_id.clone();
-                let mut ctx = persist::load_patient(&tx, &pid)?;
-                ctx.follow_up = self.follow_up.clone();
-                while let Some(g) = groups.get(i).filter(|g| g.patient_id == pid) {
-                    let eval = engine.evaluate(&Input {
-                        patient: &ctx.patient,
-                        readings: &g.readings,
-                        history: &history,
-                        states: &ctx.states,
-                        watermark: ctx.watermark,
-                        now,
-                    });
-                    if let Some(e) = history.take_error() {
-                        return Err(e.into());
-                    }
-                    ctx.watermark = eval.watermark;
-                    for t in eval.transitions {
-                        let a = persist::apply(&tx, &mut ctx, t, &g.group_id)?;
-                        report.add(a.kind, a.notified);
-                    }
-                    i += 1;
-                }
-                // The patient's input just moved: silence is not judged
-                // until it settles, but an open "no data" alert the new
-                // readings end resolves now.
-                ctx.input_at = Some(ctx.input_at.map_or(now, |t| t.max(now)));
-                let r = missing_for(
-                    &tx,
-                    &engine,
-                    (&history, &store),
-                    &mut ctx,
-                    now,
-                    &downtime,
-                    false,
-                )?;
-                report.merge(r);
-                persist::save_watermark(&tx, &mut ctx)?;
-            }
-        }
+        let mut b = Batch {
+            groups: &groups,
+            max_seq,
+            now,
+            downtime: if wall {
+                gateway_downtime(&snap, now)?
+            } else {
+                Vec::new()
+            },
+            follow_up: self.follow_up.clone(),
+        };
+        let plans = evaluate(&snap, &engine, &mut self.windows, &b);
         self.windows.end();
+        let mut plans = plans?;
+        drop(snap);
+        #[cfg(test)]
+        if let Some(f) = self.between.as_mut() {
+            f();
+        }
+
+        let tx = self.store.transaction()?;
+        if crate::store::cursor_in(&tx, CURSOR)?.unwrap_or(0) != cursor {
+            // Another process evaluated this batch meanwhile.
+            return Ok(Report::default());
+        }
+        if alerts::rule_input_version(&tx)? != inputs {
+            self.metrics.rules_reevaluated();
+            if at.is_none() {
+                if let Some(t) = self.clock.now(&tx)? {
+                    b.now = b.now.max(t);
+                }
+            }
+            if wall {
+                b.downtime = gateway_downtime(&tx, b.now)?;
+            }
+            plans = evaluate(&tx, &engine, &mut self.windows, &b)?;
+            self.windows.end();
+        }
+        let mut report = Report {
+            readings: groups.iter().map(|g| g.readings.len()).sum(),
+            measurements: groups.len(),
+            ..Report::default()
+        };
+        for plan in plans {
+            report.merge(plan.persist(&tx)?);
+        }
         set_cursor(&tx, CURSOR, max_seq)?;
         self.fault.abort_at(FaultPoint::BeforeRulesCommit);
         if self.fault.is(FaultPoint::RulesPanic) {
@@ -385,7 +392,7 @@ impl Evaluator {
         self.count(&report);
         if let Some(c) = ms(newest_commit) {
             self.metrics
-                .set_rules_lag((now - c).num_milliseconds().max(0) as f64 / 1000.0);
+                .set_rules_lag((b.now - c).num_milliseconds().max(0) as f64 / 1000.0);
         }
         Ok(report)
     }
@@ -461,16 +468,20 @@ impl Evaluator {
                 for pid in &ids {
                     let mut ctx = persist::load_patient(&tx, pid)?;
                     ctx.follow_up = self.follow_up.clone();
-                    let r = missing_for(
+                    let ts = missing_for(
                         &tx,
                         &engine,
                         (&history, &history),
-                        &mut ctx,
+                        &ctx,
                         now,
                         &downtime,
                         self.input_closed,
                     )?;
-                    total.merge(r);
+                    let trigger = missing_trigger(now);
+                    for t in ts {
+                        let a = persist::apply(&tx, &mut ctx, t, &trigger)?;
+                        total.add(a.kind, a.notified);
+                    }
                 }
             }
             tx.commit()?;
@@ -515,19 +526,127 @@ impl Evaluator {
     }
 }
 
-/// `history`: the readings as the engine sees them, and the store behind
-/// them (whose errors abort the batch).
+/// A batch as [`evaluate`] takes it.
+struct Batch<'g> {
+    /// Its measurements, by (patient, measured time).
+    groups: &'g [Group],
+    /// Its last commit position: history is read as of it.
+    max_seq: i64,
+    /// The evaluation's clock.
+    now: DateTime<Utc>,
+    /// Wall clock only: when the gateway was down.
+    downtime: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+    /// The care loop's hook, for the write transaction.
+    follow_up: Option<Arc<dyn super::persist::AlertHook>>,
+}
+
+/// What the evaluation decided for one patient: the context as loaded and
+/// the transitions decided over it, in order, with the new watermark and
+/// input time. Persisted in the write transaction.
+struct Plan {
+    ctx: PatientCtx,
+    transitions: Vec<(Transition, String)>,
+    watermark: Option<DateTime<Utc>>,
+    input_at: Option<DateTime<Utc>>,
+}
+
+impl Plan {
+    /// Applies the transitions in the order they were decided (each over
+    /// the state the one before left), then the watermark.
+    fn persist(mut self, tx: &Transaction<'_>) -> Result<Report, RulesError> {
+        let mut report = Report::default();
+        for (t, trigger) in self.transitions {
+            let a = persist::apply(tx, &mut self.ctx, t, &trigger)?;
+            report.add(a.kind, a.notified);
+        }
+        self.ctx.watermark = self.watermark;
+        self.ctx.input_at = self.input_at;
+        persist::save_watermark(tx, &mut self.ctx)?;
+        Ok(report)
+    }
+}
+
+/// Evaluates a batch whose readings are folded into `windows`, reading the
+/// rest from `conn` (a snapshot, or the write transaction). Writes nothing.
+fn evaluate(
+    conn: &Connection,
+    engine: &Engine,
+    windows: &mut Windows,
+    b: &Batch<'_>,
+) -> Result<Vec<Plan>, RulesError> {
+    let store = SqliteHistory::as_of(conn, b.max_seq);
+    let history = windows.view(&store);
+    let mut plans = Vec::new();
+    let mut i = 0;
+    while i < b.groups.len() {
+        let pid = &b.groups[i].patient_id;
+        let mut loaded = persist::load_patient(conn, pid)?;
+        loaded.follow_up = b.follow_up.clone();
+        let mut ctx = loaded.clone();
+        let mut transitions = Vec::new();
+        while let Some(g) = b.groups.get(i).filter(|g| g.patient_id == *pid) {
+            let eval = engine.evaluate(&Input {
+                patient: &ctx.patient,
+                readings: &g.readings,
+                history: &history,
+                states: &ctx.states,
+                watermark: ctx.watermark,
+                now: b.now,
+            });
+            if let Some(e) = history.take_error() {
+                return Err(e.into());
+            }
+            ctx.watermark = eval.watermark;
+            for t in eval.transitions {
+                ctx.states.insert(t.rule_id.clone(), t.state.clone());
+                transitions.push((t, g.group_id.clone()));
+            }
+            i += 1;
+        }
+        // The patient's input just moved: silence is not judged until it
+        // settles, but an open "no data" alert the new readings end
+        // resolves now.
+        ctx.input_at = Some(ctx.input_at.map_or(b.now, |t| t.max(b.now)));
+        let trigger = missing_trigger(b.now);
+        for t in missing_for(
+            conn,
+            engine,
+            (&history, &store),
+            &ctx,
+            b.now,
+            &b.downtime,
+            false,
+        )? {
+            transitions.push((t, trigger.clone()));
+        }
+        plans.push(Plan {
+            watermark: ctx.watermark,
+            input_at: ctx.input_at,
+            ctx: loaded,
+            transitions,
+        });
+    }
+    Ok(plans)
+}
+
+/// What a missing-data transition at `now` is triggered by.
+fn missing_trigger(now: DateTime<Utc>) -> String {
+    format!("missing@{}", now.timestamp_millis())
+}
+
+/// The missing-data transitions of a patient at `now`. `history`: the
+/// readings as the engine sees them, and the store behind them (whose
+/// errors abort the batch).
 fn missing_for(
-    tx: &Transaction<'_>,
+    conn: &Connection,
     engine: &Engine,
     (history, store): (&dyn History, &SqliteHistory<'_>),
-    ctx: &mut PatientCtx,
+    ctx: &PatientCtx,
     now: DateTime<Utc>,
     downtime: &[(DateTime<Utc>, DateTime<Utc>)],
     input_closed: bool,
-) -> Result<Report, RulesError> {
-    let mut report = Report::default();
-    let offline = device_offline(tx, &ctx.patient.id)?;
+) -> Result<Vec<Transition>, RulesError> {
+    let offline = device_offline(conn, &ctx.patient.id)?;
     let ts = engine.evaluate_missing(&MissingInput {
         patient: &ctx.patient,
         history,
@@ -540,12 +659,7 @@ fn missing_for(
     if let Some(e) = store.take_error() {
         return Err(e.into());
     }
-    let trigger = format!("missing@{}", now.timestamp_millis());
-    for t in ts {
-        let a = persist::apply(tx, ctx, t, &trigger)?;
-        report.add(a.kind, a.notified);
-    }
-    Ok(report)
+    Ok(ts)
 }
 
 /// Groups rows into measurements, ordered by (patient, measured time,

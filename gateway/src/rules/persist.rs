@@ -52,6 +52,7 @@ pub trait AlertHook: Send + Sync {
 }
 
 /// A patient as the evaluator holds it during a transaction.
+#[derive(Clone)]
 pub(crate) struct PatientCtx {
     /// The engine's view (plans, overrides, enrolment).
     pub patient: Patient,

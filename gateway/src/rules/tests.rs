@@ -10,6 +10,7 @@ use rusqlite::params;
 use super::clock::Clock;
 use super::evaluator::{Evaluator, EvaluatorConfig};
 use super::lifecycle;
+use crate::metrics::Metrics;
 use crate::store::alerts;
 use crate::store::patients::PatientChange;
 use crate::store::Store;
@@ -21,6 +22,7 @@ fn t0() -> DateTime<Utc> {
 struct World {
     _dir: tempfile::TempDir,
     ev: Evaluator,
+    metrics: Arc<Metrics>,
     n: usize,
 }
 
@@ -33,18 +35,27 @@ impl World {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.db")).unwrap();
         let engine = Arc::new(Engine::new(RuleSet::bundled().unwrap()));
-        let ev = Evaluator::new(
-            store,
-            engine,
-            EvaluatorConfig::default(),
-            Arc::new(Default::default()),
-        )
-        .with_clock(clock);
+        let metrics = Arc::new(Metrics::default());
+        let ev = Evaluator::new(store, engine, EvaluatorConfig::default(), metrics.clone())
+            .with_clock(clock);
         World {
             _dir: dir,
             ev,
+            metrics,
             n: 0,
         }
+    }
+
+    /// Runs `f` on another connection to the store once, in the next step,
+    /// between its snapshot and its write transaction.
+    fn between(&mut self, f: impl FnOnce(&mut Store) + Send + 'static) {
+        let path = self.ev.store().path().to_path_buf();
+        let mut f = Some(f);
+        self.ev.between = Some(Box::new(move || {
+            if let Some(f) = f.take() {
+                f(&mut Store::open(&path).unwrap());
+            }
+        }));
     }
 
     fn enrol(&mut self, patient: &str, plans: &[&str]) {
@@ -509,14 +520,13 @@ fn config_patients_do_not_undo_run_time_changes() {
     );
 }
 
-/// The evaluation time is read inside the write transaction. Here another
-/// connection holds the write lock while the evaluator waits for it, and
-/// meanwhile commits the readings that resolve an alert and a nurse's
-/// acknowledgement of it: the resolve is stamped after both, so per alert
-/// history times and event timestamps never go backwards and the resolve
-/// never precedes the receipt of the readings that caused it.
+/// An acknowledgement made while a batch is evaluated (after its snapshot,
+/// before its write) is seen: the batch is evaluated again inside the write
+/// transaction, and the resolve two normal readings cause is stamped after
+/// both their receipt and the acknowledgement, so per alert history times
+/// and event timestamps never go backwards.
 #[test]
-fn evaluation_time_is_taken_inside_the_write_transaction() {
+fn an_acknowledgement_during_an_evaluation_is_never_followed_by_an_earlier_time() {
     let mut w = World::new();
     w.enrol("p1", &["hypertension"]);
     let start = Utc::now() - TimeDelta::minutes(10);
@@ -528,44 +538,26 @@ fn evaluation_time_is_taken_inside_the_write_transaction() {
     );
     w.ev.catch_up().unwrap();
     let id = w.open_alert("htn.crisis").alert_id;
-    let path = w.ev.store().path().to_path_buf();
-    let mut other = Store::open(&path).unwrap();
-    let tx = other.transaction().unwrap();
-    let received = std::thread::scope(|s| {
-        let ev = &mut w.ev;
-        let waiting = s.spawn(move || ev.catch_up().unwrap());
-        // Let the evaluator reach the lock (a time read before it would be
-        // earlier than everything below).
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        let received = Utc::now();
-        for (i, (sys, dia)) in [(130.0, 80.0), (128.0, 79.0)].into_iter().enumerate() {
-            let measured = start + TimeDelta::minutes(1 + i as i64);
-            for (metric, v) in [("systolic", sys), ("diastolic", dia)] {
-                let m: device_profiles::Metric = metric.parse().unwrap();
-                tx.execute(
-                    "INSERT INTO readings (reading_id, group_id, patient_id, device_id, metric, value, unit, loinc,
-                         measured_at, received_at, committed_at, source)
-                     VALUES (?1, ?2, 'p1', 'dev', ?3, ?4, ?5, ?6, ?7, ?8, ?8, 'mqtt')",
-                    params![
-                        format!("late{i}-{metric}"),
-                        format!("late{i}"),
-                        metric,
-                        v,
-                        m.canonical_unit().to_string(),
-                        m.loinc(),
-                        measured.timestamp_millis(),
-                        received.timestamp_millis()
-                    ],
-                )
-                .unwrap();
-            }
-        }
-        lifecycle::acknowledge_in(&tx, &id, "nurse-7", None, None, Utc::now()).unwrap();
-        tx.commit().unwrap();
-        let r = waiting.join().unwrap();
-        assert_eq!(r.resolved, 1, "{r:?}");
-        received
+    let received = Utc::now();
+    for (i, (sys, dia)) in [(130.0, 80.0), (128.0, 79.0)].into_iter().enumerate() {
+        let measured = start + TimeDelta::minutes(1 + i as i64);
+        w.reading(
+            "p1",
+            &[("systolic", sys), ("diastolic", dia)],
+            measured,
+            received,
+        );
+    }
+    let acked = id.clone();
+    w.between(move |store| {
+        lifecycle::acknowledge(store, &acked, "nurse-7", None, None).unwrap();
     });
+    let r = w.ev.catch_up().unwrap();
+    assert_eq!(r.resolved, 1, "{r:?}");
+    assert!(w
+        .metrics
+        .render()
+        .contains("rpm_rules_reevaluations_total 1\n"));
     let alert = alerts::get(w.ev.store().conn(), &id).unwrap().unwrap();
     assert_eq!(alert.status, "resolved");
     let resolved_at = alert.resolved_at.unwrap();
@@ -603,6 +595,52 @@ fn evaluation_time_is_taken_inside_the_write_transaction() {
         .collect();
     assert_eq!(parsed.len(), 3, "{stamps:?}");
     assert!(parsed.windows(2).all(|p| p[0] <= p[1]), "{stamps:?}");
+}
+
+/// A manual resolve made while a batch is evaluated is seen: the crisis
+/// reading that batch holds opens a new alert (judged against the resolved
+/// state), instead of the batch writing back the state it read, which would
+/// point at a closed alert and stay silent.
+#[test]
+fn a_manual_resolve_during_an_evaluation_is_seen() {
+    let mut w = World::new();
+    w.enrol("p1", &["hypertension"]);
+    let t = Utc::now() - TimeDelta::minutes(10);
+    w.reading("p1", &[("systolic", 190.0), ("diastolic", 100.0)], t, t);
+    w.ev.catch_up().unwrap();
+    let id = w.open_alert("htn.crisis").alert_id;
+    let later = t + TimeDelta::minutes(5);
+    w.reading(
+        "p1",
+        &[("systolic", 188.0), ("diastolic", 99.0)],
+        later,
+        later,
+    );
+    w.between(move |store| {
+        lifecycle::resolve(store, &id, "dr-2", Some("seen in clinic")).unwrap();
+    });
+    let r = w.ev.catch_up().unwrap();
+    assert_eq!(r.fired, 1, "{r:?}");
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM alerts WHERE rule_id = 'htn.crisis' AND status = 'firing'"),
+        1
+    );
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM alerts WHERE rule_id = 'htn.crisis' AND status = 'resolved'"),
+        1
+    );
+    // With nothing changed meanwhile, the snapshot's decision is written.
+    w.reading(
+        "p1",
+        &[("systolic", 187.0), ("diastolic", 98.0)],
+        later,
+        later,
+    );
+    w.ev.catch_up().unwrap();
+    assert!(w
+        .metrics
+        .render()
+        .contains("rpm_rules_reevaluations_total 1\n"));
 }
 
 /// A device back after days offline uploads its memory one message at a

@@ -336,6 +336,15 @@ pub fn save_watermark(
     Ok(())
 }
 
+/// A count of the changes to what the rule stage reads besides readings
+/// (enrolment, overrides, care teams, alert states), kept by triggers: equal
+/// at two moments, nothing of it changed in between.
+pub fn rule_input_version(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT version FROM rule_input_changes WHERE id = 1")?
+        .query_row([], |r| r.get(0))?)
+}
+
 /// The time (ms) of an alert's newest history row.
 pub fn last_history_at(conn: &Connection, alert_id: &str) -> Result<Option<i64>, StoreError> {
     Ok(conn

@@ -357,6 +357,16 @@ impl Store {
         &self.conn
     }
 
+    /// A read transaction: every query in it sees the store as of its
+    /// first read, while other connections go on committing. It cannot
+    /// write once another connection has committed (WAL): stages that
+    /// decide on a snapshot write in a [`Store::transaction`] of their own.
+    pub fn snapshot(&mut self) -> Result<Transaction<'_>, StoreError> {
+        Ok(self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?)
+    }
+
     /// A write transaction (`BEGIN IMMEDIATE`): downstream stages commit
     /// their effect and their cursor together in one.
     pub fn transaction(&mut self) -> Result<Transaction<'_>, StoreError> {

@@ -677,6 +677,34 @@ SELECT seq, patient_id, device_id, metric, value, unit, loinc,
 FROM readings;
 "#,
     ),
+    (
+        18,
+        r#"
+-- What the rule stage read that others can change. The rule stage evaluates
+-- a batch on a read snapshot, outside the store's one write lock, then
+-- writes what it decided in a short transaction, but only if no enrolment,
+-- override, care team or alert state (an acknowledgement, a snooze, a
+-- manual resolve) changed since its snapshot: these triggers count every
+-- such change, whoever makes it.
+CREATE TABLE rule_input_changes (
+    id                  INTEGER PRIMARY KEY CHECK (id = 1),
+    version             INTEGER NOT NULL
+);
+INSERT INTO rule_input_changes (id, version) VALUES (1, 0);
+CREATE TRIGGER patients_insert_changes_rule_input AFTER INSERT ON patients
+BEGIN UPDATE rule_input_changes SET version = version + 1 WHERE id = 1; END;
+CREATE TRIGGER patients_update_changes_rule_input AFTER UPDATE ON patients
+BEGIN UPDATE rule_input_changes SET version = version + 1 WHERE id = 1; END;
+CREATE TRIGGER patients_delete_changes_rule_input AFTER DELETE ON patients
+BEGIN UPDATE rule_input_changes SET version = version + 1 WHERE id = 1; END;
+CREATE TRIGGER alert_state_insert_changes_rule_input AFTER INSERT ON alert_state
+BEGIN UPDATE rule_input_changes SET version = version + 1 WHERE id = 1; END;
+CREATE TRIGGER alert_state_update_changes_rule_input AFTER UPDATE ON alert_state
+BEGIN UPDATE rule_input_changes SET version = version + 1 WHERE id = 1; END;
+CREATE TRIGGER alert_state_delete_changes_rule_input AFTER DELETE ON alert_state
+BEGIN UPDATE rule_input_changes SET version = version + 1 WHERE id = 1; END;
+"#,
+    ),
 ];
 
 /// Brings the schema up to date. Returns the version now in force.

@@ -50,6 +50,9 @@ pub struct WindowStats {
     pub fallbacks: u64,
     /// Series read from the store.
     pub loads: u64,
+    /// Series extended down to a question's start (read from the store
+    /// once instead of answering that question and the next from it).
+    pub extensions: u64,
     /// Patients dropped to stay within the bound.
     pub evictions: u64,
     /// Readings (and series, counted as one each) held now.
@@ -167,6 +170,21 @@ impl Series {
         };
         let target = (newest - reach.window).min(self.points[n - last].measured_at);
         self.raise_floor(target)
+    }
+
+    /// Claims every reading from `from` on, given the store's readings
+    /// measured in `[from, floor]` (ordered as the store orders them, which
+    /// is [`key`] order). Returns the readings added.
+    fn extend_down(&mut self, from: DateTime<Utc>, older: Vec<Point>) -> usize {
+        let floor = self.floor;
+        let below: Vec<Point> = older
+            .into_iter()
+            .filter(|p| p.measured_at < floor)
+            .collect();
+        let n = below.len();
+        self.points.splice(0..0, below);
+        self.floor = from;
+        n
     }
 
     /// Claims nothing below `floor` any more. Returns the readings dropped.
@@ -419,6 +437,40 @@ impl WindowView<'_, '_> {
     }
 }
 
+impl WindowView<'_, '_> {
+    /// A window that starts below a series' floor but ends within what it
+    /// holds: the earlier readings of a backlog, judged after a later one
+    /// loaded the series (a series loads relative to the newest stored
+    /// reading). The series takes the readings down to the window's start
+    /// from the store, once, so that this question and the next ones of
+    /// the batch are answered from memory. A window entirely below the
+    /// floor (a late reading's) is left to the store.
+    fn reach_down(&self, patient: &str, metric: Metric, from: DateTime<Utc>, to: DateTime<Utc>) {
+        let mut w = self.windows.borrow_mut();
+        let Some(floor) = w.series(self.store, patient, metric).map(|s| s.floor) else {
+            return;
+        };
+        if from >= floor || to < floor || floor == NOTHING {
+            return;
+        }
+        let older = self.store.window(patient, metric, from, floor);
+        if self.store.failed() || older.len() as i64 >= MAX_WINDOW_ROWS {
+            return;
+        }
+        let Some(s) = w
+            .patients
+            .get_mut(patient)
+            .and_then(|p| p.series.get_mut(&metric))
+        else {
+            return;
+        };
+        let added = s.extend_down(from, older);
+        w.held += added;
+        w.grown.push((patient.to_string(), metric));
+        w.stats.extensions += 1;
+    }
+}
+
 impl History for WindowView<'_, '_> {
     fn window(
         &self,
@@ -427,6 +479,7 @@ impl History for WindowView<'_, '_> {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Vec<Point> {
+        self.reach_down(patient, metric, from, to);
         self.answer(
             patient,
             metric,

@@ -268,7 +268,8 @@ impl Evaluator {
     }
 
     /// Evaluates one batch of readings after the cursor at processing time
-    /// `now`, in one transaction. Returns what it did (0 readings: caught up).
+    /// `now` and commits its outcome. Returns what it did (0 readings:
+    /// caught up).
     pub fn step(&mut self, now: DateTime<Utc>) -> Result<Report, RulesError> {
         self.run_step(Some(now))
     }

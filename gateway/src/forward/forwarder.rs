@@ -32,6 +32,8 @@
 //! transaction); a batch accepted but not yet committed is committed before
 //! the forwarder waits (caught up, stopped, or a store error), and at worst
 //! a crash re-sends the last two batches, which is harmless (idempotent).
+//! A batch is encoded as it is read (on that thread): the forwarder holds
+//! the lines of two batches, never their rows, which are three times larger.
 //!
 //! A *refusal* ([`WriteError::Refused`]: the hub answers a 4xx other than
 //! 408/429, e.g. a token that does not name the device) is not the data's
@@ -82,7 +84,7 @@ pub struct ForwarderConfig {
 }
 
 /// Where the forwarder sends readings.
-pub trait Sink: Send + 'static {
+pub trait Sink: Send + Sync + 'static {
     /// Metric label and name in logs (`influxdb`, `upstream`).
     const NAME: &'static str;
     /// The sink's cursor in the `cursors` table.
@@ -125,14 +127,79 @@ struct Refused {
 /// refused points) is not committed yet.
 struct Accepted {
     last: i64,
-    quarantine: Vec<(StoredReading, String, String)>,
+    quarantine: Vec<Rejected>,
     accepted: usize,
+}
+
+/// A point to quarantine: refused by the encoder (its ids known then) or
+/// by the sink (its ids read back when the batch is committed: retention
+/// keeps every reading a forwarder's cursor has not passed).
+struct Rejected {
+    seq: i64,
+    /// Reading and device id, when known.
+    ids: Option<(String, String)>,
+    /// What was sent (the line), or the reading as JSON if not encodable.
+    payload: String,
+    detail: String,
+}
+
+/// A batch as the sink sees it, read and encoded in one pass on the store's
+/// thread: only its lines are held while it waits and while it is in
+/// flight, never its rows (about three times larger).
+struct Encoded {
+    /// Sequence of the last reading read (the cursor past the batch).
+    last: i64,
+    /// Readings read.
+    read: usize,
+    /// The encoded lines, and the sequence of the reading each encodes.
+    lines: Vec<String>,
+    seqs: Vec<i64>,
+    /// Readings the encoder refused.
+    refused: Vec<Rejected>,
+}
+
+/// Reads and encodes up to `limit` readings after `after`.
+fn read_batch<S: Sink>(
+    store: &Store,
+    sink: &S,
+    after: i64,
+    limit: usize,
+) -> Result<Encoded, StoreError> {
+    let mut b = Encoded {
+        last: after,
+        read: 0,
+        lines: Vec::with_capacity(limit),
+        seqs: Vec::with_capacity(limit),
+        refused: Vec::new(),
+    };
+    store.each_reading_after(after, limit, |r| {
+        b.last = r.seq;
+        b.read += 1;
+        let mut l = String::with_capacity(160);
+        match sink.encode(&r, &mut l) {
+            Ok(()) => {
+                b.lines.push(l);
+                b.seqs.push(r.seq);
+            }
+            Err(detail) => {
+                // Not encodable: keep the reading itself.
+                let payload = serde_json::to_string(&r).unwrap_or_default();
+                b.refused.push(Rejected {
+                    seq: r.seq,
+                    ids: Some((r.reading_id, r.device_id)),
+                    payload,
+                    detail,
+                });
+            }
+        }
+    })?;
+    Ok(b)
 }
 
 /// The next batch, read while the previous one was in flight.
 struct Ahead {
     after: i64,
-    batch: Vec<StoredReading>,
+    batch: Encoded,
     newest: i64,
 }
 
@@ -146,7 +213,7 @@ struct JobResult {
 /// The forwarder task.
 pub struct Forwarder<S: Sink> {
     store: Option<Store>,
-    sink: S,
+    sink: Arc<S>,
     cfg: ForwarderConfig,
     metrics: Arc<Metrics>,
     fault: Fault,
@@ -163,7 +230,7 @@ impl<S: Sink> Forwarder<S> {
     pub fn new(store: Store, sink: S, cfg: ForwarderConfig, metrics: Arc<Metrics>) -> Forwarder<S> {
         Forwarder {
             store: Some(store),
-            sink,
+            sink: Arc::new(sink),
             cfg,
             metrics,
             fault: Fault::from_env(),
@@ -188,6 +255,7 @@ impl<S: Sink> Forwarder<S> {
             .ok_or_else(|| ForwardError::Task("store connection lost".into()))?;
         let unsaved = std::mem::take(&mut self.unsaved);
         let batch_size = self.cfg.batch_size;
+        let sink = self.sink.clone();
         Ok(tokio::task::spawn_blocking(move || {
             let unsaved = if unsaved.is_empty() {
                 Ok(())
@@ -195,7 +263,7 @@ impl<S: Sink> Forwarder<S> {
                 save::<S>(&mut store, &unsaved).map_err(|e| (unsaved, e))
             };
             let ahead = read_after.map(|after| {
-                let batch = store.readings_after(after, batch_size)?;
+                let batch = read_batch(&store, &*sink, after, batch_size)?;
                 let newest = crate::store::queries::newest_seq(store.conn())?;
                 Ok(Ahead {
                     after,
@@ -317,9 +385,10 @@ impl<S: Sink> Forwarder<S> {
             Some(a) => a,
             None => {
                 self.save_unsaved().await?;
+                let sink = self.sink.clone();
                 self.with_store(move |s| {
                     let after = s.cursor(S::CURSOR)?;
-                    let batch = s.readings_after(after, batch_size)?;
+                    let batch = read_batch(s, &*sink, after, batch_size)?;
                     let newest = crate::store::queries::newest_seq(s.conn())?;
                     Ok(Ahead {
                         after,
@@ -337,11 +406,11 @@ impl<S: Sink> Forwarder<S> {
         } = ahead;
         self.metrics
             .set_sink_backlog(S::NAME, (max_seq - cursor).max(0));
-        let full = batch.len() >= batch_size;
-        if batch.is_empty() {
+        let full = batch.read >= batch_size;
+        if batch.read == 0 {
             return Ok(Step::CaughtUp);
         }
-        let last = batch.last().map(|r| r.seq).unwrap_or(cursor);
+        let last = batch.last;
         if self.forward(batch, full, stop).await?.is_none() {
             return Ok(Step::Stopped);
         }
@@ -356,25 +425,17 @@ impl<S: Sink> Forwarder<S> {
     /// waiting for the server.
     async fn forward(
         &mut self,
-        batch: Vec<StoredReading>,
+        batch: Encoded,
         full: bool,
         stop: &mut (impl Future<Output = ()> + Unpin),
     ) -> Result<Option<()>, ForwardError> {
-        let mut lines = Vec::with_capacity(batch.len());
-        let mut refused = Vec::new();
-        // `lines[i]` encodes `batch[slots[i]]`.
-        let mut slots = Vec::with_capacity(batch.len());
-        for (i, r) in batch.iter().enumerate() {
-            let mut l = String::with_capacity(160);
-            match self.sink.encode(r, &mut l) {
-                Ok(()) => {
-                    lines.push(l);
-                    slots.push(i);
-                }
-                Err(detail) => refused.push(Refused { index: i, detail }),
-            }
-        }
-        let last = batch.last().map(|r| r.seq).unwrap_or(0);
+        let Encoded {
+            last,
+            lines,
+            seqs,
+            refused: mut quarantine,
+            ..
+        } = batch;
         let (n, q) = counts(&self.unsaved);
         let job = self.start_job(full.then_some(last))?;
         let delivered = self.deliver(&lines, stop).await;
@@ -385,22 +446,13 @@ impl<S: Sink> Forwarder<S> {
         };
         self.fault.abort_at(FaultPoint::AfterForward);
         let accepted = lines.len() - rejected.len();
-        refused.extend(rejected.into_iter().map(|r| Refused {
-            index: slots[r.index],
+        quarantine.extend(rejected.into_iter().map(|r| Rejected {
+            seq: seqs[r.index],
+            ids: None,
+            payload: lines[r.index].clone(),
             detail: r.detail,
         }));
-        let quarantine: Vec<(StoredReading, String, String)> = refused
-            .iter()
-            .map(|r| {
-                let reading = batch[r.index].clone();
-                let mut l = String::new();
-                if self.sink.encode(&reading, &mut l).is_err() {
-                    // Not encodable: keep the reading itself.
-                    l = serde_json::to_string(&reading).unwrap_or_default();
-                }
-                (reading, l, r.detail.clone())
-            })
-            .collect();
+        quarantine.sort_by_key(|r| r.seq);
         self.unsaved.push(Accepted {
             last,
             quarantine,
@@ -546,8 +598,8 @@ fn save<S: Sink>(store: &mut Store, batches: &[Accepted]) -> Result<(), StoreErr
         return Ok(());
     };
     let tx = store.transaction()?;
-    for (r, l, detail) in batches.iter().flat_map(|b| &b.quarantine) {
-        quarantine_rejected(&tx, S::NAME, r, l, detail)?;
+    for r in batches.iter().flat_map(|b| &b.quarantine) {
+        quarantine_rejected(&tx, S::NAME, r)?;
     }
     set_cursor(&tx, S::CURSOR, last)?;
     tx.commit()?;
@@ -558,19 +610,36 @@ fn save<S: Sink>(store: &mut Store, batches: &[Accepted]) -> Result<(), StoreErr
 fn quarantine_rejected(
     tx: &rusqlite::Transaction<'_>,
     sink: &str,
-    r: &StoredReading,
-    line: &str,
-    detail: &str,
+    r: &Rejected,
 ) -> Result<(), StoreError> {
+    use rusqlite::OptionalExtension;
+    let read_back;
+    let (reading_id, device_id) = match &r.ids {
+        Some((reading, device)) => (reading.as_str(), device.as_str()),
+        None => {
+            read_back = tx
+                .query_row(
+                    "SELECT reading_id, device_id FROM readings WHERE seq = ?1",
+                    [r.seq],
+                    |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
+                )
+                .optional()?;
+            match &read_back {
+                Some((reading, device)) => (reading.as_str(), device.as_str()),
+                // Not stored any more: nothing left to keep.
+                None => return Ok(()),
+            }
+        }
+    };
     crate::store::quarantine::insert_sink_refusal(
         tx,
         &crate::store::quarantine::SinkRefusal {
             sink,
-            reading_id: &r.reading_id,
-            device_id: &r.device_id,
+            reading_id,
+            device_id,
             reason: REJECTED,
-            detail,
-            payload: line.as_bytes(),
+            detail: &r.detail,
+            payload: r.payload.as_bytes(),
         },
         now_ms(),
     )

@@ -171,6 +171,24 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// [`Store::readings_after`] one reading at a time: a caller that turns
+    /// each into something smaller (the forwarder's lines) never holds the
+    /// batch as rows.
+    pub fn each_reading_after(
+        &self,
+        after_seq: i64,
+        limit: usize,
+        mut f: impl FnMut(StoredReading),
+    ) -> Result<(), StoreError> {
+        let mut q = self.conn.prepare_cached(&format!(
+            "SELECT {READING_COLUMNS} FROM readings WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+        ))?;
+        for r in q.query_map(params![after_seq, limit as i64], reading_row)? {
+            f(r?);
+        }
+        Ok(())
+    }
+
     /// Quarantine rows with id greater than `after_id`, at most `limit`.
     pub fn quarantine_after(
         &self,

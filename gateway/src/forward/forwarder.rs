@@ -149,13 +149,18 @@ struct Rejected {
 struct Encoded {
     /// Sequence of the last reading read (the cursor past the batch).
     last: i64,
-    /// Readings read.
-    read: usize,
     /// The encoded lines, and the sequence of the reading each encodes.
     lines: Vec<String>,
     seqs: Vec<i64>,
     /// Readings the encoder refused.
     refused: Vec<Rejected>,
+}
+
+impl Encoded {
+    /// Readings read.
+    fn len(&self) -> usize {
+        self.lines.len() + self.refused.len()
+    }
 }
 
 /// Reads and encodes up to `limit` readings after `after`.
@@ -167,14 +172,12 @@ fn read_batch<S: Sink>(
 ) -> Result<Encoded, StoreError> {
     let mut b = Encoded {
         last: after,
-        read: 0,
         lines: Vec::with_capacity(limit),
         seqs: Vec::with_capacity(limit),
         refused: Vec::new(),
     };
     store.each_reading_after(after, limit, |r| {
         b.last = r.seq;
-        b.read += 1;
         let mut l = String::with_capacity(160);
         match sink.encode(&r, &mut l) {
             Ok(()) => {
@@ -406,8 +409,8 @@ impl<S: Sink> Forwarder<S> {
         } = ahead;
         self.metrics
             .set_sink_backlog(S::NAME, (max_seq - cursor).max(0));
-        let full = batch.read >= batch_size;
-        if batch.read == 0 {
+        let full = batch.len() >= batch_size;
+        if batch.len() == 0 {
             return Ok(Step::CaughtUp);
         }
         let last = batch.last;

@@ -435,9 +435,7 @@ impl WindowView<'_, '_> {
             }
         }
     }
-}
 
-impl WindowView<'_, '_> {
     /// A window that starts below a series' floor but ends within what it
     /// holds: the earlier readings of a backlog, judged after a later one
     /// loaded the series (a series loads relative to the newest stored

@@ -120,9 +120,9 @@ impl View<'_> {
     ) -> Vec<Point> {
         for r in self.fresh.iter().filter(|r| r.metric == metric) {
             let in_range = r.measured_at <= to && from.is_none_or(|f| r.measured_at >= f);
-            if in_range && !pts.iter().any(|p| p.reading_id == r.id) {
+            if in_range && !pts.iter().any(|p| *p.reading_id == *r.id) {
                 pts.push(Point {
-                    reading_id: r.id.clone(),
+                    reading_id: r.id.as_str().into(),
                     measured_at: r.measured_at,
                     value: r.value,
                 });

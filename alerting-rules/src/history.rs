@@ -10,6 +10,7 @@
 //! ([`Needs`]).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use device_profiles::Metric;
@@ -21,8 +22,9 @@ use crate::ruleset::RuleSet;
 /// One stored reading of one metric, in the metric's canonical unit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Point {
-    /// The reading's stable id (cited as evidence).
-    pub reading_id: String,
+    /// The reading's stable id (cited as evidence); shared, not copied,
+    /// by the answers and evidence that cite it.
+    pub reading_id: Arc<str>,
     /// When it was measured (UTC).
     pub measured_at: DateTime<Utc>,
     /// Value in the metric's canonical unit.
@@ -136,8 +138,8 @@ impl MemoryHistory {
         if series.iter().any(|p| p.reading_id == point.reading_id) {
             return;
         }
-        let key = (point.measured_at, point.reading_id.clone());
-        let pos = series.partition_point(|p| (p.measured_at, p.reading_id.clone()) <= key);
+        let key = (point.measured_at, &*point.reading_id);
+        let pos = series.partition_point(|p| (p.measured_at, &*p.reading_id) <= key);
         series.insert(pos, point);
     }
 

@@ -1,5 +1,7 @@
 //! What the gateway hands the engine: the patient and the new readings.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use device_profiles::Metric;
 use serde::{Deserialize, Serialize};
@@ -42,7 +44,7 @@ pub struct NewReading {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
     /// Reading id.
-    pub reading_id: String,
+    pub reading_id: Arc<str>,
     /// Metric.
     pub metric: Metric,
     /// Value in the canonical unit.

@@ -271,7 +271,7 @@ pub fn replay_with(
                 &pid,
                 r.metric,
                 Point {
-                    reading_id: r.id.clone(),
+                    reading_id: r.id.as_str().into(),
                     measured_at: r.measured_at,
                     value: r.value,
                 },

@@ -15,7 +15,8 @@ use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::sources::mqtt::{MqttError, MqttSource};
 use crate::store::writer::{Writer, WriterConfig};
-use crate::store::{Store, StoreError};
+use crate::store::{now_ms, registry, Store, StoreError};
+use rusqlite::Transaction;
 
 /// Start-up failures.
 #[derive(Debug, thiserror::Error)]
@@ -104,25 +105,42 @@ pub fn apply_config_devices(
     config: &Config,
     pipeline: &Pipeline,
 ) -> Result<(), StoreError> {
+    let tx = store.transaction()?;
+    config_devices_in(&tx, config, pipeline)?;
+    Ok(tx.commit()?)
+}
+
+/// [`apply_config_devices`] inside the caller's transaction.
+fn config_devices_in(
+    tx: &Transaction<'_>,
+    config: &Config,
+    pipeline: &Pipeline,
+) -> Result<(), StoreError> {
+    let decode = |q: &_| pipeline.reprocess(q);
     for d in &config.devices {
-        let existing = store.device(&d.id)?;
+        let existing = registry::device(tx, &d.id)?;
         if existing.as_ref().is_some_and(|e| e.origin != "config") {
             continue;
         }
         if existing.as_ref().and_then(|e| e.patient_id.as_deref()) == Some(d.patient.as_str()) {
             continue;
         }
-        store.assign_device(&d.id, &d.patient, "config", |q| pipeline.reprocess(q))?;
+        registry::assign_in(tx, &d.id, &d.patient, "config", now_ms(), &decode)?;
     }
     Ok(())
 }
 
 /// Opens the store and writes what a run starts with (config devices,
 /// patients and endpoints, the run's row); returns the store and the run id.
+/// The devices and patients go in one transaction: a program hub's config
+/// lists thousands, and a transaction (an `fsync`) each made a start take
+/// seconds.
 pub fn prepare_store(config: &Config, pipeline: &Pipeline) -> Result<(Store, i64), RunError> {
     let mut store = Store::open(&config.store.path)?;
-    apply_config_devices(&mut store, config, pipeline)?;
-    crate::rules::apply_config_patients(&mut store, &config.patients)?;
+    let tx = store.transaction()?;
+    config_devices_in(&tx, config, pipeline)?;
+    crate::rules::apply_config_patients(&tx, &config.patients)?;
+    tx.commit().map_err(StoreError::from)?;
     crate::delivery::apply_config_endpoints(&mut store, &config.delivery, &config.webhooks)?;
     let run_id = store.start_run()?;
     Ok((store, run_id))
@@ -667,26 +685,32 @@ fn ble_source(
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on SIGINT or SIGTERM. Call it inside the runtime: the
+/// handlers are installed by the call, not when the future is first polled,
+/// so a signal that arrives while the gateway starts (before the supervisor
+/// waits for it) stops it gracefully instead of killing it.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
+        use tokio::signal::unix::{signal, SignalKind};
+        let handlers =
+            signal(SignalKind::interrupt()).and_then(|i| Ok((i, signal(SignalKind::terminate())?)));
+        async move {
+            match handlers {
+                Ok((mut int, mut term)) => tokio::select! {
+                    _ = int.recv() => {},
+                    _ = term.recv() => {},
+                },
                 Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+                    let _ = tokio::signal::ctrl_c().await;
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// Opens the store named in a config file (CLI commands).

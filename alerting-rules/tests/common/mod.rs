@@ -105,7 +105,7 @@ impl Sim {
                 &self.patient.id,
                 r.metric,
                 Point {
-                    reading_id: r.id.clone(),
+                    reading_id: r.id.as_str().into(),
                     measured_at: r.measured_at,
                     value: r.value,
                 },

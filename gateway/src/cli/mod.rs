@@ -176,7 +176,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run => {
             crate::telemetry::init(&config.log);
-            rt()?.block_on(runtime::run(config, runtime::shutdown_signal()))?;
+            rt()?.block_on(async { runtime::run(config, runtime::shutdown_signal()).await })?;
         }
         Command::CheckConfig => {
             let profiles = match config.profile_set() {

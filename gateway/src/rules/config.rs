@@ -29,7 +29,8 @@ pub struct RulesConfig {
     /// still uploading: missing-data rules do not fire for them yet.
     #[serde(with = "humantime_serde")]
     pub settle: Duration,
-    /// Most readings evaluated per transaction.
+    /// Readings evaluated per transaction (up to 8 × as many while
+    /// catching up with a backlog).
     pub batch_readings: usize,
     /// What "now" is for the rules: the wall clock (live monitoring), or
     /// the data (replays, demos and tests only; see [`RulesClock::Data`]).

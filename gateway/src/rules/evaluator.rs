@@ -59,11 +59,15 @@ use crate::store::alerts::{self, ms};
 use crate::store::history::SqliteHistory;
 use crate::store::{set_cursor, Store};
 
+/// How many times `batch_readings` a batch grows to while catching up.
+pub const CATCH_UP_BATCHES: usize = 8;
+
 /// Evaluator settings.
 #[derive(Debug, Clone, Copy)]
 pub struct EvaluatorConfig {
-    /// Most readings per transaction (the ingest writer waits while the
-    /// evaluator holds the write lock, so keep transactions short).
+    /// Readings per transaction; up to [`CATCH_UP_BATCHES`] times as many
+    /// while catching up (the ingest writer waits while the evaluator holds
+    /// the write lock, so keep transactions short).
     pub batch_readings: usize,
     /// Most patients per missing-data transaction.
     pub patients_per_tick: usize,
@@ -256,13 +260,26 @@ impl Evaluator {
 
     /// Evaluates every committed reading after the cursor, batch by batch,
     /// each at "now" on the configured clock, read inside its transaction.
+    ///
+    /// Behind a backlog the batches grow (doubling, up to
+    /// [`CATCH_UP_BATCHES`] × `batch_readings`): the outcome of each waits
+    /// for its turn at the write lock behind the ingest writer's group
+    /// commit, so a batch of fixed size falls further behind with every
+    /// turn. Caught up, they are `batch_readings` again.
     pub fn catch_up(&mut self) -> Result<Report, RulesError> {
         let mut total = Report::default();
+        let base = self.cfg.batch_readings.max(1);
+        let mut limit = base;
         loop {
-            let r = self.run_step(None)?;
+            let r = self.run_step(None, limit)?;
             if r.readings == 0 {
                 return Ok(total);
             }
+            limit = if r.readings >= limit {
+                (limit * 2).min(base * CATCH_UP_BATCHES)
+            } else {
+                base
+            };
             total.merge(r);
         }
     }
@@ -271,7 +288,7 @@ impl Evaluator {
     /// `now` and commits its outcome. Returns what it did (0 readings:
     /// caught up).
     pub fn step(&mut self, now: DateTime<Utc>) -> Result<Report, RulesError> {
-        self.run_step(Some(now))
+        self.run_step(Some(now), self.cfg.batch_readings.max(1))
     }
 
     /// One batch at `at`, or at "now" on the configured clock.
@@ -287,9 +304,8 @@ impl Evaluator {
     /// On the wall clock "now" is also never earlier than the receipt of
     /// any reading in the batch (a clock stepped back by NTP does not make
     /// an alert precede its evidence).
-    fn run_step(&mut self, at: Option<DateTime<Utc>>) -> Result<Report, RulesError> {
+    fn run_step(&mut self, at: Option<DateTime<Utc>>, batch: usize) -> Result<Report, RulesError> {
         let engine = self.engine.clone();
-        let batch = self.cfg.batch_readings.max(1);
         let wall = self.clock.counts_downtime();
         let snap = self.store.snapshot()?;
         let inputs = alerts::rule_input_version(&snap)?;
@@ -329,7 +345,7 @@ impl Evaluator {
                     &g.patient_id,
                     r.metric,
                     Point {
-                        reading_id: r.id.clone(),
+                        reading_id: r.id.as_str().into(),
                         measured_at: r.measured_at,
                         value: r.value,
                     },
@@ -598,7 +614,9 @@ fn evaluate(
                 return Err(e.into());
             }
             ctx.watermark = eval.watermark;
-            for t in eval.transitions {
+            for mut t in eval.transitions {
+                let prev = ctx.states.get(&t.rule_id);
+                persist::shed(&mut t, prev);
                 ctx.states.insert(t.rule_id.clone(), t.state.clone());
                 transitions.push((t, g.group_id.clone()));
             }

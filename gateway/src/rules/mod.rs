@@ -46,7 +46,7 @@ use std::path::Path;
 
 use alerting_rules::{Engine, EngineConfig, LoadErrors, RuleSet};
 
-use crate::store::{patients, Store, StoreError};
+use crate::store::{patients, StoreError};
 use config::RulesConfig;
 
 /// Name of the evaluator's durable cursor in `cursors`.
@@ -95,13 +95,14 @@ pub fn engine_config(cfg: &RulesConfig) -> EngineConfig {
 
 /// Applies the config's `[[patients]]`. A patient changed at run time (CLI,
 /// API) keeps those changes: config only creates patients the store does
-/// not know, and updates those it created itself.
-pub fn apply_config_patients(
-    store: &mut Store,
-    patients: &[config::PatientEnrolment],
+/// not know, and updates those it created itself. Runs inside the caller's
+/// transaction (one for all of them at start).
+pub(crate) fn apply_config_patients(
+    conn: &rusqlite::Connection,
+    enrolments: &[config::PatientEnrolment],
 ) -> Result<(), StoreError> {
-    for p in patients {
-        let existing = store.patient(&p.id)?;
+    for p in enrolments {
+        let existing = patients::get(conn, &p.id)?;
         if existing.as_ref().is_some_and(|e| e.origin != "config") {
             continue;
         }
@@ -120,7 +121,7 @@ pub fn apply_config_patients(
                 && e.monitoring_start == start
         });
         if !same {
-            store.upsert_patient(&p.id, "config", &change)?;
+            patients::upsert(conn, &p.id, "config", &change)?;
         }
     }
     Ok(())

@@ -164,7 +164,7 @@ pub(crate) fn not_before_history(
 pub(crate) fn evidence(e: &[Evidence]) -> Vec<EvidenceReading> {
     e.iter()
         .map(|e| EvidenceReading {
-            reading_id: e.reading_id.clone(),
+            reading_id: e.reading_id.to_string(),
             metric: e.metric.name().to_string(),
             value: e.value,
             unit: e.metric.canonical_unit().to_string(),
@@ -190,6 +190,21 @@ pub(crate) struct Applied {
     pub kind: TransitionKind,
     /// An outbox event was written.
     pub notified: bool,
+}
+
+/// Drops what [`apply`] will not read of `t`, given the state before it:
+/// leaves, evidence and limits go only into an alert row or a history row,
+/// and a change-nothing transition writes one only when it turns flapping
+/// on or off. Most evaluations change nothing, and a batch holds its
+/// transitions until it commits (up to 20 evidence readings for each rule
+/// of each reading).
+pub(crate) fn shed(t: &mut Transition, prev: Option<&AlertState>) {
+    let flapping_changes = prev.is_some_and(|s| s.flapping) != t.flapping;
+    if t.kind == TransitionKind::NoChange && !flapping_changes {
+        t.leaves = Vec::new();
+        t.evidence = Vec::new();
+        t.limits = BTreeMap::new();
+    }
 }
 
 /// Persists one transition. `trigger` identifies what caused it (the

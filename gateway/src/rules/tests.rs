@@ -521,7 +521,7 @@ fn config_patients_do_not_undo_run_time_changes() {
     let text = "[[patients]]\nid = \"p1\"\ncare_plans = [\"hypertension\"]\n[[patients]]\nid = \"p2\"\ncare_plans = [\"diabetes\"]\n";
     let config = crate::config::Config::from_toml(text, std::path::Path::new("")).unwrap();
     let mut w = World::new();
-    super::apply_config_patients(w.ev.store(), &config.patients).unwrap();
+    super::apply_config_patients(w.ev.store().conn(), &config.patients).unwrap();
     // A run-time change to p1 (the CLI marks it `cli`).
     w.enrol("p1", &["heart-failure"]);
     w.ev.store()
@@ -531,7 +531,7 @@ fn config_patients_do_not_undo_run_time_changes() {
             [],
         )
         .unwrap();
-    super::apply_config_patients(w.ev.store(), &config.patients).unwrap();
+    super::apply_config_patients(w.ev.store().conn(), &config.patients).unwrap();
     let p1 = w.ev.store().patient("p1").unwrap().unwrap();
     assert_eq!(p1.care_plans, ["heart-failure"]);
     let p2 = w.ev.store().patient("p2").unwrap().unwrap();

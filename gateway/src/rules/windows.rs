@@ -74,7 +74,7 @@ const NOTHING: DateTime<Utc> = DateTime::<Utc>::MAX_UTC;
 const ALL: DateTime<Utc> = DateTime::<Utc>::MIN_UTC;
 
 fn key(p: &Point) -> (DateTime<Utc>, &str) {
-    (p.measured_at, p.reading_id.as_str())
+    (p.measured_at, &p.reading_id)
 }
 
 impl Series {
@@ -646,7 +646,7 @@ mod tests {
                     let at = t0() + TimeDelta::hours(*h);
                     ats.push(at);
                     windows.fold(PATIENTS[*p], METRICS[*m], Point {
-                        reading_id: format!("r{:04}", first + j),
+                        reading_id: format!("r{:04}", first + j).into(),
                         measured_at: at,
                         value: (first + j) as f64,
                     });

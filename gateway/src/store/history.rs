@@ -131,7 +131,7 @@ impl<'c> SqliteHistory<'c> {
         let r = self.with_stmt(&sql, |q| {
             q.query_map(p, |r| {
                 Ok(Point {
-                    reading_id: r.get(0)?,
+                    reading_id: r.get_ref(0)?.as_str()?.into(),
                     measured_at: t(r.get(1)?),
                     value: r.get(2)?,
                 })

@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use device_profiles::{ReadingGroup, Reject, Source};
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 
 use super::{insert_group, now_ms, Store, StoreError};
@@ -272,14 +272,7 @@ impl Store {
 
     /// One device.
     pub fn device(&self, device_id: &str) -> Result<Option<Device>, StoreError> {
-        Ok(self
-            .conn
-            .query_row(
-                &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = ?1"),
-                [device_id],
-                device_row,
-            )
-            .optional()?)
+        device(&self.conn, device_id)
     }
 }
 
@@ -381,8 +374,19 @@ pub enum ReprocessResult {
     },
 }
 
+/// One device, on any connection (inside a transaction: pass `&tx`).
+pub fn device(conn: &Connection, device_id: &str) -> Result<Option<Device>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = ?1"),
+            [device_id],
+            device_row,
+        )
+        .optional()?)
+}
+
 /// [`Store::assign_device`] inside the caller's transaction.
-pub(super) fn assign_in(
+pub fn assign_in(
     tx: &Transaction<'_>,
     device_id: &str,
     patient_id: &str,

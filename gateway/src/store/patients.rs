@@ -89,13 +89,14 @@ const COLUMNS: &str =
     "patient_id, care_plans, overrides, care_team, enrolled_at, updated_at, origin, time_zone, monitoring_start";
 
 /// Reads one patient (usable inside a transaction: pass `&tx`).
+/// The statement stays prepared on the connection: the rule stage reads
+/// every patient of each batch, and a hub's start every configured one.
 pub fn get(conn: &Connection, patient_id: &str) -> Result<Option<PatientRecord>, StoreError> {
     Ok(conn
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM patients WHERE patient_id = ?1"),
-            [patient_id],
-            row,
-        )
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM patients WHERE patient_id = ?1"
+        ))?
+        .query_row([patient_id], row)
         .optional()?)
 }
 

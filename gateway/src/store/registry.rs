@@ -377,11 +377,10 @@ pub enum ReprocessResult {
 /// One device, on any connection (inside a transaction: pass `&tx`).
 pub fn device(conn: &Connection, device_id: &str) -> Result<Option<Device>, StoreError> {
     Ok(conn
-        .query_row(
-            &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = ?1"),
-            [device_id],
-            device_row,
-        )
+        .prepare_cached(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = ?1"
+        ))?
+        .query_row([device_id], device_row)
         .optional()?)
 }
 

@@ -206,6 +206,23 @@ struct Ahead {
     newest: i64,
 }
 
+impl Ahead {
+    /// Reads and encodes the batch after `after`, with the newest sequence
+    /// (for the backlog gauge).
+    fn read<S: Sink>(
+        store: &Store,
+        sink: &S,
+        after: i64,
+        limit: usize,
+    ) -> Result<Ahead, StoreError> {
+        Ok(Ahead {
+            after,
+            batch: read_batch(store, sink, after, limit)?,
+            newest: crate::store::queries::newest_seq(store.conn())?,
+        })
+    }
+}
+
 /// What a store job gives back: the batches it could not commit (to try
 /// again) with the error, and the batch read ahead.
 struct JobResult {
@@ -265,15 +282,7 @@ impl<S: Sink> Forwarder<S> {
             } else {
                 save::<S>(&mut store, &unsaved).map_err(|e| (unsaved, e))
             };
-            let ahead = read_after.map(|after| {
-                let batch = read_batch(&store, &*sink, after, batch_size)?;
-                let newest = crate::store::queries::newest_seq(store.conn())?;
-                Ok(Ahead {
-                    after,
-                    batch,
-                    newest,
-                })
-            });
+            let ahead = read_after.map(|after| Ahead::read(&store, &*sink, after, batch_size));
             (store, JobResult { unsaved, ahead })
         }))
     }
@@ -391,13 +400,7 @@ impl<S: Sink> Forwarder<S> {
                 let sink = self.sink.clone();
                 self.with_store(move |s| {
                     let after = s.cursor(S::CURSOR)?;
-                    let batch = read_batch(s, &*sink, after, batch_size)?;
-                    let newest = crate::store::queries::newest_seq(s.conn())?;
-                    Ok(Ahead {
-                        after,
-                        batch,
-                        newest,
-                    })
+                    Ahead::read(s, &*sink, after, batch_size)
                 })
                 .await?
             }

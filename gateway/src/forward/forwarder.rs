@@ -46,11 +46,10 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::line::{self, EncodeError};
+use super::line;
 use super::sink::{InfluxSink, WriteError};
 use crate::fault::{Fault, FaultPoint};
 use crate::metrics::Metrics;
-use crate::store::queries::StoredReading;
 use crate::store::{now_ms, set_cursor, Store, StoreError};
 
 /// The first retry of a refused or failed batch waits about this long.
@@ -89,9 +88,16 @@ pub trait Sink: Send + Sync + 'static {
     const NAME: &'static str;
     /// The sink's cursor in the `cursors` table.
     const CURSOR: &'static str;
-    /// Appends the wire form of `r` to `out`; an error is the reason it
-    /// cannot be sent (the reading is quarantined, never sent).
-    fn encode(&self, r: &StoredReading, out: &mut String) -> Result<(), String>;
+    /// Reads up to `limit` readings committed after `after`, in commit
+    /// order, and adds each one's wire form to `batch` ([`Encoded::add`]),
+    /// reading of each only what that form needs.
+    fn read(
+        &self,
+        store: &Store,
+        after: i64,
+        limit: usize,
+        batch: &mut Encoded,
+    ) -> Result<(), StoreError>;
     /// Sends encoded readings (concatenated) in one request.
     fn write(&self, body: String) -> impl Future<Output = Result<(), WriteError>> + Send;
 }
@@ -99,8 +105,18 @@ pub trait Sink: Send + Sync + 'static {
 impl Sink for InfluxSink {
     const NAME: &'static str = "influxdb";
     const CURSOR: &'static str = CURSOR;
-    fn encode(&self, r: &StoredReading, out: &mut String) -> Result<(), String> {
-        line::encode(r, out).map_err(|e| encode_detail(&e))
+    fn read(
+        &self,
+        store: &Store,
+        after: i64,
+        limit: usize,
+        batch: &mut Encoded,
+    ) -> Result<(), StoreError> {
+        store.each_point_after(after, limit, |p| {
+            batch.add(p.seq, |out| {
+                line::encode(&p, out).map_err(|e| format!("not sent: {e}"))
+            })
+        })
     }
     fn write(&self, body: String) -> impl Future<Output = Result<(), WriteError>> + Send {
         InfluxSink::write(self, body)
@@ -146,11 +162,11 @@ struct Rejected {
 /// A batch as the sink sees it, read and encoded in one pass on the store's
 /// thread: only its lines are held while it waits and while it is in
 /// flight, never its rows (about three times larger).
-struct Encoded {
+pub struct Encoded {
     /// Sequence of the last reading read (the cursor past the batch).
     last: i64,
     /// The encoded lines, and the sequence of the reading each encodes.
-    lines: Vec<String>,
+    lines: Lines,
     seqs: Vec<i64>,
     /// Readings the encoder refused.
     refused: Vec<Rejected>,
@@ -160,6 +176,77 @@ impl Encoded {
     /// Readings read.
     fn len(&self) -> usize {
         self.lines.len() + self.refused.len()
+    }
+
+    /// Adds the reading `seq` as `encode` writes it; an error is the reason
+    /// it cannot be sent (it is quarantined, never sent).
+    pub fn add(&mut self, seq: i64, encode: impl FnOnce(&mut String) -> Result<(), String>) {
+        self.last = seq;
+        match self.lines.push(encode) {
+            Ok(()) => self.seqs.push(seq),
+            // The reading itself is read back for the quarantine record.
+            Err(detail) => self.refused.push(Rejected {
+                seq,
+                ids: None,
+                payload: String::new(),
+                detail,
+            }),
+        }
+    }
+}
+
+/// Encoded lines in one buffer (a batch is sent as one body, mostly whole:
+/// no allocation a line, no copy to join them).
+#[derive(Default)]
+struct Lines {
+    text: String,
+    /// Where each line ends in `text` (after its `\n`).
+    ends: Vec<usize>,
+}
+
+impl Lines {
+    fn with_capacity(lines: usize) -> Self {
+        Lines {
+            text: String::with_capacity(lines * 160),
+            ends: Vec::with_capacity(lines),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Appends one line with `encode`; on error nothing is kept.
+    fn push<E>(&mut self, encode: impl FnOnce(&mut String) -> Result<(), E>) -> Result<(), E> {
+        let start = self.text.len();
+        match encode(&mut self.text) {
+            Ok(()) => {
+                self.ends.push(self.text.len());
+                Ok(())
+            }
+            Err(e) => {
+                self.text.truncate(start);
+                Err(e)
+            }
+        }
+    }
+
+    /// Lines `range`, concatenated.
+    fn slice(&self, range: Range<usize>) -> &str {
+        let start = match range.start {
+            0 => 0,
+            i => self.ends[i - 1],
+        };
+        let end = match range.end {
+            0 => 0,
+            i => self.ends[i - 1],
+        };
+        &self.text[start..end.max(start)]
+    }
+
+    /// Line `i`, with its `\n`.
+    fn line(&self, i: usize) -> &str {
+        self.slice(i..i + 1)
     }
 }
 
@@ -172,30 +259,18 @@ fn read_batch<S: Sink>(
 ) -> Result<Encoded, StoreError> {
     let mut b = Encoded {
         last: after,
-        lines: Vec::with_capacity(limit),
+        lines: Lines::with_capacity(limit),
         seqs: Vec::with_capacity(limit),
         refused: Vec::new(),
     };
-    store.each_reading_after(after, limit, |r| {
-        b.last = r.seq;
-        let mut l = String::with_capacity(160);
-        match sink.encode(&r, &mut l) {
-            Ok(()) => {
-                b.lines.push(l);
-                b.seqs.push(r.seq);
-            }
-            Err(detail) => {
-                // Not encodable: keep the reading itself.
-                let payload = serde_json::to_string(&r).unwrap_or_default();
-                b.refused.push(Rejected {
-                    seq: r.seq,
-                    ids: Some((r.reading_id, r.device_id)),
-                    payload,
-                    detail,
-                });
-            }
+    sink.read(store, after, limit, &mut b)?;
+    // Refused by the encoder (rare): the quarantine keeps the reading itself.
+    for r in &mut b.refused {
+        if let Some(reading) = store.reading_by_seq(r.seq)? {
+            r.payload = serde_json::to_string(&reading).unwrap_or_default();
+            r.ids = Some((reading.reading_id, reading.device_id));
         }
-    })?;
+    }
     Ok(b)
 }
 
@@ -455,7 +530,7 @@ impl<S: Sink> Forwarder<S> {
         quarantine.extend(rejected.into_iter().map(|r| Rejected {
             seq: seqs[r.index],
             ids: None,
-            payload: lines[r.index].clone(),
+            payload: lines.line(r.index).to_string(),
             detail: r.detail,
         }));
         quarantine.sort_by_key(|r| r.seq);
@@ -471,7 +546,7 @@ impl<S: Sink> Forwarder<S> {
     /// refused ones. `None`: stopped while waiting for the server.
     async fn deliver(
         &mut self,
-        lines: &[String],
+        lines: &Lines,
         stop: &mut (impl Future<Output = ()> + Unpin),
     ) -> Option<Vec<Refused>> {
         let mut refused = Vec::new();
@@ -483,7 +558,7 @@ impl<S: Sink> Forwarder<S> {
             if range.is_empty() {
                 continue;
             }
-            let body = lines[range.clone()].concat();
+            let body = lines.slice(range.clone()).to_string();
             match self.sink.write(body).await {
                 Ok(()) => {
                     attempt = 0;
@@ -533,7 +608,7 @@ impl<S: Sink> Forwarder<S> {
                     // and send the rest again, else split in halves.
                     let named: Vec<usize> = range
                         .clone()
-                        .filter(|&i| message.contains(lines[i].trim_end()))
+                        .filter(|&i| message.contains(lines.line(i).trim_end()))
                         .collect();
                     if let [i] = named[..] {
                         refused.push(Refused { index: i, detail });
@@ -584,10 +659,6 @@ async fn poll_once(stop: &mut (impl Future<Output = ()> + Unpin)) -> bool {
         _ = stop => true,
         _ = std::future::ready(()) => false,
     }
-}
-
-fn encode_detail(e: &EncodeError) -> String {
-    format!("not sent: {e}")
 }
 
 /// Points accepted and quarantined in these batches.

@@ -20,7 +20,7 @@
 
 use std::fmt::Write as _;
 
-use crate::store::queries::StoredReading;
+use crate::store::queries::PointRef;
 
 /// Why a reading cannot be written as line protocol (it is quarantined).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -84,13 +84,13 @@ pub fn annotation_key(name: &str) -> String {
 
 /// Appends the reading as one line (with a trailing `\n`) to `out`. On
 /// error `out` is left as it was.
-pub fn encode(r: &StoredReading, out: &mut String) -> Result<(), EncodeError> {
+pub fn encode(r: &PointRef<'_>, out: &mut String) -> Result<(), EncodeError> {
     if !r.value.is_finite() {
         return Err(EncodeError::NotFinite);
     }
     let ts = r
         .measured_at
-        .timestamp_nanos_opt()
+        .checked_mul(1_000_000)
         .ok_or(EncodeError::TimeRange)?;
     let start = out.len();
     let result = write_line(r, ts, out);
@@ -100,16 +100,16 @@ pub fn encode(r: &StoredReading, out: &mut String) -> Result<(), EncodeError> {
     result
 }
 
-fn write_line(r: &StoredReading, ts: i64, out: &mut String) -> Result<(), EncodeError> {
-    escape(measurement(&r.metric), Kind::Measurement, out);
+fn write_line(r: &PointRef<'_>, ts: i64, out: &mut String) -> Result<(), EncodeError> {
+    escape(measurement(r.metric), Kind::Measurement, out);
     // Tags sorted by key, as InfluxDB prefers; an empty tag is left out
     // (line protocol has no empty tag values; absent means empty).
     for (key, value) in [
-        ("device_id", r.device_id.as_str()),
-        ("metric", r.metric.as_str()),
-        ("patient_id", r.patient_id.as_str()),
-        ("source", r.source.as_str()),
-        ("unit", r.unit.as_str()),
+        ("device_id", r.device_id),
+        ("metric", r.metric),
+        ("patient_id", r.patient_id),
+        ("source", r.source),
+        ("unit", r.unit),
     ] {
         if value.is_empty() {
             continue;
@@ -125,8 +125,11 @@ fn write_line(r: &StoredReading, ts: i64, out: &mut String) -> Result<(), Encode
     // Display of f64 is the shortest representation that round-trips, never
     // with an exponent, and without an `i` suffix it is a float.
     let _ = write!(out, "{}", r.value);
-    if let Some(map) = r.annotations.as_object() {
-        for (name, v) in map {
+    // Most readings have none: `{}` is not parsed.
+    if r.annotations != "{}" {
+        let map: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(r.annotations).unwrap_or_default();
+        for (name, v) in &map {
             let text = match v {
                 serde_json::Value::String(s) => s.clone(),
                 other => other.to_string(),
@@ -144,7 +147,7 @@ fn write_line(r: &StoredReading, ts: i64, out: &mut String) -> Result<(), Encode
 }
 
 fn check(s: &str, what: &'static str) -> Result<(), EncodeError> {
-    if s.contains(['\n', '\r']) {
+    if s.bytes().any(|b| b == b'\n' || b == b'\r') {
         Err(EncodeError::LineBreak(what))
     } else {
         Ok(())
@@ -155,9 +158,9 @@ fn check(s: &str, what: &'static str) -> Result<(), EncodeError> {
 /// unescapes only `\,`, `\=` and `\ ` in tags): refuses the values whose
 /// backslash would then escape the character after it.
 fn check_tag(s: &str, what: &'static str) -> Result<(), EncodeError> {
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\\' && matches!(chars.peek(), None | Some(',' | '=' | ' ')) {
+    let bytes = s.as_bytes();
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'\\' && matches!(bytes.get(i + 1), None | Some(b',' | b'=' | b' ')) {
             return Err(EncodeError::TagBackslash(what));
         }
     }
@@ -180,24 +183,46 @@ enum Kind {
 /// tag value that a backslash would break is refused by [`check_tag`]; the
 /// measurement and field keys are the gateway's own, without backslashes).
 fn escape(s: &str, kind: Kind, out: &mut String) {
-    for c in s.chars() {
-        let special = match kind {
-            Kind::Measurement => matches!(c, ',' | ' '),
-            Kind::Key => matches!(c, ',' | '=' | ' '),
-            Kind::StringField => matches!(c, '"' | '\\'),
-        };
-        if special {
-            out.push('\\');
-        }
-        out.push(c);
+    // Every special character is ASCII: most values have none and are
+    // copied whole.
+    let special = |c: u8| match kind {
+        Kind::Measurement => matches!(c, b',' | b' '),
+        Kind::Key => matches!(c, b',' | b'=' | b' '),
+        Kind::StringField => matches!(c, b'"' | b'\\'),
+    };
+    let mut rest = s;
+    while let Some(i) = rest.bytes().position(special) {
+        out.push_str(&rest[..i]);
+        out.push('\\');
+        out.push_str(&rest[i..i + 1]);
+        rest = &rest[i + 1..];
     }
+    out.push_str(rest);
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::store::queries::StoredReading;
     use chrono::{TimeZone, Utc};
     use proptest::prelude::*;
+
+    /// [`encode`] of an owned reading, through its borrowed point.
+    fn encode_stored(r: &StoredReading, out: &mut String) -> Result<(), EncodeError> {
+        let annotations = r.annotations.to_string();
+        let point = PointRef {
+            seq: r.seq,
+            patient_id: &r.patient_id,
+            device_id: &r.device_id,
+            metric: &r.metric,
+            value: r.value,
+            unit: &r.unit,
+            measured_at: r.measured_at.timestamp_millis(),
+            source: &r.source,
+            annotations: &annotations,
+        };
+        encode(&point, out)
+    }
 
     pub fn reading(device: &str, patient: &str, value: f64) -> StoredReading {
         StoredReading {
@@ -226,7 +251,7 @@ pub(crate) mod tests {
         let mut r = reading("cuff 1", "p,1", 120.0);
         r.annotations = serde_json::json!({"ihb": "true", "value": "x", "note": "say \"hi\""});
         let mut out = String::new();
-        encode(&r, &mut out).unwrap();
+        encode_stored(&r, &mut out).unwrap();
         assert_eq!(
             out,
             "rpm_blood_pressure,device_id=cuff\\ 1,metric=systolic,patient_id=p\\,1,source=mqtt,unit=mm[Hg] \
@@ -246,14 +271,41 @@ pub(crate) mod tests {
     fn unencodable_readings_are_errors_and_leave_the_buffer() {
         let mut out = String::from("before\n");
         assert_eq!(
-            encode(&reading("d\n", "p", 1.0), &mut out),
+            encode_stored(&reading("d\n", "p", 1.0), &mut out),
             Err(EncodeError::LineBreak("device_id"))
         );
         assert_eq!(
-            encode(&reading("d", "p", f64::NAN), &mut out),
+            encode_stored(&reading("d", "p", f64::NAN), &mut out),
             Err(EncodeError::NotFinite)
         );
         assert_eq!(out, "before\n");
+    }
+
+    /// Stored annotations that are not a JSON object add no fields.
+    #[test]
+    fn annotations_that_are_not_an_object_add_no_fields() {
+        let r = reading("d", "p", 1.0);
+        let mut borrowed_out = String::new();
+        encode_stored(&r, &mut borrowed_out).unwrap();
+        for text in ["[]", "null", "not json"] {
+            let mut out = String::new();
+            let ann = text.to_string();
+            let mut v = PointRef {
+                seq: 1,
+                patient_id: "p",
+                device_id: "d",
+                metric: "systolic",
+                value: 1.0,
+                unit: "mm[Hg]",
+                measured_at: 1_769_845_330_123,
+                source: "mqtt",
+                annotations: &ann,
+            };
+            encode(&v, &mut out).unwrap();
+            assert_eq!(out, borrowed_out, "{text}");
+            v.measured_at = i64::MAX / 1000;
+            assert_eq!(encode(&v, &mut out), Err(EncodeError::TimeRange));
+        }
     }
 
     /// Splits `s` at unescaped `sep`s (outside double quotes when `quotes`).
@@ -303,14 +355,14 @@ pub(crate) mod tests {
     #[test]
     fn tag_backslashes_are_kept_as_influxdb_reads_them() {
         let mut out = String::new();
-        encode(&reading("cuff\\1", "p\\\\2", 1.0), &mut out).unwrap();
+        encode_stored(&reading("cuff\\1", "p\\\\2", 1.0), &mut out).unwrap();
         assert!(
             out.contains("device_id=cuff\\1,") && out.contains("patient_id=p\\\\2,"),
             "{out}"
         );
         for bad in ["p\\", "p\\,1", "p\\ 1", "p\\=1"] {
             assert_eq!(
-                encode(&reading("d", bad, 1.0), &mut out),
+                encode_stored(&reading("d", bad, 1.0), &mut out),
                 Err(EncodeError::TagBackslash("patient_id")),
                 "{bad}"
             );
@@ -333,10 +385,10 @@ pub(crate) mod tests {
             let mut line = String::new();
             let tag_backslash = |t: &str| t.contains("\\,") || t.contains("\\=") || t.contains("\\ ") || t.ends_with('\\');
             if tag_backslash(&device) || tag_backslash(&patient) {
-                prop_assert!(matches!(encode(&r, &mut line), Err(EncodeError::TagBackslash(_))));
+                prop_assert!(matches!(encode_stored(&r, &mut line), Err(EncodeError::TagBackslash(_))));
                 return Ok(());
             }
-            encode(&r, &mut line).unwrap();
+            encode_stored(&r, &mut line).unwrap();
             let line = line.strip_suffix('\n').unwrap();
             prop_assert!(!line.contains('\n'));
             // Quotes are literal in the series section, string delimiters

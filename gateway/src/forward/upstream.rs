@@ -29,10 +29,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::forwarder::Sink;
+use super::forwarder::{Encoded, Sink};
 use super::sink::WriteError;
 use crate::metrics::Metrics;
 use crate::store::queries::StoredReading;
+use crate::store::{Store, StoreError};
 
 /// The hub's intake route, under the hub's API base URL.
 pub const PATH: &str = "/api/v1/upstream/readings";
@@ -396,12 +397,22 @@ pub fn classify_status(status: u16, body: &str) -> WriteError {
 impl Sink for UpstreamSink {
     const NAME: &'static str = "upstream";
     const CURSOR: &'static str = CURSOR;
-    fn encode(&self, r: &StoredReading, out: &mut String) -> Result<(), String> {
-        let line = serde_json::to_string(&UpstreamReading::from(r))
-            .map_err(|e| format!("not sent: {e}"))?;
-        out.push_str(&line);
-        out.push('\n');
-        Ok(())
+    fn read(
+        &self,
+        store: &Store,
+        after: i64,
+        limit: usize,
+        batch: &mut Encoded,
+    ) -> Result<(), StoreError> {
+        store.each_reading_after(after, limit, |r| {
+            batch.add(r.seq, |out| {
+                let line = serde_json::to_string(&UpstreamReading::from(&r))
+                    .map_err(|e| format!("not sent: {e}"))?;
+                out.push_str(&line);
+                out.push('\n');
+                Ok(())
+            })
+        })
     }
     fn write(
         &self,

@@ -376,15 +376,23 @@ fn a_rejected_point_is_quarantined_and_the_batch_proceeds() {
         Answer::no_content()
     });
     let mut gw = filled(dir.path(), &rec.url(), "batch_size = 100", 300);
+    // A tag ending in a backslash cannot be written: refused by the encoder.
+    rusqlite::Connection::open(&gw.db)
+        .unwrap()
+        .execute(
+            "UPDATE readings SET patient_id = 'p-5\\' WHERE device_id = 'd-5'",
+            [],
+        )
+        .unwrap();
     drain(&mut gw, &[]);
     std::thread::sleep(Duration::from_millis(500));
     gw.stop();
 
     let accepted = rec.accepted_lines();
-    assert_eq!(accepted.len(), 300 - 2);
-    assert!(!accepted
-        .iter()
-        .any(|l| l.contains("device_id=d-17,") || l.contains("device_id=d-42,")));
+    assert_eq!(accepted.len(), 300 - 3);
+    assert!(!accepted.iter().any(|l| l.contains("device_id=d-17,")
+        || l.contains("device_id=d-42,")
+        || l.contains("device_id=d-5,")));
     let unique: std::collections::BTreeSet<_> = accepted.iter().collect();
     assert_eq!(
         unique.len(),
@@ -410,7 +418,21 @@ fn a_rejected_point_is_quarantined_and_the_batch_proceeds() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    // The encoder's refusal keeps the reading itself, as JSON.
+    let (source, _, device, reason, detail, payload) = &rows[2];
+    assert_eq!(
+        (source.as_str(), device.as_str(), reason.as_str()),
+        ("influxdb", "d-5", "rejected_by_sink")
+    );
+    assert!(
+        detail.starts_with("not sent: ") && detail.contains("backslash"),
+        "{detail}"
+    );
+    let reading: serde_json::Value = serde_json::from_str(payload).unwrap();
+    assert_eq!(reading["device_id"], "d-5");
+    assert_eq!(reading["patient_id"], "p-5\\");
+    assert!(reading["reading_id"].is_string(), "{payload}");
     for (row, device, message) in [
         (&rows[0], "d-17", "unable to parse"),
         (&rows[1], "d-42", "field type conflict"),

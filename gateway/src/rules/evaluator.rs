@@ -38,6 +38,7 @@
 //! says so. Fault points for the end-to-end tests:
 //! `RPM_FAULT_INJECT=abort-before-rules-commit | abort-after-rules-commit`.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -600,7 +601,10 @@ fn evaluate(
         let mut loaded = persist::load_patient(conn, pid)?;
         loaded.follow_up = b.follow_up.clone();
         let mut ctx = loaded.clone();
-        let mut transitions = Vec::new();
+        let mut transitions: Vec<(Transition, String)> = Vec::new();
+        // Per rule, where its latest transition is when that one carries
+        // only the rule's next state (see `persist::shed`).
+        let mut state_only: HashMap<String, usize> = HashMap::new();
         while let Some(g) = b.groups.get(i).filter(|g| g.patient_id == *pid) {
             let eval = engine.evaluate(&Input {
                 patient: &ctx.patient,
@@ -616,9 +620,24 @@ fn evaluate(
             ctx.watermark = eval.watermark;
             for mut t in eval.transitions {
                 let prev = ctx.states.get(&t.rule_id);
-                persist::shed(&mut t, prev);
+                let only = persist::shed(&mut t, prev);
                 ctx.states.insert(t.rule_id.clone(), t.state.clone());
-                transitions.push((t, g.group_id.clone()));
+                // Of a run of such transitions of one rule only the last
+                // counts: each would overwrite the state the one before it
+                // saved, in the same transaction, and nothing else reads
+                // them. The last takes the first one's place (a rule's
+                // state row is independent of the other rules' writes).
+                match (only, state_only.get(&t.rule_id)) {
+                    (true, Some(&at)) => transitions[at] = (t, g.group_id.clone()),
+                    (true, None) => {
+                        state_only.insert(t.rule_id.clone(), transitions.len());
+                        transitions.push((t, g.group_id.clone()));
+                    }
+                    (false, _) => {
+                        state_only.remove(&t.rule_id);
+                        transitions.push((t, g.group_id.clone()));
+                    }
+                }
             }
             i += 1;
         }
@@ -685,7 +704,7 @@ fn missing_for(
 /// commit order).
 fn group(rows: Vec<Row>) -> Vec<Group> {
     let mut groups: Vec<Group> = Vec::new();
-    let mut index = std::collections::HashMap::new();
+    let mut index = HashMap::new();
     for r in rows {
         let Ok(metric) = r.metric.parse::<Metric>() else {
             // Stored readings are canonical; an unknown name means a newer

@@ -197,14 +197,17 @@ pub(crate) struct Applied {
 /// and a change-nothing transition writes one only when it turns flapping
 /// on or off. Most evaluations change nothing, and a batch holds its
 /// transitions until it commits (up to 20 evidence readings for each rule
-/// of each reading).
-pub(crate) fn shed(t: &mut Transition, prev: Option<&AlertState>) {
+/// of each reading). Returns whether `t` now carries only the rule's next
+/// state: [`apply`] then saves that state and writes nothing else.
+pub(crate) fn shed(t: &mut Transition, prev: Option<&AlertState>) -> bool {
     let flapping_changes = prev.is_some_and(|s| s.flapping) != t.flapping;
-    if t.kind == TransitionKind::NoChange && !flapping_changes {
+    let state_only = t.kind == TransitionKind::NoChange && !flapping_changes;
+    if state_only {
         t.leaves = Vec::new();
         t.evidence = Vec::new();
         t.limits = BTreeMap::new();
     }
+    state_only
 }
 
 /// Persists one transition. `trigger` identifies what caused it (the

@@ -276,12 +276,15 @@ impl Engine {
                 .any(|r| r.received_at - r.measured_at > self.config.late_receipt);
         let watermark = Some(input.watermark.map_or(t, |w| w.max(t)));
         let mut transitions = Vec::new();
-        for rule in self.rules.rules_for(&input.patient.care_plans) {
+        for rule in self.rules.each_rule_for(&input.patient.care_plans) {
             if rule.is_missing() || input.patient.overrides.is_disabled(&rule.id) {
                 continue;
             }
-            let metrics = rule.condition.metrics();
-            if !input.readings.iter().any(|r| metrics.contains(&r.metric)) {
+            if !input
+                .readings
+                .iter()
+                .any(|r| rule.condition.tests(r.metric))
+            {
                 continue;
             }
             let (values, record, _skipped) = resolve(rule, input.patient.overrides.0.get(&rule.id));
@@ -348,7 +351,7 @@ impl Engine {
     pub fn evaluate_missing(&self, input: &MissingInput) -> Vec<Transition> {
         let settled = self.settled(input.last_input, input.now);
         let mut out = Vec::new();
-        for rule in self.rules.rules_for(&input.patient.care_plans) {
+        for rule in self.rules.each_rule_for(&input.patient.care_plans) {
             if !rule.is_missing() || input.patient.overrides.is_disabled(&rule.id) {
                 continue;
             }

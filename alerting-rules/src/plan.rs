@@ -41,12 +41,20 @@ impl CarePlans {
     /// [`CarePlans::is_known`] when a patient is enrolled), so such a patient
     /// still gets the `always` packs.
     pub fn packs_for<S: AsRef<str>>(&self, plans: &[S]) -> BTreeSet<String> {
-        let mut packs: BTreeSet<String> = self.always.iter().cloned().collect();
+        self.pack_set(plans)
+            .into_iter()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// [`CarePlans::packs_for`], borrowed from the plans.
+    pub fn pack_set<S: AsRef<str>>(&self, plans: &[S]) -> BTreeSet<&str> {
+        let mut packs: BTreeSet<&str> = self.always.iter().map(String::as_str).collect();
         let mut excluded = BTreeSet::new();
         for name in plans {
             if let Some(p) = self.plan.get(name.as_ref()) {
-                packs.extend(p.packs.iter().cloned());
-                excluded.extend(p.excludes.iter().cloned());
+                packs.extend(p.packs.iter().map(String::as_str));
+                excluded.extend(p.excludes.iter().map(String::as_str));
             }
         }
         packs.retain(|p| !excluded.contains(p));

@@ -306,6 +306,16 @@ impl Condition {
         out
     }
 
+    /// Whether a new reading of `metric` triggers an evaluation (one of
+    /// [`Condition::metrics`]), without collecting them: asked for every
+    /// rule of every reading.
+    pub fn tests(&self, metric: Metric) -> bool {
+        match self {
+            Condition::Leaf(l) => l.kind.metric() == Some(metric),
+            Condition::All(cs) | Condition::Any(cs) => cs.iter().any(|c| c.tests(metric)),
+        }
+    }
+
     /// The metrics whose new readings should trigger an evaluation.
     pub fn metrics(&self) -> Vec<Metric> {
         let mut m: Vec<Metric> = self

@@ -240,15 +240,15 @@ impl RuleSet {
     /// The rules that apply to a patient on `care_plans`: without a plans
     /// file, all of them.
     pub fn rules_for<S: AsRef<str>>(&self, care_plans: &[S]) -> Vec<&Rule> {
-        match &self.plans {
-            None => self.rules.iter().collect(),
-            Some(p) => {
-                let packs = p.packs_for(care_plans);
-                self.rules
-                    .iter()
-                    .filter(|r| packs.contains(&r.pack))
-                    .collect()
-            }
-        }
+        self.each_rule_for(care_plans).collect()
+    }
+
+    /// [`RuleSet::rules_for`] without collecting them (asked for every
+    /// reading evaluated).
+    pub fn each_rule_for<S: AsRef<str>>(&self, care_plans: &[S]) -> impl Iterator<Item = &Rule> {
+        let packs = self.plans.as_ref().map(|p| p.pack_set(care_plans));
+        self.rules
+            .iter()
+            .filter(move |r| packs.as_ref().is_none_or(|p| p.contains(r.pack.as_str())))
     }
 }

@@ -260,3 +260,21 @@ fn a_limit_in_pounds_is_converted_at_load() {
     assert!((p.default.unwrap() - 0.907_184_74).abs() < 1e-9);
     assert_eq!(p.display_unit, device_profiles::Unit::Lb);
 }
+
+/// The engine asks each rule whether a metric triggers it without
+/// collecting the rule's metrics: both answers agree for every bundled rule.
+#[test]
+fn a_rule_is_triggered_by_exactly_its_metrics() {
+    let set = alerting_rules::RuleSet::bundled().unwrap();
+    for rule in set.rules() {
+        let metrics = rule.condition.metrics();
+        for m in device_profiles::Metric::ALL {
+            assert_eq!(
+                rule.condition.tests(m),
+                metrics.contains(&m),
+                "{} {m:?}",
+                rule.id
+            );
+        }
+    }
+}

@@ -10,7 +10,7 @@ use device_profiles::{ReadingGroup, Reject, Source};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 
-use super::{insert_group, now_ms, Store, StoreError};
+use super::{now_ms, ReadingInserts, Store, StoreError};
 
 /// A device as the registry knows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -475,6 +475,7 @@ fn reprocess_one(
         first_refusal: None,
     };
     let mut still: Vec<usize> = Vec::new();
+    let mut inserts = ReadingInserts::new(tx)?;
     for (index, decoded) in decode(input) {
         let bound = match decoded {
             Ok(Recovered::Response(response, source)) => {
@@ -537,7 +538,7 @@ fn reprocess_one(
         };
         match bound {
             Ok((group, patient_id)) => {
-                insert_group(tx, &group, &patient_id, now, i64::MAX / 4)?;
+                inserts.group(&group, &patient_id, now, i64::MAX / 4)?;
                 out.recovered.push(group);
             }
             // Re-decoding every measurement of the message for a row that

@@ -197,7 +197,6 @@ impl Encoded {
 
 /// Encoded lines in one buffer (a batch is sent as one body, mostly whole:
 /// no allocation a line, no copy to join them).
-#[derive(Default)]
 struct Lines {
     text: String,
     /// Where each line ends in `text` (after its `\n`).
@@ -231,17 +230,15 @@ impl Lines {
         }
     }
 
+    /// Where line `i` starts in `text` (its end, for `i` = the count).
+    fn start(&self, i: usize) -> usize {
+        i.checked_sub(1).map_or(0, |prev| self.ends[prev])
+    }
+
     /// Lines `range`, concatenated.
     fn slice(&self, range: Range<usize>) -> &str {
-        let start = match range.start {
-            0 => 0,
-            i => self.ends[i - 1],
-        };
-        let end = match range.end {
-            0 => 0,
-            i => self.ends[i - 1],
-        };
-        &self.text[start..end.max(start)]
+        let start = self.start(range.start);
+        &self.text[start..self.start(range.end).max(start)]
     }
 
     /// Line `i`, with its `\n`.

@@ -627,15 +627,17 @@ fn evaluate(
                 // saved, in the same transaction, and nothing else reads
                 // them. The last takes the first one's place (a rule's
                 // state row is independent of the other rules' writes).
-                match (only, state_only.get(&t.rule_id)) {
-                    (true, Some(&at)) => transitions[at] = (t, g.group_id.clone()),
+                let rule = t.rule_id.clone();
+                let entry = (t, g.group_id.clone());
+                match (only, state_only.get(&rule)) {
+                    (true, Some(&at)) => transitions[at] = entry,
                     (true, None) => {
-                        state_only.insert(t.rule_id.clone(), transitions.len());
-                        transitions.push((t, g.group_id.clone()));
+                        state_only.insert(rule, transitions.len());
+                        transitions.push(entry);
                     }
                     (false, _) => {
-                        state_only.remove(&t.rule_id);
-                        transitions.push((t, g.group_id.clone()));
+                        state_only.remove(&rule);
+                        transitions.push(entry);
                     }
                 }
             }

@@ -455,6 +455,7 @@ impl Store {
             }
             out.push(outcomes);
         }
+        // Its statements borrow the transaction, which commits below.
         drop(inserts);
         let new = refusals.write(&tx)?;
         for (b, i, ticket, reason) in waiting {
@@ -759,8 +760,6 @@ impl<'tx> ReadingInserts<'tx> {
         now: i64,
         dedup_window_ms: i64,
     ) -> Result<Outcome, StoreError> {
-        let (stored_already, insert, seen) =
-            (&mut self.stored_already, &mut self.insert, &mut self.seen);
         let mut stored = 0;
         let mut duplicates = 0;
         let panel = group.panel.map(|p| {
@@ -773,17 +772,20 @@ impl<'tx> ReadingInserts<'tx> {
             // of the same bytes within the window is the same reading.
             if let Some(d) = &r.content_digest {
                 let since = r.received_at.timestamp_millis() - dedup_window_ms;
-                if seen.exists(params![r.device_id, d, r.metric.name(), since])? {
+                if self
+                    .seen
+                    .exists(params![r.device_id, d, r.metric.name(), since])?
+                {
                     duplicates += 1;
                     continue;
                 }
             }
-            if stored_already.exists([&r.reading_id])? {
+            if self.stored_already.exists([&r.reading_id])? {
                 duplicates += 1;
                 continue;
             }
             let annotations = serde_json::to_string(&r.annotations).unwrap_or_else(|_| "{}".into());
-            insert.execute(params![
+            self.insert.execute(params![
                 r.reading_id,
                 r.group_id,
                 panel.clone().flatten(),

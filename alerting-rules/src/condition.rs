@@ -220,17 +220,22 @@ fn evidence(metric: Metric, pts: &[&Point]) -> Vec<Evidence> {
         .collect()
 }
 
-fn eval_leaf(leaf: &Leaf, e: &Eval) -> LeafOutcome {
-    let limit_key = if e.clear_mode {
-        "clear_limit".to_string()
+/// Parameter `param` of leaf `leaf` (see [`param_key`]) in `limits`; the
+/// key is built only for a named leaf (evaluation asks for it per reading).
+fn param_of(limits: &BTreeMap<String, f64>, leaf: &str, param: &str) -> Option<f64> {
+    if leaf.is_empty() {
+        limits.get(param).copied()
     } else {
-        param_key(&leaf.name, "limit")
-    };
+        limits.get(&param_key(leaf, param)).copied()
+    }
+}
+
+fn eval_leaf(leaf: &Leaf, e: &Eval) -> LeafOutcome {
     let limit = e
-        .limits
-        .get(&limit_key)
-        .or_else(|| e.limits.get(&param_key(&leaf.name, "limit")))
-        .copied();
+        .clear_mode
+        .then(|| e.limits.get("clear_limit").copied())
+        .flatten()
+        .or_else(|| param_of(e.limits, &leaf.name, "limit"));
     let mut o = LeafOutcome {
         name: leaf.name.clone(),
         kind: leaf.kind.kind_name().to_string(),
@@ -298,7 +303,7 @@ fn eval_leaf(leaf: &Leaf, e: &Eval) -> LeafOutcome {
                 return o;
             };
             o.count = pts.len();
-            let fixed = e.limits.get(&param_key(&leaf.name, "baseline")).copied();
+            let fixed = param_of(e.limits, &leaf.name, "baseline");
             let base: Option<(f64, Option<&Point>)> = match fixed {
                 Some(b) => Some((b, None)),
                 None => match baseline {

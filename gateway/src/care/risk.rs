@@ -20,7 +20,7 @@
 //! the history, and reported by an event unless it is `unknown` (nothing
 //! changed for anyone watching).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -45,6 +45,25 @@ pub const ALERTS_CURSOR: &str = "risk.alerts";
 pub const TASKS_CURSOR: &str = "risk.tasks";
 /// Cursor over `readings.seq`.
 pub const READINGS_CURSOR: &str = "risk.readings";
+
+/// Most readings counted per step. Counting is cheap; what costs is
+/// recomputing the patients they touch, once per step however many of
+/// their readings it takes, so a backlog is taken in large steps.
+pub const READINGS_PER_STEP: usize = 50_000;
+
+/// A step takes readings of at most `batch` × this many patients.
+const PATIENTS_PER_BATCH_FROM_READINGS: usize = 10;
+
+/// Readings counted for one step: after and through which seq, how many,
+/// per (patient, local day) and the newest per enrolled patient.
+#[derive(Debug, Default)]
+struct DaysTaken {
+    after: i64,
+    through: i64,
+    readings: usize,
+    days: HashMap<(String, i64), i64>,
+    newest: HashMap<String, i64>,
+}
 
 /// `[care.risk]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -177,7 +196,7 @@ impl RiskStage {
             let r = cursor_in(conn, READINGS_CURSOR)?.unwrap_or(0);
             let a = cursor_in(conn, ALERTS_CURSOR)?.unwrap_or(0);
             let t = cursor_in(conn, TASKS_CURSOR)?.unwrap_or(0);
-            let work = !table::readings_after(conn, r, 1)?.is_empty()
+            let work = table::any_reading_after(conn, r)?
                 || !table::alert_changes_after(conn, a, 1)?.is_empty()
                 || !table::task_changes_after(conn, t, 1)?.is_empty()
                 || !table::due(conn, stale.timestamp_millis(), 1)?.is_empty();
@@ -185,46 +204,28 @@ impl RiskStage {
                 return Ok(StepReport::default());
             }
         }
+        // New readings are counted on a snapshot, before the write lock:
+        // only this stage moves their cursor and writes data days.
+        let days = self.count_days(batch * PATIENTS_PER_BATCH_FROM_READINGS)?;
         let rules = self.rules.clone();
         let care = self.care.clone();
         let tx = self.store.transaction()?;
         let mut report = StepReport::default();
         let mut events = 0usize;
         let mut touched: BTreeSet<String> = BTreeSet::new();
-        let mut newest: BTreeMap<String, i64> = BTreeMap::new();
-        let mut teams: BTreeMap<String, Option<Option<String>>> = BTreeMap::new();
-        let mut team_of =
-            |tx: &Transaction<'_>, p: &str| -> Result<Option<Option<String>>, StoreError> {
-                if let Some(t) = teams.get(p) {
-                    return Ok(t.clone());
-                }
-                let t = patients::get(tx, p)?.map(|r| r.care_team);
-                teams.insert(p.to_string(), t.clone());
-                Ok(t)
-            };
+        let mut newest: HashMap<String, i64> = HashMap::new();
 
         // Readings: data days and the newest reading, per patient.
-        let pos = cursor_in(&tx, READINGS_CURSOR)?.unwrap_or(0);
-        let rows = table::readings_after(&tx, pos, batch * 20)?;
-        if let Some(last) = rows.last().map(|r| r.0) {
-            let mut days: BTreeMap<(String, i64), i64> = BTreeMap::new();
-            for (_, patient, measured) in &rows {
-                // Only enrolled patients have tiers.
-                let Some(team) = team_of(&tx, patient)? else {
-                    continue;
-                };
-                let tz = care.team(team.as_deref()).time_zone;
-                let t = DateTime::from_timestamp_millis(*measured).unwrap_or_default();
-                *days.entry((patient.clone(), local_day(t, tz))).or_default() += 1;
-                let n = newest.entry(patient.clone()).or_insert(*measured);
-                *n = (*n).max(*measured);
-                touched.insert(patient.clone());
+        if let Some(taken) = days {
+            if cursor_in(&tx, READINGS_CURSOR)?.unwrap_or(0) == taken.after {
+                for ((p, day), n) in &taken.days {
+                    table::add_day(&tx, p, *day, *n)?;
+                }
+                set_cursor(&tx, READINGS_CURSOR, taken.through)?;
+                report.consumed += taken.readings;
+                touched.extend(taken.newest.keys().cloned());
+                newest = taken.newest;
             }
-            for ((p, day), n) in days {
-                table::add_day(&tx, &p, day, n)?;
-            }
-            set_cursor(&tx, READINGS_CURSOR, last)?;
-            report.consumed += rows.len();
         }
         // Alert and task changes.
         let pos = cursor_in(&tx, ALERTS_CURSOR)?.unwrap_or(0);
@@ -268,6 +269,50 @@ impl RiskStage {
             self.fault.abort_at(FaultPoint::AfterRiskCommit);
         }
         Ok(report)
+    }
+
+    /// The readings after the readings cursor, counted per enrolled
+    /// patient and local day on a read snapshot: up to
+    /// [`READINGS_PER_STEP`] of them, fewer where the next one would make
+    /// more than `patients` patients (each is recomputed in the step's
+    /// write transaction). `None` when none wait.
+    fn count_days(&mut self, patients: usize) -> Result<Option<DaysTaken>, RiskError> {
+        let care = self.care.clone();
+        let snap = self.store.snapshot()?;
+        let after = cursor_in(&snap, READINGS_CURSOR)?.unwrap_or(0);
+        let mut taken = DaysTaken {
+            after,
+            ..DaysTaken::default()
+        };
+        // A patient's time zone, `None` when not enrolled (no tier).
+        let mut zones: HashMap<String, Option<Tz>> = HashMap::new();
+        let last = table::each_reading_after(&snap, after, READINGS_PER_STEP, |_, p, measured| {
+            let tz = match zones.get(p) {
+                Some(tz) => *tz,
+                None => {
+                    if taken.newest.len() >= patients {
+                        return Ok(false);
+                    }
+                    let tz = patients::get(&snap, p)?
+                        .map(|r| care.team(r.care_team.as_deref()).time_zone);
+                    zones.insert(p.to_string(), tz);
+                    tz
+                }
+            };
+            taken.readings += 1;
+            let Some(tz) = tz else {
+                return Ok(true);
+            };
+            let t = DateTime::from_timestamp_millis(measured).unwrap_or_default();
+            *taken
+                .days
+                .entry((p.to_string(), local_day(t, tz)))
+                .or_default() += 1;
+            let n = taken.newest.entry(p.to_string()).or_insert(measured);
+            *n = (*n).max(measured);
+            Ok(true)
+        })?;
+        Ok(last.map(|through| DaysTaken { through, ..taken }))
     }
 
     /// Runs until `stop` resolves, waking every `poll_interval`. On SIGHUP
@@ -607,6 +652,89 @@ mod tests {
         // A rerun of the same change would write the same event id.
         let again = outbox::event_id(&[EventType::RiskChanged.name(), "p1", "1"]);
         assert_eq!(h[0].event_id.as_deref(), Some(again.as_str()));
+    }
+
+    fn reading(s: &mut RiskStage, p: &str, at: DateTime<Utc>) {
+        let ms = at.timestamp_millis();
+        s.store
+            .conn()
+            .execute(
+                "INSERT INTO readings (reading_id, group_id, patient_id, device_id, metric, value, unit, loinc,
+                     measured_at, received_at, committed_at, source)
+                 VALUES (?1, ?1, ?2, 'd1', 'systolic', 120, 'mm[Hg]', '8480-6', ?3, ?3, ?3, 'mqtt')",
+                rusqlite::params![format!("r-{p}-{ms}"), p, ms],
+            )
+            .unwrap();
+    }
+
+    fn tier_row(s: &RiskStage, p: &str) -> Option<RiskRow> {
+        table::get(s.store.conn(), p).unwrap()
+    }
+
+    /// A backlog of readings is counted in one step however many there
+    /// are of each patient: each patient is recomputed once, with its data
+    /// days and newest reading; readings of patients not enrolled only move
+    /// the cursor.
+    #[test]
+    fn a_backlog_of_readings_is_counted_in_one_step_per_patient() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = stage(dir.path());
+        enrol(&mut s, "p1", "north");
+        enrol(&mut s, "p2", "north");
+        // Noon: minutes apart never cross a day.
+        let now = DateTime::parse_from_rfc3339("2026-03-10T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        drain(&mut s, now);
+        for (i, d) in [9, 3, 2, 2, 0].into_iter().enumerate() {
+            reading(
+                &mut s,
+                "p1",
+                now - TimeDelta::days(d) - TimeDelta::minutes(i as i64 * 5),
+            );
+        }
+        reading(&mut s, "p1", now);
+        reading(&mut s, "p2", now - TimeDelta::days(20));
+        reading(&mut s, "p3", now);
+        let r = s.step(now).unwrap();
+        assert_eq!((r.consumed, r.recomputed), (8, 2));
+        let p1 = tier_row(&s, "p1").unwrap();
+        assert_eq!((p1.data_days_7, p1.data_days_30), (3, 4));
+        assert_eq!(p1.last_reading_at, Some(now.timestamp_millis()));
+        let p2 = tier_row(&s, "p2").unwrap();
+        assert_eq!((p2.data_days_7, p2.data_days_30), (0, 1));
+        assert!(tier_row(&s, "p3").is_none());
+        let r = s.step(now).unwrap();
+        assert_eq!((r.consumed, r.recomputed), (0, 0));
+        assert_eq!(cursor_in(s.store.conn(), READINGS_CURSOR).unwrap(), Some(8));
+    }
+
+    /// A step takes the readings of at most `batch` × 10 patients, stopping
+    /// before the first reading of one more; the next step goes on from
+    /// there and every reading is counted once.
+    #[test]
+    fn a_step_takes_readings_of_a_bounded_number_of_patients() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = stage(dir.path());
+        s.care.risk.batch = 1;
+        let patients: Vec<String> = (0..12).map(|i| format!("p{i:02}")).collect();
+        for p in &patients {
+            enrol(&mut s, p, "north");
+        }
+        let now = Utc::now();
+        drain(&mut s, now);
+        for round in 0..2 {
+            for p in &patients {
+                reading(&mut s, p, now - TimeDelta::days(round));
+            }
+        }
+        for want in [(10, 10), (10, 10), (4, 4), (0, 0)] {
+            let r = s.step(now).unwrap();
+            assert_eq!((r.consumed, r.recomputed), want);
+        }
+        for p in &patients {
+            assert_eq!(tier_row(&s, p).unwrap().data_days_7, 2, "{p}");
+        }
     }
 
     #[test]

@@ -237,6 +237,19 @@ struct PatientSeries {
     /// The batch that last asked for this patient.
     used: u64,
     series: HashMap<Metric, Series>,
+    /// When the patient's newest reading of any metric was measured
+    /// (`Some(None)`: no reading), once asked: missing-data rules ask for it
+    /// at every evaluation, and loading a series of every metric to answer
+    /// would hold series the patient has no readings of.
+    newest: Option<Option<DateTime<Utc>>>,
+}
+
+impl PatientSeries {
+    /// Readings held (series and a known newest counted as one each).
+    fn held(&self) -> usize {
+        let series: usize = self.series.values().map(|s| s.points.len() + 1).sum();
+        series + usize::from(self.newest.is_some())
+    }
 }
 
 /// Every patient's recent readings, as of commit position [`Windows::seq`].
@@ -305,6 +318,11 @@ impl Windows {
                         dropped += s.raise_floor(cut);
                     }
                 }
+                // Retention may have deleted it: read again when asked.
+                if p.newest.is_some_and(|t| t.is_none_or(|t| t < cut)) {
+                    p.newest = None;
+                    dropped += 1;
+                }
             }
             self.held -= dropped;
         }
@@ -314,11 +332,13 @@ impl Windows {
     /// position given to [`Windows::begin`]). Series not held yet ignore
     /// it: they are read from the store, with it, when first asked for.
     pub fn fold(&mut self, patient: &str, metric: Metric, point: Point) {
-        if let Some(s) = self
-            .patients
-            .get_mut(patient)
-            .and_then(|p| p.series.get_mut(&metric))
-        {
+        let Some(p) = self.patients.get_mut(patient) else {
+            return;
+        };
+        if let Some(newest) = &mut p.newest {
+            *newest = Some(newest.map_or(point.measured_at, |t| t.max(point.measured_at)));
+        }
+        if let Some(s) = p.series.get_mut(&metric) {
             let d = s.insert(point);
             if d > 0 {
                 self.grown.push((patient.to_string(), metric));
@@ -356,8 +376,7 @@ impl Windows {
                 break;
             }
             if let Some(p) = self.patients.remove(&id) {
-                let n: usize = p.series.values().map(|s| s.points.len() + 1).sum();
-                self.held = self.held.saturating_sub(n);
+                self.held = self.held.saturating_sub(p.held());
                 self.stats.evictions += 1;
             }
         }
@@ -370,6 +389,29 @@ impl Windows {
             windows: RefCell::new(self),
             store,
         }
+    }
+
+    /// When the patient's newest reading of any metric was measured, read
+    /// from `store` if not known (and not kept if the store failed).
+    fn newest(&mut self, store: &SqliteHistory<'_>, patient: &str) -> Option<DateTime<Utc>> {
+        let batch = self.batch;
+        if !self.patients.contains_key(patient) {
+            self.patients
+                .insert(patient.to_string(), PatientSeries::default());
+        }
+        let p = self.patients.get_mut(patient)?;
+        p.used = batch;
+        if let Some(newest) = p.newest {
+            self.stats.hits += 1;
+            return newest;
+        }
+        let newest = store.last_seen(patient, None);
+        if !store.failed() {
+            p.newest = Some(newest);
+            self.held += 1;
+            self.stats.loads += 1;
+        }
+        newest
     }
 
     /// The series of (patient, metric), read from `store` if not held
@@ -496,21 +538,15 @@ impl History for WindowView<'_, '_> {
     }
 
     fn last_seen(&self, patient: &str, metric: Option<Metric>) -> Option<DateTime<Utc>> {
-        let metrics: Vec<Metric> = match metric {
-            Some(m) => vec![m],
-            None => Metric::ALL.to_vec(),
-        };
-        metrics
-            .into_iter()
-            .filter_map(|m| {
-                self.answer(
-                    patient,
-                    m,
-                    |s| s.last_seen(),
-                    || self.store.last_seen(patient, Some(m)),
-                )
-            })
-            .max()
+        match metric {
+            Some(m) => self.answer(
+                patient,
+                m,
+                |s| s.last_seen(),
+                || self.store.last_seen(patient, Some(m)),
+            ),
+            None => self.windows.borrow_mut().newest(self.store, patient),
+        }
     }
 }
 

@@ -237,20 +237,36 @@ fn changes_after(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Readings after `seq`: (seq, patient, measured_at ms).
-pub fn readings_after(
+/// Whether a reading was committed after `seq`.
+pub fn any_reading_after(conn: &Connection, after: i64) -> Result<bool, StoreError> {
+    let mut q = conn.prepare_cached("SELECT 1 FROM readings WHERE seq > ?1 LIMIT 1")?;
+    Ok(q.exists(params![after])?)
+}
+
+/// Hands `each` the readings after `after` in commit order, as (seq,
+/// patient, measured_at ms), at most `limit` of them, until it returns
+/// `false`. Returns the seq of the last reading handed over. Nothing is
+/// collected: a step reads tens of thousands of rows to count days.
+pub fn each_reading_after(
     conn: &Connection,
     after: i64,
     limit: usize,
-) -> Result<Vec<(i64, String, i64)>, StoreError> {
+    mut each: impl FnMut(i64, &str, i64) -> Result<bool, StoreError>,
+) -> Result<Option<i64>, StoreError> {
     let mut q = conn.prepare_cached(
         "SELECT seq, patient_id, measured_at FROM readings WHERE seq > ?1 ORDER BY seq LIMIT ?2",
     )?;
-    let rows = q.query_map(
-        params![after, i64::try_from(limit).unwrap_or(i64::MAX)],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut rows = q.query(params![after, i64::try_from(limit).unwrap_or(i64::MAX)])?;
+    let mut last = None;
+    while let Some(r) = rows.next()? {
+        let seq: i64 = r.get(0)?;
+        let patient = r.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
+        if !each(seq, patient, r.get(2)?)? {
+            break;
+        }
+        last = Some(seq);
+    }
+    Ok(last)
 }
 
 /// Counts `n` readings of `patient` on local `day`.

@@ -137,3 +137,42 @@ fn reading_ids(store: &Store) -> Vec<String> {
         .collect::<Result<_, _>>()
         .unwrap()
 }
+
+/// A statement from the cache is not parsed again at each use, whatever
+/// its plan could depend on (a bound `LIMIT`, a range and an ordering on a
+/// patient's rows): rusqlite clears the bindings of every statement it
+/// returns to its cache, which SQLite takes as a reason to prepare a
+/// value-dependent plan again unless plans never depend on bound values.
+#[test]
+fn cached_statements_are_not_prepared_again() {
+    use rusqlite::{params, StatementStatus};
+    let (_dir, store) = open();
+    let queries = [
+        "SELECT seq, patient_id FROM readings WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        "SELECT day FROM risk_days WHERE patient_id = ?1 AND day >= ?2 ORDER BY day",
+        "SELECT alert_id FROM alerts WHERE patient_id = ?1 AND fired_at > ?2
+         UNION SELECT alert_id FROM alerts WHERE patient_id = ?1 AND status != 'resolved'
+         ORDER BY alert_id",
+    ];
+    for sql in queries {
+        for (i, p) in ["p1", "p2", "p3"].into_iter().enumerate() {
+            let mut q = store.conn().prepare_cached(sql).unwrap();
+            let n = if sql.contains("LIMIT") {
+                q.query(params![i as i64, i as i64 + 5])
+                    .unwrap()
+                    .next()
+                    .unwrap()
+                    .is_none()
+            } else {
+                q.query(params![p, i as i64])
+                    .unwrap()
+                    .next()
+                    .unwrap()
+                    .is_none()
+            };
+            assert!(n);
+        }
+        let q = store.conn().prepare_cached(sql).unwrap();
+        assert_eq!(q.get_status(StatementStatus::RePrepare), 0, "{sql}");
+    }
+}

@@ -220,22 +220,12 @@ fn evidence(metric: Metric, pts: &[&Point]) -> Vec<Evidence> {
         .collect()
 }
 
-/// Parameter `param` of leaf `leaf` (see [`param_key`]) in `limits`; the
-/// key is built only for a named leaf (evaluation asks for it per reading).
-fn param_of(limits: &BTreeMap<String, f64>, leaf: &str, param: &str) -> Option<f64> {
-    if leaf.is_empty() {
-        limits.get(param).copied()
-    } else {
-        limits.get(&param_key(leaf, param)).copied()
-    }
-}
-
 fn eval_leaf(leaf: &Leaf, e: &Eval) -> LeafOutcome {
     let limit = e
         .clear_mode
         .then(|| e.limits.get("clear_limit").copied())
         .flatten()
-        .or_else(|| param_of(e.limits, &leaf.name, "limit"));
+        .or_else(|| e.limits.get(&leaf.keys.limit).copied());
     let mut o = LeafOutcome {
         name: leaf.name.clone(),
         kind: leaf.kind.kind_name().to_string(),
@@ -303,7 +293,7 @@ fn eval_leaf(leaf: &Leaf, e: &Eval) -> LeafOutcome {
                 return o;
             };
             o.count = pts.len();
-            let fixed = param_of(e.limits, &leaf.name, "baseline");
+            let fixed = e.limits.get(&leaf.keys.baseline).copied();
             let base: Option<(f64, Option<&Point>)> = match fixed {
                 Some(b) => Some((b, None)),
                 None => match baseline {

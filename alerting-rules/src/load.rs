@@ -535,10 +535,7 @@ fn compile_kinds(
     let leaf = |kind: Option<LeafKind>, build: &mut RuleBuild| {
         let kind = kind?;
         build.leaf_names.push(name.clone());
-        Some(Condition::Leaf(Leaf {
-            name: name.clone(),
-            kind,
-        }))
+        Some(Condition::Leaf(Leaf::new(name.clone(), kind)))
     };
     if let Some(t) = kinds.threshold {
         let k = threshold(

@@ -179,6 +179,28 @@ pub struct Leaf {
     pub name: String,
     /// The test.
     pub kind: LeafKind,
+    /// Its parameters' full names ([`param_key`]), made once: evaluation
+    /// looks them up for every reading.
+    pub(crate) keys: LeafKeys,
+}
+
+/// A leaf's `limit` and `baseline` parameter names.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct LeafKeys {
+    pub(crate) limit: String,
+    pub(crate) baseline: String,
+}
+
+impl Leaf {
+    /// Leaf `name` testing `kind`.
+    pub fn new(name: impl Into<String>, kind: LeafKind) -> Leaf {
+        let name = name.into();
+        let keys = LeafKeys {
+            limit: param_key(&name, "limit"),
+            baseline: param_key(&name, "baseline"),
+        };
+        Leaf { name, kind, keys }
+    }
 }
 
 /// The kinds of leaf test.
@@ -424,5 +446,29 @@ pub fn param_key(leaf: &str, param: &str) -> String {
         param.to_string()
     } else {
         format!("{leaf}.{param}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A leaf's parameter names, made once, are the ones the loader gives
+    /// its parameters (`param_key`), for a lone leaf and a named one.
+    #[test]
+    fn a_leaf_names_its_parameters_as_the_loader_does() {
+        let rules = crate::RuleSet::bundled().unwrap();
+        let mut named = 0;
+        for rule in rules.rules() {
+            for leaf in rule.condition.leaves() {
+                assert_eq!(leaf.keys.limit, param_key(&leaf.name, "limit"));
+                assert_eq!(leaf.keys.baseline, param_key(&leaf.name, "baseline"));
+                if rule.params.len() > 1 && !leaf.name.is_empty() {
+                    named += 1;
+                    assert!(leaf.keys.limit.starts_with(&format!("{}.", leaf.name)));
+                }
+            }
+        }
+        assert!(named > 0, "the bundled packs have rules of several leaves");
     }
 }

@@ -220,6 +220,9 @@ fn evidence(metric: Metric, pts: &[&Point]) -> Vec<Evidence> {
         .collect()
 }
 
+/// A day in milliseconds.
+const DAY_MS: i64 = 86_400_000;
+
 fn eval_leaf(leaf: &Leaf, e: &Eval) -> LeafOutcome {
     let limit = e
         .clear_mode
@@ -331,17 +334,22 @@ fn eval_leaf(leaf: &Leaf, e: &Eval) -> LeafOutcome {
             };
             // Days are 24 h periods from the series' first reading: the
             // store has no patient time zone, and a patient measures at
-            // about the same times each day.
-            let first = pts.first().map(|p| p.measured_at);
-            let day = |p: &Point| first.map_or(0, |f| (p.measured_at - f).num_hours() / 24);
+            // about the same times each day. The points are in time order,
+            // so a day's points are adjacent and the first day a prefix.
+            let first = pts.first().map_or(0, |p| p.measured_at.timestamp_millis());
+            let day = |p: &Point| (p.measured_at.timestamp_millis() - first) / DAY_MS;
             if *discard_first_day {
-                pts.retain(|p| day(p) > 0);
+                let second = pts.partition_point(|p| day(p) == 0);
+                pts.drain(..second);
             }
-            let days = pts
-                .iter()
-                .map(day)
-                .collect::<std::collections::BTreeSet<_>>()
-                .len();
+            let mut days = 0;
+            let mut last_day = None;
+            for d in pts.iter().map(day) {
+                if last_day != Some(d) {
+                    days += 1;
+                    last_day = Some(d);
+                }
+            }
             o.count = pts.len();
             let refs: Vec<&Point> = pts.iter().collect();
             o.evidence = evidence(*metric, &refs);

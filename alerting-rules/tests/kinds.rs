@@ -228,6 +228,38 @@ fn average_window_excludes_old_readings() {
     assert_eq!(get(&ts, "t").leaves[0].count, 2);
 }
 
+/// The home-mean protocol: the first 24 h of the series are left out (a
+/// high first day moves nothing), and the rest must span `min_days` days of
+/// 24 h from the first reading (a reading just under 24 h after another is
+/// on the same day).
+#[test]
+fn an_average_leaves_out_the_first_day_and_counts_days_from_the_first_reading() {
+    let mut s = Sim::new(rule(
+        "average = { metric = \"systolic\", window = \"7d\", op = \">=\", limit = \"135 mmHg\", min_readings = 2, min_days = 2, discard_first_day = true }",
+    ));
+    let h = hours(1);
+    // Day 0: high, left out. Day 1: two readings (one day). Day 2: one more.
+    for t in [0, 2 * h] {
+        s.one(Metric::Systolic, 190.0, at(t));
+    }
+    let ts = s.one(Metric::Systolic, 120.0, at(24 * h));
+    let ts2 = s.one(Metric::Systolic, 125.0, at(47 * h));
+    for ts in [&ts, &ts2] {
+        let leaf = &get(ts, "t").leaves[0];
+        assert_eq!(leaf.status, Unknown, "one day is too few");
+    }
+    assert_eq!(get(&ts2, "t").leaves[0].count, 2);
+    let ts = s.one(Metric::Systolic, 130.0, at(48 * h));
+    let leaf = &get(&ts, "t").leaves[0];
+    assert_eq!((leaf.status, leaf.count), (Normal, 3));
+    assert_eq!(leaf.value, Some(125.0));
+    // A high reading on a later day raises the mean over the limit
+    // (120, 125, 130, 170: 136.25).
+    let ts = s.one(Metric::Systolic, 170.0, at(49 * h));
+    assert_eq!(kind_of(&ts, "t"), Some(Fire));
+    assert_eq!(get(&ts, "t").leaves[0].value, Some(136.25));
+}
+
 /// Each row: daily weights, slope limit per day, fires.
 #[test]
 fn slopes() {

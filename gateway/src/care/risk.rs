@@ -61,8 +61,15 @@ struct DaysTaken {
     after: i64,
     through: i64,
     readings: usize,
-    days: HashMap<(String, i64), i64>,
-    newest: HashMap<String, i64>,
+    /// Per enrolled patient: the newest reading and readings per local day.
+    patients: HashMap<String, PatientDays>,
+}
+
+/// What a step's readings say of one patient.
+#[derive(Debug)]
+struct PatientDays {
+    newest: i64,
+    days: HashMap<i64, i64>,
 }
 
 /// `[care.risk]`.
@@ -218,13 +225,19 @@ impl RiskStage {
         // Readings: data days and the newest reading, per patient.
         if let Some(taken) = days {
             if cursor_in(&tx, READINGS_CURSOR)?.unwrap_or(0) == taken.after {
-                for ((p, day), n) in &taken.days {
-                    table::add_day(&tx, p, *day, *n)?;
+                for (p, seen) in &taken.patients {
+                    for (day, n) in &seen.days {
+                        table::add_day(&tx, p, *day, *n)?;
+                    }
                 }
                 set_cursor(&tx, READINGS_CURSOR, taken.through)?;
                 report.consumed += taken.readings;
-                touched.extend(taken.newest.keys().cloned());
-                newest = taken.newest;
+                touched.extend(taken.patients.keys().cloned());
+                newest = taken
+                    .patients
+                    .into_iter()
+                    .map(|(p, seen)| (p, seen.newest))
+                    .collect();
             }
         }
         // Alert and task changes.
@@ -290,7 +303,7 @@ impl RiskStage {
             let tz = match zones.get(p) {
                 Some(tz) => *tz,
                 None => {
-                    if taken.newest.len() >= patients {
+                    if taken.patients.len() >= patients {
                         return Ok(false);
                     }
                     let tz = patients::get(&snap, p)?
@@ -304,12 +317,20 @@ impl RiskStage {
                 return Ok(true);
             };
             let t = DateTime::from_timestamp_millis(measured).unwrap_or_default();
-            *taken
-                .days
-                .entry((p.to_string(), local_day(t, tz)))
-                .or_default() += 1;
-            let n = taken.newest.entry(p.to_string()).or_insert(measured);
-            *n = (*n).max(measured);
+            let day = local_day(t, tz);
+            match taken.patients.get_mut(p) {
+                Some(seen) => {
+                    seen.newest = seen.newest.max(measured);
+                    *seen.days.entry(day).or_default() += 1;
+                }
+                None => {
+                    let seen = PatientDays {
+                        newest: measured,
+                        days: HashMap::from([(day, 1)]),
+                    };
+                    taken.patients.insert(p.to_string(), seen);
+                }
+            }
             Ok(true)
         })?;
         Ok(last.map(|through| DaysTaken { through, ..taken }))

@@ -150,9 +150,7 @@ impl History for SqliteHistory<'_> {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Vec<Point> {
-        // Limits are literals: SQLite plans `ORDER BY ... LIMIT ?` by the
-        // bound value and would prepare the statement again at each new
-        // binding (a quarter of a replay's time).
+        // The limit is a constant of the gateway, written into the SQL.
         let sql = format!(
             "SELECT reading_id, measured_at, value FROM readings
                  WHERE patient_id = ?1 AND metric = ?2 AND measured_at >= ?3 AND measured_at <= ?4{}

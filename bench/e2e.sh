@@ -162,6 +162,11 @@ while len(t) < 5:
     if now > 600: sys.exit(f"timed out: {t}")
     time.sleep(0.02)
 rss = next(int(l.split()[1]) for l in open(f"/proc/{gw.pid}/status") if l.startswith("VmHWM"))
+# The gateway's CPU time through the drain (user, system): steadier than
+# wall times on a shared machine when two builds are compared.
+import os
+stat = open(f"/proc/{gw.pid}/stat").read().rsplit(")", 1)[1].split()
+cpu_user, cpu_sys = (int(x) / os.sysconf("SC_CLK_TCK") for x in stat[11:13])
 gw.terminate(); gw.wait()
 time.sleep(0.5)
 with lock: late = len(fired)
@@ -193,7 +198,6 @@ while True:
 server = float(subprocess.check_output([sys.executable, "bench/lp_write.py", f"{w}/lines.txt", str(port2), "5000"]))
 vm2.terminate(); vm2.wait()
 
-import os
 print(f"machine: {os.cpu_count()} cores, {os.uname().machine}, load average at the end {open('/proc/loadavg').read().split()[:3]}")
 print(f"{total} readings, {alerts} crisis alerts expected")
 print(f"raw mosquitto_sub:          {raw:6.2f} s = {total / raw:8.0f} msg/s")
@@ -205,4 +209,5 @@ for k, label in [("acked", "all acknowledged"), ("indexed", "all indexed into re
 print(f"forwarding: {total / t['forwarded']:.0f} points/s end to end; arrived at VictoriaMetrics {got}/{total}")
 print(f"alert webhooks: {late} distinct alert.fired received, signature failures {len(bad)}")
 print(f"peer / gateway (all indexed): {t['indexed'] / peer:.2f}; gateway peak RSS {rss} kB")
+print(f"gateway CPU through the drain: {cpu_user + cpu_sys:.2f} s (user {cpu_user:.2f} s, system {cpu_sys:.2f} s)")
 PY

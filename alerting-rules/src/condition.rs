@@ -111,38 +111,98 @@ pub(crate) struct View<'a> {
 }
 
 impl View<'_> {
-    fn merge(
+    /// Lends `f` the stored readings of `metric` in `[from, to]` with the
+    /// fresh ones merged in. The history's slice is lent as it is when it
+    /// already holds every fresh reading in range (the gateway's windows
+    /// do: a batch's readings are committed before it is evaluated); only
+    /// otherwise are the readings copied to merge them.
+    fn with_window<R>(
         &self,
         metric: Metric,
-        mut pts: Vec<Point>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        f: impl FnOnce(&[Point]) -> R,
+    ) -> R {
+        let mut f = Some(f);
+        let mut out = None;
+        self.history
+            .with_window(self.patient, metric, from, to, &mut |pts| {
+                if let Some(f) = f.take() {
+                    out = Some(self.merged(metric, pts, Some(from), to, usize::MAX, f));
+                }
+            });
+        match (out, f) {
+            (Some(r), _) => r,
+            // A history that never called back lent nothing.
+            (None, Some(f)) => self.merged(metric, &[], Some(from), to, usize::MAX, f),
+            (None, None) => unreachable!("a lent window's result is kept"),
+        }
+    }
+
+    /// Lends `f` the last `n` readings of `metric` measured at or before
+    /// `at`, fresh ones merged in (see [`View::with_window`]).
+    fn with_last_n<R>(
+        &self,
+        metric: Metric,
+        at: DateTime<Utc>,
+        n: usize,
+        f: impl FnOnce(&[Point]) -> R,
+    ) -> R {
+        let mut f = Some(f);
+        let mut out = None;
+        self.history
+            .with_last_n(self.patient, metric, at, n, &mut |pts| {
+                if let Some(f) = f.take() {
+                    out = Some(self.merged(metric, pts, None, at, n, f));
+                }
+            });
+        match (out, f) {
+            (Some(r), _) => r,
+            (None, Some(f)) => self.merged(metric, &[], None, at, n, f),
+            (None, None) => unreachable!("a lent window's result is kept"),
+        }
+    }
+
+    /// `pts` (in time order, ties by reading id) with the fresh readings of
+    /// `metric` in `[from, to]` that it lacks, the last `n` of them lent
+    /// to `f`.
+    fn merged<R>(
+        &self,
+        metric: Metric,
+        pts: &[Point],
         from: Option<DateTime<Utc>>,
         to: DateTime<Utc>,
-    ) -> Vec<Point> {
-        for r in self.fresh.iter().filter(|r| r.metric == metric) {
-            let in_range = r.measured_at <= to && from.is_none_or(|f| r.measured_at >= f);
-            if in_range && !pts.iter().any(|p| *p.reading_id == *r.id) {
-                pts.push(Point {
+        n: usize,
+        f: impl FnOnce(&[Point]) -> R,
+    ) -> R {
+        let in_range =
+            |r: &&NewReading| r.measured_at <= to && from.is_none_or(|f| r.measured_at >= f);
+        // A reading is found where its time and id sort; the scan by id
+        // only runs for one that is not there (a history without it).
+        let held = |r: &NewReading| {
+            pts.binary_search_by(|p| {
+                (p.measured_at, &*p.reading_id).cmp(&(r.measured_at, r.id.as_str()))
+            })
+            .is_ok()
+                || pts.iter().any(|p| *p.reading_id == *r.id)
+        };
+        let missing = |r: &&NewReading| r.metric == metric && in_range(r) && !held(r);
+        if !self.fresh.iter().any(|r| missing(&r)) {
+            return f(&pts[pts.len().saturating_sub(n)..]);
+        }
+        let mut all = pts.to_vec();
+        for r in self.fresh.iter().filter(missing) {
+            // Two fresh readings with one id are one reading.
+            if !all.iter().any(|p| *p.reading_id == *r.id) {
+                all.push(Point {
                     reading_id: r.id.as_str().into(),
                     measured_at: r.measured_at,
                     value: r.value,
                 });
             }
         }
-        pts.sort_by(|a, b| (a.measured_at, &a.reading_id).cmp(&(b.measured_at, &b.reading_id)));
-        pts
-    }
-
-    fn window(&self, metric: Metric, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Point> {
-        let pts = self.history.window(self.patient, metric, from, to);
-        self.merge(metric, pts, Some(from), to)
-    }
-
-    fn last_n(&self, metric: Metric, at: DateTime<Utc>, n: usize) -> Vec<Point> {
-        let pts = self.history.last_n(self.patient, metric, at, n);
-        let mut pts = self.merge(metric, pts, None, at);
-        let extra = pts.len().saturating_sub(n);
-        pts.drain(..extra);
-        pts
+        all.sort_by(|a, b| (a.measured_at, &a.reading_id).cmp(&(b.measured_at, &b.reading_id)));
+        f(&all[all.len().saturating_sub(n)..])
     }
 }
 
@@ -207,17 +267,29 @@ fn eval_condition(c: &Condition, e: &Eval, out: &mut Vec<LeafOutcome>) -> (Statu
     }
 }
 
-fn evidence(metric: Metric, pts: &[&Point]) -> Vec<Evidence> {
-    let skip = pts.len().saturating_sub(MAX_EVIDENCE);
-    pts.iter()
-        .skip(skip)
-        .map(|p| Evidence {
-            reading_id: p.reading_id.clone(),
-            metric,
-            value: p.value,
-            measured_at: p.measured_at,
-        })
+/// The newest [`MAX_EVIDENCE`] of `pts`, cited.
+fn evidence(metric: Metric, pts: &[Point]) -> Vec<Evidence> {
+    pts[pts.len().saturating_sub(MAX_EVIDENCE)..]
+        .iter()
+        .map(|p| cite(metric, p))
         .collect()
+}
+
+/// [`evidence`] of points picked out of a window.
+fn evidence_of(metric: Metric, pts: &[&Point]) -> Vec<Evidence> {
+    pts[pts.len().saturating_sub(MAX_EVIDENCE)..]
+        .iter()
+        .map(|p| cite(metric, p))
+        .collect()
+}
+
+fn cite(metric: Metric, p: &Point) -> Evidence {
+    Evidence {
+        reading_id: p.reading_id.clone(),
+        metric,
+        value: p.value,
+        measured_at: p.measured_at,
+    }
 }
 
 /// A day in milliseconds.
@@ -251,39 +323,10 @@ fn eval_leaf(leaf: &Leaf, e: &Eval) -> LeafOutcome {
             max_age,
         } => {
             let count = if e.clear_mode { Count::Latest } else { *count };
-            let pts = e.view.last_n(*metric, e.at, count.readings());
-            let Some(newest) = pts.last() else { return o };
-            o.count = pts.len();
-            o.value = Some(newest.value);
-            if newest.measured_at < e.at - max_age.delta() {
-                o.evidence = evidence(*metric, &[newest]);
-                return o;
-            }
-            let breaching: Vec<&Point> = pts.iter().filter(|p| op.holds(p.value, limit)).collect();
-            let n = count.readings();
-            o.status = match count {
-                Count::Latest => status_of(op.holds(newest.value, limit)),
-                Count::Consecutive(_) if breaching.len() == n => Status::Breach,
-                Count::Consecutive(_) if pts.len() < n && breaching.len() == pts.len() => {
-                    Status::Unknown
-                }
-                Count::Consecutive(_) => Status::Normal,
-                Count::MOfN(m, _) if breaching.len() >= m => Status::Breach,
-                Count::MOfN(m, _) if breaching.len() + (n - pts.len()) >= m => Status::Unknown,
-                Count::MOfN(..) => Status::Normal,
-            };
-            o.score = breaching
-                .iter()
-                .map(|p| op.badness(p.value, limit))
-                .fold(f64::NEG_INFINITY, f64::max);
-            if o.status != Status::Breach {
-                o.score = op.badness(newest.value, limit);
-            }
-            o.evidence = if breaching.is_empty() || o.status != Status::Breach {
-                evidence(*metric, &[newest])
-            } else {
-                evidence(*metric, &breaching)
-            };
+            let oldest = e.at - max_age.delta();
+            e.view.with_last_n(*metric, e.at, count.readings(), |pts| {
+                threshold(&mut o, pts, *metric, *op, count, oldest, limit);
+            });
         }
         LeafKind::Delta {
             metric,
@@ -291,33 +334,11 @@ fn eval_leaf(leaf: &Leaf, e: &Eval) -> LeafOutcome {
             window,
             baseline,
         } => {
-            let pts = e.view.window(*metric, e.at - window.delta(), e.at);
-            let Some((current, earlier)) = pts.split_last() else {
-                return o;
-            };
-            o.count = pts.len();
             let fixed = e.limits.get(&leaf.keys.baseline).copied();
-            let base: Option<(f64, Option<&Point>)> = match fixed {
-                Some(b) => Some((b, None)),
-                None => match baseline {
-                    Baseline::Min => earlier.iter().min_by(|a, b| a.value.total_cmp(&b.value)),
-                    Baseline::Max => earlier.iter().max_by(|a, b| a.value.total_cmp(&b.value)),
-                    Baseline::Earliest => earlier.first(),
-                }
-                .map(|p| (p.value, Some(p))),
-            };
-            let Some((base, base_point)) = base else {
-                o.evidence = evidence(*metric, &[current]);
-                return o;
-            };
-            let change = current.value - base;
-            o.value = Some(change);
-            o.baseline = Some(base);
-            o.status = status_of(op.holds(change, limit));
-            o.score = op.badness(change, limit);
-            let mut cited: Vec<&Point> = base_point.into_iter().collect();
-            cited.push(current);
-            o.evidence = evidence(*metric, &cited);
+            e.view
+                .with_window(*metric, e.at - window.delta(), e.at, |pts| {
+                    delta(&mut o, pts, *metric, *op, fixed, *baseline, limit);
+                });
         }
         LeafKind::Average {
             metric,
@@ -328,50 +349,19 @@ fn eval_leaf(leaf: &Leaf, e: &Eval) -> LeafOutcome {
             min_days,
             discard_first_day,
         } => {
-            let mut pts = match scope {
-                Scope::Window(w) => e.view.window(*metric, e.at - w.delta(), e.at),
-                Scope::Last(n) => e.view.last_n(*metric, e.at, *n),
+            let average = |pts: &[Point]| {
+                let spec = AverageSpec {
+                    stat: *stat,
+                    min_readings: *min_readings,
+                    min_days: *min_days,
+                    discard_first_day: *discard_first_day,
+                };
+                average(&mut o, pts, *metric, *op, &spec, limit);
             };
-            // Days are 24 h periods from the series' first reading: the
-            // store has no patient time zone, and a patient measures at
-            // about the same times each day. The points are in time order,
-            // so a day's points are adjacent and the first day a prefix.
-            let first = pts.first().map_or(0, |p| p.measured_at.timestamp_millis());
-            let day = |p: &Point| (p.measured_at.timestamp_millis() - first) / DAY_MS;
-            if *discard_first_day {
-                let second = pts.partition_point(|p| day(p) == 0);
-                pts.drain(..second);
+            match scope {
+                Scope::Window(w) => e.view.with_window(*metric, e.at - w.delta(), e.at, average),
+                Scope::Last(n) => e.view.with_last_n(*metric, e.at, *n, average),
             }
-            let mut days = 0;
-            let mut last_day = None;
-            for d in pts.iter().map(day) {
-                if last_day != Some(d) {
-                    days += 1;
-                    last_day = Some(d);
-                }
-            }
-            o.count = pts.len();
-            let refs: Vec<&Point> = pts.iter().collect();
-            o.evidence = evidence(*metric, &refs);
-            if pts.len() < *min_readings || pts.is_empty() || days < *min_days {
-                return o;
-            }
-            let mut values: Vec<f64> = pts.iter().map(|p| p.value).collect();
-            let v = match stat {
-                Statistic::Mean => values.iter().sum::<f64>() / values.len() as f64,
-                Statistic::Median => {
-                    values.sort_by(f64::total_cmp);
-                    let mid = values.len() / 2;
-                    if values.len().is_multiple_of(2) {
-                        (values[mid - 1] + values[mid]) / 2.0
-                    } else {
-                        values[mid]
-                    }
-                }
-            };
-            o.value = Some(v);
-            o.status = status_of(op.holds(v, limit));
-            o.score = op.badness(v, limit);
         }
         LeafKind::Slope {
             metric,
@@ -379,23 +369,162 @@ fn eval_leaf(leaf: &Leaf, e: &Eval) -> LeafOutcome {
             op,
             min_readings,
         } => {
-            let pts = e.view.window(*metric, e.at - window.delta(), e.at);
-            o.count = pts.len();
-            let refs: Vec<&Point> = pts.iter().collect();
-            o.evidence = evidence(*metric, &refs);
-            if pts.len() < *min_readings {
-                return o;
-            }
-            let Some(rate) = slope_per_day(&pts) else {
-                return o;
-            };
-            o.value = Some(rate);
-            o.status = status_of(op.holds(rate, limit));
-            o.score = op.badness(rate, limit);
+            e.view
+                .with_window(*metric, e.at - window.delta(), e.at, |pts| {
+                    o.count = pts.len();
+                    o.evidence = evidence(*metric, pts);
+                    if pts.len() < *min_readings {
+                        return;
+                    }
+                    let Some(rate) = slope_per_day(pts) else {
+                        return;
+                    };
+                    o.value = Some(rate);
+                    o.status = status_of(op.holds(rate, limit));
+                    o.score = op.badness(rate, limit);
+                });
         }
         LeafKind::Missing { .. } => {}
     }
     o
+}
+
+/// A threshold leaf over the last readings `pts` (newest last).
+fn threshold(
+    o: &mut LeafOutcome,
+    pts: &[Point],
+    metric: Metric,
+    op: Op,
+    count: Count,
+    oldest: DateTime<Utc>,
+    limit: f64,
+) {
+    let Some(newest) = pts.last() else { return };
+    o.count = pts.len();
+    o.value = Some(newest.value);
+    if newest.measured_at < oldest {
+        o.evidence = evidence(metric, std::slice::from_ref(newest));
+        return;
+    }
+    let breaching: Vec<&Point> = pts.iter().filter(|p| op.holds(p.value, limit)).collect();
+    let n = count.readings();
+    o.status = match count {
+        Count::Latest => status_of(op.holds(newest.value, limit)),
+        Count::Consecutive(_) if breaching.len() == n => Status::Breach,
+        Count::Consecutive(_) if pts.len() < n && breaching.len() == pts.len() => Status::Unknown,
+        Count::Consecutive(_) => Status::Normal,
+        Count::MOfN(m, _) if breaching.len() >= m => Status::Breach,
+        Count::MOfN(m, _) if breaching.len() + (n - pts.len()) >= m => Status::Unknown,
+        Count::MOfN(..) => Status::Normal,
+    };
+    o.score = breaching
+        .iter()
+        .map(|p| op.badness(p.value, limit))
+        .fold(f64::NEG_INFINITY, f64::max);
+    if o.status != Status::Breach {
+        o.score = op.badness(newest.value, limit);
+    }
+    o.evidence = if breaching.is_empty() || o.status != Status::Breach {
+        evidence(metric, std::slice::from_ref(newest))
+    } else {
+        evidence_of(metric, &breaching)
+    };
+}
+
+/// A delta leaf over the window `pts` (the newest is the current reading).
+fn delta(
+    o: &mut LeafOutcome,
+    pts: &[Point],
+    metric: Metric,
+    op: Op,
+    fixed: Option<f64>,
+    baseline: Baseline,
+    limit: f64,
+) {
+    let Some((current, earlier)) = pts.split_last() else {
+        return;
+    };
+    o.count = pts.len();
+    let base: Option<(f64, Option<&Point>)> = match fixed {
+        Some(b) => Some((b, None)),
+        None => match baseline {
+            Baseline::Min => earlier.iter().min_by(|a, b| a.value.total_cmp(&b.value)),
+            Baseline::Max => earlier.iter().max_by(|a, b| a.value.total_cmp(&b.value)),
+            Baseline::Earliest => earlier.first(),
+        }
+        .map(|p| (p.value, Some(p))),
+    };
+    let Some((base, base_point)) = base else {
+        o.evidence = evidence(metric, std::slice::from_ref(current));
+        return;
+    };
+    let change = current.value - base;
+    o.value = Some(change);
+    o.baseline = Some(base);
+    o.status = status_of(op.holds(change, limit));
+    o.score = op.badness(change, limit);
+    let mut cited: Vec<&Point> = base_point.into_iter().collect();
+    cited.push(current);
+    o.evidence = evidence_of(metric, &cited);
+}
+
+/// What an average leaf asks of its readings.
+struct AverageSpec {
+    stat: Statistic,
+    min_readings: usize,
+    min_days: usize,
+    discard_first_day: bool,
+}
+
+/// An average leaf over `pts` (in time order).
+fn average(
+    o: &mut LeafOutcome,
+    pts: &[Point],
+    metric: Metric,
+    op: Op,
+    spec: &AverageSpec,
+    limit: f64,
+) {
+    // Days are 24 h periods from the series' first reading: the store has
+    // no patient time zone, and a patient measures at about the same times
+    // each day. The points are in time order, so a day's points are
+    // adjacent and the first day a prefix.
+    let first = pts.first().map_or(0, |p| p.measured_at.timestamp_millis());
+    let day = |p: &Point| (p.measured_at.timestamp_millis() - first) / DAY_MS;
+    let pts = if spec.discard_first_day {
+        &pts[pts.partition_point(|p| day(p) == 0)..]
+    } else {
+        pts
+    };
+    let mut days = 0;
+    let mut last_day = None;
+    for d in pts.iter().map(day) {
+        if last_day != Some(d) {
+            days += 1;
+            last_day = Some(d);
+        }
+    }
+    o.count = pts.len();
+    o.evidence = evidence(metric, pts);
+    if pts.len() < spec.min_readings || pts.is_empty() || days < spec.min_days {
+        return;
+    }
+    let v = match spec.stat {
+        Statistic::Mean => pts.iter().map(|p| p.value).sum::<f64>() / pts.len() as f64,
+        Statistic::Median => {
+            let mut values: Vec<f64> = pts.iter().map(|p| p.value).collect();
+            values.sort_by(f64::total_cmp);
+            let mid = values.len() / 2;
+            if values.len().is_multiple_of(2) {
+                (values[mid - 1] + values[mid]) / 2.0
+            } else {
+                values[mid]
+            }
+        }
+    };
+    o.value = Some(v);
+    o.status = status_of(op.holds(v, limit));
+    o.score = op.badness(v, limit);
 }
 
 fn status_of(breach: bool) -> Status {

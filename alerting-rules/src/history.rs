@@ -51,6 +51,33 @@ pub trait History {
     /// When the newest reading of `metric` (of any metric when `None`) was
     /// measured.
     fn last_seen(&self, patient: &str, metric: Option<Metric>) -> Option<DateTime<Utc>>;
+
+    /// [`History::window`], lent to `f` instead of returned: a history that
+    /// holds the readings (the gateway's windows) answers without copying
+    /// them, once per rule and reading evaluated. `f` is called exactly
+    /// once and must not call back into the history.
+    fn with_window(
+        &self,
+        patient: &str,
+        metric: Metric,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        f: &mut dyn FnMut(&[Point]),
+    ) {
+        f(&self.window(patient, metric, from, to));
+    }
+
+    /// [`History::last_n`], lent to `f` as [`History::with_window`] lends.
+    fn with_last_n(
+        &self,
+        patient: &str,
+        metric: Metric,
+        at: DateTime<Utc>,
+        n: usize,
+        f: &mut dyn FnMut(&[Point]),
+    ) {
+        f(&self.last_n(patient, metric, at, n));
+    }
 }
 
 /// How far back a rule set looks, per metric: the longest window any of its
@@ -150,6 +177,27 @@ impl MemoryHistory {
     }
 }
 
+impl MemoryHistory {
+    fn window_of(
+        &self,
+        patient: &str,
+        metric: Metric,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> &[Point] {
+        let s = self.series(patient, metric);
+        let start = s.partition_point(|p| p.measured_at < from);
+        let end = s.partition_point(|p| p.measured_at <= to);
+        s.get(start..end.max(start)).unwrap_or(&[])
+    }
+
+    fn last_n_of(&self, patient: &str, metric: Metric, at: DateTime<Utc>, n: usize) -> &[Point] {
+        let s = self.series(patient, metric);
+        let end = s.partition_point(|p| p.measured_at <= at);
+        s.get(end.saturating_sub(n)..end).unwrap_or(&[])
+    }
+}
+
 impl History for MemoryHistory {
     fn window(
         &self,
@@ -158,16 +206,33 @@ impl History for MemoryHistory {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Vec<Point> {
-        let s = self.series(patient, metric);
-        let start = s.partition_point(|p| p.measured_at < from);
-        let end = s.partition_point(|p| p.measured_at <= to);
-        s.get(start..end.max(start)).unwrap_or(&[]).to_vec()
+        self.window_of(patient, metric, from, to).to_vec()
     }
 
     fn last_n(&self, patient: &str, metric: Metric, at: DateTime<Utc>, n: usize) -> Vec<Point> {
-        let s = self.series(patient, metric);
-        let end = s.partition_point(|p| p.measured_at <= at);
-        s.get(end.saturating_sub(n)..end).unwrap_or(&[]).to_vec()
+        self.last_n_of(patient, metric, at, n).to_vec()
+    }
+
+    fn with_window(
+        &self,
+        patient: &str,
+        metric: Metric,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        f: &mut dyn FnMut(&[Point]),
+    ) {
+        f(self.window_of(patient, metric, from, to));
+    }
+
+    fn with_last_n(
+        &self,
+        patient: &str,
+        metric: Metric,
+        at: DateTime<Utc>,
+        n: usize,
+        f: &mut dyn FnMut(&[Point]),
+    ) {
+        f(self.last_n_of(patient, metric, at, n));
     }
 
     fn last_seen(&self, patient: &str, metric: Option<Metric>) -> Option<DateTime<Utc>> {

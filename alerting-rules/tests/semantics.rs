@@ -472,3 +472,107 @@ fn missing_data_is_judged_only_once_the_input_has_settled() {
     assert_eq!(kind_of(&ts, "adherence.no-data-3d"), Some(Resolve));
     assert_eq!(kind_of(&ts, "adherence.no-vitals-2d"), Some(Resolve));
 }
+
+/// A history that only lends its readings: asking it for a copy fails.
+struct LendOnly(alerting_rules::MemoryHistory);
+
+impl alerting_rules::History for LendOnly {
+    fn window(
+        &self,
+        _: &str,
+        _: Metric,
+        _: chrono::DateTime<chrono::Utc>,
+        _: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<alerting_rules::Point> {
+        panic!("the engine asked for a copy of a window")
+    }
+    fn last_n(
+        &self,
+        _: &str,
+        _: Metric,
+        _: chrono::DateTime<chrono::Utc>,
+        _: usize,
+    ) -> Vec<alerting_rules::Point> {
+        panic!("the engine asked for a copy of the last readings")
+    }
+    fn last_seen(
+        &self,
+        patient: &str,
+        metric: Option<Metric>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.0.last_seen(patient, metric)
+    }
+    fn with_window(
+        &self,
+        patient: &str,
+        metric: Metric,
+        from: chrono::DateTime<chrono::Utc>,
+        to: chrono::DateTime<chrono::Utc>,
+        f: &mut dyn FnMut(&[alerting_rules::Point]),
+    ) {
+        self.0.with_window(patient, metric, from, to, f)
+    }
+    fn with_last_n(
+        &self,
+        patient: &str,
+        metric: Metric,
+        at: chrono::DateTime<chrono::Utc>,
+        n: usize,
+        f: &mut dyn FnMut(&[alerting_rules::Point]),
+    ) {
+        self.0.with_last_n(patient, metric, at, n, f)
+    }
+}
+
+/// The engine reads windows lent by the history (no copies), and judges a
+/// measurement the same whether the history holds it yet or not.
+#[test]
+fn a_measurement_is_judged_alike_whether_stored_yet_or_not() {
+    use alerting_rules::engine::Input;
+    use alerting_rules::History;
+    let mut s = Sim::bundled(&["hypertension"]);
+    // Twice a day for five days, above the home goal, the last one a crisis.
+    for d in 0..5 {
+        for h in [7, 19] {
+            s.one(Metric::Systolic, 150.0, at(days(d) + hours(h)));
+        }
+    }
+    let fresh = alerting_rules::NewReading {
+        id: "fresh".into(),
+        metric: Metric::Systolic,
+        value: 190.0,
+        measured_at: at(days(5) + hours(7)),
+        received_at: at(days(5) + hours(7)),
+    };
+    let without = LendOnly(s.history.clone());
+    let mut with = s.history.clone();
+    with.insert(
+        "p1",
+        Metric::Systolic,
+        alerting_rules::Point {
+            reading_id: "fresh".into(),
+            measured_at: fresh.measured_at,
+            value: fresh.value,
+        },
+    );
+    let with = LendOnly(with);
+    let judge = |history: &dyn History| {
+        s.engine
+            .evaluate(&Input {
+                patient: &s.patient,
+                readings: std::slice::from_ref(&fresh),
+                history,
+                states: &s.states,
+                watermark: s.watermark,
+                now: fresh.received_at,
+            })
+            .transitions
+    };
+    let stored = judge(&with);
+    assert_eq!(stored, judge(&without));
+    assert_eq!(kind_of(&stored, "htn.crisis"), Some(Fire));
+    let mean = get(&stored, "htn.home-mean-high");
+    // Nine readings after the first day, the fresh one among them.
+    assert_eq!(mean.leaves[0].count, 9, "{:#?}", mean.leaves);
+    assert!(mean.evidence.iter().any(|e| &*e.reading_id == "fresh"));
+}

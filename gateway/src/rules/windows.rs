@@ -198,26 +198,21 @@ impl Series {
         k
     }
 
-    fn window(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Option<Vec<Point>> {
+    fn window(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Option<&[Point]> {
         if from < self.floor {
             return None;
         }
         let start = self.points.partition_point(|p| p.measured_at < from);
         let end = self.points.partition_point(|p| p.measured_at <= to);
-        Some(
-            self.points
-                .get(start..end.max(start))
-                .unwrap_or(&[])
-                .to_vec(),
-        )
+        Some(self.points.get(start..end.max(start)).unwrap_or(&[]))
     }
 
-    fn last_n(&self, at: DateTime<Utc>, n: usize) -> Option<Vec<Point>> {
+    fn last_n(&self, at: DateTime<Utc>, n: usize) -> Option<&[Point]> {
         let end = self.points.partition_point(|p| p.measured_at <= at);
         if end >= n {
-            Some(self.points[end - n..end].to_vec())
+            Some(&self.points[end - n..end])
         } else if self.floor == ALL {
-            Some(self.points[..end].to_vec())
+            Some(&self.points[..end])
         } else {
             None
         }
@@ -478,6 +473,35 @@ impl WindowView<'_, '_> {
         }
     }
 
+    /// [`WindowView::answer`] for readings, lent to `f`: from the series
+    /// in place when it holds them, else from the store.
+    fn lend(
+        &self,
+        patient: &str,
+        metric: Metric,
+        from_memory: impl FnOnce(&Series) -> Option<&[Point]>,
+        from_store: impl FnOnce() -> Vec<Point>,
+        f: &mut dyn FnMut(&[Point]),
+    ) {
+        let mut w = self.windows.borrow_mut();
+        // `f` runs while the windows are borrowed: it must not ask this
+        // history again (the engine's lent closures only read the slice).
+        let hit = match w.series(self.store, patient, metric).and_then(from_memory) {
+            Some(pts) => {
+                f(pts);
+                true
+            }
+            None => false,
+        };
+        if hit {
+            w.stats.hits += 1;
+        } else {
+            w.stats.fallbacks += 1;
+            drop(w);
+            f(&from_store());
+        }
+    }
+
     /// A window that starts below a series' floor but ends within what it
     /// holds: the earlier readings of a backlog, judged after a later one
     /// loaded the series (a series loads relative to the newest stored
@@ -519,22 +543,50 @@ impl History for WindowView<'_, '_> {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Vec<Point> {
+        let mut out = Vec::new();
+        self.with_window(patient, metric, from, to, &mut |pts| out = pts.to_vec());
+        out
+    }
+
+    fn last_n(&self, patient: &str, metric: Metric, at: DateTime<Utc>, n: usize) -> Vec<Point> {
+        let mut out = Vec::new();
+        self.with_last_n(patient, metric, at, n, &mut |pts| out = pts.to_vec());
+        out
+    }
+
+    fn with_window(
+        &self,
+        patient: &str,
+        metric: Metric,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        f: &mut dyn FnMut(&[Point]),
+    ) {
         self.reach_down(patient, metric, from, to);
-        self.answer(
+        self.lend(
             patient,
             metric,
             |s| s.window(from, to),
             || self.store.window(patient, metric, from, to),
-        )
+            f,
+        );
     }
 
-    fn last_n(&self, patient: &str, metric: Metric, at: DateTime<Utc>, n: usize) -> Vec<Point> {
-        self.answer(
+    fn with_last_n(
+        &self,
+        patient: &str,
+        metric: Metric,
+        at: DateTime<Utc>,
+        n: usize,
+        f: &mut dyn FnMut(&[Point]),
+    ) {
+        self.lend(
             patient,
             metric,
             |s| s.last_n(at, n),
             || self.store.last_n(patient, metric, at, n),
-        )
+            f,
+        );
     }
 
     fn last_seen(&self, patient: &str, metric: Option<Metric>) -> Option<DateTime<Utc>> {

@@ -46,6 +46,7 @@
 //!   can never contradict it), so an open "no data" alert still resolves
 //!   with the first reading that ends the silence.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -287,7 +288,17 @@ impl Engine {
             {
                 continue;
             }
-            let (values, record, _skipped) = resolve(rule, input.patient.overrides.0.get(&rule.id));
+            let overridden = input.patient.overrides.0.get(&rule.id);
+            let (values, record) = match overridden.filter(|o| !o.limits.is_empty()) {
+                None => (
+                    Cow::Borrowed(&rule.defaults.values),
+                    rule.defaults.record.clone(),
+                ),
+                Some(o) => {
+                    let (values, record, _skipped) = resolve(rule, Some(o));
+                    (Cow::Owned(values), record)
+                }
+            };
             let view = || View {
                 patient: &input.patient.id,
                 history: input.history,
@@ -471,18 +482,19 @@ fn missing_verdict(
 
 impl Step<'_> {
     fn transition(
-        &self,
+        &mut self,
         kind: TransitionKind,
         notify: bool,
         note: Option<Note>,
-        v: &Verdict,
+        v: Verdict,
         state: AlertState,
     ) -> Transition {
         let message = if kind == TransitionKind::NoChange {
             String::new()
         } else {
-            self.rule.message.render(&placeholders(self.rule, v))
+            self.rule.message.render(&placeholders(self.rule, &v))
         };
+        let evidence = v.evidence();
         Transition {
             kind,
             notify,
@@ -496,9 +508,9 @@ impl Step<'_> {
             measured_at: self.measured_at,
             message,
             status: v.status,
-            leaves: v.leaves.clone(),
-            evidence: v.evidence(),
-            limits: self.limits.clone(),
+            leaves: v.leaves,
+            evidence,
+            limits: std::mem::take(&mut self.limits),
             late: self.late,
             flapping: state.flapping,
             state,
@@ -506,11 +518,16 @@ impl Step<'_> {
     }
 
     /// The state machine proper.
-    fn run(&self, mut st: AlertState, v: Verdict, clear_holds: Option<bool>) -> Transition {
+    /// The transition from `st` on verdict `v`. Consumes the step: its
+    /// limits and the verdict's leaves move into the transition.
+    fn run(mut self, mut st: AlertState, v: Verdict, clear_holds: Option<bool>) -> Transition {
         use TransitionKind::*;
         let rule = self.rule;
         let now = self.now;
-        st.rule_id = rule.id.clone();
+        let score = v.score;
+        if st.rule_id != rule.id {
+            st.rule_id = rule.id.clone();
+        }
         st.rule_version = rule.version;
         let horizon = now - rule.flap.window.delta();
         st.flap_changes.retain(|&c| c > horizon);
@@ -535,13 +552,13 @@ impl Step<'_> {
                     None
                 };
                 st.clear_streak = 0;
-                let mut t = self.transition(Fire, notify, note, &v, st);
+                let mut t = self.transition(Fire, notify, note, v, st);
                 t.state.open = Some(OpenAlert {
                     status: AlertStatus::Firing,
                     since: now,
                     measured_at: self.measured_at,
                     last_notified: notify.then_some(now),
-                    peak_score: finite(v.score),
+                    peak_score: finite(score),
                     severity: rule.severity,
                     evidence: t.evidence.clone(),
                     limits: t.limits.clone(),
@@ -558,11 +575,11 @@ impl Step<'_> {
                 } else {
                     Note::Normal
                 };
-                self.transition(NoChange, false, Some(note), &v, st)
+                self.transition(NoChange, false, Some(note), v, st)
             }
             (Some(mut open), Status::Breach) => {
                 st.clear_streak = 0;
-                let material = v.score > open.peak_score + EPS;
+                let material = score > open.peak_score + EPS;
                 let too_soon = open
                     .last_notified
                     .is_some_and(|l| now - l < rule.renotify.delta());
@@ -579,10 +596,10 @@ impl Step<'_> {
                 };
                 if let Some(n) = note {
                     st.open = Some(open);
-                    return self.transition(NoChange, false, Some(n), &v, st);
+                    return self.transition(NoChange, false, Some(n), v, st);
                 }
-                let mut t = self.transition(Update, true, Some(Note::NewPeak), &v, st);
-                open.peak_score = finite(v.score);
+                let mut t = self.transition(Update, true, Some(Note::NewPeak), v, st);
+                open.peak_score = finite(score);
                 open.last_notified = Some(now);
                 open.evidence = t.evidence.clone();
                 open.limits = t.limits.clone();
@@ -593,24 +610,24 @@ impl Step<'_> {
             (Some(open), _) => {
                 if self.late {
                     st.open = Some(open);
-                    return self.transition(NoChange, false, Some(Note::Late), &v, st);
+                    return self.transition(NoChange, false, Some(Note::Late), v, st);
                 }
                 match clear_holds {
                     Some(true) => st.clear_streak += 1,
                     Some(false) => st.clear_streak = 0,
                     None => {
                         st.open = Some(open);
-                        return self.transition(NoChange, false, Some(Note::NoData), &v, st);
+                        return self.transition(NoChange, false, Some(Note::NoData), v, st);
                     }
                 }
                 if st.clear_streak < rule.clear.consecutive {
                     st.open = Some(open);
-                    return self.transition(NoChange, false, Some(Note::ClearPending), &v, st);
+                    return self.transition(NoChange, false, Some(Note::ClearPending), v, st);
                 }
                 if st.flap_changes.len() + 1 > rule.flap.max_changes {
                     st.flapping = true;
                     st.open = Some(open);
-                    return self.transition(NoChange, false, Some(Note::Flapping), &v, st);
+                    return self.transition(NoChange, false, Some(Note::Flapping), v, st);
                 }
                 st.flap_changes.push(now);
                 st.flapping = false;
@@ -621,7 +638,7 @@ impl Step<'_> {
                 } else {
                     Some(Note::NeverNotified)
                 };
-                self.transition(Resolve, notified, note, &v, st)
+                self.transition(Resolve, notified, note, v, st)
             }
         }
     }

@@ -416,22 +416,22 @@ fn compile_rule(
     let (condition, message) = (condition?, message?);
     let severity = raw.severity;
     let pos = crate::error::line_col(ctx.text, raw.id.span().start);
-    Some((
-        Rule {
-            id,
-            version: *raw.version.get_ref(),
-            pack: String::new(),
-            severity,
-            message,
-            source: raw.source.into_inner(),
-            condition,
-            clear,
-            renotify: renotify.unwrap_or(RuleDuration::from_delta(severity.default_renotify())),
-            flap,
-            params: build.params,
-        },
-        pos,
-    ))
+    let mut rule = Rule {
+        id,
+        version: *raw.version.get_ref(),
+        pack: String::new(),
+        severity,
+        message,
+        source: raw.source.into_inner(),
+        condition,
+        clear,
+        renotify: renotify.unwrap_or(RuleDuration::from_delta(severity.default_renotify())),
+        flap,
+        params: build.params,
+        defaults: Default::default(),
+    };
+    rule.defaults = crate::overrides::Defaults::of(&rule);
+    Some((rule, pos))
 }
 
 /// A separate clear threshold is only meaningful for a rule with one leaf

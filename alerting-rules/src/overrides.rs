@@ -113,6 +113,25 @@ pub fn effective_limits(
 /// Effective parameter values of `rule` for a patient: canonical numbers
 /// for evaluation, the record for outcomes, and the entries that were
 /// skipped.
+/// A rule's parameters as no override changes them, resolved once when
+/// the rule is loaded: most patients have no override, and the engine
+/// needs them for every rule at every reading.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Defaults {
+    /// Values in the canonical unit, by parameter name.
+    pub values: BTreeMap<String, f64>,
+    /// What the outcomes record of them.
+    pub record: BTreeMap<String, EffectiveLimit>,
+}
+
+impl Defaults {
+    /// `rule`'s parameters without overrides.
+    pub(crate) fn of(rule: &Rule) -> Defaults {
+        let (values, record, _) = resolve(rule, None);
+        Defaults { values, record }
+    }
+}
+
 pub(crate) fn resolve(
     rule: &Rule,
     ov: Option<&RuleOverride>,

@@ -424,6 +424,8 @@ pub struct Rule {
     /// Overridable parameters, by name (`limit`, `clear_limit`,
     /// `weight.limit`, `baseline` ...).
     pub params: BTreeMap<String, Param>,
+    /// The parameters resolved without overrides (made by the loader).
+    pub(crate) defaults: crate::overrides::Defaults,
 }
 
 impl Rule {
@@ -470,5 +472,21 @@ mod tests {
             }
         }
         assert!(named > 0, "the bundled packs have rules of several leaves");
+    }
+
+    /// The parameters a rule carries from loading are those an empty
+    /// override resolves to (the engine uses them for patients without one).
+    #[test]
+    fn a_rule_carries_its_parameters_resolved_without_overrides() {
+        use crate::overrides::{resolve, RuleOverride};
+        let rules = crate::RuleSet::bundled().unwrap();
+        for rule in rules.rules() {
+            for ov in [None, Some(&RuleOverride::default())] {
+                let (values, record, errors) = resolve(rule, ov);
+                assert!(errors.is_empty());
+                assert_eq!(rule.defaults.values, values, "{}", rule.id);
+                assert_eq!(rule.defaults.record, record, "{}", rule.id);
+            }
+        }
     }
 }

@@ -123,20 +123,10 @@ impl View<'_> {
         to: DateTime<Utc>,
         f: impl FnOnce(&[Point]) -> R,
     ) -> R {
-        let mut f = Some(f);
-        let mut out = None;
-        self.history
-            .with_window(self.patient, metric, from, to, &mut |pts| {
-                if let Some(f) = f.take() {
-                    out = Some(self.merged(metric, pts, Some(from), to, usize::MAX, f));
-                }
-            });
-        match (out, f) {
-            (Some(r), _) => r,
-            // A history that never called back lent nothing.
-            (None, Some(f)) => self.merged(metric, &[], Some(from), to, usize::MAX, f),
-            (None, None) => unreachable!("a lent window's result is kept"),
-        }
+        let ask = |g: &mut dyn FnMut(&[Point])| {
+            self.history.with_window(self.patient, metric, from, to, g)
+        };
+        self.lent(ask, metric, Some(from), to, usize::MAX, f)
     }
 
     /// Lends `f` the last `n` readings of `metric` measured at or before
@@ -148,17 +138,32 @@ impl View<'_> {
         n: usize,
         f: impl FnOnce(&[Point]) -> R,
     ) -> R {
+        let ask =
+            |g: &mut dyn FnMut(&[Point])| self.history.with_last_n(self.patient, metric, at, n, g);
+        self.lent(ask, metric, None, at, n, f)
+    }
+
+    /// What `ask` lends, [`View::merged`] into `f`.
+    fn lent<R>(
+        &self,
+        ask: impl FnOnce(&mut dyn FnMut(&[Point])),
+        metric: Metric,
+        from: Option<DateTime<Utc>>,
+        to: DateTime<Utc>,
+        n: usize,
+        f: impl FnOnce(&[Point]) -> R,
+    ) -> R {
         let mut f = Some(f);
         let mut out = None;
-        self.history
-            .with_last_n(self.patient, metric, at, n, &mut |pts| {
-                if let Some(f) = f.take() {
-                    out = Some(self.merged(metric, pts, None, at, n, f));
-                }
-            });
+        ask(&mut |pts| {
+            if let Some(f) = f.take() {
+                out = Some(self.merged(metric, pts, from, to, n, f));
+            }
+        });
         match (out, f) {
             (Some(r), _) => r,
-            (None, Some(f)) => self.merged(metric, &[], None, at, n, f),
+            // A history that never called back lent nothing.
+            (None, Some(f)) => self.merged(metric, &[], from, to, n, f),
             (None, None) => unreachable!("a lent window's result is kept"),
         }
     }

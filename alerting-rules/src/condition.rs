@@ -5,6 +5,7 @@
 //! stale ones). `Unknown` never resolves an alert and never fires one: an
 //! absent reading is the business of missing-data rules, not of thresholds.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -273,28 +274,19 @@ fn eval_condition(c: &Condition, e: &Eval, out: &mut Vec<LeafOutcome>) -> (Statu
 }
 
 /// The newest [`MAX_EVIDENCE`] of `pts`, cited.
-fn evidence(metric: Metric, pts: &[Point]) -> Vec<Evidence> {
+fn evidence<P: Borrow<Point>>(metric: Metric, pts: &[P]) -> Vec<Evidence> {
     pts[pts.len().saturating_sub(MAX_EVIDENCE)..]
         .iter()
-        .map(|p| cite(metric, p))
+        .map(|p| {
+            let p = p.borrow();
+            Evidence {
+                reading_id: p.reading_id.clone(),
+                metric,
+                value: p.value,
+                measured_at: p.measured_at,
+            }
+        })
         .collect()
-}
-
-/// [`evidence`] of points picked out of a window.
-fn evidence_of(metric: Metric, pts: &[&Point]) -> Vec<Evidence> {
-    pts[pts.len().saturating_sub(MAX_EVIDENCE)..]
-        .iter()
-        .map(|p| cite(metric, p))
-        .collect()
-}
-
-fn cite(metric: Metric, p: &Point) -> Evidence {
-    Evidence {
-        reading_id: p.reading_id.clone(),
-        metric,
-        value: p.value,
-        measured_at: p.measured_at,
-    }
 }
 
 /// A day in milliseconds.
@@ -432,7 +424,7 @@ fn threshold(
     o.evidence = if breaching.is_empty() || o.status != Status::Breach {
         evidence(metric, std::slice::from_ref(newest))
     } else {
-        evidence_of(metric, &breaching)
+        evidence(metric, &breaching)
     };
 }
 
@@ -470,7 +462,7 @@ fn delta(
     o.score = op.badness(change, limit);
     let mut cited: Vec<&Point> = base_point.into_iter().collect();
     cited.push(current);
-    o.evidence = evidence_of(metric, &cited);
+    o.evidence = evidence(metric, &cited);
 }
 
 /// What an average leaf asks of its readings.

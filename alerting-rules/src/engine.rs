@@ -517,9 +517,9 @@ impl Step<'_> {
         }
     }
 
-    /// The state machine proper.
-    /// The transition from `st` on verdict `v`. Consumes the step: its
-    /// limits and the verdict's leaves move into the transition.
+    /// The state machine proper: the transition from `st` on verdict `v`.
+    /// Consumes the step: its limits and the verdict's leaves move into the
+    /// transition.
     fn run(mut self, mut st: AlertState, v: Verdict, clear_holds: Option<bool>) -> Transition {
         use TransitionKind::*;
         let rule = self.rule;

@@ -483,21 +483,20 @@ impl WindowView<'_, '_> {
         from_store: impl FnOnce() -> Vec<Point>,
         f: &mut dyn FnMut(&[Point]),
     ) {
-        let mut w = self.windows.borrow_mut();
         // `f` runs while the windows are borrowed: it must not ask this
         // history again (the engine's lent closures only read the slice).
-        let hit = match w.series(self.store, patient, metric).and_then(from_memory) {
-            Some(pts) => {
-                f(pts);
-                true
-            }
-            None => false,
-        };
-        if hit {
-            w.stats.hits += 1;
-        } else {
-            w.stats.fallbacks += 1;
-            drop(w);
+        let lent = self.answer(
+            patient,
+            metric,
+            |s| {
+                from_memory(s).map(|pts| {
+                    f(pts);
+                    true
+                })
+            },
+            || false,
+        );
+        if !lent {
             f(&from_store());
         }
     }

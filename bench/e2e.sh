@@ -167,6 +167,9 @@ rss = next(int(l.split()[1]) for l in open(f"/proc/{gw.pid}/status") if l.starts
 import os
 stat = open(f"/proc/{gw.pid}/stat").read().rsplit(")", 1)[1].split()
 cpu_user, cpu_sys = (int(x) / os.sysconf("SC_CLK_TCK") for x in stat[11:13])
+# Its system calls that read and write (sockets and files alike): counts,
+# not times, so they compare across runs of a noisy machine.
+io = dict(l.split(": ") for l in open(f"/proc/{gw.pid}/io").read().splitlines())
 gw.terminate(); gw.wait()
 time.sleep(0.5)
 with lock: late = len(fired)
@@ -210,4 +213,5 @@ print(f"forwarding: {total / t['forwarded']:.0f} points/s end to end; arrived at
 print(f"alert webhooks: {late} distinct alert.fired received, signature failures {len(bad)}")
 print(f"peer / gateway (all indexed): {t['indexed'] / peer:.2f}; gateway peak RSS {rss} kB")
 print(f"gateway CPU through the drain: {cpu_user + cpu_sys:.2f} s (user {cpu_user:.2f} s, system {cpu_sys:.2f} s)")
+print(f"gateway system calls through the drain: {int(io['syscr'])} reads, {int(io['syscw'])} writes")
 PY

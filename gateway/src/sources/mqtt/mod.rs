@@ -14,13 +14,22 @@
 //!   queue).
 //! - Acks of a previous connection are never sent on a new one (the broker
 //!   redelivers those messages and packet ids may be reused).
+//! - **PUBACKs go out in bursts** (MQTT 3.1.1): rumqttc writes each request
+//!   it is given in a write of its own, so a backlog cost a system call per
+//!   message on both sides. The acker hands committed packet ids back to
+//!   the event loop's task, which writes every ack ready at that moment and
+//!   flushes once ([`protocol::Connection::acknowledge`]); it checks the
+//!   connection's generation itself, so a stale ack cannot slip onto a new
+//!   connection. MQTT 5's event loop keeps its connection private: there
+//!   the acker acknowledges through the client, one ack per write.
 //! - A **failed commit forces a reconnect**: the broker only redelivers an
 //!   unacknowledged message on a new connection, so waiting would leave the
 //!   reading stuck until the next network hiccup.
 //! - MQTT 5 sets an explicit session expiry (see [`protocol`]).
 //! - **The event loop never waits on its own acks.** Acks travel from the
-//!   acker task through rumqttc's bounded request channel, which only the
-//!   event loop drains. If the event loop could in turn block on the acker
+//!   acker task back to the event loop's task (MQTT 3.1.1, an unbounded
+//!   channel) or through rumqttc's bounded request channel (MQTT 5), which
+//!   only the event loop drains. If the event loop could in turn block on the acker
 //!   (a bounded hand-over queue), a broker flushing a large queued backlog
 //!   fills both and the two wait on each other for ever: no more acks, no
 //!   more reads, no shutdown. So the hand-over queue is unbounded, and the
@@ -99,6 +108,22 @@ struct Pending {
     commit: oneshot::Receiver<CommitResult>,
 }
 
+/// A committed publish, ready to be acknowledged on its connection.
+struct Ready {
+    generation: u64,
+    token: AckToken,
+}
+
+/// Where the acker sends what is committed: to the event loop's task,
+/// which writes the acks in bursts (MQTT 3.1.1), or through the client.
+enum AckRoute {
+    EventLoop(mpsc::UnboundedSender<Ready>),
+    Client(Client),
+}
+
+/// Most acks written in one burst.
+const ACK_BURST: usize = 1024;
+
 impl MqttSource {
     /// A source subscribing to `filters` (from the loaded profiles). It
     /// only appends to the inbox: decoding happens in the normalize stage.
@@ -146,12 +171,20 @@ impl MqttSource {
         // Unbounded on purpose: see "the event loop never waits on its own
         // acks" in the module docs.
         let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Pending>();
+        // Unbounded for the same reason: the event loop's task empties it.
+        let (route, mut ready) = if conn.writes_acks() {
+            let (tx, rx) = mpsc::unbounded_channel::<Ready>();
+            (AckRoute::EventLoop(tx), Some(rx))
+        } else {
+            (AckRoute::Client(client.clone()), None)
+        };
         let acker = tokio::spawn(ack_in_order(
             ack_rx,
-            client.clone(),
+            route,
             generation.clone(),
             commit_failed.clone(),
         ));
+        let mut burst: Vec<AckToken> = Vec::with_capacity(ACK_BURST);
         let metrics = self.metrics.clone();
         let mut backoff = Backoff::new(RECONNECT_FIRST_BACKOFF, self.cfg.reconnect_max_backoff);
         // Grows while store commits fail; a CONNACK does not reset it.
@@ -185,6 +218,17 @@ impl MqttSource {
                         _ = store_recovers(&metrics, wait) => {}
                     }
                     continue;
+                }
+                Some(first) = next_ready(&mut ready) => {
+                    take_burst(first, &mut ready, generation.load(Ordering::SeqCst), &mut burst);
+                    match conn.acknowledge(&burst).await {
+                        Ok(()) => continue,
+                        Err(e) => {
+                            // The next poll reconnects.
+                            conn.reconnect();
+                            Err(e)
+                        }
+                    }
                 }
                 e = conn.poll() => e,
             };
@@ -296,9 +340,24 @@ impl MqttSource {
         drop(ack_tx);
         let drain = async {
             let mut acker = acker;
+            let mut acker_done = false;
             loop {
+                if acker_done && ready.is_none() {
+                    break;
+                }
                 tokio::select! {
-                    _ = &mut acker => break,
+                    biased;
+                    _ = &mut acker, if !acker_done => acker_done = true,
+                    r = next_ready(&mut ready) => match r {
+                        Some(first) => {
+                            take_burst(first, &mut ready, generation.load(Ordering::SeqCst), &mut burst);
+                            if conn.acknowledge(&burst).await.is_err() {
+                                break;
+                            }
+                        }
+                        // The acker is gone and every ack it handed over is written.
+                        None => break,
+                    },
                     e = conn.poll() => if e.is_err() { tokio::time::sleep(Duration::from_millis(50)).await },
                 }
             }
@@ -333,20 +392,59 @@ async fn store_recovers(metrics: &Metrics, max: Duration) {
     }
 }
 
+/// The next committed publish handed back by the acker; `None` once the
+/// acker is gone and all are taken (never, for MQTT 5: pending for ever).
+async fn next_ready(ready: &mut Option<mpsc::UnboundedReceiver<Ready>>) -> Option<Ready> {
+    match ready {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `first` and every ack ready now (up to [`ACK_BURST`]) into `burst`,
+/// without those of an earlier connection.
+fn take_burst(
+    first: Ready,
+    ready: &mut Option<mpsc::UnboundedReceiver<Ready>>,
+    generation: u64,
+    burst: &mut Vec<AckToken>,
+) {
+    burst.clear();
+    let mut next = Some(first);
+    while let Some(r) = next.take() {
+        if r.generation == generation {
+            burst.push(r.token);
+        }
+        if burst.len() < ACK_BURST {
+            next = ready.as_mut().and_then(|rx| rx.try_recv().ok());
+        }
+    }
+}
+
 /// Acknowledges publishes in the order received, each once its commit is
 /// done. A failed commit is not acknowledged: the broker redelivers it.
 async fn ack_in_order(
     mut rx: mpsc::UnboundedReceiver<Pending>,
-    client: Client,
+    route: AckRoute,
     generation: Arc<AtomicU64>,
     commit_failed: Arc<Notify>,
 ) {
     while let Some(p) = rx.recv().await {
         match p.commit.await {
             Ok(Ok(_)) => {
-                if p.generation == generation.load(Ordering::SeqCst)
-                    && client.ack(p.token).await.is_err()
-                {
+                let sent = match &route {
+                    AckRoute::EventLoop(tx) => tx
+                        .send(Ready {
+                            generation: p.generation,
+                            token: p.token,
+                        })
+                        .is_ok(),
+                    AckRoute::Client(client) => {
+                        p.generation != generation.load(Ordering::SeqCst)
+                            || client.ack(p.token).await.is_ok()
+                    }
+                };
+                if !sent {
                     return;
                 }
             }

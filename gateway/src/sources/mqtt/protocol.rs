@@ -211,6 +211,50 @@ impl Connection {
 }
 
 impl Connection {
+    /// Whether [`Connection::acknowledge`] writes the acks itself (MQTT
+    /// 3.1.1). MQTT 5's event loop keeps its connection private: its acks
+    /// go through [`Client::ack`], one written per turn of the event loop.
+    pub fn writes_acks(&self) -> bool {
+        matches!(self, Connection::V311(_))
+    }
+
+    /// Writes a PUBACK for each committed publish of the current connection
+    /// and flushes them together: one write for a burst of commits instead
+    /// of one per publish (rumqttc sends each request it is given in its
+    /// own write). Called between polls of the same task, so the event
+    /// loop is not mid-write. Without a connection the acks are dropped:
+    /// the broker redelivers those publishes on the next one. An `Err` is a
+    /// failed write (the caller reconnects).
+    pub async fn acknowledge(&mut self, tokens: &[AckToken]) -> Result<(), String> {
+        let Connection::V311(e) = self else {
+            return Err("batched acks need MQTT 3.1.1".into());
+        };
+        let e = &mut **e;
+        let Some(network) = e.network.as_mut() else {
+            return Ok(());
+        };
+        let mut written = false;
+        for token in tokens {
+            // The source subscribes with QoS 1, so brokers send QoS 1 or 0;
+            // a QoS 0 publish has no ack.
+            if let AckToken::V311 {
+                pkid,
+                qos: QoS::AtLeastOnce,
+            } = *token
+            {
+                network
+                    .write(rumqttc::Packet::PubAck(rumqttc::PubAck::new(pkid)))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                written = true;
+            }
+        }
+        if written {
+            network.flush().await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
     /// Drops the network connection; the next [`Connection::poll`]
     /// reconnects. Pending acks are discarded (the broker redelivers).
     pub fn reconnect(&mut self) {

@@ -339,7 +339,7 @@ impl Evaluator {
             .retention_keep
             .and_then(|k| TimeDelta::from_std(k).ok())
             .map(|k| Utc::now() - k + TimeDelta::minutes(1));
-        self.windows.begin(max_seq, prunable_before);
+        self.windows.begin(cursor, max_seq, prunable_before);
         for g in &groups {
             for r in &g.readings {
                 self.windows.fold(

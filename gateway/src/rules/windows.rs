@@ -19,6 +19,11 @@
 //! are read again, and a cursor moved back (the store re-evaluated) or a
 //! new rule set empties them.
 //!
+//! A series first asked for is read as the store was before the batch (its
+//! readings are folded in already, kept aside for series not held): in a
+//! backlog most series are first asked for in the batch that brings their
+//! readings, and reading them back from the store doubled the work.
+//!
 //! Memory is bounded twice: a series keeps the readings within its metric's
 //! longest window before its newest reading plus its longest count (older
 //! readings are trimmed as new ones arrive), and all series together hold
@@ -50,6 +55,8 @@ pub struct WindowStats {
     pub fallbacks: u64,
     /// Series read from the store.
     pub loads: u64,
+    /// Readings those reads returned.
+    pub loaded: u64,
     /// Series extended down to a question's start (read from the store
     /// once instead of answering that question and the next from it).
     pub extensions: u64,
@@ -257,6 +264,11 @@ pub struct Windows {
     held: usize,
     /// Every series reflects the store as of this commit position.
     seq: i64,
+    /// The batch's readings were committed after this position.
+    start: i64,
+    /// The batch's readings of series not held, by patient: a series read
+    /// during the batch is read as of `start` and takes its own from here.
+    fresh: HashMap<String, Vec<(Metric, Point)>>,
     batch: u64,
     /// Series that grew in this batch, trimmed at its end.
     grown: Vec<(String, Metric)>,
@@ -273,6 +285,8 @@ impl Windows {
             patients: HashMap::new(),
             held: 0,
             seq: 0,
+            start: 0,
+            fresh: HashMap::new(),
             batch: 0,
             grown: Vec::new(),
             stats: WindowStats::default(),
@@ -291,18 +305,22 @@ impl Windows {
     pub fn clear(&mut self) {
         self.patients.clear();
         self.grown.clear();
+        self.fresh.clear();
         self.held = 0;
         self.seq = 0;
     }
 
-    /// Starts a batch that ends at commit position `seq` and whose readings
-    /// are folded in next. A position behind the windows' (the cursor was
-    /// moved back) empties them; readings measured before `prunable_before`
-    /// (retention may have deleted them) are dropped.
-    pub fn begin(&mut self, seq: i64, prunable_before: Option<DateTime<Utc>>) {
+    /// Starts a batch of the readings committed after position `start` up
+    /// to `seq`, every one of which is folded in next. A position behind
+    /// the windows' (the cursor was moved back) empties them; readings
+    /// measured before `prunable_before` (retention may have deleted them)
+    /// are dropped.
+    pub fn begin(&mut self, start: i64, seq: i64, prunable_before: Option<DateTime<Utc>>) {
         if seq < self.seq {
             self.clear();
         }
+        self.fresh.clear();
+        self.start = start.min(seq);
         self.seq = seq;
         self.batch += 1;
         if let Some(cut) = prunable_before {
@@ -323,22 +341,37 @@ impl Windows {
         }
     }
 
-    /// Folds in a reading of the batch (committed at or before the
-    /// position given to [`Windows::begin`]). Series not held yet ignore
-    /// it: they are read from the store, with it, when first asked for.
+    /// Folds in a reading of the batch (committed after the start and at
+    /// or before the position given to [`Windows::begin`]). A series not
+    /// held keeps it aside until it is read (as of the batch's start) or
+    /// the next batch begins.
     pub fn fold(&mut self, patient: &str, metric: Metric, point: Point) {
         let Some(p) = self.patients.get_mut(patient) else {
+            self.keep_fresh(patient, metric, point);
             return;
         };
         if let Some(newest) = &mut p.newest {
             *newest = Some(newest.map_or(point.measured_at, |t| t.max(point.measured_at)));
         }
-        if let Some(s) = p.series.get_mut(&metric) {
-            let d = s.insert(point);
-            if d > 0 {
-                self.grown.push((patient.to_string(), metric));
+        match p.series.get_mut(&metric) {
+            Some(s) => {
+                let d = s.insert(point);
+                if d > 0 {
+                    self.grown.push((patient.to_string(), metric));
+                }
+                self.held = self.held.saturating_add_signed(d);
             }
-            self.held = self.held.saturating_add_signed(d);
+            None => self.keep_fresh(patient, metric, point),
+        }
+    }
+
+    fn keep_fresh(&mut self, patient: &str, metric: Metric, point: Point) {
+        match self.fresh.get_mut(patient) {
+            Some(v) => v.push((metric, point)),
+            None => {
+                self.fresh
+                    .insert(patient.to_string(), vec![(metric, point)]);
+            }
         }
     }
 
@@ -418,23 +451,41 @@ impl Windows {
         metric: Metric,
     ) -> Option<&Series> {
         let batch = self.batch;
-        let reach = self.needs.reach(metric);
         if !self.patients.contains_key(patient) {
             self.patients
                 .insert(patient.to_string(), PatientSeries::default());
         }
         let p = self.patients.get_mut(patient)?;
         p.used = batch;
-        match p.series.entry(metric) {
-            std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                let s = Series::load(store, patient, metric, reach)?;
-                self.held += s.points.len() + 1;
-                self.stats.loads += 1;
-                Some(e.insert(s))
+        if !p.series.contains_key(&metric) {
+            let s = self.load(store, patient, metric)?;
+            self.patients.get_mut(patient)?.series.insert(metric, s);
+        }
+        self.patients.get(patient)?.series.get(&metric)
+    }
+
+    /// Reads a series as of the batch's start and adds the batch's
+    /// readings of it (`None`: the store failed).
+    fn load(&mut self, store: &SqliteHistory<'_>, patient: &str, metric: Metric) -> Option<Series> {
+        let reach = self.needs.reach(metric);
+        let mut s = store.before(self.start, |st| Series::load(st, patient, metric, reach))?;
+        self.stats.loaded += s.points.len() as u64;
+        if let Some(fresh) = self.fresh.get_mut(patient) {
+            let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(fresh)
+                .into_iter()
+                .partition(|(m, _)| *m == metric);
+            *fresh = rest;
+            let mut grew = false;
+            for (_, p) in mine {
+                grew |= s.insert(p) > 0;
+            }
+            if grew {
+                self.grown.push((patient.to_string(), metric));
             }
         }
-        .map(|s| &*s)
+        self.held += s.points.len() + 1;
+        self.stats.loads += 1;
+        Some(s)
     }
 }
 
@@ -726,8 +777,8 @@ mod tests {
                 if k > 0 && k % 12 == restart {
                     windows.clear();
                 }
-                windows.begin(seq, None);
                 let first = k * batch;
+                windows.begin(first as i64, seq, None);
                 let mut ats = vec![t0() + TimeDelta::days(400)];
                 for (j, (p, m, h)) in chunk.iter().enumerate() {
                     let at = t0() + TimeDelta::hours(*h);
@@ -747,6 +798,38 @@ mod tests {
         }
     }
 
+    /// A series first asked for in the batch that brings its readings is
+    /// read as it was before the batch: a backlog's readings are not read
+    /// back from the store, and the answers are still the store's.
+    #[test]
+    fn a_batch_s_own_readings_are_not_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let ops: Vec<Op> = (0..30usize).map(|i| (i % 2, 0, i as i64 * 3)).collect();
+        store_all(&store, &ops);
+        let mut windows = Windows::new(Needs::of(&RuleSet::bundled().unwrap()), 1000);
+        // The first 10 readings came in an earlier batch, not held here.
+        windows.begin(10, 30, None);
+        for (i, (p, m, h)) in ops.iter().enumerate().skip(10) {
+            windows.fold(
+                PATIENTS[*p],
+                METRICS[*m],
+                Point {
+                    reading_id: format!("r{i:04}").into(),
+                    measured_at: t0() + TimeDelta::hours(*h),
+                    value: i as f64,
+                },
+            );
+        }
+        compare(&store, &mut windows, 30, &[t0() + TimeDelta::hours(100)]);
+        windows.end();
+        let s = windows.stats();
+        assert!(
+            s.loaded <= 10,
+            "only the readings before the batch are read: {s:?}"
+        );
+    }
+
     /// Readings retention may have pruned are never answered from memory.
     #[test]
     fn readings_retention_may_prune_are_asked_of_the_store() {
@@ -755,7 +838,7 @@ mod tests {
         let ops: Vec<Op> = (0..20).map(|i| (0, 0, i * 6)).collect();
         store_all(&store, &ops);
         let mut windows = Windows::new(Needs::of(&RuleSet::bundled().unwrap()), 1000);
-        windows.begin(20, None);
+        windows.begin(20, 20, None);
         compare(&store, &mut windows, 20, &[t0() + TimeDelta::hours(114)]);
         windows.end();
         // Retention deletes the first day.
@@ -766,7 +849,7 @@ mod tests {
                 [(t0() + TimeDelta::hours(24)).timestamp_millis()],
             )
             .unwrap();
-        windows.begin(20, Some(t0() + TimeDelta::hours(24)));
+        windows.begin(20, 20, Some(t0() + TimeDelta::hours(24)));
         compare(&store, &mut windows, 20, &[t0() + TimeDelta::hours(114)]);
         windows.end();
     }

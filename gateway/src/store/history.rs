@@ -20,7 +20,7 @@
 //! committing, so a store error aborts the batch instead of silently turning
 //! into "no data".
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use alerting_rules::{History, Point};
@@ -40,7 +40,7 @@ pub const MAX_WINDOW_ROWS: i64 = 50_000;
 pub struct SqliteHistory<'c> {
     conn: &'c Connection,
     /// Readings with a larger `seq` are invisible (`None`: all are seen).
-    bound: Option<i64>,
+    bound: Cell<Option<i64>>,
     error: RefCell<Option<rusqlite::Error>>,
     /// Statements kept prepared here rather than in rusqlite's cache, which
     /// clears their bindings on return: SQLite then prepares them again at
@@ -58,7 +58,7 @@ impl<'c> SqliteHistory<'c> {
     pub fn new(conn: &'c Connection) -> Self {
         SqliteHistory {
             conn,
-            bound: None,
+            bound: Cell::new(None),
             error: RefCell::new(None),
             stmts: RefCell::new(HashMap::new()),
         }
@@ -67,7 +67,7 @@ impl<'c> SqliteHistory<'c> {
     /// A view of the readings committed at or before `seq`.
     pub fn as_of(conn: &'c Connection, seq: i64) -> Self {
         SqliteHistory {
-            bound: Some(seq),
+            bound: Cell::new(Some(seq)),
             ..SqliteHistory::new(conn)
         }
     }
@@ -75,9 +75,23 @@ impl<'c> SqliteHistory<'c> {
     /// Moves the commit position of a bounded view (the replay advances it
     /// reading by reading); an unbounded view stays unbounded.
     pub fn advance_to(&mut self, seq: i64) {
-        if self.bound.is_some() {
-            self.bound = Some(seq);
+        if self.bound.get().is_some() {
+            self.bound.set(Some(seq));
         }
+    }
+
+    /// `f` asked of this view as of commit position `seq` when that is
+    /// earlier than its own (an unbounded view stays unbounded): the
+    /// in-memory windows read a series as it was before their batch, whose
+    /// readings they hold already.
+    pub fn before<T>(&self, seq: i64, f: impl FnOnce(&Self) -> T) -> T {
+        let own = self.bound.get();
+        if let Some(b) = own {
+            self.bound.set(Some(b.min(seq)));
+        }
+        let r = f(self);
+        self.bound.set(own);
+        r
     }
 
     /// The first query error since the last call, if any.
@@ -104,7 +118,7 @@ impl<'c> SqliteHistory<'c> {
     /// unbounded queries carry no such clause, so the evaluator's plans
     /// are exactly the index lookups.
     fn bounded(&self, clause: &'static str) -> &'static str {
-        if self.bound.is_some() {
+        if self.bound.get().is_some() {
             clause
         } else {
             ""
@@ -158,7 +172,7 @@ impl History for SqliteHistory<'_> {
             self.bounded(" AND seq <= ?5")
         );
         let (from, to) = (from.timestamp_millis(), to.timestamp_millis());
-        match self.bound {
+        match self.bound.get() {
             Some(seq) => self.points(sql, params![patient, metric.name(), from, to, seq]),
             None => self.points(sql, params![patient, metric.name(), from, to]),
         }
@@ -172,7 +186,7 @@ impl History for SqliteHistory<'_> {
             self.bounded(" AND seq <= ?4")
         );
         let at = at.timestamp_millis();
-        let mut v = match self.bound {
+        let mut v = match self.bound.get() {
             Some(seq) => self.points(sql, params![patient, metric.name(), at, seq]),
             None => self.points(sql, params![patient, metric.name(), at]),
         };
@@ -193,7 +207,7 @@ impl History for SqliteHistory<'_> {
         );
         let mut newest: Option<i64> = None;
         for m in metrics {
-            let r = self.with_stmt(&sql, |q| match self.bound {
+            let r = self.with_stmt(&sql, |q| match self.bound.get() {
                 Some(seq) => q.query_row(params![patient, m.name(), seq], |r| r.get(0)),
                 None => q.query_row(params![patient, m.name()], |r| r.get(0)),
             });

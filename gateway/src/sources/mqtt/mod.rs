@@ -29,8 +29,8 @@
 //! - **The event loop never waits on its own acks.** Acks travel from the
 //!   acker task back to the event loop's task (MQTT 3.1.1, an unbounded
 //!   channel) or through rumqttc's bounded request channel (MQTT 5), which
-//!   only the event loop drains. If the event loop could in turn block on the acker
-//!   (a bounded hand-over queue), a broker flushing a large queued backlog
+//!   only the event loop drains. If the event loop could in turn block on
+//!   the acker (a bounded hand-over queue), a broker flushing a large queued backlog
 //!   fills both and the two wait on each other for ever: no more acks, no
 //!   more reads, no shutdown. So the hand-over queue is unbounded, and the
 //!   event loop only ever waits on the store writer, which never waits on

@@ -68,7 +68,7 @@ use crate::store::Writer;
 use crate::tls::{client_tls_config, TlsError};
 use config::MqttConfig;
 use device_profiles::Source;
-use protocol::{AckToken, Client, Incoming, Settings};
+use protocol::{AckToken, Client, Connection, Incoming, Settings};
 
 /// Bytes kept of a message larger than `max_packet_bytes` (as much as
 /// quarantine keeps of any input).
@@ -220,8 +220,8 @@ impl MqttSource {
                     continue;
                 }
                 Some(first) = next_ready(&mut ready) => {
-                    take_burst(first, &mut ready, generation.load(Ordering::SeqCst), &mut burst);
-                    match conn.acknowledge(&burst).await {
+                    let current = generation.load(Ordering::SeqCst);
+                    match write_burst(&mut conn, first, &mut ready, current, &mut burst).await {
                         Ok(()) => continue,
                         Err(e) => {
                             // The next poll reconnects.
@@ -350,8 +350,8 @@ impl MqttSource {
                     _ = &mut acker, if !acker_done => acker_done = true,
                     r = next_ready(&mut ready) => match r {
                         Some(first) => {
-                            take_burst(first, &mut ready, generation.load(Ordering::SeqCst), &mut burst);
-                            if conn.acknowledge(&burst).await.is_err() {
+                            let current = generation.load(Ordering::SeqCst);
+                            if write_burst(&mut conn, first, &mut ready, current, &mut burst).await.is_err() {
                                 break;
                             }
                         }
@@ -399,6 +399,19 @@ async fn next_ready(ready: &mut Option<mpsc::UnboundedReceiver<Ready>>) -> Optio
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// Writes the acks of `first` and of every publish ready now, in one flush
+/// (see [`take_burst`]).
+async fn write_burst(
+    conn: &mut Connection,
+    first: Ready,
+    ready: &mut Option<mpsc::UnboundedReceiver<Ready>>,
+    generation: u64,
+    burst: &mut Vec<AckToken>,
+) -> Result<(), String> {
+    take_burst(first, ready, generation, burst);
+    conn.acknowledge(burst).await
 }
 
 /// `first` and every ack ready now (up to [`ACK_BURST`]) into `burst`,

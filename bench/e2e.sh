@@ -213,5 +213,6 @@ print(f"forwarding: {total / t['forwarded']:.0f} points/s end to end; arrived at
 print(f"alert webhooks: {late} distinct alert.fired received, signature failures {len(bad)}")
 print(f"peer / gateway (all indexed): {t['indexed'] / peer:.2f}; gateway peak RSS {rss} kB")
 print(f"gateway CPU through the drain: {cpu_user + cpu_sys:.2f} s (user {cpu_user:.2f} s, system {cpu_sys:.2f} s)")
-print(f"gateway system calls through the drain: {int(io['syscr'])} reads, {int(io['syscw'])} writes")
+print(f"gateway system calls through the drain: {int(io['syscr'])} reads, {int(io['syscw'])} writes"
+      f" ({int(io['wchar']) / 1e6:.1f} MB written)")
 PY

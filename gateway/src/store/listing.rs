@@ -79,4 +79,55 @@ impl Filter {
         let rows = stmt.query_map(rusqlite::params_from_iter(self.params.iter()), row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+
+    /// As [`Filter::query`], read as one arm per value of `column` (this
+    /// filter and `column = value` each), merged in `order`. Where an index
+    /// leads with this filter's equalities and `column`, then the order,
+    /// each arm is a range read in order and SQLite merges the arms as it
+    /// goes: no sort, however many rows match, and the limit stops the
+    /// read. No values: no rows; a value given twice is read once.
+    pub fn query_merged<T>(
+        &self,
+        conn: &rusqlite::Connection,
+        head: &str,
+        column: &str,
+        values: &[String],
+        order: &str,
+        limit: usize,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        if values.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (sql, params) = self.merged(head, column, values, order);
+        let mut stmt = conn.prepare(&format!("{sql} LIMIT {limit}"))?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(params.iter()), row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The statement of [`Filter::query_merged`] without its limit, and
+    /// its parameters.
+    pub fn merged(
+        &self,
+        head: &str,
+        column: &str,
+        values: &[String],
+        order: &str,
+    ) -> (String, Vec<rusqlite::types::Value>) {
+        let mut params = self.params.clone();
+        let values: std::collections::BTreeSet<&String> = values.iter().collect();
+        let arms: Vec<String> = values
+            .into_iter()
+            .map(|v| {
+                params.push(v.clone().into());
+                let mut clauses = self.clauses.clone();
+                clauses.push(format!("{column} = ?{}", params.len()));
+                format!("SELECT {head} WHERE {}", clauses.join(" AND "))
+            })
+            .collect();
+        (
+            format!("{} ORDER BY {order}", arms.join(" UNION ALL ")),
+            params,
+        )
+    }
 }

@@ -428,9 +428,6 @@ pub fn series(
 /// The page of readings `q` selects.
 pub fn readings_page(conn: &Connection, q: &ReadingPage) -> Result<Vec<StoredReading>, StoreError> {
     let mut f = super::listing::Filter::default();
-    if let Some(m) = &q.metric {
-        f.add("metric = ?", m.clone());
-    }
     if let Some(s) = q.since {
         f.add("measured_at >= ?", s);
     }
@@ -443,17 +440,32 @@ pub fn readings_page(conn: &Connection, q: &ReadingPage) -> Result<Vec<StoredRea
     if let Some(d) = &q.device_id {
         f.add("device_id = ?", d.clone());
     }
-    if let Some(p) = &q.patient_id {
-        f.add("patient_id = ?", p.clone());
-    }
     f.scope("patient_id", q.scope_teams.clone());
-    f.query(
-        conn,
-        &format!("{READING_COLUMNS} FROM readings"),
-        "measured_at, seq",
-        q.limit,
-        reading_row,
-    )
+    let head = format!("{READING_COLUMNS} FROM readings");
+    match (&q.patient_id, &q.metric) {
+        (Some(p), metric) => {
+            let metrics = match metric {
+                Some(m) => vec![m.clone()],
+                None => patient_metrics(conn, p)?,
+            };
+            f.add("patient_id = ?", p.clone());
+            f.query_merged(
+                conn,
+                &head,
+                "metric",
+                &metrics,
+                "measured_at, seq",
+                q.limit,
+                reading_row,
+            )
+        }
+        (None, metric) => {
+            if let Some(m) = metric {
+                f.add("metric = ?", m.clone());
+            }
+            f.query(conn, &head, "measured_at, seq", q.limit, reading_row)
+        }
+    }
 }
 
 /// One page of quarantine rows, oldest first (`id`).
@@ -638,19 +650,38 @@ pub fn first_automatic_reading(
     conn: &Connection,
     patient_id: &str,
 ) -> Result<Option<i64>, StoreError> {
-    use rusqlite::OptionalExtension as _;
-    Ok(conn
-        .prepare_cached(&format!(
-            "SELECT measured_at FROM readings INDEXED BY readings_patient_time
-             WHERE patient_id = ?1 AND NOT {MANUAL} ORDER BY measured_at LIMIT 1"
-        ))?
-        .query_row([patient_id], |r| r.get(0))
-        .optional()?)
+    let mut first = None;
+    each_reading_time(conn, patient_id, i64::MIN, i64::MAX, |ms, manual| {
+        if !manual {
+            first = Some(ms);
+        }
+        manual
+    })?;
+    Ok(first)
+}
+
+/// The metrics `patient_id` has readings of, in name order: one seek of
+/// `readings_patient_metric_time` each (a skip scan), however long the
+/// series.
+pub fn patient_metrics(conn: &Connection, patient_id: &str) -> Result<Vec<String>, StoreError> {
+    let mut q = conn.prepare_cached(
+        "WITH RECURSIVE m(metric) AS (
+             SELECT (SELECT MIN(metric) FROM readings WHERE patient_id = ?1)
+             UNION ALL
+             SELECT (SELECT MIN(metric) FROM readings WHERE patient_id = ?1 AND metric > m.metric)
+             FROM m WHERE m.metric IS NOT NULL)
+         SELECT metric FROM m WHERE metric IS NOT NULL",
+    )?;
+    let metrics = q
+        .query_map([patient_id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(metrics)
 }
 
 /// Streams `patient_id`'s readings measured in `[from, to)` (ms) in time
-/// order to `each(measured_at, manual)` until it returns false: one
-/// ordered range scan of the `readings_patient_time` index.
+/// order to `each(measured_at, manual)` until it returns false: the
+/// patient's series, each a range of `readings_patient_metric_time` in time
+/// order, merged as they are read (a reader that stops early reads no more).
 pub fn each_reading_time(
     conn: &Connection,
     patient_id: &str,
@@ -658,18 +689,33 @@ pub fn each_reading_time(
     to: i64,
     mut each: impl FnMut(i64, bool) -> bool,
 ) -> Result<(), StoreError> {
-    let mut q = conn.prepare_cached(&format!(
-        "SELECT measured_at, {MANUAL} FROM readings INDEXED BY readings_patient_time
-         WHERE patient_id = ?1 AND measured_at >= ?2 AND measured_at < ?3
-         ORDER BY measured_at"
-    ))?;
-    let mut rows = q.query(params![patient_id, from, to])?;
+    let metrics = patient_metrics(conn, patient_id)?;
+    if metrics.is_empty() {
+        return Ok(());
+    }
+    let (sql, values) = reading_times(patient_id, from, to).merged(
+        &format!("measured_at, {MANUAL} FROM readings"),
+        "metric",
+        &metrics,
+        "1",
+    );
+    let mut q = conn.prepare_cached(&sql)?;
+    let mut rows = q.query(rusqlite::params_from_iter(values))?;
     while let Some(r) = rows.next()? {
         if !each(r.get(0)?, r.get::<_, bool>(1)?) {
             break;
         }
     }
     Ok(())
+}
+
+/// The filter of [`each_reading_time`].
+pub(crate) fn reading_times(patient_id: &str, from: i64, to: i64) -> super::listing::Filter {
+    let mut f = super::listing::Filter::default();
+    f.add("patient_id = ?", patient_id.to_string());
+    f.add("measured_at >= ?", from);
+    f.add("measured_at < ?", to);
+    f
 }
 
 /// Which readings a FHIR Observation search wants (every condition ANDed).
@@ -697,15 +743,6 @@ pub fn search_readings(
     q: &ReadingSearch,
 ) -> Result<Vec<StoredReading>, StoreError> {
     let mut f = super::listing::Filter::default();
-    if let Some(ms) = &q.metrics {
-        f.add(
-            "metric IN (SELECT value FROM json_each(?))",
-            serde_json::to_string(ms).unwrap_or_else(|_| "[]".into()),
-        );
-    }
-    if let Some(p) = &q.patient_id {
-        f.add("patient_id = ?", p.clone());
-    }
     if let Some(t) = q.from {
         f.add("measured_at >= ?", t);
     }
@@ -716,11 +753,32 @@ pub fn search_readings(
         f.add2("(measured_at, seq) > (?a, ?b)", t, seq);
     }
     f.scope("patient_id", q.scope_json.clone());
-    f.query(
-        conn,
-        &format!("{READING_COLUMNS} FROM readings"),
-        "measured_at, seq",
-        q.limit,
-        reading_row,
-    )
+    let head = format!("{READING_COLUMNS} FROM readings");
+    match (&q.patient_id, &q.metrics) {
+        (Some(p), metrics) => {
+            let metrics = match metrics {
+                Some(ms) => ms.clone(),
+                None => patient_metrics(conn, p)?,
+            };
+            f.add("patient_id = ?", p.clone());
+            f.query_merged(
+                conn,
+                &head,
+                "metric",
+                &metrics,
+                "measured_at, seq",
+                q.limit,
+                reading_row,
+            )
+        }
+        (None, metrics) => {
+            if let Some(ms) = metrics {
+                f.add(
+                    "metric IN (SELECT value FROM json_each(?))",
+                    serde_json::to_string(ms).unwrap_or_else(|_| "[]".into()),
+                );
+            }
+            f.query(conn, &head, "measured_at, seq", q.limit, reading_row)
+        }
+    }
 }

@@ -705,6 +705,16 @@ CREATE TRIGGER alert_state_delete_changes_rule_input AFTER DELETE ON alert_state
 BEGIN UPDATE rule_input_changes SET version = version + 1 WHERE id = 1; END;
 "#,
     ),
+    (
+        19,
+        r#"
+-- One B-tree less per reading. The report read a patient's readings in
+-- time order through (patient, time); it now merges the patient's series,
+-- each in time order, from (patient, metric, time). Every reading stored
+-- dirtied a page of this index too: a fifth of the write volume.
+DROP INDEX readings_patient_time;
+"#,
+    ),
 ];
 
 /// Brings the schema up to date. Returns the version now in force.
@@ -748,6 +758,7 @@ fn migrate_to(conn: &mut Connection, target: i64) -> Result<i64, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::OptionalExtension as _;
 
     fn insert(conn: &Connection, id: &str, group: &str, metric: &str) {
         conn.execute(
@@ -815,5 +826,133 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM readings_view", [], |r| r.get(0))
             .unwrap();
         assert_eq!(view, 3);
+    }
+
+    /// Without a (patient, time) index, a patient's readings still come in
+    /// time order across series, merged from (patient, metric, time) with
+    /// no sort, and a reader that stops early stops the scan.
+    #[test]
+    fn a_patient_s_readings_come_in_time_order_from_their_series() {
+        use crate::store::queries;
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        let index: Option<String> = conn
+            .query_row(
+                "SELECT name FROM sqlite_master WHERE name = 'readings_patient_time'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .unwrap();
+        assert_eq!(index, None);
+        let row = |id: &str, patient: &str, metric: &str, at: i64, annotations: &str| {
+            conn.execute(
+                "INSERT INTO readings (reading_id, group_id, patient_id, device_id, metric, value, unit, loinc,
+                     measured_at, received_at, committed_at, source, annotations)
+                 VALUES (?1, ?1, ?2, 'd1', ?3, 1, '1', '1', ?4, 1, 1, 'mqtt', ?5)",
+                params![id, patient, metric, at, annotations],
+            )
+            .unwrap();
+        };
+        row("r1", "p1", "systolic", 30, "{}");
+        row("r2", "p1", "body_weight", 10, r#"{"entry":"manual"}"#);
+        row("r3", "p1", "diastolic", 20, "{}");
+        row("r4", "p1", "body_weight", 40, "{}");
+        row("r5", "p1", "systolic", 5, "{}");
+        row("r6", "p2", "systolic", 1, "{}");
+        assert_eq!(
+            queries::patient_metrics(&conn, "p1").unwrap(),
+            ["body_weight", "diastolic", "systolic"]
+        );
+        let mut seen = Vec::new();
+        queries::each_reading_time(&conn, "p1", 6, 41, |ms, manual| {
+            seen.push((ms, manual));
+            true
+        })
+        .unwrap();
+        assert_eq!(seen, [(10, true), (20, false), (30, false), (40, false)]);
+        let mut first_two = Vec::new();
+        queries::each_reading_time(&conn, "p1", i64::MIN, i64::MAX, |ms, _| {
+            first_two.push(ms);
+            first_two.len() < 2
+        })
+        .unwrap();
+        assert_eq!(first_two, [5, 10]);
+        queries::each_reading_time(&conn, "p3", i64::MIN, i64::MAX, |_, _| {
+            panic!("no readings")
+        })
+        .unwrap();
+        row("r7", "p3", "systolic", 3, r#"{"entry":"manual"}"#);
+        row("r8", "p3", "diastolic", 4, "{}");
+        assert_eq!(
+            queries::first_automatic_reading(&conn, "p3").unwrap(),
+            Some(4)
+        );
+        assert_eq!(queries::first_automatic_reading(&conn, "p4").unwrap(), None);
+
+        // The API's pages of a patient: the same merge, pages continuing
+        // from the previous page's last (measured at, seq).
+        let page = |after: Option<(i64, i64)>| {
+            queries::readings_page(
+                &conn,
+                &queries::ReadingPage {
+                    patient_id: Some("p1".into()),
+                    after,
+                    limit: 2,
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.reading_id.clone(), r.seq))
+            .collect::<Vec<_>>()
+        };
+        let first = page(None);
+        assert_eq!(first, [("r5".to_string(), 5), ("r2".to_string(), 2)]);
+        let second = page(Some((10, 2)));
+        assert_eq!(second, [("r3".to_string(), 3), ("r1".to_string(), 1)]);
+        let search = |metrics: Option<Vec<String>>| {
+            queries::search_readings(
+                &conn,
+                &queries::ReadingSearch {
+                    patient_id: Some("p1".into()),
+                    metrics,
+                    limit: 10,
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.reading_id.clone())
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(search(None), ["r5", "r2", "r3", "r1", "r4"]);
+        let twice = vec!["systolic".to_string(), "systolic".into()];
+        assert_eq!(search(Some(twice)), ["r5", "r1"]);
+        assert!(search(Some(Vec::new())).is_empty());
+
+        let metrics = ["a".to_string(), "b".into(), "c".into()];
+        let (sql, values) = queries::reading_times("p1", 0, 50).merged(
+            "measured_at FROM readings",
+            "metric",
+            &metrics,
+            "1",
+        );
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(rusqlite::params_from_iter(values), |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(plan.iter().any(|l| l.contains("MERGE")), "{plan:?}");
+        assert!(!plan.iter().any(|l| l.contains("TEMP B-TREE")), "{plan:?}");
+        assert_eq!(
+            plan.iter()
+                .filter(|l| l.contains("readings_patient_metric_time"))
+                .count(),
+            3,
+            "{plan:?}"
+        );
     }
 }

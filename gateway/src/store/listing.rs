@@ -15,6 +15,8 @@ pub struct Filter {
     clauses: Vec<String>,
     /// The parameters, in `?n` order.
     pub params: Vec<rusqlite::types::Value>,
+    /// One arm per value of a column (see [`Filter::split`]).
+    split: Option<(String, std::collections::BTreeSet<String>)>,
 }
 
 impl Filter {
@@ -52,13 +54,56 @@ impl Filter {
         }
     }
 
-    /// `WHERE ...` (or nothing).
+    /// `WHERE ...` (or nothing; a split's arms are not in it).
     pub fn sql(&self) -> String {
         if self.clauses.is_empty() {
             String::new()
         } else {
             format!("WHERE {}", self.clauses.join(" AND "))
         }
+    }
+
+    /// Reads the rows as one arm per value of `column` (this filter and
+    /// `column = value` each), merged in the query's order. Where an index
+    /// leads with this filter's equalities and `column`, then the order,
+    /// each arm is a range read in order and SQLite merges the arms as it
+    /// reads them: no sort however many rows match, and the limit (or a
+    /// reader that stops) ends the read. No values: no rows; a value given
+    /// twice is read once.
+    pub fn split(&mut self, column: &str, values: Vec<String>) {
+        self.split = Some((column.to_string(), values.into_iter().collect()));
+    }
+
+    /// `SELECT {head} {WHERE ...} ORDER BY {order}` and its parameters,
+    /// or `None` when a split has no values (no rows).
+    pub fn statement(
+        &self,
+        head: &str,
+        order: &str,
+    ) -> Option<(String, Vec<rusqlite::types::Value>)> {
+        let Some((column, values)) = &self.split else {
+            return Some((
+                format!("SELECT {head} {} ORDER BY {order}", self.sql()),
+                self.params.clone(),
+            ));
+        };
+        if values.is_empty() {
+            return None;
+        }
+        let mut params = self.params.clone();
+        let arms: Vec<String> = values
+            .iter()
+            .map(|v| {
+                params.push(v.clone().into());
+                let mut clauses = self.clauses.clone();
+                clauses.push(format!("{column} = ?{}", params.len()));
+                format!("SELECT {head} WHERE {}", clauses.join(" AND "))
+            })
+            .collect();
+        Some((
+            format!("{} ORDER BY {order}", arms.join(" UNION ALL ")),
+            params,
+        ))
     }
 
     /// Runs `SELECT {head} {WHERE ...} ORDER BY {order} LIMIT {limit}` with
@@ -71,63 +116,11 @@ impl Filter {
         limit: usize,
         row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Vec<T>, StoreError> {
-        let sql = format!(
-            "SELECT {head} {} ORDER BY {order} LIMIT {limit}",
-            self.sql()
-        );
-        let mut stmt = conn.prepare(&sql)?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(self.params.iter()), row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// As [`Filter::query`], read as one arm per value of `column` (this
-    /// filter and `column = value` each), merged in `order`. Where an index
-    /// leads with this filter's equalities and `column`, then the order,
-    /// each arm is a range read in order and SQLite merges the arms as it
-    /// goes: no sort, however many rows match, and the limit stops the
-    /// read. No values: no rows; a value given twice is read once.
-    pub fn query_merged<T>(
-        &self,
-        conn: &rusqlite::Connection,
-        head: &str,
-        column: &str,
-        values: &[String],
-        order: &str,
-        limit: usize,
-        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-    ) -> Result<Vec<T>, StoreError> {
-        if values.is_empty() {
+        let Some((sql, params)) = self.statement(head, order) else {
             return Ok(Vec::new());
-        }
-        let (sql, params) = self.merged(head, column, values, order);
+        };
         let mut stmt = conn.prepare(&format!("{sql} LIMIT {limit}"))?;
         let rows = stmt.query_map(rusqlite::params_from_iter(params.iter()), row)?;
         Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// The statement of [`Filter::query_merged`] without its limit, and
-    /// its parameters.
-    pub fn merged(
-        &self,
-        head: &str,
-        column: &str,
-        values: &[String],
-        order: &str,
-    ) -> (String, Vec<rusqlite::types::Value>) {
-        let mut params = self.params.clone();
-        let values: std::collections::BTreeSet<&String> = values.iter().collect();
-        let arms: Vec<String> = values
-            .into_iter()
-            .map(|v| {
-                params.push(v.clone().into());
-                let mut clauses = self.clauses.clone();
-                clauses.push(format!("{column} = ?{}", params.len()));
-                format!("SELECT {head} WHERE {}", clauses.join(" AND "))
-            })
-            .collect();
-        (
-            format!("{} ORDER BY {order}", arms.join(" UNION ALL ")),
-            params,
-        )
     }
 }

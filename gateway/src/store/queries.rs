@@ -441,31 +441,25 @@ pub fn readings_page(conn: &Connection, q: &ReadingPage) -> Result<Vec<StoredRea
         f.add("device_id = ?", d.clone());
     }
     f.scope("patient_id", q.scope_teams.clone());
-    let head = format!("{READING_COLUMNS} FROM readings");
     match (&q.patient_id, &q.metric) {
         (Some(p), metric) => {
+            f.add("patient_id = ?", p.clone());
             let metrics = match metric {
                 Some(m) => vec![m.clone()],
                 None => patient_metrics(conn, p)?,
             };
-            f.add("patient_id = ?", p.clone());
-            f.query_merged(
-                conn,
-                &head,
-                "metric",
-                &metrics,
-                "measured_at, seq",
-                q.limit,
-                reading_row,
-            )
+            f.split("metric", metrics);
         }
-        (None, metric) => {
-            if let Some(m) = metric {
-                f.add("metric = ?", m.clone());
-            }
-            f.query(conn, &head, "measured_at, seq", q.limit, reading_row)
-        }
+        (None, Some(m)) => f.add("metric = ?", m.clone()),
+        (None, None) => {}
     }
+    f.query(
+        conn,
+        &format!("{READING_COLUMNS} FROM readings"),
+        "measured_at, seq",
+        q.limit,
+        reading_row,
+    )
 }
 
 /// One page of quarantine rows, oldest first (`id`).
@@ -689,16 +683,12 @@ pub fn each_reading_time(
     to: i64,
     mut each: impl FnMut(i64, bool) -> bool,
 ) -> Result<(), StoreError> {
-    let metrics = patient_metrics(conn, patient_id)?;
-    if metrics.is_empty() {
+    let mut f = reading_times(patient_id, from, to);
+    f.split("metric", patient_metrics(conn, patient_id)?);
+    let Some((sql, values)) = f.statement(&format!("measured_at, {MANUAL} FROM readings"), "1")
+    else {
         return Ok(());
-    }
-    let (sql, values) = reading_times(patient_id, from, to).merged(
-        &format!("measured_at, {MANUAL} FROM readings"),
-        "metric",
-        &metrics,
-        "1",
-    );
+    };
     let mut q = conn.prepare_cached(&sql)?;
     let mut rows = q.query(rusqlite::params_from_iter(values))?;
     while let Some(r) = rows.next()? {
@@ -753,32 +743,26 @@ pub fn search_readings(
         f.add2("(measured_at, seq) > (?a, ?b)", t, seq);
     }
     f.scope("patient_id", q.scope_json.clone());
-    let head = format!("{READING_COLUMNS} FROM readings");
     match (&q.patient_id, &q.metrics) {
         (Some(p), metrics) => {
+            f.add("patient_id = ?", p.clone());
             let metrics = match metrics {
                 Some(ms) => ms.clone(),
                 None => patient_metrics(conn, p)?,
             };
-            f.add("patient_id = ?", p.clone());
-            f.query_merged(
-                conn,
-                &head,
-                "metric",
-                &metrics,
-                "measured_at, seq",
-                q.limit,
-                reading_row,
-            )
+            f.split("metric", metrics);
         }
-        (None, metrics) => {
-            if let Some(ms) = metrics {
-                f.add(
-                    "metric IN (SELECT value FROM json_each(?))",
-                    serde_json::to_string(ms).unwrap_or_else(|_| "[]".into()),
-                );
-            }
-            f.query(conn, &head, "measured_at, seq", q.limit, reading_row)
-        }
+        (None, Some(ms)) => f.add(
+            "metric IN (SELECT value FROM json_each(?))",
+            serde_json::to_string(ms).unwrap_or_else(|_| "[]".into()),
+        ),
+        (None, None) => {}
     }
+    f.query(
+        conn,
+        &format!("{READING_COLUMNS} FROM readings"),
+        "measured_at, seq",
+        q.limit,
+        reading_row,
+    )
 }

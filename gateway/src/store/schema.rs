@@ -931,13 +931,9 @@ mod tests {
         assert_eq!(search(Some(twice)), ["r5", "r1"]);
         assert!(search(Some(Vec::new())).is_empty());
 
-        let metrics = ["a".to_string(), "b".into(), "c".into()];
-        let (sql, values) = queries::reading_times("p1", 0, 50).merged(
-            "measured_at FROM readings",
-            "metric",
-            &metrics,
-            "1",
-        );
+        let mut f = queries::reading_times("p1", 0, 50);
+        f.split("metric", vec!["a".into(), "b".into(), "c".into()]);
+        let (sql, values) = f.statement("measured_at FROM readings", "1").unwrap();
         let plan: Vec<String> = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .unwrap()

@@ -592,9 +592,11 @@ fn facts(
         .into_iter()
         .map(|c| (c.seconds, c.interactive))
         .collect();
+    let readings = queries::PatientReadings::of(conn, &p.patient_id)?;
     let start = match p.monitoring_start {
         Some(d) => Some((d, true)),
-        None => queries::first_automatic_reading(conn, &p.patient_id)?
+        None => readings
+            .first_automatic()?
             .map(|ms| (local_date(tz, ms), false)),
     };
     let mut f = Facts {
@@ -617,23 +619,17 @@ fn facts(
     // days: look for it before the window, stopping as soon as it is found.
     if start < from && !periods.is_empty() {
         let mut days = Days::new(tz);
-        queries::each_reading_time(
-            conn,
-            &p.patient_id,
-            day_start(tz, start),
-            from_ms,
-            |ms, manual| {
-                if !manual {
-                    if let Some(d) = days.push(ms) {
-                        first.day(d);
-                    }
+        readings.each_time(day_start(tz, start), from_ms, |ms, manual| {
+            if !manual {
+                if let Some(d) = days.push(ms) {
+                    first.day(d);
                 }
-                first.found.is_none()
-            },
-        )?;
+            }
+            first.found.is_none()
+        })?;
     }
     let mut days = Days::new(tz);
-    queries::each_reading_time(conn, &p.patient_id, from_ms, to_ms, |ms, manual| {
+    readings.each_time(from_ms, to_ms, |ms, manual| {
         if manual {
             f.manual_days.insert(local_date(tz, ms));
         } else if let Some(d) = days.push(ms) {

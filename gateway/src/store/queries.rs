@@ -638,68 +638,82 @@ pub fn delete_old(
 /// Most rows have no annotations, and skip the JSON parse.
 const MANUAL: &str = "(annotations != '{}' AND json_extract(annotations, '$.entry') IS 'manual')";
 
-/// When `patient_id`'s first automatically transmitted reading (not typed
-/// in by hand) was measured (ms), if any.
-pub fn first_automatic_reading(
-    conn: &Connection,
-    patient_id: &str,
-) -> Result<Option<i64>, StoreError> {
-    let mut first = None;
-    each_reading_time(conn, patient_id, i64::MIN, i64::MAX, |ms, manual| {
-        if !manual {
-            first = Some(ms);
-        }
-        manual
-    })?;
-    Ok(first)
+/// One patient's readings in time order across metrics, as the RPM report
+/// reads them: the patient's series, each a range of
+/// `readings_patient_metric_time` in time order, merged as they are read
+/// (a reader that stops early reads no more). The metrics are looked up
+/// once (a skip scan: one seek per metric, however long the series).
+pub struct PatientReadings<'c> {
+    conn: &'c Connection,
+    patient_id: String,
+    metrics: Vec<String>,
 }
 
-/// The metrics `patient_id` has readings of, in name order: one seek of
-/// `readings_patient_metric_time` each (a skip scan), however long the
-/// series.
-pub fn patient_metrics(conn: &Connection, patient_id: &str) -> Result<Vec<String>, StoreError> {
-    let mut q = conn.prepare_cached(
-        "WITH RECURSIVE m(metric) AS (
-             SELECT (SELECT MIN(metric) FROM readings WHERE patient_id = ?1)
-             UNION ALL
-             SELECT (SELECT MIN(metric) FROM readings WHERE patient_id = ?1 AND metric > m.metric)
-             FROM m WHERE m.metric IS NOT NULL)
-         SELECT metric FROM m WHERE metric IS NOT NULL",
-    )?;
-    let metrics = q
-        .query_map([patient_id], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    Ok(metrics)
-}
-
-/// Streams `patient_id`'s readings measured in `[from, to)` (ms) in time
-/// order to `each(measured_at, manual)` until it returns false: the
-/// patient's series, each a range of `readings_patient_metric_time` in time
-/// order, merged as they are read (a reader that stops early reads no more).
-pub fn each_reading_time(
-    conn: &Connection,
-    patient_id: &str,
-    from: i64,
-    to: i64,
-    mut each: impl FnMut(i64, bool) -> bool,
-) -> Result<(), StoreError> {
-    let mut f = reading_times(patient_id, from, to);
-    f.split("metric", patient_metrics(conn, patient_id)?);
-    let Some((sql, values)) = f.statement(&format!("measured_at, {MANUAL} FROM readings"), "1")
-    else {
-        return Ok(());
-    };
-    let mut q = conn.prepare_cached(&sql)?;
-    let mut rows = q.query(rusqlite::params_from_iter(values))?;
-    while let Some(r) = rows.next()? {
-        if !each(r.get(0)?, r.get::<_, bool>(1)?) {
-            break;
-        }
+impl<'c> PatientReadings<'c> {
+    /// `patient_id`'s readings in the store `conn` reads.
+    pub fn of(conn: &'c Connection, patient_id: &str) -> Result<Self, StoreError> {
+        let mut q = conn.prepare_cached(
+            "WITH RECURSIVE m(metric) AS (
+                 SELECT (SELECT MIN(metric) FROM readings WHERE patient_id = ?1)
+                 UNION ALL
+                 SELECT (SELECT MIN(metric) FROM readings WHERE patient_id = ?1 AND metric > m.metric)
+                 FROM m WHERE m.metric IS NOT NULL)
+             SELECT metric FROM m WHERE metric IS NOT NULL",
+        )?;
+        let metrics = q
+            .query_map([patient_id], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(PatientReadings {
+            conn,
+            patient_id: patient_id.to_string(),
+            metrics,
+        })
     }
-    Ok(())
+
+    /// When the first automatically transmitted reading (not typed in by
+    /// hand) was measured (ms), if any.
+    pub fn first_automatic(&self) -> Result<Option<i64>, StoreError> {
+        let mut first = None;
+        self.each_time(i64::MIN, i64::MAX, |ms, manual| {
+            if !manual {
+                first = Some(ms);
+            }
+            manual
+        })?;
+        Ok(first)
+    }
+
+    /// Streams the readings measured in `[from, to)` (ms) in time order to
+    /// `each(measured_at, manual)` until it returns false.
+    pub fn each_time(
+        &self,
+        from: i64,
+        to: i64,
+        mut each: impl FnMut(i64, bool) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut f = reading_times(&self.patient_id, from, to);
+        f.split("metric", self.metrics.clone());
+        let Some((sql, values)) = f.statement(&format!("measured_at, {MANUAL} FROM readings"), "1")
+        else {
+            return Ok(());
+        };
+        let mut q = self.conn.prepare_cached(&sql)?;
+        let mut rows = q.query(rusqlite::params_from_iter(values))?;
+        while let Some(r) = rows.next()? {
+            if !each(r.get(0)?, r.get::<_, bool>(1)?) {
+                break;
+            }
+        }
+        Ok(())
+    }
 }
 
-/// The filter of [`each_reading_time`].
+/// The metrics `patient_id` has readings of, in name order.
+pub fn patient_metrics(conn: &Connection, patient_id: &str) -> Result<Vec<String>, StoreError> {
+    Ok(PatientReadings::of(conn, patient_id)?.metrics)
+}
+
+/// The filter of [`PatientReadings::each_time`].
 pub(crate) fn reading_times(patient_id: &str, from: i64, to: i64) -> super::listing::Filter {
     let mut f = super::listing::Filter::default();
     f.add("patient_id = ?", patient_id.to_string());

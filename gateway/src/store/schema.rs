@@ -865,30 +865,43 @@ mod tests {
             ["body_weight", "diastolic", "systolic"]
         );
         let mut seen = Vec::new();
-        queries::each_reading_time(&conn, "p1", 6, 41, |ms, manual| {
-            seen.push((ms, manual));
-            true
-        })
-        .unwrap();
+        queries::PatientReadings::of(&conn, "p1")
+            .unwrap()
+            .each_time(6, 41, |ms, manual| {
+                seen.push((ms, manual));
+                true
+            })
+            .unwrap();
         assert_eq!(seen, [(10, true), (20, false), (30, false), (40, false)]);
         let mut first_two = Vec::new();
-        queries::each_reading_time(&conn, "p1", i64::MIN, i64::MAX, |ms, _| {
-            first_two.push(ms);
-            first_two.len() < 2
-        })
-        .unwrap();
+        queries::PatientReadings::of(&conn, "p1")
+            .unwrap()
+            .each_time(i64::MIN, i64::MAX, |ms, _| {
+                first_two.push(ms);
+                first_two.len() < 2
+            })
+            .unwrap();
         assert_eq!(first_two, [5, 10]);
-        queries::each_reading_time(&conn, "p3", i64::MIN, i64::MAX, |_, _| {
-            panic!("no readings")
-        })
-        .unwrap();
+        queries::PatientReadings::of(&conn, "p3")
+            .unwrap()
+            .each_time(i64::MIN, i64::MAX, |_, _| panic!("no readings"))
+            .unwrap();
         row("r7", "p3", "systolic", 3, r#"{"entry":"manual"}"#);
         row("r8", "p3", "diastolic", 4, "{}");
         assert_eq!(
-            queries::first_automatic_reading(&conn, "p3").unwrap(),
+            queries::PatientReadings::of(&conn, "p3")
+                .unwrap()
+                .first_automatic()
+                .unwrap(),
             Some(4)
         );
-        assert_eq!(queries::first_automatic_reading(&conn, "p4").unwrap(), None);
+        assert_eq!(
+            queries::PatientReadings::of(&conn, "p4")
+                .unwrap()
+                .first_automatic()
+                .unwrap(),
+            None
+        );
 
         // The API's pages of a patient: the same merge, pages continuing
         // from the previous page's last (measured at, seq).

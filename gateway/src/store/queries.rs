@@ -425,6 +425,34 @@ pub fn series(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Limits a listing of readings in (measured time, seq) order to a
+/// patient and to metrics (`None`: any). With a patient, one arm per metric
+/// (the patient's own when none are named), merged from
+/// `readings_patient_metric_time` ([`super::listing::Filter::split`]).
+fn by_patient_and_metrics(
+    conn: &Connection,
+    f: &mut super::listing::Filter,
+    patient_id: Option<&str>,
+    metrics: Option<Vec<String>>,
+) -> Result<(), StoreError> {
+    match (patient_id, metrics) {
+        (Some(p), metrics) => {
+            f.add("patient_id = ?", p.to_string());
+            let metrics = match metrics {
+                Some(ms) => ms,
+                None => patient_metrics(conn, p)?,
+            };
+            f.split("metric", metrics);
+        }
+        (None, Some(ms)) => f.add(
+            "metric IN (SELECT value FROM json_each(?))",
+            serde_json::to_string(&ms).unwrap_or_else(|_| "[]".into()),
+        ),
+        (None, None) => {}
+    }
+    Ok(())
+}
+
 /// The page of readings `q` selects.
 pub fn readings_page(conn: &Connection, q: &ReadingPage) -> Result<Vec<StoredReading>, StoreError> {
     let mut f = super::listing::Filter::default();
@@ -441,18 +469,12 @@ pub fn readings_page(conn: &Connection, q: &ReadingPage) -> Result<Vec<StoredRea
         f.add("device_id = ?", d.clone());
     }
     f.scope("patient_id", q.scope_teams.clone());
-    match (&q.patient_id, &q.metric) {
-        (Some(p), metric) => {
-            f.add("patient_id = ?", p.clone());
-            let metrics = match metric {
-                Some(m) => vec![m.clone()],
-                None => patient_metrics(conn, p)?,
-            };
-            f.split("metric", metrics);
-        }
-        (None, Some(m)) => f.add("metric = ?", m.clone()),
-        (None, None) => {}
-    }
+    by_patient_and_metrics(
+        conn,
+        &mut f,
+        q.patient_id.as_deref(),
+        q.metric.clone().map(|m| vec![m]),
+    )?;
     f.query(
         conn,
         &format!("{READING_COLUMNS} FROM readings"),
@@ -757,21 +779,7 @@ pub fn search_readings(
         f.add2("(measured_at, seq) > (?a, ?b)", t, seq);
     }
     f.scope("patient_id", q.scope_json.clone());
-    match (&q.patient_id, &q.metrics) {
-        (Some(p), metrics) => {
-            f.add("patient_id = ?", p.clone());
-            let metrics = match metrics {
-                Some(ms) => ms.clone(),
-                None => patient_metrics(conn, p)?,
-            };
-            f.split("metric", metrics);
-        }
-        (None, Some(ms)) => f.add(
-            "metric IN (SELECT value FROM json_each(?))",
-            serde_json::to_string(ms).unwrap_or_else(|_| "[]".into()),
-        ),
-        (None, None) => {}
-    }
+    by_patient_and_metrics(conn, &mut f, q.patient_id.as_deref(), q.metrics.clone())?;
     f.query(
         conn,
         &format!("{READING_COLUMNS} FROM readings"),

@@ -57,13 +57,16 @@ run() { # batch gzip
   while [ "$(sqlite3 -cmd ".timeout 2000" "$W/run.db" "SELECT COALESCE((SELECT position FROM cursors WHERE name = 'forward.influxdb'), 0)")" -lt "$N" ]; do sleep 0.1; done
   local t; t=$(echo "$(date +%s.%N) - $s" | bc)
   local rss; rss=$(awk '/VmHWM/{print $2}' /proc/$GW/status)
+  # User and system CPU (clock ticks of 1/100 s).
+  local cpu; cpu=$(awk '{printf "%.2f", ($14 + $15) / 100}' /proc/$GW/stat)
+  local vmcpu; vmcpu=$(awk '{printf "%.2f", ($14 + $15) / 100}' /proc/$VM/stat)
   kill -TERM $GW; wait $GW || true
   curl -s "http://127.0.0.1:$P/internal/force_flush" >/dev/null; sleep 2
   local got; got=$(curl -s "http://127.0.0.1:$P/api/v1/export" -d 'match[]={__name__=~"rpm_.*_value"}' \
     | python3 -c 'import sys,json; print(sum(len(json.loads(l)["values"]) for l in sys.stdin if l.strip()))')
   kill -TERM $VM; wait $VM || true
-  printf 'batch_size=%-6s gzip=%-5s %8.2f s  %8.0f points/s  gateway peak RSS %s kB  arrived %s/%s\n' \
-    "$B" "$GZ" "$t" "$(echo "$N / $t" | bc -l)" "$rss" "$got" "$N"
+  printf 'batch_size=%-6s gzip=%-5s %8.2f s  %8.0f points/s  gateway CPU %s s (server %s s), peak RSS %s kB  arrived %s/%s\n' \
+    "$B" "$GZ" "$t" "$(echo "$N / $t" | bc -l)" "$cpu" "$vmcpu" "$rss" "$got" "$N"
 }
 # The server's own ingest: the same points as line protocol (built by
 # sqlite3), written to a fresh VictoriaMetrics in requests of 5000 lines.
@@ -79,9 +82,11 @@ server() {
   local P D; P=$(free_port); D="$W/vm-server"
   victoria-metrics -httpListenAddr=127.0.0.1:$P -storageDataPath="$D" -retentionPeriod=100y -loggerLevel=ERROR >/dev/null 2>&1 & local VM=$!
   until curl -sf "http://127.0.0.1:$P/health" >/dev/null; do sleep 0.1; done
+  local cpu0; cpu0=$(awk '{print $14 + $15}' /proc/$VM/stat)
   local t; t=$(python3 bench/lp_write.py "$W/lines.txt" "$P" 5000)
+  local cpu; cpu=$(awk -v c0="$cpu0" '{printf "%.2f", ($14 + $15 - c0) / 100}' /proc/$VM/stat)
   kill -TERM $VM; wait $VM || true; rm -rf "$D"
-  printf 'server alone (VictoriaMetrics, 5000 lines a request) %8.2f s  %8.0f points/s\n' "$t" "$(echo "$N / $t" | bc -l)"
+  printf 'server alone (VictoriaMetrics, 5000 lines a request) %8.2f s  %8.0f points/s  server CPU %s s\n' "$t" "$(echo "$N / $t" | bc -l)" "$cpu"
 }
 server
 for B in $BATCHES; do run "$B" false; done

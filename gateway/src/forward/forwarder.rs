@@ -41,10 +41,13 @@
 //! counted (`kind="refused"`) and reported (readiness, gauge), and the same
 //! batch is tried again every `max_backoff` until the hub takes it.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use super::line;
 use super::sink::{InfluxSink, WriteError};
@@ -99,7 +102,7 @@ pub trait Sink: Send + Sync + 'static {
         batch: &mut Encoded,
     ) -> Result<(), StoreError>;
     /// Sends encoded readings (concatenated) in one request.
-    fn write(&self, body: String) -> impl Future<Output = Result<(), WriteError>> + Send;
+    fn write(&self, body: Bytes) -> impl Future<Output = Result<(), WriteError>> + Send;
 }
 
 impl Sink for InfluxSink {
@@ -118,7 +121,7 @@ impl Sink for InfluxSink {
             })
         })
     }
-    fn write(&self, body: String) -> impl Future<Output = Result<(), WriteError>> + Send {
+    fn write(&self, body: Bytes) -> impl Future<Output = Result<(), WriteError>> + Send {
         InfluxSink::write(self, body)
     }
 }
@@ -166,7 +169,7 @@ pub struct Encoded {
     /// Sequence of the last reading read (the cursor past the batch).
     last: i64,
     /// The encoded lines, and the sequence of the reading each encodes.
-    lines: Lines,
+    lines: LineBuf,
     seqs: Vec<i64>,
     /// Readings the encoder refused.
     refused: Vec<Rejected>,
@@ -195,17 +198,17 @@ impl Encoded {
     }
 }
 
-/// Encoded lines in one buffer (a batch is sent as one body, mostly whole:
-/// no allocation a line, no copy to join them).
-struct Lines {
+/// Lines being encoded into one buffer (a batch is sent as one body,
+/// mostly whole: no allocation a line, no copy to join them).
+struct LineBuf {
     text: String,
     /// Where each line ends in `text` (after its `\n`).
     ends: Vec<usize>,
 }
 
-impl Lines {
+impl LineBuf {
     fn with_capacity(lines: usize) -> Self {
-        Lines {
+        LineBuf {
             text: String::with_capacity(lines * 160),
             ends: Vec::with_capacity(lines),
         }
@@ -230,20 +233,43 @@ impl Lines {
         }
     }
 
+    /// The lines, ready to send: a request body is a slice of their
+    /// buffer, shared, never copied.
+    fn seal(self) -> Lines {
+        Lines {
+            text: Bytes::from(self.text),
+            ends: self.ends,
+        }
+    }
+}
+
+/// A batch's encoded lines as they are sent (UTF-8: made from a `String`).
+struct Lines {
+    text: Bytes,
+    /// Where each line ends in `text` (after its `\n`).
+    ends: Vec<usize>,
+}
+
+impl Lines {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
     /// Where line `i` starts in `text` (its end, for `i` = the count).
     fn start(&self, i: usize) -> usize {
         i.checked_sub(1).map_or(0, |prev| self.ends[prev])
     }
 
-    /// Lines `range`, concatenated.
-    fn slice(&self, range: Range<usize>) -> &str {
+    /// Lines `range`, concatenated (the buffer shared, not copied).
+    fn slice(&self, range: Range<usize>) -> Bytes {
         let start = self.start(range.start);
-        &self.text[start..self.start(range.end).max(start)]
+        self.text.slice(start..self.start(range.end).max(start))
     }
 
     /// Line `i`, with its `\n`.
-    fn line(&self, i: usize) -> &str {
-        self.slice(i..i + 1)
+    fn line(&self, i: usize) -> Cow<'_, str> {
+        let start = self.start(i);
+        String::from_utf8_lossy(&self.text[start..self.start(i + 1).max(start)])
     }
 }
 
@@ -256,7 +282,7 @@ fn read_batch<S: Sink>(
 ) -> Result<Encoded, StoreError> {
     let mut b = Encoded {
         last: after,
-        lines: Lines::with_capacity(limit),
+        lines: LineBuf::with_capacity(limit),
         seqs: Vec::with_capacity(limit),
         refused: Vec::new(),
     };
@@ -514,6 +540,7 @@ impl<S: Sink> Forwarder<S> {
             refused: mut quarantine,
             ..
         } = batch;
+        let lines = lines.seal();
         let (n, q) = counts(&self.unsaved);
         let job = self.start_job(full.then_some(last))?;
         let delivered = self.deliver(&lines, stop).await;
@@ -527,7 +554,7 @@ impl<S: Sink> Forwarder<S> {
         quarantine.extend(rejected.into_iter().map(|r| Rejected {
             seq: seqs[r.index],
             ids: None,
-            payload: lines.line(r.index).to_string(),
+            payload: lines.line(r.index).into_owned(),
             detail: r.detail,
         }));
         quarantine.sort_by_key(|r| r.seq);
@@ -555,8 +582,7 @@ impl<S: Sink> Forwarder<S> {
             if range.is_empty() {
                 continue;
             }
-            let body = lines.slice(range.clone()).to_string();
-            match self.sink.write(body).await {
+            match self.sink.write(lines.slice(range.clone())).await {
                 Ok(()) => {
                     attempt = 0;
                     if self.failing || self.refused {

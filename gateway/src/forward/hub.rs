@@ -274,7 +274,7 @@ pub async fn run_quarantine(
                     body.push('\n');
                 }
             }
-            match with_body(link.post(QUARANTINE_PATH), body, link.cfg.gzip) {
+            match with_body(link.post(QUARANTINE_PATH), body.into(), link.cfg.gzip) {
                 Err(e) => Err(e),
                 Ok(req) => match req.send().await {
                     Err(e) => Err(WriteError::Retry {

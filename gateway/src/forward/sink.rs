@@ -14,6 +14,7 @@
 use std::io;
 use std::time::Duration;
 
+use bytes::Bytes;
 use influxdb2::api::write::TimestampPrecision;
 use influxdb2::models::WriteDataPoint;
 use influxdb2::RequestError;
@@ -77,11 +78,11 @@ pub struct InfluxSink {
 }
 
 /// A pre-encoded batch handed to the crate's streaming write path.
-struct Encoded(String);
+struct Encoded(Bytes);
 
 impl WriteDataPoint for Encoded {
     fn write_data_point_to<W: io::Write>(&self, mut w: W) -> io::Result<()> {
-        w.write_all(self.0.as_bytes())
+        w.write_all(&self.0)
     }
 }
 
@@ -105,7 +106,7 @@ impl InfluxSink {
     }
 
     /// Writes `body` (line protocol, `\n`-terminated lines).
-    pub async fn write(&self, body: String) -> Result<(), WriteError> {
+    pub async fn write(&self, body: Bytes) -> Result<(), WriteError> {
         let request = async {
             if self.gzip {
                 let points = futures_util::stream::iter([Encoded(body)]);

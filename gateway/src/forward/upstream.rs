@@ -26,6 +26,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -314,7 +315,7 @@ impl UpstreamSink {
         })
     }
 
-    async fn post(&self, body: String) -> Result<(), WriteError> {
+    async fn post(&self, body: Bytes) -> Result<(), WriteError> {
         let req = self.health.apply(
             self.client
                 .post(&self.endpoint)
@@ -344,7 +345,7 @@ impl UpstreamSink {
 /// `req` with an NDJSON `body`, gzip-compressed when `gzip`.
 pub fn with_body(
     req: reqwest::RequestBuilder,
-    body: String,
+    body: Bytes,
     gzip: bool,
 ) -> Result<reqwest::RequestBuilder, WriteError> {
     if !gzip {
@@ -355,7 +356,7 @@ pub fn with_body(
         flate2::Compression::fast(),
     );
     let bytes = gz
-        .write_all(body.as_bytes())
+        .write_all(&body)
         .and_then(|()| gz.finish())
         .map_err(|e| WriteError::Retry {
             kind: "encode".into(),
@@ -416,7 +417,7 @@ impl Sink for UpstreamSink {
     }
     fn write(
         &self,
-        body: String,
+        body: Bytes,
     ) -> impl std::future::Future<Output = Result<(), WriteError>> + Send {
         self.post(body)
     }

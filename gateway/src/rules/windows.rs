@@ -34,7 +34,10 @@
 //! longer has.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+// Keys are patient ids and metrics, hashed several times per reading and
+// rule: foldhash, not the standard library's SipHash (its protection against
+// chosen keys is not needed for ids the program enrols).
+use foldhash::{HashMap, HashMapExt};
 
 use alerting_rules::{History, Needs, Point, Reach};
 use chrono::{DateTime, TimeDelta, Utc};
@@ -423,11 +426,10 @@ impl Windows {
     /// from `store` if not known (and not kept if the store failed).
     fn newest(&mut self, store: &SqliteHistory<'_>, patient: &str) -> Option<DateTime<Utc>> {
         let batch = self.batch;
-        if !self.patients.contains_key(patient) {
-            self.patients
-                .insert(patient.to_string(), PatientSeries::default());
-        }
-        let p = self.patients.get_mut(patient)?;
+        let p = match self.patients.get_mut(patient) {
+            Some(p) => p,
+            None => self.patients.entry(patient.to_string()).or_default(),
+        };
         p.used = batch;
         if let Some(newest) = p.newest {
             self.stats.hits += 1;
@@ -451,17 +453,29 @@ impl Windows {
         metric: Metric,
     ) -> Option<&Series> {
         let batch = self.batch;
-        if !self.patients.contains_key(patient) {
-            self.patients
-                .insert(patient.to_string(), PatientSeries::default());
-        }
-        let p = self.patients.get_mut(patient)?;
-        p.used = batch;
-        if !p.series.contains_key(&metric) {
+        let held = match self.patients.get_mut(patient) {
+            Some(p) => {
+                p.used = batch;
+                p.series.contains_key(&metric)
+            }
+            None => {
+                let p = PatientSeries {
+                    used: batch,
+                    ..PatientSeries::default()
+                };
+                self.patients.insert(patient.to_string(), p);
+                false
+            }
+        };
+        let p = if held {
+            self.patients.get(patient)?
+        } else {
             let s = self.load(store, patient, metric)?;
-            self.patients.get_mut(patient)?.series.insert(metric, s);
-        }
-        self.patients.get(patient)?.series.get(&metric)
+            let p = self.patients.get_mut(patient)?;
+            p.series.insert(metric, s);
+            p
+        };
+        p.series.get(&metric)
     }
 
     /// Reads a series as of the batch's start and adds the batch's

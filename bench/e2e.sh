@@ -167,6 +167,18 @@ rss = next(int(l.split()[1]) for l in open(f"/proc/{gw.pid}/status") if l.starts
 import os
 stat = open(f"/proc/{gw.pid}/stat").read().rsplit(")", 1)[1].split()
 cpu_user, cpu_sys = (int(x) / os.sysconf("SC_CLK_TCK") for x in stat[11:13])
+# The same by thread name, for the threads still running (the store writer
+# is the serial stage; threads that ended, e.g. those decoding ahead, are
+# what the listed ones leave of the total).
+threads = {}
+for tid in os.listdir(f"/proc/{gw.pid}/task"):
+    try:
+        ts = open(f"/proc/{gw.pid}/task/{tid}/stat").read()
+    except OSError:
+        continue
+    name = ts[ts.index("(") + 1:ts.rindex(")")]
+    fields = ts.rsplit(")", 1)[1].split()
+    threads[name] = threads.get(name, 0) + sum(int(x) for x in fields[11:13]) / os.sysconf("SC_CLK_TCK")
 # Its system calls that read and write (sockets and files alike): counts,
 # not times, so they compare across runs of a noisy machine.
 io = dict(l.split(": ") for l in open(f"/proc/{gw.pid}/io").read().splitlines())
@@ -213,6 +225,9 @@ print(f"forwarding: {total / t['forwarded']:.0f} points/s end to end; arrived at
 print(f"alert webhooks: {late} distinct alert.fired received, signature failures {len(bad)}")
 print(f"peer / gateway (all indexed): {t['indexed'] / peer:.2f}; gateway peak RSS {rss} kB")
 print(f"gateway CPU through the drain: {cpu_user + cpu_sys:.2f} s (user {cpu_user:.2f} s, system {cpu_sys:.2f} s)")
+listed = sum(threads.values())
+print("  by thread: " + ", ".join(f"{n} {c:.2f} s" for n, c in sorted(threads.items(), key=lambda x: -x[1]) if c >= 0.01)
+      + f", threads that ended {max(cpu_user + cpu_sys - listed, 0):.2f} s")
 print(f"gateway system calls through the drain: {int(io['syscr'])} reads, {int(io['syscw'])} writes"
       f" ({int(io['wchar']) / 1e6:.1f} MB written)")
 PY

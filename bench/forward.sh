@@ -22,6 +22,7 @@ cd "$(dirname "$0")/.."
 if [ -z "${RPM_BIN:-}" ]; then cargo build --release -q -p rpm-gateway --no-default-features; fi
 BIN=${RPM_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/release/rpm-gateway}
 W=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"' EXIT
+HZ=$(getconf CLK_TCK)
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 
 # The backlog: create and migrate the store with the gateway, then insert.
@@ -57,9 +58,9 @@ run() { # batch gzip
   while [ "$(sqlite3 -cmd ".timeout 2000" "$W/run.db" "SELECT COALESCE((SELECT position FROM cursors WHERE name = 'forward.influxdb'), 0)")" -lt "$N" ]; do sleep 0.1; done
   local t; t=$(echo "$(date +%s.%N) - $s" | bc)
   local rss; rss=$(awk '/VmHWM/{print $2}' /proc/$GW/status)
-  # User and system CPU (clock ticks of 1/100 s).
-  local cpu; cpu=$(awk '{printf "%.2f", ($14 + $15) / 100}' /proc/$GW/stat)
-  local vmcpu; vmcpu=$(awk '{printf "%.2f", ($14 + $15) / 100}' /proc/$VM/stat)
+  # User and system CPU (fields 14 and 15, in clock ticks).
+  local cpu; cpu=$(awk -v hz="$HZ" '{printf "%.2f", ($14 + $15) / hz}' /proc/$GW/stat)
+  local vmcpu; vmcpu=$(awk -v hz="$HZ" '{printf "%.2f", ($14 + $15) / hz}' /proc/$VM/stat)
   kill -TERM $GW; wait $GW || true
   curl -s "http://127.0.0.1:$P/internal/force_flush" >/dev/null; sleep 2
   local got; got=$(curl -s "http://127.0.0.1:$P/api/v1/export" -d 'match[]={__name__=~"rpm_.*_value"}' \
@@ -84,7 +85,7 @@ server() {
   until curl -sf "http://127.0.0.1:$P/health" >/dev/null; do sleep 0.1; done
   local cpu0; cpu0=$(awk '{print $14 + $15}' /proc/$VM/stat)
   local t; t=$(python3 bench/lp_write.py "$W/lines.txt" "$P" 5000)
-  local cpu; cpu=$(awk -v c0="$cpu0" '{printf "%.2f", ($14 + $15 - c0) / 100}' /proc/$VM/stat)
+  local cpu; cpu=$(awk -v c0="$cpu0" -v hz="$HZ" '{printf "%.2f", ($14 + $15 - c0) / hz}' /proc/$VM/stat)
   kill -TERM $VM; wait $VM || true; rm -rf "$D"
   printf 'server alone (VictoriaMetrics, 5000 lines a request) %8.2f s  %8.0f points/s  server CPU %s s\n' "$t" "$(echo "$N / $t" | bc -l)" "$cpu"
 }

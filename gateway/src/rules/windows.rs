@@ -425,12 +425,7 @@ impl Windows {
     /// When the patient's newest reading of any metric was measured, read
     /// from `store` if not known (and not kept if the store failed).
     fn newest(&mut self, store: &SqliteHistory<'_>, patient: &str) -> Option<DateTime<Utc>> {
-        let batch = self.batch;
-        let p = match self.patients.get_mut(patient) {
-            Some(p) => p,
-            None => self.patients.entry(patient.to_string()).or_default(),
-        };
-        p.used = batch;
+        let p = self.patient(patient)?;
         if let Some(newest) = p.newest {
             self.stats.hits += 1;
             return newest;
@@ -452,30 +447,23 @@ impl Windows {
         patient: &str,
         metric: Metric,
     ) -> Option<&Series> {
-        let batch = self.batch;
-        let held = match self.patients.get_mut(patient) {
-            Some(p) => {
-                p.used = batch;
-                p.series.contains_key(&metric)
-            }
-            None => {
-                let p = PatientSeries {
-                    used: batch,
-                    ..PatientSeries::default()
-                };
-                self.patients.insert(patient.to_string(), p);
-                false
-            }
-        };
-        let p = if held {
-            self.patients.get(patient)?
-        } else {
+        if !self.patient(patient)?.series.contains_key(&metric) {
             let s = self.load(store, patient, metric)?;
-            let p = self.patients.get_mut(patient)?;
-            p.series.insert(metric, s);
-            p
-        };
-        p.series.get(&metric)
+            self.patients.get_mut(patient)?.series.insert(metric, s);
+        }
+        self.patients.get(patient)?.series.get(&metric)
+    }
+
+    /// The patient's windows (empty ones made if none are held), marked as
+    /// used by this batch (always `Some`).
+    fn patient(&mut self, patient: &str) -> Option<&mut PatientSeries> {
+        if !self.patients.contains_key(patient) {
+            self.patients
+                .insert(patient.to_string(), PatientSeries::default());
+        }
+        let p = self.patients.get_mut(patient)?;
+        p.used = self.batch;
+        Some(p)
     }
 
     /// Reads a series as of the batch's start and adds the batch's

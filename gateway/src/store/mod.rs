@@ -16,6 +16,7 @@ pub mod files;
 pub mod history;
 pub mod inbox;
 pub mod integrations;
+pub(crate) mod keys;
 pub mod listing;
 pub mod maintenance;
 pub mod outbox;
@@ -302,6 +303,8 @@ pub struct Store {
     // Dropped after the connection: the lock outlives it.
     conn: Connection,
     path: PathBuf,
+    /// When this connection last added reading keys (see [`keys`]).
+    keys: keys::KeyIndexing,
     _lock: files::StoreLock,
 }
 
@@ -343,6 +346,7 @@ impl Store {
         Ok(Store {
             conn,
             path: path.to_path_buf(),
+            keys: keys::KeyIndexing::default(),
             _lock: lock,
         })
     }
@@ -426,6 +430,7 @@ impl Store {
         dedup_window_ms: i64,
         also: impl FnOnce(&Transaction<'_>) -> Result<(), StoreError>,
     ) -> Result<Vec<Vec<Outcome>>, StoreError> {
+        let add_keys = self.keys.due();
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -466,7 +471,13 @@ impl Store {
         }
         seen.touch(&tx, now)?;
         also(&tx)?;
+        if add_keys {
+            keys::index(&tx)?;
+        }
         tx.commit()?;
+        if add_keys {
+            self.keys.done();
+        }
         Ok(out)
     }
 
@@ -507,14 +518,19 @@ impl Store {
         Ok(())
     }
 
-    /// Heartbeat of the current run.
-    pub fn heartbeat(&self, run_id: i64, stopped: bool) -> Result<(), StoreError> {
+    /// Heartbeat of the current run; the keys of readings stored since
+    /// keys were last added go in with it (see [`keys`]).
+    pub fn heartbeat(&mut self, run_id: i64, stopped: bool) -> Result<(), StoreError> {
         let now = now_ms();
         let stopped_at = stopped.then_some(now);
-        self.conn.execute(
+        let tx = self.transaction()?;
+        tx.execute(
             "UPDATE runs SET heartbeat_at = ?2, stopped_at = COALESCE(?3, stopped_at) WHERE run_id = ?1",
             params![run_id, now, stopped_at],
         )?;
+        keys::index(&tx)?;
+        tx.commit()?;
+        self.keys.done();
         Ok(())
     }
 
@@ -726,6 +742,8 @@ fn apply<'a>(
 /// group commit stores thousands of measurements; looking each statement
 /// up in the cache per measurement was a tenth of the writer's time).
 pub(crate) struct ReadingInserts<'tx> {
+    stored_at_time: rusqlite::CachedStatement<'tx>,
+    stored_with_digest: rusqlite::CachedStatement<'tx>,
     stored_already: rusqlite::CachedStatement<'tx>,
     insert: rusqlite::CachedStatement<'tx>,
     seen: rusqlite::CachedStatement<'tx>,
@@ -736,9 +754,20 @@ impl<'tx> ReadingInserts<'tx> {
     pub(crate) fn new(tx: &'tx Transaction<'_>) -> Result<Self, StoreError> {
         Ok(ReadingInserts {
             // A reading is stored once: its id is looked up in this
-            // transaction (the writer's) through the id's indexed prefix
-            // (see the schema). Two statements, not an INSERT … SELECT: a
-            // one-row INSERT … VALUES needs no statement journal.
+            // transaction (the writer's) among the device's readings of the
+            // same device time (its identity, see
+            // `device_profiles::canonical`), or of the same input digest
+            // for readings without one: indexes where a device's readings
+            // sit together, not a random one (see the schema). Two
+            // statements, not an INSERT … SELECT: a one-row INSERT … VALUES
+            // needs no statement journal.
+            stored_at_time: tx.prepare_cached(
+                "SELECT 1 FROM readings WHERE device_id = ?1 AND device_measured_at = ?2 AND reading_id = ?3",
+            )?,
+            stored_with_digest: tx.prepare_cached(
+                "SELECT 1 FROM readings WHERE device_id = ?1 AND content_digest = ?2 AND reading_id = ?3",
+            )?,
+            // Neither (no producer makes such a reading): by id.
             stored_already: tx
                 .prepare_cached(&format!("SELECT 1 FROM readings WHERE {}", queries::BY_ID))?,
             insert: tx.prepare_cached(
@@ -780,7 +809,19 @@ impl<'tx> ReadingInserts<'tx> {
                     continue;
                 }
             }
-            if self.stored_already.exists([&r.reading_id])? {
+            let stored_already = match (r.device_measured_at, &r.content_digest) {
+                (Some(t), _) => self.stored_at_time.exists(params![
+                    r.device_id,
+                    t.timestamp_millis(),
+                    r.reading_id
+                ])?,
+                (None, Some(d)) => {
+                    self.stored_with_digest
+                        .exists(params![r.device_id, d, r.reading_id])?
+                }
+                (None, None) => self.stored_already.exists([&r.reading_id])?,
+            };
+            if stored_already {
                 duplicates += 1;
                 continue;
             }

@@ -89,13 +89,18 @@ fn t(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
-/// Finds readings by reading id `?1`. Ids are indexed by an 8-character
-/// prefix (`reading_key`, see the schema): the prefix finds the few
-/// candidates, the full id picks the reading.
-pub const BY_ID: &str = "reading_key = substr(?1, 1, 8) AND reading_id = ?1";
+/// Finds readings by reading id `?1`: through `reading_keys` (an id's
+/// 8-character prefix, filled in bulk by the writer up to the cursor
+/// `store.keys`, see the schema) for readings up to that cursor, by reading
+/// the few readings after it; the full id picks the reading.
+pub const BY_ID: &str = "(seq IN (SELECT seq FROM reading_keys WHERE key = substr(?1, 1, 8)) \
+     OR seq > COALESCE((SELECT position FROM cursors WHERE name = 'store.keys'), 0)) \
+     AND reading_id = ?1";
 
 /// Finds the readings of measurement `?1`, as [`BY_ID`] does for readings.
-pub const BY_GROUP: &str = "group_key = substr(?1, 1, 8) AND group_id = ?1";
+pub const BY_GROUP: &str = "(seq IN (SELECT seq FROM reading_keys WHERE key = substr(?1, 1, 8)) \
+     OR seq > COALESCE((SELECT position FROM cursors WHERE name = 'store.keys'), 0)) \
+     AND group_id = ?1";
 
 /// Columns read by [`reading_row`], in its order.
 pub const READING_COLUMNS: &str =

@@ -715,6 +715,43 @@ BEGIN UPDATE rule_input_changes SET version = version + 1 WHERE id = 1; END;
 DROP INDEX readings_patient_time;
 "#,
     ),
+    (
+        20,
+        r#"
+-- Readings found by id without a random index write per reading. The two
+-- indexes on id prefixes took every new reading into a random leaf each:
+-- in a backlog a group commit dirtied nearly every leaf of both (most of a
+-- large store's write volume). The writer now finds a re-sent reading
+-- through (device, device time) or (device, content digest), where a
+-- device's readings sit together; public lookups by reading or measurement
+-- id go through `reading_keys`, which the writer fills in bulk (sorted, at
+-- most once a second, in a transaction that stores readings anyway, and on
+-- its heartbeat) up to the cursor `store.keys`. Readings after that cursor
+-- are few and recent, and a lookup reads them in commit order.
+DROP INDEX readings_key;
+DROP INDEX readings_group;
+CREATE INDEX readings_device_time ON readings(device_id, device_measured_at)
+    WHERE device_measured_at IS NOT NULL;
+CREATE TABLE reading_keys (
+    key                 TEXT NOT NULL,                    -- reading_key or group_key of the reading
+    seq                 INTEGER NOT NULL,                 -- readings.seq
+    PRIMARY KEY (key, seq)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO reading_keys (key, seq)
+SELECT key, seq FROM (
+    SELECT reading_key AS key, seq FROM readings
+    UNION ALL
+    SELECT group_key AS key, seq FROM readings
+) ORDER BY key, seq;
+INSERT OR REPLACE INTO cursors (name, position, updated_at)
+VALUES ('store.keys', (SELECT COALESCE(MAX(seq), 0) FROM readings),
+        CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));
+CREATE TRIGGER readings_delete_keys AFTER DELETE ON readings
+BEGIN
+    DELETE FROM reading_keys WHERE key IN (OLD.reading_key, OLD.group_key) AND seq = OLD.seq;
+END;
+"#,
+    ),
 ];
 
 /// Brings the schema up to date. Returns the version now in force.
@@ -759,6 +796,17 @@ fn migrate_to(conn: &mut Connection, target: i64) -> Result<i64, StoreError> {
 mod tests {
     use super::*;
     use rusqlite::OptionalExtension as _;
+
+    /// SQLite's plan for `sql` with the one parameter `value`, a line a step.
+    fn plan(conn: &Connection, sql: &str, value: &str) -> String {
+        conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map([value], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap()
+            .join("\n")
+    }
 
     fn insert(conn: &Connection, id: &str, group: &str, metric: &str) {
         conn.execute(
@@ -809,18 +857,20 @@ mod tests {
         assert!(crate::store::queries::group_readings(&conn, "gggggggg02")
             .unwrap()
             .is_empty());
-        for (query, index) in [
-            (crate::store::queries::BY_ID, "readings_key"),
-            (crate::store::queries::BY_GROUP, "readings_group"),
+        for query in [
+            crate::store::queries::BY_ID,
+            crate::store::queries::BY_GROUP,
         ] {
-            let plan: String = conn
-                .query_row(
-                    &format!("EXPLAIN QUERY PLAN SELECT seq FROM readings WHERE {query}"),
-                    ["aaaaaaaa01"],
-                    |r| r.get(3),
-                )
-                .unwrap();
-            assert!(plan.contains(index), "{plan}");
+            let plan = plan(
+                &conn,
+                &format!("SELECT seq FROM readings WHERE {query}"),
+                "aaaaaaaa01",
+            );
+            assert!(
+                plan.contains("SEARCH reading_keys USING PRIMARY KEY (key=?)")
+                    && plan.contains("SEARCH readings USING INTEGER PRIMARY KEY (rowid>?)"),
+                "{plan}"
+            );
         }
         let view: i64 = conn
             .query_row("SELECT COUNT(*) FROM readings_view", [], |r| r.get(0))

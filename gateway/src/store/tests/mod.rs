@@ -9,6 +9,7 @@
 
 mod cursors;
 mod inbox;
+mod keys;
 mod quarantine;
 mod registry;
 mod responses;

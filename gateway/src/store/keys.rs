@@ -1,0 +1,78 @@
+//! Reading and measurement ids, found without a random index write per
+//! reading.
+//!
+//! Ids are 128-bit hashes: an index on them puts every new reading in a
+//! random leaf, and a group commit of a backlog dirties nearly every leaf of
+//! such an index (in a store of a million readings, most of what a reading
+//! costs to write). The writer does not need one: it finds a re-sent
+//! reading among the device's readings of the same device time or input
+//! digest (see `ReadingInserts`). Lookups by id (a FHIR read, an alert's
+//! evidence, the rest of a measurement) go through `reading_keys`: an id's
+//! 8-character prefix and the reading's sequence number, one row for the
+//! reading id and one for its measurement id, filled here **in bulk**: the
+//! keys of every reading after the cursor `store.keys`, sorted, inside a
+//! transaction that stores readings anyway, at most once every
+//! [`KeyIndexing::EVERY`] (and on the writer's heartbeat, so that a
+//! finished backlog does not stay behind). A bulk of sorted keys touches
+//! each leaf at most once, however many keys it brings. Readings after the
+//! cursor are few and recent; a lookup reads them in commit order (see
+//! [`super::queries::BY_ID`]).
+//!
+//! The keys and the cursor move in the transaction that reads the readings,
+//! so they never disagree: a lookup finds every reading at or before the
+//! cursor through its keys and every reading after it by reading on. A
+//! deleted reading takes its keys with it (a trigger).
+
+use std::time::{Duration, Instant};
+
+use rusqlite::Transaction;
+
+use super::{cursor_in, queries, set_cursor, StoreError};
+
+/// The cursor: readings up to it have their keys in `reading_keys`.
+pub const CURSOR: &str = "store.keys";
+
+/// When a connection that stores readings last added keys.
+#[derive(Debug, Default)]
+pub(crate) struct KeyIndexing {
+    last: Option<Instant>,
+}
+
+impl KeyIndexing {
+    /// Keys are added at most this often by transactions that store
+    /// readings: a bulk of a second of a backlog, or every live reading
+    /// once input is that sparse.
+    pub(crate) const EVERY: Duration = Duration::from_secs(1);
+
+    /// Whether a transaction storing readings now should add keys.
+    pub(crate) fn due(&self) -> bool {
+        self.last.is_none_or(|t| t.elapsed() >= Self::EVERY)
+    }
+
+    /// Keys were added by a transaction that committed.
+    pub(crate) fn done(&mut self) {
+        self.last = Some(Instant::now());
+    }
+}
+
+/// Adds the keys of every reading after the cursor, in key order, and
+/// moves the cursor to the newest reading; returns how many readings that
+/// was.
+pub(crate) fn index(tx: &Transaction<'_>) -> Result<i64, StoreError> {
+    let mark = cursor_in(tx, CURSOR)?.unwrap_or(0);
+    let newest = queries::newest_seq(tx)?;
+    if newest <= mark {
+        return Ok(0);
+    }
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO reading_keys (key, seq)
+         SELECT key, seq FROM (
+             SELECT reading_key AS key, seq FROM readings WHERE seq > ?1
+             UNION ALL
+             SELECT group_key AS key, seq FROM readings WHERE seq > ?1
+         ) ORDER BY key, seq",
+    )?
+    .execute([mark])?;
+    set_cursor(tx, CURSOR, newest)?;
+    Ok(newest - mark)
+}

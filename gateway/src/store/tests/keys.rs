@@ -1,0 +1,120 @@
+//! Readings found by reading or measurement id: through keys the writer
+//! adds in bulk up to the cursor `store.keys`, and by reading on after it.
+
+use super::{assign, count, open, reading, reopen};
+use crate::store::{keys, queries, Outcome, Store};
+
+fn cursor(store: &Store) -> i64 {
+    store.cursor(keys::CURSOR).unwrap()
+}
+
+fn found(store: &Store, id: &str) -> bool {
+    let by_id = queries::reading_group(store.conn(), id).unwrap();
+    let by_group = queries::group_readings(store.conn(), id).unwrap();
+    assert_eq!(by_id.is_some(), by_group.len() == 1, "{id}");
+    by_id.is_some()
+}
+
+/// Keys are added at most once a second by a commit that stores readings,
+/// and by the heartbeat; a reading is found by its id before its keys are
+/// added (after the cursor) and after (through them), once either way.
+#[test]
+fn readings_are_found_by_id_before_and_after_their_keys_are_added() {
+    let (dir, mut store) = open();
+    assign(&mut store, "ox-1", "p1");
+    assign(&mut store, "ox-2", "p2");
+    store.commit(&[reading("ox-1", "aaaaaaaa01")], 0).unwrap();
+    assert_eq!(cursor(&store), 1, "the first commit adds keys");
+    store
+        .commit(
+            &[reading("ox-1", "aaaaaaaa02"), reading("ox-2", "bbbbbbbb01")],
+            0,
+        )
+        .unwrap();
+    assert_eq!(cursor(&store), 1, "not again within a second");
+    for id in ["aaaaaaaa01", "aaaaaaaa02", "bbbbbbbb01"] {
+        assert!(found(&store, id), "{id}");
+    }
+    assert!(
+        !found(&store, "aaaaaaaa03"),
+        "a shared prefix is not the id"
+    );
+
+    store.heartbeat(0, false).unwrap();
+    assert_eq!(cursor(&store), 3);
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM reading_keys WHERE seq > 1"),
+        2
+    );
+    for id in ["aaaaaaaa01", "aaaaaaaa02", "bbbbbbbb01"] {
+        assert!(found(&store, id), "{id}");
+    }
+
+    // Another connection, as after a restart: its first commit adds keys.
+    drop(store);
+    let mut store = reopen(&dir);
+    store.commit(&[reading("ox-1", "cccccccc01")], 0).unwrap();
+    assert_eq!(cursor(&store), 4);
+    assert!(found(&store, "cccccccc01"));
+
+    // A deleted reading takes its keys with it.
+    store
+        .conn()
+        .execute("DELETE FROM readings WHERE reading_id = 'aaaaaaaa02'", [])
+        .unwrap();
+    assert!(!found(&store, "aaaaaaaa02"));
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM reading_keys WHERE seq = 2"),
+        0
+    );
+}
+
+/// A re-sent reading is found among its device's readings of the same
+/// device time (an index where they sit together), before and after its
+/// keys were added; input without a device time by its digest.
+#[test]
+fn a_re_sent_reading_is_stored_once() {
+    let (_dir, mut store) = open();
+    assign(&mut store, "ox-1", "p1");
+    let stored = |out: &[Outcome]| match &out[0] {
+        Outcome::Stored { stored, .. } => *stored,
+        other => panic!("{other:?}"),
+    };
+    let first = store.commit(&[reading("ox-1", "aaaaaaaa01")], 0).unwrap();
+    assert_eq!(stored(&first), 1);
+    let again = store.commit(&[reading("ox-1", "aaaaaaaa01")], 0).unwrap();
+    assert_eq!(stored(&again), 0, "in the tail");
+    store.heartbeat(0, false).unwrap();
+    let again = store.commit(&[reading("ox-1", "aaaaaaaa01")], 0).unwrap();
+    assert_eq!(stored(&again), 0, "keyed");
+
+    let mut undated = reading("ox-1", "dddddddd01");
+    if let crate::store::Item::Reading { group, .. } = &mut undated {
+        group.readings[0].device_measured_at = None;
+        group.readings[0].content_digest = Some("digest:0".into());
+    }
+    assert_eq!(stored(&store.commit(&[undated.clone()], 0).unwrap()), 1);
+    assert_eq!(stored(&store.commit(&[undated], 0).unwrap()), 0);
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM readings"), 2);
+
+    for (sql, index) in [
+        (
+            "SELECT 1 FROM readings WHERE device_id = ?1 AND device_measured_at = ?2 AND reading_id = ?3",
+            "readings_device_time",
+        ),
+        (
+            "SELECT 1 FROM readings WHERE device_id = ?1 AND content_digest = ?2 AND reading_id = ?3",
+            "readings_device_digest",
+        ),
+    ] {
+        let plan: String = store
+            .conn()
+            .query_row(
+                &format!("EXPLAIN QUERY PLAN {sql}"),
+                rusqlite::params!["ox-1", 1, "x"],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains(index), "{plan}");
+    }
+}

@@ -33,9 +33,19 @@ use super::{cursor_in, queries, set_cursor, StoreError};
 pub const CURSOR: &str = "store.keys";
 
 /// When a connection that stores readings last added keys.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct KeyIndexing {
     last: Option<Instant>,
+    every: Duration,
+}
+
+impl Default for KeyIndexing {
+    fn default() -> Self {
+        KeyIndexing {
+            last: None,
+            every: Self::EVERY,
+        }
+    }
 }
 
 impl KeyIndexing {
@@ -46,7 +56,13 @@ impl KeyIndexing {
 
     /// Whether a transaction storing readings now should add keys.
     pub(crate) fn due(&self) -> bool {
-        self.last.is_none_or(|t| t.elapsed() >= Self::EVERY)
+        self.last.is_none_or(|t| t.elapsed() >= self.every)
+    }
+
+    /// Tests: keys added by commits at most this often.
+    #[cfg(test)]
+    pub(crate) fn every(&mut self, every: Duration) {
+        self.every = every;
     }
 
     /// Keys were added by a transaction that committed.

@@ -356,6 +356,12 @@ impl Store {
         &self.path
     }
 
+    /// Tests: how often commits add reading keys (see [`keys`]).
+    #[cfg(test)]
+    pub(crate) fn keys_every(&mut self, every: std::time::Duration) {
+        self.keys.every(every);
+    }
+
     /// The underlying connection (read queries).
     pub fn conn(&self) -> &Connection {
         &self.conn

@@ -102,6 +102,35 @@ pub const BY_GROUP: &str = "(seq IN (SELECT seq FROM reading_keys WHERE key = su
      OR seq > COALESCE((SELECT position FROM cursors WHERE name = 'store.keys'), 0)) \
      AND group_id = ?1";
 
+/// The readings of measurement `?1` committed after `?2`, as [`BY_GROUP`]
+/// finds them, reading after the later of `?2` and the keys' cursor (the
+/// rule stage asks for the rest of a measurement right behind the writer).
+const BY_GROUP_AFTER: &str =
+    "(seq IN (SELECT seq FROM reading_keys WHERE key = substr(?1, 1, 8) AND seq > ?2) \
+     OR seq > MAX(?2, COALESCE((SELECT position FROM cursors WHERE name = 'store.keys'), 0))) \
+     AND group_id = ?1";
+
+/// Readings found by [`BY_ID`] and its kin come in commit order through
+/// this clause, not `ORDER BY seq`: asked for rows in rowid order, SQLite
+/// prefers reading the whole table in that order to finding the few rows
+/// and sorting them (`+seq` is an expression no index gives in order).
+const IN_ORDER: &str = "ORDER BY +seq";
+
+/// The statements that find readings by id, in the order of their users
+/// below: a measurement's blood-pressure parts, a measurement, one reading,
+/// a reading's metric and measurement, and the rest of a measurement after
+/// a position. Each finds its rows through the keys and the readings after
+/// their cursor, never by reading the table (a test checks SQLite's plans).
+pub(crate) fn by_id_statements() -> [String; 5] {
+    [
+        format!("SELECT {READING_COLUMNS} FROM readings WHERE {BY_GROUP} AND metric IN {BP_METRICS} {IN_ORDER}"),
+        format!("SELECT {READING_COLUMNS} FROM readings WHERE {BY_GROUP} {IN_ORDER}"),
+        format!("SELECT {READING_COLUMNS} FROM readings WHERE {BY_ID} AND metric NOT IN {BP_METRICS}"),
+        format!("SELECT metric, group_id FROM readings WHERE {BY_ID}"),
+        format!("{COMMITTED} WHERE {BY_GROUP_AFTER} {IN_ORDER}"),
+    ]
+}
+
 /// Columns read by [`reading_row`], in its order.
 pub const READING_COLUMNS: &str =
     "seq, reading_id, group_id, patient_id, device_id, metric, value, unit, loinc, \
@@ -326,19 +355,14 @@ pub fn blood_pressure_group(
     conn: &Connection,
     group_id: &str,
 ) -> Result<Vec<StoredReading>, StoreError> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {READING_COLUMNS} FROM readings WHERE {BY_GROUP}
-                     AND metric IN {BP_METRICS} ORDER BY seq"
-    ))?;
+    let mut stmt = conn.prepare(&by_id_statements()[0])?;
     let rows = stmt.query_map([group_id], reading_row)?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 /// All readings of one measurement, in commit order.
 pub fn group_readings(conn: &Connection, group_id: &str) -> Result<Vec<StoredReading>, StoreError> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {READING_COLUMNS} FROM readings WHERE {BY_GROUP} ORDER BY seq"
-    ))?;
+    let mut stmt = conn.prepare(&by_id_statements()[1])?;
     let rows = stmt.query_map([group_id], reading_row)?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
@@ -349,10 +373,7 @@ pub fn single_reading(
     conn: &Connection,
     reading_id: &str,
 ) -> Result<Vec<StoredReading>, StoreError> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {READING_COLUMNS} FROM readings WHERE {BY_ID}
-                     AND metric NOT IN {BP_METRICS}"
-    ))?;
+    let mut stmt = conn.prepare(&by_id_statements()[2])?;
     let rows = stmt.query_map([reading_id], reading_row)?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
@@ -363,11 +384,9 @@ pub fn reading_group(
     reading_id: &str,
 ) -> Result<Option<(String, String)>, StoreError> {
     Ok(conn
-        .query_row(
-            &format!("SELECT metric, group_id FROM readings WHERE {BY_ID}"),
-            [reading_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .query_row(&by_id_statements()[3], [reading_id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .optional()?)
 }
 
@@ -611,11 +630,7 @@ pub fn committed_in_group_after(
     group_id: &str,
     after_seq: i64,
 ) -> Result<Vec<CommittedReading>, StoreError> {
-    committed(
-        conn,
-        &format!("{COMMITTED} WHERE {BY_GROUP} AND seq > ?2 ORDER BY seq"),
-        params![group_id, after_seq],
-    )
+    committed(conn, &by_id_statements()[4], params![group_id, after_seq])
 }
 
 /// The highest sequence and measured-at (ms) of readings committed after

@@ -2,7 +2,17 @@
 //! adds in bulk up to the cursor `store.keys`, and by reading on after it.
 
 use super::{assign, count, open, reading, reopen};
-use crate::store::{keys, queries, Outcome, Store};
+use crate::store::{keys, queries, Item, Outcome, Store};
+use device_profiles::Metric;
+use std::time::Duration;
+
+/// A store whose commits add keys only the first time (then the heartbeat
+/// does), so that what a test sees does not depend on its speed.
+fn open_keyed_once() -> (tempfile::TempDir, Store) {
+    let (dir, mut store) = open();
+    store.keys_every(Duration::from_secs(3600));
+    (dir, store)
+}
 
 fn cursor(store: &Store) -> i64 {
     store.cursor(keys::CURSOR).unwrap()
@@ -20,7 +30,7 @@ fn found(store: &Store, id: &str) -> bool {
 /// added (after the cursor) and after (through them), once either way.
 #[test]
 fn readings_are_found_by_id_before_and_after_their_keys_are_added() {
-    let (dir, mut store) = open();
+    let (dir, mut store) = open_keyed_once();
     assign(&mut store, "ox-1", "p1");
     assign(&mut store, "ox-2", "p2");
     store.commit(&[reading("ox-1", "aaaaaaaa01")], 0).unwrap();
@@ -31,7 +41,7 @@ fn readings_are_found_by_id_before_and_after_their_keys_are_added() {
             0,
         )
         .unwrap();
-    assert_eq!(cursor(&store), 1, "not again within a second");
+    assert_eq!(cursor(&store), 1, "not again within the interval");
     for id in ["aaaaaaaa01", "aaaaaaaa02", "bbbbbbbb01"] {
         assert!(found(&store, id), "{id}");
     }
@@ -74,7 +84,7 @@ fn readings_are_found_by_id_before_and_after_their_keys_are_added() {
 /// keys were added; input without a device time by its digest.
 #[test]
 fn a_re_sent_reading_is_stored_once() {
-    let (_dir, mut store) = open();
+    let (_dir, mut store) = open_keyed_once();
     assign(&mut store, "ox-1", "p1");
     let stored = |out: &[Outcome]| match &out[0] {
         Outcome::Stored { stored, .. } => *stored,
@@ -89,7 +99,7 @@ fn a_re_sent_reading_is_stored_once() {
     assert_eq!(stored(&again), 0, "keyed");
 
     let mut undated = reading("ox-1", "dddddddd01");
-    if let crate::store::Item::Reading { group, .. } = &mut undated {
+    if let Item::Reading { group, .. } = &mut undated {
         group.readings[0].device_measured_at = None;
         group.readings[0].content_digest = Some("digest:0".into());
     }
@@ -116,5 +126,81 @@ fn a_re_sent_reading_is_stored_once() {
             )
             .unwrap();
         assert!(plan.contains(index), "{plan}");
+    }
+}
+
+/// The rest of a measurement after a position (what the rule stage reads
+/// so as never to split one) is found before and after its keys are added,
+/// reading on from the later of the position and the keys' cursor.
+#[test]
+fn the_rest_of_a_measurement_is_found_after_a_position() {
+    let (_dir, mut store) = open_keyed_once();
+    assign(&mut store, "ox-1", "p1");
+    let measurement = |group_id: &str, second: &str| {
+        let mut item = reading("ox-1", group_id);
+        if let Item::Reading { group, .. } = &mut item {
+            let mut other = group.readings[0].clone();
+            other.reading_id = second.into();
+            other.metric = Metric::PulseRate;
+            group.readings.push(other);
+        }
+        item
+    };
+    store
+        .commit(&[measurement("gggggggg01", "rrrrrrrr01")], 0)
+        .unwrap();
+    store
+        .commit(&[measurement("hhhhhhhh01", "rrrrrrrr02")], 0)
+        .unwrap();
+    assert_eq!(cursor(&store), 2, "the second measurement is not keyed yet");
+    let rest = |store: &Store, group: &str, after: i64| -> Vec<i64> {
+        queries::committed_in_group_after(store.conn(), group, after)
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect()
+    };
+    for _ in 0..2 {
+        assert_eq!(rest(&store, "gggggggg01", 0), [1, 2]);
+        assert_eq!(rest(&store, "gggggggg01", 1), [2]);
+        assert!(rest(&store, "gggggggg01", 2).is_empty());
+        assert_eq!(rest(&store, "hhhhhhhh01", 1), [3, 4]);
+        assert_eq!(rest(&store, "hhhhhhhh01", 3), [4]);
+        store.heartbeat(0, false).unwrap();
+        assert_eq!(cursor(&store), 4);
+    }
+}
+
+/// Every statement that finds readings by id finds them through the keys
+/// and the readings after their cursor: none reads the whole table (SQLite
+/// would, to give rows in commit order without a sort).
+#[test]
+fn lookups_by_id_never_read_the_whole_table() {
+    let (_dir, store) = open();
+    for sql in queries::by_id_statements() {
+        let plan: Vec<String> = store
+            .conn()
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(
+                rusqlite::params_from_iter(
+                    ["gggggggg01", "1"]
+                        .iter()
+                        .take(sql.matches("?2").count() + 1),
+                ),
+                |r| r.get(3),
+            )
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|l| l.contains("SEARCH reading_keys USING PRIMARY KEY"))
+                && plan
+                    .iter()
+                    .any(|l| l.contains("SEARCH readings USING INTEGER PRIMARY KEY (rowid>?)"))
+                && !plan.iter().any(|l| l.contains("SCAN readings")),
+            "{sql}\n{plan:#?}"
+        );
     }
 }

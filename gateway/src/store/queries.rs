@@ -119,15 +119,18 @@ const IN_ORDER: &str = "ORDER BY +seq";
 /// The statements that find readings by id, in the order of their users
 /// below: a measurement's blood-pressure parts, a measurement, one reading,
 /// a reading's metric and measurement, and the rest of a measurement after
-/// a position. Each finds its rows through the keys and the readings after
-/// their cursor, never by reading the table (a test checks SQLite's plans).
-pub(crate) fn by_id_statements() -> [String; 5] {
+/// a position, found through the keys or (the last) through its device and
+/// device time. None reads the table (a test checks SQLite's plans).
+pub(crate) fn by_id_statements() -> [String; 6] {
     [
         format!("SELECT {READING_COLUMNS} FROM readings WHERE {BY_GROUP} AND metric IN {BP_METRICS} {IN_ORDER}"),
         format!("SELECT {READING_COLUMNS} FROM readings WHERE {BY_GROUP} {IN_ORDER}"),
         format!("SELECT {READING_COLUMNS} FROM readings WHERE {BY_ID} AND metric NOT IN {BP_METRICS}"),
         format!("SELECT metric, group_id FROM readings WHERE {BY_ID}"),
         format!("{COMMITTED} WHERE {BY_GROUP_AFTER} {IN_ORDER}"),
+        format!(
+            "{COMMITTED} WHERE device_id = ?3 AND device_measured_at = ?4 AND group_id = ?1 AND seq > ?2 {IN_ORDER}"
+        ),
     ]
 }
 
@@ -624,13 +627,32 @@ pub fn committed_after(
 }
 
 /// The readings of a measurement committed after `after_seq` (the rest of
-/// a measurement a batch limit cut), in commit order.
+/// a measurement a batch limit cut), in commit order. When the reading at
+/// `after_seq` is one of the measurement's and has a device time, the rest
+/// are found among the device's readings of that time (the time the
+/// measurement's id is built on): an index probe, where the keys would
+/// leave the readings after their cursor to be read (the rule stage asks
+/// right behind the writer).
 pub fn committed_in_group_after(
     conn: &Connection,
     group_id: &str,
     after_seq: i64,
 ) -> Result<Vec<CommittedReading>, StoreError> {
-    committed(conn, &by_id_statements()[4], params![group_id, after_seq])
+    let at: Option<(String, Option<i64>, String)> = conn
+        .prepare_cached(
+            "SELECT device_id, device_measured_at, group_id FROM readings WHERE seq = ?1",
+        )?
+        .query_row([after_seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let statements = by_id_statements();
+    match at {
+        Some((device, Some(t), group)) if group == group_id => committed(
+            conn,
+            &statements[5],
+            params![group_id, after_seq, device, t],
+        ),
+        _ => committed(conn, &statements[4], params![group_id, after_seq]),
+    }
 }
 
 /// The highest sequence and measured-at (ms) of readings committed after

@@ -169,37 +169,53 @@ fn the_rest_of_a_measurement_is_found_after_a_position() {
         store.heartbeat(0, false).unwrap();
         assert_eq!(cursor(&store), 4);
     }
+    // Without a device time: through the keys and the readings after them.
+    let mut undated = measurement("iiiiiiii01", "rrrrrrrr03");
+    if let Item::Reading { group, .. } = &mut undated {
+        for r in &mut group.readings {
+            r.device_measured_at = None;
+            r.content_digest = Some("digest:0".into());
+        }
+    }
+    store.commit(&[undated], 0).unwrap();
+    assert_eq!(rest(&store, "iiiiiiii01", 4), [5, 6]);
+    assert_eq!(rest(&store, "iiiiiiii01", 5), [6]);
+    store.heartbeat(0, false).unwrap();
+    assert_eq!(rest(&store, "iiiiiiii01", 5), [6]);
 }
 
 /// Every statement that finds readings by id finds them through the keys
-/// and the readings after their cursor: none reads the whole table (SQLite
-/// would, to give rows in commit order without a sort).
+/// and the readings after their cursor, or through an index probe: none
+/// reads the whole table (SQLite would, to give rows in commit order
+/// without a sort).
 #[test]
 fn lookups_by_id_never_read_the_whole_table() {
     let (_dir, store) = open();
     for sql in queries::by_id_statements() {
-        let plan: Vec<String> = store
+        let mut stmt = store
             .conn()
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-            .unwrap()
+            .unwrap();
+        let values = ["gggggggg01", "1", "ox-1", "1"];
+        let plan: Vec<String> = stmt
             .query_map(
-                rusqlite::params_from_iter(
-                    ["gggggggg01", "1"]
-                        .iter()
-                        .take(sql.matches("?2").count() + 1),
-                ),
+                rusqlite::params_from_iter(&values[..stmt.parameter_count()]),
                 |r| r.get(3),
             )
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
+        let keyed = plan
+            .iter()
+            .any(|l| l.contains("SEARCH reading_keys USING PRIMARY KEY"))
+            && plan
+                .iter()
+                .any(|l| l.contains("SEARCH readings USING INTEGER PRIMARY KEY (rowid>?)"));
+        let probed = plan.iter().any(|l| {
+            l.contains("SEARCH readings USING INDEX readings_device_time (device_id=? AND device_measured_at=?")
+        });
         assert!(
-            plan.iter()
-                .any(|l| l.contains("SEARCH reading_keys USING PRIMARY KEY"))
-                && plan
-                    .iter()
-                    .any(|l| l.contains("SEARCH readings USING INTEGER PRIMARY KEY (rowid>?)"))
-                && !plan.iter().any(|l| l.contains("SCAN readings")),
+            (keyed || probed) && !plan.iter().any(|l| l.contains("SCAN readings")),
             "{sql}\n{plan:#?}"
         );
     }

@@ -820,8 +820,8 @@ mod tests {
 
     /// The rebuild that drops the unique reading id keeps every row, its
     /// sequence number and the sequence's high-water mark (a cursor past a
-    /// deleted reading must never see its number again), and readings are
-    /// then found through the indexed id prefixes.
+    /// deleted reading must never see its number again); the upgrades after
+    /// it key every stored reading, which is then found by id.
     #[test]
     fn keyed_readings_keep_rows_and_the_sequence_high_water_mark() {
         let dir = tempfile::tempdir().unwrap();
@@ -845,6 +845,17 @@ mod tests {
             ids,
             [(1, "aaaaaaaa01".to_string()), (2, "aaaaaaaa02".to_string())]
         );
+        // The upgrade keys every stored reading (its id and its
+        // measurement's) and moves the keys' cursor past them.
+        let keyed: (i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM reading_keys),
+                        (SELECT position FROM cursors WHERE name = 'store.keys')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(keyed, (4, 2));
         insert(&conn, "cccccccc01", "iiiiiiii01", "body_weight");
         let seq: i64 = conn
             .query_row("SELECT MAX(seq) FROM readings", [], |r| r.get(0))

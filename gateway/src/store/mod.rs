@@ -436,7 +436,9 @@ impl Store {
         dedup_window_ms: i64,
         also: impl FnOnce(&Transaction<'_>) -> Result<(), StoreError>,
     ) -> Result<Vec<Vec<Outcome>>, StoreError> {
-        let add_keys = self.keys.due();
+        // With readings, not with inbox appends alone: a bulk of keys
+        // never holds up an acknowledgement.
+        let add_keys = self.keys.due() && !batches.is_empty();
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;

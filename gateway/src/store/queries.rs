@@ -121,8 +121,9 @@ const IN_ORDER: &str = "ORDER BY +seq";
 /// a reading's metric and measurement, and the rest of a measurement after
 /// a position, found through the keys or (the last) through its device and
 /// device time. None reads the table (a test checks SQLite's plans).
-pub(crate) fn by_id_statements() -> [String; 6] {
-    [
+pub(crate) fn by_id_statements() -> &'static [String; 6] {
+    static STATEMENTS: std::sync::LazyLock<[String; 6]> = std::sync::LazyLock::new(|| {
+        [
         format!("SELECT {READING_COLUMNS} FROM readings WHERE {BY_GROUP} AND metric IN {BP_METRICS} {IN_ORDER}"),
         format!("SELECT {READING_COLUMNS} FROM readings WHERE {BY_GROUP} {IN_ORDER}"),
         format!("SELECT {READING_COLUMNS} FROM readings WHERE {BY_ID} AND metric NOT IN {BP_METRICS}"),
@@ -132,6 +133,8 @@ pub(crate) fn by_id_statements() -> [String; 6] {
             "{COMMITTED} WHERE device_id = ?3 AND device_measured_at = ?4 AND group_id = ?1 AND seq > ?2 {IN_ORDER}"
         ),
     ]
+    });
+    &STATEMENTS
 }
 
 /// Columns read by [`reading_row`], in its order.

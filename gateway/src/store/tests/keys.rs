@@ -1,7 +1,7 @@
 //! Readings found by reading or measurement id: through keys the writer
 //! adds in bulk up to the cursor `store.keys`, and by reading on after it.
 
-use super::{assign, count, open, reading, reopen};
+use super::{assign, count, entry, open, reading, reopen};
 use crate::store::{keys, queries, Item, Outcome, Store};
 use device_profiles::Metric;
 use std::time::Duration;
@@ -60,12 +60,26 @@ fn readings_are_found_by_id_before_and_after_their_keys_are_added() {
         assert!(found(&store, id), "{id}");
     }
 
-    // Another connection, as after a restart: its first commit adds keys.
     drop(store);
+    // Another connection, as after a restart: its first commit with
+    // readings adds keys; an inbox append (an acknowledgement waits for
+    // it) never does.
     let mut store = reopen(&dir);
+    store.keys_every(Duration::from_secs(3600));
     store.commit(&[reading("ox-1", "cccccccc01")], 0).unwrap();
     assert_eq!(cursor(&store), 4);
-    assert!(found(&store, "cccccccc01"));
+    store.commit(&[reading("ox-1", "cccccccc02")], 0).unwrap();
+    drop(store);
+    let mut store = reopen(&dir);
+    store
+        .commit_group(&[], &[&[entry(r#"{"spo2":97}"#)]], 0)
+        .unwrap();
+    assert_eq!(cursor(&store), 4, "an inbox append adds no keys");
+    store.commit(&[reading("ox-1", "cccccccc03")], 0).unwrap();
+    assert_eq!(cursor(&store), 6);
+    for id in ["cccccccc01", "cccccccc02", "cccccccc03"] {
+        assert!(found(&store, id), "{id}");
+    }
 
     // A deleted reading takes its keys with it.
     store

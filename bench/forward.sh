@@ -40,6 +40,10 @@ SELECT 'fill-' || n, 'fill-' || n, 'p-' || (n % 200), 'd-' || (n % 1000), m.metr
        $BASE + (n / 1000) * 60000 + n % 1000, $NOW, $NOW, 'mqtt', n,
        CASE WHEN n % 10 = 0 THEN '{"note":"synthetic"}' ELSE '{}' END
 FROM i JOIN m ON m.k = n % 5 ORDER BY n;
+-- Keyed, as readings the gateway's writer stores are (see store/keys.rs).
+INSERT OR IGNORE INTO reading_keys (key, seq)
+SELECT key, seq FROM (SELECT reading_key AS key, seq FROM readings UNION ALL SELECT group_key, seq FROM readings) ORDER BY key, seq;
+INSERT OR REPLACE INTO cursors (name, position, updated_at) VALUES ('store.keys', (SELECT MAX(seq) FROM readings), $NOW);
 SQL
 printf 'filled %s readings in %.1f s\n' "$N" "$(echo "$(date +%s.%N) - $s" | bc)"
 printf 'machine: %s cores, %s; load average at start: %s\n' "$(nproc)" "$(uname -m)" "$(cut -d' ' -f1-3 /proc/loadavg)"

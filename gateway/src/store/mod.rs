@@ -526,6 +526,17 @@ impl Store {
         Ok(())
     }
 
+    /// Adds the keys of every reading stored without them (see [`keys`]):
+    /// at the writer's start (readings a crash left unkeyed), or after a
+    /// store was filled by other means. Returns how many readings.
+    pub fn key_readings(&mut self) -> Result<i64, StoreError> {
+        let tx = self.transaction()?;
+        let n = keys::index(&tx)?;
+        tx.commit()?;
+        self.keys.done();
+        Ok(n)
+    }
+
     /// Heartbeat of the current run; the keys of readings stored since
     /// keys were last added go in with it (see [`keys`]).
     pub fn heartbeat(&mut self, run_id: i64, stopped: bool) -> Result<(), StoreError> {

@@ -174,6 +174,11 @@ fn run(
     // Work left by a previous run is picked up first.
     let mut idle = IdleWork::new(stage.is_some());
     metrics.inbox_pending(super::inbox::depth(store.conn()).unwrap_or(0));
+    // Readings a crash left without their keys are found by id at once
+    // (else the heartbeat does it).
+    if let Err(e) = store.key_readings() {
+        tracing::debug!(error = %e, "reading keys not added at start; the heartbeat adds them");
+    }
     loop {
         let first = match pending.take() {
             Some(j) => j,

@@ -104,5 +104,7 @@ fn fill(store: &mut Store, n: u64) -> Result<(), rpm_gateway::StoreError> {
         }
     }
     tx.commit()?;
+    // Keyed, as readings the gateway's writer stores are.
+    store.key_readings()?;
     Ok(())
 }

@@ -13,7 +13,8 @@
 //! keys of every reading after the cursor `store.keys`, sorted, inside a
 //! transaction that stores readings anyway, at most once every
 //! [`KeyIndexing::EVERY`] (and on the writer's heartbeat, so that a
-//! finished backlog does not stay behind). A bulk of sorted keys touches
+//! finished backlog does not stay behind, and at its start). Never in a
+//! commit of inbox appends alone: an acknowledgement waits for that. A bulk of sorted keys touches
 //! each leaf at most once, however many keys it brings. Readings after the
 //! cursor are few and recent; a lookup reads them in commit order (see
 //! [`super::queries::BY_ID`]).

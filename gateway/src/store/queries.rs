@@ -89,26 +89,28 @@ fn t(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
-/// Finds readings by reading id `?1`: through `reading_keys` (an id's
+/// The condition [`BY_ID`] and [`BY_GROUP`] share: a reading whose id
+/// column `$column` is `?1`, found through `reading_keys` (an id's
 /// 8-character prefix, filled in bulk by the writer up to the cursor
-/// `store.keys`, see the schema) for readings up to that cursor, by reading
-/// the few readings after it; the full id picks the reading.
-pub const BY_ID: &str = "(seq IN (SELECT seq FROM reading_keys WHERE key = substr(?1, 1, 8)) \
-     OR seq > COALESCE((SELECT position FROM cursors WHERE name = 'store.keys'), 0)) \
-     AND reading_id = ?1";
+/// `store.keys`, see `store/keys.rs`) for readings up to that cursor, and by
+/// reading the few readings after it; the full id picks the reading.
+macro_rules! keyed {
+    ($column:literal) => {
+        concat!(
+            "(seq IN (SELECT seq FROM reading_keys WHERE key = substr(?1, 1, 8)) ",
+            "OR seq > COALESCE((SELECT position FROM cursors WHERE name = 'store.keys'), 0)) ",
+            "AND ",
+            $column,
+            " = ?1"
+        )
+    };
+}
 
-/// Finds the readings of measurement `?1`, as [`BY_ID`] does for readings.
-pub const BY_GROUP: &str = "(seq IN (SELECT seq FROM reading_keys WHERE key = substr(?1, 1, 8)) \
-     OR seq > COALESCE((SELECT position FROM cursors WHERE name = 'store.keys'), 0)) \
-     AND group_id = ?1";
+/// Finds readings by reading id `?1`.
+pub const BY_ID: &str = keyed!("reading_id");
 
-/// The readings of measurement `?1` committed after `?2`, as [`BY_GROUP`]
-/// finds them, reading after the later of `?2` and the keys' cursor (the
-/// rule stage asks for the rest of a measurement right behind the writer).
-const BY_GROUP_AFTER: &str =
-    "(seq IN (SELECT seq FROM reading_keys WHERE key = substr(?1, 1, 8) AND seq > ?2) \
-     OR seq > MAX(?2, COALESCE((SELECT position FROM cursors WHERE name = 'store.keys'), 0))) \
-     AND group_id = ?1";
+/// Finds the readings of measurement `?1`.
+pub const BY_GROUP: &str = keyed!("group_id");
 
 /// Readings found by [`BY_ID`] and its kin come in commit order through
 /// this clause, not `ORDER BY seq`: asked for rows in rowid order, SQLite
@@ -116,25 +118,62 @@ const BY_GROUP_AFTER: &str =
 /// and sorting them (`+seq` is an expression no index gives in order).
 const IN_ORDER: &str = "ORDER BY +seq";
 
-/// The statements that find readings by id, in the order of their users
-/// below: a measurement's blood-pressure parts, a measurement, one reading,
-/// a reading's metric and measurement, and the rest of a measurement after
-/// a position, found through the keys or (the last) through its device and
-/// device time. None reads the table (a test checks SQLite's plans).
-pub(crate) fn by_id_statements() -> &'static [String; 6] {
-    static STATEMENTS: std::sync::LazyLock<[String; 6]> = std::sync::LazyLock::new(|| {
+/// The statements that find readings by id, made once. None reads the
+/// whole table (a test checks SQLite's plan of each).
+pub(crate) struct ById {
+    /// A measurement's blood-pressure parts.
+    blood_pressure_group: String,
+    /// A measurement's readings.
+    group: String,
+    /// One reading that is not part of a blood-pressure measurement.
+    single: String,
+    /// A reading's metric and measurement.
+    metric_and_group: String,
+    /// The rest of measurement `?1` after `?2`, through the keys, reading
+    /// after the later of `?2` and the keys' cursor.
+    rest_of_group: String,
+    /// The same among the readings of device `?3` at device time `?4` (an
+    /// index probe).
+    rest_of_group_at: String,
+}
+
+impl ById {
+    pub(crate) fn get() -> &'static ById {
+        static STATEMENTS: std::sync::LazyLock<ById> = std::sync::LazyLock::new(|| {
+            ById {
+            blood_pressure_group: format!(
+                "SELECT {READING_COLUMNS} FROM readings WHERE {BY_GROUP} AND metric IN {BP_METRICS} {IN_ORDER}"
+            ),
+            group: format!("SELECT {READING_COLUMNS} FROM readings WHERE {BY_GROUP} {IN_ORDER}"),
+            single: format!(
+                "SELECT {READING_COLUMNS} FROM readings WHERE {BY_ID} AND metric NOT IN {BP_METRICS}"
+            ),
+            metric_and_group: format!("SELECT metric, group_id FROM readings WHERE {BY_ID}"),
+            rest_of_group: format!(
+                "{COMMITTED} WHERE (seq IN (SELECT seq FROM reading_keys WHERE key = substr(?1, 1, 8) AND seq > ?2) \
+                 OR seq > MAX(?2, COALESCE((SELECT position FROM cursors WHERE name = 'store.keys'), 0))) \
+                 AND group_id = ?1 {IN_ORDER}"
+            ),
+            rest_of_group_at: format!(
+                "{COMMITTED} WHERE device_id = ?3 AND device_measured_at = ?4 AND group_id = ?1 AND seq > ?2 {IN_ORDER}"
+            ),
+        }
+        });
+        &STATEMENTS
+    }
+
+    /// Every statement, for the test of their plans.
+    #[cfg(test)]
+    pub(crate) fn all(&self) -> [&str; 6] {
         [
-        format!("SELECT {READING_COLUMNS} FROM readings WHERE {BY_GROUP} AND metric IN {BP_METRICS} {IN_ORDER}"),
-        format!("SELECT {READING_COLUMNS} FROM readings WHERE {BY_GROUP} {IN_ORDER}"),
-        format!("SELECT {READING_COLUMNS} FROM readings WHERE {BY_ID} AND metric NOT IN {BP_METRICS}"),
-        format!("SELECT metric, group_id FROM readings WHERE {BY_ID}"),
-        format!("{COMMITTED} WHERE {BY_GROUP_AFTER} {IN_ORDER}"),
-        format!(
-            "{COMMITTED} WHERE device_id = ?3 AND device_measured_at = ?4 AND group_id = ?1 AND seq > ?2 {IN_ORDER}"
-        ),
-    ]
-    });
-    &STATEMENTS
+            &self.blood_pressure_group,
+            &self.group,
+            &self.single,
+            &self.metric_and_group,
+            &self.rest_of_group,
+            &self.rest_of_group_at,
+        ]
+    }
 }
 
 /// Columns read by [`reading_row`], in its order.
@@ -361,14 +400,14 @@ pub fn blood_pressure_group(
     conn: &Connection,
     group_id: &str,
 ) -> Result<Vec<StoredReading>, StoreError> {
-    let mut stmt = conn.prepare(&by_id_statements()[0])?;
+    let mut stmt = conn.prepare_cached(&ById::get().blood_pressure_group)?;
     let rows = stmt.query_map([group_id], reading_row)?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 /// All readings of one measurement, in commit order.
 pub fn group_readings(conn: &Connection, group_id: &str) -> Result<Vec<StoredReading>, StoreError> {
-    let mut stmt = conn.prepare(&by_id_statements()[1])?;
+    let mut stmt = conn.prepare_cached(&ById::get().group)?;
     let rows = stmt.query_map([group_id], reading_row)?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
@@ -379,7 +418,7 @@ pub fn single_reading(
     conn: &Connection,
     reading_id: &str,
 ) -> Result<Vec<StoredReading>, StoreError> {
-    let mut stmt = conn.prepare(&by_id_statements()[2])?;
+    let mut stmt = conn.prepare_cached(&ById::get().single)?;
     let rows = stmt.query_map([reading_id], reading_row)?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
@@ -390,9 +429,8 @@ pub fn reading_group(
     reading_id: &str,
 ) -> Result<Option<(String, String)>, StoreError> {
     Ok(conn
-        .query_row(&by_id_statements()[3], [reading_id], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .prepare_cached(&ById::get().metric_and_group)?
+        .query_row([reading_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?)
 }
 
@@ -647,14 +685,14 @@ pub fn committed_in_group_after(
         )?
         .query_row([after_seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
-    let statements = by_id_statements();
+    let by_id = ById::get();
     match at {
         Some((device, Some(t), group)) if group == group_id => committed(
             conn,
-            &statements[5],
+            &by_id.rest_of_group_at,
             params![group_id, after_seq, device, t],
         ),
-        _ => committed(conn, &statements[4], params![group_id, after_seq]),
+        _ => committed(conn, &by_id.rest_of_group, params![group_id, after_seq]),
     }
 }
 

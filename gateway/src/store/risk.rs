@@ -389,8 +389,6 @@ pub fn evidence_observations(
 ) -> Result<Vec<String>, StoreError> {
     let mut out: Vec<String> = Vec::new();
     let mut ev = conn.prepare_cached("SELECT evidence FROM alerts WHERE alert_id = ?1")?;
-    // (metric, group), the statement checked to find its reading quickly.
-    let mut reading = conn.prepare_cached(&super::queries::by_id_statements()[3])?;
     for id in alert_ids {
         let Some(json) = ev.query_row([id], |r| r.get::<_, String>(0)).optional()? else {
             continue;
@@ -400,10 +398,7 @@ pub fn evidence_observations(
             let Some(rid) = c["reading_id"].as_str() else {
                 continue;
             };
-            let found: Option<(String, String)> = reading
-                .query_row([rid], |r| Ok((r.get(1)?, r.get(0)?)))
-                .optional()?;
-            let Some((group, metric)) = found else {
+            let Some((metric, group)) = super::queries::reading_group(conn, rid)? else {
                 continue;
             };
             let obs = if matches!(

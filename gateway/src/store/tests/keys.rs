@@ -205,7 +205,8 @@ fn the_rest_of_a_measurement_is_found_after_a_position() {
 #[test]
 fn lookups_by_id_never_read_the_whole_table() {
     let (_dir, store) = open();
-    for sql in queries::by_id_statements() {
+    assert!(queries::BY_ID.contains(&format!("name = '{}'", keys::CURSOR)));
+    for sql in queries::ById::get().all() {
         let mut stmt = store
             .conn()
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))

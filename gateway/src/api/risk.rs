@@ -244,7 +244,7 @@ fn cited_alerts(c: &RiskChange) -> Vec<String> {
 }
 
 fn with_basis(conn: &rusqlite::Connection, c: &RiskChange) -> Result<Value, ApiError> {
-    let basis = risk::evidence_observations(conn, &cited_alerts(c))?;
+    let basis = crate::fhir::observation::cited_observations(conn, &cited_alerts(c))?;
     Ok(assessment(c, &basis))
 }
 

@@ -271,6 +271,32 @@ pub fn group(rows: Vec<StoredReading>) -> Vec<Vec<StoredReading>> {
     out
 }
 
+/// The Observations (FHIR ids) carrying the readings the given alerts cite
+/// as evidence, without repeats: alert by alert, each one's newest reading
+/// first (the one that tipped its rule).
+pub fn cited_observations(
+    conn: &rusqlite::Connection,
+    alert_ids: &[String],
+) -> Result<Vec<String>, StoreError> {
+    let mut ids: Vec<String> = Vec::new();
+    for alert_id in alert_ids {
+        let Some(alert) = crate::store::alerts::get(conn, alert_id)? else {
+            continue;
+        };
+        let mut cited: Vec<crate::store::outbox::EvidenceReading> =
+            serde_json::from_value(alert.evidence).unwrap_or_default();
+        cited.sort_by_key(|e| std::cmp::Reverse(e.measured_at));
+        for e in cited {
+            if let Some(id) = observation_id(conn, &e.reading_id)? {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
+    }
+    Ok(ids)
+}
+
 /// The id of the Observation that carries stored reading `reading_id`
 /// (a blood-pressure component lives in its panel), if the reading exists.
 pub fn observation_id(

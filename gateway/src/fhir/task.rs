@@ -12,39 +12,16 @@
 use serde_json::{json, Value};
 
 use super::instant;
-use super::observation::observation_id;
+use super::observation::cited_observations;
 use crate::care::tasks::TaskView;
-use crate::store::outbox::EvidenceReading;
 use crate::store::StoreError;
 
 const OUTCOME_SYSTEM: &str = "https://rpm-gateway.dev/fhir/CodeSystem/task-outcome";
 const STATUS_SYSTEM: &str = "https://rpm-gateway.dev/fhir/CodeSystem/task-business-status";
 
-/// The Observations (FHIR ids) cited by the task's alerts, first alert first.
-fn evidence(conn: &rusqlite::Connection, t: &TaskView) -> Result<Vec<String>, StoreError> {
-    let mut ids: Vec<String> = Vec::new();
-    for alert_id in &t.alert_ids {
-        let Some(alert) = crate::store::alerts::get(conn, alert_id)? else {
-            continue;
-        };
-        let mut cited: Vec<EvidenceReading> =
-            serde_json::from_value(alert.evidence.clone()).unwrap_or_default();
-        // Newest first: the reading that tipped the rule.
-        cited.sort_by_key(|e| std::cmp::Reverse(e.measured_at));
-        for e in cited {
-            if let Some(id) = observation_id(conn, &e.reading_id)? {
-                if !ids.contains(&id) {
-                    ids.push(id);
-                }
-            }
-        }
-    }
-    Ok(ids)
-}
-
 /// The Task resource of a follow-up task.
 pub fn task(conn: &rusqlite::Connection, t: &TaskView) -> Result<Value, StoreError> {
-    let observations = evidence(conn, t)?;
+    let observations = cited_observations(conn, &t.alert_ids)?;
     let status = match t.status.as_str() {
         "claimed" => "in-progress",
         "done" => "completed",

@@ -114,12 +114,10 @@ fn write_line(r: &PointRef<'_>, ts: i64, out: &mut String) -> Result<(), EncodeE
         if value.is_empty() {
             continue;
         }
-        check(value, key)?;
-        check_tag(value, key)?;
         out.push(',');
         out.push_str(key);
         out.push('=');
-        escape(value, Kind::Key, out);
+        push_tag(value, key, out)?;
     }
     out.push_str(" value=");
     push_float(r.value, out);
@@ -161,6 +159,23 @@ fn push_float(v: f64, out: &mut String) {
     } else {
         out.push_str(text.strip_suffix(".0").unwrap_or(text));
     }
+}
+
+/// Appends a tag value: most have none of the characters a tag value
+/// needs looked at (line breaks, backslashes, separators) and are copied
+/// in one pass; the rest are checked and escaped.
+fn push_tag(value: &str, key: &'static str, out: &mut String) -> Result<(), EncodeError> {
+    if !value
+        .bytes()
+        .any(|b| matches!(b, b'\n' | b'\r' | b'\\' | b',' | b'=' | b' '))
+    {
+        out.push_str(value);
+        return Ok(());
+    }
+    check(value, key)?;
+    check_tag(value, key)?;
+    escape(value, Kind::Key, out);
+    Ok(())
 }
 
 fn check(s: &str, what: &'static str) -> Result<(), EncodeError> {

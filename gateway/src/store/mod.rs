@@ -810,11 +810,10 @@ impl<'tx> ReadingInserts<'tx> {
     ) -> Result<Outcome, StoreError> {
         let mut stored = 0;
         let mut duplicates = 0;
-        let panel = group.panel.map(|p| {
-            serde_json::to_value(p)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-        });
+        let panel: Option<String> = group
+            .panel
+            .and_then(|p| serde_json::to_value(p).ok())
+            .and_then(|v| v.as_str().map(str::to_string));
         for r in &group.readings {
             // Input without a device time has no natural identity: a redelivery
             // of the same bytes within the window is the same reading.
@@ -844,11 +843,18 @@ impl<'tx> ReadingInserts<'tx> {
                 duplicates += 1;
                 continue;
             }
-            let annotations = serde_json::to_string(&r.annotations).unwrap_or_else(|_| "{}".into());
+            // Most readings have none.
+            let annotations: std::borrow::Cow<'_, str> = if r.annotations.is_empty() {
+                "{}".into()
+            } else {
+                serde_json::to_string(&r.annotations)
+                    .unwrap_or_else(|_| "{}".into())
+                    .into()
+            };
             self.insert.execute(params![
                 r.reading_id,
                 r.group_id,
-                panel.clone().flatten(),
+                panel.as_deref(),
                 patient_id,
                 r.device_id,
                 r.metric.name(),

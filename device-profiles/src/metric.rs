@@ -409,6 +409,13 @@ pub enum Panel {
 }
 
 impl Panel {
+    /// The panel's name as stored and serialized (`blood_pressure`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Panel::BloodPressure => "blood_pressure",
+        }
+    }
+
     /// LOINC code of the panel.
     pub const fn loinc(self) -> &'static str {
         match self {
@@ -431,5 +438,7 @@ mod tests {
             assert!(!m.coding().1.is_empty());
         }
         assert!("weight".parse::<Metric>().is_err());
+        let p = Panel::BloodPressure;
+        assert_eq!(serde_json::to_value(p).unwrap(), p.name());
     }
 }

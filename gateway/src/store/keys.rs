@@ -73,13 +73,12 @@ impl KeyIndexing {
 }
 
 /// Adds the keys of every reading after the cursor, in key order, and
-/// moves the cursor to the newest reading; returns how many readings that
-/// was.
-pub(crate) fn index(tx: &Transaction<'_>) -> Result<i64, StoreError> {
+/// moves the cursor to the newest reading.
+pub(crate) fn index(tx: &Transaction<'_>) -> Result<(), StoreError> {
     let mark = cursor_in(tx, CURSOR)?.unwrap_or(0);
     let newest = queries::newest_seq(tx)?;
     if newest <= mark {
-        return Ok(0);
+        return Ok(());
     }
     tx.prepare_cached(
         "INSERT OR IGNORE INTO reading_keys (key, seq)
@@ -91,5 +90,5 @@ pub(crate) fn index(tx: &Transaction<'_>) -> Result<i64, StoreError> {
     )?
     .execute([mark])?;
     set_cursor(tx, CURSOR, newest)?;
-    Ok(newest - mark)
+    Ok(())
 }

@@ -528,13 +528,9 @@ impl Store {
 
     /// Adds the keys of every reading stored without them (see [`keys`]):
     /// at the writer's start (readings a crash left unkeyed), or after a
-    /// store was filled by other means. Returns how many readings.
-    pub fn key_readings(&mut self) -> Result<i64, StoreError> {
-        let tx = self.transaction()?;
-        let n = keys::index(&tx)?;
-        tx.commit()?;
-        self.keys.done();
-        Ok(n)
+    /// store was filled by other means.
+    pub fn key_readings(&mut self) -> Result<(), StoreError> {
+        self.key_readings_with(|_| Ok(()))
     }
 
     /// Heartbeat of the current run; the keys of readings stored since
@@ -542,11 +538,23 @@ impl Store {
     pub fn heartbeat(&mut self, run_id: i64, stopped: bool) -> Result<(), StoreError> {
         let now = now_ms();
         let stopped_at = stopped.then_some(now);
+        self.key_readings_with(|tx| {
+            tx.execute(
+                "UPDATE runs SET heartbeat_at = ?2, stopped_at = COALESCE(?3, stopped_at) WHERE run_id = ?1",
+                params![run_id, now, stopped_at],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Adds the keys of every reading stored without them in one
+    /// transaction with `also`.
+    fn key_readings_with(
+        &mut self,
+        also: impl FnOnce(&Transaction<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let tx = self.transaction()?;
-        tx.execute(
-            "UPDATE runs SET heartbeat_at = ?2, stopped_at = COALESCE(?3, stopped_at) WHERE run_id = ?1",
-            params![run_id, now, stopped_at],
-        )?;
+        also(&tx)?;
         keys::index(&tx)?;
         tx.commit()?;
         self.keys.done();
@@ -810,10 +818,7 @@ impl<'tx> ReadingInserts<'tx> {
     ) -> Result<Outcome, StoreError> {
         let mut stored = 0;
         let mut duplicates = 0;
-        let panel: Option<String> = group
-            .panel
-            .and_then(|p| serde_json::to_value(p).ok())
-            .and_then(|v| v.as_str().map(str::to_string));
+        let panel = group.panel.map(|p| p.name());
         for r in &group.readings {
             // Input without a device time has no natural identity: a redelivery
             // of the same bytes within the window is the same reading.
@@ -854,7 +859,7 @@ impl<'tx> ReadingInserts<'tx> {
             self.insert.execute(params![
                 r.reading_id,
                 r.group_id,
-                panel.as_deref(),
+                panel,
                 patient_id,
                 r.device_id,
                 r.metric.name(),

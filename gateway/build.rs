@@ -23,18 +23,15 @@ const LIST: &str = "link/hot-functions.txt";
 fn main() {
     println!("cargo:rerun-if-changed={LIST}");
     println!("cargo:rerun-if-env-changed=RPM_GATEWAY_CODE_LAYOUT");
+    let list = Path::new(&env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default()).join(LIST);
     if env::var("PROFILE").as_deref() != Ok("release")
         || env::var("TARGET").as_deref() != Ok("x86_64-unknown-linux-gnu")
         || env::var("RPM_GATEWAY_CODE_LAYOUT").as_deref() == Ok("off")
-        || !Path::new(LIST).exists()
+        || !list.exists()
         || !default_linker_is_rust_lld()
     {
         return;
     }
-    let Some(dir) = env::var_os("CARGO_MANIFEST_DIR") else {
-        return;
-    };
-    let list = Path::new(&dir).join(LIST);
     // -Xlinker passes each argument as is (a path may hold a comma).
     for arg in [
         format!("--symbol-ordering-file={}", list.display()),

@@ -72,23 +72,81 @@ impl KeyIndexing {
     }
 }
 
+/// Readings whose keys are read, sorted, per slice: SQLite sorts in memory
+/// (~40 bytes a key, up to the page cache's size before it spills to a
+/// temporary file), so a slice holds about 1 MB however long the backlog.
+const SLICE_READINGS: i64 = 16_384;
+
+/// Keys a multi-row insert takes.
+const ROWS_PER_INSERT: usize = 128;
+
 /// Adds the keys of every reading after the cursor, in key order, and
 /// moves the cursor to the newest reading.
+///
+/// The keys are read (sorted, a slice of readings at a time) and inserted
+/// by statements that bind them as values. One `INSERT … SELECT` would do
+/// both in SQLite alone, but a statement that writes many rows and calls a
+/// function (`substr`, in the key's generated column) keeps a statement
+/// journal: a copy of every page it changes, in memory, until it ends. A
+/// bulk touches nearly every leaf of `reading_keys`, so that copy grew with
+/// the table (4–5 MB of the heap at the end of a 100 000-reading backlog,
+/// up to a copy of the whole table in a large store). These statements
+/// call no function and ignore conflicts, so they cannot fail halfway and
+/// keep none; a leaf they change is written at commit, as before.
 pub(crate) fn index(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    index_in(tx, SLICE_READINGS, ROWS_PER_INSERT)
+}
+
+/// [`index`] with its slice and insert sizes (tests use small ones).
+pub(crate) fn index_in(
+    tx: &Transaction<'_>,
+    slice_readings: i64,
+    rows_per_insert: usize,
+) -> Result<(), StoreError> {
     let mark = cursor_in(tx, CURSOR)?.unwrap_or(0);
     let newest = queries::newest_seq(tx)?;
     if newest <= mark {
         return Ok(());
     }
-    tx.prepare_cached(
-        "INSERT OR IGNORE INTO reading_keys (key, seq)
-         SELECT key, seq FROM (
-             SELECT reading_key AS key, seq FROM readings WHERE seq > ?1
+    let mut read = tx.prepare_cached(
+        "SELECT key, seq FROM (
+             SELECT reading_key AS key, seq FROM readings WHERE seq > ?1 AND seq <= ?2
              UNION ALL
-             SELECT group_key AS key, seq FROM readings WHERE seq > ?1
+             SELECT group_key AS key, seq FROM readings WHERE seq > ?1 AND seq <= ?2
          ) ORDER BY key, seq",
-    )?
-    .execute([mark])?;
+    )?;
+    let mut many = tx.prepare_cached(&format!(
+        "INSERT OR IGNORE INTO reading_keys (key, seq) VALUES {}",
+        vec!["(?, ?)"; rows_per_insert].join(", ")
+    ))?;
+    let mut one =
+        tx.prepare_cached("INSERT OR IGNORE INTO reading_keys (key, seq) VALUES (?1, ?2)")?;
+    let mut keys: Vec<(String, i64)> = Vec::new();
+    let mut from = mark;
+    while from < newest {
+        let through = from.saturating_add(slice_readings.max(1)).min(newest);
+        keys.clear();
+        let mut rows = read.query([from, through])?;
+        while let Some(row) = rows.next()? {
+            if let Some(key) = row.get::<_, Option<String>>(0)? {
+                keys.push((key, row.get(1)?));
+            }
+        }
+        for block in keys.chunks(rows_per_insert.max(1)) {
+            if block.len() == rows_per_insert {
+                many.execute(rusqlite::params_from_iter(
+                    block
+                        .iter()
+                        .flat_map(|(key, seq)| [key as &dyn rusqlite::ToSql, seq]),
+                ))?;
+            } else {
+                for (key, seq) in block {
+                    one.execute(rusqlite::params![key, seq])?;
+                }
+            }
+        }
+        from = through;
+    }
     set_cursor(tx, CURSOR, newest)?;
     Ok(())
 }

@@ -98,11 +98,6 @@ impl Writer {
         metrics: Arc<Metrics>,
         stage: Option<Box<dyn Stage>>,
     ) -> (Writer, std::thread::JoinHandle<()>) {
-        // 8 MiB of page cache for the writer alone: a group commit of a
-        // backlog touches index pages all over the readings' indexes.
-        if let Err(e) = store.conn().pragma_update(None, "cache_size", -8192) {
-            tracing::warn!(error = %e, "cannot enlarge the store writer's page cache");
-        }
         let (tx, rx) = mpsc::channel(cfg.queue.max(1));
         let (commit_tx, committed) = watch::channel(0u64);
         let handle = std::thread::Builder::new()

@@ -93,6 +93,43 @@ fn readings_are_found_by_id_before_and_after_their_keys_are_added() {
     );
 }
 
+/// A bulk adds its keys slice by slice, in inserts of many rows and a
+/// tail of single ones: the same rows one insert of them all would add.
+#[test]
+fn keys_added_in_slices_are_those_of_every_reading() {
+    let (_dir, mut store) = open_keyed_once();
+    assign(&mut store, "ox-1", "p1");
+    store.commit(&[reading("ox-1", "00000000-x")], 0).unwrap();
+    assert_eq!(cursor(&store), 1);
+    // Keys out of order, some shared by several readings.
+    let id = |i: u64| format!("{:08x}-{i}", (i * 2_654_435_761) & 0xffff_f000);
+    let items: Vec<Item> = (0..300).map(|i| reading("ox-1", &id(i))).collect();
+    store.commit(&items, 0).unwrap();
+    assert_eq!(cursor(&store), 1, "within the interval: no keys yet");
+
+    let tx = store.transaction().unwrap();
+    keys::index_in(&tx, 64, 7).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(cursor(&store), 301);
+    let all = count(
+        &store,
+        "SELECT COUNT(*) FROM (SELECT reading_key, seq FROM readings
+                               UNION SELECT group_key, seq FROM readings)",
+    );
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM reading_keys"), all);
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM readings r WHERE NOT EXISTS (
+                 SELECT 1 FROM reading_keys k WHERE k.key = r.reading_key AND k.seq = r.seq)"
+        ),
+        0
+    );
+    for i in [0, 150, 299] {
+        assert!(found(&store, &id(i)), "{}", id(i));
+    }
+}
+
 /// A re-sent reading is found among its device's readings of the same
 /// device time (an index where they sit together), before and after its
 /// keys were added; input without a device time by its digest.

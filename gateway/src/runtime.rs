@@ -637,7 +637,7 @@ fn spawn_forwarder<K: crate::forward::forwarder::Sink>(
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<tokio::task::JoinHandle<()>, RunError> {
     let forwarder = crate::forward::Forwarder::new(
-        Store::open(&config.store.path)?,
+        Store::open(&config.store.path)?.streaming()?,
         sink,
         fcfg,
         metrics.clone(),

@@ -179,7 +179,7 @@ impl Pipeline {
 
     /// Prepares the store items for an MQTT message (taken from the inbox
     /// by the normalize stage: the source counted it when it arrived).
-    pub fn mqtt(&self, topic: &str, payload: &[u8], received_at: DateTime<Utc>) -> Vec<Item> {
+    pub fn mqtt(&self, topic: &str, payload: &Arc<[u8]>, received_at: DateTime<Utc>) -> Vec<Item> {
         if let Some(p) = self.decoder.profiles().for_topic(topic) {
             if let device_profiles::profile::Format::QuestionnaireResponse(form) = p.format {
                 let device = p.topic.matches(topic).flatten();
@@ -194,11 +194,11 @@ impl Pipeline {
             }
         }
         let decoded = self.decoder.decode_mqtt(topic, payload);
-        let raw = Arc::new(RawInput::new(
+        let raw = Arc::new(RawInput::shared(
             Source::Mqtt,
             topic,
             decoded.profile.clone(),
-            payload,
+            payload.clone(),
             received_at,
         ));
         self.normalizer.normalize(raw, decoded)

@@ -46,30 +46,36 @@ impl Normalizer {
             }
         };
         let device_id = message.device_id.unwrap_or_default();
-        message
-            .measurements
-            .into_iter()
-            .enumerate()
-            .map(|(index, m)| {
-                let group = m.and_then(|m| {
-                    let device = m.device_id.as_deref().unwrap_or(&device_id);
-                    self.canonical(&m, device, raw.source, raw.received_at, &raw.digest, index)
-                });
-                match group {
-                    Ok(group) => Item::Reading {
-                        raw: raw.clone(),
-                        index,
-                        group,
-                    },
-                    Err(reason) => Item::Quarantine {
-                        raw: raw.clone(),
-                        index: Some(index),
-                        device_id: Some(device_id.clone()),
-                        reason,
-                    },
-                }
-            })
-            .collect()
+        // Extended, not collected: collecting would reuse the decoder's
+        // buffer in place (room for four decoded measurements where most
+        // messages hold one), and a backlog's steps hold thousands of these.
+        let mut items = Vec::with_capacity(message.measurements.len());
+        items.extend(
+            message
+                .measurements
+                .into_iter()
+                .enumerate()
+                .map(|(index, m)| {
+                    let group = m.and_then(|m| {
+                        let device = m.device_id.as_deref().unwrap_or(&device_id);
+                        self.canonical(&m, device, raw.source, raw.received_at, &raw.digest, index)
+                    });
+                    match group {
+                        Ok(group) => Item::Reading {
+                            raw: raw.clone(),
+                            index,
+                            group,
+                        },
+                        Err(reason) => Item::Quarantine {
+                            raw: raw.clone(),
+                            index: Some(index),
+                            device_id: Some(device_id.clone()),
+                            reason,
+                        },
+                    }
+                }),
+        );
+        items
     }
 
     pub(crate) fn canonical(

@@ -175,7 +175,12 @@ impl Evaluator {
         cfg: EvaluatorConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Self, RulesError> {
-        Ok(Self::new(Store::open(path)?, engine, cfg, metrics))
+        Ok(Self::new(
+            Store::open(path)?.streaming()?,
+            engine,
+            cfg,
+            metrics,
+        ))
     }
 
     /// An evaluator over an opened store.
@@ -725,7 +730,9 @@ fn group(rows: Vec<Row>) -> Vec<Group> {
                 patient_id: r.patient_id.clone(),
                 first_seq: r.seq,
                 measured_at,
-                readings: Vec::new(),
+                // Most measurements are one reading (a pushed one would
+                // make room for four): a catching-up batch holds thousands.
+                readings: Vec::with_capacity(1),
             });
             groups.len() - 1
         });

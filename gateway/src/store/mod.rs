@@ -196,18 +196,34 @@ impl RawInput {
         payload: &[u8],
         received_at: DateTime<Utc>,
     ) -> RawInput {
+        RawInput::shared(source, origin, profile, Arc::from(payload), received_at)
+    }
+
+    /// [`RawInput::new`] sharing bytes already held (an inbox entry's)
+    /// instead of copying them: a backlog's steps hold thousands.
+    pub fn shared(
+        source: Source,
+        origin: &str,
+        profile: Option<String>,
+        payload: Arc<[u8]>,
+        received_at: DateTime<Utc>,
+    ) -> RawInput {
         RawInput {
             source,
             origin: origin.to_string(),
             profile,
-            payload: Arc::from(payload),
-            received_at,
-            digest: device_profiles::canonical::content_digest(payload),
-            facts: None,
+            digest: device_profiles::canonical::content_digest(&payload),
             size: payload.len(),
+            payload,
+            received_at,
+            facts: None,
         }
     }
 }
+
+/// Page cache, in KiB, of a connection that streams through new readings
+/// (see [`Store::streaming`]): room for a B-tree's inner pages.
+pub const STREAM_CACHE_KIB: i64 = 512;
 
 /// Bytes the WAL file is cut back to after a checkpoint.
 pub const WAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
@@ -362,6 +378,19 @@ impl Store {
     #[cfg(test)]
     pub(crate) fn keys_every(&mut self, every: std::time::Duration) {
         self.keys.every(every);
+    }
+
+    /// The same connection with a page cache of [`STREAM_CACHE_KIB`], for
+    /// a stage that streams through new readings (the rule evaluator, a
+    /// forwarder). In WAL mode SQLite empties a connection's cache whenever
+    /// another connection has committed since its last read, so while
+    /// readings arrive such a cache lives for one read transaction, in which
+    /// a stream reads each page about once: 2 MiB of it would only hold
+    /// pages read already, at a drain's busiest moment.
+    pub fn streaming(self) -> Result<Store, StoreError> {
+        self.conn
+            .pragma_update(None, "cache_size", -STREAM_CACHE_KIB)?;
+        Ok(self)
     }
 
     /// The underlying connection (read queries).

@@ -414,6 +414,30 @@ impl Pipeline {
 mod tests {
     use super::*;
 
+    /// A message's items share its bytes with the inbox entry and hold no
+    /// spare room: a backlog's steps hold thousands of them.
+    #[test]
+    fn a_message_becomes_items_that_share_its_bytes_and_hold_no_spare_room() {
+        let pipeline = Pipeline::new(
+            device_profiles::profile::bundled(),
+            &config::NormalizeConfig::default(),
+            Arc::default(),
+        );
+        let at = Utc::now().timestamp() - 3600;
+        let payload: Arc<[u8]> = format!(r#"[{{"bt":{at},"n":"systolic","u":"mm[Hg]","v":120}}]"#)
+            .into_bytes()
+            .into();
+        let items = pipeline.mqtt("rpm/senml/cuff-1", &payload, Utc::now());
+        assert_eq!(items.len(), 1);
+        assert_eq!(items.capacity(), 1);
+        let Item::Reading { raw, group, .. } = &items[0] else {
+            panic!("not a reading: {items:?}");
+        };
+        assert!(Arc::ptr_eq(&raw.payload, &payload));
+        assert_eq!(raw.size, payload.len());
+        assert_eq!(group.readings.len(), 1);
+    }
+
     #[test]
     fn http_origin_is_the_topic_the_device_would_publish_on() {
         assert_eq!(

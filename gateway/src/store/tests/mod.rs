@@ -177,3 +177,18 @@ fn cached_statements_are_not_prepared_again() {
         assert_eq!(q.get_status(StatementStatus::RePrepare), 0, "{sql}");
     }
 }
+
+/// A stage that streams through new readings keeps a small page cache;
+/// every other connection keeps SQLite's default.
+#[test]
+fn a_streaming_connection_keeps_a_small_page_cache() {
+    let (dir, store) = open();
+    let cache = |s: &Store| -> i64 {
+        s.conn()
+            .query_row("PRAGMA cache_size", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(cache(&store), -2048);
+    let stream = reopen(&dir).streaming().unwrap();
+    assert_eq!(cache(&stream), -super::STREAM_CACHE_KIB);
+}

@@ -349,6 +349,7 @@ impl Store {
         // API), and their caches add up. The writer too: since its readings'
         // indexes are keyed by device and time (see keys.rs), a group commit
         // touches few of their pages, and 8 MiB indexed a backlog no faster.
+        // Stages that stream through new readings keep less (`streaming`).
         conn.pragma_update(None, "cache_size", -2048)?;
         // Checkpoint every ~16 MiB of WAL instead of SQLite's ~4 MiB: a
         // large group commit would otherwise checkpoint (copy its pages into

@@ -600,7 +600,7 @@ where
             crate::forward::fhir::client::FhirClient::new(&cfg.base_url, auth, cfg.timeout)
                 .map_err(RunError::FhirClient)?;
         let push = crate::forward::fhir::FhirPush::new(
-            Store::open(&config.store.path)?,
+            Store::open(&config.store.path)?.streaming()?,
             client,
             cfg.clone(),
             config.fhir.clone(),

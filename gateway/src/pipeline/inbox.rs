@@ -121,11 +121,11 @@ impl NormalizeStage {
 fn items(pipeline: &Pipeline, entry: &InboxEntry) -> Vec<Item> {
     if let Some(size) = entry.truncated_from {
         // Larger than the source takes: only its start was kept.
-        let mut raw = RawInput::new(
+        let mut raw = RawInput::shared(
             Source::Mqtt,
             &entry.origin,
             None,
-            &entry.payload,
+            entry.payload.clone(),
             entry.received_at,
         );
         raw.size = size;
@@ -145,11 +145,11 @@ fn items(pipeline: &Pipeline, entry: &InboxEntry) -> Vec<Item> {
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "panic".into());
         tracing::error!("decoder failed on an input; quarantined as decoder_failure");
-        let raw = Arc::new(RawInput::new(
+        let raw = Arc::new(RawInput::shared(
             Source::Mqtt,
             &entry.origin,
             None,
-            &entry.payload,
+            entry.payload.clone(),
             entry.received_at,
         ));
         vec![Item::Quarantine {

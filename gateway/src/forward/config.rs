@@ -2,8 +2,8 @@
 //! how long the embedded store keeps them.
 //!
 //! Validated at config load like the rest of the file (file, line, field):
-//! the `influxdb2` client panics on a URL it cannot parse, so a bad URL must
-//! never get as far as the runtime.
+//! a bad URL, a missing token or CA file is an error there, never a failure
+//! at the first write.
 
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -44,6 +44,9 @@ pub struct InfluxConfig {
     pub token_env: Option<String>,
     /// File holding the token.
     pub token_file: Option<PathBuf>,
+    /// Extra CA certificates (PEM) to trust for the server, besides the
+    /// system roots (an InfluxDB behind a private CA).
+    pub ca_file: Option<PathBuf>,
     /// Points per write request (InfluxDB recommends about 5000 lines).
     pub batch_size: usize,
     /// How often to look for new readings when caught up. A full batch is
@@ -69,6 +72,7 @@ impl Default for InfluxConfig {
             token: None,
             token_env: None,
             token_file: None,
+            ca_file: None,
             batch_size: 5000,
             flush_interval: Duration::from_secs(1),
             gzip: false,
@@ -150,13 +154,11 @@ pub fn validate(
             err(t, "batch_size", "must be between 1 and 100000".into());
         }
         check_timing(t, f.timeout, f.flush_interval, f.max_backoff, err);
-        if let Some(p) = &f.token_file {
-            if !p.exists() {
-                err(
-                    t,
-                    "token_file",
-                    format!("file {} does not exist", p.display()),
-                );
+        for (key, file) in [("token_file", &f.token_file), ("ca_file", &f.ca_file)] {
+            if let Some(p) = file {
+                if !p.exists() {
+                    err(t, key, format!("file {} does not exist", p.display()));
+                }
             }
         }
         if f.token.is_some() && (f.token_env.is_some() || f.token_file.is_some()) {
@@ -208,8 +210,9 @@ pub(crate) fn check_timing(
     }
 }
 
-/// A URL the client accepts: http or https, with a host, nothing after the
-/// path (the client replaces the path with `/api/v2/write`).
+/// A URL the sink accepts: http or https, with a host, nothing after the
+/// path (`/api/v2/write` is appended to it: a server behind a reverse
+/// proxy's path prefix works).
 pub fn check_url(s: &str) -> Result<url::Url, String> {
     let u = url::Url::parse(s).map_err(|e| format!("`{s}` is not a URL: {e}"))?;
     if !matches!(u.scheme(), "http" | "https") {

@@ -1,25 +1,20 @@
-//! One write request to InfluxDB, through the `influxdb2` crate, classified
-//! into what the forwarder does next.
+//! One write request to InfluxDB 2 (`POST /api/v2/write?org&bucket&precision=ns`,
+//! `Authorization: Token …`, line protocol), classified into what the
+//! forwarder does next.
 //!
-//! What the crate gives and what it does not (checked in its 0.5.2 source):
-//! it builds `POST /api/v2/write?bucket&org&precision=ns` with
-//! `Authorization: Token …`; any status but 204 comes back as
-//! `RequestError::Http { status, text }` — the status and body, but **not
-//! the response headers**, so a `Retry-After` on 429/503 cannot be honoured:
-//! the forwarder backs off on its own schedule instead. It has no timeout
-//! (we wrap each call in one) and compresses only on its streaming `write`
-//! path, so with `gzip = true` a batch goes through that path as one
-//! pre-encoded chunk, and through `write_line_protocol` otherwise.
+//! The request is made with the same HTTP client as every other outbound
+//! call (reqwest over rustls, the system's roots plus `ca_file`). A batch is
+//! one body handed over without a copy: the client writes it to the socket
+//! as it is (vectored writes), so a 5 000-point batch is held once, not
+//! twice, while it is in flight. With `gzip = true` the body is compressed
+//! (`Content-Encoding: gzip`, as InfluxDB recommends for large batches).
 
-use std::io;
 use std::time::Duration;
 
 use bytes::Bytes;
-use influxdb2::api::write::TimestampPrecision;
-use influxdb2::models::WriteDataPoint;
-use influxdb2::RequestError;
 
 use super::config::{check_url, InfluxConfig};
+use super::upstream::{transport_error, with_body};
 
 /// What became of a write.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,36 +65,36 @@ pub enum SinkError {
 
 /// The InfluxDB 2 write endpoint.
 pub struct InfluxSink {
-    client: influxdb2::Client,
-    org: String,
-    bucket: String,
+    client: reqwest::Client,
+    /// `{url}/api/v2/write?org&bucket&precision=ns`
+    endpoint: url::Url,
+    /// `Authorization` value (`Token …`), if a token is set; never logged.
+    auth: Option<String>,
     gzip: bool,
     timeout: Duration,
-}
-
-/// A pre-encoded batch handed to the crate's streaming write path.
-struct Encoded(Bytes);
-
-impl WriteDataPoint for Encoded {
-    fn write_data_point_to<W: io::Write>(&self, mut w: W) -> io::Result<()> {
-        w.write_all(&self.0)
-    }
 }
 
 impl InfluxSink {
     /// A client for `cfg` (token from config, env or file).
     pub fn new(cfg: &InfluxConfig) -> Result<InfluxSink, SinkError> {
-        // The crate panics on a URL it cannot parse: check first.
-        check_url(&cfg.url).map_err(SinkError::Url)?;
+        let url = check_url(&cfg.url).map_err(SinkError::Url)?;
         let token = cfg.token().map_err(SinkError::Token)?;
-        let client = influxdb2::ClientBuilder::new(cfg.url.as_str(), cfg.org.as_str(), token)
-            .gzip(cfg.gzip)
+        let tls = crate::tls::client_tls_config(&crate::tls::TlsSettings {
+            ca_file: cfg.ca_file.clone(),
+            ..Default::default()
+        })
+        .map_err(|e| SinkError::Client(e.to_string()))?;
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured((*tls).clone())
+            .connect_timeout(cfg.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("rpm-gateway/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| SinkError::Client(e.to_string()))?;
         Ok(InfluxSink {
             client,
-            org: cfg.org.clone(),
-            bucket: cfg.bucket.clone(),
+            endpoint: write_endpoint(url, &cfg.org, &cfg.bucket),
+            auth: (!token.is_empty()).then(|| format!("Token {token}")),
             gzip: cfg.gzip,
             timeout: cfg.timeout,
         })
@@ -107,17 +102,22 @@ impl InfluxSink {
 
     /// Writes `body` (line protocol, `\n`-terminated lines).
     pub async fn write(&self, body: Bytes) -> Result<(), WriteError> {
+        let mut req = self
+            .client
+            .post(self.endpoint.clone())
+            .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8");
+        if let Some(auth) = &self.auth {
+            req = req.header(reqwest::header::AUTHORIZATION, auth);
+        }
+        let req = with_body(req, body, self.gzip)?;
         let request = async {
-            if self.gzip {
-                let points = futures_util::stream::iter([Encoded(body)]);
-                self.client
-                    .write_with_precision(&self.bucket, points, TimestampPrecision::Nanoseconds)
-                    .await
-            } else {
-                self.client
-                    .write_line_protocol(&self.org, &self.bucket, body)
-                    .await
+            let resp = req.send().await.map_err(transport_error)?;
+            let status = resp.status().as_u16();
+            if resp.status().is_success() {
+                return Ok(());
             }
+            let text = resp.text().await.unwrap_or_default();
+            Err(classify_status(status, &text))
         };
         match tokio::time::timeout(self.timeout, request).await {
             Err(_) => Err(WriteError::Retry {
@@ -125,32 +125,21 @@ impl InfluxSink {
                 status: None,
                 message: format!("no answer within {:?}", self.timeout),
             }),
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(classify(e)),
+            Ok(result) => result,
         }
     }
 }
 
-/// Maps the crate's error to what the forwarder does next.
-pub fn classify(e: RequestError) -> WriteError {
-    match e {
-        RequestError::Http { status, text } => classify_status(status.as_u16(), &text),
-        RequestError::ReqwestProcessing { source } => WriteError::Retry {
-            kind: if source.is_timeout() {
-                "timeout"
-            } else {
-                "unreachable"
-            }
-            .into(),
-            status: source.status().map(|s| s.as_u16()),
-            message: source.to_string(),
-        },
-        other => WriteError::Retry {
-            kind: "unreachable".into(),
-            status: None,
-            message: other.to_string(),
-        },
-    }
+/// `{url}/api/v2/write?org=…&bucket=…&precision=ns`, the names
+/// percent-encoded.
+fn write_endpoint(mut url: url::Url, org: &str, bucket: &str) -> url::Url {
+    let path = format!("{}/api/v2/write", url.path().trim_end_matches('/'));
+    url.set_path(&path);
+    url.query_pairs_mut()
+        .append_pair("org", org)
+        .append_pair("bucket", bucket)
+        .append_pair("precision", "ns");
+    url
 }
 
 /// Status and body of a non-204 answer to what to do next.
@@ -195,6 +184,19 @@ pub fn server_message(body: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_write_endpoint_keeps_a_path_prefix_and_encodes_names() {
+        let url = |s: &str| url::Url::parse(s).expect("url");
+        assert_eq!(
+            write_endpoint(url("http://influx:8086"), "my org", "rpm&co").as_str(),
+            "http://influx:8086/api/v2/write?org=my+org&bucket=rpm%26co&precision=ns"
+        );
+        assert_eq!(
+            write_endpoint(url("https://proxy.example/influx/"), "o", "b").as_str(),
+            "https://proxy.example/influx/api/v2/write?org=o&bucket=b&precision=ns"
+        );
+    }
 
     #[test]
     fn statuses() {

@@ -323,16 +323,7 @@ impl UpstreamSink {
                 .header(reqwest::header::CONTENT_TYPE, MEDIA_TYPE),
         );
         let req = with_body(req, body, self.gzip)?;
-        let resp = req.send().await.map_err(|e| WriteError::Retry {
-            kind: if e.is_timeout() {
-                "timeout"
-            } else {
-                "unreachable"
-            }
-            .into(),
-            status: None,
-            message: e.to_string(),
-        })?;
+        let resp = req.send().await.map_err(transport_error)?;
         let status = resp.status().as_u16();
         if resp.status().is_success() {
             return Ok(());
@@ -342,7 +333,22 @@ impl UpstreamSink {
     }
 }
 
-/// `req` with an NDJSON `body`, gzip-compressed when `gzip`.
+/// A request that got no answer: retried (`timeout` or `unreachable`).
+pub fn transport_error(e: reqwest::Error) -> WriteError {
+    WriteError::Retry {
+        kind: if e.is_timeout() {
+            "timeout"
+        } else {
+            "unreachable"
+        }
+        .into(),
+        status: None,
+        message: e.to_string(),
+    }
+}
+
+/// `req` with `body` (the hub's NDJSON, InfluxDB's line protocol),
+/// gzip-compressed when `gzip`.
 pub fn with_body(
     req: reqwest::RequestBuilder,
     body: Bytes,

@@ -116,6 +116,11 @@ fn filled(dir: &Path, url: &str, extra: &str, n: u64) -> Gateway {
     gw
 }
 
+/// The gateway of [`filled`] on its store as it is, with other settings.
+fn filled_again(dir: &Path, url: &str, extra: &str) -> Gateway {
+    Gateway::store_only(dir, &forward_section(url, extra))
+}
+
 /// Starts `gw` with `env` and waits until it has forwarded every reading.
 fn drain(gw: &mut Gateway, env: &[(&str, &str)]) {
     gw.start_unready(env);
@@ -354,6 +359,27 @@ fn request_is_what_influxdb_2_expects() {
         );
         assert!(!gw.log().contains("s3cret"), "the token is never logged");
     }
+}
+
+/// An InfluxDB behind a private CA: the forwarder trusts it through
+/// `ca_file`, and without it refuses the connection (nothing is sent,
+/// nothing is lost: the cursor stays put until the CA is configured).
+#[test]
+fn https_to_a_server_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = common::TestCa::new(dir.path());
+    let rec = InfluxRecorder::start_tls(&ca);
+    let mut gw = filled(dir.path(), &rec.url(), "batch_size = 40", 100);
+    gw.start_until("influxdb write failed", &[]);
+    assert!(rec.requests().is_empty(), "no request without trust");
+    assert_eq!(gw.cursor(CURSOR), 0);
+    assert_eq!(gw.count("SELECT COUNT(*) FROM quarantine"), 0);
+    gw.stop();
+    let trusted = format!("batch_size = 40\nca_file = \"{}\"", ca.ca.display());
+    let mut gw = filled_again(dir.path(), &rec.url(), &trusted);
+    drain(&mut gw, &[]);
+    gw.stop();
+    assert_eq!(rec.accepted_lines().len(), 100);
 }
 
 /// Real InfluxDB refuses the whole request for one bad line (400). The bad

@@ -80,6 +80,7 @@ type Behaviour = Box<dyn FnMut(&Recorded) -> Answer + Send>;
 
 pub struct InfluxRecorder {
     pub port: u16,
+    scheme: &'static str,
     requests: Arc<Mutex<Vec<Recorded>>>,
     behaviour: Arc<Mutex<Behaviour>>,
 }
@@ -87,28 +88,68 @@ pub struct InfluxRecorder {
 impl InfluxRecorder {
     /// Starts answering 204 to everything.
     pub fn start() -> InfluxRecorder {
+        Self::start_with(None)
+    }
+
+    /// [`InfluxRecorder::start`] over HTTPS, with `ca`'s server certificate
+    /// (for `localhost`).
+    pub fn start_tls(ca: &super::TestCa) -> InfluxRecorder {
+        let pem = |p: &std::path::Path| std::fs::read(p).expect("read PEM");
+        let certs = rustls_pemfile::certs(&mut &pem(&ca.cert)[..])
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certificate");
+        let key = rustls_pemfile::private_key(&mut &pem(&ca.key)[..])
+            .expect("key")
+            .expect("a key");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server certificate");
+        Self::start_with(Some(Arc::new(config)))
+    }
+
+    fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> InfluxRecorder {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let behaviour: Arc<Mutex<Behaviour>> =
             Arc::new(Mutex::new(Box::new(|_: &Recorded| Answer::no_content())));
         let (reqs, beh) = (requests.clone(), behaviour.clone());
+        let scheme = if tls.is_some() { "https" } else { "http" };
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { return };
-                let (reqs, beh) = (reqs.clone(), beh.clone());
-                std::thread::spawn(move || serve(conn, reqs, beh));
+                let (reqs, beh, tls) = (reqs.clone(), beh.clone(), tls.clone());
+                std::thread::spawn(move || match tls {
+                    None => serve(conn, reqs, beh),
+                    Some(config) => {
+                        let Ok(session) = rustls::ServerConnection::new(config) else {
+                            return;
+                        };
+                        serve(rustls::StreamOwned::new(session, conn), reqs, beh)
+                    }
+                });
             }
         });
         InfluxRecorder {
             port,
+            scheme,
             requests,
             behaviour,
         }
     }
 
+    /// Its base URL (`https://localhost:…` over TLS: the name its
+    /// certificate holds).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        match self.scheme {
+            "https" => format!("https://localhost:{}", self.port),
+            _ => format!("http://127.0.0.1:{}", self.port),
+        }
     }
 
     /// Changes how it answers from now on.
@@ -130,10 +171,7 @@ impl InfluxRecorder {
     }
 }
 
-fn serve(conn: std::net::TcpStream, reqs: Arc<Mutex<Vec<Recorded>>>, beh: Arc<Mutex<Behaviour>>) {
-    let Ok(mut out) = conn.try_clone() else {
-        return;
-    };
+fn serve(conn: impl Read + Write, reqs: Arc<Mutex<Vec<Recorded>>>, beh: Arc<Mutex<Behaviour>>) {
     let mut r = BufReader::new(conn);
     while let Ok(Some(m)) = read_message(&mut r, false) {
         let mut rec = recorded(&m);
@@ -157,8 +195,10 @@ fn serve(conn: std::net::TcpStream, reqs: Arc<Mutex<Vec<Recorded>>>, beh: Arc<Mu
             head.push_str(&format!("Content-Length: {}\r\n", answer.body.len()));
         }
         head.push_str("\r\n");
+        let out = r.get_mut();
         if out.write_all(head.as_bytes()).is_err()
             || (answer.status != 204 && out.write_all(answer.body.as_bytes()).is_err())
+            || out.flush().is_err()
         {
             return;
         }

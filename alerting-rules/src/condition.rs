@@ -187,10 +187,10 @@ impl View<'_> {
         // only runs for one that is not there (a history without it).
         let held = |r: &NewReading| {
             pts.binary_search_by(|p| {
-                (p.measured_at, &*p.reading_id).cmp(&(r.measured_at, r.id.as_str()))
+                (p.measured_at.cmp(&r.measured_at)).then_with(|| p.reading_id.cmp_str(&r.id))
             })
             .is_ok()
-                || pts.iter().any(|p| *p.reading_id == *r.id)
+                || pts.iter().any(|p| p.reading_id == *r.id)
         };
         let missing = |r: &&NewReading| r.metric == metric && in_range(r) && !held(r);
         if !self.fresh.iter().any(|r| missing(&r)) {
@@ -199,7 +199,7 @@ impl View<'_> {
         let mut all = pts.to_vec();
         for r in self.fresh.iter().filter(missing) {
             // Two fresh readings with one id are one reading.
-            if !all.iter().any(|p| *p.reading_id == *r.id) {
+            if !all.iter().any(|p| p.reading_id == *r.id) {
                 all.push(Point {
                     reading_id: r.id.as_str().into(),
                     measured_at: r.measured_at,
@@ -280,7 +280,7 @@ fn evidence<P: Borrow<Point>>(metric: Metric, pts: &[P]) -> Vec<Evidence> {
         .map(|p| {
             let p = p.borrow();
             Evidence {
-                reading_id: p.reading_id.clone(),
+                reading_id: (&p.reading_id).into(),
                 metric,
                 value: p.value,
                 measured_at: p.measured_at,

@@ -10,21 +10,20 @@
 //! ([`Needs`]).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use device_profiles::Metric;
 use serde::{Deserialize, Serialize};
 
+use crate::reading_id::ReadingId;
 use crate::rule::{LeafKind, Scope};
 use crate::ruleset::RuleSet;
 
 /// One stored reading of one metric, in the metric's canonical unit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Point {
-    /// The reading's stable id (cited as evidence); shared, not copied,
-    /// by the answers and evidence that cite it.
-    pub reading_id: Arc<str>,
+    /// The reading's stable id (cited as evidence), held compactly.
+    pub reading_id: ReadingId,
     /// When it was measured (UTC).
     pub measured_at: DateTime<Utc>,
     /// Value in the metric's canonical unit.
@@ -165,8 +164,8 @@ impl MemoryHistory {
         if series.iter().any(|p| p.reading_id == point.reading_id) {
             return;
         }
-        let key = (point.measured_at, &*point.reading_id);
-        let pos = series.partition_point(|p| (p.measured_at, &*p.reading_id) <= key);
+        let key = (point.measured_at, &point.reading_id);
+        let pos = series.partition_point(|p| (p.measured_at, &p.reading_id) <= key);
         series.insert(pos, point);
     }
 

@@ -39,7 +39,7 @@ use std::cell::RefCell;
 // chosen keys is not needed for ids the program enrols).
 use foldhash::{HashMap, HashMapExt};
 
-use alerting_rules::{History, Needs, Point, Reach};
+use alerting_rules::{History, Needs, Point, Reach, ReadingId};
 use chrono::{DateTime, TimeDelta, Utc};
 use device_profiles::Metric;
 
@@ -83,7 +83,7 @@ const NOTHING: DateTime<Utc> = DateTime::<Utc>::MAX_UTC;
 /// The floor of a series held whole.
 const ALL: DateTime<Utc> = DateTime::<Utc>::MIN_UTC;
 
-fn key(p: &Point) -> (DateTime<Utc>, &str) {
+fn key(p: &Point) -> (DateTime<Utc>, &ReadingId) {
     (p.measured_at, &p.reading_id)
 }
 

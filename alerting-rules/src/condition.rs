@@ -280,7 +280,7 @@ fn evidence<P: Borrow<Point>>(metric: Metric, pts: &[P]) -> Vec<Evidence> {
         .map(|p| {
             let p = p.borrow();
             Evidence {
-                reading_id: (&p.reading_id).into(),
+                reading_id: p.reading_id.clone(),
                 metric,
                 value: p.value,
                 measured_at: p.measured_at,

@@ -1,12 +1,11 @@
 //! What the gateway hands the engine: the patient and the new readings.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
 use device_profiles::Metric;
 use serde::{Deserialize, Serialize};
 
 use crate::overrides::Overrides;
+use crate::reading_id::ReadingId;
 
 /// The patient being evaluated. No demographics: the engine needs none, and
 /// keeping PHI out of alert state keeps it out of logs and webhooks.
@@ -44,7 +43,7 @@ pub struct NewReading {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
     /// Reading id.
-    pub reading_id: Arc<str>,
+    pub reading_id: ReadingId,
     /// Metric.
     pub metric: Metric,
     /// Value in the canonical unit.

@@ -78,15 +78,6 @@ impl From<String> for ReadingId {
     }
 }
 
-impl From<&ReadingId> for Arc<str> {
-    fn from(id: &ReadingId) -> Arc<str> {
-        match &id.0 {
-            Repr::Text(s) => s.clone(),
-            Repr::Hex(_) => id.with_str(|s| Arc::from(s)),
-        }
-    }
-}
-
 impl PartialEq<str> for ReadingId {
     fn eq(&self, other: &str) -> bool {
         self.with_str(|s| s == other)
@@ -147,7 +138,6 @@ mod tests {
         assert_eq!(id.to_string(), HEX);
         assert_eq!(format!("{id:?}"), format!("{HEX:?}"));
         assert!(id == *HEX);
-        assert_eq!(&*Arc::<str>::from(&id), HEX);
         assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{HEX}\""));
         let back: ReadingId = serde_json::from_str(&format!("\"{HEX}\"")).unwrap();
         assert_eq!(back, id);

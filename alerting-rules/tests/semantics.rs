@@ -574,5 +574,5 @@ fn a_measurement_is_judged_alike_whether_stored_yet_or_not() {
     let mean = get(&stored, "htn.home-mean-high");
     // Nine readings after the first day, the fresh one among them.
     assert_eq!(mean.leaves[0].count, 9, "{:#?}", mean.leaves);
-    assert!(mean.evidence.iter().any(|e| &*e.reading_id == "fresh"));
+    assert!(mean.evidence.iter().any(|e| e.reading_id == *"fresh"));
 }

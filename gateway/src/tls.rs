@@ -8,7 +8,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 use std::io::BufReader;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -92,19 +92,36 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// The system's trusted roots, read once per process and shared: every
+/// outbound client (webhooks, InfluxDB, the hub, the EHR, a TLS broker)
+/// starts from them, and each reading parses every certificate of the
+/// system's store (about 150, some 200 KB held).
+fn system_roots() -> Arc<RootCertStore> {
+    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let mut roots = RootCertStore::empty();
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+            Arc::new(roots)
+        })
+        .clone()
+}
+
 /// Builds a client configuration from settings.
 pub fn client_tls_config(s: &TlsSettings) -> Result<Arc<ClientConfig>, TlsError> {
     install_crypto_provider();
-    let mut roots = RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        let _ = roots.add(cert);
-    }
-    if let Some(ca) = &s.ca_file {
-        for cert in read_certs(ca)? {
-            roots.add(cert)?;
+    let roots = match &s.ca_file {
+        None => system_roots(),
+        Some(ca) => {
+            let mut roots = RootCertStore::clone(&system_roots());
+            for cert in read_certs(ca)? {
+                roots.add(cert)?;
+            }
+            Arc::new(roots)
         }
-    }
+    };
     let builder = ClientConfig::builder().with_root_certificates(roots);
     let config = match (&s.client_cert, &s.client_key) {
         (Some(cert), Some(key)) => {

@@ -29,7 +29,7 @@ pub struct RulesConfig {
     /// still uploading: missing-data rules do not fire for them yet.
     #[serde(with = "humantime_serde")]
     pub settle: Duration,
-    /// Readings evaluated per transaction (up to 8 × as many while
+    /// Readings evaluated per transaction (up to 4 × as many while
     /// catching up with a backlog).
     pub batch_readings: usize,
     /// What "now" is for the rules: the wall clock (live monitoring), or

@@ -61,7 +61,7 @@ use crate::store::history::SqliteHistory;
 use crate::store::{set_cursor, Store};
 
 /// How many times `batch_readings` a batch grows to while catching up.
-pub const CATCH_UP_BATCHES: usize = 8;
+pub const CATCH_UP_BATCHES: usize = 4;
 
 /// Evaluator settings.
 #[derive(Debug, Clone, Copy)]

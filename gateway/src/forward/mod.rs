@@ -6,7 +6,7 @@
 //! away costs nothing but delay, and rules and alerts keep running from the
 //! store meanwhile. [`retention`] prunes only what every consumer is past,
 //! and reports a low disk. [`line`] is the line-protocol schema; [`sink`]
-//! the HTTP write through the `influxdb2` crate; [`config`] their sections;
+//! the InfluxDB 2 write request; [`config`] their sections;
 //! [`status`] where it all stands (CLI, API); [`upstream`] the home box's
 //! link to the program hub, on the same forwarder loop; [`hub`] the box's
 //! share pull and quarantine push; [`boxes`] the hub's watch on its boxes;

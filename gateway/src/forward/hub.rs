@@ -129,18 +129,7 @@ async fn pull_once(
     }
     let resp = match req.send().await {
         Ok(r) => r,
-        Err(e) => {
-            return Ok(Err(WriteError::Retry {
-                kind: if e.is_timeout() {
-                    "timeout"
-                } else {
-                    "unreachable"
-                }
-                .into(),
-                status: None,
-                message: e.to_string(),
-            }))
-        }
+        Err(e) => return Ok(Err(super::upstream::transport_error(e))),
     };
     let status = resp.status();
     if status == reqwest::StatusCode::NOT_MODIFIED {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::config::{check_url, InfluxConfig};
-use super::upstream::{transport_error, with_body};
+use super::upstream::{send, with_body};
 
 /// What became of a write.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,16 +109,7 @@ impl InfluxSink {
         if let Some(auth) = &self.auth {
             req = req.header(reqwest::header::AUTHORIZATION, auth);
         }
-        let req = with_body(req, body, self.gzip)?;
-        let request = async {
-            let resp = req.send().await.map_err(transport_error)?;
-            let status = resp.status().as_u16();
-            if resp.status().is_success() {
-                return Ok(());
-            }
-            let text = resp.text().await.unwrap_or_default();
-            Err(classify_status(status, &text))
-        };
+        let request = send(with_body(req, body, self.gzip)?, classify_status);
         match tokio::time::timeout(self.timeout, request).await {
             Err(_) => Err(WriteError::Retry {
                 kind: "timeout".into(),

@@ -322,15 +322,23 @@ impl UpstreamSink {
                 .bearer_auth(&self.token)
                 .header(reqwest::header::CONTENT_TYPE, MEDIA_TYPE),
         );
-        let req = with_body(req, body, self.gzip)?;
-        let resp = req.send().await.map_err(transport_error)?;
-        let status = resp.status().as_u16();
-        if resp.status().is_success() {
-            return Ok(());
-        }
-        let text = resp.text().await.unwrap_or_default();
-        Err(classify_status(status, &text))
+        send(with_body(req, body, self.gzip)?, classify_status).await
     }
+}
+
+/// Sends `req`: done on a 2xx answer, else what `classify` makes of the
+/// status and body; no answer at all is [`transport_error`].
+pub async fn send(
+    req: reqwest::RequestBuilder,
+    classify: fn(u16, &str) -> WriteError,
+) -> Result<(), WriteError> {
+    let resp = req.send().await.map_err(transport_error)?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let text = resp.text().await.unwrap_or_default();
+    Err(classify(status.as_u16(), &text))
 }
 
 /// A request that got no answer: retried (`timeout` or `unreachable`).

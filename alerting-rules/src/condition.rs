@@ -187,7 +187,9 @@ impl View<'_> {
         // only runs for one that is not there (a history without it).
         let held = |r: &NewReading| {
             pts.binary_search_by(|p| {
-                (p.measured_at.cmp(&r.measured_at)).then_with(|| p.reading_id.cmp_str(&r.id))
+                p.measured_at
+                    .cmp(&r.measured_at)
+                    .then_with(|| p.reading_id.cmp_str(&r.id))
             })
             .is_ok()
                 || pts.iter().any(|p| p.reading_id == *r.id)

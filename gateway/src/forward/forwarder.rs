@@ -49,8 +49,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::http::WriteError;
 use super::line;
-use super::sink::{InfluxSink, WriteError};
+use super::sink::InfluxSink;
 use crate::fault::{Fault, FaultPoint};
 use crate::metrics::Metrics;
 use crate::store::{now_ms, set_cursor, Store, StoreError};

@@ -24,8 +24,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::sink::WriteError;
-use super::upstream::{classify_status, with_body, HealthHeaders, UpstreamConfig, UpstreamError};
+use super::http::{transport_error, with_body, WriteError};
+use super::upstream::{classify_status, HealthHeaders, UpstreamConfig, UpstreamError};
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::store::quarantine::records_after;
@@ -129,7 +129,7 @@ async fn pull_once(
     }
     let resp = match req.send().await {
         Ok(r) => r,
-        Err(e) => return Ok(Err(super::upstream::transport_error(e))),
+        Err(e) => return Ok(Err(transport_error(e))),
     };
     let status = resp.status();
     if status == reqwest::StatusCode::NOT_MODIFIED {

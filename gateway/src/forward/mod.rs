@@ -6,7 +6,8 @@
 //! away costs nothing but delay, and rules and alerts keep running from the
 //! store meanwhile. [`retention`] prunes only what every consumer is past,
 //! and reports a low disk. [`line`] is the line-protocol schema; [`sink`]
-//! the InfluxDB 2 write request; [`config`] their sections;
+//! the InfluxDB 2 write request; [`http`] what every forwarding request
+//! shares (its outcome, [`http::WriteError`]); [`config`] their sections;
 //! [`status`] where it all stands (CLI, API); [`upstream`] the home box's
 //! link to the program hub, on the same forwarder loop; [`hub`] the box's
 //! share pull and quarantine push; [`boxes`] the hub's watch on its boxes;
@@ -16,6 +17,7 @@ pub mod boxes;
 pub mod config;
 pub mod fhir;
 pub mod forwarder;
+pub mod http;
 pub mod hub;
 pub mod line;
 pub mod retention;

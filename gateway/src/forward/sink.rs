@@ -14,40 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::config::{check_url, InfluxConfig};
-use super::upstream::{send, with_body};
-
-/// What became of a write.
-#[derive(Debug, Clone, PartialEq)]
-pub enum WriteError {
-    /// The server refused the data (400, 413, 422): find the bad point and
-    /// quarantine it. `message` is the server's (it may quote a line).
-    Rejected {
-        /// HTTP status
-        status: u16,
-        /// the server's message
-        message: String,
-    },
-    /// The sink refuses us, not a point (the hub answers 401/403/404 or
-    /// another 4xx): hold the batch, report it, try again every
-    /// `max_backoff`; never skipped, never quarantined.
-    Refused {
-        /// HTTP status
-        status: u16,
-        /// the sink's message (no reading data)
-        message: String,
-    },
-    /// Try again later: the server is away, slow, overloaded, or refuses us
-    /// (401, 403, 404: configuration, not data — never quarantined).
-    Retry {
-        /// metric label: unreachable, timeout, server_error, throttled,
-        /// unauthorized, not_found, http_<status>
-        kind: String,
-        /// HTTP status, if there was a response
-        status: Option<u16>,
-        /// the server's message or the transport error (may quote data: debug logs only)
-        message: String,
-    },
-}
+use super::http::{send, with_body, WriteError};
 
 /// Building the client failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,8 +35,9 @@ pub struct InfluxSink {
     client: reqwest::Client,
     /// `{url}/api/v2/write?org&bucket&precision=ns`
     endpoint: url::Url,
-    /// `Authorization` value (`Token …`), if a token is set; never logged.
-    auth: Option<String>,
+    /// `Authorization` value (`Token …`), if a token is set; marked
+    /// sensitive, never logged.
+    auth: Option<reqwest::header::HeaderValue>,
     gzip: bool,
     timeout: Duration,
 }
@@ -94,7 +62,7 @@ impl InfluxSink {
         Ok(InfluxSink {
             client,
             endpoint: write_endpoint(url, &cfg.org, &cfg.bucket),
-            auth: (!token.is_empty()).then(|| format!("Token {token}")),
+            auth: auth_header(&token)?,
             gzip: cfg.gzip,
             timeout: cfg.timeout,
         })
@@ -107,7 +75,7 @@ impl InfluxSink {
             .post(self.endpoint.clone())
             .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8");
         if let Some(auth) = &self.auth {
-            req = req.header(reqwest::header::AUTHORIZATION, auth);
+            req = req.header(reqwest::header::AUTHORIZATION, auth.clone());
         }
         let request = send(with_body(req, body, self.gzip)?, classify_status);
         match tokio::time::timeout(self.timeout, request).await {
@@ -119,6 +87,18 @@ impl InfluxSink {
             Ok(result) => result,
         }
     }
+}
+
+/// `Token …` for a non-empty token, marked sensitive (left out of the
+/// client's debug output).
+fn auth_header(token: &str) -> Result<Option<reqwest::header::HeaderValue>, SinkError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Token {token}"))
+        .map_err(|_| SinkError::Token("the token holds a character a header cannot".into()))?;
+    value.set_sensitive(true);
+    Ok(Some(value))
 }
 
 /// `{url}/api/v2/write?org=…&bucket=…&precision=ns`, the names

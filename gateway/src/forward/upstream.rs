@@ -21,7 +21,6 @@
 //! reported on `/readyz`, and tried again every `max_backoff`.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +30,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::forwarder::{Encoded, Sink};
-use super::sink::WriteError;
+use super::http::{send, with_body, WriteError};
 use crate::metrics::Metrics;
 use crate::store::queries::StoredReading;
 use crate::store::{Store, StoreError};
@@ -324,62 +323,6 @@ impl UpstreamSink {
         );
         send(with_body(req, body, self.gzip)?, classify_status).await
     }
-}
-
-/// Sends `req`: done on a 2xx answer, else what `classify` makes of the
-/// status and body; no answer at all is [`transport_error`].
-pub async fn send(
-    req: reqwest::RequestBuilder,
-    classify: fn(u16, &str) -> WriteError,
-) -> Result<(), WriteError> {
-    let resp = req.send().await.map_err(transport_error)?;
-    let status = resp.status();
-    if status.is_success() {
-        return Ok(());
-    }
-    let text = resp.text().await.unwrap_or_default();
-    Err(classify(status.as_u16(), &text))
-}
-
-/// A request that got no answer: retried (`timeout` or `unreachable`).
-pub fn transport_error(e: reqwest::Error) -> WriteError {
-    WriteError::Retry {
-        kind: if e.is_timeout() {
-            "timeout"
-        } else {
-            "unreachable"
-        }
-        .into(),
-        status: None,
-        message: e.to_string(),
-    }
-}
-
-/// `req` with `body` (the hub's NDJSON, InfluxDB's line protocol),
-/// gzip-compressed when `gzip`.
-pub fn with_body(
-    req: reqwest::RequestBuilder,
-    body: Bytes,
-    gzip: bool,
-) -> Result<reqwest::RequestBuilder, WriteError> {
-    if !gzip {
-        return Ok(req.body(body));
-    }
-    let mut gz = flate2::write::GzEncoder::new(
-        Vec::with_capacity(body.len() / 4),
-        flate2::Compression::fast(),
-    );
-    let bytes = gz
-        .write_all(&body)
-        .and_then(|()| gz.finish())
-        .map_err(|e| WriteError::Retry {
-            kind: "encode".into(),
-            status: None,
-            message: e.to_string(),
-        })?;
-    Ok(req
-        .header(reqwest::header::CONTENT_ENCODING, "gzip")
-        .body(bytes))
 }
 
 /// A non-2xx answer of the hub to what the forwarder does next.

@@ -29,6 +29,7 @@ use sha2::Digest;
 use tokio::sync::Mutex;
 
 use super::config::AuthConfig;
+use crate::forward::http::no_answer_kind;
 
 /// A token is renewed this long before the server says it expires.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(30);
@@ -287,12 +288,7 @@ async fn fetch_token(
         .send()
         .await
         .map_err(|e| TokenError::Retry {
-            kind: if e.is_timeout() {
-                "timeout"
-            } else {
-                "unreachable"
-            }
-            .into(),
+            kind: no_answer_kind(&e).into(),
             message: format!("token endpoint: {}", e.without_url()),
         })?;
     let status = sent.status().as_u16();

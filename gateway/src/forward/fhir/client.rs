@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::auth::{Auth, TokenError};
+use crate::forward::http::no_answer_kind;
 
 /// What became of a Bundle.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,12 +97,7 @@ impl FhirClient {
             req = req.header("authorization", a);
         }
         let resp = req.send().await.map_err(|e| PostError::Retry {
-            kind: if e.is_timeout() {
-                "timeout"
-            } else {
-                "unreachable"
-            }
-            .into(),
+            kind: no_answer_kind(&e).into(),
             message: e.without_url().to_string(),
         })?;
         let status = resp.status().as_u16();

@@ -18,7 +18,10 @@
 #     at a time: the server's own ingest rate.
 #   bench/e2e.sh [N] [PATIENTS]             defaults: 100000 1000
 # RPM_BIN: an existing gateway binary (else a release build). EXTRA: more
-# config lines. KEEP=DIR keeps the work directory.
+# config lines. KEEP=DIR keeps the work directory. TIMELINE=FILE writes the
+# stages' progress as sampled every 20 ms (seconds since the start, inbox
+# rows, readings, newest reading, rules cursor, InfluxDB cursor; one line
+# a sample).
 # Needs mosquitto, mosquitto-clients, victoria-metrics, python3 (installs
 # paho-mqtt 2.x into target/pydeps/paho-mqtt for the peer; standardwebhooks
 # as scripts/test does).
@@ -105,7 +108,7 @@ PEER_ROWS=$(sqlite3 "$W/peer.db" 'SELECT COUNT(*) FROM readings')
 
 # The gateway, timed by stage; the webhook receiver runs in the same process.
 python3 - "$BIN" "$W" "$TOTAL" "$ALERTS" "$HOOK" "$SECRET" "$VM" "$RAW" "$PEER" "$PEER_ROWS" <<'PY'
-import sqlite3, subprocess, sys, threading, time, json, urllib.request
+import os, sqlite3, subprocess, sys, threading, time, json, urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from standardwebhooks.webhooks import Webhook
 
@@ -145,6 +148,7 @@ def cursor(name):
     r = db.execute("SELECT position FROM cursors WHERE name = ?", (name,)).fetchone()
     return r[0] if r else 0
 t = {}
+timeline = []
 while len(t) < 5:
     now = time.time() - start
     try:
@@ -154,6 +158,8 @@ while len(t) < 5:
         if "indexed" not in t and readings >= total: t["indexed"] = now
         if "indexed" in t and "evaluated" not in t and cursor("rules") >= newest: t["evaluated"] = now
         if "indexed" in t and "forwarded" not in t and cursor("forward.influxdb") >= newest: t["forwarded"] = now
+        if os.environ.get("TIMELINE"):
+            timeline.append(f"{now:.3f} {inbox} {readings} {newest} {cursor('rules')} {cursor('forward.influxdb')}")
     except sqlite3.OperationalError:
         pass
     with lock:
@@ -161,6 +167,9 @@ while len(t) < 5:
     if gw.poll() is not None: sys.exit("the gateway stopped")
     if now > 600: sys.exit(f"timed out: {t}")
     time.sleep(0.02)
+if os.environ.get("TIMELINE"):
+    with open(os.environ["TIMELINE"], "w") as f:
+        f.write("\n".join(timeline) + "\n")
 rss = next(int(l.split()[1]) for l in open(f"/proc/{gw.pid}/status") if l.startswith("VmHWM"))
 # The gateway's CPU time through the drain (user, system): steadier than
 # wall times on a shared machine when two builds are compared.

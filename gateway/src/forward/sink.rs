@@ -95,8 +95,10 @@ fn auth_header(token: &str) -> Result<Option<reqwest::header::HeaderValue>, Sink
     if token.is_empty() {
         return Ok(None);
     }
-    let mut value = reqwest::header::HeaderValue::from_str(&format!("Token {token}"))
-        .map_err(|_| SinkError::Token("the token holds a character a header cannot".into()))?;
+    let mut value =
+        reqwest::header::HeaderValue::from_str(&format!("Token {token}")).map_err(|_| {
+            SinkError::Token("the token holds a character an HTTP header cannot carry".into())
+        })?;
     value.set_sensitive(true);
     Ok(Some(value))
 }
@@ -155,6 +157,22 @@ pub fn server_message(body: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_header_is_sensitive_and_refuses_a_line_break() {
+        assert_eq!(auth_header("").ok(), Some(None));
+        let value = auth_header("s3cr3t").ok().flatten();
+        assert_eq!(value.as_ref().map(|v| v.is_sensitive()), Some(true));
+        assert_eq!(
+            value.as_ref().map(|v| v.as_bytes()),
+            Some(&b"Token s3cr3t"[..])
+        );
+        let err = auth_header("s3c\nr3t").err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("forward.influxdb: the token holds a character an HTTP header cannot carry")
+        );
+    }
 
     #[test]
     fn the_write_endpoint_keeps_a_path_prefix_and_encodes_names() {

@@ -5,6 +5,9 @@
 # The same backlog is drained by mosquitto_sub on its own persistent session:
 # the broker's raw delivery rate, the physical limit here.
 #   bench/drain.sh [N] [DEVICES] [INFLIGHT]
+# Prints the gateway's read and write system calls through the drain
+# (/proc), counts that do not drift with the machine. EXTRA: lines for
+# [sources.mqtt] (e.g. EXTRA='protocol = "5"\n').
 # ENCRYPT=1: the store encrypted at rest (`[store] encryption = true`, a
 # random RPM_STORE_KEY); the store is then counted with `rpm-gateway store
 # query` (COUNT_WITH_GATEWAY=1 does that for a plain store too, for a
@@ -74,6 +77,7 @@ gw=$(echo "$(date +%s.%N) - $s" | bc)
 until [ "$(count 'SELECT COUNT(*) FROM readings')" -ge "$TOTAL" ]; do sleep 0.05; done
 norm=$(echo "$(date +%s.%N) - $s" | bc)
 rss=$(awk '/VmHWM/{print $2}' /proc/$GW/status)
+sysr=$(awk '/^syscr/{print $2}' /proc/$GW/io); sysw=$(awk '/^syscw/{print $2}' /proc/$GW/io)
 kill -TERM $GW; wait $GW || true
 [ -n "${KEEP_DB:-}" ] && cp "$W/rpm.db" "$KEEP_DB" && cp "$W/rpm.db-wal" "$KEEP_DB-wal" 2>/dev/null; true
 printf 'machine: %s cores, %s\n' "$(nproc)" "$(uname -m)"
@@ -82,3 +86,4 @@ printf 'raw mosquitto_sub: %.2f s = %.0f msg/s\n' "$raw" "$(echo "$TOTAL / $raw"
 printf 'gateway, all committed and acknowledged: %.2f s = %.0f msg/s (%.0f%% of raw)\n' "$gw" "$(echo "$TOTAL / $gw" | bc -l)" "$(echo "100 * $raw / $gw" | bc -l)"
 printf 'gateway, all normalized into readings:    %.2f s = %.0f msg/s (%.0f%% of raw)\n' "$norm" "$(echo "$TOTAL / $norm" | bc -l)" "$(echo "100 * $raw / $norm" | bc -l)"
 printf 'peak RSS %s kB\n' "$rss"
+printf 'gateway system calls through the drain: %s reads, %s writes\n' "$sysr" "$sysw"

@@ -50,8 +50,7 @@ fn mqtt5_session_survives_gateway_downtime() {
 }
 
 /// TLS to the broker with a private CA (`ca_file`), server name checked.
-#[test]
-fn tls_with_a_private_ca() {
+fn tls_with_a_private_ca(protocol: &str) {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new(dir.path());
     let broker = Mosquitto::start_tls(dir.path(), &ca);
@@ -60,13 +59,23 @@ fn tls_with_a_private_ca() {
         broker.port,
         &[DEVICE],
         &format!(
-            "[sources.mqtt.tls]\nca_file = \"{}\"\nserver_name = \"localhost\"\n",
+            "protocol = \"{protocol}\"\n[sources.mqtt.tls]\nca_file = \"{}\"\nserver_name = \"localhost\"\n",
             ca.ca.display()
         ),
     );
     gw.start();
     broker.publish(TOPIC, reading(7).as_bytes());
     wait_until("reading over TLS", T, || gw.readings() == 1);
+}
+
+#[test]
+fn tls_with_a_private_ca_mqtt311() {
+    tls_with_a_private_ca("3.1.1");
+}
+
+#[test]
+fn tls_with_a_private_ca_mqtt5() {
+    tls_with_a_private_ca("5");
 }
 
 /// Without the private CA the gateway refuses the broker's certificate and
@@ -118,11 +127,15 @@ fn a_kept_session_without_subscriptions_is_subscribed() {
 
 /// A failed commit is not acknowledged, and the source reconnects at once so
 /// the broker redelivers it: the reading is stored, once.
-#[test]
-fn a_failed_commit_is_redelivered_after_a_reconnect() {
+fn a_failed_commit_is_redelivered_after_a_reconnect(protocol: &str) {
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(dir.path());
-    let mut gw = Gateway::new(dir.path(), broker.port, &[DEVICE], "");
+    let mut gw = Gateway::new(
+        dir.path(),
+        broker.port,
+        &[DEVICE],
+        &format!("protocol = \"{protocol}\"\n"),
+    );
     gw.start_with_env(&[("RPM_FAULT_INJECT", "fail-first-commit")]);
     broker.publish(TOPIC, reading(5).as_bytes());
     wait_until("the redelivered reading", T, || gw.readings() == 1);
@@ -135,6 +148,16 @@ fn a_failed_commit_is_redelivered_after_a_reconnect() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(gw.readings(), 1);
     assert_eq!(gw.count("SELECT COUNT(*) FROM quarantine"), 0);
+}
+
+#[test]
+fn a_failed_commit_is_redelivered_after_a_reconnect_mqtt311() {
+    a_failed_commit_is_redelivered_after_a_reconnect("3.1.1");
+}
+
+#[test]
+fn a_failed_commit_is_redelivered_after_a_reconnect_mqtt5() {
+    a_failed_commit_is_redelivered_after_a_reconnect("5");
 }
 
 /// A large backlog queued for the gateway's session while it was down

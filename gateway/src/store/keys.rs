@@ -10,10 +10,12 @@
 //! evidence, the rest of a measurement) go through `reading_keys`: an id's
 //! 8-character prefix and the reading's sequence number, one row for the
 //! reading id and one for its measurement id, filled here **in bulk**: the
-//! keys of every reading after the cursor `store.keys`, sorted, inside a
-//! transaction that stores readings anyway, at most once every
-//! [`KeyIndexing::EVERY`] (and on the writer's heartbeat, so that a
-//! finished backlog does not stay behind, and at its start). Never in a
+//! keys of readings after the cursor `store.keys`, sorted, inside a
+//! transaction that stores readings anyway, due at most once every
+//! [`KeyIndexing::EVERY`] and then at most [`READINGS_PER_COMMIT`]
+//! readings' worth a commit until every reading has them (and all of them
+//! on the writer's heartbeat, so that a finished backlog does not stay
+//! behind, and at its start). Never in a
 //! commit of inbox appends alone: an acknowledgement waits for that. A bulk of sorted keys touches
 //! each leaf at most once, however many keys it brings. Readings after the
 //! cursor are few and recent; a lookup reads them in commit order (see
@@ -94,20 +96,37 @@ const ROWS_PER_INSERT: usize = 128;
 /// call no function and ignore conflicts, so they cannot fail halfway and
 /// keep none; a leaf they change is written at commit, as before.
 pub(crate) fn index(tx: &Transaction<'_>) -> Result<(), StoreError> {
-    index_in(tx, SLICE_READINGS, ROWS_PER_INSERT)
+    index_in(tx, SLICE_READINGS, ROWS_PER_INSERT, i64::MAX).map(|_| ())
 }
 
-/// [`index`] with its slice and insert sizes (tests use small ones).
+/// Most readings whose keys a commit of readings adds: twice a group
+/// commit's, so keys catch up during a backlog, in bulks short enough
+/// that the commits of the other stages (rules, forwarders) are not held
+/// back behind one (a second of a backlog in one bulk held every stage
+/// still for ~0.2 s).
+const READINGS_PER_COMMIT: i64 = 8_192;
+
+/// [`index`] for a commit that stores readings: the keys of at most
+/// [`READINGS_PER_COMMIT`] readings after the cursor. Returns whether
+/// every reading now has its keys.
+pub(crate) fn index_some(tx: &Transaction<'_>) -> Result<bool, StoreError> {
+    index_in(tx, SLICE_READINGS, ROWS_PER_INSERT, READINGS_PER_COMMIT)
+}
+
+/// [`index`] with its slice and insert sizes (tests use small ones), for
+/// at most `most` readings; whether every reading now has its keys.
 pub(crate) fn index_in(
     tx: &Transaction<'_>,
     slice_readings: i64,
     rows_per_insert: usize,
-) -> Result<(), StoreError> {
+    most: i64,
+) -> Result<bool, StoreError> {
     let mark = cursor_in(tx, CURSOR)?.unwrap_or(0);
-    let newest = queries::newest_seq(tx)?;
-    if newest <= mark {
-        return Ok(());
+    let stored = queries::newest_seq(tx)?;
+    if stored <= mark {
+        return Ok(true);
     }
+    let newest = stored.min(mark.saturating_add(most.max(1)));
     let mut read = tx.prepare_cached(
         "SELECT key, seq FROM (
              SELECT reading_key AS key, seq FROM readings WHERE seq > ?1 AND seq <= ?2
@@ -148,5 +167,5 @@ pub(crate) fn index_in(
         from = through;
     }
     set_cursor(tx, CURSOR, newest)?;
-    Ok(())
+    Ok(newest == stored)
 }

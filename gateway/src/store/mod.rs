@@ -511,11 +511,11 @@ impl Store {
         }
         seen.touch(&tx, now)?;
         also(&tx)?;
-        if add_keys {
-            keys::index(&tx)?;
-        }
+        // A bulk at most this long; due again at the next commit until
+        // every reading has its keys.
+        let keyed = add_keys && keys::index_some(&tx)?;
         tx.commit()?;
-        if add_keys {
+        if keyed {
             self.keys.done();
         }
         Ok(out)

@@ -107,8 +107,18 @@ fn keys_added_in_slices_are_those_of_every_reading() {
     store.commit(&items, 0).unwrap();
     assert_eq!(cursor(&store), 1, "within the interval: no keys yet");
 
+    // A commit's bulk stops at its bound, the cursor with it; lookups
+    // find the readings beyond by reading on.
     let tx = store.transaction().unwrap();
-    keys::index_in(&tx, 64, 7).unwrap();
+    assert!(!keys::index_in(&tx, 64, 7, 100).unwrap());
+    tx.commit().unwrap();
+    assert_eq!(cursor(&store), 101);
+    for i in [0, 150, 299] {
+        assert!(found(&store, &id(i)), "{}", id(i));
+    }
+
+    let tx = store.transaction().unwrap();
+    assert!(keys::index_in(&tx, 64, 7, i64::MAX).unwrap());
     tx.commit().unwrap();
     assert_eq!(cursor(&store), 301);
     let all = count(

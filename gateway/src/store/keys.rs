@@ -15,7 +15,8 @@
 //! [`KeyIndexing::EVERY`] and then at most [`READINGS_PER_COMMIT`]
 //! readings' worth a commit until every reading has them (and all of them
 //! on the writer's heartbeat, so that a finished backlog does not stay
-//! behind, and at its start). Never in a
+//! behind, and at its start: in transactions of that size, one after the
+//! other). Never in a
 //! commit of inbox appends alone: an acknowledgement waits for that. A bulk of sorted keys touches
 //! each leaf at most once, however many keys it brings. Readings after the
 //! cursor are few and recent; a lookup reads them in commit order (see
@@ -82,8 +83,16 @@ const SLICE_READINGS: i64 = 16_384;
 /// Keys a multi-row insert takes.
 const ROWS_PER_INSERT: usize = 128;
 
-/// Adds the keys of every reading after the cursor, in key order, and
-/// moves the cursor to the newest reading.
+/// Most readings whose keys one transaction adds: twice a group commit's,
+/// so keys catch up during a backlog, in bulks short enough that the
+/// commits of the other stages (rules, forwarders) are not held back
+/// behind one (a second of a backlog in one bulk held every stage still
+/// for ~0.2 s).
+const READINGS_PER_COMMIT: i64 = 8_192;
+
+/// Adds the keys of the readings after the cursor, at most
+/// [`READINGS_PER_COMMIT`] of them, in key order, and moves the cursor to
+/// the last of them. Returns whether every reading now has its keys.
 ///
 /// The keys are read (sorted, a slice of readings at a time) and inserted
 /// by statements that bind them as values. One `INSERT … SELECT` would do
@@ -95,26 +104,12 @@ const ROWS_PER_INSERT: usize = 128;
 /// up to a copy of the whole table in a large store). These statements
 /// call no function and ignore conflicts, so they cannot fail halfway and
 /// keep none; a leaf they change is written at commit, as before.
-pub(crate) fn index(tx: &Transaction<'_>) -> Result<(), StoreError> {
-    index_in(tx, SLICE_READINGS, ROWS_PER_INSERT, i64::MAX).map(|_| ())
-}
-
-/// Most readings whose keys a commit of readings adds: twice a group
-/// commit's, so keys catch up during a backlog, in bulks short enough
-/// that the commits of the other stages (rules, forwarders) are not held
-/// back behind one (a second of a backlog in one bulk held every stage
-/// still for ~0.2 s).
-const READINGS_PER_COMMIT: i64 = 8_192;
-
-/// [`index`] for a commit that stores readings: the keys of at most
-/// [`READINGS_PER_COMMIT`] readings after the cursor. Returns whether
-/// every reading now has its keys.
 pub(crate) fn index_some(tx: &Transaction<'_>) -> Result<bool, StoreError> {
     index_in(tx, SLICE_READINGS, ROWS_PER_INSERT, READINGS_PER_COMMIT)
 }
 
-/// [`index`] with its slice and insert sizes (tests use small ones), for
-/// at most `most` readings; whether every reading now has its keys.
+/// [`index_some`] with its slice, insert and bulk sizes (tests use small
+/// ones).
 pub(crate) fn index_in(
     tx: &Transaction<'_>,
     slice_readings: i64,

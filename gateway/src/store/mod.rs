@@ -579,16 +579,24 @@ impl Store {
         })
     }
 
-    /// Adds the keys of every reading stored without them in one
-    /// transaction with `also`.
+    /// Adds the keys of every reading stored without them, the first bulk
+    /// in one transaction with `also`, the rest in transactions of their
+    /// own, each as short as a commit's bulk: a large gap (a backlog's
+    /// tail, a store filled by other means) holds no other stage's commit
+    /// back for long.
     fn key_readings_with(
         &mut self,
         also: impl FnOnce(&Transaction<'_>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let tx = self.transaction()?;
         also(&tx)?;
-        keys::index(&tx)?;
+        let mut keyed = keys::index_some(&tx)?;
         tx.commit()?;
+        while !keyed {
+            let tx = self.transaction()?;
+            keyed = keys::index_some(&tx)?;
+            tx.commit()?;
+        }
         self.keys.done();
         Ok(())
     }

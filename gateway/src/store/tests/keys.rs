@@ -282,3 +282,24 @@ fn lookups_by_id_never_read_the_whole_table() {
         );
     }
 }
+
+/// A gap longer than one bulk (a backlog's tail, a store filled by other
+/// means) is keyed by the heartbeat and at start in bulks one after the
+/// other, up to the newest reading.
+#[test]
+fn a_gap_longer_than_a_bulk_is_keyed_to_the_end() {
+    let (_dir, mut store) = open_keyed_once();
+    assign(&mut store, "ox-1", "p1");
+    store
+        .commit(&[reading("ox-1", "00000000-first")], 0)
+        .unwrap();
+    let id = |i: u64| format!("{:08x}-{i}", (i * 2_654_435_761) & 0xffff_ffff);
+    let items: Vec<Item> = (0..9_000).map(|i| reading("ox-1", &id(i))).collect();
+    store.commit(&items, 0).unwrap();
+    assert_eq!(cursor(&store), 1, "within the interval: no keys yet");
+    store.key_readings().unwrap();
+    assert_eq!(cursor(&store), 9_001);
+    for i in [0, 4_500, 8_999] {
+        assert!(found(&store, &id(i)), "{}", id(i));
+    }
+}

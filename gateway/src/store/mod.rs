@@ -511,8 +511,8 @@ impl Store {
         }
         seen.touch(&tx, now)?;
         also(&tx)?;
-        // A bulk at most this long; due again at the next commit until
-        // every reading has its keys.
+        // A bounded bulk (see keys.rs); keys stay due at the next commit
+        // until every reading has them.
         let keyed = add_keys && keys::index_some(&tx)?;
         tx.commit()?;
         if keyed {

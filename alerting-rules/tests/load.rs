@@ -80,6 +80,39 @@ fn bundled_set_with_plans_validates() {
     assert!(hf.contains(&"spo2.low") && hf.contains(&"hf.weight-gain-24h"));
 }
 
+/// A patient's rules are every rule of the packs their plans bring, in
+/// load order, whichever plans they are on (found a pack at a time).
+#[test]
+fn a_patient_s_rules_are_those_of_their_packs_in_order() {
+    let set = RuleSet::bundled().unwrap_or_else(|e| panic!("{e}"));
+    let plans = set.plans().unwrap();
+    let names: Vec<&String> = plans.plan.keys().collect();
+    for mask in 0u32..(1 << names.len()) {
+        let chosen: Vec<&str> = names
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) != 0)
+            .map(|(_, n)| n.as_str())
+            .collect();
+        let packs = plans.packs_for(&chosen);
+        let expected: Vec<&str> = set
+            .rules()
+            .iter()
+            .filter(|r| packs.contains(&r.pack))
+            .map(|r| r.id.as_str())
+            .collect();
+        let found: Vec<&str> = set.each_rule_for(&chosen).map(|r| r.id.as_str()).collect();
+        assert_eq!(found, expected, "{chosen:?}");
+    }
+    // Without a plans file, every rule.
+    let packs: Vec<SourceFile> = BUNDLED_PACKS
+        .iter()
+        .map(|(n, t)| SourceFile::new(*n, *t))
+        .collect();
+    let all = RuleSet::from_sources(&packs, None).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(all.each_rule_for(&["copd"]).count(), all.rules().len());
+}
+
 #[test]
 fn load_dir_reads_packs_and_plans() {
     let dir = tempfile::tempdir().unwrap();

@@ -626,23 +626,29 @@ fn evaluate(
             for mut t in eval.transitions {
                 let prev = ctx.states.get(&t.rule_id);
                 let only = persist::shed(&mut t, prev);
-                ctx.states.insert(t.rule_id.clone(), t.state.clone());
+                // Every reading brings a transition of each of its rules:
+                // the rule's state is updated in place, its id copied
+                // only the first time.
+                match ctx.states.get_mut(&t.rule_id) {
+                    Some(s) => s.clone_from(&t.state),
+                    None => {
+                        ctx.states.insert(t.rule_id.clone(), t.state.clone());
+                    }
+                }
                 // Of a run of such transitions of one rule only the last
                 // counts: each would overwrite the state the one before it
                 // saved, in the same transaction, and nothing else reads
                 // them. The last takes the first one's place (a rule's
                 // state row is independent of the other rules' writes).
-                let rule = t.rule_id.clone();
-                let entry = (t, g.group_id.clone());
-                match (only, state_only.get(&rule)) {
-                    (true, Some(&at)) => transitions[at] = entry,
+                match (only, state_only.get(&t.rule_id)) {
+                    (true, Some(&at)) => transitions[at] = (t, g.group_id.clone()),
                     (true, None) => {
-                        state_only.insert(rule, transitions.len());
-                        transitions.push(entry);
+                        state_only.insert(t.rule_id.clone(), transitions.len());
+                        transitions.push((t, g.group_id.clone()));
                     }
                     (false, _) => {
-                        state_only.remove(&rule);
-                        transitions.push(entry);
+                        state_only.remove(&t.rule_id);
+                        transitions.push((t, g.group_id.clone()));
                     }
                 }
             }

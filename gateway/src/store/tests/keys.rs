@@ -140,6 +140,48 @@ fn keys_added_in_slices_are_those_of_every_reading() {
     }
 }
 
+/// Keys are cut from ids as SQLite cuts them (`substr(id, 1, 8)`: eight
+/// characters, not bytes), whatever the ids hold, so that every reading is
+/// found through its keys.
+#[test]
+fn keys_are_cut_as_sqlite_cuts_ids() {
+    let (_dir, mut store) = open_keyed_once();
+    assign(&mut store, "ox-1", "p1");
+    store
+        .commit(&[reading("ox-1", "first-reading")], 0)
+        .unwrap();
+    let ids = [
+        "abc",
+        "12345678",
+        "123456789",
+        "ééééééééé-1",
+        "𝄞𝄞𝄞𝄞𝄞𝄞𝄞𝄞𝄞-2",
+        "a𝄞b€c𝄞déf-3",
+        "Zz",
+    ];
+    let items: Vec<Item> = ids.iter().map(|id| reading("ox-1", id)).collect();
+    store.commit(&items, 0).unwrap();
+    let tx = store.transaction().unwrap();
+    assert!(keys::index_in(&tx, 3, 2, i64::MAX).unwrap());
+    tx.commit().unwrap();
+    for column in ["reading_key", "group_key"] {
+        assert_eq!(
+            count(
+                &store,
+                &format!(
+                    "SELECT COUNT(*) FROM readings r WHERE NOT EXISTS (
+                         SELECT 1 FROM reading_keys k WHERE k.key = r.{column} AND k.seq = r.seq)"
+                )
+            ),
+            0,
+            "{column}"
+        );
+    }
+    for id in ids {
+        assert!(found(&store, id), "{id}");
+    }
+}
+
 /// A re-sent reading is found among its device's readings of the same
 /// device time (an index where they sit together), before and after its
 /// keys were added; input without a device time by its digest.

@@ -14,6 +14,17 @@ fn open_keyed_once() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
+/// [`open_keyed_once`] with device `ox-1` assigned and one reading, `first`,
+/// stored and keyed by that first commit: later commits add no keys, so a
+/// test adds them when it means to.
+fn keyed_once_after(first: &str) -> (tempfile::TempDir, Store) {
+    let (dir, mut store) = open_keyed_once();
+    assign(&mut store, "ox-1", "p1");
+    store.commit(&[reading("ox-1", first)], 0).unwrap();
+    assert_eq!(cursor(&store), 1, "the first commit adds keys");
+    (dir, store)
+}
+
 fn cursor(store: &Store) -> i64 {
     store.cursor(keys::CURSOR).unwrap()
 }
@@ -97,10 +108,7 @@ fn readings_are_found_by_id_before_and_after_their_keys_are_added() {
 /// tail of single ones: the same rows one insert of them all would add.
 #[test]
 fn keys_added_in_slices_are_those_of_every_reading() {
-    let (_dir, mut store) = open_keyed_once();
-    assign(&mut store, "ox-1", "p1");
-    store.commit(&[reading("ox-1", "00000000-x")], 0).unwrap();
-    assert_eq!(cursor(&store), 1);
+    let (_dir, mut store) = keyed_once_after("00000000-x");
     // Keys out of order, some shared by several readings.
     let id = |i: u64| format!("{:08x}-{i}", (i * 2_654_435_761) & 0xffff_f000);
     let items: Vec<Item> = (0..300).map(|i| reading("ox-1", &id(i))).collect();
@@ -145,11 +153,7 @@ fn keys_added_in_slices_are_those_of_every_reading() {
 /// found through its keys.
 #[test]
 fn keys_are_cut_as_sqlite_cuts_ids() {
-    let (_dir, mut store) = open_keyed_once();
-    assign(&mut store, "ox-1", "p1");
-    store
-        .commit(&[reading("ox-1", "first-reading")], 0)
-        .unwrap();
+    let (_dir, mut store) = keyed_once_after("first-reading");
     let ids = [
         "abc",
         "12345678",
@@ -330,11 +334,7 @@ fn lookups_by_id_never_read_the_whole_table() {
 /// other, up to the newest reading.
 #[test]
 fn a_gap_longer_than_a_bulk_is_keyed_to_the_end() {
-    let (_dir, mut store) = open_keyed_once();
-    assign(&mut store, "ox-1", "p1");
-    store
-        .commit(&[reading("ox-1", "00000000-first")], 0)
-        .unwrap();
+    let (_dir, mut store) = keyed_once_after("00000000-first");
     let id = |i: u64| format!("{:08x}-{i}", (i * 2_654_435_761) & 0xffff_ffff);
     let items: Vec<Item> = (0..9_000).map(|i| reading("ox-1", &id(i))).collect();
     store.commit(&items, 0).unwrap();
